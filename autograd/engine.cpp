@@ -1,0 +1,82 @@
+// The backward pass: count, for every node reachable from the root, how many edges point at
+// it; then run nodes from a ready queue (newest first, so memory is freed in reverse order of
+// the forward) once all their incoming gradients have been summed.
+#include <queue>
+#include <unordered_map>
+
+#include "autograd/node.h"
+#include "tensor/ops.h"
+
+namespace hfrun::autograd {
+namespace {
+
+struct NewestFirst {
+  bool operator()(const Node* a, const Node* b) const { return a->sequence_nr() < b->sequence_nr(); }
+};
+
+void accumulate(Tensor& slot, const Tensor& g) {
+  if (!slot.defined()) {
+    slot = g;
+  } else {
+    slot = ops::add(slot, g);  // out of place: g may alias another node's gradient
+  }
+}
+
+}  // namespace
+
+void backward(const Tensor& root, const Tensor& grad_root) {
+  HF_CHECK(root.defined(), "backward: root tensor is undefined");
+  HF_CHECK(root.requires_grad(), "backward: ", root.str(), " does not require grad (no input of "
+           "the ops that produced it requires grad, or it was computed under NoGradGuard)");
+  Tensor seed = grad_root;
+  if (!seed.defined()) {
+    HF_CHECK(root.numel() == 1, "backward: root ", root.str(), " has ", root.numel(),
+             " elements; pass grad_root for a non-scalar root");
+    seed = ops::ones(root.sizes(), root.dtype(), root.device());
+  }
+  HF_CHECK(seed.sizes() == root.sizes(), "backward: grad_root ", seed.str(), " does not match root ",
+           root.str());
+  NoGradGuard no_grad;  // backward formulas are not themselves recorded
+
+  std::shared_ptr<Node> root_node = gradient_edge(root);
+  std::unordered_map<Node*, int> dependencies;
+  std::vector<Node*> stack{root_node.get()};
+  dependencies[root_node.get()] = 0;
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (auto& next : n->next()) {
+      if (!next) continue;
+      auto [it, inserted] = dependencies.emplace(next.get(), 0);
+      ++it->second;
+      if (inserted) stack.push_back(next.get());
+    }
+  }
+
+  std::unordered_map<Node*, Tensor> grads;
+  grads[root_node.get()] = seed;
+  std::priority_queue<Node*, std::vector<Node*>, NewestFirst> ready;
+  ready.push(root_node.get());
+  while (!ready.empty()) {
+    Node* n = ready.top();
+    ready.pop();
+    Tensor g = std::move(grads[n]);
+    grads.erase(n);
+    std::vector<Tensor> input_grads;
+    if (g.defined()) {
+      input_grads = n->apply(g);
+      HF_CHECK(input_grads.empty() || input_grads.size() == n->next().size(), "backward of ",
+               n->name(), " returned ", input_grads.size(), " gradients for ", n->next().size(),
+               " inputs");
+    }
+    n->release();
+    for (size_t i = 0; i < n->next().size(); ++i) {
+      Node* next = n->next()[i].get();
+      if (!next) continue;
+      if (i < input_grads.size() && input_grads[i].defined()) accumulate(grads[next], input_grads[i]);
+      if (--dependencies[next] == 0) ready.push(next);
+    }
+  }
+}
+
+}  // namespace hfrun::autograd

@@ -1,0 +1,101 @@
+// The autograd graph. Each differentiable op that runs with grad enabled creates one Node for
+// its single output; the node holds edges to the nodes of its inputs (or to the accumulate
+// node of a leaf) and exactly the tensors its backward reads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace hfrun::autograd {
+
+class Node {
+ public:
+  explicit Node(const char* name);
+  virtual ~Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // Gradients w.r.t. the inputs, one per next() edge; an undefined Tensor where none flows.
+  virtual std::vector<Tensor> apply(const Tensor& grad_output) = 0;
+  // Drops saved tensors once backward has used them (the graph is not reusable after that).
+  virtual void release() {}
+
+  const char* name() const { return name_; }
+  uint64_t sequence_nr() const { return sequence_nr_; }
+  // Edges to the producers of the inputs; null where an input needs no gradient.
+  std::vector<std::shared_ptr<Node>>& next() { return next_; }
+
+ private:
+  const char* name_;
+  uint64_t sequence_nr_;
+  std::vector<std::shared_ptr<Node>> next_;
+};
+
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+// A node whose backward is a lambda; the lambda's captures are the saved tensors.
+class FunctionNode final : public Node {
+ public:
+  FunctionNode(const char* name, BackwardFn fn) : Node(name), fn_(std::move(fn)) {}
+  std::vector<Tensor> apply(const Tensor& grad_output) override;
+  void release() override { fn_ = nullptr; }
+
+ private:
+  BackwardFn fn_;
+};
+
+// Sink of a leaf tensor: adds the incoming gradient into leaf.grad() and then runs the leaf's
+// grad-ready hooks (the engine runs this node only after every path into it has finished, so
+// the gradient is final for this backward when the hooks fire).
+class AccumulateGrad final : public Node {
+ public:
+  explicit AccumulateGrad(Tensor leaf) : Node("AccumulateGrad"), leaf_(std::move(leaf)) {}
+  std::vector<Tensor> apply(const Tensor& grad_output) override;
+  const Tensor& leaf() const { return leaf_; }
+
+ private:
+  Tensor leaf_;
+};
+
+// The edge to use for tensor t as an input: its grad_fn, its (shared) AccumulateGrad if it is a
+// leaf that requires grad, or null.
+std::shared_ptr<Node> gradient_edge(const Tensor& t);
+
+// Whether ops record a graph on this thread (see NoGradGuard).
+bool grad_enabled();
+void set_grad_enabled(bool on);
+
+class NoGradGuard {
+ public:
+  NoGradGuard() : prev_(grad_enabled()) { set_grad_enabled(false); }
+  ~NoGradGuard() { set_grad_enabled(prev_); }
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// True when grad mode is on and any input requires grad.
+bool needs_grad(std::initializer_list<const Tensor*> inputs);
+
+// Attaches a FunctionNode named `name` with edges to `inputs` to `output` when any input needs
+// grad, and returns the tensor to hand to the caller: a fresh handle on output's storage that
+// carries the node, so a backward lambda that captured `output` itself does not form a cycle.
+// The lambda returns one gradient per input (undefined = none).
+Tensor record(const char* name, const std::vector<Tensor>& inputs, const Tensor& output,
+              BackwardFn backward);
+
+// Runs reverse-mode differentiation from `root` (seed gradient: ones when undefined, which
+// requires a single-element root). Leaves accumulate into .grad(); saved tensors are released.
+void backward(const Tensor& root, const Tensor& grad_root = Tensor());
+
+// Registers a hook run when `leaf`'s gradient of a backward is final.
+void register_grad_ready_hook(Tensor& leaf, std::function<void(Tensor&)> hook);
+
+}  // namespace hfrun::autograd

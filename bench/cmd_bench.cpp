@@ -1,0 +1,86 @@
+// hfrun bench: parses the options and prints the benchmark's JSON line.
+#include <boost/program_options.hpp>
+#include <iostream>
+
+#include "bench/bench.h"
+#include "common/error.h"
+#include "launcher/commands.h"
+
+namespace po = boost::program_options;
+
+namespace hfrun::cli {
+namespace {
+
+bool parse(const Args& args, po::options_description& desc, po::variables_map& vm,
+           const char* usage) {
+  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  if (vm.count("help")) {
+    std::cout << usage << "\n" << desc;
+    return false;
+  }
+  po::notify(vm);
+  return true;
+}
+
+int bench_matmul(const Args& args) {
+  bench::MatmulBenchOptions o;
+  po::options_description desc("Options");
+  desc.add_options()("help,h", "show this help")
+      ("m", po::value(&o.m)->default_value(o.m), "rows of A and C")
+      ("n", po::value(&o.n)->default_value(o.n), "columns of B and C")
+      ("k", po::value(&o.k)->default_value(o.k), "inner dimension")
+      ("dtype", po::value(&o.dtype)->default_value(o.dtype), "input dtype: f32 | bf16")
+      ("baseline", po::bool_switch(&o.baseline), "also time a raw oneDNN primitive")
+      ("min-seconds", po::value(&o.min_seconds)->default_value(o.min_seconds),
+       "time each measurement for at least this long");
+  po::variables_map vm;
+  if (!parse(args, desc, vm, "Usage: hfrun bench matmul --m M --n N --k K --dtype f32|bf16 "
+             "[--baseline]\nTimes hfrun's matmul op (plain row-major tensors, as models call "
+             "it) after warm-up; prints one JSON line with \"gflops\".")) {
+    return 0;
+  }
+  HF_CHECK_INPUT(o.m > 0 && o.n > 0 && o.k > 0, "bench matmul: --m, --n, --k must be positive");
+  HF_CHECK_INPUT(o.dtype == "f32" || o.dtype == "bf16", "bench matmul: --dtype must be f32 or "
+                 "bf16, got '", o.dtype, "'");
+  std::cout << bench::run_matmul_bench(o) << std::endl;
+  return 0;
+}
+
+int bench_block(const Args& args) {
+  bench::BlockBenchOptions o;
+  po::options_description desc("Options");
+  desc.add_options()("help,h", "show this help")
+      ("batch", po::value(&o.batch)->default_value(o.batch), "sequences")
+      ("seq", po::value(&o.seq)->default_value(o.seq), "tokens per sequence")
+      ("dim", po::value(&o.dim)->default_value(o.dim), "model width C")
+      ("heads", po::value(&o.heads)->default_value(o.heads), "attention heads")
+      ("iters", po::value(&o.iters)->default_value(o.iters), "timed steps");
+  po::variables_map vm;
+  if (!parse(args, desc, vm, "Usage: hfrun bench block [--batch B] [--seq T] [--dim C] "
+             "[--heads H]\nTimes forward+backward of one GPT-2 block in f32 and reports the "
+             "fraction of time outside oneDNN matmuls.")) {
+    return 0;
+  }
+  HF_CHECK_INPUT(o.batch > 0 && o.seq > 0 && o.dim > 0 && o.heads > 0 && o.dim % o.heads == 0,
+                 "bench block: sizes must be positive and --dim divisible by --heads");
+  HF_CHECK_INPUT(o.iters > 0, "bench block: --iters must be positive");
+  std::cout << bench::run_block_bench(o) << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int cmd_bench(const Args& args) {
+  const char* usage = "Usage: hfrun bench matmul|block [options]   (hfrun bench WHAT --help)\n";
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::cout << usage;
+    return args.empty() ? 2 : 0;
+  }
+  Args rest(args.begin() + 1, args.end());
+  if (args[0] == "matmul") return bench_matmul(rest);
+  if (args[0] == "block") return bench_block(rest);
+  HF_CHECK_INPUT(false, "bench: unknown benchmark '", args[0], "' (expected matmul or block)");
+  return 2;
+}
+
+}  // namespace hfrun::cli

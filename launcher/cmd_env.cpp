@@ -1,0 +1,28 @@
+// hfrun env: what this build and machine provide, as JSON-ish lines a bug report can paste.
+#include <iostream>
+
+#include "common/error.h"
+#include "common/version.h"
+#include "launcher/commands.h"
+#include "tensor/threads.h"
+
+namespace hfrun::cli {
+
+int cmd_env(const Args& args) {
+  if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+    std::cout << "Usage: hfrun env\nPrints hfrun, oneDNN, MPI and CUDA versions, the CPU ISA "
+                 "oneDNN uses and the thread count.\n";
+    return 0;
+  }
+  HF_CHECK_INPUT(args.empty(), "env: unexpected argument '", args[0], "'");
+  CpuRuntimeInfo info = cpu_runtime_info();
+  std::cout << "hfrun:        " << version() << "\n"
+            << "onednn:       " << info.onednn_version << "\n"
+            << "cpu isa:      " << info.onednn_isa << "\n"
+            << "cpu threads:  " << info.threads << " (OMP_NUM_THREADS or all cores)\n"
+            << "mpi:          not built in yet (issue: distributed runtime)\n"
+            << "cuda:         not built in yet (issue: GPU backend)\n";
+  return 0;
+}
+
+}  // namespace hfrun::cli

@@ -1,0 +1,55 @@
+// hfrun: the command-line entry point. Dispatches to a subcommand and maps errors to exit
+// codes: 2 for bad usage or invalid input, 1 for runtime failures.
+#include <boost/program_options/errors.hpp>
+#include <cstring>
+#include <iostream>
+
+#include "common/error.h"
+#include "common/version.h"
+#include "launcher/commands.h"
+
+namespace {
+
+const char* kUsage = R"(hfrun: distributed training for transformer models, natively.
+
+Usage:
+  hfrun [launch options] CONFIG.yaml [--set key.path=value ...]   train (not yet available)
+  hfrun bench matmul --m M --n N --k K --dtype f32|bf16 [--baseline]
+  hfrun bench block [--tokens N] [--dim C] [--heads H] [--iters I]
+  hfrun env                     versions, CPU ISA, threads
+  hfrun --version | --help | COMMAND --help
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid input.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace hfrun;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+      std::cout << kUsage;
+      return args.empty() ? 2 : 0;
+    }
+    if (args[0] == "--version" || args[0] == "-V") {
+      std::cout << "hfrun " << version() << "\n";
+      return 0;
+    }
+    const std::string cmd = args[0];
+    cli::Args rest(args.begin() + 1, args.end());
+    if (cmd == "env") return cli::cmd_env(rest);
+    if (cmd == "bench") return cli::cmd_bench(rest);
+    std::cerr << "hfrun: unknown command '" << cmd << "'\n\n" << kUsage;
+    return 2;
+  } catch (const Error& e) {
+    std::cerr << "hfrun: error: " << e.what() << "\n";
+    return e.kind() == ErrorKind::kInvalidInput ? 2 : 1;
+  } catch (const boost::program_options::error& e) {
+    std::cerr << "hfrun: " << e.what() << " (see 'hfrun " << args[0] << " --help')\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "hfrun: error: " << e.what() << "\n";
+    return 1;
+  }
+}

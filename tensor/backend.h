@@ -1,0 +1,85 @@
+// The narrow interface a device implements. hfrun::ops validates arguments, picks dtypes and
+// allocates outputs; a Backend only computes. Unless a method says otherwise, tensors passed in
+// are contiguous, on the backend's device, and outputs are preallocated with the right shape.
+// To add a backend: implement this class (tensor/backend/<device>/) and register it with
+// register_backend(); to add an op: declare it in tensor/ops.h, add a primitive here if it
+// cannot be composed from existing ones, implement it in every backend, and add a row to the
+// op tests (tests/tensor) and a gradient check (tests/autograd).
+#pragma once
+
+#include <cstdint>
+
+#include "tensor/ops.h"
+#include "tensor/tensor.h"
+
+namespace hfrun {
+
+enum class BinaryOp : uint8_t { kAdd, kSub, kMul, kDiv, kMax, kEq, kGt, kLt };
+enum class RandomKind : uint8_t { kUniform, kNormal };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // dst[i] = cast(src[i]); src may be any strided view (stride 0 = broadcast) of dst's shape;
+  // dst may be strided too. Any dtype pair.
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  virtual void fill(Tensor& dst, double value) = 0;
+  virtual void fill_random(Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset,
+                           double a, double b) = 0;  // uniform [a, b) or normal(mean a, std b)
+  virtual void axpy(Tensor& dst, const Tensor& src, double alpha) = 0;  // dst += alpha * src
+  virtual void scale(Tensor& dst, double alpha) = 0;
+
+  virtual void unary(ops::UnaryOp op, const Tensor& x, Tensor& y) = 0;
+  virtual void unary_backward(ops::UnaryOp op, const Tensor& gy, const Tensor& x,
+                              const Tensor& y, Tensor& gx) = 0;
+  virtual void pow_scalar(const Tensor& x, double p, Tensor& y) = 0;
+  // a and b are views of out's shape (strided, possibly stride 0) with out's compute dtype.
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+
+  // x viewed as [outer, n, inner]; out [outer, inner].
+  virtual void reduce_sum(const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& out) = 0;
+  virtual void reduce_max(const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+                          Tensor& values, Tensor& indices) = 0;
+
+  // a [batch..., M, K], b [batch..., K, N] already broadcast to out's batch dims (may be
+  // strided/transposed views); bias [N] or undefined; out [batch..., M, N] contiguous.
+  virtual void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) = 0;
+
+  // x viewed as [outer, n, inner], softmax over n.
+  virtual void softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,
+                       Tensor& y) = 0;
+  virtual void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n,
+                                int64_t inner, bool log, Tensor& gx) = 0;
+  // scores [BH, T, S] -> probs = softmax(scale * scores) with positions j > i + (S - T) masked
+  // when causal.
+  virtual void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
+                                     Tensor& probs) = 0;
+
+  virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
+                          Tensor& mean, Tensor& rstd) = 0;
+  virtual void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
+                                   const Tensor& mean, const Tensor& rstd, Tensor& gx,
+                                   Tensor& gw, Tensor& gb) = 0;  // gw/gb may be undefined
+  virtual void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) = 0;
+  virtual void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
+                                 const Tensor& rstd, Tensor& gx, Tensor& gw) = 0;
+
+  virtual void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) = 0;
+  virtual void embedding_backward(const Tensor& gy, const Tensor& ids, Tensor& gweight) = 0;
+
+  virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                             Tensor& loss, Tensor& lse) = 0;
+  virtual void cross_entropy_backward(const Tensor& gloss, const Tensor& logits,
+                                      const Tensor& targets, const Tensor& lse,
+                                      int64_t ignore_index, Tensor& glogits) = 0;
+
+  virtual void dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) = 0;
+};
+
+Backend& backend_for(Device device);
+void register_backend(DeviceType type, Backend* backend);
+
+}  // namespace hfrun

@@ -1,0 +1,244 @@
+// Unary and binary elementwise kernels (f32 arithmetic for every floating dtype).
+#include <cmath>
+
+#include "tensor/backend/cpu/cpu_backend.h"
+#include "tensor/backend/cpu/dispatch.h"
+#include "tensor/backend/cpu/loops.h"
+
+namespace hfrun::cpu {
+namespace {
+
+using ops::UnaryOp;
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kInvSqrt2 = 0.7071067811865476f;
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;
+
+inline float sigmoid_f(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+template <UnaryOp kOp>
+inline float unary_f(float x) {
+  if constexpr (kOp == UnaryOp::kNeg) return -x;
+  if constexpr (kOp == UnaryOp::kExp) return std::exp(x);
+  if constexpr (kOp == UnaryOp::kLog) return std::log(x);
+  if constexpr (kOp == UnaryOp::kTanh) return std::tanh(x);
+  if constexpr (kOp == UnaryOp::kSqrt) return std::sqrt(x);
+  if constexpr (kOp == UnaryOp::kRsqrt) return 1.0f / std::sqrt(x);
+  if constexpr (kOp == UnaryOp::kSigmoid) return sigmoid_f(x);
+  if constexpr (kOp == UnaryOp::kRelu) return x > 0.0f ? x : 0.0f;
+  if constexpr (kOp == UnaryOp::kSilu) return x * sigmoid_f(x);
+  if constexpr (kOp == UnaryOp::kGelu) return 0.5f * x * (1.0f + std::erf(x * kInvSqrt2));
+  if constexpr (kOp == UnaryOp::kGeluTanh) {
+    return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
+  }
+  if constexpr (kOp == UnaryOp::kAbs) return std::fabs(x);
+  if constexpr (kOp == UnaryOp::kSquare) return x * x;
+  return 0.0f;
+}
+
+// dy/dx given x and y = f(x).
+template <UnaryOp kOp>
+inline float unary_grad_f(float x, float y) {
+  if constexpr (kOp == UnaryOp::kNeg) return -1.0f;
+  if constexpr (kOp == UnaryOp::kExp) return y;
+  if constexpr (kOp == UnaryOp::kLog) return 1.0f / x;
+  if constexpr (kOp == UnaryOp::kTanh) return 1.0f - y * y;
+  if constexpr (kOp == UnaryOp::kSqrt) return 0.5f / y;
+  if constexpr (kOp == UnaryOp::kRsqrt) return -0.5f * y * y * y;
+  if constexpr (kOp == UnaryOp::kSigmoid) return y * (1.0f - y);
+  if constexpr (kOp == UnaryOp::kRelu) return x > 0.0f ? 1.0f : 0.0f;
+  if constexpr (kOp == UnaryOp::kSilu) {
+    float s = sigmoid_f(x);
+    return s * (1.0f + x * (1.0f - s));
+  }
+  if constexpr (kOp == UnaryOp::kGelu) {
+    return 0.5f * (1.0f + std::erf(x * kInvSqrt2)) + x * kInvSqrt2Pi * std::exp(-0.5f * x * x);
+  }
+  if constexpr (kOp == UnaryOp::kGeluTanh) {
+    float inner = kSqrt2OverPi * (x + 0.044715f * x * x * x);
+    float t = std::tanh(inner);
+    float dinner = kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * x * x);
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * dinner;
+  }
+  if constexpr (kOp == UnaryOp::kAbs) return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
+  if constexpr (kOp == UnaryOp::kSquare) return 2.0f * x;
+  return 0.0f;
+}
+
+template <typename Fn>
+void dispatch_unary(UnaryOp op, Fn&& fn) {
+  switch (op) {
+#define HF_CASE(name) \
+  case UnaryOp::name: return fn(std::integral_constant<UnaryOp, UnaryOp::name>{});
+    HF_CASE(kNeg) HF_CASE(kExp) HF_CASE(kLog) HF_CASE(kTanh) HF_CASE(kSqrt) HF_CASE(kRsqrt)
+    HF_CASE(kSigmoid) HF_CASE(kRelu) HF_CASE(kSilu) HF_CASE(kGelu) HF_CASE(kGeluTanh)
+    HF_CASE(kAbs) HF_CASE(kSquare)
+#undef HF_CASE
+  }
+}
+
+constexpr int64_t kChunk = 4096;  // elements per parallel task
+
+}  // namespace
+
+void CpuBackend::unary(ops::UnaryOp op, const Tensor& x, Tensor& y) {
+  dispatch_float(x.dtype(), ops::unary_op_name(op), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* xp = static_cast<const T*>(x.raw_data());
+    T* yp = static_cast<T*>(y.raw_data());
+    const int64_t n = x.numel();
+    dispatch_unary(op, [&](auto op_c) {
+      constexpr UnaryOp kOp = decltype(op_c)::value;
+      parallel_for((n + kChunk - 1) / kChunk, kChunk, [&](int64_t c) {
+        const int64_t end = std::min(n, (c + 1) * kChunk);
+        for (int64_t i = c * kChunk; i < end; ++i) store(yp, i, unary_f<kOp>(load(xp, i)));
+      });
+    });
+  });
+}
+
+void CpuBackend::unary_backward(ops::UnaryOp op, const Tensor& gy, const Tensor& x,
+                                const Tensor& y, Tensor& gx) {
+  dispatch_float(x.dtype(), ops::unary_op_name(op), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* xp = static_cast<const T*>(x.raw_data());
+    const T* yp = y.defined() ? static_cast<const T*>(y.raw_data()) : nullptr;
+    const T* gp = static_cast<const T*>(gy.raw_data());
+    T* gxp = static_cast<T*>(gx.raw_data());
+    const int64_t n = x.numel();
+    dispatch_unary(op, [&](auto op_c) {
+      constexpr UnaryOp kOp = decltype(op_c)::value;
+      parallel_for((n + kChunk - 1) / kChunk, kChunk, [&](int64_t c) {
+        const int64_t end = std::min(n, (c + 1) * kChunk);
+        for (int64_t i = c * kChunk; i < end; ++i) {
+          float xv = load(xp, i);
+          float yv = yp ? load(yp, i) : unary_f<kOp>(xv);
+          store(gxp, i, load(gp, i) * unary_grad_f<kOp>(xv, yv));
+        }
+      });
+    });
+  });
+}
+
+void CpuBackend::pow_scalar(const Tensor& x, double p, Tensor& y) {
+  dispatch_float(x.dtype(), "pow_scalar", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* xp = static_cast<const T*>(x.raw_data());
+    T* yp = static_cast<T*>(y.raw_data());
+    const float pf = static_cast<float>(p);
+    parallel_for(x.numel(), 4, [&](int64_t i) { store(yp, i, std::pow(load(xp, i), pf)); });
+  });
+}
+
+namespace {
+
+template <BinaryOp kOp>
+inline float binary_f(float a, float b) {
+  if constexpr (kOp == BinaryOp::kAdd) return a + b;
+  if constexpr (kOp == BinaryOp::kSub) return a - b;
+  if constexpr (kOp == BinaryOp::kMul) return a * b;
+  if constexpr (kOp == BinaryOp::kDiv) return a / b;
+  if constexpr (kOp == BinaryOp::kMax) return (a > b || std::isnan(a)) ? a : b;
+  return 0.0f;
+}
+
+template <BinaryOp kOp, typename T>
+inline T binary_int(T a, T b) {
+  if constexpr (kOp == BinaryOp::kAdd) return a + b;
+  if constexpr (kOp == BinaryOp::kSub) return a - b;
+  if constexpr (kOp == BinaryOp::kMul) return a * b;
+  if constexpr (kOp == BinaryOp::kDiv) return b == 0 ? 0 : a / b;
+  if constexpr (kOp == BinaryOp::kMax) return a > b ? a : b;
+  return 0;
+}
+
+template <typename Fn>
+void dispatch_arith(BinaryOp op, Fn&& fn) {
+  switch (op) {
+    case BinaryOp::kAdd: return fn(std::integral_constant<BinaryOp, BinaryOp::kAdd>{});
+    case BinaryOp::kSub: return fn(std::integral_constant<BinaryOp, BinaryOp::kSub>{});
+    case BinaryOp::kMul: return fn(std::integral_constant<BinaryOp, BinaryOp::kMul>{});
+    case BinaryOp::kDiv: return fn(std::integral_constant<BinaryOp, BinaryOp::kDiv>{});
+    case BinaryOp::kMax: return fn(std::integral_constant<BinaryOp, BinaryOp::kMax>{});
+    default: HF_THROW("binary: not an arithmetic op");
+  }
+}
+
+}  // namespace
+
+void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  if (op == BinaryOp::kEq || op == BinaryOp::kGt || op == BinaryOp::kLt) {
+    // Comparisons: any input dtype (a and b share one), bool output.
+    dispatch_all(a.dtype(), "compare", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const T* ap = static_cast<const T*>(a.raw_data());
+      const T* bp = static_cast<const T*>(b.raw_data());
+      uint8_t* op_ = static_cast<uint8_t*>(out.raw_data());
+      strided_loop<3>(out.sizes(), {out.strides(), a.strides(), b.strides()},
+                      [&](std::array<int64_t, 3> off, int64_t n, std::array<int64_t, 3> inc) {
+                        for (int64_t i = 0; i < n; ++i) {
+                          float x = load(ap, off[1] + i * inc[1]);
+                          float y = load(bp, off[2] + i * inc[2]);
+                          bool r = op == BinaryOp::kEq ? x == y : (op == BinaryOp::kGt ? x > y : x < y);
+                          op_[off[0] + i * inc[0]] = r;
+                        }
+                      });
+    });
+    return;
+  }
+  dispatch_arith(op, [&](auto op_c) {
+    constexpr BinaryOp kOp = decltype(op_c)::value;
+    dispatch_all(out.dtype(), "binary", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const T* ap = static_cast<const T*>(a.raw_data());
+      const T* bp = static_cast<const T*>(b.raw_data());
+      T* op_ = static_cast<T*>(out.raw_data());
+      strided_loop<3>(out.sizes(), {out.strides(), a.strides(), b.strides()},
+                      [&](std::array<int64_t, 3> off, int64_t n, std::array<int64_t, 3> inc) {
+                        T* o = op_ + off[0];
+                        const T* x = ap + off[1];
+                        const T* y = bp + off[2];
+                        if constexpr (std::is_same_v<T, float>) {
+                          if (inc[0] == 1 && inc[1] == 1 && inc[2] == 1) {
+                            for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(x[i], y[i]);
+                          } else if (inc[0] == 1 && inc[1] == 1 && inc[2] == 0) {
+                            const float yv = y[0];
+                            for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(x[i], yv);
+                          } else if (inc[0] == 1 && inc[1] == 0 && inc[2] == 1) {
+                            const float xv = x[0];
+                            for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(xv, y[i]);
+                          } else {
+                            for (int64_t i = 0; i < n; ++i)
+                              o[i * inc[0]] = binary_f<kOp>(x[i * inc[1]], y[i * inc[2]]);
+                          }
+                        } else if constexpr (std::is_same_v<T, BFloat16> ||
+                                             std::is_same_v<T, Float16>) {
+                          for (int64_t i = 0; i < n; ++i)
+                            store(o, i * inc[0],
+                                  binary_f<kOp>(load(x, i * inc[1]), load(y, i * inc[2])));
+                        } else {
+                          for (int64_t i = 0; i < n; ++i)
+                            o[i * inc[0]] = binary_int<kOp, T>(x[i * inc[1]], y[i * inc[2]]);
+                        }
+                      });
+    });
+  });
+}
+
+void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+  dispatch_all(out.dtype(), "where", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const uint8_t* cp = static_cast<const uint8_t*>(cond.raw_data());
+    const T* ap = static_cast<const T*>(a.raw_data());
+    const T* bp = static_cast<const T*>(b.raw_data());
+    T* op_ = static_cast<T*>(out.raw_data());
+    strided_loop<4>(out.sizes(), {out.strides(), cond.strides(), a.strides(), b.strides()},
+                    [&](std::array<int64_t, 4> off, int64_t n, std::array<int64_t, 4> inc) {
+                      for (int64_t i = 0; i < n; ++i) {
+                        op_[off[0] + i * inc[0]] = cp[off[1] + i * inc[1]] ? ap[off[2] + i * inc[2]]
+                                                                          : bp[off[3] + i * inc[3]];
+                      }
+                    });
+  });
+}
+
+}  // namespace hfrun::cpu

@@ -1,0 +1,87 @@
+// Loop helpers for CPU kernels: dtype load/store through f32, a parallel-for that stays serial
+// for small sizes, and an N-operand strided iterator that merges contiguous dims.
+#pragma once
+
+#include <omp.h>
+
+#include <array>
+#include <cstdint>
+
+#include "tensor/dtype.h"
+#include "tensor/shape.h"
+
+namespace hfrun::cpu {
+
+// Below this many elements, threading costs more than it saves.
+constexpr int64_t kParallelGrain = 1 << 15;
+
+template <typename Fn>
+void parallel_for(int64_t n, int64_t cost_per_item, Fn&& fn) {
+  if (n * cost_per_item < kParallelGrain || omp_get_max_threads() == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) fn(i);
+}
+
+// Element type <-> float used for arithmetic. Half types are stored as uint16_t.
+template <typename T>
+inline float load(const T* p, int64_t i) { return static_cast<float>(p[i]); }
+template <typename T>
+inline void store(T* p, int64_t i, float v) { p[i] = static_cast<T>(v); }
+template <>
+inline float load<BFloat16>(const BFloat16* p, int64_t i) { return bf16_to_f32(p[i].bits); }
+template <>
+inline void store<BFloat16>(BFloat16* p, int64_t i, float v) { p[i].bits = f32_to_bf16(v); }
+template <>
+inline float load<Float16>(const Float16* p, int64_t i) { return f16_to_f32(p[i].bits); }
+template <>
+inline void store<Float16>(Float16* p, int64_t i, float v) { p[i].bits = f32_to_f16(v); }
+
+// Calls fn(std::array<int64_t, N> offsets, int64_t count, std::array<int64_t, N> inner_strides)
+// once per innermost row of `shape`, with element offsets into each operand. Dims that are
+// contiguous across all operands are merged first so the inner rows are as long as possible.
+template <size_t N, typename Fn>
+void strided_loop(const Shape& shape, const std::array<Shape, N>& strides, Fn&& fn) {
+  // Coalesce: drop size-1 dims, merge i with i+1 when stride_i == stride_{i+1} * size_{i+1}.
+  Shape sz;
+  std::array<Shape, N> st;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    if (!sz.empty()) {
+      bool merge = true;
+      for (size_t k = 0; k < N; ++k) merge = merge && st[k].back() == strides[k][d] * shape[d];
+      if (merge) {
+        sz.back() *= shape[d];
+        for (size_t k = 0; k < N; ++k) st[k].back() = strides[k][d];
+        continue;
+      }
+    }
+    sz.push_back(shape[d]);
+    for (size_t k = 0; k < N; ++k) st[k].push_back(strides[k][d]);
+  }
+  if (shape_numel(shape) == 0) return;
+  if (sz.empty()) {
+    sz.push_back(1);
+    for (size_t k = 0; k < N; ++k) st[k].push_back(0);
+  }
+  const int64_t rank = static_cast<int64_t>(sz.size());
+  const int64_t inner = sz.back();
+  std::array<int64_t, N> inner_st;
+  for (size_t k = 0; k < N; ++k) inner_st[k] = st[k].back();
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < rank; ++d) rows *= sz[d];
+  parallel_for(rows, inner, [&](int64_t row) {
+    std::array<int64_t, N> off{};
+    int64_t r = row;
+    for (int64_t d = rank - 2; d >= 0; --d) {
+      int64_t idx = r % sz[d];
+      r /= sz[d];
+      for (size_t k = 0; k < N; ++k) off[k] += idx * st[k][d];
+    }
+    fn(off, inner, inner_st);
+  });
+}
+
+}  // namespace hfrun::cpu

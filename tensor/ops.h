@@ -1,0 +1,180 @@
+// hfrun::ops: the raw tensor ops. No autograd here: these are the kernels (forward and the
+// backward formulas, side by side) that autograd/functions.h wraps into differentiable
+// functions. Every op validates its arguments and throws hfrun::Error naming the op and the
+// shapes/dtypes on a mismatch, allocates its result, and dispatches to the device's backend
+// (tensor/backend.h). Results are contiguous unless the op is a view.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "tensor/random.h"
+#include "tensor/tensor.h"
+
+namespace hfrun::ops {
+
+// ---- creation -------------------------------------------------------------------------------
+Tensor empty(const Shape& shape, DType dtype = DType::kF32, Device device = Device::cpu());
+Tensor zeros(const Shape& shape, DType dtype = DType::kF32, Device device = Device::cpu());
+Tensor ones(const Shape& shape, DType dtype = DType::kF32, Device device = Device::cpu());
+Tensor full(const Shape& shape, double value, DType dtype = DType::kF32,
+            Device device = Device::cpu());
+Tensor empty_like(const Tensor& t);
+Tensor zeros_like(const Tensor& t);
+Tensor scalar(double value, DType dtype = DType::kF32);  // rank-0 tensor
+Tensor arange(int64_t n, DType dtype = DType::kI64);
+// Copies `values` (converted to dtype) into a new tensor of `shape` (numel must match).
+Tensor from_vector(const std::vector<float>& values, const Shape& shape, DType dtype = DType::kF32);
+Tensor from_ints(const std::vector<int64_t>& values, const Shape& shape, DType dtype = DType::kI64);
+Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::kF32, double mean = 0,
+             double std = 1);
+Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::kF32, double lo = 0,
+            double hi = 1);  // uniform in [lo, hi)
+
+// ---- views (share storage; no copy) -----------------------------------------------------------
+Tensor view(const Tensor& x, const Shape& shape);     // one -1 allowed; x's strides must allow it
+Tensor reshape(const Tensor& x, const Shape& shape);  // a view when possible, else a copy
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+Tensor select(const Tensor& x, int64_t dim, int64_t index);  // drops dim
+Tensor expand(const Tensor& x, const Shape& shape);  // broadcast to shape (stride 0), -1 keeps
+Tensor unsqueeze(const Tensor& x, int64_t dim);
+Tensor squeeze(const Tensor& x, int64_t dim);
+Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = -1);
+
+// ---- copies and casts -----------------------------------------------------------------------
+Tensor contiguous(const Tensor& x);  // x itself when already contiguous
+Tensor clone(const Tensor& x);
+Tensor to_dtype(const Tensor& x, DType dtype);  // x itself when dtype matches
+void copy_(Tensor& dst, const Tensor& src);    // src broadcast to dst's shape, cast to its dtype
+void fill_(Tensor& dst, double value);
+void add_(Tensor& dst, const Tensor& src, double alpha = 1.0);  // dst += alpha * src (same shape)
+void scale_(Tensor& dst, double alpha);                        // dst *= alpha
+
+// ---- elementwise ------------------------------------------------------------------------------
+// Binary ops broadcast (NumPy rules); both floating inputs of different dtypes promote to f32.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor add_scalar(const Tensor& x, double s);
+Tensor mul_scalar(const Tensor& x, double s);
+Tensor pow_scalar(const Tensor& x, double p);
+Tensor eq(const Tensor& a, const Tensor& b);  // bool result
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+
+enum class UnaryOp : uint8_t {
+  kNeg, kExp, kLog, kTanh, kSqrt, kRsqrt, kSigmoid, kRelu, kSilu,
+  kGelu,      // exact: x * Phi(x) with erf
+  kGeluTanh,  // GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  kAbs, kSquare,
+};
+const char* unary_op_name(UnaryOp op);
+Tensor unary(UnaryOp op, const Tensor& x);
+// d/dx for the op given upstream gy, the input x and the output y (some formulas use y).
+Tensor unary_backward(UnaryOp op, const Tensor& gy, const Tensor& x, const Tensor& y);
+inline Tensor neg(const Tensor& x) { return unary(UnaryOp::kNeg, x); }
+inline Tensor exp(const Tensor& x) { return unary(UnaryOp::kExp, x); }
+inline Tensor log(const Tensor& x) { return unary(UnaryOp::kLog, x); }
+inline Tensor tanh(const Tensor& x) { return unary(UnaryOp::kTanh, x); }
+inline Tensor sqrt(const Tensor& x) { return unary(UnaryOp::kSqrt, x); }
+inline Tensor relu(const Tensor& x) { return unary(UnaryOp::kRelu, x); }
+inline Tensor silu(const Tensor& x) { return unary(UnaryOp::kSilu, x); }
+inline Tensor sigmoid(const Tensor& x) { return unary(UnaryOp::kSigmoid, x); }
+inline Tensor gelu(const Tensor& x, bool tanh_approx = false) {
+  return unary(tanh_approx ? UnaryOp::kGeluTanh : UnaryOp::kGelu, x);
+}
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);  // cond bool/u8, broadcasts
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);  // mask broadcasts to x
+
+// ---- reductions -------------------------------------------------------------------------------
+// dims empty = all dims. f32 accumulation for floating inputs.
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+// Max over one dim: values and the (first) argmax as i64.
+struct MaxResult {
+  Tensor values;
+  Tensor indices;
+};
+MaxResult max(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor max_all(const Tensor& x);
+// Sums a broadcast gradient back to `shape` (the inverse of broadcasting `shape` to g's shape).
+Tensor sum_to(const Tensor& g, const Shape& shape);
+
+// ---- matmul (oneDNN on CPU) -------------------------------------------------------------------
+// a [..., M, K] @ b [..., K, N] (+ bias [N]) -> [..., M, N]. Batch dims broadcast; a rank-2 b is
+// shared by every batch. Transposed operands are plain transposed views (no copy): oneDNN reads
+// the strides. bf16/f16 inputs accumulate in f32; the result is out_dtype (default: a's dtype).
+Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor(),
+              std::optional<DType> out_dtype = std::nullopt);
+
+// ---- normalisation, softmax, losses -----------------------------------------------------------
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor softmax_backward(const Tensor& gy, const Tensor& y, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax_backward(const Tensor& gy, const Tensor& y, int64_t dim);
+
+// Over the last dim. mean/rstd are f32 [rows] saved for the backward.
+struct LayerNormResult {
+  Tensor y, mean, rstd;
+};
+LayerNormResult layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
+struct LayerNormGrads {
+  Tensor gx, gweight, gbias;
+};
+LayerNormGrads layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& weight,
+                                   const Tensor& mean, const Tensor& rstd, bool need_gbias);
+
+struct RmsNormResult {
+  Tensor y, rstd;
+};
+RmsNormResult rms_norm(const Tensor& x, const Tensor& weight, double eps);
+struct RmsNormGrads {
+  Tensor gx, gweight;
+};
+RmsNormGrads rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& weight,
+                               const Tensor& rstd);
+
+// weight [V, C], ids (i32/i64, any shape) -> [..ids, C]; ids outside [0, V) are an error.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+Tensor embedding_backward(const Tensor& gy, const Tensor& ids, int64_t num_rows);
+
+// Mean token cross-entropy of logits [N, V] against targets [N] (i32/i64); targets equal to
+// ignore_index contribute nothing and are not counted. Returns the f32 scalar loss and the
+// per-row logsumexp [N] that the backward reuses (no [N, V] softmax is stored).
+struct CrossEntropyResult {
+  Tensor loss, lse;
+};
+CrossEntropyResult cross_entropy(const Tensor& logits, const Tensor& targets,
+                                 int64_t ignore_index = -100);
+Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
+                              const Tensor& lse, int64_t ignore_index = -100);
+
+// Causal (or full) scaled dot-product attention over q, k, v [B, H, T, D]. probs [B, H, T, T]
+// is kept for the backward.
+struct AttentionResult {
+  Tensor out, probs;
+};
+AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                          double scale);
+struct AttentionGrads {
+  Tensor gq, gk, gv;
+};
+AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& probs, double scale);
+
+// Inverted dropout with a counter-based mask: element i is kept iff hash(seed, i) >= p, so the
+// mask is reproducible for any thread count and the backward regenerates it from the seed.
+Tensor dropout(const Tensor& x, double p, uint64_t seed);
+Tensor dropout_backward(const Tensor& gy, double p, uint64_t seed);
+
+// ---- joining ---------------------------------------------------------------------------------
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim);  // views
+
+}  // namespace hfrun::ops

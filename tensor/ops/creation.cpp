@@ -1,0 +1,110 @@
+// Tensor creation, copies and casts.
+#include "tensor/backend.h"
+#include "tensor/ops.h"
+
+namespace hfrun::ops {
+
+Tensor empty(const Shape& shape, DType dtype, Device device) {
+  for (int64_t d : shape) HF_CHECK(d >= 0, "empty: negative dimension in shape ", shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->sizes = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  backend_for(device).fill(t, value);
+  return t;
+}
+Tensor zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
+Tensor ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
+Tensor empty_like(const Tensor& t) { return empty(t.sizes(), t.dtype(), t.device()); }
+Tensor zeros_like(const Tensor& t) { return zeros(t.sizes(), t.dtype(), t.device()); }
+Tensor scalar(double value, DType dtype) { return full({}, value, dtype); }
+
+Tensor arange(int64_t n, DType dtype) {
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[i] = i;
+  return from_ints(v, {n}, dtype);
+}
+
+Tensor from_vector(const std::vector<float>& values, const Shape& shape, DType dtype) {
+  HF_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_vector: ",
+           values.size(), " values for shape ", shape_str(shape));
+  Tensor src = empty(shape, DType::kF32);
+  std::copy(values.begin(), values.end(), src.data<float>());
+  return to_dtype(src, dtype);
+}
+
+Tensor from_ints(const std::vector<int64_t>& values, const Shape& shape, DType dtype) {
+  HF_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_ints: ",
+           values.size(), " values for shape ", shape_str(shape));
+  Tensor src = empty(shape, DType::kI64);
+  std::copy(values.begin(), values.end(), src.data<int64_t>());
+  return to_dtype(src, dtype);
+}
+
+namespace {
+Tensor random_tensor(const Shape& shape, Generator& gen, DType dtype, RandomKind kind, double a,
+                     double b, const char* op) {
+  HF_CHECK(is_floating(dtype), op, ": dtype must be floating, got ", dtype_name(dtype));
+  Tensor t = empty(shape, dtype);
+  uint64_t offset = gen.advance(static_cast<uint64_t>((t.numel() + 3) / 4));
+  backend_for(t.device()).fill_random(t, kind, gen.seed(), offset, a, b);
+  return t;
+}
+}  // namespace
+
+Tensor randn(const Shape& shape, Generator& gen, DType dtype, double mean, double std) {
+  return random_tensor(shape, gen, dtype, RandomKind::kNormal, mean, std, "randn");
+}
+Tensor rand(const Shape& shape, Generator& gen, DType dtype, double lo, double hi) {
+  return random_tensor(shape, gen, dtype, RandomKind::kUniform, lo, hi, "rand");
+}
+
+Tensor contiguous(const Tensor& x) { return x.is_contiguous() ? x.detach() : clone(x); }
+
+Tensor clone(const Tensor& x) {
+  Tensor out = empty(x.sizes(), x.dtype(), x.device());
+  backend_for(x.device()).copy(x, out);
+  return out;
+}
+
+Tensor to_dtype(const Tensor& x, DType dtype) {
+  if (x.dtype() == dtype) return x.detach();
+  Tensor out = empty(x.sizes(), dtype, x.device());
+  backend_for(x.device()).copy(x, out);
+  return out;
+}
+
+void copy_(Tensor& dst, const Tensor& src) {
+  HF_CHECK(dst.device() == src.device(), "copy_: ", src.str(), " to ", dst.str(),
+           " crosses devices; use the device copy");
+  Tensor s = src.sizes() == dst.sizes() ? src : expand(src, dst.sizes());
+  backend_for(dst.device()).copy(s, dst);
+}
+
+void fill_(Tensor& dst, double value) {
+  if (dst.is_contiguous()) {
+    backend_for(dst.device()).fill(dst, value);
+  } else {
+    copy_(dst, scalar(value, dst.dtype()));
+  }
+}
+
+void add_(Tensor& dst, const Tensor& src, double alpha) {
+  HF_CHECK(dst.sizes() == src.sizes() && dst.dtype() == src.dtype(), "add_: ", dst.str(), " += ",
+           src.str(), ": shapes and dtypes must match");
+  HF_CHECK(dst.is_contiguous(), "add_: destination ", dst.str(), " must be contiguous");
+  backend_for(dst.device()).axpy(dst, contiguous(src), alpha);
+}
+
+void scale_(Tensor& dst, double alpha) {
+  HF_CHECK(dst.is_contiguous(), "scale_: destination ", dst.str(), " must be contiguous");
+  backend_for(dst.device()).scale(dst, alpha);
+}
+
+}  // namespace hfrun::ops

@@ -1,0 +1,36 @@
+#include "tensor/profiler.h"
+
+#include <atomic>
+#include <mutex>
+
+namespace hfrun::profiler {
+namespace {
+std::atomic<bool> g_enabled{false};
+std::mutex g_mu;
+std::map<std::string, OpStats>& table() {
+  static auto* t = new std::map<std::string, OpStats>();
+  return *t;
+}
+}  // namespace
+
+void set_enabled(bool on) { g_enabled = on; }
+bool enabled() { return g_enabled.load(std::memory_order_relaxed); }
+
+void reset() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  table().clear();
+}
+
+std::map<std::string, OpStats> snapshot() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return table();
+}
+
+void add(const char* name, double seconds) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto& s = table()[name];
+  s.seconds += seconds;
+  ++s.calls;
+}
+
+}  // namespace hfrun::profiler

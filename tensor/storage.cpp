@@ -1,0 +1,35 @@
+#include "tensor/storage.h"
+
+#include "common/error.h"
+#include "tensor/allocator.h"
+
+namespace hfrun {
+namespace {
+Allocator* g_cuda_allocator = nullptr;
+}
+
+Allocator& allocator_for(Device device) {
+  if (device.is_cpu()) return cpu_allocator();
+  HF_CHECK(g_cuda_allocator != nullptr, "no allocator for device ", device.str(),
+           ": this build has no CUDA backend");
+  return *g_cuda_allocator;
+}
+
+void register_allocator(DeviceType type, Allocator* allocator) {
+  HF_CHECK(type == DeviceType::kCUDA, "register_allocator: only CUDA allocators can be registered");
+  g_cuda_allocator = allocator;
+}
+
+Storage::Storage(size_t nbytes, Device device)
+    : nbytes_(nbytes), device_(device), allocator_(&allocator_for(device)) {
+  data_ = allocator_->allocate(nbytes);
+}
+
+Storage::Storage(void* data, size_t nbytes, Device device, std::shared_ptr<void> owner)
+    : data_(data), nbytes_(nbytes), device_(device), owner_(std::move(owner)) {}
+
+Storage::~Storage() {
+  if (allocator_) allocator_->deallocate(data_, nbytes_);
+}
+
+}  // namespace hfrun
