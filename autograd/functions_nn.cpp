@@ -1,1 +1,106 @@
-// PLACEHOLDER: to be written.
+// Differentiable layers: layer_norm, rms_norm, embedding, cross_entropy, dropout. Each backward
+// lambda captures only what its formula reads (tensor/ops/nn.cpp states the formulas' dtypes).
+#include "autograd/functions.h"
+#include "autograd/node.h"
+
+namespace hfrun {
+
+using autograd::needs_grad;
+using autograd::record;
+using Grads = std::vector<Tensor>;
+
+namespace {
+
+Tensor detached_or_undefined(const Tensor& t) {
+  return t.defined() ? t.detach() : Tensor();
+}
+
+// SplitMix64 finaliser: a bijective 64-bit mix, so distinct (seed, offset) pairs give
+// unrelated Philox keys.
+uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  // Contiguous once here, so the ops call and the saved input share one buffer.
+  Tensor xc = ops::contiguous(x);
+  ops::LayerNormResult r = ops::layer_norm(xc, weight, bias, eps);
+  if (!needs_grad({&x, &weight, &bias})) return r.y;
+  Tensor w = detached_or_undefined(weight);
+  const bool need_gbias = bias.defined() && bias.requires_grad();
+  return record("layer_norm", {x, weight, bias}, r.y,
+                [xc, w, mean = r.mean, rstd = r.rstd, need_gbias](const Tensor& g) -> Grads {
+                  ops::LayerNormGrads d =
+                      ops::layer_norm_backward(g, xc, w, mean, rstd, need_gbias);
+                  return {d.gx, d.gweight, d.gbias};
+                });
+}
+
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+  Tensor xc = ops::contiguous(x);
+  ops::RmsNormResult r = ops::rms_norm(xc, weight, eps);
+  if (!needs_grad({&x, &weight})) return r.y;
+  Tensor w = detached_or_undefined(weight);
+  return record("rms_norm", {x, weight}, r.y, [xc, w, rstd = r.rstd](const Tensor& g) -> Grads {
+    ops::RmsNormGrads d = ops::rms_norm_backward(g, xc, w, rstd);
+    return {d.gx, d.gweight};
+  });
+}
+
+Tensor embedding(const Tensor& weight, const Tensor& ids) {
+  Tensor y = ops::embedding(weight, ids);
+  if (!needs_grad({&weight})) return y;
+  const int64_t rows = weight.sizes()[0];
+  const DType dtype = weight.dtype();
+  Tensor saved_ids = ops::contiguous(ids);
+  return record("embedding", {weight}, y, [saved_ids, rows, dtype](const Tensor& g) -> Grads {
+    return {ops::to_dtype(ops::embedding_backward(g, saved_ids, rows), dtype)};
+  });
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+  HF_CHECK(logits.defined() && targets.defined() && logits.dim() >= 1 &&
+               targets.dim() == logits.dim() - 1,
+           "cross_entropy: expected logits [..., V] and targets [...], got ",
+           logits.defined() ? logits.str() : "(undefined)", " and ",
+           targets.defined() ? targets.str() : "(undefined)");
+  for (int64_t d = 0; d < targets.dim(); ++d) {
+    HF_CHECK(targets.sizes()[d] == logits.sizes()[d], "cross_entropy: targets ", targets.str(),
+             " do not match the leading dims of logits ", logits.str());
+  }
+  const int64_t V = logits.sizes().back();
+  Tensor flat_logits = ops::reshape(logits, {-1, V}).detach();
+  Tensor flat_targets = ops::contiguous(ops::reshape(targets, {-1}));
+  ops::CrossEntropyResult r = ops::cross_entropy(flat_logits, flat_targets, ignore_index);
+  if (!needs_grad({&logits})) return r.loss;
+  // Saves the [N, V] logits and the [N] logsumexp; the softmax is recomputed in the backward.
+  Tensor saved_logits = ops::contiguous(flat_logits);
+  Shape shape = logits.sizes();
+  return record(
+      "cross_entropy", {logits}, r.loss,
+      [saved_logits, flat_targets, lse = r.lse, ignore_index, shape](const Tensor& g) -> Grads {
+        Tensor gl = ops::cross_entropy_backward(g, saved_logits, flat_targets, lse, ignore_index);
+        return {ops::view(gl, shape)};
+      });
+}
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  HF_CHECK(p >= 0.0 && p < 1.0, "dropout: p must be in [0, 1), got ", p);
+  if (!training || p == 0.0) return x;
+  // Reserve the counters this mask uses so the generator's offset stays a resumable count, and
+  // key the mask by (seed, offset): successive calls get independent masks, and a generator
+  // restored with set_state(seed, offset) replays them.
+  const uint64_t blocks = static_cast<uint64_t>((x.numel() + 3) / 4);
+  const uint64_t offset = gen.advance(blocks);
+  const uint64_t key = mix64(gen.seed() ^ mix64(offset + 0x9e3779b97f4a7c15ULL));
+  Tensor y = ops::dropout(x, p, key);
+  // The backward regenerates the mask from the key: no mask tensor is kept.
+  return record("dropout", {x}, y,
+                [p, key](const Tensor& g) -> Grads { return {ops::dropout_backward(g, p, key)}; });
+}
+
+}  // namespace hfrun

@@ -12,6 +12,17 @@
 #include "tensor/random.h"
 #include "tensor/tensor.h"
 
+namespace hfrun {
+// Declared outside hfrun::ops so that argument-dependent lookup on it does not pull the raw
+// ops::unary into unqualified calls of the differentiable hfrun::unary.
+enum class UnaryOp : uint8_t {
+  kNeg, kExp, kLog, kTanh, kSqrt, kRsqrt, kSigmoid, kRelu, kSilu,
+  kGelu,      // exact: x * Phi(x) with erf
+  kGeluTanh,  // GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  kAbs, kSquare,
+};
+}  // namespace hfrun
+
 namespace hfrun::ops {
 
 // ---- creation -------------------------------------------------------------------------------
@@ -67,12 +78,7 @@ Tensor eq(const Tensor& a, const Tensor& b);  // bool result
 Tensor gt(const Tensor& a, const Tensor& b);
 Tensor lt(const Tensor& a, const Tensor& b);
 
-enum class UnaryOp : uint8_t {
-  kNeg, kExp, kLog, kTanh, kSqrt, kRsqrt, kSigmoid, kRelu, kSilu,
-  kGelu,      // exact: x * Phi(x) with erf
-  kGeluTanh,  // GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-  kAbs, kSquare,
-};
+using hfrun::UnaryOp;
 const char* unary_op_name(UnaryOp op);
 Tensor unary(UnaryOp op, const Tensor& x);
 // d/dx for the op given upstream gy, the input x and the output y (some formulas use y).

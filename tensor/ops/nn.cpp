@@ -1,1 +1,292 @@
-// PLACEHOLDER: to be written.
+// Normalisation, embedding, cross-entropy, dropout and cat: argument checks, dtype choices and
+// allocation here; the arithmetic is the backend's (tensor/backend.h).
+//
+// Dtypes: activations (x, logits, gy) are f32, bf16 or f16 and results keep their dtype;
+// statistics (mean, rstd, lse, loss) are f32. A norm weight/bias is x's dtype or f32; the
+// backend always receives it as f32 [C] (ones/zeros when absent; a cast of C elements), and its
+// gradient is computed in f32 and returned in the parameter's own dtype.
+#include <optional>
+#include <string>
+
+#include "tensor/backend.h"
+#include "tensor/ops.h"
+
+namespace hfrun::ops {
+namespace {
+
+// x as a contiguous floating tensor with a non-empty last dim (the normalised/class dim).
+Tensor last_dim_input(const Tensor& x, const char* op, const char* what) {
+  HF_CHECK(x.defined(), op, ": ", what, " is undefined");
+  HF_CHECK(is_floating(x.dtype()), op, ": ", what, " must be f32, bf16 or f16, got ", x.str());
+  HF_CHECK(x.dim() >= 1 && x.sizes().back() > 0, op, ": ", what, " ", x.str(),
+           " needs a non-empty last dim");
+  return contiguous(x);
+}
+
+// A [C] parameter of x's dtype or f32 (or undefined), as the f32 [C] the backend reads.
+Tensor param_f32(const Tensor& p, const Tensor& x, double absent_value, const char* op,
+                 const char* what) {
+  const int64_t C = x.sizes().back();
+  if (!p.defined()) return full({C}, absent_value, DType::kF32, x.device());
+  HF_CHECK(p.dim() == 1 && p.sizes()[0] == C, op, ": ", what, " ", p.str(), " must be [", C,
+           "] for input ", x.str());
+  HF_CHECK(p.dtype() == x.dtype() || p.dtype() == DType::kF32, op, ": ", what, " ", p.str(),
+           " must be f32 or the input's dtype (input ", x.str(), ")");
+  HF_CHECK(p.device() == x.device(), op, ": ", what, " ", p.str(), " is on ", p.device().str(),
+           ", input ", x.str(), " on ", x.device().str());
+  return contiguous(to_dtype(p, DType::kF32));
+}
+
+int64_t rows_of(const Tensor& x) {
+  return x.numel() / x.sizes().back();
+}
+
+// A saved f32 statistic with one value per row.
+Tensor row_stat(const Tensor& s, int64_t rows, const char* op, const char* what) {
+  HF_CHECK(s.defined() && s.dtype() == DType::kF32 && s.numel() == rows, op, ": ", what, " ",
+           s.defined() ? s.str() : std::string("(undefined)"), " must be f32 with ", rows,
+           " elements");
+  return contiguous(s);
+}
+
+// gy checked against x's shape and brought to x's dtype (the kernels read both as one type).
+Tensor grad_like(const Tensor& gy, const Tensor& x, const char* op) {
+  HF_CHECK(gy.defined() && gy.sizes() == x.sizes(), op, ": gradient ",
+           gy.defined() ? gy.str() : std::string("(undefined)"), " does not match input ", x.str());
+  return contiguous(to_dtype(gy, x.dtype()));
+}
+
+Tensor index_input(const Tensor& ids, const char* op, const char* what) {
+  HF_CHECK(ids.defined(), op, ": ", what, " is undefined");
+  HF_CHECK(ids.dtype() == DType::kI32 || ids.dtype() == DType::kI64, op, ": ", what,
+           " must be i32 or i64, got ", ids.str());
+  return contiguous(ids);
+}
+
+// First position whose index is outside [0, limit) and not `allowed`, or -1.
+template <typename I>
+int64_t first_bad_index(const I* p, int64_t n, int64_t limit, std::optional<int64_t> allowed) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t v = p[i];
+    if ((v < 0 || v >= limit) && v != allowed) return i;
+  }
+  return -1;
+}
+
+// Throws naming the first out-of-range index and its position. Reads host memory, so it runs
+// for CPU tensors; a device backend bounds-checks inside its own kernels.
+void check_indices(const Tensor& ids, int64_t limit, std::optional<int64_t> allowed, const char* op,
+                   const char* what, const char* where, const std::string& context) {
+  if (!ids.device().is_cpu()) return;
+  const int64_t n = ids.numel();
+  int64_t bad, value;
+  if (ids.dtype() == DType::kI32) {
+    const int32_t* p = ids.data<int32_t>();
+    bad = first_bad_index(p, n, limit, allowed);
+    value = bad >= 0 ? p[bad] : 0;
+  } else {
+    const int64_t* p = ids.data<int64_t>();
+    bad = first_bad_index(p, n, limit, allowed);
+    value = bad >= 0 ? p[bad] : 0;
+  }
+  HF_CHECK(bad < 0, op, ": ", what, " ", value, " at ", where, " ", bad, " of ", ids.str(),
+           " is outside [0, ", limit, ")", context);
+}
+
+void check_dropout_p(double p, const char* op) {
+  HF_CHECK(p >= 0.0 && p < 1.0, op, ": p must be in [0, 1), got ", p);
+}
+
+}  // namespace
+
+// ---- LayerNorm, RMSNorm (the last dim; rows = every other element) -------------------------
+
+LayerNormResult layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  Tensor xc = last_dim_input(x, "layer_norm", "input");
+  Tensor w = param_f32(weight, xc, 1.0, "layer_norm", "weight");
+  Tensor b = param_f32(bias, xc, 0.0, "layer_norm", "bias");
+  HF_CHECK(eps >= 0, "layer_norm: eps must be >= 0, got ", eps);
+  const int64_t rows = rows_of(xc);
+  LayerNormResult r{empty_like(xc), empty({rows}, DType::kF32, x.device()),
+                    empty({rows}, DType::kF32, x.device())};
+  backend_for(x.device()).layer_norm(xc, w, b, eps, r.y, r.mean, r.rstd);
+  return r;
+}
+
+LayerNormGrads layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& weight,
+                                   const Tensor& mean, const Tensor& rstd, bool need_gbias) {
+  const char* op = "layer_norm_backward";
+  Tensor xc = last_dim_input(x, op, "input");
+  Tensor gc = grad_like(gy, xc, op);
+  Tensor w = param_f32(weight, xc, 1.0, op, "weight");
+  const int64_t rows = rows_of(xc), C = xc.sizes().back();
+  Tensor m = row_stat(mean, rows, op, "mean");
+  Tensor rs = row_stat(rstd, rows, op, "rstd");
+  LayerNormGrads g;
+  g.gx = empty_like(xc);
+  Tensor gw = weight.defined() ? empty({C}, DType::kF32, x.device()) : Tensor();
+  Tensor gb = need_gbias ? empty({C}, DType::kF32, x.device()) : Tensor();
+  backend_for(x.device()).layer_norm_backward(gc, xc, w, m, rs, g.gx, gw, gb);
+  if (gw.defined()) g.gweight = to_dtype(gw, weight.dtype());
+  // Without a bias tensor, gbias comes back in x's dtype (a bias would be x's dtype or f32).
+  if (gb.defined()) g.gbias = to_dtype(gb, weight.defined() ? weight.dtype() : x.dtype());
+  return g;
+}
+
+RmsNormResult rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+  Tensor xc = last_dim_input(x, "rms_norm", "input");
+  Tensor w = param_f32(weight, xc, 1.0, "rms_norm", "weight");
+  HF_CHECK(eps >= 0, "rms_norm: eps must be >= 0, got ", eps);
+  RmsNormResult r{empty_like(xc), empty({rows_of(xc)}, DType::kF32, x.device())};
+  backend_for(x.device()).rms_norm(xc, w, eps, r.y, r.rstd);
+  return r;
+}
+
+RmsNormGrads rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& weight,
+                               const Tensor& rstd) {
+  const char* op = "rms_norm_backward";
+  Tensor xc = last_dim_input(x, op, "input");
+  Tensor gc = grad_like(gy, xc, op);
+  Tensor w = param_f32(weight, xc, 1.0, op, "weight");
+  Tensor rs = row_stat(rstd, rows_of(xc), op, "rstd");
+  RmsNormGrads g;
+  g.gx = empty_like(xc);
+  Tensor gw = weight.defined() ? empty({xc.sizes().back()}, DType::kF32, x.device()) : Tensor();
+  backend_for(x.device()).rms_norm_backward(gc, xc, w, rs, g.gx, gw);
+  if (gw.defined()) g.gweight = to_dtype(gw, weight.dtype());
+  return g;
+}
+
+// ---- embedding ------------------------------------------------------------------------------
+
+Tensor embedding(const Tensor& weight, const Tensor& ids) {
+  HF_CHECK(weight.defined() && weight.dim() == 2, "embedding: weight must be [V, C], got ",
+           weight.defined() ? weight.str() : std::string("(undefined)"));
+  Tensor ic = index_input(ids, "embedding", "ids");
+  HF_CHECK(ids.device() == weight.device(), "embedding: ids ", ids.str(), " on ",
+           ids.device().str(), ", weight ", weight.str(), " on ", weight.device().str());
+  const int64_t V = weight.sizes()[0];
+  check_indices(ic, V, std::nullopt, "embedding", "id", "position",
+                " (weight " + weight.str() + ")");
+  Shape out_shape = ids.sizes();
+  out_shape.push_back(weight.sizes()[1]);
+  Tensor out = empty(out_shape, weight.dtype(), weight.device());
+  backend_for(weight.device()).embedding(contiguous(weight), ic, out);
+  return out;
+}
+
+Tensor embedding_backward(const Tensor& gy, const Tensor& ids, int64_t num_rows) {
+  Tensor ic = index_input(ids, "embedding_backward", "ids");
+  HF_CHECK(gy.defined() && is_floating(gy.dtype()) && gy.dim() == ids.dim() + 1,
+           "embedding_backward: gradient ", gy.defined() ? gy.str() : std::string("(undefined)"),
+           " must be floating with shape [ids..., C] for ids ", ids.str());
+  for (int64_t d = 0; d < ids.dim(); ++d) {
+    HF_CHECK(gy.sizes()[d] == ids.sizes()[d], "embedding_backward: gradient ", gy.str(),
+             " does not match ids ", ids.str());
+  }
+  HF_CHECK(num_rows >= 0, "embedding_backward: num_rows must be >= 0, got ", num_rows);
+  check_indices(ic, num_rows, std::nullopt, "embedding_backward", "id", "position",
+                " (num_rows " + std::to_string(num_rows) + ")");
+  Tensor gweight = empty({num_rows, gy.sizes().back()}, gy.dtype(), gy.device());
+  backend_for(gy.device()).embedding_backward(contiguous(gy), ic, gweight);
+  return gweight;
+}
+
+// ---- cross-entropy --------------------------------------------------------------------------
+
+CrossEntropyResult cross_entropy(const Tensor& logits, const Tensor& targets,
+                                 int64_t ignore_index) {
+  const char* op = "cross_entropy";
+  Tensor lc = last_dim_input(logits, op, "logits");
+  Tensor tc = index_input(targets, op, "targets");
+  HF_CHECK(lc.dim() == 2 && tc.dim() == 1 && tc.sizes()[0] == lc.sizes()[0], op,
+           ": expected logits [N, V] and targets [N], got ", logits.str(), " and ", targets.str());
+  HF_CHECK(tc.device() == lc.device(), op, ": logits on ", lc.device().str(), ", targets on ",
+           tc.device().str());
+  check_indices(tc, lc.sizes()[1], ignore_index, op, "target", "row",
+                " and is not ignore_index " + std::to_string(ignore_index));
+  CrossEntropyResult r{empty({}, DType::kF32, lc.device()),
+                       empty({lc.sizes()[0]}, DType::kF32, lc.device())};
+  backend_for(lc.device()).cross_entropy(lc, tc, ignore_index, r.loss, r.lse);
+  return r;
+}
+
+Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
+                              const Tensor& lse, int64_t ignore_index) {
+  const char* op = "cross_entropy_backward";
+  Tensor lc = last_dim_input(logits, op, "logits");
+  Tensor tc = index_input(targets, op, "targets");
+  HF_CHECK(lc.dim() == 2 && tc.dim() == 1 && tc.sizes()[0] == lc.sizes()[0], op,
+           ": expected logits [N, V] and targets [N], got ", logits.str(), " and ", targets.str());
+  HF_CHECK(gloss.defined() && gloss.numel() == 1, op,
+           ": gradient of the loss must have one "
+           "element, got ",
+           gloss.defined() ? gloss.str() : std::string("(undefined)"));
+  check_indices(tc, lc.sizes()[1], ignore_index, op, "target", "row",
+                " and is not ignore_index " + std::to_string(ignore_index));
+  Tensor lse_c = row_stat(lse, lc.sizes()[0], op, "lse");
+  Tensor g = contiguous(to_dtype(gloss, DType::kF32));
+  Tensor glogits = empty_like(lc);
+  backend_for(lc.device()).cross_entropy_backward(g, lc, tc, lse_c, ignore_index, glogits);
+  return glogits;
+}
+
+// ---- dropout --------------------------------------------------------------------------------
+
+Tensor dropout(const Tensor& x, double p, uint64_t seed) {
+  check_dropout_p(p, "dropout");
+  HF_CHECK(x.defined() && is_floating(x.dtype()), "dropout: expected a floating tensor, got ",
+           x.defined() ? x.str() : std::string("(undefined)"));
+  Tensor xc = contiguous(x);
+  Tensor y = empty_like(xc);
+  backend_for(x.device()).dropout(xc, p, seed, y);
+  return y;
+}
+
+// The mask is a function of (seed, element index) only, so running the forward kernel on gy
+// with the same seed gives exactly mask * gy / (1 - p).
+Tensor dropout_backward(const Tensor& gy, double p, uint64_t seed) {
+  check_dropout_p(p, "dropout_backward");
+  HF_CHECK(gy.defined() && is_floating(gy.dtype()),
+           "dropout_backward: expected a floating "
+           "gradient, got ",
+           gy.defined() ? gy.str() : std::string("(undefined)"));
+  Tensor gc = contiguous(gy);
+  Tensor gx = empty_like(gc);
+  backend_for(gy.device()).dropout(gc, p, seed, gx);
+  return gx;
+}
+
+// ---- cat ------------------------------------------------------------------------------------
+
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
+  HF_CHECK(!xs.empty(), "cat: no tensors to concatenate");
+  for (size_t i = 0; i < xs.size(); ++i)
+    HF_CHECK(xs[i].defined(), "cat: tensor ", i, " is undefined");
+  const Tensor& first = xs[0];
+  HF_CHECK(first.dim() > 0, "cat: cannot concatenate rank-0 tensor ", first.str());
+  const int64_t d = wrap_dim(dim, first.dim(), "cat");
+  Shape out_shape = first.sizes();
+  out_shape[d] = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const Tensor& x = xs[i];
+    HF_CHECK(x.dtype() == first.dtype() && x.device() == first.device(), "cat: tensor ", i, " ",
+             x.str(), " on ", x.device().str(), " does not match tensor 0 ", first.str(), " on ",
+             first.device().str(), " (dtype and device must be equal)");
+    bool same = x.dim() == first.dim();
+    for (int64_t k = 0; same && k < x.dim(); ++k) same = k == d || x.sizes()[k] == first.sizes()[k];
+    HF_CHECK(same, "cat: tensor ", i, " ", x.str(), " does not match tensor 0 ", first.str(),
+             " in the dims other than ", d);
+    out_shape[d] += x.sizes()[d];
+  }
+  Tensor out = empty(out_shape, first.dtype(), first.device());
+  int64_t start = 0;
+  for (const Tensor& x : xs) {
+    Tensor part = narrow(out, d, start, x.sizes()[d]);
+    copy_(part, x);
+    start += x.sizes()[d];
+  }
+  return out;
+}
+
+}  // namespace hfrun::ops

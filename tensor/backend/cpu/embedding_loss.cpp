@@ -1,8 +1,198 @@
-// PLACEHOLDER (being replaced by the nn work): throws until implemented.
+// Embedding lookup and its scatter-add backward; fused log-softmax + NLL cross-entropy.
+// Index ranges are validated by the ops layer (tensor/ops/nn.cpp) before these run.
+//
+//   cross_entropy:  lse[r] = log sum_v exp(logits[r, v]),  loss = mean over counted rows of
+//                   (lse[r] - logits[r, target[r]]); rows with target == ignore_index are not
+//                   counted (no counted row: NaN, like torch's mean reduction)
+//   backward:       glogits[r, v] = (exp(logits[r, v] - lse[r]) - [v == target[r]]) * gloss / count
+//                   and 0 on ignored rows
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
 #include "tensor/backend/cpu/cpu_backend.h"
+#include "tensor/backend/cpu/dispatch.h"
+#include "tensor/backend/cpu/loops.h"
+
 namespace hfrun::cpu {
-void CpuBackend::embedding(const Tensor&, const Tensor&, Tensor&) { HF_THROW("not built yet"); }
-void CpuBackend::embedding_backward(const Tensor&, const Tensor&, Tensor&) { HF_THROW("not built yet"); }
-void CpuBackend::cross_entropy(const Tensor&, const Tensor&, int64_t, Tensor&, Tensor&) { HF_THROW("not built yet"); }
-void CpuBackend::cross_entropy_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, Tensor&) { HF_THROW("not built yet"); }
+namespace {
+
+constexpr int64_t kLanes = 16;
+
+// exp(x) for x <= 88, branch-free so that row loops vectorise (std::exp is a library call
+// without -ffast-math). Cephes expf: x = n ln2 + r with |r| <= ln2 / 2, a degree-6 polynomial
+// for e^r, and 2^n written into the exponent bits; ~2 ulp. Below -87.33 (where e^x is
+// subnormal) it returns 0; NaN stays NaN.
+inline float fast_exp(float x) {
+  constexpr float kLo = -87.3365447504f, kHi = 88.0f;
+  const bool underflow = x < kLo;
+  x = x > kHi ? kHi : x;  // comparisons with NaN are false, so NaN passes through
+  x = x < kLo ? kLo : x;
+  // n = round(x / ln2) by the 1.5 * 2^23 trick (round to nearest, no library call).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 split in two parts
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  // 2^n: n + 127 lands in the low mantissa bits of (2^23 + 127 + n); shifting them up by 23
+  // puts them in the exponent field (n is in [-126, 127] here, so the field is 1..254).
+  const uint32_t bits = std::bit_cast<uint32_t>(n + 8388735.0f) << 23;
+  const float y = p * std::bit_cast<float>(bits);
+  return underflow ? 0.0f : y;
+}
+
+// log(sum(exp(x))) over one row in f32: max pass, then a sum of exp(x - max) with kLanes
+// partial sums so both loops vectorise.
+template <typename T>
+float row_logsumexp(const T* x, int64_t n) {
+  float mx[kLanes];
+  for (int64_t l = 0; l < kLanes; ++l) mx[l] = -std::numeric_limits<float>::infinity();
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const float v = load(x, i + l);
+      mx[l] = mx[l] < v ? v : mx[l];
+    }
+  }
+  float m = -std::numeric_limits<float>::infinity();
+  for (; i < n; ++i) m = std::max(m, load(x, i));
+  for (int64_t l = 0; l < kLanes; ++l) m = std::max(m, mx[l]);
+  if (std::isinf(m)) return m;  // all -inf (or a +inf logit): exp(x - m) would be NaN
+
+  float acc[kLanes] = {};
+  i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] += fast_exp(load(x, i + l) - m);
+  }
+  float s = 0.0f;
+  for (; i < n; ++i) s += fast_exp(load(x, i) - m);
+  for (int64_t l = 0; l < kLanes; ++l) s += acc[l];
+  return m + std::log(s);
+}
+
+template <typename I>
+int64_t count_targets(const I* t, int64_t n, int64_t ignore_index) {
+  int64_t count = 0;
+  for (int64_t r = 0; r < n; ++r) count += static_cast<int64_t>(t[r]) != ignore_index;
+  return count;
+}
+
+}  // namespace
+
+void CpuBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
+  // A row copy is a memcpy of C elements in any dtype.
+  const int64_t n = ids.numel();
+  const size_t row_bytes = static_cast<size_t>(weight.sizes()[1]) * weight.element_size();
+  const char* wp = static_cast<const char*>(weight.raw_data());
+  char* op = static_cast<char*>(out.raw_data());
+  dispatch_index(ids.dtype(), "embedding", [&](auto tag) {
+    using I = typename decltype(tag)::type;
+    const I* ip = static_cast<const I*>(ids.raw_data());
+    parallel_for(n, static_cast<int64_t>(row_bytes) / 4 + 1, [&](int64_t i) {
+      std::memcpy(op + i * row_bytes, wp + static_cast<int64_t>(ip[i]) * row_bytes, row_bytes);
+    });
+  });
+}
+
+void CpuBackend::embedding_backward(const Tensor& gy, const Tensor& ids, Tensor& gweight) {
+  // gy [n, C] rows are summed into gweight [V, C] rows (zeroed here). A stable counting sort
+  // groups the positions of each id first, so every gweight row belongs to one task and adds
+  // its gy rows in position order: no races, no atomics, the same bits on any thread count.
+  const int64_t V = gweight.sizes()[0], C = gweight.sizes()[1], n = ids.numel();
+  std::vector<int64_t> first(V + 1, 0), order(n);
+  dispatch_index(ids.dtype(), "embedding_backward", [&](auto tag) {
+    using I = typename decltype(tag)::type;
+    const I* ip = static_cast<const I*>(ids.raw_data());
+    for (int64_t i = 0; i < n; ++i) ++first[ip[i] + 1];
+    for (int64_t v = 0; v < V; ++v) first[v + 1] += first[v];
+    std::vector<int64_t> cursor(first.begin(), first.end() - 1);
+    for (int64_t i = 0; i < n; ++i) order[cursor[ip[i]]++] = i;
+  });
+  dispatch_float(gweight.dtype(), "embedding_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* gp = static_cast<const T*>(gy.raw_data());
+    T* gwp = static_cast<T*>(gweight.raw_data());
+    constexpr int64_t kCols = 256;
+    parallel_for(V, C * (1 + n / std::max<int64_t>(V, 1)), [&](int64_t v) {
+      T* row = gwp + v * C;
+      // f32 accumulation in column chunks, one rounding to T per element.
+      for (int64_t c0 = 0; c0 < C; c0 += kCols) {
+        const int64_t cols = std::min(kCols, C - c0);
+        float acc[kCols] = {};
+        for (int64_t k = first[v]; k < first[v + 1]; ++k) {
+          const T* g = gp + order[k] * C + c0;
+          for (int64_t c = 0; c < cols; ++c) acc[c] += load(g, c);
+        }
+        for (int64_t c = 0; c < cols; ++c) store(row, c0 + c, acc[c]);
+      }
+    });
+  });
+}
+
+void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                               Tensor& loss, Tensor& lse) {
+  const int64_t N = logits.sizes()[0], V = logits.sizes()[1];
+  float* lp = lse.data<float>();
+  std::vector<float> row_loss(N);
+  int64_t count = 0;
+  dispatch_index(targets.dtype(), "cross_entropy", [&](auto itag) {
+    using I = typename decltype(itag)::type;
+    const I* tp = static_cast<const I*>(targets.raw_data());
+    dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const T* xp = static_cast<const T*>(logits.raw_data());
+      parallel_for(N, 2 * V, [&](int64_t r) {
+        const T* xr = xp + r * V;
+        lp[r] = row_logsumexp(xr, V);
+        const int64_t t = tp[r];
+        row_loss[r] = t == ignore_index ? 0.0f : lp[r] - load(xr, t);
+      });
+    });
+    count = count_targets(tp, N, ignore_index);
+  });
+  // Fixed-order double sum: the loss does not depend on the thread count.
+  double total = 0;
+  for (int64_t r = 0; r < N; ++r) total += row_loss[r];
+  loss.data<float>()[0] = count > 0 ? static_cast<float>(total / static_cast<double>(count))
+                                    : std::numeric_limits<float>::quiet_NaN();
+}
+
+void CpuBackend::cross_entropy_backward(const Tensor& gloss, const Tensor& logits,
+                                        const Tensor& targets, const Tensor& lse,
+                                        int64_t ignore_index, Tensor& glogits) {
+  const int64_t N = logits.sizes()[0], V = logits.sizes()[1];
+  const float* lp = lse.data<float>();
+  const float g = gloss.data<float>()[0];
+  dispatch_index(targets.dtype(), "cross_entropy_backward", [&](auto itag) {
+    using I = typename decltype(itag)::type;
+    const I* tp = static_cast<const I*>(targets.raw_data());
+    const int64_t count = count_targets(tp, N, ignore_index);
+    // With no counted row the loss is a constant NaN and every gradient is zero (as torch).
+    const float scale = count > 0 ? g / static_cast<float>(count) : 0.0f;
+    dispatch_float(logits.dtype(), "cross_entropy_backward", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const T* xp = static_cast<const T*>(logits.raw_data());
+      T* gp = static_cast<T*>(glogits.raw_data());
+      parallel_for(N, 2 * V, [&](int64_t r) {
+        const T* xr = xp + r * V;
+        T* gr = gp + r * V;
+        const int64_t t = tp[r];
+        if (t == ignore_index) {
+          for (int64_t v = 0; v < V; ++v) store(gr, v, 0.0f);
+          return;
+        }
+        const float l = lp[r];
+        for (int64_t v = 0; v < V; ++v) store(gr, v, fast_exp(load(xr, v) - l) * scale);
+        store(gr, t, (fast_exp(load(xr, t) - l) - 1.0f) * scale);
+      });
+    });
+  });
+}
+
 }  // namespace hfrun::cpu

@@ -1,5 +1,330 @@
-// PLACEHOLDER (being replaced by the matmul work): throws until implemented.
+// CPU matmul through oneDNN. The ops layer hands us a [batch..., M, K], b [batch..., K, N]
+// already broadcast to out's batch dims (strided views; stride 0 where broadcast). We describe
+// that problem to oneDNN as directly as it allows:
+//   - broadcast batch dims (stride 0) become size-1 dims, which oneDNN broadcasts itself;
+//   - batch dims that are contiguous across all three operands are merged into one;
+//   - when b is shared by every batch and a's batch rows are evenly spaced, the batch is folded
+//     into M: [B, M, K] x [K, N] becomes one [B*M, K] x [K, N] GEMM;
+//   - a matrix that is neither row- nor column-major (no unit stride) is copied contiguous first.
+// Primitives are created once per problem (shapes, strides, dtypes, bias) and cached; the data
+// pointers are wrapped in dnnl::memory without copies on every call.
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
 #include "tensor/backend/cpu/cpu_backend.h"
+#include "tensor/backend/cpu/onednn.h"
+#include "tensor/profiler.h"
+
 namespace hfrun::cpu {
-void CpuBackend::matmul(const Tensor&, const Tensor&, const Tensor&, Tensor&) { HF_THROW("matmul: not built yet"); }
+namespace {
+
+using dims = dnnl::memory::dims;
+using dnnl_dt = dnnl::memory::data_type;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// A CPU stream is only a queue handle, but oneDNN does not promise that one stream may be used
+// from several threads at once, so each calling thread gets its own (created once).
+dnnl::stream& thread_stream() {
+  thread_local dnnl::stream stream(cpu_engine());
+  return stream;
+}
+
+dnnl_dt to_dnnl(DType t) {
+  switch (t) {
+    case DType::kF32: return dnnl_dt::f32;
+    case DType::kBF16: return dnnl_dt::bf16;
+    case DType::kF16: return dnnl_dt::f16;
+    default: HF_THROW("matmul: dtype ", dtype_name(t), " has no oneDNN equivalent");
+  }
+}
+
+// One operand as oneDNN sees it: dims and strides in elements (batch dims, then rows, cols).
+struct Operand {
+  dims sizes, strides;
+  int64_t rank() const { return static_cast<int64_t>(sizes.size()); }
+};
+
+// oneDNN reads a [rows, cols] matrix that is row-major (unit stride along cols, leading
+// dimension >= cols) or column-major. Strides of unit-length dims are arbitrary, so they are
+// normalised first (equal problems then give equal cache keys). False when neither layout fits.
+bool normalise_matrix(int64_t rows, int64_t cols, int64_t& sr, int64_t& sc) {
+  if (cols == 1) sc = 1;
+  if (rows == 1) sr = sc == 1 ? cols : 1;
+  if (sc == 1 && sr >= cols) return true;
+  if (sr == 1 && sc >= rows) return true;
+  return false;
+}
+
+bool matrix_layout_ok(const Tensor& t) {
+  int64_t sr = t.strides()[t.dim() - 2], sc = t.strides()[t.dim() - 1];
+  return normalise_matrix(t.sizes()[t.dim() - 2], t.sizes()[t.dim() - 1], sr, sc);
+}
+
+// t with its broadcast batch dims (stride 0) shrunk to size 1: oneDNN broadcasts size-1 batch
+// dims of src and weights, so no broadcast data is ever materialised.
+Tensor shrink_broadcast_dims(const Tensor& t) {
+  Shape sizes = t.sizes();
+  bool any = false;
+  for (int64_t d = 0; d + 2 < t.dim(); ++d) {
+    if (t.strides()[d] == 0 && sizes[d] != 1) {
+      sizes[d] = 1;
+      any = true;
+    }
+  }
+  return any ? make_view(t, sizes, t.strides(), t.offset()) : t;
+}
+
+// The problem handed to oneDNN; all three operands have the same rank.
+struct Problem {
+  Operand a, b, out;
+};
+
+Operand operand_of(const Tensor& t) {
+  return {dims(t.sizes().begin(), t.sizes().end()), dims(t.strides().begin(), t.strides().end())};
+}
+
+// Drops batch dims where out has size 1 and merges adjacent batch dims d, e that every operand
+// either broadcasts in both (size 1) or walks contiguously (stride_d == stride_e * size_e).
+void coalesce_batch(Problem& p) {
+  const int64_t nb = p.out.rank() - 2;
+  Operand* ops_[3] = {&p.a, &p.b, &p.out};
+  Operand merged[3];
+  for (int64_t d = 0; d < nb; ++d) {
+    if (p.out.sizes[d] == 1) continue;
+    bool can_merge = !merged[2].sizes.empty();
+    for (int k = 0; k < 3 && can_merge; ++k) {
+      const Operand& o = *ops_[k];
+      const Operand& m = merged[k];
+      const int64_t last_size = m.sizes.back(), last_stride = m.strides.back();
+      const bool both_broadcast = last_size == 1 && o.sizes[d] == 1;
+      const bool contiguous = last_size != 1 && o.sizes[d] != 1 &&
+                              last_stride == o.strides[d] * o.sizes[d];
+      can_merge = both_broadcast || contiguous;
+    }
+    for (int k = 0; k < 3; ++k) {
+      const Operand& o = *ops_[k];
+      Operand& m = merged[k];
+      if (can_merge) {
+        m.sizes.back() *= o.sizes[d];
+        m.strides.back() = o.strides[d];
+      } else {
+        m.sizes.push_back(o.sizes[d]);
+        m.strides.push_back(o.strides[d]);
+      }
+    }
+  }
+  for (int k = 0; k < 3; ++k) {
+    const Operand& o = *ops_[k];
+    for (int64_t d = nb; d < o.rank(); ++d) {
+      merged[k].sizes.push_back(o.sizes[d]);
+      merged[k].strides.push_back(o.strides[d]);
+    }
+    *ops_[k] = std::move(merged[k]);
+  }
+}
+
+// [B, M, K] x [1, K, N] -> [B*M, K] x [K, N] when a's batches are consecutive row blocks
+// (batch stride == M * row stride); out is contiguous so its rows line up the same way.
+void fold_batch_into_rows(Problem& p) {
+  if (p.out.rank() != 3 || p.b.sizes[0] != 1 || p.a.sizes[0] != p.out.sizes[0]) return;
+  const int64_t batch = p.a.sizes[0], m = p.a.sizes[1], k = p.a.sizes[2];
+  int64_t sr = p.a.strides[1], sc = p.a.strides[2];
+  if (p.a.strides[0] != m * sr || !normalise_matrix(batch * m, k, sr, sc)) return;
+  p.a = {{batch * m, k}, {sr, sc}};
+  p.b = {{p.b.sizes[1], p.b.sizes[2]}, {p.b.strides[1], p.b.strides[2]}};
+  p.out = {{batch * m, p.out.sizes[2]}, {p.out.strides[1], p.out.strides[2]}};
+}
+
+// Normalises matrix strides and gives every size-1 batch dim the span of the dims inside it.
+void normalise_strides(Operand& o) {
+  const int64_t r = o.rank();
+  normalise_matrix(o.sizes[r - 2], o.sizes[r - 1], o.strides[r - 2], o.strides[r - 1]);
+  int64_t span = std::max(o.sizes[r - 2] * o.strides[r - 2], o.sizes[r - 1] * o.strides[r - 1]);
+  for (int64_t d = r - 3; d >= 0; --d) {
+    if (o.sizes[d] == 1) o.strides[d] = span;
+    span = std::max(span, o.sizes[d] * o.strides[d]);
+  }
+}
+
+Problem build_problem(const Tensor& a, const Tensor& b, const Tensor& out) {
+  Problem p{operand_of(a), operand_of(b), operand_of(out)};
+  coalesce_batch(p);
+  fold_batch_into_rows(p);
+  normalise_strides(p.a);
+  normalise_strides(p.b);
+  normalise_strides(p.out);
+  return p;
+}
+
+// A cached primitive with the descriptors its memory arguments are built from.
+struct Entry {
+  bool usable = false;   // false: oneDNN only offers its reference kernel, or none at all
+  std::string impl;      // oneDNN's implementation name, or the creation error
+  dnnl::matmul prim;
+  dnnl::memory::desc a_md, b_md, bias_md, out_md, scratch_md;
+  bool has_bias = false;
+};
+
+std::mutex g_cache_mutex;
+std::unordered_map<std::string, std::shared_ptr<const Entry>> g_cache;
+thread_local const Entry* t_last_entry = nullptr;
+
+void append_key(std::string& key, int64_t v) {
+  key.append(reinterpret_cast<const char*>(&v), sizeof(v));
+}
+
+std::string make_key(const Problem& p, DType in, DType out, const Tensor& bias, bool allow_ref) {
+  std::string key;
+  key.reserve(256);
+  append_key(key, p.out.rank());
+  for (const Operand* o : {&p.a, &p.b, &p.out}) {
+    for (int64_t v : o->sizes) append_key(key, v);
+    for (int64_t v : o->strides) append_key(key, v);
+  }
+  append_key(key, static_cast<int64_t>(in));
+  append_key(key, static_cast<int64_t>(out));
+  append_key(key, bias.defined() ? static_cast<int64_t>(bias.dtype()) : -1);
+  append_key(key, allow_ref);
+  return key;
+}
+
+std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out,
+                                          const Tensor& bias, bool allow_ref) {
+  auto e = std::make_shared<Entry>();
+  try {
+    e->a_md = dnnl::memory::desc(p.a.sizes, to_dnnl(in), p.a.strides);
+    e->b_md = dnnl::memory::desc(p.b.sizes, to_dnnl(in), p.b.strides);
+    e->out_md = dnnl::memory::desc(p.out.sizes, to_dnnl(out), p.out.strides);
+    e->has_bias = bias.defined();
+    if (e->has_bias) {
+      // Bias [N] as [1, ..., 1, N]: oneDNN broadcasts it over every row and batch.
+      const int64_t r = p.out.rank(), n = p.out.sizes[r - 1];
+      dims bias_sizes(r, 1), bias_strides(r, n);
+      bias_sizes[r - 1] = n;
+      bias_strides[r - 1] = 1;
+      e->bias_md = dnnl::memory::desc(bias_sizes, to_dnnl(bias.dtype()), bias_strides);
+    }
+    dnnl::matmul::desc desc = e->has_bias ? dnnl::matmul::desc(e->a_md, e->b_md, e->bias_md, e->out_md)
+                                          : dnnl::matmul::desc(e->a_md, e->b_md, e->out_md);
+    // User-managed scratchpad: executing one cached primitive from several threads at once is
+    // then safe whatever the library's build options.
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
+    e->impl = pd.impl_info_str();
+    e->usable = allow_ref || e->impl.rfind("ref", 0) != 0;
+    if (e->usable) {
+      e->prim = dnnl::matmul(pd);
+      e->scratch_md = pd.scratchpad_desc();
+    }
+  } catch (const dnnl::error& err) {
+    e->usable = false;
+    e->impl = err.what();
+  }
+  return e;
+}
+
+std::shared_ptr<const Entry> lookup(const Problem& p, DType in, DType out, const Tensor& bias,
+                                    bool allow_ref) {
+  std::string key = make_key(p, in, out, bias, allow_ref);
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  auto it = g_cache.find(key);
+  if (it != g_cache.end()) return it->second;
+  // Created under the lock: creation is rare and this keeps one primitive per problem.
+  auto e = create_entry(p, in, out, bias, allow_ref);
+  g_cache.emplace(std::move(key), e);
+  return e;
+}
+
+// Grow-only per-thread scratchpad, 64-byte aligned for oneDNN's vector loads.
+void* thread_scratchpad(size_t bytes) {
+  struct Buffer {
+    void* ptr = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(ptr); }
+  };
+  thread_local Buffer buf;
+  if (bytes > buf.size) {
+    std::free(buf.ptr);
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    buf.ptr = std::aligned_alloc(64, rounded);
+    HF_CHECK(buf.ptr != nullptr, "matmul: cannot allocate a ", rounded, "-byte scratchpad");
+    buf.size = rounded;
+  }
+  return buf.ptr;
+}
+
+void execute(const Entry& e, const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
+  dnnl::engine& eng = cpu_engine();
+  std::unordered_map<int, dnnl::memory> args;
+  args.emplace(DNNL_ARG_SRC, dnnl::memory(e.a_md, eng, a.raw_data()));
+  args.emplace(DNNL_ARG_WEIGHTS, dnnl::memory(e.b_md, eng, b.raw_data()));
+  args.emplace(DNNL_ARG_DST, dnnl::memory(e.out_md, eng, out.raw_data()));
+  if (e.has_bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e.bias_md, eng, bias.raw_data()));
+  if (size_t bytes = e.scratch_md.get_size(); bytes > 0) {
+    args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(e.scratch_md, eng, thread_scratchpad(bytes)));
+  }
+  dnnl::stream& stream = thread_stream();
+  e.prim.execute(stream, args);
+  stream.wait();
+  t_last_entry = &e;
+}
+
+}  // namespace
+
+size_t matmul_cache_size() {
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  return g_cache.size();
+}
+
+std::string matmul_last_impl() { return t_last_entry ? t_last_entry->impl : std::string(); }
+
+void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
+  HF_PROFILE_SCOPE("matmul");
+  if (out.numel() == 0) return;
+  Tensor ta = shrink_broadcast_dims(a), tb = shrink_broadcast_dims(b), tbias = bias;
+  // oneDNN 2.6 has no f16 matmul on CPUs without AVX512-FP16: compute those in f32.
+  Tensor result = out;
+  if (a.dtype() == DType::kF16) {
+    ta = ops::to_dtype(ta, DType::kF32);
+    tb = ops::to_dtype(tb, DType::kF32);
+    if (bias.defined()) tbias = ops::to_dtype(bias, DType::kF32);
+    if (out.dtype() != DType::kF32) result = ops::empty(out.sizes(), DType::kF32, out.device());
+  }
+  if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
+  if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
+
+  const DType in_dtype = ta.dtype();
+  try {
+    auto entry = lookup(build_problem(ta, tb, result), in_dtype, result.dtype(), tbias, false);
+    if (!entry->usable) {
+      // Only the reference kernel (or nothing) takes these strides: give oneDNN dense,
+      // non-broadcast operands, which its optimised kernels always accept.
+      const Shape& os = result.sizes();
+      Shape a_shape(os.begin(), os.end() - 2), b_shape(os.begin(), os.end() - 2);
+      a_shape.insert(a_shape.end(), {ta.size(-2), ta.size(-1)});
+      b_shape.insert(b_shape.end(), {tb.size(-2), tb.size(-1)});
+      ta = ops::contiguous(ops::expand(ta, a_shape));
+      tb = ops::contiguous(ops::expand(tb, b_shape));
+      entry = lookup(build_problem(ta, tb, result), in_dtype, result.dtype(), tbias, true);
+      HF_CHECK(entry->usable, "matmul: oneDNN cannot compute ", a.str(), " x ", b.str(), " -> ",
+               out.str(), ": ", entry->impl);
+    }
+    execute(*entry, ta, tb, tbias, result);
+  } catch (const dnnl::error& err) {
+    HF_THROW("matmul: oneDNN failed on ", a.str(), " x ", b.str(), " -> ", out.str(), ": ",
+             err.what(), " (status ", static_cast<int>(err.status), ")");
+  }
+  if (!result.is_same(out)) copy(result, out);
+}
+
 }  // namespace hfrun::cpu

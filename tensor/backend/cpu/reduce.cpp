@@ -24,20 +24,25 @@ void CpuBackend::reduce_sum(const Tensor& x, int64_t outer, int64_t n, int64_t i
       });
       return;
     }
-    // Column sums (e.g. a bias gradient over tokens): split the inner dim across threads and
-    // accumulate whole rows in f32 so the loop vectorises.
-    constexpr int64_t kCols = 256;
+    // Column sums (e.g. a bias gradient over tokens): split the inner dim across threads;
+    // sum blocks of kRows rows in f32 (vectorised), then add each block's partial in double so
+    // the error does not grow with the number of rows.
+    constexpr int64_t kCols = 256, kRows = 64;
     const int64_t col_blocks = (inner + kCols - 1) / kCols;
     parallel_for(outer * col_blocks, n * kCols, [&](int64_t task) {
       const int64_t o = task / col_blocks, c0 = (task % col_blocks) * kCols;
       const int64_t cols = std::min(kCols, inner - c0);
-      float acc[kCols] = {};
+      double total[kCols] = {};
       const T* base = xp + o * n * inner + c0;
-      for (int64_t i = 0; i < n; ++i) {
-        const T* row = base + i * inner;
-        for (int64_t c = 0; c < cols; ++c) acc[c] += load(row, c);
+      for (int64_t r0 = 0; r0 < n; r0 += kRows) {
+        float acc[kCols] = {};
+        for (int64_t i = r0; i < std::min(n, r0 + kRows); ++i) {
+          const T* row = base + i * inner;
+          for (int64_t c = 0; c < cols; ++c) acc[c] += load(row, c);
+        }
+        for (int64_t c = 0; c < cols; ++c) total[c] += acc[c];
       }
-      for (int64_t c = 0; c < cols; ++c) store(op, o * inner + c0 + c, acc[c]);
+      for (int64_t c = 0; c < cols; ++c) store(op, o * inner + c0 + c, static_cast<float>(total[c]));
     });
   });
 }

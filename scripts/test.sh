@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up (Debian packages), builds and runs the whole test suite. The README's second command
+# and CI's .ci/run both run exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+BUILD_DIR="${BUILD_DIR:-build}"
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHFRUN_WERROR=ON
+cmake --build "$BUILD_DIR" -j "${JOBS:-2}"
+cd "$BUILD_DIR"
+ctest --output-on-failure -j "${JOBS:-2}" --timeout 600

@@ -1,0 +1,141 @@
+// The autograd engine: accumulation, graph lifetime, no-grad, grad-ready hooks.
+#include <memory>
+
+#include "autograd/functions.h"
+#include "autograd/node.h"
+#include "test_util.h"
+
+namespace hfrun {
+namespace {
+
+using testing::tensor_near;
+
+Tensor leaf(const std::vector<float>& v, const Shape& s) {
+  Tensor t = ops::from_vector(v, s);
+  t.set_requires_grad(true);
+  return t;
+}
+
+TEST(Autograd, ChainRuleOnAScalarLoss) {
+  // L = sum((a * b + a)^2); dL/da = 2(ab + a)(b + 1), dL/db = 2(ab + a) a.
+  Tensor a = leaf({1, 2, 3}, {3}), b = leaf({4, 5, 6}, {3});
+  Tensor y = add(mul(a, b), a);
+  Tensor loss = sum(mul(y, y));
+  autograd::backward(loss);
+  EXPECT_TRUE(tensor_near(a.grad(), {2 * 5 * 5, 2 * 12 * 6, 2 * 21 * 7}));
+  EXPECT_TRUE(tensor_near(b.grad(), {2 * 5 * 1, 2 * 12 * 2, 2 * 21 * 3}));
+  EXPECT_TRUE(a.is_leaf());
+  EXPECT_FALSE(loss.is_leaf());
+  EXPECT_EQ(loss.grad_fn()->name(), std::string("sum"));
+}
+
+TEST(Autograd, GradientsAccumulateAcrossBackwards) {
+  Tensor w = leaf({1, 2}, {2});
+  for (int i = 0; i < 3; ++i) autograd::backward(sum(mul_scalar(w, 2.0)));
+  EXPECT_TRUE(tensor_near(w.grad(), {6, 6}));
+  w.set_grad(Tensor());
+  EXPECT_FALSE(w.grad().defined());
+}
+
+TEST(Autograd, SharedGradientIsNotAliasedBetweenLeaves) {
+  // add passes the same gradient tensor to both inputs; each leaf must own a copy.
+  Tensor a = leaf({1, 1}, {2}), b = leaf({1, 1}, {2});
+  autograd::backward(sum(add(a, b)));
+  EXPECT_FALSE(a.grad().shares_storage_with(b.grad()));
+  autograd::backward(sum(mul_scalar(a, 3.0)));
+  EXPECT_TRUE(tensor_near(a.grad(), {4, 4}));
+  EXPECT_TRUE(tensor_near(b.grad(), {1, 1}));
+}
+
+TEST(Autograd, DiamondGraphSumsBothPaths) {
+  // y = x*x + exp(x): both branches reach x.
+  Tensor x = leaf({0.5f, -1.0f}, {2});
+  autograd::backward(sum(add(mul(x, x), exp(x))));
+  EXPECT_TRUE(tensor_near(x.grad(), {1.0f + std::exp(0.5f), -2.0f + std::exp(-1.0f)}, 1e-6));
+}
+
+TEST(Autograd, NoGradGuardRecordsNothing) {
+  Tensor x = leaf({1, 2}, {2});
+  {
+    autograd::NoGradGuard guard;
+    Tensor y = mul(x, x);
+    EXPECT_FALSE(y.requires_grad());
+    EXPECT_EQ(y.grad_fn(), nullptr);
+  }
+  EXPECT_TRUE(mul(x, x).requires_grad());
+  Tensor c = ops::ones({2});
+  EXPECT_FALSE(add(c, c).requires_grad());
+  EXPECT_THROW(autograd::backward(sum(c)), Error);
+}
+
+TEST(Autograd, GraphIsFreedAfterBackward) {
+  Tensor x = leaf({1, 2, 3}, {3});
+  std::weak_ptr<Storage> saved;
+  Tensor loss;
+  {
+    Tensor t = tanh(x);  // tanh saves its output for the backward
+    saved = t.storage();
+    loss = sum(t);
+  }
+  EXPECT_FALSE(saved.expired());  // held by the graph
+  autograd::backward(loss);
+  EXPECT_TRUE(saved.expired());   // released by backward
+  EXPECT_THROW(autograd::backward(loss), Error);  // second backward through a freed graph
+}
+
+TEST(Autograd, GradReadyHookFiresOncePerBackwardWithFinalGradient) {
+  Tensor w = leaf({1, 2}, {2});
+  std::vector<std::vector<float>> seen;
+  autograd::register_grad_ready_hook(w, [&](Tensor& t) { seen.push_back(t.grad().to_vector()); });
+  // w is used twice; the hook must see the sum of both paths, once.
+  autograd::backward(sum(add(mul_scalar(w, 2.0), mul(w, w))));
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], (std::vector<float>{4, 6}));
+  Tensor nonleaf = mul(w, w);
+  EXPECT_THROW(autograd::register_grad_ready_hook(nonleaf, [](Tensor&) {}), Error);
+}
+
+TEST(Autograd, HooksFireInReverseOrderOfUse) {
+  // Later layers' gradients are final first: what DDP bucketing relies on.
+  Tensor w1 = leaf({1}, {1}), w2 = leaf({1}, {1}), w3 = leaf({1}, {1});
+  std::vector<int> order;
+  autograd::register_grad_ready_hook(w1, [&](Tensor&) { order.push_back(1); });
+  autograd::register_grad_ready_hook(w2, [&](Tensor&) { order.push_back(2); });
+  autograd::register_grad_ready_hook(w3, [&](Tensor&) { order.push_back(3); });
+  Tensor x = ops::ones({1});
+  Tensor h = tanh(mul(x, w1));
+  h = tanh(mul(h, w2));
+  h = tanh(mul(h, w3));
+  autograd::backward(sum(h));
+  EXPECT_EQ(order, (std::vector<int>{3, 2, 1}));
+}
+
+TEST(Autograd, NonScalarRootNeedsExplicitGradient) {
+  Tensor x = leaf({1, 2}, {2});
+  Tensor y = mul_scalar(x, 3.0);
+  EXPECT_THROW(autograd::backward(y), Error);
+  autograd::backward(y, ops::from_vector({1, 10}, {2}));
+  EXPECT_TRUE(tensor_near(x.grad(), {3, 30}));
+}
+
+TEST(Autograd, DetachStopsGradientAndLeavesMustBeFloating) {
+  Tensor x = leaf({2}, {1});
+  Tensor y = mul(x.detach(), x);
+  autograd::backward(sum(y));
+  EXPECT_TRUE(tensor_near(x.grad(), {2}));
+  Tensor ids = ops::arange(3);
+  EXPECT_THROW(ids.set_requires_grad(true), Error);
+  EXPECT_THROW(y.set_requires_grad(false), Error);  // not a leaf
+}
+
+TEST(Autograd, GradientOfMixedPrecisionInputComesBackInItsDtype) {
+  Tensor w = ops::to_dtype(ops::from_vector({1, 2}, {2}), DType::kBF16);
+  w.set_requires_grad(true);
+  Tensor y = sum(mul(to_dtype(w, DType::kF32), ops::from_vector({3, 4}, {2})));
+  autograd::backward(y);
+  EXPECT_EQ(w.grad().dtype(), DType::kBF16);
+  EXPECT_TRUE(tensor_near(w.grad(), {3, 4}));
+}
+
+}  // namespace
+}  // namespace hfrun

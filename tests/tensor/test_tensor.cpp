@@ -1,0 +1,192 @@
+// Tensor core: dtypes, storage and allocator, views, copies and casts.
+#include <cmath>
+#include <limits>
+
+#include "tensor/allocator.h"
+#include "test_util.h"
+
+namespace hfrun {
+namespace {
+
+using testing::tensor_near;
+
+TEST(DType, SizesAndNames) {
+  EXPECT_EQ(dtype_size(DType::kF32), 4u);
+  EXPECT_EQ(dtype_size(DType::kBF16), 2u);
+  EXPECT_EQ(dtype_size(DType::kI64), 8u);
+  EXPECT_EQ(dtype_size(DType::kBool), 1u);
+  EXPECT_EQ(parse_dtype("bf16"), DType::kBF16);
+  EXPECT_EQ(parse_dtype("float16"), DType::kF16);
+  EXPECT_THROW(parse_dtype("f8"), Error);
+}
+
+TEST(DType, BFloat16RoundsToNearestEven) {
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  // 1 + 2^-8 is exactly halfway between bf16 1.0 and 1.0078125: ties go to even (1.0).
+  EXPECT_EQ(f32_to_bf16(1.00390625f), 0x3f80);
+  // 1 + 3*2^-8 is halfway between 1.0078125 (odd) and 1.015625 (even).
+  EXPECT_EQ(f32_to_bf16(1.01171875f), 0x3f82);
+  EXPECT_FLOAT_EQ(bf16_to_f32(f32_to_bf16(-2.5f)), -2.5f);
+  EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+TEST(DType, Float16RoundTripsIncludingSubnormalsAndInf) {
+  for (float v : {0.0f, 1.0f, -2.0f, 0.5f, 65504.0f, 6.103515625e-05f, 5.960464477539063e-08f,
+                  3.0517578125e-05f}) {
+    EXPECT_EQ(f16_to_f32(f32_to_f16(v)), v) << v;
+  }
+  EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);  // rounds past the largest finite half: inf
+  EXPECT_TRUE(std::isinf(f16_to_f32(0x7c00)));
+  EXPECT_EQ(f32_to_f16(1e-9f), 0);  // underflows to zero
+  // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even.
+  EXPECT_EQ(f32_to_f16(1.00048828125f), 0x3c00);
+}
+
+TEST(Allocator, ReusesFreedBlocksInSteadyState) {
+  Allocator& a = cpu_allocator();
+  { Tensor warm = ops::empty({1000, 37}); }
+  AllocatorStats before = a.stats();
+  for (int i = 0; i < 10; ++i) {
+    Tensor t = ops::empty({1000, 37});
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw_data()) % 64, 0u);
+  }
+  AllocatorStats after = a.stats();
+  EXPECT_EQ(after.system_allocs, before.system_allocs);
+  EXPECT_GE(after.cache_hits, before.cache_hits + 10);
+}
+
+TEST(Tensor, FactoriesAndElementAccess) {
+  Tensor t = ops::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
+  EXPECT_EQ(t.sizes(), (Shape{2, 3}));
+  EXPECT_EQ(t.strides(), (Shape{3, 1}));
+  EXPECT_EQ(t.numel(), 6);
+  EXPECT_TRUE(t.is_contiguous());
+  EXPECT_EQ(t.str(), "f32[2, 3]");
+  EXPECT_TRUE(tensor_near(ops::full({2}, 7.5), {7.5, 7.5}));
+  EXPECT_EQ(ops::arange(4).to_int_vector(), (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_FLOAT_EQ(ops::scalar(3.0).item(), 3.0f);
+  EXPECT_THROW(ops::from_vector({1, 2, 3}, {2, 2}), Error);
+  EXPECT_THROW(ops::empty({2, -1}), Error);
+  EXPECT_THROW(t.item(), Error);
+  EXPECT_THROW(t.data<int32_t>(), Error);
+}
+
+TEST(Tensor, TransposeAndPermuteAreViews) {
+  Tensor t = ops::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor tt = ops::transpose(t, 0, 1);
+  EXPECT_TRUE(tt.shares_storage_with(t));
+  EXPECT_FALSE(tt.is_contiguous());
+  EXPECT_TRUE(tensor_near(tt, {1, 4, 2, 5, 3, 6}));
+  Tensor c = ops::contiguous(tt);
+  EXPECT_TRUE(c.is_contiguous());
+  EXPECT_FALSE(c.shares_storage_with(t));
+  EXPECT_TRUE(tensor_near(c, {1, 4, 2, 5, 3, 6}));
+  Tensor x = ops::reshape(ops::arange(24, DType::kF32), {2, 3, 4});
+  Tensor p = ops::permute(x, {2, 0, 1});
+  EXPECT_EQ(p.sizes(), (Shape{4, 2, 3}));
+  EXPECT_FLOAT_EQ(ops::contiguous(p).to_vector()[1], 4.0f);  // p[0,0,1] = x[0,1,0]
+  EXPECT_THROW(ops::permute(x, {0, 0, 1}), Error);
+}
+
+TEST(Tensor, NarrowSelectAndSplitShareStorage) {
+  Tensor x = ops::reshape(ops::arange(12, DType::kF32), {3, 4});
+  Tensor n = ops::narrow(x, 1, 1, 2);
+  EXPECT_TRUE(tensor_near(n, {1, 2, 5, 6, 9, 10}));
+  EXPECT_TRUE(tensor_near(ops::select(x, 0, -1), {8, 9, 10, 11}));
+  auto parts = ops::split(x, 3, 1);
+  ASSERT_EQ(parts.size(), 2u);
+  EXPECT_EQ(parts[1].sizes(), (Shape{3, 1}));
+  EXPECT_TRUE(tensor_near(parts[1], {3, 7, 11}));
+  EXPECT_THROW(ops::narrow(x, 1, 3, 2), Error);
+  EXPECT_THROW(ops::select(x, 2, 0), Error);
+}
+
+TEST(Tensor, ViewNeedsCompatibleStridesReshapeCopies) {
+  Tensor x = ops::reshape(ops::arange(6, DType::kF32), {2, 3});
+  Tensor v = ops::view(x, {3, -1});
+  EXPECT_EQ(v.sizes(), (Shape{3, 2}));
+  EXPECT_TRUE(v.shares_storage_with(x));
+  Tensor t = ops::transpose(x, 0, 1);
+  EXPECT_THROW(ops::view(t, {6}), Error);
+  Tensor r = ops::reshape(t, {6});
+  EXPECT_FALSE(r.shares_storage_with(x));
+  EXPECT_TRUE(tensor_near(r, {0, 3, 1, 4, 2, 5}));
+  // A narrowed row block is still viewable.
+  Tensor rows = ops::narrow(ops::reshape(ops::arange(24, DType::kF32), {4, 6}), 0, 1, 2);
+  EXPECT_TRUE(tensor_near(ops::view(rows, {12}), {6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}));
+  EXPECT_THROW(ops::view(x, {4, -1}), Error);
+  EXPECT_THROW(ops::view(x, {-1, -1}), Error);
+}
+
+TEST(Tensor, ExpandUnsqueezeSqueezeFlatten) {
+  Tensor b = ops::from_vector({1, 2, 3}, {3});
+  Tensor e = ops::expand(b, {2, 3});
+  EXPECT_EQ(e.strides(), (Shape{0, 1}));
+  EXPECT_TRUE(tensor_near(e, {1, 2, 3, 1, 2, 3}));
+  Tensor col = ops::unsqueeze(b, 1);
+  EXPECT_EQ(col.sizes(), (Shape{3, 1}));
+  EXPECT_TRUE(tensor_near(ops::expand(col, {3, 2}), {1, 1, 2, 2, 3, 3}));
+  EXPECT_EQ(ops::squeeze(col, 1).sizes(), (Shape{3}));
+  EXPECT_EQ(ops::squeeze(col, 0).sizes(), (Shape{3, 1}));  // not size 1: unchanged
+  EXPECT_EQ(ops::flatten(ops::zeros({2, 3, 4}), 1).sizes(), (Shape{2, 12}));
+  EXPECT_THROW(ops::expand(ops::zeros({2}), {3}), Error);
+}
+
+TEST(Tensor, CastsBetweenAllDtypes) {
+  Tensor x = ops::from_vector({-1.5f, 0.0f, 2.25f, 3.0f}, {4});
+  EXPECT_TRUE(tensor_near(ops::to_dtype(x, DType::kBF16), {-1.5f, 0.0f, 2.25f, 3.0f}));
+  EXPECT_TRUE(tensor_near(ops::to_dtype(x, DType::kF16), {-1.5f, 0.0f, 2.25f, 3.0f}));
+  EXPECT_EQ(ops::to_dtype(x, DType::kI32).to_int_vector(), (std::vector<int64_t>{-1, 0, 2, 3}));
+  EXPECT_EQ(ops::to_dtype(x, DType::kBool).to_int_vector(), (std::vector<int64_t>{1, 0, 1, 1}));
+  Tensor big = ops::from_ints({(int64_t{1} << 40) + 3}, {1});
+  EXPECT_EQ(ops::to_dtype(big, DType::kI64).to_int_vector()[0], (int64_t{1} << 40) + 3);
+  // A cast of a transposed view casts element-wise in logical order.
+  Tensor t = ops::transpose(ops::reshape(x, {2, 2}), 0, 1);
+  EXPECT_TRUE(tensor_near(ops::to_dtype(t, DType::kBF16), {-1.5f, 2.25f, 0.0f, 3.0f}));
+}
+
+TEST(Tensor, CopyIntoStridedDestinationBroadcastsSource) {
+  Tensor dst = ops::zeros({3, 4});
+  Tensor cols = ops::narrow(dst, 1, 1, 2);
+  ops::copy_(cols, ops::from_vector({7, 8}, {2}));
+  EXPECT_TRUE(tensor_near(dst, {0, 7, 8, 0, 0, 7, 8, 0, 0, 7, 8, 0}));
+  ops::fill_(cols, 1.0);
+  EXPECT_TRUE(tensor_near(ops::select(dst, 0, 0), {0, 1, 1, 0}));
+  Tensor a = ops::ones({3});
+  ops::add_(a, ops::from_vector({1, 2, 3}, {3}), 2.0);
+  EXPECT_TRUE(tensor_near(a, {3, 5, 7}));
+  ops::scale_(a, 0.5);
+  EXPECT_TRUE(tensor_near(a, {1.5, 2.5, 3.5}));
+  EXPECT_THROW(ops::add_(a, ops::ones({4})), Error);
+}
+
+TEST(Random, SeededAndIndependentOfChunking) {
+  Generator g1(42), g2(42), g3(43);
+  Tensor a = ops::randn({1000}, g1), b = ops::randn({1000}, g2), c = ops::randn({1000}, g3);
+  EXPECT_EQ(a.to_vector(), b.to_vector());
+  EXPECT_NE(a.to_vector(), c.to_vector());
+  // Normal(0, 1) moments over 100k draws.
+  Generator g(1);
+  auto v = ops::randn({100000}, g).to_vector();
+  double m = 0, s = 0;
+  for (float x : v) m += x;
+  m /= v.size();
+  for (float x : v) s += (x - m) * (x - m);
+  s = std::sqrt(s / v.size());
+  EXPECT_NEAR(m, 0.0, 0.02);
+  EXPECT_NEAR(s, 1.0, 0.02);
+  auto u = ops::rand({10000}, g, DType::kF32, -2, 3).to_vector();
+  for (float x : u) ASSERT_TRUE(x >= -2 && x < 3);
+  // Generator state: resuming at a saved offset reproduces the stream.
+  Generator r(9);
+  ops::randn({10}, r);
+  uint64_t off = r.offset();
+  Tensor next = ops::randn({10}, r);
+  Generator resumed(0);
+  resumed.set_state(9, off);
+  EXPECT_EQ(ops::randn({10}, resumed).to_vector(), next.to_vector());
+}
+
+}  // namespace
+}  // namespace hfrun
