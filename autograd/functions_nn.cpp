@@ -32,12 +32,15 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   if (!needs_grad({&x, &weight, &bias})) return r.y;
   Tensor w = detached_or_undefined(weight);
   const bool need_gbias = bias.defined() && bias.requires_grad();
-  return record("layer_norm", {x, weight, bias}, r.y,
-                [xc, w, mean = r.mean, rstd = r.rstd, need_gbias](const Tensor& g) -> Grads {
-                  ops::LayerNormGrads d =
-                      ops::layer_norm_backward(g, xc, w, mean, rstd, need_gbias);
-                  return {d.gx, d.gweight, d.gbias};
-                });
+  const DType bias_dtype = bias.defined() ? bias.dtype() : x.dtype();
+  return record(
+      "layer_norm", {x, weight, bias}, r.y,
+      [xc, w, mean = r.mean, rstd = r.rstd, need_gbias, bias_dtype](const Tensor& g) -> Grads {
+        ops::LayerNormGrads d = ops::layer_norm_backward(g, xc, w, mean, rstd, need_gbias);
+        // ops returns gbias in the weight's dtype (x's without one); the bias may differ.
+        Tensor gb = d.gbias.defined() ? ops::to_dtype(d.gbias, bias_dtype) : Tensor();
+        return {d.gx, d.gweight, gb};
+      });
 }
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {

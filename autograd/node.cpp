@@ -24,10 +24,14 @@ std::vector<Tensor> AccumulateGrad::apply(const Tensor& grad_output) {
            " does not match the leaf ", leaf.str());
   AutogradMeta& meta = leaf.ensure_autograd_meta();
   if (!meta.grad) {
-    // A fresh copy: the incoming tensor may be shared with other leaves' gradients.
-    Tensor g = ops::empty(leaf.sizes(), leaf.dtype(), leaf.device());
-    ops::copy_(g, grad_output);
-    meta.grad = std::make_shared<Tensor>(g);
+    if (grad_output.is_uniquely_owned() && grad_output.dtype() == leaf.dtype()) {
+      meta.grad = std::make_shared<Tensor>(grad_output);  // nobody else sees it: take it
+    } else {
+      // A fresh copy: the incoming tensor may be shared with other leaves' gradients.
+      Tensor g = ops::empty(leaf.sizes(), leaf.dtype(), leaf.device());
+      ops::copy_(g, grad_output);
+      meta.grad = std::make_shared<Tensor>(g);
+    }
   } else {
     Tensor& g = *meta.grad;
     if (g.dtype() == grad_output.dtype()) {

@@ -37,6 +37,11 @@ void* Tensor::raw_data() const {
   return static_cast<char*>(storage()->data()) + offset() * static_cast<int64_t>(element_size());
 }
 
+bool Tensor::is_uniquely_owned() const {
+  return impl_ && impl_.use_count() == 1 && impl_->storage.use_count() == 1 && !impl_->autograd &&
+         is_contiguous() && nbytes() == impl_->storage->nbytes();
+}
+
 bool Tensor::requires_grad() const {
   auto* m = impl().autograd.get();
   return m && (m->requires_grad || m->grad_fn);

@@ -92,6 +92,10 @@ class Tensor {
   std::string str() const;                   // "f32[2, 3]" (what error messages print)
   std::string repr(int64_t max_elements = 32) const;  // with values
 
+  // True when this handle is the only reference to its impl and storage and it spans the whole
+  // storage: the engine may then hand it over instead of copying it.
+  bool is_uniquely_owned() const;
+
   TensorImpl* impl_ptr() const { return impl_.get(); }
   bool is_same(const Tensor& o) const { return impl_ == o.impl_; }
 

@@ -99,7 +99,7 @@ void check_dropout_p(double p, const char* op) {
 
 }  // namespace
 
-// ---- LayerNorm, RMSNorm (the last dim; rows = every other element) -------------------------
+// ---- LayerNorm, RMSNorm over the last dim (rows = the product of the leading dims) ----------
 
 LayerNormResult layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   Tensor xc = last_dim_input(x, "layer_norm", "input");
