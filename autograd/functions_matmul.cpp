@@ -1,1 +1,121 @@
-// PLACEHOLDER: to be written.
+// Differentiable matmul, linear (HF Conv1D layout), softmax, log_softmax and scaled dot-product
+// attention. Backward GEMMs read transposed views (oneDNN takes the strides), so no transpose
+// is ever copied; gradients come back in each input's dtype and shape.
+#include <cmath>
+
+#include "autograd/functions.h"
+#include "autograd/node.h"
+
+namespace hfrun {
+
+using autograd::needs_grad;
+using autograd::record;
+using Grads = std::vector<Tensor>;
+
+namespace {
+
+Tensor mT(const Tensor& x) { return ops::transpose(x, -2, -1); }
+
+// Sum of g over every dim but the last: the gradient of a bias [N] added to [..., N].
+Tensor bias_grad(const Tensor& g, DType dtype) {
+  std::vector<int64_t> dims;
+  for (int64_t d = 0; d + 1 < g.dim(); ++d) dims.push_back(d);
+  return ops::to_dtype(dims.empty() ? g : ops::sum(g, dims), dtype);
+}
+
+}  // namespace
+
+// y = a @ b (+ bias), y [batch..., M, N]:
+//   ga = g @ b^T summed back to a's shape, gb = a^T @ g summed back to b's shape.
+// A rank-2 b shared by every batch of a gets gb from one [K, B*M] x [B*M, N] GEMM instead of B
+// GEMMs and a sum.
+Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias, std::optional<DType> out_dtype) {
+  Tensor y = ops::matmul(a, b, bias, out_dtype);
+  if (!needs_grad({&a, &b, &bias})) return y;
+  const bool ga = a.requires_grad(), gb = b.requires_grad();
+  const bool gbias = bias.defined() && bias.requires_grad();
+  const Shape a_shape = a.sizes(), b_shape = b.sizes();
+  const DType in_dtype = a.dtype();
+  const DType bias_dtype = bias.defined() ? bias.dtype() : DType::kF32;
+  // Each operand is saved only when the other one's gradient needs it.
+  Tensor saved_a = gb ? a.detach() : Tensor();
+  Tensor saved_b = ga ? b.detach() : Tensor();
+  return record("matmul", {a, b, bias}, y, [=](const Tensor& g_out) -> Grads {
+    Tensor g = ops::to_dtype(g_out, in_dtype);
+    Tensor grad_a, grad_b;
+    if (ga) grad_a = ops::sum_to(ops::matmul(g, mT(saved_b), Tensor(), in_dtype), a_shape);
+    if (gb) {
+      if (b_shape.size() == 2 && a_shape.size() > 2) {
+        const int64_t k = a_shape.back(), n = b_shape.back();
+        grad_b = ops::matmul(mT(ops::reshape(saved_a, {-1, k})), ops::reshape(g, {-1, n}),
+                             Tensor(), in_dtype);
+      } else {
+        grad_b = ops::sum_to(ops::matmul(mT(saved_a), g, Tensor(), in_dtype), b_shape);
+      }
+    }
+    return {grad_a, grad_b, gbias ? bias_grad(g_out, bias_dtype) : Tensor()};
+  });
+}
+
+// y = x @ weight + bias with x [..., in], weight [in, out]. Leading dims are flattened so the
+// forward and both backward GEMMs are single 2-D GEMMs:
+//   gx = g @ weight^T [rows, in], gweight = x^T @ g [in, out], gbias = sum_rows(g).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  HF_CHECK(x.defined() && weight.defined(), "linear: undefined input");
+  HF_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(0), "linear: x ",
+           x.str(), " does not match weight ", weight.str(), " ([in, out])");
+  const int64_t in = weight.size(0), out = weight.size(1);
+  Tensor x2 = ops::reshape(x, {-1, in});
+  Shape y_shape = x.sizes();
+  y_shape.back() = out;
+  Tensor y = ops::view(ops::matmul(x2, weight, bias), y_shape);
+  if (!needs_grad({&x, &weight, &bias})) return y;
+  const bool gx = x.requires_grad(), gw = weight.requires_grad();
+  const bool gbias = bias.defined() && bias.requires_grad();
+  const Shape x_shape = x.sizes();
+  const DType x_dtype = x.dtype(), w_dtype = weight.dtype();
+  const DType bias_dtype = bias.defined() ? bias.dtype() : DType::kF32;
+  Tensor saved_x = gw ? x2.detach() : Tensor();
+  Tensor saved_w = gx ? weight.detach() : Tensor();
+  return record("linear", {x, weight, bias}, y, [=](const Tensor& g_out) -> Grads {
+    Tensor g2 = ops::reshape(ops::to_dtype(g_out, x_dtype), {-1, out});
+    Tensor grad_x, grad_w;
+    if (gx) grad_x = ops::view(ops::matmul(g2, mT(saved_w), Tensor(), x_dtype), x_shape);
+    if (gw) grad_w = ops::matmul(mT(saved_x), g2, Tensor(), w_dtype);
+    return {grad_x, grad_w, gbias ? bias_grad(g2, bias_dtype) : Tensor()};
+  });
+}
+
+Tensor softmax(const Tensor& x, int64_t dim) {
+  Tensor y = ops::softmax(x, dim);
+  return record("softmax", {x}, y, [y, dim](const Tensor& g) -> Grads {
+    return {ops::softmax_backward(g, y, dim)};
+  });
+}
+
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  Tensor y = ops::log_softmax(x, dim);
+  return record("log_softmax", {x}, y, [y, dim](const Tensor& g) -> Grads {
+    return {ops::log_softmax_backward(g, y, dim)};
+  });
+}
+
+// Saves q, k, v (views, no copies) and the probabilities; the backward recomputes nothing else.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    bool causal, std::optional<double> scale) {
+  HF_CHECK(q.defined() && q.dim() == 4, "scaled_dot_product_attention: q must be [B, H, T, D], "
+           "got ", q.defined() ? q.str() : std::string("undefined"));
+  const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3))));
+  ops::AttentionResult r = ops::attention(q, k, v, causal, s);
+  if (!needs_grad({&q, &k, &v})) return r.out;
+  const bool gq = q.requires_grad(), gk = k.requires_grad(), gv = v.requires_grad();
+  Tensor qd = q.detach(), kd = k.detach(), vd = v.detach(), probs = r.probs;
+  return record("scaled_dot_product_attention", {q, k, v}, r.out,
+                [=](const Tensor& g) -> Grads {
+                  ops::AttentionGrads grads = ops::attention_backward(g, qd, kd, vd, probs, s);
+                  return {gq ? grads.gq : Tensor(), gk ? grads.gk : Tensor(),
+                          gv ? grads.gv : Tensor()};
+                });
+}
+
+}  // namespace hfrun

@@ -1,1 +1,132 @@
-// PLACEHOLDER: to be written.
+// Softmax, log-softmax (any dim) and scaled dot-product attention composed from matmul and the
+// backend's masked softmax. Attention keeps the [B, H, T, S] probabilities for the backward; a
+// fused (flash-style) kernel can later replace attention()/attention_backward() behind the same
+// signatures without touching callers.
+#include <string>
+
+#include "tensor/backend.h"
+#include "tensor/ops.h"
+
+namespace hfrun::ops {
+namespace {
+
+// Sizes of x viewed as [outer, n, inner] around dim.
+struct Rows {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+Rows rows_around(const Shape& s, int64_t dim) {
+  Rows r;
+  for (int64_t d = 0; d < dim; ++d) r.outer *= s[d];
+  r.n = s[dim];
+  for (size_t d = dim + 1; d < s.size(); ++d) r.inner *= s[d];
+  return r;
+}
+
+Tensor softmax_impl(const Tensor& x, int64_t dim, bool log, const char* name) {
+  HF_CHECK(x.defined(), name, ": undefined input");
+  HF_CHECK(is_floating(x.dtype()), name, ": expected a floating tensor, got ", x.str());
+  HF_CHECK(x.dim() > 0, name, ": expected at least one dim, got ", x.str());
+  dim = wrap_dim(dim, x.dim(), name);
+  Tensor xc = contiguous(x);
+  Tensor y = empty_like(xc);
+  Rows r = rows_around(x.sizes(), dim);
+  backend_for(x.device()).softmax(xc, r.outer, r.n, r.inner, log, y);
+  return y;
+}
+
+Tensor softmax_backward_impl(const Tensor& gy, const Tensor& y, int64_t dim, bool log,
+                             const char* name) {
+  HF_CHECK(gy.defined() && y.defined(), name, ": undefined input");
+  HF_CHECK(is_floating(y.dtype()), name, ": expected a floating output, got ", y.str());
+  HF_CHECK(gy.sizes() == y.sizes(), name, ": gradient ", gy.str(), " does not match output ",
+           y.str());
+  dim = wrap_dim(dim, y.dim(), name);
+  Tensor yc = contiguous(y);
+  Tensor gc = contiguous(to_dtype(gy, y.dtype()));
+  Tensor gx = empty_like(yc);
+  Rows r = rows_around(y.sizes(), dim);
+  backend_for(y.device()).softmax_backward(gc, yc, r.outer, r.n, r.inner, log, gx);
+  return gx;
+}
+
+std::string qkv_str(const Tensor& q, const Tensor& k, const Tensor& v) {
+  return detail::concat(" (q ", q.str(), ", k ", k.str(), ", v ", v.str(), ")");
+}
+
+// q [B, H, T, D], k [B, H, S, D], v [B, H, S, Dv]: same B, H, dtype and device.
+void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const char* name) {
+  HF_CHECK(q.defined() && k.defined() && v.defined(), name, ": undefined input");
+  HF_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, name,
+           ": q, k, v must be [B, H, T, D]", qkv_str(q, k, v));
+  HF_CHECK(q.size(0) == k.size(0) && q.size(0) == v.size(0) && q.size(1) == k.size(1) &&
+               q.size(1) == v.size(1),
+           name, ": batch and head dims differ", qkv_str(q, k, v));
+  HF_CHECK(q.size(3) == k.size(3), name, ": q and k head sizes differ", qkv_str(q, k, v));
+  HF_CHECK(k.size(2) == v.size(2), name, ": k and v lengths differ", qkv_str(q, k, v));
+  HF_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype() && is_floating(q.dtype()), name,
+           ": q, k, v need one floating dtype", qkv_str(q, k, v));
+  HF_CHECK(q.device() == k.device() && q.device() == v.device(), name,
+           ": q, k, v on different devices", qkv_str(q, k, v));
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false, "softmax"); }
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  return softmax_impl(x, dim, true, "log_softmax");
+}
+Tensor softmax_backward(const Tensor& gy, const Tensor& y, int64_t dim) {
+  return softmax_backward_impl(gy, y, dim, false, "softmax_backward");
+}
+Tensor log_softmax_backward(const Tensor& gy, const Tensor& y, int64_t dim) {
+  return softmax_backward_impl(gy, y, dim, true, "log_softmax_backward");
+}
+
+// scores = q @ k^T [B, H, T, S] (f32 accumulation and result), probs = softmax(scale * scores)
+// with the causal mask, out = probs @ v [B, H, T, Dv] in q's dtype. k^T is a transposed view:
+// oneDNN reads the strides, so q, k, v split out of a [B, T, 3C] projection are never copied.
+AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                          double scale) {
+  check_attention_inputs(q, k, v, "attention");
+  const int64_t b = q.size(0), h = q.size(1), t = q.size(2), s = k.size(2);
+  Tensor scores = matmul(q, transpose(k, 2, 3), Tensor(), DType::kF32);
+  Tensor probs = empty(scores.sizes(), DType::kF32, q.device());
+  if (scores.numel() > 0) {
+    Tensor probs_3d = view(probs, {b * h, t, s});
+    backend_for(q.device()).scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal,
+                                                  probs_3d);
+  }
+  Tensor out = matmul(to_dtype(probs, v.dtype()), v, Tensor(), q.dtype());
+  return {out, probs};
+}
+
+// With P = probs, dO = gout and the pre-scale scores X (P = softmax(scale * X)):
+//   dV = P^T @ dO,  dP = dO @ v^T,  dX = scale * P * (dP - rowsum(dP * P)),
+//   dQ = dX @ k,    dK = dX^T @ q.
+// Masked positions have P = 0, so they get no gradient.
+AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& probs, double scale) {
+  check_attention_inputs(q, k, v, "attention_backward");
+  const Shape want_out = {q.size(0), q.size(1), q.size(2), v.size(3)};
+  const Shape want_probs = {q.size(0), q.size(1), q.size(2), k.size(2)};
+  HF_CHECK(gout.defined() && gout.sizes() == want_out, "attention_backward: gradient ",
+           gout.defined() ? gout.str() : std::string("undefined"), " must be ",
+           shape_str(want_out), qkv_str(q, k, v));
+  HF_CHECK(probs.defined() && probs.sizes() == want_probs, "attention_backward: probs ",
+           probs.defined() ? probs.str() : std::string("undefined"), " must be ",
+           shape_str(want_probs), qkv_str(q, k, v));
+  const DType dt = q.dtype();
+  Tensor g = to_dtype(gout, dt);
+  Tensor p = to_dtype(probs, dt);
+  AttentionGrads grads;
+  grads.gv = matmul(transpose(p, 2, 3), g, Tensor(), dt);
+  Tensor gp = matmul(g, transpose(v, 2, 3), Tensor(), DType::kF32);
+  Tensor gscores = softmax_backward(gp, probs, -1);  // f32, like probs
+  scale_(gscores, scale);
+  Tensor gs = to_dtype(gscores, dt);
+  grads.gq = matmul(gs, k, Tensor(), dt);
+  grads.gk = matmul(transpose(gs, 2, 3), q, Tensor(), dt);
+  return grads;
+}
+
+}  // namespace hfrun::ops

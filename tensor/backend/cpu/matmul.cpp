@@ -10,6 +10,7 @@
 // pointers are wrapped in dnnl::memory without copies on every call.
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>

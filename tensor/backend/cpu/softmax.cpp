@@ -1,7 +1,273 @@
-// PLACEHOLDER (being replaced by the matmul/attention work): throws until implemented.
+// Softmax kernels over x viewed as [outer, n, inner], with f32 math for every floating dtype.
+// Numerically stable: softmax(x) = exp(x - max) / sum(exp(x - max)), and
+// log_softmax(x) = x - (max + log(sum(exp(x - max)))). Rows run in parallel; the inner loops
+// are written so GCC vectorises them without -ffast-math: an exp that is plain arithmetic and
+// reductions kept in kLanes independent partial results (no reassociation needed).
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
 #include "tensor/backend/cpu/cpu_backend.h"
+#include "tensor/backend/cpu/dispatch.h"
+#include "tensor/backend/cpu/loops.h"
+
 namespace hfrun::cpu {
-void CpuBackend::softmax(const Tensor&, int64_t, int64_t, int64_t, bool, Tensor&) { HF_THROW("softmax: not built yet"); }
-void CpuBackend::softmax_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, bool, Tensor&) { HF_THROW("softmax: not built yet"); }
-void CpuBackend::scaled_masked_softmax(const Tensor&, double, bool, Tensor&) { HF_THROW("softmax: not built yet"); }
+namespace {
+
+constexpr int64_t kLanes = 16;  // partial sums/maxes per reduction: one AVX-512 register
+constexpr int64_t kCols = 64;   // inner columns per task when softmax runs over a strided dim
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// exp(x) to ~1 ulp (Cephes expf), branch-free so loops vectorise. exp(x) = 2^n * exp(r) with
+// n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2], exp(r) by a degree-6 polynomial.
+// Arguments below -87 (where exp would be subnormal) give 0; NaN propagates.
+inline float exp_f(float x) {
+  const float xc = std::min(std::max(x, -87.0f), 88.0f);
+  // Adding 1.5 * 2^23 rounds to an integer that then sits in the low mantissa bits.
+  constexpr float kShifter = 12582912.0f;
+  float nf = xc * 1.44269504088896341f + kShifter;
+  const int32_t n = std::bit_cast<int32_t>(nf) - 0x4B400000;
+  nf -= kShifter;
+  float r = xc - nf * 0.693359375f;  // ln 2 split in two for an exact first product
+  r = r + nf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const float two_n = std::bit_cast<float>((n + 127) << 23);
+  return x < -87.0f ? 0.0f : p * two_n;
+}
+
+float row_max(const float* x, int64_t n) {
+  float lanes[kLanes];
+  std::fill(lanes, lanes + kLanes, kNegInf);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] = x[i + l] > lanes[l] ? x[i + l] : lanes[l];
+  }
+  float m = kNegInf;
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  for (int64_t l = 0; l < kLanes; ++l) m = std::max(m, lanes[l]);
+  return m;
+}
+
+// e[i] = exp(x[i] - m) (e may alias x); returns sum(e).
+float exp_and_sum(const float* x, float m, float* e, int64_t n) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      e[i + l] = exp_f(x[i + l] - m);
+      lanes[l] += e[i + l];
+    }
+  }
+  float s = 0.0f;
+  for (; i < n; ++i) {
+    e[i] = exp_f(x[i] - m);
+    s += e[i];
+  }
+  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
+  return s;
+}
+
+// sum(f(i)) for i < n with kLanes partial sums.
+template <typename Fn>
+float lane_sum(int64_t n, Fn&& f) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += f(i + l);
+  }
+  float s = 0.0f;
+  for (; i < n; ++i) s += f(i);
+  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
+  return s;
+}
+
+// Per-thread f32 row buffer for the 16-bit dtypes and the scaled attention scores.
+float* row_buffer(int64_t n) {
+  thread_local std::vector<float> buf;
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(n);
+  return buf.data();
+}
+
+// Softmax of contiguous rows of length n (the dim is innermost).
+template <typename T>
+void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, bool log) {
+  parallel_for(rows, n * 8, [&](int64_t r) {
+    const T* xr = x + r * n;
+    T* yr = y + r * n;
+    const float* xf;
+    float* ef;  // where exp(x - max) goes
+    if constexpr (std::is_same_v<T, float>) {
+      xf = xr;
+      ef = yr;
+    } else {
+      float* buf = row_buffer(n);
+      for (int64_t i = 0; i < n; ++i) buf[i] = load(xr, i);
+      xf = ef = buf;
+    }
+    const float m = row_max(xf, n);
+    if (log) {
+      // (x - max) - log(sum): subtracting max first keeps large x from cancelling.
+      const float log_sum = std::log(lane_sum(n, [&](int64_t i) { return exp_f(xf[i] - m); }));
+      for (int64_t i = 0; i < n; ++i) store(yr, i, (xf[i] - m) - log_sum);
+    } else {
+      const float inv = 1.0f / exp_and_sum(xf, m, ef, n);
+      for (int64_t i = 0; i < n; ++i) store(yr, i, ef[i] * inv);
+    }
+  });
+}
+
+// Softmax over n with stride `inner`: each task takes up to kCols adjacent columns of one outer
+// slice and keeps their running max/sum in arrays, so the inner loops run along memory.
+template <typename T>
+void softmax_strided(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log) {
+  const int64_t chunks = (inner + kCols - 1) / kCols;
+  parallel_for(outer * chunks, n * kCols * 8, [&](int64_t task) {
+    const int64_t j0 = (task % chunks) * kCols, w = std::min(kCols, inner - j0);
+    const int64_t base = (task / chunks) * n * inner + j0;
+    const T* xb = x + base;
+    T* yb = y + base;
+    float mx[kCols], sum[kCols] = {};
+    std::fill(mx, mx + kCols, kNegInf);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < w; ++j) {
+        const float v = load(xb, i * inner + j);
+        mx[j] = v > mx[j] ? v : mx[j];
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < w; ++j) sum[j] += exp_f(load(xb, i * inner + j) - mx[j]);
+    }
+    if (log) {
+      for (int64_t j = 0; j < w; ++j) sum[j] = std::log(sum[j]);
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < w; ++j) {
+          store(yb, i * inner + j, (load(xb, i * inner + j) - mx[j]) - sum[j]);
+        }
+      }
+    } else {
+      for (int64_t j = 0; j < w; ++j) sum[j] = 1.0f / sum[j];
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < w; ++j) {
+          store(yb, i * inner + j, exp_f(load(xb, i * inner + j) - mx[j]) * sum[j]);
+        }
+      }
+    }
+  });
+}
+
+// softmax:     gx = y * (gy - sum(gy * y))
+// log_softmax: gx = gy - exp(y) * sum(gy)
+template <typename T>
+void softmax_backward_rows(const T* gy, const T* y, T* gx, int64_t rows, int64_t n, bool log) {
+  parallel_for(rows, n * 4, [&](int64_t r) {
+    const T* g = gy + r * n;
+    const T* yr = y + r * n;
+    T* out = gx + r * n;
+    if (log) {
+      const float s = lane_sum(n, [&](int64_t i) { return load(g, i); });
+      for (int64_t i = 0; i < n; ++i) store(out, i, load(g, i) - exp_f(load(yr, i)) * s);
+    } else {
+      const float dot = lane_sum(n, [&](int64_t i) { return load(g, i) * load(yr, i); });
+      for (int64_t i = 0; i < n; ++i) store(out, i, load(yr, i) * (load(g, i) - dot));
+    }
+  });
+}
+
+template <typename T>
+void softmax_backward_strided(const T* gy, const T* y, T* gx, int64_t outer, int64_t n,
+                              int64_t inner, bool log) {
+  const int64_t chunks = (inner + kCols - 1) / kCols;
+  parallel_for(outer * chunks, n * kCols * 4, [&](int64_t task) {
+    const int64_t j0 = (task % chunks) * kCols, w = std::min(kCols, inner - j0);
+    const int64_t base = (task / chunks) * n * inner + j0;
+    const T* g = gy + base;
+    const T* yb = y + base;
+    T* out = gx + base;
+    float acc[kCols] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < w; ++j) {
+        const int64_t at = i * inner + j;
+        acc[j] += log ? load(g, at) : load(g, at) * load(yb, at);
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < w; ++j) {
+        const int64_t at = i * inner + j;
+        const float gv = load(g, at), yv = load(yb, at);
+        store(out, at, log ? gv - exp_f(yv) * acc[j] : yv * (gv - acc[j]));
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void CpuBackend::softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,
+                         Tensor& y) {
+  if (x.numel() == 0) return;
+  dispatch_float(x.dtype(), log ? "log_softmax" : "softmax", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* xp = static_cast<const T*>(x.raw_data());
+    T* yp = static_cast<T*>(y.raw_data());
+    if (inner == 1) {
+      softmax_rows(xp, yp, outer, n, log);
+    } else {
+      softmax_strided(xp, yp, outer, n, inner, log);
+    }
+  });
+}
+
+void CpuBackend::softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n,
+                                  int64_t inner, bool log, Tensor& gx) {
+  if (y.numel() == 0) return;
+  dispatch_float(y.dtype(), log ? "log_softmax_backward" : "softmax_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* gp = static_cast<const T*>(gy.raw_data());
+    const T* yp = static_cast<const T*>(y.raw_data());
+    T* gxp = static_cast<T*>(gx.raw_data());
+    if (inner == 1) {
+      softmax_backward_rows(gp, yp, gxp, outer, n, log);
+    } else {
+      softmax_backward_strided(gp, yp, gxp, outer, n, inner, log);
+    }
+  });
+}
+
+// Row i of a [T, S] score block sees keys j <= i + (S - T) when causal (the queries are the last
+// T of S positions); a row that sees nothing (only when S < T) gets all-zero probabilities.
+void CpuBackend::scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
+                                       Tensor& probs) {
+  const int64_t bh = scores.size(0), t = scores.size(1), s = scores.size(2);
+  if (scores.numel() == 0) return;
+  const float sc = static_cast<float>(scale);
+  dispatch_float(scores.dtype(), "scaled_masked_softmax", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* xp = static_cast<const T*>(scores.raw_data());
+    T* pp = static_cast<T*>(probs.raw_data());
+    parallel_for(bh * t, s * 8, [&](int64_t row) {
+      const int64_t i = row % t;
+      const int64_t visible = causal ? std::clamp<int64_t>(i + (s - t) + 1, 0, s) : s;
+      const T* xr = xp + row * s;
+      T* pr = pp + row * s;
+      float* buf = row_buffer(s);
+      for (int64_t j = 0; j < visible; ++j) buf[j] = sc * load(xr, j);
+      if (visible > 0) {
+        const float m = row_max(buf, visible);
+        const float inv = 1.0f / exp_and_sum(buf, m, buf, visible);
+        for (int64_t j = 0; j < visible; ++j) store(pr, j, buf[j] * inv);
+      }
+      for (int64_t j = visible; j < s; ++j) store(pr, j, 0.0f);
+    });
+  });
+}
+
 }  // namespace hfrun::cpu

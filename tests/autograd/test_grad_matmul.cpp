@@ -1,0 +1,161 @@
+// Finite-difference gradient checks for matmul, linear, softmax, log_softmax and scaled
+// dot-product attention, on broadcast, transposed and non-contiguous inputs.
+#include <cmath>
+
+#include "autograd/functions.h"
+#include "autograd/gradcheck.h"
+#include "autograd/node.h"
+#include "test_util.h"
+
+namespace hfrun {
+namespace {
+
+using autograd::gradcheck;
+using testing::randn;
+using testing::tensor_near;
+
+#define EXPECT_GRADCHECK(f, ...)           \
+  do {                                     \
+    auto r_ = gradcheck(f, {__VA_ARGS__}); \
+    EXPECT_TRUE(r_.ok) << r_.message;      \
+  } while (0)
+
+// A leaf that is a non-contiguous view: the transpose of a fresh [shape[1], shape[0]] tensor.
+Tensor transposed_leaf(const Shape& shape, uint64_t seed) {
+  Tensor t = ops::transpose(randn({shape[1], shape[0]}, seed), 0, 1);
+  t.set_requires_grad(true);
+  return t;
+}
+
+TEST(GradMatmul, TwoD) {
+  Tensor a = randn({3, 4}, 1, true), b = randn({4, 5}, 2, true);
+  EXPECT_GRADCHECK([](const auto& x) { return matmul(x[0], x[1]); }, a, b);
+}
+
+TEST(GradMatmul, Batched) {
+  Tensor a = randn({2, 3, 4}, 3, true), b = randn({2, 4, 2}, 4, true);
+  EXPECT_GRADCHECK([](const auto& x) { return matmul(x[0], x[1]); }, a, b);
+}
+
+TEST(GradMatmul, BroadcastBatchSumsGradientsBack) {
+  // Rank-2 b shared by a batched a (gb from one flattened GEMM), and the reverse.
+  Tensor a = randn({2, 3, 4}, 5, true), b = randn({4, 2}, 6, true);
+  EXPECT_GRADCHECK([](const auto& x) { return matmul(x[0], x[1]); }, a, b);
+  Tensor a2 = randn({3, 4}, 7, true), b3 = randn({2, 4, 2}, 8, true);
+  EXPECT_GRADCHECK([](const auto& x) { return matmul(x[0], x[1]); }, a2, b3);
+  // Size-1 batch dims on both sides: [2, 1, 3, 4] x [1, 2, 4, 2].
+  Tensor a4 = randn({2, 1, 3, 4}, 9, true), b4 = randn({1, 2, 4, 2}, 10, true);
+  EXPECT_GRADCHECK([](const auto& x) { return matmul(x[0], x[1]); }, a4, b4);
+}
+
+TEST(GradMatmul, TransposedAndNonContiguousInputs) {
+  Tensor at = transposed_leaf({3, 4}, 11), bt = transposed_leaf({4, 5}, 12);
+  ASSERT_FALSE(at.is_contiguous());
+  EXPECT_GRADCHECK([](const auto& x) { return matmul(x[0], x[1]); }, at, bt);
+  // A differentiable transpose inside the graph, and a narrowed (strided) operand.
+  Tensor a = randn({4, 3}, 13, true), wide = randn({4, 7}, 14, true);
+  EXPECT_GRADCHECK([](const auto& x) { return matmul(transpose(x[0], 0, 1), narrow(x[1], 1, 2, 5)); },
+                   a, wide);
+}
+
+TEST(GradMatmul, Bias) {
+  Tensor a = randn({2, 3, 4}, 15, true), b = randn({4, 5}, 16, true), bias = randn({5}, 17, true);
+  EXPECT_GRADCHECK([](const auto& x) { return matmul(x[0], x[1], x[2]); }, a, b, bias);
+}
+
+TEST(GradMatmul, Bf16GradientsComeBackInBf16) {
+  Tensor a = ops::to_dtype(randn({3, 4}, 18), DType::kBF16).set_requires_grad(true);
+  Tensor b = ops::to_dtype(randn({4, 2}, 19), DType::kBF16).set_requires_grad(true);
+  Tensor y = matmul(a, b, Tensor(), DType::kF32);
+  EXPECT_EQ(y.dtype(), DType::kF32);
+  autograd::backward(sum(y));
+  ASSERT_TRUE(a.grad().defined() && b.grad().defined());
+  EXPECT_EQ(a.grad().dtype(), DType::kBF16);
+  EXPECT_EQ(b.grad().dtype(), DType::kBF16);
+  // d sum(a @ b) / da[i, k] = sum_j b[k, j].
+  std::vector<float> bv = b.to_vector(), want;
+  for (int i = 0; i < 3; ++i) {
+    for (int k = 0; k < 4; ++k) want.push_back(bv[k * 2] + bv[k * 2 + 1]);
+  }
+  EXPECT_TRUE(tensor_near(a.grad(), want, 2e-2, 1e-2));
+}
+
+TEST(GradLinear, WithBiasOn3DInput) {
+  Tensor x = randn({2, 3, 4}, 20, true), w = randn({4, 5}, 21, true), bias = randn({5}, 22, true);
+  EXPECT_GRADCHECK([](const auto& in) { return linear(in[0], in[1], in[2]); }, x, w, bias);
+  EXPECT_GRADCHECK([](const auto& in) { return linear(in[0], in[1]); }, x, w);
+}
+
+TEST(GradLinear, NonContiguousInput) {
+  Tensor base = randn({3, 2, 4}, 23, true);
+  EXPECT_GRADCHECK([](const auto& in) { return linear(transpose(in[0], 0, 1), in[1], in[2]); },
+                   base, randn({4, 3}, 24, true), randn({3}, 25, true));
+}
+
+TEST(GradLinear, WeightGradientIsXTransposeTimesG) {
+  const int64_t rows = 6, in = 4, out = 3;
+  Tensor x = randn({2, 3, in}, 26), w = randn({in, out}, 27, true), g = randn({2, 3, out}, 28);
+  Tensor y = linear(x, w);
+  autograd::backward(y, g);
+  std::vector<float> xv = x.to_vector(), gv = g.to_vector(), want(in * out);
+  for (int64_t i = 0; i < in; ++i) {
+    for (int64_t o = 0; o < out; ++o) {
+      double acc = 0;
+      for (int64_t r = 0; r < rows; ++r) acc += static_cast<double>(xv[r * in + i]) * gv[r * out + o];
+      want[i * out + o] = static_cast<float>(acc);
+    }
+  }
+  EXPECT_TRUE(tensor_near(w.grad(), want, 1e-5, 1e-5));
+  EXPECT_FALSE(x.grad().defined());  // x did not require grad
+}
+
+TEST(GradSoftmax, SeveralDims) {
+  Tensor x = randn({2, 3, 4}, 29, true);
+  for (int64_t dim : {0, 1, 2, -1}) {
+    auto r = gradcheck([dim](const auto& in) { return softmax(in[0], dim); }, {x});
+    EXPECT_TRUE(r.ok) << "softmax dim " << dim << ": " << r.message;
+    auto lr = gradcheck([dim](const auto& in) { return log_softmax(in[0], dim); }, {x});
+    EXPECT_TRUE(lr.ok) << "log_softmax dim " << dim << ": " << lr.message;
+  }
+}
+
+TEST(GradSoftmax, NonContiguousInput) {
+  Tensor x = transposed_leaf({5, 3}, 30);
+  EXPECT_GRADCHECK([](const auto& in) { return softmax(in[0], 1); }, x);
+  EXPECT_GRADCHECK([](const auto& in) { return log_softmax(in[0], 0); }, x);
+}
+
+TEST(GradAttention, CausalAndFull) {
+  Tensor q = randn({1, 2, 3, 4}, 31, true), k = randn({1, 2, 3, 4}, 32, true);
+  Tensor v = randn({1, 2, 3, 4}, 33, true);
+  for (bool causal : {true, false}) {
+    auto r = gradcheck([causal](const auto& in) {
+      return scaled_dot_product_attention(in[0], in[1], in[2], causal);
+    }, {q, k, v});
+    EXPECT_TRUE(r.ok) << "causal " << causal << ": " << r.message;
+  }
+}
+
+TEST(GradAttention, SplitQkvViews) {
+  // q, k, v as a GPT-2 block makes them: split a [B, T, 3C] projection, view as heads, transpose.
+  const int64_t B = 1, T = 3, H = 2, D = 2, C = H * D;
+  Tensor qkv = randn({B, T, 3 * C}, 34, true);
+  auto f = [=](const std::vector<Tensor>& in) {
+    std::vector<Tensor> parts = split(in[0], C, 2);
+    auto heads = [&](const Tensor& t) { return transpose(view(t, {B, T, H, D}), 1, 2); };
+    return scaled_dot_product_attention(heads(parts[0]), heads(parts[1]), heads(parts[2]), true);
+  };
+  EXPECT_GRADCHECK(f, qkv);
+}
+
+TEST(GradAttention, OnlyRequestedInputsGetGradients) {
+  Tensor q = randn({1, 1, 2, 3}, 35, true), k = randn({1, 1, 2, 3}, 36), v = randn({1, 1, 2, 3}, 37);
+  autograd::backward(sum(scaled_dot_product_attention(q, k, v, true)));
+  EXPECT_TRUE(q.grad().defined());
+  EXPECT_EQ(q.grad().sizes(), q.sizes());
+  EXPECT_FALSE(k.grad().defined());
+  EXPECT_FALSE(v.grad().defined());
+}
+
+}  // namespace
+}  // namespace hfrun

@@ -1,0 +1,229 @@
+// ops::matmul against a naive double-precision loop: plain, batched, broadcast, transposed and
+// strided operands, bias, bf16, the primitive cache, and the error messages.
+#include <string>
+#include <thread>
+
+#include "tensor/backend/cpu/onednn.h"
+#include "test_util.h"
+
+namespace hfrun {
+namespace {
+
+using testing::randn;
+using testing::tensor_near;
+
+// a [..., M, K] @ b [..., K, N] (+ bias [N]) in double, with NumPy batch broadcasting: both
+// operands are expanded to the output's batch dims and read through to_vector().
+std::vector<float> naive_matmul(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor()) {
+  const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
+  Shape batch = broadcast_shapes(Shape(a.sizes().begin(), a.sizes().end() - 2),
+                                 Shape(b.sizes().begin(), b.sizes().end() - 2), "naive");
+  Shape as = batch, bs = batch;
+  as.insert(as.end(), {m, k});
+  bs.insert(bs.end(), {k, n});
+  std::vector<float> av = ops::expand(a, as).to_vector(), bv = ops::expand(b, bs).to_vector();
+  std::vector<float> biasv = bias.defined() ? bias.to_vector() : std::vector<float>(n, 0.0f);
+  const int64_t nb = shape_numel(batch);
+  std::vector<float> out(nb * m * n);
+  for (int64_t p = 0; p < nb; ++p) {
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = biasv[j];
+        for (int64_t l = 0; l < k; ++l) {
+          acc += static_cast<double>(av[(p * m + i) * k + l]) * bv[(p * k + l) * n + j];
+        }
+        out[(p * m + i) * n + j] = static_cast<float>(acc);
+      }
+    }
+  }
+  return out;
+}
+
+template <typename Fn>
+void expect_error_naming(Fn&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    for (const auto& p : parts) EXPECT_NE(e.message().find(p), std::string::npos) << e.message();
+  }
+}
+
+TEST(Matmul, TwoD) {
+  Tensor a = randn({5, 7}, 1), b = randn({7, 3}, 2);
+  Tensor y = ops::matmul(a, b);
+  EXPECT_EQ(y.sizes(), (Shape{5, 3}));
+  EXPECT_EQ(y.dtype(), DType::kF32);
+  EXPECT_TRUE(tensor_near(y, naive_matmul(a, b), 1e-4, 1e-4));
+}
+
+TEST(Matmul, Batched) {
+  Tensor a = randn({3, 4, 5}, 3), b = randn({3, 5, 6}, 4);
+  Tensor y = ops::matmul(a, b);
+  EXPECT_EQ(y.sizes(), (Shape{3, 4, 6}));
+  EXPECT_TRUE(tensor_near(y, naive_matmul(a, b), 1e-4, 1e-4));
+  Tensor a4 = randn({2, 3, 4, 5}, 5), b4 = randn({2, 3, 5, 2}, 6);
+  EXPECT_TRUE(tensor_near(ops::matmul(a4, b4), naive_matmul(a4, b4), 1e-4, 1e-4));
+}
+
+TEST(Matmul, SharedRank2WeightFoldsIntoOneGemm) {
+  // [2, 3, 4, 5] x [5, 6]: every batch shares b, so the backend runs one [24, 5] x [5, 6] GEMM.
+  Tensor a = randn({2, 3, 4, 5}, 7), b = randn({5, 6}, 8);
+  Tensor y = ops::matmul(a, b);
+  EXPECT_EQ(y.sizes(), (Shape{2, 3, 4, 6}));
+  EXPECT_TRUE(tensor_near(y, naive_matmul(a, b), 1e-4, 1e-4));
+}
+
+TEST(Matmul, BroadcastBatchDims) {
+  Tensor a = randn({2, 1, 4, 5}, 9), b = randn({3, 5, 6}, 10);  // -> [2, 3, 4, 6]
+  Tensor y = ops::matmul(a, b);
+  EXPECT_EQ(y.sizes(), (Shape{2, 3, 4, 6}));
+  EXPECT_TRUE(tensor_near(y, naive_matmul(a, b), 1e-4, 1e-4));
+  // A rank-2 a shared by every batch of b.
+  Tensor a2 = randn({4, 5}, 11), b3 = randn({3, 5, 2}, 12);
+  EXPECT_TRUE(tensor_near(ops::matmul(a2, b3), naive_matmul(a2, b3), 1e-4, 1e-4));
+  // Explicitly expanded (stride-0) operands.
+  Tensor be = ops::expand(randn({1, 5, 6}, 13), {2, 5, 6});
+  Tensor a3 = randn({2, 4, 5}, 14);
+  EXPECT_TRUE(tensor_near(ops::matmul(a3, be), naive_matmul(a3, be), 1e-4, 1e-4));
+}
+
+TEST(Matmul, TransposedViews) {
+  Tensor at = randn({7, 5}, 15), bt = randn({3, 7}, 16);
+  Tensor a = ops::transpose(at, 0, 1), b = ops::transpose(bt, 0, 1);  // [5, 7], [7, 3]
+  ASSERT_FALSE(a.is_contiguous());
+  EXPECT_TRUE(tensor_near(ops::matmul(a, randn({7, 3}, 17)), naive_matmul(a, randn({7, 3}, 17)),
+                          1e-4, 1e-4));
+  EXPECT_TRUE(tensor_near(ops::matmul(randn({5, 7}, 18), b), naive_matmul(randn({5, 7}, 18), b),
+                          1e-4, 1e-4));
+  EXPECT_TRUE(tensor_near(ops::matmul(a, b), naive_matmul(a, b), 1e-4, 1e-4));
+  // Batched transposes: a^T @ b^T over a batch.
+  Tensor ab = ops::transpose(randn({2, 7, 5}, 19), 1, 2), bb = ops::transpose(randn({2, 3, 7}, 20), 1, 2);
+  EXPECT_TRUE(tensor_near(ops::matmul(ab, bb), naive_matmul(ab, bb), 1e-4, 1e-4));
+}
+
+TEST(Matmul, AttentionStyleStridedViews) {
+  // q, k as split out of a [B, T, 3C] projection and transposed to [B, H, T, D]: batch strides
+  // that are not dense and row stride 3C.
+  const int64_t B = 2, T = 5, H = 3, D = 4, C = H * D;
+  Tensor qkv = randn({B, T, 3 * C}, 21);
+  auto head = [&](int64_t i) {
+    return ops::transpose(ops::view(ops::narrow(qkv, 2, i * C, C), {B, T, H, D}), 1, 2);
+  };
+  Tensor q = head(0), k = head(1);
+  Tensor kt = ops::transpose(k, 2, 3);
+  Tensor y = ops::matmul(q, kt);
+  EXPECT_EQ(y.sizes(), (Shape{B, H, T, T}));
+  EXPECT_TRUE(tensor_near(y, naive_matmul(q, kt), 1e-4, 1e-4));
+}
+
+TEST(Matmul, NonUnitStrideOperandsAreCopied) {
+  // Every other column of a [4, 10]: neither of the last two strides is 1.
+  Tensor wide = randn({4, 5, 2}, 22);
+  Tensor a = ops::select(wide, 2, 1);  // [4, 5], strides [10, 2]
+  ASSERT_NE(a.stride(1), 1);
+  Tensor b = ops::select(randn({5, 3, 2}, 23), 2, 0);  // [5, 3], strides [6, 2]
+  EXPECT_TRUE(tensor_near(ops::matmul(a, b), naive_matmul(a, b), 1e-4, 1e-4));
+}
+
+TEST(Matmul, Bias) {
+  Tensor a = randn({2, 4, 5}, 24), b = randn({5, 3}, 25), bias = randn({3}, 26);
+  Tensor y = ops::matmul(a, b, bias);
+  EXPECT_TRUE(tensor_near(y, naive_matmul(a, b, bias), 1e-4, 1e-4));
+  Tensor a2 = randn({6, 5}, 27);
+  EXPECT_TRUE(tensor_near(ops::matmul(a2, b, bias), naive_matmul(a2, b, bias), 1e-4, 1e-4));
+  // Batched b with bias.
+  Tensor b3 = randn({2, 5, 3}, 28);
+  EXPECT_TRUE(tensor_near(ops::matmul(a, b3, bias), naive_matmul(a, b3, bias), 1e-4, 1e-4));
+}
+
+TEST(Matmul, Bf16InputsAccumulateInF32) {
+  Tensor a32 = randn({6, 40}, 29), b32 = randn({40, 5}, 30);
+  Tensor a = ops::to_dtype(a32, DType::kBF16), b = ops::to_dtype(b32, DType::kBF16);
+  // The reference reads the bf16-rounded inputs, so only accumulation error remains.
+  std::vector<float> want = naive_matmul(a, b);
+  Tensor y32 = ops::matmul(a, b, Tensor(), DType::kF32);
+  EXPECT_EQ(y32.dtype(), DType::kF32);
+  EXPECT_TRUE(tensor_near(y32, want, 1e-3, 1e-3));
+  Tensor y16 = ops::matmul(a, b);  // default: a's dtype
+  EXPECT_EQ(y16.dtype(), DType::kBF16);
+  EXPECT_TRUE(tensor_near(y16, want, 5e-2, 1e-2));
+  Tensor bias = randn({5}, 31);
+  Tensor yb = ops::matmul(a, b, bias, DType::kF32);
+  EXPECT_TRUE(tensor_near(yb, naive_matmul(a, b, bias), 1e-3, 1e-3));
+  Tensor bias16 = ops::to_dtype(bias, DType::kBF16);
+  EXPECT_TRUE(tensor_near(ops::matmul(a, b, bias16), naive_matmul(a, b, bias16), 5e-2, 1e-2));
+}
+
+TEST(Matmul, F16InputsComputeInF32) {
+  Tensor a = ops::to_dtype(randn({3, 8}, 32), DType::kF16);
+  Tensor b = ops::to_dtype(randn({8, 4}, 33), DType::kF16);
+  Tensor y = ops::matmul(a, b);
+  EXPECT_EQ(y.dtype(), DType::kF16);
+  EXPECT_TRUE(tensor_near(y, naive_matmul(a, b), 1e-2, 1e-2));
+}
+
+TEST(Matmul, EmptyInnerDimGivesBias) {
+  Tensor a = ops::empty({3, 0}), b = ops::empty({0, 2});
+  EXPECT_TRUE(tensor_near(ops::matmul(a, b), {0, 0, 0, 0, 0, 0}));
+  Tensor bias = ops::from_vector({1, 2}, {2});
+  EXPECT_TRUE(tensor_near(ops::matmul(a, b, bias), {1, 2, 1, 2, 1, 2}));
+}
+
+TEST(Matmul, PrimitiveCacheIsReused) {
+  Tensor a = randn({9, 11}, 34), b = randn({11, 13}, 35);
+  Tensor y1 = ops::matmul(a, b);
+  const size_t after_first = cpu::matmul_cache_size();
+  EXPECT_GE(after_first, 1u);
+  EXPECT_FALSE(cpu::matmul_last_impl().empty());
+  Tensor y2 = ops::matmul(randn({9, 11}, 34), randn({11, 13}, 35));  // same problem, new data
+  EXPECT_EQ(cpu::matmul_cache_size(), after_first);
+  EXPECT_EQ(y1.to_vector(), y2.to_vector());
+  ops::matmul(randn({9, 12}, 36), randn({12, 13}, 37));  // a new problem: one more primitive
+  EXPECT_EQ(cpu::matmul_cache_size(), after_first + 1);
+  // Different batch sizes sharing one rank-2 weight are distinct problems once folded.
+  ops::matmul(randn({2, 9, 11}, 38), b);
+  const size_t folded = cpu::matmul_cache_size();
+  ops::matmul(randn({2, 9, 11}, 39), b);
+  EXPECT_EQ(cpu::matmul_cache_size(), folded);
+  // The folded [2, 9, 11] x [11, 13] is exactly the 2-D [18, 11] x [11, 13] problem.
+  ops::matmul(randn({18, 11}, 40), b);
+  EXPECT_EQ(cpu::matmul_cache_size(), folded);
+}
+
+TEST(Matmul, ConcurrentCallsFromSeveralThreads) {
+  // Cached primitives are shared across threads; each thread has its own stream and scratchpad.
+  Tensor a = randn({2, 16, 24}, 50), b = randn({24, 8}, 51);
+  const std::vector<float> want = naive_matmul(a, b);
+  std::vector<int> ok(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      bool all = true;
+      for (int i = 0; i < 20; ++i) all = all && tensor_near(ops::matmul(a, b), want, 1e-4, 1e-4);
+      ok[t] = all;
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) EXPECT_TRUE(ok[t]) << "thread " << t;
+}
+
+TEST(Matmul, ErrorsNameTheOpAndShapes) {
+  Tensor a = randn({2, 3}, 40), b = randn({4, 5}, 41);
+  expect_error_naming([&] { ops::matmul(a, b); }, {"matmul", "f32[2, 3]", "f32[4, 5]"});
+  expect_error_naming([&] { ops::matmul(randn({3}, 42), randn({3, 2}, 43)); },
+                      {"matmul", "f32[3]", "f32[3, 2]"});
+  Tensor bf = ops::to_dtype(randn({3, 2}, 44), DType::kBF16);
+  expect_error_naming([&] { ops::matmul(a, bf); }, {"matmul", "f32[2, 3]", "bf16[3, 2]"});
+  expect_error_naming([&] { ops::matmul(randn({2, 2, 3}, 45), randn({3, 3, 4}, 46)); },
+                      {"matmul", "broadcast", "f32[2, 2, 3]", "f32[3, 3, 4]"});
+  expect_error_naming([&] { ops::matmul(a, randn({3, 4}, 47), randn({3}, 48)); },
+                      {"matmul", "bias", "f32[3]"});
+  Tensor ints = ops::from_ints({1, 2, 3, 4}, {2, 2});
+  expect_error_naming([&] { ops::matmul(ints, ints); }, {"matmul", "i64[2, 2]"});
+  expect_error_naming([&] { ops::matmul(a, randn({3, 4}, 49), Tensor(), DType::kBF16); },
+                      {"matmul", "bf16"});
+}
+
+}  // namespace
+}  // namespace hfrun

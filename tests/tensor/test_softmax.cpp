@@ -1,0 +1,224 @@
+// softmax / log_softmax over any dim, their backward formulas, the causal masked softmax and
+// attention forward/backward, against naive double-precision loops.
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "tensor/backend.h"
+#include "test_util.h"
+
+namespace hfrun {
+namespace {
+
+using testing::randn;
+using testing::tensor_near;
+
+// Softmax (or log-softmax) of x along dim in double.
+std::vector<float> naive_softmax(const Tensor& x, int64_t dim, bool log) {
+  std::vector<float> v = x.to_vector(), out(v.size());
+  const Shape& s = x.sizes();
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < dim; ++d) outer *= s[d];
+  for (size_t d = dim + 1; d < s.size(); ++d) inner *= s[d];
+  const int64_t n = s[dim];
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t j = 0; j < inner; ++j) {
+      auto at = [&](int64_t i) { return (o * n + i) * inner + j; };
+      double m = -INFINITY, sum = 0;
+      for (int64_t i = 0; i < n; ++i) m = std::max(m, static_cast<double>(v[at(i)]));
+      for (int64_t i = 0; i < n; ++i) sum += std::exp(v[at(i)] - m);
+      for (int64_t i = 0; i < n; ++i) {
+        out[at(i)] = static_cast<float>(log ? v[at(i)] - m - std::log(sum)
+                                            : std::exp(v[at(i)] - m) / sum);
+      }
+    }
+  }
+  return out;
+}
+
+// Attention over q, k, v [B, H, T, D] (k, v with S positions) in double.
+std::vector<float> naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                   double scale) {
+  const int64_t BH = q.size(0) * q.size(1), T = q.size(2), S = k.size(2), D = q.size(3);
+  std::vector<float> qv = q.to_vector(), kv = k.to_vector(), vv = v.to_vector();
+  std::vector<float> out(BH * T * D);
+  std::vector<double> p(S);
+  for (int64_t b = 0; b < BH; ++b) {
+    for (int64_t i = 0; i < T; ++i) {
+      double m = -INFINITY, sum = 0;
+      for (int64_t j = 0; j < S; ++j) {
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d) dot += qv[(b * T + i) * D + d] * kv[(b * S + j) * D + d];
+        p[j] = (causal && j > i + (S - T)) ? -INFINITY : dot * scale;
+        m = std::max(m, p[j]);
+      }
+      for (int64_t j = 0; j < S; ++j) sum += (p[j] = std::exp(p[j] - m));
+      for (int64_t d = 0; d < D; ++d) {
+        double acc = 0;
+        for (int64_t j = 0; j < S; ++j) acc += p[j] / sum * vv[(b * S + j) * D + d];
+        out[(b * T + i) * D + d] = static_cast<float>(acc);
+      }
+    }
+  }
+  return out;
+}
+
+TEST(Softmax, LastDimMatchesNaiveAndSumsToOne) {
+  Tensor x = randn({6, 37}, 1);  // 37: a vector body plus a tail
+  Tensor y = ops::softmax(x, -1);
+  EXPECT_TRUE(tensor_near(y, naive_softmax(x, 1, false), 1e-6, 1e-5));
+  EXPECT_TRUE(tensor_near(ops::sum(y, {1}), std::vector<float>(6, 1.0f), 1e-5, 0));
+}
+
+TEST(Softmax, EveryDimOfA3DTensor) {
+  // dim 0 and 1 run the strided kernel; inner 70 > one 64-column task.
+  Tensor x = randn({3, 5, 70}, 2);
+  for (int64_t dim = 0; dim < 3; ++dim) {
+    EXPECT_TRUE(tensor_near(ops::softmax(x, dim), naive_softmax(x, dim, false), 1e-6, 1e-5))
+        << "dim " << dim;
+    EXPECT_TRUE(tensor_near(ops::log_softmax(x, dim), naive_softmax(x, dim, true), 1e-5, 1e-5))
+        << "dim " << dim;
+  }
+}
+
+TEST(Softmax, NonContiguousInput) {
+  Tensor x = ops::transpose(randn({8, 4}, 3), 0, 1);  // [4, 8]
+  EXPECT_TRUE(tensor_near(ops::softmax(x, 1), naive_softmax(ops::contiguous(x), 1, false), 1e-6,
+                          1e-5));
+}
+
+TEST(Softmax, LargeValuesAreStable) {
+  Tensor x = ops::from_vector({1000.f, 1001.f, 1002.f, -1000.f, 5e4f, 5e4f, 0.f, -5e4f}, {2, 4});
+  Tensor y = ops::softmax(x, 1);
+  EXPECT_TRUE(tensor_near(y, naive_softmax(x, 1, false), 1e-6, 1e-5));
+  for (float v : y.to_vector()) EXPECT_TRUE(std::isfinite(v));
+  Tensor ly = ops::log_softmax(x, 1);
+  EXPECT_TRUE(tensor_near(ly, naive_softmax(x, 1, true), 1e-3, 1e-6));
+  // -inf entries (a caller's own mask) get exactly zero probability.
+  const float inf = std::numeric_limits<float>::infinity();
+  Tensor masked = ops::from_vector({0.f, -inf, 1.f, -inf}, {4});
+  EXPECT_TRUE(tensor_near(ops::softmax(masked, 0), naive_softmax(masked, 0, false), 1e-6, 1e-6));
+  EXPECT_EQ(ops::softmax(masked, 0).to_vector()[1], 0.0f);
+}
+
+TEST(Softmax, Bf16UsesF32Math) {
+  Tensor x = ops::to_dtype(randn({4, 50}, 4), DType::kBF16);
+  Tensor y = ops::softmax(x, 1);
+  EXPECT_EQ(y.dtype(), DType::kBF16);
+  EXPECT_TRUE(tensor_near(y, naive_softmax(x, 1, false), 2e-3, 1e-2));
+  EXPECT_TRUE(tensor_near(ops::log_softmax(x, 0), naive_softmax(x, 0, true), 2e-2, 1e-2));
+}
+
+TEST(Softmax, BackwardFormulas) {
+  Tensor x = randn({3, 4, 6}, 5), gy = randn({3, 4, 6}, 6);
+  for (int64_t dim : {1, 2}) {
+    // softmax: gx = y * (gy - sum(gy * y)); log_softmax: gx = gy - exp(y) * sum(gy).
+    Tensor y = ops::softmax(x, dim);
+    Tensor dot = ops::sum(ops::mul(gy, y), {dim}, true);
+    Tensor want = ops::mul(y, ops::sub(gy, dot));
+    EXPECT_TRUE(tensor_near(ops::softmax_backward(gy, y, dim), want.to_vector(), 1e-5, 1e-4));
+    Tensor ly = ops::log_softmax(x, dim);
+    Tensor lwant = ops::sub(gy, ops::mul(ops::exp(ly), ops::sum(gy, {dim}, true)));
+    EXPECT_TRUE(tensor_near(ops::log_softmax_backward(gy, ly, dim), lwant.to_vector(), 1e-5, 1e-4));
+  }
+}
+
+TEST(Softmax, CausalMaskedSoftmax) {
+  const int64_t BH = 2, T = 4, S = 6;  // queries are the last T of S positions
+  Tensor scores = randn({BH, T, S}, 7);
+  Tensor probs = ops::empty({BH, T, S});
+  backend_for(Device::cpu()).scaled_masked_softmax(scores, 0.5, true, probs);
+  std::vector<float> sv = scores.to_vector(), pv = probs.to_vector();
+  for (int64_t b = 0; b < BH; ++b) {
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t visible = i + (S - T) + 1;
+      double m = -INFINITY, sum = 0, total = 0;
+      for (int64_t j = 0; j < visible; ++j) m = std::max(m, 0.5 * sv[(b * T + i) * S + j]);
+      for (int64_t j = 0; j < visible; ++j) sum += std::exp(0.5 * sv[(b * T + i) * S + j] - m);
+      for (int64_t j = 0; j < S; ++j) {
+        const float got = pv[(b * T + i) * S + j];
+        total += got;
+        if (j >= visible) {
+          EXPECT_EQ(got, 0.0f) << "row " << i << " col " << j;
+        } else {
+          EXPECT_NEAR(got, std::exp(0.5 * sv[(b * T + i) * S + j] - m) / sum, 1e-6);
+        }
+      }
+      EXPECT_NEAR(total, 1.0, 1e-5);
+    }
+  }
+  // Square and not causal: a plain scaled softmax.
+  Tensor sq = randn({1, 3, 3}, 8), full = ops::empty({1, 3, 3});
+  backend_for(Device::cpu()).scaled_masked_softmax(sq, 2.0, false, full);
+  EXPECT_TRUE(tensor_near(full, naive_softmax(ops::mul_scalar(sq, 2.0), 2, false), 1e-6, 1e-5));
+}
+
+TEST(Attention, ForwardMatchesNaiveOnSplitViews) {
+  const int64_t B = 2, T = 5, H = 3, D = 4, C = H * D;
+  Tensor qkv = randn({B, T, 3 * C}, 9);
+  auto head = [&](int64_t i) {
+    return ops::transpose(ops::view(ops::narrow(qkv, 2, i * C, C), {B, T, H, D}), 1, 2);
+  };
+  Tensor q = head(0), k = head(1), v = head(2);
+  for (bool causal : {true, false}) {
+    ops::AttentionResult r = ops::attention(q, k, v, causal, 0.5);
+    EXPECT_EQ(r.out.sizes(), (Shape{B, H, T, D}));
+    EXPECT_EQ(r.probs.sizes(), (Shape{B, H, T, T}));
+    EXPECT_TRUE(tensor_near(r.out, naive_attention(q, k, v, causal, 0.5), 1e-5, 1e-4))
+        << "causal " << causal;
+    if (causal) {
+      EXPECT_EQ(r.probs.to_vector()[1], 0.0f);  // query 0 cannot see key 1
+    }
+  }
+}
+
+TEST(Attention, BackwardMatchesFiniteDifferences) {
+  // dL/dq for L = sum(out * R), checked numerically on a few elements of each input.
+  const int64_t B = 1, H = 2, T = 3, D = 4;
+  Tensor q = randn({B, H, T, D}, 10), k = randn({B, H, T, D}, 11), v = randn({B, H, T, D}, 12);
+  Tensor r = randn({B, H, T, D}, 13);
+  const double scale = 0.5;
+  ops::AttentionResult fwd = ops::attention(q, k, v, true, scale);
+  ops::AttentionGrads g = ops::attention_backward(r, q, k, v, fwd.probs, scale);
+  auto loss = [&] {
+    std::vector<float> o = ops::attention(q, k, v, true, scale).out.to_vector(), rv = r.to_vector();
+    double acc = 0;
+    for (size_t i = 0; i < o.size(); ++i) acc += static_cast<double>(o[i]) * rv[i];
+    return acc;
+  };
+  const Tensor* inputs[] = {&q, &k, &v};
+  const Tensor* grads[] = {&g.gq, &g.gk, &g.gv};
+  for (int which = 0; which < 3; ++which) {
+    std::vector<float> analytic = grads[which]->to_vector();
+    float* data = inputs[which]->data<float>();
+    for (int64_t e : {0, 5, 13, 22}) {
+      const float orig = data[e];
+      data[e] = orig + 1e-2f;
+      const double plus = loss();
+      data[e] = orig - 1e-2f;
+      const double minus = loss();
+      data[e] = orig;
+      EXPECT_NEAR(analytic[e], (plus - minus) / 2e-2, 2e-3) << "input " << which << " elem " << e;
+    }
+  }
+}
+
+TEST(Attention, ErrorsNameTheShapes) {
+  Tensor q = randn({1, 2, 3, 4}, 14), k = randn({1, 2, 3, 5}, 15);
+  try {
+    ops::attention(q, k, k, true, 1.0);
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("attention"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("f32[1, 2, 3, 4]"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("f32[1, 2, 3, 5]"), std::string::npos) << e.message();
+  }
+  EXPECT_THROW(ops::attention(randn({2, 3, 4}, 16), randn({2, 3, 4}, 17), randn({2, 3, 4}, 18),
+                              true, 1.0),
+               Error);
+  EXPECT_THROW(ops::softmax(ops::from_ints({1, 2}, {2}), 0), Error);
+  EXPECT_THROW(ops::softmax(randn({2, 3}, 19), 2), Error);
+}
+
+}  // namespace
+}  // namespace hfrun
