@@ -84,6 +84,23 @@ TEST(Elementwise, UnaryClosedForms) {
   EXPECT_NEAR(ops::gelu(ops::scalar(1.0), false).item(), 0.8413447460685429, 1e-6);
 }
 
+TEST(Elementwise, VectorisedTanhSigmoidGeluAreAccurateOverAWideRange) {
+  // The kernels use branch-free polynomial exp/tanh; check them against libm in double.
+  std::vector<float> xs;
+  for (int i = -4000; i <= 4000; ++i) xs.push_back(i * 0.005f);
+  for (float v : {1e-6f, -3e-5f, 0.6249f, 0.6251f, 30.0f, -30.0f, 100.0f, -100.0f}) xs.push_back(v);
+  Tensor x = ops::from_vector(xs, {static_cast<int64_t>(xs.size())});
+  auto th = ops::tanh(x).to_vector(), sg = ops::sigmoid(x).to_vector();
+  auto gl = ops::gelu(x, true).to_vector();
+  for (size_t i = 0; i < xs.size(); ++i) {
+    double v = xs[i];
+    ASSERT_NEAR(th[i], std::tanh(v), 1e-7 + 1e-6 * std::fabs(std::tanh(v))) << v;
+    ASSERT_NEAR(sg[i], 1 / (1 + std::exp(-v)), 1e-7 + 1e-6 / (1 + std::exp(-v))) << v;
+    double g = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+    ASSERT_NEAR(gl[i], g, 2e-7 + 2e-6 * std::fabs(g)) << v;
+  }
+}
+
 TEST(Elementwise, UnaryOnBF16KeepsDtype) {
   Tensor x = ops::to_dtype(ops::from_vector({-1.0f, 0.5f, 2.0f}, {3}), DType::kBF16);
   Tensor y = ops::exp(x);

@@ -15,65 +15,17 @@
 #include "tensor/backend/cpu/cpu_backend.h"
 #include "tensor/backend/cpu/dispatch.h"
 #include "tensor/backend/cpu/loops.h"
+#include "tensor/backend/cpu/vec_math.h"
 
 namespace hfrun::cpu {
 namespace {
 
-constexpr int64_t kLanes = 16;
-
-// exp(x) for x <= 88, branch-free so that row loops vectorise (std::exp is a library call
-// without -ffast-math). Cephes expf: x = n ln2 + r with |r| <= ln2 / 2, a degree-6 polynomial
-// for e^r, and 2^n written into the exponent bits; ~2 ulp. Below -87.33 (where e^x is
-// subnormal) it returns 0; NaN stays NaN.
-inline float fast_exp(float x) {
-  constexpr float kLo = -87.3365447504f, kHi = 88.0f;
-  const bool underflow = x < kLo;
-  x = x > kHi ? kHi : x;  // comparisons with NaN are false, so NaN passes through
-  x = x < kLo ? kLo : x;
-  // n = round(x / ln2) by the 1.5 * 2^23 trick (round to nearest, no library call).
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 split in two parts
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  // 2^n: n + 127 lands in the low mantissa bits of (2^23 + 127 + n); shifting them up by 23
-  // puts them in the exponent field (n is in [-126, 127] here, so the field is 1..254).
-  const uint32_t bits = std::bit_cast<uint32_t>(n + 8388735.0f) << 23;
-  const float y = p * std::bit_cast<float>(bits);
-  return underflow ? 0.0f : y;
-}
-
-// log(sum(exp(x))) over one row in f32: max pass, then a sum of exp(x - max) with kLanes
-// partial sums so both loops vectorise.
+// log(sum(exp(x))) over one row in f32: a max pass, then a sum of exp(x - max).
 template <typename T>
 float row_logsumexp(const T* x, int64_t n) {
-  float mx[kLanes];
-  for (int64_t l = 0; l < kLanes; ++l) mx[l] = -std::numeric_limits<float>::infinity();
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) {
-      const float v = load(x, i + l);
-      mx[l] = mx[l] < v ? v : mx[l];
-    }
-  }
-  float m = -std::numeric_limits<float>::infinity();
-  for (; i < n; ++i) m = std::max(m, load(x, i));
-  for (int64_t l = 0; l < kLanes; ++l) m = std::max(m, mx[l]);
+  const float m = lane_max(n, [x](int64_t i) { return load(x, i); });
   if (std::isinf(m)) return m;  // all -inf (or a +inf logit): exp(x - m) would be NaN
-
-  float acc[kLanes] = {};
-  i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) acc[l] += fast_exp(load(x, i + l) - m);
-  }
-  float s = 0.0f;
-  for (; i < n; ++i) s += fast_exp(load(x, i) - m);
-  for (int64_t l = 0; l < kLanes; ++l) s += acc[l];
-  return m + std::log(s);
+  return m + std::log(lane_sum(n, [x, m](int64_t i) { return exp_f(load(x, i) - m); }));
 }
 
 template <typename I>
@@ -188,8 +140,8 @@ void CpuBackend::cross_entropy_backward(const Tensor& gloss, const Tensor& logit
           return;
         }
         const float l = lp[r];
-        for (int64_t v = 0; v < V; ++v) store(gr, v, fast_exp(load(xr, v) - l) * scale);
-        store(gr, t, (fast_exp(load(xr, t) - l) - 1.0f) * scale);
+        for (int64_t v = 0; v < V; ++v) store(gr, v, exp_f(load(xr, v) - l) * scale);
+        store(gr, t, (exp_f(load(xr, t) - l) - 1.0f) * scale);
       });
     });
   });

@@ -15,27 +15,10 @@
 #include "tensor/backend/cpu/cpu_backend.h"
 #include "tensor/backend/cpu/dispatch.h"
 #include "tensor/backend/cpu/loops.h"
+#include "tensor/backend/cpu/vec_math.h"
 
 namespace hfrun::cpu {
 namespace {
-
-constexpr int64_t kLanes = 16;
-
-// sum of f(i) for i in [0, n) with kLanes independent partial sums: one accumulator would be a
-// serial dependency chain that the compiler may not reorder (no -ffast-math), so would not
-// vectorise.
-template <typename Fn>
-inline float lane_sum(int64_t n, Fn&& f) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) acc[l] += f(i + l);
-  }
-  float s = 0.0f;
-  for (; i < n; ++i) s += f(i);
-  for (int64_t l = 0; l < kLanes; ++l) s += acc[l];
-  return s;
-}
 
 // Row blocks for the gw/gb partial sums. The split depends only on `rows`, never on the thread
 // count, and the partials are reduced in block order, so gw/gb are bitwise identical on any

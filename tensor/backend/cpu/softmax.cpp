@@ -13,48 +13,16 @@
 #include "tensor/backend/cpu/cpu_backend.h"
 #include "tensor/backend/cpu/dispatch.h"
 #include "tensor/backend/cpu/loops.h"
+#include "tensor/backend/cpu/vec_math.h"
 
 namespace hfrun::cpu {
 namespace {
 
-constexpr int64_t kLanes = 16;  // partial sums/maxes per reduction: one AVX-512 register
 constexpr int64_t kCols = 64;   // inner columns per task when softmax runs over a strided dim
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// exp(x) to ~1 ulp (Cephes expf), branch-free so loops vectorise. exp(x) = 2^n * exp(r) with
-// n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2], exp(r) by a degree-6 polynomial.
-// Arguments below -87 (where exp would be subnormal) give 0; NaN propagates.
-inline float exp_f(float x) {
-  const float xc = std::min(std::max(x, -87.0f), 88.0f);
-  // Adding 1.5 * 2^23 rounds to an integer that then sits in the low mantissa bits.
-  constexpr float kShifter = 12582912.0f;
-  float nf = xc * 1.44269504088896341f + kShifter;
-  const int32_t n = std::bit_cast<int32_t>(nf) - 0x4B400000;
-  nf -= kShifter;
-  float r = xc - nf * 0.693359375f;  // ln 2 split in two for an exact first product
-  r = r + nf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const float two_n = std::bit_cast<float>((n + 127) << 23);
-  return x < -87.0f ? 0.0f : p * two_n;
-}
-
 float row_max(const float* x, int64_t n) {
-  float lanes[kLanes];
-  std::fill(lanes, lanes + kLanes, kNegInf);
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) lanes[l] = x[i + l] > lanes[l] ? x[i + l] : lanes[l];
-  }
-  float m = kNegInf;
-  for (; i < n; ++i) m = std::max(m, x[i]);
-  for (int64_t l = 0; l < kLanes; ++l) m = std::max(m, lanes[l]);
-  return m;
+  return lane_max(n, [x](int64_t i) { return x[i]; });
 }
 
 // e[i] = exp(x[i] - m) (e may alias x); returns sum(e).
@@ -72,20 +40,6 @@ float exp_and_sum(const float* x, float m, float* e, int64_t n) {
     e[i] = exp_f(x[i] - m);
     s += e[i];
   }
-  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
-  return s;
-}
-
-// sum(f(i)) for i < n with kLanes partial sums.
-template <typename Fn>
-float lane_sum(int64_t n, Fn&& f) {
-  float lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += f(i + l);
-  }
-  float s = 0.0f;
-  for (; i < n; ++i) s += f(i);
   for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
   return s;
 }
