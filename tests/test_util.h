@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "tensor/ops.h"
@@ -43,4 +44,22 @@ inline Tensor randn(const Shape& shape, uint64_t seed, bool requires_grad = fals
   return t;
 }
 
+// Expects `f` to throw an hfrun::Error whose message contains every string of `parts`.
+template <typename Fn>
+void expect_error_naming(Fn&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    for (const auto& p : parts) EXPECT_NE(e.message().find(p), std::string::npos) << e.message();
+  }
+}
+
 }  // namespace hfrun::testing
+
+// EXPECT_GRADCHECK(f, inputs...): autograd::gradcheck passes (include autograd/gradcheck.h).
+#define EXPECT_GRADCHECK(f, ...)                                   \
+  do {                                                             \
+    auto gradcheck_result_ = ::hfrun::autograd::gradcheck(f, {__VA_ARGS__}); \
+    EXPECT_TRUE(gradcheck_result_.ok) << gradcheck_result_.message;          \
+  } while (0)

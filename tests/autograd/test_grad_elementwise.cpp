@@ -11,11 +11,6 @@ namespace {
 using autograd::gradcheck;
 using testing::randn;
 
-#define EXPECT_GRADCHECK(f, ...)                               \
-  do {                                                         \
-    auto r_ = gradcheck(f, {__VA_ARGS__});                     \
-    EXPECT_TRUE(r_.ok) << r_.message;                          \
-  } while (0)
 
 TEST(Gradcheck, BinaryOpsWithBroadcasting) {
   Tensor a = randn({3, 4}, 1, true), row = randn({4}, 2, true), col = randn({3, 1}, 3, true);

@@ -14,11 +14,6 @@ using autograd::gradcheck;
 using testing::randn;
 using testing::tensor_near;
 
-#define EXPECT_GRADCHECK(f, ...)           \
-  do {                                     \
-    auto r_ = gradcheck(f, {__VA_ARGS__}); \
-    EXPECT_TRUE(r_.ok) << r_.message;      \
-  } while (0)
 
 // A leaf that is a non-contiguous view: the transpose of a fresh [shape[1], shape[0]] tensor.
 Tensor transposed_leaf(const Shape& shape, uint64_t seed) {

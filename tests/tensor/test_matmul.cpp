@@ -9,6 +9,7 @@
 namespace hfrun {
 namespace {
 
+using testing::expect_error_naming;
 using testing::randn;
 using testing::tensor_near;
 
@@ -39,15 +40,6 @@ std::vector<float> naive_matmul(const Tensor& a, const Tensor& b, const Tensor& 
   return out;
 }
 
-template <typename Fn>
-void expect_error_naming(Fn&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const auto& p : parts) EXPECT_NE(e.message().find(p), std::string::npos) << e.message();
-  }
-}
 
 TEST(Matmul, TwoD) {
   Tensor a = randn({5, 7}, 1), b = randn({7, 3}, 2);

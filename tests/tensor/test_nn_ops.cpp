@@ -8,20 +8,11 @@
 namespace hfrun {
 namespace {
 
+using testing::expect_error_naming;
 using testing::randn;
 using testing::tensor_near;
 using testing::tensors_near;
 
-// Expects `f` to throw an hfrun::Error whose message contains every string of `parts`.
-template <typename Fn>
-void expect_error_naming(Fn&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const auto& p : parts) EXPECT_NE(e.message().find(p), std::string::npos) << e.message();
-  }
-}
 
 // Row-wise LayerNorm (RMSNorm when `rms`) of x [rows, C] in double; w/b empty = absent.
 std::vector<float> naive_norm(const std::vector<float>& x, int64_t C, const std::vector<float>& w,
