@@ -11,7 +11,9 @@ namespace hfrun::autograd {
 namespace {
 
 struct NewestFirst {
-  bool operator()(const Node* a, const Node* b) const { return a->sequence_nr() < b->sequence_nr(); }
+  bool operator()(const Node* a, const Node* b) const {
+    return a->sequence_nr() < b->sequence_nr();
+  }
 };
 
 void accumulate(Tensor& slot, const Tensor& g) {
@@ -26,7 +28,8 @@ void accumulate(Tensor& slot, const Tensor& g) {
 
 void backward(const Tensor& root, const Tensor& grad_root) {
   HF_CHECK(root.defined(), "backward: root tensor is undefined");
-  HF_CHECK(root.requires_grad(), "backward: ", root.str(), " does not require grad (no input of "
+  HF_CHECK(root.requires_grad(), "backward: ", root.str(),
+           " does not require grad (no input of "
            "the ops that produced it requires grad, or it was computed under NoGradGuard)");
   Tensor seed = grad_root;
   if (!seed.defined()) {
@@ -34,8 +37,8 @@ void backward(const Tensor& root, const Tensor& grad_root) {
              " elements; pass grad_root for a non-scalar root");
     seed = ops::ones(root.sizes(), root.dtype(), root.device());
   }
-  HF_CHECK(seed.sizes() == root.sizes(), "backward: grad_root ", seed.str(), " does not match root ",
-           root.str());
+  HF_CHECK(seed.sizes() == root.sizes(), "backward: grad_root ", seed.str(),
+           " does not match root ", root.str());
   NoGradGuard no_grad;  // backward formulas are not themselves recorded
 
   std::shared_ptr<Node> root_node = gradient_edge(root);
@@ -73,7 +76,8 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     for (size_t i = 0; i < n->next().size(); ++i) {
       Node* next = n->next()[i].get();
       if (!next) continue;
-      if (i < input_grads.size() && input_grads[i].defined()) accumulate(grads[next], input_grads[i]);
+      if (i < input_grads.size() && input_grads[i].defined())
+        accumulate(grads[next], input_grads[i]);
       if (--dependencies[next] == 0) ready.push(next);
     }
   }

@@ -103,14 +103,30 @@ Tensor unary(ops::UnaryOp op, const Tensor& x) {
   });
 }
 
-Tensor neg(const Tensor& x) { return hfrun::unary(ops::UnaryOp::kNeg, x); }
-Tensor exp(const Tensor& x) { return hfrun::unary(ops::UnaryOp::kExp, x); }
-Tensor log(const Tensor& x) { return hfrun::unary(ops::UnaryOp::kLog, x); }
-Tensor tanh(const Tensor& x) { return hfrun::unary(ops::UnaryOp::kTanh, x); }
-Tensor sqrt(const Tensor& x) { return hfrun::unary(ops::UnaryOp::kSqrt, x); }
-Tensor sigmoid(const Tensor& x) { return hfrun::unary(ops::UnaryOp::kSigmoid, x); }
-Tensor relu(const Tensor& x) { return hfrun::unary(ops::UnaryOp::kRelu, x); }
-Tensor silu(const Tensor& x) { return hfrun::unary(ops::UnaryOp::kSilu, x); }
+Tensor neg(const Tensor& x) {
+  return hfrun::unary(ops::UnaryOp::kNeg, x);
+}
+Tensor exp(const Tensor& x) {
+  return hfrun::unary(ops::UnaryOp::kExp, x);
+}
+Tensor log(const Tensor& x) {
+  return hfrun::unary(ops::UnaryOp::kLog, x);
+}
+Tensor tanh(const Tensor& x) {
+  return hfrun::unary(ops::UnaryOp::kTanh, x);
+}
+Tensor sqrt(const Tensor& x) {
+  return hfrun::unary(ops::UnaryOp::kSqrt, x);
+}
+Tensor sigmoid(const Tensor& x) {
+  return hfrun::unary(ops::UnaryOp::kSigmoid, x);
+}
+Tensor relu(const Tensor& x) {
+  return hfrun::unary(ops::UnaryOp::kRelu, x);
+}
+Tensor silu(const Tensor& x) {
+  return hfrun::unary(ops::UnaryOp::kSilu, x);
+}
 Tensor gelu(const Tensor& x, bool tanh_approx) {
   return hfrun::unary(tanh_approx ? ops::UnaryOp::kGeluTanh : ops::UnaryOp::kGelu, x);
 }
@@ -121,15 +137,16 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   DType ta = a.dtype(), tb = b.dtype();
   return record("where", {a, b}, ops::where(cond, a, b), [=](const Tensor& g) -> Grads {
     Tensor zero = ops::scalar(0.0, g.dtype());
-    return {reduce_like(ops::where(c, g, zero), sa, ta), reduce_like(ops::where(c, zero, g), sb, tb)};
+    return {reduce_like(ops::where(c, g, zero), sa, ta),
+            reduce_like(ops::where(c, zero, g), sb, tb)};
   });
 }
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   Tensor m = mask.detach();
-  return record("masked_fill", {x}, ops::masked_fill(x, mask, value), [m](const Tensor& g) -> Grads {
-    return {ops::where(m, ops::scalar(0.0, g.dtype()), g)};
-  });
+  return record(
+      "masked_fill", {x}, ops::masked_fill(x, mask, value),
+      [m](const Tensor& g) -> Grads { return {ops::where(m, ops::scalar(0.0, g.dtype()), g)}; });
 }
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {

@@ -14,7 +14,9 @@ using Grads = std::vector<Tensor>;
 
 namespace {
 
-Tensor mT(const Tensor& x) { return ops::transpose(x, -2, -1); }
+Tensor mT(const Tensor& x) {
+  return ops::transpose(x, -2, -1);
+}
 
 // Sum of g over every dim but the last: the gradient of a bias [N] added to [..., N].
 Tensor bias_grad(const Tensor& g, DType dtype) {
@@ -29,7 +31,8 @@ Tensor bias_grad(const Tensor& g, DType dtype) {
 //   ga = g @ b^T summed back to a's shape, gb = a^T @ g summed back to b's shape.
 // A rank-2 b shared by every batch of a gets gb from one [K, B*M] x [B*M, N] GEMM instead of B
 // GEMMs and a sum.
-Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias, std::optional<DType> out_dtype) {
+Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
+              std::optional<DType> out_dtype) {
   Tensor y = ops::matmul(a, b, bias, out_dtype);
   if (!needs_grad({&a, &b, &bias})) return y;
   const bool ga = a.requires_grad(), gb = b.requires_grad();
@@ -47,8 +50,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias, std::optiona
     if (gb) {
       if (b_shape.size() == 2 && a_shape.size() > 2) {
         const int64_t k = a_shape.back(), n = b_shape.back();
-        grad_b = ops::matmul(mT(ops::reshape(saved_a, {-1, k})), ops::reshape(g, {-1, n}),
-                             Tensor(), in_dtype);
+        grad_b = ops::matmul(mT(ops::reshape(saved_a, {-1, k})), ops::reshape(g, {-1, n}), Tensor(),
+                             in_dtype);
       } else {
         grad_b = ops::sum_to(ops::matmul(mT(saved_a), g, Tensor(), in_dtype), b_shape);
       }
@@ -62,8 +65,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias, std::optiona
 //   gx = g @ weight^T [rows, in], gweight = x^T @ g [in, out], gbias = sum_rows(g).
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   HF_CHECK(x.defined() && weight.defined(), "linear: undefined input");
-  HF_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(0), "linear: x ",
-           x.str(), " does not match weight ", weight.str(), " ([in, out])");
+  HF_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(0), "linear: x ", x.str(),
+           " does not match weight ", weight.str(), " ([in, out])");
   const int64_t in = weight.size(0), out = weight.size(1);
   Tensor x2 = ops::reshape(x, {-1, in});
   Shape y_shape = x.sizes();
@@ -88,9 +91,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 
 Tensor softmax(const Tensor& x, int64_t dim) {
   Tensor y = ops::softmax(x, dim);
-  return record("softmax", {x}, y, [y, dim](const Tensor& g) -> Grads {
-    return {ops::softmax_backward(g, y, dim)};
-  });
+  return record("softmax", {x}, y,
+                [y, dim](const Tensor& g) -> Grads { return {ops::softmax_backward(g, y, dim)}; });
 }
 
 Tensor log_softmax(const Tensor& x, int64_t dim) {
@@ -101,21 +103,21 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 }
 
 // Saves q, k, v (views, no copies) and the probabilities; the backward recomputes nothing else.
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    bool causal, std::optional<double> scale) {
-  HF_CHECK(q.defined() && q.dim() == 4, "scaled_dot_product_attention: q must be [B, H, T, D], "
-           "got ", q.defined() ? q.str() : std::string("undefined"));
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                    std::optional<double> scale) {
+  HF_CHECK(q.defined() && q.dim() == 4,
+           "scaled_dot_product_attention: q must be [B, H, T, D], "
+           "got ",
+           q.defined() ? q.str() : std::string("undefined"));
   const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3))));
   ops::AttentionResult r = ops::attention(q, k, v, causal, s);
   if (!needs_grad({&q, &k, &v})) return r.out;
   const bool gq = q.requires_grad(), gk = k.requires_grad(), gv = v.requires_grad();
   Tensor qd = q.detach(), kd = k.detach(), vd = v.detach(), probs = r.probs;
-  return record("scaled_dot_product_attention", {q, k, v}, r.out,
-                [=](const Tensor& g) -> Grads {
-                  ops::AttentionGrads grads = ops::attention_backward(g, qd, kd, vd, probs, s);
-                  return {gq ? grads.gq : Tensor(), gk ? grads.gk : Tensor(),
-                          gv ? grads.gv : Tensor()};
-                });
+  return record("scaled_dot_product_attention", {q, k, v}, r.out, [=](const Tensor& g) -> Grads {
+    ops::AttentionGrads grads = ops::attention_backward(g, qd, kd, vd, probs, s);
+    return {gq ? grads.gq : Tensor(), gk ? grads.gk : Tensor(), gv ? grads.gv : Tensor()};
+  });
 }
 
 }  // namespace hfrun

@@ -69,8 +69,8 @@ GradcheckResult gradcheck(const GradcheckFn& f, const std::vector<Tensor>& input
       if (err > opts.atol + opts.rtol * std::fabs(numeric)) {
         result.ok = false;
         if (reported++ < 5) {
-          msg << "input " << i << " " << x.str() << " element " << k << ": analytic "
-              << analytic[k] << " vs numeric " << numeric << "\n";
+          msg << "input " << i << " " << x.str() << " element " << k << ": analytic " << analytic[k]
+              << " vs numeric " << numeric << "\n";
         }
       }
     }

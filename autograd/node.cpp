@@ -13,7 +13,8 @@ thread_local bool t_grad_enabled = true;
 Node::Node(const char* name) : name_(name), sequence_nr_(g_next_sequence_nr++) {}
 
 std::vector<Tensor> FunctionNode::apply(const Tensor& grad_output) {
-  HF_CHECK(fn_ != nullptr, "backward through ", name(), " a second time: the graph was freed "
+  HF_CHECK(fn_ != nullptr, "backward through ", name(),
+           " a second time: the graph was freed "
            "by the first backward");
   return fn_(grad_output);
 }
@@ -58,8 +59,12 @@ std::shared_ptr<Node> gradient_edge(const Tensor& t) {
   return acc;
 }
 
-bool grad_enabled() { return t_grad_enabled; }
-void set_grad_enabled(bool on) { t_grad_enabled = on; }
+bool grad_enabled() {
+  return t_grad_enabled;
+}
+void set_grad_enabled(bool on) {
+  t_grad_enabled = on;
+}
 
 bool needs_grad(std::initializer_list<const Tensor*> inputs) {
   if (!t_grad_enabled) return false;
@@ -84,8 +89,8 @@ Tensor record(const char* name, const std::vector<Tensor>& inputs, const Tensor&
 }
 
 void register_grad_ready_hook(Tensor& leaf, std::function<void(Tensor&)> hook) {
-  HF_CHECK(leaf.is_leaf() && leaf.requires_grad(),
-           "register_grad_ready_hook: ", leaf.str(), " is not a leaf that requires grad");
+  HF_CHECK(leaf.is_leaf() && leaf.requires_grad(), "register_grad_ready_hook: ", leaf.str(),
+           " is not a leaf that requires grad");
   leaf.ensure_autograd_meta().grad_ready_hooks.push_back(std::move(hook));
 }
 

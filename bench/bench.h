@@ -12,7 +12,7 @@ struct MatmulBenchOptions {
   std::string dtype = "f32";  // f32 | bf16 (inputs; accumulation and output f32 for bf16)
   bool baseline = false;      // also time a raw oneDNN matmul primitive on the same problem
   int warmup = 3;
-  double min_seconds = 1.0;   // time at least this long per measurement
+  double min_seconds = 1.0;  // time at least this long per measurement
 };
 std::string run_matmul_bench(const MatmulBenchOptions& opts);
 

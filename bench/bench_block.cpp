@@ -25,14 +25,16 @@ struct BlockParams {
 
   std::vector<Tensor*> all() {
     return {&ln1_w, &ln1_b, &attn_w, &attn_b, &attn_proj_w, &attn_proj_b,
-            &ln2_w, &ln2_b, &fc_w, &fc_b, &mlp_proj_w, &mlp_proj_b};
+            &ln2_w, &ln2_b, &fc_w,   &fc_b,   &mlp_proj_w,  &mlp_proj_b};
   }
 };
 
 // GPT-2's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm gains.
 BlockParams init_params(int64_t c, Generator& gen) {
   BlockParams p;
-  auto weight = [&](int64_t in, int64_t out) { return ops::randn({in, out}, gen, DType::kF32, 0, 0.02); };
+  auto weight = [&](int64_t in, int64_t out) {
+    return ops::randn({in, out}, gen, DType::kF32, 0, 0.02);
+  };
   p.ln1_w = ops::ones({c});
   p.ln1_b = ops::zeros({c});
   p.attn_w = weight(c, 3 * c);

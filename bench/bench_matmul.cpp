@@ -49,8 +49,8 @@ class RawOnednnMatmul {
   RawOnednnMatmul(const Tensor& a, const Tensor& b, int64_t m, int64_t n, int64_t k)
       : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
     using tag = dnnl::memory::format_tag;
-    const auto in = a.dtype() == DType::kBF16 ? dnnl::memory::data_type::bf16
-                                              : dnnl::memory::data_type::f32;
+    const auto in =
+        a.dtype() == DType::kBF16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
     dnnl::memory::desc a_md({m, k}, in, tag::ab), b_md({k, n}, in, tag::ab);
     dnnl::memory::desc c_md({m, n}, dnnl::memory::data_type::f32, tag::ab);
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), engine_);
@@ -111,9 +111,8 @@ std::string run_matmul_bench(const MatmulBenchOptions& o) {
   const double gflops = flops / best_ours * 1e-9;
   std::ostringstream js;
   js << std::fixed << "{\"op\":\"matmul\",\"m\":" << o.m << ",\"n\":" << o.n << ",\"k\":" << o.k
-     << ",\"dtype\":\"" << o.dtype << "\",\"threads\":" << num_threads()
-     << ",\"impl\":\"" << cpu::matmul_last_impl() << "\"" << std::setprecision(1)
-     << ",\"gflops\":" << gflops;
+     << ",\"dtype\":\"" << o.dtype << "\",\"threads\":" << num_threads() << ",\"impl\":\""
+     << cpu::matmul_last_impl() << "\"" << std::setprecision(1) << ",\"gflops\":" << gflops;
   if (raw) {
     // Same inputs, same accumulation: the two results must agree to rounding.
     std::vector<float> mine = ours().to_vector();
@@ -121,8 +120,10 @@ std::string run_matmul_bench(const MatmulBenchOptions& o) {
     for (size_t i = 0; i < mine.size(); ++i) {
       max_diff = std::max(max_diff, static_cast<double>(std::fabs(mine[i] - raw->result()[i])));
     }
-    HF_CHECK(max_diff <= 1e-3 * std::sqrt(static_cast<double>(o.k)), "bench matmul: hfrun and "
-             "the oneDNN baseline disagree by ", max_diff);
+    HF_CHECK(max_diff <= 1e-3 * std::sqrt(static_cast<double>(o.k)),
+             "bench matmul: hfrun and "
+             "the oneDNN baseline disagree by ",
+             max_diff);
     const double base = flops / best_raw * 1e-9;
     js << ",\"baseline_gflops\":" << base << ",\"baseline_impl\":\"" << raw->impl() << "\""
        << std::setprecision(3) << ",\"ratio\":" << gflops / base << std::setprecision(2)

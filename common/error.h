@@ -39,21 +39,20 @@ std::string concat(const Args&... args) {
 }  // namespace hfrun
 
 // HF_CHECK(cond, "op: ", what, ...) throws hfrun::Error with file:line when cond is false.
-#define HF_CHECK(cond, ...)                                                              \
-  do {                                                                                   \
-    if (!(cond)) [[unlikely]] {                                                          \
-      throw ::hfrun::Error(::hfrun::detail::concat(__VA_ARGS__), __FILE__, __LINE__);    \
-    }                                                                                    \
+#define HF_CHECK(cond, ...)                                                           \
+  do {                                                                                \
+    if (!(cond)) [[unlikely]] {                                                       \
+      throw ::hfrun::Error(::hfrun::detail::concat(__VA_ARGS__), __FILE__, __LINE__); \
+    }                                                                                 \
   } while (0)
 
 // HF_CHECK_INPUT: like HF_CHECK for bad user input (bad config, bad file): exit code 2.
-#define HF_CHECK_INPUT(cond, ...)                                                        \
-  do {                                                                                   \
-    if (!(cond)) [[unlikely]] {                                                          \
-      throw ::hfrun::Error(::hfrun::detail::concat(__VA_ARGS__), __FILE__, __LINE__,     \
-                           ::hfrun::ErrorKind::kInvalidInput);                           \
-    }                                                                                    \
+#define HF_CHECK_INPUT(cond, ...)                                                    \
+  do {                                                                               \
+    if (!(cond)) [[unlikely]] {                                                      \
+      throw ::hfrun::Error(::hfrun::detail::concat(__VA_ARGS__), __FILE__, __LINE__, \
+                           ::hfrun::ErrorKind::kInvalidInput);                       \
+    }                                                                                \
   } while (0)
 
-#define HF_THROW(...) \
-  throw ::hfrun::Error(::hfrun::detail::concat(__VA_ARGS__), __FILE__, __LINE__)
+#define HF_THROW(...) throw ::hfrun::Error(::hfrun::detail::concat(__VA_ARGS__), __FILE__, __LINE__)

@@ -36,8 +36,8 @@ Tensor make_param(std::vector<Param>& params, const std::string& name, const Sha
 }
 
 struct TinyLM {
-  Tensor wte, wpe, ln1_w, ln1_b, attn_w, attn_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b,
-      fc2_w, fc2_b, lnf_w, lnf_b;
+  Tensor wte, wpe, ln1_w, ln1_b, attn_w, attn_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, fc2_w,
+      fc2_b, lnf_w, lnf_b;
 
   TinyLM(std::vector<Param>& p, Generator& gen) {
     wte = make_param(p, "wte", {kVocab, kDim}, gen, 0.02);
@@ -106,12 +106,20 @@ int main(int argc, char** argv) {
     int steps = 200;
     uint64_t seed = 1234;
     for (int i = 2; i + 1 < argc; i += 2) {
-      if (std::strcmp(argv[i], "--steps") == 0) steps = std::atoi(argv[i + 1]);
-      else if (std::strcmp(argv[i], "--seed") == 0) seed = std::strtoull(argv[i + 1], nullptr, 10);
-      else { std::cerr << "train_tiny_lm: unknown option " << argv[i] << "\n"; return 2; }
+      if (std::strcmp(argv[i], "--steps") == 0)
+        steps = std::atoi(argv[i + 1]);
+      else if (std::strcmp(argv[i], "--seed") == 0)
+        seed = std::strtoull(argv[i + 1], nullptr, 10);
+      else {
+        std::cerr << "train_tiny_lm: unknown option " << argv[i] << "\n";
+        return 2;
+      }
     }
     std::ifstream in(argv[1], std::ios::binary);
-    if (!in) { std::cerr << "train_tiny_lm: cannot open " << argv[1] << "\n"; return 2; }
+    if (!in) {
+      std::cerr << "train_tiny_lm: cannot open " << argv[1] << "\n";
+      return 2;
+    }
     std::stringstream ss;
     ss << in.rdbuf();
     const std::string text = ss.str();
@@ -139,7 +147,8 @@ int main(int argc, char** argv) {
           targets[b * kSeq + t] = static_cast<unsigned char>(text[start + t + 1]);
         }
       }
-      Tensor loss = model.loss(ops::from_ints(ids, {kBatch, kSeq}), ops::from_ints(targets, {kBatch, kSeq}));
+      Tensor loss =
+          model.loss(ops::from_ints(ids, {kBatch, kSeq}), ops::from_ints(targets, {kBatch, kSeq}));
       autograd::backward(loss);
       adam_step(params, step, 3e-3);
       double l = loss.item();
@@ -150,7 +159,8 @@ int main(int argc, char** argv) {
         std::printf("step %4d  loss %.4f  %.0f tok/s\n", step, l, step * kBatch * kSeq / secs);
       }
     }
-    std::printf("loss %.4f -> %.4f (uniform over bytes would be %.4f)\n", first, last, std::log(256.0));
+    std::printf("loss %.4f -> %.4f (uniform over bytes would be %.4f)\n", first, last,
+                std::log(256.0));
     return last < first ? 0 : 1;
   } catch (const Error& e) {
     std::cerr << "train_tiny_lm: error: " << e.what() << "\n";

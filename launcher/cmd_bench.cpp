@@ -25,23 +25,26 @@ bool parse(const Args& args, po::options_description& desc, po::variables_map& v
 int bench_matmul(const Args& args) {
   bench::MatmulBenchOptions o;
   po::options_description desc("Options");
-  desc.add_options()("help,h", "show this help")
-      ("m", po::value(&o.m)->default_value(o.m), "rows of A and C")
-      ("n", po::value(&o.n)->default_value(o.n), "columns of B and C")
-      ("k", po::value(&o.k)->default_value(o.k), "inner dimension")
-      ("dtype", po::value(&o.dtype)->default_value(o.dtype), "input dtype: f32 | bf16")
-      ("baseline", po::bool_switch(&o.baseline), "also time a raw oneDNN primitive")
-      ("min-seconds", po::value(&o.min_seconds)->default_value(o.min_seconds),
-       "time each measurement for at least this long");
+  desc.add_options()("help,h", "show this help")("m", po::value(&o.m)->default_value(o.m),
+                                                 "rows of A and C")(
+      "n", po::value(&o.n)->default_value(o.n), "columns of B and C")(
+      "k", po::value(&o.k)->default_value(o.k), "inner dimension")(
+      "dtype", po::value(&o.dtype)->default_value(o.dtype), "input dtype: f32 | bf16")(
+      "baseline", po::bool_switch(&o.baseline), "also time a raw oneDNN primitive")(
+      "min-seconds", po::value(&o.min_seconds)->default_value(o.min_seconds),
+      "time each measurement for at least this long");
   po::variables_map vm;
-  if (!parse(args, desc, vm, "Usage: hfrun bench matmul --m M --n N --k K --dtype f32|bf16 "
+  if (!parse(args, desc, vm,
+             "Usage: hfrun bench matmul --m M --n N --k K --dtype f32|bf16 "
              "[--baseline]\nTimes hfrun's matmul op (plain row-major tensors, as models call "
              "it) after warm-up; prints one JSON line with \"gflops\".")) {
     return 0;
   }
   HF_CHECK_INPUT(o.m > 0 && o.n > 0 && o.k > 0, "bench matmul: --m, --n, --k must be positive");
-  HF_CHECK_INPUT(o.dtype == "f32" || o.dtype == "bf16", "bench matmul: --dtype must be f32 or "
-                 "bf16, got '", o.dtype, "'");
+  HF_CHECK_INPUT(o.dtype == "f32" || o.dtype == "bf16",
+                 "bench matmul: --dtype must be f32 or "
+                 "bf16, got '",
+                 o.dtype, "'");
   std::cout << bench::run_matmul_bench(o) << std::endl;
   return 0;
 }
@@ -49,14 +52,15 @@ int bench_matmul(const Args& args) {
 int bench_block(const Args& args) {
   bench::BlockBenchOptions o;
   po::options_description desc("Options");
-  desc.add_options()("help,h", "show this help")
-      ("batch", po::value(&o.batch)->default_value(o.batch), "sequences")
-      ("seq", po::value(&o.seq)->default_value(o.seq), "tokens per sequence")
-      ("dim", po::value(&o.dim)->default_value(o.dim), "model width C")
-      ("heads", po::value(&o.heads)->default_value(o.heads), "attention heads")
-      ("iters", po::value(&o.iters)->default_value(o.iters), "timed steps");
+  desc.add_options()("help,h", "show this help")(
+      "batch", po::value(&o.batch)->default_value(o.batch), "sequences")(
+      "seq", po::value(&o.seq)->default_value(o.seq), "tokens per sequence")(
+      "dim", po::value(&o.dim)->default_value(o.dim), "model width C")(
+      "heads", po::value(&o.heads)->default_value(o.heads), "attention heads")(
+      "iters", po::value(&o.iters)->default_value(o.iters), "timed steps");
   po::variables_map vm;
-  if (!parse(args, desc, vm, "Usage: hfrun bench block [--batch B] [--seq T] [--dim C] "
+  if (!parse(args, desc, vm,
+             "Usage: hfrun bench block [--batch B] [--seq T] [--dim C] "
              "[--heads H]\nTimes forward+backward of one GPT-2 block in f32 and reports the "
              "fraction of time outside oneDNN matmuls.")) {
     return 0;

@@ -15,7 +15,9 @@ constexpr size_t kAlignment = 64;
 // Above this many cached bytes, freed blocks go back to the system instead of the cache.
 constexpr size_t kMaxCachedBytes = size_t{4} << 30;
 
-size_t round_size(size_t n) { return (std::max<size_t>(n, 1) + kAlignment - 1) / kAlignment * kAlignment; }
+size_t round_size(size_t n) {
+  return (std::max<size_t>(n, 1) + kAlignment - 1) / kAlignment * kAlignment;
+}
 
 class CachingCpuAllocator final : public Allocator {
  public:

@@ -26,23 +26,24 @@ class Backend {
   // dst may be strided too. Any dtype pair.
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
   virtual void fill(Tensor& dst, double value) = 0;
-  virtual void fill_random(Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset,
-                           double a, double b) = 0;  // uniform [a, b) or normal(mean a, std b)
+  virtual void fill_random(Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset, double a,
+                           double b) = 0;  // uniform [a, b) or normal(mean a, std b)
   virtual void axpy(Tensor& dst, const Tensor& src, double alpha) = 0;  // dst += alpha * src
   virtual void scale(Tensor& dst, double alpha) = 0;
 
   virtual void unary(ops::UnaryOp op, const Tensor& x, Tensor& y) = 0;
-  virtual void unary_backward(ops::UnaryOp op, const Tensor& gy, const Tensor& x,
-                              const Tensor& y, Tensor& gx) = 0;
+  virtual void unary_backward(ops::UnaryOp op, const Tensor& gy, const Tensor& x, const Tensor& y,
+                              Tensor& gx) = 0;
   virtual void pow_scalar(const Tensor& x, double p, Tensor& y) = 0;
   // a and b are views of out's shape (strided, possibly stride 0) with out's compute dtype.
   virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
   virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) = 0;
 
   // x viewed as [outer, n, inner]; out [outer, inner].
-  virtual void reduce_sum(const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& out) = 0;
-  virtual void reduce_max(const Tensor& x, int64_t outer, int64_t n, int64_t inner,
-                          Tensor& values, Tensor& indices) = 0;
+  virtual void reduce_sum(const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+                          Tensor& out) = 0;
+  virtual void reduce_max(const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& values,
+                          Tensor& indices) = 0;
 
   // a [batch..., M, K], b [batch..., K, N] already broadcast to out's batch dims (may be
   // strided/transposed views); bias [N] or undefined; out [batch..., M, N] contiguous.
@@ -61,8 +62,8 @@ class Backend {
   virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
                           Tensor& mean, Tensor& rstd) = 0;
   virtual void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
-                                   const Tensor& mean, const Tensor& rstd, Tensor& gx,
-                                   Tensor& gw, Tensor& gb) = 0;  // gw/gb may be undefined
+                                   const Tensor& mean, const Tensor& rstd, Tensor& gx, Tensor& gw,
+                                   Tensor& gb) = 0;  // gw/gb may be undefined
   virtual void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) = 0;
   virtual void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
                                  const Tensor& rstd, Tensor& gx, Tensor& gw) = 0;

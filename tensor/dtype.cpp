@@ -6,23 +6,37 @@ namespace hfrun {
 
 size_t dtype_size(DType t) {
   switch (t) {
-    case DType::kF32: case DType::kI32: return 4;
-    case DType::kBF16: case DType::kF16: return 2;
-    case DType::kI64: return 8;
-    case DType::kU8: case DType::kBool: return 1;
+    case DType::kF32:
+    case DType::kI32:
+      return 4;
+    case DType::kBF16:
+    case DType::kF16:
+      return 2;
+    case DType::kI64:
+      return 8;
+    case DType::kU8:
+    case DType::kBool:
+      return 1;
   }
   HF_THROW("dtype_size: invalid dtype ", static_cast<int>(t));
 }
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::kF32: return "f32";
-    case DType::kBF16: return "bf16";
-    case DType::kF16: return "f16";
-    case DType::kI32: return "i32";
-    case DType::kI64: return "i64";
-    case DType::kU8: return "u8";
-    case DType::kBool: return "bool";
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "f16";
+    case DType::kI32:
+      return "i32";
+    case DType::kI64:
+      return "i64";
+    case DType::kU8:
+      return "u8";
+    case DType::kBool:
+      return "bool";
   }
   return "?";
 }
@@ -71,21 +85,21 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&u, &f, 4);
   uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;             // NaN
-  if (abs >= 0x477ff000u) return sign | 0x7c00u;            // overflow -> inf
-  if (abs < 0x38800000u) {                                  // subnormal or zero in f16
-    if (abs < 0x33000000u) return sign;                     // < half of the smallest subnormal
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // overflow -> inf
+  if (abs < 0x38800000u) {                        // subnormal or zero in f16
+    if (abs < 0x33000000u) return sign;           // < half of the smallest subnormal
     uint32_t exp = abs >> 23;
     uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
-    uint32_t shift = 126 - exp;                             // value = mant * 2^(exp-150); unit 2^-24; shift in [14, 24]
+    uint32_t shift = 126 - exp;  // value = mant * 2^(exp-150); unit 2^-24; shift in [14, 24]
     uint32_t half = mant >> shift;
     uint32_t rem = mant & ((1u << shift) - 1);
     uint32_t halfway = 1u << (shift - 1);
     if (rem > halfway || (rem == halfway && (half & 1u))) ++half;
     return sign | static_cast<uint16_t>(half);
   }
-  uint32_t r = abs - 0x38000000u;                           // rebias exponent 127 -> 15
-  r += 0xfffu + ((r >> 13) & 1u);                           // round to nearest even
+  uint32_t r = abs - 0x38000000u;  // rebias exponent 127 -> 15
+  r += 0xfffu + ((r >> 13) & 1u);  // round to nearest even
   return sign | static_cast<uint16_t>(r >> 13);
 }
 

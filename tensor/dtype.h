@@ -12,9 +12,11 @@ namespace hfrun {
 enum class DType : uint8_t { kF32, kBF16, kF16, kI32, kI64, kU8, kBool };
 
 size_t dtype_size(DType t);
-const char* dtype_name(DType t);  // "f32", "bf16", "f16", "i32", "i64", "u8", "bool"
+const char* dtype_name(DType t);           // "f32", "bf16", "f16", "i32", "i64", "u8", "bool"
 DType parse_dtype(std::string_view name);  // throws hfrun::Error on an unknown name
-inline bool is_floating(DType t) { return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16; }
+inline bool is_floating(DType t) {
+  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16;
+}
 
 struct BFloat16 {
   uint16_t bits = 0;
@@ -43,12 +45,33 @@ uint16_t f32_to_f16(float f);
 
 template <typename T>
 struct DTypeOf;
-template <> struct DTypeOf<float> { static constexpr DType value = DType::kF32; };
-template <> struct DTypeOf<BFloat16> { static constexpr DType value = DType::kBF16; };
-template <> struct DTypeOf<Float16> { static constexpr DType value = DType::kF16; };
-template <> struct DTypeOf<int32_t> { static constexpr DType value = DType::kI32; };
-template <> struct DTypeOf<int64_t> { static constexpr DType value = DType::kI64; };
-template <> struct DTypeOf<uint8_t> { static constexpr DType value = DType::kU8; };
-template <> struct DTypeOf<bool> { static constexpr DType value = DType::kBool; };
+template <>
+struct DTypeOf<float> {
+  static constexpr DType value = DType::kF32;
+};
+template <>
+struct DTypeOf<BFloat16> {
+  static constexpr DType value = DType::kBF16;
+};
+template <>
+struct DTypeOf<Float16> {
+  static constexpr DType value = DType::kF16;
+};
+template <>
+struct DTypeOf<int32_t> {
+  static constexpr DType value = DType::kI32;
+};
+template <>
+struct DTypeOf<int64_t> {
+  static constexpr DType value = DType::kI64;
+};
+template <>
+struct DTypeOf<uint8_t> {
+  static constexpr DType value = DType::kU8;
+};
+template <>
+struct DTypeOf<bool> {
+  static constexpr DType value = DType::kBool;
+};
 
 }  // namespace hfrun

@@ -16,10 +16,19 @@ namespace hfrun {
 // Declared outside hfrun::ops so that argument-dependent lookup on it does not pull the raw
 // ops::unary into unqualified calls of the differentiable hfrun::unary.
 enum class UnaryOp : uint8_t {
-  kNeg, kExp, kLog, kTanh, kSqrt, kRsqrt, kSigmoid, kRelu, kSilu,
+  kNeg,
+  kExp,
+  kLog,
+  kTanh,
+  kSqrt,
+  kRsqrt,
+  kSigmoid,
+  kRelu,
+  kSilu,
   kGelu,      // exact: x * Phi(x) with erf
   kGeluTanh,  // GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-  kAbs, kSquare,
+  kAbs,
+  kSquare,
 };
 }  // namespace hfrun
 
@@ -59,10 +68,10 @@ Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = -1);
 Tensor contiguous(const Tensor& x);  // x itself when already contiguous
 Tensor clone(const Tensor& x);
 Tensor to_dtype(const Tensor& x, DType dtype);  // x itself when dtype matches
-void copy_(Tensor& dst, const Tensor& src);    // src broadcast to dst's shape, cast to its dtype
+void copy_(Tensor& dst, const Tensor& src);     // src broadcast to dst's shape, cast to its dtype
 void fill_(Tensor& dst, double value);
 void add_(Tensor& dst, const Tensor& src, double alpha = 1.0);  // dst += alpha * src (same shape)
-void scale_(Tensor& dst, double alpha);                        // dst *= alpha
+void scale_(Tensor& dst, double alpha);                         // dst *= alpha
 
 // ---- elementwise ------------------------------------------------------------------------------
 // Binary ops broadcast (NumPy rules); both floating inputs of different dtypes promote to f32.
@@ -83,19 +92,35 @@ const char* unary_op_name(UnaryOp op);
 Tensor unary(UnaryOp op, const Tensor& x);
 // d/dx for the op given upstream gy, the input x and the output y (some formulas use y).
 Tensor unary_backward(UnaryOp op, const Tensor& gy, const Tensor& x, const Tensor& y);
-inline Tensor neg(const Tensor& x) { return unary(UnaryOp::kNeg, x); }
-inline Tensor exp(const Tensor& x) { return unary(UnaryOp::kExp, x); }
-inline Tensor log(const Tensor& x) { return unary(UnaryOp::kLog, x); }
-inline Tensor tanh(const Tensor& x) { return unary(UnaryOp::kTanh, x); }
-inline Tensor sqrt(const Tensor& x) { return unary(UnaryOp::kSqrt, x); }
-inline Tensor relu(const Tensor& x) { return unary(UnaryOp::kRelu, x); }
-inline Tensor silu(const Tensor& x) { return unary(UnaryOp::kSilu, x); }
-inline Tensor sigmoid(const Tensor& x) { return unary(UnaryOp::kSigmoid, x); }
+inline Tensor neg(const Tensor& x) {
+  return unary(UnaryOp::kNeg, x);
+}
+inline Tensor exp(const Tensor& x) {
+  return unary(UnaryOp::kExp, x);
+}
+inline Tensor log(const Tensor& x) {
+  return unary(UnaryOp::kLog, x);
+}
+inline Tensor tanh(const Tensor& x) {
+  return unary(UnaryOp::kTanh, x);
+}
+inline Tensor sqrt(const Tensor& x) {
+  return unary(UnaryOp::kSqrt, x);
+}
+inline Tensor relu(const Tensor& x) {
+  return unary(UnaryOp::kRelu, x);
+}
+inline Tensor silu(const Tensor& x) {
+  return unary(UnaryOp::kSilu, x);
+}
+inline Tensor sigmoid(const Tensor& x) {
+  return unary(UnaryOp::kSigmoid, x);
+}
 inline Tensor gelu(const Tensor& x, bool tanh_approx = false) {
   return unary(tanh_approx ? UnaryOp::kGeluTanh : UnaryOp::kGelu, x);
 }
 
-Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);  // cond bool/u8, broadcasts
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);     // cond bool/u8, broadcasts
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);  // mask broadcasts to x
 
 // ---- reductions -------------------------------------------------------------------------------

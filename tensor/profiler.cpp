@@ -13,8 +13,12 @@ std::map<std::string, OpStats>& table() {
 }
 }  // namespace
 
-void set_enabled(bool on) { g_enabled = on; }
-bool enabled() { return g_enabled.load(std::memory_order_relaxed); }
+void set_enabled(bool on) {
+  g_enabled = on;
+}
+bool enabled() {
+  return g_enabled.load(std::memory_order_relaxed);
+}
 
 void reset() {
   std::lock_guard<std::mutex> lock(g_mu);

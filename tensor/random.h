@@ -11,7 +11,9 @@ namespace hfrun {
 // Four 32-bit outputs for counter `counter` under key `seed`.
 std::array<uint32_t, 4> philox4x32(uint64_t seed, uint64_t counter);
 // Uniform float in [0, 1) from 24 random bits.
-inline float uint_to_unit_float(uint32_t x) { return static_cast<float>(x >> 8) * (1.0f / 16777216.0f); }
+inline float uint_to_unit_float(uint32_t x) {
+  return static_cast<float>(x >> 8) * (1.0f / 16777216.0f);
+}
 
 class Generator {
  public:

@@ -14,8 +14,12 @@ void Tensor::check_dtype(DType want, const char* what) const {
   HF_CHECK(dtype() == want, what, ": tensor is ", str(), ", requested ", dtype_name(want));
 }
 
-int64_t Tensor::size(int64_t d) const { return sizes()[wrap_dim(d, dim(), "size")]; }
-int64_t Tensor::stride(int64_t d) const { return strides()[wrap_dim(d, dim(), "stride")]; }
+int64_t Tensor::size(int64_t d) const {
+  return sizes()[wrap_dim(d, dim(), "size")];
+}
+int64_t Tensor::stride(int64_t d) const {
+  return strides()[wrap_dim(d, dim(), "stride")];
+}
 
 bool Tensor::is_contiguous() const {
   int64_t expected = 1;
@@ -50,8 +54,10 @@ bool Tensor::requires_grad() const {
 Tensor& Tensor::set_requires_grad(bool on) {
   HF_CHECK(is_leaf(), "set_requires_grad: only leaf tensors can be marked; ", str(),
            " was produced by an op");
-  HF_CHECK(!on || is_floating(dtype()), "set_requires_grad: only floating tensors can require "
-           "gradients, got ", str());
+  HF_CHECK(!on || is_floating(dtype()),
+           "set_requires_grad: only floating tensors can require "
+           "gradients, got ",
+           str());
   ensure_autograd_meta().requires_grad = on;
   return *this;
 }
@@ -118,13 +124,20 @@ void for_each_offset(const Tensor& t, Fn&& fn) {
 
 double load_as_double(const void* base, DType t, int64_t i) {
   switch (t) {
-    case DType::kF32: return static_cast<const float*>(base)[i];
-    case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
-    case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
-    case DType::kI32: return static_cast<const int32_t*>(base)[i];
-    case DType::kI64: return static_cast<double>(static_cast<const int64_t*>(base)[i]);
-    case DType::kU8: return static_cast<const uint8_t*>(base)[i];
-    case DType::kBool: return static_cast<const uint8_t*>(base)[i] ? 1.0 : 0.0;
+    case DType::kF32:
+      return static_cast<const float*>(base)[i];
+    case DType::kBF16:
+      return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    case DType::kF16:
+      return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    case DType::kI32:
+      return static_cast<const int32_t*>(base)[i];
+    case DType::kI64:
+      return static_cast<double>(static_cast<const int64_t*>(base)[i]);
+    case DType::kU8:
+      return static_cast<const uint8_t*>(base)[i];
+    case DType::kBool:
+      return static_cast<const uint8_t*>(base)[i] ? 1.0 : 0.0;
   }
   return 0;
 }
@@ -136,7 +149,8 @@ std::vector<float> Tensor::to_vector() const {
   out.reserve(numel());
   const void* base = raw_data();
   DType t = dtype();
-  for_each_offset(*this, [&](int64_t i) { out.push_back(static_cast<float>(load_as_double(base, t, i))); });
+  for_each_offset(
+      *this, [&](int64_t i) { out.push_back(static_cast<float>(load_as_double(base, t, i))); });
   return out;
 }
 

@@ -27,9 +27,10 @@ class Tensor;
 // Autograd state of one tensor; the engine that reads it is in autograd/.
 struct AutogradMeta {
   bool requires_grad = false;
-  std::shared_ptr<Tensor> grad;                     // accumulated gradient of a leaf
-  std::shared_ptr<autograd::Node> grad_fn;          // the node that produced a non-leaf
-  std::weak_ptr<autograd::Node> grad_accumulator;   // a leaf's accumulate node, while a graph uses it
+  std::shared_ptr<Tensor> grad;             // accumulated gradient of a leaf
+  std::shared_ptr<autograd::Node> grad_fn;  // the node that produced a non-leaf
+  std::weak_ptr<autograd::Node>
+      grad_accumulator;  // a leaf's accumulate node, while a graph uses it
   // Called when a leaf's gradient for the current backward is final (DDP hooks here).
   std::vector<std::function<void(Tensor&)>> grad_ready_hooks;
 };
@@ -86,10 +87,10 @@ class Tensor {
   Tensor detach() const;
 
   // Host-side element access for tests, logging and small glue (copies; slow on purpose).
-  std::vector<float> to_vector() const;     // any dtype, converted to float
+  std::vector<float> to_vector() const;  // any dtype, converted to float
   std::vector<int64_t> to_int_vector() const;
-  float item() const;                        // single-element tensor as float
-  std::string str() const;                   // "f32[2, 3]" (what error messages print)
+  float item() const;                                 // single-element tensor as float
+  std::string str() const;                            // "f32[2, 3]" (what error messages print)
   std::string repr(int64_t max_elements = 32) const;  // with values
 
   // True when this handle is the only reference to its impl and storage and it spans the whole

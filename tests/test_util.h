@@ -15,14 +15,14 @@ inline ::testing::AssertionResult tensor_near(const Tensor& t, const std::vector
                                               double atol = 1e-5, double rtol = 1e-5) {
   std::vector<float> got = t.to_vector();
   if (got.size() != want.size()) {
-    return ::testing::AssertionFailure() << t.str() << " has " << got.size() << " elements, want "
-                                         << want.size();
+    return ::testing::AssertionFailure()
+           << t.str() << " has " << got.size() << " elements, want " << want.size();
   }
   for (size_t i = 0; i < got.size(); ++i) {
     bool both_nan = std::isnan(got[i]) && std::isnan(want[i]);
     if (!both_nan && !(std::fabs(got[i] - want[i]) <= atol + rtol * std::fabs(want[i]))) {
-      return ::testing::AssertionFailure() << t.str() << " element " << i << ": got " << got[i]
-                                           << ", want " << want[i];
+      return ::testing::AssertionFailure()
+             << t.str() << " element " << i << ": got " << got[i] << ", want " << want[i];
     }
   }
   return ::testing::AssertionSuccess();
@@ -58,8 +58,8 @@ void expect_error_naming(Fn&& f, const std::vector<std::string>& parts) {
 }  // namespace hfrun::testing
 
 // EXPECT_GRADCHECK(f, inputs...): autograd::gradcheck passes (include autograd/gradcheck.h).
-#define EXPECT_GRADCHECK(f, ...)                                   \
-  do {                                                             \
+#define EXPECT_GRADCHECK(f, ...)                                             \
+  do {                                                                       \
     auto gradcheck_result_ = ::hfrun::autograd::gradcheck(f, {__VA_ARGS__}); \
     EXPECT_TRUE(gradcheck_result_.ok) << gradcheck_result_.message;          \
   } while (0)

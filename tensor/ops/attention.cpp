@@ -56,8 +56,8 @@ std::string qkv_str(const Tensor& q, const Tensor& k, const Tensor& v) {
 // q [B, H, T, D], k [B, H, S, D], v [B, H, S, Dv]: same B, H, dtype and device.
 void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const char* name) {
   HF_CHECK(q.defined() && k.defined() && v.defined(), name, ": undefined input");
-  HF_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, name,
-           ": q, k, v must be [B, H, T, D]", qkv_str(q, k, v));
+  HF_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, name, ": q, k, v must be [B, H, T, D]",
+           qkv_str(q, k, v));
   HF_CHECK(q.size(0) == k.size(0) && q.size(0) == v.size(0) && q.size(1) == k.size(1) &&
                q.size(1) == v.size(1),
            name, ": batch and head dims differ", qkv_str(q, k, v));
@@ -71,7 +71,9 @@ void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, c
 
 }  // namespace
 
-Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false, "softmax"); }
+Tensor softmax(const Tensor& x, int64_t dim) {
+  return softmax_impl(x, dim, false, "softmax");
+}
 Tensor log_softmax(const Tensor& x, int64_t dim) {
   return softmax_impl(x, dim, true, "log_softmax");
 }
@@ -93,8 +95,8 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, boo
   Tensor probs = empty(scores.sizes(), DType::kF32, q.device());
   if (scores.numel() > 0) {
     Tensor probs_3d = view(probs, {b * h, t, s});
-    backend_for(q.device()).scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal,
-                                                  probs_3d);
+    backend_for(q.device())
+        .scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, probs_3d);
   }
   Tensor out = matmul(to_dtype(probs, v.dtype()), v, Tensor(), q.dtype());
   return {out, probs};
@@ -110,8 +112,8 @@ AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Ten
   const Shape want_out = {q.size(0), q.size(1), q.size(2), v.size(3)};
   const Shape want_probs = {q.size(0), q.size(1), q.size(2), k.size(2)};
   HF_CHECK(gout.defined() && gout.sizes() == want_out, "attention_backward: gradient ",
-           gout.defined() ? gout.str() : std::string("undefined"), " must be ",
-           shape_str(want_out), qkv_str(q, k, v));
+           gout.defined() ? gout.str() : std::string("undefined"), " must be ", shape_str(want_out),
+           qkv_str(q, k, v));
   HF_CHECK(probs.defined() && probs.sizes() == want_probs, "attention_backward: probs ",
            probs.defined() ? probs.str() : std::string("undefined"), " must be ",
            shape_str(want_probs), qkv_str(q, k, v));

@@ -7,7 +7,8 @@ namespace hfrun::ops {
 Tensor empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape) HF_CHECK(d >= 0, "empty: negative dimension in shape ", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->storage = std::make_shared<Storage>(
+      static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
   impl->sizes = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
@@ -19,11 +20,21 @@ Tensor full(const Shape& shape, double value, DType dtype, Device device) {
   backend_for(device).fill(t, value);
   return t;
 }
-Tensor zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
-Tensor ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
-Tensor empty_like(const Tensor& t) { return empty(t.sizes(), t.dtype(), t.device()); }
-Tensor zeros_like(const Tensor& t) { return zeros(t.sizes(), t.dtype(), t.device()); }
-Tensor scalar(double value, DType dtype) { return full({}, value, dtype); }
+Tensor zeros(const Shape& shape, DType dtype, Device device) {
+  return full(shape, 0.0, dtype, device);
+}
+Tensor ones(const Shape& shape, DType dtype, Device device) {
+  return full(shape, 1.0, dtype, device);
+}
+Tensor empty_like(const Tensor& t) {
+  return empty(t.sizes(), t.dtype(), t.device());
+}
+Tensor zeros_like(const Tensor& t) {
+  return zeros(t.sizes(), t.dtype(), t.device());
+}
+Tensor scalar(double value, DType dtype) {
+  return full({}, value, dtype);
+}
 
 Tensor arange(int64_t n, DType dtype) {
   std::vector<int64_t> v(static_cast<size_t>(n));
@@ -32,16 +43,16 @@ Tensor arange(int64_t n, DType dtype) {
 }
 
 Tensor from_vector(const std::vector<float>& values, const Shape& shape, DType dtype) {
-  HF_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_vector: ",
-           values.size(), " values for shape ", shape_str(shape));
+  HF_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape),
+           "from_vector: ", values.size(), " values for shape ", shape_str(shape));
   Tensor src = empty(shape, DType::kF32);
   std::copy(values.begin(), values.end(), src.data<float>());
   return to_dtype(src, dtype);
 }
 
 Tensor from_ints(const std::vector<int64_t>& values, const Shape& shape, DType dtype) {
-  HF_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_ints: ",
-           values.size(), " values for shape ", shape_str(shape));
+  HF_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_ints: ", values.size(),
+           " values for shape ", shape_str(shape));
   Tensor src = empty(shape, DType::kI64);
   std::copy(values.begin(), values.end(), src.data<int64_t>());
   return to_dtype(src, dtype);
@@ -65,7 +76,9 @@ Tensor rand(const Shape& shape, Generator& gen, DType dtype, double lo, double h
   return random_tensor(shape, gen, dtype, RandomKind::kUniform, lo, hi, "rand");
 }
 
-Tensor contiguous(const Tensor& x) { return x.is_contiguous() ? x.detach() : clone(x); }
+Tensor contiguous(const Tensor& x) {
+  return x.is_contiguous() ? x.detach() : clone(x);
+}
 
 Tensor clone(const Tensor& x) {
   Tensor out = empty(x.sizes(), x.dtype(), x.device());
@@ -96,8 +109,8 @@ void fill_(Tensor& dst, double value) {
 }
 
 void add_(Tensor& dst, const Tensor& src, double alpha) {
-  HF_CHECK(dst.sizes() == src.sizes() && dst.dtype() == src.dtype(), "add_: ", dst.str(), " += ",
-           src.str(), ": shapes and dtypes must match");
+  HF_CHECK(dst.sizes() == src.sizes() && dst.dtype() == src.dtype(), "add_: ", dst.str(),
+           " += ", src.str(), ": shapes and dtypes must match");
   HF_CHECK(dst.is_contiguous(), "add_: destination ", dst.str(), " must be contiguous");
   backend_for(dst.device()).axpy(dst, contiguous(src), alpha);
 }

@@ -38,14 +38,30 @@ Tensor float_input(const Tensor& x, const char* name) {
 
 }  // namespace
 
-Tensor add(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::kAdd, a, b, "add"); }
-Tensor sub(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::kSub, a, b, "sub"); }
-Tensor mul(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::kMul, a, b, "mul"); }
-Tensor div(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::kDiv, a, b, "div"); }
-Tensor maximum(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::kMax, a, b, "maximum"); }
-Tensor eq(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::kEq, a, b, "eq"); }
-Tensor gt(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::kGt, a, b, "gt"); }
-Tensor lt(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::kLt, a, b, "lt"); }
+Tensor add(const Tensor& a, const Tensor& b) {
+  return binary_op(BinaryOp::kAdd, a, b, "add");
+}
+Tensor sub(const Tensor& a, const Tensor& b) {
+  return binary_op(BinaryOp::kSub, a, b, "sub");
+}
+Tensor mul(const Tensor& a, const Tensor& b) {
+  return binary_op(BinaryOp::kMul, a, b, "mul");
+}
+Tensor div(const Tensor& a, const Tensor& b) {
+  return binary_op(BinaryOp::kDiv, a, b, "div");
+}
+Tensor maximum(const Tensor& a, const Tensor& b) {
+  return binary_op(BinaryOp::kMax, a, b, "maximum");
+}
+Tensor eq(const Tensor& a, const Tensor& b) {
+  return binary_op(BinaryOp::kEq, a, b, "eq");
+}
+Tensor gt(const Tensor& a, const Tensor& b) {
+  return binary_op(BinaryOp::kGt, a, b, "gt");
+}
+Tensor lt(const Tensor& a, const Tensor& b) {
+  return binary_op(BinaryOp::kLt, a, b, "lt");
+}
 
 Tensor add_scalar(const Tensor& x, double s) {
   return binary_op(BinaryOp::kAdd, x, scalar(s, is_floating(x.dtype()) ? x.dtype() : DType::kF32),
@@ -65,19 +81,32 @@ Tensor pow_scalar(const Tensor& x, double p) {
 
 const char* unary_op_name(UnaryOp op) {
   switch (op) {
-    case UnaryOp::kNeg: return "neg";
-    case UnaryOp::kExp: return "exp";
-    case UnaryOp::kLog: return "log";
-    case UnaryOp::kTanh: return "tanh";
-    case UnaryOp::kSqrt: return "sqrt";
-    case UnaryOp::kRsqrt: return "rsqrt";
-    case UnaryOp::kSigmoid: return "sigmoid";
-    case UnaryOp::kRelu: return "relu";
-    case UnaryOp::kSilu: return "silu";
-    case UnaryOp::kGelu: return "gelu";
-    case UnaryOp::kGeluTanh: return "gelu_tanh";
-    case UnaryOp::kAbs: return "abs";
-    case UnaryOp::kSquare: return "square";
+    case UnaryOp::kNeg:
+      return "neg";
+    case UnaryOp::kExp:
+      return "exp";
+    case UnaryOp::kLog:
+      return "log";
+    case UnaryOp::kTanh:
+      return "tanh";
+    case UnaryOp::kSqrt:
+      return "sqrt";
+    case UnaryOp::kRsqrt:
+      return "rsqrt";
+    case UnaryOp::kSigmoid:
+      return "sigmoid";
+    case UnaryOp::kRelu:
+      return "relu";
+    case UnaryOp::kSilu:
+      return "silu";
+    case UnaryOp::kGelu:
+      return "gelu";
+    case UnaryOp::kGeluTanh:
+      return "gelu_tanh";
+    case UnaryOp::kAbs:
+      return "abs";
+    case UnaryOp::kSquare:
+      return "square";
   }
   return "unary";
 }
@@ -91,8 +120,8 @@ Tensor unary(UnaryOp op, const Tensor& x) {
 
 Tensor unary_backward(UnaryOp op, const Tensor& gy, const Tensor& x, const Tensor& y) {
   const char* name = unary_op_name(op);
-  HF_CHECK(gy.sizes() == x.sizes(), name, " backward: gradient ", gy.str(), " does not match input ",
-           x.str());
+  HF_CHECK(gy.sizes() == x.sizes(), name, " backward: gradient ", gy.str(),
+           " does not match input ", x.str());
   Tensor xc = float_input(x, name);
   Tensor gc = contiguous(to_dtype(gy, x.dtype()));
   Tensor yc = y.defined() ? contiguous(y) : Tensor();
@@ -102,19 +131,25 @@ Tensor unary_backward(UnaryOp op, const Tensor& gy, const Tensor& x, const Tenso
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
-  HF_CHECK(cond.dtype() == DType::kBool || cond.dtype() == DType::kU8, "where: condition must be "
-           "bool or u8, got ", cond.str());
-  Shape shape = broadcast_shapes(broadcast_shapes(cond.sizes(), a.sizes(), "where"), b.sizes(), "where");
+  HF_CHECK(cond.dtype() == DType::kBool || cond.dtype() == DType::kU8,
+           "where: condition must be "
+           "bool or u8, got ",
+           cond.str());
+  Shape shape =
+      broadcast_shapes(broadcast_shapes(cond.sizes(), a.sizes(), "where"), b.sizes(), "where");
   DType t = promote(a.dtype(), b.dtype());
   Tensor out = empty(shape, t, a.device());
-  backend_for(a.device()).where(expand(cond, shape), expand(to_dtype(a, t), shape),
-                                expand(to_dtype(b, t), shape), out);
+  backend_for(a.device())
+      .where(expand(cond, shape), expand(to_dtype(a, t), shape), expand(to_dtype(b, t), shape),
+             out);
   return out;
 }
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
-  HF_CHECK(broadcast_shapes(mask.sizes(), x.sizes(), "masked_fill") == x.sizes(), "masked_fill: "
-           "mask ", mask.str(), " must broadcast to ", x.str());
+  HF_CHECK(broadcast_shapes(mask.sizes(), x.sizes(), "masked_fill") == x.sizes(),
+           "masked_fill: "
+           "mask ",
+           mask.str(), " must broadcast to ", x.str());
   return where(mask, scalar(value, x.dtype()), x);
 }
 

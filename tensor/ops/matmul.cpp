@@ -16,11 +16,14 @@ std::string operands(const Tensor& a, const Tensor& b) {
 }
 
 // bf16/f16 inputs accumulate in f32 and may write f32 or their own dtype; f32 writes f32.
-bool out_dtype_ok(DType in, DType out) { return out == DType::kF32 || out == in; }
+bool out_dtype_ok(DType in, DType out) {
+  return out == DType::kF32 || out == in;
+}
 
 }  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias, std::optional<DType> out_dtype) {
+Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
+              std::optional<DType> out_dtype) {
   HF_CHECK(a.defined() && b.defined(), "matmul: undefined input");
   HF_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: both operands need at least 2 dims",
            operands(a, b));
@@ -39,21 +42,22 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias, std::optiona
   for (size_t i = 0; i < nb; ++i) {
     const int64_t da = i + a_batch.size() >= nb ? a_batch[i + a_batch.size() - nb] : 1;
     const int64_t db = i + b_batch.size() >= nb ? b_batch[i + b_batch.size() - nb] : 1;
-    HF_CHECK(da == db || da == 1 || db == 1, "matmul: batch dims do not broadcast",
-             operands(a, b));
+    HF_CHECK(da == db || da == 1 || db == 1, "matmul: batch dims do not broadcast", operands(a, b));
     batch[i] = da == 1 ? db : da;
   }
 
   const DType out_t = out_dtype.value_or(a.dtype());
-  HF_CHECK(out_dtype_ok(a.dtype(), out_t), "matmul: cannot write ", dtype_name(out_t),
-           " from ", dtype_name(a.dtype()), " operands (f32 -> f32; bf16/f16 -> f32 or the "
-           "input dtype)", operands(a, b));
+  HF_CHECK(out_dtype_ok(a.dtype(), out_t), "matmul: cannot write ", dtype_name(out_t), " from ",
+           dtype_name(a.dtype()),
+           " operands (f32 -> f32; bf16/f16 -> f32 or the "
+           "input dtype)",
+           operands(a, b));
   Tensor bias_c;
   if (bias.defined()) {
     HF_CHECK(bias.dim() == 1 && bias.size(0) == n, "matmul: bias ", bias.str(), " must be [", n,
              "]", operands(a, b));
-    HF_CHECK(bias.dtype() == DType::kF32 || bias.dtype() == a.dtype(), "matmul: bias ",
-             bias.str(), " must be f32 or the operands' dtype", operands(a, b));
+    HF_CHECK(bias.dtype() == DType::kF32 || bias.dtype() == a.dtype(), "matmul: bias ", bias.str(),
+             " must be f32 or the operands' dtype", operands(a, b));
     HF_CHECK(bias.device() == a.device(), "matmul: bias ", bias.str(), " on another device",
              operands(a, b));
     bias_c = contiguous(bias);

@@ -17,8 +17,8 @@ std::vector<int64_t> normalise_dims(const std::vector<int64_t>& dims, const Tens
   }
   for (int64_t d : dims) {
     int64_t w = wrap_dim(d, x.dim(), op);
-    HF_CHECK(std::find(out.begin(), out.end(), w) == out.end(), op, ": dim ", d,
-             " repeated for ", x.str());
+    HF_CHECK(std::find(out.begin(), out.end(), w) == out.end(), op, ": dim ", d, " repeated for ",
+             x.str());
     out.push_back(w);
   }
   std::sort(out.begin(), out.end());
@@ -98,7 +98,8 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
   const size_t lead = g.sizes().size() - shape.size();
   std::vector<int64_t> dims;
   for (size_t i = 0; i < g.sizes().size(); ++i) {
-    if (i < lead || (shape[i - lead] == 1 && g.sizes()[i] != 1)) dims.push_back(static_cast<int64_t>(i));
+    if (i < lead || (shape[i - lead] == 1 && g.sizes()[i] != 1))
+      dims.push_back(static_cast<int64_t>(i));
   }
   Tensor s = dims.empty() ? g : sum(g, dims, true);
   return reshape(s, shape);

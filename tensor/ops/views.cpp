@@ -113,8 +113,8 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
 Tensor select(const Tensor& x, int64_t dim, int64_t index) {
   dim = wrap_dim(dim, x.dim(), "select");
   if (index < 0) index += x.sizes()[dim];
-  HF_CHECK(index >= 0 && index < x.sizes()[dim], "select: index ", index,
-           " out of range for dim ", dim, " of ", x.str());
+  HF_CHECK(index >= 0 && index < x.sizes()[dim], "select: index ", index, " out of range for dim ",
+           dim, " of ", x.str());
   Shape sz = x.sizes(), st = x.strides();
   int64_t off = x.offset() + index * st[dim];
   sz.erase(sz.begin() + dim);
@@ -129,14 +129,16 @@ Tensor expand(const Tensor& x, const Shape& shape) {
   Shape sz(shape.size()), st(shape.size());
   for (size_t i = 0; i < shape.size(); ++i) {
     if (i < lead) {
-      HF_CHECK(shape[i] >= 0, "expand: invalid size -1 for a new leading dim in ", shape_str(shape));
+      HF_CHECK(shape[i] >= 0, "expand: invalid size -1 for a new leading dim in ",
+               shape_str(shape));
       sz[i] = shape[i];
       st[i] = 0;
       continue;
     }
     int64_t have = x.sizes()[i - lead];
     int64_t want = shape[i] == -1 ? have : shape[i];
-    HF_CHECK(have == want || have == 1, "expand: cannot expand ", x.str(), " to ", shape_str(shape));
+    HF_CHECK(have == want || have == 1, "expand: cannot expand ", x.str(), " to ",
+             shape_str(shape));
     sz[i] = want;
     st[i] = have == want ? x.strides()[i - lead] : 0;
   }

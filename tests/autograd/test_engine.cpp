@@ -79,7 +79,7 @@ TEST(Autograd, GraphIsFreedAfterBackward) {
   }
   EXPECT_FALSE(saved.expired());  // held by the graph
   autograd::backward(loss);
-  EXPECT_TRUE(saved.expired());   // released by backward
+  EXPECT_TRUE(saved.expired());                   // released by backward
   EXPECT_THROW(autograd::backward(loss), Error);  // second backward through a freed graph
 }
 

@@ -11,7 +11,6 @@ namespace {
 using autograd::gradcheck;
 using testing::randn;
 
-
 TEST(Gradcheck, BinaryOpsWithBroadcasting) {
   Tensor a = randn({3, 4}, 1, true), row = randn({4}, 2, true), col = randn({3, 1}, 3, true);
   EXPECT_GRADCHECK([](const auto& x) { return add(x[0], x[1]); }, a, row);
@@ -34,15 +33,17 @@ TEST(Gradcheck, ScalarOps) {
 
 TEST(Gradcheck, UnaryActivations) {
   Tensor x = randn({4, 5}, 7, true);
-  for (auto op : {ops::UnaryOp::kNeg, ops::UnaryOp::kExp, ops::UnaryOp::kTanh,
-                  ops::UnaryOp::kSigmoid, ops::UnaryOp::kSilu, ops::UnaryOp::kGelu,
-                  ops::UnaryOp::kGeluTanh, ops::UnaryOp::kSquare}) {
+  for (auto op :
+       {ops::UnaryOp::kNeg, ops::UnaryOp::kExp, ops::UnaryOp::kTanh, ops::UnaryOp::kSigmoid,
+        ops::UnaryOp::kSilu, ops::UnaryOp::kGelu, ops::UnaryOp::kGeluTanh, ops::UnaryOp::kSquare}) {
     auto r = gradcheck([op](const auto& in) { return unary(op, in[0]); }, {x});
     EXPECT_TRUE(r.ok) << ops::unary_op_name(op) << ": " << r.message;
   }
   // relu: keep inputs away from the kink at 0.
-  Tensor away = ops::add(x, ops::mul_scalar(ops::sub(ops::to_dtype(ops::gt(x, ops::scalar(0.0)),
-                                                                   DType::kF32), ops::scalar(0.5)), 0.2));
+  Tensor away = ops::add(
+      x, ops::mul_scalar(
+             ops::sub(ops::to_dtype(ops::gt(x, ops::scalar(0.0)), DType::kF32), ops::scalar(0.5)),
+             0.2));
   away.set_requires_grad(true);
   EXPECT_GRADCHECK([](const auto& in) { return relu(in[0]); }, away);
   Tensor pos = ops::add_scalar(ops::unary(ops::UnaryOp::kAbs, randn({6}, 8)), 0.5);
@@ -59,15 +60,25 @@ TEST(Gradcheck, UnaryOnNonContiguousView) {
 
 TEST(Gradcheck, Views) {
   Tensor x = randn({2, 3, 4}, 10, true);
-  EXPECT_GRADCHECK([](const auto& in) { return mul(reshape(in[0], {6, 4}), reshape(in[0], {6, 4})); }, x);
+  EXPECT_GRADCHECK(
+      [](const auto& in) {
+        return mul(reshape(in[0], {6, 4}), reshape(in[0], {6, 4}));
+      },
+      x);
   EXPECT_GRADCHECK([](const auto& in) { return tanh(permute(in[0], {2, 0, 1})); }, x);
-  EXPECT_GRADCHECK([](const auto& in) { return exp(expand(unsqueeze(in[0], 0), {3, 2, 3, 4})); }, x);
+  EXPECT_GRADCHECK(
+      [](const auto& in) {
+        return exp(expand(unsqueeze(in[0], 0), {3, 2, 3, 4}));
+      },
+      x);
   EXPECT_GRADCHECK([](const auto& in) { return squeeze(narrow(in[0], 1, 2, 1), 1); }, x);
   EXPECT_GRADCHECK([](const auto& in) { return contiguous(transpose(in[0], 0, 2)); }, x);
-  EXPECT_GRADCHECK([](const auto& in) {
-    auto parts = split(in[0], 2, 2);
-    return mul(parts[0], parts[1]);
-  }, x);
+  EXPECT_GRADCHECK(
+      [](const auto& in) {
+        auto parts = split(in[0], 2, 2);
+        return mul(parts[0], parts[1]);
+      },
+      x);
 }
 
 TEST(Gradcheck, Reductions) {

@@ -14,7 +14,6 @@ using autograd::gradcheck;
 using testing::randn;
 using testing::tensor_near;
 
-
 // A leaf that is a non-contiguous view: the transpose of a fresh [shape[1], shape[0]] tensor.
 Tensor transposed_leaf(const Shape& shape, uint64_t seed) {
   Tensor t = ops::transpose(randn({shape[1], shape[0]}, seed), 0, 1);
@@ -49,8 +48,8 @@ TEST(GradMatmul, TransposedAndNonContiguousInputs) {
   EXPECT_GRADCHECK([](const auto& x) { return matmul(x[0], x[1]); }, at, bt);
   // A differentiable transpose inside the graph, and a narrowed (strided) operand.
   Tensor a = randn({4, 3}, 13, true), wide = randn({4, 7}, 14, true);
-  EXPECT_GRADCHECK([](const auto& x) { return matmul(transpose(x[0], 0, 1), narrow(x[1], 1, 2, 5)); },
-                   a, wide);
+  EXPECT_GRADCHECK(
+      [](const auto& x) { return matmul(transpose(x[0], 0, 1), narrow(x[1], 1, 2, 5)); }, a, wide);
 }
 
 TEST(GradMatmul, Bias) {
@@ -96,7 +95,8 @@ TEST(GradLinear, WeightGradientIsXTransposeTimesG) {
   for (int64_t i = 0; i < in; ++i) {
     for (int64_t o = 0; o < out; ++o) {
       double acc = 0;
-      for (int64_t r = 0; r < rows; ++r) acc += static_cast<double>(xv[r * in + i]) * gv[r * out + o];
+      for (int64_t r = 0; r < rows; ++r)
+        acc += static_cast<double>(xv[r * in + i]) * gv[r * out + o];
       want[i * out + o] = static_cast<float>(acc);
     }
   }
@@ -124,9 +124,11 @@ TEST(GradAttention, CausalAndFull) {
   Tensor q = randn({1, 2, 3, 4}, 31, true), k = randn({1, 2, 3, 4}, 32, true);
   Tensor v = randn({1, 2, 3, 4}, 33, true);
   for (bool causal : {true, false}) {
-    auto r = gradcheck([causal](const auto& in) {
-      return scaled_dot_product_attention(in[0], in[1], in[2], causal);
-    }, {q, k, v});
+    auto r = gradcheck(
+        [causal](const auto& in) {
+          return scaled_dot_product_attention(in[0], in[1], in[2], causal);
+        },
+        {q, k, v});
     EXPECT_TRUE(r.ok) << "causal " << causal << ": " << r.message;
   }
 }
@@ -144,7 +146,8 @@ TEST(GradAttention, SplitQkvViews) {
 }
 
 TEST(GradAttention, OnlyRequestedInputsGetGradients) {
-  Tensor q = randn({1, 1, 2, 3}, 35, true), k = randn({1, 1, 2, 3}, 36), v = randn({1, 1, 2, 3}, 37);
+  Tensor q = randn({1, 1, 2, 3}, 35, true), k = randn({1, 1, 2, 3}, 36),
+         v = randn({1, 1, 2, 3}, 37);
   autograd::backward(sum(scaled_dot_product_attention(q, k, v, true)));
   EXPECT_TRUE(q.grad().defined());
   EXPECT_EQ(q.grad().sizes(), q.sizes());

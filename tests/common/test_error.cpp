@@ -29,7 +29,9 @@ TEST(Error, CheckInputIsInvalidInputKind) {
   }
 }
 
-TEST(Error, CheckPassesSilently) { EXPECT_NO_THROW(HF_CHECK(1 + 1 == 2, "never")); }
+TEST(Error, CheckPassesSilently) {
+  EXPECT_NO_THROW(HF_CHECK(1 + 1 == 2, "never"));
+}
 
 }  // namespace
 }  // namespace hfrun

@@ -69,7 +69,8 @@ TEST(Elementwise, UnaryClosedForms) {
   expect(ops::UnaryOp::kRelu, [](double v) { return v > 0 ? v : 0; });
   expect(ops::UnaryOp::kSigmoid, [](double v) { return 1 / (1 + std::exp(-v)); });
   expect(ops::UnaryOp::kSilu, [](double v) { return v / (1 + std::exp(-v)); });
-  expect(ops::UnaryOp::kGelu, [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); });
+  expect(ops::UnaryOp::kGelu,
+         [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); });
   expect(ops::UnaryOp::kGeluTanh, [](double v) {
     return 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
   });
@@ -133,7 +134,8 @@ TEST(Elementwise, WhereMaskedFillAndComparisons) {
   Tensor filled = ops::masked_fill(ops::ones({3, 3}), future, -1e9);
   EXPECT_TRUE(tensor_near(filled, {1, -1e9, -1e9, 1, 1, -1e9, 1, 1, 1}));
   EXPECT_THROW(ops::where(a, a, b), Error);  // condition must be bool
-  EXPECT_THROW(ops::masked_fill(ops::ones({3}), ops::gt(ops::ones({2, 3}), ops::zeros({3})), 0), Error);
+  EXPECT_THROW(ops::masked_fill(ops::ones({3}), ops::gt(ops::ones({2, 3}), ops::zeros({3})), 0),
+               Error);
 }
 
 TEST(Reduce, SumMeanOverDimsAndAll) {

@@ -40,7 +40,6 @@ std::vector<float> naive_matmul(const Tensor& a, const Tensor& b, const Tensor& 
   return out;
 }
 
-
 TEST(Matmul, TwoD) {
   Tensor a = randn({5, 7}, 1), b = randn({7, 3}, 2);
   Tensor y = ops::matmul(a, b);
@@ -90,7 +89,8 @@ TEST(Matmul, TransposedViews) {
                           1e-4, 1e-4));
   EXPECT_TRUE(tensor_near(ops::matmul(a, b), naive_matmul(a, b), 1e-4, 1e-4));
   // Batched transposes: a^T @ b^T over a batch.
-  Tensor ab = ops::transpose(randn({2, 7, 5}, 19), 1, 2), bb = ops::transpose(randn({2, 3, 7}, 20), 1, 2);
+  Tensor ab = ops::transpose(randn({2, 7, 5}, 19), 1, 2),
+         bb = ops::transpose(randn({2, 3, 7}, 20), 1, 2);
   EXPECT_TRUE(tensor_near(ops::matmul(ab, bb), naive_matmul(ab, bb), 1e-4, 1e-4));
 }
 
@@ -203,18 +203,30 @@ TEST(Matmul, ConcurrentCallsFromSeveralThreads) {
 TEST(Matmul, ErrorsNameTheOpAndShapes) {
   Tensor a = randn({2, 3}, 40), b = randn({4, 5}, 41);
   expect_error_naming([&] { ops::matmul(a, b); }, {"matmul", "f32[2, 3]", "f32[4, 5]"});
-  expect_error_naming([&] { ops::matmul(randn({3}, 42), randn({3, 2}, 43)); },
-                      {"matmul", "f32[3]", "f32[3, 2]"});
+  expect_error_naming(
+      [&] {
+        ops::matmul(randn({3}, 42), randn({3, 2}, 43));
+      },
+      {"matmul", "f32[3]", "f32[3, 2]"});
   Tensor bf = ops::to_dtype(randn({3, 2}, 44), DType::kBF16);
   expect_error_naming([&] { ops::matmul(a, bf); }, {"matmul", "f32[2, 3]", "bf16[3, 2]"});
-  expect_error_naming([&] { ops::matmul(randn({2, 2, 3}, 45), randn({3, 3, 4}, 46)); },
-                      {"matmul", "broadcast", "f32[2, 2, 3]", "f32[3, 3, 4]"});
-  expect_error_naming([&] { ops::matmul(a, randn({3, 4}, 47), randn({3}, 48)); },
-                      {"matmul", "bias", "f32[3]"});
+  expect_error_naming(
+      [&] {
+        ops::matmul(randn({2, 2, 3}, 45), randn({3, 3, 4}, 46));
+      },
+      {"matmul", "broadcast", "f32[2, 2, 3]", "f32[3, 3, 4]"});
+  expect_error_naming(
+      [&] {
+        ops::matmul(a, randn({3, 4}, 47), randn({3}, 48));
+      },
+      {"matmul", "bias", "f32[3]"});
   Tensor ints = ops::from_ints({1, 2, 3, 4}, {2, 2});
   expect_error_naming([&] { ops::matmul(ints, ints); }, {"matmul", "i64[2, 2]"});
-  expect_error_naming([&] { ops::matmul(a, randn({3, 4}, 49), Tensor(), DType::kBF16); },
-                      {"matmul", "bf16"});
+  expect_error_naming(
+      [&] {
+        ops::matmul(a, randn({3, 4}, 49), Tensor(), DType::kBF16);
+      },
+      {"matmul", "bf16"});
 }
 
 }  // namespace

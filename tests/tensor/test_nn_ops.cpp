@@ -13,7 +13,6 @@ using testing::randn;
 using testing::tensor_near;
 using testing::tensors_near;
 
-
 // Row-wise LayerNorm (RMSNorm when `rms`) of x [rows, C] in double; w/b empty = absent.
 std::vector<float> naive_norm(const std::vector<float>& x, int64_t C, const std::vector<float>& w,
                               const std::vector<float>& b, double eps, bool rms) {

@@ -28,8 +28,8 @@ std::vector<float> naive_softmax(const Tensor& x, int64_t dim, bool log) {
       for (int64_t i = 0; i < n; ++i) m = std::max(m, static_cast<double>(v[at(i)]));
       for (int64_t i = 0; i < n; ++i) sum += std::exp(v[at(i)] - m);
       for (int64_t i = 0; i < n; ++i) {
-        out[at(i)] = static_cast<float>(log ? v[at(i)] - m - std::log(sum)
-                                            : std::exp(v[at(i)] - m) / sum);
+        out[at(i)] =
+            static_cast<float>(log ? v[at(i)] - m - std::log(sum) : std::exp(v[at(i)] - m) / sum);
       }
     }
   }
@@ -83,8 +83,8 @@ TEST(Softmax, EveryDimOfA3DTensor) {
 
 TEST(Softmax, NonContiguousInput) {
   Tensor x = ops::transpose(randn({8, 4}, 3), 0, 1);  // [4, 8]
-  EXPECT_TRUE(tensor_near(ops::softmax(x, 1), naive_softmax(ops::contiguous(x), 1, false), 1e-6,
-                          1e-5));
+  EXPECT_TRUE(
+      tensor_near(ops::softmax(x, 1), naive_softmax(ops::contiguous(x), 1, false), 1e-6, 1e-5));
 }
 
 TEST(Softmax, LargeValuesAreStable) {
@@ -213,9 +213,9 @@ TEST(Attention, ErrorsNameTheShapes) {
     EXPECT_NE(e.message().find("f32[1, 2, 3, 4]"), std::string::npos) << e.message();
     EXPECT_NE(e.message().find("f32[1, 2, 3, 5]"), std::string::npos) << e.message();
   }
-  EXPECT_THROW(ops::attention(randn({2, 3, 4}, 16), randn({2, 3, 4}, 17), randn({2, 3, 4}, 18),
-                              true, 1.0),
-               Error);
+  EXPECT_THROW(
+      ops::attention(randn({2, 3, 4}, 16), randn({2, 3, 4}, 17), randn({2, 3, 4}, 18), true, 1.0),
+      Error);
   EXPECT_THROW(ops::softmax(ops::from_ints({1, 2}, {2}), 0), Error);
   EXPECT_THROW(ops::softmax(randn({2, 3}, 19), 2), Error);
 }

@@ -43,7 +43,8 @@ void CpuBackend::copy(const Tensor& src, Tensor& dst) {
                         } else if (inc[0] == 1 && inc[1] == 1) {
                           for (int64_t i = 0; i < n; ++i) dp[i] = convert<D>(sp[i]);
                         } else {
-                          for (int64_t i = 0; i < n; ++i) dp[i * inc[0]] = convert<D>(sp[i * inc[1]]);
+                          for (int64_t i = 0; i < n; ++i)
+                            dp[i * inc[0]] = convert<D>(sp[i * inc[1]]);
                         }
                       });
     });
@@ -64,8 +65,8 @@ void CpuBackend::fill(Tensor& dst, double value) {
   });
 }
 
-void CpuBackend::fill_random(Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset,
-                             double a, double b) {
+void CpuBackend::fill_random(Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset, double a,
+                             double b) {
   // Element i uses Philox counter offset + i/4, word i%4 (normal: Box-Muller over a pair of
   // counters' words), so the values depend only on (seed, offset, i).
   dispatch_float(dst.dtype(), "fill_random", [&](auto tag) {

@@ -27,8 +27,8 @@ class CpuBackend final : public Backend {
   void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) override;
   void softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,
                Tensor& y) override;
-  void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n,
-                        int64_t inner, bool log, Tensor& gx) override;
+  void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
+                        bool log, Tensor& gx) override;
   void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
                              Tensor& probs) override;
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,

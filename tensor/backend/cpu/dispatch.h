@@ -17,23 +17,34 @@ struct TypeTag {
 template <typename Fn>
 decltype(auto) dispatch_float(DType t, const char* op, Fn&& fn) {
   switch (t) {
-    case DType::kF32: return fn(TypeTag<float>{});
-    case DType::kBF16: return fn(TypeTag<BFloat16>{});
-    case DType::kF16: return fn(TypeTag<Float16>{});
-    default: HF_THROW(op, ": dtype ", dtype_name(t), " is not supported (expected f32, bf16, f16)");
+    case DType::kF32:
+      return fn(TypeTag<float>{});
+    case DType::kBF16:
+      return fn(TypeTag<BFloat16>{});
+    case DType::kF16:
+      return fn(TypeTag<Float16>{});
+    default:
+      HF_THROW(op, ": dtype ", dtype_name(t), " is not supported (expected f32, bf16, f16)");
   }
 }
 
 template <typename Fn>
 decltype(auto) dispatch_all(DType t, const char* op, Fn&& fn) {
   switch (t) {
-    case DType::kF32: return fn(TypeTag<float>{});
-    case DType::kBF16: return fn(TypeTag<BFloat16>{});
-    case DType::kF16: return fn(TypeTag<Float16>{});
-    case DType::kI32: return fn(TypeTag<int32_t>{});
-    case DType::kI64: return fn(TypeTag<int64_t>{});
-    case DType::kU8: return fn(TypeTag<uint8_t>{});
-    case DType::kBool: return fn(TypeTag<uint8_t>{});
+    case DType::kF32:
+      return fn(TypeTag<float>{});
+    case DType::kBF16:
+      return fn(TypeTag<BFloat16>{});
+    case DType::kF16:
+      return fn(TypeTag<Float16>{});
+    case DType::kI32:
+      return fn(TypeTag<int32_t>{});
+    case DType::kI64:
+      return fn(TypeTag<int64_t>{});
+    case DType::kU8:
+      return fn(TypeTag<uint8_t>{});
+    case DType::kBool:
+      return fn(TypeTag<uint8_t>{});
   }
   HF_THROW(op, ": invalid dtype");
 }
@@ -41,9 +52,12 @@ decltype(auto) dispatch_all(DType t, const char* op, Fn&& fn) {
 template <typename Fn>
 decltype(auto) dispatch_index(DType t, const char* op, Fn&& fn) {
   switch (t) {
-    case DType::kI32: return fn(TypeTag<int32_t>{});
-    case DType::kI64: return fn(TypeTag<int64_t>{});
-    default: HF_THROW(op, ": index dtype ", dtype_name(t), " is not supported (expected i32, i64)");
+    case DType::kI32:
+      return fn(TypeTag<int32_t>{});
+    case DType::kI64:
+      return fn(TypeTag<int64_t>{});
+    default:
+      HF_THROW(op, ": index dtype ", dtype_name(t), " is not supported (expected i32, i64)");
   }
 }
 

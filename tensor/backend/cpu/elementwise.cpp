@@ -15,7 +15,6 @@ constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kInvSqrt2 = 0.7071067811865476f;
 constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 
-
 template <UnaryOp kOp>
 inline float unary_f(float x) {
   if constexpr (kOp == UnaryOp::kNeg) return -x;
@@ -69,10 +68,12 @@ template <typename Fn>
 void dispatch_unary(UnaryOp op, Fn&& fn) {
   switch (op) {
 #define HF_CASE(name) \
-  case UnaryOp::name: return fn(std::integral_constant<UnaryOp, UnaryOp::name>{});
-    HF_CASE(kNeg) HF_CASE(kExp) HF_CASE(kLog) HF_CASE(kTanh) HF_CASE(kSqrt) HF_CASE(kRsqrt)
-    HF_CASE(kSigmoid) HF_CASE(kRelu) HF_CASE(kSilu) HF_CASE(kGelu) HF_CASE(kGeluTanh)
-    HF_CASE(kAbs) HF_CASE(kSquare)
+  case UnaryOp::name: \
+    return fn(std::integral_constant<UnaryOp, UnaryOp::name>{});
+    HF_CASE(kNeg)
+    HF_CASE(kExp) HF_CASE(kLog) HF_CASE(kTanh) HF_CASE(kSqrt) HF_CASE(kRsqrt) HF_CASE(kSigmoid)
+        HF_CASE(kRelu) HF_CASE(kSilu) HF_CASE(kGelu) HF_CASE(kGeluTanh) HF_CASE(kAbs)
+            HF_CASE(kSquare)
 #undef HF_CASE
   }
 }
@@ -97,8 +98,8 @@ void CpuBackend::unary(ops::UnaryOp op, const Tensor& x, Tensor& y) {
   });
 }
 
-void CpuBackend::unary_backward(ops::UnaryOp op, const Tensor& gy, const Tensor& x,
-                                const Tensor& y, Tensor& gx) {
+void CpuBackend::unary_backward(ops::UnaryOp op, const Tensor& gy, const Tensor& x, const Tensor& y,
+                                Tensor& gx) {
   dispatch_float(x.dtype(), ops::unary_op_name(op), [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* xp = static_cast<const T*>(x.raw_data());
@@ -155,12 +156,18 @@ inline T binary_int(T a, T b) {
 template <typename Fn>
 void dispatch_arith(BinaryOp op, Fn&& fn) {
   switch (op) {
-    case BinaryOp::kAdd: return fn(std::integral_constant<BinaryOp, BinaryOp::kAdd>{});
-    case BinaryOp::kSub: return fn(std::integral_constant<BinaryOp, BinaryOp::kSub>{});
-    case BinaryOp::kMul: return fn(std::integral_constant<BinaryOp, BinaryOp::kMul>{});
-    case BinaryOp::kDiv: return fn(std::integral_constant<BinaryOp, BinaryOp::kDiv>{});
-    case BinaryOp::kMax: return fn(std::integral_constant<BinaryOp, BinaryOp::kMax>{});
-    default: HF_THROW("binary: not an arithmetic op");
+    case BinaryOp::kAdd:
+      return fn(std::integral_constant<BinaryOp, BinaryOp::kAdd>{});
+    case BinaryOp::kSub:
+      return fn(std::integral_constant<BinaryOp, BinaryOp::kSub>{});
+    case BinaryOp::kMul:
+      return fn(std::integral_constant<BinaryOp, BinaryOp::kMul>{});
+    case BinaryOp::kDiv:
+      return fn(std::integral_constant<BinaryOp, BinaryOp::kDiv>{});
+    case BinaryOp::kMax:
+      return fn(std::integral_constant<BinaryOp, BinaryOp::kMax>{});
+    default:
+      HF_THROW("binary: not an arithmetic op");
   }
 }
 
@@ -179,7 +186,8 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
                         for (int64_t i = 0; i < n; ++i) {
                           float x = load(ap, off[1] + i * inc[1]);
                           float y = load(bp, off[2] + i * inc[2]);
-                          bool r = op == BinaryOp::kEq ? x == y : (op == BinaryOp::kGt ? x > y : x < y);
+                          bool r =
+                              op == BinaryOp::kEq ? x == y : (op == BinaryOp::kGt ? x > y : x < y);
                           op_[off[0] + i * inc[0]] = r;
                         }
                       });
@@ -193,34 +201,33 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
       const T* ap = static_cast<const T*>(a.raw_data());
       const T* bp = static_cast<const T*>(b.raw_data());
       T* op_ = static_cast<T*>(out.raw_data());
-      strided_loop<3>(out.sizes(), {out.strides(), a.strides(), b.strides()},
-                      [&](std::array<int64_t, 3> off, int64_t n, std::array<int64_t, 3> inc) {
-                        T* o = op_ + off[0];
-                        const T* x = ap + off[1];
-                        const T* y = bp + off[2];
-                        if constexpr (std::is_same_v<T, float>) {
-                          if (inc[0] == 1 && inc[1] == 1 && inc[2] == 1) {
-                            for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(x[i], y[i]);
-                          } else if (inc[0] == 1 && inc[1] == 1 && inc[2] == 0) {
-                            const float yv = y[0];
-                            for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(x[i], yv);
-                          } else if (inc[0] == 1 && inc[1] == 0 && inc[2] == 1) {
-                            const float xv = x[0];
-                            for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(xv, y[i]);
-                          } else {
-                            for (int64_t i = 0; i < n; ++i)
-                              o[i * inc[0]] = binary_f<kOp>(x[i * inc[1]], y[i * inc[2]]);
-                          }
-                        } else if constexpr (std::is_same_v<T, BFloat16> ||
-                                             std::is_same_v<T, Float16>) {
-                          for (int64_t i = 0; i < n; ++i)
-                            store(o, i * inc[0],
-                                  binary_f<kOp>(load(x, i * inc[1]), load(y, i * inc[2])));
-                        } else {
-                          for (int64_t i = 0; i < n; ++i)
-                            o[i * inc[0]] = binary_int<kOp, T>(x[i * inc[1]], y[i * inc[2]]);
-                        }
-                      });
+      strided_loop<3>(
+          out.sizes(), {out.strides(), a.strides(), b.strides()},
+          [&](std::array<int64_t, 3> off, int64_t n, std::array<int64_t, 3> inc) {
+            T* o = op_ + off[0];
+            const T* x = ap + off[1];
+            const T* y = bp + off[2];
+            if constexpr (std::is_same_v<T, float>) {
+              if (inc[0] == 1 && inc[1] == 1 && inc[2] == 1) {
+                for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(x[i], y[i]);
+              } else if (inc[0] == 1 && inc[1] == 1 && inc[2] == 0) {
+                const float yv = y[0];
+                for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(x[i], yv);
+              } else if (inc[0] == 1 && inc[1] == 0 && inc[2] == 1) {
+                const float xv = x[0];
+                for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(xv, y[i]);
+              } else {
+                for (int64_t i = 0; i < n; ++i)
+                  o[i * inc[0]] = binary_f<kOp>(x[i * inc[1]], y[i * inc[2]]);
+              }
+            } else if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Float16>) {
+              for (int64_t i = 0; i < n; ++i)
+                store(o, i * inc[0], binary_f<kOp>(load(x, i * inc[1]), load(y, i * inc[2])));
+            } else {
+              for (int64_t i = 0; i < n; ++i)
+                o[i * inc[0]] = binary_int<kOp, T>(x[i * inc[1]], y[i * inc[2]]);
+            }
+          });
     });
   });
 }
@@ -235,8 +242,9 @@ void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Ten
     strided_loop<4>(out.sizes(), {out.strides(), cond.strides(), a.strides(), b.strides()},
                     [&](std::array<int64_t, 4> off, int64_t n, std::array<int64_t, 4> inc) {
                       for (int64_t i = 0; i < n; ++i) {
-                        op_[off[0] + i * inc[0]] = cp[off[1] + i * inc[1]] ? ap[off[2] + i * inc[2]]
-                                                                          : bp[off[3] + i * inc[3]];
+                        op_[off[0] + i * inc[0]] = cp[off[1] + i * inc[1]]
+                                                       ? ap[off[2] + i * inc[2]]
+                                                       : bp[off[3] + i * inc[3]];
                       }
                     });
   });

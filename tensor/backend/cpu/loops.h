@@ -27,17 +27,29 @@ void parallel_for(int64_t n, int64_t cost_per_item, Fn&& fn) {
 
 // Element type <-> float used for arithmetic. Half types are stored as uint16_t.
 template <typename T>
-inline float load(const T* p, int64_t i) { return static_cast<float>(p[i]); }
+inline float load(const T* p, int64_t i) {
+  return static_cast<float>(p[i]);
+}
 template <typename T>
-inline void store(T* p, int64_t i, float v) { p[i] = static_cast<T>(v); }
+inline void store(T* p, int64_t i, float v) {
+  p[i] = static_cast<T>(v);
+}
 template <>
-inline float load<BFloat16>(const BFloat16* p, int64_t i) { return bf16_to_f32(p[i].bits); }
+inline float load<BFloat16>(const BFloat16* p, int64_t i) {
+  return bf16_to_f32(p[i].bits);
+}
 template <>
-inline void store<BFloat16>(BFloat16* p, int64_t i, float v) { p[i].bits = f32_to_bf16(v); }
+inline void store<BFloat16>(BFloat16* p, int64_t i, float v) {
+  p[i].bits = f32_to_bf16(v);
+}
 template <>
-inline float load<Float16>(const Float16* p, int64_t i) { return f16_to_f32(p[i].bits); }
+inline float load<Float16>(const Float16* p, int64_t i) {
+  return f16_to_f32(p[i].bits);
+}
 template <>
-inline void store<Float16>(Float16* p, int64_t i, float v) { p[i].bits = f32_to_f16(v); }
+inline void store<Float16>(Float16* p, int64_t i, float v) {
+  p[i].bits = f32_to_f16(v);
+}
 
 // Calls fn(std::array<int64_t, N> offsets, int64_t count, std::array<int64_t, N> inner_strides)
 // once per innermost row of `shape`, with element offsets into each operand. Dims that are

@@ -41,10 +41,14 @@ dnnl::stream& thread_stream() {
 
 dnnl_dt to_dnnl(DType t) {
   switch (t) {
-    case DType::kF32: return dnnl_dt::f32;
-    case DType::kBF16: return dnnl_dt::bf16;
-    case DType::kF16: return dnnl_dt::f16;
-    default: HF_THROW("matmul: dtype ", dtype_name(t), " has no oneDNN equivalent");
+    case DType::kF32:
+      return dnnl_dt::f32;
+    case DType::kBF16:
+      return dnnl_dt::bf16;
+    case DType::kF16:
+      return dnnl_dt::f16;
+    default:
+      HF_THROW("matmul: dtype ", dtype_name(t), " has no oneDNN equivalent");
   }
 }
 
@@ -107,8 +111,8 @@ void coalesce_batch(Problem& p) {
       const Operand& m = merged[k];
       const int64_t last_size = m.sizes.back(), last_stride = m.strides.back();
       const bool both_broadcast = last_size == 1 && o.sizes[d] == 1;
-      const bool contiguous = last_size != 1 && o.sizes[d] != 1 &&
-                              last_stride == o.strides[d] * o.sizes[d];
+      const bool contiguous =
+          last_size != 1 && o.sizes[d] != 1 && last_stride == o.strides[d] * o.sizes[d];
       can_merge = both_broadcast || contiguous;
     }
     for (int k = 0; k < 3; ++k) {
@@ -168,8 +172,8 @@ Problem build_problem(const Tensor& a, const Tensor& b, const Tensor& out) {
 
 // A cached primitive with the descriptors its memory arguments are built from.
 struct Entry {
-  bool usable = false;   // false: oneDNN only offers its reference kernel, or none at all
-  std::string impl;      // oneDNN's implementation name, or the creation error
+  bool usable = false;  // false: oneDNN only offers its reference kernel, or none at all
+  std::string impl;     // oneDNN's implementation name, or the creation error
   dnnl::matmul prim;
   dnnl::memory::desc a_md, b_md, bias_md, out_md, scratch_md;
   bool has_bias = false;
@@ -198,8 +202,8 @@ std::string make_key(const Problem& p, DType in, DType out, const Tensor& bias, 
   return key;
 }
 
-std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out,
-                                          const Tensor& bias, bool allow_ref) {
+std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out, const Tensor& bias,
+                                          bool allow_ref) {
   auto e = std::make_shared<Entry>();
   try {
     e->a_md = dnnl::memory::desc(p.a.sizes, to_dnnl(in), p.a.strides);
@@ -214,8 +218,9 @@ std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out,
       bias_strides[r - 1] = 1;
       e->bias_md = dnnl::memory::desc(bias_sizes, to_dnnl(bias.dtype()), bias_strides);
     }
-    dnnl::matmul::desc desc = e->has_bias ? dnnl::matmul::desc(e->a_md, e->b_md, e->bias_md, e->out_md)
-                                          : dnnl::matmul::desc(e->a_md, e->b_md, e->out_md);
+    dnnl::matmul::desc desc = e->has_bias
+                                  ? dnnl::matmul::desc(e->a_md, e->b_md, e->bias_md, e->out_md)
+                                  : dnnl::matmul::desc(e->a_md, e->b_md, e->out_md);
     // User-managed scratchpad: executing one cached primitive from several threads at once is
     // then safe whatever the library's build options.
     dnnl::primitive_attr attr;
@@ -287,7 +292,9 @@ size_t matmul_cache_size() {
   return g_cache.size();
 }
 
-std::string matmul_last_impl() { return t_last_entry ? t_last_entry->impl : std::string(); }
+std::string matmul_last_impl() {
+  return t_last_entry ? t_last_entry->impl : std::string();
+}
 
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
   HF_PROFILE_SCOPE("matmul");

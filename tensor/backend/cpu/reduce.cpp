@@ -42,7 +42,8 @@ void CpuBackend::reduce_sum(const Tensor& x, int64_t outer, int64_t n, int64_t i
         }
         for (int64_t c = 0; c < cols; ++c) total[c] += acc[c];
       }
-      for (int64_t c = 0; c < cols; ++c) store(op, o * inner + c0 + c, static_cast<float>(total[c]));
+      for (int64_t c = 0; c < cols; ++c)
+        store(op, o * inner + c0 + c, static_cast<float>(total[c]));
     });
   });
 }

@@ -18,7 +18,7 @@
 namespace hfrun::cpu {
 namespace {
 
-constexpr int64_t kCols = 64;   // inner columns per task when softmax runs over a strided dim
+constexpr int64_t kCols = 64;  // inner columns per task when softmax runs over a strided dim
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 float row_max(const float* x, int64_t n) {

@@ -55,7 +55,9 @@ inline float tanh_f(float x) {
   return ax < 0.625f ? small : big;
 }
 
-inline float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
+inline float sigmoid_f(float x) {
+  return 1.0f / (1.0f + exp_f(-x));
+}
 
 // sum of f(i) for i in [0, n), with kLanes partial sums.
 template <typename Fn>
