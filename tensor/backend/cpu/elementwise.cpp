@@ -69,11 +69,20 @@ void dispatch_unary(UnaryOp op, Fn&& fn) {
   switch (op) {
 #define HF_CASE(name) \
   case UnaryOp::name: \
-    return fn(std::integral_constant<UnaryOp, UnaryOp::name>{});
-    HF_CASE(kNeg)
-    HF_CASE(kExp) HF_CASE(kLog) HF_CASE(kTanh) HF_CASE(kSqrt) HF_CASE(kRsqrt) HF_CASE(kSigmoid)
-        HF_CASE(kRelu) HF_CASE(kSilu) HF_CASE(kGelu) HF_CASE(kGeluTanh) HF_CASE(kAbs)
-            HF_CASE(kSquare)
+    return fn(std::integral_constant<UnaryOp, UnaryOp::name>{})
+    HF_CASE(kNeg);
+    HF_CASE(kExp);
+    HF_CASE(kLog);
+    HF_CASE(kTanh);
+    HF_CASE(kSqrt);
+    HF_CASE(kRsqrt);
+    HF_CASE(kSigmoid);
+    HF_CASE(kRelu);
+    HF_CASE(kSilu);
+    HF_CASE(kGelu);
+    HF_CASE(kGeluTanh);
+    HF_CASE(kAbs);
+    HF_CASE(kSquare);
 #undef HF_CASE
   }
 }
