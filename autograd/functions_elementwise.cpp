@@ -17,7 +17,7 @@ Tensor reduce_like(const Tensor& g, const Shape& shape, DType dtype) {
 // x's shape with the reduced dims (all when dims is empty) set to 1.
 Shape keepdim_shape(const Tensor& x, const std::vector<int64_t>& dims) {
   Shape kept = x.sizes();
-  if (dims.empty()) {
+  if (dims.empty() || x.dim() == 0) {  // a scalar's dims 0/-1 name no entry of kept
     for (auto& d : kept) d = 1;
   } else {
     for (int64_t d : dims) kept[wrap_dim(d, x.dim(), "reduce")] = 1;
@@ -81,6 +81,8 @@ Tensor mul_scalar(const Tensor& x, double s) {
 Tensor pow_scalar(const Tensor& x, double p) {
   Tensor xd = x.detach();
   return record("pow_scalar", {x}, ops::pow_scalar(x, p), [xd, p](const Tensor& g) -> Grads {
+    // x^0 is constant: p * x^-1 would be 0 * inf = NaN at x = 0 (torch returns zeros too).
+    if (p == 0.0) return {ops::zeros(xd.sizes(), xd.dtype(), xd.device())};
     return {ops::mul(g, ops::mul_scalar(ops::pow_scalar(xd, p - 1), p))};
   });
 }

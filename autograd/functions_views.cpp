@@ -93,6 +93,7 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
+  HF_CHECK(x.dim() > 0, "split: cannot split rank-0 tensor ", x.str());
   int64_t d = wrap_dim(dim, x.dim(), "split");
   HF_CHECK(split_size > 0, "split: split_size must be positive, got ", split_size);
   std::vector<Tensor> parts;

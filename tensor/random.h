@@ -23,6 +23,7 @@ class Generator {
   void set_state(uint64_t seed, uint64_t offset) {
     seed_ = seed;
     offset_ = offset;
+    block_used_ = 4;  // the cached block belongs to the old state: next_u32 draws afresh
   }
   // Reserves n counters and returns the first; each counter yields 4 x 32 random bits.
   uint64_t advance(uint64_t n) {

@@ -14,10 +14,13 @@ void Tensor::check_dtype(DType want, const char* what) const {
   HF_CHECK(dtype() == want, what, ": tensor is ", str(), ", requested ", dtype_name(want));
 }
 
+// wrap_dim accepts dims 0 and -1 for a rank-0 tensor, which has no size to read.
 int64_t Tensor::size(int64_t d) const {
+  HF_CHECK(dim() > 0, "size: ", str(), " has no dims");
   return sizes()[wrap_dim(d, dim(), "size")];
 }
 int64_t Tensor::stride(int64_t d) const {
+  HF_CHECK(dim() > 0, "stride: ", str(), " has no dims");
   return strides()[wrap_dim(d, dim(), "stride")];
 }
 

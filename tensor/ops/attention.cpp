@@ -40,6 +40,7 @@ Tensor softmax_backward_impl(const Tensor& gy, const Tensor& y, int64_t dim, boo
   HF_CHECK(is_floating(y.dtype()), name, ": expected a floating output, got ", y.str());
   HF_CHECK(gy.sizes() == y.sizes(), name, ": gradient ", gy.str(), " does not match output ",
            y.str());
+  HF_CHECK(y.dim() > 0, name, ": expected at least one dim, got ", y.str());
   dim = wrap_dim(dim, y.dim(), name);
   Tensor yc = contiguous(y);
   Tensor gc = contiguous(to_dtype(gy, y.dtype()));

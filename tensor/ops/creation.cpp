@@ -5,10 +5,16 @@
 namespace hfrun::ops {
 
 Tensor empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t d : shape) HF_CHECK(d >= 0, "empty: negative dimension in shape ", shape_str(shape));
+  // The byte size must fit in int64 (offsets are int64 elements): a product that wraps would
+  // give a tiny block under a huge shape.
+  int64_t nbytes = static_cast<int64_t>(dtype_size(dtype));
+  for (int64_t d : shape) {
+    HF_CHECK(d >= 0, "empty: negative dimension in shape ", shape_str(shape));
+    HF_CHECK(!__builtin_mul_overflow(nbytes, d, &nbytes), "empty: shape ", shape_str(shape), " of ",
+             dtype_name(dtype), " is too large");
+  }
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(
-      static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(nbytes), device);
   impl->sizes = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
@@ -37,6 +43,7 @@ Tensor scalar(double value, DType dtype) {
 }
 
 Tensor arange(int64_t n, DType dtype) {
+  HF_CHECK(n >= 0, "arange: length must be >= 0, got ", n);
   std::vector<int64_t> v(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) v[i] = i;
   return from_ints(v, {n}, dtype);
@@ -112,6 +119,8 @@ void add_(Tensor& dst, const Tensor& src, double alpha) {
   HF_CHECK(dst.sizes() == src.sizes() && dst.dtype() == src.dtype(), "add_: ", dst.str(),
            " += ", src.str(), ": shapes and dtypes must match");
   HF_CHECK(dst.is_contiguous(), "add_: destination ", dst.str(), " must be contiguous");
+  HF_CHECK(dst.device() == src.device(), "add_: ", dst.str(), " += ", src.str(),
+           ": tensors on different devices");
   backend_for(dst.device()).axpy(dst, contiguous(src), alpha);
 }
 

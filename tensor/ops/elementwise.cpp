@@ -135,6 +135,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
            "where: condition must be "
            "bool or u8, got ",
            cond.str());
+  HF_CHECK(cond.device() == a.device() && b.device() == a.device(),
+           "where: inputs on different devices: ", cond.str(), ", ", a.str(), ", ", b.str());
   Shape shape =
       broadcast_shapes(broadcast_shapes(cond.sizes(), a.sizes(), "where"), b.sizes(), "where");
   DType t = promote(a.dtype(), b.dtype());

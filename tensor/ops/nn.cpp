@@ -53,6 +53,8 @@ Tensor row_stat(const Tensor& s, int64_t rows, const char* op, const char* what)
 Tensor grad_like(const Tensor& gy, const Tensor& x, const char* op) {
   HF_CHECK(gy.defined() && gy.sizes() == x.sizes(), op, ": gradient ",
            gy.defined() ? gy.str() : std::string("(undefined)"), " does not match input ", x.str());
+  HF_CHECK(gy.device() == x.device(), op, ": gradient ", gy.str(), " and input ", x.str(),
+           " on different devices");
   return contiguous(to_dtype(gy, x.dtype()));
 }
 

@@ -11,6 +11,11 @@ namespace {
 std::vector<int64_t> normalise_dims(const std::vector<int64_t>& dims, const Tensor& x,
                                     const char* op) {
   std::vector<int64_t> out;
+  if (x.dim() == 0) {
+    // A scalar's dims 0 and -1 are valid (wrap_dim) but there is nothing to reduce over.
+    for (int64_t d : dims) wrap_dim(d, x.dim(), op);
+    return out;
+  }
   if (dims.empty()) {
     for (int64_t d = 0; d < x.dim(); ++d) out.push_back(d);
     return out;
@@ -70,6 +75,7 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 
 MaxResult max(const Tensor& x, int64_t dim, bool keepdim) {
   HF_CHECK(is_floating(x.dtype()), "max: expected a floating tensor, got ", x.str());
+  HF_CHECK(x.dim() > 0, "max: expected at least one dim, got ", x.str());
   dim = wrap_dim(dim, x.dim(), "max");
   HF_CHECK(x.sizes()[dim] > 0, "max: dim ", dim, " of ", x.str(), " is empty");
   Tensor xc = contiguous(x);

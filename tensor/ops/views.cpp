@@ -80,6 +80,7 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   d0 = wrap_dim(d0, x.dim(), "transpose");
   d1 = wrap_dim(d1, x.dim(), "transpose");
+  if (x.dim() == 0) return x.detach();  // dims 0/-1 of a scalar: nothing to swap
   Shape sz = x.sizes(), st = x.strides();
   std::swap(sz[d0], sz[d1]);
   std::swap(st[d0], st[d1]);
@@ -102,15 +103,19 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
 }
 
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
+  HF_CHECK(x.dim() > 0, "narrow: cannot narrow rank-0 tensor ", x.str());
   dim = wrap_dim(dim, x.dim(), "narrow");
-  HF_CHECK(start >= 0 && length >= 0 && start + length <= x.sizes()[dim], "narrow: [", start, ", ",
-           start + length, ") out of range for dim ", dim, " of ", x.str());
+  // length <= size - start: start + length could overflow and pass the check.
+  HF_CHECK(start >= 0 && length >= 0 && start <= x.sizes()[dim] && length <= x.sizes()[dim] - start,
+           "narrow: [", start, ", ", start, " + ", length, ") out of range for dim ", dim, " of ",
+           x.str());
   Shape sz = x.sizes();
   sz[dim] = length;
   return make_view(x, sz, x.strides(), x.offset() + start * x.strides()[dim]);
 }
 
 Tensor select(const Tensor& x, int64_t dim, int64_t index) {
+  HF_CHECK(x.dim() > 0, "select: cannot select from rank-0 tensor ", x.str());
   dim = wrap_dim(dim, x.dim(), "select");
   if (index < 0) index += x.sizes()[dim];
   HF_CHECK(index >= 0 && index < x.sizes()[dim], "select: index ", index, " out of range for dim ",
@@ -137,7 +142,7 @@ Tensor expand(const Tensor& x, const Shape& shape) {
     }
     int64_t have = x.sizes()[i - lead];
     int64_t want = shape[i] == -1 ? have : shape[i];
-    HF_CHECK(have == want || have == 1, "expand: cannot expand ", x.str(), " to ",
+    HF_CHECK(want >= 0 && (have == want || have == 1), "expand: cannot expand ", x.str(), " to ",
              shape_str(shape));
     sz[i] = want;
     st[i] = have == want ? x.strides()[i - lead] : 0;
@@ -156,7 +161,7 @@ Tensor unsqueeze(const Tensor& x, int64_t dim) {
 
 Tensor squeeze(const Tensor& x, int64_t dim) {
   dim = wrap_dim(dim, x.dim(), "squeeze");
-  if (x.sizes()[dim] != 1) return x.detach();
+  if (x.dim() == 0 || x.sizes()[dim] != 1) return x.detach();
   Shape sz = x.sizes(), st = x.strides();
   sz.erase(sz.begin() + dim);
   st.erase(st.begin() + dim);
@@ -178,6 +183,7 @@ Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) {
 }
 
 std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
+  HF_CHECK(x.dim() > 0, "split: cannot split rank-0 tensor ", x.str());
   dim = wrap_dim(dim, x.dim(), "split");
   HF_CHECK(split_size > 0, "split: split_size must be positive, got ", split_size);
   std::vector<Tensor> parts;

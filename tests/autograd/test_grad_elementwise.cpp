@@ -92,6 +92,26 @@ TEST(Gradcheck, Reductions) {
   EXPECT_GRADCHECK([](const auto& in) { return sum(transpose(in[0], 0, 1), {0}); }, x);
 }
 
+// d/dx x^0 is 0 everywhere, also at x = 0 where p * x^(p-1) = 0 * inf would be NaN (PyTorch
+// returns zeros too).
+TEST(Gradcheck, PowZeroHasZeroGradientAtZero) {
+  Tensor x = ops::from_vector({0.0f, 2.0f, -1.0f}, {3});
+  x.set_requires_grad(true);
+  autograd::backward(sum(pow_scalar(x, 0.0)));
+  EXPECT_TRUE(testing::tensor_near(x.grad(), {0.0f, 0.0f, 0.0f}));
+}
+
+// Reducing a rank-0 tensor over its (wrapped) dim 0 is the identity, gradient included.
+TEST(Gradcheck, ReductionOverDimZeroOfARankZeroTensor) {
+  Tensor s = ops::scalar(2.0);
+  s.set_requires_grad(true);
+  Tensor y = mul_scalar(add(sum(s, {0}), mean(s, {-1}, true)), 3.0);
+  EXPECT_EQ(y.dim(), 0);
+  autograd::backward(y);
+  EXPECT_FLOAT_EQ(s.grad().item(), 6.0f);
+  EXPECT_THROW(split(s, 1, 0), Error);
+}
+
 TEST(Gradcheck, WhereAndMaskedFill) {
   Tensor a = randn({3, 4}, 12, true), b = randn({4}, 13, true);
   Tensor cond = ops::gt(randn({3, 4}, 14), ops::scalar(0.0));

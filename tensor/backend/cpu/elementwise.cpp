@@ -162,6 +162,17 @@ inline T binary_int(T a, T b) {
   return 0;
 }
 
+// p[i] as comparisons read it: half types as f32, every other type exactly in its own type
+// (i32/i64 values beyond 2^24 are not exact in f32).
+template <typename T>
+inline auto compare_value(const T* p, int64_t i) {
+  if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Float16>) {
+    return load(p, i);
+  } else {
+    return p[i];
+  }
+}
+
 template <typename Fn>
 void dispatch_arith(BinaryOp op, Fn&& fn) {
   switch (op) {
@@ -193,8 +204,8 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
       strided_loop<3>(out.sizes(), {out.strides(), a.strides(), b.strides()},
                       [&](std::array<int64_t, 3> off, int64_t n, std::array<int64_t, 3> inc) {
                         for (int64_t i = 0; i < n; ++i) {
-                          float x = load(ap, off[1] + i * inc[1]);
-                          float y = load(bp, off[2] + i * inc[2]);
+                          const auto x = compare_value(ap, off[1] + i * inc[1]);
+                          const auto y = compare_value(bp, off[2] + i * inc[2]);
                           bool r =
                               op == BinaryOp::kEq ? x == y : (op == BinaryOp::kGt ? x > y : x < y);
                           op_[off[0] + i * inc[0]] = r;
