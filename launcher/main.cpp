@@ -16,6 +16,7 @@ Usage:
   hfrun [launch options] CONFIG.yaml [--set key.path=value ...]   train (not yet available)
   hfrun bench matmul --m M --n N --k K --dtype f32|bf16 [--baseline]
   hfrun bench block [--tokens N] [--dim C] [--heads H] [--iters I]
+  hfrun tokenize --tokenizer tokenizer.json [--decode] [--whole] [--add-special] [FILE ...]
   hfrun env                     versions, CPU ISA, threads
   hfrun --version | --help | COMMAND --help
 
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
     cli::Args rest(args.begin() + 1, args.end());
     if (cmd == "env") return cli::cmd_env(rest);
     if (cmd == "bench") return cli::cmd_bench(rest);
+    if (cmd == "tokenize") return cli::cmd_tokenize(rest);
     std::cerr << "hfrun: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
   } catch (const Error& e) {

@@ -12,7 +12,14 @@ PACKAGES=(
   libgtest-dev
   nlohmann-json3-dev
   libonig-dev
+  libicu-dev
 )
+# Node.js runs the reference tokenizer (Hugging Face's npm package `tokenizers`) in the parity
+# tests. A machine that already has node and npm (e.g. from NodeSource, whose nodejs conflicts
+# with Debian's npm) keeps them.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PACKAGES+=(nodejs npm)
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

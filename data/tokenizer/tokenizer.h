@@ -1,0 +1,75 @@
+// A Hugging Face tokenizer.json, natively: the same ids as HF's tokenizers library.
+//
+//   text -> added/special tokens split out (leftmost-longest, lstrip/rstrip/single_word)
+//        -> normalizer -> pre-tokenizer -> BPE model per piece -> optional post-processor
+//
+// Supported components (anything else is rejected at load, naming the component):
+//   normalizer:     NFC, NFD, NFKC, NFKD, Lowercase, Prepend, Replace, Strip, Sequence
+//   pre_tokenizer:  ByteLevel, Split, Digits, Sequence
+//   model:          BPE (vocab + merges, unk/byte_fallback/fuse_unk, subword prefix/suffix,
+//                   ignore_merges; no dropout)
+//   post_processor: ByteLevel, TemplateProcessing, BertProcessing, RobertaProcessing, Sequence
+//   decoder:        ByteLevel, Sequence of ByteLevel; none (tokens joined with spaces)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hfrun::data {
+
+struct AddedToken {
+  std::string content;
+  // What is matched in (normalized) text and what decoding prints: the content itself, or for
+  // a normalized token under a normalizer, the normalized content (as HF stores it).
+  std::string match;
+  int32_t id = 0;
+  bool special = false;
+  bool single_word = false;
+  bool lstrip = false;
+  bool rstrip = false;
+  bool normalized = false;
+};
+
+class Tokenizer {
+ public:
+  // Loads tokenizer.json; malformed or hostile files are an hfrun::Error (invalid input)
+  // naming the file, the JSON path and what was expected.
+  static Tokenizer from_file(const std::string& path);
+  static Tokenizer from_json(std::string_view json, const std::string& source_name);
+
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+  ~Tokenizer();
+
+  // Ids of `text` (valid UTF-8, else an error naming the byte offset). Special tokens that
+  // appear in the text are recognised; add_special_tokens runs the post-processor (e.g. BOS).
+  // Thread-safe: several threads may encode with one tokenizer.
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const;
+  void encode_into(std::string_view text, std::vector<int32_t>& out,
+                   bool add_special_tokens = false) const;
+
+  // Text of `ids` (ids out of range are an error). Invalid UTF-8 produced by a partial byte
+  // sequence becomes U+FFFD, as HF does.
+  std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
+
+  // One more than the largest id (model vocab and added tokens).
+  int32_t vocab_size() const;
+  std::optional<int32_t> token_to_id(std::string_view token) const;
+  std::optional<std::string> id_to_token(int32_t id) const;
+  // The end-of-text token used between documents (<|endoftext|>, <|end_of_text|>, </s>, ...).
+  std::optional<int32_t> eot_id() const;
+  const std::vector<AddedToken>& added_tokens() const;
+
+  struct Impl;
+
+ private:
+  explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hfrun::data

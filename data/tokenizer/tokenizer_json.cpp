@@ -1,0 +1,459 @@
+// Loading tokenizer.json into the pipeline. Every check names the file and the JSON path of
+// what is wrong. Sizes are bounded before anything is allocated from them.
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "common/error.h"
+#include "data/tokenizer/byte_level.h"
+#include "data/tokenizer/tokenizer_impl.h"
+#include "data/tokenizer/utf8.h"
+
+namespace hfrun::data {
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kMaxFileBytes = size_t{1} << 30;  // the largest real tokenizer.json is ~30 MB
+constexpr size_t kMaxNesting = 64;
+constexpr size_t kMaxVocab = size_t{1} << 23;  // 8M tokens
+
+// Rejects JSON nested deeper than kMaxNesting before parsing (the parser recurses).
+void check_nesting(std::string_view text, const std::string& file) {
+  size_t depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+      continue;
+    }
+    if (c == '"')
+      in_string = true;
+    else if (c == '[' || c == '{') {
+      HF_CHECK_INPUT(++depth <= kMaxNesting, file, ": JSON nested deeper than ", kMaxNesting,
+                     " levels (byte ", i, ")");
+    } else if (c == ']' || c == '}') {
+      if (depth > 0) --depth;
+    }
+  }
+}
+
+class Loader {
+ public:
+  explicit Loader(std::string file) : file_(std::move(file)) {}
+
+  [[noreturn]] void fail(const std::string& path, const std::string& what) const {
+    HF_CHECK_INPUT(false, file_, ": ", path, ": ", what);
+    std::abort();
+  }
+
+  const json& field(const json& obj, const std::string& path, const char* key) const {
+    if (!obj.is_object()) fail(path, "expected an object");
+    auto it = obj.find(key);
+    if (it == obj.end()) fail(path, std::string("missing key '") + key + "'");
+    return *it;
+  }
+  std::string str(const json& obj, const std::string& path, const char* key) const {
+    const json& v = field(obj, path, key);
+    if (!v.is_string())
+      fail(path + "." + key, "expected a string, got " + std::string(v.type_name()));
+    return v.get<std::string>();
+  }
+  bool flag(const json& obj, const std::string& path, const char* key, bool dflt) const {
+    if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return dflt;
+    if (!obj[key].is_boolean()) fail(path + "." + key, "expected true or false");
+    return obj[key].get<bool>();
+  }
+  std::optional<std::string> opt_str(const json& obj, const std::string& path,
+                                     const char* key) const {
+    if (!obj.contains(key) || obj[key].is_null()) return std::nullopt;
+    if (!obj[key].is_string()) fail(path + "." + key, "expected a string or null");
+    return obj[key].get<std::string>();
+  }
+  int32_t id(const json& v, const std::string& path) const {
+    if (!v.is_number_integer())
+      fail(path, "expected an integer id, got " + std::string(v.type_name()));
+    const int64_t x = v.get<int64_t>();
+    if (x < 0 || x > INT32_MAX) fail(path, "id " + std::to_string(x) + " is out of range");
+    return static_cast<int32_t>(x);
+  }
+  std::string type_of(const json& obj, const std::string& path) const {
+    return str(obj, path, "type");
+  }
+
+  // A Split/Replace pattern: {"String": "..."} or {"Regex": "..."}.
+  std::pair<std::string, bool> pattern(const json& obj, const std::string& path) const {
+    const json& p = field(obj, path, "pattern");
+    if (p.is_object() && p.contains("Regex") && p["Regex"].is_string()) return {p["Regex"], true};
+    if (p.is_object() && p.contains("String") && p["String"].is_string())
+      return {p["String"], false};
+    fail(path + ".pattern", "expected {\"String\": ...} or {\"Regex\": ...}");
+  }
+
+  std::unique_ptr<Normalizer> normalizer(const json& j, const std::string& path) const {
+    if (j.is_null()) return nullptr;
+    const std::string t = type_of(j, path);
+    if (t == "NFC") return std::make_unique<UnicodeNormalizer>(UnicodeForm::kNFC);
+    if (t == "NFD") return std::make_unique<UnicodeNormalizer>(UnicodeForm::kNFD);
+    if (t == "NFKC") return std::make_unique<UnicodeNormalizer>(UnicodeForm::kNFKC);
+    if (t == "NFKD") return std::make_unique<UnicodeNormalizer>(UnicodeForm::kNFKD);
+    if (t == "Lowercase") return std::make_unique<LowercaseNormalizer>();
+    if (t == "Prepend") return std::make_unique<PrependNormalizer>(str(j, path, "prepend"));
+    if (t == "Strip") {
+      return std::make_unique<StripNormalizer>(flag(j, path, "strip_left", true),
+                                               flag(j, path, "strip_right", true));
+    }
+    if (t == "Replace") {
+      auto [pat, is_regex] = pattern(j, path);
+      return std::make_unique<ReplaceNormalizer>(pat, is_regex, str(j, path, "content"));
+    }
+    if (t == "Sequence") {
+      const json& list = field(j, path, "normalizers");
+      if (!list.is_array()) fail(path + ".normalizers", "expected a list");
+      std::vector<std::unique_ptr<Normalizer>> steps;
+      for (size_t i = 0; i < list.size(); ++i) {
+        auto n = normalizer(list[i], path + ".normalizers[" + std::to_string(i) + "]");
+        if (n) steps.push_back(std::move(n));
+      }
+      return std::make_unique<SequenceNormalizer>(std::move(steps));
+    }
+    fail(path, "normalizer type '" + t +
+                   "' is not supported (supported: NFC, NFD, NFKC, NFKD, "
+                   "Lowercase, Prepend, Replace, Strip, Sequence)");
+  }
+
+  std::unique_ptr<PreTokenizer> pre_tokenizer(const json& j, const std::string& path,
+                                              bool& byte_level) const {
+    if (j.is_null()) return nullptr;
+    const std::string t = type_of(j, path);
+    if (t == "ByteLevel") {
+      byte_level = true;
+      return std::make_unique<ByteLevelPreTokenizer>(flag(j, path, "add_prefix_space", true),
+                                                     flag(j, path, "use_regex", true));
+    }
+    if (t == "Split") {
+      auto [pat, is_regex] = pattern(j, path);
+      const std::string b = str(j, path, "behavior");
+      SplitBehavior behavior;
+      if (b == "Removed")
+        behavior = SplitBehavior::kRemoved;
+      else if (b == "Isolated")
+        behavior = SplitBehavior::kIsolated;
+      else if (b == "MergedWithPrevious")
+        behavior = SplitBehavior::kMergedWithPrevious;
+      else if (b == "MergedWithNext")
+        behavior = SplitBehavior::kMergedWithNext;
+      else if (b == "Contiguous")
+        behavior = SplitBehavior::kContiguous;
+      else
+        fail(path + ".behavior", "unknown split behavior '" + b + "'");
+      return std::make_unique<SplitPreTokenizer>(pat, is_regex, behavior,
+                                                 flag(j, path, "invert", false));
+    }
+    if (t == "Digits") {
+      return std::make_unique<DigitsPreTokenizer>(flag(j, path, "individual_digits", false));
+    }
+    if (t == "Sequence") {
+      const json& list = field(j, path, "pretokenizers");
+      if (!list.is_array()) fail(path + ".pretokenizers", "expected a list");
+      std::vector<std::unique_ptr<PreTokenizer>> steps;
+      for (size_t i = 0; i < list.size(); ++i) {
+        auto p =
+            pre_tokenizer(list[i], path + ".pretokenizers[" + std::to_string(i) + "]", byte_level);
+        if (p) steps.push_back(std::move(p));
+      }
+      return std::make_unique<SequencePreTokenizer>(std::move(steps));
+    }
+    fail(path, "pre_tokenizer type '" + t +
+                   "' is not supported (supported: ByteLevel, Split, "
+                   "Digits, Sequence)");
+  }
+
+  std::unique_ptr<Bpe> model(const json& j, int32_t max_id) const {
+    const std::string t = type_of(j, "model");
+    if (t != "BPE") fail("model.type", "model type '" + t + "' is not supported (supported: BPE)");
+    if (j.contains("dropout") && !j["dropout"].is_null() &&
+        !(j["dropout"].is_number() && j["dropout"].get<double>() == 0.0)) {
+      fail("model.dropout", "BPE dropout (random merges) is not supported; set it to null");
+    }
+    const json& vocab = field(j, "model", "vocab");
+    if (!vocab.is_object()) fail("model.vocab", "expected an object of token: id");
+    if (vocab.size() > kMaxVocab)
+      fail("model.vocab", "has " + std::to_string(vocab.size()) + " entries, more than the limit " +
+                              std::to_string(kMaxVocab));
+    StringMap<int32_t> v;
+    v.reserve(vocab.size());
+    std::vector<uint8_t> seen(static_cast<size_t>(max_id), 0);
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      const int32_t i = id(it.value(), "model.vocab[\"" + it.key() + "\"]");
+      if (i >= max_id) {
+        fail("model.vocab[\"" + it.key() + "\"]",
+             "id " + std::to_string(i) + " is past the vocabulary size " + std::to_string(max_id));
+      }
+      if (seen[i])
+        fail("model.vocab[\"" + it.key() + "\"]",
+             "id " + std::to_string(i) + " is used by two tokens");
+      seen[i] = 1;
+      v.emplace(it.key(), i);
+    }
+    const json& merges = field(j, "model", "merges");
+    if (!merges.is_array()) fail("model.merges", "expected a list");
+    std::vector<std::pair<std::string, std::string>> m;
+    m.reserve(merges.size());
+    for (size_t r = 0; r < merges.size(); ++r) {
+      const json& e = merges[r];
+      const std::string p = "model.merges[" + std::to_string(r) + "]";
+      if (e.is_string()) {
+        const std::string s = e.get<std::string>();
+        const size_t sp = s.find(' ');
+        if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos) {
+          fail(p, "expected \"left right\", got \"" + s + "\"");
+        }
+        m.emplace_back(s.substr(0, sp), s.substr(sp + 1));
+      } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
+        m.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
+      } else {
+        fail(p, "expected \"left right\" or [\"left\", \"right\"]");
+      }
+    }
+    BpeOptions o;
+    o.unk_token = opt_str(j, "model", "unk_token");
+    o.continuing_subword_prefix = opt_str(j, "model", "continuing_subword_prefix");
+    o.end_of_word_suffix = opt_str(j, "model", "end_of_word_suffix");
+    if (o.continuing_subword_prefix && o.continuing_subword_prefix->empty())
+      o.continuing_subword_prefix.reset();
+    if (o.end_of_word_suffix && o.end_of_word_suffix->empty()) o.end_of_word_suffix.reset();
+    o.fuse_unk = flag(j, "model", "fuse_unk", false);
+    o.byte_fallback = flag(j, "model", "byte_fallback", false);
+    o.ignore_merges = flag(j, "model", "ignore_merges", false);
+    try {
+      return std::make_unique<Bpe>(std::move(v), m, std::move(o), max_id);
+    } catch (const Error& e) {
+      fail("model", e.message());
+    }
+  }
+
+  // Single-sequence post-processing as (ids before, ids after).
+  void post_processor(const json& j, const std::string& path, Tokenizer::Impl& t) const {
+    if (j.is_null()) return;
+    const std::string type = type_of(j, path);
+    if (type == "ByteLevel") return;  // only adjusts offsets
+    auto pair_id = [&](const char* key) {
+      const json& p = field(j, path, key);
+      if (!p.is_array() || p.size() != 2) fail(path + "." + key, "expected [token, id]");
+      return id(p[1], path + "." + key + "[1]");
+    };
+    if (type == "BertProcessing" || type == "RobertaProcessing") {
+      t.prefix_ids.push_back(pair_id("cls"));
+      t.suffix_ids.push_back(pair_id("sep"));
+      return;
+    }
+    if (type == "TemplateProcessing") {
+      const json& single = field(j, path, "single");
+      const json& specials = field(j, path, "special_tokens");
+      if (!single.is_array()) fail(path + ".single", "expected a list");
+      bool after = false;
+      for (size_t i = 0; i < single.size(); ++i) {
+        const std::string p = path + ".single[" + std::to_string(i) + "]";
+        const json& item = single[i];
+        if (item.is_object() && item.contains("Sequence")) {
+          after = true;
+        } else if (item.is_object() && item.contains("SpecialToken")) {
+          const std::string name = str(item["SpecialToken"], p + ".SpecialToken", "id");
+          if (!specials.is_object() || !specials.contains(name)) {
+            fail(path + ".special_tokens", "no entry for '" + name + "' used in single");
+          }
+          const json& ids = field(specials[name], path + ".special_tokens." + name, "ids");
+          if (!ids.is_array()) fail(path + ".special_tokens." + name + ".ids", "expected a list");
+          for (size_t k = 0; k < ids.size(); ++k) {
+            (after ? t.suffix_ids : t.prefix_ids).push_back(id(ids[k], p));
+          }
+        } else {
+          fail(p, "expected {\"Sequence\": ...} or {\"SpecialToken\": ...}");
+        }
+      }
+      return;
+    }
+    if (type == "Sequence") {
+      const json& list = field(j, path, "processors");
+      if (!list.is_array()) fail(path + ".processors", "expected a list");
+      for (size_t i = 0; i < list.size(); ++i) {
+        post_processor(list[i], path + ".processors[" + std::to_string(i) + "]", t);
+      }
+      return;
+    }
+    fail(path, "post_processor type '" + type +
+                   "' is not supported (supported: ByteLevel, "
+                   "TemplateProcessing, BertProcessing, RobertaProcessing, Sequence)");
+  }
+
+  void decoder(const json& j, const std::string& path, Tokenizer::Impl& t) const {
+    if (j.is_null()) return;
+    t.has_decoder = true;
+    const std::string type = type_of(j, path);
+    if (type == "ByteLevel") {
+      t.byte_level_decoder = true;
+      return;
+    }
+    if (type == "Sequence") {
+      const json& list = field(j, path, "decoders");
+      if (!list.is_array()) fail(path + ".decoders", "expected a list");
+      for (size_t i = 0; i < list.size(); ++i) {
+        decoder(list[i], path + ".decoders[" + std::to_string(i) + "]", t);
+      }
+      return;
+    }
+    fail(path, "decoder type '" + type + "' is not supported (supported: ByteLevel, Sequence)");
+  }
+
+  std::unique_ptr<Tokenizer::Impl> load(const json& root) const {
+    if (!root.is_object()) fail("(root)", "expected a JSON object");
+    for (const char* key : {"truncation", "padding"}) {
+      if (root.contains(key) && !root[key].is_null()) {
+        fail(key, "is set; hfrun does not truncate or pad in the tokenizer: set it to null");
+      }
+    }
+    auto t = std::make_unique<Tokenizer::Impl>();
+    t->source = file_;
+    // Added tokens first: together with the vocab they bound every id.
+    if (root.contains("added_tokens") && !root["added_tokens"].is_null()) {
+      const json& list = root["added_tokens"];
+      if (!list.is_array()) fail("added_tokens", "expected a list");
+      if (list.size() > kMaxVocab) fail("added_tokens", "too many entries");
+      for (size_t i = 0; i < list.size(); ++i) {
+        const std::string p = "added_tokens[" + std::to_string(i) + "]";
+        AddedToken a;
+        a.content = str(list[i], p, "content");
+        if (a.content.empty()) fail(p + ".content", "empty token");
+        if (find_invalid_utf8(a.content) != std::string::npos)
+          fail(p + ".content", "not valid UTF-8");
+        a.id = id(field(list[i], p, "id"), p + ".id");
+        a.special = flag(list[i], p, "special", false);
+        a.single_word = flag(list[i], p, "single_word", false);
+        a.lstrip = flag(list[i], p, "lstrip", false);
+        a.rstrip = flag(list[i], p, "rstrip", false);
+        a.normalized = flag(list[i], p, "normalized", !a.special);
+        t->added.push_back(std::move(a));
+      }
+    }
+    const json& model = field(root, "(root)", "model");
+    const json& vocab = field(model, "model", "vocab");
+    if (!vocab.is_object()) fail("model.vocab", "expected an object of token: id");
+    // Model ids must stay below the number of tokens: this bounds every table sized by an id.
+    const int32_t max_id =
+        static_cast<int32_t>(std::min(vocab.size() + t->added.size(), kMaxVocab));
+    t->model = model_or_fail(model, max_id);
+    assign_added_ids(*t, static_cast<int32_t>(t->model->vocab().size()));
+
+    bool byte_level = false;
+    t->normalizer = normalizer(root.value("normalizer", json()), "normalizer");
+    t->pre_tokenizer =
+        pre_tokenizer(root.value("pre_tokenizer", json()), "pre_tokenizer", byte_level);
+    post_processor(root.value("post_processor", json()), "post_processor", *t);
+    decoder(root.value("decoder", json()), "decoder", *t);
+
+    // Ids -> tokens; an added token may reuse a vocab id only for the same string.
+    int32_t size = 0;
+    for (const auto& [tok, i] : t->model->vocab()) size = std::max(size, i + 1);
+    for (const AddedToken& a : t->added) size = std::max(size, a.id + 1);
+    t->id_to_token.assign(size, std::string());
+    t->is_special.assign(size, 0);
+    for (const auto& [tok, i] : t->model->vocab()) t->id_to_token[i] = tok;
+    for (AddedToken& a : t->added) {
+      a.match = a.content;
+      if (a.normalized && t->normalizer) t->normalizer->apply(a.match);
+      t->id_to_token[a.id] = a.match;
+      t->is_special[a.id] = a.special;
+    }
+    if (byte_level) {
+      std::string missing;
+      for (int b = 0; b < 256; ++b) {
+        if (!t->model->token_to_id(byte_to_char(static_cast<uint8_t>(b)))) {
+          missing += (missing.empty() ? "" : ", ") + std::to_string(b);
+        }
+      }
+      if (!missing.empty()) {
+        fail("model.vocab", "byte-level tokenizer lacks the base tokens of bytes " + missing +
+                                " (every byte must be encodable)");
+      }
+    }
+    std::vector<const AddedToken*> raw, normalized;
+    for (const AddedToken& a : t->added)
+      (a.normalized && t->normalizer ? normalized : raw).push_back(&a);
+    t->raw_matcher.build(raw);
+    t->normalized_matcher.build(normalized);
+    for (const char* name : {"<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|end|>"}) {
+      if (t->eot) break;
+      for (const AddedToken& a : t->added) {
+        if (a.content == name) t->eot = a.id;
+      }
+      if (!t->eot) {
+        if (auto i = t->model->token_to_id(name)) t->eot = *i;
+      }
+    }
+    return t;
+  }
+
+ private:
+  // Ids of added tokens as HF assigns them when it loads a tokenizer.json (the "id" fields only
+  // order them): a token already in the model vocab takes its vocab id, a repeated token keeps
+  // its first id, a new one gets max(largest added id + 1, model vocab size).
+  static void assign_added_ids(Tokenizer::Impl& t, int32_t model_vocab_size) {
+    std::stable_sort(t.added.begin(), t.added.end(),
+                     [](const AddedToken& a, const AddedToken& b) { return a.id < b.id; });
+    std::vector<AddedToken> unique;
+    int32_t max_added = -1;
+    for (AddedToken& a : t.added) {
+      auto same = std::find_if(unique.begin(), unique.end(),
+                               [&](const AddedToken& u) { return u.content == a.content; });
+      if (same != unique.end()) continue;
+      if (auto vid = t.model->token_to_id(a.content)) {
+        a.id = *vid;
+      } else {
+        a.id = max_added < 0 ? model_vocab_size : std::max(max_added + 1, model_vocab_size);
+      }
+      max_added = std::max(max_added, a.id);
+      unique.push_back(std::move(a));
+    }
+    t.added = std::move(unique);
+  }
+
+  std::unique_ptr<Bpe> model_or_fail(const json& j, int32_t max_id) const {
+    return model(j, max_id);
+  }
+  std::string file_;
+};
+
+}  // namespace
+
+Tokenizer Tokenizer::from_json(std::string_view text, const std::string& source_name) {
+  check_nesting(text, source_name);
+  json root;
+  try {
+    root = json::parse(text.begin(), text.end());
+  } catch (const json::parse_error& e) {
+    HF_CHECK_INPUT(false, source_name, ": not valid JSON: ", e.what());
+  }
+  return Tokenizer(Loader(source_name).load(root));
+}
+
+Tokenizer Tokenizer::from_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  HF_CHECK_INPUT(in.good(), path, ": cannot open tokenizer file");
+  const auto size = static_cast<size_t>(in.tellg());
+  HF_CHECK_INPUT(size <= kMaxFileBytes, path, ": ", size, " bytes is larger than the ",
+                 kMaxFileBytes, "-byte limit for a tokenizer.json");
+  std::string text(size, '\0');
+  in.seekg(0);
+  in.read(text.data(), static_cast<std::streamsize>(size));
+  HF_CHECK_INPUT(in.good(), path, ": read failed");
+  return from_json(text, path);
+}
+
+}  // namespace hfrun::data
