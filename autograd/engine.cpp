@@ -66,7 +66,9 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     Tensor g = std::move(grads[n]);
     grads.erase(n);
     std::vector<Tensor> input_grads;
-    if (g.defined()) {
+    if (!g.defined()) {
+      if (auto* acc = dynamic_cast<AccumulateGrad*>(n)) acc->finish_without_gradient();
+    } else {
       input_grads = n->apply(g);
       HF_CHECK(input_grads.empty() || input_grads.size() == n->next().size(), "backward of ",
                n->name(), " returned ", input_grads.size(), " gradients for ", n->next().size(),

@@ -45,6 +45,12 @@ std::vector<Tensor> AccumulateGrad::apply(const Tensor& grad_output) {
   return {};
 }
 
+void AccumulateGrad::finish_without_gradient() {
+  Tensor leaf = leaf_;
+  AutogradMeta& meta = leaf.ensure_autograd_meta();
+  for (auto& hook : meta.grad_ready_hooks) hook(leaf);
+}
+
 std::shared_ptr<Node> gradient_edge(const Tensor& t) {
   if (!t.defined()) return nullptr;
   AutogradMeta* m = t.autograd_meta();

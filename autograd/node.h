@@ -56,6 +56,10 @@ class AccumulateGrad final : public Node {
  public:
   explicit AccumulateGrad(Tensor leaf) : Node("AccumulateGrad"), leaf_(std::move(leaf)) {}
   std::vector<Tensor> apply(const Tensor& grad_output) override;
+  // The graph reached this leaf but no gradient flowed into it (every path's backward returned
+  // none): its gradient is still final for this backward, so the hooks run (a DDP bucket
+  // waiting on it must not wait forever).
+  void finish_without_gradient();
   const Tensor& leaf() const { return leaf_; }
 
  private:

@@ -25,4 +25,13 @@ struct BlockBenchOptions {
 };
 std::string run_block_bench(const BlockBenchOptions& opts);
 
+// Tokenizer encode throughput over a text file, line by line: single thread and `threads`.
+struct TokenizerBenchOptions {
+  std::string tokenizer;
+  std::string text;
+  int threads = 2;
+  int repeats = 3;
+};
+std::string run_tokenizer_bench(const TokenizerBenchOptions& opts);
+
 }  // namespace hfrun::bench

@@ -1,6 +1,7 @@
 // hfrun bench: parses the options and prints the benchmark's JSON line.
 #include <boost/program_options.hpp>
 #include <iostream>
+#include <thread>
 
 #include "bench/bench.h"
 #include "common/error.h"
@@ -41,6 +42,9 @@ int bench_matmul(const Args& args) {
     return 0;
   }
   HF_CHECK_INPUT(o.m > 0 && o.n > 0 && o.k > 0, "bench matmul: --m, --n, --k must be positive");
+  HF_CHECK_INPUT(o.min_seconds > 0 && o.min_seconds <= 3600,
+                 "bench matmul: --min-seconds must be "
+                 "in (0, 3600]");
   HF_CHECK_INPUT(o.dtype == "f32" || o.dtype == "bf16",
                  "bench matmul: --dtype must be f32 or "
                  "bf16, got '",
@@ -72,10 +76,34 @@ int bench_block(const Args& args) {
   return 0;
 }
 
+int bench_tokenizer(const Args& args) {
+  bench::TokenizerBenchOptions o;
+  o.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  po::options_description desc("Options");
+  desc.add_options()("help,h", "show this help")("tokenizer", po::value(&o.tokenizer)->required(),
+                                                 "tokenizer.json")(
+      "text", po::value(&o.text)->required(), "text file, encoded line by line")(
+      "threads", po::value(&o.threads)->default_value(o.threads), "threads for the parallel run")(
+      "repeats", po::value(&o.repeats)->default_value(o.repeats), "repetitions (best counts)");
+  po::variables_map vm;
+  if (!parse(args, desc, vm,
+             "Usage: hfrun bench tokenizer --tokenizer tokenizer.json --text FILE "
+             "[--threads N]\nEncode throughput (MB/s, tokens/s) on one thread and on N threads. "
+             "bench/tokenizer_vs_hf.sh prints it next to Hugging Face tokenizers.")) {
+    return 0;
+  }
+  HF_CHECK_INPUT(o.threads >= 1 && o.threads <= 1024,
+                 "bench tokenizer: --threads must be in [1, 1024]");
+  HF_CHECK_INPUT(o.repeats >= 1, "bench tokenizer: --repeats must be positive");
+  std::cout << bench::run_tokenizer_bench(o) << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args) {
-  const char* usage = "Usage: hfrun bench matmul|block [options]   (hfrun bench WHAT --help)\n";
+  const char* usage =
+      "Usage: hfrun bench matmul|block|tokenizer [options]   (hfrun bench WHAT --help)\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << usage;
     return args.empty() ? 2 : 0;
@@ -83,7 +111,9 @@ int cmd_bench(const Args& args) {
   Args rest(args.begin() + 1, args.end());
   if (args[0] == "matmul") return bench_matmul(rest);
   if (args[0] == "block") return bench_block(rest);
-  HF_CHECK_INPUT(false, "bench: unknown benchmark '", args[0], "' (expected matmul or block)");
+  if (args[0] == "tokenizer") return bench_tokenizer(rest);
+  HF_CHECK_INPUT(false, "bench: unknown benchmark '", args[0],
+                 "' (expected matmul, block or tokenizer)");
   return 2;
 }
 

@@ -53,6 +53,18 @@ class Loader {
     std::abort();
   }
 
+  // Runs fn; an error raised by a component (an invalid regex, say) gets the file and the
+  // section it came from.
+  template <typename Fn>
+  auto in_context(const std::string& path, Fn&& fn) const {
+    try {
+      return fn();
+    } catch (const Error& e) {
+      if (e.message().rfind(file_, 0) == 0) throw;
+      fail(path, e.message());
+    }
+  }
+
   const json& field(const json& obj, const std::string& path, const char* key) const {
     if (!obj.is_object()) fail(path, "expected an object");
     auto it = obj.find(key);
@@ -343,6 +355,10 @@ class Loader {
       }
     }
     const json& model = field(root, "(root)", "model");
+    const std::string model_type = type_of(model, "model");
+    if (model_type != "BPE") {
+      fail("model.type", "model type '" + model_type + "' is not supported (supported: BPE)");
+    }
     const json& vocab = field(model, "model", "vocab");
     if (!vocab.is_object()) fail("model.vocab", "expected an object of token: id");
     // Model ids must stay below the number of tokens: this bounds every table sized by an id.
@@ -352,9 +368,11 @@ class Loader {
     assign_added_ids(*t, static_cast<int32_t>(t->model->vocab().size()));
 
     bool byte_level = false;
-    t->normalizer = normalizer(root.value("normalizer", json()), "normalizer");
-    t->pre_tokenizer =
-        pre_tokenizer(root.value("pre_tokenizer", json()), "pre_tokenizer", byte_level);
+    t->normalizer = in_context(
+        "normalizer", [&] { return normalizer(root.value("normalizer", json()), "normalizer"); });
+    t->pre_tokenizer = in_context("pre_tokenizer", [&] {
+      return pre_tokenizer(root.value("pre_tokenizer", json()), "pre_tokenizer", byte_level);
+    });
     post_processor(root.value("post_processor", json()), "post_processor", *t);
     decoder(root.value("decoder", json()), "decoder", *t);
 

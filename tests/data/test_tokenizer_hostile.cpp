@@ -1,0 +1,132 @@
+// Hostile and malformed tokenizer.json files: each is rejected (or bounded) with an error that
+// names the file and the part that is wrong, never a crash, a hang or a huge allocation.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+
+#include "common/error.h"
+#include "data/tokenizer/tokenizer.h"
+
+namespace hfrun::data {
+namespace {
+
+// A tiny character-level BPE with the given vocab / merges / extra sections.
+std::string tiny(const std::string& vocab = R"({"a": 0, "b": 1, "ab": 2})",
+                 const std::string& merges = R"(["a b"])", const std::string& extra = "",
+                 const std::string& model_extra = "") {
+  return R"({"added_tokens": [], "normalizer": null, "pre_tokenizer": null,
+             "post_processor": null, "decoder": null)" +
+         extra + R"(, "model": {"type": "BPE",
+             "vocab": )" +
+         vocab + R"(, "merges": )" + merges + model_extra + "}}";
+}
+
+void expect_rejected(const std::string& json, const std::vector<std::string>& parts) {
+  try {
+    Tokenizer::from_json(json, "hostile.json");
+    ADD_FAILURE() << "accepted: " << json.substr(0, 200);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput) << e.message();
+    EXPECT_NE(e.message().find("hostile.json"), std::string::npos) << e.message();
+    for (const auto& p : parts) EXPECT_NE(e.message().find(p), std::string::npos) << e.message();
+  }
+}
+
+TEST(TokenizerHostile, TinyTokenizerIsFine) {
+  auto tok = Tokenizer::from_json(tiny(), "ok.json");
+  EXPECT_EQ(tok.encode("abba"), (std::vector<int32_t>{2, 1, 0}));
+}
+
+TEST(TokenizerHostile, IdPastTheVocabIsRejectedWithoutAllocatingForIt) {
+  // An id of 2^31-1 must not size any table.
+  expect_rejected(tiny(R"({"a": 0, "b": 2147483647, "ab": 2})"),
+                  {"model.vocab", "2147483647", "past"});
+  expect_rejected(tiny(R"({"a": 0, "b": -1, "ab": 2})"), {"model.vocab", "out of range"});
+  expect_rejected(tiny(R"({"a": 0, "b": 1.5, "ab": 2})"), {"model.vocab", "integer"});
+}
+
+TEST(TokenizerHostile, DuplicateIdsAreRejected) {
+  expect_rejected(tiny(R"({"a": 0, "b": 0, "ab": 2})"), {"model.vocab", "used by two tokens"});
+}
+
+TEST(TokenizerHostile, MergesMustReferToTheVocab) {
+  expect_rejected(tiny(R"({"a": 0, "b": 1, "ab": 2})", R"(["a c"])"), {"merges[0]", "'c'"});
+  expect_rejected(tiny(R"({"a": 0, "b": 1})", R"(["a b"])"), {"merges[0]", "'ab'"});
+  expect_rejected(tiny(R"({"a": 0, "b": 1, "ab": 2})", R"(["a b c"])"), {"merges[0]"});
+  expect_rejected(tiny(R"({"a": 0, "b": 1, "ab": 2})", R"([42])"), {"merges[0]"});
+}
+
+TEST(TokenizerHostile, ByteLevelTokenizerMissingByteTokensIsRejected) {
+  std::string extra = R"(, "pre_tokenizer": {"type": "ByteLevel"})";
+  // Overrides the null pre_tokenizer above (the last key wins in the parser).
+  expect_rejected(tiny(R"({"a": 0, "b": 1, "ab": 2})", R"(["a b"])", extra),
+                  {"byte-level", "bytes 0, 1, 2"});
+}
+
+TEST(TokenizerHostile, UnsupportedComponentsAreNamed) {
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "normalizer": {"type": "BertNormalizer"})"),
+                  {"normalizer", "BertNormalizer"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "pre_tokenizer": {"type": "Metaspace"})"),
+                  {"pre_tokenizer", "Metaspace"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "decoder": {"type": "WordPiece"})"),
+                  {"decoder", "WordPiece"});
+  expect_rejected(R"({"model": {"type": "Unigram", "vocab": []}})", {"model.type", "Unigram"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "truncation": {"max_length": 5})"),
+                  {"truncation"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", "", R"(, "dropout": 0.1)"), {"dropout"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", "", R"(, "unk_token": "<unk>")"),
+                  {"unk_token", "<unk>"});
+}
+
+TEST(TokenizerHostile, MalformedJsonAndStructure) {
+  expect_rejected("{\"model\": ", {"not valid JSON"});
+  expect_rejected("[1, 2]", {"expected a JSON object"});
+  expect_rejected(R"({"added_tokens": []})", {"missing key 'model'"});
+  expect_rejected(tiny(R"(["a"])"), {"model.vocab"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "added_tokens": [{"content": "", "id": 1}])"),
+                  {"added_tokens[0].content", "empty"});
+}
+
+TEST(TokenizerHostile, DeepNestingIsRejectedBeforeParsing) {
+  std::string deep = "{\"model\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  expect_rejected(deep, {"nested deeper"});
+}
+
+TEST(TokenizerHostile, InvalidRegexIsRejected) {
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "pre_tokenizer": {"type": "Split", "pattern":
+      {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": false})"),
+                  {"invalid regex", "(unclosed"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "pre_tokenizer": {"type": "Split", "pattern":
+      {"Regex": "a"}, "behavior": "Sideways", "invert": false})"),
+                  {"behavior", "Sideways"});
+}
+
+TEST(TokenizerHostile, CatastrophicRegexIsBoundedNotHung) {
+  // (a|aa)*b backtracks exponentially on a long run of a's without a b.
+  auto tok = Tokenizer::from_json(
+      tiny(R"({"a": 0, "b": 1, "ab": 2})", R"(["a b"])", R"(, "pre_tokenizer": {"type": "Split",
+          "pattern": {"Regex": "(a|aa)*b"}, "behavior": "Isolated", "invert": false})"),
+      "regex.json");
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    tok.encode(std::string(5000, 'a'));
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("backtracking"), std::string::npos) << e.message();
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(secs, 60.0);  // bounded: an unbounded engine would run for longer than the universe
+}
+
+TEST(TokenizerHostile, MissingFileAndOversizedFile) {
+  try {
+    Tokenizer::from_file("/nonexistent/tokenizer.json");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("/nonexistent/tokenizer.json"), std::string::npos);
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput);
+  }
+}
+
+}  // namespace
+}  // namespace hfrun::data
