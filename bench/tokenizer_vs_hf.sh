@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tokenizer encode throughput, hfrun next to Hugging Face tokenizers, on the same text (the
 # Brown corpus, ~6 MB, as plain text) and the same tokenizer.json files (GPT-2, Llama-3), on one
-# thread and on all threads. Needs a built tree (BUILD_DIR, default build) and node/npm.
+# thread and on all threads; then `hfrun prepare` throughput on 1..N threads. Needs a built
+# tree (BUILD_DIR, default build) and node/npm.
 #
 #   bash bench/tokenizer_vs_hf.sh [MAX_TEXT_BYTES]
 set -euo pipefail
@@ -29,4 +30,19 @@ for name in gpt2 llama3; do
   row "$name" "hfrun" 1 "$(field "$ours" mb_per_s_1thread)" "$(field "$ours" tokens_per_s_1thread)" "$(field "$hf1" mb_per_s)"
   row "$name" "hf-tokenizers" "$THREADS" "$(field "$hfn" mb_per_s)" "$(field "$hfn" tokens_per_s)" "$(field "$hfn" mb_per_s)"
   row "$name" "hfrun" "$THREADS" "$(field "$ours" mb_per_s)" "$(field "$ours" tokens_per_s)" "$(field "$hfn" mb_per_s)"
+done
+
+echo
+printf "%-8s %-22s %8s %12s %12s\n" tokenizer "hfrun prepare" threads "MB/s" "Mtok/s"
+node "$REF/brown_text.js" "$REF/brown.jsonl" "${1:-6000000}" >/dev/null
+for name in gpt2 llama3; do
+  TOK="$REF/node_modules/@lenml/tokenizer-$name/models/tokenizer.json"
+  for t in $(seq 1 "$THREADS"); do
+    line="$("$BUILD_DIR/hfrun" prepare --tokenizer "$TOK" --output "$REF/prepare_out" --overwrite \
+      --threads "$t" "$REF/brown.jsonl" 2>/dev/null)"
+    mbps="$(sed -E 's/.* ([0-9.]+) MB\/s$/\1/' <<<"$line")"
+    tps="$(sed -E 's/.*: ([0-9]+) tokens\/s.*/\1/' <<<"$line")"
+    awk -v n="$name" -v t="$t" -v mb="$mbps" -v tok="$tps" \
+      'BEGIN { printf "%-8s %-22s %8s %12.2f %12.3f\n", n, "jsonl -> .bin", t, mb, tok / 1e6 }'
+  done
 done

@@ -12,5 +12,6 @@ using Args = std::vector<std::string>;
 int cmd_env(const Args& args);
 int cmd_bench(const Args& args);
 int cmd_tokenize(const Args& args);
+int cmd_prepare(const Args& args);
 
 }  // namespace hfrun::cli

@@ -17,6 +17,8 @@ Usage:
   hfrun bench matmul --m M --n N --k K --dtype f32|bf16 [--baseline]
   hfrun bench block [--tokens N] [--dim C] [--heads H] [--iters I]
   hfrun tokenize --tokenizer tokenizer.json [--decode] [--whole] [--add-special] [FILE ...]
+  hfrun prepare --tokenizer tokenizer.json --output DIR INPUT...   .txt/.jsonl -> .bin shards
+  hfrun bench tokenizer --tokenizer tokenizer.json --text FILE [--threads N]
   hfrun env                     versions, CPU ISA, threads
   hfrun --version | --help | COMMAND --help
 
@@ -42,6 +44,7 @@ int main(int argc, char** argv) {
     if (cmd == "env") return cli::cmd_env(rest);
     if (cmd == "bench") return cli::cmd_bench(rest);
     if (cmd == "tokenize") return cli::cmd_tokenize(rest);
+    if (cmd == "prepare") return cli::cmd_prepare(rest);
     std::cerr << "hfrun: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
   } catch (const Error& e) {

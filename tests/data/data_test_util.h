@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "data/tokenizer/byte_level.h"
 
 namespace hfrun::testing {
 
@@ -54,6 +55,24 @@ inline std::vector<int32_t> byte_encode(std::string_view text) {
   std::vector<int32_t> ids;
   for (char c : text) ids.push_back(static_cast<unsigned char>(c));
   return ids;
+}
+
+// A tokenizer.json that encodes exactly like byte_encode (byte b -> id b, no merges) and has
+// <|endoftext|> = kByteEot: a real Tokenizer for tests that compare with joined().
+inline std::string byte_tokenizer_json() {
+  std::string vocab;
+  for (int b = 0; b < 256; ++b) {
+    std::string c = data::byte_to_char(static_cast<uint8_t>(b));
+    if (c == "\"" || c == "\\") c = "\\" + c;
+    vocab += "\"" + c + "\": " + std::to_string(b) + ", ";
+  }
+  vocab += "\"<|endoftext|>\": 256";
+  return R"({"added_tokens": [{"id": 256, "content": "<|endoftext|>", "single_word": false,
+    "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+    "normalizer": null, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false,
+    "use_regex": false}, "post_processor": null, "decoder": {"type": "ByteLevel"},
+    "model": {"type": "BPE", "vocab": {)" +
+         vocab + R"(}, "merges": []}})";
 }
 
 // byte_encode(a) + eot + byte_encode(b) + ... : the stream CONTRACT.md describes.

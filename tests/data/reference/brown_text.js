@@ -3,6 +3,7 @@
 // paragraph per tagged sentence block.
 //
 //   node brown_text.js OUT.txt [MAX_BYTES]
+// With OUT.jsonl it writes one {"text": ...} document per paragraph instead.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -36,5 +37,9 @@ outer: for (const f of files) {
     text += para;
   }
 }
-fs.writeFileSync(out, text);
+if (out.endsWith('.jsonl')) {
+  fs.writeFileSync(out, text.split('\n').filter(Boolean).map((p) => JSON.stringify({ text: p })).join('\n') + '\n');
+} else {
+  fs.writeFileSync(out, text);
+}
 console.log(`wrote ${Buffer.byteLength(text)} bytes to ${out}`);
