@@ -8,15 +8,16 @@ declare -A allowed=(
   [common]="common"
   [tensor]="common tensor"
   [autograd]="common tensor autograd"
-  [models]="common tensor autograd models"
+  [io]="common tensor io"
+  [models]="common tensor autograd io models"
   [optim]="common tensor autograd optim"
   [data]="common tensor data"
-  [distributed]="common tensor autograd optim distributed"
-  [train]="common tensor autograd models optim data distributed train"
-  [bench]="common tensor autograd models optim data distributed train bench"
-  [launcher]="common tensor autograd models optim data distributed train bench launcher"
+  [distributed]="common tensor autograd io optim distributed"
+  [train]="common tensor autograd io models optim data distributed train"
+  [bench]="common tensor autograd io models optim data distributed train bench"
+  [launcher]="common tensor autograd io models optim data distributed train bench launcher"
 )
-modules="common tensor autograd models optim data distributed train bench launcher"
+modules="common tensor autograd io models optim data distributed train bench launcher"
 
 status=0
 for mod in ${!allowed[@]}; do

@@ -13,6 +13,7 @@ PACKAGES=(
   nlohmann-json3-dev
   libonig-dev
   libicu-dev
+  python3-torch libopenblas0-openmp
 )
 # Node.js runs the reference tokenizer (Hugging Face's npm package `tokenizers`) in the parity
 # tests. A machine that already has node and npm (e.g. from NodeSource, whose nodejs conflicts

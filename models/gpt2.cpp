@@ -1,0 +1,124 @@
+#include "models/gpt2.h"
+
+#include <cmath>
+
+#include "autograd/functions.h"
+#include "common/error.h"
+
+namespace hfrun::nn {
+
+namespace {
+
+Tensor init_normal(const Shape& shape, Generator& gen, double std) {
+  return ops::randn(shape, gen, DType::kF32, 0.0, std);
+}
+
+Tensor activation(const std::string& name, const Tensor& x) {
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh") return gelu(x, /*tanh_approx=*/true);
+  if (name == "gelu") return gelu(x, false);
+  if (name == "relu") return relu(x);
+  return silu(x);
+}
+
+}  // namespace
+
+// One transformer block: ln_1, attn (c_attn, c_proj), ln_2, mlp (c_fc, c_proj).
+class Gpt2Block : public Module {
+ public:
+  Gpt2Block(const Gpt2Config& c, Generator& gen) : c_(c) {
+    const int64_t C = c.n_embd, M = c.mlp_width();
+    const double proj_std = c.initializer_range / std::sqrt(2.0 * static_cast<double>(c.n_layer));
+    ln_1_w_ = register_parameter("ln_1.weight", ops::ones({C}));
+    ln_1_b_ = register_parameter("ln_1.bias", ops::zeros({C}));
+    attn_w_ =
+        register_parameter("attn.c_attn.weight", init_normal({C, 3 * C}, gen, c.initializer_range));
+    attn_b_ = register_parameter("attn.c_attn.bias", ops::zeros({3 * C}));
+    proj_w_ = register_parameter("attn.c_proj.weight", init_normal({C, C}, gen, proj_std));
+    proj_b_ = register_parameter("attn.c_proj.bias", ops::zeros({C}));
+    ln_2_w_ = register_parameter("ln_2.weight", ops::ones({C}));
+    ln_2_b_ = register_parameter("ln_2.bias", ops::zeros({C}));
+    fc_w_ = register_parameter("mlp.c_fc.weight", init_normal({C, M}, gen, c.initializer_range));
+    fc_b_ = register_parameter("mlp.c_fc.bias", ops::zeros({M}));
+    fc2_w_ = register_parameter("mlp.c_proj.weight", init_normal({M, C}, gen, proj_std));
+    fc2_b_ = register_parameter("mlp.c_proj.bias", ops::zeros({C}));
+  }
+
+  Tensor forward(const Tensor& x, Generator& gen) {
+    const bool train = is_training();
+    Tensor h = add(
+        x, dropout(
+               attention(layer_norm(x, param(ln_1_w_), param(ln_1_b_), c_.layer_norm_epsilon), gen),
+               c_.resid_pdrop, train, gen));
+    Tensor m = linear(layer_norm(h, param(ln_2_w_), param(ln_2_b_), c_.layer_norm_epsilon),
+                      param(fc_w_), param(fc_b_));
+    m = linear(activation(c_.activation_function, m), param(fc2_w_), param(fc2_b_));
+    return add(h, dropout(m, c_.resid_pdrop, train, gen));
+  }
+
+ private:
+  // Causal self-attention; the fused kernel unless attention dropout is active.
+  Tensor attention(const Tensor& x, Generator& gen) {
+    const int64_t B = x.size(0), T = x.size(1), C = c_.n_embd, H = c_.n_head, D = C / H;
+    Tensor qkv = linear(x, param(attn_w_), param(attn_b_));  // [B, T, 3C]
+    auto heads = [&](int64_t i) {
+      return transpose(reshape(narrow(qkv, 2, i * C, C), {B, T, H, D}), 1, 2);  // [B, H, T, D]
+    };
+    Tensor q = heads(0), k = heads(1), v = heads(2);
+    Tensor y;
+    if (is_training() && c_.attn_pdrop > 0) {
+      Tensor scores =
+          mul_scalar(matmul(q, transpose(k, 2, 3)), 1.0 / std::sqrt(static_cast<double>(D)));
+      Tensor future =
+          ops::gt(ops::reshape(ops::arange(T), {1, T}), ops::reshape(ops::arange(T), {T, 1}));
+      Tensor probs = softmax(masked_fill(scores, future, -INFINITY), -1);
+      y = matmul(dropout(probs, c_.attn_pdrop, true, gen), v);
+    } else {
+      y = scaled_dot_product_attention(q, k, v, /*causal=*/true);
+    }
+    y = reshape(transpose(y, 1, 2), {B, T, C});
+    return linear(y, param(proj_w_), param(proj_b_));
+  }
+
+  const Gpt2Config& c_;
+  size_t ln_1_w_, ln_1_b_, attn_w_, attn_b_, proj_w_, proj_b_, ln_2_w_, ln_2_b_, fc_w_, fc_b_,
+      fc2_w_, fc2_b_;
+};
+
+Gpt2::Gpt2(const Gpt2Config& config, uint64_t seed)
+    : config_(config), dropout_gen_(seed ^ 0x9e3779b97f4a7c15ull) {
+  config_.validate();
+  Generator gen(seed);
+  const int64_t C = config_.n_embd;
+  wte_ = register_parameter("wte.weight",
+                            init_normal({config_.vocab_size, C}, gen, config_.initializer_range));
+  wpe_ = register_parameter("wpe.weight",
+                            init_normal({config_.n_positions, C}, gen, config_.initializer_range));
+  for (int64_t i = 0; i < config_.n_layer; ++i) {
+    blocks_.push_back(
+        &register_module("h." + std::to_string(i), std::make_unique<Gpt2Block>(config_, gen)));
+  }
+  ln_f_w_ = register_parameter("ln_f.weight", ops::ones({C}));
+  ln_f_b_ = register_parameter("ln_f.bias", ops::zeros({C}));
+}
+
+Gpt2::~Gpt2() = default;
+
+Tensor Gpt2::forward(const Tensor& ids) {
+  HF_CHECK(ids.dim() == 2, "gpt2: ids must be [B, T], got ", ids.str());
+  const int64_t T = ids.size(1);
+  HF_CHECK_INPUT(T <= config_.n_positions, "gpt2: sequence length ", T, " exceeds n_positions ",
+                 config_.n_positions);
+  Tensor x = add(embedding(param(wte_), ids), embedding(param(wpe_), ops::arange(T)));
+  x = dropout(x, config_.embd_pdrop, is_training(), dropout_gen_);
+  for (Gpt2Block* b : blocks_) x = b->forward(x, dropout_gen_);
+  x = layer_norm(x, param(ln_f_w_), param(ln_f_b_), config_.layer_norm_epsilon);
+  return linear(x, transpose(param(wte_), 0, 1));  // tied lm_head: [C, V] view of wte
+}
+
+Tensor Gpt2::loss(const Tensor& ids, const Tensor& targets) {
+  HF_CHECK(targets.sizes() == ids.sizes(), "gpt2: targets ", targets.str(), " must match ids ",
+           ids.str());
+  return cross_entropy(forward(ids), targets);
+}
+
+}  // namespace hfrun::nn

@@ -1,0 +1,45 @@
+// GPT-2 with Hugging Face GPT2LMHeadModel semantics and parameter names: learned position
+// embeddings, pre-LayerNorm blocks, fused qkv (c_attn), Conv1D weights laid out [in, out],
+// gelu_new, final LayerNorm, lm_head tied to the token embedding (wte).
+//
+//   x = wte[ids] + wpe[0..T)                                    [B, T, C]
+//   per block:  x = x + c_proj(attn(ln_1(x)))    x = x + mlp(ln_2(x))
+//   logits = ln_f(x) @ wte^T                                    [B, T, V]
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "models/gpt2_config.h"
+#include "models/module.h"
+#include "tensor/random.h"
+
+namespace hfrun::nn {
+
+class Gpt2Block;
+
+class Gpt2 : public Module {
+ public:
+  // Parameters are created with HF's initialisation (normal(0, initializer_range); residual
+  // projections c_proj scaled by 1/sqrt(2 n_layer); LayerNorm 1/0; biases 0) from `seed`.
+  explicit Gpt2(const Gpt2Config& config, uint64_t seed = 0);
+  ~Gpt2() override;
+
+  const Gpt2Config& config() const { return config_; }
+  // ids [B, T] (i32/i64, T <= n_positions) -> logits [B, T, V] (f32).
+  Tensor forward(const Tensor& ids);
+  // Mean cross-entropy of the next-token logits against targets [B, T] (already shifted:
+  // CONTRACT.md's windows), ignoring targets equal to -100.
+  Tensor loss(const Tensor& ids, const Tensor& targets);
+
+  // Dropout's random stream (saved and restored with checkpoints).
+  Generator& dropout_generator() { return dropout_gen_; }
+
+ private:
+  Gpt2Config config_;
+  size_t wte_, wpe_, ln_f_w_, ln_f_b_;
+  std::vector<Gpt2Block*> blocks_;
+  Generator dropout_gen_;
+};
+
+}  // namespace hfrun::nn

@@ -1,0 +1,84 @@
+// nn::Module: a tree of modules with named parameters (HF naming: "h.0.attn.c_attn.weight"),
+// train/eval mode, and flat storage: after construction, flatten_parameters() moves every
+// parameter into one contiguous buffer (and every gradient into another) with each parameter a
+// view, so an optimizer step, a DDP bucket or a ZeRO shard is a range of offsets (llm.c's
+// malloc_and_point_parameters).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace hfrun::nn {
+
+// Where a parameter lives in the flat buffers (in elements).
+struct FlatSlot {
+  std::string name;
+  int64_t offset = 0;
+  int64_t numel = 0;
+};
+
+struct FlatParameters {
+  Tensor params;  // 1-D, every parameter is a view into it
+  Tensor grads;   // 1-D, same layout; each parameter's .grad() is a view into it
+  std::vector<FlatSlot> slots;
+};
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  // Parameters of this module and its children, depth-first in registration order.
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  std::vector<Tensor> parameters() const;
+  int64_t num_parameters() const;
+  // The parameter with this full name; throws naming it when absent.
+  Tensor parameter(const std::string& name) const;
+  // Copies `value` (cast to the parameter's dtype) into a parameter, checking the shape.
+  void load_parameter(const std::string& name, const Tensor& value);
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+
+  // Moves every parameter into one f32 buffer (parameters aligned to 16 elements) and gives
+  // each a zero gradient view in a matching buffer. Values are kept.
+  const FlatParameters& flatten_parameters();
+  const FlatParameters* flat() const { return flat_.get(); }
+  // Zeros the flat gradient buffer (or every defined .grad() when not flattened).
+  void zero_grad();
+
+ protected:
+  // Registers a trainable parameter (requires_grad is set) and returns its index for param().
+  size_t register_parameter(const std::string& name, Tensor value);
+  template <typename M>
+  M& register_module(const std::string& name, std::unique_ptr<M> module) {
+    M& ref = *module;
+    children_.emplace_back(name, std::move(module));
+    order_.push_back({false, children_.size() - 1});
+    return ref;
+  }
+  const Tensor& param(size_t index) const { return params_[index].second; }
+
+ private:
+  void collect(const std::string& prefix, std::vector<std::pair<std::string, Tensor*>>& out);
+  void collect(const std::string& prefix,
+               std::vector<std::pair<std::string, const Tensor*>>& out) const;
+
+  std::vector<std::pair<std::string, Tensor>> params_;
+  std::vector<std::pair<std::string, std::unique_ptr<Module>>> children_;
+  // Registration order of parameters (true) and children (false): names come out in it, as
+  // in PyTorch's named_parameters() for a module that registers in forward order.
+  std::vector<std::pair<bool, size_t>> order_;
+  bool training_ = true;
+  std::unique_ptr<FlatParameters> flat_;
+};
+
+}  // namespace hfrun::nn

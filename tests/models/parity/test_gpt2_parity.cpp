@@ -1,0 +1,69 @@
+// GPT-2 against PyTorch: logits, loss and every parameter gradient of a tiny GPT-2 with random
+// weights (tests/models/reference/gpt2_reference.py, run by the ctest fixture gpt2_reference;
+// HFRUN_GPT2_REFERENCE names its JSON output).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "autograd/node.h"
+#include "models/gpt2.h"
+#include "tensor/ops.h"
+
+namespace hfrun::nn {
+namespace {
+
+// ||a - b|| / ||b||: the relative error of a whole tensor (element-wise relative error is
+// meaningless for entries near zero).
+double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+Tensor ints(const nlohmann::json& rows) {
+  std::vector<int64_t> v;
+  for (const auto& r : rows) {
+    for (const auto& x : r) v.push_back(x.get<int64_t>());
+  }
+  return ops::from_ints(v,
+                        {static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())});
+}
+
+TEST(Gpt2Parity, LogitsLossAndGradientsMatchPyTorch) {
+  const char* path = std::getenv("HFRUN_GPT2_REFERENCE");
+  ASSERT_NE(path, nullptr)
+      << "run through ctest (fixture gpt2_reference) or set HFRUN_GPT2_REFERENCE";
+  std::ifstream in(path);
+  ASSERT_TRUE(in.good()) << path;
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  const Gpt2Config cfg = Gpt2Config::from_json(ref["config"].dump(), "reference config");
+  Gpt2 model(cfg, /*seed=*/0);
+  model.flatten_parameters();
+  ASSERT_EQ(model.named_parameters().size(), ref["params"].size());
+  for (const auto& [name, p] : ref["params"].items()) {
+    Shape shape = p["shape"].get<Shape>();
+    model.load_parameter(name, ops::from_vector(p["data"].get<std::vector<float>>(), shape));
+  }
+  const Tensor ids = ints(ref["ids"]), targets = ints(ref["targets"]);
+
+  Tensor logits = model.forward(ids);
+  EXPECT_LT(rel_err(logits.to_vector(), ref["logits"].get<std::vector<float>>()), 1e-5);
+  model.zero_grad();
+  Tensor loss = model.loss(ids, targets);
+  EXPECT_NEAR(loss.item(), ref["loss"].get<double>(), 1e-5 * std::fabs(ref["loss"].get<double>()));
+  autograd::backward(loss);
+  for (const auto& [name, t] : model.named_parameters()) {
+    const auto want = ref["grads"][name].get<std::vector<float>>();
+    const double err = rel_err(t.grad().to_vector(), want);
+    EXPECT_LT(err, 1e-4) << name;
+  }
+}
+
+}  // namespace
+}  // namespace hfrun::nn
