@@ -13,5 +13,6 @@ int cmd_env(const Args& args);
 int cmd_bench(const Args& args);
 int cmd_tokenize(const Args& args);
 int cmd_prepare(const Args& args);
+int cmd_train(const Args& args);
 
 }  // namespace hfrun::cli

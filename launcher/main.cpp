@@ -13,7 +13,7 @@ namespace {
 const char* kUsage = R"(hfrun: distributed training for transformer models, natively.
 
 Usage:
-  hfrun [launch options] CONFIG.yaml [--set key.path=value ...]   train (not yet available)
+  hfrun [-np N] CONFIG.yaml [--set key.path=value ...] [--dry-run]   train (also: hfrun train ...)
   hfrun bench matmul --m M --n N --k K --dtype f32|bf16 [--baseline]
   hfrun bench block [--tokens N] [--dim C] [--heads H] [--iters I]
   hfrun tokenize --tokenizer tokenizer.json [--decode] [--whole] [--add-special] [FILE ...]
@@ -45,6 +45,10 @@ int main(int argc, char** argv) {
     if (cmd == "bench") return cli::cmd_bench(rest);
     if (cmd == "tokenize") return cli::cmd_tokenize(rest);
     if (cmd == "prepare") return cli::cmd_prepare(rest);
+    if (cmd == "train") return cli::cmd_train(rest);
+    // The headline form: hfrun [launch options] CONFIG.yaml [--set ...]
+    if (cmd[0] == '-' || cmd.ends_with(".yaml") || cmd.ends_with(".yml"))
+      return cli::cmd_train(args);
     std::cerr << "hfrun: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
   } catch (const Error& e) {

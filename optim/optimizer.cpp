@@ -1,0 +1,144 @@
+#include "optim/optimizer.h"
+
+#include <map>
+#include <set>
+
+#include "autograd/node.h"
+#include "tensor/ops.h"
+
+namespace hfrun::optim {
+
+std::vector<ParamRef> param_refs(const std::vector<std::pair<std::string, Tensor>>& named) {
+  std::vector<ParamRef> refs;
+  refs.reserve(named.size());
+  for (const auto& [name, t] : named) refs.push_back(ParamRef{name, t});
+  return refs;
+}
+
+Optimizer::Optimizer(std::vector<ParamRef> params, double lr, const char* kind)
+    : kind_(kind), params_(std::move(params)), param_steps_(params_.size(), 0), lr_(lr) {
+  std::set<std::string> names;
+  for (const auto& p : params_) {
+    HF_CHECK_INPUT(p.param.defined(), kind_, ": parameter '", p.name, "' is undefined");
+    HF_CHECK_INPUT(names.insert(p.name).second, kind_, ": duplicate parameter name '", p.name, "'");
+    // Mixed precision keeps f32 master weights here and casts copies for compute.
+    HF_CHECK_INPUT(p.param.dtype() == DType::kF32, kind_, ": parameter '", p.name, "' is ",
+                   p.param.str(), "; optimizers update f32 (master) parameters only");
+    HF_CHECK_INPUT(p.param.device().is_cpu(), kind_, ": parameter '", p.name, "' is on ",
+                   p.param.device().str(), "; only CPU parameters are supported");
+  }
+  set_lr(lr);
+}
+
+void Optimizer::set_lr(double lr) {
+  HF_CHECK_INPUT(lr >= 0, kind_, ": learning rate must be >= 0, got ", lr);
+  lr_ = lr;
+}
+
+void Optimizer::add_state_kind(const std::string& kind) {
+  int64_t total = 0;
+  for (const auto& p : params_) total += p.param.numel();
+  Tensor flat = ops::zeros({total});
+  std::vector<Tensor> views;
+  views.reserve(params_.size());
+  int64_t offset = 0;
+  for (const auto& p : params_) {
+    const Shape& sizes = p.param.sizes();
+    views.push_back(make_view(flat, sizes, contiguous_strides(sizes), offset));
+    offset += p.param.numel();
+  }
+  state_kinds_.push_back(kind);
+  state_views_.push_back(std::move(views));
+}
+
+void Optimizer::step() {
+  autograd::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const ParamRef& p = params_[i];
+    Tensor g = p.param.grad();
+    if (!g.defined()) continue;
+    HF_CHECK(g.dtype() == DType::kF32, kind_, ": gradient of '", p.name, "' is ", g.str(),
+             "; f32 gradients required");
+    HF_CHECK(g.sizes() == p.param.sizes(), kind_, ": gradient of '", p.name, "' is ", g.str(),
+             " but the parameter is ", p.param.str());
+    HF_CHECK(g.device() == p.param.device(), kind_, ": gradient of '", p.name,
+             "' is on another device than the parameter");
+    update(i, g, ++param_steps_[i]);
+  }
+  ++step_count_;
+}
+
+void Optimizer::zero_grad(bool set_to_none) {
+  for (auto& p : params_) {
+    Tensor g = p.param.grad();
+    if (!g.defined()) continue;
+    if (set_to_none) {
+      p.param.set_grad(Tensor());
+    } else {
+      ops::fill_(g, 0.0);
+    }
+  }
+}
+
+NamedTensors Optimizer::state_tensors() const {
+  NamedTensors out;
+  out.emplace_back("step", ops::scalar(static_cast<double>(step_count_), DType::kI64));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = params_[i].name;
+    out.emplace_back("step." + name,
+                     ops::scalar(static_cast<double>(param_steps_[i]), DType::kI64));
+    for (size_t k = 0; k < state_kinds_.size(); ++k) {
+      out.emplace_back(state_kinds_[k] + "." + name, state_views_[k][i]);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+int64_t read_count(const Tensor& t, const char* kind, const std::string& name) {
+  HF_CHECK_INPUT(t.numel() == 1, kind, ": state '", name, "' must be a scalar, got ", t.str());
+  std::vector<int64_t> v = t.to_int_vector();
+  HF_CHECK_INPUT(v[0] >= 0, kind, ": state '", name, "' is negative (", v[0], ")");
+  return v[0];
+}
+
+}  // namespace
+
+void Optimizer::load_state_tensors(const NamedTensors& state) {
+  std::map<std::string, const Tensor*> given;
+  for (const auto& [name, t] : state) {
+    HF_CHECK_INPUT(t.defined(), kind_, ": state '", name, "' is undefined");
+    HF_CHECK_INPUT(given.emplace(name, &t).second, kind_, ": duplicate state '", name, "'");
+  }
+  // Validate everything before changing anything, so a bad checkpoint leaves us untouched.
+  NamedTensors expected = state_tensors();
+  for (const auto& [name, t] : expected) {
+    auto it = given.find(name);
+    HF_CHECK_INPUT(it != given.end(), kind_, ": state '", name, "' is missing (", state.size(),
+                   " entries given, ", expected.size(), " expected)");
+    if (name == "step" || name.starts_with("step.")) {
+      read_count(*it->second, kind_, name);
+    } else {
+      HF_CHECK_INPUT(it->second->sizes() == t.sizes(), kind_, ": state '", name, "' is ",
+                     it->second->str(), " but the parameter's shape is ", shape_str(t.sizes()));
+    }
+  }
+  std::set<std::string> expected_names;
+  for (const auto& e : expected) expected_names.insert(e.first);
+  for (const auto& [name, t] : given) {
+    HF_CHECK_INPUT(expected_names.count(name), kind_, ": unknown state '", name,
+                   "' (no such parameter or state kind)");
+  }
+  step_count_ = read_count(*given.at("step"), kind_, "step");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = params_[i].name;
+    param_steps_[i] = read_count(*given.at("step." + name), kind_, "step." + name);
+    for (size_t k = 0; k < state_kinds_.size(); ++k) {
+      Tensor& dst = state_views_[k][i];
+      ops::copy_(dst, ops::to_dtype(*given.at(state_kinds_[k] + "." + name), DType::kF32));
+    }
+  }
+}
+
+}  // namespace hfrun::optim

@@ -1,0 +1,123 @@
+// Optimizers over named f32 parameters: the Optimizer base (lr, step count, zero_grad, state as
+// named tensors for checkpoints) and AdamW / SGD, which follow torch.optim.AdamW /
+// torch.optim.SGD (single-tensor code path) number for number.
+//
+// Parameters may be views into one flat buffer, and so may their gradients (DESIGN.md); the
+// update is one fused pass per parameter over the view's memory. Optimizer state lives in one
+// flat buffer per kind ("exp_avg", ...) with a view per parameter, so ZeRO sharding of state is
+// offset arithmetic too.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace hfrun::optim {
+
+// One trainable parameter. `decay`: weight decay applies to it; by default to parameters with
+// ndim >= 2 (weights), not to biases, norm gains or scalars.
+struct ParamRef {
+  std::string name;
+  Tensor param;
+  bool decay = param.defined() && param.dim() >= 2;
+};
+
+// Named parameters (e.g. a module's named_parameters()) with the default decay rule.
+std::vector<ParamRef> param_refs(const std::vector<std::pair<std::string, Tensor>>& named);
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  // One update of every parameter whose grad is defined (others are skipped and keep their
+  // state and per-parameter step, as torch does), then step_count() += 1.
+  void step();
+  // Zeroes every defined grad in place (the grad tensors stay allocated, so views into a flat
+  // gradient buffer stay views), or with set_to_none drops them as torch's set_to_none=True.
+  void zero_grad(bool set_to_none = false);
+
+  double lr() const { return lr_; }
+  void set_lr(double lr);  // what a schedule calls before each step
+  int64_t step_count() const { return step_count_; }
+  const std::vector<ParamRef>& params() const { return params_; }
+
+  // State for checkpoints: "step" (i64 scalar: optimizer steps taken), per parameter
+  // "step.<name>" (i64 scalar: updates of that parameter) and "<kind>.<name>" for each state
+  // buffer kind (AdamW: exp_avg, exp_avg_sq; SGD with momentum: momentum_buffer). The tensors
+  // are views of the live state; copy them to keep a snapshot.
+  NamedTensors state_tensors() const;
+  // Restores exactly the set of names state_tensors() produces; an unknown, missing or
+  // duplicate name, or a shape that differs from the parameter's, is an error naming it.
+  void load_state_tensors(const NamedTensors& state);
+
+ protected:
+  Optimizer(std::vector<ParamRef> params, double lr, const char* kind);
+  // Adds a zero-initialised state buffer kind (one flat f32 buffer, a view per parameter).
+  void add_state_kind(const std::string& kind);
+  Tensor& state(size_t kind, size_t param) { return state_views_[kind][param]; }
+  // Updates parameter i with its (f32, same shape) gradient; param_step counts from 1.
+  virtual void update(size_t i, const Tensor& grad, int64_t param_step) = 0;
+
+ private:
+  const char* kind_;  // "AdamW" / "SGD", for messages
+  std::vector<ParamRef> params_;
+  std::vector<int64_t> param_steps_;
+  std::vector<std::string> state_kinds_;
+  std::vector<std::vector<Tensor>> state_views_;  // [kind][param]
+  double lr_;
+  int64_t step_count_ = 0;
+};
+
+// torch.optim.AdamW defaults.
+struct AdamWOptions {
+  double lr = 1e-3;
+  std::array<double, 2> betas = {0.9, 0.999};
+  double eps = 1e-8;
+  double weight_decay = 1e-2;  // decoupled; only for ParamRef::decay parameters
+};
+
+// Per parameter with grad g at its step t (from 1), in f32 as torch computes it:
+//   p *= 1 - lr * wd                      (decay parameters)
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+class AdamW : public Optimizer {
+ public:
+  AdamW(std::vector<ParamRef> params, AdamWOptions options = {});
+  const AdamWOptions& options() const { return options_; }
+
+ private:
+  void update(size_t i, const Tensor& grad, int64_t param_step) override;
+  AdamWOptions options_;
+};
+
+// torch.optim.SGD defaults (torch requires lr; ours defaults to 1e-3).
+struct SGDOptions {
+  double lr = 1e-3;
+  double momentum = 0;
+  double dampening = 0;
+  double weight_decay = 0;  // L2 added to the gradient (torch's SGD); decay parameters only
+  bool nesterov = false;
+};
+
+// Per parameter: d = g + wd p (decay parameters); with momentum, buf = d on the parameter's
+// first step, else buf = momentum buf + (1 - dampening) d, and d = nesterov ? d + momentum buf
+// : buf; p -= lr d.
+class SGD : public Optimizer {
+ public:
+  SGD(std::vector<ParamRef> params, SGDOptions options = {});
+  const SGDOptions& options() const { return options_; }
+
+ private:
+  void update(size_t i, const Tensor& grad, int64_t param_step) override;
+  SGDOptions options_;
+};
+
+}  // namespace hfrun::optim

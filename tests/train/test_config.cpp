@@ -1,0 +1,116 @@
+// train.yaml parsing: defaults, types, unknown keys with their line, --set overrides.
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "train/config.h"
+
+namespace hfrun::train {
+namespace {
+
+const char* kMinimal = R"(output_dir: runs/x
+tokenizer: tok.json
+data:
+  train: a.txt
+)";
+
+void expect_error(const std::string& yaml, const std::vector<std::string>& parts,
+                  const std::vector<std::string>& overrides = {}) {
+  try {
+    TrainConfig::parse(yaml, "cfg.yaml", overrides);
+    ADD_FAILURE() << "accepted:\n" << yaml;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput) << e.message();
+    for (const auto& p : parts) EXPECT_NE(e.message().find(p), std::string::npos) << e.message();
+  }
+}
+
+TEST(TrainConfig, DefaultsFollowTheContract) {
+  TrainConfig c = TrainConfig::parse(kMinimal, "cfg.yaml");
+  EXPECT_EQ(c.output_dir, "runs/x");
+  EXPECT_EQ(c.data.train, std::vector<std::string>{"a.txt"});
+  EXPECT_EQ(c.data.seq_len, 128);
+  EXPECT_TRUE(c.data.shuffle);
+  EXPECT_EQ(c.train.micro_batch_size, 4);
+  EXPECT_EQ(c.train.mixed_precision, "no");
+  EXPECT_DOUBLE_EQ(c.train.grad_clip, 1.0);
+  EXPECT_EQ(c.optimizer.type, "adamw");
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 6e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.1);
+  EXPECT_EQ(c.scheduler.type, "constant");
+  EXPECT_EQ(c.distributed.num_processes, 1);
+  EXPECT_EQ(c.checkpoint.resume, "auto");
+  EXPECT_EQ(c.model.config_json, "{}");
+}
+
+TEST(TrainConfig, FullFileAndModelConfigAsJson) {
+  TrainConfig c = TrainConfig::parse(R"(output_dir: runs/tiny
+seed: 7
+model:
+  arch: gpt2
+  config: {n_layer: 2, n_head: 4, n_embd: 128, activation_function: gelu_new, resid_pdrop: 0.1}
+tokenizer: t.json
+data: {train: [a.txt, shards/], val: [v.jsonl], seq_len: 64, shuffle: false}
+train: {micro_batch_size: 2, grad_accum_steps: 3, max_steps: 9, grad_clip: 0, log_every: 1}
+optimizer: {type: sgd, lr: 0.1, momentum: 0.9, betas: [0.8, 0.9]}
+scheduler: {type: cosine, warmup_steps: 2}
+)",
+                                     "cfg.yaml");
+  EXPECT_EQ(c.seed, 7u);
+  EXPECT_EQ(c.data.train.size(), 2u);
+  EXPECT_FALSE(c.data.shuffle);
+  EXPECT_EQ(c.train.grad_accum_steps, 3);
+  EXPECT_EQ(c.optimizer.type, "sgd");
+  EXPECT_DOUBLE_EQ(c.optimizer.beta1, 0.8);
+  EXPECT_NE(c.model.config_json.find("\"n_layer\": 2"), std::string::npos) << c.model.config_json;
+  EXPECT_NE(c.model.config_json.find("\"activation_function\": \"gelu_new\""), std::string::npos);
+  // The resolved YAML parses back to the same values.
+  TrainConfig back = TrainConfig::parse(c.to_yaml(), "resolved.yaml");
+  EXPECT_EQ(back.to_yaml(), c.to_yaml());
+}
+
+TEST(TrainConfig, UnknownKeysNameTheKeyAndLine) {
+  expect_error(std::string(kMinimal) + "trian:\n  max_steps: 3\n",
+               {"cfg.yaml:5", "trian", "unknown key"});
+  expect_error(std::string(kMinimal) + "train:\n  max_step: 3\n", {"cfg.yaml:6", "train.max_step"});
+  expect_error(std::string(kMinimal) + "model:\n  config: {n_layers: 2}\n",
+               {"model.config.n_layers"});
+}
+
+TEST(TrainConfig, TypesAndRangesAreChecked) {
+  expect_error(std::string(kMinimal) + "train:\n  max_steps: many\n",
+               {"cfg.yaml:6", "train.max_steps", "integer", "many"});
+  expect_error(std::string(kMinimal) + "optimizer:\n  type: adam\n",
+               {"optimizer.type", "adamw | sgd"});
+  expect_error(std::string(kMinimal) + "train:\n  mixed_precision: fp8\n", {"mixed_precision"});
+  expect_error(std::string(kMinimal) + "optimizer:\n  betas: [0.9]\n", {"optimizer.betas"});
+  expect_error("tokenizer: t.json\ndata:\n  train: a.txt\n  seq_len: 0\n",
+               {"cfg.yaml:4", "data.seq_len"});
+  expect_error(std::string(kMinimal) + "data:\n  seq_len: 3\n", {"cfg.yaml:5", "duplicate key"});
+  expect_error(std::string(kMinimal) + "distributed:\n  zero_stage: 4\n", {"zero_stage"});
+  expect_error("output_dir: x\ntokenizer: t.json\n", {"data.train"});
+  expect_error("output_dir: x\ndata: {train: a.txt}\n", {"tokenizer"});
+  expect_error("output_dir: [unclosed\n", {"cfg.yaml", "YAML"});
+}
+
+TEST(TrainConfig, SetOverridesApplyBeforeValidation) {
+  TrainConfig c = TrainConfig::parse(kMinimal, "cfg.yaml",
+                                     {"train.max_steps=5", "optimizer.lr=0.01", "data.val=[v.txt]",
+                                      "model.config.n_layer=3", "seed=9"});
+  EXPECT_EQ(c.train.max_steps, 5);
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 0.01);
+  EXPECT_EQ(c.data.val, std::vector<std::string>{"v.txt"});
+  EXPECT_EQ(c.seed, 9u);
+  EXPECT_NE(c.model.config_json.find("\"n_layer\": 3"), std::string::npos);
+  expect_error(kMinimal, {"--set", "train.max_stepz"}, {"train.max_stepz=5"});
+  expect_error(kMinimal, {"key.path=value"}, {"no_equals_sign"});
+}
+
+TEST(TrainConfig, TokenizerDefaultsToThePretrainedDirectory) {
+  TrainConfig c =
+      TrainConfig::parse("model: {from_pretrained: hf/gpt2}\ndata: {train: a.txt}\n", "c.yaml");
+  EXPECT_EQ(c.tokenizer, "hf/gpt2/tokenizer.json");
+}
+
+}  // namespace
+}  // namespace hfrun::train

@@ -1,0 +1,373 @@
+#include "train/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace hfrun::train {
+namespace {
+
+// Walks the YAML tree with a schema: every read names the key path and its line on error, and
+// every map's keys are checked against the keys the schema read.
+class Reader {
+ public:
+  explicit Reader(std::string source) : source_(std::move(source)) {}
+
+  std::string where(const YAML::Node& n, const std::string& path) const {
+    const YAML::Mark m = n.Mark();
+    return m.line >= 0 ? source_ + ":" + std::to_string(m.line + 1) + ": " + path
+                       : source_ + ": " + path + " (from --set)";
+  }
+
+  [[noreturn]] void fail(const YAML::Node& n, const std::string& path,
+                         const std::string& what) const {
+    HF_CHECK_INPUT(false, where(n, path), ": ", what);
+    std::abort();
+  }
+
+  // Checks the keys of map `n` against `allowed`.
+  void keys(const YAML::Node& n, const std::string& path,
+            const std::set<std::string>& allowed) const {
+    if (!n || n.IsNull()) return;
+    if (!n.IsMap()) fail(n, path.empty() ? "(top level)" : path, "expected a mapping of keys");
+    std::set<std::string> seen;
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      const std::string k = it->first.as<std::string>();
+      if (!seen.insert(k).second) {
+        fail(it->first, path.empty() ? k : path + "." + k,
+             "duplicate key (YAML keeps only one of them; say it once)");
+      }
+      if (!allowed.count(k)) {
+        std::string list;
+        for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+        fail(it->first, path.empty() ? k : path + "." + k,
+             "unknown key (expected one of: " + list + ")");
+      }
+    }
+  }
+
+  template <typename T>
+  void get(const YAML::Node& parent, const std::string& path, const char* key, T& out,
+           const char* expected) const {
+    if (!parent || !parent.IsMap() || !parent[key]) return;
+    const YAML::Node n = parent[key];
+    const std::string p = path.empty() ? key : path + "." + key;
+    if (n.IsNull()) return;
+    if (!n.IsScalar()) fail(n, p, std::string("expected ") + expected);
+    try {
+      out = n.as<T>();
+    } catch (const YAML::Exception&) {
+      fail(n, p, std::string("expected ") + expected + ", got '" + n.Scalar() + "'");
+    }
+  }
+
+  void get_list(const YAML::Node& parent, const std::string& path, const char* key,
+                std::vector<std::string>& out) const {
+    if (!parent || !parent.IsMap() || !parent[key]) return;
+    const YAML::Node n = parent[key];
+    const std::string p = path + "." + key;
+    out.clear();
+    if (n.IsNull()) return;
+    if (n.IsScalar()) {
+      out.push_back(n.Scalar());
+      return;
+    }
+    if (!n.IsSequence()) fail(n, p, "expected a path or a list of paths");
+    for (size_t i = 0; i < n.size(); ++i) {
+      if (!n[i].IsScalar()) fail(n[i], p + "[" + std::to_string(i) + "]", "expected a path");
+      out.push_back(n[i].Scalar());
+    }
+  }
+
+  void one_of(const YAML::Node& parent, const std::string& path, const char* key,
+              const std::string& value, std::initializer_list<const char*> options) const {
+    for (const char* o : options) {
+      if (value == o) return;
+    }
+    std::string list;
+    for (const char* o : options) list += (list.empty() ? "" : " | ") + std::string(o);
+    fail(parent[key], path + "." + key, "'" + value + "' is not one of " + list);
+  }
+
+  const std::string& source() const { return source_; }
+
+ private:
+  std::string source_;
+};
+
+// JSON text of a YAML scalar: numbers and booleans as they are, everything else quoted.
+std::string scalar_json(const YAML::Node& n) {
+  const std::string s = n.Scalar();
+  if (s == "true" || s == "false" || s == "null") return s;
+  char* end = nullptr;
+  std::strtod(s.c_str(), &end);
+  if (!s.empty() && end && *end == '\0') return s;
+  std::string q = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') q += '\\';
+    q += c;
+  }
+  return q + "\"";
+}
+
+void apply_override(YAML::Node& root, const std::string& spec, const std::string& source) {
+  const size_t eq = spec.find('=');
+  HF_CHECK_INPUT(eq != std::string::npos && eq > 0, "--set ", spec, ": expected key.path=value");
+  const std::string path = spec.substr(0, eq);
+  YAML::Node value;
+  try {
+    value = YAML::Load(spec.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    HF_CHECK_INPUT(false, "--set ", spec, ": the value is not valid YAML: ", e.msg);
+  }
+  std::vector<std::string> parts;
+  for (size_t b = 0; b <= path.size();) {
+    size_t e = path.find('.', b);
+    if (e == std::string::npos) e = path.size();
+    HF_CHECK_INPUT(e > b, "--set ", spec, ": empty key in '", path, "'");
+    parts.push_back(path.substr(b, e - b));
+    b = e + 1;
+  }
+  // yaml-cpp nodes are handles: walking with copies still edits the tree.
+  std::vector<YAML::Node> chain{root};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node next = chain.back()[parts[i]];
+    if (!next.IsMap()) next = YAML::Node(YAML::NodeType::Map);
+    chain.back()[parts[i]] = next;
+    chain.push_back(chain.back()[parts[i]]);
+  }
+  chain.back()[parts.back()] = value;
+  (void)source;
+}
+
+}  // namespace
+
+TrainConfig TrainConfig::parse(const std::string& text, const std::string& source,
+                               const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    HF_CHECK_INPUT(false, source, ":", e.mark.line + 1, ": not valid YAML: ", e.msg);
+  }
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  for (const std::string& o : overrides) apply_override(root, o, source);
+
+  Reader r(source);
+  TrainConfig c;
+  c.source = source;
+  r.keys(root, "",
+         {"output_dir", "seed", "model", "tokenizer", "data", "train", "optimizer", "scheduler",
+          "distributed", "checkpoint"});
+  r.get(root, "", "output_dir", c.output_dir, "a directory path");
+  r.get(root, "", "seed", c.seed, "a non-negative integer");
+  r.get(root, "", "tokenizer", c.tokenizer, "a path to tokenizer.json");
+
+  const YAML::Node model = root["model"];
+  r.keys(model, "model", {"arch", "from_pretrained", "config"});
+  r.get(model, "model", "arch", c.model.arch, "a model architecture name");
+  if (model && model["arch"]) r.one_of(model, "model", "arch", c.model.arch, {"gpt2"});
+  r.get(model, "model", "from_pretrained", c.model.from_pretrained, "a directory path");
+  if (model && model["config"] && !model["config"].IsNull()) {
+    const YAML::Node cfg = model["config"];
+    r.keys(cfg, "model.config",
+           {"vocab_size", "n_positions", "n_ctx", "n_embd", "n_layer", "n_head", "n_inner",
+            "layer_norm_epsilon", "initializer_range", "embd_pdrop", "resid_pdrop", "attn_pdrop",
+            "activation_function"});
+    std::string json = "{";
+    for (auto it = cfg.begin(); it != cfg.end(); ++it) {
+      if (!it->second.IsScalar())
+        r.fail(it->second, "model.config." + it->first.Scalar(), "expected a value");
+      json += (json.size() > 1 ? ", " : "") + std::string("\"") + it->first.Scalar() +
+              "\": " + scalar_json(it->second);
+    }
+    c.model.config_json = json + "}";
+  }
+
+  const YAML::Node data = root["data"];
+  r.keys(data, "data", {"train", "val", "text_field", "seq_len", "shuffle"});
+  r.get_list(data, "data", "train", c.data.train);
+  r.get_list(data, "data", "val", c.data.val);
+  r.get(data, "data", "text_field", c.data.text_field, "a JSON field name");
+  r.get(data, "data", "seq_len", c.data.seq_len, "a positive integer");
+  r.get(data, "data", "shuffle", c.data.shuffle, "true or false");
+
+  const YAML::Node tr = root["train"];
+  r.keys(tr, "train",
+         {"micro_batch_size", "grad_accum_steps", "max_steps", "mixed_precision", "grad_clip",
+          "log_every", "eval_every"});
+  r.get(tr, "train", "micro_batch_size", c.train.micro_batch_size, "a positive integer");
+  r.get(tr, "train", "grad_accum_steps", c.train.grad_accum_steps, "a positive integer");
+  r.get(tr, "train", "max_steps", c.train.max_steps, "a positive integer");
+  r.get(tr, "train", "mixed_precision", c.train.mixed_precision, "no, bf16 or fp16");
+  if (tr && tr["mixed_precision"])
+    r.one_of(tr, "train", "mixed_precision", c.train.mixed_precision, {"no", "bf16", "fp16"});
+  r.get(tr, "train", "grad_clip", c.train.grad_clip, "a number (0 = off)");
+  r.get(tr, "train", "log_every", c.train.log_every, "a positive integer");
+  r.get(tr, "train", "eval_every", c.train.eval_every, "an integer (0 = off)");
+
+  const YAML::Node opt = root["optimizer"];
+  r.keys(opt, "optimizer", {"type", "lr", "betas", "eps", "weight_decay", "momentum"});
+  r.get(opt, "optimizer", "type", c.optimizer.type, "adamw or sgd");
+  if (opt && opt["type"]) r.one_of(opt, "optimizer", "type", c.optimizer.type, {"adamw", "sgd"});
+  r.get(opt, "optimizer", "lr", c.optimizer.lr, "a number");
+  r.get(opt, "optimizer", "eps", c.optimizer.eps, "a number");
+  r.get(opt, "optimizer", "weight_decay", c.optimizer.weight_decay, "a number");
+  r.get(opt, "optimizer", "momentum", c.optimizer.momentum, "a number");
+  if (opt && opt["betas"]) {
+    const YAML::Node b = opt["betas"];
+    if (!b.IsSequence() || b.size() != 2) r.fail(b, "optimizer.betas", "expected [beta1, beta2]");
+    try {
+      c.optimizer.beta1 = b[0].as<double>();
+      c.optimizer.beta2 = b[1].as<double>();
+    } catch (const YAML::Exception&) {
+      r.fail(b, "optimizer.betas", "expected two numbers");
+    }
+  }
+
+  const YAML::Node sch = root["scheduler"];
+  r.keys(sch, "scheduler", {"type", "warmup_steps"});
+  r.get(sch, "scheduler", "type", c.scheduler.type, "constant, linear or cosine");
+  if (sch && sch["type"])
+    r.one_of(sch, "scheduler", "type", c.scheduler.type, {"constant", "linear", "cosine"});
+  r.get(sch, "scheduler", "warmup_steps", c.scheduler.warmup_steps, "a non-negative integer");
+
+  const YAML::Node dist = root["distributed"];
+  r.keys(dist, "distributed",
+         {"num_processes", "backend", "zero_stage", "tensor_parallel", "bucket_mb", "timeout_s"});
+  r.get(dist, "distributed", "num_processes", c.distributed.num_processes, "a positive integer");
+  r.get(dist, "distributed", "backend", c.distributed.backend, "auto, mpi or nccl");
+  if (dist && dist["backend"])
+    r.one_of(dist, "distributed", "backend", c.distributed.backend, {"auto", "mpi", "nccl"});
+  r.get(dist, "distributed", "zero_stage", c.distributed.zero_stage, "0, 1, 2 or 3");
+  r.get(dist, "distributed", "tensor_parallel", c.distributed.tensor_parallel,
+        "a positive integer");
+  r.get(dist, "distributed", "bucket_mb", c.distributed.bucket_mb, "a number");
+  r.get(dist, "distributed", "timeout_s", c.distributed.timeout_s, "a number");
+
+  const YAML::Node ck = root["checkpoint"];
+  r.keys(ck, "checkpoint", {"every", "keep", "resume"});
+  r.get(ck, "checkpoint", "every", c.checkpoint.every, "an integer (0 = only at the end)");
+  r.get(ck, "checkpoint", "keep", c.checkpoint.keep, "a positive integer");
+  r.get(ck, "checkpoint", "resume", c.checkpoint.resume, "auto, never or a path");
+
+  // Ranges (the key is named; its line when the file set it).
+  auto check = [&](bool ok, const YAML::Node& parent, const char* key, const std::string& path,
+                   const std::string& what) {
+    if (!ok) {
+      const YAML::Node n = parent && parent.IsMap() && parent[key] ? parent[key] : root;
+      r.fail(n, path, what);
+    }
+  };
+  check(c.data.seq_len >= 1, data, "seq_len", "data.seq_len", "must be at least 1");
+  check(!c.data.train.empty(), data, "train", "data.train",
+        "at least one training source is required");
+  check(c.train.micro_batch_size >= 1, tr, "micro_batch_size", "train.micro_batch_size",
+        "must be at least 1");
+  check(c.train.grad_accum_steps >= 1, tr, "grad_accum_steps", "train.grad_accum_steps",
+        "must be at least 1");
+  check(c.train.max_steps >= 1, tr, "max_steps", "train.max_steps", "must be at least 1");
+  check(c.train.grad_clip >= 0, tr, "grad_clip", "train.grad_clip", "must be >= 0 (0 = off)");
+  check(c.train.log_every >= 1, tr, "log_every", "train.log_every", "must be at least 1");
+  check(c.train.eval_every >= 0, tr, "eval_every", "train.eval_every", "must be >= 0");
+  check(c.optimizer.lr >= 0, opt, "lr", "optimizer.lr", "must be >= 0");
+  check(c.optimizer.eps > 0, opt, "eps", "optimizer.eps", "must be positive");
+  check(c.optimizer.beta1 >= 0 && c.optimizer.beta1 < 1 && c.optimizer.beta2 >= 0 &&
+            c.optimizer.beta2 < 1,
+        opt, "betas", "optimizer.betas", "must be in [0, 1)");
+  check(c.optimizer.weight_decay >= 0, opt, "weight_decay", "optimizer.weight_decay",
+        "must be >= 0");
+  check(c.optimizer.momentum >= 0, opt, "momentum", "optimizer.momentum", "must be >= 0");
+  check(c.scheduler.warmup_steps >= 0, sch, "warmup_steps", "scheduler.warmup_steps",
+        "must be >= 0");
+  check(c.distributed.num_processes >= 1, dist, "num_processes", "distributed.num_processes",
+        "must be at least 1");
+  check(c.distributed.zero_stage >= 0 && c.distributed.zero_stage <= 3, dist, "zero_stage",
+        "distributed.zero_stage", "must be 0, 1, 2 or 3");
+  check(c.distributed.tensor_parallel >= 1, dist, "tensor_parallel", "distributed.tensor_parallel",
+        "must be at least 1");
+  check(c.distributed.timeout_s > 0, dist, "timeout_s", "distributed.timeout_s",
+        "must be positive");
+  check(c.checkpoint.every >= 0, ck, "every", "checkpoint.every", "must be >= 0");
+  check(c.checkpoint.keep >= 1, ck, "keep", "checkpoint.keep", "must be at least 1");
+  check(!c.output_dir.empty(), root, "output_dir", "output_dir", "must not be empty");
+  if (c.tokenizer.empty() && !c.model.from_pretrained.empty()) {
+    c.tokenizer = c.model.from_pretrained + "/tokenizer.json";
+  }
+  check(!c.tokenizer.empty(), root, "tokenizer", "tokenizer",
+        "a tokenizer.json is required (or model.from_pretrained with one inside)");
+  return c;
+}
+
+TrainConfig TrainConfig::load(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  HF_CHECK_INPUT(in.good(), path, ": cannot open config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse(ss.str(), path, overrides);
+}
+
+std::string TrainConfig::to_yaml() const {
+  YAML::Emitter e;
+  auto list = [&](const std::vector<std::string>& v) {
+    e << YAML::Flow << YAML::BeginSeq;
+    for (const auto& s : v) e << s;
+    e << YAML::EndSeq;
+  };
+  e << YAML::BeginMap;
+  e << YAML::Key << "output_dir" << YAML::Value << output_dir;
+  e << YAML::Key << "seed" << YAML::Value << seed;
+  e << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "arch" << YAML::Value << model.arch;
+  if (!model.from_pretrained.empty())
+    e << YAML::Key << "from_pretrained" << YAML::Value << model.from_pretrained;
+  e << YAML::Key << "config" << YAML::Value << YAML::Load(model.config_json);
+  e << YAML::EndMap;
+  e << YAML::Key << "tokenizer" << YAML::Value << tokenizer;
+  e << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "train" << YAML::Value;
+  list(data.train);
+  e << YAML::Key << "val" << YAML::Value;
+  list(data.val);
+  e << YAML::Key << "text_field" << YAML::Value << data.text_field;
+  e << YAML::Key << "seq_len" << YAML::Value << data.seq_len;
+  e << YAML::Key << "shuffle" << YAML::Value << data.shuffle << YAML::EndMap;
+  e << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "micro_batch_size" << YAML::Value << train.micro_batch_size;
+  e << YAML::Key << "grad_accum_steps" << YAML::Value << train.grad_accum_steps;
+  e << YAML::Key << "max_steps" << YAML::Value << train.max_steps;
+  e << YAML::Key << "mixed_precision" << YAML::Value << YAML::DoubleQuoted << train.mixed_precision;
+  e << YAML::Key << "grad_clip" << YAML::Value << train.grad_clip;
+  e << YAML::Key << "log_every" << YAML::Value << train.log_every;
+  e << YAML::Key << "eval_every" << YAML::Value << train.eval_every << YAML::EndMap;
+  e << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "type" << YAML::Value << optimizer.type;
+  e << YAML::Key << "lr" << YAML::Value << optimizer.lr;
+  e << YAML::Key << "betas" << YAML::Value << YAML::Flow << YAML::BeginSeq << optimizer.beta1
+    << optimizer.beta2 << YAML::EndSeq;
+  e << YAML::Key << "eps" << YAML::Value << optimizer.eps;
+  e << YAML::Key << "weight_decay" << YAML::Value << optimizer.weight_decay;
+  e << YAML::Key << "momentum" << YAML::Value << optimizer.momentum << YAML::EndMap;
+  e << YAML::Key << "scheduler" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "type" << YAML::Value << scheduler.type;
+  e << YAML::Key << "warmup_steps" << YAML::Value << scheduler.warmup_steps << YAML::EndMap;
+  e << YAML::Key << "distributed" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "num_processes" << YAML::Value << distributed.num_processes;
+  e << YAML::Key << "backend" << YAML::Value << distributed.backend;
+  e << YAML::Key << "zero_stage" << YAML::Value << distributed.zero_stage;
+  e << YAML::Key << "tensor_parallel" << YAML::Value << distributed.tensor_parallel;
+  e << YAML::Key << "bucket_mb" << YAML::Value << distributed.bucket_mb;
+  e << YAML::Key << "timeout_s" << YAML::Value << distributed.timeout_s << YAML::EndMap;
+  e << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "every" << YAML::Value << checkpoint.every;
+  e << YAML::Key << "keep" << YAML::Value << checkpoint.keep;
+  e << YAML::Key << "resume" << YAML::Value << checkpoint.resume << YAML::EndMap;
+  e << YAML::EndMap;
+  return std::string(e.c_str()) + "\n";
+}
+
+}  // namespace hfrun::train

@@ -1,0 +1,89 @@
+// train.yaml (CONTRACT.md): the resolved, type-checked configuration of a training run.
+// Unknown keys are errors naming the key and its line; --set key.path=value overrides apply
+// before validation.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace hfrun::train {
+
+struct ModelSection {
+  std::string arch = "gpt2";
+  std::string from_pretrained;  // HF directory (config.json, model.safetensors)
+  // HF config.json keys given under model.config, as a JSON object ("{}" when none): used to
+  // build a model from scratch, or to override a pretrained model's dropout and the like.
+  std::string config_json = "{}";
+};
+
+struct DataSection {
+  std::vector<std::string> train;
+  std::vector<std::string> val;
+  std::string text_field = "text";
+  int64_t seq_len = 128;
+  bool shuffle = true;
+};
+
+struct TrainSection {
+  int64_t micro_batch_size = 4;
+  int64_t grad_accum_steps = 1;
+  int64_t max_steps = 100;
+  std::string mixed_precision = "no";  // no | bf16 | fp16
+  double grad_clip = 1.0;
+  int64_t log_every = 10;
+  int64_t eval_every = 0;
+};
+
+struct OptimizerSection {
+  std::string type = "adamw";  // adamw | sgd
+  double lr = 6e-4;
+  double beta1 = 0.9, beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  double momentum = 0.0;
+};
+
+struct SchedulerSection {
+  std::string type = "constant";  // constant | linear | cosine
+  int64_t warmup_steps = 0;
+};
+
+struct DistributedSection {
+  int64_t num_processes = 1;
+  std::string backend = "auto";  // auto | mpi | nccl
+  int64_t zero_stage = 0;
+  int64_t tensor_parallel = 1;
+  double bucket_mb = 25;
+  double timeout_s = 300;
+};
+
+struct CheckpointSection {
+  int64_t every = 0;
+  int64_t keep = 2;
+  std::string resume = "auto";  // auto | never | PATH
+};
+
+struct TrainConfig {
+  std::string source;  // the file it came from, for messages
+  std::string output_dir = "runs/hfrun";
+  uint64_t seed = 1234;
+  ModelSection model;
+  std::string tokenizer;  // default: <from_pretrained>/tokenizer.json
+  DataSection data;
+  TrainSection train;
+  OptimizerSection optimizer;
+  SchedulerSection scheduler;
+  DistributedSection distributed;
+  CheckpointSection checkpoint;
+
+  // Parses YAML text; `overrides` are "a.b=value" strings (value in YAML syntax).
+  static TrainConfig parse(const std::string& yaml_text, const std::string& source,
+                           const std::vector<std::string>& overrides = {});
+  static TrainConfig load(const std::string& path, const std::vector<std::string>& overrides = {});
+  // The resolved configuration as YAML (config.resolved.yaml).
+  std::string to_yaml() const;
+};
+
+}  // namespace hfrun::train

@@ -1,0 +1,282 @@
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "autograd/functions.h"
+#include "autograd/node.h"
+#include "common/error.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "data/tokenizer/tokenizer.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "models/gpt2.h"
+#include "optim/clip.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+#include "train/export.h"
+
+namespace hfrun::train {
+
+namespace fs = std::filesystem;
+
+struct Trainer::State {
+  TrainConfig cfg;
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  std::unique_ptr<nn::Gpt2> model;
+  std::shared_ptr<const data::TokenStream> train_stream, val_stream;
+  std::unique_ptr<data::TokenLoader> loader;
+  std::unique_ptr<optim::Optimizer> optimizer;
+  optim::ScheduleType schedule = optim::ScheduleType::kConstant;
+};
+
+namespace {
+
+// Model config: config.json of from_pretrained (if any), then model.config keys on top; from
+// scratch, vocab_size defaults to the tokenizer's.
+nn::Gpt2Config model_config(const TrainConfig& cfg, const data::Tokenizer& tok) {
+  std::string base = "{}";
+  std::string source = cfg.source + ": model.config";
+  if (!cfg.model.from_pretrained.empty()) {
+    const std::string path = cfg.model.from_pretrained + "/config.json";
+    std::ifstream in(path);
+    HF_CHECK_INPUT(in.good(), path,
+                   ": cannot open (model.from_pretrained must be a Hugging Face "
+                   "model directory with config.json and model.safetensors)");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    base = ss.str();
+    source = path;
+  }
+  nn::Gpt2Config c = nn::Gpt2Config::from_json(base, source);
+  const bool has_vocab = cfg.model.config_json.find("\"vocab_size\"") != std::string::npos;
+  if (cfg.model.from_pretrained.empty() && !has_vocab) c.vocab_size = tok.vocab_size();
+  // model.config keys override (dropout for fine-tuning, or the whole shape from scratch).
+  nn::Gpt2Config o =
+      nn::Gpt2Config::from_json(cfg.model.config_json, cfg.source + ": model.config");
+  const std::string& j = cfg.model.config_json;
+  auto has = [&](const char* k) {
+    return j.find(std::string("\"") + k + "\"") != std::string::npos;
+  };
+  if (has("vocab_size")) c.vocab_size = o.vocab_size;
+  if (has("n_positions") || has("n_ctx")) c.n_positions = o.n_positions;
+  if (has("n_embd")) c.n_embd = o.n_embd;
+  if (has("n_layer")) c.n_layer = o.n_layer;
+  if (has("n_head")) c.n_head = o.n_head;
+  if (has("n_inner")) c.n_inner = o.n_inner;
+  if (has("layer_norm_epsilon")) c.layer_norm_epsilon = o.layer_norm_epsilon;
+  if (has("initializer_range")) c.initializer_range = o.initializer_range;
+  if (has("embd_pdrop")) c.embd_pdrop = o.embd_pdrop;
+  if (has("resid_pdrop")) c.resid_pdrop = o.resid_pdrop;
+  if (has("attn_pdrop")) c.attn_pdrop = o.attn_pdrop;
+  if (has("activation_function")) c.activation_function = o.activation_function;
+  c.validate(source);
+  HF_CHECK_INPUT(c.vocab_size >= tok.vocab_size(), cfg.source, ": model vocab_size ", c.vocab_size,
+                 " is smaller than the tokenizer's ", tok.vocab_size(), " (", cfg.tokenizer, ")");
+  HF_CHECK_INPUT(c.n_positions >= cfg.data.seq_len, cfg.source, ": data.seq_len ", cfg.data.seq_len,
+                 " exceeds the model's n_positions ", c.n_positions);
+  return c;
+}
+
+void load_pretrained(nn::Gpt2& model, const std::string& dir) {
+  io::SafetensorsCheckpoint ckpt = io::SafetensorsCheckpoint::open(dir);
+  for (const auto& [name, param] : model.named_parameters()) {
+    auto found = io::find_with_optional_prefix(ckpt, name, "transformer.");
+    HF_CHECK_INPUT(found.has_value(), dir, ": no tensor 'transformer.", name,
+                   "' (or without the prefix) in the checkpoint");
+    Tensor t = ckpt.tensor(*found);
+    HF_CHECK_INPUT(t.sizes() == param.sizes(), ckpt.file_of(*found), ": tensor '", *found,
+                   "' has shape ", shape_str(t.sizes()), " but config.json implies ",
+                   shape_str(param.sizes()));
+    model.load_parameter(name, t);
+  }
+}
+
+std::string format_metrics(const StepMetrics& m) {
+  char buf[512];
+  if (m.val_loss >= 0) {
+    std::snprintf(buf, sizeof(buf), "{\"step\": %lld, \"val_loss\": %.6f, \"elapsed_s\": %.3f}",
+                  static_cast<long long>(m.step), m.val_loss, m.elapsed_s);
+  } else {
+    std::snprintf(buf, sizeof(buf),
+                  "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
+                  "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}",
+                  static_cast<long long>(m.step), m.loss, m.lr, m.grad_norm, m.tokens_per_s,
+                  m.elapsed_s);
+  }
+  return buf;
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
+  State& s = *s_;
+  s.cfg = std::move(config);
+  const TrainConfig& c = s.cfg;
+  HF_CHECK_INPUT(c.distributed.num_processes == 1 && c.distributed.zero_stage == 0 &&
+                     c.distributed.tensor_parallel == 1,
+                 c.source,
+                 ": distributed training (num_processes, zero_stage, tensor_parallel) "
+                 "is not available yet; this build trains on one process");
+  HF_CHECK_INPUT(c.train.mixed_precision == "no", c.source, ": train.mixed_precision '",
+                 c.train.mixed_precision, "' is not available yet; use \"no\"");
+  s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
+  const nn::Gpt2Config mc = model_config(c, *s.tokenizer);
+  s.model = std::make_unique<nn::Gpt2>(mc, c.seed);
+  if (!c.model.from_pretrained.empty()) load_pretrained(*s.model, c.model.from_pretrained);
+  s.model->flatten_parameters();
+
+  const data::Tokenizer& tok = *s.tokenizer;
+  auto encode = [&tok](std::string_view text) { return tok.encode(text); };
+  data::TokenStreamOptions so;
+  so.text_field = c.data.text_field;
+  s.train_stream = std::make_shared<data::TokenStream>(c.data.train, encode, tok.eot_id(), so);
+  s.train_stream->require_samples(c.data.seq_len);
+  if (!c.data.val.empty()) {
+    s.val_stream = std::make_shared<data::TokenStream>(c.data.val, encode, tok.eot_id(), so);
+    s.val_stream->require_samples(c.data.seq_len);
+  }
+  data::LoaderOptions lo;
+  lo.seq_len = c.data.seq_len;
+  lo.micro_batch = c.train.micro_batch_size;
+  lo.grad_accum = c.train.grad_accum_steps;
+  lo.shuffle = c.data.shuffle;
+  lo.seed = c.seed;
+  s.loader = std::make_unique<data::TokenLoader>(s.train_stream, lo);
+
+  auto params = optim::param_refs(s.model->named_parameters());
+  if (c.optimizer.type == "adamw") {
+    optim::AdamWOptions o;
+    o.lr = c.optimizer.lr;
+    o.betas = {c.optimizer.beta1, c.optimizer.beta2};
+    o.eps = c.optimizer.eps;
+    o.weight_decay = c.optimizer.weight_decay;
+    s.optimizer = std::make_unique<optim::AdamW>(std::move(params), o);
+  } else {
+    optim::SGDOptions o;
+    o.lr = c.optimizer.lr;
+    o.momentum = c.optimizer.momentum;
+    o.weight_decay = c.optimizer.weight_decay;
+    s.optimizer = std::make_unique<optim::SGD>(std::move(params), o);
+  }
+  s.schedule = optim::parse_schedule_type(c.scheduler.type);
+}
+
+Trainer::~Trainer() = default;
+
+const TrainConfig& Trainer::config() const {
+  return s_->cfg;
+}
+
+double Trainer::evaluate() {
+  State& s = *s_;
+  HF_CHECK(s.val_stream != nullptr, "evaluate: no data.val configured");
+  autograd::NoGradGuard no_grad;
+  s.model->eval();
+  data::ValidationLoader val(s.val_stream, s.cfg.data.seq_len, s.cfg.train.micro_batch_size);
+  double total = 0;
+  int64_t count = 0;
+  while (auto b = val.next()) {
+    const int64_t n = b->targets.numel();
+    if (n == 0) continue;
+    total += s.model->loss(b->inputs, b->targets).item() * static_cast<double>(n);
+    count += n;
+  }
+  s.model->train();
+  return total / static_cast<double>(std::max<int64_t>(count, 1));
+}
+
+RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) {
+  State& s = *s_;
+  const TrainConfig& c = s.cfg;
+  fs::create_directories(c.output_dir);
+  {
+    std::ofstream out(fs::path(c.output_dir) / "config.resolved.yaml");
+    out << c.to_yaml();
+  }
+  std::ofstream metrics(fs::path(c.output_dir) / "metrics.jsonl", std::ios::app);
+  HF_CHECK_INPUT(metrics.good(), c.output_dir, "/metrics.jsonl: cannot write");
+  const bool tty = isatty(STDOUT_FILENO);
+  const int64_t tokens_per_step =
+      c.train.micro_batch_size * c.train.grad_accum_steps * c.data.seq_len;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto now = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  RunSummary summary;
+  std::vector<Tensor> params = s.model->parameters();
+  s.model->train();
+  double window_start = 0;
+  int64_t window_steps = 0;
+
+  for (int64_t step = 0; step < c.train.max_steps; ++step) {
+    const double lr =
+        c.optimizer.lr *
+        optim::lr_multiplier(s.schedule, step, c.scheduler.warmup_steps, c.train.max_steps);
+    s.optimizer->set_lr(lr);
+    s.model->zero_grad();
+    double loss_sum = 0;
+    for (int64_t m = 0; m < c.train.grad_accum_steps; ++m) {
+      data::Batch batch = s.loader->next();
+      Tensor loss = s.model->loss(batch.inputs, batch.targets);
+      loss_sum += loss.item();
+      autograd::backward(mul_scalar(loss, 1.0 / static_cast<double>(c.train.grad_accum_steps)));
+    }
+    const double max_norm =
+        c.train.grad_clip > 0 ? c.train.grad_clip : std::numeric_limits<double>::infinity();
+    const double grad_norm = optim::clip_grad_norm(params, max_norm);
+    s.optimizer->step();
+    ++window_steps;
+
+    StepMetrics m;
+    m.step = step + 1;
+    m.loss = loss_sum / static_cast<double>(c.train.grad_accum_steps);
+    m.lr = lr;
+    m.grad_norm = grad_norm;
+    m.elapsed_s = now();
+    m.tokens_per_s = static_cast<double>(tokens_per_step * window_steps) /
+                     std::max(m.elapsed_s - window_start, 1e-9);
+    if (step == 0) summary.first_loss = m.loss;
+    summary.last_loss = m.loss;
+    summary.steps = m.step;
+    HF_CHECK(std::isfinite(m.loss), "step ", m.step, ": the loss is ", m.loss,
+             " (diverged); lower optimizer.lr or enable train.grad_clip");
+    const bool last = m.step == c.train.max_steps;
+    if (m.step % c.train.log_every == 0 || last || m.step == 1) {
+      metrics << format_metrics(m) << "\n" << std::flush;
+      const double eta = (c.train.max_steps - m.step) * (m.elapsed_s / m.step);
+      std::printf("%sstep %lld/%lld  loss %.4f  lr %.3e  grad_norm %.3f  %.0f tok/s  eta %.0fs%s",
+                  tty ? "\r" : "", static_cast<long long>(m.step),
+                  static_cast<long long>(c.train.max_steps), m.loss, m.lr, m.grad_norm,
+                  m.tokens_per_s, eta, tty ? "   " : "\n");
+      std::fflush(stdout);
+      window_start = m.elapsed_s;
+      window_steps = 0;
+      summary.tokens_per_s = m.tokens_per_s;
+    }
+    if (on_step) on_step(m);
+    if (s.val_stream && c.train.eval_every > 0 && (m.step % c.train.eval_every == 0 || last)) {
+      StepMetrics v;
+      v.step = m.step;
+      v.val_loss = evaluate();
+      v.elapsed_s = now();
+      metrics << format_metrics(v) << "\n" << std::flush;
+      std::printf("%sstep %lld  val_loss %.4f\n", tty ? "\n" : "", static_cast<long long>(v.step),
+                  v.val_loss);
+      if (on_step) on_step(v);
+    }
+  }
+  if (tty) std::printf("\n");
+  summary.final_dir = (fs::path(c.output_dir) / "final").string();
+  export_hf(*s.model, c.tokenizer, summary.final_dir);
+  return summary;
+}
+
+}  // namespace hfrun::train

@@ -1,0 +1,52 @@
+// The training loop the CLI and embedding programs share: builds the tokenizer, data, model
+// and optimizer from a TrainConfig, runs optimizer steps with gradient accumulation, clipping
+// and the LR schedule, evaluates, logs (metrics.jsonl + a progress line) and exports the model
+// in Hugging Face layout (final/: config.json, model.safetensors, tokenizer.json).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "train/config.h"
+
+namespace hfrun::train {
+
+struct StepMetrics {
+  int64_t step = 0;  // optimizer steps done, from 1
+  double loss = 0;   // mean token cross-entropy over the step's global batch
+  double lr = 0;
+  double grad_norm = 0;
+  double tokens_per_s = 0;
+  double elapsed_s = 0;
+  double val_loss = -1;  // >= 0 when evaluated at this step
+};
+
+struct RunSummary {
+  int64_t steps = 0;
+  double first_loss = 0, last_loss = 0;
+  double tokens_per_s = 0;
+  std::string final_dir;
+};
+
+class Trainer {
+ public:
+  explicit Trainer(TrainConfig config);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Runs to train.max_steps. on_step (optional) sees every step's metrics.
+  RunSummary run(const std::function<void(const StepMetrics&)>& on_step = {});
+  // Mean token cross-entropy over every validation window (no gradients).
+  double evaluate();
+
+  const TrainConfig& config() const;
+  struct State;
+
+ private:
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace hfrun::train
