@@ -14,5 +14,6 @@ int cmd_bench(const Args& args);
 int cmd_tokenize(const Args& args);
 int cmd_prepare(const Args& args);
 int cmd_train(const Args& args);
+int cmd_generate(const Args& args);
 
 }  // namespace hfrun::cli

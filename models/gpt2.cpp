@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/functions.h"
+#include "autograd/node.h"
 #include "common/error.h"
 
 namespace hfrun::nn {
@@ -55,6 +56,18 @@ class Gpt2Block : public Module {
     return add(h, dropout(m, c_.resid_pdrop, train, gen));
   }
 
+  // Inference step (called under NoGradGuard, no dropout): x [B, T, C] holds the positions
+  // [start, start + T); their keys and values are written into kc, vc [B, H, capacity, D].
+  Tensor forward_cached(const Tensor& x, Tensor& kc, Tensor& vc, int64_t start) {
+    Tensor h = add(
+        x, attention_cached(layer_norm(x, param(ln_1_w_), param(ln_1_b_), c_.layer_norm_epsilon),
+                            kc, vc, start));
+    Tensor m = linear(layer_norm(h, param(ln_2_w_), param(ln_2_b_), c_.layer_norm_epsilon),
+                      param(fc_w_), param(fc_b_));
+    m = linear(activation(c_.activation_function, m), param(fc2_w_), param(fc2_b_));
+    return add(h, m);
+  }
+
  private:
   // Causal self-attention; the fused kernel unless attention dropout is active.
   Tensor attention(const Tensor& x, Generator& gen) {
@@ -76,6 +89,25 @@ class Gpt2Block : public Module {
       y = scaled_dot_product_attention(q, k, v, /*causal=*/true);
     }
     y = reshape(transpose(y, 1, 2), {B, T, C});
+    return linear(y, param(proj_w_), param(proj_b_));
+  }
+
+  Tensor attention_cached(const Tensor& x, Tensor& kc, Tensor& vc, int64_t start) {
+    const int64_t B = x.size(0), T = x.size(1), C = c_.n_embd, H = c_.n_head, D = C / H;
+    Tensor qkv = linear(x, param(attn_w_), param(attn_b_));  // [B, T, 3C]
+    auto heads = [&](int64_t i) {
+      return ops::transpose(ops::reshape(ops::narrow(qkv, 2, i * C, C), {B, T, H, D}), 1, 2);
+    };
+    Tensor k_new = ops::narrow(kc, 2, start, T), v_new = ops::narrow(vc, 2, start, T);
+    ops::copy_(k_new, heads(1));
+    ops::copy_(v_new, heads(2));
+    const int64_t S = start + T;
+    // Causal with the offset S - T: query i sees keys [0, start + i].
+    Tensor y = ops::attention(ops::contiguous(heads(0)), ops::narrow(kc, 2, 0, S),
+                              ops::narrow(vc, 2, 0, S), /*causal=*/true,
+                              1.0 / std::sqrt(static_cast<double>(D)))
+                   .out;
+    y = ops::reshape(ops::transpose(y, 1, 2), {B, T, C});
     return linear(y, param(proj_w_), param(proj_b_));
   }
 
@@ -113,6 +145,41 @@ Tensor Gpt2::forward(const Tensor& ids) {
   for (Gpt2Block* b : blocks_) x = b->forward(x, dropout_gen_);
   x = layer_norm(x, param(ln_f_w_), param(ln_f_b_), config_.layer_norm_epsilon);
   return linear(x, transpose(param(wte_), 0, 1));  // tied lm_head: [C, V] view of wte
+}
+
+KvCache Gpt2::make_kv_cache(int64_t batch) const {
+  HF_CHECK(batch > 0, "gpt2: kv cache batch must be positive, got ", batch);
+  const int64_t H = config_.n_head, D = config_.n_embd / H;
+  KvCache cache;
+  cache.batch = batch;
+  cache.capacity = config_.n_positions;
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    cache.k.push_back(ops::empty({batch, H, cache.capacity, D}));
+    cache.v.push_back(ops::empty({batch, H, cache.capacity, D}));
+  }
+  return cache;
+}
+
+Tensor Gpt2::forward_cached(const Tensor& ids, KvCache& cache) {
+  HF_CHECK(ids.dim() == 2, "gpt2: ids must be [B, T], got ", ids.str());
+  HF_CHECK(cache.k.size() == blocks_.size() && cache.v.size() == blocks_.size(),
+           "gpt2: kv cache has ", cache.k.size(), " layers, the model ", blocks_.size());
+  HF_CHECK(ids.size(0) == cache.batch, "gpt2: ids ", ids.str(), " do not match the cache's batch ",
+           cache.batch);
+  const int64_t T = ids.size(1), start = cache.length;
+  HF_CHECK_INPUT(start + T <= cache.capacity, "gpt2: sequence length ", start + T,
+                 " exceeds n_positions ", cache.capacity);
+  autograd::NoGradGuard no_grad;
+  if (T == 0) return ops::empty({cache.batch, 0, config_.vocab_size});
+  std::vector<int64_t> pos(static_cast<size_t>(T));
+  for (int64_t i = 0; i < T; ++i) pos[static_cast<size_t>(i)] = start + i;
+  Tensor x = add(embedding(param(wte_), ids), embedding(param(wpe_), ops::from_ints(pos, {T})));
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    x = blocks_[l]->forward_cached(x, cache.k[l], cache.v[l], start);
+  }
+  cache.length = start + T;
+  x = layer_norm(x, param(ln_f_w_), param(ln_f_b_), config_.layer_norm_epsilon);
+  return linear(x, transpose(param(wte_), 0, 1));
 }
 
 Tensor Gpt2::loss(const Tensor& ids, const Tensor& targets) {

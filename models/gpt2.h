@@ -18,6 +18,17 @@ namespace hfrun::nn {
 
 class Gpt2Block;
 
+// Keys and values of every layer for incremental decoding (Gpt2::forward_cached), preallocated
+// for n_positions: k[l], v[l] are [B, H, capacity, D] and positions [0, length) are filled.
+struct KvCache {
+  int64_t batch = 0;
+  int64_t length = 0;
+  int64_t capacity = 0;
+  std::vector<Tensor> k, v;
+
+  void reset() { length = 0; }
+};
+
 class Gpt2 : public Module {
  public:
   // Parameters are created with HF's initialisation (normal(0, initializer_range); residual
@@ -31,6 +42,15 @@ class Gpt2 : public Module {
   // Mean cross-entropy of the next-token logits against targets [B, T] (already shifted:
   // CONTRACT.md's windows), ignoring targets equal to -100.
   Tensor loss(const Tensor& ids, const Tensor& targets);
+
+  // An empty cache for `batch` sequences of up to n_positions tokens.
+  KvCache make_kv_cache(int64_t batch = 1) const;
+  // Inference (no graph, no dropout): ids [B, T_new] continue the sequences held in `cache`
+  // (positions cache.length ..), their keys and values are appended to it, and the new queries
+  // attend causally over every cached key. Returns the logits of the new positions
+  // [B, T_new, V], equal to forward()'s logits at those positions for the whole sequence.
+  // cache.length + T_new must not exceed n_positions.
+  Tensor forward_cached(const Tensor& ids, KvCache& cache);
 
   // Dropout's random stream (saved and restored with checkpoints).
   Generator& dropout_generator() { return dropout_gen_; }

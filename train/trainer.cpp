@@ -18,10 +18,13 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "models/gpt2.h"
+#include "models/gpt2_pretrained.h"
 #include "optim/clip.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
+#include "train/checkpoint.h"
 #include "train/export.h"
+#include "train/resume.h"
 
 namespace hfrun::train {
 
@@ -85,20 +88,6 @@ nn::Gpt2Config model_config(const TrainConfig& cfg, const data::Tokenizer& tok) 
   return c;
 }
 
-void load_pretrained(nn::Gpt2& model, const std::string& dir) {
-  io::SafetensorsCheckpoint ckpt = io::SafetensorsCheckpoint::open(dir);
-  for (const auto& [name, param] : model.named_parameters()) {
-    auto found = io::find_with_optional_prefix(ckpt, name, "transformer.");
-    HF_CHECK_INPUT(found.has_value(), dir, ": no tensor 'transformer.", name,
-                   "' (or without the prefix) in the checkpoint");
-    Tensor t = ckpt.tensor(*found);
-    HF_CHECK_INPUT(t.sizes() == param.sizes(), ckpt.file_of(*found), ": tensor '", *found,
-                   "' has shape ", shape_str(t.sizes()), " but config.json implies ",
-                   shape_str(param.sizes()));
-    model.load_parameter(name, t);
-  }
-}
-
 std::string format_metrics(const StepMetrics& m) {
   char buf[512];
   if (m.val_loss >= 0) {
@@ -130,7 +119,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
   const nn::Gpt2Config mc = model_config(c, *s.tokenizer);
   s.model = std::make_unique<nn::Gpt2>(mc, c.seed);
-  if (!c.model.from_pretrained.empty()) load_pretrained(*s.model, c.model.from_pretrained);
+  if (!c.model.from_pretrained.empty()) nn::load_gpt2_weights(*s.model, c.model.from_pretrained);
   s.model->flatten_parameters();
 
   const data::Tokenizer& tok = *s.tokenizer;
@@ -201,22 +190,54 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     std::ofstream out(fs::path(c.output_dir) / "config.resolved.yaml");
     out << c.to_yaml();
   }
-  std::ofstream metrics(fs::path(c.output_dir) / "metrics.jsonl", std::ios::app);
-  HF_CHECK_INPUT(metrics.good(), c.output_dir, "/metrics.jsonl: cannot write");
   const bool tty = isatty(STDOUT_FILENO);
   const int64_t tokens_per_step =
       c.train.micro_batch_size * c.train.grad_accum_steps * c.data.seq_len;
+  const std::string hash = config_hash(c);
+  const std::string checkpoints_root = (fs::path(c.output_dir) / "checkpoints").string();
+  CheckpointOptions ckpt_options;
+  ckpt_options.keep = c.checkpoint.keep;
+  ckpt_options.config_hash = hash;
+  ckpt_options.param_prefix = "transformer.";
+
+  // Resume: parameters, optimizer state, data position, dropout stream and the metrics so far.
+  TrainerState resumed;
+  if (const auto dir = resolve_resume(c)) {
+    Manifest manifest;
+    resumed = load_checkpoint(*dir, *s.model, *s.optimizer, &manifest);
+    HF_CHECK_INPUT(resumed.step <= c.train.max_steps, c.source, ": checkpoint ", *dir,
+                   " is at step ", resumed.step, ", past train.max_steps ", c.train.max_steps);
+    s.loader->restore(resumed.loader);
+    restore_generator(resumed, "dropout", s.model->dropout_generator());
+    if (manifest.config_hash != hash) {
+      std::fprintf(stderr,
+                   "hfrun: warning: %s was written with a different configuration; "
+                   "continuing with this one\n",
+                   dir->c_str());
+    }
+    std::printf("resuming from %s (step %lld)\n", dir->c_str(),
+                static_cast<long long>(resumed.step));
+  }
+  const std::string metrics_path = (fs::path(c.output_dir) / "metrics.jsonl").string();
+  truncate_metrics(metrics_path, resumed.step);
+  std::ofstream metrics(metrics_path, std::ios::app);
+  HF_CHECK_INPUT(metrics.good(), c.output_dir, "/metrics.jsonl: cannot write");
+
   const auto t0 = std::chrono::steady_clock::now();
   auto now = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return resumed.elapsed_s +
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   RunSummary summary;
+  summary.steps = resumed.step;
+  summary.first_loss = resumed.first_loss;
+  summary.last_loss = resumed.last_loss;
   std::vector<Tensor> params = s.model->parameters();
   s.model->train();
-  double window_start = 0;
+  double window_start = resumed.elapsed_s;
   int64_t window_steps = 0;
 
-  for (int64_t step = 0; step < c.train.max_steps; ++step) {
+  for (int64_t step = resumed.step; step < c.train.max_steps; ++step) {
     const double lr =
         c.optimizer.lr *
         optim::lr_multiplier(s.schedule, step, c.scheduler.warmup_steps, c.train.max_steps);
@@ -271,6 +292,20 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
       std::printf("%sstep %lld  val_loss %.4f\n", tty ? "\n" : "", static_cast<long long>(v.step),
                   v.val_loss);
       if (on_step) on_step(v);
+    }
+    if ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last) {
+      TrainerState st;
+      st.step = st.scheduler_step = m.step;
+      st.loader = s.loader->state();
+      st.generators = {capture_generator("dropout", s.model->dropout_generator())};
+      st.tokens_seen = m.step * tokens_per_step;
+      st.first_loss = summary.first_loss;
+      st.last_loss = summary.last_loss;
+      st.elapsed_s = now();
+      const std::string dir =
+          save_checkpoint(checkpoints_root, *s.model, *s.optimizer, st, ckpt_options);
+      std::printf("%ssaved checkpoint %s\n", tty ? "\n" : "", dir.c_str());
+      std::fflush(stdout);
     }
   }
   if (tty) std::printf("\n");

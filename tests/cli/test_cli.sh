@@ -93,5 +93,98 @@ check "prepare bad jsonl" 2 "$HFRUN" prepare --tokenizer "$GPT2" --output "$TMP/
 contains "prepare bad jsonl" 'bad.jsonl:2'
 check "prepare no inputs" 2 "$HFRUN" prepare --tokenizer "$GPT2" --output "$TMP/s3"
 
+# generate: a tiny GPT-2 trained for 2 steps (its final/ directory is a HF model directory).
+for i in $(seq 40); do echo "The quick brown fox jumps over the lazy dog. Hello world, again."; done > "$TMP/gen.txt"
+cat > "$TMP/gen.yaml" <<EOF
+output_dir: $TMP/genrun
+seed: 1
+model:
+  arch: gpt2
+  config: {n_layer: 1, n_head: 2, n_embd: 16, n_positions: 32}
+tokenizer: $GPT2
+data:
+  train: [$TMP/gen.txt]
+  seq_len: 16
+train:
+  micro_batch_size: 2
+  max_steps: 2
+checkpoint:
+  every: 0
+EOF
+GEN="$TMP/genrun/final"
+check "generate: train tiny model" 0 "$HFRUN" train "$TMP/gen.yaml"
+check "generate --ids" 0 "$HFRUN" generate --model "$GEN" --prompt "Hello world" --max-new-tokens 5 --ids
+contains "generate --ids" '^\[15496,995(,[0-9]+){1,5}\]$'
+check "generate greedy" 0 "$HFRUN" generate --model "$GEN" --prompt "Hello world" --max-new-tokens 6 --greedy
+first="$out"
+contains "generate greedy" '^Hello world'
+check "generate greedy again" 0 "$HFRUN" generate --model "$GEN" --prompt "Hello world" --max-new-tokens 6 --greedy
+[ "$out" = "$first" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: generate --greedy differs between runs"; }
+check "generate sampled" 0 "$HFRUN" generate --model "$GEN" --temperature 0.8 --top-k 20 --top-p 0.9 --seed 3 --ids
+contains "generate sampled" '^\[50256(,[0-9]+)*\]$'
+check "generate to n_positions" 0 "$HFRUN" generate --model "$GEN" --prompt "Hello world" --max-new-tokens 100 --ids
+contains "generate to n_positions" 'n_positions'
+check "generate missing model" 2 "$HFRUN" generate --model "$TMP/no_model"
+contains "generate missing model" 'no_model'
+check "generate bad top-p" 2 "$HFRUN" generate --model "$GEN" --top-p 1.5
+contains "generate bad top-p" 'top-p'
+check "generate greedy with sampling" 2 "$HFRUN" generate --model "$GEN" --greedy --temperature 0.5
+check "generate bad temperature" 2 "$HFRUN" generate --model "$GEN" --temperature 0
+mkdir -p "$TMP/no_tok" && cp "$GEN/config.json" "$GEN/model.safetensors" "$TMP/no_tok/"
+check "generate missing tokenizer" 2 "$HFRUN" generate --model "$TMP/no_tok"
+contains "generate missing tokenizer" 'tokenizer.json'
+
+# checkpoints: a run killed with SIGKILL after its first checkpoint, then resumed (resume: auto),
+# logs exactly the losses of an uninterrupted run (dropout and shuffling on). One thread, so
+# the two runs compute identically and quickly.
+for i in $(seq 60); do echo "Line $i: the boat carries $((i % 7)) apples to the market."; done > "$TMP/ck.txt"
+ck_yaml() {  # ck_yaml OUTPUT_DIR > FILE
+  cat <<EOF
+output_dir: $1
+seed: 7
+model: {config: {n_layer: 1, n_head: 2, n_embd: 16, n_positions: 32, resid_pdrop: 0.1}}
+tokenizer: $GPT2
+data: {train: [$TMP/ck.txt], seq_len: 16, shuffle: true}
+train: {micro_batch_size: 2, max_steps: 60, log_every: 1}
+scheduler: {type: cosine, warmup_steps: 5}
+checkpoint: {every: 5, keep: 2}
+EOF
+}
+ck_losses() { grep -oE '"step": [0-9]+, "loss": [0-9.]+' "$1/metrics.jsonl"; }
+ck_yaml "$TMP/ck_full" > "$TMP/ck_full.yaml"
+ck_yaml "$TMP/ck_kill" > "$TMP/ck_kill.yaml"
+check "checkpoint: uninterrupted run" 0 env OMP_NUM_THREADS=1 "$HFRUN" train "$TMP/ck_full.yaml"
+OMP_NUM_THREADS=1 "$HFRUN" train "$TMP/ck_kill.yaml" > "$TMP/ck_kill.log" 2>&1 &
+ck_pid=$!
+for _ in $(seq 600); do  # up to 30 s for the first committed checkpoint
+  compgen -G "$TMP/ck_kill/checkpoints/step-[0-9]*[0-9]/manifest.json" > /dev/null && break
+  sleep 0.05
+done
+if kill -KILL "$ck_pid" 2>/dev/null && ! [ -d "$TMP/ck_kill/final" ]; then pass=$((pass + 1)); else
+  fail=$((fail + 1))
+  echo "FAIL: checkpoint: the run was not killed mid-training"
+  head -5 "$TMP/ck_kill.log"
+fi
+wait "$ck_pid" 2>/dev/null
+check "checkpoint: resume after SIGKILL" 0 env OMP_NUM_THREADS=1 "$HFRUN" train "$TMP/ck_kill.yaml"
+contains "checkpoint: resume after SIGKILL" 'resuming from .*/checkpoints/step-[0-9]{8} \(step [0-9]+\)'
+if [ "$(ck_losses "$TMP/ck_kill")" = "$(ck_losses "$TMP/ck_full")" ] &&
+  [ "$(ck_losses "$TMP/ck_full" | wc -l)" -eq 60 ]; then pass=$((pass + 1)); else
+  fail=$((fail + 1))
+  echo "FAIL: checkpoint: resumed losses differ from the uninterrupted run's"
+  diff <(ck_losses "$TMP/ck_full") <(ck_losses "$TMP/ck_kill") | head -10
+fi
+ls "$TMP/ck_kill/checkpoints" > "$TMP/ck_list"
+if [ "$(cat "$TMP/ck_list")" = "$(printf 'step-00000055\nstep-00000060')" ]; then
+  pass=$((pass + 1))
+else
+  fail=$((fail + 1))
+  echo "FAIL: checkpoint: keep 2 should leave step-00000055 and step-00000060, found:"
+  cat "$TMP/ck_list"
+fi
+check "checkpoint: resume from a missing path" 2 env OMP_NUM_THREADS=1 "$HFRUN" train \
+  "$TMP/ck_kill.yaml" --set "checkpoint.resume=$TMP/no_such_ckpt"
+contains "checkpoint: resume from a missing path" 'no_such_ckpt: no such checkpoint directory'
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

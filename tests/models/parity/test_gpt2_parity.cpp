@@ -1,6 +1,6 @@
 // GPT-2 against PyTorch: logits, loss and every parameter gradient of a tiny GPT-2 with random
-// weights (tests/models/reference/gpt2_reference.py, run by the ctest fixture gpt2_reference;
-// HFRUN_GPT2_REFERENCE names its JSON output).
+// weights, and its greedy continuation of a prompt (tests/models/reference/gpt2_reference.py,
+// run by the ctest fixture gpt2_reference; HFRUN_GPT2_REFERENCE names its JSON output).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/node.h"
+#include "models/generate.h"
 #include "models/gpt2.h"
 #include "tensor/ops.h"
 
@@ -35,21 +36,38 @@ Tensor ints(const nlohmann::json& rows) {
                         {static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())});
 }
 
-TEST(Gpt2Parity, LogitsLossAndGradientsMatchPyTorch) {
+nlohmann::json load_reference() {
   const char* path = std::getenv("HFRUN_GPT2_REFERENCE");
-  ASSERT_NE(path, nullptr)
-      << "run through ctest (fixture gpt2_reference) or set HFRUN_GPT2_REFERENCE";
+  if (path == nullptr) {
+    ADD_FAILURE() << "run through ctest (fixture gpt2_reference) or set HFRUN_GPT2_REFERENCE";
+    return {};
+  }
   std::ifstream in(path);
-  ASSERT_TRUE(in.good()) << path;
-  const nlohmann::json ref = nlohmann::json::parse(in);
+  if (!in.good()) {
+    ADD_FAILURE() << "cannot open " << path;
+    return {};
+  }
+  return nlohmann::json::parse(in);
+}
+
+// The reference's tiny GPT-2 with its weights.
+std::unique_ptr<Gpt2> reference_model(const nlohmann::json& ref) {
   const Gpt2Config cfg = Gpt2Config::from_json(ref["config"].dump(), "reference config");
-  Gpt2 model(cfg, /*seed=*/0);
-  model.flatten_parameters();
-  ASSERT_EQ(model.named_parameters().size(), ref["params"].size());
+  auto model = std::make_unique<Gpt2>(cfg, /*seed=*/0);
+  model->flatten_parameters();
+  EXPECT_EQ(model->named_parameters().size(), ref["params"].size());
   for (const auto& [name, p] : ref["params"].items()) {
     Shape shape = p["shape"].get<Shape>();
-    model.load_parameter(name, ops::from_vector(p["data"].get<std::vector<float>>(), shape));
+    model->load_parameter(name, ops::from_vector(p["data"].get<std::vector<float>>(), shape));
   }
+  return model;
+}
+
+TEST(Gpt2Parity, LogitsLossAndGradientsMatchPyTorch) {
+  const nlohmann::json ref = load_reference();
+  ASSERT_FALSE(ref.is_null());
+  std::unique_ptr<Gpt2> owned = reference_model(ref);
+  Gpt2& model = *owned;
   const Tensor ids = ints(ref["ids"]), targets = ints(ref["targets"]);
 
   Tensor logits = model.forward(ids);
@@ -63,6 +81,21 @@ TEST(Gpt2Parity, LogitsLossAndGradientsMatchPyTorch) {
     const double err = rel_err(t.grad().to_vector(), want);
     EXPECT_LT(err, 1e-4) << name;
   }
+}
+
+// generate(greedy) with the KV cache against PyTorch's argmax loop over the full forward.
+TEST(Gpt2Parity, GreedyGenerationMatchesPyTorchTokenForToken) {
+  const nlohmann::json ref = load_reference();
+  ASSERT_FALSE(ref.is_null());
+  std::unique_ptr<Gpt2> model = reference_model(ref);
+  const nlohmann::json& gen = ref["generate"];
+  GenerateOptions opts;
+  opts.greedy = true;
+  opts.max_new_tokens = gen["max_new_tokens"].get<int64_t>();
+  const GenerateResult r = generate(*model, gen["prompt"].get<std::vector<int32_t>>(), opts);
+  EXPECT_EQ(r.ids, gen["ids"].get<std::vector<int32_t>>())
+      << "reference min top-1/top-2 margin " << gen["min_margin"].get<double>();
+  EXPECT_EQ(r.num_generated, opts.max_new_tokens);
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 """Reference numbers for hfrun's GPT-2: logits, loss and every parameter gradient of a tiny
 GPT-2 with random weights, computed by PyTorch (Debian's python3-torch) with the exact math of
 Hugging Face's GPT2LMHeadModel (transformers is not needed: the forward is written out below,
-Conv1D weights [in, out], gelu_new, tied lm_head, causal mask, layer_norm_epsilon).
+Conv1D weights [in, out], gelu_new, tied lm_head, causal mask, layer_norm_epsilon). Also the
+greedy continuation of a prompt (argmax of the full forward's last logits, token by token), the
+ids that hfrun's generate() must reproduce.
 
     /usr/bin/python3 gpt2_reference.py OUT.json
 """
@@ -85,6 +87,17 @@ logits = forward(params, ids)
 loss = F.cross_entropy(logits.view(-1, V), targets.view(-1), ignore_index=-100)
 loss.backward()
 
+# Greedy generation: 8 new tokens from a 3-token prompt, re-running the full forward each step
+# (no cache). min_margin (top-1 minus top-2 logit) shows how far each argmax is from a tie.
+GEN_PROMPT, GEN_NEW = ids[0, :3].tolist(), 8
+with torch.no_grad():
+    seq, margins = list(GEN_PROMPT), []
+    for _ in range(GEN_NEW):
+        last = forward(params, torch.tensor([seq]))[0, -1]
+        top2 = torch.topk(last, 2).values
+        margins.append((top2[0] - top2[1]).item())
+        seq.append(int(torch.argmax(last)))
+
 flat = lambda t: t.detach().reshape(-1).tolist()
 out = {
     "config": CFG,
@@ -94,8 +107,10 @@ out = {
     "logits": flat(logits),
     "loss": loss.item(),
     "grads": {k: flat(v.grad) for k, v in params.items()},
+    "generate": {"prompt": GEN_PROMPT, "max_new_tokens": GEN_NEW, "ids": seq,
+                 "min_margin": min(margins)},
     "torch_version": torch.__version__,
 }
 with open(sys.argv[1], "w") as f:
     json.dump(out, f)
-print(f"wrote {sys.argv[1]}: loss {loss.item():.6f}")
+print(f"wrote {sys.argv[1]}: loss {loss.item():.6f}, greedy ids {seq}")
