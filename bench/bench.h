@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace hfrun::bench {
 
@@ -15,6 +16,9 @@ struct MatmulBenchOptions {
   double min_seconds = 1.0;  // time at least this long per measurement
 };
 std::string run_matmul_bench(const MatmulBenchOptions& opts);
+// GFLOP/s of a raw oneDNN 1024^3 matmul primitive (f32, or bf16 inputs): the machine's
+// practical GEMM peak, the denominator of `bench train`'s MFU.
+double reference_matmul_gflops(bool bf16, double min_seconds = 0.5);
 
 // One GPT-2 block (ln_1, c_attn, causal attention, c_proj, ln_2, c_fc, gelu_new, c_proj, both
 // residuals) forward + backward on [tokens, dim]: time per step and the share outside GEMMs.
@@ -33,5 +37,16 @@ struct TokenizerBenchOptions {
   int repeats = 3;
 };
 std::string run_tokenizer_bench(const TokenizerBenchOptions& opts);
+
+// Training throughput of a train.yaml: optimizer steps of the real trainer (data, model,
+// optimizer), median step time after warm-up, FLOPs per token (6 N_matmul + 12 L T C), MFU
+// against reference_matmul_gflops, peak RSS.
+struct TrainBenchOptions {
+  std::string config;
+  std::vector<std::string> overrides;
+  int warmup = 2;
+  int steps = 5;
+};
+std::string run_train_bench(const TrainBenchOptions& opts);
 
 }  // namespace hfrun::bench

@@ -81,6 +81,16 @@ class RawOnednnMatmul {
 
 }  // namespace
 
+double reference_matmul_gflops(bool bf16, double min_seconds) {
+  constexpr int64_t kN = 1024;
+  Generator gen(99);
+  const DType in = bf16 ? DType::kBF16 : DType::kF32;
+  Tensor a = ops::randn({kN, kN}, gen, in), b = ops::randn({kN, kN}, gen, in);
+  RawOnednnMatmul raw(a, b, kN, kN, kN);
+  for (int i = 0; i < 3; ++i) raw.run();
+  return 2.0 * kN * kN * kN / median_call_seconds([&] { raw.run(); }, min_seconds) * 1e-9;
+}
+
 std::string run_matmul_bench(const MatmulBenchOptions& o) {
   HF_CHECK(o.dtype == "f32" || o.dtype == "bf16", "bench matmul: dtype must be f32 or bf16, got '",
            o.dtype, "'");

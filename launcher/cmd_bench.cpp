@@ -99,11 +99,35 @@ int bench_tokenizer(const Args& args) {
   return 0;
 }
 
+int bench_train(const Args& args) {
+  bench::TrainBenchOptions o;
+  po::options_description desc("Options");
+  desc.add_options()("help,h", "show this help")("config", po::value(&o.config)->required(),
+                                                 "train.yaml")(
+      "set", po::value(&o.overrides)->composing(), "override a config key: key.path=value")(
+      "warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps first")(
+      "steps", po::value(&o.steps)->default_value(o.steps), "timed steps (median counts)");
+  po::positional_options_description pos;
+  pos.add("config", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+  if (vm.count("help")) {
+    std::cout << "Usage: hfrun bench train CONFIG.yaml [--steps N] [--warmup W] [--set k=v]\n"
+                 "Times optimizer steps of the real trainer; JSON with tokens_per_s and mfu. "
+                 "bench/train_vs_torch.sh prints it next to PyTorch.\n"
+              << desc;
+    return 0;
+  }
+  po::notify(vm);
+  std::cout << bench::run_train_bench(o) << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args) {
   const char* usage =
-      "Usage: hfrun bench matmul|block|tokenizer [options]   (hfrun bench WHAT --help)\n";
+      "Usage: hfrun bench matmul|block|tokenizer|train [options]   (hfrun bench WHAT --help)\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << usage;
     return args.empty() ? 2 : 0;
@@ -112,8 +136,9 @@ int cmd_bench(const Args& args) {
   if (args[0] == "matmul") return bench_matmul(rest);
   if (args[0] == "block") return bench_block(rest);
   if (args[0] == "tokenizer") return bench_tokenizer(rest);
+  if (args[0] == "train") return bench_train(rest);
   HF_CHECK_INPUT(false, "bench: unknown benchmark '", args[0],
-                 "' (expected matmul, block or tokenizer)");
+                 "' (expected matmul, block, tokenizer or train)");
   return 2;
 }
 

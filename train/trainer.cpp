@@ -38,13 +38,15 @@ struct Trainer::State {
   std::unique_ptr<data::TokenLoader> loader;
   std::unique_ptr<optim::Optimizer> optimizer;
   optim::ScheduleType schedule = optim::ScheduleType::kConstant;
+  std::vector<Tensor> params;  // for clipping
+  int64_t step = 0;            // optimizer steps done
 };
 
 namespace {
 
 // Model config: config.json of from_pretrained (if any), then model.config keys on top; from
 // scratch, vocab_size defaults to the tokenizer's.
-nn::Gpt2Config model_config(const TrainConfig& cfg, const data::Tokenizer& tok) {
+nn::Gpt2Config resolve_model_config(const TrainConfig& cfg, const data::Tokenizer& tok) {
   std::string base = "{}";
   std::string source = cfg.source + ": model.config";
   if (!cfg.model.from_pretrained.empty()) {
@@ -117,7 +119,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   HF_CHECK_INPUT(c.train.mixed_precision == "no", c.source, ": train.mixed_precision '",
                  c.train.mixed_precision, "' is not available yet; use \"no\"");
   s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
-  const nn::Gpt2Config mc = model_config(c, *s.tokenizer);
+  const nn::Gpt2Config mc = resolve_model_config(c, *s.tokenizer);
   s.model = std::make_unique<nn::Gpt2>(mc, c.seed);
   if (!c.model.from_pretrained.empty()) nn::load_gpt2_weights(*s.model, c.model.from_pretrained);
   s.model->flatten_parameters();
@@ -156,6 +158,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
     s.optimizer = std::make_unique<optim::SGD>(std::move(params), o);
   }
   s.schedule = optim::parse_schedule_type(c.scheduler.type);
+  s.params = s.model->parameters();
 }
 
 Trainer::~Trainer() = default;
@@ -180,6 +183,43 @@ double Trainer::evaluate() {
   }
   s.model->train();
   return total / static_cast<double>(std::max<int64_t>(count, 1));
+}
+
+int64_t Trainer::steps_done() const {
+  return s_->step;
+}
+
+StepMetrics Trainer::step() {
+  State& s = *s_;
+  const TrainConfig& c = s.cfg;
+  const auto t0 = std::chrono::steady_clock::now();
+  const double lr =
+      c.optimizer.lr *
+      optim::lr_multiplier(s.schedule, s.step, c.scheduler.warmup_steps, c.train.max_steps);
+  s.optimizer->set_lr(lr);
+  s.model->zero_grad();
+  double loss_sum = 0;
+  for (int64_t m = 0; m < c.train.grad_accum_steps; ++m) {
+    data::Batch batch = s.loader->next();
+    Tensor loss = s.model->loss(batch.inputs, batch.targets);
+    loss_sum += loss.item();
+    autograd::backward(mul_scalar(loss, 1.0 / static_cast<double>(c.train.grad_accum_steps)));
+  }
+  const double max_norm =
+      c.train.grad_clip > 0 ? c.train.grad_clip : std::numeric_limits<double>::infinity();
+  const double grad_norm = optim::clip_grad_norm(s.params, max_norm);
+  s.optimizer->step();
+  ++s.step;
+  StepMetrics m;
+  m.step = s.step;
+  m.loss = loss_sum / static_cast<double>(c.train.grad_accum_steps);
+  m.lr = lr;
+  m.grad_norm = grad_norm;
+  m.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m.tokens_per_s =
+      static_cast<double>(c.train.micro_batch_size * c.train.grad_accum_steps * c.data.seq_len) /
+      std::max(m.elapsed_s, 1e-9);
+  return m;
 }
 
 RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) {
@@ -232,35 +272,14 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   summary.steps = resumed.step;
   summary.first_loss = resumed.first_loss;
   summary.last_loss = resumed.last_loss;
-  std::vector<Tensor> params = s.model->parameters();
+  s.step = resumed.step;
   s.model->train();
   double window_start = resumed.elapsed_s;
   int64_t window_steps = 0;
 
   for (int64_t step = resumed.step; step < c.train.max_steps; ++step) {
-    const double lr =
-        c.optimizer.lr *
-        optim::lr_multiplier(s.schedule, step, c.scheduler.warmup_steps, c.train.max_steps);
-    s.optimizer->set_lr(lr);
-    s.model->zero_grad();
-    double loss_sum = 0;
-    for (int64_t m = 0; m < c.train.grad_accum_steps; ++m) {
-      data::Batch batch = s.loader->next();
-      Tensor loss = s.model->loss(batch.inputs, batch.targets);
-      loss_sum += loss.item();
-      autograd::backward(mul_scalar(loss, 1.0 / static_cast<double>(c.train.grad_accum_steps)));
-    }
-    const double max_norm =
-        c.train.grad_clip > 0 ? c.train.grad_clip : std::numeric_limits<double>::infinity();
-    const double grad_norm = optim::clip_grad_norm(params, max_norm);
-    s.optimizer->step();
+    StepMetrics m = this->step();
     ++window_steps;
-
-    StepMetrics m;
-    m.step = step + 1;
-    m.loss = loss_sum / static_cast<double>(c.train.grad_accum_steps);
-    m.lr = lr;
-    m.grad_norm = grad_norm;
     m.elapsed_s = now();
     m.tokens_per_s = static_cast<double>(tokens_per_step * window_steps) /
                      std::max(m.elapsed_s - window_start, 1e-9);
@@ -313,5 +332,12 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   export_hf(*s.model, c.tokenizer, summary.final_dir);
   return summary;
 }
+
+}  // namespace hfrun::train
+
+namespace hfrun::train {
+
+const nn::Gpt2Config& Trainer::model_config() const { return s_->model->config(); }
+int64_t Trainer::num_parameters() const { return s_->model->num_parameters(); }
 
 }  // namespace hfrun::train

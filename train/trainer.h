@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "models/gpt2_config.h"
 #include "train/config.h"
 
 namespace hfrun::train {
@@ -40,8 +41,16 @@ class Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  // Runs to train.max_steps. on_step (optional) sees every step's metrics.
+  // Runs to train.max_steps (resuming per checkpoint.resume), logging, evaluating,
+  // checkpointing and exporting final/. on_step (optional) sees every step's metrics.
   RunSummary run(const std::function<void(const StepMetrics&)>& on_step = {});
+  // One optimizer step without logging or checkpoints: LR from the schedule, grad_accum_steps
+  // micro-batches, clipping, the update. For programs that drive the loop themselves and for
+  // benchmarks. elapsed_s and tokens_per_s are those of this step alone.
+  StepMetrics step();
+  int64_t steps_done() const;
+  const nn::Gpt2Config& model_config() const;
+  int64_t num_parameters() const;
   // Mean token cross-entropy over every validation window (no gradients).
   double evaluate();
 

@@ -1,0 +1,55 @@
+// `hfrun bench train CONFIG.yaml`: the real trainer's optimizer steps, timed.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "bench/bench.h"
+#include "common/error.h"
+#include "models/gpt2_config.h"
+#include "tensor/threads.h"
+#include "train/trainer.h"
+
+namespace hfrun::bench {
+
+std::string run_train_bench(const TrainBenchOptions& o) {
+  HF_CHECK_INPUT(o.warmup >= 0 && o.steps >= 1, "bench train: --steps must be >= 1, --warmup >= 0");
+  std::vector<std::string> overrides = o.overrides;
+  // Nothing of the run is kept: no resume, and enough max_steps for the schedule.
+  overrides.push_back("checkpoint.resume=never");
+  overrides.push_back("train.max_steps=" + std::to_string(o.warmup + o.steps));
+  train::TrainConfig cfg = train::TrainConfig::load(o.config, overrides);
+  train::Trainer trainer(cfg);
+  for (int i = 0; i < o.warmup; ++i) trainer.step();
+  std::vector<double> times;
+  for (int i = 0; i < o.steps; ++i) times.push_back(trainer.step().elapsed_s);
+  std::sort(times.begin(), times.end());
+  const double step_s = times[times.size() / 2];
+
+  const nn::Gpt2Config& m = trainer.model_config();
+  const double C = static_cast<double>(m.n_embd), L = static_cast<double>(m.n_layer);
+  const double T = static_cast<double>(cfg.data.seq_len), V = static_cast<double>(m.vocab_size);
+  const double M = static_cast<double>(m.mlp_width());
+  // Weights used in GEMMs: per layer qkv (3C^2), proj (C^2), fc and fc2 (2CM); the tied lm_head.
+  const double n_matmul = L * (4 * C * C + 2 * C * M) + V * C;
+  const double flops_per_token = 6 * n_matmul + 12 * L * T * C;
+  const double tokens = static_cast<double>(cfg.train.micro_batch_size *
+                                            cfg.train.grad_accum_steps * cfg.data.seq_len);
+  const double achieved = flops_per_token * tokens / step_s * 1e-9;
+  const bool bf16 = cfg.train.mixed_precision == "bf16";
+  const double peak = reference_matmul_gflops(bf16);
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  char buf[768];
+  std::snprintf(buf, sizeof(buf),
+                "{\"bench\":\"train\",\"impl\":\"hfrun\",\"dtype\":\"%s\",\"threads\":%d,"
+                "\"params\":%lld,\"tokens_per_step\":%.0f,\"step_s\":%.4f,\"tokens_per_s\":%.1f,"
+                "\"flops_per_token\":%.4g,\"achieved_gflops\":%.1f,\"peak_gflops\":%.1f,"
+                "\"mfu\":%.3f,\"peak_rss_mb\":%.1f}",
+                bf16 ? "bf16" : "f32", num_threads(),
+                static_cast<long long>(trainer.num_parameters()), tokens, step_s, tokens / step_s,
+                flops_per_token, achieved, peak, achieved / peak, ru.ru_maxrss / 1024.0);
+  return buf;
+}
+
+}  // namespace hfrun::bench
