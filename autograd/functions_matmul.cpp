@@ -63,7 +63,11 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
 // y = x @ weight + bias with x [..., in], weight [in, out]. Leading dims are flattened so the
 // forward and both backward GEMMs are single 2-D GEMMs:
 //   gx = g @ weight^T [rows, in], gweight = x^T @ g [in, out], gbias = sum_rows(g).
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+namespace {
+
+// x [..., in] @ weight [in, out] (+ bias) with the result in out_dtype; the backward GEMMs run in
+// x's and weight's dtypes, the bias gradient is summed from the out_dtype gradient.
+Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DType out_dtype) {
   HF_CHECK(x.defined() && weight.defined(), "linear: undefined input");
   HF_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(0), "linear: x ", x.str(),
            " does not match weight ", weight.str(), " ([in, out])");
@@ -71,7 +75,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor x2 = ops::reshape(x, {-1, in});
   Shape y_shape = x.sizes();
   y_shape.back() = out;
-  Tensor y = ops::view(ops::matmul(x2, weight, bias), y_shape);
+  Tensor y = ops::view(ops::matmul(x2, weight, bias, out_dtype), y_shape);
   if (!needs_grad({&x, &weight, &bias})) return y;
   const bool gx = x.requires_grad(), gw = weight.requires_grad();
   const bool gbias = bias.defined() && bias.requires_grad();
@@ -85,8 +89,22 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     Tensor grad_x, grad_w;
     if (gx) grad_x = ops::view(ops::matmul(g2, mT(saved_w), Tensor(), x_dtype), x_shape);
     if (gw) grad_w = ops::matmul(mT(saved_x), g2, Tensor(), w_dtype);
-    return {grad_x, grad_w, gbias ? bias_grad(g2, bias_dtype) : Tensor()};
+    return {grad_x, grad_w,
+            gbias ? bias_grad(ops::reshape(g_out, {-1, out}), bias_dtype) : Tensor()};
   });
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias,
+              std::optional<DType> compute_dtype) {
+  if (compute_dtype && (*compute_dtype != x.dtype() || *compute_dtype != weight.dtype())) {
+    // Mixed precision: the GEMMs read compute_dtype copies (their gradients flow back to the
+    // f32 originals through the casts); the product accumulates and is returned in x's dtype.
+    return linear_impl(to_dtype(x, *compute_dtype), to_dtype(weight, *compute_dtype), bias,
+                       x.dtype());
+  }
+  return linear_impl(x, weight, bias, x.dtype());
 }
 
 Tensor softmax(const Tensor& x, int64_t dim) {

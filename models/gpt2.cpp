@@ -1,6 +1,7 @@
 #include "models/gpt2.h"
 
 #include <cmath>
+#include <optional>
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
@@ -44,15 +45,17 @@ class Gpt2Block : public Module {
     fc2_b_ = register_parameter("mlp.c_proj.bias", ops::zeros({C}));
   }
 
-  Tensor forward(const Tensor& x, Generator& gen) {
+  // cd: the GEMMs' compute dtype under mixed precision (layer norms, softmax, GELU, residuals
+  // and the loss stay f32).
+  Tensor forward(const Tensor& x, Generator& gen, std::optional<DType> cd) {
     const bool train = is_training();
     Tensor h = add(
-        x, dropout(
-               attention(layer_norm(x, param(ln_1_w_), param(ln_1_b_), c_.layer_norm_epsilon), gen),
-               c_.resid_pdrop, train, gen));
+        x, dropout(attention(layer_norm(x, param(ln_1_w_), param(ln_1_b_), c_.layer_norm_epsilon),
+                             gen, cd),
+                   c_.resid_pdrop, train, gen));
     Tensor m = linear(layer_norm(h, param(ln_2_w_), param(ln_2_b_), c_.layer_norm_epsilon),
-                      param(fc_w_), param(fc_b_));
-    m = linear(activation(c_.activation_function, m), param(fc2_w_), param(fc2_b_));
+                      param(fc_w_), param(fc_b_), cd);
+    m = linear(activation(c_.activation_function, m), param(fc2_w_), param(fc2_b_), cd);
     return add(h, dropout(m, c_.resid_pdrop, train, gen));
   }
 
@@ -70,9 +73,9 @@ class Gpt2Block : public Module {
 
  private:
   // Causal self-attention; the fused kernel unless attention dropout is active.
-  Tensor attention(const Tensor& x, Generator& gen) {
+  Tensor attention(const Tensor& x, Generator& gen, std::optional<DType> cd) {
     const int64_t B = x.size(0), T = x.size(1), C = c_.n_embd, H = c_.n_head, D = C / H;
-    Tensor qkv = linear(x, param(attn_w_), param(attn_b_));  // [B, T, 3C]
+    Tensor qkv = linear(x, param(attn_w_), param(attn_b_), cd);  // [B, T, 3C]
     auto heads = [&](int64_t i) {
       return transpose(reshape(narrow(qkv, 2, i * C, C), {B, T, H, D}), 1, 2);  // [B, H, T, D]
     };
@@ -89,7 +92,7 @@ class Gpt2Block : public Module {
       y = scaled_dot_product_attention(q, k, v, /*causal=*/true);
     }
     y = reshape(transpose(y, 1, 2), {B, T, C});
-    return linear(y, param(proj_w_), param(proj_b_));
+    return linear(y, param(proj_w_), param(proj_b_), cd);
   }
 
   Tensor attention_cached(const Tensor& x, Tensor& kc, Tensor& vc, int64_t start) {
@@ -142,9 +145,10 @@ Tensor Gpt2::forward(const Tensor& ids) {
                  config_.n_positions);
   Tensor x = add(embedding(param(wte_), ids), embedding(param(wpe_), ops::arange(T)));
   x = dropout(x, config_.embd_pdrop, is_training(), dropout_gen_);
-  for (Gpt2Block* b : blocks_) x = b->forward(x, dropout_gen_);
+  for (Gpt2Block* b : blocks_) x = b->forward(x, dropout_gen_, compute_dtype_);
   x = layer_norm(x, param(ln_f_w_), param(ln_f_b_), config_.layer_norm_epsilon);
-  return linear(x, transpose(param(wte_), 0, 1));  // tied lm_head: [C, V] view of wte
+  // Tied lm_head: a [C, V] view of wte.
+  return linear(x, transpose(param(wte_), 0, 1), Tensor(), compute_dtype_);
 }
 
 KvCache Gpt2::make_kv_cache(int64_t batch) const {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "models/gpt2_config.h"
@@ -55,11 +56,19 @@ class Gpt2 : public Module {
   // Dropout's random stream (saved and restored with checkpoints).
   Generator& dropout_generator() { return dropout_gen_; }
 
+  // Mixed precision: with bf16, forward() runs every GEMM (qkv, attention output, MLP, lm_head)
+  // on bf16 copies of activations and weights with f32 accumulation, while parameters (the
+  // master weights), layer norms, attention softmax, GELU, residual adds and the loss stay f32.
+  // nullopt (the default) = everything f32.
+  void set_compute_dtype(std::optional<DType> dtype) { compute_dtype_ = dtype; }
+  std::optional<DType> compute_dtype() const { return compute_dtype_; }
+
  private:
   Gpt2Config config_;
   size_t wte_, wpe_, ln_f_w_, ln_f_b_;
   std::vector<Gpt2Block*> blocks_;
   Generator dropout_gen_;
+  std::optional<DType> compute_dtype_;
 };
 
 }  // namespace hfrun::nn

@@ -116,12 +116,14 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
                  c.source,
                  ": distributed training (num_processes, zero_stage, tensor_parallel) "
                  "is not available yet; this build trains on one process");
-  HF_CHECK_INPUT(c.train.mixed_precision == "no", c.source, ": train.mixed_precision '",
-                 c.train.mixed_precision, "' is not available yet; use \"no\"");
+  HF_CHECK_INPUT(c.train.mixed_precision != "fp16", c.source,
+                 ": train.mixed_precision \"fp16\" "
+                 "(with loss scaling) is not available yet on CPU; use \"bf16\" or \"no\"");
   s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
   const nn::Gpt2Config mc = resolve_model_config(c, *s.tokenizer);
   s.model = std::make_unique<nn::Gpt2>(mc, c.seed);
   if (!c.model.from_pretrained.empty()) nn::load_gpt2_weights(*s.model, c.model.from_pretrained);
+  if (c.train.mixed_precision == "bf16") s.model->set_compute_dtype(DType::kBF16);
   s.model->flatten_parameters();
 
   const data::Tokenizer& tok = *s.tokenizer;
@@ -337,7 +339,11 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
 
 namespace hfrun::train {
 
-const nn::Gpt2Config& Trainer::model_config() const { return s_->model->config(); }
-int64_t Trainer::num_parameters() const { return s_->model->num_parameters(); }
+const nn::Gpt2Config& Trainer::model_config() const {
+  return s_->model->config();
+}
+int64_t Trainer::num_parameters() const {
+  return s_->model->num_parameters();
+}
 
 }  // namespace hfrun::train

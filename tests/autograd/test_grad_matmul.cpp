@@ -13,6 +13,7 @@ namespace {
 using autograd::gradcheck;
 using testing::randn;
 using testing::tensor_near;
+using testing::tensors_near;
 
 // A leaf that is a non-contiguous view: the transpose of a fresh [shape[1], shape[0]] tensor.
 Tensor transposed_leaf(const Shape& shape, uint64_t seed) {
@@ -153,6 +154,26 @@ TEST(GradAttention, OnlyRequestedInputsGetGradients) {
   EXPECT_EQ(q.grad().sizes(), q.sizes());
   EXPECT_FALSE(k.grad().defined());
   EXPECT_FALSE(v.grad().defined());
+}
+
+TEST(GradLinear, Bf16ComputeKeepsF32MasterGradients) {
+  // Mixed precision: bf16 GEMMs, f32 inputs, outputs and gradients, close to the f32 result.
+  Tensor x = randn({6, 16}, 31, true), w = randn({16, 8}, 32, true), b = randn({8}, 33, true);
+  Tensor y32 = linear(x, w, b);
+  Tensor y16 = linear(x, w, b, DType::kBF16);
+  EXPECT_EQ(y16.dtype(), DType::kF32);
+  EXPECT_TRUE(tensors_near(y16, y32, 0.05, 0.02));
+  autograd::backward(sum(mul(y16, y16)));
+  EXPECT_EQ(w.grad().dtype(), DType::kF32);
+  EXPECT_EQ(x.grad().dtype(), DType::kF32);
+  Tensor gw16 = w.grad(), gx16 = x.grad(), gb16 = b.grad();
+  w.set_grad(Tensor());
+  x.set_grad(Tensor());
+  b.set_grad(Tensor());
+  autograd::backward(sum(mul(y32, y32)));
+  EXPECT_TRUE(tensors_near(gw16, w.grad(), 0.3, 0.03));
+  EXPECT_TRUE(tensors_near(gx16, x.grad(), 0.3, 0.03));
+  EXPECT_TRUE(tensors_near(gb16, b.grad(), 0.3, 0.03));
 }
 
 }  // namespace

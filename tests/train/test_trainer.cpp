@@ -108,6 +108,22 @@ TEST(Trainer, FineTunesFromItsOwnExport) {
   EXPECT_LT(s.first_loss, base.front() - 0.5);  // starts where the base run got to
 }
 
+TEST(Trainer, Bf16MixedPrecisionFollowsTheF32LossCurve) {
+  TempDir d;
+  const std::string text = d.write("corpus.txt", corpus());
+  Trainer(tiny_config(d, "f32", {text})).run();
+  TrainConfig bf = tiny_config(d, "bf16", {text});
+  bf.train.mixed_precision = "bf16";
+  Trainer(bf).run();
+  const auto a = losses(d.file("f32/metrics.jsonl")), b = losses(d.file("bf16/metrics.jsonl"));
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 0.02 * a[i]) << "step " << i + 1;
+  EXPECT_NE(a, b);  // the GEMMs really ran in bf16
+  // Master weights and the export stay f32.
+  io::SafetensorsCheckpoint ck = io::SafetensorsCheckpoint::open(d.file("bf16/final"));
+  EXPECT_EQ(ck.tensor("transformer.wte.weight").dtype(), DType::kF32);
+}
+
 TEST(Trainer, BadInputsAreClearErrors) {
   TempDir d;
   const std::string text = d.write("corpus.txt", corpus());
