@@ -134,6 +134,22 @@ mkdir -p "$TMP/no_tok" && cp "$GEN/config.json" "$GEN/model.safetensors" "$TMP/n
 check "generate missing tokenizer" 2 "$HFRUN" generate --model "$TMP/no_tok"
 contains "generate missing tokenizer" 'tokenizer.json'
 
+# Fine-tuning a directory whose config.json does not match its weights: exit 2 naming the tensor.
+mkdir -p "$TMP/bad_shape" && cp "$GEN/model.safetensors" "$GEN/tokenizer.json" "$TMP/bad_shape/"
+sed -E 's/"n_embd": *16/"n_embd": 32/' "$GEN/config.json" > "$TMP/bad_shape/config.json"
+check "fine-tune shape mismatch" 2 "$HFRUN" "$TMP/gen.yaml" --set "model.from_pretrained=$TMP/bad_shape" \
+  --set model.config={} --set "output_dir=$TMP/bad_run"
+contains "fine-tune shape mismatch" 'transformer\.(wte|wpe|h\.0)[^ ]* .*shape'
+check "train config typo" 2 "$HFRUN" "$TMP/gen.yaml" --set train.max_stepz=3
+contains "train config typo" 'train.max_stepz'
+check "train missing config" 2 "$HFRUN" "$TMP/nope.yaml"
+contains "train missing config" 'nope.yaml'
+check "train -np 2 refused clearly" 2 "$HFRUN" -np 2 "$TMP/gen.yaml"
+contains "train -np 2 refused clearly" 'np 2'
+check "train dry run" 0 "$HFRUN" "$TMP/gen.yaml" --dry-run
+contains "train dry run" '^output_dir: '
+[ ! -e "$TMP/bad_run/final" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a failed run left final/"; }
+
 # checkpoints: a run killed with SIGKILL after its first checkpoint, then resumed (resume: auto),
 # logs exactly the losses of an uninterrupted run (dropout and shuffling on). One thread, so
 # the two runs compute identically and quickly.
