@@ -14,30 +14,13 @@
 #include <utility>
 
 #include "common/error.h"
+#include "common/file_util.h"
 
 namespace hfrun::data {
 
 namespace {
 
-// Closes a file descriptor on every exit path.
-struct FdGuard {
-  int fd = -1;
-  ~FdGuard() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
 // Writes all of buf, retrying on short writes and EINTR.
-void write_all(int fd, const void* buf, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(buf);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    HF_CHECK(w > 0, "write_shard: cannot write ", path, ": ", std::strerror(errno));
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
 
 }  // namespace
 
@@ -60,7 +43,7 @@ int shard_version_for_tokens(std::span<const int32_t> tokens) {
 }
 
 ShardReader::ShardReader(std::string path) : path_(std::move(path)) {
-  FdGuard fd{::open(path_.c_str(), O_RDONLY | O_CLOEXEC)};
+  UniqueFd fd{::open(path_.c_str(), O_RDONLY | O_CLOEXEC)};
   HF_CHECK_INPUT(fd.fd >= 0, "token shard ", path_, ": cannot open: ", std::strerror(errno));
   struct stat st {};
   HF_CHECK_INPUT(::fstat(fd.fd, &st) == 0, "token shard ", path_,
@@ -170,22 +153,12 @@ void write_shard(const std::string& path, std::span<const int32_t> tokens,
     HF_CHECK_INPUT(tokens[i] >= 0 && tokens[i] <= max_token, "write_shard ", path, ": token ", i,
                    " is ", tokens[i], ", outside [0, ", max_token, "] for shard version ", v);
   }
-  // Unique per process and call, so concurrent writers of different shards never collide.
-  static std::atomic<uint64_t> counter{0};
-  namespace fs = std::filesystem;
-  fs::path final_path(path);
-  fs::path dir = final_path.has_parent_path() ? final_path.parent_path() : fs::path(".");
-  fs::path tmp = dir / ("." + final_path.filename().string() + ".tmp." +
-                        std::to_string(::getpid()) + "." + std::to_string(counter++));
-  FdGuard fd{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-  HF_CHECK_INPUT(fd.fd >= 0, "write_shard: cannot create ", tmp.string(), ": ",
-                 std::strerror(errno));
-  try {
+  write_file_atomically(path, [&](int fd) {
     int32_t header[kShardHeaderInts] = {};
     header[0] = kShardMagic;
     header[1] = v;
     header[2] = static_cast<int32_t>(tokens.size());
-    write_all(fd.fd, header, sizeof(header), path);
+    write_all(fd, header, sizeof(header), path);
     // Narrow to the token type in chunks so a big shard needs no second full-size buffer.
     constexpr size_t kChunk = 1 << 16;
     std::vector<unsigned char> buf(kChunk * static_cast<size_t>(token_bytes));
@@ -200,21 +173,9 @@ void write_shard(const std::string& path, std::span<const int32_t> tokens,
           std::memcpy(buf.data() + i * 4, &t, 4);
         }
       }
-      write_all(fd.fd, buf.data(), n * static_cast<size_t>(token_bytes), path);
+      write_all(fd, buf.data(), n * static_cast<size_t>(token_bytes), path);
     }
-    HF_CHECK(::fsync(fd.fd) == 0, "write_shard: fsync ", tmp.string(), ": ", std::strerror(errno));
-    HF_CHECK(::close(std::exchange(fd.fd, -1)) == 0, "write_shard: close ", tmp.string(), ": ",
-             std::strerror(errno));
-    HF_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "write_shard: rename ", tmp.string(), " to ",
-             path, ": ", std::strerror(errno));
-  } catch (...) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
-  }
-  // Make the rename itself durable.
-  FdGuard dir_fd{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-  if (dir_fd.fd >= 0) ::fsync(dir_fd.fd);
+  });
 }
 
 }  // namespace hfrun::data

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/file_util.h"
 #include "io/io_util.h"
 
 namespace hfrun::io {
@@ -195,9 +196,8 @@ std::vector<std::string> save_sharded_safetensors(
   nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   std::string text = index.dump(2) + "\n";
   written.push_back((fs::path(dir) / kSafetensorsIndexName).string());
-  detail::write_file_atomically(written.back(), [&](int fd) {
-    detail::write_all(fd, text.data(), text.size(), written.back());
-  });
+  write_file_atomically(written.back(),
+                        [&](int fd) { write_all(fd, text.data(), text.size(), written.back()); });
   remove_stale(dir, keep);
   return written;
 }

@@ -1,6 +1,6 @@
-// Internal helpers of the io module (not part of its API): atomic file writes in the style of
-// data/shard.cpp, and JSON parsing that rejects duplicate object keys (nlohmann's parser keeps
-// the last duplicate silently).
+// Internal helpers of the io module (not part of its API): JSON parsing that rejects duplicate
+// object keys (nlohmann's parser keeps the last duplicate silently). Atomic file writes are
+// common/file_util.h's.
 #pragma once
 
 #include <functional>
@@ -11,14 +11,6 @@
 #include <nlohmann/json.hpp>
 
 namespace hfrun::io::detail {
-
-// Writes all of buf to fd, retrying on short writes and EINTR; errors name `path`.
-void write_all(int fd, const void* buf, size_t n, const std::string& path);
-
-// Creates a temporary file next to `path`, lets `body` write it through the descriptor, then
-// fsyncs, closes and renames it over `path` (and fsyncs the directory). On any failure the
-// temporary file is removed and nothing appears under `path`.
-void write_file_atomically(const std::string& path, const std::function<void(int fd)>& body);
 
 struct DuplicateKey {
   std::string key;

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "common/file_util.h"
 #include "io/io_util.h"
 #include "io/safetensors.h"
 #include "tensor/ops.h"
@@ -66,14 +67,14 @@ void save_safetensors(const std::string& path,
   HF_CHECK_INPUT(text.size() <= kMaxSafetensorsHeaderBytes, where, ": header of ", text.size(),
                  " bytes exceeds the format's limit of ", kMaxSafetensorsHeaderBytes);
 
-  detail::write_file_atomically(path, [&](int fd) {
+  write_file_atomically(path, [&](int fd) {
     unsigned char len[8];
     uint64_t n = text.size();
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
-    detail::write_all(fd, len, sizeof(len), path);
-    detail::write_all(fd, text.data(), text.size(), path);
+    write_all(fd, len, sizeof(len), path);
+    write_all(fd, text.data(), text.size(), path);
     for (size_t i : order) {
-      if (data[i].nbytes() > 0) detail::write_all(fd, data[i].raw_data(), data[i].nbytes(), path);
+      if (data[i].nbytes() > 0) write_all(fd, data[i].raw_data(), data[i].nbytes(), path);
     }
   });
 }

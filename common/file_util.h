@@ -1,0 +1,33 @@
+// Durable file writing: everything hfrun writes that must never look complete while it is not
+// (token shards, safetensors, checkpoints) goes through write_file_atomically.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+
+namespace hfrun {
+
+// Owns a file descriptor: closes it on every exit path.
+struct UniqueFd {
+  int fd = -1;
+  UniqueFd() = default;
+  explicit UniqueFd(int f) : fd(f) {}
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd();
+};
+
+// Writes all n bytes to fd (retrying short writes and EINTR); throws naming `path`.
+void write_all(int fd, const void* buf, size_t n, const std::string& path);
+
+// Creates a temporary file next to `path`, lets body(fd) write it, fsyncs, renames it over
+// `path` and fsyncs the directory. If body throws, the temporary file is removed and `path` is
+// untouched: readers see the old file or the complete new one, never a partial one.
+void write_file_atomically(const std::string& path, const std::function<void(int fd)>& body);
+
+// fsyncs a directory (after renames inside it); errors are ignored (not every file system
+// supports it).
+void fsync_directory(const std::string& dir);
+
+}  // namespace hfrun
