@@ -1,4 +1,5 @@
 // Tensor creation, copies and casts.
+#include <algorithm>
 #include "tensor/backend.h"
 #include "tensor/ops.h"
 
@@ -93,8 +94,33 @@ Tensor clone(const Tensor& x) {
   return out;
 }
 
+namespace {
+// The dim order that makes x contiguous when x is a permutation of a contiguous tensor (a
+// transposed weight, say), or empty when it is not.
+std::vector<int64_t> dense_order(const Tensor& x) {
+  std::vector<int64_t> order(static_cast<size_t>(x.dim()));
+  for (int64_t d = 0; d < x.dim(); ++d) order[d] = d;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return x.strides()[a] > x.strides()[b]; });
+  return permute(x, order).is_contiguous() ? order : std::vector<int64_t>{};
+}
+}  // namespace
+
 Tensor to_dtype(const Tensor& x, DType dtype) {
   if (x.dtype() == dtype) return x.detach();
+  if (!x.is_contiguous() && x.numel() > 1) {
+    // Cast in memory order and keep the layout: a transposed weight stays a transposed view
+    // (GEMMs read it through its strides) instead of being read column by column.
+    const std::vector<int64_t> order = dense_order(x);
+    if (!order.empty()) {
+      Tensor xp = permute(x, order);
+      Tensor yp = empty(xp.sizes(), dtype, x.device());
+      backend_for(x.device()).copy(xp, yp);
+      std::vector<int64_t> inverse(order.size());
+      for (size_t i = 0; i < order.size(); ++i) inverse[order[i]] = static_cast<int64_t>(i);
+      return permute(yp, inverse);
+    }
+  }
   Tensor out = empty(x.sizes(), dtype, x.device());
   backend_for(x.device()).copy(x, out);
   return out;
@@ -118,9 +144,15 @@ void fill_(Tensor& dst, double value) {
 void add_(Tensor& dst, const Tensor& src, double alpha) {
   HF_CHECK(dst.sizes() == src.sizes() && dst.dtype() == src.dtype(), "add_: ", dst.str(),
            " += ", src.str(), ": shapes and dtypes must match");
-  HF_CHECK(dst.is_contiguous(), "add_: destination ", dst.str(), " must be contiguous");
   HF_CHECK(dst.device() == src.device(), "add_: ", dst.str(), " += ", src.str(),
            ": tensors on different devices");
+  HF_CHECK(dst.is_contiguous(), "add_: destination ", dst.str(), " must be contiguous");
+  if (alpha == 1.0 && !src.is_contiguous() && !src.shares_storage_with(dst)) {
+    // A strided source (the gradient of a transposed view) is added in one pass, without
+    // first materialising a contiguous copy.
+    backend_for(dst.device()).binary(BinaryOp::kAdd, dst, src, dst);
+    return;
+  }
   backend_for(dst.device()).axpy(dst, contiguous(src), alpha);
 }
 

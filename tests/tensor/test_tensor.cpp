@@ -161,6 +161,25 @@ TEST(Tensor, CopyIntoStridedDestinationBroadcastsSource) {
   EXPECT_THROW(ops::add_(a, ops::ones({4})), Error);
 }
 
+TEST(Tensor, CastOfATransposedViewKeepsItsLayoutAndAddOfOneIsExact) {
+  Tensor w = ops::reshape(ops::arange(12, DType::kF32), {3, 4});
+  Tensor wt = ops::transpose(w, 0, 1);  // [4, 3], strides {1, 4}
+  Tensor b = ops::to_dtype(wt, DType::kBF16);
+  EXPECT_EQ(b.sizes(), (Shape{4, 3}));
+  EXPECT_EQ(b.strides(), (Shape{1, 4}));  // cast in memory order, still a transposed view
+  EXPECT_TRUE(tensor_near(b, ops::contiguous(wt).to_vector()));
+  Tensor p = ops::permute(ops::reshape(ops::arange(24, DType::kF32), {2, 3, 4}), {2, 0, 1});
+  EXPECT_TRUE(tensor_near(ops::to_dtype(p, DType::kF16), ops::contiguous(p).to_vector()));
+  Tensor narrow = ops::narrow(w, 1, 1, 2);  // not a permutation of a dense tensor
+  EXPECT_TRUE(tensor_near(ops::to_dtype(narrow, DType::kBF16), {1, 2, 5, 6, 9, 10}));
+  // add_ with a strided source: one pass, same values as through a contiguous copy.
+  Tensor acc = ops::ones({4, 3});
+  ops::add_(acc, wt);
+  EXPECT_TRUE(tensor_near(acc, {1, 5, 9, 2, 6, 10, 3, 7, 11, 4, 8, 12}));
+  ops::add_(acc, wt, -1.0);
+  EXPECT_TRUE(tensor_near(acc, std::vector<float>(12, 1.0f)));
+}
+
 TEST(Random, SeededAndIndependentOfChunking) {
   Generator g1(42), g2(42), g3(43);
   Tensor a = ops::randn({1000}, g1), b = ops::randn({1000}, g2), c = ops::randn({1000}, g3);
