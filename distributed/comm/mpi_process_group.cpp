@@ -1,0 +1,391 @@
+// MpiProcessGroup: one worker thread per group posts queued ops as non-blocking MPI calls in
+// issue order and polls them with MPI_Test against their deadlines (policy:
+// mpi_process_group.h).
+#include "distributed/comm/mpi_process_group.h"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <list>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
+#include "distributed/comm/mpi_runtime.h"
+#include "distributed/comm/validate.h"
+
+namespace hfrun::dist {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+MPI_Datatype mpi_type(DType d) {
+  switch (d) {
+    case DType::kF32:
+      return MPI_FLOAT;
+    case DType::kI32:
+      return MPI_INT32_T;
+    case DType::kI64:
+      return MPI_INT64_T;
+    case DType::kBF16:
+    case DType::kF16:
+      return MPI_UINT16_T;  // moved, never reduced
+    case DType::kU8:
+    case DType::kBool:
+      return MPI_UINT8_T;
+  }
+  HF_THROW("MPI backend: unsupported dtype ", dtype_name(d));
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+    case ReduceOp::kAvg:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
+  }
+  HF_THROW("MPI backend: unknown ReduceOp");
+}
+
+template <typename T>
+void divide_by(Tensor& t, int n) {
+  T* p = static_cast<T*>(t.raw_data());
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(p[i] / static_cast<T>(n));
+}
+
+// kAvg = sum / n (integers truncate toward zero, as C++ division does).
+void divide_in_place(Tensor& t, int n) {
+  switch (t.dtype()) {
+    case DType::kF32:
+      return divide_by<float>(t, n);
+    case DType::kI32:
+      return divide_by<int32_t>(t, n);
+    case DType::kI64:
+      return divide_by<int64_t>(t, n);
+    default:
+      HF_THROW("avg: unsupported dtype ", dtype_name(t.dtype()));
+  }
+}
+
+// Buffers MPI may still write into after a timeout: never freed (the job is being aborted).
+void keep_forever(std::vector<Tensor> tensors) {
+  static auto* graveyard = new std::vector<Tensor>;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  for (auto& t : tensors) graveyard->push_back(std::move(t));
+}
+
+struct Op {
+  std::shared_ptr<Work> work;
+  std::chrono::milliseconds timeout{};
+  std::function<void(MPI_Request*)> start;  // posts the non-blocking call
+  std::function<void()> finish;             // runs on the worker after completion (may be empty)
+  std::vector<Tensor> keep;                 // the buffers MPI reads and writes
+  bool exclusive = false;                   // runs alone (split: its blocking MPI_Comm_split)
+  MPI_Request request = MPI_REQUEST_NULL;
+  Clock::time_point deadline;
+};
+
+class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle {
+ public:
+  MpiProcessGroup(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
+    auto lock = detail::mpi_call_lock();
+    HF_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    HF_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+    HF_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    if (lock.owns_lock()) lock.unlock();
+    detail::register_group(this);
+    worker_ = std::thread([this] { run(); });
+  }
+  ~MpiProcessGroup() override {
+    detail::unregister_group(this);
+    shutdown();
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const std::string& name() const override { return name_; }
+
+  std::shared_ptr<Work> allreduce(Tensor& t, ReduceOp op, const CollectiveOptions& o) override {
+    detail::check_comm_tensor(t, "allreduce", "the", true);
+    Op x = make("allreduce", t.nbytes(), o);
+    MPI_Op mop = mpi_op(op);
+    x.start = [this, t, mop](MPI_Request* r) {
+      HF_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()),
+                                  mpi_type(t.dtype()), mop, comm_, r));
+    };
+    if (op == ReduceOp::kAvg) x.finish = [this, t]() mutable { divide_in_place(t, size_); };
+    x.keep = {t};
+    return enqueue(std::move(x));
+  }
+
+  std::shared_ptr<Work> broadcast(Tensor& t, int root, const CollectiveOptions& o) override {
+    detail::check_comm_tensor(t, "broadcast", "the", false);
+    detail::check_peer(root, size_, "broadcast", "root");
+    Op x = make("broadcast", t.nbytes(), o);
+    x.start = [this, t, root](MPI_Request* r) {
+      HF_MPI_CHECK(MPI_Ibcast(t.raw_data(), static_cast<int>(t.numel()), mpi_type(t.dtype()), root,
+                              comm_, r));
+    };
+    x.keep = {t};
+    return enqueue(std::move(x));
+  }
+
+  std::shared_ptr<Work> allgather(Tensor& out, const Tensor& in,
+                                  const CollectiveOptions& o) override {
+    detail::check_comm_tensor(out, "allgather", "output", false);
+    detail::check_comm_tensor(in, "allgather", "input", false);
+    detail::check_allgather(out, in, size_);
+    Op x = make("allgather", out.nbytes(), o);
+    x.start = [this, out, in](MPI_Request* r) {
+      int n = static_cast<int>(in.numel());
+      MPI_Datatype dt = mpi_type(in.dtype());
+      HF_MPI_CHECK(MPI_Iallgather(in.raw_data(), n, dt, out.raw_data(), n, dt, comm_, r));
+    };
+    x.keep = {out, in};
+    return enqueue(std::move(x));
+  }
+
+  std::shared_ptr<Work> reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op,
+                                       const CollectiveOptions& o) override {
+    detail::check_comm_tensor(out, "reduce_scatter", "output", true);
+    detail::check_comm_tensor(in, "reduce_scatter", "input", true);
+    detail::check_reduce_scatter(out, in, size_);
+    Op x = make("reduce_scatter", in.nbytes(), o);
+    MPI_Op mop = mpi_op(op);
+    x.start = [this, out, in, mop](MPI_Request* r) {
+      HF_MPI_CHECK(MPI_Ireduce_scatter_block(in.raw_data(), out.raw_data(),
+                                             static_cast<int>(out.numel()), mpi_type(out.dtype()),
+                                             mop, comm_, r));
+    };
+    if (op == ReduceOp::kAvg) x.finish = [this, out]() mutable { divide_in_place(out, size_); };
+    x.keep = {out, in};
+    return enqueue(std::move(x));
+  }
+
+  std::shared_ptr<Work> barrier(const CollectiveOptions& o) override {
+    Op x = make("barrier", 0, o);
+    x.start = [this](MPI_Request* r) { HF_MPI_CHECK(MPI_Ibarrier(comm_, r)); };
+    return enqueue(std::move(x));
+  }
+
+  std::shared_ptr<Work> send(const Tensor& t, int dst, int tag,
+                             const CollectiveOptions& o) override {
+    detail::check_comm_tensor(t, "send", "the", false);
+    detail::check_peer(dst, size_, "send", "destination");
+    HF_CHECK(tag >= 0, "send: tag ", tag, " must be >= 0");
+    Op x = make("send", t.nbytes(), o);
+    x.start = [this, t, dst, tag](MPI_Request* r) {
+      HF_MPI_CHECK(MPI_Isend(t.raw_data(), static_cast<int>(t.numel()), mpi_type(t.dtype()), dst,
+                             tag, comm_, r));
+    };
+    x.keep = {t};
+    return enqueue(std::move(x));
+  }
+
+  std::shared_ptr<Work> recv(Tensor& t, int src, int tag, const CollectiveOptions& o) override {
+    detail::check_comm_tensor(t, "recv", "the", false);
+    detail::check_peer(src, size_, "recv", "source");
+    HF_CHECK(tag >= 0, "recv: tag ", tag, " must be >= 0");
+    Op x = make("recv", t.nbytes(), o);
+    x.start = [this, t, src, tag](MPI_Request* r) {
+      HF_MPI_CHECK(MPI_Irecv(t.raw_data(), static_cast<int>(t.numel()), mpi_type(t.dtype()), src,
+                             tag, comm_, r));
+    };
+    x.keep = {t};
+    return enqueue(std::move(x));
+  }
+
+  // Two steps: an Iallgather of (color, key) that the deadline covers, then MPI_Comm_split,
+  // which blocks but cannot wait on anyone, since every member has passed the allgather.
+  std::shared_ptr<ProcessGroup> split(int color, int key, const CollectiveOptions& o) override {
+    HF_CHECK(color >= 0, "split: color ", color, " must be >= 0");
+    Op x = make("split", 2 * sizeof(int) * static_cast<size_t>(size_), o);
+    auto mine = std::make_shared<std::vector<int>>(std::vector<int>{color, key});
+    auto all = std::make_shared<std::vector<int>>(2 * static_cast<size_t>(size_));
+    auto result = std::make_shared<std::shared_ptr<ProcessGroup>>();
+    x.exclusive = true;
+    x.start = [this, mine, all](MPI_Request* r) {
+      HF_MPI_CHECK(MPI_Iallgather(mine->data(), 2, MPI_INT, all->data(), 2, MPI_INT, comm_, r));
+    };
+    std::string child = hfrun::detail::concat(name_, "/split", x.work->info().seq, ":color", color);
+    x.finish = [this, color, key, result, child] {
+      MPI_Comm sub = MPI_COMM_NULL;
+      {
+        auto lock = detail::mpi_call_lock();
+        HF_MPI_CHECK(MPI_Comm_split(comm_, color, key, &sub));
+      }
+      *result = std::make_shared<MpiProcessGroup>(sub, child);
+    };
+    enqueue(std::move(x))->wait();
+    return *result;
+  }
+
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return;
+      stop_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped_ = true;
+    if (!broken_.empty()) return;  // a comm with a dead request in it is left alone
+    auto lock_mpi = detail::mpi_call_lock();
+    MPI_Comm_free(&comm_);
+  }
+
+ private:
+  Op make(const char* op, size_t bytes, const CollectiveOptions& o) {
+    HF_CHECK(o.timeout.count() > 0, op, ": timeout must be > 0 ms");
+    Op x;
+    // Point-to-point ops count separately, so collective numbers stay equal across ranks.
+    bool p2p = std::string_view(op) == "send" || std::string_view(op) == "recv";
+    uint64_t seq = p2p ? ++p2p_seq_ : ++seq_;
+    x.work = std::make_shared<Work>(WorkInfo{detail::world_rank(), op, seq, bytes, name_});
+    x.timeout = o.timeout;
+    return x;
+  }
+
+  std::shared_ptr<Work> enqueue(Op x) {
+    std::shared_ptr<Work> w = x.work;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      HF_CHECK(broken_.empty(), w->info().describe(), " cannot run: the group is unusable after ",
+               broken_);
+      HF_CHECK(!stop_, w->info().describe(), " cannot run: the group was shut down");
+      queue_.push_back(std::move(x));
+    }
+    cv_.notify_all();
+    return w;
+  }
+
+  // The worker: start what the queue allows, poll what is in flight, back off when idle.
+  void run() {
+    std::list<Op> in_flight;
+    int idle_polls = 0;
+    for (;;) {
+      std::vector<Op> to_start;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (in_flight.empty()) {
+          cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+          if (queue_.empty()) return;  // stop_ and drained
+        }
+        bool exclusive_running = !in_flight.empty() && in_flight.front().exclusive;
+        while (!queue_.empty() && !exclusive_running) {
+          if (queue_.front().exclusive && !(in_flight.empty() && to_start.empty())) break;
+          exclusive_running = queue_.front().exclusive;
+          to_start.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+      for (Op& x : to_start) {
+        try {
+          x.deadline = Clock::now() + x.timeout;
+          auto lock = detail::mpi_call_lock();
+          x.start(&x.request);
+          in_flight.push_back(std::move(x));
+        } catch (...) {
+          x.work->mark_failed(std::current_exception());
+        }
+      }
+      bool progressed = !to_start.empty();
+      for (auto it = in_flight.begin(); it != in_flight.end();) {
+        int done = 0;
+        try {
+          auto lock = detail::mpi_call_lock();
+          HF_MPI_CHECK(MPI_Test(&it->request, &done, MPI_STATUS_IGNORE));
+        } catch (...) {
+          it->work->mark_failed(std::current_exception());
+          it = in_flight.erase(it);
+          continue;
+        }
+        if (done) {
+          try {
+            if (it->finish) it->finish();
+            it->work->mark_done();
+          } catch (...) {
+            it->work->mark_failed(std::current_exception());
+          }
+          it = in_flight.erase(it);
+          progressed = true;
+        } else if (Clock::now() >= it->deadline) {
+          fail_all_after_timeout(*it, in_flight);
+          return;
+        } else {
+          ++it;
+        }
+      }
+      idle_polls = progressed ? 0 : idle_polls + 1;
+      if (idle_polls > 64) {  // short ops finish while we spin; long ones should not burn a core
+        std::this_thread::sleep_for(std::chrono::microseconds(std::min(idle_polls, 1000)));
+      } else if (idle_polls > 0) {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+  // The timed-out op fails with the watchdog's message; everything in flight or queued on this
+  // group fails with it, since the communicator cannot be used again.
+  void fail_all_after_timeout(Op& timed_out, std::list<Op>& in_flight) {
+    std::string msg =
+        timed_out.work->info().describe() + " timed out after " + format_seconds(timed_out.timeout);
+    std::deque<Op> queued;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      broken_ = msg;
+      queued.swap(queue_);
+    }
+    detail::report_timeout(msg);
+    timed_out.work->mark_failed(std::make_exception_ptr(Error(msg, __FILE__, __LINE__)));
+    for (Op& x : in_flight) {
+      keep_forever(std::move(x.keep));
+      if (&x == &timed_out) continue;
+      x.work->mark_failed(std::make_exception_ptr(
+          Error(x.work->info().describe() + " failed: the group is unusable after " + msg, __FILE__,
+                __LINE__)));
+    }
+    for (Op& x : queued) {
+      x.work->mark_failed(std::make_exception_ptr(
+          Error(x.work->info().describe() + " failed: the group is unusable after " + msg, __FILE__,
+                __LINE__)));
+    }
+  }
+
+  MPI_Comm comm_;
+  std::string name_;
+  int rank_ = 0;
+  int size_ = 1;
+  std::atomic<uint64_t> seq_{0};
+  std::atomic<uint64_t> p2p_seq_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Op> queue_;
+  bool stop_ = false;
+  bool stopped_ = false;
+  std::string broken_;  // the timeout message once one happened
+  std::thread worker_;
+};
+
+}  // namespace
+
+std::shared_ptr<ProcessGroup> create_mpi_world() {
+  if (!mpi_is_initialized()) init_mpi();
+  MPI_Comm comm = MPI_COMM_NULL;
+  {
+    auto lock = detail::mpi_call_lock();
+    HF_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
+  }
+  return std::make_shared<MpiProcessGroup>(comm, "world");
+}
+
+}  // namespace hfrun::dist

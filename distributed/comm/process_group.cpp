@@ -1,0 +1,69 @@
+#include "distributed/comm/process_group.h"
+
+#include <sstream>
+
+#include "common/error.h"
+
+namespace hfrun::dist {
+
+const char* reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kAvg:
+      return "avg";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kMin:
+      return "min";
+  }
+  return "?";
+}
+
+std::string WorkInfo::describe() const {
+  return hfrun::detail::concat("rank ", rank, ": ", op, " #", seq, " (", bytes, " bytes, group ",
+                               group, ")");
+}
+
+std::string format_seconds(std::chrono::milliseconds d) {
+  std::ostringstream os;
+  os << static_cast<double>(d.count()) / 1000.0 << "s";
+  return os.str();
+}
+
+bool Work::is_completed() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return done_;
+}
+
+void Work::wait(std::optional<std::chrono::milliseconds> timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (timeout) {
+    if (!cv_.wait_for(lock, *timeout, [&] { return done_; })) {
+      HF_THROW(info_.describe(), " not completed within the wait timeout of ",
+               format_seconds(*timeout));
+    }
+  } else {
+    cv_.wait(lock, [&] { return done_; });
+  }
+  if (error_) std::rethrow_exception(error_);
+}
+
+void Work::mark_done() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Work::mark_failed(std::exception_ptr error) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    error_ = std::move(error);
+    done_ = true;
+  }
+  cv_.notify_all();
+}
+
+}  // namespace hfrun::dist

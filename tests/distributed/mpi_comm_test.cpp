@@ -1,0 +1,323 @@
+// The MPI process group across real ranks: run under mpirun (-np 2 and -np 4, see
+// tests/CMakeLists.txt). Every rank checks its own results exactly, prints "N passed, M failed"
+// and exits non-zero on a failure. `timeout-handled` / `timeout-unhandled` run the watchdog path:
+// rank 1 skips an allreduce that rank 0 waits on, and the job must end non-zero, quickly.
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
+#include "distributed/comm/mpi_process_group.h"
+#include "tensor/ops.h"
+
+namespace {
+
+using namespace hfrun;
+using namespace hfrun::dist;
+using std::chrono::milliseconds;
+
+int g_rank = 0;
+int g_passed = 0;
+int g_failed = 0;
+
+void expect(bool ok, const std::string& what) {
+  if (ok) {
+    ++g_passed;
+  } else {
+    ++g_failed;
+    std::fprintf(stderr, "rank %d: FAILED: %s\n", g_rank, what.c_str());
+  }
+}
+
+template <typename T>
+void expect_values(const std::vector<T>& got, const std::vector<T>& want, const std::string& what) {
+  bool ok = got == want;
+  std::string detail = what;
+  for (size_t i = 0; !ok && i < std::min(got.size(), want.size()); ++i) {
+    if (got[i] != want[i]) {
+      detail += " (element " + std::to_string(i) + ": got " + std::to_string(got[i]) + ", want " +
+                std::to_string(want[i]) + ")";
+      break;
+    }
+  }
+  expect(ok, detail);
+}
+
+template <typename Fn>
+void expect_error(Fn&& f, const std::vector<std::string>& parts, const std::string& what) {
+  try {
+    f();
+    expect(false, what + ": no error thrown");
+  } catch (const Error& e) {
+    bool ok = true;
+    for (const auto& p : parts) ok = ok && e.message().find(p) != std::string::npos;
+    expect(ok, what + ": message '" + e.message() + "'");
+  }
+}
+
+const CollectiveOptions kOpts{milliseconds(30000)};
+
+void test_allreduce(ProcessGroup& pg) {
+  const int n = pg.size(), r = pg.rank();
+  const float s = static_cast<float>(n * (n + 1) / 2);  // sum of (rank + 1)
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) {
+    Tensor t = ops::from_vector({1.f * (r + 1), 2.f * (r + 1), 3.f * (r + 1), -1.f * (r + 1)}, {4});
+    pg.allreduce(t, op, kOpts)->wait();
+    std::vector<float> want;
+    for (float base : {1.f, 2.f, 3.f, -1.f}) {
+      float hi = base * static_cast<float>(base > 0 ? n : 1);
+      float lo = base * static_cast<float>(base > 0 ? 1 : n);
+      want.push_back(op == ReduceOp::kSum   ? base * s
+                     : op == ReduceOp::kAvg ? base * s / static_cast<float>(n)
+                     : op == ReduceOp::kMax ? hi
+                                            : lo);
+    }
+    expect_values(t.to_vector(), want, std::string("allreduce f32 ") + reduce_op_name(op));
+  }
+  // i64 beyond 2^53: exact integer arithmetic, not a float round trip.
+  const int64_t big = int64_t{1} << 60;
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
+    Tensor t = ops::from_ints({big / 8 + r, -3 * r - 1, 7}, {3});
+    pg.allreduce(t, op, kOpts)->wait();
+    std::vector<int64_t> want(3, 0);
+    for (int q = 0; q < n; ++q) {
+      std::vector<int64_t> v = {big / 8 + q, -3 * q - 1, 7};
+      for (int i = 0; i < 3; ++i) {
+        if (op == ReduceOp::kMax) {
+          want[i] = q == 0 ? v[i] : std::max(want[i], v[i]);
+        } else {
+          want[i] += v[i];
+        }
+      }
+    }
+    if (op == ReduceOp::kAvg) {
+      for (auto& w : want) w /= n;
+    }
+    expect_values(t.to_int_vector(), want, std::string("allreduce i64 ") + reduce_op_name(op));
+  }
+  Tensor i32 = ops::from_ints({r, 1}, {2}, DType::kI32);
+  pg.allreduce(i32, ReduceOp::kSum, kOpts)->wait();
+  expect_values(i32.to_int_vector(), {int64_t{n} * (n - 1) / 2, n}, "allreduce i32 sum");
+}
+
+void test_broadcast(ProcessGroup& pg) {
+  const int root = pg.size() - 1, r = pg.rank();
+  Tensor t = r == root ? ops::from_vector({3.5f, -2.f, 9.f}, {3}) : ops::full({3}, -1.0);
+  pg.broadcast(t, root, kOpts)->wait();
+  expect_values(t.to_vector(), {3.5f, -2.f, 9.f}, "broadcast f32 from the last rank");
+  Tensor b = ops::to_dtype(ops::full({5}, r == root ? 1.25 : 0.0), DType::kBF16);
+  pg.broadcast(b, root, kOpts)->wait();
+  expect_values(b.to_vector(), std::vector<float>(5, 1.25f), "broadcast bf16 (moved, not reduced)");
+}
+
+void test_allgather_reduce_scatter(ProcessGroup& pg) {
+  const int n = pg.size(), r = pg.rank();
+  Tensor in = ops::from_ints({10 * r, 10 * r + 1, 10 * r + 2}, {3});
+  Tensor out = ops::zeros({n, 3}, DType::kI64);
+  pg.allgather(out, in, kOpts)->wait();
+  std::vector<int64_t> want;
+  for (int q = 0; q < n; ++q) {
+    for (int i = 0; i < 3; ++i) want.push_back(10 * q + i);
+  }
+  expect_values(out.to_int_vector(), want, "allgather i64");
+
+  // Rank q contributes in[j] = 100 q + j; block r of the sum is 100 * sum(q) + n * (2r + k).
+  std::vector<float> vals;
+  for (int j = 0; j < 2 * n; ++j) vals.push_back(static_cast<float>(100 * r + j));
+  Tensor rs_in = ops::from_vector(vals, {2 * n});
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
+    Tensor rs_out = ops::zeros({2});
+    pg.reduce_scatter(rs_out, rs_in, op, kOpts)->wait();
+    std::vector<float> w;
+    for (int k = 0; k < 2; ++k) {
+      float sum = static_cast<float>(100 * n * (n - 1) / 2 + n * (2 * r + k));
+      w.push_back(op == ReduceOp::kSum ? sum : sum / static_cast<float>(n));
+    }
+    expect_values(rs_out.to_vector(), w, std::string("reduce_scatter ") + reduce_op_name(op));
+  }
+}
+
+void test_send_recv_ring(ProcessGroup& pg) {
+  const int n = pg.size(), r = pg.rank();
+  // 4 MB messages go through the rendezvous protocol: the sends only finish once the receives
+  // are posted, so this checks that queued ops are in flight together.
+  Tensor out = ops::full({1 << 20}, r);
+  Tensor in = ops::zeros({1 << 20});
+  auto s = pg.send(out, (r + 1) % n, 7, kOpts);
+  auto q = pg.recv(in, (r + n - 1) % n, 7, kOpts);
+  s->wait();
+  q->wait();
+  Tensor m = ops::max_all(in), mn = ops::neg(ops::max_all(ops::neg(in)));
+  float left = static_cast<float>((r + n - 1) % n);
+  expect(m.item() == left && mn.item() == left, "send/recv ring: every element from the left");
+}
+
+void test_barrier_and_wait_timeout(ProcessGroup& pg) {
+  pg.barrier(kOpts)->wait();
+  expect(true, "barrier");
+  if (pg.size() < 2) return;
+  // Rank 0's recv is only matched after the barrier that follows it, so waiting 50 ms on it
+  // first must throw the wait timeout while the op itself stays alive and then completes.
+  Tensor t = ops::zeros({2});
+  if (pg.rank() == 0) {
+    auto w = pg.recv(t, 1, 3, kOpts);
+    expect_error([&] { w->wait(milliseconds(50)); },
+                 {"rank 0", "recv #", "8 bytes", "group world", "wait timeout"},
+                 "Work::wait(timeout) on a pending recv");
+    expect(!w->is_completed(), "pending recv is not completed");
+    pg.barrier(kOpts)->wait();
+    w->wait();
+    expect(w->is_completed(), "recv completed after wait");
+    expect_values(t.to_vector(), {4.f, 5.f}, "recv after barrier");
+  } else {
+    pg.barrier(kOpts)->wait();
+    if (pg.rank() == 1) pg.send(ops::from_vector({4.f, 5.f}, {2}), 0, 3, kOpts)->wait();
+  }
+}
+
+void test_split(ProcessGroup& world) {
+  const int n = world.size(), r = world.rank();
+  auto sub = world.split(r % 2, r, kOpts);
+  int members = (n - r % 2 + 1) / 2;
+  expect(sub->size() == members && sub->rank() == r / 2, "split even/odd: size and rank");
+  expect(sub->name().find("world/split") == 0, "split group name '" + sub->name() + "'");
+  Tensor t = ops::from_ints({r}, {1});
+  sub->allreduce(t, ReduceOp::kSum, kOpts)->wait();
+  int64_t want = 0;
+  for (int q = r % 2; q < n; q += 2) want += q;
+  expect_values(t.to_int_vector(), {want}, "allreduce inside the even/odd group");
+  auto rev = world.split(0, n - r, kOpts);  // key orders ranks: reversed
+  expect(rev->rank() == n - 1 - r && rev->size() == n, "split with reversed keys");
+  // The groups run independently: issue on both, wait in the opposite order.
+  Tensor a = ops::ones({4}), b = ops::ones({4});
+  auto wa = sub->allreduce(a, ReduceOp::kSum, kOpts);
+  auto wb = rev->allreduce(b, ReduceOp::kSum, kOpts);
+  wb->wait();
+  wa->wait();
+  expect(a.to_vector()[0] == static_cast<float>(members) && b.to_vector()[0] == n,
+         "two groups in flight at once");
+}
+
+void test_many_async(ProcessGroup& pg) {
+  const int n = pg.size();
+  std::vector<Tensor> ts;
+  std::vector<std::shared_ptr<Work>> works;
+  Generator gen(1);
+  Tensor x = ops::randn({64, 64}, gen);
+  for (int k = 0; k < 32; ++k) {
+    ts.push_back(ops::full({1 << 14}, k + 1));
+    works.push_back(pg.allreduce(ts.back(), ReduceOp::kSum, kOpts));
+    x = ops::matmul(x, x);  // compute while the collectives run
+    x = ops::mul_scalar(x, 0.01);
+  }
+  bool ordered = true;
+  for (size_t k = 1; k < works.size(); ++k) {
+    ordered = ordered && works[k]->info().seq == works[k - 1]->info().seq + 1;
+  }
+  expect(ordered, "sequence numbers follow issue order");
+  bool ok = true;
+  for (int k = 0; k < 32; ++k) {
+    works[k]->wait();
+    std::vector<float> v = ts[k].to_vector();
+    ok = ok && v.front() == static_cast<float>((k + 1) * n) && v.back() == v.front();
+  }
+  expect(ok, "32 async allreduces waited in order");
+}
+
+void test_errors(ProcessGroup& pg) {
+  const int n = pg.size();
+  Tensor nc = ops::transpose(ops::zeros({2, 3}), 0, 1);
+  expect_error([&] { pg.allreduce(nc, ReduceOp::kSum, kOpts); },
+               {"allreduce", "f32[3, 2]", "not contiguous"}, "non-contiguous allreduce");
+  Tensor in = ops::zeros({3});
+  Tensor bad_out = ops::zeros({3 * n + 1});
+  expect_error([&] { pg.allgather(bad_out, in, kOpts); },
+               {"allgather", shape_str({3 * n + 1}), "f32[3]"}, "allgather shape mismatch");
+  Tensor rs_out = ops::zeros({2});
+  expect_error([&] { pg.reduce_scatter(rs_out, in, ReduceOp::kSum, kOpts); },
+               {"reduce_scatter", "f32[3]", "f32[2]"}, "reduce_scatter shape mismatch");
+  Tensor bf = ops::zeros({4}, DType::kBF16);
+  expect_error([&] { pg.allreduce(bf, ReduceOp::kSum, kOpts); }, {"allreduce", "bf16"},
+               "bf16 allreduce");
+  expect_error([&] { pg.broadcast(in, n, kOpts); }, {"broadcast", "root"}, "root out of range");
+  expect_error([&] { pg.send(in, -1, 0, kOpts); }, {"send", "destination"}, "bad destination");
+}
+
+int run_suite() {
+  auto world = create_mpi_world();
+  g_rank = world->rank();
+  const std::vector<std::pair<const char*, void (*)(ProcessGroup&)>> tests = {
+      {"allreduce", test_allreduce},
+      {"broadcast", test_broadcast},
+      {"allgather_reduce_scatter", test_allgather_reduce_scatter},
+      {"send_recv_ring", test_send_recv_ring},
+      {"barrier_and_wait_timeout", test_barrier_and_wait_timeout},
+      {"split", test_split},
+      {"many_async", test_many_async},
+      {"errors", test_errors}};
+  for (const auto& [name, fn] : tests) {
+    try {
+      fn(*world);
+    } catch (const std::exception& e) {
+      expect(false, std::string(name) + " threw: " + e.what());
+    }
+  }
+  world->barrier(kOpts)->wait();
+  std::printf("rank %d of %d: %d passed, %d failed\n", g_rank, world->size(), g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}
+
+// Rank 1 skips allreduce #2, so rank 0's times out after 1 s. `handled`: rank 0 catches the
+// error and calls finalize_mpi(), which aborts at once. Otherwise rank 0 never waits and the
+// watchdog aborts after the 2 s grace period.
+int run_timeout(bool handled) {
+  auto world = create_mpi_world();
+  g_rank = world->rank();
+  world->barrier(kOpts)->wait();
+  if (world->rank() == 0) {
+    Tensor t = ops::ones({4});
+    auto w = world->allreduce(t, ReduceOp::kSum, CollectiveOptions{milliseconds(1000)});
+    if (handled) {
+      try {
+        w->wait();
+        std::printf("rank 0: allreduce completed, which it must not\n");
+      } catch (const Error& e) {
+        std::printf("rank 0 caught: %s\n", e.message().c_str());
+      }
+      std::fflush(stdout);
+    } else {
+      std::this_thread::sleep_for(std::chrono::seconds(60));
+    }
+  }
+  world.reset();
+  finalize_mpi();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string mode = argc > 1 ? argv[1] : "suite";
+  int rc = 0;
+  try {
+    if (mode == "suite") {
+      init_mpi();
+      rc = run_suite();
+    } else if (mode == "timeout-handled" || mode == "timeout-unhandled") {
+      bool handled = mode == "timeout-handled";
+      init_mpi(MpiInitOptions{handled ? milliseconds(30000) : milliseconds(2000)});
+      return run_timeout(handled);
+    } else {
+      std::fprintf(stderr, "usage: mpi_comm_test [suite|timeout-handled|timeout-unhandled]\n");
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rank %d: error: %s\n", g_rank, e.what());
+    rc = 1;
+  }
+  finalize_mpi();
+  return rc;
+}
