@@ -229,5 +229,20 @@ TEST(Matmul, ErrorsNameTheOpAndShapes) {
       {"matmul", "bf16"});
 }
 
+TEST(Matmul, PrimitiveCacheIsBoundedAndStillCorrect) {
+  // More distinct problems than the cache holds: it stays bounded (LRU) and results stay right.
+  const size_t cap = cpu::matmul_cache_capacity();
+  Tensor b = randn({3, 2}, 77);
+  for (size_t m = 1; m <= cap + 16; ++m) {
+    Tensor a = ops::ones({static_cast<int64_t>(m), 3});
+    Tensor y = ops::matmul(a, b);
+    if (m % 512 == 0 || m == cap + 16) {
+      auto bv = b.to_vector();
+      EXPECT_NEAR(y.to_vector()[0], bv[0] + bv[2] + bv[4], 1e-5);
+    }
+  }
+  EXPECT_LE(cpu::matmul_cache_size(), cap);
+}
+
 }  // namespace
 }  // namespace hfrun

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -179,8 +180,15 @@ struct Entry {
   bool has_bias = false;
 };
 
+// Least-recently-used bound on the cache: a run with ever-new shapes (variable sequence lengths,
+// say) keeps the primitives it uses without growing without limit. Evicted entries stay alive
+// for callers that still hold them (shared_ptr).
+constexpr size_t kMaxCachedPrimitives = 2048;
 std::mutex g_cache_mutex;
-std::unordered_map<std::string, std::shared_ptr<const Entry>> g_cache;
+std::list<std::string> g_lru;  // most recently used first
+std::unordered_map<std::string,
+                   std::pair<std::shared_ptr<const Entry>, std::list<std::string>::iterator>>
+    g_cache;
 thread_local const Entry* t_last_entry = nullptr;
 
 void append_key(std::string& key, int64_t v) {
@@ -244,10 +252,18 @@ std::shared_ptr<const Entry> lookup(const Problem& p, DType in, DType out, const
   std::string key = make_key(p, in, out, bias, allow_ref);
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   auto it = g_cache.find(key);
-  if (it != g_cache.end()) return it->second;
+  if (it != g_cache.end()) {
+    g_lru.splice(g_lru.begin(), g_lru, it->second.second);
+    return it->second.first;
+  }
   // Created under the lock: creation is rare and this keeps one primitive per problem.
   auto e = create_entry(p, in, out, bias, allow_ref);
-  g_cache.emplace(std::move(key), e);
+  g_lru.push_front(key);
+  g_cache.emplace(std::move(key), std::make_pair(e, g_lru.begin()));
+  if (g_cache.size() > kMaxCachedPrimitives) {
+    g_cache.erase(g_lru.back());
+    g_lru.pop_back();
+  }
   return e;
 }
 
@@ -286,6 +302,10 @@ void execute(const Entry& e, const Tensor& a, const Tensor& b, const Tensor& bia
 }
 
 }  // namespace
+
+size_t matmul_cache_capacity() {
+  return kMaxCachedPrimitives;
+}
 
 size_t matmul_cache_size() {
   std::lock_guard<std::mutex> lock(g_cache_mutex);

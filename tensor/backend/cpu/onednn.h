@@ -10,6 +10,8 @@ namespace hfrun::cpu {
 // Number of matmul primitives created so far (one per distinct problem: shapes, strides,
 // dtypes, bias). Repeating a call with the same problem must not grow it.
 size_t matmul_cache_size();
+// The most primitives the cache keeps (least recently used ones are dropped beyond it).
+size_t matmul_cache_capacity();
 
 // oneDNN's implementation name for the most recently executed matmul on this thread
 // ("brg:avx512_core", "gemm:jit", ...); empty before the first call.
