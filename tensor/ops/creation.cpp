@@ -126,10 +126,34 @@ Tensor to_dtype(const Tensor& x, DType dtype) {
   return out;
 }
 
+namespace {
+// [first, last] element offsets a view touches in its storage (numel > 0).
+std::pair<int64_t, int64_t> storage_span(const Tensor& t) {
+  int64_t lo = t.offset(), hi = t.offset();
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    const int64_t reach = (t.sizes()[d] - 1) * t.strides()[d];
+    (reach < 0 ? lo : hi) += reach;
+  }
+  return {lo, hi};
+}
+}  // namespace
+
 void copy_(Tensor& dst, const Tensor& src) {
   HF_CHECK(dst.device() == src.device(), "copy_: ", src.str(), " to ", dst.str(),
            " crosses devices; use the device copy");
+  for (int64_t d = 0; d < dst.dim(); ++d) {
+    HF_CHECK(dst.strides()[d] != 0 || dst.sizes()[d] <= 1, "copy_: destination ", dst.str(),
+             " is a broadcast (expanded) view; several of its elements share one memory location");
+  }
   Tensor s = src.sizes() == dst.sizes() ? src : expand(src, dst.sizes());
+  if (dst.numel() > 0 && s.numel() > 0 && s.shares_storage_with(dst) &&
+      !(s.offset() == dst.offset() && s.strides() == dst.strides())) {
+    // Overlapping source and destination (copy_(x, transpose(x)), say): read from a snapshot,
+    // or threads would read elements another thread has already overwritten.
+    auto [slo, shi] = storage_span(s);
+    auto [dlo, dhi] = storage_span(dst);
+    if (slo <= dhi && dlo <= shi) s = clone(s);
+  }
   backend_for(dst.device()).copy(s, dst);
 }
 

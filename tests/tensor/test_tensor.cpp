@@ -180,6 +180,21 @@ TEST(Tensor, CastOfATransposedViewKeepsItsLayoutAndAddOfOneIsExact) {
   EXPECT_TRUE(tensor_near(acc, std::vector<float>(12, 1.0f)));
 }
 
+TEST(Tensor, OverlappingCopiesAreSafeAndBroadcastDestinationsRejected) {
+  // copy_(x, x^T) on a square matrix: the source overlaps the destination.
+  Tensor x = ops::reshape(ops::arange(9, DType::kF32), {3, 3});
+  Tensor xt = ops::transpose(x, 0, 1);
+  ops::copy_(x, xt);
+  EXPECT_TRUE(tensor_near(x, {0, 3, 6, 1, 4, 7, 2, 5, 8}));
+  // Shifting a row range onto an overlapping one.
+  Tensor v = ops::arange(6, DType::kF32);
+  Tensor head = ops::narrow(v, 0, 0, 4), tail = ops::narrow(v, 0, 2, 4);
+  ops::copy_(tail, head);
+  EXPECT_TRUE(tensor_near(v, {0, 1, 0, 1, 2, 3}));
+  Tensor e = ops::expand(ops::zeros({1, 3}), {2, 3});
+  EXPECT_THROW(ops::copy_(e, ops::ones({2, 3})), Error);
+}
+
 TEST(Random, SeededAndIndependentOfChunking) {
   Generator g1(42), g2(42), g3(43);
   Tensor a = ops::randn({1000}, g1), b = ops::randn({1000}, g2), c = ops::randn({1000}, g3);
