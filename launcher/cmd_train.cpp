@@ -1,15 +1,91 @@
 // hfrun [launch options] CONFIG.yaml [--set key.path=value ...]  (and `hfrun train ...`):
-// parses and resolves the config, then trains in this process.
+// parses and resolves the config, then trains in this process; with -np N > 1 it re-executes
+// itself under mpirun (one rank per process, data-parallel; see train/distributed_setup.h).
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <boost/program_options.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
+#include <sstream>
+#include <thread>
 
 #include "common/error.h"
+#include "distributed/comm/env.h"
 #include "launcher/commands.h"
+#include "train/distributed_setup.h"
 #include "train/trainer.h"
 
 namespace po = boost::program_options;
 
 namespace hfrun::cli {
+
+namespace {
+
+// mpirun from $MPIEXEC, else the first on PATH.
+std::string find_mpirun() {
+  if (const char* e = std::getenv("MPIEXEC"); e != nullptr && *e != '\0') return e;
+  if (const char* path = std::getenv("PATH")) {
+    std::stringstream ss(path);
+    std::string dir;
+    while (std::getline(ss, dir, ':')) {
+      const std::filesystem::path p = std::filesystem::path(dir.empty() ? "." : dir) / "mpirun";
+      if (access(p.c_str(), X_OK) == 0) return p.string();
+    }
+  }
+  HF_CHECK_INPUT(false, "multi-process training needs mpirun (Open MPI) on PATH or MPIEXEC set");
+  return {};
+}
+
+std::string self_path() {
+  std::error_code ec;
+  const auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("hfrun") : p.string();
+}
+
+std::string shell_quote(const std::string& a) {
+  if (!a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                        "0123456789_-./=:,+@%") == std::string::npos)
+    return a;
+  std::string q = "'";
+  for (char ch : a) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return q + "'";
+}
+
+// Runs argv, returns its exit status (1 when it died of a signal or could not start).
+int run_and_wait(const std::vector<std::string>& argv) {
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  HF_CHECK(pid >= 0, "cannot start ", argv[0]);
+  if (pid == 0) {
+    execvp(cargv[0], cargv.data());
+    std::perror(argv[0].c_str());
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+int train_here(const train::TrainConfig& cfg, bool report) {
+  train::Trainer trainer(cfg);
+  const train::RunSummary s = trainer.run();
+  if (report) {
+    std::cout << "trained " << s.steps << " steps: loss " << s.first_loss << " -> " << s.last_loss
+              << ", " << static_cast<int64_t>(s.tokens_per_s) << " tokens/s; model exported to "
+              << s.final_dir << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
 
 int cmd_train(const Args& args) {
   std::string config_path;
@@ -46,19 +122,54 @@ int cmd_train(const Args& args) {
   po::notify(vm);
   train::TrainConfig cfg = train::TrainConfig::load(config_path, overrides);
   if (nproc > 0) cfg.distributed.num_processes = nproc;
-  HF_CHECK_INPUT(cfg.distributed.num_processes == 1 && hostfile.empty(),
-                 "multi-process training (-np ", cfg.distributed.num_processes,
-                 ") is not available in this build yet; run with -np 1");
+  HF_CHECK_INPUT(cfg.distributed.zero_stage == 0 && cfg.distributed.tensor_parallel == 1,
+                 config_path,
+                 ": distributed.zero_stage > 0 and distributed.tensor_parallel > 1 are not "
+                 "available yet; this build trains data-parallel only");
+  const dist::LaunchEnv env = dist::detect_launch_env();
+  const int world = env.world;
+  if (world > 1) {  // a rank started by mpirun/srun: train here, never launch again
+    if (dry_run) {
+      std::cout << cfg.to_yaml() << "# launch: rank of a " << world << "-rank job\n";
+      return 0;
+    }
+    try {
+      const int rc = train_here(cfg, env.rank == 0);
+      train::finalize_distributed();
+      return rc;
+    } catch (const std::exception& e) {
+      // Exit without MPI_Finalize: mpirun then ends the other ranks instead of letting them
+      // wait in a collective.
+      std::cerr << "hfrun: error: " << e.what() << "\n" << std::flush;
+      const auto* he = dynamic_cast<const Error*>(&e);
+      std::_Exit(he != nullptr && he->kind() == ErrorKind::kInvalidInput ? 2 : 1);
+    }
+  }
+  const int64_t n = cfg.distributed.num_processes;
+  if (n <= 1 && hostfile.empty()) {
+    if (dry_run) {
+      std::cout << cfg.to_yaml() << "# launch: in this process (1 rank)\n";
+      return 0;
+    }
+    return train_here(cfg, true);
+  }
+  std::vector<std::string> cmd = {find_mpirun()};
+  if (geteuid() == 0) cmd.push_back("--allow-run-as-root");
+  if (oversubscribe) cmd.push_back("--oversubscribe");
+  cmd.insert(cmd.end(), {"-np", std::to_string(n)});
+  if (!hostfile.empty()) cmd.insert(cmd.end(), {"--hostfile", hostfile});
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  cmd.insert(cmd.end(), {"-x", "OMP_NUM_THREADS=" + std::to_string(std::max<int64_t>(1, cores / n)),
+                         self_path(), "train", config_path});
+  for (const auto& o : overrides) cmd.insert(cmd.end(), {"--set", o});
+  cmd.insert(cmd.end(), {"--set", "distributed.num_processes=" + std::to_string(n)});
   if (dry_run) {
-    std::cout << cfg.to_yaml() << "# launch: in this process (1 rank)\n";
+    std::cout << cfg.to_yaml() << "# launch: " << n << " ranks with:\n";
+    for (size_t i = 0; i < cmd.size(); ++i) std::cout << (i ? " " : "") << shell_quote(cmd[i]);
+    std::cout << "\n";
     return 0;
   }
-  train::Trainer trainer(cfg);
-  const train::RunSummary s = trainer.run();
-  std::cout << "trained " << s.steps << " steps: loss " << s.first_loss << " -> " << s.last_loss
-            << ", " << static_cast<int64_t>(s.tokens_per_s) << " tokens/s; model exported to "
-            << s.final_dir << "\n";
-  return 0;
+  return run_and_wait(cmd);
 }
 
 }  // namespace hfrun::cli

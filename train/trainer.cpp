@@ -23,6 +23,7 @@
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
+#include "train/distributed_setup.h"
 #include "train/export.h"
 #include "train/resume.h"
 
@@ -38,8 +39,11 @@ struct Trainer::State {
   std::unique_ptr<data::TokenLoader> loader;
   std::unique_ptr<optim::Optimizer> optimizer;
   optim::ScheduleType schedule = optim::ScheduleType::kConstant;
-  std::vector<Tensor> params;  // for clipping
-  int64_t step = 0;            // optimizer steps done
+  std::vector<Tensor> params;        // for clipping
+  int64_t step = 0;                  // optimizer steps done
+  std::unique_ptr<DataParallel> dp;  // null on one process
+  bool is_rank0() const { return dp == nullptr || dp->rank() == 0; }
+  int64_t world() const { return dp ? dp->world() : 1; }
 };
 
 namespace {
@@ -111,11 +115,15 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   State& s = *s_;
   s.cfg = std::move(config);
   const TrainConfig& c = s.cfg;
-  HF_CHECK_INPUT(c.distributed.num_processes == 1 && c.distributed.zero_stage == 0 &&
-                     c.distributed.tensor_parallel == 1,
-                 c.source,
-                 ": distributed training (num_processes, zero_stage, tensor_parallel) "
-                 "is not available yet; this build trains on one process");
+  HF_CHECK_INPUT(c.distributed.zero_stage == 0 && c.distributed.tensor_parallel == 1, c.source,
+                 ": distributed.zero_stage > 0 and distributed.tensor_parallel > 1 are not "
+                 "available yet; this build trains data-parallel only (zero_stage 0, "
+                 "tensor_parallel 1)");
+  s.dp = DataParallel::from_launch_env(c);
+  HF_CHECK_INPUT(s.dp != nullptr || c.distributed.num_processes == 1, c.source,
+                 ": distributed.num_processes ", c.distributed.num_processes,
+                 " needs a multi-process launch (hfrun -np N, mpirun or srun)");
+  if (s.dp) s.cfg.distributed.num_processes = s.dp->world();
   HF_CHECK_INPUT(c.train.mixed_precision != "fp16", c.source,
                  ": train.mixed_precision \"fp16\" "
                  "(with loss scaling) is not available yet on CPU; use \"bf16\" or \"no\"");
@@ -124,7 +132,12 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   s.model = std::make_unique<nn::Gpt2>(mc, c.seed);
   if (!c.model.from_pretrained.empty()) nn::load_gpt2_weights(*s.model, c.model.from_pretrained);
   if (c.train.mixed_precision == "bf16") s.model->set_compute_dtype(DType::kBF16);
-  s.model->flatten_parameters();
+  const nn::FlatParameters& flat = s.model->flatten_parameters();
+  if (s.dp) {
+    Tensor p = flat.params;
+    s.dp->broadcast(p);  // every rank starts from rank 0's parameters
+    s.dp->attach_gradient_hooks(s.model->parameters(), flat.params, flat.grads);
+  }
 
   const data::Tokenizer& tok = *s.tokenizer;
   auto encode = [&tok](std::string_view text) { return tok.encode(text); };
@@ -142,6 +155,8 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   lo.grad_accum = c.train.grad_accum_steps;
   lo.shuffle = c.data.shuffle;
   lo.seed = c.seed;
+  lo.rank = s.dp ? s.dp->rank() : 0;
+  lo.world = s.world();
   s.loader = std::make_unique<data::TokenLoader>(s.train_stream, lo);
 
   auto params = optim::param_refs(s.model->named_parameters());
@@ -205,7 +220,13 @@ StepMetrics Trainer::step() {
     data::Batch batch = s.loader->next();
     Tensor loss = s.model->loss(batch.inputs, batch.targets);
     loss_sum += loss.item();
+    // The last micro-step's backward averages the gradients across ranks as they become final.
+    if (s.dp && m + 1 == c.train.grad_accum_steps) s.dp->arm_gradient_hooks();
     autograd::backward(mul_scalar(loss, 1.0 / static_cast<double>(c.train.grad_accum_steps)));
+  }
+  if (s.dp) {
+    s.dp->finish_gradient_sync();  // the global batch's mean gradient on every rank
+    loss_sum = s.dp->sum(loss_sum);
   }
   const double max_norm =
       c.train.grad_clip > 0 ? c.train.grad_clip : std::numeric_limits<double>::infinity();
@@ -214,27 +235,28 @@ StepMetrics Trainer::step() {
   ++s.step;
   StepMetrics m;
   m.step = s.step;
-  m.loss = loss_sum / static_cast<double>(c.train.grad_accum_steps);
+  m.loss = loss_sum / static_cast<double>(c.train.grad_accum_steps * s.world());
   m.lr = lr;
   m.grad_norm = grad_norm;
   m.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  m.tokens_per_s =
-      static_cast<double>(c.train.micro_batch_size * c.train.grad_accum_steps * c.data.seq_len) /
-      std::max(m.elapsed_s, 1e-9);
+  m.tokens_per_s = static_cast<double>(c.train.micro_batch_size * c.train.grad_accum_steps *
+                                       c.data.seq_len * s.world()) /
+                   std::max(m.elapsed_s, 1e-9);
   return m;
 }
 
 RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) {
   State& s = *s_;
   const TrainConfig& c = s.cfg;
-  fs::create_directories(c.output_dir);
-  {
+  const bool rank0 = s.is_rank0();
+  if (rank0) {
+    fs::create_directories(c.output_dir);
     std::ofstream out(fs::path(c.output_dir) / "config.resolved.yaml");
     out << c.to_yaml();
   }
-  const bool tty = isatty(STDOUT_FILENO);
+  const bool tty = rank0 && !s.dp && isatty(STDOUT_FILENO);  // mpirun gives ranks a pty
   const int64_t tokens_per_step =
-      c.train.micro_batch_size * c.train.grad_accum_steps * c.data.seq_len;
+      c.train.micro_batch_size * c.train.grad_accum_steps * c.data.seq_len * s.world();
   const std::string hash = config_hash(c);
   const std::string checkpoints_root = (fs::path(c.output_dir) / "checkpoints").string();
   CheckpointOptions ckpt_options;
@@ -251,19 +273,24 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
                    " is at step ", resumed.step, ", past train.max_steps ", c.train.max_steps);
     s.loader->restore(resumed.loader);
     restore_generator(resumed, "dropout", s.model->dropout_generator());
-    if (manifest.config_hash != hash) {
+    if (manifest.config_hash != hash && rank0) {
       std::fprintf(stderr,
                    "hfrun: warning: %s was written with a different configuration; "
                    "continuing with this one\n",
                    dir->c_str());
     }
-    std::printf("resuming from %s (step %lld)\n", dir->c_str(),
-                static_cast<long long>(resumed.step));
+    if (rank0)
+      std::printf("resuming from %s (step %lld)\n", dir->c_str(),
+                  static_cast<long long>(resumed.step));
   }
   const std::string metrics_path = (fs::path(c.output_dir) / "metrics.jsonl").string();
-  truncate_metrics(metrics_path, resumed.step);
-  std::ofstream metrics(metrics_path, std::ios::app);
-  HF_CHECK_INPUT(metrics.good(), c.output_dir, "/metrics.jsonl: cannot write");
+  std::ofstream metrics;
+  if (rank0) {
+    truncate_metrics(metrics_path, resumed.step);
+    metrics.open(metrics_path, std::ios::app);
+    HF_CHECK_INPUT(metrics.good(), c.output_dir, "/metrics.jsonl: cannot write");
+  }
+  if (s.dp) s.dp->barrier();  // every rank has read the checkpoint before rank 0 writes any
 
   const auto t0 = std::chrono::steady_clock::now();
   auto now = [&] {
@@ -291,7 +318,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     HF_CHECK(std::isfinite(m.loss), "step ", m.step, ": the loss is ", m.loss,
              " (diverged); lower optimizer.lr or enable train.grad_clip");
     const bool last = m.step == c.train.max_steps;
-    if (m.step % c.train.log_every == 0 || last || m.step == 1) {
+    if (rank0 && (m.step % c.train.log_every == 0 || last || m.step == 1)) {
       metrics << format_metrics(m) << "\n" << std::flush;
       const double eta = (c.train.max_steps - m.step) * (m.elapsed_s / m.step);
       std::printf("%sstep %lld/%lld  loss %.4f  lr %.3e  grad_norm %.3f  %.0f tok/s  eta %.0fs%s",
@@ -309,9 +336,11 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
       v.step = m.step;
       v.val_loss = evaluate();
       v.elapsed_s = now();
-      metrics << format_metrics(v) << "\n" << std::flush;
-      std::printf("%sstep %lld  val_loss %.4f\n", tty ? "\n" : "", static_cast<long long>(v.step),
-                  v.val_loss);
+      if (rank0) {
+        metrics << format_metrics(v) << "\n" << std::flush;
+        std::printf("%sstep %lld  val_loss %.4f\n", tty ? "\n" : "", static_cast<long long>(v.step),
+                    v.val_loss);
+      }
       if (on_step) on_step(v);
     }
     if ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last) {
@@ -323,15 +352,19 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
       st.first_loss = summary.first_loss;
       st.last_loss = summary.last_loss;
       st.elapsed_s = now();
-      const std::string dir =
-          save_checkpoint(checkpoints_root, *s.model, *s.optimizer, st, ckpt_options);
-      std::printf("%ssaved checkpoint %s\n", tty ? "\n" : "", dir.c_str());
-      std::fflush(stdout);
+      if (rank0) {
+        const std::string dir =
+            save_checkpoint(checkpoints_root, *s.model, *s.optimizer, st, ckpt_options);
+        std::printf("%ssaved checkpoint %s\n", tty ? "\n" : "", dir.c_str());
+        std::fflush(stdout);
+      }
+      if (s.dp) s.dp->barrier();
     }
   }
   if (tty) std::printf("\n");
   summary.final_dir = (fs::path(c.output_dir) / "final").string();
-  export_hf(*s.model, c.tokenizer, summary.final_dir);
+  if (rank0) export_hf(*s.model, c.tokenizer, summary.final_dir);
+  if (s.dp) s.dp->barrier();  // final/ is complete before any rank exits
   return summary;
 }
 

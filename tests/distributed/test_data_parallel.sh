@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Data-parallel training end to end: the same tiny GPT-2 run with `hfrun -np 1` (micro batch 4)
+# and `hfrun -np 2` (micro batch 2, same global batch) logs the same per-step losses (relative
+# 1e-5), and only rank 0 writes one complete final/. Also: `-np 2 --dry-run` prints the mpirun
+# command line. Usage: test_data_parallel.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
+set -uo pipefail
+HFRUN="$1"
+GPT2="$2"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+fail=0
+
+for i in $(seq 80); do echo "Line $i: the boat carries $((i % 7)) apples to the market."; done > "$TMP/dp.txt"
+dp_yaml() {  # dp_yaml OUTPUT_DIR MICRO_BATCH
+  cat <<YAML
+output_dir: $1
+seed: 11
+model: {config: {n_layer: 1, n_head: 2, n_embd: 16, n_positions: 32}}
+tokenizer: $GPT2
+data: {train: [$TMP/dp.txt], seq_len: 16, shuffle: false}
+optimizer: {type: adamw, lr: 0.01, weight_decay: 0.1}
+train: {micro_batch_size: $2, max_steps: 6, log_every: 1, grad_clip: 0.5}
+YAML
+}
+dp_yaml "$TMP/np1" 4 > "$TMP/np1.yaml"
+dp_yaml "$TMP/np2" 2 > "$TMP/np2.yaml"
+
+out="$("$HFRUN" -np 2 --oversubscribe "$TMP/np2.yaml" --dry-run 2>&1)"
+if ! grep -qE '(mpirun|mpiexec)[^ ]* .*-np 2 .*-x OMP_NUM_THREADS=[0-9]+ .*train .*np2\.yaml' <<<"$out"; then
+  echo "FAIL: -np 2 --dry-run printed no mpirun command line"; echo "$out"; fail=1
+fi
+
+if ! "$HFRUN" -np 1 "$TMP/np1.yaml" > "$TMP/np1.log" 2>&1; then
+  echo "FAIL: -np 1 run failed"; cat "$TMP/np1.log"; fail=1
+fi
+if ! "$HFRUN" -np 2 --oversubscribe "$TMP/np2.yaml" > "$TMP/np2.log" 2>&1; then
+  echo "FAIL: -np 2 run failed"; cat "$TMP/np2.log"; fail=1
+fi
+cat "$TMP/np2.log"
+
+losses() { awk 'match($0, /"loss": [-0-9.eE+]+/) { print substr($0, RSTART + 8, RLENGTH - 8) }' "$1"; }
+paste <(losses "$TMP/np1/metrics.jsonl") <(losses "$TMP/np2/metrics.jsonl") > "$TMP/pairs"
+n=$(wc -l < "$TMP/pairs")
+if [ "$n" -ne 6 ]; then echo "FAIL: expected 6 loss pairs, got $n"; cat "$TMP/pairs"; fail=1; fi
+if ! awk '{ d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1);
+            if (r > m) m = r; if ($2 == "" || r > 1e-5) bad = 1 }
+          END { printf "max relative loss difference: %.3g over %d steps\n", m, NR; exit bad }' \
+       "$TMP/pairs"; then
+  echo "FAIL: per-step losses differ between -np 1 and -np 2 (np1 np2):"; cat "$TMP/pairs"; fail=1
+fi
+
+finals=$(find "$TMP/np2" -type d -name final | wc -l)
+if [ "$finals" -ne 1 ]; then echo "FAIL: $finals final/ directories under the -np 2 output"; fail=1; fi
+for f in config.json model.safetensors tokenizer.json; do
+  [ -s "$TMP/np2/final/$f" ] || { echo "FAIL: -np 2 final/$f missing"; fail=1; }
+done
+metrics_lines=$(grep -c '"loss"' "$TMP/np2/metrics.jsonl")
+[ "$metrics_lines" -eq 6 ] || { echo "FAIL: metrics.jsonl has $metrics_lines loss lines (one writer expected)"; fail=1; }
+
+[ $fail -eq 0 ] && echo "ok: data-parallel losses match" || echo "FAILED"
+exit $fail
