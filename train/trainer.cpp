@@ -189,17 +189,22 @@ double Trainer::evaluate() {
   HF_CHECK(s.val_stream != nullptr, "evaluate: no data.val configured");
   autograd::NoGradGuard no_grad;
   s.model->eval();
-  data::ValidationLoader val(s.val_stream, s.cfg.data.seq_len, s.cfg.train.micro_batch_size);
-  double total = 0;
-  int64_t count = 0;
+  // Each rank evaluates its slice of the validation windows; the mean is over all targets.
+  data::ValidationLoader val(s.val_stream, s.cfg.data.seq_len, s.cfg.train.micro_batch_size,
+                             s.dp ? s.dp->rank() : 0, static_cast<int>(s.world()));
+  double total = 0, count = 0;
   while (auto b = val.next()) {
     const int64_t n = b->targets.numel();
     if (n == 0) continue;
     total += s.model->loss(b->inputs, b->targets).item() * static_cast<double>(n);
-    count += n;
+    count += static_cast<double>(n);
+  }
+  if (s.dp) {
+    total = s.dp->sum(total);
+    count = s.dp->sum(count);
   }
   s.model->train();
-  return total / static_cast<double>(std::max<int64_t>(count, 1));
+  return total / std::max(count, 1.0);
 }
 
 int64_t Trainer::steps_done() const {

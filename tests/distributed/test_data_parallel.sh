@@ -17,9 +17,9 @@ output_dir: $1
 seed: 11
 model: {config: {n_layer: 1, n_head: 2, n_embd: 16, n_positions: 32}}
 tokenizer: $GPT2
-data: {train: [$TMP/dp.txt], seq_len: 16, shuffle: false}
+data: {train: [$TMP/dp.txt], val: [$TMP/dp.txt], seq_len: 16, shuffle: false}
 optimizer: {type: adamw, lr: 0.01, weight_decay: 0.1}
-train: {micro_batch_size: $2, max_steps: 6, log_every: 1, grad_clip: 0.5}
+train: {micro_batch_size: $2, max_steps: 6, log_every: 1, grad_clip: 0.5, eval_every: 3}
 YAML
 }
 dp_yaml "$TMP/np1" 4 > "$TMP/np1.yaml"
@@ -47,6 +47,14 @@ if ! awk '{ d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1);
           END { printf "max relative loss difference: %.3g over %d steps\n", m, NR; exit bad }' \
        "$TMP/pairs"; then
   echo "FAIL: per-step losses differ between -np 1 and -np 2 (np1 np2):"; cat "$TMP/pairs"; fail=1
+fi
+
+# Validation is split across ranks and averaged over all targets: the same val_loss.
+vals() { awk 'match($0, /"val_loss": [-0-9.eE+]+/) { print substr($0, RSTART + 12, RLENGTH - 12) }' "$1"; }
+paste <(vals "$TMP/np1/metrics.jsonl") <(vals "$TMP/np2/metrics.jsonl") > "$TMP/vpairs"
+if [ "$(wc -l < "$TMP/vpairs")" -ne 2 ] || ! awk '{ d = $1 - $2; if (d < 0) d = -d;
+      if ($2 == "" || d > 1e-5 * ($1 < 0 ? -$1 : $1)) bad = 1 } END { exit bad }' "$TMP/vpairs"; then
+  echo "FAIL: val_loss differs between -np 1 and -np 2 (np1 np2):"; cat "$TMP/vpairs"; fail=1
 fi
 
 finals=$(find "$TMP/np2" -type d -name final | wc -l)
