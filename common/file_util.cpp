@@ -27,8 +27,8 @@ void write_all(int fd, const void* buf, size_t n, const std::string& path) {
   }
 }
 
-void fsync_directory(const std::string& dir) {
-  UniqueFd fd{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+void fsync_path(const std::string& path) {
+  UniqueFd fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
   if (fd.fd >= 0) ::fsync(fd.fd);
 }
 
@@ -55,7 +55,7 @@ void write_file_atomically(const std::string& path, const std::function<void(int
     fs::remove(tmp, ec);
     throw;
   }
-  fsync_directory(dir.string());  // make the rename itself durable
+  fsync_path(dir.string());  // make the rename itself durable
 }
 
 }  // namespace hfrun

@@ -26,8 +26,8 @@ void write_all(int fd, const void* buf, size_t n, const std::string& path);
 // untouched: readers see the old file or the complete new one, never a partial one.
 void write_file_atomically(const std::string& path, const std::function<void(int fd)>& body);
 
-// fsyncs a directory (after renames inside it); errors are ignored (not every file system
-// supports it).
-void fsync_directory(const std::string& dir);
+// fsyncs a file, or a directory after renames inside it; errors are ignored (not every file
+// system supports directory fsync).
+void fsync_path(const std::string& path);
 
 }  // namespace hfrun

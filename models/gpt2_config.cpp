@@ -58,6 +58,7 @@ Gpt2Config Gpt2Config::from_json(const std::string& text, const std::string& sou
                    ", expected \"gpt2\"");
   }
   get_int("vocab_size", c.vocab_size);
+  get_int("n_ctx", c.n_positions);  // older GPT-2 configs; n_positions wins when both exist
   get_int("n_positions", c.n_positions);
   get_int("n_embd", c.n_embd);
   get_int("n_layer", c.n_layer);

@@ -99,6 +99,18 @@ void expect_error_naming(Fn&& f, const std::vector<std::string>& parts) {
   }
 }
 
+// Expects an hfrun::Error of kind kInvalidInput whose message contains every part.
+template <typename Fn>
+void expect_input_error(Fn&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput) << e.message();
+    for (const auto& p : parts) EXPECT_NE(e.message().find(p), std::string::npos) << e.message();
+  }
+}
+
 }  // namespace hfrun::testing
 
 // EXPECT_GRADCHECK(f, inputs...): autograd::gradcheck passes (include autograd/gradcheck.h).

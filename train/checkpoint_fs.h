@@ -5,10 +5,12 @@
 #include <cstdint>
 #include <string>
 
+#include "common/file_util.h"
+
 namespace hfrun::train::detail {
 
-// fsyncs a file or directory (errors ignored: some filesystems refuse directory fsync).
-void fsync_path(const std::string& path);
+// fsync_path: common/file_util.h.
+using ::hfrun::fsync_path;
 // Writes `text` to `path` (truncating), fsyncs it; errors name the path.
 void write_synced(const std::string& path, const std::string& text);
 // Cleans up after saves that died: step-*.tmp-PID directories whose process is gone (or is

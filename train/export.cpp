@@ -7,21 +7,12 @@
 #include <fstream>
 
 #include "common/error.h"
+#include "common/file_util.h"
 #include "io/safetensors.h"
 
 namespace hfrun::train {
 
 namespace fs = std::filesystem;
-
-namespace {
-void fsync_path(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-}  // namespace
 
 void export_hf(const nn::Gpt2& model, const std::string& tokenizer_path, const std::string& dir) {
   const fs::path final_dir(dir);
@@ -40,13 +31,13 @@ void export_hf(const nn::Gpt2& model, const std::string& tokenizer_path, const s
   io::save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
   fs::copy_file(tokenizer_path, tmp / "tokenizer.json", fs::copy_options::overwrite_existing, ec);
   HF_CHECK_INPUT(!ec, tokenizer_path, ": cannot copy into the export (", ec.message(), ")");
-  for (const char* f : {"config.json", "tokenizer.json"}) fsync_path(tmp / f);
-  fsync_path(tmp);
+  for (const char* f : {"config.json", "tokenizer.json"}) fsync_path((tmp / f).string());
+  fsync_path(tmp.string());
   // Replace the previous export: move it aside, rename the new one in, then delete the old.
   const fs::path old = final_dir.string() + ".old-" + std::to_string(::getpid());
   if (fs::exists(final_dir)) fs::rename(final_dir, old);
   fs::rename(tmp, final_dir);
-  fsync_path(final_dir.parent_path().empty() ? fs::path(".") : final_dir.parent_path());
+  fsync_path(final_dir.parent_path().empty() ? std::string(".") : final_dir.parent_path().string());
   fs::remove_all(old, ec);
 }
 

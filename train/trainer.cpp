@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
@@ -64,28 +65,17 @@ nn::Gpt2Config resolve_model_config(const TrainConfig& cfg, const data::Tokenize
     base = ss.str();
     source = path;
   }
-  nn::Gpt2Config c = nn::Gpt2Config::from_json(base, source);
-  const bool has_vocab = cfg.model.config_json.find("\"vocab_size\"") != std::string::npos;
-  if (cfg.model.from_pretrained.empty() && !has_vocab) c.vocab_size = tok.vocab_size();
-  // model.config keys override (dropout for fine-tuning, or the whole shape from scratch).
-  nn::Gpt2Config o =
-      nn::Gpt2Config::from_json(cfg.model.config_json, cfg.source + ": model.config");
-  const std::string& j = cfg.model.config_json;
-  auto has = [&](const char* k) {
-    return j.find(std::string("\"") + k + "\"") != std::string::npos;
-  };
-  if (has("vocab_size")) c.vocab_size = o.vocab_size;
-  if (has("n_positions") || has("n_ctx")) c.n_positions = o.n_positions;
-  if (has("n_embd")) c.n_embd = o.n_embd;
-  if (has("n_layer")) c.n_layer = o.n_layer;
-  if (has("n_head")) c.n_head = o.n_head;
-  if (has("n_inner")) c.n_inner = o.n_inner;
-  if (has("layer_norm_epsilon")) c.layer_norm_epsilon = o.layer_norm_epsilon;
-  if (has("initializer_range")) c.initializer_range = o.initializer_range;
-  if (has("embd_pdrop")) c.embd_pdrop = o.embd_pdrop;
-  if (has("resid_pdrop")) c.resid_pdrop = o.resid_pdrop;
-  if (has("attn_pdrop")) c.attn_pdrop = o.attn_pdrop;
-  if (has("activation_function")) c.activation_function = o.activation_function;
+  // model.config keys override config.json (dropout for fine-tuning, or the whole shape from
+  // scratch); they are checked on their own first so their errors name the YAML.
+  nn::Gpt2Config::from_json(cfg.model.config_json, cfg.source + ": model.config");
+  nlohmann::json merged = nlohmann::json::parse(base, nullptr, /*allow_exceptions=*/false);
+  HF_CHECK_INPUT(merged.is_object(), source, ": not valid JSON (or not a JSON object)");
+  const nlohmann::json overrides = nlohmann::json::parse(cfg.model.config_json);
+  merged.update(overrides);
+  if (cfg.model.from_pretrained.empty() && !overrides.contains("vocab_size")) {
+    merged["vocab_size"] = tok.vocab_size();
+  }
+  nn::Gpt2Config c = nn::Gpt2Config::from_json(merged.dump(), source);
   c.validate(source);
   HF_CHECK_INPUT(c.vocab_size >= tok.vocab_size(), cfg.source, ": model vocab_size ", c.vocab_size,
                  " is smaller than the tokenizer's ", tok.vocab_size(), " (", cfg.tokenizer, ")");

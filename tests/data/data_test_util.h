@@ -56,16 +56,4 @@ inline std::vector<int32_t> joined(const std::vector<std::string>& docs) {
   return out;
 }
 
-// Expects an hfrun::Error of kind kInvalidInput whose message contains every part.
-template <typename Fn>
-void expect_input_error(Fn&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput) << e.message();
-    for (const auto& p : parts) EXPECT_NE(e.message().find(p), std::string::npos) << e.message();
-  }
-}
-
 }  // namespace hfrun::testing

@@ -55,16 +55,4 @@ std::string bytes_of(const std::vector<T>& v) {
   return s;
 }
 
-// Expects `f` to throw an invalid-input hfrun::Error whose message contains every part.
-template <typename Fn>
-void expect_invalid(Fn&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput) << e.message();
-    for (const auto& p : parts) EXPECT_NE(e.message().find(p), std::string::npos) << e.message();
-  }
-}
-
 }  // namespace hfrun::testing

@@ -13,7 +13,7 @@
 namespace hfrun::io {
 namespace {
 
-using hfrun::testing::expect_invalid;
+using hfrun::testing::expect_input_error;
 using hfrun::testing::IoTempDir;
 
 std::vector<std::pair<std::string, Tensor>> five_tensors() {
@@ -58,7 +58,7 @@ TEST(Checkpoint, ShardedRoundTripWritesTheHfLayout) {
     }
     EXPECT_EQ(std::filesystem::path(c.file_of("tail")).filename(),
               "model-00005-of-00005.safetensors");
-    expect_invalid([&] { c.tensor("missing"); }, {path, "'missing'"});
+    expect_input_error([&] { c.tensor("missing"); }, {path, "'missing'"});
   }
 }
 
@@ -83,7 +83,7 @@ TEST(Checkpoint, SingleFileWhenItFitsAndStaleFilesAreRemoved) {
   EXPECT_EQ(SafetensorsCheckpoint::open(dir.str()).shards().size(), 2u);
   // Bad arguments fail before anything is written.
   IoTempDir fresh;
-  expect_invalid(
+  expect_input_error(
       [&] {
         save_sharded_safetensors(fresh.str(), {{"a", tensors[0].second}, {"a", tensors[1].second}},
                                  100);
@@ -101,33 +101,36 @@ TEST(Checkpoint, IndexErrorsNameTheIndexAndTheTensor) {
     return SafetensorsCheckpoint::open(dir.str());
   };
   EXPECT_TRUE(open_with(R"({"weight_map": {"a": "part-a.safetensors"}})").contains("a"));
-  expect_invalid([&] { open_with(R"({"weight_map": {"b": "gone.safetensors"}})"); },
-                 {index, "'b'", "gone.safetensors", "does not exist"});
-  expect_invalid([&] { open_with(R"({"weight_map": {"z": "part-a.safetensors"}})"); },
-                 {index, "'z'", "part-a.safetensors", "no tensor of that name"});
-  expect_invalid([&] { open_with(R"({"metadata": {"total_size": 8}})"); }, {index, "weight_map"});
-  expect_invalid([&] { open_with(R"({"weight_map": {"a": 3}})"); }, {index, "'a'", "file name"});
-  expect_invalid([&] { open_with(R"({"weight_map": {"a": "../part-a.safetensors"}})"); },
-                 {index, "'a'", "../part-a.safetensors"});
-  expect_invalid(
+  expect_input_error([&] { open_with(R"({"weight_map": {"b": "gone.safetensors"}})"); },
+                     {index, "'b'", "gone.safetensors", "does not exist"});
+  expect_input_error([&] { open_with(R"({"weight_map": {"z": "part-a.safetensors"}})"); },
+                     {index, "'z'", "part-a.safetensors", "no tensor of that name"});
+  expect_input_error([&] { open_with(R"({"metadata": {"total_size": 8}})"); },
+                     {index, "weight_map"});
+  expect_input_error([&] { open_with(R"({"weight_map": {"a": 3}})"); },
+                     {index, "'a'", "file name"});
+  expect_input_error([&] { open_with(R"({"weight_map": {"a": "../part-a.safetensors"}})"); },
+                     {index, "'a'", "../part-a.safetensors"});
+  expect_input_error(
       [&] {
         open_with(R"({"weight_map": {"a": "part-a.safetensors",
                                                     "a": "part-a.safetensors"}})");
       },
       {index, "'a'", "more than once"});
-  expect_invalid([&] { open_with(R"({"metadata": {"total_size": -1}, "weight_map": {}})"); },
-                 {index, "total_size"});
-  expect_invalid([&] { open_with("{\"weight_map\": "); }, {index, "not valid JSON"});
-  expect_invalid([&] { open_with("[]"); }, {index, "object"});
+  expect_input_error([&] { open_with(R"({"metadata": {"total_size": -1}, "weight_map": {}})"); },
+                     {index, "total_size"});
+  expect_input_error([&] { open_with("{\"weight_map\": "); }, {index, "not valid JSON"});
+  expect_input_error([&] { open_with("[]"); }, {index, "object"});
   // A broken shard is reported as such.
   dir.write("bad.safetensors", "xx");
-  expect_invalid([&] { open_with(R"({"weight_map": {"a": "bad.safetensors"}})"); },
-                 {dir.file("bad.safetensors")});
+  expect_input_error([&] { open_with(R"({"weight_map": {"a": "bad.safetensors"}})"); },
+                     {dir.file("bad.safetensors")});
 
   IoTempDir empty;
-  expect_invalid([&] { SafetensorsCheckpoint::open(empty.str()); },
-                 {empty.str(), "model.safetensors"});
-  expect_invalid([&] { SafetensorsCheckpoint::open(empty.file("nope")); }, {empty.file("nope")});
+  expect_input_error([&] { SafetensorsCheckpoint::open(empty.str()); },
+                     {empty.str(), "model.safetensors"});
+  expect_input_error([&] { SafetensorsCheckpoint::open(empty.file("nope")); },
+                     {empty.file("nope")});
 }
 
 TEST(Checkpoint, FindsGpt2NamesWithOrWithoutThePrefix) {

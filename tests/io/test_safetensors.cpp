@@ -14,7 +14,7 @@ namespace hfrun::io {
 namespace {
 
 using hfrun::testing::bytes_of;
-using hfrun::testing::expect_invalid;
+using hfrun::testing::expect_input_error;
 using hfrun::testing::IoTempDir;
 using hfrun::testing::raw_entry;
 using hfrun::testing::raw_safetensors;
@@ -71,7 +71,7 @@ TEST(Safetensors, RoundTripsEveryDtypeLayoutAndMetadata) {
   }
   EXPECT_TRUE(f.contains("i64"));
   EXPECT_FALSE(f.contains("nope"));
-  expect_invalid([&] { f.tensor("nope"); }, {path, "nope"});
+  expect_input_error([&] { f.tensor("nope"); }, {path, "nope"});
 }
 
 TEST(Safetensors, ReadsAFileFromAnIndependentEncoder) {
@@ -148,9 +148,17 @@ TEST(Safetensors, WritesAtomicallyAndValidatesBeforeWriting) {
   IoTempDir dir;
   std::string path = dir.file("m.safetensors");
   Tensor t = ops::ones({2});
-  expect_invalid([&] { save_safetensors(path, {{"x", t}, {"x", t}}); }, {path, "'x'", "twice"});
-  expect_invalid([&] { save_safetensors(path, {{"__metadata__", t}}); }, {path, "__metadata__"});
-  expect_invalid([&] { save_safetensors(path, {{"u", Tensor()}}); }, {path, "'u'", "undefined"});
+  expect_input_error([&] { save_safetensors(path, {{"x", t}, {"x", t}}); }, {path, "'x'", "twice"});
+  expect_input_error(
+      [&] {
+        save_safetensors(path, {{"__metadata__", t}});
+      },
+      {path, "__metadata__"});
+  expect_input_error(
+      [&] {
+        save_safetensors(path, {{"u", Tensor()}});
+      },
+      {path, "'u'", "undefined"});
   EXPECT_TRUE(dir.listing().empty()) << "nothing written, no temporary file left";
   std::string missing_dir = dir.file("no/such/dir/m.safetensors");
   EXPECT_THROW(save_safetensors(missing_dir, {{"x", t}}), Error);

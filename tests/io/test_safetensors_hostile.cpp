@@ -11,7 +11,7 @@
 namespace hfrun::io {
 namespace {
 
-using hfrun::testing::expect_invalid;
+using hfrun::testing::expect_input_error;
 using hfrun::testing::IoTempDir;
 using hfrun::testing::raw_entry;
 using hfrun::testing::raw_safetensors;
@@ -26,21 +26,21 @@ struct Hostile {
 TEST(SafetensorsHostile, RejectsBrokenFramesNamingTheFile) {
   IoTempDir dir;
   std::string tiny = dir.write("tiny.safetensors", "\x05\0\0\0");
-  expect_invalid([&] { SafetensorsFile::open(tiny); }, {tiny, "fewer than the 8-byte"});
+  expect_input_error([&] { SafetensorsFile::open(tiny); }, {tiny, "fewer than the 8-byte"});
 
   std::string huge_len = raw_safetensors("{}", "");
   huge_len[0] = 0;
   huge_len[3] = 0x10;  // N = 0x10000000 = 268 MB > 100 MB
   std::string huge = dir.write("huge.safetensors", huge_len);
-  expect_invalid([&] { SafetensorsFile::open(huge); }, {huge, "exceeds the limit"});
+  expect_input_error([&] { SafetensorsFile::open(huge); }, {huge, "exceeds the limit"});
 
   std::string past_end = raw_safetensors("{}", "");
   past_end[0] = 100;  // N = 100 but the file has 10 bytes
   std::string short_header = dir.write("short.safetensors", past_end);
-  expect_invalid([&] { SafetensorsFile::open(short_header); }, {short_header, "truncated"});
+  expect_input_error([&] { SafetensorsFile::open(short_header); }, {short_header, "truncated"});
 
-  expect_invalid([&] { SafetensorsFile::open(dir.file("absent.safetensors")); },
-                 {dir.file("absent.safetensors"), "cannot open"});
+  expect_input_error([&] { SafetensorsFile::open(dir.file("absent.safetensors")); },
+                     {dir.file("absent.safetensors"), "cannot open"});
 }
 
 TEST(SafetensorsHostile, RejectsBadHeadersNamingFileAndTensor) {
@@ -109,7 +109,7 @@ TEST(SafetensorsHostile, RejectsBadHeadersNamingFileAndTensor) {
                                  raw_safetensors(c.header, std::string(c.data_bytes, '\0')));
     std::vector<std::string> parts = c.parts;
     parts.push_back(path);
-    expect_invalid([&] { SafetensorsFile::open(path); }, parts);
+    expect_input_error([&] { SafetensorsFile::open(path); }, parts);
   }
 }
 
