@@ -122,10 +122,10 @@ int cmd_train(const Args& args) {
   po::notify(vm);
   train::TrainConfig cfg = train::TrainConfig::load(config_path, overrides);
   if (nproc > 0) cfg.distributed.num_processes = nproc;
-  HF_CHECK_INPUT(cfg.distributed.zero_stage == 0 && cfg.distributed.tensor_parallel == 1,
+  HF_CHECK_INPUT(cfg.distributed.zero_stage <= 2 && cfg.distributed.tensor_parallel == 1,
                  config_path,
-                 ": distributed.zero_stage > 0 and distributed.tensor_parallel > 1 are not "
-                 "available yet; this build trains data-parallel only");
+                 ": distributed.zero_stage 3 and distributed.tensor_parallel > 1 are not "
+                 "available yet; this build trains data-parallel with zero_stage 0, 1 or 2");
   const dist::LaunchEnv env = dist::detect_launch_env();
   const int world = env.world;
   if (world > 1) {  // a rank started by mpirun/srun: train here, never launch again

@@ -111,8 +111,13 @@ const FlatParameters& Module::flatten_parameters() {
   return *flat_;
 }
 
+void Module::release_gradient_buffer() {
+  for (auto& [n, t] : named_parameters()) t.set_grad(Tensor());
+  if (flat_) flat_->grads = Tensor();
+}
+
 void Module::zero_grad() {
-  if (flat_) {
+  if (flat_ && flat_->grads.defined()) {
     ops::fill_(flat_->grads, 0.0);
     return;
   }

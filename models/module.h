@@ -52,8 +52,12 @@ class Module {
   // each a zero gradient view in a matching buffer. Values are kept.
   const FlatParameters& flatten_parameters();
   const FlatParameters* flat() const { return flat_.get(); }
-  // Zeros the flat gradient buffer (or every defined .grad() when not flattened).
+  // Zeros the flat gradient buffer (or every defined .grad() when it was released or the
+  // parameters were not flattened).
   void zero_grad();
+  // Drops the flat gradient buffer and every parameter's .grad() (ZeRO stage 2 keeps only a
+  // shard of the gradients); backward then allocates gradients as needed.
+  void release_gradient_buffer();
 
  protected:
   // Registers a trainable parameter (requires_grad is set) and returns its index for param().

@@ -6,12 +6,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "io/safetensors.h"
+#include "tensor/ops.h"
 #include "train/checkpoint_fs.h"
 #include "train/sha256.h"
 
@@ -23,16 +25,6 @@ using nlohmann::json;
 namespace {
 
 constexpr const char* kParamPrefixKey = "hfrun_param_prefix";
-
-std::string model_file(int64_t world) {
-  return rank_prefix(0, world) + ".model.safetensors";
-}
-std::string optimizer_file(int64_t world) {
-  return rank_prefix(0, world) + ".optimizer.safetensors";
-}
-std::string rng_file(int64_t world) {
-  return rank_prefix(0, world) + ".rng.json";
-}
 
 json read_json(const fs::path& path) {
   std::ifstream in(path);
@@ -103,92 +95,348 @@ void restore_generator(const TrainerState& state, const std::string& name, Gener
   HF_CHECK_INPUT(false, "checkpoint: no state for the '", name, "' random generator");
 }
 
-std::string save_checkpoint(const std::string& checkpoints_root, const nn::Module& model,
-                            const optim::Optimizer& optimizer, const TrainerState& state,
-                            const CheckpointOptions& options) {
-  const int64_t world = 1;
-  fs::create_directories(checkpoints_root);
-  detail::remove_stale_temporaries(checkpoints_root);
-  const fs::path final_dir = fs::path(checkpoints_root) / checkpoint_dir_name(state.step);
-  const std::string pid = std::to_string(::getpid());
-  const fs::path tmp = final_dir.string() + ".tmp-" + pid;
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp);
+namespace {
+
+constexpr const char* kPartsKey = "hfrun_parts";
+
+std::string model_file_of(int64_t rank, int64_t world) {
+  return rank_prefix(rank, world) + ".model.safetensors";
+}
+std::string optimizer_file_of(int64_t rank, int64_t world) {
+  return rank_prefix(rank, world) + ".optimizer.safetensors";
+}
+std::string rng_file_of(int64_t rank, int64_t world) {
+  return rank_prefix(rank, world) + ".rng.json";
+}
+
+// The optimizer file of one rank: "step", then per parameter its step count (written by the
+// holder of the parameter's first element) and its state, whole or as a piece.
+void write_optimizer_file(const std::string& path, const optim::Optimizer& opt,
+                          const std::vector<ParamSlice>& slices) {
+  const optim::NamedTensors state = opt.state_tensors();
+  const auto& refs = opt.params();
+  HF_CHECK(slices.empty() || slices.size() == refs.size(), "save_checkpoint: ", slices.size(),
+           " slices for ", refs.size(), " optimizer parameters");
+  std::map<std::string, size_t> ref_index;
+  for (size_t i = 0; i < refs.size(); ++i) ref_index.emplace(refs[i].name, i);
+  optim::NamedTensors out;
+  json parts = json::object();
+  for (const auto& [key, t] : state) {
+    if (key == "step") {
+      out.emplace_back(key, t);
+      continue;
+    }
+    // "<kind>.<ref name>"; ref names may contain dots, kinds do not.
+    const size_t dot = key.find('.');
+    const std::string kind = key.substr(0, dot), ref = key.substr(dot + 1);
+    const size_t i = ref_index.at(ref);
+    const ParamSlice slice = slices.empty() ? ParamSlice{ref, 0, refs[i].param.sizes()} : slices[i];
+    const int64_t full = shape_numel(slice.full_shape);
+    const std::string name = kind + "." + slice.name;
+    if (kind == "step") {
+      if (slice.offset == 0) out.emplace_back(name, t);
+    } else if (slice.offset == 0 && t.numel() == full) {
+      out.emplace_back(name, ops::reshape(t, slice.full_shape));
+    } else {
+      const std::string piece = name + "@" + std::to_string(slice.offset);
+      out.emplace_back(piece, ops::reshape(t, {t.numel()}));
+      parts[piece] = json::array({name, slice.offset, full});
+    }
+  }
+  std::map<std::string, std::string> meta{{"format", "pt"}};
+  if (!parts.empty()) meta[kPartsKey] = parts.dump();
+  io::save_safetensors(path, out, meta);
+}
+
+// "error: ..." or the JSON list of a rank's files for the manifest.
+std::string write_rank_files(const fs::path& tmp, const CheckpointShard& shard,
+                             const TrainerState& state, const CheckpointOptions& options,
+                             int64_t rank, int64_t world) {
   try {
-    std::vector<std::pair<std::string, Tensor>> params;
-    for (const auto& [name, t] : model.named_parameters())
-      params.emplace_back(options.param_prefix + name, t);
-    io::save_safetensors((tmp / model_file(world)).string(), params,
-                         {{"format", "pt"}, {kParamPrefixKey, options.param_prefix}});
-    io::save_safetensors((tmp / optimizer_file(world)).string(), optimizer.state_tensors());
+    std::vector<std::string> names;
+    if (shard.write_model) {
+      std::vector<std::pair<std::string, Tensor>> params;
+      for (const auto& [name, t] : shard.model->named_parameters())
+        params.emplace_back(options.param_prefix + name, t);
+      names.push_back(model_file_of(rank, world));
+      io::save_safetensors((tmp / names.back()).string(), params,
+                           {{"format", "pt"}, {kParamPrefixKey, options.param_prefix}});
+    }
+    if (shard.write_optimizer) {
+      names.push_back(optimizer_file_of(rank, world));
+      write_optimizer_file((tmp / names.back()).string(), *shard.optimizer, shard.slices);
+    }
     json gens = json::array();
     for (const GeneratorState& g : state.generators)
       gens.push_back({{"name", g.name}, {"seed", g.seed}, {"offset", g.offset}});
-    detail::write_synced((tmp / rng_file(world)).string(),
-                         json{{"generators", gens}}.dump(2) + "\n");
-    detail::write_synced((tmp / kTrainerStateName).string(),
-                         trainer_state_json(state).dump(2) + "\n");
-
+    names.push_back(rng_file_of(rank, world));
+    detail::write_synced((tmp / names.back()).string(), json{{"generators", gens}}.dump(2) + "\n");
+    if (rank == 0) {
+      names.push_back(kTrainerStateName);
+      detail::write_synced((tmp / kTrainerStateName).string(),
+                           trainer_state_json(state).dump(2) + "\n");
+    }
     json files = json::array();
-    for (const std::string& name : {model_file(world), optimizer_file(world), rng_file(world),
-                                    std::string(kTrainerStateName)}) {
+    for (const std::string& name : names) {
       uint64_t size = 0;
       const std::string digest = sha256_file_hex((tmp / name).string(), &size);
       files.push_back({{"name", name}, {"size", size}, {"sha256", digest}});
     }
-    const json manifest{{"format", "hfrun-checkpoint"},
-                        {"format_version", kCheckpointFormatVersion},
-                        {"step", state.step},
-                        {"world_size", world},
-                        {"config_hash", options.config_hash},
-                        {"files", files}};
-    detail::write_synced((tmp / kManifestName).string(), manifest.dump(2) + "\n");
-    detail::fsync_path(tmp.string());
-    // Commit: an existing checkpoint of this step is moved aside first (rename cannot replace a
-    // non-empty directory), so some complete checkpoint of this step exists at every moment.
-    const fs::path old = final_dir.string() + ".old-" + pid;
-    if (fs::exists(final_dir)) fs::rename(final_dir, old);
-    fs::rename(tmp, final_dir);
-    detail::fsync_path(checkpoints_root);
-    fs::remove_all(old, ec);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
+    return files.dump();
+  } catch (const std::exception& e) {
+    return std::string("error: ") + e.what();
   }
-  detail::prune_checkpoints(checkpoints_root, options.keep, final_dir.string());
+}
+
+// A one-rank group for single-process saves.
+class SoloGroup : public CheckpointGroup {
+ public:
+  int rank() const override { return 0; }
+  int world() const override { return 1; }
+  std::vector<std::string> allgather_strings(const std::string& s) override { return {s}; }
+};
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& checkpoints_root, const nn::Module& model,
+                            const optim::Optimizer& optimizer, const TrainerState& state,
+                            const CheckpointOptions& options) {
+  CheckpointShard shard;
+  shard.model = &model;
+  shard.optimizer = &optimizer;
+  SoloGroup solo;
+  return save_checkpoint(checkpoints_root, shard, state, options, &solo);
+}
+
+std::string save_checkpoint(const std::string& checkpoints_root, const CheckpointShard& shard,
+                            const TrainerState& state, const CheckpointOptions& options,
+                            CheckpointGroup* group) {
+  const int64_t rank = group->rank(), world = group->world();
+  const fs::path final_dir = fs::path(checkpoints_root) / checkpoint_dir_name(state.step);
+  // Rank 0 prepares the temporary directory; its name reaches the others with the first
+  // collective (which also tells them whether preparing it failed).
+  std::string prepared;
+  std::error_code ec;
+  if (rank == 0) {
+    try {
+      fs::create_directories(checkpoints_root);
+      detail::remove_stale_temporaries(checkpoints_root);
+      const fs::path tmp = final_dir.string() + ".tmp-" + std::to_string(::getpid());
+      fs::remove_all(tmp, ec);
+      fs::create_directories(tmp);
+      prepared = tmp.string();
+    } catch (const std::exception& e) {
+      prepared = std::string("error: ") + e.what();
+    }
+  }
+  prepared = group->allgather_strings(prepared)[0];
+  HF_CHECK(!prepared.starts_with("error: "), "checkpoint step ", state.step,
+           " not saved: rank 0 could not prepare ", final_dir.string(), ": ", prepared.substr(7));
+  const fs::path tmp = prepared;
+
+  const std::vector<std::string> results =
+      group->allgather_strings(write_rank_files(tmp, shard, state, options, rank, world));
+  std::string failures;
+  for (size_t r = 0; r < results.size(); ++r) {
+    if (results[r].starts_with("error: "))
+      failures += " rank " + std::to_string(r) + ": " + results[r].substr(7) + ";";
+  }
+  // Rank 0 commits only when every rank wrote its files; the outcome is shared once more, so
+  // no rank reports a checkpoint that is not there.
+  std::string outcome = failures.empty() ? "" : "error: files not written:" + failures;
+  if (rank == 0) {
+    if (failures.empty()) {
+      try {
+        json files = json::array();
+        for (const std::string& r : results) {
+          for (const json& f : json::parse(r)) files.push_back(f);
+        }
+        const json manifest{{"format", "hfrun-checkpoint"},
+                            {"format_version", kCheckpointFormatVersion},
+                            {"step", state.step},
+                            {"world_size", world},
+                            {"config_hash", options.config_hash},
+                            {"files", files}};
+        detail::write_synced((tmp / kManifestName).string(), manifest.dump(2) + "\n");
+        detail::fsync_path(tmp.string());
+        // Commit: an existing checkpoint of this step is moved aside first (rename cannot
+        // replace a non-empty directory), so some complete checkpoint of this step exists at
+        // every moment.
+        const fs::path old = final_dir.string() + ".old-" + std::to_string(::getpid());
+        if (fs::exists(final_dir)) fs::rename(final_dir, old);
+        fs::rename(tmp, final_dir);
+        detail::fsync_path(checkpoints_root);
+        fs::remove_all(old, ec);
+        detail::prune_checkpoints(checkpoints_root, options.keep, final_dir.string());
+      } catch (const std::exception& e) {
+        outcome = std::string("error: commit failed: ") + e.what();
+      }
+    }
+    if (!outcome.empty()) fs::remove_all(tmp, ec);
+  }
+  if (world > 1) outcome = group->allgather_strings(outcome)[0];
+  HF_CHECK(outcome.empty(), "checkpoint step ", state.step, " not committed (", outcome.substr(7),
+           ")");
   return final_dir.string();
 }
 
+namespace {
+
+// Every tensor of a checkpoint's files of one kind (".model" / ".optimizer"), whole or in
+// pieces, readable by element range.
+class PartIndex {
+ public:
+  PartIndex(const fs::path& root, const Manifest& manifest, const std::string& suffix) {
+    for (const Manifest::File& f : manifest.files) {
+      if (!f.name.ends_with(suffix)) continue;
+      files_.push_back(io::SafetensorsFile::open((root / f.name).string()));
+      const io::SafetensorsFile& file = files_.back();
+      json parts = json::object();
+      const auto it = file.metadata().find(kPartsKey);
+      if (it != file.metadata().end()) {
+        parts = json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+        HF_CHECK_INPUT(parts.is_object(), "checkpoint ", file.path(), ": invalid ", kPartsKey,
+                       " metadata");
+      }
+      const auto prefix_it = file.metadata().find(kParamPrefixKey);
+      const std::string prefix = prefix_it == file.metadata().end() ? "" : prefix_it->second;
+      for (const io::TensorEntry& e : file.entries()) {
+        Part p{files_.size() - 1, e.name, 0, shape_numel(e.shape), shape_numel(e.shape)};
+        std::string name = e.name;
+        if (parts.contains(e.name)) {
+          const json& d = parts[e.name];
+          HF_CHECK_INPUT(d.is_array() && d.size() == 3 && d[0].is_string() &&
+                             d[1].is_number_integer() && d[2].is_number_integer(),
+                         "checkpoint ", file.path(), ": bad ", kPartsKey, " entry for ", e.name);
+          name = d[0].get<std::string>();
+          p.offset = d[1].get<int64_t>();
+          p.full = d[2].get<int64_t>();
+          HF_CHECK_INPUT(p.offset >= 0 && p.offset + p.numel <= p.full, "checkpoint ", file.path(),
+                         ": piece ", e.name, " lies outside its tensor");
+        }
+        if (!prefix.empty() && name.starts_with(prefix)) name = name.substr(prefix.size());
+        parts_[name].push_back(p);
+      }
+    }
+  }
+
+  bool contains(const std::string& name) const { return parts_.count(name) > 0; }
+  // The whole tensor's shape when some file holds it whole, else {numel}.
+  Shape shape(const std::string& name) const {
+    for (const Part& p : parts_.at(name)) {
+      if (p.numel == p.full) return files_[p.file].entry(p.key).shape;
+    }
+    return {parts_.at(name).front().full};
+  }
+  int64_t numel(const std::string& name) const { return parts_.at(name).front().full; }
+
+  // Elements [offset, offset + n) of `name` as an f32 1-D tensor, from whichever pieces hold
+  // them; a range no file covers is an error naming it.
+  Tensor read(const std::string& dir, const std::string& name, int64_t offset, int64_t n) const {
+    const auto it = parts_.find(name);
+    HF_CHECK_INPUT(it != parts_.end(), "checkpoint ", dir, ": no tensor '", name, "'");
+    Tensor out = ops::empty({n});
+    int64_t covered = 0;
+    std::vector<Part> parts;
+    for (const Part& p : it->second) {
+      if (p.numel == p.full) parts = {p};  // a whole copy (ranks may each hold one): take it
+    }
+    if (parts.empty()) parts = it->second;
+    for (const Part& p : parts) {
+      const int64_t lo = std::max(offset, p.offset), hi = std::min(offset + n, p.offset + p.numel);
+      if (hi <= lo) continue;
+      Tensor src = ops::reshape(files_[p.file].tensor(p.key), {p.numel});
+      Tensor dst = ops::narrow(out, 0, lo - offset, hi - lo);
+      ops::copy_(dst, ops::narrow(src, 0, lo - p.offset, hi - lo));
+      covered += hi - lo;
+    }
+    HF_CHECK_INPUT(covered == n, "checkpoint ", dir, ": tensor '", name, "' elements [", offset,
+                   ", ", offset + n, ") are ", covered < n ? "not all" : "more than once",
+                   " in its files (", covered, " of ", n, ")");
+    return out;
+  }
+  // A tensor stored whole (a scalar step count), as stored.
+  Tensor whole(const std::string& dir, const std::string& name) const {
+    const auto it = parts_.find(name);
+    HF_CHECK_INPUT(it != parts_.end(), "checkpoint ", dir, ": no tensor '", name, "'");
+    for (const Part& p : it->second) {
+      if (p.numel == p.full) return files_[p.file].tensor(p.key);
+    }
+    HF_CHECK_INPUT(false, "checkpoint ", dir, ": tensor '", name, "' is stored in pieces only");
+    return {};
+  }
+
+ private:
+  struct Part {
+    size_t file;
+    std::string key;
+    int64_t offset, numel, full;
+  };
+  std::vector<io::SafetensorsFile> files_;
+  std::map<std::string, std::vector<Part>> parts_;
+};
+
+}  // namespace
+
 TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
                              Manifest* manifest_out) {
+  return load_checkpoint(dir, model, optimizer, {}, 0, manifest_out);
+}
+
+TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
+                             const std::vector<ParamSlice>& slices_in, int rank,
+                             Manifest* manifest_out) {
   const Manifest manifest = verify_checkpoint(dir);
-  HF_CHECK_INPUT(manifest.world_size == 1, "checkpoint ", dir, " was written by ",
-                 manifest.world_size, " processes; this build resumes single-process checkpoints");
   const fs::path root(dir);
   const int64_t world = manifest.world_size;
 
-  // Validate the model file fully before changing any parameter.
-  const io::SafetensorsFile mf = io::SafetensorsFile::open((root / model_file(world)).string());
-  const auto meta = mf.metadata().find(kParamPrefixKey);
-  const std::string prefix = meta == mf.metadata().end() ? "" : meta->second;
+  // Parameters: validated completely before any changes.
+  const PartIndex models(root, manifest, ".model.safetensors");
   const auto named = model.named_parameters();
-  HF_CHECK_INPUT(mf.entries().size() == named.size(), "checkpoint ", mf.path(), " holds ",
-                 mf.entries().size(), " tensors but the model has ", named.size(),
-                 " parameters (a different model configuration?)");
+  std::vector<Tensor> values;
   for (const auto& [name, param] : named) {
-    HF_CHECK_INPUT(mf.contains(prefix + name), "checkpoint ", mf.path(), ": no tensor '",
-                   prefix + name, "'");
-    const io::TensorEntry& e = mf.entry(prefix + name);
-    HF_CHECK_INPUT(e.shape == param.sizes(), "checkpoint ", mf.path(), ": tensor '", prefix + name,
-                   "' has shape ", shape_str(e.shape), " but the model's is ",
-                   shape_str(param.sizes()));
+    HF_CHECK_INPUT(models.contains(name), "checkpoint ", dir, ": no tensor '", name,
+                   "' (a different model configuration?)");
+    HF_CHECK_INPUT(models.numel(name) == param.numel() &&
+                       (models.shape(name) == param.sizes() || models.shape(name).size() == 1),
+                   "checkpoint ", dir, ": tensor '", name, "' has shape ",
+                   shape_str(models.shape(name)), " but the model's is ", shape_str(param.sizes()));
+    values.push_back(ops::reshape(models.read(dir, name, 0, param.numel()), param.sizes()));
   }
-  const io::SafetensorsFile of = io::SafetensorsFile::open((root / optimizer_file(world)).string());
-  optim::NamedTensors opt_state;
-  for (const io::TensorEntry& e : of.entries()) opt_state.emplace_back(e.name, of.tensor(e.name));
-  optimizer.load_state_tensors(opt_state);
-  for (const auto& [name, param] : named) model.load_parameter(name, mf.tensor(prefix + name));
+
+  // Optimizer state for this rank's slices, named as its state_tensors().
+  const auto& refs = optimizer.params();
+  std::vector<ParamSlice> slices = slices_in;
+  if (slices.empty()) {
+    for (const auto& r : refs) slices.push_back(ParamSlice{r.name, 0, r.param.sizes()});
+  }
+  HF_CHECK(slices.size() == refs.size(), "load_checkpoint: ", slices.size(), " slices for ",
+           refs.size(), " optimizer parameters");
+  const PartIndex opt(root, manifest, ".optimizer.safetensors");
+  optim::NamedTensors state;
+  for (const auto& [key, t] : optimizer.state_tensors()) {
+    if (key == "step") {
+      state.emplace_back(key, opt.whole(dir, "step"));
+      continue;
+    }
+    const size_t dot = key.find('.');
+    const std::string kind = key.substr(0, dot), ref = key.substr(dot + 1);
+    size_t i = 0;
+    while (i < refs.size() && refs[i].name != ref) ++i;
+    HF_CHECK(i < refs.size(), "load_checkpoint: no optimizer parameter ", ref);
+    const ParamSlice& s = slices[i];
+    const std::string name = kind + "." + s.name;
+    if (kind == "step") {
+      state.emplace_back(key, opt.whole(dir, name));
+    } else {
+      HF_CHECK_INPUT(!opt.contains(name) || opt.numel(name) == shape_numel(s.full_shape),
+                     "checkpoint ", dir, ": optimizer state '", name, "' has ", opt.numel(name),
+                     " elements but the parameter has ", shape_numel(s.full_shape));
+      state.emplace_back(key, ops::reshape(opt.read(dir, name, s.offset, t.numel()), t.sizes()));
+    }
+  }
+  optimizer.load_state_tensors(state);
+  for (size_t i = 0; i < named.size(); ++i) model.load_parameter(named[i].first, values[i]);
 
   TrainerState s;
   const fs::path sp = root / kTrainerStateName;
@@ -205,7 +453,8 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
   s.first_loss = field<double>(j, "first_loss", sp);
   s.last_loss = field<double>(j, "last_loss", sp);
   s.elapsed_s = field<double>(j, "elapsed_s", sp);
-  const fs::path rp = root / rng_file(world);
+  fs::path rp = root / rng_file_of(rank, world);
+  if (rank >= world) rp = root / rng_file_of(0, world);
   const json rng = read_json(rp);
   for (const json& g : field<json>(rng, "generators", rp)) {
     s.generators.push_back(GeneratorState{field<std::string>(g, "name", rp),

@@ -1,17 +1,26 @@
 // Resumable training checkpoints (CONTRACT.md: output_dir/checkpoints/step-00000100/).
 //
-// Layout of one checkpoint, laid out for world_size ranks (one today):
+// Layout of one checkpoint written by N ranks (R = each rank):
 //   step-00000100/
-//     rank-00000-of-00001.model.safetensors      parameters, HF names ("transformer.h.0...")
-//     rank-00000-of-00001.optimizer.safetensors  Optimizer::state_tensors()
-//     rank-00000-of-00001.rng.json               this rank's random generators (dropout, ...)
+//     rank-0000R-of-0000N.model.safetensors      parameters, HF names ("transformer.h.0..."):
+//                                                rank 0's, when parameters are replicated
+//     rank-0000R-of-0000N.optimizer.safetensors  the optimizer state this rank holds: all of
+//                                                it (one copy, from rank 0) when replicated,
+//                                                each rank's ZeRO pieces when sharded
+//     rank-0000R-of-0000N.rng.json               this rank's random generators (dropout, ...)
 //     trainer_state.json                         step, loader position, scheduler step, tokens
 //                                                seen and the metrics logging continues from
 //     manifest.json                              written last: format version, step, world
 //                                                size, config hash, every file's size + SHA-256
-// A checkpoint is committed atomically: it is written as step-00000100.tmp-<pid>, every file
-// fsynced, the manifest last, then the directory is renamed into place and the parent fsynced.
-// A directory without a manifest that verifies is never resumed from.
+// A tensor is stored whole under its name ("exp_avg.h.0.attn.c_attn.weight") or as 1-D pieces
+// of its row-major elements ("exp_avg.h.0.attn.c_attn.weight@1024"), listed in the file's
+// "hfrun_parts" metadata (JSON: key -> [name, offset, numel of the whole tensor]). Loading
+// assembles whatever range a rank needs from the pieces of every file, so a checkpoint saved
+// by N ranks with one sharding resumes on M ranks with another.
+// A checkpoint is committed atomically and collectively: every rank writes its files into
+// step-00000100.tmp-<pid of rank 0> and fsyncs them; only when every rank succeeded does rank
+// 0 write the manifest, rename the directory into place and fsync the parent. A directory
+// without a manifest that verifies is never resumed from.
 #pragma once
 
 #include <cstdint>
@@ -57,6 +66,36 @@ struct CheckpointOptions {
   std::string param_prefix;
 };
 
+// Where an optimizer parameter's elements sit in a model parameter: the whole parameter
+// (offset 0, the parameter's shape) or a 1-D ZeRO piece starting at `offset` of its row-major
+// elements.
+struct ParamSlice {
+  std::string name;  // the model parameter's name
+  int64_t offset = 0;
+  Shape full_shape;
+};
+
+// The collective side of a save by several ranks (DataParallel implements it).
+class CheckpointGroup {
+ public:
+  virtual ~CheckpointGroup() = default;
+  virtual int rank() const = 0;
+  virtual int world() const = 0;
+  // Every rank's `s`, in rank order, on every rank.
+  virtual std::vector<std::string> allgather_strings(const std::string& s) = 0;
+};
+
+// What one rank contributes to a checkpoint.
+struct CheckpointShard {
+  const nn::Module* model = nullptr;
+  bool write_model = true;  // this rank writes every parameter (rank 0 when replicated)
+  const optim::Optimizer* optimizer = nullptr;
+  bool write_optimizer = true;
+  // Per optimizer parameter (optimizer->params() order) where it sits in the model; empty:
+  // each optimizer parameter is the whole model parameter of the same name.
+  std::vector<ParamSlice> slices;
+};
+
 // "rank-00000-of-00001" for rank 0 of 1.
 std::string rank_prefix(int64_t rank, int64_t world);
 // "step-00000100".
@@ -68,6 +107,12 @@ std::string checkpoint_dir_name(int64_t step);
 std::string save_checkpoint(const std::string& checkpoints_root, const nn::Module& model,
                             const optim::Optimizer& optimizer, const TrainerState& state,
                             const CheckpointOptions& options = {});
+// The same, collectively: every rank of `group` calls it with its shard (rank 0's `state` is
+// written). Returns the committed path on every rank; when any rank fails, nothing is
+// committed and every rank throws, naming the failed ranks and their errors.
+std::string save_checkpoint(const std::string& checkpoints_root, const CheckpointShard& shard,
+                            const TrainerState& state, const CheckpointOptions& options,
+                            CheckpointGroup* group);
 
 struct Manifest {
   int version = 0;
@@ -92,6 +137,11 @@ Manifest verify_checkpoint(const std::string& dir);
 // receives the verified manifest.
 TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
                              Manifest* manifest = nullptr);
+// The same for one rank of any layout: the model's parameters whole, and the optimizer state of
+// `slices` (as in CheckpointShard), assembled from the pieces of every rank's files. `rank`
+// picks the rng file (rank 0's when the checkpoint has fewer ranks).
+TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
+                             const std::vector<ParamSlice>& slices, int rank, Manifest* manifest);
 
 // The newest committed checkpoint under output_dir/checkpoints whose manifest verifies, or
 // nullopt. Temporary, incomplete and corrupt directories are skipped with a warning line on

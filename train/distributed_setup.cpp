@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <deque>
 #include <mutex>
 #include <vector>
 
@@ -11,6 +14,7 @@
 #include "distributed/comm/env.h"
 #include "distributed/comm/mpi_process_group.h"
 #include "distributed/comm/process_group.h"
+#include "optim/clip.h"
 #include "tensor/ops.h"
 
 namespace hfrun::train {
@@ -24,29 +28,212 @@ void at_exit() {
   finalize_distributed();
 }
 
+// A 1-D view of `flat` (1-D, contiguous) over [begin, begin + n).
+Tensor range(const Tensor& flat, int64_t begin, int64_t n) {
+  return make_view(flat, {n}, {1}, flat.offset() + begin);
+}
+
+// ZeRO stage 2 keeps at most this many units in flight during backward; older ones are
+// retired (waited for, accumulated, their staging freed) first, bounding the staging memory.
+constexpr size_t kMaxUnitsInFlight = 3;
+
 }  // namespace
 
 struct DataParallel::Impl {
   std::shared_ptr<dist::ProcessGroup> world;
   dist::CollectiveOptions opts;
   int64_t bucket_elements = 0;
-  struct Bucket {
-    Tensor view;  // of the flat gradient buffer
-    int params = 0, pending = 0;
-    bool issued = false;
-  };
-  std::vector<Bucket> buckets;
-  std::vector<std::shared_ptr<dist::Work>> works;
-  bool armed = false;
+  int stage = 0;
+  int rank = 0, size = 1;
 
-  void issue(Bucket& b) {
-    b.issued = true;
-    works.push_back(world->allreduce(b.view, dist::ReduceOp::kAvg, opts));
+  Tensor flat_params, flat_grads;  // flat_grads undefined for stage 2
+  std::vector<Tensor> leaves;      // the model's parameters
+  int64_t total = 0;               // elements of the flat buffers
+  struct Param {
+    std::string name;
+    int64_t offset = 0, numel = 0;  // in the flat buffers
+    Shape shape;
+    std::vector<size_t> units;  // the units it overlaps
+  };
+  std::vector<Param> params;
+
+  struct Unit {
+    int64_t begin = 0, end = 0;  // flat range
+    int64_t chunk = 0;           // ZeRO: padded length / world
+    int params = 0, pending = 0;
+    bool issued = false, retired = false;
+    Tensor staging;  // ZeRO: the padded input of the reduce-scatter when it needs one
+    Tensor recv;     // ZeRO: this rank's reduced chunk
+    std::shared_ptr<dist::Work> work;
+    // This rank's chunk, clipped to the unit: [lo, hi) in flat elements.
+    int64_t lo(int r) const { return std::min(end, begin + r * chunk); }
+    int64_t hi(int r) const { return std::min(end, begin + (r + 1) * chunk); }
+  };
+  std::vector<Unit> units;
+  std::deque<size_t> in_flight;  // issued, not yet retired, in issue order
+
+  // ZeRO: this rank's pieces (one per parameter overlapping one of its chunks).
+  struct Piece {
+    size_t param;
+    int64_t lo, hi;  // flat range
+    Tensor value, grad;
+  };
+  std::vector<Piece> pieces;
+  Tensor shard_grads;                 // stage 2: this rank's chunks, back to back
+  std::vector<int64_t> shard_offset;  // stage 2: unit -> offset of its chunk in shard_grads
+  bool armed = false;
+  bool accumulate = false;  // stage 2: later micro-steps add into the shard
+
+  Tensor reduced_view(size_t u) {  // where unit u's reduced chunk lives for the optimizer
+    const Unit& unit = units[u];
+    const int64_t n = unit.hi(rank) - unit.lo(rank);
+    if (stage == 2) return range(shard_grads, shard_offset[u], n);
+    return range(flat_grads, unit.lo(rank), n);
   }
-  void grad_ready(size_t b) {
+
+  void issue(size_t u) {
+    Unit& unit = units[u];
+    unit.issued = true;
+    if (stage == 0) {
+      Tensor v = range(flat_grads, unit.begin, unit.end - unit.begin);
+      unit.work = world->allreduce(v, dist::ReduceOp::kAvg, opts);
+    } else {
+      const int64_t padded = unit.chunk * size;
+      Tensor in;
+      if (stage == 1) {
+        if (unit.begin + padded <= total) {
+          in = range(flat_grads, unit.begin, padded);
+        } else {
+          unit.staging = ops::zeros({padded});
+          Tensor head = range(unit.staging, 0, unit.end - unit.begin);
+          ops::copy_(head, range(flat_grads, unit.begin, unit.end - unit.begin));
+          in = unit.staging;
+        }
+      } else {
+        in = unit.staging;  // filled by the hooks
+      }
+      unit.recv = ops::empty({unit.chunk});
+      unit.work = world->reduce_scatter(unit.recv, in, dist::ReduceOp::kAvg, opts);
+    }
+    in_flight.push_back(u);
+  }
+
+  // Waits for unit u and moves its result where the optimizer reads it.
+  void retire(size_t u) {
+    Unit& unit = units[u];
+    if (unit.retired) return;
+    unit.work->wait();
+    unit.retired = true;
+    unit.work.reset();
+    if (stage > 0) {
+      const int64_t n = unit.hi(rank) - unit.lo(rank);
+      if (n > 0) {
+        Tensor dst = reduced_view(u);
+        Tensor src = range(unit.recv, 0, n);
+        if (stage == 2 && accumulate) {
+          ops::add_(dst, src);
+        } else {
+          ops::copy_(dst, src);
+        }
+      }
+      unit.recv = Tensor();
+      unit.staging = Tensor();
+    }
+  }
+
+  void retire_oldest() {
+    retire(in_flight.front());
+    in_flight.pop_front();
+  }
+
+  // Stage 2: copies leaf `p`'s gradient into the staging buffers of its units, then drops it.
+  void stage_gradient(size_t p, Tensor& leaf) {
+    const Param& param = params[p];
+    Tensor g = leaf.grad();
+    for (size_t u : param.units) {
+      Unit& unit = units[u];
+      if (!unit.staging.defined()) unit.staging = ops::zeros({unit.chunk * size});
+      if (!g.defined()) continue;  // no gradient reached it: zeros
+      const int64_t lo = std::max(unit.begin, param.offset);
+      const int64_t hi = std::min(unit.end, param.offset + param.numel);
+      Tensor dst = range(unit.staging, lo - unit.begin, hi - lo);
+      Tensor src = ops::narrow(ops::reshape(g, {param.numel}), 0, lo - param.offset, hi - lo);
+      ops::copy_(dst, src);
+    }
+    leaf.set_grad(Tensor());
+  }
+
+  void grad_ready(size_t p, Tensor& leaf) {
     if (!armed) return;
-    Bucket& bucket = buckets[b];
-    if (--bucket.pending == 0 && !bucket.issued) issue(bucket);
+    if (stage == 2) stage_gradient(p, leaf);
+    for (size_t u : params[p].units) {
+      Unit& unit = units[u];
+      if (--unit.pending == 0 && !unit.issued) {
+        if (stage == 2) {
+          while (in_flight.size() >= kMaxUnitsInFlight) retire_oldest();
+        }
+        issue(u);
+      }
+    }
+  }
+
+  void make_units() {
+    if (stage == 0) {
+      // Buckets end on parameter boundaries.
+      int64_t begin = 0;
+      for (size_t k = 0; k < params.size(); ++k) {
+        if (units.empty() || params[k].offset - begin >= bucket_elements) {
+          begin = params[k].offset;
+          if (!units.empty()) units.back().end = begin;
+          units.push_back(Unit{});
+          units.back().begin = begin;
+        }
+      }
+      if (!units.empty()) units.back().end = total;
+      if (!units.empty()) units.front().begin = 0;
+    } else {
+      const int64_t chunk_target = std::max<int64_t>(1, bucket_elements / size);
+      for (int64_t begin = 0; begin < total; begin += chunk_target * size) {
+        Unit unit;
+        unit.begin = begin;
+        unit.end = std::min(total, begin + chunk_target * size);
+        unit.chunk = (unit.end - unit.begin + size - 1) / size;
+        units.push_back(std::move(unit));
+      }
+    }
+    for (size_t p = 0; p < params.size(); ++p) {
+      Param& param = params[p];
+      for (size_t u = 0; u < units.size(); ++u) {
+        const Unit& unit = units[u];
+        if (unit.begin < param.offset + param.numel && param.offset < unit.end) {
+          param.units.push_back(u);
+          ++units[u].params;
+        }
+      }
+    }
+  }
+
+  void make_pieces() {
+    int64_t shard_total = 0;
+    shard_offset.assign(units.size(), 0);
+    for (size_t u = 0; u < units.size(); ++u) {
+      shard_offset[u] = shard_total;
+      shard_total += units[u].hi(rank) - units[u].lo(rank);
+    }
+    if (stage == 2) shard_grads = ops::zeros({std::max<int64_t>(shard_total, 1)});
+    for (size_t u = 0; u < units.size(); ++u) {
+      const int64_t clo = units[u].lo(rank), chi = units[u].hi(rank);
+      if (chi <= clo) continue;
+      Tensor reduced = reduced_view(u);
+      for (size_t p = 0; p < params.size(); ++p) {
+        const int64_t lo = std::max(clo, params[p].offset);
+        const int64_t hi = std::min(chi, params[p].offset + params[p].numel);
+        if (hi <= lo) continue;
+        Piece piece{p, lo, hi, range(flat_params, lo, hi - lo), range(reduced, lo - clo, hi - lo)};
+        piece.value.set_grad(piece.grad);
+        pieces.push_back(std::move(piece));
+      }
+    }
   }
 };
 
@@ -73,6 +260,9 @@ std::unique_ptr<DataParallel> DataParallel::from_launch_env(const TrainConfig& c
   impl->world = *g_world;
   HF_CHECK(impl->world->size() == env.world, "data-parallel training: MPI reports ",
            impl->world->size(), " ranks but the launch environment ", env.world);
+  impl->rank = impl->world->rank();
+  impl->size = impl->world->size();
+  impl->stage = cfg.distributed.zero_stage;
   impl->opts.timeout = std::chrono::milliseconds(
       static_cast<int64_t>(std::max(cfg.distributed.timeout_s, 0.001) * 1000.0));
   impl->bucket_elements = std::max<int64_t>(
@@ -81,81 +271,208 @@ std::unique_ptr<DataParallel> DataParallel::from_launch_env(const TrainConfig& c
 }
 
 int DataParallel::rank() const {
-  return impl_->world->rank();
+  return impl_->rank;
 }
 int DataParallel::world() const {
-  return impl_->world->size();
+  return impl_->size;
+}
+int DataParallel::zero_stage() const {
+  return impl_->stage;
 }
 
 void DataParallel::broadcast(Tensor& flat) {
   impl_->world->broadcast(flat, 0, impl_->opts)->wait();
 }
 
-void DataParallel::attach_gradient_hooks(const std::vector<Tensor>& params,
-                                         const Tensor& flat_params, const Tensor& flat_grads) {
-  HF_CHECK(impl_->buckets.empty(), "attach_gradient_hooks: already attached");
-  HF_CHECK(flat_grads.dim() == 1 && flat_grads.is_contiguous() &&
-               flat_grads.numel() == flat_params.numel(),
-           "attach_gradient_hooks: the gradient buffer ", flat_grads.str(),
-           " does not match the parameters ", flat_params.str());
-  // Each parameter's place in the flat buffer, in buffer order.
-  std::vector<std::pair<int64_t, size_t>> order;
-  for (size_t i = 0; i < params.size(); ++i) {
-    HF_CHECK(params[i].shares_storage_with(flat_params),
-             "attach_gradient_hooks: parameters must be flattened first");
-    order.emplace_back(params[i].offset() - flat_params.offset(), i);
+void DataParallel::attach(nn::Module& model) {
+  Impl& im = *impl_;
+  HF_CHECK(im.units.empty(), "DataParallel::attach: already attached");
+  const nn::FlatParameters* flat = model.flat();
+  HF_CHECK(flat != nullptr && flat->grads.defined(),
+           "DataParallel::attach: flatten the model's parameters first");
+  im.flat_params = flat->params;
+  im.flat_grads = flat->grads;
+  im.total = flat->params.numel();
+  const auto named = model.named_parameters();
+  HF_CHECK(named.size() == flat->slots.size(), "DataParallel::attach: ", named.size(),
+           " parameters but ", flat->slots.size(), " flat slots");
+  for (size_t i = 0; i < named.size(); ++i) {
+    const nn::FlatSlot& slot = flat->slots[i];
+    HF_CHECK(slot.name == named[i].first, "DataParallel::attach: flat slot ", slot.name,
+             " is not parameter ", named[i].first);
+    im.params.push_back(
+        Impl::Param{slot.name, slot.offset, slot.numel, named[i].second.sizes(), {}});
+    im.leaves.push_back(named[i].second);
   }
-  std::sort(order.begin(), order.end());
-  std::vector<size_t> bucket_of(params.size());
-  int64_t begin = 0;
-  for (size_t k = 0; k < order.size(); ++k) {
-    const size_t i = order[k].second;
-    if (impl_->buckets.empty() || (order[k].first - begin >= impl_->bucket_elements)) {
-      begin = order[k].first;
-      impl_->buckets.emplace_back();
-    }
-    bucket_of[i] = impl_->buckets.size() - 1;
-    ++impl_->buckets.back().params;
-    const int64_t end = k + 1 < order.size() ? order[k + 1].first : flat_grads.numel();
-    impl_->buckets.back().view =
-        make_view(flat_grads, {end - begin}, {1}, flat_grads.offset() + begin);
+  HF_CHECK(std::is_sorted(im.params.begin(), im.params.end(),
+                          [](const auto& a, const auto& b) { return a.offset < b.offset; }),
+           "DataParallel::attach: flat slots are not in buffer order");
+  im.make_units();
+  if (im.stage > 0) im.make_pieces();
+  if (im.stage == 2) {
+    model.release_gradient_buffer();
+    im.flat_grads = Tensor();
   }
   Impl* impl = impl_.get();
-  for (size_t i = 0; i < params.size(); ++i) {
-    Tensor p = params[i];
-    const size_t b = bucket_of[i];
-    autograd::register_grad_ready_hook(p, [impl, b](Tensor&) { impl->grad_ready(b); });
+  for (size_t i = 0; i < named.size(); ++i) {
+    Tensor p = named[i].second;
+    autograd::register_grad_ready_hook(p, [impl, i](Tensor& leaf) { impl->grad_ready(i, leaf); });
   }
 }
 
-void DataParallel::arm_gradient_hooks() {
-  for (auto& b : impl_->buckets) {
-    b.pending = b.params;
-    b.issued = false;
+std::vector<optim::ParamRef> DataParallel::optimizer_params(
+    const std::vector<optim::ParamRef>& full, std::vector<ParamSlice>* slices) const {
+  const Impl& im = *impl_;
+  HF_CHECK(full.size() == im.params.size(), "optimizer_params: ", full.size(),
+           " parameters given, the model has ", im.params.size());
+  std::vector<optim::ParamRef> out;
+  if (slices) slices->clear();
+  if (im.stage == 0) {
+    for (const auto& r : full) {
+      if (slices) slices->push_back(ParamSlice{r.name, 0, r.param.sizes()});
+    }
+    return full;
   }
-  impl_->works.clear();
-  impl_->armed = true;
+  for (const Impl::Piece& piece : im.pieces) {
+    const Impl::Param& p = im.params[piece.param];
+    const int64_t offset = piece.lo - p.offset;
+    out.push_back(optim::ParamRef{p.name + "@" + std::to_string(offset), piece.value,
+                                  full[piece.param].decay});
+    if (slices) slices->push_back(ParamSlice{p.name, offset, p.shape});
+  }
+  return out;
+}
+
+void DataParallel::before_backward(bool last_micro_step) {
+  Impl& im = *impl_;
+  if (im.stage != 2 && !last_micro_step) return;
+  for (auto& u : im.units) {
+    u.pending = u.params;
+    u.issued = u.retired = false;
+  }
+  im.in_flight.clear();
+  im.armed = true;
 }
 
 void DataParallel::finish_gradient_sync() {
-  HF_CHECK(impl_->armed, "finish_gradient_sync: arm_gradient_hooks() was not called");
-  impl_->armed = false;
-  for (auto& b : impl_->buckets) {
-    if (!b.issued) impl_->issue(b);
+  Impl& im = *impl_;
+  if (!im.armed) return;  // stage 0/1 before the last micro-step: accumulation stays local
+  im.armed = false;
+  for (size_t u = 0; u < im.units.size(); ++u) {
+    if (!im.units[u].issued) {
+      if (im.stage == 2 && !im.units[u].staging.defined()) {
+        im.units[u].staging = ops::zeros({im.units[u].chunk * im.size});
+      }
+      im.issue(u);
+    }
   }
-  auto works = std::move(impl_->works);
-  impl_->works.clear();
+  while (!im.in_flight.empty()) im.retire_oldest();
+  if (im.stage == 2) im.accumulate = true;
+}
+
+void DataParallel::zero_grad(nn::Module& model) {
+  model.zero_grad();
+  impl_->accumulate = false;
+}
+
+double DataParallel::clip_grad_norm(double max_norm) {
+  Impl& im = *impl_;
+  if (im.stage == 0) return optim::clip_grad_norm(im.leaves, max_norm);  // replicated grads
+  std::vector<Tensor> pieces;
+  pieces.reserve(im.pieces.size());
+  for (const auto& piece : im.pieces) pieces.push_back(piece.value);
+  const double total = std::sqrt(sum(optim::grad_norm_squared(pieces)));
+  const double coef = optim::clip_coefficient(total, max_norm);
+  if (std::isfinite(total) && coef < 1.0) optim::scale_grads(pieces, coef);
+  return total;
+}
+
+void DataParallel::after_optimizer_step() {
+  Impl& im = *impl_;
+  if (im.stage == 0) return;
+  std::vector<std::shared_ptr<dist::Work>> works;
+  std::vector<std::pair<size_t, Tensor>> staged;
+  for (size_t u = 0; u < im.units.size(); ++u) {
+    const Impl::Unit& unit = im.units[u];
+    const int64_t padded = unit.chunk * im.size;
+    Tensor out;
+    if (unit.begin + padded <= im.total) {
+      out = range(im.flat_params, unit.begin, padded);
+    } else {
+      out = ops::zeros({padded});
+      const int64_t n = unit.hi(im.rank) - unit.lo(im.rank);
+      if (n > 0) {
+        Tensor mine = range(out, im.rank * unit.chunk, n);
+        ops::copy_(mine, range(im.flat_params, unit.lo(im.rank), n));
+      }
+      staged.emplace_back(u, out);
+    }
+    Tensor in = range(out, im.rank * unit.chunk, unit.chunk);
+    works.push_back(im.world->allgather(out, in, im.opts));
+  }
   for (auto& w : works) w->wait();
+  for (auto& [u, out] : staged) {
+    const Impl::Unit& unit = im.units[u];
+    Tensor dst = range(im.flat_params, unit.begin, unit.end - unit.begin);
+    ops::copy_(dst, range(out, 0, unit.end - unit.begin));
+  }
 }
 
 double DataParallel::sum(double v) {
-  Tensor t = ops::full({1}, v, DType::kF32);
+  // Exact and order-fixed: every rank adds the same doubles in rank order.
+  Tensor mine = ops::empty({static_cast<int64_t>(sizeof(double))}, DType::kU8);
+  std::memcpy(mine.raw_data(), &v, sizeof(double));
+  Tensor all = ops::empty({static_cast<int64_t>(sizeof(double)) * impl_->size}, DType::kU8);
+  impl_->world->allgather(all, mine, impl_->opts)->wait();
+  double total = 0;
+  for (int r = 0; r < impl_->size; ++r) {
+    double x;
+    std::memcpy(&x, static_cast<const char*>(all.raw_data()) + r * sizeof(double), sizeof(double));
+    total += x;
+  }
+  return total;
+}
+
+bool DataParallel::all(bool ok) {
+  Tensor t = ops::full({1}, ok ? 0.0 : 1.0, DType::kI32);
   impl_->world->allreduce(t, dist::ReduceOp::kSum, impl_->opts)->wait();
-  return static_cast<double>(t.item());
+  return t.to_int_vector()[0] == 0;
+}
+
+std::vector<std::string> DataParallel::allgather_strings(const std::string& s) {
+  Impl& im = *impl_;
+  Tensor len = ops::full({1}, static_cast<double>(s.size()), DType::kI64);
+  Tensor lens = ops::empty({im.size}, DType::kI64);
+  im.world->allgather(lens, len, im.opts)->wait();
+  const std::vector<int64_t> sizes = lens.to_int_vector();
+  const int64_t longest = std::max<int64_t>(1, *std::max_element(sizes.begin(), sizes.end()));
+  Tensor mine = ops::zeros({longest}, DType::kU8);
+  std::memcpy(mine.raw_data(), s.data(), s.size());
+  Tensor all = ops::empty({longest * im.size}, DType::kU8);
+  im.world->allgather(all, mine, im.opts)->wait();
+  std::vector<std::string> out;
+  for (int r = 0; r < im.size; ++r) {
+    out.emplace_back(static_cast<const char*>(all.raw_data()) + r * longest,
+                     static_cast<size_t>(sizes[r]));
+  }
+  return out;
 }
 
 void DataParallel::barrier() {
   impl_->world->barrier(impl_->opts)->wait();
+}
+
+TrainingMemory DataParallel::memory(const optim::Optimizer& optimizer) const {
+  const Impl& im = *impl_;
+  TrainingMemory m;
+  m.params = static_cast<int64_t>(im.flat_params.nbytes());
+  m.grads = im.stage == 2 ? static_cast<int64_t>(im.shard_grads.nbytes())
+                          : static_cast<int64_t>(im.flat_grads.nbytes());
+  for (const auto& [name, t] : optimizer.state_tensors()) {
+    if (name == "step" || name.starts_with("step.")) continue;
+    m.optimizer += static_cast<int64_t>(t.nbytes());
+  }
+  return m;
 }
 
 }  // namespace hfrun::train

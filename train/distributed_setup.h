@@ -1,18 +1,46 @@
 // Data-parallel training across processes started by mpirun/srun (hfrun -np N): the MPI world,
-// the parameter broadcast at start and the bucketed gradient all-reduce of every optimizer step.
-// Every rank applies the identical update, so parameters never diverge.
+// the parameter broadcast at start, and the gradient synchronisation of every optimizer step,
+// either replicated (DDP, zero_stage 0) or sharded (ZeRO stages 1 and 2).
+//
+// The flat buffers (nn::FlatParameters) are cut into communication units: contiguous element
+// ranges of about distributed.bucket_mb.
+//  - Stage 0 (DDP): units end on parameter boundaries; each unit's gradients are averaged with
+//    an all-reduce as soon as they are final (grad-ready hooks), overlapping with the rest of
+//    backward. Every rank then runs the same optimizer step on all parameters.
+//  - ZeRO (stage 1 and 2): a unit has a multiple of N elements (the last is padded) and is
+//    split into N equal chunks; rank r owns chunk r of every unit, as FSDP shards each flat
+//    parameter. Gradients are reduce-scattered per unit, so rank r receives the averaged
+//    gradient of its chunks only; the optimizer (and its state) covers only those chunks; after
+//    the step each unit's parameters are all-gathered in place.
+//    Stage 1 keeps the full gradient buffer (accumulation is local; one reduce-scatter per
+//    step). Stage 2 keeps no full gradient buffer: each parameter's gradient is copied into its
+//    unit's staging buffer and dropped, and the unit is reduce-scattered and accumulated into
+//    the rank's compact gradient shard on every micro-step (as DeepSpeed's stage 2).
+// Per-rank bytes of parameters + gradients + optimizer state then follow the ZeRO paper:
+// stage 0 16P, stage 1 8P + 8P/N, stage 2 4P + 12P/N (f32 AdamW, P parameters), plus units in
+// flight.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "models/module.h"
+#include "optim/optimizer.h"
 #include "tensor/tensor.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 
 namespace hfrun::train {
 
-class DataParallel {
+// Bytes this rank holds for training state (live tensors, not the allocator's cache).
+struct TrainingMemory {
+  int64_t params = 0, grads = 0, optimizer = 0;
+  int64_t total() const { return params + grads + optimizer; }
+};
+
+class DataParallel : public CheckpointGroup {
  public:
   // nullptr when this process was not launched as one of several ranks (world == 1). Otherwise
   // initialises MPI once per process (finalized at exit; see finalize_distributed()) and
@@ -22,21 +50,47 @@ class DataParallel {
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
 
-  int rank() const;
-  int world() const;
+  int rank() const override;
+  int world() const override;
+  int zero_stage() const;
   // Every rank's `flat` becomes rank 0's.
   void broadcast(Tensor& flat);
-  // Overlap with backward (DDP): groups `params` (views into `flat_params`) into buckets of
-  // distributed.bucket_mb along `flat_grads` and registers grad-ready hooks. After
-  // arm_gradient_hooks(), the next backward issues each bucket's average as soon as all its
-  // gradients are final; finish_gradient_sync() issues what is left and waits for all of them.
-  void attach_gradient_hooks(const std::vector<Tensor>& params, const Tensor& flat_params,
-                             const Tensor& flat_grads);
-  void arm_gradient_hooks();
+
+  // Prepares gradient synchronisation over `model`'s flat buffers (flatten_parameters() done;
+  // for stage 2 the module's gradient buffer is released here) and registers the grad-ready
+  // hooks. Call once.
+  void attach(nn::Module& model);
+  // The parameters this rank's optimizer updates, from the model's (`full`, one per model
+  // parameter, in named_parameters() order): `full` itself for stage 0; for ZeRO, 1-D pieces
+  // (views of the flat parameter buffer whose .grad() is this rank's gradient shard), named
+  // "<name>@<offset>" and keeping the parameter's decay flag. `slices` (optional) receives
+  // where each returned parameter sits in its model parameter.
+  std::vector<optim::ParamRef> optimizer_params(const std::vector<optim::ParamRef>& full,
+                                                std::vector<ParamSlice>* slices) const;
+  // Before each micro-step's backward: the last micro-step's backward (every micro-step's for
+  // stage 2) synchronises gradients as they become final.
+  void before_backward(bool last_micro_step);
+  // After each micro-step's backward: issues what is left and waits for every unit. After the
+  // last micro-step each rank holds the global batch's mean gradient for the parameters it
+  // updates. A no-op when the micro-step synchronised nothing.
   void finish_gradient_sync();
-  // The sum of `v` over the ranks.
+  // Global L2 norm of the synchronised gradients (over all shards) and clipping to max_norm as
+  // torch.nn.utils.clip_grad_norm_ (max_norm = inf: measure only). Returns the total norm.
+  double clip_grad_norm(double max_norm);
+  // ZeRO: all-gathers every unit's updated parameters; nothing for stage 0.
+  void after_optimizer_step();
+  // Zeros what accumulates gradients: the flat gradient buffer (stages 0 and 1); stage 2's
+  // shard is overwritten by the first micro-step instead.
+  void zero_grad(nn::Module& model);
+
+  // The sum of `v` over the ranks, in double, added in rank order (the same on every rank).
   double sum(double v);
+  // Whether `ok` holds on every rank.
+  bool all(bool ok);
+  // Every rank's `s`, in rank order.
+  std::vector<std::string> allgather_strings(const std::string& s) override;
   void barrier();
+  TrainingMemory memory(const optim::Optimizer& optimizer) const;
 
   struct Impl;
 

@@ -43,6 +43,7 @@ struct Trainer::State {
   std::vector<Tensor> params;        // for clipping
   int64_t step = 0;                  // optimizer steps done
   std::unique_ptr<DataParallel> dp;  // null on one process
+  std::vector<ParamSlice> slices;    // where each optimizer parameter sits (ZeRO pieces)
   bool is_rank0() const { return dp == nullptr || dp->rank() == 0; }
   int64_t world() const { return dp ? dp->world() : 1; }
 };
@@ -105,10 +106,10 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   State& s = *s_;
   s.cfg = std::move(config);
   const TrainConfig& c = s.cfg;
-  HF_CHECK_INPUT(c.distributed.zero_stage == 0 && c.distributed.tensor_parallel == 1, c.source,
-                 ": distributed.zero_stage > 0 and distributed.tensor_parallel > 1 are not "
-                 "available yet; this build trains data-parallel only (zero_stage 0, "
-                 "tensor_parallel 1)");
+  HF_CHECK_INPUT(c.distributed.zero_stage <= 2 && c.distributed.tensor_parallel == 1, c.source,
+                 ": distributed.zero_stage 3 and distributed.tensor_parallel > 1 are not "
+                 "available yet; this build trains data-parallel with zero_stage 0, 1 or 2 and "
+                 "tensor_parallel 1");
   s.dp = DataParallel::from_launch_env(c);
   HF_CHECK_INPUT(s.dp != nullptr || c.distributed.num_processes == 1, c.source,
                  ": distributed.num_processes ", c.distributed.num_processes,
@@ -126,7 +127,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   if (s.dp) {
     Tensor p = flat.params;
     s.dp->broadcast(p);  // every rank starts from rank 0's parameters
-    s.dp->attach_gradient_hooks(s.model->parameters(), flat.params, flat.grads);
+    s.dp->attach(*s.model);
   }
 
   const data::Tokenizer& tok = *s.tokenizer;
@@ -150,6 +151,8 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   s.loader = std::make_unique<data::TokenLoader>(s.train_stream, lo);
 
   auto params = optim::param_refs(s.model->named_parameters());
+  // ZeRO: this rank's optimizer covers its shard only.
+  if (s.dp) params = s.dp->optimizer_params(params, &s.slices);
   if (c.optimizer.type == "adamw") {
     optim::AdamWOptions o;
     o.lr = c.optimizer.lr;
@@ -209,24 +212,32 @@ StepMetrics Trainer::step() {
       c.optimizer.lr *
       optim::lr_multiplier(s.schedule, s.step, c.scheduler.warmup_steps, c.train.max_steps);
   s.optimizer->set_lr(lr);
-  s.model->zero_grad();
+  if (s.dp) {
+    s.dp->zero_grad(*s.model);
+  } else {
+    s.model->zero_grad();
+  }
   double loss_sum = 0;
   for (int64_t m = 0; m < c.train.grad_accum_steps; ++m) {
     data::Batch batch = s.loader->next();
     Tensor loss = s.model->loss(batch.inputs, batch.targets);
     loss_sum += loss.item();
-    // The last micro-step's backward averages the gradients across ranks as they become final.
-    if (s.dp && m + 1 == c.train.grad_accum_steps) s.dp->arm_gradient_hooks();
+    // The last micro-step's backward (every one's with ZeRO-2) averages the gradients across
+    // ranks as they become final.
+    if (s.dp) s.dp->before_backward(m + 1 == c.train.grad_accum_steps);
     autograd::backward(mul_scalar(loss, 1.0 / static_cast<double>(c.train.grad_accum_steps)));
+    // After the last micro-step: the global batch's mean gradient (of this rank's shard with
+    // ZeRO). ZeRO-2 completes every micro-step's reduction here; otherwise a no-op before the
+    // last.
+    if (s.dp) s.dp->finish_gradient_sync();
   }
-  if (s.dp) {
-    s.dp->finish_gradient_sync();  // the global batch's mean gradient on every rank
-    loss_sum = s.dp->sum(loss_sum);
-  }
+  if (s.dp) loss_sum = s.dp->sum(loss_sum);
   const double max_norm =
       c.train.grad_clip > 0 ? c.train.grad_clip : std::numeric_limits<double>::infinity();
-  const double grad_norm = optim::clip_grad_norm(s.params, max_norm);
+  const double grad_norm =
+      s.dp ? s.dp->clip_grad_norm(max_norm) : optim::clip_grad_norm(s.params, max_norm);
   s.optimizer->step();
+  if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
   ++s.step;
   StepMetrics m;
   m.step = s.step;
@@ -263,7 +274,8 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   TrainerState resumed;
   if (const auto dir = resolve_resume(c)) {
     Manifest manifest;
-    resumed = load_checkpoint(*dir, *s.model, *s.optimizer, &manifest);
+    resumed =
+        load_checkpoint(*dir, *s.model, *s.optimizer, s.slices, s.dp ? s.dp->rank() : 0, &manifest);
     HF_CHECK_INPUT(resumed.step <= c.train.max_steps, c.source, ": checkpoint ", *dir,
                    " is at step ", resumed.step, ", past train.max_steps ", c.train.max_steps);
     s.loader->restore(resumed.loader);
@@ -347,13 +359,22 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
       st.first_loss = summary.first_loss;
       st.last_loss = summary.last_loss;
       st.elapsed_s = now();
+      std::string dir;
+      if (s.dp) {
+        CheckpointShard shard;
+        shard.model = s.model.get();
+        shard.write_model = rank0;  // parameters are replicated (ZeRO stages 0-2)
+        shard.optimizer = s.optimizer.get();
+        shard.write_optimizer = rank0 || s.dp->zero_stage() > 0;
+        shard.slices = s.slices;
+        dir = save_checkpoint(checkpoints_root, shard, st, ckpt_options, s.dp.get());
+      } else {
+        dir = save_checkpoint(checkpoints_root, *s.model, *s.optimizer, st, ckpt_options);
+      }
       if (rank0) {
-        const std::string dir =
-            save_checkpoint(checkpoints_root, *s.model, *s.optimizer, st, ckpt_options);
         std::printf("%ssaved checkpoint %s\n", tty ? "\n" : "", dir.c_str());
         std::fflush(stdout);
       }
-      if (s.dp) s.dp->barrier();
     }
   }
   if (tty) std::printf("\n");

@@ -142,12 +142,14 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
                                   const CollectiveOptions& o) override {
     detail::check_comm_tensor(out, "allgather", "output", false);
     detail::check_comm_tensor(in, "allgather", "input", false);
-    detail::check_allgather(out, in, size_);
+    detail::check_allgather(out, in, size_, rank_);
     Op x = make("allgather", out.nbytes(), o);
     x.start = [this, out, in](MPI_Request* r) {
       int n = static_cast<int>(in.numel());
       MPI_Datatype dt = mpi_type(in.dtype());
-      HF_MPI_CHECK(MPI_Iallgather(in.raw_data(), n, dt, out.raw_data(), n, dt, comm_, r));
+      // In place (ZeRO's parameter gather): `in` is this rank's block of `out`.
+      const void* send = detail::is_own_block(out, in, rank_) ? MPI_IN_PLACE : in.raw_data();
+      HF_MPI_CHECK(MPI_Iallgather(send, n, dt, out.raw_data(), n, dt, comm_, r));
     };
     x.keep = {out, in};
     return enqueue(std::move(x));

@@ -84,6 +84,8 @@ class ProcessGroup {
   virtual std::shared_ptr<Work> broadcast(Tensor& t, int root,
                                           const CollectiveOptions& opts = {}) = 0;
   // out (size() * n elements) = every rank's `in` (n elements), concatenated in rank order.
+  // `in` may be this rank's block of `out` (in place, as ZeRO gathers parameters); any other
+  // overlap of `in` and `out` is an error.
   virtual std::shared_ptr<Work> allgather(Tensor& out, const Tensor& in,
                                           const CollectiveOptions& opts = {}) = 0;
   // out (n elements) = block `rank()` of the reduction of every rank's `in` (size() * n).

@@ -26,12 +26,22 @@ void check_peer(int r, int size, const char* op, const char* what) {
   HF_CHECK(r >= 0 && r < size, op, ": ", what, " ", r, " is not a rank of a group of size ", size);
 }
 
-void check_allgather(const Tensor& out, const Tensor& in, int size) {
+bool is_own_block(const Tensor& out, const Tensor& in, int rank) {
+  return out.numel() > 0 && in.raw_data() == static_cast<const char*>(out.raw_data()) +
+                                                 static_cast<size_t>(rank) * in.nbytes();
+}
+
+void check_allgather(const Tensor& out, const Tensor& in, int size, int rank) {
   HF_CHECK(out.dtype() == in.dtype(), "allgather: output ", out.str(), " and input ", in.str(),
            " have different dtypes");
   HF_CHECK(out.numel() == in.numel() * size, "allgather: output ", out.str(), " must have size * ",
            "input elements (", size, " x ", in.numel(), " = ", in.numel() * size, ", input ",
            in.str(), ")");
+  const auto* ob = static_cast<const char*>(out.raw_data());
+  const auto* ib = static_cast<const char*>(in.raw_data());
+  const bool overlap = ib < ob + out.nbytes() && ob < ib + in.nbytes();
+  HF_CHECK(!overlap || is_own_block(out, in, rank), "allgather: input ", in.str(),
+           " overlaps the output ", out.str(), " other than as this rank's block ", rank);
 }
 
 void check_reduce_scatter(const Tensor& out, const Tensor& in, int size) {

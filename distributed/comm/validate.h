@@ -10,8 +10,11 @@ namespace hfrun::dist::detail {
 void check_comm_tensor(const Tensor& t, const char* op, const char* what, bool reduction);
 // 0 <= r < size (a root, destination or source rank).
 void check_peer(int r, int size, const char* op, const char* what);
-// out has size * in.numel() elements and in's dtype.
-void check_allgather(const Tensor& out, const Tensor& in, int size);
+// out has size * in.numel() elements and in's dtype; in and out are disjoint or `in` is block
+// `rank` of `out` (in place).
+void check_allgather(const Tensor& out, const Tensor& in, int size, int rank);
+// True when `in` is exactly block `rank` of `out` (an in-place allgather).
+bool is_own_block(const Tensor& out, const Tensor& in, int rank);
 // in has size * out.numel() elements and out's dtype.
 void check_reduce_scatter(const Tensor& out, const Tensor& in, int size);
 
