@@ -169,6 +169,17 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   }
   s.schedule = optim::parse_schedule_type(c.scheduler.type);
   s.params = s.model->parameters();
+  if (s.dp && s.dp->rank() == 0) {
+    // What ZeRO saves, in the paper's accounting (f32 parameters, gradients, optimizer state).
+    const TrainingMemory m = s.dp->memory(*s.optimizer);
+    const double mib = 1024.0 * 1024.0;
+    std::printf(
+        "data parallel: %d ranks, zero_stage %d; training state per rank %.2f MiB (parameters "
+        "%.2f, gradients %.2f, optimizer %.2f MiB)\n",
+        s.dp->world(), s.dp->zero_stage(), m.total() / mib, m.params / mib, m.grads / mib,
+        m.optimizer / mib);
+    std::fflush(stdout);
+  }
 }
 
 Trainer::~Trainer() = default;

@@ -57,6 +57,21 @@ run np4_z2 4 1 2
 ref="$TMP/np1/metrics.jsonl"
 for r in np2_z0 np2_z1 np2_z2 np4_z1 np4_z2; do same_losses "$r" "$ref" "$TMP/$r/metrics.jsonl" 6; done
 
+# Per-rank training state follows the ZeRO paper (4P = the parameters' bytes): stage 0 16P,
+# stage 1 8P + 8P/N, stage 2 4P + 12P/N, within 10%.
+for r in np2_z0:2:0 np2_z1:2:1 np2_z2:2:2 np4_z1:4:1 np4_z2:4:2; do
+  IFS=: read -r name n z <<<"$r"
+  line=$(grep -m1 'training state per rank' "$TMP/$name.log")
+  if ! awk -v n="$n" -v z="$z" -v line="$line" 'BEGIN {
+        if (!match(line, /per rank [0-9.]+ MiB \(parameters [0-9.]+/)) exit 1
+        split(substr(line, RSTART, RLENGTH), f, " "); total = f[3]; p4 = f[6]
+        want = (z == 0) ? 4 * p4 : (z == 1) ? 2 * p4 + 2 * p4 / n : p4 + 3 * p4 / n
+        printf "zero_stage %d, %d ranks: %.2f MiB per rank, formula %.2f MiB\n", z, n, total, want
+        exit (total > 1.1 * want || total < 0.9 * want) }'; then
+    echo "FAIL: $name: training state per rank not as the ZeRO formula: '$line'"; fail=1
+  fi
+done
+
 # ZeRO-2 optimizer state is sharded: each rank wrote its own optimizer file.
 ck="$TMP/np2_z2/checkpoints/step-00000003"
 for f in rank-00000-of-00002.optimizer.safetensors rank-00001-of-00002.optimizer.safetensors \
