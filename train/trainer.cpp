@@ -9,6 +9,7 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
@@ -100,6 +101,29 @@ std::string format_metrics(const StepMetrics& m) {
   return buf;
 }
 
+// Every rank must train the same configuration (a rank started with another file, an edited
+// file or other --set overrides would silently diverge): the first differing line is named.
+void check_same_config_on_all_ranks(const TrainConfig& cfg, DataParallel& dp) {
+  const std::vector<std::string> all = dp.allgather_strings(cfg.to_yaml());
+  for (size_t r = 1; r < all.size(); ++r) {
+    if (all[r] == all[0]) continue;
+    std::istringstream a(all[0]), b(all[r]);
+    std::string la, lb;
+    int line = 0;
+    while (true) {
+      ++line;
+      const bool more_a = static_cast<bool>(std::getline(a, la));
+      const bool more_b = static_cast<bool>(std::getline(b, lb));
+      if (!more_a) la = "(end)";
+      if (!more_b) lb = "(end)";
+      if (la != lb || (!more_a && !more_b)) break;
+    }
+    HF_CHECK_INPUT(false, cfg.source, ": the configuration differs across ranks: rank ", r,
+                   " has '", lb, "' where rank 0 has '", la, "' (resolved config line ", line,
+                   "); start every rank with the same file and overrides");
+  }
+}
+
 }  // namespace
 
 Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
@@ -114,7 +138,10 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   HF_CHECK_INPUT(s.dp != nullptr || c.distributed.num_processes == 1, c.source,
                  ": distributed.num_processes ", c.distributed.num_processes,
                  " needs a multi-process launch (hfrun -np N, mpirun or srun)");
-  if (s.dp) s.cfg.distributed.num_processes = s.dp->world();
+  if (s.dp) {
+    s.cfg.distributed.num_processes = s.dp->world();
+    check_same_config_on_all_ranks(s.cfg, *s.dp);
+  }
   HF_CHECK_INPUT(c.train.mixed_precision != "fp16", c.source,
                  ": train.mixed_precision \"fp16\" "
                  "(with loss scaling) is not available yet on CPU; use \"bf16\" or \"no\"");

@@ -65,5 +65,15 @@ done
 metrics_lines=$(grep -c '"loss"' "$TMP/np2/metrics.jsonl")
 [ "$metrics_lines" -eq 6 ] || { echo "FAIL: metrics.jsonl has $metrics_lines loss lines (one writer expected)"; fail=1; }
 
+# A configuration that differs across ranks is refused at start (exit 2), naming the line.
+MPIRUN="${MPIEXEC:-mpirun}"
+root_flag=""; [ "$(id -u)" -eq 0 ] && root_flag="--allow-run-as-root"
+out="$(timeout 60 "$MPIRUN" $root_flag --oversubscribe -np 1 "$HFRUN" "$TMP/np2.yaml" : \
+       -np 1 "$HFRUN" "$TMP/np2.yaml" --set train.max_steps=7 2>&1)"
+rc=$?
+if [ $rc -ne 2 ] || ! grep -q "differs across ranks: rank 1 has '  max_steps: 7' where rank 0 has '  max_steps: 6'" <<<"$out"; then
+  echo "FAIL: differing configs across ranks not refused clearly (exit $rc):"; echo "$out"; fail=1
+fi
+
 [ $fail -eq 0 ] && echo "ok: data-parallel losses match" || echo "FAILED"
 exit $fail
