@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -15,6 +17,7 @@
 #include "common/error.h"
 #include "distributed/comm/env.h"
 #include "launcher/commands.h"
+#include "launcher/job.h"
 #include "train/distributed_setup.h"
 #include "train/trainer.h"
 
@@ -55,28 +58,28 @@ std::string shell_quote(const std::string& a) {
 }
 
 // Runs argv, returns its exit status (1 when it died of a signal or could not start).
-int run_and_wait(const std::vector<std::string>& argv) {
-  std::vector<char*> cargv;
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t pid = fork();
-  HF_CHECK(pid >= 0, "cannot start ", argv[0]);
-  if (pid == 0) {
-    execvp(cargv[0], cargv.data());
-    std::perror(argv[0].c_str());
-    _exit(127);
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+// Fault injection for the failure tests: HFRUN_FAULT="RANK:STEP:MARKER" makes rank RANK throw
+// after optimizer step STEP, once (MARKER is created when it fires; an existing MARKER disarms
+// it), so a restarted job runs through.
+std::function<void(const train::StepMetrics&)> fault_injection(int rank) {
+  const char* spec = std::getenv("HFRUN_FAULT");
+  if (spec == nullptr) return nullptr;
+  int fault_rank = -1;
+  long long step = -1;
+  char marker[4096] = {0};
+  if (std::sscanf(spec, "%d:%lld:%4095s", &fault_rank, &step, marker) != 3) return nullptr;
+  if (fault_rank != rank) return nullptr;
+  const std::string path = marker;
+  return [step, path](const train::StepMetrics& m) {
+    if (m.step != step || m.val_loss >= 0 || std::filesystem::exists(path)) return;
+    std::ofstream(path) << "fired\n";
+    HF_CHECK(false, "injected fault (HFRUN_FAULT) after step ", step);
+  };
 }
 
-int train_here(const train::TrainConfig& cfg, bool report) {
+int train_here(const train::TrainConfig& cfg, bool report, int rank) {
   train::Trainer trainer(cfg);
-  const train::RunSummary s = trainer.run();
+  const train::RunSummary s = trainer.run(fault_injection(rank));
   if (report) {
     std::cout << "trained " << s.steps << " steps: loss " << s.first_loss << " -> " << s.last_loss
               << ", " << static_cast<int64_t>(s.tokens_per_s) << " tokens/s; model exported to "
@@ -133,14 +136,16 @@ int cmd_train(const Args& args) {
       std::cout << cfg.to_yaml() << "# launch: rank of a " << world << "-rank job\n";
       return 0;
     }
+    job_rank_started(env.rank);
     try {
-      const int rc = train_here(cfg, env.rank == 0);
+      const int rc = train_here(cfg, env.rank == 0, env.rank);
       train::finalize_distributed();
       return rc;
     } catch (const std::exception& e) {
       // Exit without MPI_Finalize: mpirun then ends the other ranks instead of letting them
       // wait in a collective.
       std::cerr << "hfrun: error: " << e.what() << "\n" << std::flush;
+      job_rank_failed(env.rank, e.what());
       const auto* he = dynamic_cast<const Error*>(&e);
       std::_Exit(he != nullptr && he->kind() == ErrorKind::kInvalidInput ? 2 : 1);
     }
@@ -151,7 +156,7 @@ int cmd_train(const Args& args) {
       std::cout << cfg.to_yaml() << "# launch: in this process (1 rank)\n";
       return 0;
     }
-    return train_here(cfg, true);
+    return train_here(cfg, true, 0);
   }
   std::vector<std::string> cmd = {find_mpirun()};
   if (geteuid() == 0) cmd.push_back("--allow-run-as-root");
@@ -169,7 +174,9 @@ int cmd_train(const Args& args) {
     std::cout << "\n";
     return 0;
   }
-  return run_and_wait(cmd);
+  JobOptions job;
+  job.max_restarts = max_restarts;
+  return run_job(cmd, job);
 }
 
 }  // namespace hfrun::cli

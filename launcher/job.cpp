@@ -1,0 +1,291 @@
+#include "launcher/job.h"
+
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+
+#include "common/error.h"
+
+namespace hfrun::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kJobDirEnv = "HFRUN_JOB_DIR";
+
+std::string job_dir_from_env() {
+  const char* d = std::getenv(kJobDirEnv);
+  return d == nullptr ? "" : d;
+}
+
+void write_small_file(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << text;
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+}
+
+std::string read_small_file(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+}
+
+// The ranks' output, relayed line by line: "[J,R]<stdout>:text" becomes "[rank R] text" on the
+// same stream; mpirun's own lines are kept for the failure report.
+class OutputRelay {
+ public:
+  void feed(int stream, const char* data, size_t n) {
+    std::string& buf = pending_[stream];
+    buf.append(data, n);
+    size_t nl;
+    while ((nl = buf.find('\n')) != std::string::npos) {
+      line(stream, buf.substr(0, nl));
+      buf.erase(0, nl + 1);
+    }
+  }
+  void flush() {
+    for (auto& [stream, buf] : pending_) {
+      if (!buf.empty()) line(stream, buf);
+      buf.clear();
+    }
+  }
+  const std::vector<std::string>& mpirun_lines() const { return mpirun_lines_; }
+
+ private:
+  void line(int stream, const std::string& text) {
+    static const std::regex tagged(R"(^\[\d+,(\d+)\]<(stdout|stderr)>:(.*)$)");
+    std::smatch m;
+    if (std::regex_match(text, m, tagged)) {
+      std::FILE* out = m[2] == "stdout" ? stdout : stderr;
+      std::fprintf(out, "[rank %s] %s\n", m[1].str().c_str(), m[3].str().c_str());
+      std::fflush(out);
+    } else if (!text.empty() && text.find_first_not_of('-') != std::string::npos) {
+      mpirun_lines_.push_back(text);
+    }
+    (void)stream;
+  }
+  std::map<int, std::string> pending_;
+  std::vector<std::string> mpirun_lines_;
+};
+
+struct Attempt {
+  int status = 0;       // waitpid status of mpirun
+  int stop_signal = 0;  // SIGINT/SIGTERM the launcher received and forwarded
+  std::vector<std::string> mpirun_lines;
+};
+
+Attempt run_mpirun(const std::vector<std::string>& argv) {
+  int out_pipe[2], err_pipe[2];
+  HF_CHECK(pipe(out_pipe) == 0 && pipe(err_pipe) == 0, "cannot create pipes for mpirun");
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  HF_CHECK(pid >= 0, "cannot start ", argv[0]);
+  if (pid == 0) {
+    setpgid(0, 0);  // our own group: a terminal's Ctrl-C reaches the launcher, which forwards it
+    dup2(out_pipe[1], STDOUT_FILENO);
+    dup2(err_pipe[1], STDERR_FILENO);
+    close(out_pipe[0]);
+    close(err_pipe[0]);
+    close(out_pipe[1]);
+    close(err_pipe[1]);
+    execvp(cargv[0], cargv.data());
+    std::perror(argv[0].c_str());
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+
+  g_stop_signal = 0;
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  struct sigaction old_int {
+  }, old_term{};
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+
+  OutputRelay relay;
+  Attempt a;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  int open_fds = 2;
+  int forwarded = 0;
+  int ticks_since_forward = 0;
+  char buf[65536];
+  while (open_fds > 0) {
+    if (g_stop_signal != 0 && forwarded == 0) {
+      forwarded = g_stop_signal;
+      kill(pid, SIGTERM);  // mpirun ends every rank
+    } else if (forwarded != 0 && ++ticks_since_forward > 100) {
+      kill(-pid, SIGKILL);  // 10 s later: whatever is left of mpirun's group
+    }
+    const int r = poll(fds, 2, 100);
+    if (r < 0 && errno == EINTR) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      const ssize_t n = read(fds[i].fd, buf, sizeof(buf));
+      if (n > 0) {
+        relay.feed(i + 1, buf, static_cast<size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  relay.flush();
+  while (waitpid(pid, &a.status, 0) < 0 && errno == EINTR) {
+  }
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  a.stop_signal = forwarded;
+  a.mpirun_lines = relay.mpirun_lines();
+  return a;
+}
+
+std::string json_string_field(const std::string& json, const std::string& key) {
+  const std::regex re("\"" + key + "\": *\"([^\"]*)\"");
+  std::smatch m;
+  return std::regex_search(json, m, re) ? m[1].str() : "?";
+}
+std::string json_number_field(const std::string& json, const std::string& key) {
+  const std::regex re("\"" + key + "\": *([0-9]+)");
+  std::smatch m;
+  return std::regex_search(json, m, re) ? m[1].str() : "?";
+}
+
+// "rank 1 (host h, pid 42)" from the rank's record.
+std::string describe_rank(const fs::path& dir, int rank) {
+  const std::string rec = read_small_file(dir / ("rank-" + std::to_string(rank) + ".json"));
+  if (rec.empty()) return "rank " + std::to_string(rank) + " (never started)";
+  return "rank " + std::to_string(rank) + " (host " + json_string_field(rec, "host") + ", pid " +
+         json_number_field(rec, "pid") + ")";
+}
+
+std::string rank_error(const fs::path& dir, int rank) {
+  std::string e = read_small_file(dir / ("rank-" + std::to_string(rank) + ".error"));
+  while (!e.empty() && (e.back() == '\n' || e.back() == ' ')) e.pop_back();
+  return e;
+}
+
+// The report line and hfrun's exit code for a failed attempt.
+std::pair<std::string, int> failure_report(const fs::path& dir, const Attempt& a) {
+  const int code = WIFEXITED(a.status) ? WEXITSTATUS(a.status) : 128 + WTERMSIG(a.status);
+  if (a.stop_signal != 0) {
+    return {std::string("hfrun: job stopped: the launcher received ") + strsignal(a.stop_signal) +
+                " and ended every rank",
+            128 + a.stop_signal};
+  }
+  static const std::regex signaled(
+      R"(process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+) \(([^)]*)\))");
+  static const std::regex process_name(R"(Process name: \[\[\d+,\d+\],(\d+)\])");
+  static const std::regex exit_code(R"(Exit code:\s+(\d+))");
+  int rank = -1, rank_code = -1;
+  for (const std::string& line : a.mpirun_lines) {
+    std::smatch m;
+    if (std::regex_search(line, m, signaled)) {
+      rank = std::stoi(m[1].str());
+      return {"hfrun: job failed: " + describe_rank(dir, rank) + ": signal " + m[3].str() + " (" +
+                  m[4].str() + ")",
+              code == 0 ? 1 : code};
+    }
+    if (std::regex_search(line, m, process_name)) rank = std::stoi(m[1].str());
+    if (std::regex_search(line, m, exit_code)) rank_code = std::stoi(m[1].str());
+  }
+  if (rank < 0) {  // mpirun did not name one: the first rank that recorded an error
+    for (int r = 0; fs::exists(dir / ("rank-" + std::to_string(r) + ".json")); ++r) {
+      if (!rank_error(dir, r).empty()) {
+        rank = r;
+        break;
+      }
+    }
+  }
+  if (rank < 0) return {"hfrun: job failed: mpirun exited with " + std::to_string(code), code};
+  if (rank_code < 0) rank_code = code;
+  std::string line =
+      "hfrun: job failed: " + describe_rank(dir, rank) + ": exit " + std::to_string(rank_code);
+  const std::string err = rank_error(dir, rank);
+  if (!err.empty()) line += ": " + err;
+  return {line, rank_code == 2 ? 2 : (code == 0 ? 1 : code)};
+}
+
+}  // namespace
+
+void job_rank_started(int rank) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);  // no rank outlives mpirun or its daemon
+  if (getppid() == 1) _exit(1);      // the parent is already gone
+  const std::string dir = job_dir_from_env();
+  if (dir.empty()) return;
+  char host[256] = "?";
+  gethostname(host, sizeof(host) - 1);
+  write_small_file(fs::path(dir) / ("rank-" + std::to_string(rank) + ".json"),
+                   "{\"rank\": " + std::to_string(rank) + ", \"host\": \"" + host +
+                       "\", \"pid\": " + std::to_string(getpid()) + "}\n");
+}
+
+void job_rank_failed(int rank, const std::string& message) {
+  const std::string dir = job_dir_from_env();
+  if (dir.empty()) return;
+  write_small_file(fs::path(dir) / ("rank-" + std::to_string(rank) + ".error"), message + "\n");
+}
+
+int run_job(std::vector<std::string> argv, const JobOptions& options) {
+  char tmpl[] = "/tmp/hfrun-job-XXXXXX";
+  HF_CHECK(mkdtemp(tmpl) != nullptr, "cannot create a job directory under /tmp");
+  const fs::path dir = tmpl;
+  argv.insert(argv.begin() + 1, {"--tag-output", "-x", std::string(kJobDirEnv) + "=" + tmpl});
+  int code = 0;
+  for (int attempt = 0;; ++attempt) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) fs::remove(e.path(), ec);
+    const Attempt a = run_mpirun(argv);
+    if (WIFEXITED(a.status) && WEXITSTATUS(a.status) == 0) {
+      code = 0;
+      break;
+    }
+    const auto [report, c] = failure_report(dir, a);
+    code = c;
+    std::cerr << report << "\n";
+    for (const std::string& line : a.mpirun_lines) std::cerr << "mpirun: " << line << "\n";
+    std::cerr << std::flush;
+    if (a.stop_signal != 0 || code == 2 || attempt >= options.max_restarts) break;
+    std::cerr << "hfrun: restarting the job (restart " << attempt + 1 << " of "
+              << options.max_restarts << "); it resumes from the last committed checkpoint\n"
+              << std::flush;
+  }
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  return code;
+}
+
+}  // namespace hfrun::cli

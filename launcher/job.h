@@ -1,0 +1,33 @@
+// Running a multi-rank job under mpirun and telling the user what happened to it.
+//
+// The launcher (hfrun -np N) starts mpirun in a job directory it owns (HFRUN_JOB_DIR, passed to
+// the ranks): every rank records its host and pid there when it starts and its error message
+// when it fails. The launcher relays the ranks' output line by line with a "[rank R] " prefix,
+// forwards SIGINT/SIGTERM to mpirun (which ends every rank; ranks also die with their parent),
+// and when the job fails prints one report line first:
+//   hfrun: job failed: rank 1 (host node3, pid 4242): signal 9 (Killed)
+//   hfrun: job failed: rank 0 (host node1, pid 4100): exit 1: <the rank's error message>
+// --max-restarts K starts the job again (it resumes from the last committed checkpoint) after a
+// failure that is not a configuration error, up to K times.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace hfrun::cli {
+
+// In a rank: records host and pid in $HFRUN_JOB_DIR (if set) and makes this process die when
+// its parent (mpirun's daemon) dies, so no rank outlives its job.
+void job_rank_started(int rank);
+// In a rank that is about to exit with an error: records the message for the launcher's report.
+void job_rank_failed(int rank, const std::string& message);
+
+struct JobOptions {
+  int max_restarts = 0;
+};
+
+// Runs `mpirun_argv` (without the -x HFRUN_JOB_DIR, which this adds) to completion, with
+// restarts; returns the exit code for hfrun (0, 2 for a configuration error, else non-zero).
+int run_job(std::vector<std::string> mpirun_argv, const JobOptions& options);
+
+}  // namespace hfrun::cli

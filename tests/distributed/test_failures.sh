@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Failure behaviour of `hfrun -np 2` with real ranks:
+#  1. kill -9 of one rank mid-run ends the whole job non-zero within 30 s; the launcher's report
+#     names that rank, its host, its pid and the signal first; no process of the job survives.
+#  2. a rank that throws: the report quotes its error.
+#  3. SIGTERM to the launcher stops every rank.
+#  4. --max-restarts 1: the job restarts from the last committed checkpoint after a rank fails
+#     and finishes with the losses of an uninterrupted run.
+# Usage: test_failures.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
+set -uo pipefail
+HFRUN="$1"
+GPT2="$2"
+TMP="$(mktemp -d)"
+cleanup() { pkill -9 -f "$TMP/" 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+fail=0
+
+for i in $(seq 100); do echo "Line $i: $((i * 7 % 11)) birds sing over the river."; done > "$TMP/f.txt"
+cfg() {  # cfg OUTPUT_DIR MAX_STEPS
+  cat <<YAML
+output_dir: $1
+seed: 3
+model: {config: {n_layer: 1, n_head: 2, n_embd: 16, n_positions: 32}}
+tokenizer: $GPT2
+data: {train: [$TMP/f.txt], seq_len: 16}
+optimizer: {type: adamw, lr: 0.01}
+train: {micro_batch_size: 1, max_steps: $2, log_every: 1}
+checkpoint: {every: 2, keep: 3}
+YAML
+}
+# wait_for FILE PATTERN SECONDS: until FILE contains PATTERN
+wait_for() {
+  for _ in $(seq $(($3 * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+job_alive() { pgrep -f "$TMP/$1.yaml" > /dev/null; }
+rank_pid() {  # rank_pid CONFIG_NAME RANK: the pid of that rank's hfrun process
+  for p in $(pgrep -f "hfrun train $TMP/$1.yaml"); do
+    if tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+      echo "$p"; return 0
+    fi
+  done
+  return 1
+}
+
+# 1. kill -9 of rank 1.
+cfg "$TMP/kill" 100000 > "$TMP/kill.yaml"
+"$HFRUN" -np 2 --oversubscribe "$TMP/kill.yaml" > "$TMP/kill.log" 2>&1 &
+launcher=$!
+if ! wait_for "$TMP/kill/metrics.jsonl" '"step": 2' 60; then
+  echo "FAIL: the job did not reach step 2"; cat "$TMP/kill.log"; fail=1
+fi
+victim=$(rank_pid kill 1)
+start=$(date +%s)
+kill -9 "$victim"
+for _ in $(seq 300); do kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
+wait $launcher
+rc=$?
+took=$(( $(date +%s) - start ))
+if kill -0 $launcher 2>/dev/null; then
+  echo "FAIL: the launcher still runs 30 s after kill -9 of rank 1"; fail=1
+fi
+[ $rc -ne 0 ] || { echo "FAIL: kill -9 of a rank: exit 0"; fail=1; }
+report=$(grep -m1 '^hfrun: job failed' "$TMP/kill.log")
+if ! grep -qE "^hfrun: job failed: rank 1 \(host [^,]+, pid $victim\): signal 9 \(Killed\)" <<<"$report"; then
+  echo "FAIL: kill -9 report does not name rank 1, its host, pid $victim and signal 9: '$report'"
+  cat "$TMP/kill.log"; fail=1
+fi
+sleep 1
+if job_alive kill; then echo "FAIL: processes of the killed job survive:"; pgrep -af "$TMP/kill.yaml"; fail=1; fi
+echo "kill -9: job ended in ${took}s with exit $rc: $report"
+
+# 2. A rank that throws: the report quotes its error.
+cfg "$TMP/throw" 6 > "$TMP/throw.yaml"
+HFRUN_FAULT="1:3:$TMP/throw.marker" "$HFRUN" -np 2 --oversubscribe "$TMP/throw.yaml" > "$TMP/throw.log" 2>&1
+rc=$?
+report=$(grep -m1 '^hfrun: job failed' "$TMP/throw.log")
+if [ $rc -eq 0 ] || ! grep -qE "^hfrun: job failed: rank 1 \(host [^,]+, pid [0-9]+\): exit 1: injected fault \(HFRUN_FAULT\) after step 3" <<<"$report"; then
+  echo "FAIL: a throwing rank's error is not quoted (exit $rc): '$report'"; cat "$TMP/throw.log"; fail=1
+fi
+grep -q '^\[rank 0\] step 1/6' "$TMP/throw.log" || { echo "FAIL: output lines are not rank-prefixed"; cat "$TMP/throw.log"; fail=1; }
+
+# 3. SIGTERM to the launcher.
+cfg "$TMP/term" 100000 > "$TMP/term.yaml"
+"$HFRUN" -np 2 --oversubscribe "$TMP/term.yaml" > "$TMP/term.log" 2>&1 &
+launcher=$!
+wait_for "$TMP/term/metrics.jsonl" '"step": 1' 60 || { echo "FAIL: term job did not start"; fail=1; }
+kill -TERM $launcher
+for _ in $(seq 300); do kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
+wait $launcher
+rc=$?
+[ $rc -ne 0 ] || { echo "FAIL: SIGTERM to the launcher: exit 0"; fail=1; }
+sleep 1
+if job_alive term; then echo "FAIL: ranks survive SIGTERM to the launcher:"; pgrep -af "$TMP/term.yaml"; fail=1; fi
+grep -q "hfrun: job stopped" "$TMP/term.log" || { echo "FAIL: no stop report"; cat "$TMP/term.log"; fail=1; }
+
+# 4. --max-restarts: rank 0 fails after step 5 (checkpoint at 4); the restart resumes from step 4
+# and the losses equal an uninterrupted run.
+cfg "$TMP/ref" 8 > "$TMP/ref.yaml"
+cfg "$TMP/restart" 8 > "$TMP/restart.yaml"
+"$HFRUN" -np 2 --oversubscribe "$TMP/ref.yaml" > "$TMP/ref.log" 2>&1 || { echo "FAIL: reference run"; cat "$TMP/ref.log"; fail=1; }
+HFRUN_FAULT="0:5:$TMP/restart.marker" "$HFRUN" -np 2 --oversubscribe --max-restarts 1 "$TMP/restart.yaml" > "$TMP/restart.log" 2>&1
+rc=$?
+if [ $rc -ne 0 ] || ! grep -q "restarting the job (restart 1 of 1)" "$TMP/restart.log" || \
+   ! grep -q "resuming from .*step-00000004" "$TMP/restart.log"; then
+  echo "FAIL: --max-restarts did not restart and resume (exit $rc)"; cat "$TMP/restart.log"; fail=1
+fi
+losses() { awk 'match($0, /"loss": [-0-9.eE+]+/) { print substr($0, RSTART + 8, RLENGTH - 8) }' "$1"; }
+if ! diff <(losses "$TMP/ref/metrics.jsonl") <(losses "$TMP/restart/metrics.jsonl") > /dev/null; then
+  echo "FAIL: restarted run's losses differ from the uninterrupted run:"
+  paste <(losses "$TMP/ref/metrics.jsonl") <(losses "$TMP/restart/metrics.jsonl"); fail=1
+fi
+
+[ $fail -eq 0 ] && echo "ok: failures end the job with a clear report" || echo "FAILED"
+exit $fail
