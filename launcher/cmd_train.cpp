@@ -125,10 +125,9 @@ int cmd_train(const Args& args) {
   po::notify(vm);
   train::TrainConfig cfg = train::TrainConfig::load(config_path, overrides);
   if (nproc > 0) cfg.distributed.num_processes = nproc;
-  HF_CHECK_INPUT(cfg.distributed.zero_stage <= 2 && cfg.distributed.tensor_parallel == 1,
-                 config_path,
-                 ": distributed.zero_stage 3 and distributed.tensor_parallel > 1 are not "
-                 "available yet; this build trains data-parallel with zero_stage 0, 1 or 2");
+  HF_CHECK_INPUT(cfg.distributed.tensor_parallel == 1, config_path,
+                 ": distributed.tensor_parallel > 1 is not available yet; this build trains "
+                 "data-parallel (zero_stage 0-3)");
   const dist::LaunchEnv env = dist::detect_launch_env();
   const int world = env.world;
   if (world > 1) {  // a rank started by mpirun/srun: train here, never launch again
@@ -144,7 +143,7 @@ int cmd_train(const Args& args) {
     } catch (const std::exception& e) {
       // Exit without MPI_Finalize: mpirun then ends the other ranks instead of letting them
       // wait in a collective.
-      std::cerr << "hfrun: error: " << e.what() << "\n" << std::flush;
+      std::cerr << (std::string("hfrun: error: ") + e.what() + "\n") << std::flush;
       job_rank_failed(env.rank, e.what());
       const auto* he = dynamic_cast<const Error*>(&e);
       std::_Exit(he != nullptr && he->kind() == ErrorKind::kInvalidInput ? 2 : 1);

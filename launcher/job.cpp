@@ -80,10 +80,13 @@ class OutputRelay {
  private:
   void line(int stream, const std::string& text) {
     static const std::regex tagged(R"(^\[\d+,(\d+)\]<(stdout|stderr)>:(.*)$)");
+    // mpirun tags every write, so a line written in pieces carries tags inside it too.
+    static const std::regex inner_tag(R"(\[\d+,\d+\]<(stdout|stderr)>:)");
     std::smatch m;
     if (std::regex_match(text, m, tagged)) {
       std::FILE* out = m[2] == "stdout" ? stdout : stderr;
-      std::fprintf(out, "[rank %s] %s\n", m[1].str().c_str(), m[3].str().c_str());
+      const std::string body = std::regex_replace(m[3].str(), inner_tag, "");
+      std::fprintf(out, "[rank %s] %s\n", m[1].str().c_str(), body.c_str());
       std::fflush(out);
     } else if (!text.empty() && text.find_first_not_of('-') != std::string::npos) {
       mpirun_lines_.push_back(text);

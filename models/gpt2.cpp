@@ -138,14 +138,24 @@ Gpt2::Gpt2(const Gpt2Config& config, uint64_t seed)
 
 Gpt2::~Gpt2() = default;
 
+std::vector<const Module*> Gpt2::layers() const {
+  return {blocks_.begin(), blocks_.end()};
+}
+
 Tensor Gpt2::forward(const Tensor& ids) {
   HF_CHECK(ids.dim() == 2, "gpt2: ids must be [B, T], got ", ids.str());
   const int64_t T = ids.size(1);
   HF_CHECK_INPUT(T <= config_.n_positions, "gpt2: sequence length ", T, " exceeds n_positions ",
                  config_.n_positions);
+  LayerHooks* hooks = layer_hooks();
+  if (hooks) hooks->before_model();
   Tensor x = add(embedding(param(wte_), ids), embedding(param(wpe_), ops::arange(T)));
   x = dropout(x, config_.embd_pdrop, is_training(), dropout_gen_);
-  for (Gpt2Block* b : blocks_) x = b->forward(x, dropout_gen_, compute_dtype_);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    if (hooks) hooks->before_layer(i);
+    x = blocks_[i]->forward(x, dropout_gen_, compute_dtype_);
+    if (hooks) x = hooks->after_layer(i, x);
+  }
   x = layer_norm(x, param(ln_f_w_), param(ln_f_b_), config_.layer_norm_epsilon);
   // Tied lm_head: a [C, V] view of wte.
   return linear(x, transpose(param(wte_), 0, 1), Tensor(), compute_dtype_);

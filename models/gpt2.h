@@ -38,6 +38,8 @@ class Gpt2 : public Module {
   ~Gpt2() override;
 
   const Gpt2Config& config() const { return config_; }
+  // The transformer blocks (forward calls the LayerHooks around each).
+  std::vector<const Module*> layers() const override;
   // ids [B, T] (i32/i64, T <= n_positions) -> logits [B, T, V] (f32).
   Tensor forward(const Tensor& ids);
   // Mean cross-entropy of the next-token logits against targets [B, T] (already shifted:

@@ -111,6 +111,22 @@ const FlatParameters& Module::flatten_parameters() {
   return *flat_;
 }
 
+void Module::replace_parameters(const std::vector<Tensor>& values) {
+  std::vector<std::pair<std::string, Tensor*>> refs;
+  collect("", refs);
+  HF_CHECK(values.size() == refs.size(), "replace_parameters: ", values.size(), " tensors for ",
+           refs.size(), " parameters");
+  for (size_t i = 0; i < refs.size(); ++i) {
+    HF_CHECK(values[i].sizes() == refs[i].second->sizes(), "replace_parameters: ", refs[i].first,
+             " is ", refs[i].second->str(), ", got ", values[i].str());
+  }
+  for (size_t i = 0; i < refs.size(); ++i) {
+    *refs[i].second = values[i];
+    refs[i].second->set_requires_grad(true);
+  }
+  flat_.reset();
+}
+
 void Module::release_gradient_buffer() {
   for (auto& [n, t] : named_parameters()) t.set_grad(Tensor());
   if (flat_) flat_->grads = Tensor();

@@ -28,6 +28,18 @@ struct FlatParameters {
   std::vector<FlatSlot> slots;
 };
 
+// Called by a model's forward around its repeated layers (GPT-2: the blocks), so that ZeRO-3
+// can gather a layer's parameters just before it runs and free them after.
+class LayerHooks {
+ public:
+  virtual ~LayerHooks() = default;
+  virtual void before_model() = 0;          // at the start of forward
+  virtual void before_layer(size_t i) = 0;  // before layers()[i] runs
+  // After layers()[i] produced `out`; returns the tensor forward continues with (the same
+  // values; ZeRO-3 attaches a node that gathers the layer again before its backward).
+  virtual Tensor after_layer(size_t i, const Tensor& out) = 0;
+};
+
 class Module {
  public:
   virtual ~Module() = default;
@@ -55,6 +67,15 @@ class Module {
   // Zeros the flat gradient buffer (or every defined .grad() when it was released or the
   // parameters were not flattened).
   void zero_grad();
+  // Replaces every parameter (named_parameters() order) by the given tensor of the same shape
+  // (requires_grad is set), and drops the flat buffers: ZeRO-3 gives each layer its own
+  // gatherable buffer.
+  void replace_parameters(const std::vector<Tensor>& values);
+  // The repeated layers a model calls LayerHooks around, in forward order (default: none).
+  virtual std::vector<const Module*> layers() const { return {}; }
+  void set_layer_hooks(LayerHooks* hooks) { hooks_ = hooks; }
+  LayerHooks* layer_hooks() const { return hooks_; }
+
   // Drops the flat gradient buffer and every parameter's .grad() (ZeRO stage 2 keeps only a
   // shard of the gradients); backward then allocates gradients as needed.
   void release_gradient_buffer();
@@ -83,6 +104,7 @@ class Module {
   std::vector<std::pair<bool, size_t>> order_;
   bool training_ = true;
   std::unique_ptr<FlatParameters> flat_;
+  LayerHooks* hooks_ = nullptr;
 };
 
 }  // namespace hfrun::nn

@@ -29,7 +29,18 @@ Storage::Storage(void* data, size_t nbytes, Device device, std::shared_ptr<void>
     : data_(data), nbytes_(nbytes), device_(device), owner_(std::move(owner)) {}
 
 Storage::~Storage() {
-  if (allocator_) allocator_->deallocate(data_, nbytes_);
+  if (allocator_ && data_) allocator_->deallocate(data_, nbytes_);
+}
+
+void Storage::release() {
+  HF_CHECK(allocator_ != nullptr, "Storage::release: the memory is not ours (external storage)");
+  if (data_) allocator_->deallocate(data_, nbytes_);
+  data_ = nullptr;
+}
+
+void Storage::materialize() {
+  HF_CHECK(allocator_ != nullptr, "Storage::materialize: external storage");
+  if (!data_ && nbytes_ > 0) data_ = allocator_->allocate(nbytes_);
 }
 
 }  // namespace hfrun

@@ -22,6 +22,12 @@ class Storage {
   Storage& operator=(const Storage&) = delete;
 
   void* data() const { return data_; }
+  // Returns the memory to the allocator while tensors keep referring to this storage (ZeRO-3
+  // frees a layer's gathered parameters between uses); materialize() allocates it again with
+  // undefined contents. Only for storage this class allocated.
+  void release();
+  void materialize();
+  bool is_materialized() const { return data_ != nullptr || nbytes_ == 0; }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
 

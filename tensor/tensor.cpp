@@ -41,7 +41,10 @@ bool Tensor::shares_storage_with(const Tensor& o) const {
 }
 
 void* Tensor::raw_data() const {
-  return static_cast<char*>(storage()->data()) + offset() * static_cast<int64_t>(element_size());
+  Storage* st = storage().get();
+  HF_CHECK(st->is_materialized(), "tensor ", str(),
+           ": its storage was released (a ZeRO-3 parameter used while not gathered)");
+  return static_cast<char*>(st->data()) + offset() * static_cast<int64_t>(element_size());
 }
 
 bool Tensor::is_uniquely_owned() const {

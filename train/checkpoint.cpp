@@ -154,7 +154,20 @@ std::string write_rank_files(const fs::path& tmp, const CheckpointShard& shard,
                              int64_t rank, int64_t world) {
   try {
     std::vector<std::string> names;
-    if (shard.write_model) {
+    if (!shard.param_pieces.empty()) {
+      std::vector<std::pair<std::string, Tensor>> params;
+      json parts = json::object();
+      for (const auto& [slice, t] : shard.param_pieces) {
+        const std::string name = options.param_prefix + slice.name;
+        const std::string key = name + "@" + std::to_string(slice.offset);
+        params.emplace_back(key, t);
+        parts[key] = json::array({name, slice.offset, shape_numel(slice.full_shape)});
+      }
+      names.push_back(model_file_of(rank, world));
+      io::save_safetensors(
+          (tmp / names.back()).string(), params,
+          {{"format", "pt"}, {kParamPrefixKey, options.param_prefix}, {kPartsKey, parts.dump()}});
+    } else if (shard.write_model) {
       std::vector<std::pair<std::string, Tensor>> params;
       for (const auto& [name, t] : shard.model->named_parameters())
         params.emplace_back(options.param_prefix + name, t);
@@ -385,7 +398,8 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
 
 TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
                              const std::vector<ParamSlice>& slices_in, int rank,
-                             Manifest* manifest_out) {
+                             Manifest* manifest_out,
+                             const std::vector<std::pair<ParamSlice, Tensor>>* param_pieces) {
   const Manifest manifest = verify_checkpoint(dir);
   const fs::path root(dir);
   const int64_t world = manifest.world_size;
@@ -394,6 +408,7 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
   const PartIndex models(root, manifest, ".model.safetensors");
   const auto named = model.named_parameters();
   std::vector<Tensor> values;
+  const bool pieces = param_pieces != nullptr && !param_pieces->empty();
   for (const auto& [name, param] : named) {
     HF_CHECK_INPUT(models.contains(name), "checkpoint ", dir, ": no tensor '", name,
                    "' (a different model configuration?)");
@@ -401,7 +416,14 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
                        (models.shape(name) == param.sizes() || models.shape(name).size() == 1),
                    "checkpoint ", dir, ": tensor '", name, "' has shape ",
                    shape_str(models.shape(name)), " but the model's is ", shape_str(param.sizes()));
-    values.push_back(ops::reshape(models.read(dir, name, 0, param.numel()), param.sizes()));
+    if (!pieces) {
+      values.push_back(ops::reshape(models.read(dir, name, 0, param.numel()), param.sizes()));
+    }
+  }
+  if (pieces) {
+    for (const auto& [slice, t] : *param_pieces) {
+      values.push_back(models.read(dir, slice.name, slice.offset, t.numel()));
+    }
   }
 
   // Optimizer state for this rank's slices, named as its state_tensors().
@@ -436,7 +458,14 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
     }
   }
   optimizer.load_state_tensors(state);
-  for (size_t i = 0; i < named.size(); ++i) model.load_parameter(named[i].first, values[i]);
+  if (pieces) {
+    for (size_t i = 0; i < values.size(); ++i) {
+      Tensor dst = (*param_pieces)[i].second;
+      ops::copy_(dst, values[i]);
+    }
+  } else {
+    for (size_t i = 0; i < named.size(); ++i) model.load_parameter(named[i].first, values[i]);
+  }
 
   TrainerState s;
   const fs::path sp = root / kTrainerStateName;

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "data/loader.h"
@@ -89,6 +90,8 @@ class CheckpointGroup {
 struct CheckpointShard {
   const nn::Module* model = nullptr;
   bool write_model = true;  // this rank writes every parameter (rank 0 when replicated)
+  // ZeRO-3: instead, this rank's pieces of the parameters (written by every rank).
+  std::vector<std::pair<ParamSlice, Tensor>> param_pieces;
   const optim::Optimizer* optimizer = nullptr;
   bool write_optimizer = true;
   // Per optimizer parameter (optimizer->params() order) where it sits in the model; empty:
@@ -140,8 +143,11 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
 // The same for one rank of any layout: the model's parameters whole, and the optimizer state of
 // `slices` (as in CheckpointShard), assembled from the pieces of every rank's files. `rank`
 // picks the rng file (rank 0's when the checkpoint has fewer ranks).
-TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
-                             const std::vector<ParamSlice>& slices, int rank, Manifest* manifest);
+// `param_pieces` (ZeRO-3, optional): fill these pieces instead of the model's parameters.
+TrainerState load_checkpoint(
+    const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
+    const std::vector<ParamSlice>& slices, int rank, Manifest* manifest,
+    const std::vector<std::pair<ParamSlice, Tensor>>* param_pieces = nullptr);
 
 // The newest committed checkpoint under output_dir/checkpoints whose manifest verifies, or
 // nullopt. Temporary, incomplete and corrupt directories are skipped with a warning line on

@@ -39,7 +39,7 @@ constexpr size_t kMaxUnitsInFlight = 3;
 
 }  // namespace
 
-struct DataParallel::Impl {
+struct DataParallel::Impl : nn::LayerHooks {
   std::shared_ptr<dist::ProcessGroup> world;
   dist::CollectiveOptions opts;
   int64_t bucket_elements = 0;
@@ -65,6 +65,8 @@ struct DataParallel::Impl {
     Tensor staging;  // ZeRO: the padded input of the reduce-scatter when it needs one
     Tensor recv;     // ZeRO: this rank's reduced chunk
     std::shared_ptr<dist::Work> work;
+    Tensor buffer;  // ZeRO-3: the unit's gathered parameters (storage released between uses)
+    bool gathered = false;  // ZeRO-3
     // This rank's chunk, clipped to the unit: [lo, hi) in flat elements.
     int64_t lo(int r) const { return std::min(end, begin + r * chunk); }
     int64_t hi(int r) const { return std::min(end, begin + (r + 1) * chunk); }
@@ -79,7 +81,10 @@ struct DataParallel::Impl {
     Tensor value, grad;
   };
   std::vector<Piece> pieces;
-  Tensor shard_grads;                 // stage 2: this rank's chunks, back to back
+  Tensor shard_grads;                 // stages 2 and 3: this rank's gradient chunks, back to back
+  Tensor shard_params;                // stage 3: this rank's parameter chunks, the same layout
+  int root_unit = -1;                 // stage 3: the parameters outside the model's layers()
+  std::vector<size_t> layer_unit;     // stage 3: layer -> unit
   std::vector<int64_t> shard_offset;  // stage 2: unit -> offset of its chunk in shard_grads
   bool armed = false;
   bool accumulate = false;  // stage 2: later micro-steps add into the shard
@@ -87,7 +92,7 @@ struct DataParallel::Impl {
   Tensor reduced_view(size_t u) {  // where unit u's reduced chunk lives for the optimizer
     const Unit& unit = units[u];
     const int64_t n = unit.hi(rank) - unit.lo(rank);
-    if (stage == 2) return range(shard_grads, shard_offset[u], n);
+    if (stage >= 2) return range(shard_grads, shard_offset[u], n);
     return range(flat_grads, unit.lo(rank), n);
   }
 
@@ -114,8 +119,45 @@ struct DataParallel::Impl {
       }
       unit.recv = ops::empty({unit.chunk});
       unit.work = world->reduce_scatter(unit.recv, in, dist::ReduceOp::kAvg, opts);
+      // ZeRO-3: every gradient of the unit is computed, so its parameters are not needed again.
+      if (stage == 3) release(u);
     }
     in_flight.push_back(u);
+  }
+
+  // ZeRO-3: materialises unit u's parameters from every rank's chunk.
+  void gather(size_t u) {
+    Unit& unit = units[u];
+    if (unit.gathered) return;
+    unit.buffer.storage()->materialize();
+    Tensor mine = range(shard_params, shard_offset[u], unit.chunk);
+    world->allgather(unit.buffer, mine, opts)->wait();
+    unit.gathered = true;
+  }
+  void release(size_t u) {
+    Unit& unit = units[u];
+    if (!unit.gathered) return;
+    unit.buffer.storage()->release();
+    unit.gathered = false;
+  }
+  void release_all() {
+    for (size_t u = 0; u < units.size(); ++u) release(u);
+  }
+
+  // nn::LayerHooks (ZeRO-3): the root unit is gathered for the whole forward and backward, a
+  // layer's unit around its forward and again for its backward.
+  void before_model() override {
+    if (root_unit >= 0) gather(static_cast<size_t>(root_unit));
+  }
+  void before_layer(size_t i) override { gather(layer_unit.at(i)); }
+  Tensor after_layer(size_t i, const Tensor& out) override {
+    const size_t u = layer_unit.at(i);
+    release(u);
+    return autograd::record("Zero3Gather", {out}, out,
+                            [this, u](const Tensor& g) -> std::vector<Tensor> {
+                              gather(u);
+                              return {g};
+                            });
   }
 
   // Waits for unit u and moves its result where the optimizer reads it.
@@ -130,7 +172,7 @@ struct DataParallel::Impl {
       if (n > 0) {
         Tensor dst = reduced_view(u);
         Tensor src = range(unit.recv, 0, n);
-        if (stage == 2 && accumulate) {
+        if (stage >= 2 && accumulate) {
           ops::add_(dst, src);
         } else {
           ops::copy_(dst, src);
@@ -165,11 +207,11 @@ struct DataParallel::Impl {
 
   void grad_ready(size_t p, Tensor& leaf) {
     if (!armed) return;
-    if (stage == 2) stage_gradient(p, leaf);
+    if (stage >= 2) stage_gradient(p, leaf);
     for (size_t u : params[p].units) {
       Unit& unit = units[u];
       if (--unit.pending == 0 && !unit.issued) {
-        if (stage == 2) {
+        if (stage >= 2) {
           while (in_flight.size() >= kMaxUnitsInFlight) retire_oldest();
         }
         issue(u);
@@ -213,6 +255,51 @@ struct DataParallel::Impl {
     }
   }
 
+  // ZeRO-3: one unit per layer of the model plus a root unit for the other parameters, each
+  // with its own padded buffer; parameters become views of those buffers.
+  void make_layer_units(nn::Module& model, const std::vector<Tensor>& values) {
+    const std::vector<const nn::Module*> layers = model.layers();
+    std::vector<int> layer_of(params.size(), -1);
+    for (size_t l = 0; l < layers.size(); ++l) {
+      for (const auto& [name, t] : layers[l]->named_parameters()) {
+        for (size_t p = 0; p < values.size(); ++p) {
+          if (values[p].raw_data() == t.raw_data() && values[p].sizes() == t.sizes()) {
+            layer_of[p] = static_cast<int>(l);
+          }
+        }
+      }
+    }
+    std::vector<std::vector<size_t>> members(layers.size() + 1);  // [0]: root
+    for (size_t p = 0; p < params.size(); ++p) members[layer_of[p] + 1].push_back(p);
+    layer_unit.assign(layers.size(), 0);
+    constexpr int64_t kAlign = 16;
+    int64_t begin = 0;
+    for (size_t m = 0; m < members.size(); ++m) {
+      if (members[m].empty()) continue;
+      Unit unit;
+      unit.begin = begin;
+      int64_t len = 0;
+      for (size_t p : members[m]) {
+        params[p].offset = begin + len;
+        params[p].units = {units.size()};
+        len += (params[p].numel + kAlign - 1) / kAlign * kAlign;
+      }
+      unit.chunk = std::max<int64_t>(1, (len + size - 1) / size);
+      unit.end = begin + unit.chunk * size;  // the padding is part of the unit
+      unit.params = static_cast<int>(members[m].size());
+      unit.buffer = ops::zeros({unit.chunk * size});
+      unit.gathered = true;
+      if (m == 0) {
+        root_unit = static_cast<int>(units.size());
+      } else {
+        layer_unit[m - 1] = units.size();
+      }
+      begin = unit.end;
+      units.push_back(std::move(unit));
+    }
+    total = begin;
+  }
+
   void make_pieces() {
     int64_t shard_total = 0;
     shard_offset.assign(units.size(), 0);
@@ -220,7 +307,14 @@ struct DataParallel::Impl {
       shard_offset[u] = shard_total;
       shard_total += units[u].hi(rank) - units[u].lo(rank);
     }
-    if (stage == 2) shard_grads = ops::zeros({std::max<int64_t>(shard_total, 1)});
+    if (stage >= 2) shard_grads = ops::zeros({std::max<int64_t>(shard_total, 1)});
+    if (stage == 3) {
+      shard_params = ops::zeros({std::max<int64_t>(shard_total, 1)});
+      for (size_t u = 0; u < units.size(); ++u) {
+        Tensor dst = range(shard_params, shard_offset[u], units[u].chunk);
+        ops::copy_(dst, range(units[u].buffer, rank * units[u].chunk, units[u].chunk));
+      }
+    }
     for (size_t u = 0; u < units.size(); ++u) {
       const int64_t clo = units[u].lo(rank), chi = units[u].hi(rank);
       if (chi <= clo) continue;
@@ -229,7 +323,9 @@ struct DataParallel::Impl {
         const int64_t lo = std::max(clo, params[p].offset);
         const int64_t hi = std::min(chi, params[p].offset + params[p].numel);
         if (hi <= lo) continue;
-        Piece piece{p, lo, hi, range(flat_params, lo, hi - lo), range(reduced, lo - clo, hi - lo)};
+        Tensor value = stage == 3 ? range(shard_params, shard_offset[u] + (lo - clo), hi - lo)
+                                  : range(flat_params, lo, hi - lo);
+        Piece piece{p, lo, hi, value, range(reduced, lo - clo, hi - lo)};
         piece.value.set_grad(piece.grad);
         pieces.push_back(std::move(piece));
       }
@@ -307,15 +403,38 @@ void DataParallel::attach(nn::Module& model) {
   HF_CHECK(std::is_sorted(im.params.begin(), im.params.end(),
                           [](const auto& a, const auto& b) { return a.offset < b.offset; }),
            "DataParallel::attach: flat slots are not in buffer order");
-  im.make_units();
+  std::vector<Tensor> values;
+  for (const auto& [name, t] : named) values.push_back(t);
+  if (im.stage == 3) {
+    // Parameters move into per-layer buffers (filled from the flat buffer, which every rank
+    // holds after the broadcast) and the flat buffers go.
+    im.make_layer_units(model, values);
+    for (size_t i = 0; i < values.size(); ++i) {
+      const Impl::Param& p = im.params[i];
+      const Impl::Unit& unit = im.units[p.units[0]];
+      Tensor v = make_view(unit.buffer, p.shape, contiguous_strides(p.shape),
+                           unit.buffer.offset() + (p.offset - unit.begin));
+      ops::copy_(v, values[i]);
+      values[i] = v;
+    }
+    model.replace_parameters(values);
+    im.flat_params = im.flat_grads = Tensor();
+  } else {
+    im.make_units();
+  }
   if (im.stage > 0) im.make_pieces();
   if (im.stage == 2) {
     model.release_gradient_buffer();
     im.flat_grads = Tensor();
   }
+  if (im.stage == 3) {
+    im.release_all();
+    model.set_layer_hooks(&im);
+  }
   Impl* impl = impl_.get();
-  for (size_t i = 0; i < named.size(); ++i) {
-    Tensor p = named[i].second;
+  const auto live = model.named_parameters();
+  for (size_t i = 0; i < live.size(); ++i) {
+    Tensor p = live[i].second;
     autograd::register_grad_ready_hook(p, [impl, i](Tensor& leaf) { impl->grad_ready(i, leaf); });
   }
 }
@@ -345,7 +464,7 @@ std::vector<optim::ParamRef> DataParallel::optimizer_params(
 
 void DataParallel::before_backward(bool last_micro_step) {
   Impl& im = *impl_;
-  if (im.stage != 2 && !last_micro_step) return;
+  if (im.stage < 2 && !last_micro_step) return;
   for (auto& u : im.units) {
     u.pending = u.params;
     u.issued = u.retired = false;
@@ -360,14 +479,14 @@ void DataParallel::finish_gradient_sync() {
   im.armed = false;
   for (size_t u = 0; u < im.units.size(); ++u) {
     if (!im.units[u].issued) {
-      if (im.stage == 2 && !im.units[u].staging.defined()) {
+      if (im.stage >= 2 && !im.units[u].staging.defined()) {
         im.units[u].staging = ops::zeros({im.units[u].chunk * im.size});
       }
       im.issue(u);
     }
   }
   while (!im.in_flight.empty()) im.retire_oldest();
-  if (im.stage == 2) im.accumulate = true;
+  if (im.stage >= 2) im.accumulate = true;
 }
 
 void DataParallel::zero_grad(nn::Module& model) {
@@ -390,6 +509,10 @@ double DataParallel::clip_grad_norm(double max_norm) {
 void DataParallel::after_optimizer_step() {
   Impl& im = *impl_;
   if (im.stage == 0) return;
+  if (im.stage == 3) {  // gathered lazily by the next forward
+    im.release_all();
+    return;
+  }
   std::vector<std::shared_ptr<dist::Work>> works;
   std::vector<std::pair<size_t, Tensor>> staged;
   for (size_t u = 0; u < im.units.size(); ++u) {
@@ -465,14 +588,46 @@ void DataParallel::barrier() {
 TrainingMemory DataParallel::memory(const optim::Optimizer& optimizer) const {
   const Impl& im = *impl_;
   TrainingMemory m;
-  m.params = static_cast<int64_t>(im.flat_params.nbytes());
-  m.grads = im.stage == 2 ? static_cast<int64_t>(im.shard_grads.nbytes())
+  if (im.stage == 3) {
+    m.params = static_cast<int64_t>(im.shard_params.nbytes());
+    for (const auto& u : im.units) {
+      if (u.gathered) m.params += static_cast<int64_t>(u.buffer.nbytes());
+    }
+  } else {
+    m.params = static_cast<int64_t>(im.flat_params.nbytes());
+  }
+  m.grads = im.stage >= 2 ? static_cast<int64_t>(im.shard_grads.nbytes())
                           : static_cast<int64_t>(im.flat_grads.nbytes());
   for (const auto& [name, t] : optimizer.state_tensors()) {
     if (name == "step" || name.starts_with("step.")) continue;
     m.optimizer += static_cast<int64_t>(t.nbytes());
   }
   return m;
+}
+
+}  // namespace hfrun::train
+
+namespace hfrun::train {
+
+void DataParallel::gather_parameters() {
+  Impl& im = *impl_;
+  if (im.stage != 3) return;
+  for (size_t u = 0; u < im.units.size(); ++u) im.gather(u);
+}
+
+void DataParallel::release_parameters() {
+  if (impl_->stage == 3) impl_->release_all();
+}
+
+std::vector<std::pair<ParamSlice, Tensor>> DataParallel::parameter_pieces() const {
+  const Impl& im = *impl_;
+  std::vector<std::pair<ParamSlice, Tensor>> out;
+  if (im.stage != 3) return out;
+  for (const Impl::Piece& piece : im.pieces) {
+    const Impl::Param& p = im.params[piece.param];
+    out.emplace_back(ParamSlice{p.name, piece.lo - p.offset, p.shape}, piece.value);
+  }
+  return out;
 }
 
 }  // namespace hfrun::train

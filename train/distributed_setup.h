@@ -12,13 +12,17 @@
 //    parameter. Gradients are reduce-scattered per unit, so rank r receives the averaged
 //    gradient of its chunks only; the optimizer (and its state) covers only those chunks; after
 //    the step each unit's parameters are all-gathered in place.
+//    Stage 3 also shards the parameters: each of the model's layers() (GPT-2's blocks) is a
+//    unit with its own buffer, gathered just before the layer's forward and again before its
+//    backward and freed after each; the other parameters (embeddings, final norm) form a root
+//    unit gathered for the whole forward and backward. Each rank keeps only its chunks.
 //    Stage 1 keeps the full gradient buffer (accumulation is local; one reduce-scatter per
 //    step). Stage 2 keeps no full gradient buffer: each parameter's gradient is copied into its
 //    unit's staging buffer and dropped, and the unit is reduce-scattered and accumulated into
 //    the rank's compact gradient shard on every micro-step (as DeepSpeed's stage 2).
 // Per-rank bytes of parameters + gradients + optimizer state then follow the ZeRO paper:
-// stage 0 16P, stage 1 8P + 8P/N, stage 2 4P + 12P/N (f32 AdamW, P parameters), plus units in
-// flight.
+// stage 0 16P, stage 1 8P + 8P/N, stage 2 4P + 12P/N, stage 3 16P/N (f32 AdamW, P
+// parameters), plus the units in flight and, for stage 3, the gathered working layer.
 #pragma once
 
 #include <cstdint>
@@ -79,6 +83,11 @@ class DataParallel : public CheckpointGroup {
   double clip_grad_norm(double max_norm);
   // ZeRO: all-gathers every unit's updated parameters; nothing for stage 0.
   void after_optimizer_step();
+  // ZeRO-3: materialises every parameter (for an export) / frees them again; no-ops otherwise.
+  void gather_parameters();
+  void release_parameters();
+  // ZeRO-3: this rank's pieces of the parameters, for its checkpoint file; empty otherwise.
+  std::vector<std::pair<ParamSlice, Tensor>> parameter_pieces() const;
   // Zeros what accumulates gradients: the flat gradient buffer (stages 0 and 1); stage 2's
   // shard is overwritten by the first micro-step instead.
   void zero_grad(nn::Module& model);

@@ -130,10 +130,9 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   State& s = *s_;
   s.cfg = std::move(config);
   const TrainConfig& c = s.cfg;
-  HF_CHECK_INPUT(c.distributed.zero_stage <= 2 && c.distributed.tensor_parallel == 1, c.source,
-                 ": distributed.zero_stage 3 and distributed.tensor_parallel > 1 are not "
-                 "available yet; this build trains data-parallel with zero_stage 0, 1 or 2 and "
-                 "tensor_parallel 1");
+  HF_CHECK_INPUT(c.distributed.tensor_parallel == 1, c.source,
+                 ": distributed.tensor_parallel > 1 is not available yet; this build trains "
+                 "data-parallel (zero_stage 0-3) with tensor_parallel 1");
   s.dp = DataParallel::from_launch_env(c);
   HF_CHECK_INPUT(s.dp != nullptr || c.distributed.num_processes == 1, c.source,
                  ": distributed.num_processes ", c.distributed.num_processes,
@@ -202,9 +201,9 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
     const double mib = 1024.0 * 1024.0;
     std::printf(
         "data parallel: %d ranks, zero_stage %d; training state per rank %.2f MiB (parameters "
-        "%.2f, gradients %.2f, optimizer %.2f MiB)\n",
+        "%.2f, gradients %.2f, optimizer %.2f MiB) for %.2f MiB of f32 parameters\n",
         s.dp->world(), s.dp->zero_stage(), m.total() / mib, m.params / mib, m.grads / mib,
-        m.optimizer / mib);
+        m.optimizer / mib, static_cast<double>(s.model->num_parameters()) * 4 / mib);
     std::fflush(stdout);
   }
 }
@@ -235,6 +234,7 @@ double Trainer::evaluate() {
     count = s.dp->sum(count);
   }
   s.model->train();
+  if (s.dp) s.dp->release_parameters();  // ZeRO-3: the root unit stays gathered after forward
   return total / std::max(count, 1.0);
 }
 
@@ -312,8 +312,11 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   TrainerState resumed;
   if (const auto dir = resolve_resume(c)) {
     Manifest manifest;
-    resumed =
-        load_checkpoint(*dir, *s.model, *s.optimizer, s.slices, s.dp ? s.dp->rank() : 0, &manifest);
+    // ZeRO-3: each rank restores its pieces of the parameters.
+    const auto pieces =
+        s.dp ? s.dp->parameter_pieces() : std::vector<std::pair<ParamSlice, Tensor>>{};
+    resumed = load_checkpoint(*dir, *s.model, *s.optimizer, s.slices, s.dp ? s.dp->rank() : 0,
+                              &manifest, &pieces);
     HF_CHECK_INPUT(resumed.step <= c.train.max_steps, c.source, ": checkpoint ", *dir,
                    " is at step ", resumed.step, ", past train.max_steps ", c.train.max_steps);
     s.loader->restore(resumed.loader);
@@ -402,6 +405,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
         CheckpointShard shard;
         shard.model = s.model.get();
         shard.write_model = rank0;  // parameters are replicated (ZeRO stages 0-2)
+        shard.param_pieces = s.dp->parameter_pieces();  // ZeRO-3: every rank its pieces
         shard.optimizer = s.optimizer.get();
         shard.write_optimizer = rank0 || s.dp->zero_stage() > 0;
         shard.slices = s.slices;
@@ -417,7 +421,9 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   }
   if (tty) std::printf("\n");
   summary.final_dir = (fs::path(c.output_dir) / "final").string();
+  if (s.dp) s.dp->gather_parameters();  // ZeRO-3: the export needs whole parameters
   if (rank0) export_hf(*s.model, c.tokenizer, summary.final_dir);
+  if (s.dp) s.dp->release_parameters();
   if (s.dp) s.dp->barrier();  // final/ is complete before any rank exits
   return summary;
 }

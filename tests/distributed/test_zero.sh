@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # ZeRO end to end with real ranks: the same tiny GPT-2 run (same global batch of 4 sequences,
 # grad accumulation 2, clipping on) gives the same per-step losses (relative 1e-5) on
-#   -np 1, -np 2 with zero_stage 0/1/2, and -np 4 with zero_stage 1/2,
-# and a checkpoint written by 2 ranks with ZeRO-2 resumes on 4 ranks with ZeRO-1, on 1 process
-# and on 2 ranks with DDP, continuing with the uninterrupted run's losses.
+#   -np 1, -np 2 with zero_stage 0/1/2/3, and -np 4 with zero_stage 1/2/3,
+# per-rank training-state bytes follow the ZeRO paper's formulas, and checkpoints written by 2
+# ranks with ZeRO-2 and ZeRO-3 resume on 1, 2 and 4 ranks with other stages, continuing with the
+# uninterrupted run's losses.
 # Usage: test_zero.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
 HFRUN="$1"
@@ -51,26 +52,33 @@ run np1 1 2 0
 run np2_z0 2 1 0
 run np2_z1 2 1 1
 run np2_z2 2 1 2
+run np2_z3 2 1 3
 # 4 ranks: micro batch 1 and accumulation 1 keep the global batch at 4.
 run np4_z1 4 1 1
 run np4_z2 4 1 2
+run np4_z3 4 1 3
 ref="$TMP/np1/metrics.jsonl"
-for r in np2_z0 np2_z1 np2_z2 np4_z1 np4_z2; do same_losses "$r" "$ref" "$TMP/$r/metrics.jsonl" 6; done
+for r in np2_z0 np2_z1 np2_z2 np2_z3 np4_z1 np4_z2 np4_z3; do same_losses "$r" "$ref" "$TMP/$r/metrics.jsonl" 6; done
 
 # Per-rank training state follows the ZeRO paper (4P = the parameters' bytes): stage 0 16P,
-# stage 1 8P + 8P/N, stage 2 4P + 12P/N, within 10%.
-for r in np2_z0:2:0 np2_z1:2:1 np2_z2:2:2 np4_z1:4:1 np4_z2:4:2; do
+# stage 1 8P + 8P/N, stage 2 4P + 12P/N, stage 3 16P/N, within 10%.
+for r in np2_z0:2:0 np2_z1:2:1 np2_z2:2:2 np2_z3:2:3 np4_z1:4:1 np4_z2:4:2 np4_z3:4:3; do
   IFS=: read -r name n z <<<"$r"
   line=$(grep -m1 'training state per rank' "$TMP/$name.log")
   if ! awk -v n="$n" -v z="$z" -v line="$line" 'BEGIN {
-        if (!match(line, /per rank [0-9.]+ MiB \(parameters [0-9.]+/)) exit 1
-        split(substr(line, RSTART, RLENGTH), f, " "); total = f[3]; p4 = f[6]
-        want = (z == 0) ? 4 * p4 : (z == 1) ? 2 * p4 + 2 * p4 / n : p4 + 3 * p4 / n
+        if (!match(line, /per rank [0-9.]+ MiB/)) exit 1
+        split(substr(line, RSTART, RLENGTH), f, " "); total = f[3]
+        if (!match(line, /for [0-9.]+ MiB of f32 parameters/)) exit 1
+        split(substr(line, RSTART, RLENGTH), f, " "); p4 = f[2]
+        want = (z == 0) ? 4 * p4 : (z == 1) ? 2 * p4 + 2 * p4 / n : (z == 2) ? p4 + 3 * p4 / n : 4 * p4 / n
         printf "zero_stage %d, %d ranks: %.2f MiB per rank, formula %.2f MiB\n", z, n, total, want
         exit (total > 1.1 * want || total < 0.9 * want) }'; then
     echo "FAIL: $name: training state per rank not as the ZeRO formula: '$line'"; fail=1
   fi
 done
+
+# ZeRO-3 gathers the sharded parameters for the final export.
+[ -s "$TMP/np2_z3/final/model.safetensors" ] || { echo "FAIL: ZeRO-3 run exported no final/model.safetensors"; fail=1; }
 
 # ZeRO-2 optimizer state is sharded: each rank wrote its own optimizer file.
 ck="$TMP/np2_z2/checkpoints/step-00000003"
@@ -83,8 +91,13 @@ done
 run re_np4_z1 4 1 1 ", resume: $ck"
 run re_np1 1 2 0 ", resume: $ck"
 run re_np2_z0 2 1 0 ", resume: $ck"
-for r in re_np4_z1 re_np1 re_np2_z0; do
-  grep -q "resuming from .*step-00000003" "$TMP/$r.log" || { echo "FAIL: $r did not resume"; cat "$TMP/$r.log"; fail=1; }
+run re_np2_z3 2 1 3 ", resume: $ck"
+# ... and a 2-rank ZeRO-3 checkpoint (parameters sharded too) on 1 process and 4 ranks ZeRO-2.
+ck3="$TMP/np2_z3/checkpoints/step-00000003"
+run re3_np1 1 2 0 ", resume: $ck3"
+run re3_np4_z2 4 1 2 ", resume: $ck3"
+for r in re_np4_z1 re_np1 re_np2_z0 re_np2_z3 re3_np1 re3_np4_z2; do
+  grep -q "resuming from .*step-0000000[3]" "$TMP/$r.log" || { echo "FAIL: $r did not resume"; cat "$TMP/$r.log"; fail=1; }
   # metrics.jsonl of a resumed run in a fresh output_dir holds steps 4-6.
   same_losses "$r (resharded resume)" "$ref" "$TMP/$r/metrics.jsonl" 3
 done
