@@ -125,9 +125,7 @@ int cmd_train(const Args& args) {
   po::notify(vm);
   train::TrainConfig cfg = train::TrainConfig::load(config_path, overrides);
   if (nproc > 0) cfg.distributed.num_processes = nproc;
-  HF_CHECK_INPUT(cfg.distributed.tensor_parallel == 1, config_path,
-                 ": distributed.tensor_parallel > 1 is not available yet; this build trains "
-                 "data-parallel (zero_stage 0-3)");
+
   const dist::LaunchEnv env = dist::detect_launch_env();
   const int world = env.world;
   if (world > 1) {  // a rank started by mpirun/srun: train here, never launch again

@@ -6,6 +6,7 @@
 #include "autograd/functions.h"
 #include "autograd/node.h"
 #include "common/error.h"
+#include "models/tensor_parallel.h"
 
 namespace hfrun::nn {
 
@@ -45,9 +46,12 @@ class Gpt2Block : public Module {
     fc2_b_ = register_parameter("mlp.c_proj.bias", ops::zeros({C}));
   }
 
+  void set_tensor_parallel(TensorParallelGroup* tp) { tp_ = tp; }
+
   // cd: the GEMMs' compute dtype under mixed precision (layer norms, softmax, GELU, residuals
   // and the loss stay f32).
   Tensor forward(const Tensor& x, Generator& gen, std::optional<DType> cd) {
+    if (tp_) return forward_tensor_parallel(x, gen, cd);
     const bool train = is_training();
     Tensor h = add(
         x, dropout(attention(layer_norm(x, param(ln_1_w_), param(ln_1_b_), c_.layer_norm_epsilon),
@@ -72,9 +76,34 @@ class Gpt2Block : public Module {
   }
 
  private:
-  // Causal self-attention; the fused kernel unless attention dropout is active.
+  // This rank's heads and MLP columns; the row-parallel projections' partial sums are summed
+  // over the group before their (replicated) bias is added.
+  Tensor forward_tensor_parallel(const Tensor& x, Generator& gen, std::optional<DType> cd) {
+    const bool train = is_training();
+    TensorParallelGroup& g = *tp_;
+    Tensor a = copy_to_tensor_parallel(
+        layer_norm(x, param(ln_1_w_), param(ln_1_b_), c_.layer_norm_epsilon), g);
+    a = attention(a, gen, cd, /*local_heads=*/c_.n_head / g.size(), /*bias=*/false);
+    a = add(reduce_from_tensor_parallel(a, g), param(proj_b_));
+    Tensor h = add(x, dropout(a, c_.resid_pdrop, train, gen));
+    Tensor m = copy_to_tensor_parallel(
+        layer_norm(h, param(ln_2_w_), param(ln_2_b_), c_.layer_norm_epsilon), g);
+    m = linear(m, param(fc_w_), param(fc_b_), cd);
+    m = linear(activation(c_.activation_function, m), param(fc2_w_), Tensor(), cd);
+    m = add(reduce_from_tensor_parallel(m, g), param(fc2_b_));
+    return add(h, dropout(m, c_.resid_pdrop, train, gen));
+  }
+
+  // Causal self-attention over `local_heads` heads (all of them without tensor parallelism);
+  // the fused kernel unless attention dropout is active. Without `bias` the output projection
+  // leaves its bias to the caller.
   Tensor attention(const Tensor& x, Generator& gen, std::optional<DType> cd) {
-    const int64_t B = x.size(0), T = x.size(1), C = c_.n_embd, H = c_.n_head, D = C / H;
+    return attention(x, gen, cd, c_.n_head, true);
+  }
+  Tensor attention(const Tensor& x, Generator& gen, std::optional<DType> cd, int64_t local_heads,
+                   bool bias) {
+    const int64_t B = x.size(0), T = x.size(1), H = local_heads, D = c_.n_embd / c_.n_head;
+    const int64_t C = H * D;
     Tensor qkv = linear(x, param(attn_w_), param(attn_b_), cd);  // [B, T, 3C]
     auto heads = [&](int64_t i) {
       return transpose(reshape(narrow(qkv, 2, i * C, C), {B, T, H, D}), 1, 2);  // [B, H, T, D]
@@ -92,7 +121,7 @@ class Gpt2Block : public Module {
       y = scaled_dot_product_attention(q, k, v, /*causal=*/true);
     }
     y = reshape(transpose(y, 1, 2), {B, T, C});
-    return linear(y, param(proj_w_), param(proj_b_), cd);
+    return linear(y, param(proj_w_), bias ? param(proj_b_) : Tensor(), cd);
   }
 
   Tensor attention_cached(const Tensor& x, Tensor& kc, Tensor& vc, int64_t start) {
@@ -115,6 +144,7 @@ class Gpt2Block : public Module {
   }
 
   const Gpt2Config& c_;
+  TensorParallelGroup* tp_ = nullptr;
   size_t ln_1_w_, ln_1_b_, attn_w_, attn_b_, proj_w_, proj_b_, ln_2_w_, ln_2_b_, fc_w_, fc_b_,
       fc2_w_, fc2_b_;
 };
@@ -149,7 +179,9 @@ Tensor Gpt2::forward(const Tensor& ids) {
                  config_.n_positions);
   LayerHooks* hooks = layer_hooks();
   if (hooks) hooks->before_model();
-  Tensor x = add(embedding(param(wte_), ids), embedding(param(wpe_), ops::arange(T)));
+  Tensor tok = tp_ ? vocab_parallel_embedding(param(wte_), ids, vocab_begin(), *tp_)
+                   : embedding(param(wte_), ids);
+  Tensor x = add(tok, embedding(param(wpe_), ops::arange(T)));
   x = dropout(x, config_.embd_pdrop, is_training(), dropout_gen_);
   for (size_t i = 0; i < blocks_.size(); ++i) {
     if (hooks) hooks->before_layer(i);
@@ -157,6 +189,7 @@ Tensor Gpt2::forward(const Tensor& ids) {
     if (hooks) x = hooks->after_layer(i, x);
   }
   x = layer_norm(x, param(ln_f_w_), param(ln_f_b_), config_.layer_norm_epsilon);
+  if (tp_) x = copy_to_tensor_parallel(x, *tp_);  // logits: this rank's vocabulary columns
   // Tied lm_head: a [C, V] view of wte.
   return linear(x, transpose(param(wte_), 0, 1), Tensor(), compute_dtype_);
 }
@@ -199,7 +232,46 @@ Tensor Gpt2::forward_cached(const Tensor& ids, KvCache& cache) {
 Tensor Gpt2::loss(const Tensor& ids, const Tensor& targets) {
   HF_CHECK(targets.sizes() == ids.sizes(), "gpt2: targets ", targets.str(), " must match ids ",
            ids.str());
+  if (tp_) return vocab_parallel_cross_entropy(forward(ids), targets, vocab_begin(), *tp_);
   return cross_entropy(forward(ids), targets);
+}
+
+TensorParallelSplit Gpt2::tensor_parallel_split(const std::string& name) const {
+  const int64_t C = config_.n_embd, M = config_.mlp_width();
+  if (name == "wte.weight") return {0, 1, {config_.vocab_size, C}};
+  if (!name.starts_with("h.")) return {};
+  const std::string leaf = name.substr(name.find('.', 2) + 1);
+  if (leaf == "attn.c_attn.weight") return {1, 3, {C, 3 * C}};
+  if (leaf == "attn.c_attn.bias") return {0, 3, {3 * C}};
+  if (leaf == "attn.c_proj.weight") return {0, 1, {C, C}};
+  if (leaf == "mlp.c_fc.weight") return {1, 1, {C, M}};
+  if (leaf == "mlp.c_fc.bias") return {0, 1, {M}};
+  if (leaf == "mlp.c_proj.weight") return {0, 1, {M, C}};
+  return {};  // layer norms and the row-parallel biases are replicated
+}
+
+int64_t Gpt2::vocab_begin() const {
+  return tp_ ? tensor_parallel_range(config_.vocab_size, tp_->rank(), tp_->size()).first : 0;
+}
+
+void Gpt2::enable_tensor_parallel(TensorParallelGroup* group) {
+  HF_CHECK(tp_ == nullptr && flat() == nullptr,
+           "gpt2: enable_tensor_parallel once, before flatten_parameters()");
+  const int T = group->size();
+  HF_CHECK_INPUT(config_.n_head % T == 0, "distributed.tensor_parallel ", T,
+                 " must divide the model's n_head ", config_.n_head);
+  HF_CHECK_INPUT(config_.mlp_width() % T == 0, "distributed.tensor_parallel ", T,
+                 " must divide the model's MLP width ", config_.mlp_width());
+  HF_CHECK_INPUT(config_.vocab_size >= T, "distributed.tensor_parallel ", T,
+                 " exceeds the vocabulary size ", config_.vocab_size);
+  std::vector<Tensor> local;
+  for (const auto& [name, t] : named_parameters()) {
+    local.push_back(
+        tensor_parallel_slice(t.detach(), tensor_parallel_split(name), group->rank(), T));
+  }
+  replace_parameters(local, /*same_shapes=*/false);
+  tp_ = group;
+  for (Gpt2Block* b : blocks_) b->set_tensor_parallel(group);
 }
 
 }  // namespace hfrun::nn

@@ -38,6 +38,16 @@ class Gpt2 : public Module {
   ~Gpt2() override;
 
   const Gpt2Config& config() const { return config_; }
+  // Tensor parallelism over `group` (size T, rank t): replaces every split parameter by rank
+  // t's part (Megatron: qkv, attention heads and MLP columns; output projections by rows; the
+  // vocabulary of wte), so forward() returns this rank's vocabulary slice of the logits and
+  // loss() the full model's loss. Call after loading weights and before flatten_parameters().
+  // n_head and the MLP width must be divisible by T (an input error otherwise).
+  void enable_tensor_parallel(TensorParallelGroup* group);
+  TensorParallelGroup* tensor_parallel_group() const { return tp_; }
+  TensorParallelSplit tensor_parallel_split(const std::string& name) const override;
+  // The first vocabulary id of this rank's slice of wte (0 without tensor parallelism).
+  int64_t vocab_begin() const;
   // The transformer blocks (forward calls the LayerHooks around each).
   std::vector<const Module*> layers() const override;
   // ids [B, T] (i32/i64, T <= n_positions) -> logits [B, T, V] (f32).
@@ -71,6 +81,7 @@ class Gpt2 : public Module {
   std::vector<Gpt2Block*> blocks_;
   Generator dropout_gen_;
   std::optional<DType> compute_dtype_;
+  TensorParallelGroup* tp_ = nullptr;
 };
 
 }  // namespace hfrun::nn

@@ -111,14 +111,15 @@ const FlatParameters& Module::flatten_parameters() {
   return *flat_;
 }
 
-void Module::replace_parameters(const std::vector<Tensor>& values) {
+void Module::replace_parameters(const std::vector<Tensor>& values, bool same_shapes) {
   std::vector<std::pair<std::string, Tensor*>> refs;
   collect("", refs);
   HF_CHECK(values.size() == refs.size(), "replace_parameters: ", values.size(), " tensors for ",
            refs.size(), " parameters");
   for (size_t i = 0; i < refs.size(); ++i) {
-    HF_CHECK(values[i].sizes() == refs[i].second->sizes(), "replace_parameters: ", refs[i].first,
-             " is ", refs[i].second->str(), ", got ", values[i].str());
+    HF_CHECK(!same_shapes || values[i].sizes() == refs[i].second->sizes(),
+             "replace_parameters: ", refs[i].first, " is ", refs[i].second->str(), ", got ",
+             values[i].str());
   }
   for (size_t i = 0; i < refs.size(); ++i) {
     *refs[i].second = values[i];

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "models/tensor_parallel.h"
 #include "tensor/tensor.h"
 
 namespace hfrun::nn {
@@ -67,13 +68,15 @@ class Module {
   // Zeros the flat gradient buffer (or every defined .grad() when it was released or the
   // parameters were not flattened).
   void zero_grad();
-  // Replaces every parameter (named_parameters() order) by the given tensor of the same shape
-  // (requires_grad is set), and drops the flat buffers: ZeRO-3 gives each layer its own
-  // gatherable buffer.
-  void replace_parameters(const std::vector<Tensor>& values);
+  // Replaces every parameter (named_parameters() order) by the given tensor (requires_grad is
+  // set), and drops the flat buffers: ZeRO-3 gives each layer its own gatherable buffer (same
+  // shapes), tensor parallelism keeps each rank's part (same_shapes false).
+  void replace_parameters(const std::vector<Tensor>& values, bool same_shapes = true);
   // The repeated layers a model calls LayerHooks around, in forward order (default: none).
   virtual std::vector<const Module*> layers() const { return {}; }
   void set_layer_hooks(LayerHooks* hooks) { hooks_ = hooks; }
+  // How the parameter `name` is split under tensor parallelism (default: not split).
+  virtual TensorParallelSplit tensor_parallel_split(const std::string& name) const { return {}; }
   LayerHooks* layer_hooks() const { return hooks_; }
 
   // Drops the flat gradient buffer and every parameter's .grad() (ZeRO stage 2 keeps only a

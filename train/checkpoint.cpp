@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "io/safetensors.h"
+#include "models/tensor_parallel.h"
 #include "tensor/ops.h"
 #include "train/checkpoint_fs.h"
 #include "train/sha256.h"
@@ -109,10 +110,23 @@ std::string rng_file_of(int64_t rank, int64_t world) {
   return rank_prefix(rank, world) + ".rng.json";
 }
 
+// The stored name of a tensor-parallel part: "<name>|tp<rank>of<size>".
+std::string tp_part_name(const std::string& name, int t, int size) {
+  return name + "|tp" + std::to_string(t) + "of" + std::to_string(size);
+}
+
+// The name rank `t` of `size` stores parameter `param`'s tensor `name` under.
+std::string stored_name(const nn::Module& model, const std::string& param, const std::string& name,
+                        int t, int size) {
+  if (size > 1 && model.tensor_parallel_split(param).split()) return tp_part_name(name, t, size);
+  return name;
+}
+
 // The optimizer file of one rank: "step", then per parameter its step count (written by the
 // holder of the parameter's first element) and its state, whole or as a piece.
-void write_optimizer_file(const std::string& path, const optim::Optimizer& opt,
-                          const std::vector<ParamSlice>& slices) {
+void write_optimizer_file(const std::string& path, const CheckpointShard& shard) {
+  const optim::Optimizer& opt = *shard.optimizer;
+  const std::vector<ParamSlice>& slices = shard.slices;
   const optim::NamedTensors state = opt.state_tensors();
   const auto& refs = opt.params();
   HF_CHECK(slices.empty() || slices.size() == refs.size(), "save_checkpoint: ", slices.size(),
@@ -132,7 +146,10 @@ void write_optimizer_file(const std::string& path, const optim::Optimizer& opt,
     const size_t i = ref_index.at(ref);
     const ParamSlice slice = slices.empty() ? ParamSlice{ref, 0, refs[i].param.sizes()} : slices[i];
     const int64_t full = shape_numel(slice.full_shape);
-    const std::string name = kind + "." + slice.name;
+    const std::string name = kind == "step"
+                                 ? kind + "." + slice.name
+                                 : stored_name(*shard.model, slice.name, kind + "." + slice.name,
+                                               shard.tp_rank, shard.tp_size);
     if (kind == "step") {
       if (slice.offset == 0) out.emplace_back(name, t);
     } else if (slice.offset == 0 && t.numel() == full) {
@@ -158,7 +175,9 @@ std::string write_rank_files(const fs::path& tmp, const CheckpointShard& shard,
       std::vector<std::pair<std::string, Tensor>> params;
       json parts = json::object();
       for (const auto& [slice, t] : shard.param_pieces) {
-        const std::string name = options.param_prefix + slice.name;
+        const std::string name =
+            stored_name(*shard.model, slice.name, options.param_prefix + slice.name, shard.tp_rank,
+                        shard.tp_size);
         const std::string key = name + "@" + std::to_string(slice.offset);
         params.emplace_back(key, t);
         parts[key] = json::array({name, slice.offset, shape_numel(slice.full_shape)});
@@ -169,15 +188,18 @@ std::string write_rank_files(const fs::path& tmp, const CheckpointShard& shard,
           {{"format", "pt"}, {kParamPrefixKey, options.param_prefix}, {kPartsKey, parts.dump()}});
     } else if (shard.write_model) {
       std::vector<std::pair<std::string, Tensor>> params;
-      for (const auto& [name, t] : shard.model->named_parameters())
-        params.emplace_back(options.param_prefix + name, t);
+      for (const auto& [name, t] : shard.model->named_parameters()) {
+        params.emplace_back(stored_name(*shard.model, name, options.param_prefix + name,
+                                        shard.tp_rank, shard.tp_size),
+                            t);
+      }
       names.push_back(model_file_of(rank, world));
       io::save_safetensors((tmp / names.back()).string(), params,
                            {{"format", "pt"}, {kParamPrefixKey, options.param_prefix}});
     }
     if (shard.write_optimizer) {
       names.push_back(optimizer_file_of(rank, world));
-      write_optimizer_file((tmp / names.back()).string(), *shard.optimizer, shard.slices);
+      write_optimizer_file((tmp / names.back()).string(), shard);
     }
     json gens = json::array();
     for (const GeneratorState& g : state.generators)
@@ -368,6 +390,54 @@ class PartIndex {
                    " in its files (", covered, " of ", n, ")");
     return out;
   }
+  // Elements [offset, offset + n) of this rank's tensor-parallel part (t of size) of `name`,
+  // whose full tensor is split as `split`: read directly when the checkpoint has the same
+  // layout, else the full tensor is assembled from whatever parts it has and re-split.
+  // `local_numel`: the elements of the whole local tensor, checked against the file's.
+  Tensor read_part(const std::string& dir, const std::string& name,
+                   const nn::TensorParallelSplit& split, int t, int size, int64_t local_numel,
+                   int64_t offset, int64_t n) const {
+    auto checked = [&](const std::string& key, int64_t expected) {
+      HF_CHECK_INPUT(contains(key), "checkpoint ", dir, ": no tensor '", key,
+                     "' (a different model configuration?)");
+      HF_CHECK_INPUT(numel(key) == expected, "checkpoint ", dir, ": tensor '", key, "' has ",
+                     numel(key), " elements but the model's has ", expected,
+                     " (a different model configuration?)");
+      return key;
+    };
+    if (!split.split() || (size == 1 && contains(name))) {
+      return read(dir, checked(name, local_numel), offset, n);
+    }
+    if (size > 1 && contains(tp_part_name(name, t, size))) {
+      return read(dir, checked(tp_part_name(name, t, size), local_numel), offset, n);
+    }
+    Tensor full;
+    if (contains(name)) {
+      checked(name, shape_numel(split.full_shape));
+      full = ops::reshape(read(dir, name, 0, shape_numel(split.full_shape)), split.full_shape);
+    } else {
+      int stored = 0;  // the tensor-parallel size the checkpoint was written with
+      const std::string prefix = tp_part_name(name, 0, 1);
+      const std::string stem = prefix.substr(0, prefix.size() - 1);  // "<name>|tp0of"
+      for (auto it = parts_.lower_bound(stem); it != parts_.end() && it->first.starts_with(stem);
+           ++it) {
+        stored = std::atoi(it->first.c_str() + stem.size());
+      }
+      HF_CHECK_INPUT(stored > 0, "checkpoint ", dir, ": no tensor '", name,
+                     "' (a different model configuration?)");
+      std::vector<Tensor> parts;
+      for (int r = 0; r < stored; ++r) {
+        const Shape shape = nn::tensor_parallel_local_shape(split, r, stored);
+        checked(tp_part_name(name, r, stored), shape_numel(shape));
+        parts.push_back(
+            ops::reshape(read(dir, tp_part_name(name, r, stored), 0, shape_numel(shape)), shape));
+      }
+      full = nn::tensor_parallel_assemble(parts, split);
+    }
+    Tensor local = nn::tensor_parallel_slice(full, split, t, size);
+    return ops::contiguous(ops::narrow(ops::reshape(local, {local.numel()}), 0, offset, n));
+  }
+
   // A tensor stored whole (a scalar step count), as stored.
   Tensor whole(const std::string& dir, const std::string& name) const {
     const auto it = parts_.find(name);
@@ -393,47 +463,46 @@ class PartIndex {
 
 TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
                              Manifest* manifest_out) {
-  return load_checkpoint(dir, model, optimizer, {}, 0, manifest_out);
+  return load_checkpoint(dir, model, optimizer, LoadLayout{}, manifest_out);
 }
 
 TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
-                             const std::vector<ParamSlice>& slices_in, int rank,
-                             Manifest* manifest_out,
-                             const std::vector<std::pair<ParamSlice, Tensor>>* param_pieces) {
+                             const LoadLayout& layout, Manifest* manifest_out) {
   const Manifest manifest = verify_checkpoint(dir);
   const fs::path root(dir);
   const int64_t world = manifest.world_size;
+  const int rank = layout.rank, tp_rank = layout.tp_rank, tp_size = layout.tp_size;
+  // How each parameter splits (also at tensor_parallel 1, to read another layout's parts).
+  auto split_of = [&](const std::string& param) { return model.tensor_parallel_split(param); };
 
-  // Parameters: validated completely before any changes.
+  // Parameters (whole, or this rank's ZeRO-3 pieces): read completely before any changes.
   const PartIndex models(root, manifest, ".model.safetensors");
   const auto named = model.named_parameters();
   std::vector<Tensor> values;
-  const bool pieces = param_pieces != nullptr && !param_pieces->empty();
-  for (const auto& [name, param] : named) {
-    HF_CHECK_INPUT(models.contains(name), "checkpoint ", dir, ": no tensor '", name,
-                   "' (a different model configuration?)");
-    HF_CHECK_INPUT(models.numel(name) == param.numel() &&
-                       (models.shape(name) == param.sizes() || models.shape(name).size() == 1),
-                   "checkpoint ", dir, ": tensor '", name, "' has shape ",
-                   shape_str(models.shape(name)), " but the model's is ", shape_str(param.sizes()));
-    if (!pieces) {
-      values.push_back(ops::reshape(models.read(dir, name, 0, param.numel()), param.sizes()));
-    }
-  }
+  const bool pieces = !layout.param_pieces.empty();
   if (pieces) {
-    for (const auto& [slice, t] : *param_pieces) {
-      values.push_back(models.read(dir, slice.name, slice.offset, t.numel()));
+    for (const auto& [slice, t] : layout.param_pieces) {
+      values.push_back(models.read_part(dir, slice.name, split_of(slice.name), tp_rank, tp_size,
+                                        shape_numel(slice.full_shape), slice.offset, t.numel()));
+    }
+  } else {
+    for (const auto& [name, param] : named) {
+      values.push_back(ops::reshape(models.read_part(dir, name, split_of(name), tp_rank, tp_size,
+                                                     param.numel(), 0, param.numel()),
+                                    param.sizes()));
     }
   }
 
   // Optimizer state for this rank's slices, named as its state_tensors().
   const auto& refs = optimizer.params();
-  std::vector<ParamSlice> slices = slices_in;
+  std::vector<ParamSlice> slices = layout.slices;
   if (slices.empty()) {
     for (const auto& r : refs) slices.push_back(ParamSlice{r.name, 0, r.param.sizes()});
   }
   HF_CHECK(slices.size() == refs.size(), "load_checkpoint: ", slices.size(), " slices for ",
            refs.size(), " optimizer parameters");
+  std::map<std::string, size_t> ref_index;
+  for (size_t i = 0; i < refs.size(); ++i) ref_index.emplace(refs[i].name, i);
   const PartIndex opt(root, manifest, ".optimizer.safetensors");
   optim::NamedTensors state;
   for (const auto& [key, t] : optimizer.state_tensors()) {
@@ -443,24 +512,23 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
     }
     const size_t dot = key.find('.');
     const std::string kind = key.substr(0, dot), ref = key.substr(dot + 1);
-    size_t i = 0;
-    while (i < refs.size() && refs[i].name != ref) ++i;
-    HF_CHECK(i < refs.size(), "load_checkpoint: no optimizer parameter ", ref);
-    const ParamSlice& s = slices[i];
+    const auto it = ref_index.find(ref);
+    HF_CHECK(it != ref_index.end(), "load_checkpoint: no optimizer parameter ", ref);
+    const ParamSlice& s = slices[it->second];
     const std::string name = kind + "." + s.name;
     if (kind == "step") {
       state.emplace_back(key, opt.whole(dir, name));
     } else {
-      HF_CHECK_INPUT(!opt.contains(name) || opt.numel(name) == shape_numel(s.full_shape),
-                     "checkpoint ", dir, ": optimizer state '", name, "' has ", opt.numel(name),
-                     " elements but the parameter has ", shape_numel(s.full_shape));
-      state.emplace_back(key, ops::reshape(opt.read(dir, name, s.offset, t.numel()), t.sizes()));
+      state.emplace_back(key,
+                         ops::reshape(opt.read_part(dir, name, split_of(s.name), tp_rank, tp_size,
+                                                    shape_numel(s.full_shape), s.offset, t.numel()),
+                                      t.sizes()));
     }
   }
   optimizer.load_state_tensors(state);
   if (pieces) {
     for (size_t i = 0; i < values.size(); ++i) {
-      Tensor dst = (*param_pieces)[i].second;
+      Tensor dst = layout.param_pieces[i].second;
       ops::copy_(dst, values[i]);
     }
   } else {

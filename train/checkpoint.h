@@ -92,6 +92,9 @@ struct CheckpointShard {
   bool write_model = true;  // this rank writes every parameter (rank 0 when replicated)
   // ZeRO-3: instead, this rank's pieces of the parameters (written by every rank).
   std::vector<std::pair<ParamSlice, Tensor>> param_pieces;
+  // Tensor parallelism: this rank's part of each split parameter (model->
+  // tensor_parallel_split()) is stored as "<name>|tp<rank>of<size>".
+  int tp_rank = 0, tp_size = 1;
   const optim::Optimizer* optimizer = nullptr;
   bool write_optimizer = true;
   // Per optimizer parameter (optimizer->params() order) where it sits in the model; empty:
@@ -140,14 +143,17 @@ Manifest verify_checkpoint(const std::string& dir);
 // receives the verified manifest.
 TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
                              Manifest* manifest = nullptr);
-// The same for one rank of any layout: the model's parameters whole, and the optimizer state of
-// `slices` (as in CheckpointShard), assembled from the pieces of every rank's files. `rank`
-// picks the rng file (rank 0's when the checkpoint has fewer ranks).
-// `param_pieces` (ZeRO-3, optional): fill these pieces instead of the model's parameters.
-TrainerState load_checkpoint(
-    const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
-    const std::vector<ParamSlice>& slices, int rank, Manifest* manifest,
-    const std::vector<std::pair<ParamSlice, Tensor>>* param_pieces = nullptr);
+// The same for one rank of any layout (ZeRO stage, data- and tensor-parallel sizes): whatever
+// it holds is assembled from the pieces and tensor-parallel parts of every rank's files.
+struct LoadLayout {
+  std::vector<ParamSlice> slices;  // per optimizer parameter (as CheckpointShard::slices)
+  int rank = 0;                    // picks the rng file (rank 0's when the checkpoint has fewer)
+  int tp_rank = 0, tp_size = 1;    // this rank's tensor-parallel part of split parameters
+  // ZeRO-3: fill these pieces of the parameters instead of the model's parameters.
+  std::vector<std::pair<ParamSlice, Tensor>> param_pieces;
+};
+TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
+                             const LoadLayout& layout, Manifest* manifest = nullptr);
 
 // The newest committed checkpoint under output_dir/checkpoints whose manifest verifies, or
 // nullopt. Temporary, incomplete and corrupt directories are skipped with a warning line on

@@ -39,8 +39,66 @@ constexpr size_t kMaxUnitsInFlight = 3;
 
 }  // namespace
 
+namespace {
+
+// Sum of doubles over a group, exact and order-fixed: every rank adds the same values in rank
+// order.
+double sum_over(dist::ProcessGroup& group, double v, const dist::CollectiveOptions& opts) {
+  Tensor mine = ops::empty({static_cast<int64_t>(sizeof(double))}, DType::kU8);
+  std::memcpy(mine.raw_data(), &v, sizeof(double));
+  Tensor all = ops::empty({static_cast<int64_t>(sizeof(double)) * group.size()}, DType::kU8);
+  group.allgather(all, mine, opts)->wait();
+  double total = 0;
+  for (int r = 0; r < group.size(); ++r) {
+    double x;
+    std::memcpy(&x, static_cast<const char*>(all.raw_data()) + r * sizeof(double), sizeof(double));
+    total += x;
+  }
+  return total;
+}
+
+// The tensor-parallel group's collectives for the model (models/tensor_parallel.h).
+class MpiTensorParallelGroup : public nn::TensorParallelGroup {
+ public:
+  MpiTensorParallelGroup(std::shared_ptr<dist::ProcessGroup> g, dist::CollectiveOptions o)
+      : group_(std::move(g)), opts_(o) {}
+  int rank() const override { return group_->rank(); }
+  int size() const override { return group_->size(); }
+  void allreduce_sum(Tensor& t) override {
+    group_->allreduce(t, dist::ReduceOp::kSum, opts_)->wait();
+  }
+  void allreduce_max(Tensor& t) override {
+    group_->allreduce(t, dist::ReduceOp::kMax, opts_)->wait();
+  }
+
+ private:
+  std::shared_ptr<dist::ProcessGroup> group_;
+  dist::CollectiveOptions opts_;
+};
+
+// Checkpoints are written by every rank of the job.
+class GlobalCheckpointGroup : public CheckpointGroup {
+ public:
+  explicit GlobalCheckpointGroup(DataParallel* dp) : dp_(dp) {}
+  int rank() const override { return dp_->global_rank(); }
+  int world() const override { return dp_->global_world(); }
+  std::vector<std::string> allgather_strings(const std::string& s) override {
+    return dp_->allgather_strings(s);
+  }
+
+ private:
+  DataParallel* dp_;
+};
+
+}  // namespace
+
 struct DataParallel::Impl : nn::LayerHooks {
-  std::shared_ptr<dist::ProcessGroup> world;
+  std::shared_ptr<dist::ProcessGroup> world;   // the data-parallel group
+  std::shared_ptr<dist::ProcessGroup> global;  // every rank of the job
+  std::shared_ptr<dist::ProcessGroup> tp;      // the tensor-parallel group (or null)
+  std::unique_ptr<MpiTensorParallelGroup> tp_group;
+  std::unique_ptr<GlobalCheckpointGroup> checkpoint_group;
+  std::vector<bool> tp_split;  // per parameter: split across the tensor-parallel group
   dist::CollectiveOptions opts;
   int64_t bucket_elements = 0;
   int stage = 0;
@@ -353,17 +411,69 @@ std::unique_ptr<DataParallel> DataParallel::from_launch_env(const TrainConfig& c
   HF_CHECK(g_world != nullptr && *g_world != nullptr,
            "data-parallel training: the MPI world group was already finalized in this process");
   auto impl = std::make_unique<Impl>();
-  impl->world = *g_world;
-  HF_CHECK(impl->world->size() == env.world, "data-parallel training: MPI reports ",
-           impl->world->size(), " ranks but the launch environment ", env.world);
-  impl->rank = impl->world->rank();
-  impl->size = impl->world->size();
+  impl->global = *g_world;
+  HF_CHECK(impl->global->size() == env.world, "data-parallel training: MPI reports ",
+           impl->global->size(), " ranks but the launch environment ", env.world);
   impl->stage = cfg.distributed.zero_stage;
   impl->opts.timeout = std::chrono::milliseconds(
       static_cast<int64_t>(std::max(cfg.distributed.timeout_s, 0.001) * 1000.0));
+  const int T = static_cast<int>(cfg.distributed.tensor_parallel);
+  HF_CHECK_INPUT(T >= 1 && env.world % T == 0, cfg.source, ": distributed.tensor_parallel ", T,
+                 " must divide the number of ranks ", env.world);
+  if (T > 1) {
+    const int g = impl->global->rank();
+    impl->tp = impl->global->split(g / T, g % T, impl->opts);
+    impl->world = impl->global->split(g % T, g / T, impl->opts);
+    impl->tp_group = std::make_unique<MpiTensorParallelGroup>(impl->tp, impl->opts);
+  } else {
+    impl->world = impl->global;
+  }
+  impl->rank = impl->world->rank();
+  impl->size = impl->world->size();
   impl->bucket_elements = std::max<int64_t>(
       1, static_cast<int64_t>(cfg.distributed.bucket_mb * 1024.0 * 1024.0 / sizeof(float)));
-  return std::unique_ptr<DataParallel>(new DataParallel(std::move(impl)));
+  auto dp = std::unique_ptr<DataParallel>(new DataParallel(std::move(impl)));
+  dp->impl_->checkpoint_group = std::make_unique<GlobalCheckpointGroup>(dp.get());
+  return dp;
+}
+
+int DataParallel::global_rank() const {
+  return impl_->global->rank();
+}
+int DataParallel::global_world() const {
+  return impl_->global->size();
+}
+int DataParallel::tensor_parallel_rank() const {
+  return impl_->tp ? impl_->tp->rank() : 0;
+}
+int DataParallel::tensor_parallel_size() const {
+  return impl_->tp ? impl_->tp->size() : 1;
+}
+nn::TensorParallelGroup* DataParallel::tensor_parallel() {
+  return impl_->tp_group.get();
+}
+CheckpointGroup& DataParallel::checkpoint_group() {
+  return *impl_->checkpoint_group;
+}
+
+std::vector<Tensor> DataParallel::gather_tensor_parallel(const Tensor& local) {
+  Impl& im = *impl_;
+  if (!im.tp) return {ops::reshape(ops::contiguous(local), {local.numel()})};
+  const int T = im.tp->size();
+  Tensor n = ops::full({1}, static_cast<double>(local.numel()), DType::kI64);
+  Tensor ns = ops::empty({T}, DType::kI64);
+  im.tp->allgather(ns, n, im.opts)->wait();
+  const std::vector<int64_t> sizes = ns.to_int_vector();
+  const int64_t longest = *std::max_element(sizes.begin(), sizes.end());
+  Tensor mine = ops::zeros({longest}, local.dtype());
+  Tensor head = ops::narrow(mine, 0, 0, local.numel());
+  ops::copy_(head, ops::reshape(local, {local.numel()}));
+  Tensor all = ops::empty({longest * T}, local.dtype());
+  im.tp->allgather(all, mine, im.opts)->wait();
+  std::vector<Tensor> parts;
+  for (int t = 0; t < T; ++t)
+    parts.push_back(ops::clone(ops::narrow(all, 0, t * longest, sizes[t])));
+  return parts;
 }
 
 int DataParallel::rank() const {
@@ -399,6 +509,7 @@ void DataParallel::attach(nn::Module& model) {
     im.params.push_back(
         Impl::Param{slot.name, slot.offset, slot.numel, named[i].second.sizes(), {}});
     im.leaves.push_back(named[i].second);
+    im.tp_split.push_back(im.tp != nullptr && model.tensor_parallel_split(slot.name).split());
   }
   HF_CHECK(std::is_sorted(im.params.begin(), im.params.end(),
                           [](const auto& a, const auto& b) { return a.offset < b.offset; }),
@@ -496,13 +607,33 @@ void DataParallel::zero_grad(nn::Module& model) {
 
 double DataParallel::clip_grad_norm(double max_norm) {
   Impl& im = *impl_;
-  if (im.stage == 0) return optim::clip_grad_norm(im.leaves, max_norm);  // replicated grads
-  std::vector<Tensor> pieces;
-  pieces.reserve(im.pieces.size());
-  for (const auto& piece : im.pieces) pieces.push_back(piece.value);
-  const double total = std::sqrt(sum(optim::grad_norm_squared(pieces)));
+  // Without tensor parallelism, stage 0 holds the same whole gradients on every rank.
+  if (im.stage == 0 && !im.tp) return optim::clip_grad_norm(im.leaves, max_norm);
+  // Squares of the parts split across the tensor-parallel group and of the replicated ones;
+  // ZeRO shards are disjoint across the data-parallel group, stage 0 copies are not.
+  std::vector<Tensor> split, replicated, all;
+  if (im.stage == 0) {
+    for (size_t i = 0; i < im.leaves.size(); ++i) {
+      (im.tp_split[i] ? split : replicated).push_back(im.leaves[i]);
+    }
+  } else {
+    for (const auto& piece : im.pieces) {
+      (im.tp_split[piece.param] ? split : replicated).push_back(piece.value);
+    }
+  }
+  double sq_split = optim::grad_norm_squared(split);
+  double sq_replicated = optim::grad_norm_squared(replicated);
+  if (im.stage > 0) {
+    sq_split = sum_over(*im.world, sq_split, im.opts);
+    sq_replicated = sum_over(*im.world, sq_replicated, im.opts);
+  }
+  if (im.tp) sq_split = sum_over(*im.tp, sq_split, im.opts);
+  const double total = std::sqrt(sq_split + sq_replicated);
   const double coef = optim::clip_coefficient(total, max_norm);
-  if (std::isfinite(total) && coef < 1.0) optim::scale_grads(pieces, coef);
+  if (std::isfinite(total) && coef < 1.0) {
+    optim::scale_grads(split, coef);
+    optim::scale_grads(replicated, coef);
+  }
   return total;
 }
 
@@ -542,39 +673,22 @@ void DataParallel::after_optimizer_step() {
 }
 
 double DataParallel::sum(double v) {
-  // Exact and order-fixed: every rank adds the same doubles in rank order.
-  Tensor mine = ops::empty({static_cast<int64_t>(sizeof(double))}, DType::kU8);
-  std::memcpy(mine.raw_data(), &v, sizeof(double));
-  Tensor all = ops::empty({static_cast<int64_t>(sizeof(double)) * impl_->size}, DType::kU8);
-  impl_->world->allgather(all, mine, impl_->opts)->wait();
-  double total = 0;
-  for (int r = 0; r < impl_->size; ++r) {
-    double x;
-    std::memcpy(&x, static_cast<const char*>(all.raw_data()) + r * sizeof(double), sizeof(double));
-    total += x;
-  }
-  return total;
-}
-
-bool DataParallel::all(bool ok) {
-  Tensor t = ops::full({1}, ok ? 0.0 : 1.0, DType::kI32);
-  impl_->world->allreduce(t, dist::ReduceOp::kSum, impl_->opts)->wait();
-  return t.to_int_vector()[0] == 0;
+  return sum_over(*impl_->world, v, impl_->opts);
 }
 
 std::vector<std::string> DataParallel::allgather_strings(const std::string& s) {
   Impl& im = *impl_;
   Tensor len = ops::full({1}, static_cast<double>(s.size()), DType::kI64);
-  Tensor lens = ops::empty({im.size}, DType::kI64);
-  im.world->allgather(lens, len, im.opts)->wait();
+  Tensor lens = ops::empty({im.global->size()}, DType::kI64);
+  im.global->allgather(lens, len, im.opts)->wait();
   const std::vector<int64_t> sizes = lens.to_int_vector();
   const int64_t longest = std::max<int64_t>(1, *std::max_element(sizes.begin(), sizes.end()));
   Tensor mine = ops::zeros({longest}, DType::kU8);
   std::memcpy(mine.raw_data(), s.data(), s.size());
-  Tensor all = ops::empty({longest * im.size}, DType::kU8);
-  im.world->allgather(all, mine, im.opts)->wait();
+  Tensor all = ops::empty({longest * im.global->size()}, DType::kU8);
+  im.global->allgather(all, mine, im.opts)->wait();
   std::vector<std::string> out;
-  for (int r = 0; r < im.size; ++r) {
+  for (int r = 0; r < im.global->size(); ++r) {
     out.emplace_back(static_cast<const char*>(all.raw_data()) + r * longest,
                      static_cast<size_t>(sizes[r]));
   }
@@ -582,7 +696,7 @@ std::vector<std::string> DataParallel::allgather_strings(const std::string& s) {
 }
 
 void DataParallel::barrier() {
-  impl_->world->barrier(impl_->opts)->wait();
+  impl_->global->barrier(impl_->opts)->wait();
 }
 
 TrainingMemory DataParallel::memory(const optim::Optimizer& optimizer) const {

@@ -20,6 +20,9 @@
 //    step). Stage 2 keeps no full gradient buffer: each parameter's gradient is copied into its
 //    unit's staging buffer and dropped, and the unit is reduce-scattered and accumulated into
 //    the rank's compact gradient shard on every micro-step (as DeepSpeed's stage 2).
+// With distributed.tensor_parallel = T the job's ranks form groups of T that split each layer
+// (models/tensor_parallel.h); all of the above runs over the data-parallel group of each
+// tensor-parallel rank, on that rank's part of the parameters.
 // Per-rank bytes of parameters + gradients + optimizer state then follow the ZeRO paper:
 // stage 0 16P, stage 1 8P + 8P/N, stage 2 4P + 12P/N, stage 3 16P/N (f32 AdamW, P
 // parameters), plus the units in flight and, for stage 3, the gathered working layer.
@@ -44,7 +47,7 @@ struct TrainingMemory {
   int64_t total() const { return params + grads + optimizer; }
 };
 
-class DataParallel : public CheckpointGroup {
+class DataParallel {
  public:
   // nullptr when this process was not launched as one of several ranks (world == 1). Otherwise
   // initialises MPI once per process (finalized at exit; see finalize_distributed()) and
@@ -54,8 +57,23 @@ class DataParallel : public CheckpointGroup {
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
 
-  int rank() const override;
-  int world() const override;
+  // This rank's place in its data-parallel group (ranks holding the same tensor-parallel part
+  // and training on different data): rank() in [0, world()).
+  int rank() const;
+  int world() const;
+  // The whole job: global_world() = world() * tensor_parallel_size(); ranks g*T .. g*T+T-1
+  // form a tensor-parallel group, ranks with equal g % T a data-parallel group.
+  int global_rank() const;
+  int global_world() const;
+  int tensor_parallel_rank() const;
+  int tensor_parallel_size() const;
+  // The tensor-parallel group (null when distributed.tensor_parallel is 1).
+  nn::TensorParallelGroup* tensor_parallel();
+  // Every tensor-parallel rank's `local` (any shape; sizes may differ), in tensor-parallel rank
+  // order, as 1-D tensors.
+  std::vector<Tensor> gather_tensor_parallel(const Tensor& local);
+  // The group checkpoints are written by (every rank of the job).
+  CheckpointGroup& checkpoint_group();
   int zero_stage() const;
   // Every rank's `flat` becomes rank 0's.
   void broadcast(Tensor& flat);
@@ -92,12 +110,11 @@ class DataParallel : public CheckpointGroup {
   // shard is overwritten by the first micro-step instead.
   void zero_grad(nn::Module& model);
 
-  // The sum of `v` over the ranks, in double, added in rank order (the same on every rank).
+  // The sum of `v` over the data-parallel group, in double, added in rank order (the same on
+  // every rank).
   double sum(double v);
-  // Whether `ok` holds on every rank.
-  bool all(bool ok);
-  // Every rank's `s`, in rank order.
-  std::vector<std::string> allgather_strings(const std::string& s) override;
+  // Every rank's `s` (the whole job), in global rank order.
+  std::vector<std::string> allgather_strings(const std::string& s);
   void barrier();
   TrainingMemory memory(const optim::Optimizer& optimizer) const;
 

@@ -45,7 +45,7 @@ struct Trainer::State {
   int64_t step = 0;                  // optimizer steps done
   std::unique_ptr<DataParallel> dp;  // null on one process
   std::vector<ParamSlice> slices;    // where each optimizer parameter sits (ZeRO pieces)
-  bool is_rank0() const { return dp == nullptr || dp->rank() == 0; }
+  bool is_rank0() const { return dp == nullptr || dp->global_rank() == 0; }
   int64_t world() const { return dp ? dp->world() : 1; }
 };
 
@@ -130,15 +130,16 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   State& s = *s_;
   s.cfg = std::move(config);
   const TrainConfig& c = s.cfg;
-  HF_CHECK_INPUT(c.distributed.tensor_parallel == 1, c.source,
-                 ": distributed.tensor_parallel > 1 is not available yet; this build trains "
-                 "data-parallel (zero_stage 0-3) with tensor_parallel 1");
+
   s.dp = DataParallel::from_launch_env(c);
   HF_CHECK_INPUT(s.dp != nullptr || c.distributed.num_processes == 1, c.source,
                  ": distributed.num_processes ", c.distributed.num_processes,
                  " needs a multi-process launch (hfrun -np N, mpirun or srun)");
+  HF_CHECK_INPUT(s.dp != nullptr || c.distributed.tensor_parallel == 1, c.source,
+                 ": distributed.tensor_parallel ", c.distributed.tensor_parallel,
+                 " needs that many ranks or a multiple (hfrun -np N)");
   if (s.dp) {
-    s.cfg.distributed.num_processes = s.dp->world();
+    s.cfg.distributed.num_processes = s.dp->global_world();
     check_same_config_on_all_ranks(s.cfg, *s.dp);
   }
   HF_CHECK_INPUT(c.train.mixed_precision != "fp16", c.source,
@@ -149,6 +150,8 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   s.model = std::make_unique<nn::Gpt2>(mc, c.seed);
   if (!c.model.from_pretrained.empty()) nn::load_gpt2_weights(*s.model, c.model.from_pretrained);
   if (c.train.mixed_precision == "bf16") s.model->set_compute_dtype(DType::kBF16);
+  // Tensor parallelism: every rank built the whole model from the same seed and keeps its part.
+  if (s.dp && s.dp->tensor_parallel()) s.model->enable_tensor_parallel(s.dp->tensor_parallel());
   const nn::FlatParameters& flat = s.model->flatten_parameters();
   if (s.dp) {
     Tensor p = flat.params;
@@ -195,7 +198,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   }
   s.schedule = optim::parse_schedule_type(c.scheduler.type);
   s.params = s.model->parameters();
-  if (s.dp && s.dp->rank() == 0) {
+  if (s.dp && s.dp->global_rank() == 0) {
     // What ZeRO saves, in the paper's accounting (f32 parameters, gradients, optimizer state).
     const TrainingMemory m = s.dp->memory(*s.optimizer);
     const double mib = 1024.0 * 1024.0;
@@ -236,6 +239,39 @@ double Trainer::evaluate() {
   s.model->train();
   if (s.dp) s.dp->release_parameters();  // ZeRO-3: the root unit stays gathered after forward
   return total / std::max(count, 1.0);
+}
+
+void Trainer::export_final(const std::string& dir) {
+  State& s = *s_;
+  if (!s.dp) {
+    export_hf(*s.model, s.cfg.tokenizer, dir);
+    return;
+  }
+  s.dp->gather_parameters();  // ZeRO-3: the export needs whole parameters
+  if (s.dp->tensor_parallel_size() == 1) {
+    if (s.dp->global_rank() == 0) export_hf(*s.model, s.cfg.tokenizer, dir);
+  } else {
+    // Tensor parallelism: the parts of each split parameter are assembled on global rank 0,
+    // into a whole model of the same configuration.
+    std::unique_ptr<nn::Gpt2> whole;
+    if (s.dp->global_rank() == 0) whole = std::make_unique<nn::Gpt2>(s.model->config());
+    for (const auto& [name, local] : s.model->named_parameters()) {
+      const nn::TensorParallelSplit split = s.model->tensor_parallel_split(name);
+      if (!split.split()) {
+        if (whole) whole->load_parameter(name, local);
+        continue;
+      }
+      std::vector<Tensor> parts = s.dp->gather_tensor_parallel(local);  // every TP rank joins
+      if (!whole) continue;
+      for (size_t t = 0; t < parts.size(); ++t) {
+        parts[t] = ops::reshape(
+            parts[t], nn::tensor_parallel_local_shape(split, static_cast<int>(t), parts.size()));
+      }
+      whole->load_parameter(name, nn::tensor_parallel_assemble(parts, split));
+    }
+    if (whole) export_hf(*whole, s.cfg.tokenizer, dir);
+  }
+  s.dp->release_parameters();
 }
 
 int64_t Trainer::steps_done() const {
@@ -312,11 +348,15 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   TrainerState resumed;
   if (const auto dir = resolve_resume(c)) {
     Manifest manifest;
-    // ZeRO-3: each rank restores its pieces of the parameters.
-    const auto pieces =
-        s.dp ? s.dp->parameter_pieces() : std::vector<std::pair<ParamSlice, Tensor>>{};
-    resumed = load_checkpoint(*dir, *s.model, *s.optimizer, s.slices, s.dp ? s.dp->rank() : 0,
-                              &manifest, &pieces);
+    LoadLayout layout;
+    layout.slices = s.slices;
+    if (s.dp) {
+      layout.rank = s.dp->global_rank();
+      layout.tp_rank = s.dp->tensor_parallel_rank();
+      layout.tp_size = s.dp->tensor_parallel_size();
+      layout.param_pieces = s.dp->parameter_pieces();  // ZeRO-3: this rank's pieces
+    }
+    resumed = load_checkpoint(*dir, *s.model, *s.optimizer, layout, &manifest);
     HF_CHECK_INPUT(resumed.step <= c.train.max_steps, c.source, ": checkpoint ", *dir,
                    " is at step ", resumed.step, ", past train.max_steps ", c.train.max_steps);
     s.loader->restore(resumed.loader);
@@ -404,12 +444,17 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
       if (s.dp) {
         CheckpointShard shard;
         shard.model = s.model.get();
-        shard.write_model = rank0;  // parameters are replicated (ZeRO stages 0-2)
-        shard.param_pieces = s.dp->parameter_pieces();  // ZeRO-3: every rank its pieces
+        // Parameters are replicated across the data-parallel group (ZeRO stages 0-2): its first
+        // rank writes them (one per tensor-parallel part); ZeRO-3: every rank its pieces.
+        const bool first = s.dp->rank() == 0;
+        shard.write_model = first;
+        shard.param_pieces = s.dp->parameter_pieces();
         shard.optimizer = s.optimizer.get();
-        shard.write_optimizer = rank0 || s.dp->zero_stage() > 0;
+        shard.write_optimizer = first || s.dp->zero_stage() > 0;
         shard.slices = s.slices;
-        dir = save_checkpoint(checkpoints_root, shard, st, ckpt_options, s.dp.get());
+        shard.tp_rank = s.dp->tensor_parallel_rank();
+        shard.tp_size = s.dp->tensor_parallel_size();
+        dir = save_checkpoint(checkpoints_root, shard, st, ckpt_options, &s.dp->checkpoint_group());
       } else {
         dir = save_checkpoint(checkpoints_root, *s.model, *s.optimizer, st, ckpt_options);
       }
@@ -421,9 +466,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   }
   if (tty) std::printf("\n");
   summary.final_dir = (fs::path(c.output_dir) / "final").string();
-  if (s.dp) s.dp->gather_parameters();  // ZeRO-3: the export needs whole parameters
-  if (rank0) export_hf(*s.model, c.tokenizer, summary.final_dir);
-  if (s.dp) s.dp->release_parameters();
+  export_final(summary.final_dir);
   if (s.dp) s.dp->barrier();  // final/ is complete before any rank exits
   return summary;
 }

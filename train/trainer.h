@@ -53,6 +53,10 @@ class Trainer {
   int64_t num_parameters() const;
   // Mean token cross-entropy over every validation window (no gradients).
   double evaluate();
+  // Writes the model as a Hugging Face directory (config.json, model.safetensors,
+  // tokenizer.json). Collective with several ranks (parameters sharded by ZeRO-3 or split by
+  // tensor parallelism are gathered); global rank 0 writes.
+  void export_final(const std::string& dir);
 
   const TrainConfig& config() const;
   struct State;

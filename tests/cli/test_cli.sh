@@ -144,8 +144,8 @@ check "train config typo" 2 "$HFRUN" "$TMP/gen.yaml" --set train.max_stepz=3
 contains "train config typo" 'train.max_stepz'
 check "train missing config" 2 "$HFRUN" "$TMP/nope.yaml"
 contains "train missing config" 'nope.yaml'
-check "train zero_stage 3 refused clearly" 2 "$HFRUN" -np 2 "$TMP/gen.yaml" --set distributed.zero_stage=3
-contains "train zero_stage 3 refused clearly" 'zero_stage'
+check "train tensor_parallel not dividing ranks refused clearly" 2 "$HFRUN" -np 2 "$TMP/gen.yaml" --set distributed.tensor_parallel=3
+contains "train tensor_parallel not dividing ranks refused clearly" "tensor_parallel 3 must divide"
 check "train dry run" 0 "$HFRUN" "$TMP/gen.yaml" --dry-run
 contains "train dry run" '^output_dir: '
 [ ! -e "$TMP/bad_run/final" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a failed run left final/"; }
