@@ -180,7 +180,7 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
     // Scatter g into the argmax positions: one-hot mask = (arange(n) == index) along d.
     Shape ar_shape(in.size(), 1);
     ar_shape[d] = in[d];
-    Tensor positions = ops::reshape(ops::arange(in[d]), ar_shape);
+    Tensor positions = ops::reshape(ops::to_device(ops::arange(in[d]), indices.device()), ar_shape);
     Tensor onehot = ops::eq(positions, indices);
     Tensor gk = keepdim ? g : ops::unsqueeze(g, d);
     return {ops::where(onehot, gk, ops::scalar(0.0, dt))};

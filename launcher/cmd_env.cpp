@@ -4,6 +4,7 @@
 #include "common/error.h"
 #include "common/version.h"
 #include "launcher/commands.h"
+#include "tensor/device.h"
 #include "tensor/threads.h"
 
 namespace hfrun::cli {
@@ -21,7 +22,7 @@ int cmd_env(const Args& args) {
             << "cpu isa:      " << info.onednn_isa << "\n"
             << "cpu threads:  " << info.threads << " (OMP_NUM_THREADS or all cores)\n"
             << "mpi:          not built in yet (issue: distributed runtime)\n"
-            << "cuda:         not built in yet (issue: GPU backend)\n";
+            << "cuda:         " << cuda_status() << "\n";
   return 0;
 }
 

@@ -1,4 +1,4 @@
-// Where a tensor's memory lives. CPU now; CUDA:n is the GPU backend's (issue "GPU backend").
+// Where a tensor's memory lives: the host (cpu) or CUDA device n (tensor/backend/cuda).
 #pragma once
 
 #include <string>
@@ -18,5 +18,11 @@ struct Device {
   bool operator==(const Device&) const = default;
   std::string str() const;  // "cpu", "cuda:1"
 };
+
+// Number of usable CUDA devices: 0 in a build without the CUDA backend, without a driver, or
+// without a device.
+int cuda_device_count();
+// One line for logs and test skips: the devices, or why there are none ("no CUDA device: ...").
+std::string cuda_status();
 
 }  // namespace hfrun

@@ -42,15 +42,17 @@ Tensor full(const Shape& shape, double value, DType dtype = DType::kF32,
             Device device = Device::cpu());
 Tensor empty_like(const Tensor& t);
 Tensor zeros_like(const Tensor& t);
-Tensor scalar(double value, DType dtype = DType::kF32);  // rank-0 tensor
+Tensor scalar(double value, DType dtype = DType::kF32,
+              Device device = Device::cpu());  // rank-0 tensor
 Tensor arange(int64_t n, DType dtype = DType::kI64);
 // Copies `values` (converted to dtype) into a new tensor of `shape` (numel must match).
 Tensor from_vector(const std::vector<float>& values, const Shape& shape, DType dtype = DType::kF32);
 Tensor from_ints(const std::vector<int64_t>& values, const Shape& shape, DType dtype = DType::kI64);
+// Philox values that depend only on (seed, offset, element index): the same on every device.
 Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::kF32, double mean = 0,
-             double std = 1);
+             double std = 1, Device device = Device::cpu());
 Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::kF32, double lo = 0,
-            double hi = 1);  // uniform in [lo, hi)
+            double hi = 1, Device device = Device::cpu());  // uniform in [lo, hi)
 
 // ---- views (share storage; no copy) -----------------------------------------------------------
 Tensor view(const Tensor& x, const Shape& shape);     // one -1 allowed; x's strides must allow it
@@ -65,10 +67,14 @@ Tensor squeeze(const Tensor& x, int64_t dim);
 Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = -1);
 
 // ---- copies and casts -----------------------------------------------------------------------
+// x on `device` (x itself, detached, when already there): a contiguous copy with x's dtype.
+// Host <-> CUDA copies are synchronous with respect to the host.
+Tensor to_device(const Tensor& x, Device device);
 Tensor contiguous(const Tensor& x);  // x itself when already contiguous
 Tensor clone(const Tensor& x);
 Tensor to_dtype(const Tensor& x, DType dtype);  // x itself when dtype matches
-void copy_(Tensor& dst, const Tensor& src);     // src broadcast to dst's shape, cast to its dtype
+// src broadcast to dst's shape and cast to its dtype; src and dst may be on different devices.
+void copy_(Tensor& dst, const Tensor& src);
 void fill_(Tensor& dst, double value);
 void add_(Tensor& dst, const Tensor& src, double alpha = 1.0);  // dst += alpha * src (same shape)
 void scale_(Tensor& dst, double alpha);                         // dst *= alpha

@@ -2,6 +2,9 @@
 
 #include "common/error.h"
 #include "tensor/allocator.h"
+#ifdef HFRUN_WITH_CUDA
+#include "tensor/backend/cuda/cuda_backend.h"
+#endif
 
 namespace hfrun {
 namespace {
@@ -10,9 +13,12 @@ Allocator* g_cuda_allocator = nullptr;
 
 Allocator& allocator_for(Device device) {
   if (device.is_cpu()) return cpu_allocator();
-  HF_CHECK(g_cuda_allocator != nullptr, "no allocator for device ", device.str(),
-           ": this build has no CUDA backend");
-  return *g_cuda_allocator;
+  if (g_cuda_allocator) return *g_cuda_allocator;
+#ifdef HFRUN_WITH_CUDA
+  return cuda::allocator(device.index);  // one caching allocator per device
+#else
+  HF_THROW("no allocator for device ", device.str(), ": this build has no CUDA backend");
+#endif
 }
 
 void register_allocator(DeviceType type, Allocator* allocator) {

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "tensor/ops.h"
+
 namespace hfrun {
 
 TensorImpl& Tensor::impl() const {
@@ -150,7 +152,7 @@ double load_as_double(const void* base, DType t, int64_t i) {
 }  // namespace
 
 std::vector<float> Tensor::to_vector() const {
-  HF_CHECK(device().is_cpu(), "to_vector: tensor is on ", device().str(), "; copy it to cpu first");
+  if (!device().is_cpu()) return ops::to_device(*this, Device::cpu()).to_vector();
   std::vector<float> out;
   out.reserve(numel());
   const void* base = raw_data();
@@ -161,7 +163,7 @@ std::vector<float> Tensor::to_vector() const {
 }
 
 std::vector<int64_t> Tensor::to_int_vector() const {
-  HF_CHECK(device().is_cpu(), "to_int_vector: tensor is on ", device().str());
+  if (!device().is_cpu()) return ops::to_device(*this, Device::cpu()).to_int_vector();
   std::vector<int64_t> out;
   out.reserve(numel());
   const void* base = raw_data();

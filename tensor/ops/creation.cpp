@@ -39,8 +39,8 @@ Tensor empty_like(const Tensor& t) {
 Tensor zeros_like(const Tensor& t) {
   return zeros(t.sizes(), t.dtype(), t.device());
 }
-Tensor scalar(double value, DType dtype) {
-  return full({}, value, dtype);
+Tensor scalar(double value, DType dtype, Device device) {
+  return full({}, value, dtype, device);
 }
 
 Tensor arange(int64_t n, DType dtype) {
@@ -68,20 +68,30 @@ Tensor from_ints(const std::vector<int64_t>& values, const Shape& shape, DType d
 
 namespace {
 Tensor random_tensor(const Shape& shape, Generator& gen, DType dtype, RandomKind kind, double a,
-                     double b, const char* op) {
+                     double b, Device device, const char* op) {
   HF_CHECK(is_floating(dtype), op, ": dtype must be floating, got ", dtype_name(dtype));
-  Tensor t = empty(shape, dtype);
+  Tensor t = empty(shape, dtype, device);
   uint64_t offset = gen.advance(static_cast<uint64_t>((t.numel() + 3) / 4));
   backend_for(t.device()).fill_random(t, kind, gen.seed(), offset, a, b);
   return t;
 }
 }  // namespace
 
-Tensor randn(const Shape& shape, Generator& gen, DType dtype, double mean, double std) {
-  return random_tensor(shape, gen, dtype, RandomKind::kNormal, mean, std, "randn");
+Tensor randn(const Shape& shape, Generator& gen, DType dtype, double mean, double std,
+             Device device) {
+  return random_tensor(shape, gen, dtype, RandomKind::kNormal, mean, std, device, "randn");
 }
-Tensor rand(const Shape& shape, Generator& gen, DType dtype, double lo, double hi) {
-  return random_tensor(shape, gen, dtype, RandomKind::kUniform, lo, hi, "rand");
+Tensor rand(const Shape& shape, Generator& gen, DType dtype, double lo, double hi, Device device) {
+  return random_tensor(shape, gen, dtype, RandomKind::kUniform, lo, hi, device, "rand");
+}
+
+Tensor to_device(const Tensor& x, Device device) {
+  HF_CHECK(x.defined(), "to_device: undefined tensor");
+  if (x.device() == device) return x.detach();
+  Tensor out = empty(x.sizes(), x.dtype(), device);
+  // The device side's backend does host <-> device transfers (either side may be the CPU).
+  backend_for(device.is_cpu() ? x.device() : device).copy(x, out);
+  return out;
 }
 
 Tensor contiguous(const Tensor& x) {
@@ -139,8 +149,9 @@ std::pair<int64_t, int64_t> storage_span(const Tensor& t) {
 }  // namespace
 
 void copy_(Tensor& dst, const Tensor& src) {
-  HF_CHECK(dst.device() == src.device(), "copy_: ", src.str(), " to ", dst.str(),
-           " crosses devices; use the device copy");
+  HF_CHECK(dst.device() == src.device() || dst.device().is_cpu() || src.device().is_cpu(),
+           "copy_: ", src.str(), " to ", dst.str(),
+           ": copies between two devices go through the host (copy to cpu first)");
   for (int64_t d = 0; d < dst.dim(); ++d) {
     HF_CHECK(dst.strides()[d] != 0 || dst.sizes()[d] <= 1, "copy_: destination ", dst.str(),
              " is a broadcast (expanded) view; several of its elements share one memory location");
@@ -154,14 +165,15 @@ void copy_(Tensor& dst, const Tensor& src) {
     auto [dlo, dhi] = storage_span(dst);
     if (slo <= dhi && dlo <= shi) s = clone(s);
   }
-  backend_for(dst.device()).copy(s, dst);
+  // A host <-> device copy is done by the device side's backend.
+  backend_for(dst.device().is_cpu() ? s.device() : dst.device()).copy(s, dst);
 }
 
 void fill_(Tensor& dst, double value) {
   if (dst.is_contiguous()) {
     backend_for(dst.device()).fill(dst, value);
   } else {
-    copy_(dst, scalar(value, dst.dtype()));
+    copy_(dst, scalar(value, dst.dtype(), dst.device()));
   }
 }
 

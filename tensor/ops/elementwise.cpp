@@ -16,8 +16,17 @@ DType promote(DType a, DType b) {
   return DType::kI64;
 }
 
-Tensor binary_op(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
-  HF_CHECK(a.defined() && b.defined(), name, ": undefined input");
+// A rank-0 CPU tensor (a scalar) combines with a tensor on any device, as in PyTorch: it is
+// moved to that device. Any other device mismatch is an error.
+Tensor on_device(const Tensor& t, Device device) {
+  if (t.device() == device || t.dim() != 0 || !t.device().is_cpu()) return t;
+  return to_device(t, device);
+}
+
+Tensor binary_op(BinaryOp op, const Tensor& a_in, const Tensor& b_in, const char* name) {
+  HF_CHECK(a_in.defined() && b_in.defined(), name, ": undefined input");
+  const Device device = a_in.dim() == 0 && a_in.device().is_cpu() ? b_in.device() : a_in.device();
+  const Tensor a = on_device(a_in, device), b = on_device(b_in, device);
   HF_CHECK(a.device() == b.device(), name, ": inputs on different devices: ", a.str(), " and ",
            b.str());
   Shape shape = broadcast_shapes(a.sizes(), b.sizes(), name);
@@ -64,11 +73,13 @@ Tensor lt(const Tensor& a, const Tensor& b) {
 }
 
 Tensor add_scalar(const Tensor& x, double s) {
-  return binary_op(BinaryOp::kAdd, x, scalar(s, is_floating(x.dtype()) ? x.dtype() : DType::kF32),
+  return binary_op(BinaryOp::kAdd, x,
+                   scalar(s, is_floating(x.dtype()) ? x.dtype() : DType::kF32, x.device()),
                    "add_scalar");
 }
 Tensor mul_scalar(const Tensor& x, double s) {
-  return binary_op(BinaryOp::kMul, x, scalar(s, is_floating(x.dtype()) ? x.dtype() : DType::kF32),
+  return binary_op(BinaryOp::kMul, x,
+                   scalar(s, is_floating(x.dtype()) ? x.dtype() : DType::kF32, x.device()),
                    "mul_scalar");
 }
 
@@ -130,7 +141,9 @@ Tensor unary_backward(UnaryOp op, const Tensor& gy, const Tensor& x, const Tenso
   return gx;
 }
 
-Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+Tensor where(const Tensor& cond, const Tensor& a_in, const Tensor& b_in) {
+  HF_CHECK(cond.defined() && a_in.defined() && b_in.defined(), "where: undefined input");
+  const Tensor a = on_device(a_in, cond.device()), b = on_device(b_in, cond.device());
   HF_CHECK(cond.dtype() == DType::kBool || cond.dtype() == DType::kU8,
            "where: condition must be "
            "bool or u8, got ",
@@ -152,7 +165,7 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
            "masked_fill: "
            "mask ",
            mask.str(), " must broadcast to ", x.str());
-  return where(mask, scalar(value, x.dtype()), x);
+  return where(mask, scalar(value, x.dtype(), x.device()), x);
 }
 
 }  // namespace hfrun::ops

@@ -41,11 +41,13 @@ int64_t rows_of(const Tensor& x) {
   return x.numel() / x.sizes().back();
 }
 
-// A saved f32 statistic with one value per row.
-Tensor row_stat(const Tensor& s, int64_t rows, const char* op, const char* what) {
+// A saved f32 statistic with one value per row, on the input's device.
+Tensor row_stat(const Tensor& s, int64_t rows, Device device, const char* op, const char* what) {
   HF_CHECK(s.defined() && s.dtype() == DType::kF32 && s.numel() == rows, op, ": ", what, " ",
            s.defined() ? s.str() : std::string("(undefined)"), " must be f32 with ", rows,
            " elements");
+  HF_CHECK(s.device() == device, op, ": ", what, " ", s.str(), " is on ", s.device().str(),
+           ", the input on ", device.str());
   return contiguous(s);
 }
 
@@ -75,11 +77,13 @@ int64_t first_bad_index(const I* p, int64_t n, int64_t limit, std::optional<int6
   return -1;
 }
 
-// Throws naming the first out-of-range index and its position. Reads host memory, so it runs
-// for CPU tensors; a device backend bounds-checks inside its own kernels.
-void check_indices(const Tensor& ids, int64_t limit, std::optional<int64_t> allowed, const char* op,
-                   const char* what, const char* where, const std::string& context) {
-  if (!ids.device().is_cpu()) return;
+// Throws naming the first out-of-range index and its position. Device ids are copied to the
+// host for the check (token ids are small next to the activations; the device kernels also skip
+// an out-of-range id rather than read outside the table).
+void check_indices(const Tensor& ids_in, int64_t limit, std::optional<int64_t> allowed,
+                   const char* op, const char* what, const char* where,
+                   const std::string& context) {
+  const Tensor ids = to_device(ids_in, Device::cpu());
   const int64_t n = ids.numel();
   int64_t bad, value;
   if (ids.dtype() == DType::kI32) {
@@ -91,7 +95,7 @@ void check_indices(const Tensor& ids, int64_t limit, std::optional<int64_t> allo
     bad = first_bad_index(p, n, limit, allowed);
     value = bad >= 0 ? p[bad] : 0;
   }
-  HF_CHECK(bad < 0, op, ": ", what, " ", value, " at ", where, " ", bad, " of ", ids.str(),
+  HF_CHECK(bad < 0, op, ": ", what, " ", value, " at ", where, " ", bad, " of ", ids_in.str(),
            " is outside [0, ", limit, ")", context);
 }
 
@@ -122,8 +126,8 @@ LayerNormGrads layer_norm_backward(const Tensor& gy, const Tensor& x, const Tens
   Tensor gc = grad_like(gy, xc, op);
   Tensor w = param_f32(weight, xc, 1.0, op, "weight");
   const int64_t rows = rows_of(xc), C = xc.sizes().back();
-  Tensor m = row_stat(mean, rows, op, "mean");
-  Tensor rs = row_stat(rstd, rows, op, "rstd");
+  Tensor m = row_stat(mean, rows, x.device(), op, "mean");
+  Tensor rs = row_stat(rstd, rows, x.device(), op, "rstd");
   LayerNormGrads g;
   g.gx = empty_like(xc);
   Tensor gw = weight.defined() ? empty({C}, DType::kF32, x.device()) : Tensor();
@@ -150,7 +154,7 @@ RmsNormGrads rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& 
   Tensor xc = last_dim_input(x, op, "input");
   Tensor gc = grad_like(gy, xc, op);
   Tensor w = param_f32(weight, xc, 1.0, op, "weight");
-  Tensor rs = row_stat(rstd, rows_of(xc), op, "rstd");
+  Tensor rs = row_stat(rstd, rows_of(xc), x.device(), op, "rstd");
   RmsNormGrads g;
   g.gx = empty_like(xc);
   Tensor gw = weight.defined() ? empty({xc.sizes().back()}, DType::kF32, x.device()) : Tensor();
@@ -187,6 +191,8 @@ Tensor embedding_backward(const Tensor& gy, const Tensor& ids, int64_t num_rows)
              " does not match ids ", ids.str());
   }
   HF_CHECK(num_rows >= 0, "embedding_backward: num_rows must be >= 0, got ", num_rows);
+  HF_CHECK(gy.device() == ids.device(), "embedding_backward: gradient ", gy.str(), " on ",
+           gy.device().str(), ", ids ", ids.str(), " on ", ids.device().str());
   check_indices(ic, num_rows, std::nullopt, "embedding_backward", "id", "position",
                 " (num_rows " + std::to_string(num_rows) + ")");
   Tensor gweight = empty({num_rows, gy.sizes().back()}, gy.dtype(), gy.device());
@@ -226,8 +232,11 @@ Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const T
            gloss.defined() ? gloss.str() : std::string("(undefined)"));
   check_indices(tc, lc.sizes()[1], ignore_index, op, "target", "row",
                 " and is not ignore_index " + std::to_string(ignore_index));
-  Tensor lse_c = row_stat(lse, lc.sizes()[0], op, "lse");
-  Tensor g = contiguous(to_dtype(gloss, DType::kF32));
+  HF_CHECK(tc.device() == lc.device(), op, ": logits on ", lc.device().str(), ", targets on ",
+           tc.device().str());
+  Tensor lse_c = row_stat(lse, lc.sizes()[0], lc.device(), op, "lse");
+  // The backend reads the loss gradient in device memory: a host scalar is moved there.
+  Tensor g = contiguous(to_dtype(to_device(gloss, lc.device()), DType::kF32));
   Tensor glogits = empty_like(lc);
   backend_for(lc.device()).cross_entropy_backward(g, lc, tc, lse_c, ignore_index, glogits);
   return glogits;

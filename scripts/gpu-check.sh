@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Runs the CUDA tests on a machine with an NVIDIA GPU and collects everything a reviewer needs
+# into OUTDIR: nvidia-smi, per-binary logs and gtest XML, and summary.txt. Works from a build
+# tree (HFRUN_BUILD_DIR, default build-cuda) or from the bundle scripts/gpu-bundle.sh makes
+# (hfrun-gpu-bundle/: tests/, bin/, lib/), whose libraries it puts on LD_LIBRARY_PATH together
+# with the machine's CUDA libraries (/usr/local/cuda, pip's nvidia/*/lib, or wherever
+# libcublasLt.so.13 is found).
+#
+#   scripts/gpu-check.sh OUTDIR
+#   HFRUN_GPU_CHECK_TESTS="tensor_cuda_tests"  which test binaries (default: every one present of
+#                                              tensor_cuda_tests tensor_tests autograd_tests)
+#   HFRUN_GPU_CHECK_TIMEOUT=900                seconds per binary
+# Exit status: 0 when every binary passed, 1 otherwise.
+set -uo pipefail
+out="${1:?usage: gpu-check.sh OUTDIR}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+here="$(cd "$(dirname "$0")/.." && pwd)"
+summary="$out/summary.txt"
+: > "$summary"
+say() { echo "$*" | tee -a "$summary"; }
+
+if [ -d "$here/tests" ] && [ -d "$here/lib" ] && [ -f "$here/MANIFEST" ]; then
+  base="$here"  # an unpacked bundle
+  libpath="$here/lib"
+  say "gpu-check: bundle $here"
+  sed 's/^/  /' "$here/MANIFEST" | head -6 | tee -a "$summary"
+else
+  build="${HFRUN_BUILD_DIR:-build-cuda}"
+  case "$build" in /*) ;; *) build="$here/$build" ;; esac
+  base="$build"
+  libpath=""
+  say "gpu-check: build tree $build"
+fi
+
+# CUDA libraries of this machine.
+cuda_dirs=()
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -d "$d" ] && cuda_dirs+=("$d")
+done
+for py in python3 python; do
+  command -v "$py" > /dev/null 2>&1 || continue
+  while IFS= read -r site; do
+    for d in "$site"/nvidia/*/lib; do [ -d "$d" ] && cuda_dirs+=("$d"); done
+  done < <("$py" -c 'import site, sys; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null)
+done
+have_cublaslt=0
+ldconfig -p 2>/dev/null | grep 'libcublasLt.so.13' > /dev/null && have_cublaslt=1
+for d in "${cuda_dirs[@]}"; do [ -e "$d/libcublasLt.so.13" ] && have_cublaslt=1; done
+if [ "$have_cublaslt" -eq 0 ]; then
+  found="$(find / -xdev -name 'libcublasLt.so.13' -path '*nvidia*' 2>/dev/null | head -1)"
+  [ -z "$found" ] && found="$(find / -xdev -name 'libcublasLt.so.13' 2>/dev/null | head -1)"
+  [ -n "$found" ] && cuda_dirs+=("$(dirname "$found")")
+fi
+for d in "${cuda_dirs[@]}"; do libpath="${libpath:+$libpath:}$d"; done
+export LD_LIBRARY_PATH="${libpath}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+say "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+have_glibc="$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
+say "glibc: ${have_glibc:-unknown}"
+if [ -f "$base/MANIFEST" ]; then
+  need_glibc="$(sed -n 's/^glibc_needed: //p' "$base/MANIFEST")"
+  if [ -n "$have_glibc" ] && [ -n "$need_glibc" ] &&
+     [ "$(printf '%s\n%s\n' "$need_glibc" "$have_glibc" | sort -V | head -1)" != "$need_glibc" ]; then
+    say "gpu-check: WARNING: the bundle needs glibc >= $need_glibc, this machine has $have_glibc"
+  fi
+fi
+
+have_gpu=0
+if command -v nvidia-smi > /dev/null 2>&1; then
+  nvidia-smi > "$out/nvidia-smi.txt" 2>&1 && have_gpu=1
+  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader \
+    2>/dev/null | sed 's/^/gpu: /' | tee -a "$summary"
+else
+  say "gpu-check: nvidia-smi not found (no NVIDIA driver?)"
+fi
+
+# Kernel errors are reported by the op that caused them, not by a later call.
+export HFRUN_CUDA_LAUNCH_BLOCKING="${HFRUN_CUDA_LAUNCH_BLOCKING:-1}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
+timeout_s="${HFRUN_GPU_CHECK_TIMEOUT:-900}"
+status=0
+for name in ${HFRUN_GPU_CHECK_TESTS:-tensor_cuda_tests tensor_tests autograd_tests}; do
+  bin="$base/tests/$name"
+  if [ ! -x "$bin" ]; then
+    say "$name: not built, skipped"
+    continue
+  fi
+  if ldd "$bin" 2>/dev/null | grep -q 'not found'; then
+    say "$name: missing libraries:"
+    ldd "$bin" | grep 'not found' | sed 's/^/  /' | tee -a "$summary"
+  fi
+  start=$(date +%s)
+  timeout "$timeout_s" "$bin" --gtest_output="xml:$out/$name.xml" > "$out/$name.log" 2>&1
+  rc=$?
+  cat "$out/$name.log"
+  secs=$(( $(date +%s) - start ))
+  tests=$(grep -o 'tests="[0-9]*"' "$out/$name.xml" 2>/dev/null | head -1 | tr -dc 0-9)
+  failures=$(grep -o 'failures="[0-9]*"' "$out/$name.xml" 2>/dev/null | head -1 | tr -dc 0-9)
+  skipped=$(grep -c '<skipped' "$out/$name.xml" 2>/dev/null)
+  verdict=PASS
+  [ "$rc" -eq 0 ] || { verdict=FAIL; status=1; }
+  [ "$rc" -eq 124 ] && verdict="FAIL (timed out after ${timeout_s}s)"
+  # On a machine whose nvidia-smi works, a skip for want of a device is a failure (a driver
+  # older than the CUDA runtime the build used, say).
+  if [ "$have_gpu" -eq 1 ] && grep -q 'no CUDA device' "$out/$name.log"; then
+    verdict="FAIL (nvidia-smi sees a GPU but the tests found no CUDA device)"
+    status=1
+  fi
+  say "$name: $verdict (exit $rc, ${secs}s; tests ${tests:-?}, failures ${failures:-?}, skipped ${skipped:-?})"
+  grep -E '^\[  FAILED  \]|no CUDA device' "$out/$name.log" | sort -u | head -40 |
+    sed 's/^/  /' | tee -a "$summary"
+  # The parity table's failing rows, so the summary alone says which op and shape broke.
+  grep -E ' FAIL' "$out/$name.log" | grep -v '^\[' | head -60 | sed 's/^/  /' | tee -a "$summary"
+  grep -E '^[0-9]+ rows, [0-9]+ failures' "$out/$name.log" | sed 's/^/  parity: /' | tee -a "$summary"
+done
+say "gpu-check: $([ $status -eq 0 ] && echo PASSED || echo FAILED); outputs in $out"
+exit $status
