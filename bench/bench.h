@@ -29,6 +29,16 @@ struct BlockBenchOptions {
 };
 std::string run_block_bench(const BlockBenchOptions& opts);
 
+// All-reduce bandwidth over the ranks of this MPI job (run under mpirun: hfrun -np N bench
+// allreduce): our ProcessGroup against a raw MPI_Allreduce on the same buffer, after checking
+// both produce the right sums.
+struct AllreduceBenchOptions {
+  int64_t bytes = 64 << 20;
+  int iters = 20;
+  int warmup = 3;
+};
+std::string run_allreduce_bench(const AllreduceBenchOptions& opts);
+
 // Tokenizer encode throughput over a text file, line by line: single thread and `threads`.
 struct TokenizerBenchOptions {
   std::string tokenizer;

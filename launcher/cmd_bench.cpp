@@ -4,6 +4,9 @@
 #include <thread>
 
 #include "bench/bench.h"
+#include "distributed/comm/env.h"
+#include "distributed/comm/mpi_process_group.h"
+#include "launcher/job.h"
 #include "common/error.h"
 #include "launcher/commands.h"
 
@@ -123,11 +126,46 @@ int bench_train(const Args& args) {
   return 0;
 }
 
+int bench_allreduce(const Args& args) {
+  bench::AllreduceBenchOptions o;
+  int np = 0;
+  bool oversubscribe = false;
+  po::options_description desc("Options");
+  desc.add_options()("help,h", "show this help")(
+      "np", po::value(&np), "ranks to start under mpirun (when not already a rank)")(
+      "oversubscribe", po::bool_switch(&oversubscribe), "more ranks than cores")(
+      "bytes", po::value(&o.bytes)->default_value(o.bytes), "buffer size in bytes (f32)")(
+      "iters", po::value(&o.iters)->default_value(o.iters), "timed all-reduces")(
+      "warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed all-reduces first");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  if (vm.count("help")) {
+    std::cout << "Usage: hfrun bench allreduce --np N [--bytes B] [--iters I]\n"
+                 "All-reduce (sum, f32) over N ranks: hfrun's process group next to a blocking "
+                 "MPI_Allreduce on the same buffer, both checked for correct sums; algbw and busbw "
+                 "as nccl-tests define them (busbw = algbw * 2(n-1)/n).\n"
+              << desc;
+    return 0;
+  }
+  po::notify(vm);
+  if (dist::detect_launch_env().world <= 1 && np > 1) {
+    std::vector<std::string> cmd = mpirun_command(np, oversubscribe, "");
+    cmd.insert(cmd.end(), {"bench", "allreduce", "--bytes", std::to_string(o.bytes), "--iters",
+                           std::to_string(o.iters), "--warmup", std::to_string(o.warmup)});
+    return run_job(cmd, JobOptions{});
+  }
+  const std::string line = bench::run_allreduce_bench(o);
+  if (dist::detect_launch_env().rank == 0) std::cout << line << std::endl;
+  dist::finalize_mpi();
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args) {
   const char* usage =
-      "Usage: hfrun bench matmul|block|tokenizer|train [options]   (hfrun bench WHAT --help)\n";
+      "Usage: hfrun bench matmul|block|tokenizer|train|allreduce [options]   (hfrun bench WHAT "
+      "--help)\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << usage;
     return args.empty() ? 2 : 0;
@@ -137,8 +175,9 @@ int cmd_bench(const Args& args) {
   if (args[0] == "block") return bench_block(rest);
   if (args[0] == "tokenizer") return bench_tokenizer(rest);
   if (args[0] == "train") return bench_train(rest);
+  if (args[0] == "allreduce") return bench_allreduce(rest);
   HF_CHECK_INPUT(false, "bench: unknown benchmark '", args[0],
-                 "' (expected matmul, block, tokenizer or train)");
+                 "' (expected matmul, block, tokenizer, train or allreduce)");
   return 2;
 }
 

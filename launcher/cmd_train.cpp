@@ -27,27 +27,6 @@ namespace hfrun::cli {
 
 namespace {
 
-// mpirun from $MPIEXEC, else the first on PATH.
-std::string find_mpirun() {
-  if (const char* e = std::getenv("MPIEXEC"); e != nullptr && *e != '\0') return e;
-  if (const char* path = std::getenv("PATH")) {
-    std::stringstream ss(path);
-    std::string dir;
-    while (std::getline(ss, dir, ':')) {
-      const std::filesystem::path p = std::filesystem::path(dir.empty() ? "." : dir) / "mpirun";
-      if (access(p.c_str(), X_OK) == 0) return p.string();
-    }
-  }
-  HF_CHECK_INPUT(false, "multi-process training needs mpirun (Open MPI) on PATH or MPIEXEC set");
-  return {};
-}
-
-std::string self_path() {
-  std::error_code ec;
-  const auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string("hfrun") : p.string();
-}
-
 std::string shell_quote(const std::string& a) {
   if (!a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                         "0123456789_-./=:,+@%") == std::string::npos)
@@ -77,9 +56,28 @@ std::function<void(const train::StepMetrics&)> fault_injection(int rank) {
   };
 }
 
+// Peak resident memory of this process (VmHWM), in MiB; 0 when unknown.
+double peak_rss_mib() {
+  std::ifstream in("/proc/self/status");
+  std::string key;
+  double kb = 0;
+  while (in >> key) {
+    if (key == "VmHWM:") {
+      in >> kb;
+      break;
+    }
+    in.ignore(1 << 20, '\n');
+  }
+  return kb / 1024.0;
+}
+
 int train_here(const train::TrainConfig& cfg, bool report, int rank) {
   train::Trainer trainer(cfg);
   const train::RunSummary s = trainer.run(fault_injection(rank));
+  if (cfg.distributed.num_processes > 1) {  // every rank's, for the ZeRO memory comparison
+    std::printf("peak resident memory %.1f MiB\n", peak_rss_mib());
+    std::fflush(stdout);
+  }
   if (report) {
     std::cout << "trained " << s.steps << " steps: loss " << s.first_loss << " -> " << s.last_loss
               << ", " << static_cast<int64_t>(s.tokens_per_s) << " tokens/s; model exported to "
@@ -155,14 +153,8 @@ int cmd_train(const Args& args) {
     }
     return train_here(cfg, true, 0);
   }
-  std::vector<std::string> cmd = {find_mpirun()};
-  if (geteuid() == 0) cmd.push_back("--allow-run-as-root");
-  if (oversubscribe) cmd.push_back("--oversubscribe");
-  cmd.insert(cmd.end(), {"-np", std::to_string(n)});
-  if (!hostfile.empty()) cmd.insert(cmd.end(), {"--hostfile", hostfile});
-  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  cmd.insert(cmd.end(), {"-x", "OMP_NUM_THREADS=" + std::to_string(std::max<int64_t>(1, cores / n)),
-                         self_path(), "train", config_path});
+  std::vector<std::string> cmd = mpirun_command(static_cast<int>(n), oversubscribe, hostfile);
+  cmd.insert(cmd.end(), {"train", config_path});
   for (const auto& o : overrides) cmd.insert(cmd.end(), {"--set", o});
   cmd.insert(cmd.end(), {"--set", "distributed.num_processes=" + std::to_string(n)});
   if (dry_run) {

@@ -17,6 +17,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "common/error.h"
 
@@ -243,6 +244,42 @@ std::pair<std::string, int> failure_report(const fs::path& dir, const Attempt& a
 }
 
 }  // namespace
+
+namespace {
+
+std::string find_mpirun() {
+  if (const char* e = std::getenv("MPIEXEC"); e != nullptr && *e != '\0') return e;
+  if (const char* path = std::getenv("PATH")) {
+    std::stringstream ss(path);
+    std::string dir;
+    while (std::getline(ss, dir, ':')) {
+      const fs::path p = fs::path(dir.empty() ? "." : dir) / "mpirun";
+      if (access(p.c_str(), X_OK) == 0) return p.string();
+    }
+  }
+  HF_CHECK_INPUT(false, "multi-process runs need mpirun (Open MPI) on PATH or MPIEXEC set");
+  return {};
+}
+
+std::string self_path() {
+  std::error_code ec;
+  const auto p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("hfrun") : p.string();
+}
+
+}  // namespace
+
+std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::string& hostfile) {
+  std::vector<std::string> cmd = {find_mpirun()};
+  if (geteuid() == 0) cmd.push_back("--allow-run-as-root");
+  if (oversubscribe) cmd.push_back("--oversubscribe");
+  cmd.insert(cmd.end(), {"-np", std::to_string(np)});
+  if (!hostfile.empty()) cmd.insert(cmd.end(), {"--hostfile", hostfile});
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  cmd.insert(cmd.end(),
+             {"-x", "OMP_NUM_THREADS=" + std::to_string(std::max(1, cores / np)), self_path()});
+  return cmd;
+}
 
 void job_rank_started(int rank) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // no rank outlives mpirun or its daemon

@@ -22,6 +22,12 @@ void job_rank_started(int rank);
 // In a rank that is about to exit with an error: records the message for the launcher's report.
 void job_rank_failed(int rank, const std::string& message);
 
+// mpirun ... hfrun: the command line that starts `np` ranks of this executable (the caller
+// appends the subcommand and its arguments): --allow-run-as-root as root, --oversubscribe on
+// request, --hostfile when given, OMP_NUM_THREADS = cores / np. mpirun is $MPIEXEC or the first
+// on PATH (an input error when there is none).
+std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::string& hostfile);
+
 struct JobOptions {
   int max_restarts = 0;
 };

@@ -390,4 +390,18 @@ std::shared_ptr<ProcessGroup> create_mpi_world() {
   return std::make_shared<MpiProcessGroup>(comm, "world");
 }
 
+double time_raw_mpi_allreduce(Tensor& t, int iters) {
+  HF_CHECK(t.dtype() == DType::kF32 && t.is_contiguous() && iters > 0,
+           "time_raw_mpi_allreduce: a contiguous f32 tensor and iters > 0 required");
+  init_mpi();
+  auto lock = detail::mpi_call_lock();
+  HF_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  const double t0 = MPI_Wtime();
+  for (int i = 0; i < iters; ++i) {
+    HF_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()), MPI_FLOAT,
+                               MPI_SUM, MPI_COMM_WORLD));
+  }
+  return (MPI_Wtime() - t0) / iters;
+}
+
 }  // namespace hfrun::dist

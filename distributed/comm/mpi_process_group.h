@@ -35,6 +35,10 @@ bool mpi_is_initialized();  // by init_mpi, and not yet finalized
 // with default options when it was not called yet.
 std::shared_ptr<ProcessGroup> create_mpi_world();
 
+// The baseline of `hfrun bench allreduce`: seconds per blocking in-place MPI_Allreduce (sum)
+// of `t` (contiguous f32) over MPI_COMM_WORLD, averaged over `iters` calls after a barrier.
+double time_raw_mpi_allreduce(Tensor& t, int iters);
+
 // Drains and stops every live group's worker, frees their communicators and calls
 // MPI_Finalize. After a collective timed out, MPI_Abort(MPI_COMM_WORLD, 1) instead (no return).
 void finalize_mpi();
