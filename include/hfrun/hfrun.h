@@ -14,4 +14,5 @@
 #include "tensor/profiler.h"
 #include "tensor/tensor.h"
 #include "tensor/threads.h"
+#include "train/accelerator.h"
 #include "train/trainer.h"

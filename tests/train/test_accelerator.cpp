@@ -1,0 +1,190 @@
+// Accelerator on one process (no MPI): gradient accumulation equals the full batch, the
+// optimizer covers the model, misuse is refused with messages that say what to call, and
+// save_state/load_state resume bit for bit. The multi-rank behaviour (DDP, ZeRO 1-3, resharded
+// resume) is tests/embed/test_embed.sh, which runs examples/embed under mpirun.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/functions.h"
+#include "common/error.h"
+#include "test_util.h"
+#include "train/accelerator.h"
+
+namespace hfrun::train {
+namespace {
+
+// y = relu(x W1 + b1) W2: enough to have matrices (decayed) and a bias (not decayed).
+class TwoLayer : public nn::Module {
+ public:
+  explicit TwoLayer(uint64_t seed) {
+    Generator gen(seed);
+    w1_ = register_parameter("w1", ops::randn({4, 8}, gen, DType::kF32, 0, 0.5));
+    b1_ = register_parameter("b1", ops::zeros({8}));
+    w2_ = register_parameter("w2", ops::randn({8, 1}, gen, DType::kF32, 0, 0.5));
+  }
+  Tensor loss(const Tensor& x, const Tensor& y) const {
+    Tensor d = sub(linear(relu(linear(x, param(w1_), param(b1_))), param(w2_)), y);
+    return mean(mul(d, d));
+  }
+
+ private:
+  size_t w1_, b1_, w2_;
+};
+
+struct Data {
+  Tensor x, y;
+  Data() {
+    Generator gen(3);
+    x = ops::randn({8, 4}, gen);
+    y = ops::randn({8, 1}, gen);
+  }
+};
+
+std::unique_ptr<optim::Optimizer> adamw(std::vector<optim::ParamRef> params) {
+  return std::make_unique<optim::AdamW>(std::move(params), optim::AdamWOptions{.lr = 0.05});
+}
+
+// One optimizer step over `data` in `accum` equal micro batches.
+void train_step(Accelerator& acc, const TwoLayer& model, const Data& data) {
+  const int64_t accum = acc.options().grad_accum_steps;
+  const int64_t rows = data.x.size(0) / accum;
+  for (int64_t m = 0; m < accum; ++m) {
+    EXPECT_FALSE(m > 0 && acc.sync_gradients());
+    acc.backward(
+        model.loss(ops::narrow(data.x, 0, m * rows, rows), ops::narrow(data.y, 0, m * rows, rows)));
+  }
+  EXPECT_TRUE(acc.sync_gradients());
+  acc.clip_grad_norm(10.0);
+  acc.step();
+}
+
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(Accelerator, OneProcessByDefault) {
+  Accelerator acc;
+  EXPECT_EQ(acc.rank(), 0);
+  EXPECT_EQ(acc.world(), 1);
+  EXPECT_TRUE(acc.is_main_process());
+  EXPECT_EQ(acc.shard(12).begin, 0);
+  EXPECT_EQ(acc.shard(12).end, 12);
+  EXPECT_EQ(acc.mean_across_ranks(2.5), 2.5);
+  data::LoaderOptions lo;
+  lo.micro_batch = 3;
+  const data::LoaderOptions sharded = Accelerator({.grad_accum_steps = 4}).shard(lo);
+  EXPECT_EQ(sharded.rank, 0);
+  EXPECT_EQ(sharded.world, 1);
+  EXPECT_EQ(sharded.grad_accum, 4);
+  EXPECT_EQ(sharded.micro_batch, 3);
+}
+
+TEST(Accelerator, AccumulationEqualsTheFullBatch) {
+  const Data data;
+  TwoLayer full_model(1), accum_model(1);
+  Accelerator full({.grad_accum_steps = 1}), accum({.grad_accum_steps = 4});
+  auto& opt = full.prepare(full_model, adamw);
+  accum.prepare(accum_model, adamw);
+  EXPECT_EQ(opt.params().size(), 3u);
+  EXPECT_TRUE(opt.params()[0].decay);   // w1: a matrix
+  EXPECT_FALSE(opt.params()[1].decay);  // b1
+  for (int s = 0; s < 3; ++s) {
+    train_step(full, full_model, data);
+    train_step(accum, accum_model, data);
+  }
+  EXPECT_EQ(accum.step_count(), 3);
+  const auto a = full_model.named_parameters(), b = accum_model.named_parameters();
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(testing::tensors_near(a[i].second, b[i].second, 1e-6, 1e-5)) << a[i].first;
+  }
+  TwoLayer untouched(1);
+  EXPECT_FALSE(testing::tensors_near(a[0].second, untouched.parameter("w1"), 1e-4, 0));
+}
+
+TEST(Accelerator, DecayRuleCanBeChanged) {
+  TwoLayer model(1);
+  Accelerator acc;
+  auto& opt = acc.prepare(model, adamw,
+                          [](const std::string& name, const Tensor&) { return name == "w2"; });
+  EXPECT_FALSE(opt.params()[0].decay);
+  EXPECT_TRUE(opt.params()[2].decay);
+}
+
+TEST(Accelerator, MisuseIsRefusedClearly) {
+  EXPECT_NE(error_of([] { Accelerator({.zero_stage = 4}); }).find("zero_stage 4 is not one of"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { Accelerator({.grad_accum_steps = 0}); }).find("grad_accum_steps 0"),
+            std::string::npos);
+  Accelerator unprepared;
+  EXPECT_NE(error_of([&] { unprepared.step(); }).find("call prepare(model, make_optimizer) first"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { unprepared.shard(7); }).find("(no error)"), std::string::npos);
+
+  const Data data;
+  TwoLayer model(1);
+  Accelerator acc({.grad_accum_steps = 2});
+  acc.prepare(model, adamw);
+  EXPECT_NE(error_of([&] { acc.prepare(model, adamw); }).find("called twice"), std::string::npos);
+  acc.backward(model.loss(data.x, data.y));
+  EXPECT_FALSE(acc.sync_gradients());
+  EXPECT_NE(error_of([&] { acc.step(); }).find("the gradients are not synchronised"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { acc.clip_grad_norm(1.0); }).find("not synchronised"), std::string::npos);
+  acc.backward(model.loss(data.x, data.y));
+  EXPECT_TRUE(acc.sync_gradients());
+  EXPECT_NE(error_of([&] { acc.backward(model.loss(data.x, data.y)); }).find("call step()"),
+            std::string::npos);
+  acc.zero_grad();  // drops the window instead
+  EXPECT_EQ(acc.step_count(), 0);
+  EXPECT_NE(error_of([&] { acc.backward(data.x); }).find("the loss must be a scalar"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              acc.load_state("/nonexistent/step-00000001");
+            }).find("no such checkpoint directory"),
+            std::string::npos);
+}
+
+TEST(Accelerator, SaveAndLoadStateResumeExactly) {
+  testing::TempDir dir;
+  const std::string root = dir.file("ckpt");
+  const Data data;
+  TwoLayer model(1);
+  Accelerator acc({.grad_accum_steps = 2, .seed = 5, .keep_checkpoints = 1});
+  acc.prepare(model, adamw);
+  EXPECT_FALSE(acc.latest_state(root).has_value());
+  for (int s = 0; s < 2; ++s) train_step(acc, model, data);
+  acc.generator().advance(3);
+  const std::string saved = acc.save_state(root);
+  EXPECT_EQ(std::filesystem::path(saved).filename(), "step-00000002");
+  for (int s = 0; s < 2; ++s) train_step(acc, model, data);
+  const std::string later = acc.save_state(root);
+  EXPECT_FALSE(std::filesystem::exists(saved));  // keep_checkpoints = 1
+
+  // A fresh model (other initial values) continues from step 2 as the first one did.
+  TwoLayer resumed_model(99);
+  Accelerator resumed({.grad_accum_steps = 2, .seed = 123});
+  resumed.prepare(resumed_model, adamw);
+  ASSERT_EQ(resumed.latest_state(root), later);
+  EXPECT_EQ(resumed.load_state(later), 4);
+  EXPECT_EQ(resumed.step_count(), 4);
+  EXPECT_EQ(resumed.generator().seed(), 5u);
+  EXPECT_EQ(resumed.generator().offset(), 3u);
+  train_step(acc, model, data);
+  train_step(resumed, resumed_model, data);
+  const auto a = model.named_parameters(), b = resumed_model.named_parameters();
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(testing::tensors_near(a[i].second, b[i].second, 0, 0)) << a[i].first;
+  }
+}
+
+}  // namespace
+}  // namespace hfrun::train

@@ -1,0 +1,276 @@
+#include "train/accelerator.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+
+#include "autograd/functions.h"
+#include "autograd/node.h"
+#include "common/error.h"
+#include "optim/clip.h"
+#include "train/checkpoint.h"
+#include "train/distributed_setup.h"
+
+namespace hfrun::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kGeneratorName = "accelerator";
+
+}  // namespace
+
+struct Accelerator::State {
+  AcceleratorOptions options;
+  std::unique_ptr<DataParallel> dp;  // null on one process
+  nn::Module* model = nullptr;
+  std::unique_ptr<optim::Optimizer> optimizer;
+  std::vector<ParamSlice> slices;  // where each optimizer parameter sits in the model
+  bool model_prepared = false;
+};
+
+Accelerator::Accelerator(AcceleratorOptions options)
+    : s_(std::make_unique<State>()), generator_(options.seed) {
+  const AcceleratorOptions& o = options;
+  HF_CHECK_INPUT(o.zero_stage >= 0 && o.zero_stage <= 3, "AcceleratorOptions.zero_stage ",
+                 o.zero_stage, " is not one of 0 (DDP), 1, 2, 3");
+  HF_CHECK_INPUT(o.grad_accum_steps >= 1, "AcceleratorOptions.grad_accum_steps ",
+                 o.grad_accum_steps, " must be at least 1");
+  HF_CHECK_INPUT(o.bucket_mb > 0, "AcceleratorOptions.bucket_mb ", o.bucket_mb,
+                 " must be positive");
+  HF_CHECK_INPUT(o.timeout_s > 0, "AcceleratorOptions.timeout_s ", o.timeout_s,
+                 " must be positive");
+  HF_CHECK_INPUT(o.keep_checkpoints >= 0, "AcceleratorOptions.keep_checkpoints ",
+                 o.keep_checkpoints, " must be 0 (keep all) or more");
+  s_->options = options;
+  // DataParallel reads the distributed section only.
+  TrainConfig cfg;
+  cfg.source = "AcceleratorOptions";
+  cfg.distributed.zero_stage = o.zero_stage;
+  cfg.distributed.bucket_mb = o.bucket_mb;
+  cfg.distributed.timeout_s = o.timeout_s;
+  s_->dp = DataParallel::from_launch_env(cfg);
+}
+
+Accelerator::~Accelerator() = default;
+
+int Accelerator::rank() const {
+  return s_->dp ? s_->dp->rank() : 0;
+}
+int Accelerator::world() const {
+  return s_->dp ? s_->dp->world() : 1;
+}
+const AcceleratorOptions& Accelerator::options() const {
+  return s_->options;
+}
+
+void Accelerator::check_prepared(const char* method) const {
+  HF_CHECK(s_->optimizer != nullptr, "Accelerator::", method,
+           ": call prepare(model, make_optimizer) first");
+}
+
+optim::Optimizer& Accelerator::optimizer() {
+  check_prepared("optimizer");
+  return *s_->optimizer;
+}
+nn::Module& Accelerator::model() {
+  check_prepared("model");
+  return *s_->model;
+}
+
+std::vector<optim::ParamRef> Accelerator::prepare_model(
+    nn::Module& model, const std::function<bool(const std::string&, const Tensor&)>& decays) {
+  State& s = *s_;
+  HF_CHECK(!s.model_prepared, "Accelerator::prepare: called twice (one model per Accelerator)");
+  HF_CHECK_INPUT(model.num_parameters() > 0,
+                 "Accelerator::prepare: the model has no parameters (register_parameter)");
+  const nn::FlatParameters* flat = model.flat();
+  if (flat == nullptr) flat = &model.flatten_parameters();
+  HF_CHECK(flat->grads.defined(),
+           "Accelerator::prepare: the model's gradient buffer was released; prepare a model "
+           "that no other DataParallel is attached to");
+  s.model = &model;
+  s.model_prepared = true;
+  auto params = optim::param_refs(model.named_parameters());
+  if (decays) {
+    for (auto& p : params) p.decay = decays(p.name, p.param);
+  }
+  if (!s.dp) return params;
+  Tensor values = flat->params;
+  s.dp->broadcast(values);  // every rank starts from rank 0's parameters
+  s.dp->attach(model);
+  auto mine = s.dp->optimizer_params(params, &s.slices);  // ZeRO: this rank's shard only
+  gather_for_forward();
+  return mine;
+}
+
+void Accelerator::adopt_optimizer(std::unique_ptr<optim::Optimizer> optimizer) {
+  HF_CHECK(optimizer != nullptr, "Accelerator::prepare: make_optimizer returned no optimizer");
+  s_->optimizer = std::move(optimizer);
+}
+
+void Accelerator::gather_for_forward() {
+  State& s = *s_;
+  if (s.dp && s.dp->zero_stage() == 3 && s.model->layers().empty()) s.dp->gather_parameters();
+}
+
+IndexRange Accelerator::shard(int64_t n) const {
+  const int64_t w = world(), r = rank();
+  HF_CHECK_INPUT(n >= 0 && n % w == 0, "Accelerator::shard: ", n,
+                 " items do not split evenly over ", w,
+                 " ranks (make the global batch a multiple of the world size)");
+  return IndexRange{r * (n / w), (r + 1) * (n / w)};
+}
+
+data::LoaderOptions Accelerator::shard(data::LoaderOptions options) const {
+  options.rank = rank();
+  options.world = world();
+  options.grad_accum = s_->options.grad_accum_steps;
+  return options;
+}
+
+void Accelerator::backward(const Tensor& loss) {
+  check_prepared("backward");
+  State& s = *s_;
+  HF_CHECK(loss.defined() && loss.numel() == 1, "Accelerator::backward: the loss must be a scalar");
+  HF_CHECK(!awaiting_step_,
+           "Accelerator::backward: the previous accumulation window ended with synchronised "
+           "gradients; call step() (or zero_grad() to drop them) before the next backward()");
+  const int64_t accum = s.options.grad_accum_steps;
+  const bool last = micro_step_ + 1 == accum;
+  if (s.dp) s.dp->before_backward(last);
+  autograd::backward(accum == 1 ? loss : mul_scalar(loss, 1.0 / static_cast<double>(accum)));
+  if (s.dp) s.dp->finish_gradient_sync();
+  gather_for_forward();  // ZeRO-3 released the parameters as their gradients were reduced
+  micro_step_ = last ? 0 : micro_step_ + 1;
+  sync_gradients_ = awaiting_step_ = last;
+}
+
+double Accelerator::clip_grad_norm(double max_norm) {
+  check_prepared("clip_grad_norm");
+  HF_CHECK(awaiting_step_,
+           "Accelerator::clip_grad_norm: the gradients are not synchronised; call it when "
+           "sync_gradients() is true, before step()");
+  HF_CHECK_INPUT(max_norm > 0, "Accelerator::clip_grad_norm: max_norm ", max_norm,
+                 " must be positive (infinity measures only)");
+  State& s = *s_;
+  if (s.dp) return s.dp->clip_grad_norm(max_norm);
+  return optim::clip_grad_norm(s.model->parameters(), max_norm);
+}
+
+void Accelerator::step() {
+  check_prepared("step");
+  HF_CHECK(awaiting_step_,
+           "Accelerator::step: the gradients are not synchronised; call step() after the "
+           "backward() of the window's last micro-step (when sync_gradients() is true)");
+  State& s = *s_;
+  s.optimizer->step();
+  if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
+  ++steps_;
+  zero_grad();
+  gather_for_forward();
+}
+
+void Accelerator::zero_grad() {
+  check_prepared("zero_grad");
+  State& s = *s_;
+  if (s.dp) {
+    s.dp->zero_grad(*s.model);
+  } else {
+    s.model->zero_grad();
+  }
+  micro_step_ = 0;
+  awaiting_step_ = false;
+}
+
+double Accelerator::sum_across_ranks(double v) {
+  return s_->dp ? s_->dp->sum(v) : v;
+}
+
+double Accelerator::mean_across_ranks(double v) {
+  return sum_across_ranks(v) / static_cast<double>(world());
+}
+
+void Accelerator::barrier() {
+  if (s_->dp) s_->dp->barrier();
+}
+
+void Accelerator::log(const std::vector<std::pair<std::string, double>>& values) const {
+  if (!is_main_process()) return;
+  std::string line = "{\"step\": " + std::to_string(steps_);
+  for (const auto& [key, value] : values) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%.9g", value);
+    line += ", \"" + key + "\": " + buf;
+  }
+  std::printf("%s}\n", line.c_str());
+  std::fflush(stdout);
+}
+
+std::string Accelerator::save_state(const std::string& checkpoints_root,
+                                    const data::TokenLoader* loader) {
+  check_prepared("save_state");
+  State& s = *s_;
+  TrainerState st;
+  st.step = st.scheduler_step = steps_;
+  if (loader) st.loader = loader->state();
+  st.generators = {capture_generator(kGeneratorName, generator_)};
+  CheckpointOptions options;
+  options.keep = s.options.keep_checkpoints;
+  if (!s.dp) return save_checkpoint(checkpoints_root, *s.model, *s.optimizer, st, options);
+  // As the Trainer saves: replicated parameters (stages 0-2) once from rank 0, ZeRO-3's pieces
+  // and ZeRO optimizer state from every rank.
+  CheckpointShard shard;
+  shard.model = s.model;
+  shard.write_model = is_main_process();
+  shard.param_pieces = s.dp->parameter_pieces();
+  shard.optimizer = s.optimizer.get();
+  shard.write_optimizer = is_main_process() || s.dp->zero_stage() > 0;
+  shard.slices = s.slices;
+  return save_checkpoint(checkpoints_root, shard, st, options, s.dp.get());
+}
+
+std::optional<std::string> Accelerator::latest_state(const std::string& checkpoints_root) {
+  std::string found;
+  if (is_main_process()) {
+    const std::vector<std::string> dirs = fs::is_directory(checkpoints_root)
+                                              ? list_checkpoints(checkpoints_root)
+                                              : std::vector<std::string>{};
+    for (auto it = dirs.rbegin(); it != dirs.rend() && found.empty(); ++it) {
+      try {
+        verify_checkpoint(*it);
+        found = *it;
+      } catch (const Error& e) {
+        std::fprintf(stderr, "hfrun: warning: skipping checkpoint %s: %s\n", it->c_str(), e.what());
+      }
+    }
+  }
+  // Rank 0's answer on every rank, so that all of them load the same checkpoint (or none).
+  if (s_->dp) found = s_->dp->allgather_strings(found)[0];
+  if (found.empty()) return std::nullopt;
+  return found;
+}
+
+int64_t Accelerator::load_state(const std::string& checkpoint_dir, data::TokenLoader* loader) {
+  check_prepared("load_state");
+  State& s = *s_;
+  HF_CHECK_INPUT(fs::is_directory(checkpoint_dir), "Accelerator::load_state: ", checkpoint_dir,
+                 ": no such checkpoint directory (a step-NNNNNNNN directory written by "
+                 "save_state; latest_state(root) finds the newest)");
+  if (s.dp) s.dp->release_parameters();  // ZeRO-3: each rank restores its pieces, regathered below
+  const auto pieces =
+      s.dp ? s.dp->parameter_pieces() : std::vector<std::pair<ParamSlice, Tensor>>{};
+  const TrainerState st =
+      load_checkpoint(checkpoint_dir, *s.model, *s.optimizer, s.slices, rank(), nullptr, &pieces);
+  if (loader) loader->restore(st.loader);
+  restore_generator(st, kGeneratorName, generator_);
+  steps_ = st.step;
+  sync_gradients_ = false;
+  zero_grad();
+  gather_for_forward();
+  barrier();  // every rank has read the checkpoint before any rank writes the next one
+  return st.step;
+}
+
+}  // namespace hfrun::train

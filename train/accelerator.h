@@ -1,0 +1,179 @@
+// Accelerator: data-parallel training of any nn::Module from a program that embeds hfrun, in the
+// shape of Hugging Face Accelerate. The same process runs alone (plain local training, no MPI)
+// or as one of N ranks started by mpirun/srun (rank and world from the launch environment); the
+// gradient synchronisation is DataParallel's (train/distributed_setup.h: DDP for zero_stage 0,
+// ZeRO stages 1-3), and checkpoints are train/checkpoint.h's (atomic, sharded, reshardable).
+//
+//   hfrun::Accelerator acc({.zero_stage = 1, .grad_accum_steps = 2});
+//   MyModel model(cfg);                                     // any nn::Module
+//   auto& opt = acc.prepare(model, [](std::vector<hfrun::optim::ParamRef> p) {
+//     return std::make_unique<hfrun::optim::AdamW>(std::move(p), hfrun::optim::AdamWOptions{});
+//   });
+//   for (...) {                                             // each micro-step:
+//     Tensor loss = model.loss(x, y);                       // this rank's micro batch
+//     acc.backward(loss);
+//     if (acc.sync_gradients()) {                           // last micro-step of the window
+//       acc.clip_grad_norm(1.0);
+//       acc.step();                                         // update, ZeRO all-gather, zero_grad
+//     }
+//   }
+//   acc.save_state("ckpt");                                 // ckpt/step-00000100/
+//
+// The optimizer is created by prepare(), from the parameters this rank updates: with ZeRO those
+// are 1-D pieces of the flat parameter buffer (its shard), known only after the model is
+// attached, and an Optimizer sizes its state buffers for its parameters when it is built. So
+// prepare() takes a factory rather than a finished optimizer, and owns what it returns.
+//
+// Every method that communicates (prepare, backward, clip_grad_norm, step, mean_across_ranks,
+// save_state, load_state, latest_state, barrier) is collective: every rank calls it, in the
+// same order.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "data/loader.h"
+#include "models/module.h"
+#include "optim/optimizer.h"
+#include "tensor/random.h"
+#include "tensor/tensor.h"
+
+namespace hfrun::train {
+
+struct AcceleratorOptions {
+  // 0: DDP (replicated); 1, 2, 3: ZeRO (train.yaml distributed.zero_stage). One process trains
+  // plainly whatever the stage: nothing to replicate or shard.
+  int zero_stage = 0;
+  int64_t grad_accum_steps = 1;  // micro-steps (backward calls) per optimizer step
+  double bucket_mb = 25;         // communication unit size
+  double timeout_s = 300;        // every collective fails after this long instead of hanging
+  uint64_t seed = 1234;          // of generator(): the same stream on every rank
+  int64_t keep_checkpoints = 0;  // save_state keeps the newest this many (0: all)
+};
+
+// Elements [begin, end) of a range.
+struct IndexRange {
+  int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
+};
+
+class Accelerator {
+ public:
+  // Reads rank and world from the launch environment (OMPI_COMM_WORLD_*, PMIX_RANK, SLURM_*);
+  // with more than one rank, initialises MPI (once per process). Checks the options (an
+  // hfrun::Error of kind invalid input names the bad one).
+  explicit Accelerator(AcceleratorOptions options = {});
+  ~Accelerator();
+  Accelerator(const Accelerator&) = delete;
+  Accelerator& operator=(const Accelerator&) = delete;
+
+  int rank() const;
+  int world() const;
+  bool is_main_process() const { return rank() == 0; }
+  const AcceleratorOptions& options() const;
+
+  // Flattens the model's parameters (unless done already), gives every rank rank 0's values,
+  // attaches the gradient synchronisation, then calls make_optimizer with the parameters this
+  // rank updates (the whole model for zero_stage 0; with ZeRO, this rank's 1-D pieces, named
+  // "<name>@<offset>") and keeps the optimizer it returns (a std::unique_ptr<T>, T an
+  // optim::Optimizer). Returns it, for set_lr and the like. Weight decay applies to parameters
+  // with ndim >= 2 unless `decays(name, parameter)` says otherwise. Once per Accelerator; the
+  // model must outlive it.
+  template <typename MakeOptimizer>
+  auto& prepare(nn::Module& model, MakeOptimizer&& make_optimizer,
+                const std::function<bool(const std::string&, const Tensor&)>& decays = {}) {
+    auto optimizer = std::forward<MakeOptimizer>(make_optimizer)(prepare_model(model, decays));
+    using T = typename decltype(optimizer)::element_type;
+    static_assert(std::is_base_of_v<optim::Optimizer, T>,
+                  "prepare: make_optimizer must return std::unique_ptr<an optim::Optimizer>");
+    T& ref = *optimizer;
+    adopt_optimizer(std::move(optimizer));
+    return ref;
+  }
+
+  // This rank's part of `n` items (a global batch of samples): the r-th of world equal,
+  // contiguous slices. n must be a multiple of world(), so that the mean of the ranks' mean
+  // losses is the global batch's mean loss.
+  IndexRange shard(int64_t n) const;
+  // `options` with rank, world and grad_accum set for this process (data::TokenLoader reads
+  // its rank's rows of each global batch); micro_batch stays rows per rank per micro-step.
+  data::LoaderOptions shard(data::LoaderOptions options) const;
+
+  // One micro-step's backward of `loss` (a scalar, this rank's mean over its micro batch),
+  // scaled by 1/grad_accum_steps. On the last micro-step of the window (every micro-step's for
+  // ZeRO-2/3) the gradients are averaged across ranks while backward runs, and are complete
+  // when it returns.
+  void backward(const Tensor& loss);
+  // Whether the last backward() completed an accumulation window: the gradients are
+  // synchronised and clip_grad_norm() / step() may run.
+  bool sync_gradients() const { return sync_gradients_; }
+  // Global L2 norm of the synchronised gradients (over every rank's shard) and clipping to
+  // max_norm as torch.nn.utils.clip_grad_norm_ (infinity: measure only). Returns the norm.
+  double clip_grad_norm(double max_norm);
+  // The optimizer step on this rank's parameters, then (ZeRO) every rank receives the updated
+  // parameters, and the gradients are zeroed for the next window.
+  void step();
+  // Drops the gradients accumulated so far and starts a new window (e.g. to skip a step).
+  void zero_grad();
+  // Optimizer steps taken (step() calls, continued by load_state).
+  int64_t step_count() const { return steps_; }
+
+  optim::Optimizer& optimizer();
+  nn::Module& model();
+  // Seeded with options().seed on every rank; saved and restored with the state. Draws made
+  // with Generator::advance() resume exactly.
+  Generator& generator() { return generator_; }
+
+  // The mean (sum) of `v` over the ranks, the same double on every rank (added in rank order).
+  double mean_across_ranks(double v);
+  double mean_across_ranks(const Tensor& scalar) { return mean_across_ranks(scalar.item()); }
+  double sum_across_ranks(double v);
+  void barrier();
+  // The main process prints one JSON line: {"step": step_count(), "<key>": value, ...}.
+  void log(const std::vector<std::pair<std::string, double>>& values) const;
+
+  // Saves parameters, optimizer state, step_count(), the generator and (optionally) the
+  // loader's position as checkpoints_root/step-<step_count(), 8 digits>/, committed atomically
+  // (all ranks' files or none), keeping options().keep_checkpoints. Returns the path.
+  std::string save_state(const std::string& checkpoints_root,
+                         const data::TokenLoader* loader = nullptr);
+  // The newest committed checkpoint under checkpoints_root whose files verify, as rank 0 sees
+  // it (corrupt or incomplete ones are skipped with a warning), or nullopt.
+  std::optional<std::string> latest_state(const std::string& checkpoints_root);
+  // Restores a checkpoint directory written by save_state (by any number of ranks and any
+  // zero_stage): parameters, optimizer state, step_count(), the generator and the loader's
+  // position (when `loader` is given). Starts a new accumulation window. Returns the step.
+  int64_t load_state(const std::string& checkpoint_dir, data::TokenLoader* loader = nullptr);
+
+  struct State;
+
+ private:
+  std::vector<optim::ParamRef> prepare_model(
+      nn::Module& model, const std::function<bool(const std::string&, const Tensor&)>& decays);
+  void adopt_optimizer(std::unique_ptr<optim::Optimizer> optimizer);
+  void check_prepared(const char* method) const;
+  // ZeRO-3 on a model without layers(): nothing gathers its parameters around forward (no
+  // LayerHooks calls), so they are gathered between steps.
+  void gather_for_forward();
+
+  std::unique_ptr<State> s_;
+  Generator generator_;
+  int64_t steps_ = 0;
+  int64_t micro_step_ = 0;       // within the current window
+  bool sync_gradients_ = false;  // the last backward() ended a window
+  bool awaiting_step_ = false;   // synchronised gradients not yet stepped on or zeroed
+};
+
+}  // namespace hfrun::train
+
+namespace hfrun {
+using train::Accelerator;
+using train::AcceleratorOptions;
+using train::IndexRange;
+}  // namespace hfrun
