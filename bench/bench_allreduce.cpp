@@ -37,8 +37,9 @@ double check(const Tensor& t, int ranks, int times) {
 }  // namespace
 
 std::string run_allreduce_bench(const AllreduceBenchOptions& o) {
-  HF_CHECK_INPUT(o.bytes >= 4 && o.bytes % 4 == 0, "bench allreduce: --bytes must be a positive "
-                                                   "multiple of 4 (f32 elements), got ",
+  HF_CHECK_INPUT(o.bytes >= 4 && o.bytes % 4 == 0,
+                 "bench allreduce: --bytes must be a positive "
+                 "multiple of 4 (f32 elements), got ",
                  o.bytes);
   HF_CHECK_INPUT(o.iters > 0 && o.warmup >= 0, "bench allreduce: --iters must be positive");
   auto world = dist::create_mpi_world();

@@ -4,11 +4,11 @@
 #include <thread>
 
 #include "bench/bench.h"
+#include "common/error.h"
 #include "distributed/comm/env.h"
 #include "distributed/comm/mpi_process_group.h"
-#include "launcher/job.h"
-#include "common/error.h"
 #include "launcher/commands.h"
+#include "launcher/job.h"
 
 namespace po = boost::program_options;
 

@@ -228,7 +228,7 @@ std::string Accelerator::save_state(const std::string& checkpoints_root,
   shard.optimizer = s.optimizer.get();
   shard.write_optimizer = is_main_process() || s.dp->zero_stage() > 0;
   shard.slices = s.slices;
-  return save_checkpoint(checkpoints_root, shard, st, options, s.dp.get());
+  return save_checkpoint(checkpoints_root, shard, st, options, &s.dp->checkpoint_group());
 }
 
 std::optional<std::string> Accelerator::latest_state(const std::string& checkpoints_root) {
@@ -259,10 +259,11 @@ int64_t Accelerator::load_state(const std::string& checkpoint_dir, data::TokenLo
                  ": no such checkpoint directory (a step-NNNNNNNN directory written by "
                  "save_state; latest_state(root) finds the newest)");
   if (s.dp) s.dp->release_parameters();  // ZeRO-3: each rank restores its pieces, regathered below
-  const auto pieces =
-      s.dp ? s.dp->parameter_pieces() : std::vector<std::pair<ParamSlice, Tensor>>{};
-  const TrainerState st =
-      load_checkpoint(checkpoint_dir, *s.model, *s.optimizer, s.slices, rank(), nullptr, &pieces);
+  LoadLayout layout;
+  layout.slices = s.slices;
+  layout.rank = rank();
+  if (s.dp) layout.param_pieces = s.dp->parameter_pieces();
+  const TrainerState st = load_checkpoint(checkpoint_dir, *s.model, *s.optimizer, layout);
   if (loader) loader->restore(st.loader);
   restore_generator(st, kGeneratorName, generator_);
   steps_ = st.step;
