@@ -3,11 +3,25 @@
 
 #include "common/error.h"
 #include "common/version.h"
+#include "distributed/comm/env.h"
+#include "distributed/comm/mpi_process_group.h"
 #include "launcher/commands.h"
 #include "tensor/device.h"
 #include "tensor/threads.h"
 
 namespace hfrun::cli {
+
+namespace {
+
+// Where this process sits when started by mpirun/srun (rank detection as training does it).
+std::string launch_line() {
+  const dist::LaunchEnv e = dist::detect_launch_env();
+  if (e.world <= 1) return "single process (not under mpirun/srun)";
+  return "rank " + std::to_string(e.rank) + " of " + std::to_string(e.world) + " (local rank " +
+         std::to_string(e.local_rank) + ")";
+}
+
+}  // namespace
 
 int cmd_env(const Args& args) {
   if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
@@ -21,7 +35,8 @@ int cmd_env(const Args& args) {
             << "onednn:       " << info.onednn_version << "\n"
             << "cpu isa:      " << info.onednn_isa << "\n"
             << "cpu threads:  " << info.threads << " (OMP_NUM_THREADS or all cores)\n"
-            << "mpi:          not built in yet (issue: distributed runtime)\n"
+            << "mpi:          " << dist::mpi_library_version() << "\n"
+            << "launch:       " << launch_line() << "\n"
             << "cuda:         " << cuda_status() << "\n";
   return 0;
 }

@@ -404,4 +404,13 @@ double time_raw_mpi_allreduce(Tensor& t, int iters) {
   return (MPI_Wtime() - t0) / iters;
 }
 
+std::string mpi_library_version() {
+  char buf[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  if (MPI_Get_library_version(buf, &len) != MPI_SUCCESS) return "unknown";
+  std::string v(buf, static_cast<size_t>(len));
+  const size_t nl = v.find_first_of("\n\r");
+  return nl == std::string::npos ? v : v.substr(0, nl);
+}
+
 }  // namespace hfrun::dist

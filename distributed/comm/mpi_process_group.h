@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
 
 #include "distributed/comm/process_group.h"
 
@@ -34,6 +35,9 @@ bool mpi_is_initialized();  // by init_mpi, and not yet finalized
 // The group of all ranks, named "world", over a duplicate of MPI_COMM_WORLD. Calls init_mpi()
 // with default options when it was not called yet.
 std::shared_ptr<ProcessGroup> create_mpi_world();
+
+// "Open MPI v4.1.4, ..." (MPI_Get_library_version: callable before MPI_Init), first line.
+std::string mpi_library_version();
 
 // The baseline of `hfrun bench allreduce`: seconds per blocking in-place MPI_Allreduce (sum)
 // of `t` (contiguous f32) over MPI_COMM_WORLD, averaged over `iters` calls after a barrier.
