@@ -329,7 +329,7 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
       }
       idle_polls = progressed ? 0 : idle_polls + 1;
       if (idle_polls > 64) {  // short ops finish while we spin; long ones should not burn a core
-        std::this_thread::sleep_for(std::chrono::microseconds(std::min(idle_polls, 1000)));
+        std::this_thread::sleep_for(std::chrono::microseconds(std::min(idle_polls - 64, 50)));
       } else if (idle_polls > 0) {
         std::this_thread::yield();
       }
