@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "tensor/threads.h"
 
 namespace hfrun::cli {
 
@@ -274,16 +275,33 @@ std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::s
   if (geteuid() == 0) cmd.push_back("--allow-run-as-root");
   if (oversubscribe) cmd.push_back("--oversubscribe");
   cmd.insert(cmd.end(), {"-np", std::to_string(np)});
-  if (!hostfile.empty()) cmd.insert(cmd.end(), {"--hostfile", hostfile});
-  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  cmd.insert(cmd.end(),
-             {"-x", "OMP_NUM_THREADS=" + std::to_string(std::max(1, cores / np)), self_path()});
+  if (!hostfile.empty()) {
+    // Other hosts have other core counts: each rank takes its host's cores / local ranks
+    // (job_rank_started), unless the user exported OMP_NUM_THREADS.
+    cmd.insert(cmd.end(), {"--hostfile", hostfile});
+    if (std::getenv("OMP_NUM_THREADS") != nullptr) cmd.insert(cmd.end(), {"-x", "OMP_NUM_THREADS"});
+  } else {
+    const char* user = std::getenv("OMP_NUM_THREADS");
+    const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    cmd.insert(cmd.end(),
+               {"-x", "OMP_NUM_THREADS=" + (user != nullptr && *user != '\0'
+                                                ? std::string(user)
+                                                : std::to_string(std::max(1, cores / np)))});
+  }
+  cmd.push_back(self_path());
   return cmd;
 }
 
-void job_rank_started(int rank) {
+void job_rank_started(int rank, int local_world) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // no rank outlives mpirun or its daemon
-  if (getppid() == 1) _exit(1);      // the parent is already gone
+  // Threads: this host's cores shared by its ranks, unless OMP_NUM_THREADS says otherwise
+  // (srun, a bare mpirun or a hostfile run leave it to the rank).
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  if (omp == nullptr || *omp == '\0') {
+    const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    set_num_threads(std::max(1, cores / std::max(1, local_world)));
+  }
+  if (getppid() == 1) _exit(1);  // the parent is already gone
   const std::string dir = job_dir_from_env();
   if (dir.empty()) return;
   char host[256] = "?";

@@ -16,15 +16,17 @@
 
 namespace hfrun::cli {
 
-// In a rank: records host and pid in $HFRUN_JOB_DIR (if set) and makes this process die when
-// its parent (mpirun's daemon) dies, so no rank outlives its job.
-void job_rank_started(int rank);
+// In a rank: records host and pid in $HFRUN_JOB_DIR (if set), makes this process die when its
+// parent (mpirun's daemon) dies, so no rank outlives its job, and without OMP_NUM_THREADS uses
+// this host's cores / local_world threads.
+void job_rank_started(int rank, int local_world);
 // In a rank that is about to exit with an error: records the message for the launcher's report.
 void job_rank_failed(int rank, const std::string& message);
 
 // mpirun ... hfrun: the command line that starts `np` ranks of this executable (the caller
 // appends the subcommand and its arguments): --allow-run-as-root as root, --oversubscribe on
-// request, --hostfile when given, OMP_NUM_THREADS = cores / np. mpirun is $MPIEXEC or the first
+// request, --hostfile when given, OMP_NUM_THREADS = the user's or cores / np on one host (with a
+// hostfile each rank sizes itself: job_rank_started). mpirun is $MPIEXEC or the first
 // on PATH (an input error when there is none).
 std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::string& hostfile);
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -170,6 +171,10 @@ std::string write_rank_files(const fs::path& tmp, const CheckpointShard& shard,
                              const TrainerState& state, const CheckpointOptions& options,
                              int64_t rank, int64_t world) {
   try {
+    // Test hook (the failure tests): HFRUN_FAULT_CHECKPOINT_RANK=R makes rank R's write fail,
+    // as a full disk would, after it wrote part of its files.
+    const char* fault = std::getenv("HFRUN_FAULT_CHECKPOINT_RANK");
+    const bool inject = fault != nullptr && std::atoll(fault) == rank;
     std::vector<std::string> names;
     if (!shard.param_pieces.empty()) {
       std::vector<std::pair<std::string, Tensor>> params;
@@ -201,6 +206,8 @@ std::string write_rank_files(const fs::path& tmp, const CheckpointShard& shard,
       names.push_back(optimizer_file_of(rank, world));
       write_optimizer_file((tmp / names.back()).string(), shard);
     }
+    HF_CHECK(!inject, "cannot write ", (tmp / rng_file_of(rank, world)).string(),
+             ": injected fault (HFRUN_FAULT_CHECKPOINT_RANK)");
     json gens = json::array();
     for (const GeneratorState& g : state.generators)
       gens.push_back({{"name", g.name}, {"seed", g.seed}, {"offset", g.offset}});

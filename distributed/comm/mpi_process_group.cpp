@@ -301,6 +301,7 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
         }
       }
       bool progressed = !to_start.empty();
+      bool urgent = false;  // someone blocks on an op in flight: progress it without pauses
       for (auto it = in_flight.begin(); it != in_flight.end();) {
         int done = 0;
         try {
@@ -324,12 +325,18 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
           fail_all_after_timeout(*it, in_flight);
           return;
         } else {
+          urgent = urgent || it->work->has_waiters();
           ++it;
         }
       }
+      // Overlap (nobody waits): back off to a poll every millisecond, leaving the cores to
+      // backward; MPI progresses non-blocking collectives only inside MPI_Test, so once the
+      // compute thread waits, poll continuously until the op completes.
       idle_polls = progressed ? 0 : idle_polls + 1;
-      if (idle_polls > 64) {  // short ops finish while we spin; long ones should not burn a core
-        std::this_thread::sleep_for(std::chrono::microseconds(std::min(idle_polls - 64, 50)));
+      if (urgent) {
+        if (idle_polls > 0) std::this_thread::yield();
+      } else if (idle_polls > 64) {
+        std::this_thread::sleep_for(std::chrono::microseconds(std::min(idle_polls, 1000)));
       } else if (idle_polls > 0) {
         std::this_thread::yield();
       }

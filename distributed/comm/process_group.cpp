@@ -37,6 +37,11 @@ bool Work::is_completed() {
 }
 
 void Work::wait(std::optional<std::chrono::milliseconds> timeout) {
+  waiters_.fetch_add(1);
+  struct Leave {
+    std::atomic<int>& n;
+    ~Leave() { n.fetch_sub(1); }
+  } leave{waiters_};
   std::unique_lock<std::mutex> lock(mu_);
   if (timeout) {
     if (!cv_.wait_for(lock, *timeout, [&] { return done_; })) {

@@ -3,6 +3,7 @@
 // Process groups are objects passed explicitly (world, and sub-groups made with split()).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -53,6 +54,9 @@ class Work {
   // op itself keeps running under its own CollectiveOptions::timeout).
   void wait(std::optional<std::chrono::milliseconds> timeout = {});
   const WorkInfo& info() const { return info_; }
+  // Whether a thread is blocked in wait(): the backend then progresses the op at full speed
+  // (while nobody waits, it polls gently so overlapped compute keeps the cores).
+  bool has_waiters() const { return waiters_.load() > 0; }
 
   // Backend side: exactly one of these, once.
   void mark_done();
@@ -64,6 +68,7 @@ class Work {
   std::condition_variable cv_;
   bool done_ = false;
   std::exception_ptr error_;
+  std::atomic<int> waiters_{0};
 };
 
 // A set of ranks that run collectives together. Tensors are contiguous CPU tensors; reductions

@@ -111,5 +111,16 @@ if ! diff <(losses "$TMP/ref/metrics.jsonl") <(losses "$TMP/restart/metrics.json
   paste <(losses "$TMP/ref/metrics.jsonl") <(losses "$TMP/restart/metrics.jsonl"); fail=1
 fi
 
+# 5. A checkpoint write that fails on one rank commits nothing: the job fails naming that rank,
+# and no step directory (complete-looking or temporary) is left.
+cfg "$TMP/ckfail" 8 > "$TMP/ckfail.yaml"
+HFRUN_FAULT_CHECKPOINT_RANK=1 "$HFRUN" -np 2 --oversubscribe "$TMP/ckfail.yaml" > "$TMP/ckfail.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] || ! grep -q "checkpoint step 2 not committed (files not written: rank 1: cannot write .*injected fault" "$TMP/ckfail.log"; then
+  echo "FAIL: a failed checkpoint write on rank 1 was not reported (exit $rc)"; cat "$TMP/ckfail.log"; fail=1
+fi
+left=$(ls "$TMP/ckfail/checkpoints" 2>/dev/null | tr '\n' ' ')
+if [ -n "$left" ]; then echo "FAIL: a failed checkpoint left '$left'"; fail=1; fi
+
 [ $fail -eq 0 ] && echo "ok: failures end the job with a clear report" || echo "FAILED"
 exit $fail
