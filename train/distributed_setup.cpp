@@ -529,7 +529,9 @@ void DataParallel::attach(nn::Module& model) {
       values[i] = v;
     }
     model.replace_parameters(values);
+    // Nothing may keep the old flat buffers (4P of parameters, 4P of gradients) alive.
     im.flat_params = im.flat_grads = Tensor();
+    im.leaves = values;
   } else {
     im.make_units();
   }
