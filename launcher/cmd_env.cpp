@@ -5,6 +5,7 @@
 #include "common/version.h"
 #include "distributed/comm/env.h"
 #include "distributed/comm/mpi_process_group.h"
+#include "distributed/comm/nccl_process_group.h"
 #include "launcher/commands.h"
 #include "tensor/device.h"
 #include "tensor/threads.h"
@@ -37,7 +38,8 @@ int cmd_env(const Args& args) {
             << "cpu threads:  " << info.threads << " (OMP_NUM_THREADS or all cores)\n"
             << "mpi:          " << dist::mpi_library_version() << "\n"
             << "launch:       " << launch_line() << "\n"
-            << "cuda:         " << cuda_status() << "\n";
+            << "cuda:         " << cuda_status() << "\n"
+            << "nccl:         " << dist::nccl_version() << "\n";
   return 0;
 }
 
