@@ -5,6 +5,9 @@ optionally bf16 via torch.autocast. Prints one JSON line like hfrun's.
     /usr/bin/python3 bench/torch_train_gpt2.py --n-layer 12 --n-embd 768 --n-head 12 \
         --vocab 50257 --batch 4 --seq 64 --steps 6 --threads 2 [--bf16]
 (Debian's python3-torch; install libopenblas0-openmp with it or it runs on the reference BLAS.)
+
+On a GPU: --device cuda (eager; f32 matmuls without TF32, as hfrun's), and --compile to run the
+model's forward through torch.compile. Step times wait for the GPU (torch.cuda.synchronize).
 """
 import argparse
 import json
@@ -20,7 +23,14 @@ for k, v in dict(n_layer=12, n_embd=768, n_head=12, vocab=50257, n_positions=102
                  steps=6, warmup=2, threads=2).items():
     ap.add_argument("--" + k.replace("_", "-"), type=int, default=v)
 ap.add_argument("--bf16", action="store_true")
+ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+ap.add_argument("--compile", action="store_true", help="torch.compile the forward")
 a = ap.parse_args()
+dev = torch.device(a.device)
+cuda = dev.type == "cuda"
+if cuda:
+    torch.backends.cuda.matmul.allow_tf32 = False  # f32 GEMMs in f32, as hfrun's cuBLASLt path
+    torch.backends.cudnn.allow_tf32 = False
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 C, L, H, V = a.n_embd, a.n_layer, a.n_head, a.vocab
@@ -28,7 +38,7 @@ C, L, H, V = a.n_embd, a.n_layer, a.n_head, a.vocab
 
 def param(*shape, std=0.02, fill=None):
     t = torch.full(shape, fill) if fill is not None else torch.randn(*shape) * std
-    return t.requires_grad_(True)
+    return t.to(dev).requires_grad_(True)
 
 
 P = {"wte": param(V, C), "wpe": param(a.n_positions, C), "lnf_w": param(C, fill=1.0), "lnf_b": param(C, fill=0.0)}
@@ -52,15 +62,16 @@ def gelu_new(x):
 
 def forward(ids, targets):
     B, T = ids.shape
-    x = F.embedding(ids, P["wte"]) + F.embedding(torch.arange(T), P["wpe"])
-    mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    x = F.embedding(ids, P["wte"]) + F.embedding(torch.arange(T, device=ids.device), P["wpe"])
+    mask = torch.tril(torch.ones(T, T, dtype=torch.bool, device=ids.device))
     D = C // H
     for i in range(L):
         h = F.layer_norm(x, (C,), P[f"{i}.ln1_w"], P[f"{i}.ln1_b"])
         q, k, v = (h @ P[f"{i}.attn_w"] + P[f"{i}.attn_b"]).split(C, dim=2)
         q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in (q, k, v))
         w = (q @ k.transpose(-1, -2)) / math.sqrt(D)
-        w = torch.where(mask, w, torch.tensor(torch.finfo(w.dtype).min, dtype=w.dtype)).softmax(-1)
+        w = torch.where(mask, w, torch.tensor(torch.finfo(w.dtype).min, dtype=w.dtype,
+                                              device=w.device)).softmax(-1)
         y = (w @ v).transpose(1, 2).reshape(B, T, C)
         x = x + y @ P[f"{i}.proj_w"] + P[f"{i}.proj_b"]
         h = F.layer_norm(x, (C,), P[f"{i}.ln2_w"], P[f"{i}.ln2_b"])
@@ -70,22 +81,31 @@ def forward(ids, targets):
     return F.cross_entropy(logits.float().view(-1, V), targets.view(-1))
 
 
-ids = torch.randint(0, V, (a.batch, a.seq))
-targets = torch.randint(0, V, (a.batch, a.seq))
+model = torch.compile(forward) if a.compile else forward
+ids = torch.randint(0, V, (a.batch, a.seq)).to(dev)
+targets = torch.randint(0, V, (a.batch, a.seq)).to(dev)
 times = []
 for step in range(a.warmup + a.steps):
+    if cuda:
+        torch.cuda.synchronize(dev)
     t0 = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
-        loss = forward(ids, targets)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+        loss = model(ids, targets)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(list(P.values()), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
+    if cuda:
+        torch.cuda.synchronize(dev)
     if step >= a.warmup:
         times.append(time.perf_counter() - t0)
 step_s = sorted(times)[len(times) // 2]
 tokens = a.batch * a.seq
-print(json.dumps({"bench": "train", "impl": "pytorch " + torch.__version__, "dtype": "bf16" if a.bf16 else "f32",
-                  "params": n_params, "tokens_per_step": tokens, "step_s": round(step_s, 4),
-                  "tokens_per_s": round(tokens / step_s, 1),
-                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+impl = "pytorch " + torch.__version__ + (" compile" if a.compile else "")
+out = {"bench": "train", "impl": impl, "device": str(dev), "dtype": "bf16" if a.bf16 else "f32",
+       "params": n_params, "tokens_per_step": tokens, "step_s": round(step_s, 4),
+       "tokens_per_s": round(tokens / step_s, 1),
+       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+if cuda:
+    out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+print(json.dumps(out))

@@ -156,8 +156,6 @@ std::vector<std::string> save_sharded_safetensors(
     HF_CHECK_INPUT(seen.insert(name).second, where, ": tensor '", name, "' is given twice");
     HF_CHECK_INPUT(name != "__metadata__", where, ": \"__metadata__\" cannot name a tensor");
     HF_CHECK_INPUT(t.defined(), where, ": tensor '", name, "' is undefined");
-    HF_CHECK_INPUT(t.device().is_cpu(), where, ": tensor '", name, "' is on ", t.device().str(),
-                   "; move it to the CPU first");
     safetensors_dtype_name(t.dtype());
   }
   std::error_code ec;

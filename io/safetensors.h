@@ -65,13 +65,12 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes `tensors` (CPU; any layout, non-contiguous ones are made contiguous) to `path`. The
-// header lists them in the given order; the data section orders them by element size
-// (largest first, stable) so that every tensor is aligned for its dtype when the file is
-// mapped. The header is padded with spaces to a multiple of 8 bytes. Written atomically: a
-// temporary file in the same directory, fsync, rename; on failure no file appears under
-// `path`. Duplicate or reserved names and non-CPU tensors are rejected before anything is
-// written.
+// Writes `tensors` (any layout: non-contiguous ones are made contiguous, device tensors are
+// copied to the host) to `path`. The header lists them in the given order; the data section
+// orders them by element size (largest first, stable) so that every tensor is aligned for its
+// dtype when the file is mapped. The header is padded with spaces to a multiple of 8 bytes.
+// Written atomically: a temporary file in the same directory, fsync, rename; on failure no file
+// appears under `path`. Duplicate or reserved names are rejected before anything is written.
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});

@@ -23,10 +23,9 @@ void save_safetensors(const std::string& path,
                    ": \"__metadata__\" is reserved and cannot name a tensor");
     HF_CHECK_INPUT(seen.insert(name).second, where, ": tensor '", name, "' is given twice");
     HF_CHECK_INPUT(t.defined(), where, ": tensor '", name, "' is undefined");
-    HF_CHECK_INPUT(t.device().is_cpu(), where, ": tensor '", name, "' is on ", t.device().str(),
-                   "; move it to the CPU first");
     safetensors_dtype_name(t.dtype());  // throws for a dtype the format lacks
-    data.push_back(ops::contiguous(t));
+    // A device tensor (a GPU run's parameters) is copied to the host here, one at a time.
+    data.push_back(t.device().is_cpu() ? ops::contiguous(t) : ops::to_device(t, Device::cpu()));
   }
 
   // Largest elements first (stable), so every tensor starts at a multiple of its element size:

@@ -113,8 +113,8 @@ class Gpt2Block : public Module {
     if (is_training() && c_.attn_pdrop > 0) {
       Tensor scores =
           mul_scalar(matmul(q, transpose(k, 2, 3)), 1.0 / std::sqrt(static_cast<double>(D)));
-      Tensor future =
-          ops::gt(ops::reshape(ops::arange(T), {1, T}), ops::reshape(ops::arange(T), {T, 1}));
+      const Tensor pos = ops::to_device(ops::arange(T), x.device());
+      Tensor future = ops::gt(ops::reshape(pos, {1, T}), ops::reshape(pos, {T, 1}));
       Tensor probs = softmax(masked_fill(scores, future, -INFINITY), -1);
       y = matmul(dropout(probs, c_.attn_pdrop, true, gen), v);
     } else {
@@ -181,7 +181,8 @@ Tensor Gpt2::forward(const Tensor& ids) {
   if (hooks) hooks->before_model();
   Tensor tok = tp_ ? vocab_parallel_embedding(param(wte_), ids, vocab_begin(), *tp_)
                    : embedding(param(wte_), ids);
-  Tensor x = add(tok, embedding(param(wpe_), ops::arange(T)));
+  // Positions (and every other tensor made here) on the parameters' device.
+  Tensor x = add(tok, embedding(param(wpe_), ops::to_device(ops::arange(T), param(wpe_).device())));
   x = dropout(x, config_.embd_pdrop, is_training(), dropout_gen_);
   for (size_t i = 0; i < blocks_.size(); ++i) {
     if (hooks) hooks->before_layer(i);
@@ -201,8 +202,8 @@ KvCache Gpt2::make_kv_cache(int64_t batch) const {
   cache.batch = batch;
   cache.capacity = config_.n_positions;
   for (size_t l = 0; l < blocks_.size(); ++l) {
-    cache.k.push_back(ops::empty({batch, H, cache.capacity, D}));
-    cache.v.push_back(ops::empty({batch, H, cache.capacity, D}));
+    cache.k.push_back(ops::empty({batch, H, cache.capacity, D}, DType::kF32, device()));
+    cache.v.push_back(ops::empty({batch, H, cache.capacity, D}, DType::kF32, device()));
   }
   return cache;
 }
@@ -217,10 +218,11 @@ Tensor Gpt2::forward_cached(const Tensor& ids, KvCache& cache) {
   HF_CHECK_INPUT(start + T <= cache.capacity, "gpt2: sequence length ", start + T,
                  " exceeds n_positions ", cache.capacity);
   autograd::NoGradGuard no_grad;
-  if (T == 0) return ops::empty({cache.batch, 0, config_.vocab_size});
+  if (T == 0) return ops::empty({cache.batch, 0, config_.vocab_size}, DType::kF32, device());
   std::vector<int64_t> pos(static_cast<size_t>(T));
   for (int64_t i = 0; i < T; ++i) pos[static_cast<size_t>(i)] = start + i;
-  Tensor x = add(embedding(param(wte_), ids), embedding(param(wpe_), ops::from_ints(pos, {T})));
+  Tensor x = add(embedding(param(wte_), ids),
+                 embedding(param(wpe_), ops::to_device(ops::from_ints(pos, {T}), device())));
   for (size_t l = 0; l < blocks_.size(); ++l) {
     x = blocks_[l]->forward_cached(x, cache.k[l], cache.v[l], start);
   }

@@ -83,7 +83,13 @@ size_t Module::register_parameter(const std::string& name, Tensor value) {
   return params_.size() - 1;
 }
 
-const FlatParameters& Module::flatten_parameters() {
+Device Module::device() const {
+  std::vector<std::pair<std::string, const Tensor*>> refs;
+  collect("", refs);
+  return refs.empty() ? Device::cpu() : refs.front().second->device();
+}
+
+const FlatParameters& Module::flatten_parameters(Device device) {
   std::vector<std::pair<std::string, Tensor*>> refs;
   collect("", refs);
   auto flat = std::make_unique<FlatParameters>();
@@ -95,8 +101,8 @@ const FlatParameters& Module::flatten_parameters() {
     flat->slots.push_back({name, total, t->numel()});
     total += (t->numel() + kAlign - 1) / kAlign * kAlign;
   }
-  flat->params = ops::zeros({total});
-  flat->grads = ops::zeros({total});
+  flat->params = ops::zeros({total}, DType::kF32, device);
+  flat->grads = ops::zeros({total}, DType::kF32, device);
   for (size_t i = 0; i < refs.size(); ++i) {
     Tensor& t = *refs[i].second;
     const FlatSlot& s = flat->slots[i];

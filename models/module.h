@@ -61,9 +61,12 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
 
-  // Moves every parameter into one f32 buffer (parameters aligned to 16 elements) and gives
-  // each a zero gradient view in a matching buffer. Values are kept.
-  const FlatParameters& flatten_parameters();
+  // Moves every parameter into one f32 buffer on `device` (parameters aligned to 16 elements)
+  // and gives each a zero gradient view in a matching buffer. Values are kept. Models are built
+  // (and seeded) on the CPU; this is where a GPU run moves them to the device.
+  const FlatParameters& flatten_parameters(Device device = Device::cpu());
+  // The device of the parameters (of the first one; the CPU for a model without any).
+  Device device() const;
   const FlatParameters* flat() const { return flat_.get(); }
   // Zeros the flat gradient buffer (or every defined .grad() when it was released or the
   // parameters were not flattened).

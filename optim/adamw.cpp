@@ -1,7 +1,8 @@
 // AdamW as torch.optim.AdamW's single-tensor path (torch/optim/adamw.py, _single_tensor_adamw),
 // fused into one pass. Scalars are computed in double as Python does and rounded to f32 where
 // torch passes them to an f32 kernel; per element the f32 operations run in torch's order and
-// round where its AVX2 kernels round (detail::madd where they fuse a multiply-add):
+// round where its AVX2 kernels round (one fused multiply-add where they fuse one). The loops
+// are the device backend's adamw_update (tensor/backend/{cpu,cuda}/optim_update.*):
 //   param.mul_(1 - lr * wd)
 //   exp_avg.mul_(b1).add_(grad, alpha=1 - b1)
 //   exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
@@ -9,8 +10,8 @@
 //   param.addcdiv_(exp_avg, denom, value=-lr / (1 - b1^t))
 #include <cmath>
 
-#include "optim/fused.h"
 #include "optim/optimizer.h"
+#include "tensor/backend.h"
 
 namespace hfrun::optim {
 
@@ -27,34 +28,28 @@ AdamW::AdamW(std::vector<ParamRef> params, AdamWOptions options)
   add_state_kind("exp_avg_sq");
 }
 
-void AdamW::update(size_t i, const Tensor& grad, int64_t param_step) {
+void AdamW::update(const std::vector<PendingUpdate>& updates) {
   const double lr = this->lr();
   const double b1 = options_.betas[0], b2 = options_.betas[1];
-  const double wd = params()[i].decay ? options_.weight_decay : 0.0;
-  const double t = static_cast<double>(param_step);
-  const double bias_correction1 = 1 - std::pow(b1, t);
-  const double bias_correction2 = 1 - std::pow(b2, t);
-  const float decay_f = static_cast<float>(1 - lr * wd);
-  const float b1_f = static_cast<float>(b1), one_minus_b1_f = static_cast<float>(1 - b1);
-  const float b2_f = static_cast<float>(b2), one_minus_b2_f = static_cast<float>(1 - b2);
-  const float bc2_sqrt_f = static_cast<float>(std::sqrt(bias_correction2));
-  const float eps_f = static_cast<float>(options_.eps);
-  const float neg_step_size_f = static_cast<float>(-(lr / bias_correction1));
-
-  float* p = params()[i].param.data<float>();
-  const float* g = grad.data<float>();
-  float* m = state(0, i).data<float>();
-  float* v = state(1, i).data<float>();
-  detail::for_each_element(params()[i].param, grad, [=](int64_t ip, int64_t ig, int64_t is) {
-    const float gi = g[ig];
-    const float pi = p[ip] * decay_f;
-    const float mi = detail::madd(gi, one_minus_b1_f, m[is] * b1_f);
-    const float vi = detail::madd(one_minus_b2_f * gi, gi, v[is] * b2_f);
-    const float denom = std::sqrt(vi) / bc2_sqrt_f + eps_f;
-    m[is] = mi;
-    v[is] = vi;
-    p[ip] = pi + neg_step_size_f * mi / denom;
-  });
+  std::vector<AdamWUpdate> fused;
+  fused.reserve(updates.size());
+  for (const PendingUpdate& u : updates) {
+    const double wd = params()[u.index].decay ? options_.weight_decay : 0.0;
+    const double t = static_cast<double>(u.param_step);
+    const double bias_correction1 = 1 - std::pow(b1, t);
+    const double bias_correction2 = 1 - std::pow(b2, t);
+    AdamWScalars s;
+    s.decay = static_cast<float>(1 - lr * wd);
+    s.beta1 = static_cast<float>(b1);
+    s.one_minus_beta1 = static_cast<float>(1 - b1);
+    s.beta2 = static_cast<float>(b2);
+    s.one_minus_beta2 = static_cast<float>(1 - b2);
+    s.bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
+    s.eps = static_cast<float>(options_.eps);
+    s.neg_step_size = static_cast<float>(-(lr / bias_correction1));
+    fused.push_back({params()[u.index].param, u.grad, state(0, u.index), state(1, u.index), s});
+  }
+  backend_for(device()).adamw_update(fused);
 }
 
 }  // namespace hfrun::optim

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "optim/fused.h"
+#include "tensor/backend.h"
 #include "tensor/ops.h"
 
 namespace hfrun::optim {
@@ -14,56 +14,45 @@ const Tensor* checked_grad(const Tensor& param, size_t i, Tensor& holder) {
   if (!holder.defined()) return nullptr;
   HF_CHECK(holder.dtype() == DType::kF32, "clip_grad_norm: gradient of parameter ", i, " is ",
            holder.str(), "; f32 gradients required");
-  HF_CHECK(holder.device().is_cpu(), "clip_grad_norm: gradient of parameter ", i, " is on ",
-           holder.device().str(), "; only CPU gradients are supported");
   return &holder;
-}
-
-// Sum of squares of a contiguous f32 range: per-chunk double partials summed in chunk order.
-double sum_squares(const float* x, int64_t n) {
-  const int64_t chunks = (n + detail::kChunk - 1) / detail::kChunk;
-  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
-  cpu::parallel_for(chunks, detail::kChunk, [&](int64_t c) {
-    const int64_t lo = c * detail::kChunk, hi = std::min(n, lo + detail::kChunk);
-    // Independent lanes: one accumulator would be a serial chain of dependent adds.
-    constexpr int64_t kLanes = 16;
-    double acc[kLanes] = {};
-    int64_t i = lo;
-    for (; i + kLanes <= hi; i += kLanes) {
-      for (int64_t l = 0; l < kLanes; ++l) acc[l] += static_cast<double>(x[i + l]) * x[i + l];
-    }
-    for (; i < hi; ++i) acc[0] += static_cast<double>(x[i]) * x[i];
-    double sum = 0;
-    for (double a : acc) sum += a;
-    partial[static_cast<size_t>(c)] = sum;
-  });
-  double total = 0;
-  for (double p : partial) total += p;
-  return total;
 }
 
 }  // namespace
 
 double grad_norm_squared(const std::vector<Tensor>& params) {
-  double total = 0;
+  // Per device (normally one), in parameter order: each backend sums its gradients' squares in
+  // double in an order fixed by the sizes (the CPU: per-chunk partials; a GPU: one launch over
+  // every gradient, partials summed in a fixed tree), and copies the total to the host.
+  std::vector<std::pair<Device, std::vector<Tensor>>> by_device;
   Tensor holder;
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor* g = checked_grad(params[i], i, holder);
     if (!g) continue;
-    Tensor c = ops::contiguous(*g);
-    total += sum_squares(c.data<float>(), c.numel());
+    auto it = std::find_if(by_device.begin(), by_device.end(),
+                           [&](const auto& d) { return d.first == g->device(); });
+    if (it == by_device.end()) it = by_device.insert(by_device.end(), {g->device(), {}});
+    it->second.push_back(ops::contiguous(*g));
   }
+  double total = 0;
+  for (const auto& [device, grads] : by_device) total += backend_for(device).sum_squares(grads);
   return total;
 }
 
 void scale_grads(const std::vector<Tensor>& params, double coef) {
-  const float coef_f = static_cast<float>(coef);
   Tensor holder;
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor* g = checked_grad(params[i], i, holder);
     if (!g) continue;
-    float* x = g->data<float>();
-    detail::for_each_element(*g, *g, [=](int64_t ip, int64_t, int64_t) { x[ip] *= coef_f; });
+    // x *= f32(coef) in f32, as torch's grads.mul_(clip_coef_clamped).
+    if (g->is_contiguous()) {
+      Tensor x = *g;
+      backend_for(x.device()).scale(x, coef);
+    } else {
+      Tensor c = ops::contiguous(*g);
+      backend_for(c.device()).scale(c, coef);
+      Tensor x = *g;
+      ops::copy_(x, c);
+    }
   }
 }
 

@@ -24,9 +24,12 @@ Optimizer::Optimizer(std::vector<ParamRef> params, double lr, const char* kind)
     // Mixed precision keeps f32 master weights here and casts copies for compute.
     HF_CHECK_INPUT(p.param.dtype() == DType::kF32, kind_, ": parameter '", p.name, "' is ",
                    p.param.str(), "; optimizers update f32 (master) parameters only");
-    HF_CHECK_INPUT(p.param.device().is_cpu(), kind_, ": parameter '", p.name, "' is on ",
-                   p.param.device().str(), "; only CPU parameters are supported");
+    HF_CHECK_INPUT(p.param.device() == params_.front().param.device(), kind_, ": parameter '",
+                   p.name, "' is on ", p.param.device().str(), " but '", params_.front().name,
+                   "' on ", params_.front().param.device().str(),
+                   "; an optimizer's parameters live on one device");
   }
+  if (!params_.empty()) device_ = params_.front().param.device();
   set_lr(lr);
 }
 
@@ -38,7 +41,7 @@ void Optimizer::set_lr(double lr) {
 void Optimizer::add_state_kind(const std::string& kind) {
   int64_t total = 0;
   for (const auto& p : params_) total += p.param.numel();
-  Tensor flat = ops::zeros({total});
+  Tensor flat = ops::zeros({total}, DType::kF32, device_);
   std::vector<Tensor> views;
   views.reserve(params_.size());
   int64_t offset = 0;
@@ -53,6 +56,7 @@ void Optimizer::add_state_kind(const std::string& kind) {
 
 void Optimizer::step() {
   autograd::NoGradGuard no_grad;
+  std::vector<PendingUpdate> updates;
   for (size_t i = 0; i < params_.size(); ++i) {
     const ParamRef& p = params_[i];
     Tensor g = p.param.grad();
@@ -63,8 +67,9 @@ void Optimizer::step() {
              " but the parameter is ", p.param.str());
     HF_CHECK(g.device() == p.param.device(), kind_, ": gradient of '", p.name,
              "' is on another device than the parameter");
-    update(i, g, ++param_steps_[i]);
+    updates.push_back({i, g, ++param_steps_[i]});
   }
+  update(updates);
   ++step_count_;
 }
 

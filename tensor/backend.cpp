@@ -44,4 +44,9 @@ std::string cuda_status() {
 #endif
 }
 
+void synchronize(Device device) {
+  if (device.is_cpu()) return;
+  backend_for(device).synchronize(device);
+}
+
 }  // namespace hfrun

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "tensor/ops.h"
 #include "tensor/tensor.h"
@@ -16,6 +17,39 @@ namespace hfrun {
 
 enum class BinaryOp : uint8_t { kAdd, kSub, kMul, kDiv, kMax, kEq, kGt, kLt };
 enum class RandomKind : uint8_t { kUniform, kNormal };
+
+// Fused optimizer updates (optim/adamw.cpp, optim/sgd.cpp). optim/ computes each parameter's
+// scalars in double as torch does and rounds them to f32; a backend applies the per-element f32
+// arithmetic in torch's order, with one fused multiply-add where torch's vectorised kernels
+// fuse one (optim/optimizer.h states the formulas).
+struct AdamWScalars {
+  float decay;  // 1 - lr * wd (1 for parameters without decay)
+  float beta1, one_minus_beta1;
+  float beta2, one_minus_beta2;
+  float bias_correction2_sqrt;  // sqrt(1 - beta2^t)
+  float eps;
+  float neg_step_size;  // -lr / (1 - beta1^t)
+};
+// param, grad: f32, same shape, any strides (views into the flat buffers, typically); exp_avg,
+// exp_avg_sq: f32, contiguous, the parameter's shape. All on the backend's device.
+struct AdamWUpdate {
+  Tensor param, grad, exp_avg, exp_avg_sq;
+  AdamWScalars s;
+};
+struct SGDScalars {
+  float weight_decay;  // L2 term added to the gradient when l2
+  float neg_lr;
+  float momentum;
+  float one_minus_dampening;
+  bool l2;     // decay parameter with weight_decay != 0
+  bool first;  // the parameter's first step: the momentum buffer starts as d
+  bool nesterov;
+};
+// momentum_buffer: undefined without momentum, else as AdamWUpdate's state buffers.
+struct SGDUpdate {
+  Tensor param, grad, momentum_buffer;
+  SGDScalars s;
+};
 
 class Backend {
  public:
@@ -78,6 +112,15 @@ class Backend {
                                       int64_t ignore_index, Tensor& glogits) = 0;
 
   virtual void dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) = 0;
+
+  // One optimizer step over many parameters at once (a CUDA backend: one launch).
+  virtual void adamw_update(const std::vector<AdamWUpdate>& updates) = 0;
+  virtual void sgd_update(const std::vector<SGDUpdate>& updates) = 0;
+  // Sum over every tensor of the sum of its squared elements (contiguous f32 tensors),
+  // accumulated in double in an order fixed by the sizes alone: the gradient-norm reduction.
+  virtual double sum_squares(const std::vector<Tensor>& xs) = 0;
+  // Waits until every operation queued on `device` has finished (a no-op on the CPU).
+  virtual void synchronize(Device device) = 0;
 };
 
 Backend& backend_for(Device device);

@@ -24,5 +24,8 @@ struct Device {
 int cuda_device_count();
 // One line for logs and test skips: the devices, or why there are none ("no CUDA device: ...").
 std::string cuda_status();
+// Blocks until every operation queued on `device` has finished (a no-op for the CPU, whose ops
+// are synchronous): for timing, and before reading device results through another channel.
+void synchronize(Device device);
 
 }  // namespace hfrun

@@ -34,6 +34,9 @@ struct TrainSection {
   double grad_clip = 1.0;
   int64_t log_every = 10;
   int64_t eval_every = 0;
+  // Where the model trains: cpu, cuda (cuda:LOCAL_RANK; an error without a device) or auto
+  // (cuda when a CUDA device is present, else cpu).
+  std::string device = "cpu";
 };
 
 struct OptimizerSection {

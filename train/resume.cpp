@@ -19,6 +19,7 @@ std::string config_hash(const TrainConfig& config) {
   c.source.clear();
   c.output_dir.clear();
   c.checkpoint = CheckpointSection{};
+  c.train.device = "cpu";  // a checkpoint resumes on any device with the same losses
   return "sha256:" + sha256_hex(c.to_yaml());
 }
 

@@ -17,6 +17,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/tokenizer/tokenizer.h"
+#include "distributed/comm/env.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "models/gpt2.h"
@@ -24,6 +25,7 @@
 #include "optim/clip.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
+#include "tensor/ops.h"
 #include "train/checkpoint.h"
 #include "train/distributed_setup.h"
 #include "train/export.h"
@@ -45,6 +47,7 @@ struct Trainer::State {
   int64_t step = 0;                  // optimizer steps done
   std::unique_ptr<DataParallel> dp;  // null on one process
   std::vector<ParamSlice> slices;    // where each optimizer parameter sits (ZeRO pieces)
+  Device device = Device::cpu();     // parameters, gradients, optimizer state, batches
   bool is_rank0() const { return dp == nullptr || dp->global_rank() == 0; }
   int64_t world() const { return dp ? dp->world() : 1; }
 };
@@ -84,6 +87,23 @@ nn::Gpt2Config resolve_model_config(const TrainConfig& cfg, const data::Tokenize
   HF_CHECK_INPUT(c.n_positions >= cfg.data.seq_len, cfg.source, ": data.seq_len ", cfg.data.seq_len,
                  " exceeds the model's n_positions ", c.n_positions);
   return c;
+}
+
+// train.device: cpu; cuda (cuda:LOCAL_RANK modulo the devices present); auto (cuda when a CUDA
+// device is present, else cpu). Several ranks on CUDA need NCCL, which is not there yet: refused
+// before MPI starts.
+Device resolve_device(const TrainConfig& c) {
+  const std::string& d = c.train.device;
+  const int n = cuda_device_count();
+  if (d == "cpu" || (d == "auto" && n == 0)) return Device::cpu();
+  HF_CHECK_INPUT(d == "cuda" || d == "auto", c.source, ": train.device: '", d,
+                 "' is not one of auto | cpu | cuda");
+  HF_CHECK_INPUT(n > 0, c.source, ": train.device cuda: ", cuda_status());
+  const dist::LaunchEnv env = dist::detect_launch_env();
+  HF_CHECK_INPUT(env.world <= 1, c.source, ": train.device ", d, " with ", env.world,
+                 " ranks: multi-rank CUDA training needs the NCCL backend (not yet); set "
+                 "train.device: cpu to train these ranks on the CPU");
+  return Device::cuda(env.local_rank % n);
 }
 
 std::string format_metrics(const StepMetrics& m) {
@@ -130,6 +150,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   State& s = *s_;
   s.cfg = std::move(config);
   const TrainConfig& c = s.cfg;
+  s.device = resolve_device(c);
 
   s.dp = DataParallel::from_launch_env(c);
   HF_CHECK_INPUT(s.dp != nullptr || c.distributed.num_processes == 1, c.source,
@@ -152,7 +173,8 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   if (c.train.mixed_precision == "bf16") s.model->set_compute_dtype(DType::kBF16);
   // Tensor parallelism: every rank built the whole model from the same seed and keeps its part.
   if (s.dp && s.dp->tensor_parallel()) s.model->enable_tensor_parallel(s.dp->tensor_parallel());
-  const nn::FlatParameters& flat = s.model->flatten_parameters();
+  // Built and seeded on the CPU (the same initial values on every device), then moved.
+  const nn::FlatParameters& flat = s.model->flatten_parameters(s.device);
   if (s.dp) {
     Tensor p = flat.params;
     s.dp->broadcast(p);  // every rank starts from rank 0's parameters
@@ -229,7 +251,10 @@ double Trainer::evaluate() {
   while (auto b = val.next()) {
     const int64_t n = b->targets.numel();
     if (n == 0) continue;
-    total += s.model->loss(b->inputs, b->targets).item() * static_cast<double>(n);
+    total +=
+        s.model->loss(ops::to_device(b->inputs, s.device), ops::to_device(b->targets, s.device))
+            .item() *
+        static_cast<double>(n);
     count += static_cast<double>(n);
   }
   if (s.dp) {
@@ -294,7 +319,8 @@ StepMetrics Trainer::step() {
   double loss_sum = 0;
   for (int64_t m = 0; m < c.train.grad_accum_steps; ++m) {
     data::Batch batch = s.loader->next();
-    Tensor loss = s.model->loss(batch.inputs, batch.targets);
+    Tensor loss = s.model->loss(ops::to_device(batch.inputs, s.device),
+                                ops::to_device(batch.targets, s.device));
     loss_sum += loss.item();
     // The last micro-step's backward (every one's with ZeRO-2) averages the gradients across
     // ranks as they become final.
@@ -312,6 +338,7 @@ StepMetrics Trainer::step() {
       s.dp ? s.dp->clip_grad_norm(max_norm) : optim::clip_grad_norm(s.params, max_norm);
   s.optimizer->step();
   if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
+  synchronize(s.device);                   // the step's time includes its (asynchronous) GPU work
   ++s.step;
   StepMetrics m;
   m.step = s.step;
@@ -474,6 +501,10 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
 }  // namespace hfrun::train
 
 namespace hfrun::train {
+
+Device Trainer::device() const {
+  return s_->device;
+}
 
 const nn::Gpt2Config& Trainer::model_config() const {
   return s_->model->config();

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "models/gpt2_config.h"
+#include "tensor/device.h"
 #include "train/config.h"
 
 namespace hfrun::train {
@@ -51,6 +52,8 @@ class Trainer {
   int64_t steps_done() const;
   const nn::Gpt2Config& model_config() const;
   int64_t num_parameters() const;
+  // Where the model trains (train.device resolved: cpu or cuda:N).
+  Device device() const;
   // Mean token cross-entropy over every validation window (no gradients).
   double evaluate();
   // Writes the model as a Hugging Face directory (config.json, model.safetensors,

@@ -41,6 +41,19 @@ TEST(TrainConfig, DefaultsFollowTheContract) {
   EXPECT_EQ(c.distributed.num_processes, 1);
   EXPECT_EQ(c.checkpoint.resume, "auto");
   EXPECT_EQ(c.model.config_json, "{}");
+  EXPECT_EQ(c.train.device, "cpu");
+}
+
+TEST(TrainConfig, DeviceIsAutoCpuOrCuda) {
+  for (const char* d : {"auto", "cpu", "cuda"}) {
+    TrainConfig c = TrainConfig::parse(kMinimal, "cfg.yaml", {std::string("train.device=") + d});
+    EXPECT_EQ(c.train.device, d);
+    EXPECT_NE(c.to_yaml().find(std::string("device: ") + d), std::string::npos) << c.to_yaml();
+    EXPECT_EQ(TrainConfig::parse(c.to_yaml(), "resolved.yaml").train.device, d);
+  }
+  expect_error(std::string(kMinimal) + "train:\n  device: tpu\n",
+               {"cfg.yaml:6", "train.device", "tpu", "auto | cpu | cuda"});
+  expect_error(kMinimal, {"train.device", "gpu"}, {"train.device=gpu"});
 }
 
 TEST(TrainConfig, FullFileAndModelConfigAsJson) {

@@ -124,6 +124,26 @@ TEST(Trainer, Bf16MixedPrecisionFollowsTheF32LossCurve) {
   EXPECT_EQ(ck.tensor("transformer.wte.weight").dtype(), DType::kF32);
 }
 
+// Without a CUDA device (this build may have the backend, the machine no GPU), train.device
+// cuda is an input error naming the key and why; auto falls back to the CPU.
+TEST(Trainer, CudaDeviceWithoutAGpuIsAnInputError) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present: " << cuda_status();
+  TempDir d;
+  const std::string text = d.write("corpus.txt", corpus());
+  TrainConfig cfg = tiny_config(d, "dev", {text});
+  cfg.train.device = "cuda";
+  try {
+    Trainer t(cfg);
+    FAIL() << "train.device cuda accepted without a device";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput) << e.message();
+    EXPECT_NE(e.message().find("train.device cuda"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("no CUDA device"), std::string::npos) << e.message();
+  }
+  cfg.train.device = "auto";
+  EXPECT_TRUE(Trainer(cfg).device().is_cpu());
+}
+
 TEST(Trainer, BadInputsAreClearErrors) {
   TempDir d;
   const std::string text = d.write("corpus.txt", corpus());

@@ -45,6 +45,10 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
                               const Tensor& lse, int64_t ignore_index, Tensor& glogits) override;
   void dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) override;
+  void adamw_update(const std::vector<AdamWUpdate>& updates) override;
+  void sgd_update(const std::vector<SGDUpdate>& updates) override;
+  double sum_squares(const std::vector<Tensor>& xs) override;
+  void synchronize(Device device) override;
 };
 
 }  // namespace hfrun::cpu

