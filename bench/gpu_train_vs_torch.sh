@@ -80,7 +80,7 @@ for dtype in $DTYPES; do
       --set "train.mixed_precision=\"$mp\"" 2>&1 | tail -1)" && [[ "$ours" == *tokens_per_s* ]]; then
     awk -v d="$dtype" -v st="$(field "$ours" step_s)" -v t="$(field "$ours" tokens_per_s)" \
       -v mfu="$(field "$ours" mfu)" -v e="${eager_tps:-0}" \
-      'BEGIN { printf "%-5s %-30s %10s %12s %8s %s\n", d, "hfrun", st, t, mfu, e > 0 ? sprintf("%8.2fx", t / e) : "" }'
+      'BEGIN { printf "%-5s %-30s %10s %12s %8s %s\n", d, "hfrun", st, t, mfu, (e > 0 ? sprintf("%8.2fx", t / e) : "") }'
     echo "  hfrun: $ours"
   else
     printf "%-5s %-30s %s\n" "$dtype" "hfrun" "failed: $ours"

@@ -87,7 +87,7 @@ export HFRUN_CUDA_LAUNCH_BLOCKING="${HFRUN_CUDA_LAUNCH_BLOCKING:-1}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
 timeout_s="${HFRUN_GPU_CHECK_TIMEOUT:-900}"
 status=0
-for name in ${HFRUN_GPU_CHECK_TESTS:-tensor_cuda_tests optim_cuda_tests train_cuda_tests tensor_tests autograd_tests}; do
+for name in ${HFRUN_GPU_CHECK_TESTS:-tensor_cuda_tests optim_cuda_tests train_cuda_tests nccl_tests tensor_tests autograd_tests}; do
   bin="$base/tests/$name"
   if [ ! -x "$bin" ]; then
     say "$name: not built, skipped"
