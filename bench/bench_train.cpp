@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 
 #include "bench/bench.h"
 #include "common/error.h"
 #include "models/gpt2_config.h"
 #include "tensor/ops.h"
+#include "tensor/profiler.h"
 #include "tensor/threads.h"
 #include "train/trainer.h"
 
@@ -53,6 +55,27 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   for (int i = 0; i < o.steps; ++i) times.push_back(trainer.step().elapsed_s);
   std::sort(times.begin(), times.end());
   const double step_s = times[times.size() / 2];
+  // HFRUN_PROFILE=1: one more step with every backend call timed (device calls synchronised),
+  // printed as a second JSON line: seconds per step by backend method, largest first.
+  std::string profile;
+  if (const char* p = std::getenv("HFRUN_PROFILE"); p != nullptr && std::string(p) == "1") {
+    profiler::reset();
+    profiler::set_enabled(true);
+    const double profiled_s = trainer.step().elapsed_s;
+    profiler::set_enabled(false);
+    std::vector<std::pair<double, std::string>> rows;
+    double total = 0;
+    for (const auto& [name, st] : profiler::snapshot()) {
+      rows.emplace_back(st.seconds, name + "\":{\"s\":" + std::to_string(st.seconds) +
+                                        ",\"calls\":" + std::to_string(st.calls) + "}");
+      if (name.starts_with("op:")) total += st.seconds;
+    }
+    std::sort(rows.rbegin(), rows.rend());
+    profile = "\n{\"profile_step_s\":" + std::to_string(profiled_s) +
+              ",\"backend_s\":" + std::to_string(total) + ",\"ops\":{";
+    for (size_t i = 0; i < rows.size(); ++i) profile += (i ? ",\"" : "\"") + rows[i].second;
+    profile += "}}";
+  }
 
   const nn::Gpt2Config& m = trainer.model_config();
   const double C = static_cast<double>(m.n_embd), L = static_cast<double>(m.n_layer);
@@ -85,7 +108,7 @@ std::string run_train_bench(const TrainBenchOptions& o) {
                 device.is_cuda() ? "cublaslt bf16 8192^3"
                                  : (bf16 ? "onednn bf16 1024^3" : "onednn f32 1024^3"),
                 achieved / peak, ru.ru_maxrss / 1024.0);
-  return buf;
+  return buf + profile;
 }
 
 }  // namespace hfrun::bench

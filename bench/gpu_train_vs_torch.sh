@@ -9,6 +9,7 @@
 #
 #   bash bench/gpu_train_vs_torch.sh [HFRUN]        (default: bin/hfrun, build-cuda/hfrun)
 #   SEQ=1024 BATCH=8 DTYPES="bf16 f32" STEPS=10 WARMUP=3 COMPILE=1 PYTHON=python3
+#   HFRUN_PROFILE=1: also print hfrun's seconds per step by backend call (one synchronised step)
 #   TOKENIZER=path/tokenizer.json (default: the bundle's data/gpt2-tokenizer.json or the build's)
 #   PYTHON_LD_LIBRARY_PATH: LD_LIBRARY_PATH for python (gpu-check.sh passes the original one, so
 #   torch does not pick up the bundle's libraries)
@@ -76,13 +77,16 @@ for dtype in $DTYPES; do
       printf "%-5s %-30s %s\n" "$dtype" "pytorch $mode" "failed: $(tail -1 "$TMP/torch.err")"
     fi
   done
-  if ours="$("$hfrun" bench train "$TMP/gpt2_124m.yaml" --steps "$STEPS" --warmup "$WARMUP" \
-      --set "train.mixed_precision=\"$mp\"" 2>&1 | tail -1)" && [[ "$ours" == *tokens_per_s* ]]; then
+  if out="$("$hfrun" bench train "$TMP/gpt2_124m.yaml" --steps "$STEPS" --warmup "$WARMUP" \
+      --set "train.mixed_precision=\"$mp\"" 2>&1)" &&
+      ours="$(grep tokens_per_s <<<"$out" | tail -1)" && [ -n "$ours" ]; then
     awk -v d="$dtype" -v st="$(field "$ours" step_s)" -v t="$(field "$ours" tokens_per_s)" \
       -v mfu="$(field "$ours" mfu)" -v e="${eager_tps:-0}" \
       'BEGIN { printf "%-5s %-30s %10s %12s %8s %s\n", d, "hfrun", st, t, mfu, (e > 0 ? sprintf("%8.2fx", t / e) : "") }'
     echo "  hfrun: $ours"
+    # With HFRUN_PROFILE=1, the seconds of one step by backend call.
+    grep '"profile_step_s"' <<<"$out" | sed 's/^/  hfrun profile: /' || true
   else
-    printf "%-5s %-30s %s\n" "$dtype" "hfrun" "failed: $ours"
+    printf "%-5s %-30s %s\n" "$dtype" "hfrun" "failed: $(tail -1 <<<"${out:-}")"
   fi
 done

@@ -1,6 +1,12 @@
 #include "tensor/backend.h"
 
+#include <map>
+#include <memory>
+#include <mutex>
+
 #include "tensor/backend/cpu/cpu_backend.h"
+#include "tensor/backend/profiling_backend.h"
+#include "tensor/profiler.h"
 #ifdef HFRUN_WITH_CUDA
 #include "tensor/backend/cuda/cuda_backend.h"
 #endif
@@ -10,7 +16,9 @@ namespace {
 Backend* g_cuda_backend = nullptr;
 }
 
-Backend& backend_for(Device device) {
+namespace {
+
+Backend& device_backend(Device device) {
   static cpu::CpuBackend* cpu_backend = new cpu::CpuBackend();
   if (device.is_cpu()) return *cpu_backend;
   if (g_cuda_backend) return *g_cuda_backend;
@@ -21,6 +29,21 @@ Backend& backend_for(Device device) {
 #else
   HF_THROW("no backend for device ", device.str(), ": this build has no CUDA backend");
 #endif
+}
+
+}  // namespace
+
+Backend& backend_for(Device device) {
+  Backend& inner = device_backend(device);
+  if (!profiler::enabled()) return inner;
+  // Profiling: every call timed by name (device calls synchronised); one wrapper per device.
+  static std::mutex mu;
+  static std::map<std::pair<int, int>, std::unique_ptr<ProfilingBackend>>* wrappers =
+      new std::map<std::pair<int, int>, std::unique_ptr<ProfilingBackend>>;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& w = (*wrappers)[{static_cast<int>(device.type), device.index}];
+  if (!w) w = std::make_unique<ProfilingBackend>(inner, device);
+  return *w;
 }
 
 void register_backend(DeviceType type, Backend* backend) {

@@ -167,6 +167,17 @@ std::vector<Case> make_cases() {
            return o;
          }});
   }
+  // Long columns (a bias gradient: tokens x features summed over tokens) take the chunked
+  // two-pass kernel; a ragged last chunk and a ragged column tile included.
+  for (DType t : {f32, bf16}) {
+    cases.push_back({"sum long columns", "[2, 1300, 70] dim 1; [5000, 33] dim 0", t,
+                     tol_for(t, kTolF32Red), [t](Device d) {
+                       Tensor x = leaf({2, 1300, 70}, 44, d, t);
+                       Outputs o = with_grads(sum(x, {1}), {{"x", x}}, 45);
+                       o.emplace_back("sum_dim0", ops::sum(make_input({5000, 33}, 46, d, t), {0}));
+                       return o;
+                     }});
+  }
   cases.push_back({"max", "[9, 257] dim 1 and dim 0", f32, 0, [](Device d) {
                      Tensor x = leaf({9, 257}, 42, d);
                      ops::MaxResult r1 = ops::max(x.detach(), 1), r0 = ops::max(x.detach(), 0);

@@ -1,0 +1,185 @@
+#include "tensor/backend/profiling_backend.h"
+
+#include "tensor/profiler.h"
+
+namespace hfrun {
+
+namespace {
+
+// Times one call; synchronises a device backend first so queued kernels count.
+class Timed {
+ public:
+  Timed(const char* name, Backend& inner, Device device)
+      : inner_(inner), device_(device), scope_(name) {}
+  ~Timed() {
+    if (!device_.is_cpu()) inner_.synchronize(device_);
+  }
+
+ private:
+  Backend& inner_;
+  Device device_;
+  profiler::Scope scope_;
+};
+
+}  // namespace
+
+void ProfilingBackend::copy(const Tensor& src, Tensor& dst) {
+  Timed t("op:copy", inner_, device_);
+  inner_.copy(src, dst);
+}
+
+void ProfilingBackend::fill(Tensor& dst, double value) {
+  Timed t("op:fill", inner_, device_);
+  inner_.fill(dst, value);
+}
+
+void ProfilingBackend::fill_random(Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset,
+                                   double a, double b) {
+  Timed t("op:fill_random", inner_, device_);
+  inner_.fill_random(dst, kind, seed, offset, a, b);
+}
+
+void ProfilingBackend::axpy(Tensor& dst, const Tensor& src, double alpha) {
+  Timed t("op:axpy", inner_, device_);
+  inner_.axpy(dst, src, alpha);
+}
+
+void ProfilingBackend::scale(Tensor& dst, double alpha) {
+  Timed t("op:scale", inner_, device_);
+  inner_.scale(dst, alpha);
+}
+
+void ProfilingBackend::unary(ops::UnaryOp op, const Tensor& x, Tensor& y) {
+  Timed t("op:unary", inner_, device_);
+  inner_.unary(op, x, y);
+}
+
+void ProfilingBackend::unary_backward(ops::UnaryOp op, const Tensor& gy, const Tensor& x,
+                                      const Tensor& y, Tensor& gx) {
+  Timed t("op:unary_backward", inner_, device_);
+  inner_.unary_backward(op, gy, x, y, gx);
+}
+
+void ProfilingBackend::pow_scalar(const Tensor& x, double p, Tensor& y) {
+  Timed t("op:pow_scalar", inner_, device_);
+  inner_.pow_scalar(x, p, y);
+}
+
+void ProfilingBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  Timed t("op:binary", inner_, device_);
+  inner_.binary(op, a, b, out);
+}
+
+void ProfilingBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+  Timed t("op:where", inner_, device_);
+  inner_.where(cond, a, b, out);
+}
+
+void ProfilingBackend::reduce_sum(const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+                                  Tensor& out) {
+  Timed t("op:reduce_sum", inner_, device_);
+  inner_.reduce_sum(x, outer, n, inner, out);
+}
+
+void ProfilingBackend::reduce_max(const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+                                  Tensor& values, Tensor& indices) {
+  Timed t("op:reduce_max", inner_, device_);
+  inner_.reduce_max(x, outer, n, inner, values, indices);
+}
+
+void ProfilingBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
+  Timed t("op:matmul", inner_, device_);
+  inner_.matmul(a, b, bias, out);
+}
+
+void ProfilingBackend::softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,
+                               Tensor& y) {
+  Timed t("op:softmax", inner_, device_);
+  inner_.softmax(x, outer, n, inner, log, y);
+}
+
+void ProfilingBackend::softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n,
+                                        int64_t inner, bool log, Tensor& gx) {
+  Timed t("op:softmax_backward", inner_, device_);
+  inner_.softmax_backward(gy, y, outer, n, inner, log, gx);
+}
+
+void ProfilingBackend::scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
+                                             Tensor& probs) {
+  Timed t("op:scaled_masked_softmax", inner_, device_);
+  inner_.scaled_masked_softmax(scores, scale, causal, probs);
+}
+
+void ProfilingBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps,
+                                  Tensor& y, Tensor& mean, Tensor& rstd) {
+  Timed t("op:layer_norm", inner_, device_);
+  inner_.layer_norm(x, w, b, eps, y, mean, rstd);
+}
+
+void ProfilingBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
+                                           const Tensor& mean, const Tensor& rstd, Tensor& gx,
+                                           Tensor& gw, Tensor& gb) {
+  Timed t("op:layer_norm_backward", inner_, device_);
+  inner_.layer_norm_backward(gy, x, w, mean, rstd, gx, gw, gb);
+}
+
+void ProfilingBackend::rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y,
+                                Tensor& rstd) {
+  Timed t("op:rms_norm", inner_, device_);
+  inner_.rms_norm(x, w, eps, y, rstd);
+}
+
+void ProfilingBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
+                                         const Tensor& rstd, Tensor& gx, Tensor& gw) {
+  Timed t("op:rms_norm_backward", inner_, device_);
+  inner_.rms_norm_backward(gy, x, w, rstd, gx, gw);
+}
+
+void ProfilingBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
+  Timed t("op:embedding", inner_, device_);
+  inner_.embedding(weight, ids, out);
+}
+
+void ProfilingBackend::embedding_backward(const Tensor& gy, const Tensor& ids, Tensor& gweight) {
+  Timed t("op:embedding_backward", inner_, device_);
+  inner_.embedding_backward(gy, ids, gweight);
+}
+
+void ProfilingBackend::cross_entropy(const Tensor& logits, const Tensor& targets,
+                                     int64_t ignore_index, Tensor& loss, Tensor& lse) {
+  Timed t("op:cross_entropy", inner_, device_);
+  inner_.cross_entropy(logits, targets, ignore_index, loss, lse);
+}
+
+void ProfilingBackend::cross_entropy_backward(const Tensor& gloss, const Tensor& logits,
+                                              const Tensor& targets, const Tensor& lse,
+                                              int64_t ignore_index, Tensor& glogits) {
+  Timed t("op:cross_entropy_backward", inner_, device_);
+  inner_.cross_entropy_backward(gloss, logits, targets, lse, ignore_index, glogits);
+}
+
+void ProfilingBackend::dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) {
+  Timed t("op:dropout", inner_, device_);
+  inner_.dropout(x, p, seed, y);
+}
+
+void ProfilingBackend::adamw_update(const std::vector<AdamWUpdate>& updates) {
+  Timed t("op:adamw_update", inner_, device_);
+  inner_.adamw_update(updates);
+}
+
+void ProfilingBackend::sgd_update(const std::vector<SGDUpdate>& updates) {
+  Timed t("op:sgd_update", inner_, device_);
+  inner_.sgd_update(updates);
+}
+
+double ProfilingBackend::sum_squares(const std::vector<Tensor>& xs) {
+  Timed t("op:sum_squares", inner_, device_);
+  return inner_.sum_squares(xs);
+}
+
+void ProfilingBackend::synchronize(Device device) {
+  inner_.synchronize(device);
+}
+
+}  // namespace hfrun

@@ -1,0 +1,61 @@
+// A Backend that times every call of another (profiler entries "op:<method>") and,
+// for a device backend, synchronises after each call so the time is the device's. backend_for()
+// hands it out while the profiler is enabled (HFRUN_PROFILE=1 in `hfrun bench train`).
+// Internal to tensor/.
+#pragma once
+
+#include "tensor/backend.h"
+
+namespace hfrun {
+
+class ProfilingBackend final : public Backend {
+ public:
+  ProfilingBackend(Backend& inner, Device device) : inner_(inner), device_(device) {}
+  const char* name() const override { return inner_.name(); }
+  void copy(const Tensor& src, Tensor& dst) override;
+  void fill(Tensor& dst, double value) override;
+  void fill_random(Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset, double a,
+                   double b) override;
+  void axpy(Tensor& dst, const Tensor& src, double alpha) override;
+  void scale(Tensor& dst, double alpha) override;
+  void unary(ops::UnaryOp op, const Tensor& x, Tensor& y) override;
+  void unary_backward(ops::UnaryOp op, const Tensor& gy, const Tensor& x, const Tensor& y,
+                      Tensor& gx) override;
+  void pow_scalar(const Tensor& x, double p, Tensor& y) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
+  void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) override;
+  void reduce_sum(const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& out) override;
+  void reduce_max(const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& values,
+                  Tensor& indices) override;
+  void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) override;
+  void softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,
+               Tensor& y) override;
+  void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
+                        bool log, Tensor& gx) override;
+  void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
+                             Tensor& probs) override;
+  void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
+                  Tensor& mean, Tensor& rstd) override;
+  void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean,
+                           const Tensor& rstd, Tensor& gx, Tensor& gw, Tensor& gb) override;
+  void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) override;
+  void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                         Tensor& gx, Tensor& gw) override;
+  void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) override;
+  void embedding_backward(const Tensor& gy, const Tensor& ids, Tensor& gweight) override;
+  void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                     Tensor& loss, Tensor& lse) override;
+  void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
+                              const Tensor& lse, int64_t ignore_index, Tensor& glogits) override;
+  void dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) override;
+  void adamw_update(const std::vector<AdamWUpdate>& updates) override;
+  void sgd_update(const std::vector<SGDUpdate>& updates) override;
+  double sum_squares(const std::vector<Tensor>& xs) override;
+  void synchronize(Device device) override;
+
+ private:
+  Backend& inner_;
+  Device device_;
+};
+
+}  // namespace hfrun
