@@ -34,6 +34,9 @@ install(EXPORT hfrunTargets NAMESPACE hfrun:: DESTINATION ${HFRUN_INSTALL_CMAKED
 # The config file recreates what the static libraries link privately; the oneDNN paths found
 # here are its hints.
 get_filename_component(HFRUN_DNNL_LIBRARY_DIR "${DNNL_LIBRARY}" DIRECTORY)
+if(HFRUN_WITH_NCCL)
+  get_filename_component(HFRUN_NCCL_LIBRARY_DIR "${NCCL_LIBRARY}" DIRECTORY)
+endif()
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/hfrunConfig.cmake.in
   ${PROJECT_BINARY_DIR}/hfrunConfig.cmake
   INSTALL_DESTINATION ${HFRUN_INSTALL_CMAKEDIR})
