@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/file_util.h"
 #include "tensor/threads.h"
 
 namespace hfrun::cli {
@@ -35,14 +36,14 @@ std::string job_dir_from_env() {
   return d == nullptr ? "" : d;
 }
 
+// Best effort (the rank may be failing already): a record the launcher cannot read only makes
+// its report less specific.
 void write_small_file(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << text;
+  try {
+    write_file_atomically(path.string(),
+                          [&](int fd) { write_all(fd, text.data(), text.size(), path.string()); });
+  } catch (const std::exception&) {
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
 }
 
 std::string read_small_file(const fs::path& path) {

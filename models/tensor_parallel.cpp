@@ -111,8 +111,10 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
   const std::vector<int64_t> tgt = targets.to_int_vector();
   // Per token: the maximum, then the sum of exp(l - max) and the target's logit, each over
   // the whole vocabulary (the group), as one fused cross-entropy computes them.
+  // Rows are independent: one OpenMP pool (the one oneDNN and our kernels share) splits them.
   Tensor mx = ops::empty({N});
   float* m = mx.data<float>();
+#pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N; ++i) {
     float v = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < V; ++j) v = std::max(v, l[i * V + j]);
@@ -121,15 +123,16 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
   group.allreduce_max(mx);
   Tensor sums = ops::empty({2 * N});
   float* s = sums.data<float>();
-  int64_t count = 0;
+#pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N; ++i) {
     float acc = 0;
     for (int64_t j = 0; j < V; ++j) acc += std::exp(l[i * V + j] - m[i]);
     s[i] = acc;
     const int64_t t = tgt[i] - vocab_begin;
     s[N + i] = (tgt[i] != ignore_index && t >= 0 && t < V) ? l[i * V + t] : 0.0f;
-    if (tgt[i] != ignore_index) ++count;
   }
+  const int64_t count = static_cast<int64_t>(
+      std::count_if(tgt.begin(), tgt.end(), [&](int64_t t) { return t != ignore_index; }));
   group.allreduce_sum(sums);
   double total = 0;
   for (int64_t i = 0; i < N; ++i) {
@@ -147,6 +150,7 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
         const float* l = x.data<float>();
         const float* m = mx.data<float>();
         const float* s = sums.data<float>();
+#pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < N; ++i) {
           const bool skip = tgt[i] == ignore_index;
           const int64_t t = tgt[i] - vocab_begin;
