@@ -44,7 +44,6 @@ class Gpt2 : public Module {
   // loss() the full model's loss. Call after loading weights and before flatten_parameters().
   // n_head and the MLP width must be divisible by T (an input error otherwise).
   void enable_tensor_parallel(TensorParallelGroup* group);
-  TensorParallelGroup* tensor_parallel_group() const { return tp_; }
   TensorParallelSplit tensor_parallel_split(const std::string& name) const override;
   // The first vocabulary id of this rank's slice of wte (0 without tensor parallelism).
   int64_t vocab_begin() const;

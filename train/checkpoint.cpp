@@ -363,13 +363,7 @@ class PartIndex {
   }
 
   bool contains(const std::string& name) const { return parts_.count(name) > 0; }
-  // The whole tensor's shape when some file holds it whole, else {numel}.
-  Shape shape(const std::string& name) const {
-    for (const Part& p : parts_.at(name)) {
-      if (p.numel == p.full) return files_[p.file].entry(p.key).shape;
-    }
-    return {parts_.at(name).front().full};
-  }
+
   int64_t numel(const std::string& name) const { return parts_.at(name).front().full; }
 
   // Elements [offset, offset + n) of `name` as an f32 1-D tensor, from whichever pieces hold
