@@ -7,6 +7,7 @@
 #include <malloc.h>
 
 #include <boost/program_options.hpp>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/stop_signals.h"
 #include "distributed/comm/env.h"
 #include "launcher/commands.h"
 #include "launcher/job.h"
@@ -39,23 +41,41 @@ std::string shell_quote(const std::string& a) {
   return q + "'";
 }
 
-// Runs argv, returns its exit status (1 when it died of a signal or could not start).
-// Fault injection for the failure tests: HFRUN_FAULT="RANK:STEP:MARKER" makes rank RANK throw
-// after optimizer step STEP, once (MARKER is created when it fires; an existing MARKER disarms
-// it), so a restarted job runs through.
+// Fault injection for the failure tests:
+//  - HFRUN_FAULT="RANK:STEP:MARKER" makes rank RANK throw after optimizer step STEP, once
+//    (MARKER is created when it fires; an existing MARKER disarms it), so a restarted job runs
+//    through.
+//  - HFRUN_FAULT_SIGNAL="RANK:STEP:SIGNUM" makes rank RANK send itself signal SIGNUM after
+//    optimizer step STEP (a preemption at a known step).
 std::function<void(const train::StepMetrics&)> fault_injection(int rank) {
-  const char* spec = std::getenv("HFRUN_FAULT");
-  if (spec == nullptr) return nullptr;
-  int fault_rank = -1;
-  long long step = -1;
-  char marker[4096] = {0};
-  if (std::sscanf(spec, "%d:%lld:%4095s", &fault_rank, &step, marker) != 3) return nullptr;
-  if (fault_rank != rank) return nullptr;
-  const std::string path = marker;
-  return [step, path](const train::StepMetrics& m) {
-    if (m.step != step || m.val_loss >= 0 || std::filesystem::exists(path)) return;
-    std::ofstream(path) << "fired\n";
-    HF_CHECK(false, "injected fault (HFRUN_FAULT) after step ", step);
+  std::function<void(const train::StepMetrics&)> throws, signals;
+  if (const char* spec = std::getenv("HFRUN_FAULT")) {
+    int fault_rank = -1;
+    long long step = -1;
+    char marker[4096] = {0};
+    if (std::sscanf(spec, "%d:%lld:%4095s", &fault_rank, &step, marker) == 3 &&
+        fault_rank == rank) {
+      const std::string path = marker;
+      throws = [step, path](const train::StepMetrics& m) {
+        if (m.step != step || m.val_loss >= 0 || std::filesystem::exists(path)) return;
+        std::ofstream(path) << "fired\n";
+        HF_CHECK(false, "injected fault (HFRUN_FAULT) after step ", step);
+      };
+    }
+  }
+  if (const char* spec = std::getenv("HFRUN_FAULT_SIGNAL")) {
+    int fault_rank = -1, sig = 0;
+    long long step = -1;
+    if (std::sscanf(spec, "%d:%lld:%d", &fault_rank, &step, &sig) == 3 && fault_rank == rank) {
+      signals = [step, sig](const train::StepMetrics& m) {
+        if (m.step == step && m.val_loss < 0) std::raise(sig);
+      };
+    }
+  }
+  if (!throws && !signals) return nullptr;
+  return [throws, signals](const train::StepMetrics& m) {
+    if (signals) signals(m);
+    if (throws) throws(m);
   };
 }
 
@@ -83,7 +103,20 @@ void start_training_memory_count() {
   std::ofstream("/proc/self/clear_refs") << "5";
 }
 
-int train_here(const train::TrainConfig& cfg, bool report, int rank) {
+// Trains in this process. Returns 0, or kExitStopped when a stop signal ended the run early
+// (after committing a checkpoint).
+int train_here(train::TrainConfig cfg, bool report, int rank) {
+  // Installed before setup, so a SIGTERM while the model loads stops after the first step
+  // (with a checkpoint) instead of killing the process.
+  StopSignals stop_signals;
+  if (restart_count() > 0 && cfg.checkpoint.resume == "never") {
+    // A restarted (--max-restarts) or requeued (Slurm) job continues the work of its first
+    // attempt, whose checkpoints are in output_dir.
+    cfg.checkpoint.resume = "auto";
+    if (report) {
+      std::printf("restart %d of this job: checkpoint.resume never -> auto\n", restart_count());
+    }
+  }
   train::Trainer trainer(cfg);
   start_training_memory_count();
   // The peak over the training steps, read after the last one (before the final checkpoint
@@ -98,6 +131,10 @@ int train_here(const train::TrainConfig& cfg, bool report, int rank) {
     std::printf("peak resident memory %.1f MiB (training steps, counted from the end of setup)\n",
                 steps_peak);
     std::fflush(stdout);
+  }
+  if (s.stop_signal != 0) {
+    job_rank_stopped(rank, s.steps, signal_name(s.stop_signal), s.last_checkpoint);
+    return kExitStopped;
   }
   if (report) {
     std::cout << "trained " << s.steps << " steps: loss " << s.first_loss << " -> " << s.last_loss

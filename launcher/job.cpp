@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -21,6 +22,7 @@
 
 #include "common/error.h"
 #include "common/file_util.h"
+#include "common/stop_signals.h"
 #include "tensor/threads.h"
 
 namespace hfrun::cli {
@@ -53,10 +55,16 @@ std::string read_small_file(const fs::path& path) {
   return ss.str();
 }
 
+// The first SIGTERM/SIGUSR1/SIGINT asks the ranks for a graceful stop; a later SIGINT ends them.
 volatile std::sig_atomic_t g_stop_signal = 0;
+volatile std::sig_atomic_t g_hard_stop_signal = 0;
 
 void on_stop_signal(int sig) {
-  g_stop_signal = sig;
+  if (g_stop_signal == 0) {
+    g_stop_signal = sig;
+  } else if (sig == SIGINT) {
+    g_hard_stop_signal = sig;
+  }
 }
 
 // The ranks' output, relayed line by line: "[J,R]<stdout>:text" becomes "[rank R] text" on the
@@ -101,8 +109,9 @@ class OutputRelay {
 };
 
 struct Attempt {
-  int status = 0;       // waitpid status of mpirun
-  int stop_signal = 0;  // SIGINT/SIGTERM the launcher received and forwarded
+  int status = 0;           // waitpid status of mpirun
+  int graceful_signal = 0;  // the signal that made the launcher ask the ranks to stop
+  int stop_signal = 0;      // the signal that made the launcher end every rank at once
   std::vector<std::string> mpirun_lines;
 };
 
@@ -133,24 +142,36 @@ Attempt run_mpirun(const std::vector<std::string>& argv) {
   close(err_pipe[1]);
 
   g_stop_signal = 0;
+  g_hard_stop_signal = 0;
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   struct sigaction old_int {
-  }, old_term{};
+  }, old_term{}, old_usr1{};
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
+  sigaction(SIGUSR1, &sa, &old_usr1);
 
   OutputRelay relay;
   Attempt a;
   pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
   int open_fds = 2;
+  int graceful = 0;
   int forwarded = 0;
   int ticks_since_forward = 0;
   char buf[65536];
   while (open_fds > 0) {
-    if (g_stop_signal != 0 && forwarded == 0) {
-      forwarded = g_stop_signal;
+    if (g_stop_signal != 0 && graceful == 0) {
+      graceful = g_stop_signal;
+      kill(pid, SIGUSR1);  // mpirun forwards it to every rank
+      std::fprintf(stderr,
+                   "hfrun: %s: every rank stops after its current step and commits a checkpoint "
+                   "(Ctrl-C again ends the job now)\n",
+                   signal_name(graceful).c_str());
+      std::fflush(stderr);
+    }
+    if (g_hard_stop_signal != 0 && forwarded == 0) {
+      forwarded = g_hard_stop_signal;
       kill(pid, SIGTERM);  // mpirun ends every rank
     } else if (forwarded != 0 && ++ticks_since_forward > 100) {
       kill(-pid, SIGKILL);  // 10 s later: whatever is left of mpirun's group
@@ -174,6 +195,8 @@ Attempt run_mpirun(const std::vector<std::string>& argv) {
   }
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
+  sigaction(SIGUSR1, &old_usr1, nullptr);
+  a.graceful_signal = graceful;
   a.stop_signal = forwarded;
   a.mpirun_lines = relay.mpirun_lines();
   return a;
@@ -209,7 +232,7 @@ std::pair<std::string, int> failure_report(const fs::path& dir, const Attempt& a
   const int code = WIFEXITED(a.status) ? WEXITSTATUS(a.status) : 128 + WTERMSIG(a.status);
   if (a.stop_signal != 0) {
     return {std::string("hfrun: job stopped: the launcher received ") + strsignal(a.stop_signal) +
-                " and ended every rank",
+                " again and ended every rank",
             128 + a.stop_signal};
   }
   static const std::regex signaled(
@@ -243,6 +266,19 @@ std::pair<std::string, int> failure_report(const fs::path& dir, const Attempt& a
   const std::string err = rank_error(dir, rank);
   if (!err.empty()) line += ": " + err;
   return {line, rank_code == 2 ? 2 : (code == 0 ? 1 : code)};
+}
+
+// The launcher's line when rank 0 stopped on a signal with a committed checkpoint; "" otherwise.
+// `launcher_signal`: what the launcher received and passed on as SIGUSR1 (0: none).
+std::string stop_report(const fs::path& dir, int launcher_signal) {
+  const std::string rec = read_small_file(dir / "rank-0.stopped");
+  if (rec.empty()) return "";
+  const std::string why = launcher_signal != 0 ? signal_name(launcher_signal) + " to the launcher"
+                                               : json_string_field(rec, "signal");
+  return "hfrun: job stopped after step " + json_number_field(rec, "step") + " on " + why +
+         ": checkpoint " + json_string_field(rec, "checkpoint") +
+         " committed; the same command (or a requeued job) resumes from it (exit " +
+         std::to_string(kExitStopped) + ")";
 }
 
 }  // namespace
@@ -318,18 +354,37 @@ void job_rank_failed(int rank, const std::string& message) {
   write_small_file(fs::path(dir) / ("rank-" + std::to_string(rank) + ".error"), message + "\n");
 }
 
+void job_rank_stopped(int rank, int64_t step, const std::string& signal,
+                      const std::string& checkpoint) {
+  const std::string dir = job_dir_from_env();
+  if (dir.empty()) return;
+  // The launcher reads it with json_string_field: no quote may appear inside a value.
+  std::string path = checkpoint;
+  std::replace(path.begin(), path.end(), '"', '?');
+  write_small_file(fs::path(dir) / ("rank-" + std::to_string(rank) + ".stopped"),
+                   "{\"rank\": " + std::to_string(rank) + ", \"step\": " + std::to_string(step) +
+                       ", \"signal\": \"" + signal + "\", \"checkpoint\": \"" + path + "\"}\n");
+}
+
 int run_job(std::vector<std::string> argv, const JobOptions& options) {
   char tmpl[] = "/tmp/hfrun-job-XXXXXX";
   HF_CHECK(mkdtemp(tmpl) != nullptr, "cannot create a job directory under /tmp");
   const fs::path dir = tmpl;
-  argv.insert(argv.begin() + 1, {"--tag-output", "-x", std::string(kJobDirEnv) + "=" + tmpl});
+  argv.insert(argv.begin() + 1, {"--tag-output", "-x", std::string(kJobDirEnv) + "=" + tmpl, "-x",
+                                 "HFRUN_RESTART_COUNT"});
   int code = 0;
   for (int attempt = 0;; ++attempt) {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(dir, ec)) fs::remove(e.path(), ec);
+    ::setenv("HFRUN_RESTART_COUNT", std::to_string(attempt).c_str(), 1);
     const Attempt a = run_mpirun(argv);
     if (WIFEXITED(a.status) && WEXITSTATUS(a.status) == 0) {
       code = 0;
+      break;
+    }
+    if (const std::string stop = stop_report(dir, a.graceful_signal); !stop.empty()) {
+      std::cerr << stop << "\n" << std::flush;
+      code = kExitStopped;
       break;
     }
     const auto [report, c] = failure_report(dir, a);

@@ -3,14 +3,17 @@
 // The launcher (hfrun -np N) starts mpirun in a job directory it owns (HFRUN_JOB_DIR, passed to
 // the ranks): every rank records its host and pid there when it starts and its error message
 // when it fails. The launcher relays the ranks' output line by line with a "[rank R] " prefix,
-// forwards SIGINT/SIGTERM to mpirun (which ends every rank; ranks also die with their parent),
-// and when the job fails prints one report line first:
+// turns SIGTERM/SIGUSR1/SIGINT into a graceful stop (it sends SIGUSR1 to mpirun, which forwards
+// it to every rank; the ranks agree on a step, commit its checkpoint and exit kExitStopped; a
+// second SIGINT ends every rank at once), ranks die with their parent, and when the job fails it
+// prints one report line first:
 //   hfrun: job failed: rank 1 (host node3, pid 4242): signal 9 (Killed)
 //   hfrun: job failed: rank 0 (host node1, pid 4100): exit 1: <the rank's error message>
 // --max-restarts K starts the job again (it resumes from the last committed checkpoint) after a
 // failure that is not a configuration error, up to K times.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -22,6 +25,9 @@ namespace hfrun::cli {
 void job_rank_started(int rank, int local_world);
 // In a rank that is about to exit with an error: records the message for the launcher's report.
 void job_rank_failed(int rank, const std::string& message);
+// In a rank that stopped early on a signal after committing `checkpoint` at step `step`.
+void job_rank_stopped(int rank, int64_t step, const std::string& signal,
+                      const std::string& checkpoint);
 
 // mpirun ... hfrun: the command line that starts `np` ranks of this executable (the caller
 // appends the subcommand and its arguments): --allow-run-as-root as root, --oversubscribe on
@@ -35,7 +41,9 @@ struct JobOptions {
 };
 
 // Runs `mpirun_argv` (without the -x HFRUN_JOB_DIR, which this adds) to completion, with
-// restarts; returns the exit code for hfrun (0, 2 for a configuration error, else non-zero).
+// restarts (each attempt sees HFRUN_RESTART_COUNT); returns the exit code for hfrun: 0, 2 for
+// a configuration error, kExitStopped when the ranks stopped on a signal with a committed
+// checkpoint, else non-zero.
 int run_job(std::vector<std::string> mpirun_argv, const JobOptions& options);
 
 }  // namespace hfrun::cli

@@ -24,7 +24,8 @@ Usage:
   hfrun env                     versions, CPU ISA, threads
   hfrun --version | --help | COMMAND --help
 
-Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid input.
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid input,
+3 stopped by a signal (SIGTERM, SIGUSR1, Ctrl-C) after committing a checkpoint.
 )";
 
 }  // namespace

@@ -3,10 +3,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <optional>
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
 #include "common/error.h"
+#include "common/stop_signals.h"
 #include "optim/clip.h"
 #include "train/checkpoint.h"
 #include "train/distributed_setup.h"
@@ -28,6 +30,7 @@ struct Accelerator::State {
   std::unique_ptr<optim::Optimizer> optimizer;
   std::vector<ParamSlice> slices;  // where each optimizer parameter sits in the model
   bool model_prepared = false;
+  std::optional<StopSignals> stop_signals;
 };
 
 Accelerator::Accelerator(AcceleratorOptions options)
@@ -44,6 +47,7 @@ Accelerator::Accelerator(AcceleratorOptions options)
   HF_CHECK_INPUT(o.keep_checkpoints >= 0, "AcceleratorOptions.keep_checkpoints ",
                  o.keep_checkpoints, " must be 0 (keep all) or more");
   s_->options = options;
+  if (o.handle_stop_signals) s_->stop_signals.emplace();
   // DataParallel reads the distributed section only.
   TrainConfig cfg;
   cfg.source = "AcceleratorOptions";
@@ -190,6 +194,11 @@ double Accelerator::sum_across_ranks(double v) {
 
 double Accelerator::mean_across_ranks(double v) {
   return sum_across_ranks(v) / static_cast<double>(world());
+}
+
+int Accelerator::stop_requested() {
+  const int mine = StopSignals::pending();
+  return s_->dp ? s_->dp->max_over_job(mine) : mine;
 }
 
 void Accelerator::barrier() {

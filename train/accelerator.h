@@ -9,7 +9,8 @@
 //   auto& opt = acc.prepare(model, [](std::vector<hfrun::optim::ParamRef> p) {
 //     return std::make_unique<hfrun::optim::AdamW>(std::move(p), hfrun::optim::AdamWOptions{});
 //   });
-//   for (...) {                                             // each micro-step:
+//   for (...) {                                             // each micro-step (a loop that
+//                                                           // also ends on acc.stop_requested()):
 //     Tensor loss = model.loss(x, y);                       // this rank's micro batch
 //     acc.backward(loss);
 //     if (acc.sync_gradients()) {                           // last micro-step of the window
@@ -25,8 +26,8 @@
 // prepare() takes a factory rather than a finished optimizer, and owns what it returns.
 //
 // Every method that communicates (prepare, backward, clip_grad_norm, step, mean_across_ranks,
-// save_state, load_state, latest_state, barrier) is collective: every rank calls it, in the
-// same order.
+// stop_requested, save_state, load_state, latest_state, barrier) is collective: every rank calls
+// it, in the same order.
 #pragma once
 
 #include <cstdint>
@@ -55,6 +56,10 @@ struct AcceleratorOptions {
   double timeout_s = 300;        // every collective fails after this long instead of hanging
   uint64_t seed = 1234;          // of generator(): the same stream on every rank
   int64_t keep_checkpoints = 0;  // save_state keeps the newest this many (0: all)
+  // While the Accelerator lives, SIGTERM/SIGUSR1/SIGINT are recorded instead of killing the
+  // process (common/stop_signals.h); stop_requested() reports them. False: the program's own
+  // handlers stay.
+  bool handle_stop_signals = true;
 };
 
 // Elements [begin, end) of a range.
@@ -135,6 +140,10 @@ class Accelerator {
   double mean_across_ranks(const Tensor& scalar) { return mean_across_ranks(scalar.item()); }
   double sum_across_ranks(double v);
   void barrier();
+  // The stop signal (SIGTERM, SIGUSR1, SIGINT) any rank received, 0 when none: the same on
+  // every rank. Call it at step boundaries; when non-zero, save_state() and exit (hfrun's own
+  // runs exit with kExitStopped = 3), as Slurm preemption and time limits expect.
+  int stop_requested();
   // The main process prints one JSON line: {"step": step_count(), "<key>": value, ...}.
   void log(const std::vector<std::pair<std::string, double>>& values) const;
 

@@ -162,6 +162,12 @@ double DataParallel::sum(double v) {
   return sum_over(*impl_->world, v, impl_->opts);
 }
 
+int DataParallel::max_over_job(int v) {
+  Tensor t = ops::full({1}, static_cast<double>(v), DType::kF32);
+  impl_->global->allreduce(t, dist::ReduceOp::kMax, impl_->opts)->wait();
+  return static_cast<int>(t.data<float>()[0]);
+}
+
 std::vector<std::string> DataParallel::allgather_strings(const std::string& s) {
   Tensor mine = ops::empty({static_cast<int64_t>(s.size())}, DType::kU8);
   if (!s.empty()) std::memcpy(mine.raw_data(), s.data(), s.size());

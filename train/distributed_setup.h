@@ -113,6 +113,9 @@ class DataParallel {
   // The sum of `v` over the data-parallel group, in double, added in rank order (the same on
   // every rank).
   double sum(double v);
+  // The largest `v` over every rank of the job (tensor-parallel ranks included), e.g. a stop
+  // signal that reached one rank.
+  int max_over_job(int v);
   // Every rank's `s` (the whole job), in global rank order.
   std::vector<std::string> allgather_strings(const std::string& s);
   void barrier();

@@ -14,6 +14,7 @@
 #include "autograd/functions.h"
 #include "autograd/node.h"
 #include "common/error.h"
+#include "common/stop_signals.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/tokenizer/tokenizer.h"
@@ -421,6 +422,33 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   double window_start = resumed.elapsed_s;
   int64_t window_steps = 0;
 
+  // Commits the checkpoint of optimizer step `step` (collective with several ranks).
+  auto save_checkpoint_now = [&](int64_t step) {
+    TrainerState st;
+    st.step = st.scheduler_step = step;
+    st.loader = s.loader->state();
+    st.generators = {capture_generator("dropout", s.model->dropout_generator())};
+    st.tokens_seen = step * tokens_per_step;
+    st.first_loss = summary.first_loss;
+    st.last_loss = summary.last_loss;
+    st.elapsed_s = now();
+    if (!s.dp) return save_checkpoint(checkpoints_root, *s.model, *s.optimizer, st, ckpt_options);
+    CheckpointShard shard;
+    shard.model = s.model.get();
+    // Parameters are replicated across the data-parallel group (ZeRO stages 0-2): its first
+    // rank writes them (one per tensor-parallel part); ZeRO-3: every rank its pieces.
+    const bool first = s.dp->rank() == 0;
+    shard.write_model = first;
+    shard.param_pieces = s.dp->parameter_pieces();
+    shard.optimizer = s.optimizer.get();
+    shard.write_optimizer = first || s.dp->zero_stage() > 0;
+    shard.slices = s.slices;
+    shard.tp_rank = s.dp->tensor_parallel_rank();
+    shard.tp_size = s.dp->tensor_parallel_size();
+    return save_checkpoint(checkpoints_root, shard, st, ckpt_options, &s.dp->checkpoint_group());
+  };
+  StopSignals stop_signals;
+
   for (int64_t step = resumed.step; step < c.train.max_steps; ++step) {
     StepMetrics m = this->step();
     ++window_steps;
@@ -458,37 +486,26 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
       }
       if (on_step) on_step(v);
     }
-    if ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last) {
-      TrainerState st;
-      st.step = st.scheduler_step = m.step;
-      st.loader = s.loader->state();
-      st.generators = {capture_generator("dropout", s.model->dropout_generator())};
-      st.tokens_seen = m.step * tokens_per_step;
-      st.first_loss = summary.first_loss;
-      st.last_loss = summary.last_loss;
-      st.elapsed_s = now();
-      std::string dir;
-      if (s.dp) {
-        CheckpointShard shard;
-        shard.model = s.model.get();
-        // Parameters are replicated across the data-parallel group (ZeRO stages 0-2): its first
-        // rank writes them (one per tensor-parallel part); ZeRO-3: every rank its pieces.
-        const bool first = s.dp->rank() == 0;
-        shard.write_model = first;
-        shard.param_pieces = s.dp->parameter_pieces();
-        shard.optimizer = s.optimizer.get();
-        shard.write_optimizer = first || s.dp->zero_stage() > 0;
-        shard.slices = s.slices;
-        shard.tp_rank = s.dp->tensor_parallel_rank();
-        shard.tp_size = s.dp->tensor_parallel_size();
-        dir = save_checkpoint(checkpoints_root, shard, st, ckpt_options, &s.dp->checkpoint_group());
-      } else {
-        dir = save_checkpoint(checkpoints_root, *s.model, *s.optimizer, st, ckpt_options);
-      }
+    // A stop signal on any rank: every rank stops after this step, with its checkpoint.
+    const int stop = s.dp ? s.dp->max_over_job(StopSignals::pending()) : StopSignals::pending();
+    const bool stopping = stop != 0 && !last;
+    if ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stopping) {
+      summary.last_checkpoint = save_checkpoint_now(m.step);
       if (rank0) {
-        std::printf("%ssaved checkpoint %s\n", tty ? "\n" : "", dir.c_str());
+        std::printf("%ssaved checkpoint %s\n", tty ? "\n" : "", summary.last_checkpoint.c_str());
         std::fflush(stdout);
       }
+    }
+    if (stopping) {
+      summary.stop_signal = stop;
+      if (rank0) {
+        std::printf("stopped after step %lld on %s; the same command resumes from %s\n",
+                    static_cast<long long>(m.step), signal_name(stop).c_str(),
+                    summary.last_checkpoint.c_str());
+        std::fflush(stdout);
+      }
+      if (s.dp) s.dp->barrier();
+      return summary;
     }
   }
   if (tty) std::printf("\n");

@@ -32,7 +32,11 @@ struct RunSummary {
   int64_t steps = 0;
   double first_loss = 0, last_loss = 0;
   double tokens_per_s = 0;
-  std::string final_dir;
+  std::string final_dir;  // empty when the run stopped early
+  // Set when a stop signal (SIGTERM, SIGUSR1, SIGINT; see common/stop_signals.h) reached any
+  // rank: the run stopped after `steps`, with that step's checkpoint committed and no export.
+  int stop_signal = 0;
+  std::string last_checkpoint;  // the newest checkpoint this run committed ("" if none)
 };
 
 class Trainer {
@@ -44,6 +48,9 @@ class Trainer {
 
   // Runs to train.max_steps (resuming per checkpoint.resume), logging, evaluating,
   // checkpointing and exporting final/. on_step (optional) sees every step's metrics.
+  // While it runs, SIGTERM/SIGUSR1/SIGINT ask for a graceful stop: at the next step boundary
+  // every rank agrees (one rank receiving it is enough), a checkpoint of that step is committed
+  // and run() returns with RunSummary::stop_signal set.
   RunSummary run(const std::function<void(const StepMetrics&)>& on_step = {});
   // One optimizer step without logging or checkpoints: LR from the schedule, grad_accum_steps
   // micro-batches, clipping, the update. For programs that drive the loop themselves and for

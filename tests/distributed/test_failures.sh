@@ -3,9 +3,11 @@
 #  1. kill -9 of one rank mid-run ends the whole job non-zero within 30 s; the launcher's report
 #     names that rank, its host, its pid and the signal first; no process of the job survives.
 #  2. a rank that throws: the report quotes its error.
-#  3. SIGTERM to the launcher stops every rank.
+#  3. SIGTERM to the launcher stops every rank gracefully: a committed checkpoint, exit 3.
 #  4. --max-restarts 1: the job restarts from the last committed checkpoint after a rank fails
 #     and finishes with the losses of an uninterrupted run.
+#  5. A checkpoint write failing on one rank commits nothing.
+#  6. A SIGTERM reaching one rank stops every rank at the same step; rerunning resumes exactly.
 # Usage: test_failures.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
 HFRUN="$1"
@@ -80,19 +82,29 @@ if [ $rc -eq 0 ] || ! grep -qE "^hfrun: job failed: rank 1 \(host [^,]+, pid [0-
 fi
 grep -q '^\[rank 0\] step 1/6' "$TMP/throw.log" || { echo "FAIL: output lines are not rank-prefixed"; cat "$TMP/throw.log"; fail=1; }
 
-# 3. SIGTERM to the launcher.
+# 3. SIGTERM to the launcher is a graceful stop: every rank stops after its current step, that
+# step's checkpoint is committed, hfrun exits 3 with a report naming it, and nothing survives.
 cfg "$TMP/term" 100000 > "$TMP/term.yaml"
 "$HFRUN" -np 2 --oversubscribe "$TMP/term.yaml" > "$TMP/term.log" 2>&1 &
 launcher=$!
 wait_for "$TMP/term/metrics.jsonl" '"step": 1' 60 || { echo "FAIL: term job did not start"; fail=1; }
+start=$(date +%s%N)
 kill -TERM $launcher
 for _ in $(seq 300); do kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
 wait $launcher
 rc=$?
-[ $rc -ne 0 ] || { echo "FAIL: SIGTERM to the launcher: exit 0"; fail=1; }
+took_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+report=$(grep -m1 '^hfrun: job stopped' "$TMP/term.log")
+re='^hfrun: job stopped after step ([0-9]+) on SIGTERM to the launcher: checkpoint (.*) committed'
+if [ $rc -ne 3 ] || ! [[ "$report" =~ $re ]]; then
+  echo "FAIL: SIGTERM to the launcher: exit $rc (want 3), report '$report'"; cat "$TMP/term.log"; fail=1
+elif [ ! -f "${BASH_REMATCH[2]}/manifest.json" ] || \
+     [ "$(basename "${BASH_REMATCH[2]}")" != "$(printf 'step-%08d' "${BASH_REMATCH[1]}")" ]; then
+  echo "FAIL: the stop's checkpoint ${BASH_REMATCH[2]} is not committed"; ls -R "$TMP/term"; fail=1
+fi
 sleep 1
 if job_alive term; then echo "FAIL: ranks survive SIGTERM to the launcher:"; pgrep -af "$TMP/term.yaml"; fail=1; fi
-grep -q "hfrun: job stopped" "$TMP/term.log" || { echo "FAIL: no stop report"; cat "$TMP/term.log"; fail=1; }
+echo "SIGTERM to the launcher: stopped with a committed checkpoint in ${took_ms} ms: $report"
 
 # 4. --max-restarts: rank 0 fails after step 5 (checkpoint at 4); the restart resumes from step 4
 # and the losses equal an uninterrupted run.
@@ -121,6 +133,23 @@ if [ $rc -eq 0 ] || ! grep -q "checkpoint step 2 not committed (files not writte
 fi
 left=$(ls "$TMP/ckfail/checkpoints" 2>/dev/null | tr '\n' ' ')
 if [ -n "$left" ]; then echo "FAIL: a failed checkpoint left '$left'"; fail=1; fi
+
+# 6. A SIGTERM that reaches one rank only (as Slurm signals tasks): rank 1 signals itself after
+# step 3 (HFRUN_FAULT_SIGNAL); every rank stops after step 3 with step-00000003 committed; the
+# same command resumes from it and ends with the losses of the uninterrupted run (test 4's ref).
+cfg "$TMP/preempt" 8 > "$TMP/preempt.yaml"
+HFRUN_FAULT_SIGNAL="1:3:15" "$HFRUN" -np 2 --oversubscribe "$TMP/preempt.yaml" > "$TMP/preempt.log" 2>&1
+rc=$?
+if [ $rc -ne 3 ] || ! grep -q "^hfrun: job stopped after step 3 on SIGTERM: checkpoint .*step-00000003 committed" "$TMP/preempt.log" || \
+   [ ! -f "$TMP/preempt/checkpoints/step-00000003/manifest.json" ] || [ -d "$TMP/preempt/final" ]; then
+  echo "FAIL: a SIGTERM to rank 1 after step 3 did not stop the job at step 3 (exit $rc)"; cat "$TMP/preempt.log"; fail=1
+fi
+"$HFRUN" -np 2 --oversubscribe "$TMP/preempt.yaml" > "$TMP/preempt2.log" 2>&1 || { echo "FAIL: resume after the stop"; cat "$TMP/preempt2.log"; fail=1; }
+grep -q "resuming from .*step-00000003" "$TMP/preempt2.log" || { echo "FAIL: the rerun did not resume from step 3"; cat "$TMP/preempt2.log"; fail=1; }
+if ! diff <(losses "$TMP/ref/metrics.jsonl") <(losses "$TMP/preempt/metrics.jsonl") > /dev/null; then
+  echo "FAIL: stopped + resumed losses differ from the uninterrupted run:"
+  paste <(losses "$TMP/ref/metrics.jsonl") <(losses "$TMP/preempt/metrics.jsonl"); fail=1
+fi
 
 [ $fail -eq 0 ] && echo "ok: failures end the job with a clear report" || echo "FAILED"
 exit $fail

@@ -4,12 +4,14 @@
 // resume) is tests/embed/test_embed.sh, which runs examples/embed under mpirun.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "autograd/functions.h"
 #include "common/error.h"
+#include "common/stop_signals.h"
 #include "test_util.h"
 #include "train/accelerator.h"
 
@@ -108,6 +110,31 @@ TEST(Accelerator, AccumulationEqualsTheFullBatch) {
   }
   TwoLayer untouched(1);
   EXPECT_FALSE(testing::tensors_near(a[0].second, untouched.parameter("w1"), 1e-4, 0));
+}
+
+TEST(Accelerator, StopSignalIsReportedNotFatal) {
+  StopSignals::clear();
+  {
+    Accelerator acc;
+    EXPECT_EQ(acc.stop_requested(), 0);
+    std::raise(SIGTERM);  // as Slurm at a time limit: recorded, not fatal
+    EXPECT_EQ(acc.stop_requested(), SIGTERM);
+  }
+  StopSignals::clear();
+  // handle_stop_signals = false: the program's own handler keeps the signal.
+  static volatile std::sig_atomic_t seen = 0;
+  struct sigaction mine {
+  }, old{};
+  mine.sa_handler = [](int sig) { seen = sig; };
+  sigemptyset(&mine.sa_mask);
+  sigaction(SIGTERM, &mine, &old);
+  {
+    Accelerator acc({.handle_stop_signals = false});
+    std::raise(SIGTERM);
+    EXPECT_EQ(seen, SIGTERM);
+    EXPECT_EQ(acc.stop_requested(), 0);
+  }
+  sigaction(SIGTERM, &old, nullptr);
 }
 
 TEST(Accelerator, DecayRuleCanBeChanged) {
