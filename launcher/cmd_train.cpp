@@ -6,6 +6,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <csignal>
 #include <cstdio>
@@ -149,8 +150,8 @@ int train_here(train::TrainConfig cfg, bool report, int rank) {
 int cmd_train(const Args& args) {
   std::string config_path;
   std::vector<std::string> overrides;
-  int64_t nproc = 0;
-  bool dry_run = false, oversubscribe = false;
+  int64_t nproc = 0, nnodes = 0, per_node = 0;
+  bool dry_run = false, oversubscribe = false, standalone = false;
   std::string hostfile;
   int max_restarts = 0;
   po::options_description desc("Options");
@@ -158,18 +159,35 @@ int cmd_train(const Args& args) {
       "set", po::value(&overrides)->composing(),
       "override a config key: key.path=value (repeatable)")(
       "np", po::value(&nproc), "number of processes (default: distributed.num_processes)")(
-      "nproc", po::value(&nproc), "alias of -np")("nproc-per-node", po::value(&nproc),
-                                                  "torchrun spelling of -np")(
-      "hostfile", po::value(&hostfile), "hosts for a multi-node run")(
+      "nproc", po::value(&nproc), "alias of -np")("hostfile", po::value(&hostfile),
+                                                  "hosts for a multi-node run (Open MPI hostfile)")(
       "oversubscribe", po::bool_switch(&oversubscribe), "allow more ranks than cores")(
       "max-restarts", po::value(&max_restarts), "restarts after a failure")(
       "dry-run", po::bool_switch(&dry_run),
-      "print the resolved config and the launch, start nothing");
+      "print the resolved config and the launch, start nothing")(
+      "nproc-per-node", po::value(&per_node),
+      "torchrun: ranks per node (-np N alone when there is one node)")(
+      "nnodes", po::value(&nnodes),
+      "torchrun: nodes, from --hostfile or the Slurm allocation; ranks = nnodes x nproc-per-node")(
+      "standalone", po::bool_switch(&standalone), "torchrun: accepted; hfrun needs no rendezvous");
+  // torchrun's per-node launch options: hfrun starts every node from one command instead.
+  const char* per_node_launch[] = {"node-rank",    "master-addr",   "master-port",
+                                   "rdzv-backend", "rdzv-endpoint", "rdzv-id"};
+  for (const char* name : per_node_launch) {
+    desc.add_options()(name, po::value<std::string>(), "torchrun: refused (see README, Clusters)");
+  }
   po::positional_options_description pos;
   pos.add("config", 1);
-  // `-np 4` is mpirun's spelling: accept it as --np.
+  // `-np 4` is mpirun's spelling: accept it as --np; torchrun's underscores as dashes.
   Args fixed;
-  for (const auto& a : args) fixed.push_back(a == "-np" ? "--np" : a);
+  for (const auto& a : args) {
+    std::string f = a == "-np" ? "--np" : a;
+    if (f.rfind("--", 0) == 0) {
+      const size_t end = std::min(f.find('='), f.size());
+      std::replace(f.begin() + 2, f.begin() + static_cast<std::ptrdiff_t>(end), '_', '-');
+    }
+    fixed.push_back(f);
+  }
   po::variables_map vm;
   po::store(po::command_line_parser(fixed).options(desc).positional(pos).run(), vm);
   if (vm.count("help") || !vm.count("config")) {
@@ -179,6 +197,25 @@ int cmd_train(const Args& args) {
     return vm.count("help") ? 0 : 2;
   }
   po::notify(vm);
+  for (const char* name : per_node_launch) {
+    HF_CHECK_INPUT(!vm.count(name), "--", name,
+                   " is torchrun's one-launcher-per-node option; hfrun starts every node from one "
+                   "command: list the nodes in --hostfile FILE (with --nnodes N --nproc-per-node P "
+                   "or -np N), or inside a Slurm allocation run `srun --mpi=pmix hfrun train "
+                   "CONFIG.yaml` (cluster/slurm/)");
+  }
+  HF_CHECK_INPUT(nnodes >= 0 && per_node >= 0, "--nnodes and --nproc-per-node must be positive");
+  if (per_node > 0) {
+    const int64_t total = per_node * std::max<int64_t>(1, nnodes);
+    HF_CHECK_INPUT(nproc == 0 || nproc == total, "-np ", nproc, " contradicts --nnodes ",
+                   std::max<int64_t>(1, nnodes), " x --nproc-per-node ", per_node);
+    nproc = total;
+  }
+  HF_CHECK_INPUT(nnodes <= 1 || per_node > 0, "--nnodes ", nnodes,
+                 " needs --nproc-per-node (ranks on each node)");
+  HF_CHECK_INPUT(nnodes <= 1 || !hostfile.empty() || std::getenv("SLURM_JOB_ID") != nullptr,
+                 "--nnodes ", nnodes,
+                 " needs the nodes: --hostfile FILE, or run inside a Slurm allocation");
   train::TrainConfig cfg = train::TrainConfig::load(config_path, overrides);
   if (nproc > 0) cfg.distributed.num_processes = nproc;
 
@@ -211,7 +248,8 @@ int cmd_train(const Args& args) {
     }
     return train_here(cfg, true, 0);
   }
-  std::vector<std::string> cmd = mpirun_command(static_cast<int>(n), oversubscribe, hostfile);
+  std::vector<std::string> cmd = mpirun_command(static_cast<int>(n), oversubscribe, hostfile,
+                                                nnodes > 1 ? static_cast<int>(per_node) : 0);
   cmd.insert(cmd.end(), {"train", config_path});
   for (const auto& o : overrides) cmd.insert(cmd.end(), {"--set", o});
   cmd.insert(cmd.end(), {"--set", "distributed.num_processes=" + std::to_string(n)});

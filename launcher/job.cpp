@@ -307,11 +307,14 @@ std::string self_path() {
 
 }  // namespace
 
-std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::string& hostfile) {
+std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::string& hostfile,
+                                        int per_node) {
   std::vector<std::string> cmd = {find_mpirun()};
   if (geteuid() == 0) cmd.push_back("--allow-run-as-root");
   if (oversubscribe) cmd.push_back("--oversubscribe");
   cmd.insert(cmd.end(), {"-np", std::to_string(np)});
+  if (per_node > 0)
+    cmd.insert(cmd.end(), {"--map-by", "ppr:" + std::to_string(per_node) + ":node"});
   if (!hostfile.empty()) {
     // Other hosts have other core counts: each rank takes its host's cores / local ranks
     // (job_rank_started), unless the user exported OMP_NUM_THREADS.

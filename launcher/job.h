@@ -32,9 +32,11 @@ void job_rank_stopped(int rank, int64_t step, const std::string& signal,
 // mpirun ... hfrun: the command line that starts `np` ranks of this executable (the caller
 // appends the subcommand and its arguments): --allow-run-as-root as root, --oversubscribe on
 // request, --hostfile when given, OMP_NUM_THREADS = the user's or cores / np on one host (with a
-// hostfile each rank sizes itself: job_rank_started). mpirun is $MPIEXEC or the first
-// on PATH (an input error when there is none).
-std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::string& hostfile);
+// hostfile each rank sizes itself: job_rank_started); per_node > 0 places that many ranks on each
+// node (torchrun's --nproc-per-node with --nnodes). mpirun is $MPIEXEC or the first on PATH (an
+// input error when there is none).
+std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::string& hostfile,
+                                        int per_node = 0);
 
 struct JobOptions {
   int max_restarts = 0;

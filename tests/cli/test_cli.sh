@@ -148,6 +148,17 @@ check "train tensor_parallel not dividing ranks refused clearly" 2 "$HFRUN" -np 
 contains "train tensor_parallel not dividing ranks refused clearly" "tensor_parallel 3 must divide"
 check "train dry run" 0 "$HFRUN" "$TMP/gen.yaml" --dry-run
 contains "train dry run" '^output_dir: '
+# torchrun spellings: --nnodes x --nproc-per-node over a hostfile places ranks per node;
+# torchrun's per-node launch options are refused with a pointer to the hostfile/srun way.
+printf 'n1 slots=2\nn2 slots=2\n' > "$TMP/hosts"
+check "torchrun nnodes dry run" 0 "$HFRUN" --nnodes 2 --nproc_per_node 2 --hostfile "$TMP/hosts" "$TMP/gen.yaml" --dry-run
+contains "torchrun nnodes dry run" "mpirun.* -np 4 --map-by ppr:2:node --hostfile $TMP/hosts "
+contains "torchrun nnodes dry run" "distributed.num_processes=4"
+check "torchrun node-rank refused" 2 "$HFRUN" --nnodes 2 --nproc-per-node 2 --node-rank 1 --master-addr n1 "$TMP/gen.yaml"
+contains "torchrun node-rank refused" "node-rank is torchrun's one-launcher-per-node option.*--hostfile"
+check "torchrun nnodes without hosts refused" 2 env -u SLURM_JOB_ID "$HFRUN" --nnodes 2 --nproc-per-node 2 "$TMP/gen.yaml"
+contains "torchrun nnodes without hosts refused" "needs the nodes: --hostfile FILE"
+check "torchrun nproc-per-node contradicting -np" 2 "$HFRUN" -np 3 --nproc-per-node 2 "$TMP/gen.yaml"
 [ ! -e "$TMP/bad_run/final" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a failed run left final/"; }
 
 # checkpoints: a run killed with SIGKILL after its first checkpoint, then resumed (resume: auto),
