@@ -14,6 +14,9 @@ PACKAGES=(
   libonig-dev
   libicu-dev
   python3-torch libopenblas0-openmp
+  # The cluster tests: a throwaway single-node Slurm (cluster/slurm/local-slurm.sh) and
+  # network namespaces as nodes (tests/cluster/netns_nodes.sh).
+  slurmctld slurmd slurm-client munge iproute2
 )
 # Node.js runs the reference tokenizer (Hugging Face's npm package `tokenizers`) in the parity
 # tests. A machine that already has node and npm (e.g. from NodeSource, whose nodejs conflicts
