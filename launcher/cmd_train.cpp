@@ -261,6 +261,8 @@ int cmd_train(const Args& args) {
   }
   JobOptions job;
   job.max_restarts = max_restarts;
+  job.ranks = static_cast<int>(n);
+  job.launch_timeout_s = cfg.distributed.timeout_s;
   return run_job(cmd, job);
 }
 

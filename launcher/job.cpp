@@ -1,5 +1,6 @@
 #include "launcher/job.h"
 
+#include <dirent.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -7,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -15,13 +17,13 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "common/error.h"
-#include "common/file_util.h"
 #include "common/stop_signals.h"
 #include "tensor/threads.h"
 
@@ -31,28 +33,29 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kJobDirEnv = "HFRUN_JOB_DIR";
+// Set by the launcher for its ranks: they then write records (started, failed, stopped) as
+// single stderr lines starting with kRecordTag, which mpirun relays from every node and the
+// launcher takes out of the output. (Files in a job directory would not work across nodes:
+// /tmp is not shared.)
+constexpr const char* kRecordsEnv = "HFRUN_RECORDS";
+constexpr const char* kRecordTag = "@hfrun-record ";
+// Seconds mpirun gets to end the job after a rank recorded a failure before the launcher does.
+constexpr double kFailureGraceS = 15;
 
-std::string job_dir_from_env() {
-  const char* d = std::getenv(kJobDirEnv);
-  return d == nullptr ? "" : d;
-}
-
-// Best effort (the rank may be failing already): a record the launcher cannot read only makes
-// its report less specific.
-void write_small_file(const fs::path& path, const std::string& text) {
-  try {
-    write_file_atomically(path.string(),
-                          [&](int fd) { write_all(fd, text.data(), text.size(), path.string()); });
-  } catch (const std::exception&) {
-  }
-}
-
-std::string read_small_file(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+void emit_record(nlohmann::json record) {
+  const char* on = std::getenv(kRecordsEnv);
+  if (on == nullptr || std::strcmp(on, "1") != 0) return;
+  std::string line = std::string(kRecordTag) +
+                     record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // One write() of at most PIPE_BUF bytes, so no other output interleaves with the line.
+  if (line.size() > 4000)
+    line = std::string(kRecordTag) + nlohmann::json{{"rank", record["rank"]},
+                                                    {"kind", record["kind"]},
+                                                    {"error", "(record too long)"}}
+                                         .dump();
+  line += "\n";
+  std::fflush(stderr);
+  [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
 }
 
 // The first SIGTERM/SIGUSR1/SIGINT asks the ranks for a graceful stop; a later SIGINT ends them.
@@ -67,8 +70,19 @@ void on_stop_signal(int sig) {
   }
 }
 
+// What the launcher learnt about one rank from its records.
+struct RankRecord {
+  bool started = false;
+  std::string host;
+  long long pid = 0;
+  std::string error;  // set when the rank failed
+  bool stopped = false;
+  long long step = 0;
+  std::string signal, checkpoint;
+};
+
 // The ranks' output, relayed line by line: "[J,R]<stdout>:text" becomes "[rank R] text" on the
-// same stream; mpirun's own lines are kept for the failure report.
+// same stream; records are taken out; mpirun's own lines are kept for the failure report.
 class OutputRelay {
  public:
   void feed(int stream, const char* data, size_t n) {
@@ -76,46 +90,111 @@ class OutputRelay {
     buf.append(data, n);
     size_t nl;
     while ((nl = buf.find('\n')) != std::string::npos) {
-      line(stream, buf.substr(0, nl));
+      line(buf.substr(0, nl));
       buf.erase(0, nl + 1);
     }
   }
   void flush() {
     for (auto& [stream, buf] : pending_) {
-      if (!buf.empty()) line(stream, buf);
+      if (!buf.empty()) line(buf);
       buf.clear();
     }
   }
   const std::vector<std::string>& mpirun_lines() const { return mpirun_lines_; }
+  const std::map<int, RankRecord>& ranks() const { return ranks_; }
+  // When the first rank recorded a failure (steady clock), or epoch.
+  std::chrono::steady_clock::time_point first_failure() const { return first_failure_; }
+  int started() const {
+    int n = 0;
+    for (const auto& [r, rec] : ranks_) n += rec.started ? 1 : 0;
+    return n;
+  }
 
  private:
-  void line(int stream, const std::string& text) {
+  void line(const std::string& text) {
     static const std::regex tagged(R"(^\[\d+,(\d+)\]<(stdout|stderr)>:(.*)$)");
     // mpirun tags every write, so a line written in pieces carries tags inside it too.
     static const std::regex inner_tag(R"(\[\d+,\d+\]<(stdout|stderr)>:)");
     std::smatch m;
     if (std::regex_match(text, m, tagged)) {
-      std::FILE* out = m[2] == "stdout" ? stdout : stderr;
       const std::string body = std::regex_replace(m[3].str(), inner_tag, "");
+      if (body.rfind(kRecordTag, 0) == 0 && record(body.substr(std::strlen(kRecordTag)))) return;
+      std::FILE* out = m[2] == "stdout" ? stdout : stderr;
       std::fprintf(out, "[rank %s] %s\n", m[1].str().c_str(), body.c_str());
       std::fflush(out);
     } else if (!text.empty() && text.find_first_not_of('-') != std::string::npos) {
       mpirun_lines_.push_back(text);
     }
-    (void)stream;
+  }
+  bool record(const std::string& json) {
+    const nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
+    if (!j.is_object() || !j.contains("rank") || !j["rank"].is_number_integer()) return false;
+    RankRecord& r = ranks_[j["rank"].get<int>()];
+    const std::string kind = j.value("kind", "");
+    if (kind == "started") {
+      r.started = true;
+      r.host = j.value("host", "?");
+      r.pid = j.value("pid", 0LL);
+    } else if (kind == "failed") {
+      r.error = j.value("error", "");
+      if (first_failure_ == std::chrono::steady_clock::time_point{}) {
+        first_failure_ = std::chrono::steady_clock::now();
+      }
+    } else if (kind == "stopped") {
+      r.stopped = true;
+      r.step = j.value("step", 0LL);
+      r.signal = j.value("signal", "");
+      r.checkpoint = j.value("checkpoint", "");
+    }
+    return true;
   }
   std::map<int, std::string> pending_;
   std::vector<std::string> mpirun_lines_;
+  std::map<int, RankRecord> ranks_;
+  std::chrono::steady_clock::time_point first_failure_{};
 };
 
 struct Attempt {
-  int status = 0;           // waitpid status of mpirun
-  int graceful_signal = 0;  // the signal that made the launcher ask the ranks to stop
-  int stop_signal = 0;      // the signal that made the launcher end every rank at once
+  int status = 0;               // waitpid status of mpirun
+  int graceful_signal = 0;      // the signal that made the launcher ask the ranks to stop
+  int stop_signal = 0;          // the signal that made the launcher end every rank at once
+  double launch_timeout_s = 0;  // > 0: not every rank started within this long
   std::vector<std::string> mpirun_lines;
+  std::map<int, RankRecord> ranks;
 };
 
-Attempt run_mpirun(const std::vector<std::string>& argv) {
+// Ends what is left of the job's process tree after mpirun: ssh (rsh agent) processes that
+// mpirun put in their own process groups and left behind are re-parented to the launcher (a
+// child subreaper) and would keep the output pipes open.
+void end_leftover_children() {
+  const pid_t self = getpid();
+  for (int round = 0; round < 2; ++round) {
+    bool any = false;
+    if (DIR* d = opendir("/proc")) {
+      while (dirent* e = readdir(d)) {
+        const pid_t p = static_cast<pid_t>(std::atoi(e->d_name));
+        if (p <= 0) continue;
+        std::ifstream stat(std::string("/proc/") + e->d_name + "/stat");
+        std::string s((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+        const size_t close = s.rfind(')');
+        if (close == std::string::npos) continue;
+        char state = 0;
+        int ppid = 0;
+        if (std::sscanf(s.c_str() + close + 1, " %c %d", &state, &ppid) != 2) continue;
+        if (ppid != self || state == 'Z') continue;
+        kill(p, round == 0 ? SIGTERM : SIGKILL);
+        any = true;
+      }
+      closedir(d);
+    }
+    if (!any) break;
+    if (round == 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  while (waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
+}
+
+Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& options) {
   int out_pipe[2], err_pipe[2];
   HF_CHECK(pipe(out_pipe) == 0 && pipe(err_pipe) == 0, "cannot create pipes for mpirun");
   std::vector<char*> cargv;
@@ -152,13 +231,19 @@ Attempt run_mpirun(const std::vector<std::string>& argv) {
   sigaction(SIGTERM, &sa, &old_term);
   sigaction(SIGUSR1, &sa, &old_usr1);
 
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto seconds_since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
   OutputRelay relay;
   Attempt a;
   pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
   int open_fds = 2;
   int graceful = 0;
   int forwarded = 0;
-  int ticks_since_forward = 0;
+  Clock::time_point forwarded_at{}, exited_at{};
+  bool exited = false;
   char buf[65536];
   while (open_fds > 0) {
     if (g_stop_signal != 0 && graceful == 0) {
@@ -170,11 +255,37 @@ Attempt run_mpirun(const std::vector<std::string>& argv) {
                    signal_name(graceful).c_str());
       std::fflush(stderr);
     }
-    if (g_hard_stop_signal != 0 && forwarded == 0) {
-      forwarded = g_hard_stop_signal;
+    // Ranks that never start (a node whose daemon hangs in ssh) would otherwise keep mpirun
+    // waiting for ever: after the launch timeout the job ends with a report naming them.
+    if (!exited && a.launch_timeout_s == 0 && options.launch_timeout_s > 0 && options.ranks > 0 &&
+        relay.started() < options.ranks && seconds_since(start) > options.launch_timeout_s) {
+      a.launch_timeout_s = options.launch_timeout_s;
+      if (forwarded == 0) forwarded = -1;
+    }
+    // A rank failed but mpirun does not end the job: it may wait for minutes on the TCP
+    // connection to a node that was cut off. The ranks' records say enough.
+    if (!exited && forwarded == 0 && relay.first_failure() != Clock::time_point{} &&
+        seconds_since(relay.first_failure()) > kFailureGraceS) {
+      forwarded = -1;
+    }
+    if (g_hard_stop_signal != 0 && forwarded == 0) forwarded = g_hard_stop_signal;
+    if (forwarded != 0 && forwarded_at == Clock::time_point{}) {
+      forwarded_at = Clock::now();
       kill(pid, SIGTERM);  // mpirun ends every rank
-    } else if (forwarded != 0 && ++ticks_since_forward > 100) {
+    } else if (forwarded != 0 && !exited && seconds_since(forwarded_at) > 10) {
       kill(-pid, SIGKILL);  // 10 s later: whatever is left of mpirun's group
+    }
+    if (!exited) {
+      int status = 0;
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        exited = true;
+        exited_at = Clock::now();
+        a.status = status;
+      }
+    } else if (seconds_since(exited_at) > 2) {
+      // mpirun is gone; what still holds the pipes (a leftover rsh agent or remote daemon)
+      // says nothing more worth waiting for.
+      break;
     }
     const int r = poll(fds, 2, 100);
     if (r < 0 && errno == EINTR) continue;
@@ -190,100 +301,166 @@ Attempt run_mpirun(const std::vector<std::string>& argv) {
       }
     }
   }
-  relay.flush();
-  while (waitpid(pid, &a.status, 0) < 0 && errno == EINTR) {
+  for (pollfd& f : fds) {
+    if (f.fd >= 0) close(f.fd);
   }
+  relay.flush();
+  if (!exited) {
+    while (waitpid(pid, &a.status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  end_leftover_children();
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
   sigaction(SIGUSR1, &old_usr1, nullptr);
   a.graceful_signal = graceful;
-  a.stop_signal = forwarded;
+  a.stop_signal = forwarded > 0 ? forwarded : 0;
   a.mpirun_lines = relay.mpirun_lines();
+  a.ranks = relay.ranks();
   return a;
 }
 
-std::string json_string_field(const std::string& json, const std::string& key) {
-  const std::regex re("\"" + key + "\": *\"([^\"]*)\"");
-  std::smatch m;
-  return std::regex_search(json, m, re) ? m[1].str() : "?";
-}
-std::string json_number_field(const std::string& json, const std::string& key) {
-  const std::regex re("\"" + key + "\": *([0-9]+)");
-  std::smatch m;
-  return std::regex_search(json, m, re) ? m[1].str() : "?";
-}
-
 // "rank 1 (host h, pid 42)" from the rank's record.
-std::string describe_rank(const fs::path& dir, int rank) {
-  const std::string rec = read_small_file(dir / ("rank-" + std::to_string(rank) + ".json"));
-  if (rec.empty()) return "rank " + std::to_string(rank) + " (never started)";
-  return "rank " + std::to_string(rank) + " (host " + json_string_field(rec, "host") + ", pid " +
-         json_number_field(rec, "pid") + ")";
+std::string describe_rank(const Attempt& a, int rank) {
+  const auto it = a.ranks.find(rank);
+  if (it == a.ranks.end() || !it->second.started) {
+    return "rank " + std::to_string(rank) + " (never started)";
+  }
+  return "rank " + std::to_string(rank) + " (host " + it->second.host + ", pid " +
+         std::to_string(it->second.pid) + ")";
 }
 
-std::string rank_error(const fs::path& dir, int rank) {
-  std::string e = read_small_file(dir / ("rank-" + std::to_string(rank) + ".error"));
+std::string rank_error(const Attempt& a, int rank) {
+  const auto it = a.ranks.find(rank);
+  std::string e = it == a.ranks.end() ? "" : it->second.error;
   while (!e.empty() && (e.back() == '\n' || e.back() == ' ')) e.pop_back();
   return e;
 }
 
-// The report line and hfrun's exit code for a failed attempt.
-std::pair<std::string, int> failure_report(const fs::path& dir, const Attempt& a) {
-  const int code = WIFEXITED(a.status) ? WEXITSTATUS(a.status) : 128 + WTERMSIG(a.status);
+// "2, 3" -> the ranks below `ranks` without a started record.
+std::string missing_ranks(const Attempt& a, int ranks) {
+  std::string out;
+  for (int r = 0; r < ranks; ++r) {
+    const auto it = a.ranks.find(r);
+    if (it != a.ranks.end() && it->second.started) continue;
+    out += (out.empty() ? "" : ", ") + std::to_string(r);
+  }
+  return out;
+}
+
+// The line mpirun printed just before `banner`: the rsh agent's (ssh's) own error, e.g.
+// "ssh: connect to host n7 port 22: No route to host"; "" when there is none.
+std::string line_before(const std::vector<std::string>& lines, const std::string& banner) {
+  for (size_t i = 1; i < lines.size(); ++i) {
+    if (lines[i].find(banner) != std::string::npos) return lines[i - 1];
+  }
+  return "";
+}
+
+// The report line and hfrun's exit code for a failed attempt: 2 for a configuration error, the
+// signal's 128 + N when the launcher ended the job on a signal, else 1.
+std::pair<std::string, int> failure_report(const Attempt& a, const JobOptions& options) {
   if (a.stop_signal != 0) {
     return {std::string("hfrun: job stopped: the launcher received ") + strsignal(a.stop_signal) +
                 " again and ended every rank",
             128 + a.stop_signal};
   }
+  if (a.launch_timeout_s > 0) {
+    std::string line = "hfrun: job failed: ranks " + missing_ranks(a, options.ranks) +
+                       " did not start within " +
+                       std::to_string(static_cast<int>(a.launch_timeout_s)) +
+                       " s (distributed.timeout_s): a node never came up";
+    for (const std::string& l : a.mpirun_lines) {
+      if (l.find("ssh") != std::string::npos || l.find("agent") != std::string::npos) {
+        line += ": " + l;
+        break;
+      }
+    }
+    return {line, 1};
+  }
   static const std::regex signaled(
       R"(process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+) \(([^)]*)\))");
   static const std::regex process_name(R"(Process name: \[\[\d+,\d+\],(\d+)\])");
   static const std::regex exit_code(R"(Exit code:\s+(\d+))");
+  static const std::regex lost_daemon(R"(Remote daemon: \[\[\d+,\d+\],\d+\] on node (\S+))");
+  const std::string unreliable_start = "ORTE was unable to reliably start one or more daemons";
   int rank = -1, rank_code = -1;
+  std::string lost_node;
+  bool start_failed = false;
   for (const std::string& line : a.mpirun_lines) {
     std::smatch m;
     if (std::regex_search(line, m, signaled)) {
       rank = std::stoi(m[1].str());
-      return {"hfrun: job failed: " + describe_rank(dir, rank) + ": signal " + m[3].str() + " (" +
+      return {"hfrun: job failed: " + describe_rank(a, rank) + ": signal " + m[3].str() + " (" +
                   m[4].str() + ")",
-              code == 0 ? 1 : code};
+              1};
     }
     if (std::regex_search(line, m, process_name)) rank = std::stoi(m[1].str());
     if (std::regex_search(line, m, exit_code)) rank_code = std::stoi(m[1].str());
+    if (std::regex_search(line, m, lost_daemon)) lost_node = m[1].str();
+    if (line.find(unreliable_start) != std::string::npos) start_failed = true;
+  }
+  // A node lost mid-run: its Open MPI daemon stopped answering (the node died, or its network).
+  if (!lost_node.empty()) {
+    return {"hfrun: job failed: lost node " + lost_node +
+                ": mpirun lost contact with its daemon there (the node died or its network "
+                "failed) and ended every rank",
+            1};
+  }
+  // A daemon ended (or never started): with every rank started, a node died mid-run.
+  if (start_failed && rank < 0) {
+    const std::string cause = line_before(a.mpirun_lines, unreliable_start);
+    const std::string missing = missing_ranks(a, options.ranks);
+    std::string line =
+        options.ranks > 0 && missing.empty()
+            ? "hfrun: job failed: a node's Open MPI daemon ended mid-run (the node died or its "
+              "network failed)"
+            : "hfrun: job failed: a node never came up" +
+                  (missing.empty() ? std::string() : " (ranks " + missing + " never started)") +
+                  ": its Open MPI daemon did not start";
+    if (!cause.empty()) line += ": " + cause;
+    return {line, 1};
   }
   if (rank < 0) {  // mpirun did not name one: the first rank that recorded an error
-    for (int r = 0; fs::exists(dir / ("rank-" + std::to_string(r) + ".json")); ++r) {
-      if (!rank_error(dir, r).empty()) {
+    for (const auto& [r, rec] : a.ranks) {
+      if (!rec.error.empty()) {
         rank = r;
         break;
       }
     }
   }
-  if (rank < 0) return {"hfrun: job failed: mpirun exited with " + std::to_string(code), code};
+  const int code = WIFEXITED(a.status) ? WEXITSTATUS(a.status) : 128 + WTERMSIG(a.status);
+  if (rank < 0) return {"hfrun: job failed: mpirun exited with " + std::to_string(code), 1};
   if (rank_code < 0) rank_code = code;
   std::string line =
-      "hfrun: job failed: " + describe_rank(dir, rank) + ": exit " + std::to_string(rank_code);
-  const std::string err = rank_error(dir, rank);
+      "hfrun: job failed: " + describe_rank(a, rank) + ": exit " + std::to_string(rank_code);
+  const std::string err = rank_error(a, rank);
   if (!err.empty()) line += ": " + err;
-  return {line, rank_code == 2 ? 2 : (code == 0 ? 1 : code)};
+  // A collective timed out: the ranks that recorded no error of their own are the likely cause
+  // (stuck, or cut off with their node).
+  if (err.find("timed out") != std::string::npos) {
+    std::string silent;
+    for (int r = 0; r < options.ranks; ++r) {
+      if (rank_error(a, r).empty()) silent += (silent.empty() ? "" : ", ") + describe_rank(a, r);
+    }
+    if (!silent.empty()) line += "; no error from " + silent;
+  }
+  return {line, rank_code == 2 ? 2 : 1};
 }
 
 // The launcher's line when rank 0 stopped on a signal with a committed checkpoint; "" otherwise.
 // `launcher_signal`: what the launcher received and passed on as SIGUSR1 (0: none).
-std::string stop_report(const fs::path& dir, int launcher_signal) {
-  const std::string rec = read_small_file(dir / "rank-0.stopped");
-  if (rec.empty()) return "";
-  const std::string why = launcher_signal != 0 ? signal_name(launcher_signal) + " to the launcher"
-                                               : json_string_field(rec, "signal");
-  return "hfrun: job stopped after step " + json_number_field(rec, "step") + " on " + why +
-         ": checkpoint " + json_string_field(rec, "checkpoint") +
+std::string stop_report(const Attempt& a, int launcher_signal) {
+  const auto it = a.ranks.find(0);
+  if (it == a.ranks.end() || !it->second.stopped) return "";
+  const RankRecord& r = it->second;
+  const std::string why =
+      launcher_signal != 0 ? signal_name(launcher_signal) + " to the launcher" : r.signal;
+  return "hfrun: job stopped after step " + std::to_string(r.step) + " on " + why +
+         ": checkpoint " + r.checkpoint +
          " committed; the same command (or a requeued job) resumes from it (exit " +
          std::to_string(kExitStopped) + ")";
 }
-
-}  // namespace
-
-namespace {
 
 std::string find_mpirun() {
   if (const char* e = std::getenv("MPIEXEC"); e != nullptr && *e != '\0') return e;
@@ -342,55 +519,44 @@ void job_rank_started(int rank, int local_world) {
     set_num_threads(std::max(1, cores / std::max(1, local_world)));
   }
   if (getppid() == 1) _exit(1);  // the parent is already gone
-  const std::string dir = job_dir_from_env();
-  if (dir.empty()) return;
   char host[256] = "?";
   gethostname(host, sizeof(host) - 1);
-  write_small_file(fs::path(dir) / ("rank-" + std::to_string(rank) + ".json"),
-                   "{\"rank\": " + std::to_string(rank) + ", \"host\": \"" + host +
-                       "\", \"pid\": " + std::to_string(getpid()) + "}\n");
+  emit_record({{"rank", rank}, {"kind", "started"}, {"host", host}, {"pid", getpid()}});
 }
 
 void job_rank_failed(int rank, const std::string& message) {
-  const std::string dir = job_dir_from_env();
-  if (dir.empty()) return;
-  write_small_file(fs::path(dir) / ("rank-" + std::to_string(rank) + ".error"), message + "\n");
+  emit_record({{"rank", rank}, {"kind", "failed"}, {"error", message.substr(0, 3000)}});
 }
 
 void job_rank_stopped(int rank, int64_t step, const std::string& signal,
                       const std::string& checkpoint) {
-  const std::string dir = job_dir_from_env();
-  if (dir.empty()) return;
-  // The launcher reads it with json_string_field: no quote may appear inside a value.
-  std::string path = checkpoint;
-  std::replace(path.begin(), path.end(), '"', '?');
-  write_small_file(fs::path(dir) / ("rank-" + std::to_string(rank) + ".stopped"),
-                   "{\"rank\": " + std::to_string(rank) + ", \"step\": " + std::to_string(step) +
-                       ", \"signal\": \"" + signal + "\", \"checkpoint\": \"" + path + "\"}\n");
+  emit_record({{"rank", rank},
+               {"kind", "stopped"},
+               {"step", step},
+               {"signal", signal},
+               {"checkpoint", checkpoint}});
 }
 
 int run_job(std::vector<std::string> argv, const JobOptions& options) {
-  char tmpl[] = "/tmp/hfrun-job-XXXXXX";
-  HF_CHECK(mkdtemp(tmpl) != nullptr, "cannot create a job directory under /tmp");
-  const fs::path dir = tmpl;
-  argv.insert(argv.begin() + 1, {"--tag-output", "-x", std::string(kJobDirEnv) + "=" + tmpl, "-x",
-                                 "HFRUN_RESTART_COUNT"});
+  argv.insert(argv.begin() + 1,
+              {"--tag-output", "-x", std::string(kRecordsEnv) + "=1", "-x", "HFRUN_RESTART_COUNT"});
+  // rsh agents (ssh) that mpirun leaves behind are re-parented to us, so they can be ended.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
   int code = 0;
   for (int attempt = 0;; ++attempt) {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir, ec)) fs::remove(e.path(), ec);
     ::setenv("HFRUN_RESTART_COUNT", std::to_string(attempt).c_str(), 1);
-    const Attempt a = run_mpirun(argv);
-    if (WIFEXITED(a.status) && WEXITSTATUS(a.status) == 0) {
+    const Attempt a = run_mpirun(argv, options);
+    if (WIFEXITED(a.status) && WEXITSTATUS(a.status) == 0 && a.launch_timeout_s == 0 &&
+        a.stop_signal == 0) {
       code = 0;
       break;
     }
-    if (const std::string stop = stop_report(dir, a.graceful_signal); !stop.empty()) {
+    if (const std::string stop = stop_report(a, a.graceful_signal); !stop.empty()) {
       std::cerr << stop << "\n" << std::flush;
       code = kExitStopped;
       break;
     }
-    const auto [report, c] = failure_report(dir, a);
+    const auto [report, c] = failure_report(a, options);
     code = c;
     std::cerr << report << "\n";
     for (const std::string& line : a.mpirun_lines) std::cerr << "mpirun: " << line << "\n";
@@ -400,8 +566,6 @@ int run_job(std::vector<std::string> argv, const JobOptions& options) {
               << options.max_restarts << "); it resumes from the last committed checkpoint\n"
               << std::flush;
   }
-  std::error_code ec;
-  fs::remove_all(dir, ec);
   return code;
 }
 

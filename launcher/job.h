@@ -1,14 +1,18 @@
 // Running a multi-rank job under mpirun and telling the user what happened to it.
 //
-// The launcher (hfrun -np N) starts mpirun in a job directory it owns (HFRUN_JOB_DIR, passed to
-// the ranks): every rank records its host and pid there when it starts and its error message
-// when it fails. The launcher relays the ranks' output line by line with a "[rank R] " prefix,
-// turns SIGTERM/SIGUSR1/SIGINT into a graceful stop (it sends SIGUSR1 to mpirun, which forwards
-// it to every rank; the ranks agree on a step, commit its checkpoint and exit kExitStopped; a
-// second SIGINT ends every rank at once), ranks die with their parent, and when the job fails it
-// prints one report line first:
+// The launcher (hfrun -np N) runs mpirun with HFRUN_RECORDS=1 for its ranks: each rank then
+// writes records as single stderr lines (started: host and pid; failed: its error; stopped: the
+// step and checkpoint of a graceful stop), which mpirun relays from every node and the launcher
+// takes out of the output. It relays the ranks' other output line by line with a "[rank R] "
+// prefix, turns SIGTERM/SIGUSR1/SIGINT into a graceful stop (it sends SIGUSR1 to mpirun, which
+// forwards it to every rank; the ranks agree on a step, commit its checkpoint and exit
+// kExitStopped; a second SIGINT ends every rank at once), ranks die with their parent, and when
+// the job fails it prints one report line first, then mpirun's own lines:
 //   hfrun: job failed: rank 1 (host node3, pid 4242): signal 9 (Killed)
 //   hfrun: job failed: rank 0 (host node1, pid 4100): exit 1: <the rank's error message>
+//   hfrun: job failed: lost node n7: mpirun lost contact with its daemon there (...)
+//   hfrun: job failed: a node never came up (ranks 4, 5 never started): ...: <ssh's error>
+//   hfrun: job failed: ranks 4, 5 did not start within 300 s (distributed.timeout_s): ...
 // --max-restarts K starts the job again (it resumes from the last committed checkpoint) after a
 // failure that is not a configuration error, up to K times.
 #pragma once
@@ -19,9 +23,9 @@
 
 namespace hfrun::cli {
 
-// In a rank: records host and pid in $HFRUN_JOB_DIR (if set), makes this process die when its
-// parent (mpirun's daemon) dies, so no rank outlives its job, and without OMP_NUM_THREADS uses
-// this host's cores / local_world threads.
+// In a rank: records host and pid for the launcher (when it started the job), makes this process
+// die when its parent (mpirun's daemon) dies, so no rank outlives its job, and without
+// OMP_NUM_THREADS uses this host's cores / local_world threads.
 void job_rank_started(int rank, int local_world);
 // In a rank that is about to exit with an error: records the message for the launcher's report.
 void job_rank_failed(int rank, const std::string& message);
@@ -40,9 +44,11 @@ std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::s
 
 struct JobOptions {
   int max_restarts = 0;
+  int ranks = 0;                // the job's ranks (for the reports; 0: unknown)
+  double launch_timeout_s = 0;  // > 0: end the job when not every rank started within this
 };
 
-// Runs `mpirun_argv` (without the -x HFRUN_JOB_DIR, which this adds) to completion, with
+// Runs `mpirun_argv` (without the -x HFRUN_RECORDS, which this adds) to completion, with
 // restarts (each attempt sees HFRUN_RESTART_COUNT); returns the exit code for hfrun: 0, 2 for
 // a configuration error, kExitStopped when the ranks stopped on a signal with a committed
 // checkpoint, else non-zero.
