@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/stop_signals.h"  // kExitStopped, for programs that stop on stop_requested()
 #include "data/loader.h"
 #include "models/module.h"
 #include "optim/optimizer.h"

@@ -195,6 +195,16 @@ int run(const Args& args) {
       const std::string dir = acc.save_state(args.ckpt);
       if (acc.is_main_process()) std::printf("saved %s\n", dir.c_str());
     }
+    // SIGTERM/SIGUSR1/Ctrl-C on any rank (a Slurm time limit or preemption): every rank sees it
+    // at the same step; save and exit 3, as hfrun itself does, so a job script can requeue.
+    if (const int sig = acc.stop_requested(); sig != 0 && acc.step_count() < args.steps) {
+      if (!args.ckpt.empty()) {
+        const std::string dir = acc.save_state(args.ckpt);
+        if (acc.is_main_process())
+          std::printf("stopped on signal %d: saved %s\n", sig, dir.c_str());
+      }
+      return hfrun::kExitStopped;
+    }
   }
   if (acc.is_main_process() && steps_run > 0) {
     std::printf("%d rank(s), zero_stage %d: loss %.6f -> %.6f\n", acc.world(), args.zero_stage,
