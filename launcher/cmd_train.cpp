@@ -226,6 +226,9 @@ int cmd_train(const Args& args) {
       std::cout << cfg.to_yaml() << "# launch: rank of a " << world << "-rank job\n";
       return 0;
     }
+    // Stop signals are caught from here on: the launcher forwards one (as SIGUSR1, whose default
+    // action would end the process) only after every rank recorded its start, below.
+    StopSignals stop_signals;
     job_rank_started(env.rank, env.local_world);
     try {
       const int rc = train_here(cfg, env.rank == 0, env.rank);

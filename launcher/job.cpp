@@ -246,7 +246,9 @@ Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& optio
   bool exited = false;
   char buf[65536];
   while (open_fds > 0) {
-    if (g_stop_signal != 0 && graceful == 0) {
+    // Passed on once every rank has started (and so catches it): a rank still loading would die
+    // of SIGUSR1's default action. A job that never fully starts ends by the launch timeout.
+    if (g_stop_signal != 0 && graceful == 0 && relay.started() >= options.ranks) {
       graceful = g_stop_signal;
       kill(pid, SIGUSR1);  // mpirun forwards it to every rank
       std::fprintf(stderr,

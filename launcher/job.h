@@ -44,7 +44,7 @@ std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::s
 
 struct JobOptions {
   int max_restarts = 0;
-  int ranks = 0;                // the job's ranks (for the reports; 0: unknown)
+  int ranks = 0;  // the job's ranks (reports; a stop signal waits until all started; 0: unknown)
   double launch_timeout_s = 0;  // > 0: end the job when not every rank started within this
 };
 

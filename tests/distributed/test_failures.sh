@@ -106,6 +106,21 @@ sleep 1
 if job_alive term; then echo "FAIL: ranks survive SIGTERM to the launcher:"; pgrep -af "$TMP/term.yaml"; fail=1; fi
 echo "SIGTERM to the launcher: stopped with a committed checkpoint in ${took_ms} ms: $report"
 
+# 3b. SIGTERM while the ranks are still starting (mpirun runs, no step yet): the launcher holds
+# it until every rank has started (a rank still loading would die of SIGUSR1), then the job stops
+# gracefully after its first step.
+cfg "$TMP/early" 100000 > "$TMP/early.yaml"
+"$HFRUN" -np 2 --oversubscribe "$TMP/early.yaml" > "$TMP/early.log" 2>&1 &
+launcher=$!
+for _ in $(seq 200); do pgrep -f "mpirun.*$TMP/early.yaml" > /dev/null && break; sleep 0.01; done
+kill -TERM $launcher
+for _ in $(seq 600); do kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
+wait $launcher
+rc=$?
+if [ $rc -ne 3 ] || ! grep -q "^hfrun: job stopped after step [0-9]* on SIGTERM to the launcher" "$TMP/early.log"; then
+  echo "FAIL: SIGTERM during rank start-up: exit $rc (want 3 and a stop report)"; cat "$TMP/early.log"; fail=1
+fi
+
 # 4. --max-restarts: rank 0 fails after step 5 (checkpoint at 4); the restart resumes from step 4
 # and the losses equal an uninterrupted run.
 cfg "$TMP/ref" 8 > "$TMP/ref.yaml"
