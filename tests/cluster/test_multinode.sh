@@ -16,6 +16,8 @@
 # failure. Always removes its namespaces and processes.
 # Usage: test_multinode.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
+# shellcheck source=tests/lib/train_job.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/train_job.sh"
 if [ $# -ne 2 ] || [ ! -x "$1" ] || [ ! -f "$2" ]; then
   echo "usage: $0 PATH/TO/hfrun GPT2_TOKENIZER_JSON"
   exit 1
@@ -47,7 +49,7 @@ timing() {
   echo "  time: $1"
 }
 
-for i in $(seq 100); do echo "Line $i: $((i * 7 % 11)) birds sing over the river."; done > "$TMP/f.txt"
+tiny_corpus "$TMP/f.txt"
 cfg() { # cfg NAME MAX_STEPS: writes $TMP/NAME.yaml with output_dir $TMP/NAME
   cat > "$TMP/$1.yaml" << YAML
 output_dir: $TMP/$1
@@ -129,7 +131,6 @@ no_survivors() {
   kill_nodes
   return 1
 }
-losses() { grep -o '"loss": [^,}]*' "$1" | cut -d' ' -f2; }
 # The launcher's report and mpirun's lines, which the failure cases print verbatim.
 report_lines() { grep -E '^(hfrun|mpirun):' "$1"; }
 

@@ -15,6 +15,8 @@
 # Usage: test_slurm.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON SOURCE_DIR
 # Exit 77 (skipped) when Slurm is not installed or this is not root (CI installs it and is root).
 set -uo pipefail
+# shellcheck source=tests/lib/train_job.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/train_job.sh"
 HFRUN="$(realpath "$1")"
 GPT2="$(realpath "$2")"
 SRC="$3"
@@ -45,7 +47,7 @@ fi
 export HFRUN OMP_NUM_THREADS=1
 echo "local Slurm up in $(elapsed "$t0" "$(now)") s"
 
-for i in $(seq 100); do echo "Line $i: $((i * 7 % 11)) birds sing over the river."; done > "$TMP/f.txt"
+tiny_corpus "$TMP/f.txt"
 cfg() {  # cfg OUTPUT_DIR MAX_STEPS
   cat <<YAML
 output_dir: $1
@@ -59,7 +61,6 @@ train: {micro_batch_size: 1, max_steps: $2, log_every: 1}
 checkpoint: {every: 500, keep: 2}
 YAML
 }
-losses() { awk 'match($0, /"loss": [-0-9.eE+]+/) { print substr($0, RSTART + 8, RLENGTH - 8) }' "$1"; }
 same_losses() {  # same_losses WHAT REF_METRICS METRICS
   if ! diff <(losses "$2") <(losses "$3") > /dev/null || [ "$(losses "$3" | wc -l)" -eq 0 ]; then
     echo "FAIL: $1: losses differ from the mpirun run:"
@@ -67,11 +68,6 @@ same_losses() {  # same_losses WHAT REF_METRICS METRICS
   fi
 }
 job_state() { scontrol show job "$1" 2> /dev/null | grep -o 'JobState=[A-Z_]*' | head -n1 | cut -d= -f2; }
-# wait_for FILE PATTERN SECONDS: until FILE contains PATTERN
-wait_for() {
-  for _ in $(seq $(($3 * 20))); do grep -q "$2" "$1" 2> /dev/null && return 0; sleep 0.05; done
-  return 1
-}
 # wait_job JOBID SECONDS: until the job has left the queue or completed
 wait_job() {
   for _ in $(seq $(($2 * 10))); do

@@ -4,6 +4,8 @@
 # 1e-5), and only rank 0 writes one complete final/. Also: `-np 2 --dry-run` prints the mpirun
 # command line. Usage: test_data_parallel.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
+# shellcheck source=tests/lib/train_job.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/train_job.sh"
 HFRUN="$1"
 GPT2="$2"
 TMP="$(mktemp -d)"
@@ -38,7 +40,6 @@ if ! "$HFRUN" -np 2 --oversubscribe "$TMP/np2.yaml" > "$TMP/np2.log" 2>&1; then
 fi
 cat "$TMP/np2.log"
 
-losses() { awk 'match($0, /"loss": [-0-9.eE+]+/) { print substr($0, RSTART + 8, RLENGTH - 8) }' "$1"; }
 paste <(losses "$TMP/np1/metrics.jsonl") <(losses "$TMP/np2/metrics.jsonl") > "$TMP/pairs"
 n=$(wc -l < "$TMP/pairs")
 if [ "$n" -ne 6 ]; then echo "FAIL: expected 6 loss pairs, got $n"; cat "$TMP/pairs"; fail=1; fi

@@ -10,6 +10,8 @@
 #  6. A SIGTERM reaching one rank stops every rank at the same step; rerunning resumes exactly.
 # Usage: test_failures.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
+# shellcheck source=tests/lib/train_job.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/train_job.sh"
 HFRUN="$1"
 GPT2="$2"
 TMP="$(mktemp -d)"
@@ -17,7 +19,7 @@ cleanup() { pkill -9 -f "$TMP/" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 fail=0
 
-for i in $(seq 100); do echo "Line $i: $((i * 7 % 11)) birds sing over the river."; done > "$TMP/f.txt"
+tiny_corpus "$TMP/f.txt"
 cfg() {  # cfg OUTPUT_DIR MAX_STEPS
   cat <<YAML
 output_dir: $1
@@ -29,11 +31,6 @@ optimizer: {type: adamw, lr: 0.01}
 train: {micro_batch_size: 1, max_steps: $2, log_every: 1}
 checkpoint: {every: 2, keep: 3}
 YAML
-}
-# wait_for FILE PATTERN SECONDS: until FILE contains PATTERN
-wait_for() {
-  for _ in $(seq $(($3 * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  return 1
 }
 job_alive() { pgrep -f "$TMP/$1.yaml" > /dev/null; }
 rank_pid() {  # rank_pid CONFIG_NAME RANK: the pid of that rank's hfrun process
@@ -132,7 +129,6 @@ if [ $rc -ne 0 ] || ! grep -q "restarting the job (restart 1 of 1)" "$TMP/restar
    ! grep -q "resuming from .*step-00000004" "$TMP/restart.log"; then
   echo "FAIL: --max-restarts did not restart and resume (exit $rc)"; cat "$TMP/restart.log"; fail=1
 fi
-losses() { awk 'match($0, /"loss": [-0-9.eE+]+/) { print substr($0, RSTART + 8, RLENGTH - 8) }' "$1"; }
 if ! diff <(losses "$TMP/ref/metrics.jsonl") <(losses "$TMP/restart/metrics.jsonl") > /dev/null; then
   echo "FAIL: restarted run's losses differ from the uninterrupted run:"
   paste <(losses "$TMP/ref/metrics.jsonl") <(losses "$TMP/restart/metrics.jsonl"); fail=1

@@ -6,6 +6,8 @@
 # uninterrupted losses; the exported final/ holds whole parameters.
 # Usage: test_tensor_parallel.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
+# shellcheck source=tests/lib/train_job.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/train_job.sh"
 HFRUN="$1"
 GPT2="$2"
 TMP="$(mktemp -d)"
@@ -30,7 +32,6 @@ YAML
     echo "FAIL: $1 (-np $2, zero_stage $4, tensor_parallel $5) failed:"; cat "$TMP/$1.log"; fail=1
   fi
 }
-losses() { awk 'match($0, /"loss": [-0-9.eE+]+/) { print substr($0, RSTART + 8, RLENGTH - 8) }' "$1"; }
 same_losses() {  # same_losses NAME EXPECTED_PAIRS
   paste <(losses "$TMP/np1/metrics.jsonl" | tail -n "$2") <(losses "$TMP/$1/metrics.jsonl") > "$TMP/pairs"
   if [ "$(wc -l < "$TMP/pairs")" -ne "$2" ] || ! awk '{ d = $1 - $2; if (d < 0) d = -d;

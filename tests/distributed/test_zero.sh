@@ -7,6 +7,8 @@
 # uninterrupted run's losses.
 # Usage: test_zero.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
+# shellcheck source=tests/lib/train_job.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/train_job.sh"
 HFRUN="$1"
 GPT2="$2"
 TMP="$(mktemp -d)"
@@ -36,7 +38,6 @@ run() {  # run NAME NP MICRO_BATCH ZERO_STAGE [EXTRA]; 4 ranks accumulate 1 micr
     echo "FAIL: $1 (-np $2, zero_stage $4) failed:"; cat "$TMP/$1.log"; fail=1
   fi
 }
-losses() { awk 'match($0, /"loss": [-0-9.eE+]+/) { print substr($0, RSTART + 8, RLENGTH - 8) }' "$1"; }
 same_losses() {  # same_losses WHAT REFERENCE_METRICS OTHER_METRICS EXPECTED_PAIRS
   paste <(losses "$2" | tail -n "$4") <(losses "$3") > "$TMP/pairs"
   if [ "$(wc -l < "$TMP/pairs")" -ne "$4" ] || ! awk '{ d = $1 - $2; if (d < 0) d = -d;
