@@ -294,6 +294,10 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
         "must be at least 1");
   check(c.distributed.timeout_s > 0, dist, "timeout_s", "distributed.timeout_s",
         "must be positive");
+  check(c.distributed.backend != "nccl" || c.train.device != "cpu", dist, "backend",
+        "distributed.backend",
+        "nccl reduces GPU tensors and needs train.device: cuda (or auto on a GPU machine); use "
+        "auto (NCCL for CUDA runs, MPI for CPU runs) or mpi with train.device: cpu");
   check(c.checkpoint.every >= 0, ck, "every", "checkpoint.every", "must be >= 0");
   check(c.checkpoint.keep >= 1, ck, "keep", "checkpoint.keep", "must be at least 1");
   check(!c.output_dir.empty(), root, "output_dir", "output_dir", "must not be empty");

@@ -91,12 +91,18 @@ nn::Gpt2Config resolve_model_config(const TrainConfig& cfg, const data::Tokenize
 }
 
 // train.device: cpu; cuda (cuda:LOCAL_RANK modulo the devices present); auto (cuda when a CUDA
-// device is present, else cpu). Several ranks on CUDA need NCCL, which is not there yet: refused
-// before MPI starts.
+// device is present, else cpu). distributed.backend nccl on the CPU is refused (auto picks NCCL
+// for CUDA runs, MPI for CPU runs). Several ranks on CUDA need NCCL inside DataParallel, which is
+// not there yet: refused before MPI starts.
 Device resolve_device(const TrainConfig& c) {
   const std::string& d = c.train.device;
   const int n = cuda_device_count();
-  if (d == "cpu" || (d == "auto" && n == 0)) return Device::cpu();
+  if (d == "cpu" || (d == "auto" && n == 0)) {
+    HF_CHECK_INPUT(c.distributed.backend != "nccl", c.source, ": distributed.backend nccl needs a ",
+                   "GPU, but train.device ", d, " resolved to the CPU (", cuda_status(),
+                   "); use distributed.backend: auto or mpi");
+    return Device::cpu();
+  }
   HF_CHECK_INPUT(d == "cuda" || d == "auto", c.source, ": train.device: '", d,
                  "' is not one of auto | cpu | cuda");
   HF_CHECK_INPUT(n > 0, c.source, ": train.device cuda: ", cuda_status());

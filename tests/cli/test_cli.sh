@@ -159,6 +159,8 @@ contains "torchrun node-rank refused" "node-rank is torchrun's one-launcher-per-
 check "torchrun nnodes without hosts refused" 2 env -u SLURM_JOB_ID "$HFRUN" --nnodes 2 --nproc-per-node 2 "$TMP/gen.yaml"
 contains "torchrun nnodes without hosts refused" "needs the nodes: --hostfile FILE"
 check "torchrun nproc-per-node contradicting -np" 2 "$HFRUN" -np 3 --nproc-per-node 2 "$TMP/gen.yaml"
+check "nccl backend on a CPU machine refused" 2 "$HFRUN" "$TMP/gen.yaml" --set train.device=auto --set distributed.backend=nccl
+contains "nccl backend on a CPU machine refused" "distributed.backend nccl needs a GPU"
 [ ! -e "$TMP/bad_run/final" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a failed run left final/"; }
 
 # checkpoints: a run killed with SIGKILL after its first checkpoint, then resumed (resume: auto),

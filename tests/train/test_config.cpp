@@ -56,6 +56,20 @@ TEST(TrainConfig, DeviceIsAutoCpuOrCuda) {
   expect_error(kMinimal, {"train.device", "gpu"}, {"train.device=gpu"});
 }
 
+TEST(TrainConfig, BackendIsAutoMpiOrNcclAndNcclNeedsAGpu) {
+  for (const char* b : {"auto", "mpi", "nccl"}) {
+    TrainConfig c = TrainConfig::parse(
+        kMinimal, "cfg.yaml", {std::string("distributed.backend=") + b, "train.device=cuda"});
+    EXPECT_EQ(c.distributed.backend, b);
+  }
+  expect_error(kMinimal, {"distributed.backend", "gloo"}, {"distributed.backend=gloo"});
+  // The CPU trains over MPI: nccl there is a mistake worth naming, with its line.
+  expect_error(std::string(kMinimal) + "distributed:\n  backend: nccl\n",
+               {"cfg.yaml:6", "distributed.backend", "nccl", "train.device: cuda"});
+  TrainConfig ok = TrainConfig::parse(kMinimal, "cfg.yaml", {"distributed.backend=mpi"});
+  EXPECT_EQ(ok.train.device, "cpu");
+}
+
 TEST(TrainConfig, FullFileAndModelConfigAsJson) {
   TrainConfig c = TrainConfig::parse(R"(output_dir: runs/tiny
 seed: 7
