@@ -19,7 +19,8 @@ std::string launch_line() {
   const dist::LaunchEnv e = dist::detect_launch_env();
   if (e.world <= 1) return "single process (not under mpirun/srun)";
   return "rank " + std::to_string(e.rank) + " of " + std::to_string(e.world) + " (local rank " +
-         std::to_string(e.local_rank) + ")";
+         std::to_string(e.local_rank) + " of " + std::to_string(e.local_world) + ") via " +
+         e.launcher + (e.master_addr.empty() ? "" : ", master " + e.master_addr);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <list>
@@ -415,7 +416,8 @@ std::string mpi_library_version() {
   char buf[MPI_MAX_LIBRARY_VERSION_STRING];
   int len = 0;
   if (MPI_Get_library_version(buf, &len) != MPI_SUCCESS) return "unknown";
-  std::string v(buf, static_cast<size_t>(len));
+  // Open MPI counts the terminating NUL in len; it must not reach the output.
+  std::string v(buf, strnlen(buf, static_cast<size_t>(len)));
   const size_t nl = v.find_first_of("\n\r");
   return nl == std::string::npos ? v : v.substr(0, nl);
 }

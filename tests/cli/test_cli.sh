@@ -39,6 +39,8 @@ check "no args is usage error" 2 "$HFRUN"
 check "unknown command" 2 "$HFRUN" frobnicate
 contains "unknown command" "unknown command 'frobnicate'"
 check "env" 0 "$HFRUN" env
+[ "$("$HFRUN" env | tr -d '\0' | wc -c)" -eq "$("$HFRUN" env | wc -c)" ] && pass=$((pass + 1)) ||
+  { fail=$((fail + 1)); echo "FAIL: hfrun env prints a NUL byte"; }
 contains "env" 'onednn: +[0-9]+\.[0-9]+'
 contains "env" 'cpu isa: +[a-z0-9_]+'
 check "bench matmul f32" 0 "$HFRUN" bench matmul --m 64 --n 48 --k 32 --dtype f32 --baseline --min-seconds 0.05

@@ -103,6 +103,12 @@ if ! srun -n 2 --mpi=pmix "$HFRUN" train "$TMP/srun.yaml" > "$TMP/srun.log" 2>&1
   echo "FAIL: srun -n 2 hfrun train"; cat "$TMP/srun.log"; fail=1
 fi
 same_losses "srun -n 2" "$TMP/ref/metrics.jsonl" "$TMP/srun/metrics.jsonl"
+# Each task finds its place from PMIx/Slurm, as `hfrun env` shows.
+srun -n 2 --mpi=pmix "$HFRUN" env > "$TMP/env.log" 2>&1
+for r in 0 1; do
+  grep -qE "^launch: +rank $r of 2 \(local rank $r of 2\) via srun, master " "$TMP/env.log" ||
+    { echo "FAIL: srun -n 2 hfrun env does not show rank $r of 2 via srun"; cat "$TMP/env.log"; fail=1; }
+done
 
 # 3. Preemption: scancel --signal=TERM mid-run, then the requeued job resumes.
 cfg "$TMP/ref_long" 1500 > "$TMP/ref_long.yaml"
