@@ -241,8 +241,8 @@ Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& optio
   pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
   int open_fds = 2;
   int graceful = 0;
-  int forwarded = 0;
-  Clock::time_point forwarded_at{}, exited_at{};
+  bool ending = false;  // the launcher ends the job (SIGTERM to mpirun, SIGKILL 10 s later)
+  Clock::time_point ending_at{}, exited_at{};
   bool exited = false;
   char buf[65536];
   while (open_fds > 0) {
@@ -262,19 +262,22 @@ Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& optio
     if (!exited && a.launch_timeout_s == 0 && options.launch_timeout_s > 0 && options.ranks > 0 &&
         relay.started() < options.ranks && seconds_since(start) > options.launch_timeout_s) {
       a.launch_timeout_s = options.launch_timeout_s;
-      if (forwarded == 0) forwarded = -1;
+      ending = true;
     }
     // A rank failed but mpirun does not end the job: it may wait for minutes on the TCP
     // connection to a node that was cut off. The ranks' records say enough.
-    if (!exited && forwarded == 0 && relay.first_failure() != Clock::time_point{} &&
+    if (!exited && relay.first_failure() != Clock::time_point{} &&
         seconds_since(relay.first_failure()) > kFailureGraceS) {
-      forwarded = -1;
+      ending = true;
     }
-    if (g_hard_stop_signal != 0 && forwarded == 0) forwarded = g_hard_stop_signal;
-    if (forwarded != 0 && forwarded_at == Clock::time_point{}) {
-      forwarded_at = Clock::now();
+    if (g_hard_stop_signal != 0 && !ending) {
+      a.stop_signal = g_hard_stop_signal;
+      ending = true;
+    }
+    if (ending && ending_at == Clock::time_point{}) {
+      ending_at = Clock::now();
       kill(pid, SIGTERM);  // mpirun ends every rank
-    } else if (forwarded != 0 && !exited && seconds_since(forwarded_at) > 10) {
+    } else if (ending && !exited && seconds_since(ending_at) > 10) {
       kill(-pid, SIGKILL);  // 10 s later: whatever is left of mpirun's group
     }
     if (!exited) {
@@ -316,7 +319,6 @@ Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& optio
   sigaction(SIGTERM, &old_term, nullptr);
   sigaction(SIGUSR1, &old_usr1, nullptr);
   a.graceful_signal = graceful;
-  a.stop_signal = forwarded > 0 ? forwarded : 0;
   a.mpirun_lines = relay.mpirun_lines();
   a.ranks = relay.ranks();
   return a;
@@ -451,13 +453,13 @@ std::pair<std::string, int> failure_report(const Attempt& a, const JobOptions& o
 }
 
 // The launcher's line when rank 0 stopped on a signal with a committed checkpoint; "" otherwise.
-// `launcher_signal`: what the launcher received and passed on as SIGUSR1 (0: none).
-std::string stop_report(const Attempt& a, int launcher_signal) {
+// The signal named is the launcher's own when it asked the ranks to stop, else the rank's.
+std::string stop_report(const Attempt& a) {
   const auto it = a.ranks.find(0);
   if (it == a.ranks.end() || !it->second.stopped) return "";
   const RankRecord& r = it->second;
   const std::string why =
-      launcher_signal != 0 ? signal_name(launcher_signal) + " to the launcher" : r.signal;
+      a.graceful_signal != 0 ? signal_name(a.graceful_signal) + " to the launcher" : r.signal;
   return "hfrun: job stopped after step " + std::to_string(r.step) + " on " + why +
          ": checkpoint " + r.checkpoint +
          " committed; the same command (or a requeued job) resumes from it (exit " +
@@ -553,7 +555,7 @@ int run_job(std::vector<std::string> argv, const JobOptions& options) {
       code = 0;
       break;
     }
-    if (const std::string stop = stop_report(a, a.graceful_signal); !stop.empty()) {
+    if (const std::string stop = stop_report(a); !stop.empty()) {
       std::cerr << stop << "\n" << std::flush;
       code = kExitStopped;
       break;

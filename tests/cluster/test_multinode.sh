@@ -51,17 +51,8 @@ timing() {
 
 tiny_corpus "$TMP/f.txt"
 cfg() { # cfg NAME MAX_STEPS: writes $TMP/NAME.yaml with output_dir $TMP/NAME
-  cat > "$TMP/$1.yaml" << YAML
-output_dir: $TMP/$1
-seed: 3
-model: {config: {n_layer: 1, n_head: 2, n_embd: 16, n_positions: 32}}
-tokenizer: $GPT2
-data: {train: [$TMP/f.txt], seq_len: 16}
-optimizer: {type: adamw, lr: 0.01}
-train: {micro_batch_size: 1, max_steps: $2, log_every: 1}
-checkpoint: {every: 2, keep: 3}
-distributed: {timeout_s: 20}
-YAML
+  tiny_cfg "$TMP/$1" "$TMP/f.txt" "$2" "checkpoint: {every: 2, keep: 3}" \
+    "distributed: {timeout_s: 20}" > "$TMP/$1.yaml"
 }
 
 # Every rank starts through this fork agent (mpirun's orte_fork_agent): it records the rank's

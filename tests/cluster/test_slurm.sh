@@ -49,17 +49,8 @@ echo "local Slurm up in $(elapsed "$t0" "$(now)") s"
 
 tiny_corpus "$TMP/f.txt"
 cfg() {  # cfg OUTPUT_DIR MAX_STEPS
-  cat <<YAML
-output_dir: $1
-seed: 3
-model: {config: {n_layer: 1, n_head: 2, n_embd: 16, n_positions: 32}}
-tokenizer: $GPT2
-data: {train: [$TMP/f.txt], seq_len: 16}
-optimizer: {type: adamw, lr: 0.01}
-scheduler: {type: cosine, warmup_steps: 10}
-train: {micro_batch_size: 1, max_steps: $2, log_every: 1}
-checkpoint: {every: 500, keep: 2}
-YAML
+  tiny_cfg "$1" "$TMP/f.txt" "$2" "scheduler: {type: cosine, warmup_steps: 10}" \
+    "checkpoint: {every: 500, keep: 2}"
 }
 same_losses() {  # same_losses WHAT REF_METRICS METRICS
   if ! diff <(losses "$2") <(losses "$3") > /dev/null || [ "$(losses "$3" | wc -l)" -eq 0 ]; then

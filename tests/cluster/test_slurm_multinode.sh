@@ -53,17 +53,8 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
 tiny_corpus "$TMP/f.txt"
 cfg() { # cfg NAME: $TMP/NAME.yaml, output_dir $TMP/NAME
-  cat > "$TMP/$1.yaml" << YAML
-output_dir: $TMP/$1
-seed: 3
-model: {config: {n_layer: 1, n_head: 2, n_embd: 16, n_positions: 32}}
-tokenizer: $GPT2
-data: {train: [$TMP/f.txt], seq_len: 16}
-optimizer: {type: adamw, lr: 0.01}
-scheduler: {type: cosine, warmup_steps: 10}
-train: {micro_batch_size: 1, max_steps: 20, log_every: 1}
-checkpoint: {every: 500, keep: 2}
-YAML
+  tiny_cfg "$TMP/$1" "$TMP/f.txt" 20 "scheduler: {type: cosine, warmup_steps: 10}" \
+    "checkpoint: {every: 500, keep: 2}" > "$TMP/$1.yaml"
 }
 
 # The reference: plain mpirun, 4 ranks on this machine (before netns_up's OMPI_MCA_* exports).

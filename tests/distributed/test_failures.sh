@@ -20,18 +20,7 @@ trap cleanup EXIT
 fail=0
 
 tiny_corpus "$TMP/f.txt"
-cfg() {  # cfg OUTPUT_DIR MAX_STEPS
-  cat <<YAML
-output_dir: $1
-seed: 3
-model: {config: {n_layer: 1, n_head: 2, n_embd: 16, n_positions: 32}}
-tokenizer: $GPT2
-data: {train: [$TMP/f.txt], seq_len: 16}
-optimizer: {type: adamw, lr: 0.01}
-train: {micro_batch_size: 1, max_steps: $2, log_every: 1}
-checkpoint: {every: 2, keep: 3}
-YAML
-}
+cfg() { tiny_cfg "$1" "$TMP/f.txt" "$2" "checkpoint: {every: 2, keep: 3}"; }  # cfg OUTPUT_DIR MAX_STEPS
 job_alive() { pgrep -f "$TMP/$1.yaml" > /dev/null; }
 rank_pid() {  # rank_pid CONFIG_NAME RANK: the pid of that rank's hfrun process
   for p in $(pgrep -f "hfrun train $TMP/$1.yaml"); do
