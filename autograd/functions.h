@@ -53,9 +53,11 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor(),
               std::optional<DType> out_dtype = std::nullopt);
 // x [..., in] @ weight [in, out] + bias [out]: HF Conv1D layout (GPT-2). With compute_dtype
 // (bf16 for mixed precision) the GEMMs take bf16 copies of x and weight, accumulate in f32 and
-// return x's dtype; gradients reach the f32 x and weight through the casts.
+// return out_dtype (default x's dtype), rounded once from the f32 accumulator; gradients reach
+// the f32 x and weight through the casts.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
-              std::optional<DType> compute_dtype = std::nullopt);
+              std::optional<DType> compute_dtype = std::nullopt,
+              std::optional<DType> out_dtype = std::nullopt);
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor log_softmax(const Tensor& x, int64_t dim);
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);

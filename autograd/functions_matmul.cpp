@@ -97,14 +97,14 @@ Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DT
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias,
-              std::optional<DType> compute_dtype) {
+              std::optional<DType> compute_dtype, std::optional<DType> out_dtype) {
+  const DType out = out_dtype.value_or(x.dtype());
   if (compute_dtype && (*compute_dtype != x.dtype() || *compute_dtype != weight.dtype())) {
     // Mixed precision: the GEMMs read compute_dtype copies (their gradients flow back to the
-    // f32 originals through the casts); the product accumulates and is returned in x's dtype.
-    return linear_impl(to_dtype(x, *compute_dtype), to_dtype(weight, *compute_dtype), bias,
-                       x.dtype());
+    // f32 originals through the casts); the product accumulates in f32.
+    return linear_impl(to_dtype(x, *compute_dtype), to_dtype(weight, *compute_dtype), bias, out);
   }
-  return linear_impl(x, weight, bias, x.dtype());
+  return linear_impl(x, weight, bias, out);
 }
 
 Tensor softmax(const Tensor& x, int64_t dim) {
@@ -131,9 +131,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   ops::AttentionResult r = ops::attention(q, k, v, causal, s);
   if (!needs_grad({&q, &k, &v})) return r.out;
   const bool gq = q.requires_grad(), gk = k.requires_grad(), gv = v.requires_grad();
-  Tensor qd = q.detach(), kd = k.detach(), vd = v.detach(), probs = r.probs;
+  Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
+  // What the backward needs of the forward: probs (composed) or out and lse (fused).
+  ops::AttentionResult saved{r.lse.defined() ? r.out.detach() : Tensor(), r.probs, r.lse};
   return record("scaled_dot_product_attention", {q, k, v}, r.out, [=](const Tensor& g) -> Grads {
-    ops::AttentionGrads grads = ops::attention_backward(g, qd, kd, vd, probs, s);
+    ops::AttentionGrads grads = ops::attention_backward(g, qd, kd, vd, saved, causal, s);
     return {gq ? grads.gq : Tensor(), gk ? grads.gk : Tensor(), gv ? grads.gv : Tensor()};
   });
 }

@@ -9,6 +9,8 @@
 #
 #   bash bench/gpu_train_vs_torch.sh [HFRUN]        (default: bin/hfrun, build-cuda/hfrun)
 #   SEQ=1024 BATCH=8 DTYPES="bf16 f32" STEPS=10 WARMUP=3 COMPILE=1 PYTHON=python3
+#   COMPOSED=1: also run hfrun with HFRUN_FUSED_ATTENTION=0 (attention composed from GEMMs and a
+#   softmax instead of the flash kernels), side by side
 #   HFRUN_PROFILE=1: also print hfrun's seconds per step by backend call (one synchronised step)
 #   TOKENIZER=path/tokenizer.json (default: the bundle's data/gpt2-tokenizer.json or the build's)
 #   PYTHON_LD_LIBRARY_PATH: LD_LIBRARY_PATH for python (gpu-check.sh passes the original one, so
@@ -33,6 +35,7 @@ fi
 [ -f "$tok" ] || { echo "gpu_train_vs_torch: no GPT-2 tokenizer.json (set TOKENIZER)" >&2; exit 2; }
 SEQ="${SEQ:-1024}"; BATCH="${BATCH:-8}"; DTYPES="${DTYPES:-bf16 f32}"
 STEPS="${STEPS:-10}"; WARMUP="${WARMUP:-3}"; COMPILE="${COMPILE:-1}"; PYTHON="${PYTHON:-python3}"
+COMPOSED="${COMPOSED:-0}"
 py_env=(env "LD_LIBRARY_PATH=${PYTHON_LD_LIBRARY_PATH-${LD_LIBRARY_PATH:-}}")
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
@@ -57,6 +60,23 @@ optimizer: {type: adamw, lr: 6.0e-4, betas: [0.9, 0.95], weight_decay: 0.1}
 YAML
 
 field() { sed -E "s/.*\"$2\": ?\"?([^,\"}]+).*/\1/" <<<"$1"; }
+# One hfrun run (label; the environment passes through, e.g. HFRUN_FUSED_ATTENTION=0).
+hfrun_run() {
+  local out ours
+  if out="$("$hfrun" bench train "$TMP/gpt2_124m.yaml" --steps "$STEPS" --warmup "$WARMUP" \
+      --set "train.mixed_precision=\"$mp\"" 2>&1)" &&
+      ours="$(grep tokens_per_s <<<"$out" | tail -1)" && [ -n "$ours" ]; then
+    awk -v d="$dtype" -v l="$1" -v st="$(field "$ours" step_s)" -v t="$(field "$ours" tokens_per_s)" \
+      -v mfu="$(field "$ours" mfu)" -v e="${eager_tps:-0}" \
+      'BEGIN { printf "%-5s %-30s %10s %12s %8s %s\n", d, l, st, t, mfu, (e > 0 ? sprintf("%8.2fx", t / e) : "") }'
+    echo "  $1: $ours"
+    # With HFRUN_PROFILE=1, the seconds of one step by backend call.
+    grep '"profile_step_s"' <<<"$out" | sed "s/^/  $1 profile: /" || true
+  else
+    printf "%-5s %-30s %s\n" "$dtype" "$1" "failed: $(tail -1 <<<"${out:-}")"
+  fi
+}
+
 echo "GPT-2 124M, batch $BATCH x seq $SEQ, AdamW + clipping; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
 printf "%-5s %-30s %10s %12s %8s %9s\n" dtype impl "step s" "tok/s" mfu "vs eager"
 for dtype in $DTYPES; do
@@ -77,16 +97,6 @@ for dtype in $DTYPES; do
       printf "%-5s %-30s %s\n" "$dtype" "pytorch $mode" "failed: $(tail -1 "$TMP/torch.err")"
     fi
   done
-  if out="$("$hfrun" bench train "$TMP/gpt2_124m.yaml" --steps "$STEPS" --warmup "$WARMUP" \
-      --set "train.mixed_precision=\"$mp\"" 2>&1)" &&
-      ours="$(grep tokens_per_s <<<"$out" | tail -1)" && [ -n "$ours" ]; then
-    awk -v d="$dtype" -v st="$(field "$ours" step_s)" -v t="$(field "$ours" tokens_per_s)" \
-      -v mfu="$(field "$ours" mfu)" -v e="${eager_tps:-0}" \
-      'BEGIN { printf "%-5s %-30s %10s %12s %8s %s\n", d, "hfrun", st, t, mfu, (e > 0 ? sprintf("%8.2fx", t / e) : "") }'
-    echo "  hfrun: $ours"
-    # With HFRUN_PROFILE=1, the seconds of one step by backend call.
-    grep '"profile_step_s"' <<<"$out" | sed 's/^/  hfrun profile: /' || true
-  else
-    printf "%-5s %-30s %s\n" "$dtype" "hfrun" "failed: $(tail -1 <<<"${out:-}")"
-  fi
+  hfrun_run "hfrun"
+  if [ "$COMPOSED" = 1 ]; then HFRUN_FUSED_ATTENTION=0 hfrun_run "hfrun (composed attention)"; fi
 done

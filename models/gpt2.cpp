@@ -104,24 +104,27 @@ class Gpt2Block : public Module {
                    bool bias) {
     const int64_t B = x.size(0), T = x.size(1), H = local_heads, D = c_.n_embd / c_.n_head;
     const int64_t C = H * D;
-    Tensor qkv = linear(x, param(attn_w_), param(attn_b_), cd);  // [B, T, 3C]
+    // Under mixed precision q, k, v come out of the projection in the compute dtype (as
+    // PyTorch's autocast does), so attention runs on the 16-bit fused kernels where the device
+    // has them; scores and softmax stay f32 either way.
+    Tensor qkv = linear(x, param(attn_w_), param(attn_b_), cd, cd);  // [B, T, 3C]
     auto heads = [&](int64_t i) {
       return transpose(reshape(narrow(qkv, 2, i * C, C), {B, T, H, D}), 1, 2);  // [B, H, T, D]
     };
     Tensor q = heads(0), k = heads(1), v = heads(2);
     Tensor y;
     if (is_training() && c_.attn_pdrop > 0) {
-      Tensor scores =
-          mul_scalar(matmul(q, transpose(k, 2, 3)), 1.0 / std::sqrt(static_cast<double>(D)));
+      Tensor scores = mul_scalar(matmul(q, transpose(k, 2, 3), Tensor(), DType::kF32),
+                                 1.0 / std::sqrt(static_cast<double>(D)));
       const Tensor pos = ops::to_device(ops::arange(T), x.device());
       Tensor future = ops::gt(ops::reshape(pos, {1, T}), ops::reshape(pos, {T, 1}));
       Tensor probs = softmax(masked_fill(scores, future, -INFINITY), -1);
-      y = matmul(dropout(probs, c_.attn_pdrop, true, gen), v);
+      y = matmul(to_dtype(dropout(probs, c_.attn_pdrop, true, gen), v.dtype()), v);
     } else {
       y = scaled_dot_product_attention(q, k, v, /*causal=*/true);
     }
     y = reshape(transpose(y, 1, 2), {B, T, C});
-    return linear(y, param(proj_w_), bias ? param(proj_b_) : Tensor(), cd);
+    return linear(y, param(proj_w_), bias ? param(proj_b_) : Tensor(), cd, x.dtype());
   }
 
   Tensor attention_cached(const Tensor& x, Tensor& kc, Tensor& vc, int64_t start) {

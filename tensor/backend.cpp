@@ -33,6 +33,17 @@ Backend& device_backend(Device device) {
 
 }  // namespace
 
+void Backend::fused_attention(const Tensor&, const Tensor&, const Tensor&, bool, double, Tensor&,
+                              Tensor&) {
+  HF_THROW("fused_attention: the ", name(), " backend has no fused attention kernel");
+}
+
+void Backend::fused_attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                       const Tensor&, const Tensor&, bool, double, Tensor&, Tensor&,
+                                       Tensor&) {
+  HF_THROW("fused_attention_backward: the ", name(), " backend has no fused attention kernel");
+}
+
 Backend& backend_for(Device device) {
   Backend& inner = device_backend(device);
   if (!profiler::enabled()) return inner;

@@ -192,10 +192,14 @@ CrossEntropyResult cross_entropy(const Tensor& logits, const Tensor& targets,
 Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
                               const Tensor& lse, int64_t ignore_index = -100);
 
-// Causal (or full) scaled dot-product attention over q, k, v [B, H, T, D]. probs [B, H, T, T]
-// is kept for the backward.
+// Causal (or full) scaled dot-product attention: q [B, H, T, D], k [B, H, S, D], v [B, H, S, Dv];
+// when causal, query i sees keys j <= i + (S - T). Where the device's backend has a fused kernel
+// for the inputs (CUDA: bf16/f16, head size 16, 32, 64 or 128) it runs flash-style and keeps only
+// lse [B, H, T] (f32 row log-sum-exp) for the backward, and out is a [B, H, T, D] view of a
+// [B, T, H, D] buffer (so transposing it back to [B, T, H*D] is free); otherwise it composes
+// matmul and softmax and keeps probs [B, H, T, S] (f32). Pass the whole result to the backward.
 struct AttentionResult {
-  Tensor out, probs;
+  Tensor out, probs, lse;
 };
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                           double scale);
@@ -203,7 +207,11 @@ struct AttentionGrads {
   Tensor gq, gk, gv;
 };
 AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
-                                  const Tensor& v, const Tensor& probs, double scale);
+                                  const Tensor& v, const AttentionResult& forward, bool causal,
+                                  double scale);
+// Whether attention() may use fused kernels (default on; HFRUN_FUSED_ATTENTION=0 in the
+// environment starts a process with them off). Returns the previous setting.
+bool set_fused_attention(bool on);
 
 // Inverted dropout with a counter-based mask: element i is kept iff hash(seed, i) >= p, so the
 // mask is reproducible for any thread count and the backward regenerates it from the seed.

@@ -23,8 +23,19 @@ class Timed {
 
 }  // namespace
 
+// Copies are split by kind: between devices, dtype casts, and same-dtype layout changes, each
+// contiguous or strided (a transposed or broadcast side).
 void ProfilingBackend::copy(const Tensor& src, Tensor& dst) {
-  Timed t("op:copy", inner_, device_);
+  const bool dense = src.is_contiguous() && dst.is_contiguous();
+  const char* name = "op:copy strided";
+  if (src.device() != dst.device()) {
+    name = "op:copy between devices";
+  } else if (src.dtype() != dst.dtype()) {
+    name = dense ? "op:copy cast" : "op:copy cast strided";
+  } else if (dense) {
+    name = "op:copy";
+  }
+  Timed t(name, inner_, device_);
   inner_.copy(src, dst);
 }
 
@@ -108,6 +119,25 @@ void ProfilingBackend::scaled_masked_softmax(const Tensor& scores, double scale,
                                              Tensor& probs) {
   Timed t("op:scaled_masked_softmax", inner_, device_);
   inner_.scaled_masked_softmax(scores, scale, causal, probs);
+}
+
+bool ProfilingBackend::fused_attention_supported(const Tensor& q, const Tensor& k,
+                                                 const Tensor& v) {
+  return inner_.fused_attention_supported(q, k, v);
+}
+
+void ProfilingBackend::fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                       bool causal, double scale, Tensor& out, Tensor& lse) {
+  Timed t("op:fused_attention", inner_, device_);
+  inner_.fused_attention(q, k, v, causal, scale, out, lse);
+}
+
+void ProfilingBackend::fused_attention_backward(const Tensor& gout, const Tensor& q,
+                                                const Tensor& k, const Tensor& v, const Tensor& out,
+                                                const Tensor& lse, bool causal, double scale,
+                                                Tensor& gq, Tensor& gk, Tensor& gv) {
+  Timed t("op:fused_attention_backward", inner_, device_);
+  inner_.fused_attention_backward(gout, q, k, v, out, lse, causal, scale, gq, gk, gv);
 }
 
 void ProfilingBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps,

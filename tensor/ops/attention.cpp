@@ -1,7 +1,9 @@
-// Softmax, log-softmax (any dim) and scaled dot-product attention composed from matmul and the
-// backend's masked softmax. Attention keeps the [B, H, T, S] probabilities for the backward; a
-// fused (flash-style) kernel can later replace attention()/attention_backward() behind the same
-// signatures without touching callers.
+// Softmax, log-softmax (any dim) and scaled dot-product attention: the backend's fused kernel
+// where it has one for the inputs, else composed from matmul and the backend's masked softmax
+// (keeping the [B, H, T, S] probabilities for the backward).
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "tensor/backend.h"
@@ -70,7 +72,24 @@ void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, c
            ": q, k, v on different devices", qkv_str(q, k, v));
 }
 
+std::atomic<bool>& fused_attention_on() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("HFRUN_FUSED_ATTENTION");
+    return !(e && std::strcmp(e, "0") == 0);
+  }()};
+  return on;
+}
+
+// [B, H, rows, D] as a view of a fresh [B, rows, H, D] buffer.
+Tensor heads_major(int64_t b, int64_t h, int64_t rows, int64_t d, DType dt, Device dev) {
+  return transpose(empty({b, rows, h, d}, dt, dev), 1, 2);
+}
+
 }  // namespace
+
+bool set_fused_attention(bool on) {
+  return fused_attention_on().exchange(on);
+}
 
 Tensor softmax(const Tensor& x, int64_t dim) {
   return softmax_impl(x, dim, false, "softmax");
@@ -85,43 +104,74 @@ Tensor log_softmax_backward(const Tensor& gy, const Tensor& y, int64_t dim) {
   return softmax_backward_impl(gy, y, dim, true, "log_softmax_backward");
 }
 
-// scores = q @ k^T [B, H, T, S] (f32 accumulation and result), probs = softmax(scale * scores)
-// with the causal mask, out = probs @ v [B, H, T, Dv] in q's dtype. k^T is a transposed view:
-// oneDNN reads the strides, so q, k, v split out of a [B, T, 3C] projection are never copied.
+// Fused: the backend's kernel (out laid out [B, T, H, Dv] underneath, lse [B, H, T]).
+// Composed: scores = q @ k^T [B, H, T, S] (f32 accumulation and result), probs = softmax(scale *
+// scores) with the causal mask, out = probs @ v [B, H, T, Dv] in q's dtype. k^T is a transposed
+// view: the GEMMs read the strides, so q, k, v split out of a [B, T, 3C] projection are never
+// copied.
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                           double scale) {
   check_attention_inputs(q, k, v, "attention");
   const int64_t b = q.size(0), h = q.size(1), t = q.size(2), s = k.size(2);
+  Backend& be = backend_for(q.device());
+  if (fused_attention_on().load() && q.numel() > 0 && k.numel() > 0 &&
+      be.fused_attention_supported(q, k, v)) {
+    AttentionResult r;
+    r.out = heads_major(b, h, t, v.size(3), q.dtype(), q.device());
+    r.lse = empty({b, h, t}, DType::kF32, q.device());
+    be.fused_attention(q, k, v, causal, scale, r.out, r.lse);
+    return r;
+  }
   Tensor scores = matmul(q, transpose(k, 2, 3), Tensor(), DType::kF32);
   Tensor probs = empty(scores.sizes(), DType::kF32, q.device());
   if (scores.numel() > 0) {
     Tensor probs_3d = view(probs, {b * h, t, s});
-    backend_for(q.device())
-        .scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, probs_3d);
+    be.scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, probs_3d);
   }
   Tensor out = matmul(to_dtype(probs, v.dtype()), v, Tensor(), q.dtype());
-  return {out, probs};
+  return {out, probs, Tensor()};
 }
 
-// With P = probs, dO = gout and the pre-scale scores X (P = softmax(scale * X)):
+// Fused: the backend recomputes the probabilities from q, k and lse. Composed, with P = probs,
+// dO = gout and the pre-scale scores X (P = softmax(scale * X)):
 //   dV = P^T @ dO,  dP = dO @ v^T,  dX = scale * P * (dP - rowsum(dP * P)),
 //   dQ = dX @ k,    dK = dX^T @ q.
 // Masked positions have P = 0, so they get no gradient.
 AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
-                                  const Tensor& v, const Tensor& probs, double scale) {
+                                  const Tensor& v, const AttentionResult& forward, bool causal,
+                                  double scale) {
   check_attention_inputs(q, k, v, "attention_backward");
   const Shape want_out = {q.size(0), q.size(1), q.size(2), v.size(3)};
-  const Shape want_probs = {q.size(0), q.size(1), q.size(2), k.size(2)};
   HF_CHECK(gout.defined() && gout.sizes() == want_out, "attention_backward: gradient ",
            gout.defined() ? gout.str() : std::string("undefined"), " must be ", shape_str(want_out),
            qkv_str(q, k, v));
+  const DType dt = q.dtype();
+  Tensor g = to_dtype(gout, dt);
+  AttentionGrads grads;
+  if (forward.lse.defined()) {
+    const Shape want_lse = {q.size(0), q.size(1), q.size(2)};
+    HF_CHECK(
+        forward.lse.sizes() == want_lse && forward.out.defined() && forward.out.sizes() == want_out,
+        "attention_backward: the fused forward's out/lse do not match", qkv_str(q, k, v));
+    Backend& be = backend_for(q.device());
+    if (!be.fused_attention_supported(g, k, v)) g = contiguous(g);
+    HF_CHECK(be.fused_attention_supported(g, k, v),
+             "attention_backward: the fused kernel no longer accepts these inputs",
+             qkv_str(q, k, v));
+    const int64_t b = q.size(0), h = q.size(1);
+    grads.gq = heads_major(b, h, q.size(2), q.size(3), dt, q.device());
+    grads.gk = heads_major(b, h, k.size(2), k.size(3), dt, q.device());
+    grads.gv = heads_major(b, h, v.size(2), v.size(3), dt, q.device());
+    be.fused_attention_backward(g, q, k, v, forward.out, forward.lse, causal, scale, grads.gq,
+                                grads.gk, grads.gv);
+    return grads;
+  }
+  const Tensor& probs = forward.probs;
+  const Shape want_probs = {q.size(0), q.size(1), q.size(2), k.size(2)};
   HF_CHECK(probs.defined() && probs.sizes() == want_probs, "attention_backward: probs ",
            probs.defined() ? probs.str() : std::string("undefined"), " must be ",
            shape_str(want_probs), qkv_str(q, k, v));
-  const DType dt = q.dtype();
-  Tensor g = to_dtype(gout, dt);
   Tensor p = to_dtype(probs, dt);
-  AttentionGrads grads;
   grads.gv = matmul(transpose(p, 2, 3), g, Tensor(), dt);
   Tensor gp = matmul(g, transpose(v, 2, 3), Tensor(), DType::kF32);
   Tensor gscores = softmax_backward(gp, probs, -1);  // f32, like probs

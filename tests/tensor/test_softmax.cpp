@@ -179,7 +179,7 @@ TEST(Attention, BackwardMatchesFiniteDifferences) {
   Tensor r = randn({B, H, T, D}, 13);
   const double scale = 0.5;
   ops::AttentionResult fwd = ops::attention(q, k, v, true, scale);
-  ops::AttentionGrads g = ops::attention_backward(r, q, k, v, fwd.probs, scale);
+  ops::AttentionGrads g = ops::attention_backward(r, q, k, v, fwd, true, scale);
   auto loss = [&] {
     std::vector<float> o = ops::attention(q, k, v, true, scale).out.to_vector(), rv = r.to_vector();
     double acc = 0;

@@ -1,6 +1,7 @@
 // The CUDA device itself: host <-> device round trips for every dtype (contiguous, strided,
 // broadcast, with casts), the caching allocator (no cudaMalloc in steady state, stats),
-// Philox fills bitwise equal to the CPU's, deterministic backward kernels, and error messages.
+// Philox fills bitwise equal to the CPU's, deterministic backward kernels, the fused attention
+// kernels, and error messages.
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -184,6 +185,52 @@ TEST(CudaDeterminism, BackwardKernelsGiveTheSameBitsEveryRun) {
   EXPECT_EQ(bytes_of(ops::embedding_backward(gy, id, 17)),
             bytes_of(ops::embedding_backward(ops::to_device(gy, Device::cpu()),
                                              ops::to_device(id, Device::cpu()), 17)));
+}
+
+// The flash kernels are what bf16 attention runs on CUDA (no [B, H, T, S] probabilities kept),
+// they agree with the composed path on the same device, their backward gives the same bits on
+// every run (no atomics), and f32 or an unsupported head size falls back to the composed path.
+TEST(CudaAttention, FusedKernelsMatchComposedAndAreDeterministic) {
+  HF_REQUIRE_CUDA();
+  const Device d = cuda0();
+  const int64_t B = 2, H = 3, T = 200, D = 64;
+  Tensor q = make_input({B, H, T, D}, 21, d, DType::kBF16);
+  Tensor k = make_input({B, H, T, D}, 22, d, DType::kBF16);
+  Tensor v = make_input({B, H, T, D}, 23, d, DType::kBF16);
+  Tensor gy = make_input({B, H, T, D}, 24, d, DType::kBF16);
+  const double scale = 0.125;
+  ops::AttentionResult fused = ops::attention(q, k, v, true, scale);
+  ASSERT_TRUE(fused.lse.defined()) << "bf16 attention on CUDA did not take the fused kernel";
+  EXPECT_FALSE(fused.probs.defined());
+  EXPECT_EQ(fused.out.sizes(), (Shape{B, H, T, D}));
+  auto grads_bytes = [&] {
+    ops::AttentionGrads g = ops::attention_backward(gy, q, k, v, fused, true, scale);
+    std::vector<uint8_t> all;
+    for (const Tensor& t : {g.gq, g.gk, g.gv}) {
+      const std::vector<uint8_t> b = bytes_of(t);
+      all.insert(all.end(), b.begin(), b.end());
+    }
+    return all;
+  };
+  const std::vector<uint8_t> first = grads_bytes();
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(grads_bytes(), first) << "run " << i + 1 << " differs";
+  EXPECT_EQ(bytes_of(ops::attention(q, k, v, true, scale).out), bytes_of(fused.out));
+
+  const bool was = ops::set_fused_attention(false);
+  ops::AttentionResult composed = ops::attention(q, k, v, true, scale);
+  ops::set_fused_attention(was);
+  ASSERT_TRUE(composed.probs.defined());
+  EXPECT_LT(testing::rel_l2(fused.out, composed.out), 1e-2);
+  ops::AttentionGrads gf = ops::attention_backward(gy, q, k, v, fused, true, scale);
+  ops::AttentionGrads gc = ops::attention_backward(gy, q, k, v, composed, true, scale);
+  EXPECT_LT(testing::rel_l2(gf.gq, gc.gq), 1e-2);
+  EXPECT_LT(testing::rel_l2(gf.gk, gc.gk), 1e-2);
+  EXPECT_LT(testing::rel_l2(gf.gv, gc.gv), 1e-2);
+
+  Tensor q32 = ops::to_dtype(q, DType::kF32);
+  EXPECT_TRUE(ops::attention(q32, q32, q32, true, scale).probs.defined()) << "f32 is composed";
+  Tensor q24 = make_input({1, 2, 10, 24}, 25, d, DType::kBF16);
+  EXPECT_TRUE(ops::attention(q24, q24, q24, true, scale).probs.defined()) << "head size 24";
 }
 
 TEST(CudaErrors, BadIdsAndTargetsAreReported) {

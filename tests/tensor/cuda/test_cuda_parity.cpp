@@ -258,6 +258,44 @@ std::vector<Case> make_cases() {
          return with_grads(y, {{"q", q}, {"k", k}, {"v", v}}, 81);
        }});
 
+  // Fused attention (the CUDA backend's flash kernels take 16-bit q, k, v with head size 16, 32,
+  // 64 or 128) against the CPU's composed attention: several tiles with T and S not multiples
+  // of 64, causal with S > T and with S < T (rows that see no key), non-causal, and q, k, v
+  // split out of one [B, T, 3C] projection as the model does.
+  struct AttnShape {
+    int64_t b, h, t, s, d;
+    bool causal;
+    DType dt;
+  };
+  const AttnShape attn_shapes[] = {{2, 3, 150, 150, 64, true, bf16},
+                                   {1, 2, 70, 70, 32, false, DType::kF16},
+                                   {1, 2, 50, 130, 64, true, bf16},
+                                   {1, 2, 90, 40, 16, true, bf16},
+                                   {1, 2, 80, 80, 128, true, DType::kF16}};
+  for (const AttnShape& a : attn_shapes) {
+    const std::string shape = "q [" + std::to_string(a.b) + ", " + std::to_string(a.h) + ", " +
+                              std::to_string(a.t) + ", " + std::to_string(a.d) + "] S " +
+                              std::to_string(a.s) + (a.causal ? " causal" : "");
+    cases.push_back({"attention (fused)", shape, a.dt, kTolBf16, [a](Device d) {
+                       Tensor q = leaf({a.b, a.h, a.t, a.d}, 82, d, a.dt);
+                       Tensor k = leaf({a.b, a.h, a.s, a.d}, 83, d, a.dt);
+                       Tensor v = leaf({a.b, a.h, a.s, a.d}, 84, d, a.dt);
+                       Tensor y = scaled_dot_product_attention(q, k, v, a.causal);
+                       return with_grads(y, {{"q", q}, {"k", k}, {"v", v}}, 85);
+                     }});
+  }
+  cases.push_back(
+      {"attention (fused)", "q, k, v from [2, 100, 3*4*64]", bf16, kTolBf16, [](Device d) {
+         const int64_t B = 2, T = 100, H = 4, D = 64, C = H * D;
+         Tensor qkv = leaf({B, T, 3 * C}, 86, d, bf16, 2.0);
+         auto heads = [&](int64_t i) {
+           return transpose(reshape(narrow(qkv, 2, i * C, C), {B, T, H, D}), 1, 2);
+         };
+         Tensor y = scaled_dot_product_attention(heads(0), heads(1), heads(2), true);
+         y = reshape(transpose(y, 1, 2), {B, T, C});
+         return with_grads(y, {{"qkv", qkv}}, 87);
+       }});
+
   // ---- normalisation ----
   for (DType t : {f32, bf16}) {
     for (int64_t C : {64, 768, 1500}) {
