@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "tensor/device.h"
+
 namespace hfrun::bench {
 
 struct MatmulBenchOptions {
@@ -28,6 +30,15 @@ struct BlockBenchOptions {
   int iters = 10;
 };
 std::string run_block_bench(const BlockBenchOptions& opts);
+
+// The fused AdamW step over a GPT-2 124M-sized flat buffer (optim::AdamW on views, as the
+// trainer runs it) and its memory bandwidth, next to the device's copy bandwidth.
+struct AdamWBenchOptions {
+  Device device = Device::cpu();
+  int64_t params = 0;  // elements; 0: GPT-2 124M's 124,439,808
+  double min_seconds = 1.0;
+};
+std::string run_adamw_bench(const AdamWBenchOptions& opts);
 
 // All-reduce bandwidth over the ranks of this MPI job (run under mpirun: hfrun -np N bench
 // allreduce): our ProcessGroup against a raw MPI_Allreduce on the same buffer, after checking

@@ -160,11 +160,52 @@ int bench_allreduce(const Args& args) {
   return 0;
 }
 
+int bench_adamw(const Args& args) {
+  bench::AdamWBenchOptions o;
+  std::string device = "cpu";
+  po::options_description desc("Options");
+  desc.add_options()("help,h", "show this help")(
+      "device", po::value(&device)->default_value(device), "cpu | cuda | cuda:N")(
+      "params", po::value(&o.params)->default_value(o.params),
+      "parameter elements (0: GPT-2 124M's 124,439,808)")(
+      "min-seconds", po::value(&o.min_seconds)->default_value(o.min_seconds),
+      "time each measurement for at least this long");
+  po::variables_map vm;
+  if (!parse(args, desc, vm,
+             "Usage: hfrun bench adamw [--device cpu|cuda[:N]] [--params N]\nTimes one fused "
+             "AdamW step over GPT-2-shaped views of a flat buffer and prints its memory "
+             "bandwidth next to the device's copy bandwidth, as one JSON line.")) {
+    return 0;
+  }
+  HF_CHECK_INPUT(o.params >= 0, "bench adamw: --params must not be negative");
+  HF_CHECK_INPUT(o.min_seconds > 0 && o.min_seconds <= 3600,
+                 "bench adamw: --min-seconds must be in (0, 3600]");
+  if (device == "cpu") {
+    o.device = Device::cpu();
+  } else if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+    int index = 0;
+    if (device.size() > 5) {
+      const std::string n = device.substr(5);
+      HF_CHECK_INPUT(!n.empty() && n.find_first_not_of("0123456789") == std::string::npos,
+                     "bench adamw: --device '", device, "' is not cpu, cuda or cuda:N");
+      index = std::stoi(n);
+    }
+    HF_CHECK_INPUT(index < cuda_device_count(), "bench adamw: --device ", device, ": ",
+                   cuda_status());
+    o.device = Device::cuda(index);
+  } else {
+    HF_CHECK_INPUT(false, "bench adamw: --device '", device, "' is not cpu, cuda or cuda:N");
+  }
+  std::cout << bench::run_adamw_bench(o) << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args) {
   const char* usage =
-      "Usage: hfrun bench matmul|block|tokenizer|train|allreduce [options]   (hfrun bench WHAT "
+      "Usage: hfrun bench matmul|block|tokenizer|train|allreduce|adamw [options]   (hfrun bench "
+      "WHAT "
       "--help)\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << usage;
@@ -176,6 +217,7 @@ int cmd_bench(const Args& args) {
   if (args[0] == "tokenizer") return bench_tokenizer(rest);
   if (args[0] == "train") return bench_train(rest);
   if (args[0] == "allreduce") return bench_allreduce(rest);
+  if (args[0] == "adamw") return bench_adamw(rest);
   HF_CHECK_INPUT(false, "bench: unknown benchmark '", args[0],
                  "' (expected matmul, block, tokenizer, train or allreduce)");
   return 2;

@@ -15,7 +15,8 @@
 #                                              on when hfrun and a GPT-2 tokenizer.json are present)
 #   HFRUN_GPU_CHECK_BENCH=1                    also run bench/gpu_train_vs_torch.sh (GPT-2 124M,
 #                                              hfrun vs PyTorch eager/compile; its SEQ, BATCH,
-#                                              DTYPES, STEPS, WARMUP, COMPILE pass through)
+#                                              DTYPES, STEPS, WARMUP, COMPILE, COMPOSED pass
+#                                              through) and `hfrun bench adamw --device cuda`
 # Exit status: 0 when every binary passed, 1 otherwise.
 set -uo pipefail
 out="${1:?usage: gpu-check.sh OUTDIR}"
@@ -195,6 +196,10 @@ if [ "${HFRUN_GPU_CHECK_BENCH:-0}" = 1 ]; then
     HFRUN_CUDA_LAUNCH_BLOCKING=0 TOKENIZER="${TOKENIZER:-$tok}" bash "$bench_script" "$hfrun_bin" 2>&1 |
       tee "$out/bench.txt"
     sed 's/^/  bench: /' "$out/bench.txt" >> "$summary"
+    # The fused AdamW step's memory bandwidth against the GPU's copy bandwidth.
+    HFRUN_CUDA_LAUNCH_BLOCKING=0 timeout "$timeout_s" "$hfrun_bin" bench adamw --device cuda 2>&1 |
+      tee "$out/bench-adamw.txt"
+    sed 's/^/  bench: /' "$out/bench-adamw.txt" >> "$summary"
   else
     say "bench: skipped (no bench/gpu_train_vs_torch.sh or no hfrun)"
   fi
