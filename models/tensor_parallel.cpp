@@ -92,8 +92,10 @@ Tensor vocab_parallel_embedding(const Tensor& weight, const Tensor& ids, int64_t
   }
   Shape mask_shape = ids.sizes();
   mask_shape.push_back(1);
-  Tensor e = embedding(weight, ops::from_vector(local, ids.sizes(), DType::kI64));
-  e = mul(e, ops::from_vector(mask, mask_shape));
+  const Device dev = weight.device();
+  Tensor e =
+      embedding(weight, ops::to_device(ops::from_vector(local, ids.sizes(), DType::kI64), dev));
+  e = mul(e, ops::to_device(ops::from_vector(mask, mask_shape), dev));
   return reduce_from_tensor_parallel(e, group);
 }
 
@@ -106,60 +108,55 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
   const int64_t N = logits.numel() / std::max<int64_t>(V, 1);
   HF_CHECK(targets.numel() == N, "vocab_parallel_cross_entropy: targets ", targets.str(),
            " do not match logits ", logits.str());
-  Tensor x = ops::contiguous(logits);
-  const float* l = x.data<float>();
+  // Composed from ops, so it runs on the logits' device. Per token: the maximum, then the sum of
+  // exp(l - max) and the target's logit, each over the whole vocabulary (the group), as one
+  // fused cross-entropy computes them. Targets are read on the host (N ids).
+  const Device dev = logits.device();
+  Tensor x = ops::reshape(ops::contiguous(logits), {N, V});
   const std::vector<int64_t> tgt = targets.to_int_vector();
-  // Per token: the maximum, then the sum of exp(l - max) and the target's logit, each over
-  // the whole vocabulary (the group), as one fused cross-entropy computes them.
-  // Rows are independent: one OpenMP pool (the one oneDNN and our kernels share) splits them.
-  Tensor mx = ops::empty({N});
-  float* m = mx.data<float>();
-#pragma omp parallel for schedule(static)
+  std::vector<int64_t> picked_at(N, 0);  // flat index of the target's logit in this shard
+  std::vector<float> has(N, 0.0f), keep(N, 0.0f);
+  int64_t count = 0;
   for (int64_t i = 0; i < N; ++i) {
-    float v = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < V; ++j) v = std::max(v, l[i * V + j]);
-    m[i] = v;
-  }
-  group.allreduce_max(mx);
-  Tensor sums = ops::empty({2 * N});
-  float* s = sums.data<float>();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < N; ++i) {
-    float acc = 0;
-    for (int64_t j = 0; j < V; ++j) acc += std::exp(l[i * V + j] - m[i]);
-    s[i] = acc;
+    if (tgt[i] == ignore_index) continue;
+    ++count;
+    keep[i] = 1.0f;
     const int64_t t = tgt[i] - vocab_begin;
-    s[N + i] = (tgt[i] != ignore_index && t >= 0 && t < V) ? l[i * V + t] : 0.0f;
+    if (t >= 0 && t < V) {
+      picked_at[i] = i * V + t;
+      has[i] = 1.0f;
+    }
   }
-  const int64_t count = static_cast<int64_t>(
-      std::count_if(tgt.begin(), tgt.end(), [&](int64_t t) { return t != ignore_index; }));
+  const Tensor picked_idx = ops::to_device(ops::from_ints(picked_at, {N}), dev);
+  const Tensor has_t = ops::to_device(ops::from_vector(has, {N}), dev);
+  Tensor mx = ops::contiguous(ops::max(x, 1, /*keepdim=*/true).values);  // [N, 1]
+  group.allreduce_max(mx);
+  Tensor sum_exp = ops::sum(ops::unary(ops::UnaryOp::kExp, ops::sub(x, mx)), {1});
+  Tensor picked =
+      ops::mul(ops::reshape(ops::embedding(ops::reshape(x, {N * V, 1}), picked_idx), {N}), has_t);
+  Tensor sums = ops::cat({sum_exp, picked}, 0);  // [2N]
   group.allreduce_sum(sums);
+  const std::vector<float> s = sums.to_vector(), m = mx.to_vector();
   double total = 0;
   for (int64_t i = 0; i < N; ++i) {
     if (tgt[i] == ignore_index) continue;
     total += static_cast<double>(std::log(s[i]) + m[i] - s[N + i]);
   }
   const double denom = static_cast<double>(std::max<int64_t>(count, 1));
-  Tensor loss = ops::scalar(count > 0 ? total / denom : std::nan(""));
+  Tensor loss = ops::to_device(ops::scalar(count > 0 ? total / denom : std::nan("")), dev);
+  const Tensor keep_t = ops::to_device(ops::from_vector(keep, {N, 1}), dev);
+  const Shape shape = logits.sizes();
+  // d loss / d l = (softmax(l) - onehot(target)) * scale on kept rows, 0 on ignored ones.
   return autograd::record(
       "VocabParallelCrossEntropy", {logits}, loss,
-      [x, mx, sums, tgt, vocab_begin, ignore_index, N, V, denom](const Tensor& gl) {
-        const float scale = static_cast<float>(gl.item() / denom);
-        Tensor g = ops::empty(x.sizes());
-        float* gd = g.data<float>();
-        const float* l = x.data<float>();
-        const float* m = mx.data<float>();
-        const float* s = sums.data<float>();
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < N; ++i) {
-          const bool skip = tgt[i] == ignore_index;
-          const int64_t t = tgt[i] - vocab_begin;
-          for (int64_t j = 0; j < V; ++j) {
-            const float p = std::exp(l[i * V + j] - m[i]) / s[i];
-            gd[i * V + j] = skip ? 0.0f : (p - (j == t ? 1.0f : 0.0f)) * scale;
-          }
-        }
-        return std::vector<Tensor>{g};
+      [x, mx, sums, keep_t, has_t, picked_idx, denom, N, V, shape](const Tensor& gl) {
+        const double scale = gl.item() / denom;
+        Tensor p = ops::div(ops::unary(ops::UnaryOp::kExp, ops::sub(x, mx)),
+                            ops::reshape(ops::narrow(sums, 0, 0, N), {N, 1}));
+        Tensor g = ops::mul(ops::mul_scalar(p, scale), keep_t);
+        Tensor onehot = ops::embedding_backward(
+            ops::reshape(ops::mul_scalar(has_t, -scale), {N, 1}), picked_idx, N * V);
+        return std::vector<Tensor>{ops::reshape(ops::add(g, ops::reshape(onehot, {N, V})), shape)};
       });
 }
 

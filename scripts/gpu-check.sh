@@ -13,6 +13,8 @@
 #   HFRUN_GPU_CHECK_TIMEOUT=900                seconds per binary
 #   HFRUN_GPU_CHECK_TRAIN=0                    skip the `hfrun` cpu-vs-cuda training run (default:
 #                                              on when hfrun and a GPT-2 tokenizer.json are present)
+#   HFRUN_GPU_CHECK_MULTI=0                    skip the 2-ranks-on-one-GPU DataParallel runs
+#                                              (default: on when mpirun is on PATH)
 #   HFRUN_GPU_CHECK_BENCH=1                    also run bench/gpu_train_vs_torch.sh (GPT-2 124M,
 #                                              hfrun vs PyTorch eager/compile; its SEQ, BATCH,
 #                                              DTYPES, STEPS, WARMUP, COMPILE, COMPOSED pass
@@ -123,6 +125,16 @@ for name in ${HFRUN_GPU_CHECK_TESTS:-tensor_cuda_tests optim_cuda_tests train_cu
   grep -E '^[0-9]+ rows, [0-9]+ failures' "$out/$name.log" | sed 's/^/  parity: /' | tee -a "$summary"
 done
 
+# The losses logged in a metrics.jsonl, on one line; same_losses A B N: both have N losses,
+# equal to relative 1e-4.
+losses() { sed -nE 's/.*"loss": ([0-9.eE+-]+).*/\1/p' "$1" 2>/dev/null | tr '\n' ' '; }
+same_losses() {
+  awk -v a="$1" -v b="$2" -v want="$3" 'BEGIN { n = split(a, x, " "); m = split(b, y, " ");
+    if (n != want || m != want) exit 1;
+    for (i = 1; i <= n; i++) { d = x[i] - y[i]; if (d < 0) d = -d; if (d > 1e-4 * x[i]) exit 1 }
+    exit 0 }'
+}
+
 # `hfrun` itself: the same tiny GPT-2 run (5 steps, f32) on the CPU and on the GPU must log the
 # same losses (rel 1e-4); then bf16 on the GPU. Data: the tokenizer.json file read as text.
 hfrun_bin=""
@@ -157,15 +169,11 @@ YAML
       tail -5 "$tdir/$dev.log" | sed 's/^/  /' | tee -a "$summary"
     fi
   done
-  losses() { sed -nE 's/.*"loss": ([0-9.eE+-]+).*/\1/p' "$1" | tr '\n' ' '; }
   if [ "$train_ok" = 1 ]; then
     lc="$(losses "$tdir/cpu/metrics.jsonl")"; lg="$(losses "$tdir/cuda/metrics.jsonl")"
     say "hfrun train losses cpu:  $lc"
     say "hfrun train losses cuda: $lg"
-    if awk -v a="$lc" -v b="$lg" 'BEGIN { n = split(a, x, " "); m = split(b, y, " ");
-        if (n != 5 || m != 5) exit 1;
-        for (i = 1; i <= n; i++) { d = x[i] - y[i]; if (d < 0) d = -d; if (d > 1e-4 * x[i]) exit 1 }
-        exit 0 }'; then
+    if same_losses "$lc" "$lg" 5; then
       say "hfrun train cpu vs cuda: PASS (5 steps, rel 1e-4)"
     else
       say "hfrun train cpu vs cuda: FAIL (losses differ beyond rel 1e-4)"
@@ -184,6 +192,55 @@ YAML
   fi
 else
   say "hfrun train cpu vs cuda: skipped (hfrun: ${hfrun_bin:-none}, tokenizer: ${tok:-none})"
+fi
+
+# Several ranks on the GPU (DataParallel with device tensors): 2 ranks share this GPU over
+# distributed.backend mpi (NCCL refuses two ranks on one device), with ZeRO stages 0-3 and
+# tensor parallelism 2; each run's f32 losses must equal the 1-rank GPU run's (rel 1e-4). Needs
+# mpirun on the machine (the bundle does not carry Open MPI); skipped without it.
+if [ "${HFRUN_GPU_CHECK_MULTI:-1}" = 1 ] && [ -n "$hfrun_bin" ] && [ -n "$tok" ]; then
+  if command -v mpirun > /dev/null 2>&1; then
+    mdir="$out/multi-rank"
+    mkdir -p "$mdir"
+    cp "$tok" "$mdir/text.txt"
+    mcfg() {  # mcfg NAME MICRO_BATCH ZERO TP
+      cat > "$mdir/$1.yaml" <<YAML
+output_dir: $mdir/$1
+seed: 5
+model: {config: {n_layer: 2, n_head: 4, n_embd: 64, n_positions: 64}}
+tokenizer: $tok
+data: {train: [$mdir/text.txt], seq_len: 32, shuffle: true}
+optimizer: {type: adamw, lr: 1.0e-3}
+train: {micro_batch_size: $2, grad_accum_steps: 2, max_steps: 4, log_every: 1, grad_clip: 1.0, device: cuda}
+distributed: {backend: mpi, zero_stage: $3, tensor_parallel: $4, bucket_mb: 0.05}
+checkpoint: {resume: never}
+YAML
+    }
+    mcfg np1 4 0 1
+    timeout "$timeout_s" "$hfrun_bin" "$mdir/np1.yaml" > "$mdir/np1.log" 2>&1 ||
+      { say "multi-rank: the 1-rank reference run failed"; tail -5 "$mdir/np1.log" | tee -a "$summary"; status=1; }
+    ref="$(losses "$mdir/np1/metrics.jsonl")"
+    say "multi-rank: 1 rank losses: $ref"
+    for spec in z0:2:0:1 z1:2:1:1 z2:2:2:1 z3:2:3:1 tp2:4:0:2; do
+      IFS=: read -r name mb z tp <<<"$spec"
+      mcfg "$name" "$mb" "$z" "$tp"
+      if timeout "$timeout_s" "$hfrun_bin" -np 2 --oversubscribe "$mdir/$name.yaml" > "$mdir/$name.log" 2>&1; then
+        got="$(losses "$mdir/$name/metrics.jsonl")"
+        if same_losses "$ref" "$got" 4; then
+          say "multi-rank $name (2 ranks, zero_stage $z, tensor_parallel $tp): PASS ($got)"
+        else
+          say "multi-rank $name (2 ranks, zero_stage $z, tensor_parallel $tp): FAIL ($got)"
+          status=1
+        fi
+      else
+        say "multi-rank $name: FAIL (exit $?)"
+        tail -8 "$mdir/$name.log" | sed 's/^/  /' | tee -a "$summary"
+        status=1
+      fi
+    done
+  else
+    say "multi-rank: skipped (no mpirun on this machine)"
+  fi
 fi
 
 if [ "${HFRUN_GPU_CHECK_BENCH:-0}" = 1 ]; then

@@ -36,10 +36,11 @@ constexpr size_t kMaxUnitsInFlight = 3;
 // order.
 double sum_over(dist::ProcessGroup& group, double v, const dist::CollectiveOptions& opts);
 
-// The tensor-parallel group's collectives for the model (models/tensor_parallel.h).
-class MpiTensorParallelGroup : public nn::TensorParallelGroup {
+// The tensor-parallel group's collectives for the model (models/tensor_parallel.h), on the
+// group that carries the model's tensors (NCCL or host-staged MPI on GPUs, MPI on the CPU).
+class TensorParallelOverGroup : public nn::TensorParallelGroup {
  public:
-  MpiTensorParallelGroup(std::shared_ptr<dist::ProcessGroup> g, dist::CollectiveOptions o)
+  TensorParallelOverGroup(std::shared_ptr<dist::ProcessGroup> g, dist::CollectiveOptions o)
       : group_(std::move(g)), opts_(o) {}
   int rank() const override { return group_->rank(); }
   int size() const override { return group_->size(); }
@@ -70,10 +71,16 @@ class GlobalCheckpointGroup : public CheckpointGroup {
 };
 
 struct DataParallel::Impl : nn::LayerHooks {
+  // MPI groups, for host values (sums, strings, flags) and as the bootstrap of device groups.
   std::shared_ptr<dist::ProcessGroup> world;   // the data-parallel group
   std::shared_ptr<dist::ProcessGroup> global;  // every rank of the job
   std::shared_ptr<dist::ProcessGroup> tp;      // the tensor-parallel group (or null)
-  std::unique_ptr<MpiTensorParallelGroup> tp_group;
+  // The groups that move the training tensors (parameters, gradients, activations) on
+  // `device`: world and tp themselves on the CPU; NCCL groups over the same ranks on a GPU, or
+  // world and tp staged through host memory (distributed.backend mpi).
+  Device device = Device::cpu();
+  std::shared_ptr<dist::ProcessGroup> tensor_world, tensor_tp;
+  std::unique_ptr<TensorParallelOverGroup> tp_group;
   std::unique_ptr<GlobalCheckpointGroup> checkpoint_group;
   std::vector<bool> tp_split;  // per parameter: split across the tensor-parallel group
   dist::CollectiveOptions opts;

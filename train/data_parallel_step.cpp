@@ -115,7 +115,7 @@ void DataParallel::finish_gradient_sync() {
   for (size_t u = 0; u < im.units.size(); ++u) {
     if (!im.units[u].issued) {
       if (im.stage >= 2 && !im.units[u].staging.defined()) {
-        im.units[u].staging = ops::zeros({im.units[u].chunk * im.size});
+        im.units[u].staging = ops::zeros({im.units[u].chunk * im.size}, DType::kF32, im.device);
       }
       im.issue(u);
     }
@@ -177,7 +177,7 @@ void DataParallel::after_optimizer_step() {
     if (unit.begin + padded <= im.total) {
       out = flat_range(im.flat_params, unit.begin, padded);
     } else {
-      out = ops::zeros({padded});
+      out = ops::zeros({padded}, DType::kF32, im.device);
       const int64_t n = unit.hi(im.rank) - unit.lo(im.rank);
       if (n > 0) {
         Tensor mine = flat_range(out, im.rank * unit.chunk, n);
@@ -186,7 +186,7 @@ void DataParallel::after_optimizer_step() {
       staged.emplace_back(u, out);
     }
     Tensor in = flat_range(out, im.rank * unit.chunk, unit.chunk);
-    works.push_back(im.world->allgather(out, in, im.opts));
+    works.push_back(im.tensor_world->allgather(out, in, im.opts));
   }
   for (auto& w : works) w->wait();
   for (auto& [u, out] : staged) {

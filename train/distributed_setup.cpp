@@ -12,7 +12,9 @@
 #include "common/error.h"
 #include "distributed/comm/env.h"
 #include "distributed/comm/mpi_process_group.h"
+#include "distributed/comm/nccl_process_group.h"
 #include "distributed/comm/process_group.h"
+#include "distributed/comm/staged_process_group.h"
 #include "tensor/ops.h"
 #include "train/data_parallel_impl.h"
 
@@ -74,7 +76,7 @@ void finalize_distributed() {
   if (dist::mpi_is_initialized()) dist::finalize_mpi();
 }
 
-std::unique_ptr<DataParallel> DataParallel::from_launch_env(const TrainConfig& cfg) {
+std::unique_ptr<DataParallel> DataParallel::from_launch_env(const TrainConfig& cfg, Device device) {
   const dist::LaunchEnv env = dist::detect_launch_env();
   if (env.world <= 1) return nullptr;
   std::call_once(g_init_once, [&] {
@@ -99,9 +101,33 @@ std::unique_ptr<DataParallel> DataParallel::from_launch_env(const TrainConfig& c
     const int g = impl->global->rank();
     impl->tp = impl->global->split(g / T, g % T, impl->opts);
     impl->world = impl->global->split(g % T, g / T, impl->opts);
-    impl->tp_group = std::make_unique<MpiTensorParallelGroup>(impl->tp, impl->opts);
   } else {
     impl->world = impl->global;
+  }
+  impl->device = device;
+  if (device.is_cpu()) {
+    impl->tensor_world = impl->world;
+    impl->tensor_tp = impl->tp;
+  } else {
+    const std::string& backend = cfg.distributed.backend;
+    HF_CHECK_INPUT(backend != "nccl" || dist::nccl_available(), cfg.source,
+                   ": distributed.backend nccl: ", dist::nccl_version(),
+                   "; use distributed.backend: mpi (slower: through host memory)");
+    if (backend == "mpi" || !dist::nccl_available()) {
+      impl->tensor_world = dist::stage_through_host(impl->world);
+      if (impl->tp) impl->tensor_tp = dist::stage_through_host(impl->tp);
+    } else {
+      // One communicator per group, each bootstrapped over its MPI group (collective).
+      impl->tensor_world = dist::create_nccl_group(
+          *impl->world, device.index, T > 1 ? "nccl_data_parallel" : "nccl_world", impl->opts);
+      if (impl->tp) {
+        impl->tensor_tp =
+            dist::create_nccl_group(*impl->tp, device.index, "nccl_tensor_parallel", impl->opts);
+      }
+    }
+  }
+  if (impl->tensor_tp) {
+    impl->tp_group = std::make_unique<TensorParallelOverGroup>(impl->tensor_tp, impl->opts);
   }
   impl->rank = impl->world->rank();
   impl->size = impl->world->size();
@@ -155,7 +181,7 @@ int DataParallel::zero_stage() const {
 }
 
 void DataParallel::broadcast(Tensor& flat) {
-  impl_->world->broadcast(flat, 0, impl_->opts)->wait();
+  impl_->tensor_world->broadcast(flat, 0, impl_->opts)->wait();
 }
 
 double DataParallel::sum(double v) {

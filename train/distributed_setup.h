@@ -51,8 +51,12 @@ class DataParallel {
  public:
   // nullptr when this process was not launched as one of several ranks (world == 1). Otherwise
   // initialises MPI once per process (finalized at exit; see finalize_distributed()) and
-  // creates the world group. Collectives use distributed.timeout_s.
-  static std::unique_ptr<DataParallel> from_launch_env(const TrainConfig& cfg);
+  // creates the world group. Collectives use distributed.timeout_s. The training tensors live
+  // on `device`: on a GPU they move over NCCL communicators (distributed.backend auto or nccl)
+  // or through host memory over MPI (backend mpi, or a build without NCCL); host values (loss
+  // sums, flags, strings) always go over MPI.
+  static std::unique_ptr<DataParallel> from_launch_env(const TrainConfig& cfg,
+                                                       Device device = Device::cpu());
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;

@@ -23,7 +23,7 @@ void DataParallel::Impl::issue(size_t u) {
   unit.issued = true;
   if (stage == 0) {
     Tensor v = flat_range(flat_grads, unit.begin, unit.end - unit.begin);
-    unit.work = world->allreduce(v, dist::ReduceOp::kAvg, opts);
+    unit.work = tensor_world->allreduce(v, dist::ReduceOp::kAvg, opts);
   } else {
     const int64_t padded = unit.chunk * size;
     Tensor in;
@@ -31,7 +31,7 @@ void DataParallel::Impl::issue(size_t u) {
       if (unit.begin + padded <= total) {
         in = flat_range(flat_grads, unit.begin, padded);
       } else {
-        unit.staging = ops::zeros({padded});
+        unit.staging = ops::zeros({padded}, DType::kF32, device);
         Tensor head = flat_range(unit.staging, 0, unit.end - unit.begin);
         ops::copy_(head, flat_range(flat_grads, unit.begin, unit.end - unit.begin));
         in = unit.staging;
@@ -39,8 +39,8 @@ void DataParallel::Impl::issue(size_t u) {
     } else {
       in = unit.staging;  // filled by the hooks
     }
-    unit.recv = ops::empty({unit.chunk});
-    unit.work = world->reduce_scatter(unit.recv, in, dist::ReduceOp::kAvg, opts);
+    unit.recv = ops::empty({unit.chunk}, DType::kF32, device);
+    unit.work = tensor_world->reduce_scatter(unit.recv, in, dist::ReduceOp::kAvg, opts);
     // ZeRO-3: every gradient of the unit is computed, so its parameters are not needed again.
     if (stage == 3) release(u);
   }
@@ -52,7 +52,7 @@ void DataParallel::Impl::gather(size_t u) {
   if (unit.gathered) return;
   unit.buffer.storage()->materialize();
   Tensor mine = flat_range(shard_params, shard_offset[u], unit.chunk);
-  world->allgather(unit.buffer, mine, opts)->wait();
+  tensor_world->allgather(unit.buffer, mine, opts)->wait();
   unit.gathered = true;
 }
 
@@ -117,7 +117,8 @@ void DataParallel::Impl::stage_gradient(size_t p, Tensor& leaf) {
   Tensor g = leaf.grad();
   for (size_t u : param.units) {
     Unit& unit = units[u];
-    if (!unit.staging.defined()) unit.staging = ops::zeros({unit.chunk * size});
+    if (!unit.staging.defined())
+      unit.staging = ops::zeros({unit.chunk * size}, DType::kF32, device);
     if (!g.defined()) continue;  // no gradient reached it: zeros
     const int64_t lo = std::max(unit.begin, param.offset);
     const int64_t hi = std::min(unit.end, param.offset + param.numel);
@@ -208,7 +209,7 @@ void DataParallel::Impl::make_layer_units(nn::Module& model, const std::vector<T
     unit.chunk = std::max<int64_t>(1, (len + size - 1) / size);
     unit.end = begin + unit.chunk * size;  // the padding is part of the unit
     unit.params = static_cast<int>(members[m].size());
-    unit.buffer = ops::zeros({unit.chunk * size});
+    unit.buffer = ops::zeros({unit.chunk * size}, DType::kF32, device);
     unit.gathered = true;
     if (m == 0) {
       root_unit = static_cast<int>(units.size());
@@ -228,9 +229,10 @@ void DataParallel::Impl::make_pieces() {
     shard_offset[u] = shard_total;
     shard_total += units[u].hi(rank) - units[u].lo(rank);
   }
-  if (stage >= 2) shard_grads = ops::zeros({std::max<int64_t>(shard_total, 1)});
+  if (stage >= 2)
+    shard_grads = ops::zeros({std::max<int64_t>(shard_total, 1)}, DType::kF32, device);
   if (stage == 3) {
-    shard_params = ops::zeros({std::max<int64_t>(shard_total, 1)});
+    shard_params = ops::zeros({std::max<int64_t>(shard_total, 1)}, DType::kF32, device);
     for (size_t u = 0; u < units.size(); ++u) {
       Tensor dst = flat_range(shard_params, shard_offset[u], units[u].chunk);
       ops::copy_(dst, flat_range(units[u].buffer, rank * units[u].chunk, units[u].chunk));

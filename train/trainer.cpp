@@ -92,8 +92,7 @@ nn::Gpt2Config resolve_model_config(const TrainConfig& cfg, const data::Tokenize
 
 // train.device: cpu; cuda (cuda:LOCAL_RANK modulo the devices present); auto (cuda when a CUDA
 // device is present, else cpu). distributed.backend nccl on the CPU is refused (auto picks NCCL
-// for CUDA runs, MPI for CPU runs). Several ranks on CUDA need NCCL inside DataParallel, which is
-// not there yet: refused before MPI starts.
+// for CUDA runs, MPI for CPU runs).
 Device resolve_device(const TrainConfig& c) {
   const std::string& d = c.train.device;
   const int n = cuda_device_count();
@@ -107,9 +106,6 @@ Device resolve_device(const TrainConfig& c) {
                  "' is not one of auto | cpu | cuda");
   HF_CHECK_INPUT(n > 0, c.source, ": train.device cuda: ", cuda_status());
   const dist::LaunchEnv env = dist::detect_launch_env();
-  HF_CHECK_INPUT(env.world <= 1, c.source, ": train.device ", d, " with ", env.world,
-                 " ranks: multi-rank CUDA training needs the NCCL backend (not yet); set "
-                 "train.device: cpu to train these ranks on the CPU");
   return Device::cuda(env.local_rank % n);
 }
 
@@ -159,7 +155,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   const TrainConfig& c = s.cfg;
   s.device = resolve_device(c);
 
-  s.dp = DataParallel::from_launch_env(c);
+  s.dp = DataParallel::from_launch_env(c, s.device);
   HF_CHECK_INPUT(s.dp != nullptr || c.distributed.num_processes == 1, c.source,
                  ": distributed.num_processes ", c.distributed.num_processes,
                  " needs a multi-process launch (hfrun -np N, mpirun or srun)");
