@@ -58,6 +58,11 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor(),
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
               std::optional<DType> compute_dtype = std::nullopt,
               std::optional<DType> out_dtype = std::nullopt);
+// gelu_tanh(linear(x, weight, bias)) as one op: a GEMM with cuBLASLt's GELU epilogue on CUDA
+// (the pre-activation, out_dtype, is kept for the backward), the composition on the CPU.
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+                   std::optional<DType> compute_dtype = std::nullopt,
+                   std::optional<DType> out_dtype = std::nullopt);
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor log_softmax(const Tensor& x, int64_t dim);
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);

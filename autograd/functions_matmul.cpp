@@ -67,7 +67,45 @@ namespace {
 
 // x [..., in] @ weight [in, out] (+ bias) with the result in out_dtype; the backward GEMMs run in
 // x's and weight's dtypes, the bias gradient is summed from the out_dtype gradient.
-Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DType out_dtype) {
+
+// What linear's backward keeps: x as [rows, in] (for the weight gradient) and the weight (for
+// the input gradient), each only when that gradient is wanted.
+struct LinearSaved {
+  Tensor x2, w;
+  Shape x_shape;
+  DType x_dtype, w_dtype, bias_dtype;
+  int64_t out;
+  bool gx, gw, gbias;
+};
+
+LinearSaved save_linear(const Tensor& x, const Tensor& x2, const Tensor& weight,
+                        const Tensor& bias) {
+  LinearSaved s;
+  s.gx = x.requires_grad();
+  s.gw = weight.requires_grad();
+  s.gbias = bias.defined() && bias.requires_grad();
+  s.x2 = s.gw ? x2.detach() : Tensor();
+  s.w = s.gx ? weight.detach() : Tensor();
+  s.x_shape = x.sizes();
+  s.x_dtype = x.dtype();
+  s.w_dtype = weight.dtype();
+  s.bias_dtype = bias.defined() ? bias.dtype() : DType::kF32;
+  s.out = weight.size(1);
+  return s;
+}
+
+// Gradients of x, weight, bias from the gradient of the pre-activation output g_out.
+Grads linear_grads(const LinearSaved& s, const Tensor& g_out) {
+  Tensor g2 = ops::reshape(ops::to_dtype(g_out, s.x_dtype), {-1, s.out});
+  Tensor grad_x, grad_w;
+  if (s.gx) grad_x = ops::view(ops::matmul(g2, mT(s.w), Tensor(), s.x_dtype), s.x_shape);
+  if (s.gw) grad_w = ops::matmul(mT(s.x2), g2, Tensor(), s.w_dtype);
+  return {grad_x, grad_w,
+          s.gbias ? bias_grad(ops::reshape(g_out, {-1, s.out}), s.bias_dtype) : Tensor()};
+}
+
+Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DType out_dtype,
+                   bool gelu) {
   HF_CHECK(x.defined() && weight.defined(), "linear: undefined input");
   HF_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(0), "linear: x ", x.str(),
            " does not match weight ", weight.str(), " ([in, out])");
@@ -75,36 +113,46 @@ Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DT
   Tensor x2 = ops::reshape(x, {-1, in});
   Shape y_shape = x.sizes();
   y_shape.back() = out;
-  Tensor y = ops::view(ops::matmul(x2, weight, bias, out_dtype), y_shape);
+  if (!gelu) {
+    Tensor y = ops::view(ops::matmul(x2, weight, bias, out_dtype), y_shape);
+    if (!needs_grad({&x, &weight, &bias})) return y;
+    const LinearSaved saved = save_linear(x, x2, weight, bias);
+    return record("linear", {x, weight, bias}, y,
+                  [saved](const Tensor& g_out) -> Grads { return linear_grads(saved, g_out); });
+  }
+  ops::MatmulGeluResult r = ops::matmul_gelu(x2, weight, bias, out_dtype);
+  Tensor y = ops::view(r.out, y_shape);
   if (!needs_grad({&x, &weight, &bias})) return y;
-  const bool gx = x.requires_grad(), gw = weight.requires_grad();
-  const bool gbias = bias.defined() && bias.requires_grad();
-  const Shape x_shape = x.sizes();
-  const DType x_dtype = x.dtype(), w_dtype = weight.dtype();
-  const DType bias_dtype = bias.defined() ? bias.dtype() : DType::kF32;
-  Tensor saved_x = gw ? x2.detach() : Tensor();
-  Tensor saved_w = gx ? weight.detach() : Tensor();
-  return record("linear", {x, weight, bias}, y, [=](const Tensor& g_out) -> Grads {
-    Tensor g2 = ops::reshape(ops::to_dtype(g_out, x_dtype), {-1, out});
-    Tensor grad_x, grad_w;
-    if (gx) grad_x = ops::view(ops::matmul(g2, mT(saved_w), Tensor(), x_dtype), x_shape);
-    if (gw) grad_w = ops::matmul(mT(saved_x), g2, Tensor(), w_dtype);
-    return {grad_x, grad_w,
-            gbias ? bias_grad(ops::reshape(g_out, {-1, out}), bias_dtype) : Tensor()};
+  const LinearSaved saved = save_linear(x, x2, weight, bias);
+  Tensor pre = r.pre, act = r.out;
+  return record("linear_gelu", {x, weight, bias}, y, [saved, pre, act](const Tensor& g) -> Grads {
+    Tensor g2 = ops::reshape(ops::to_dtype(g, pre.dtype()), pre.sizes());
+    return linear_grads(saved, ops::unary_backward(ops::UnaryOp::kGeluTanh, g2, pre, act));
   });
+}
+
+// Mixed precision: the GEMMs read compute_dtype copies of x and weight (their gradients flow
+// back to the f32 originals through the casts); the product accumulates in f32.
+Tensor linear_any(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                  std::optional<DType> compute_dtype, std::optional<DType> out_dtype, bool gelu) {
+  const DType out = out_dtype.value_or(x.dtype());
+  if (compute_dtype && (*compute_dtype != x.dtype() || *compute_dtype != weight.dtype())) {
+    return linear_impl(to_dtype(x, *compute_dtype), to_dtype(weight, *compute_dtype), bias, out,
+                       gelu);
+  }
+  return linear_impl(x, weight, bias, out, gelu);
 }
 
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias,
               std::optional<DType> compute_dtype, std::optional<DType> out_dtype) {
-  const DType out = out_dtype.value_or(x.dtype());
-  if (compute_dtype && (*compute_dtype != x.dtype() || *compute_dtype != weight.dtype())) {
-    // Mixed precision: the GEMMs read compute_dtype copies (their gradients flow back to the
-    // f32 originals through the casts); the product accumulates in f32.
-    return linear_impl(to_dtype(x, *compute_dtype), to_dtype(weight, *compute_dtype), bias, out);
-  }
-  return linear_impl(x, weight, bias, out);
+  return linear_any(x, weight, bias, compute_dtype, out_dtype, false);
+}
+
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                   std::optional<DType> compute_dtype, std::optional<DType> out_dtype) {
+  return linear_any(x, weight, bias, compute_dtype, out_dtype, true);
 }
 
 Tensor softmax(const Tensor& x, int64_t dim) {

@@ -9,8 +9,10 @@
 #
 #   bash bench/gpu_train_vs_torch.sh [HFRUN]        (default: bin/hfrun, build-cuda/hfrun)
 #   SEQ=1024 BATCH=8 DTYPES="bf16 f32" STEPS=10 WARMUP=3 COMPILE=1 PYTHON=python3
-#   COMPOSED=1: also run hfrun with HFRUN_FUSED_ATTENTION=0 (attention composed from GEMMs and a
-#   softmax instead of the flash kernels), side by side
+#   VARIANTS="HFRUN_FUSED_ATTENTION=0 HFRUN_GEMM_EPILOGUES=0": also run hfrun once per listed
+#   environment setting (here: attention composed from GEMMs and a softmax instead of the flash
+#   kernels; GELU as its own kernel instead of cuBLASLt's epilogue), side by side;
+#   COMPOSED=1 adds HFRUN_FUSED_ATTENTION=0
 #   HFRUN_PROFILE=1: also print hfrun's seconds per step by backend call (one synchronised step)
 #   TOKENIZER=path/tokenizer.json (default: the bundle's data/gpt2-tokenizer.json or the build's)
 #   PYTHON_LD_LIBRARY_PATH: LD_LIBRARY_PATH for python (gpu-check.sh passes the original one, so
@@ -35,7 +37,8 @@ fi
 [ -f "$tok" ] || { echo "gpu_train_vs_torch: no GPT-2 tokenizer.json (set TOKENIZER)" >&2; exit 2; }
 SEQ="${SEQ:-1024}"; BATCH="${BATCH:-8}"; DTYPES="${DTYPES:-bf16 f32}"
 STEPS="${STEPS:-10}"; WARMUP="${WARMUP:-3}"; COMPILE="${COMPILE:-1}"; PYTHON="${PYTHON:-python3}"
-COMPOSED="${COMPOSED:-0}"
+VARIANTS="${VARIANTS:-}"
+[ "${COMPOSED:-0}" = 1 ] && VARIANTS="HFRUN_FUSED_ATTENTION=0 $VARIANTS"
 py_env=(env "LD_LIBRARY_PATH=${PYTHON_LD_LIBRARY_PATH-${LD_LIBRARY_PATH:-}}")
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
@@ -98,5 +101,8 @@ for dtype in $DTYPES; do
     fi
   done
   hfrun_run "hfrun"
-  if [ "$COMPOSED" = 1 ]; then HFRUN_FUSED_ATTENTION=0 hfrun_run "hfrun (composed attention)"; fi
+  for v in $VARIANTS; do
+    [[ "$v" =~ ^[A-Z_][A-Z0-9_]*=[A-Za-z0-9_.-]*$ ]] || { echo "gpu_train_vs_torch: VARIANTS entry '$v' is not NAME=VALUE" >&2; exit 2; }
+    (export "${v?}"; hfrun_run "hfrun $v")
+  done
 done

@@ -57,9 +57,7 @@ class Gpt2Block : public Module {
         x, dropout(attention(layer_norm(x, param(ln_1_w_), param(ln_1_b_), c_.layer_norm_epsilon),
                              gen, cd),
                    c_.resid_pdrop, train, gen));
-    Tensor m = linear(layer_norm(h, param(ln_2_w_), param(ln_2_b_), c_.layer_norm_epsilon),
-                      param(fc_w_), param(fc_b_), cd);
-    m = linear(activation(c_.activation_function, m), param(fc2_w_), param(fc2_b_), cd);
+    Tensor m = mlp(layer_norm(h, param(ln_2_w_), param(ln_2_b_), c_.layer_norm_epsilon), cd, true);
     return add(h, dropout(m, c_.resid_pdrop, train, gen));
   }
 
@@ -69,10 +67,8 @@ class Gpt2Block : public Module {
     Tensor h = add(
         x, attention_cached(layer_norm(x, param(ln_1_w_), param(ln_1_b_), c_.layer_norm_epsilon),
                             kc, vc, start));
-    Tensor m = linear(layer_norm(h, param(ln_2_w_), param(ln_2_b_), c_.layer_norm_epsilon),
-                      param(fc_w_), param(fc_b_));
-    m = linear(activation(c_.activation_function, m), param(fc2_w_), param(fc2_b_));
-    return add(h, m);
+    return add(h, mlp(layer_norm(h, param(ln_2_w_), param(ln_2_b_), c_.layer_norm_epsilon),
+                      std::nullopt, true));
   }
 
  private:
@@ -88,10 +84,19 @@ class Gpt2Block : public Module {
     Tensor h = add(x, dropout(a, c_.resid_pdrop, train, gen));
     Tensor m = copy_to_tensor_parallel(
         layer_norm(h, param(ln_2_w_), param(ln_2_b_), c_.layer_norm_epsilon), g);
-    m = linear(m, param(fc_w_), param(fc_b_), cd);
-    m = linear(activation(c_.activation_function, m), param(fc2_w_), Tensor(), cd);
-    m = add(reduce_from_tensor_parallel(m, g), param(fc2_b_));
+    m = add(reduce_from_tensor_parallel(mlp(m, cd, /*fc2_bias=*/false), g), param(fc2_b_));
     return add(h, dropout(m, c_.resid_pdrop, train, gen));
+  }
+
+  // c_fc, the activation and c_proj (without its bias unless fc2_bias), the result in x's
+  // dtype. The tanh GELU (gelu_new) runs as c_fc's GEMM epilogue; under mixed precision c_fc's
+  // output is in the compute dtype, as autocast gives it.
+  Tensor mlp(const Tensor& x, std::optional<DType> cd, bool fc2_bias) {
+    const std::string& act = c_.activation_function;
+    Tensor m = act == "gelu_new" || act == "gelu_pytorch_tanh"
+                   ? linear_gelu(x, param(fc_w_), param(fc_b_), cd, cd)
+                   : activation(act, linear(x, param(fc_w_), param(fc_b_), cd));
+    return linear(m, param(fc2_w_), fc2_bias ? param(fc2_b_) : Tensor(), cd, x.dtype());
   }
 
   // Causal self-attention over `local_heads` heads (all of them without tensor parallelism);

@@ -33,6 +33,12 @@ Backend& device_backend(Device device) {
 
 }  // namespace
 
+void Backend::matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out,
+                          Tensor& pre) {
+  matmul(a, b, bias, pre);
+  unary(ops::UnaryOp::kGeluTanh, pre, out);
+}
+
 void Backend::fused_attention(const Tensor&, const Tensor&, const Tensor&, bool, double, Tensor&,
                               Tensor&) {
   HF_THROW("fused_attention: the ", name(), " backend has no fused attention kernel");

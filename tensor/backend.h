@@ -83,6 +83,12 @@ class Backend {
   // strided/transposed views); bias [N] or undefined; out [batch..., M, N] contiguous.
   virtual void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) = 0;
 
+  // pre = a @ b + bias, out = gelu_tanh(pre): 2-D a, b as matmul takes them, out and pre
+  // contiguous [M, N] of one dtype. The default composes matmul and unary (kGeluTanh); a
+  // backend with a GEMM epilogue overrides it.
+  virtual void matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out,
+                           Tensor& pre);
+
   // x viewed as [outer, n, inner], softmax over n.
   virtual void softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,
                        Tensor& y) = 0;

@@ -121,6 +121,12 @@ void ProfilingBackend::scaled_masked_softmax(const Tensor& scores, double scale,
   inner_.scaled_masked_softmax(scores, scale, causal, probs);
 }
 
+void ProfilingBackend::matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias,
+                                   Tensor& out, Tensor& pre) {
+  Timed t("op:matmul_gelu", inner_, device_);
+  inner_.matmul_gelu(a, b, bias, out, pre);
+}
+
 bool ProfilingBackend::fused_attention_supported(const Tensor& q, const Tensor& k,
                                                  const Tensor& v) {
   return inner_.fused_attention_supported(q, k, v);

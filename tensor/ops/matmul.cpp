@@ -22,65 +22,108 @@ bool out_dtype_ok(DType in, DType out) {
 
 }  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
-              std::optional<DType> out_dtype) {
+namespace {
+
+// The checked shape of a matmul: broadcast batch dims, sizes, output dtype, contiguous bias.
+struct MatmulShape {
+  Shape batch;
+  int64_t m = 0, k = 0, n = 0;
+  DType out_t = DType::kF32;
+  Tensor bias_c;
+};
+
+MatmulShape check_matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
+                         std::optional<DType> out_dtype) {
   HF_CHECK(a.defined() && b.defined(), "matmul: undefined input");
   HF_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: both operands need at least 2 dims",
            operands(a, b));
   HF_CHECK(a.device() == b.device(), "matmul: operands on different devices", operands(a, b));
   HF_CHECK(a.dtype() == b.dtype(), "matmul: dtypes differ", operands(a, b));
   HF_CHECK(is_floating(a.dtype()), "matmul: expected floating operands", operands(a, b));
-  const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
-  HF_CHECK(b.size(-2) == k, "matmul: inner dims differ (K = ", k, " vs ", b.size(-2), ")",
+  MatmulShape r;
+  r.m = a.size(-2);
+  r.k = a.size(-1);
+  r.n = b.size(-1);
+  HF_CHECK(b.size(-2) == r.k, "matmul: inner dims differ (K = ", r.k, " vs ", b.size(-2), ")",
            operands(a, b));
 
   // Batch dims broadcast NumPy-style (right-aligned; size 1 or missing dims stretch).
   const Shape a_batch(a.sizes().begin(), a.sizes().end() - 2);
   const Shape b_batch(b.sizes().begin(), b.sizes().end() - 2);
   const size_t nb = std::max(a_batch.size(), b_batch.size());
-  Shape batch(nb);
+  r.batch.resize(nb);
   for (size_t i = 0; i < nb; ++i) {
     const int64_t da = i + a_batch.size() >= nb ? a_batch[i + a_batch.size() - nb] : 1;
     const int64_t db = i + b_batch.size() >= nb ? b_batch[i + b_batch.size() - nb] : 1;
     HF_CHECK(da == db || da == 1 || db == 1, "matmul: batch dims do not broadcast", operands(a, b));
-    batch[i] = da == 1 ? db : da;
+    r.batch[i] = da == 1 ? db : da;
   }
 
-  const DType out_t = out_dtype.value_or(a.dtype());
-  HF_CHECK(out_dtype_ok(a.dtype(), out_t), "matmul: cannot write ", dtype_name(out_t), " from ",
+  r.out_t = out_dtype.value_or(a.dtype());
+  HF_CHECK(out_dtype_ok(a.dtype(), r.out_t), "matmul: cannot write ", dtype_name(r.out_t), " from ",
            dtype_name(a.dtype()),
            " operands (f32 -> f32; bf16/f16 -> f32 or the "
            "input dtype)",
            operands(a, b));
-  Tensor bias_c;
   if (bias.defined()) {
-    HF_CHECK(bias.dim() == 1 && bias.size(0) == n, "matmul: bias ", bias.str(), " must be [", n,
+    HF_CHECK(bias.dim() == 1 && bias.size(0) == r.n, "matmul: bias ", bias.str(), " must be [", r.n,
              "]", operands(a, b));
     HF_CHECK(bias.dtype() == DType::kF32 || bias.dtype() == a.dtype(), "matmul: bias ", bias.str(),
              " must be f32 or the operands' dtype", operands(a, b));
     HF_CHECK(bias.device() == a.device(), "matmul: bias ", bias.str(), " on another device",
              operands(a, b));
-    bias_c = contiguous(bias);
+    r.bias_c = contiguous(bias);
   }
+  return r;
+}
 
-  Shape out_shape = batch;
-  out_shape.insert(out_shape.end(), {m, n});
-  Tensor out = empty(out_shape, out_t, a.device());
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
+              std::optional<DType> out_dtype) {
+  const MatmulShape ms = check_matmul(a, b, bias, out_dtype);
+  Shape out_shape = ms.batch;
+  out_shape.insert(out_shape.end(), {ms.m, ms.n});
+  Tensor out = empty(out_shape, ms.out_t, a.device());
   if (out.numel() == 0) return out;
-  if (k == 0) {
+  if (ms.k == 0) {
     // An empty sum: zeros, plus the bias when there is one.
-    if (bias_c.defined()) {
-      copy_(out, bias_c);
+    if (ms.bias_c.defined()) {
+      copy_(out, ms.bias_c);
     } else {
       fill_(out, 0.0);
     }
     return out;
   }
-  Shape a_shape = batch, b_shape = batch;
-  a_shape.insert(a_shape.end(), {m, k});
-  b_shape.insert(b_shape.end(), {k, n});
-  backend_for(a.device()).matmul(expand(a, a_shape), expand(b, b_shape), bias_c, out);
+  Shape a_shape = ms.batch, b_shape = ms.batch;
+  a_shape.insert(a_shape.end(), {ms.m, ms.k});
+  b_shape.insert(b_shape.end(), {ms.k, ms.n});
+  backend_for(a.device()).matmul(expand(a, a_shape), expand(b, b_shape), ms.bias_c, out);
   return out;
+}
+
+// pre = a @ b + bias, out = gelu_tanh(pre), both out_dtype; one GEMM with a GELU epilogue where
+// the backend has it.
+MatmulGeluResult matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias,
+                             std::optional<DType> out_dtype) {
+  const MatmulShape ms = check_matmul(a, b, bias, out_dtype);
+  HF_CHECK(a.dim() == 2 && b.dim() == 2, "matmul_gelu: a [M, K] and b [K, N] must be 2-D",
+           operands(a, b));
+  MatmulGeluResult r;
+  r.out = empty({ms.m, ms.n}, ms.out_t, a.device());
+  r.pre = empty({ms.m, ms.n}, ms.out_t, a.device());
+  if (r.out.numel() == 0) return r;
+  if (ms.k == 0) {
+    if (ms.bias_c.defined()) {
+      copy_(r.pre, ms.bias_c);
+    } else {
+      fill_(r.pre, 0.0);
+    }
+    r.out = unary(UnaryOp::kGeluTanh, r.pre);
+    return r;
+  }
+  backend_for(a.device()).matmul_gelu(a, b, ms.bias_c, r.out, r.pre);
+  return r;
 }
 
 }  // namespace hfrun::ops

@@ -87,6 +87,23 @@ TEST(GradLinear, NonContiguousInput) {
                    base, randn({4, 3}, 24, true), randn({3}, 25, true));
 }
 
+TEST(GradLinear, LinearGeluEqualsGeluOfLinear) {
+  Tensor x = randn({2, 3, 4}, 40, true), w = randn({4, 5}, 41, true), bias = randn({5}, 42, true);
+  EXPECT_GRADCHECK([](const auto& in) { return linear_gelu(in[0], in[1], in[2]); }, x, w, bias);
+  EXPECT_GRADCHECK([](const auto& in) { return linear_gelu(in[0], in[1]); }, x, w);
+  // The same values and gradients as the composition (the CPU composes it exactly so).
+  Tensor fused = linear_gelu(x, w, bias);
+  Tensor composed = gelu(linear(x, w, bias), /*tanh_approx=*/true);
+  EXPECT_EQ(fused.to_vector(), composed.to_vector());
+  // Mixed precision: bf16 output (what the model feeds the next bf16 GEMM), f32 master grads.
+  Tensor y16 = linear_gelu(x, w, bias, DType::kBF16, DType::kBF16);
+  EXPECT_EQ(y16.dtype(), DType::kBF16);
+  EXPECT_TRUE(tensors_near(to_dtype(y16, DType::kF32), composed, 0.05, 0.02));
+  autograd::backward(sum(to_dtype(y16, DType::kF32)));
+  EXPECT_EQ(w.grad().dtype(), DType::kF32);
+  EXPECT_EQ(bias.grad().dtype(), DType::kF32);
+}
+
 TEST(GradLinear, WeightGradientIsXTransposeTimesG) {
   const int64_t rows = 6, in = 4, out = 3;
   Tensor x = randn({2, 3, in}, 26), w = randn({in, out}, 27, true), g = randn({2, 3, out}, 28);

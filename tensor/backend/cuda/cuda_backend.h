@@ -5,6 +5,7 @@
 // so that backend.cpp and storage.cpp, plain C++, can reach the backend and its allocator.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "tensor/allocator.h"
@@ -32,6 +33,8 @@ class CudaBackend final : public Backend {
   void reduce_max(const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& values,
                   Tensor& indices) override;
   void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) override;
+  void matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out,
+                   Tensor& pre) override;
   void softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,
                Tensor& y) override;
   void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
@@ -71,6 +74,9 @@ class CudaBackend final : public Backend {
 // The process-wide backend (created on first use) and the caching allocator of one device.
 Backend& backend();
 Allocator& allocator(int device);
+// GEMMs run with cuBLASLt's GELU epilogue so far in this process (matmul_gelu calls that did
+// not fall back to the composition): lets tests check the fused path is the one taken.
+int64_t gelu_epilogue_calls();
 // Number of CUDA devices the driver reports; 0 when there is no driver or no device.
 int device_count();
 // One line for logs and test skips: "N CUDA device(s): NAME (sm_XY), ..." or why there is none.

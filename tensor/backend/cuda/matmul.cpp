@@ -14,6 +14,8 @@
 #include <cublasLt.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -163,7 +165,8 @@ struct Request {
   Problem p;
   DType in, out;
   int bias_type = -1;  // cudaDataType_t of the bias, -1 without one
-  uint32_t align_a, align_b, align_c, align_bias;
+  bool gelu = false;   // GELU epilogue writing its input to an aux matrix laid out as out
+  uint32_t align_a, align_b, align_c, align_bias, align_aux;
   int device;
 };
 
@@ -177,9 +180,10 @@ std::string plan_key(const Request& q) {
     put(m->sc);
     put(m->batch_stride);
   }
-  for (int64_t v : {q.p.m, q.p.n, q.p.k, q.p.batch, int64_t(q.in), int64_t(q.out),
-                    int64_t(q.bias_type), int64_t(q.align_a), int64_t(q.align_b),
-                    int64_t(q.align_c), int64_t(q.align_bias), int64_t(q.device)}) {
+  for (int64_t v :
+       {q.p.m, q.p.n, q.p.k, q.p.batch, int64_t(q.in), int64_t(q.out), int64_t(q.bias_type),
+        int64_t(q.gelu), int64_t(q.align_a), int64_t(q.align_b), int64_t(q.align_c),
+        int64_t(q.align_bias), int64_t(q.align_aux), int64_t(q.device)}) {
     put(v);
   }
   return key;
@@ -229,11 +233,22 @@ std::shared_ptr<Plan> create_plan(const Request& q, const void* bias_ptr) {
         cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
     HF_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+    if (q.gelu) {
+      const cublasLtEpilogue_t epi =
+          q.bias_type >= 0 ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+      const int64_t aux_ld = p.n;
+      HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                                     sizeof(epi)));
+      HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                                     &aux_ld, sizeof(aux_ld)));
+    }
     if (q.bias_type >= 0) {
       const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
       const int32_t bias_type = q.bias_type;
-      HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
-                                                     sizeof(epi)));
+      if (!q.gelu) {
+        HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                       &epi, sizeof(epi)));
+      }
       HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                      &bias_type, sizeof(bias_type)));
       HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
@@ -283,8 +298,9 @@ std::shared_ptr<Plan> lookup(const Request& q, const void* bias_ptr) {
 }
 
 // Runs one cached plan; false when cuBLASLt has no algorithm for it (the caller falls back).
+// With `aux` (laid out as out): out = gelu_tanh(a @ b + bias), aux = a @ b + bias.
 bool run(const Tensor& a, const Tensor& b, const Tensor& bias, int bias_type, Tensor& out,
-         std::string& why) {
+         std::string& why, Tensor* aux = nullptr) {
   Request q;
   q.p = build_problem(a, b, out);
   if (!q.p.ok) {
@@ -298,6 +314,8 @@ bool run(const Tensor& a, const Tensor& b, const Tensor& bias, int bias_type, Te
   q.align_b = alignment_of(b.raw_data());
   q.align_c = alignment_of(out.raw_data());
   q.align_bias = bias.defined() ? alignment_of(bias.raw_data()) : 0;
+  q.gelu = aux != nullptr;
+  q.align_aux = aux ? alignment_of(aux->raw_data()) : 0;
   q.device = out.device().index;
   const void* bias_ptr = bias.defined() ? bias.raw_data() : nullptr;
   std::shared_ptr<Plan> plan = lookup(q, bias_ptr);
@@ -311,6 +329,11 @@ bool run(const Tensor& a, const Tensor& b, const Tensor& bias, int bias_type, Te
   if (bias_ptr) {
     HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                    &bias_ptr, sizeof(bias_ptr)));
+  }
+  if (aux) {
+    void* aux_ptr = aux->raw_data();
+    HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux_ptr, sizeof(aux_ptr)));
   }
   const cublasStatus_t st =
       cublasLtMatmul(ds.handle, plan->op, &alpha, b.raw_data(), plan->la, a.raw_data(), plan->lb,
@@ -365,6 +388,46 @@ void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, const Tensor& b
   HF_THROW(rank_prefix(), "matmul (cuda): cuBLASLt cannot compute ",
            describe(a_in, b_in, bias_in, out), ": ", why,
            "; with contiguous operands: ", why_dense);
+}
+
+namespace {
+std::atomic<int64_t> g_gelu_epilogues{0};
+}  // namespace
+
+int64_t gelu_epilogue_calls() {
+  return g_gelu_epilogues.load();
+}
+
+// The GELU epilogue where cuBLASLt has one for the problem (plain 2-D operands, out and pre of
+// one dtype); otherwise the composition of the base class.
+void CudaBackend::matmul_gelu(const Tensor& a_in, const Tensor& b_in, const Tensor& bias_in,
+                              Tensor& out, Tensor& pre) {
+  HF_PROFILE_SCOPE("matmul");
+  if (out.numel() == 0) return;
+  DeviceGuard guard(out.device());
+  // HFRUN_GEMM_EPILOGUES=0: always compose (for comparisons).
+  static const bool epilogues = [] {
+    const char* e = std::getenv("HFRUN_GEMM_EPILOGUES");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  if (epilogues) {
+    Tensor a = matrix_ok(a_in) ? a_in : ops::contiguous(a_in);
+    Tensor b = matrix_ok(b_in) ? b_in : ops::contiguous(b_in);
+    Tensor bias = bias_in;
+    int bias_type = bias.defined() ? static_cast<int>(cuda_type(bias.dtype())) : -1;
+    std::string why;
+    bool done = pre.dtype() == out.dtype() && run(a, b, bias, bias_type, out, why, &pre);
+    if (!done && bias.defined() && bias.dtype() != out.dtype() && pre.dtype() == out.dtype()) {
+      bias = ops::to_dtype(bias, out.dtype());
+      bias_type = static_cast<int>(cuda_type(out.dtype()));
+      done = run(a, b, bias, bias_type, out, why, &pre);
+    }
+    if (done) {
+      g_gelu_epilogues.fetch_add(1);
+      return;
+    }
+  }
+  Backend::matmul_gelu(a_in, b_in, bias_in, out, pre);
 }
 
 }  // namespace hfrun::cuda

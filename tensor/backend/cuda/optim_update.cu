@@ -78,19 +78,48 @@ DeviceTable<Seg> upload_table(const std::vector<Seg>& segs, const std::vector<in
   return t;
 }
 
+// One element: p, m, v updated in place from g (the CPU backend's order of operations).
+__device__ __forceinline__ void adamw_element(float& p, float g, float& m, float& v,
+                                              const AdamWScalars& s) {
+  const float pi = p * s.decay;
+  const float mi = fmaf(g, s.one_minus_beta1, m * s.beta1);
+  const float vi = fmaf(s.one_minus_beta2 * g, g, v * s.beta2);
+  const float denom = sqrtf(vi) / s.bias_correction2_sqrt + s.eps;
+  m = mi;
+  v = vi;
+  p = pi + s.neg_step_size * mi / denom;
+}
+
+// Chunks start at multiples of kChunk, so a segment whose four arrays are 16-byte aligned is
+// read and written as float4 (the usual case: flat-buffer views of GPT-2's tensors); the same
+// per-element arithmetic either way.
 __global__ void adamw_kernel(const AdamWSeg* __restrict__ segs, const Chunk* __restrict__ chunks) {
   const Chunk c = chunks[blockIdx.x];
   const AdamWSeg seg = segs[c.index];
   const AdamWScalars s = seg.s;
-  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
-    const float gi = seg.g[i];
-    const float pi = seg.p[i] * s.decay;
-    const float mi = fmaf(gi, s.one_minus_beta1, seg.m[i] * s.beta1);
-    const float vi = fmaf(s.one_minus_beta2 * gi, gi, seg.v[i] * s.beta2);
-    const float denom = sqrtf(vi) / s.bias_correction2_sqrt + s.eps;
-    seg.m[i] = mi;
-    seg.v[i] = vi;
-    seg.p[i] = pi + s.neg_step_size * mi / denom;
+  int64_t tail = c.begin;
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(seg.p) | reinterpret_cast<uintptr_t>(seg.g) |
+                         reinterpret_cast<uintptr_t>(seg.m) | reinterpret_cast<uintptr_t>(seg.v);
+  if ((bits & 15) == 0) {
+    const int64_t n4 = (c.end - c.begin) / 4;
+    for (int64_t j = threadIdx.x; j < n4; j += blockDim.x) {
+      const int64_t i = c.begin + 4 * j;
+      float4 p = *reinterpret_cast<const float4*>(seg.p + i);
+      const float4 g = *reinterpret_cast<const float4*>(seg.g + i);
+      float4 m = *reinterpret_cast<const float4*>(seg.m + i);
+      float4 v = *reinterpret_cast<const float4*>(seg.v + i);
+      adamw_element(p.x, g.x, m.x, v.x, s);
+      adamw_element(p.y, g.y, m.y, v.y, s);
+      adamw_element(p.z, g.z, m.z, v.z, s);
+      adamw_element(p.w, g.w, m.w, v.w, s);
+      *reinterpret_cast<float4*>(seg.p + i) = p;
+      *reinterpret_cast<float4*>(seg.m + i) = m;
+      *reinterpret_cast<float4*>(seg.v + i) = v;
+    }
+    tail = c.begin + 4 * n4;
+  }
+  for (int64_t i = tail + threadIdx.x; i < c.end; i += blockDim.x) {
+    adamw_element(seg.p[i], seg.g[i], seg.m[i], seg.v[i], s);
   }
 }
 

@@ -230,6 +230,23 @@ std::vector<Case> make_cases() {
                      return with_grads(linear(x, w, b), {{"x", x}, {"w", w}, {"b", b}}, 60);
                    }});
 
+  // linear + tanh GELU as one GEMM (cuBLASLt's GELU epilogue) against the CPU's composition.
+  for (DType t : {f32, bf16}) {
+    for (bool with_bias : {true, false}) {
+      cases.push_back({"linear_gelu",
+                       with_bias ? "[2, 40, 64] x [64, 96] + bias" : "[80, 64] x [64, 96]", t,
+                       tol_for(t, kTolF32Red), [t, with_bias](Device d) {
+                         Tensor x = leaf({80, 64}, 64, d), w = leaf({64, 96}, 65, d);
+                         Tensor b = leaf({96}, 66, d);
+                         Tensor xi = with_bias ? reshape(x, {2, 40, 64}) : x;
+                         Tensor y = linear_gelu(xi, w, with_bias ? b : Tensor(), t, t);
+                         Outputs o = with_grads(y, {{"x", x}, {"w", w}, {"b", b}}, 67);
+                         if (!with_bias) o.pop_back();
+                         return o;
+                       }});
+    }
+  }
+
   // ---- softmax, attention ----
   for (DType t : {f32, bf16}) {
     cases.push_back({"softmax/log_softmax", "[6, 50, 7] dims -1 and 1", t, tol_for(t, kTolF32Red),
