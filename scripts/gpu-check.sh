@@ -203,7 +203,7 @@ if [ "${HFRUN_GPU_CHECK_MULTI:-1}" = 1 ] && [ -n "$hfrun_bin" ] && [ -n "$tok" ]
     mdir="$out/multi-rank"
     mkdir -p "$mdir"
     cp "$tok" "$mdir/text.txt"
-    mcfg() {  # mcfg NAME MICRO_BATCH ZERO TP
+    mcfg() {  # mcfg NAME MICRO_BATCH ZERO TP [BACKEND]
       cat > "$mdir/$1.yaml" <<YAML
 output_dir: $mdir/$1
 seed: 5
@@ -212,7 +212,7 @@ tokenizer: $tok
 data: {train: [$mdir/text.txt], seq_len: 32, shuffle: true}
 optimizer: {type: adamw, lr: 1.0e-3}
 train: {micro_batch_size: $2, grad_accum_steps: 2, max_steps: 4, log_every: 1, grad_clip: 1.0, device: cuda}
-distributed: {backend: mpi, zero_stage: $3, tensor_parallel: $4, bucket_mb: 0.05}
+distributed: {backend: ${5:-mpi}, zero_stage: $3, tensor_parallel: $4, bucket_mb: 0.05}
 checkpoint: {resume: never}
 YAML
     }
@@ -221,9 +221,10 @@ YAML
       { say "multi-rank: the 1-rank reference run failed"; tail -5 "$mdir/np1.log" | tee -a "$summary"; status=1; }
     ref="$(losses "$mdir/np1/metrics.jsonl")"
     say "multi-rank: 1 rank losses: $ref"
-    for spec in z0:2:0:1 z1:2:1:1 z2:2:2:1 z3:2:3:1 tp2:4:0:2; do
-      IFS=: read -r name mb z tp <<<"$spec"
-      mcfg "$name" "$mb" "$z" "$tp"
+    # auto: the ranks share the GPU, so NCCL is out and the job says so and goes through MPI.
+    for spec in z0:2:0:1 z1:2:1:1 z2:2:2:1 z3:2:3:1 tp2:4:0:2 auto:2:0:1:auto; do
+      IFS=: read -r name mb z tp be <<<"$spec"
+      mcfg "$name" "$mb" "$z" "$tp" "${be:-mpi}"
       if timeout "$timeout_s" "$hfrun_bin" -np 2 --oversubscribe "$mdir/$name.yaml" > "$mdir/$name.log" 2>&1; then
         got="$(losses "$mdir/$name/metrics.jsonl")"
         if same_losses "$ref" "$got" 4; then
@@ -238,6 +239,18 @@ YAML
         status=1
       fi
     done
+    if ! grep -q 'ranks share GPUs' "$mdir/auto.log"; then
+      say "multi-rank auto: FAIL (no note that the ranks share the GPU)"; status=1
+    fi
+    # backend nccl with two ranks on one GPU: refused up front (exit 2), naming the way out.
+    mcfg nccl 2 0 1 nccl
+    timeout "$timeout_s" "$hfrun_bin" -np 2 --oversubscribe "$mdir/nccl.yaml" > "$mdir/nccl.log" 2>&1
+    rc=$?
+    if [ "$rc" -eq 2 ] && grep -q 'needs one GPU per rank' "$mdir/nccl.log"; then
+      say "multi-rank nccl on a shared GPU: PASS (exit 2: $(grep -m1 -o 'needs one GPU per rank[^;]*' "$mdir/nccl.log"))"
+    else
+      say "multi-rank nccl on a shared GPU: FAIL (exit $rc)"; tail -5 "$mdir/nccl.log" | sed 's/^/  /' | tee -a "$summary"; status=1
+    fi
   else
     say "multi-rank: skipped (no mpirun on this machine)"
   fi

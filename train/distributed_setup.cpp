@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -113,7 +114,27 @@ std::unique_ptr<DataParallel> DataParallel::from_launch_env(const TrainConfig& c
     HF_CHECK_INPUT(backend != "nccl" || dist::nccl_available(), cfg.source,
                    ": distributed.backend nccl: ", dist::nccl_version(),
                    "; use distributed.backend: mpi (slower: through host memory)");
-    if (backend == "mpi" || !dist::nccl_available()) {
+    // NCCL needs a GPU of its own per rank. Whether any node runs more ranks than it has GPUs
+    // is agreed over the job, so every rank picks the same backend.
+    const int gpus = cuda_device_count();
+    Tensor crowded = ops::full({1}, env.local_world > gpus ? 1.0 : 0.0, DType::kF32);
+    impl->global->allreduce(crowded, dist::ReduceOp::kMax, impl->opts)->wait();
+    const bool shared_gpus = crowded.item() > 0;
+    HF_CHECK_INPUT(backend != "nccl" || !shared_gpus, cfg.source,
+                   ": distributed.backend nccl needs one GPU per rank, but a node runs more ranks "
+                   "than it has GPUs (this one: ",
+                   env.local_world, " ranks, ", gpus,
+                   " GPUs); start at most one rank per GPU, or set distributed.backend: mpi "
+                   "(through host memory)");
+    const bool staged = backend == "mpi" || !dist::nccl_available() || shared_gpus;
+    if (staged && backend == "auto" && impl->global->rank() == 0) {
+      std::fprintf(
+          stderr,
+          "hfrun: note: distributed.backend auto: %s; the ranks' tensors go through "
+          "host memory over MPI (slower than NCCL)\n",
+          shared_gpus ? "ranks share GPUs, which NCCL does not allow" : "this build has no NCCL");
+    }
+    if (staged) {
       impl->tensor_world = dist::stage_through_host(impl->world);
       if (impl->tp) impl->tensor_tp = dist::stage_through_host(impl->tp);
     } else {
