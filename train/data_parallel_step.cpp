@@ -168,7 +168,8 @@ void DataParallel::after_optimizer_step() {
     im.release_all();
     return;
   }
-  std::vector<std::shared_ptr<dist::Work>> works;
+  // Every unit's gather as one grouped op (one NCCL launch on GPUs).
+  std::vector<Tensor> outs, ins;
   std::vector<std::pair<size_t, Tensor>> staged;
   for (size_t u = 0; u < im.units.size(); ++u) {
     const Impl::Unit& unit = im.units[u];
@@ -185,10 +186,10 @@ void DataParallel::after_optimizer_step() {
       }
       staged.emplace_back(u, out);
     }
-    Tensor in = flat_range(out, im.rank * unit.chunk, unit.chunk);
-    works.push_back(im.tensor_world->allgather(out, in, im.opts));
+    ins.push_back(flat_range(out, im.rank * unit.chunk, unit.chunk));
+    outs.push_back(out);
   }
-  for (auto& w : works) w->wait();
+  if (!outs.empty()) im.tensor_world->allgather_coalesced(outs, ins, im.opts)->wait();
   for (auto& [u, out] : staged) {
     const Impl::Unit& unit = im.units[u];
     Tensor dst = flat_range(im.flat_params, unit.begin, unit.end - unit.begin);

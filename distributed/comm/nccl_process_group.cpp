@@ -168,6 +168,38 @@ class NcclProcessGroup final : public ProcessGroup {
                                          nccl_type(in.dtype(), "allgather"), comm_, s));
     });
   }
+  std::shared_ptr<Work> allgather_coalesced(const std::vector<Tensor>& outs,
+                                            const std::vector<Tensor>& ins,
+                                            const CollectiveOptions& o) override {
+    HF_CHECK(!outs.empty() && outs.size() == ins.size(), "allgather_coalesced: ", outs.size(),
+             " outputs for ", ins.size(), " inputs (expected the same number, at least one)");
+    size_t bytes = 0;
+    std::vector<Tensor> keep;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      check_tensor(outs[i], "allgather_coalesced", "output", false);
+      check_tensor(ins[i], "allgather_coalesced", "input", false);
+      HF_CHECK(outs[i].dtype() == ins[i].dtype() && outs[i].numel() == ins[i].numel() * size_,
+               "allgather_coalesced: output ", outs[i].str(),
+               " must have size * input elements of the input's dtype (", size_, " x ",
+               ins[i].str(), ")");
+      bytes += outs[i].nbytes();
+      keep.push_back(outs[i]);
+      keep.push_back(ins[i]);
+    }
+    return launch("allgather_coalesced", bytes, o, std::move(keep), [&](cudaStream_t s) {
+      HF_NCCL_CHECK(comm_, ncclGroupStart());
+      for (size_t i = 0; i < outs.size(); ++i) {
+        const ncclResult_t r =
+            ncclAllGather(ins[i].raw_data(), outs[i].raw_data(), count(ins[i]),
+                          nccl_type(ins[i].dtype(), "allgather_coalesced"), comm_, s);
+        if (r != ncclSuccess) {
+          ncclGroupEnd();
+          throw_nccl(r, comm_, "ncclAllGather (grouped)", __FILE__, __LINE__);
+        }
+      }
+      HF_NCCL_CHECK(comm_, ncclGroupEnd());
+    });
+  }
   std::shared_ptr<Work> reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op,
                                        const CollectiveOptions& o) override {
     check_tensor(out, "reduce_scatter", "output", true);

@@ -71,4 +71,18 @@ void Work::mark_failed(std::exception_ptr error) {
   cv_.notify_all();
 }
 
+std::shared_ptr<Work> ProcessGroup::allgather_coalesced(const std::vector<Tensor>& outs,
+                                                        const std::vector<Tensor>& ins,
+                                                        const CollectiveOptions& opts) {
+  HF_CHECK(!outs.empty() && outs.size() == ins.size(), "allgather_coalesced: ", outs.size(),
+           " outputs for ", ins.size(), " inputs (expected the same number, at least one)");
+  std::vector<std::shared_ptr<Work>> works;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    Tensor out = outs[i];
+    works.push_back(allgather(out, ins[i], opts));
+  }
+  for (size_t i = 0; i + 1 < works.size(); ++i) works[i]->wait();
+  return works.back();
+}
+
 }  // namespace hfrun::dist

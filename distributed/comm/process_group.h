@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tensor/tensor.h"
 
@@ -93,6 +94,13 @@ class ProcessGroup {
   // overlap of `in` and `out` is an error.
   virtual std::shared_ptr<Work> allgather(Tensor& out, const Tensor& in,
                                           const CollectiveOptions& opts = {}) = 0;
+  // Several allgathers as one op: outs[i] = every rank's ins[i], as allgather (in-place blocks
+  // allowed). NCCL issues them as one group (ncclGroupStart/End: fused launches, one Work for
+  // all); this default issues them one by one, waits for all but the last and returns the
+  // last's Work.
+  virtual std::shared_ptr<Work> allgather_coalesced(const std::vector<Tensor>& outs,
+                                                    const std::vector<Tensor>& ins,
+                                                    const CollectiveOptions& opts = {});
   // out (n elements) = block `rank()` of the reduction of every rank's `in` (size() * n).
   virtual std::shared_ptr<Work> reduce_scatter(Tensor& out, const Tensor& in,
                                                ReduceOp op = ReduceOp::kSum,

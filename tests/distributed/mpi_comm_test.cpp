@@ -123,6 +123,19 @@ void test_allgather_reduce_scatter(ProcessGroup& pg) {
     for (int i = 0; i < 3; ++i) want.push_back(10 * q + i);
   }
   expect_values(out.to_int_vector(), want, "allgather i64");
+  // Coalesced: two gathers, one of them in place (the input is this rank's block).
+  Tensor out2 = ops::zeros({n * 2});
+  Tensor own = ops::narrow(out2, 0, 2 * r, 2);
+  ops::copy_(own, ops::from_vector({0.5f * r, -1.0f * r}, {2}));
+  Tensor out3 = ops::zeros({n, 3}, DType::kI64);
+  pg.allgather_coalesced({out3, out2}, {in, own}, kOpts)->wait();
+  expect_values(out3.to_int_vector(), want, "allgather_coalesced i64");
+  std::vector<float> want2;
+  for (int q = 0; q < n; ++q) {
+    want2.push_back(0.5f * q);
+    want2.push_back(-1.0f * q);
+  }
+  expect_values(out2.to_vector(), want2, "allgather_coalesced f32 in place");
 
   // Rank q contributes in[j] = 100 q + j; block r of the sum is 100 * sum(q) + n * (2r + k).
   std::vector<float> vals;

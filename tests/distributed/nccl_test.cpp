@@ -49,6 +49,10 @@ TEST_F(Nccl, OneRankCollectivesKeepOrGatherTheData) {
     EXPECT_EQ(host(rs), want);
     group_->allgather(x, x)->wait();  // in place: the input is this rank's block
     EXPECT_EQ(host(x), want);
+    Tensor out2 = ops::to_device(ops::zeros({1000, 37}, dtype), Device::cuda(0));
+    group_->allgather_coalesced({out, out2}, {x, x})->wait();  // one NCCL group
+    EXPECT_EQ(host(out), want);
+    EXPECT_EQ(host(out2), want);
   }
   group_->barrier()->wait();
 }
