@@ -39,6 +39,11 @@ SEQ="${SEQ:-1024}"; BATCH="${BATCH:-8}"; DTYPES="${DTYPES:-bf16 f32}"
 STEPS="${STEPS:-10}"; WARMUP="${WARMUP:-3}"; COMPILE="${COMPILE:-1}"; PYTHON="${PYTHON:-python3}"
 VARIANTS="${VARIANTS:-}"
 [ "${COMPOSED:-0}" = 1 ] && VARIANTS="HFRUN_FUSED_ATTENTION=0 $VARIANTS"
+read -r -a variants <<<"$VARIANTS"
+for v in "${variants[@]}"; do
+  [[ "$v" =~ ^[A-Z_][A-Z0-9_]*=[A-Za-z0-9_.-]*$ ]] ||
+    { echo "gpu_train_vs_torch: VARIANTS entry '$v' is not NAME=VALUE" >&2; exit 2; }
+done
 py_env=(env "LD_LIBRARY_PATH=${PYTHON_LD_LIBRARY_PATH-${LD_LIBRARY_PATH:-}}")
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
@@ -101,8 +106,5 @@ for dtype in $DTYPES; do
     fi
   done
   hfrun_run "hfrun"
-  for v in $VARIANTS; do
-    [[ "$v" =~ ^[A-Z_][A-Z0-9_]*=[A-Za-z0-9_.-]*$ ]] || { echo "gpu_train_vs_torch: VARIANTS entry '$v' is not NAME=VALUE" >&2; exit 2; }
-    (export "${v?}"; hfrun_run "hfrun $v")
-  done
+  for v in "${variants[@]}"; do (export "${v?}"; hfrun_run "hfrun $v"); done
 done

@@ -184,10 +184,11 @@ int bench_adamw(const Args& args) {
     o.device = Device::cpu();
   } else if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
     int index = 0;
-    if (device.size() > 5) {
+    if (device != "cuda") {
       const std::string n = device.substr(5);
-      HF_CHECK_INPUT(!n.empty() && n.find_first_not_of("0123456789") == std::string::npos,
-                     "bench adamw: --device '", device, "' is not cpu, cuda or cuda:N");
+      HF_CHECK_INPUT(
+          !n.empty() && n.size() <= 4 && n.find_first_not_of("0123456789") == std::string::npos,
+          "bench adamw: --device '", device, "' is not cpu, cuda or cuda:N");
       index = std::stoi(n);
     }
     HF_CHECK_INPUT(index < cuda_device_count(), "bench adamw: --device ", device, ": ",
@@ -219,7 +220,7 @@ int cmd_bench(const Args& args) {
   if (args[0] == "allreduce") return bench_allreduce(rest);
   if (args[0] == "adamw") return bench_adamw(rest);
   HF_CHECK_INPUT(false, "bench: unknown benchmark '", args[0],
-                 "' (expected matmul, block, tokenizer, train or allreduce)");
+                 "' (expected matmul, block, tokenizer, train, allreduce or adamw)");
   return 2;
 }
 

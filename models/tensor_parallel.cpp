@@ -84,17 +84,17 @@ Tensor vocab_parallel_embedding(const Tensor& weight, const Tensor& ids, int64_t
                                 TensorParallelGroup& group) {
   const int64_t rows = weight.size(0);
   std::vector<int64_t> all = ids.to_int_vector();
-  std::vector<float> local(all.size()), mask(all.size());
+  std::vector<int64_t> local(all.size());
+  std::vector<float> mask(all.size());
   for (size_t i = 0; i < all.size(); ++i) {
     const bool mine = all[i] >= vocab_begin && all[i] < vocab_begin + rows;
-    local[i] = mine ? static_cast<float>(all[i] - vocab_begin) : 0.0f;
+    local[i] = mine ? all[i] - vocab_begin : 0;
     mask[i] = mine ? 1.0f : 0.0f;
   }
   Shape mask_shape = ids.sizes();
   mask_shape.push_back(1);
   const Device dev = weight.device();
-  Tensor e =
-      embedding(weight, ops::to_device(ops::from_vector(local, ids.sizes(), DType::kI64), dev));
+  Tensor e = embedding(weight, ops::to_device(ops::from_ints(local, ids.sizes()), dev));
   e = mul(e, ops::to_device(ops::from_vector(mask, mask_shape), dev));
   return reduce_from_tensor_parallel(e, group);
 }
@@ -114,26 +114,30 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
   const Device dev = logits.device();
   Tensor x = ops::reshape(ops::contiguous(logits), {N, V});
   const std::vector<int64_t> tgt = targets.to_int_vector();
-  std::vector<int64_t> picked_at(N, 0);  // flat index of the target's logit in this shard
-  std::vector<float> has(N, 0.0f), keep(N, 0.0f);
+  // Per row: the target's column in this shard or -1, and where to read its logit (a row's own
+  // first element when the target is elsewhere: read, then replaced by 0).
+  std::vector<int64_t> local_target(N, -1), picked_at(N, 0);
+  std::vector<float> keep(N, 0.0f);
   int64_t count = 0;
   for (int64_t i = 0; i < N; ++i) {
+    picked_at[i] = i * V;
     if (tgt[i] == ignore_index) continue;
     ++count;
     keep[i] = 1.0f;
     const int64_t t = tgt[i] - vocab_begin;
     if (t >= 0 && t < V) {
+      local_target[i] = t;
       picked_at[i] = i * V + t;
-      has[i] = 1.0f;
     }
   }
-  const Tensor picked_idx = ops::to_device(ops::from_ints(picked_at, {N}), dev);
-  const Tensor has_t = ops::to_device(ops::from_vector(has, {N}), dev);
-  Tensor mx = ops::contiguous(ops::max(x, 1, /*keepdim=*/true).values);  // [N, 1]
+  const Tensor target_t = ops::to_device(ops::from_ints(local_target, {N, 1}), dev);
+  const Tensor has_t = ops::gt(target_t, ops::scalar(-1.0, DType::kI64));  // [N, 1] bool
+  Tensor mx = ops::contiguous(ops::max(x, 1, /*keepdim=*/true).values);    // [N, 1]
   group.allreduce_max(mx);
   Tensor sum_exp = ops::sum(ops::unary(ops::UnaryOp::kExp, ops::sub(x, mx)), {1});
-  Tensor picked =
-      ops::mul(ops::reshape(ops::embedding(ops::reshape(x, {N * V, 1}), picked_idx), {N}), has_t);
+  Tensor gathered = ops::embedding(ops::reshape(x, {N * V, 1}),
+                                   ops::to_device(ops::from_ints(picked_at, {N}), dev));
+  Tensor picked = ops::reshape(ops::where(has_t, gathered, ops::scalar(0.0)), {N});
   Tensor sums = ops::cat({sum_exp, picked}, 0);  // [2N]
   group.allreduce_sum(sums);
   const std::vector<float> s = sums.to_vector(), m = mx.to_vector();
@@ -146,17 +150,20 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
   Tensor loss = ops::to_device(ops::scalar(count > 0 ? total / denom : std::nan("")), dev);
   const Tensor keep_t = ops::to_device(ops::from_vector(keep, {N, 1}), dev);
   const Shape shape = logits.sizes();
-  // d loss / d l = (softmax(l) - onehot(target)) * scale on kept rows, 0 on ignored ones.
+  // d loss / d l = (softmax(l) - onehot(target)) * scale on kept rows, 0 on ignored ones. The
+  // one-hot compares column numbers with each row's target (no scatter); [N, V] temporaries are
+  // dropped as soon as the next one exists.
   return autograd::record(
       "VocabParallelCrossEntropy", {logits}, loss,
-      [x, mx, sums, keep_t, has_t, picked_idx, denom, N, V, shape](const Tensor& gl) {
+      [x, mx, sums, keep_t, target_t, denom, N, V, shape](const Tensor& gl) {
         const double scale = gl.item() / denom;
-        Tensor p = ops::div(ops::unary(ops::UnaryOp::kExp, ops::sub(x, mx)),
-                            ops::reshape(ops::narrow(sums, 0, 0, N), {N, 1}));
-        Tensor g = ops::mul(ops::mul_scalar(p, scale), keep_t);
-        Tensor onehot = ops::embedding_backward(
-            ops::reshape(ops::mul_scalar(has_t, -scale), {N, 1}), picked_idx, N * V);
-        return std::vector<Tensor>{ops::reshape(ops::add(g, ops::reshape(onehot, {N, V})), shape)};
+        const Device d = x.device();
+        Tensor g = ops::unary(ops::UnaryOp::kExp, ops::sub(x, mx));
+        g = ops::div(g, ops::reshape(ops::narrow(sums, 0, 0, N), {N, 1}));
+        const Tensor columns = ops::reshape(ops::to_device(ops::arange(V), d), {1, V});
+        ops::add_(g, ops::to_dtype(ops::eq(columns, target_t), DType::kF32), -1.0);
+        g = ops::mul(g, ops::mul_scalar(keep_t, scale));
+        return std::vector<Tensor>{ops::reshape(g, shape)};
       });
 }
 

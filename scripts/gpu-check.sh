@@ -202,6 +202,9 @@ if [ "${HFRUN_GPU_CHECK_MULTI:-1}" = 1 ] && [ -n "$hfrun_bin" ] && [ -n "$tok" ]
   if command -v mpirun > /dev/null 2>&1; then
     mdir="$out/multi-rank"
     mkdir -p "$mdir"
+    # Every rank on the first GPU, whatever the machine has: this block tests ranks sharing one.
+    gpu0="$(nvidia-smi --query-gpu=uuid --format=csv,noheader 2>/dev/null | head -1)"
+    export CUDA_VISIBLE_DEVICES="${gpu0:-0}"
     cp "$tok" "$mdir/text.txt"
     mcfg() {  # mcfg NAME MICRO_BATCH ZERO TP [BACKEND]
       cat > "$mdir/$1.yaml" <<YAML
@@ -243,6 +246,9 @@ YAML
       say "multi-rank auto: FAIL (no note that the ranks share the GPU)"; status=1
     fi
     # backend nccl with two ranks on one GPU: refused up front (exit 2), naming the way out.
+    if "$hfrun_bin" env 2>&1 | grep -qi 'nccl.*not built'; then
+      say "multi-rank nccl on a shared GPU: skipped (this hfrun has no NCCL)"
+    else
     mcfg nccl 2 0 1 nccl
     timeout "$timeout_s" "$hfrun_bin" -np 2 --oversubscribe "$mdir/nccl.yaml" > "$mdir/nccl.log" 2>&1
     rc=$?
@@ -251,6 +257,8 @@ YAML
     else
       say "multi-rank nccl on a shared GPU: FAIL (exit $rc)"; tail -5 "$mdir/nccl.log" | sed 's/^/  /' | tee -a "$summary"; status=1
     fi
+    fi
+    unset CUDA_VISIBLE_DEVICES
   else
     say "multi-rank: skipped (no mpirun on this machine)"
   fi

@@ -84,6 +84,15 @@ std::string cuda_status() {
 #endif
 }
 
+std::string cuda_pci_bus_id(int index) {
+#ifdef HFRUN_WITH_CUDA
+  return cuda::pci_bus_id(index);
+#else
+  (void)index;
+  return "";
+#endif
+}
+
 void synchronize(Device device) {
   if (device.is_cpu()) return;
   backend_for(device).synchronize(device);

@@ -24,6 +24,9 @@ struct Device {
 int cuda_device_count();
 // One line for logs and test skips: the devices, or why there are none ("no CUDA device: ...").
 std::string cuda_status();
+// The PCI bus id of CUDA device `index` ("0000:3b:00.0"): which physical GPU it is, whatever
+// CUDA_VISIBLE_DEVICES renumbered. Empty when there is no such device.
+std::string cuda_pci_bus_id(int index);
 // Blocks until every operation queued on `device` has finished (a no-op for the CPU, whose ops
 // are synchronous): for timing, and before reading device results through another channel.
 void synchronize(Device device);

@@ -94,6 +94,11 @@ std::vector<optim::ParamRef> Accelerator::prepare_model(
   HF_CHECK(flat->grads.defined(),
            "Accelerator::prepare: the model's gradient buffer was released; prepare a model "
            "that no other DataParallel is attached to");
+  HF_CHECK_INPUT(!s.dp || flat->params.device().is_cpu(),
+                 "Accelerator::prepare: the model's parameters are on ",
+                 flat->params.device().str(),
+                 "; the Accelerator trains CPU models across ranks (for GPUs use hfrun train, "
+                 "whose DataParallel runs over NCCL)");
   s.model = &model;
   s.model_prepared = true;
   auto params = optim::param_refs(model.named_parameters());

@@ -7,8 +7,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <vector>
+
+#include <unistd.h>
 
 #include "common/error.h"
 #include "distributed/comm/env.h"
@@ -51,6 +54,59 @@ std::vector<Tensor> allgather_varying(dist::ProcessGroup& group, const Tensor& m
   for (int r = 0; r < n; ++r)
     parts.push_back(ops::clone(ops::narrow(all, 0, r * longest, sizes[r])));
   return parts;
+}
+
+// Every rank's string (the whole group), in rank order.
+std::vector<std::string> gather_strings(dist::ProcessGroup& group, const std::string& s,
+                                        const dist::CollectiveOptions& opts) {
+  Tensor mine = ops::empty({static_cast<int64_t>(s.size())}, DType::kU8);
+  if (!s.empty()) std::memcpy(mine.raw_data(), s.data(), s.size());
+  std::vector<std::string> out;
+  for (const Tensor& t : allgather_varying(group, mine, opts)) {
+    out.emplace_back(static_cast<const char*>(t.raw_data()), static_cast<size_t>(t.numel()));
+  }
+  return out;
+}
+
+struct Placement {
+  std::string shared_gpu;  // "ranks R and S both use GPU <bus id> on <host>", or empty
+};
+
+// One exchange over the whole job before any device group exists, so every rank decides the
+// same: each rank's kind of device and distributed.backend must be rank 0's, and two ranks on
+// one physical GPU (same host and PCI bus id, whatever CUDA_VISIBLE_DEVICES renumbered) rule
+// NCCL out.
+Placement agree_on_placement(dist::ProcessGroup& global, const TrainConfig& cfg, Device device,
+                             const dist::CollectiveOptions& opts) {
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  const std::string kind = device.is_cuda() ? "cuda" : "cpu";
+  const std::string gpu = device.is_cuda() ? cuda_pci_bus_id(device.index) : "";
+  const std::vector<std::string> all = gather_strings(
+      global, kind + "\n" + cfg.distributed.backend + "\n" + host + "\n" + gpu, opts);
+  auto field = [](const std::string& s, int i) {
+    size_t begin = 0;
+    for (int k = 0; k < i; ++k) begin = s.find('\n', begin) + 1;
+    return s.substr(begin, s.find('\n', begin) - begin);
+  };
+  Placement p;
+  std::map<std::string, size_t> gpu_owner;
+  for (size_t r = 0; r < all.size(); ++r) {
+    const std::string k = field(all[r], 0), b = field(all[r], 1);
+    HF_CHECK_INPUT(k == field(all[0], 0), cfg.source, ": rank ", r, " trains on ", k,
+                   " but rank 0 on ", field(all[0], 0), " (train.device: ", cfg.train.device,
+                   "): every rank needs a GPU, or set train.device: cpu");
+    HF_CHECK_INPUT(b == field(all[0], 1), cfg.source, ": distributed.backend is ", b, " on rank ",
+                   r, " but ", field(all[0], 1),
+                   " on rank 0; start every rank with the same file and overrides");
+    const std::string where = field(all[r], 3) + " on " + field(all[r], 2);
+    if (k != "cuda" || field(all[r], 3).empty()) continue;
+    auto [it, fresh] = gpu_owner.emplace(where, r);
+    if (!fresh && p.shared_gpu.empty()) {
+      p.shared_gpu = detail::concat("ranks ", it->second, " and ", r, " both use GPU ", where);
+    }
+  }
+  return p;
 }
 
 }  // namespace
@@ -106,6 +162,7 @@ std::unique_ptr<DataParallel> DataParallel::from_launch_env(const TrainConfig& c
     impl->world = impl->global;
   }
   impl->device = device;
+  const Placement place = agree_on_placement(*impl->global, cfg, device, impl->opts);
   if (device.is_cpu()) {
     impl->tensor_world = impl->world;
     impl->tensor_tp = impl->tp;
@@ -114,25 +171,18 @@ std::unique_ptr<DataParallel> DataParallel::from_launch_env(const TrainConfig& c
     HF_CHECK_INPUT(backend != "nccl" || dist::nccl_available(), cfg.source,
                    ": distributed.backend nccl: ", dist::nccl_version(),
                    "; use distributed.backend: mpi (slower: through host memory)");
-    // NCCL needs a GPU of its own per rank. Whether any node runs more ranks than it has GPUs
-    // is agreed over the job, so every rank picks the same backend.
-    const int gpus = cuda_device_count();
-    Tensor crowded = ops::full({1}, env.local_world > gpus ? 1.0 : 0.0, DType::kF32);
-    impl->global->allreduce(crowded, dist::ReduceOp::kMax, impl->opts)->wait();
-    const bool shared_gpus = crowded.item() > 0;
-    HF_CHECK_INPUT(backend != "nccl" || !shared_gpus, cfg.source,
-                   ": distributed.backend nccl needs one GPU per rank, but a node runs more ranks "
-                   "than it has GPUs (this one: ",
-                   env.local_world, " ranks, ", gpus,
-                   " GPUs); start at most one rank per GPU, or set distributed.backend: mpi "
-                   "(through host memory)");
-    const bool staged = backend == "mpi" || !dist::nccl_available() || shared_gpus;
+    HF_CHECK_INPUT(backend != "nccl" || place.shared_gpu.empty(), cfg.source,
+                   ": distributed.backend nccl needs one GPU per rank, but ", place.shared_gpu,
+                   "; start at most one rank per GPU, or set distributed.backend: mpi (through "
+                   "host memory)");
+    const bool shared = !place.shared_gpu.empty();
+    const bool staged = backend == "mpi" || !dist::nccl_available() || shared;
     if (staged && backend == "auto" && impl->global->rank() == 0) {
       std::fprintf(
           stderr,
           "hfrun: note: distributed.backend auto: %s; the ranks' tensors go through "
           "host memory over MPI (slower than NCCL)\n",
-          shared_gpus ? "ranks share GPUs, which NCCL does not allow" : "this build has no NCCL");
+          shared ? "ranks share a GPU, which NCCL does not allow" : "this build has no NCCL");
     }
     if (staged) {
       impl->tensor_world = dist::stage_through_host(impl->world);
@@ -216,13 +266,7 @@ int DataParallel::max_over_job(int v) {
 }
 
 std::vector<std::string> DataParallel::allgather_strings(const std::string& s) {
-  Tensor mine = ops::empty({static_cast<int64_t>(s.size())}, DType::kU8);
-  if (!s.empty()) std::memcpy(mine.raw_data(), s.data(), s.size());
-  std::vector<std::string> out;
-  for (const Tensor& t : allgather_varying(*impl_->global, mine, impl_->opts)) {
-    out.emplace_back(static_cast<const char*>(t.raw_data()), static_cast<size_t>(t.numel()));
-  }
-  return out;
+  return gather_strings(*impl_->global, s, impl_->opts);
 }
 
 void DataParallel::barrier() {

@@ -81,7 +81,22 @@ std::shared_ptr<Work> ProcessGroup::allgather_coalesced(const std::vector<Tensor
     Tensor out = outs[i];
     works.push_back(allgather(out, ins[i], opts));
   }
-  for (size_t i = 0; i + 1 < works.size(); ++i) works[i]->wait();
+  // Every op is waited for before a failure is rethrown, so none is left running unobserved.
+  std::exception_ptr first;
+  for (size_t i = 0; i + 1 < works.size(); ++i) {
+    try {
+      works[i]->wait();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) {
+    try {
+      works.back()->wait();
+    } catch (...) {
+    }
+    std::rethrow_exception(first);
+  }
   return works.back();
 }
 

@@ -72,7 +72,8 @@ class Work {
   std::atomic<int> waiters_{0};
 };
 
-// A set of ranks that run collectives together. Tensors are contiguous CPU tensors; reductions
+// A set of ranks that run collectives together. Tensors are contiguous, on the CPU for the MPI
+// backend and on the group's GPU for NCCL (a host-staged group takes either); reductions
 // take f32, i32 and i64, data movement (broadcast, allgather, send/recv) any dtype. Argument
 // errors throw hfrun::Error at the call, naming the op and the shapes.
 class ProcessGroup {

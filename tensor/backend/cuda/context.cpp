@@ -112,6 +112,15 @@ int device_count() {
   return n;
 }
 
+std::string pci_bus_id(int index) {
+  char id[32] = {};
+  if (cudaDeviceGetPCIBusId(id, sizeof(id), index) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return id;
+}
+
 std::string device_status() {
   int n = 0;
   const cudaError_t err = cudaGetDeviceCount(&n);

@@ -79,6 +79,8 @@ Allocator& allocator(int device);
 int64_t gelu_epilogue_calls();
 // Number of CUDA devices the driver reports; 0 when there is no driver or no device.
 int device_count();
+// The PCI bus id of device `index`, or "" when it cannot be read.
+std::string pci_bus_id(int index);
 // One line for logs and test skips: "N CUDA device(s): NAME (sm_XY), ..." or why there is none.
 std::string device_status();
 
