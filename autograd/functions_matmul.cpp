@@ -65,9 +65,6 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
 //   gx = g @ weight^T [rows, in], gweight = x^T @ g [in, out], gbias = sum_rows(g).
 namespace {
 
-// x [..., in] @ weight [in, out] (+ bias) with the result in out_dtype; the backward GEMMs run in
-// x's and weight's dtypes, the bias gradient is summed from the out_dtype gradient.
-
 // What linear's backward keeps: x as [rows, in] (for the weight gradient) and the weight (for
 // the input gradient), each only when that gradient is wanted.
 struct LinearSaved {
@@ -104,6 +101,9 @@ Grads linear_grads(const LinearSaved& s, const Tensor& g_out) {
           s.gbias ? bias_grad(ops::reshape(g_out, {-1, s.out}), s.bias_dtype) : Tensor()};
 }
 
+// x [..., in] @ weight [in, out] (+ bias) with the result in out_dtype, then the tanh GELU when
+// `gelu`; the backward GEMMs run in x's and weight's dtypes, the bias gradient is summed from the
+// out_dtype gradient.
 Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DType out_dtype,
                    bool gelu) {
   HF_CHECK(x.defined() && weight.defined(), "linear: undefined input");

@@ -2,6 +2,8 @@
 // and, where there is one, the baseline measured in the same run.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -9,6 +11,24 @@
 #include "tensor/device.h"
 
 namespace hfrun::bench {
+
+// Median wall time of one call of fn, over at least min_seconds (and at least 5 calls).
+template <typename Fn>
+double median_call_seconds(Fn&& fn, double min_seconds) {
+  using Clock = std::chrono::steady_clock;
+  std::vector<double> times;
+  const Clock::time_point start = Clock::now();
+  auto since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+  while (times.size() < 5 || since(start) < min_seconds) {
+    const Clock::time_point t0 = Clock::now();
+    fn();
+    times.push_back(since(t0));
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
+}
 
 struct MatmulBenchOptions {
   int64_t m = 1024, n = 1024, k = 1024;

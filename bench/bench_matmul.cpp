@@ -5,7 +5,6 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <iomanip>
@@ -23,24 +22,6 @@ namespace hfrun::bench {
 namespace {
 
 constexpr int kRounds = 3;  // measurements per side; the best median is reported
-
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Median wall time of one call of fn, over at least min_seconds (and at least 5 calls).
-template <typename Fn>
-double median_call_seconds(Fn&& fn, double min_seconds) {
-  std::vector<double> times;
-  const double start = now_seconds();
-  while (times.size() < 5 || now_seconds() - start < min_seconds) {
-    const double t0 = now_seconds();
-    fn();
-    times.push_back(now_seconds() - t0);
-  }
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  return times[times.size() / 2];
-}
 
 // The baseline: one oneDNN matmul primitive over plain row-major buffers holding a's and b's
 // data, built once before timing.

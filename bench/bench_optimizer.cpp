@@ -4,7 +4,6 @@
 // same-size f32 device-to-device copy). AdamW moves 28 bytes per element (reads p, g, m, v;
 // writes p, m, v), the copy 8.
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -17,26 +16,17 @@
 namespace hfrun::bench {
 namespace {
 
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Median seconds of fn() followed by a device synchronisation, over at least min_seconds and 5
-// calls, after 3 warm-up calls.
+// Median seconds of fn() followed by a device synchronisation, after 3 warm-up calls.
 template <typename Fn>
 double median_synced(Fn&& fn, Device device, double min_seconds) {
   for (int i = 0; i < 3; ++i) fn();
   synchronize(device);
-  std::vector<double> times;
-  const double start = now_seconds();
-  while (times.size() < 5 || now_seconds() - start < min_seconds) {
-    const double t0 = now_seconds();
-    fn();
-    synchronize(device);
-    times.push_back(now_seconds() - t0);
-  }
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  return times[times.size() / 2];
+  return median_call_seconds(
+      [&] {
+        fn();
+        synchronize(device);
+      },
+      min_seconds);
 }
 
 // Tensor sizes of GPT-2 (n_layer, n_embd, vocab 50257, 1024 positions) in named_parameters()

@@ -3,6 +3,7 @@
 #include "train/distributed_setup.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -84,26 +85,32 @@ Placement agree_on_placement(dist::ProcessGroup& global, const TrainConfig& cfg,
   const std::string gpu = device.is_cuda() ? cuda_pci_bus_id(device.index) : "";
   const std::vector<std::string> all = gather_strings(
       global, kind + "\n" + cfg.distributed.backend + "\n" + host + "\n" + gpu, opts);
-  auto field = [](const std::string& s, int i) {
+  // Each rank's fields: kind, backend, host, GPU.
+  std::vector<std::array<std::string, 4>> ranks;
+  for (const std::string& line : all) {
+    std::array<std::string, 4> f;
     size_t begin = 0;
-    for (int k = 0; k < i; ++k) begin = s.find('\n', begin) + 1;
-    return s.substr(begin, s.find('\n', begin) - begin);
-  };
+    for (std::string& x : f) {
+      const size_t end = std::min(line.find('\n', begin), line.size());
+      x = line.substr(begin, end - begin);
+      begin = end + 1;
+    }
+    ranks.push_back(std::move(f));
+  }
   Placement p;
   std::map<std::string, size_t> gpu_owner;
-  for (size_t r = 0; r < all.size(); ++r) {
-    const std::string k = field(all[r], 0), b = field(all[r], 1);
-    HF_CHECK_INPUT(k == field(all[0], 0), cfg.source, ": rank ", r, " trains on ", k,
-                   " but rank 0 on ", field(all[0], 0), " (train.device: ", cfg.train.device,
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    const auto& [k, b, h, g] = ranks[r];
+    HF_CHECK_INPUT(k == ranks[0][0], cfg.source, ": rank ", r, " trains on ", k, " but rank 0 on ",
+                   ranks[0][0], " (train.device: ", cfg.train.device,
                    "): every rank needs a GPU, or set train.device: cpu");
-    HF_CHECK_INPUT(b == field(all[0], 1), cfg.source, ": distributed.backend is ", b, " on rank ",
-                   r, " but ", field(all[0], 1),
+    HF_CHECK_INPUT(b == ranks[0][1], cfg.source, ": distributed.backend is ", b, " on rank ", r,
+                   " but ", ranks[0][1],
                    " on rank 0; start every rank with the same file and overrides");
-    const std::string where = field(all[r], 3) + " on " + field(all[r], 2);
-    if (k != "cuda" || field(all[r], 3).empty()) continue;
-    auto [it, fresh] = gpu_owner.emplace(where, r);
+    if (k != "cuda" || g.empty()) continue;
+    auto [it, fresh] = gpu_owner.emplace(g + " on " + h, r);
     if (!fresh && p.shared_gpu.empty()) {
-      p.shared_gpu = detail::concat("ranks ", it->second, " and ", r, " both use GPU ", where);
+      p.shared_gpu = detail::concat("ranks ", it->second, " and ", r, " both use GPU ", it->first);
     }
   }
   return p;

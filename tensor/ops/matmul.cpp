@@ -77,6 +77,15 @@ MatmulShape check_matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
   return r;
 }
 
+// The result of a matmul with K = 0: the bias broadcast over the rows, or zeros.
+void empty_sum(Tensor& out, const Tensor& bias_c) {
+  if (bias_c.defined()) {
+    copy_(out, bias_c);
+  } else {
+    fill_(out, 0.0);
+  }
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
@@ -87,12 +96,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
   Tensor out = empty(out_shape, ms.out_t, a.device());
   if (out.numel() == 0) return out;
   if (ms.k == 0) {
-    // An empty sum: zeros, plus the bias when there is one.
-    if (ms.bias_c.defined()) {
-      copy_(out, ms.bias_c);
-    } else {
-      fill_(out, 0.0);
-    }
+    empty_sum(out, ms.bias_c);
     return out;
   }
   Shape a_shape = ms.batch, b_shape = ms.batch;
@@ -114,11 +118,7 @@ MatmulGeluResult matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bia
   r.pre = empty({ms.m, ms.n}, ms.out_t, a.device());
   if (r.out.numel() == 0) return r;
   if (ms.k == 0) {
-    if (ms.bias_c.defined()) {
-      copy_(r.pre, ms.bias_c);
-    } else {
-      fill_(r.pre, 0.0);
-    }
+    empty_sum(r.pre, ms.bias_c);
     r.out = unary(UnaryOp::kGeluTanh, r.pre);
     return r;
   }

@@ -353,6 +353,22 @@ std::string describe(const Tensor& a, const Tensor& b, const Tensor& bias, const
                         " -> ", out.str());
 }
 
+// run() with the bias first as given, then in out's dtype: a f32 bias on a 16-bit output is tried
+// as is (cuBLASLt adds it in f32 before rounding, as oneDNN does), a 16-bit bias on a f32 output
+// is widened first. `bias` and `bias_type` end as the last ones tried.
+bool run_with_bias(const Tensor& a, const Tensor& b, Tensor& bias, int& bias_type, Tensor& out,
+                   std::string& why, Tensor* aux = nullptr) {
+  if (bias.defined() && bias.dtype() != out.dtype() && out.dtype() == DType::kF32) {
+    bias = ops::to_dtype(bias, DType::kF32);
+  }
+  bias_type = bias.defined() ? static_cast<int>(cuda_type(bias.dtype())) : -1;
+  if (run(a, b, bias, bias_type, out, why, aux)) return true;
+  if (!bias.defined() || bias.dtype() == out.dtype()) return false;
+  bias = ops::to_dtype(bias, out.dtype());
+  bias_type = static_cast<int>(cuda_type(out.dtype()));
+  return run(a, b, bias, bias_type, out, why, aux);
+}
+
 }  // namespace
 
 void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, const Tensor& bias_in,
@@ -362,20 +378,10 @@ void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, const Tensor& b
   DeviceGuard guard(out.device());
   Tensor a = matrix_ok(a_in) ? a_in : ops::contiguous(a_in);
   Tensor b = matrix_ok(b_in) ? b_in : ops::contiguous(b_in);
-  // The bias in out's dtype, except that a f32 bias on a 16-bit output is first tried as is
-  // (cuBLASLt adds it in f32 before rounding, as oneDNN does).
   Tensor bias = bias_in;
-  if (bias.defined() && bias.dtype() != out.dtype() && out.dtype() == DType::kF32) {
-    bias = ops::to_dtype(bias, DType::kF32);
-  }
-  int bias_type = bias.defined() ? static_cast<int>(cuda_type(bias.dtype())) : -1;
+  int bias_type = -1;
   std::string why;
-  if (run(a, b, bias, bias_type, out, why)) return;
-  if (bias.defined() && bias.dtype() != out.dtype()) {
-    bias = ops::to_dtype(bias, out.dtype());
-    bias_type = static_cast<int>(cuda_type(out.dtype()));
-    if (run(a, b, bias, bias_type, out, why)) return;
-  }
+  if (run_with_bias(a, b, bias, bias_type, out, why)) return;
   // Dense, non-broadcast operands: the layout cuBLASLt always takes.
   const Shape& os = out.sizes();
   Shape a_shape(os.begin(), os.end() - 2), b_shape(os.begin(), os.end() - 2);
@@ -414,15 +420,9 @@ void CudaBackend::matmul_gelu(const Tensor& a_in, const Tensor& b_in, const Tens
     Tensor a = matrix_ok(a_in) ? a_in : ops::contiguous(a_in);
     Tensor b = matrix_ok(b_in) ? b_in : ops::contiguous(b_in);
     Tensor bias = bias_in;
-    int bias_type = bias.defined() ? static_cast<int>(cuda_type(bias.dtype())) : -1;
+    int bias_type = -1;
     std::string why;
-    bool done = pre.dtype() == out.dtype() && run(a, b, bias, bias_type, out, why, &pre);
-    if (!done && bias.defined() && bias.dtype() != out.dtype() && pre.dtype() == out.dtype()) {
-      bias = ops::to_dtype(bias, out.dtype());
-      bias_type = static_cast<int>(cuda_type(out.dtype()));
-      done = run(a, b, bias, bias_type, out, why, &pre);
-    }
-    if (done) {
+    if (pre.dtype() == out.dtype() && run_with_bias(a, b, bias, bias_type, out, why, &pre)) {
       g_gelu_epilogues.fetch_add(1);
       return;
     }
