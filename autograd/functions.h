@@ -73,6 +73,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 // q, k, v [B, H, T, D]; scale defaults to 1/sqrt(D).
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     bool causal = true, std::optional<double> scale = std::nullopt);
+// Rotary position embedding, rotate-half form (HF Llama): x [..., T, D] with cos, sin [T, D]
+// (f32; cast to x's dtype): x * cos + rotate_half(x) * sin, rotate_half([x1, x2]) = [-x2, x1].
+Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin);
 // Identity when !training or p == 0.
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 

@@ -8,7 +8,7 @@
 
 #include "bench/bench.h"
 #include "common/error.h"
-#include "models/gpt2_config.h"
+#include "models/gpt2/gpt2.h"
 #include "tensor/ops.h"
 #include "tensor/profiler.h"
 #include "tensor/threads.h"
@@ -77,13 +77,9 @@ std::string run_train_bench(const TrainBenchOptions& o) {
     profile += "}}";
   }
 
-  const nn::Gpt2Config& m = trainer.model_config();
-  const double C = static_cast<double>(m.n_embd), L = static_cast<double>(m.n_layer);
-  const double T = static_cast<double>(cfg.data.seq_len), V = static_cast<double>(m.vocab_size);
-  const double M = static_cast<double>(m.mlp_width());
-  // Weights used in GEMMs: per layer qkv (3C^2), proj (C^2), fc and fc2 (2CM); the tied lm_head.
-  const double n_matmul = L * (4 * C * C + 2 * C * M) + V * C;
-  const double flops_per_token = 6 * n_matmul + 12 * L * T * C;
+  // Forward + backward: 3 x 2 flops per multiply-add of the forward's GEMMs (attention's T x T
+  // products included).
+  const double flops_per_token = 6 * trainer.model().matmul_flops_per_token(cfg.data.seq_len);
   const double tokens = static_cast<double>(cfg.train.micro_batch_size *
                                             cfg.train.grad_accum_steps * cfg.data.seq_len);
   const double achieved = flops_per_token * tokens / step_s * 1e-9;

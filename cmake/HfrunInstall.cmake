@@ -9,12 +9,12 @@ include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 set(HFRUN_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/hfrun)
-set(HFRUN_LIBRARY_TARGETS hfrun_common hfrun_tensor hfrun_autograd hfrun_io hfrun_optim
+set(HFRUN_LIBRARY_TARGETS hfrun_common hfrun_tensor hfrun_autograd hfrun_io hfrun_nn hfrun_optim
   hfrun_models hfrun_data hfrun_distributed hfrun_train)
 
 # Headers. Private ones stay behind: the backends (oneDNN, OpenMP and CUDA details) and the
 # helpers that include foreign headers (nlohmann/json, the vectorised loops).
-foreach(module common tensor autograd io optim models data distributed train)
+foreach(module common tensor autograd io nn optim models data distributed train)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${module}/
     DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hfrun/${module}
     FILES_MATCHING PATTERN "*.h"

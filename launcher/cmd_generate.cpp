@@ -7,7 +7,7 @@
 #include "data/tokenizer/tokenizer.h"
 #include "launcher/commands.h"
 #include "models/generate.h"
-#include "models/gpt2_pretrained.h"
+#include "models/registry.h"
 
 namespace po = boost::program_options;
 
@@ -20,7 +20,8 @@ int cmd_generate(const Args& args) {
   po::options_description desc("Options");
   desc.add_options()("help,h", "show this help")(
       "model", po::value(&model_dir)->required(),
-      "Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer.json)")(
+      "Hugging Face model directory or hub id ORG/NAME (config.json, model.safetensors, "
+      "tokenizer.json; gpt2, llama, mistral, qwen2, qwen3)")(
       "prompt", po::value(&prompt), "text to continue (default: start from the end-of-text token)")(
       "max-new-tokens", po::value(&opts.max_new_tokens)->default_value(32), "tokens to generate")(
       "greedy", po::bool_switch(&greedy), "argmax decoding (the default without sampling options)")(
@@ -57,13 +58,13 @@ int cmd_generate(const Args& args) {
                  opts.max_new_tokens);
 
   namespace fs = std::filesystem;
-  HF_CHECK_INPUT(fs::is_directory(model_dir), model_dir, ": no such model directory");
+  model_dir = nn::resolve_pretrained(model_dir);
   const std::string tok_path = (fs::path(model_dir) / "tokenizer.json").string();
   HF_CHECK_INPUT(fs::is_regular_file(tok_path), tok_path,
                  ": missing (generate needs the model's "
                  "tokenizer.json)");
   const data::Tokenizer tok = data::Tokenizer::from_file(tok_path);
-  std::unique_ptr<nn::Gpt2> model = nn::load_gpt2(model_dir);
+  std::unique_ptr<nn::CausalLM> model = nn::load_pretrained(model_dir);
   opts.eos_id = tok.eot_id();
 
   std::vector<int32_t> ids = tok.encode(prompt);
@@ -73,14 +74,15 @@ int cmd_generate(const Args& args) {
     ids.push_back(*tok.eot_id());
   }
   const nn::GenerateResult r = nn::generate(*model, ids, opts);
-  const int64_t ctx = model->config().n_positions;
+  const int64_t ctx = model->max_positions();
+  const char* ctx_key = model->model_type() == "gpt2" ? "n_positions" : "max_position_embeddings";
   if (r.stopped_at_context) {
     if (r.num_generated == 0) {
       std::cerr << "hfrun generate: the prompt has " << ids.size()
-                << " tokens, the model's context (n_positions) is " << ctx
+                << " tokens, the model's context (" << ctx_key << ") is " << ctx
                 << ": nothing generated\n";
     } else {
-      std::cerr << "hfrun generate: stopped at the model's context (n_positions " << ctx
+      std::cerr << "hfrun generate: stopped at the model's context (" << ctx_key << " " << ctx
                 << ") after " << r.num_generated << " new tokens\n";
     }
   }

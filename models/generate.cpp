@@ -94,27 +94,30 @@ int32_t select_token(std::span<const float> logits, const GenerateOptions& opts,
   return d.ids.back();  // u within rounding of 1
 }
 
-GenerateResult generate(Gpt2& model, const std::vector<int32_t>& prompt,
+GenerateResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
                         const GenerateOptions& opts) {
   opts.validate();
-  const Gpt2Config& cfg = model.config();
+  const int64_t vocab = model.vocab_size();
   HF_CHECK_INPUT(!prompt.empty(), "generate: the prompt needs at least one token");
   for (int32_t id : prompt) {
-    HF_CHECK_INPUT(id >= 0 && id < cfg.vocab_size, "generate: prompt token ", id,
-                   " is outside the model's vocabulary [0, ", cfg.vocab_size, ")");
+    HF_CHECK_INPUT(id >= 0 && id < vocab, "generate: prompt token ", id,
+                   " is outside the model's vocabulary [0, ", vocab, ")");
   }
   GenerateResult r;
   r.ids = prompt;
   if (opts.max_new_tokens == 0) return r;
-  const int64_t ctx = cfg.n_positions;
+  const int64_t ctx = model.max_positions();
   if (static_cast<int64_t>(prompt.size()) >= ctx) {
     r.stopped_at_context = true;
     return r;
   }
   Generator gen(opts.seed);
-  KvCache cache = model.make_kv_cache(1);
+  // The cache holds what this generation can reach, not the whole context (a Llama 3 context
+  // of 131072 positions would be gigabytes).
+  KvCache cache = model.make_kv_cache(
+      1, std::min(ctx, static_cast<int64_t>(prompt.size()) + opts.max_new_tokens));
   std::vector<int64_t> feed(prompt.begin(), prompt.end());
-  const size_t V = static_cast<size_t>(cfg.vocab_size);
+  const size_t V = static_cast<size_t>(vocab);
   while (true) {
     const int64_t T = static_cast<int64_t>(feed.size());
     const std::vector<float> logits =

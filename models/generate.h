@@ -1,5 +1,6 @@
-// Text generation with GPT-2: greedy decoding (argmax) or sampling with temperature, top-k and
-// top-p (nucleus) filtering in Hugging Face transformers' order, over a KV cache.
+// Text generation with any causal LM (models/causal_lm.h): greedy decoding (argmax) or sampling
+// with temperature, top-k and top-p (nucleus) filtering in Hugging Face transformers' order, over a
+// KV cache.
 #pragma once
 
 #include <cstdint>
@@ -7,7 +8,7 @@
 #include <span>
 #include <vector>
 
-#include "models/gpt2.h"
+#include "models/causal_lm.h"
 #include "tensor/random.h"
 
 namespace hfrun::nn {
@@ -29,8 +30,8 @@ struct GenerateResult {
   std::vector<int32_t> ids;  // prompt followed by the generated tokens
   int64_t num_generated = 0;
   bool stopped_at_eos = false;
-  // Generation stopped early because the sequence reached n_positions (for a prompt longer
-  // than n_positions nothing was generated).
+  // Generation stopped early because the sequence reached the model's context (for a prompt
+  // longer than max_positions() nothing was generated).
   bool stopped_at_context = false;
 };
 
@@ -50,10 +51,10 @@ struct TokenDistribution {
 TokenDistribution filtered_distribution(std::span<const float> logits, const GenerateOptions& opts);
 
 // Continues `prompt` (non-empty ids < vocab_size) by up to opts.max_new_tokens tokens with the
-// model in inference mode (no graph, no dropout). Never runs past n_positions: it stops there
+// model in inference mode (no graph, no dropout). Never runs past max_positions(): it stops there
 // and sets stopped_at_context. Reproducible: the same model, prompt and options give the same
 // ids.
-GenerateResult generate(Gpt2& model, const std::vector<int32_t>& prompt,
+GenerateResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
                         const GenerateOptions& opts);
 
 }  // namespace hfrun::nn

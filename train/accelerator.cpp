@@ -121,7 +121,7 @@ void Accelerator::adopt_optimizer(std::unique_ptr<optim::Optimizer> optimizer) {
 
 void Accelerator::gather_for_forward() {
   State& s = *s_;
-  if (s.dp && s.dp->zero_stage() == 3 && s.model->layers().empty()) s.dp->gather_parameters();
+  if (s.dp && s.dp->zero_stage() == 3 && s.model->blocks().empty()) s.dp->gather_parameters();
 }
 
 IndexRange Accelerator::shard(int64_t n) const {

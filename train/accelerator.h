@@ -41,7 +41,7 @@
 
 #include "common/stop_signals.h"  // kExitStopped, for programs that stop on stop_requested()
 #include "data/loader.h"
-#include "models/module.h"
+#include "nn/module.h"
 #include "optim/optimizer.h"
 #include "tensor/random.h"
 #include "tensor/tensor.h"
@@ -168,8 +168,8 @@ class Accelerator {
       nn::Module& model, const std::function<bool(const std::string&, const Tensor&)>& decays);
   void adopt_optimizer(std::unique_ptr<optim::Optimizer> optimizer);
   void check_prepared(const char* method) const;
-  // ZeRO-3 on a model without layers(): nothing gathers its parameters around forward (no
-  // LayerHooks calls), so they are gathered between steps.
+  // ZeRO-3 on a model without blocks(): nothing gathers its parameters around forward (no
+  // forward hooks run), so they are gathered between steps.
   void gather_for_forward();
 
   std::unique_ptr<State> s_;

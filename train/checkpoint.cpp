@@ -14,7 +14,7 @@
 
 #include "common/error.h"
 #include "io/safetensors.h"
-#include "models/tensor_parallel.h"
+#include "nn/tensor_parallel.h"
 #include "tensor/ops.h"
 #include "train/checkpoint_fs.h"
 #include "train/sha256.h"
@@ -25,8 +25,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-constexpr const char* kParamPrefixKey = "hfrun_param_prefix";
 
 json read_json(const fs::path& path) {
   std::ifstream in(path);
@@ -181,26 +179,21 @@ std::string write_rank_files(const fs::path& tmp, const CheckpointShard& shard,
       json parts = json::object();
       for (const auto& [slice, t] : shard.param_pieces) {
         const std::string name =
-            stored_name(*shard.model, slice.name, options.param_prefix + slice.name, shard.tp_rank,
-                        shard.tp_size);
+            stored_name(*shard.model, slice.name, slice.name, shard.tp_rank, shard.tp_size);
         const std::string key = name + "@" + std::to_string(slice.offset);
         params.emplace_back(key, t);
         parts[key] = json::array({name, slice.offset, shape_numel(slice.full_shape)});
       }
       names.push_back(model_file_of(rank, world));
-      io::save_safetensors(
-          (tmp / names.back()).string(), params,
-          {{"format", "pt"}, {kParamPrefixKey, options.param_prefix}, {kPartsKey, parts.dump()}});
+      io::save_safetensors((tmp / names.back()).string(), params,
+                           {{"format", "pt"}, {kPartsKey, parts.dump()}});
     } else if (shard.write_model) {
       std::vector<std::pair<std::string, Tensor>> params;
       for (const auto& [name, t] : shard.model->named_parameters()) {
-        params.emplace_back(stored_name(*shard.model, name, options.param_prefix + name,
-                                        shard.tp_rank, shard.tp_size),
-                            t);
+        params.emplace_back(stored_name(*shard.model, name, name, shard.tp_rank, shard.tp_size), t);
       }
       names.push_back(model_file_of(rank, world));
-      io::save_safetensors((tmp / names.back()).string(), params,
-                           {{"format", "pt"}, {kParamPrefixKey, options.param_prefix}});
+      io::save_safetensors((tmp / names.back()).string(), params, {{"format", "pt"}});
     }
     if (shard.write_optimizer) {
       names.push_back(optimizer_file_of(rank, world));
@@ -340,8 +333,6 @@ class PartIndex {
         HF_CHECK_INPUT(parts.is_object(), "checkpoint ", file.path(), ": invalid ", kPartsKey,
                        " metadata");
       }
-      const auto prefix_it = file.metadata().find(kParamPrefixKey);
-      const std::string prefix = prefix_it == file.metadata().end() ? "" : prefix_it->second;
       for (const io::TensorEntry& e : file.entries()) {
         Part p{files_.size() - 1, e.name, 0, shape_numel(e.shape), shape_numel(e.shape)};
         std::string name = e.name;
@@ -356,7 +347,6 @@ class PartIndex {
           HF_CHECK_INPUT(p.offset >= 0 && p.offset + p.numel <= p.full, "checkpoint ", file.path(),
                          ": piece ", e.name, " lies outside its tensor");
         }
-        if (!prefix.empty() && name.starts_with(prefix)) name = name.substr(prefix.size());
         parts_[name].push_back(p);
       }
     }

@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "data/loader.h"
-#include "models/module.h"
+#include "nn/module.h"
 #include "optim/optimizer.h"
 #include "tensor/random.h"
 
@@ -62,9 +62,6 @@ struct TrainerState {
 struct CheckpointOptions {
   int64_t keep = 0;         // > 0: after the commit, delete the oldest beyond the newest `keep`
   std::string config_hash;  // recorded in the manifest (identifies the run's configuration)
-  // Prepended to parameter names in the model file ("transformer." gives GPT-2's HF names);
-  // recorded in the file's metadata so loading strips it again.
-  std::string param_prefix;
 };
 
 // Where an optimizer parameter's elements sit in a model parameter: the whole parameter

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "models/registry.h"
 
 namespace hfrun::train {
 namespace {
@@ -114,6 +115,29 @@ std::string scalar_json(const YAML::Node& n) {
   return q + "\"";
 }
 
+// JSON text of a YAML node: scalars as scalar_json, maps and sequences recursively.
+std::string node_json(const YAML::Node& n) {
+  if (n.IsMap()) {
+    std::string out = "{";
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      std::string key = "\"";
+      for (char ch : it->first.Scalar()) {
+        if (ch == '"' || ch == '\\') key += '\\';
+        key += ch;
+      }
+      out += (out.size() > 1 ? ", " : "") + key + "\": " + node_json(it->second);
+    }
+    return out + "}";
+  }
+  if (n.IsSequence()) {
+    std::string out = "[";
+    for (size_t i = 0; i < n.size(); ++i) out += (i ? ", " : "") + node_json(n[i]);
+    return out + "]";
+  }
+  if (!n || n.IsNull()) return "null";
+  return scalar_json(n);
+}
+
 void apply_override(YAML::Node& root, const std::string& spec, const std::string& source) {
   const size_t eq = spec.find('=');
   HF_CHECK_INPUT(eq != std::string::npos && eq > 0, "--set ", spec, ": expected key.path=value");
@@ -168,22 +192,30 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   r.get(root, "", "tokenizer", c.tokenizer, "a path to tokenizer.json");
 
   const YAML::Node model = root["model"];
-  r.keys(model, "model", {"arch", "from_pretrained", "config"});
+  r.keys(model, "model", {"arch", "from_pretrained", "revision", "config"});
   r.get(model, "model", "arch", c.model.arch, "a model architecture name");
-  if (model && model["arch"]) r.one_of(model, "model", "arch", c.model.arch, {"gpt2"});
-  r.get(model, "model", "from_pretrained", c.model.from_pretrained, "a directory path");
+  if (model && model["arch"]) {
+    r.one_of(model, "model", "arch", c.model.arch, {"gpt2", "llama", "mistral", "qwen2", "qwen3"});
+  }
+  r.get(model, "model", "from_pretrained", c.model.from_pretrained,
+        "a model directory or a hub id ORG/NAME");
+  r.get(model, "model", "revision", c.model.revision, "a branch, tag or commit of the hub cache");
   if (model && model["config"] && !model["config"].IsNull()) {
     const YAML::Node cfg = model["config"];
-    r.keys(cfg, "model.config",
-           {"vocab_size", "n_positions", "n_ctx", "n_embd", "n_layer", "n_head", "n_inner",
-            "layer_norm_epsilon", "initializer_range", "embd_pdrop", "resid_pdrop", "attn_pdrop",
-            "activation_function"});
+    // The keys of model.arch's family, or of any family when the arch comes from config.json
+    // (the model's own family checks them again once it is known).
+    std::set<std::string> allowed;
+    for (const std::string& type : nn::supported_model_types()) {
+      if (!c.model.arch.empty() && type != c.model.arch) continue;
+      for (const std::string& k : nn::model_config_keys(type)) allowed.insert(k);
+    }
+    r.keys(cfg, "model.config", allowed);
     std::string json = "{";
     for (auto it = cfg.begin(); it != cfg.end(); ++it) {
-      if (!it->second.IsScalar())
+      if (!it->second.IsScalar() && !it->second.IsMap() && !it->second.IsSequence())
         r.fail(it->second, "model.config." + it->first.Scalar(), "expected a value");
       json += (json.size() > 1 ? ", " : "") + std::string("\"") + it->first.Scalar() +
-              "\": " + scalar_json(it->second);
+              "\": " + node_json(it->second);
     }
     c.model.config_json = json + "}";
   }
@@ -302,7 +334,14 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   check(c.checkpoint.keep >= 1, ck, "keep", "checkpoint.keep", "must be at least 1");
   check(!c.output_dir.empty(), root, "output_dir", "output_dir", "must not be empty");
   if (c.tokenizer.empty() && !c.model.from_pretrained.empty()) {
-    c.tokenizer = c.model.from_pretrained + "/tokenizer.json";
+    // The model's own tokenizer: in its directory, or in its hub cache snapshot (a model that
+    // cannot be found is reported when it is loaded).
+    std::string dir = c.model.from_pretrained;
+    try {
+      dir = nn::resolve_pretrained(c.model.from_pretrained, c.model.revision);
+    } catch (const Error&) {
+    }
+    c.tokenizer = dir + "/tokenizer.json";
   }
   check(!c.tokenizer.empty(), root, "tokenizer", "tokenizer",
         "a tokenizer.json is required (or model.from_pretrained with one inside)");
@@ -328,9 +367,11 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "output_dir" << YAML::Value << output_dir;
   e << YAML::Key << "seed" << YAML::Value << seed;
   e << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "arch" << YAML::Value << model.arch;
-  if (!model.from_pretrained.empty())
+  if (!model.arch.empty()) e << YAML::Key << "arch" << YAML::Value << model.arch;
+  if (!model.from_pretrained.empty()) {
     e << YAML::Key << "from_pretrained" << YAML::Value << model.from_pretrained;
+    e << YAML::Key << "revision" << YAML::Value << model.revision;
+  }
   e << YAML::Key << "config" << YAML::Value << YAML::Load(model.config_json);
   e << YAML::EndMap;
   e << YAML::Key << "tokenizer" << YAML::Value << tokenizer;

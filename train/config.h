@@ -11,8 +11,13 @@
 namespace hfrun::train {
 
 struct ModelSection {
-  std::string arch = "gpt2";
-  std::string from_pretrained;  // HF directory (config.json, model.safetensors)
+  // gpt2 | llama | mistral | qwen2 | qwen3; empty: config.json's model_type decides (gpt2 from
+  // scratch without one).
+  std::string arch;
+  // An HF model directory (config.json, model.safetensors), or a hub id ORG/NAME looked up in
+  // the local Hugging Face cache at `revision`.
+  std::string from_pretrained;
+  std::string revision = "main";
   // HF config.json keys given under model.config, as a JSON object ("{}" when none): used to
   // build a model from scratch, or to override a pretrained model's dropout and the like.
   std::string config_json = "{}";

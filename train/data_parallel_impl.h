@@ -12,11 +12,12 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "distributed/comm/process_group.h"
-#include "models/module.h"
-#include "models/tensor_parallel.h"
+#include "nn/module.h"
+#include "nn/tensor_parallel.h"
 #include "tensor/tensor.h"
 #include "train/checkpoint.h"
 #include "train/distributed_setup.h"
@@ -36,7 +37,7 @@ constexpr size_t kMaxUnitsInFlight = 3;
 // order.
 double sum_over(dist::ProcessGroup& group, double v, const dist::CollectiveOptions& opts);
 
-// The tensor-parallel group's collectives for the model (models/tensor_parallel.h), on the
+// The tensor-parallel group's collectives for the model (nn/tensor_parallel.h), on the
 // group that carries the model's tensors (NCCL or host-staged MPI on GPUs, MPI on the CPU).
 class TensorParallelOverGroup : public nn::TensorParallelGroup {
  public:
@@ -70,7 +71,7 @@ class GlobalCheckpointGroup : public CheckpointGroup {
   DataParallel* dp_;
 };
 
-struct DataParallel::Impl : nn::LayerHooks {
+struct DataParallel::Impl : nn::ForwardHook {
   // MPI groups, for host values (sums, strings, flags) and as the bootstrap of device groups.
   std::shared_ptr<dist::ProcessGroup> world;   // the data-parallel group
   std::shared_ptr<dist::ProcessGroup> global;  // every rank of the job
@@ -123,10 +124,11 @@ struct DataParallel::Impl : nn::LayerHooks {
     Tensor value, grad;
   };
   std::vector<Piece> pieces;
-  Tensor shard_grads;                 // stages 2 and 3: this rank's gradient chunks, back to back
-  Tensor shard_params;                // stage 3: this rank's parameter chunks, the same layout
-  int root_unit = -1;                 // stage 3: the parameters outside the model's layers()
-  std::vector<size_t> layer_unit;     // stage 3: layer -> unit
+  Tensor shard_grads;   // stages 2 and 3: this rank's gradient chunks, back to back
+  Tensor shard_params;  // stage 3: this rank's parameter chunks, the same layout
+  int root_unit = -1;   // stage 3: the parameters outside the model's blocks()
+  const nn::Module* root_module = nullptr;                   // stage 3: the model
+  std::unordered_map<const nn::Module*, size_t> block_unit;  // stage 3: block -> unit
   std::vector<int64_t> shard_offset;  // ZeRO: unit -> offset of its chunk in the shards
   bool armed = false;
   bool accumulate = false;  // stages 2 and 3: later micro-steps add into the shard
@@ -137,11 +139,11 @@ struct DataParallel::Impl : nn::LayerHooks {
   void gather(size_t u);
   void release(size_t u);
   void release_all();
-  // nn::LayerHooks (ZeRO-3): the root unit is gathered for the whole forward and backward, a
-  // layer's unit around its forward and again for its backward.
-  void before_model() override;
-  void before_layer(size_t i) override;
-  Tensor after_layer(size_t i, const Tensor& out) override;
+  // nn::ForwardHook (ZeRO-3), installed on the model and its blocks: the root unit is gathered
+  // for the whole forward and backward, a block's unit around its forward and again for its
+  // backward.
+  void before_forward(nn::Module& module) override;
+  Tensor after_forward(nn::Module& module, const Tensor& out) override;
   // Waits for unit u and moves its result where the optimizer reads it.
   void retire(size_t u);
   void retire_oldest();
@@ -149,7 +151,7 @@ struct DataParallel::Impl : nn::LayerHooks {
   void stage_gradient(size_t p, Tensor& leaf);
   void grad_ready(size_t p, Tensor& leaf);
   void make_units();
-  // ZeRO-3: one unit per layer of the model plus a root unit for the other parameters, each
+  // ZeRO-3: one unit per block of the model plus a root unit for the other parameters, each
   // with its own padded buffer; parameters become views of those buffers.
   void make_layer_units(nn::Module& model, const std::vector<Tensor>& values);
   void make_pieces();

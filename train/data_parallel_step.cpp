@@ -64,7 +64,8 @@ void DataParallel::attach(nn::Module& model) {
   }
   if (im.stage == 3) {
     im.release_all();
-    model.set_layer_hooks(&im);
+    model.set_forward_hook(&im);
+    for (nn::Module* block : model.blocks()) block->set_forward_hook(&im);
   }
   Impl* impl = impl_.get();
   const auto live = model.named_parameters();

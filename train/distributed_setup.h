@@ -12,8 +12,8 @@
 //    parameter. Gradients are reduce-scattered per unit, so rank r receives the averaged
 //    gradient of its chunks only; the optimizer (and its state) covers only those chunks; after
 //    the step each unit's parameters are all-gathered in place.
-//    Stage 3 also shards the parameters: each of the model's layers() (GPT-2's blocks) is a
-//    unit with its own buffer, gathered just before the layer's forward and again before its
+//    Stage 3 also shards the parameters: each of the model's blocks() (transformer layers) is
+//    a unit with its own buffer, gathered just before the block's forward and again before its
 //    backward and freed after each; the other parameters (embeddings, final norm) form a root
 //    unit gathered for the whole forward and backward. Each rank keeps only its chunks.
 //    Stage 1 keeps the full gradient buffer (accumulation is local; one reduce-scatter per
@@ -21,8 +21,9 @@
 //    unit's staging buffer and dropped, and the unit is reduce-scattered and accumulated into
 //    the rank's compact gradient shard on every micro-step (as DeepSpeed's stage 2).
 // With distributed.tensor_parallel = T the job's ranks form groups of T that split each layer
-// (models/tensor_parallel.h); all of the above runs over the data-parallel group of each
-// tensor-parallel rank, on that rank's part of the parameters.
+// (the model's plan, applied by distributed/parallel/tensor_parallel.h); all of the above runs
+// over the data-parallel group of each tensor-parallel rank, on that rank's part of the
+// parameters.
 // Per-rank bytes of parameters + gradients + optimizer state then follow the ZeRO paper:
 // stage 0 16P, stage 1 8P + 8P/N, stage 2 4P + 12P/N, stage 3 16P/N (f32 AdamW, P
 // parameters), plus the units in flight and, for stage 3, the gathered working layer.
@@ -33,7 +34,7 @@
 #include <string>
 #include <vector>
 
-#include "models/module.h"
+#include "nn/module.h"
 #include "optim/optimizer.h"
 #include "tensor/tensor.h"
 #include "train/checkpoint.h"

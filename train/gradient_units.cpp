@@ -1,6 +1,6 @@
 // The communication units of DataParallel (see distributed_setup.h for the policy): DDP
 // buckets, ZeRO chunks with their staging, reduce-scatter and accumulation, and ZeRO-3's
-// gathering of a layer's parameters around its forward and backward.
+// gathering of a block's parameters around its forward and backward.
 #include <algorithm>
 
 #include "autograd/node.h"
@@ -67,16 +67,20 @@ void DataParallel::Impl::release_all() {
   for (size_t u = 0; u < units.size(); ++u) release(u);
 }
 
-void DataParallel::Impl::before_model() {
-  if (root_unit >= 0) gather(static_cast<size_t>(root_unit));
+void DataParallel::Impl::before_forward(nn::Module& module) {
+  if (&module == root_module) {
+    if (root_unit >= 0) gather(static_cast<size_t>(root_unit));
+    return;
+  }
+  if (auto it = block_unit.find(&module); it != block_unit.end()) gather(it->second);
 }
 
-void DataParallel::Impl::before_layer(size_t i) {
-  gather(layer_unit.at(i));
-}
-
-Tensor DataParallel::Impl::after_layer(size_t i, const Tensor& out) {
-  const size_t u = layer_unit.at(i);
+Tensor DataParallel::Impl::after_forward(nn::Module& module, const Tensor& out) {
+  auto it = block_unit.find(&module);
+  // The root unit is released once its gradients are reduced; a block without parameters has
+  // no unit.
+  if (&module == root_module || it == block_unit.end()) return out;
+  const size_t u = it->second;
   release(u);
   return autograd::record("Zero3Gather", {out}, out,
                           [this, u](const Tensor& g) -> std::vector<Tensor> {
@@ -180,7 +184,7 @@ void DataParallel::Impl::make_units() {
 }
 
 void DataParallel::Impl::make_layer_units(nn::Module& model, const std::vector<Tensor>& values) {
-  const std::vector<const nn::Module*> layers = model.layers();
+  const std::vector<nn::Module*> layers = model.blocks();
   std::vector<int> layer_of(params.size(), -1);
   for (size_t l = 0; l < layers.size(); ++l) {
     for (const auto& [name, t] : layers[l]->named_parameters()) {
@@ -193,7 +197,7 @@ void DataParallel::Impl::make_layer_units(nn::Module& model, const std::vector<T
   }
   std::vector<std::vector<size_t>> members(layers.size() + 1);  // [0]: root
   for (size_t p = 0; p < params.size(); ++p) members[layer_of[p] + 1].push_back(p);
-  layer_unit.assign(layers.size(), 0);
+  root_module = &model;
   constexpr int64_t kAlign = 16;
   int64_t begin = 0;
   for (size_t m = 0; m < members.size(); ++m) {
@@ -214,7 +218,7 @@ void DataParallel::Impl::make_layer_units(nn::Module& model, const std::vector<T
     if (m == 0) {
       root_unit = static_cast<int>(units.size());
     } else {
-      layer_unit[m - 1] = units.size();
+      block_unit[layers[m - 1]] = units.size();
     }
     begin = unit.end;
     units.push_back(std::move(unit));

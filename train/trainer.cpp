@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -19,10 +20,10 @@
 #include "data/loader.h"
 #include "data/tokenizer/tokenizer.h"
 #include "distributed/comm/env.h"
+#include "distributed/parallel/tensor_parallel.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
-#include "models/gpt2.h"
-#include "models/gpt2_pretrained.h"
+#include "models/registry.h"
 #include "optim/clip.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
@@ -39,7 +40,7 @@ namespace fs = std::filesystem;
 struct Trainer::State {
   TrainConfig cfg;
   std::unique_ptr<data::Tokenizer> tokenizer;
-  std::unique_ptr<nn::Gpt2> model;
+  std::unique_ptr<nn::CausalLM> model;
   std::shared_ptr<const data::TokenStream> train_stream, val_stream;
   std::unique_ptr<data::TokenLoader> loader;
   std::unique_ptr<optim::Optimizer> optimizer;
@@ -55,13 +56,26 @@ struct Trainer::State {
 
 namespace {
 
-// Model config: config.json of from_pretrained (if any), then model.config keys on top; from
-// scratch, vocab_size defaults to the tokenizer's.
-nn::Gpt2Config resolve_model_config(const TrainConfig& cfg, const data::Tokenizer& tok) {
+// model.from_pretrained as a directory (a hub id resolved in the local HF cache); errors name
+// the config file.
+std::string pretrained_dir(const TrainConfig& cfg) {
+  try {
+    return nn::resolve_pretrained(cfg.model.from_pretrained, cfg.model.revision);
+  } catch (const Error& e) {
+    HF_CHECK_INPUT(false, cfg.source, ": ", e.message());
+  }
+  return {};
+}
+
+// The model: config.json of from_pretrained (if any), then model.config keys on top, built by
+// the family its model_type names (model.arch when config.json has none; the two must agree);
+// from scratch, vocab_size defaults to the tokenizer's.
+std::unique_ptr<nn::CausalLM> build_model(const TrainConfig& cfg, const data::Tokenizer& tok) {
   std::string base = "{}";
   std::string source = cfg.source + ": model.config";
+  const std::string arch = cfg.model.arch.empty() ? "gpt2" : cfg.model.arch;
   if (!cfg.model.from_pretrained.empty()) {
-    const std::string path = cfg.model.from_pretrained + "/config.json";
+    const std::string path = pretrained_dir(cfg) + "/config.json";
     std::ifstream in(path);
     HF_CHECK_INPUT(in.good(), path,
                    ": cannot open (model.from_pretrained must be a Hugging Face "
@@ -71,23 +85,40 @@ nn::Gpt2Config resolve_model_config(const TrainConfig& cfg, const data::Tokenize
     base = ss.str();
     source = path;
   }
+  const std::string file_type = nn::model_type_of(base, source, arch);
+  HF_CHECK_INPUT(cfg.model.arch.empty() || file_type == arch, cfg.source, ": model.arch is ", arch,
+                 " but ", source, " has model_type ", file_type);
   // model.config keys override config.json (dropout for fine-tuning, or the whole shape from
-  // scratch); they are checked on their own first so their errors name the YAML.
-  nn::Gpt2Config::from_json(cfg.model.config_json, cfg.source + ": model.config");
+  // scratch). From scratch they are the whole config, checked on their own so that errors name
+  // the YAML; over a pretrained config.json the merged result is checked, naming both.
+  if (cfg.model.from_pretrained.empty()) {
+    nn::check_model_config(cfg.model.config_json, cfg.source + ": model.config", file_type);
+  } else if (cfg.model.config_json != "{}") {
+    const std::vector<std::string>& keys = nn::model_config_keys(file_type);
+    const nlohmann::json given = nlohmann::json::parse(cfg.model.config_json);
+    for (auto it = given.begin(); it != given.end(); ++it) {
+      const std::string& key = it.key();
+      HF_CHECK_INPUT(std::find(keys.begin(), keys.end(), key) != keys.end(), cfg.source,
+                     ": model.config.", key, ": not a ", file_type, " config key");
+    }
+    source = cfg.source + ": model.config over " + source;
+  }
   nlohmann::json merged = nlohmann::json::parse(base, nullptr, /*allow_exceptions=*/false);
-  HF_CHECK_INPUT(merged.is_object(), source, ": not valid JSON (or not a JSON object)");
   const nlohmann::json overrides = nlohmann::json::parse(cfg.model.config_json);
+  HF_CHECK_INPUT(!overrides.contains("model_type") || overrides["model_type"] == file_type,
+                 cfg.source, ": model.config model_type ", overrides.value("model_type", ""),
+                 " does not match the model's ", file_type);
   merged.update(overrides);
+  merged["model_type"] = file_type;
   if (cfg.model.from_pretrained.empty() && !overrides.contains("vocab_size")) {
     merged["vocab_size"] = tok.vocab_size();
   }
-  nn::Gpt2Config c = nn::Gpt2Config::from_json(merged.dump(), source);
-  c.validate(source);
-  HF_CHECK_INPUT(c.vocab_size >= tok.vocab_size(), cfg.source, ": model vocab_size ", c.vocab_size,
-                 " is smaller than the tokenizer's ", tok.vocab_size(), " (", cfg.tokenizer, ")");
-  HF_CHECK_INPUT(c.n_positions >= cfg.data.seq_len, cfg.source, ": data.seq_len ", cfg.data.seq_len,
-                 " exceeds the model's n_positions ", c.n_positions);
-  return c;
+  auto model = nn::create_causal_lm(merged.dump(), source, cfg.seed, file_type);
+  HF_CHECK_INPUT(model->vocab_size() >= tok.vocab_size(), cfg.source, ": model vocab_size ",
+                 model->vocab_size(), " is smaller than the tokenizer's ", tok.vocab_size(), " (",
+                 cfg.tokenizer, ")");
+  model->check_sequence_length(cfg.data.seq_len, cfg.source + ": data.seq_len");
+  return model;
 }
 
 // train.device: cpu; cuda (cuda:LOCAL_RANK modulo the devices present); auto (cuda when a CUDA
@@ -170,12 +201,17 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
                  ": train.mixed_precision \"fp16\" "
                  "(with loss scaling) is not available yet on CPU; use \"bf16\" or \"no\"");
   s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
-  const nn::Gpt2Config mc = resolve_model_config(c, *s.tokenizer);
-  s.model = std::make_unique<nn::Gpt2>(mc, c.seed);
-  if (!c.model.from_pretrained.empty()) nn::load_gpt2_weights(*s.model, c.model.from_pretrained);
+  s.model = build_model(c, *s.tokenizer);
+  if (!c.model.from_pretrained.empty()) {
+    nn::load_weights(*s.model, pretrained_dir(c));
+  }
   if (c.train.mixed_precision == "bf16") s.model->set_compute_dtype(DType::kBF16);
-  // Tensor parallelism: every rank built the whole model from the same seed and keeps its part.
-  if (s.dp && s.dp->tensor_parallel()) s.model->enable_tensor_parallel(s.dp->tensor_parallel());
+  // Tensor parallelism: every rank built the whole model from the same seed and keeps its part,
+  // as the family's plan says.
+  if (s.dp && s.dp->tensor_parallel()) {
+    s.model->check_tensor_parallel(s.dp->tensor_parallel_size());
+    dist::apply_tensor_parallel(*s.model, *s.dp->tensor_parallel());
+  }
   // Built and seeded on the CPU (the same initial values on every device), then moved.
   const nn::FlatParameters& flat = s.model->flatten_parameters(s.device);
   if (s.dp) {
@@ -281,8 +317,8 @@ void Trainer::export_final(const std::string& dir) {
   } else {
     // Tensor parallelism: the parts of each split parameter are assembled on global rank 0,
     // into a whole model of the same configuration.
-    std::unique_ptr<nn::Gpt2> whole;
-    if (s.dp->global_rank() == 0) whole = std::make_unique<nn::Gpt2>(s.model->config());
+    std::unique_ptr<nn::CausalLM> whole;
+    if (s.dp->global_rank() == 0) whole = s.model->make_like();
     for (const auto& [name, local] : s.model->named_parameters()) {
       const nn::TensorParallelSplit split = s.model->tensor_parallel_split(name);
       if (!split.split()) {
@@ -372,7 +408,6 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   CheckpointOptions ckpt_options;
   ckpt_options.keep = c.checkpoint.keep;
   ckpt_options.config_hash = hash;
-  ckpt_options.param_prefix = "transformer.";
 
   // Resume: parameters, optimizer state, data position, dropout stream and the metrics so far.
   TrainerState resumed;
@@ -525,8 +560,8 @@ Device Trainer::device() const {
   return s_->device;
 }
 
-const nn::Gpt2Config& Trainer::model_config() const {
-  return s_->model->config();
+const nn::CausalLM& Trainer::model() const {
+  return *s_->model;
 }
 int64_t Trainer::num_parameters() const {
   return s_->model->num_parameters();

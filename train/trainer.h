@@ -12,7 +12,7 @@
 #include <memory>
 #include <string>
 
-#include "models/gpt2_config.h"
+#include "models/causal_lm.h"
 #include "tensor/device.h"
 #include "train/config.h"
 
@@ -57,7 +57,8 @@ class Trainer {
   // benchmarks. elapsed_s and tokens_per_s are those of this step alone.
   StepMetrics step();
   int64_t steps_done() const;
-  const nn::Gpt2Config& model_config() const;
+  // The model (its family's interface; this rank's part under tensor parallelism).
+  const nn::CausalLM& model() const;
   int64_t num_parameters() const;
   // Where the model trains (train.device resolved: cpu or cuda:N).
   Device device() const;

@@ -39,14 +39,14 @@ class ResidualBlock : public nn::Module {
                                                       0.5 / std::sqrt(2.0 * double(dim))));
     b2_ = register_parameter("fc2.bias", ops::zeros({dim}));
   }
-  // Parameters are read through param() on every call: prepare() moves them into flat buffers.
+  // Parameters are handles: prepare() moves them into flat buffers and the handles follow.
   Tensor forward(const Tensor& x) const {
-    Tensor h = relu(linear(layer_norm(x, param(ln_w_), param(ln_b_)), param(w1_), param(b1_)));
-    return add(x, linear(h, param(w2_), param(b2_)));
+    Tensor h = relu(linear(layer_norm(x, ln_w_, ln_b_), w1_, b1_));
+    return add(x, linear(h, w2_, b2_));
   }
 
  private:
-  size_t ln_w_, ln_b_, w1_, b1_, w2_, b2_;
+  nn::Parameter ln_w_, ln_b_, w1_, b1_, w2_, b2_;
 };
 
 class ResidualMLP : public nn::Module {
@@ -55,9 +55,10 @@ class ResidualMLP : public nn::Module {
     w_in_ = register_parameter(
         "in.weight", ops::randn({kIn, kHidden}, gen, DType::kF32, 0, 1.0 / std::sqrt(double(kIn))));
     b_in_ = register_parameter("in.bias", ops::zeros({kHidden}));
+    // "blocks.0", "blocks.1", ...
+    blocks_ = &register_module("blocks", std::make_unique<nn::ModuleList<ResidualBlock>>());
     for (int64_t i = 0; i < kBlocks; ++i) {
-      blocks_.push_back(&register_module("blocks." + std::to_string(i),
-                                         std::make_unique<ResidualBlock>(kHidden, gen)));
+      blocks_->append(std::make_unique<ResidualBlock>(kHidden, gen));
     }
     w_out_ = register_parameter("out.weight", ops::randn({kHidden, kOut}, gen, DType::kF32, 0,
                                                          1.0 / std::sqrt(double(kHidden))));
@@ -65,9 +66,9 @@ class ResidualMLP : public nn::Module {
   }
   // x [B, kIn] -> [B, kOut]
   Tensor forward(const Tensor& x) const {
-    Tensor h = linear(x, param(w_in_), param(b_in_));
-    for (const ResidualBlock* block : blocks_) h = block->forward(h);
-    return linear(h, param(w_out_), param(b_out_));
+    Tensor h = linear(x, w_in_, b_in_);
+    for (const ResidualBlock* block : blocks_->items()) h = block->forward(h);
+    return linear(h, w_out_, b_out_);
   }
   // Mean squared error over the batch's rows and outputs.
   Tensor loss(const Tensor& x, const Tensor& y) const {
@@ -76,8 +77,8 @@ class ResidualMLP : public nn::Module {
   }
 
  private:
-  size_t w_in_, b_in_, w_out_, b_out_;
-  std::vector<const ResidualBlock*> blocks_;
+  nn::Parameter w_in_, b_in_, w_out_, b_out_;
+  nn::ModuleList<ResidualBlock>* blocks_;
 };
 
 // The data set: x ~ N(0, 1), y = tanh(x A) B with a fixed random teacher (A, B).

@@ -45,6 +45,22 @@ TEST(GradNn, RmsNormInputAndWeight) {
   EXPECT_TRUE(grads_match([](const auto& in) { return rms_norm(in[0], in[1], 1e-6); }, {x, w}));
 }
 
+TEST(GradNn, RotaryEmbeddingInput) {
+  // [B, H, T, D] with tables [T, D], and a non-contiguous (transposed) input as models pass it.
+  Tensor x = randn({2, 3, 4, 6}, 40, true);
+  Tensor cos = randn({4, 6}, 41), sin = randn({4, 6}, 42);
+  EXPECT_TRUE(grads_match([&](const auto& in) { return rotary_embedding(in[0], cos, sin); }, {x}));
+  Tensor y = randn({2, 4, 3, 6}, 43, true);
+  EXPECT_TRUE(grads_match(
+      [&](const auto& in) { return rotary_embedding(transpose(in[0], 1, 2), cos, sin); }, {y}));
+  // x * cos + rotate_half(x) * sin, rotate_half([a, b]) = [-b, a], by hand for one row.
+  Tensor one = ops::from_vector({1, 2, 3, 4}, {1, 4});
+  Tensor c = ops::from_vector({0.5f, 0.25f, 0.5f, 0.25f}, {1, 4});
+  Tensor s = ops::from_vector({2, 3, 2, 3}, {1, 4});
+  EXPECT_TRUE(tensor_near(rotary_embedding(one, c, s), {1 * 0.5f - 3 * 2, 2 * 0.25f - 4 * 3,
+                                                        3 * 0.5f + 1 * 2, 4 * 0.25f + 2 * 3}));
+}
+
 TEST(GradNn, EmbeddingWeightWithRepeatedIds) {
   Tensor w = randn({4, 3}, 11, true);
   Tensor ids = ops::from_ints({1, 3, 1, 0, 1, 2}, {2, 3});

@@ -12,7 +12,8 @@
 #include "io/checkpoint.h"
 #include "io/io_test_util.h"
 #include "models/generate.h"
-#include "models/gpt2_pretrained.h"
+#include "models/gpt2/gpt2.h"
+#include "models/registry.h"
 #include "tensor/ops.h"
 #include "test_util.h"
 
@@ -227,22 +228,22 @@ TEST(Generate, RejectsBadOptionsAndPrompts) {
 TEST(Generate, LoadsAModelDirectoryAndNamesMissingFiles) {
   testing::IoTempDir dir;
   Gpt2 m(tiny(), 21);
-  EXPECT_THROW(load_gpt2(dir.str() + "/nope"), Error);
+  EXPECT_THROW(load_pretrained(dir.str() + "/nope"), Error);
   try {
-    load_gpt2(dir.str());
+    load_pretrained(dir.str());
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
   }
   std::ofstream(dir.str() + "/config.json") << m.config().to_json();
   try {
-    load_gpt2(dir.str());
+    load_pretrained(dir.str());
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.safetensors"), std::string::npos) << e.what();
   }
   io::save_sharded_safetensors(dir.str(), m.named_parameters(), 1 << 30);
-  std::unique_ptr<Gpt2> loaded = load_gpt2(dir.str());
+  std::unique_ptr<CausalLM> loaded = load_pretrained(dir.str());
   EXPECT_FALSE(loaded->is_training());
   GenerateOptions o;
   o.max_new_tokens = 5;

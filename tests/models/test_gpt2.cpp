@@ -6,7 +6,7 @@
 
 #include "autograd/node.h"
 #include "common/error.h"
-#include "models/gpt2.h"
+#include "models/gpt2/gpt2.h"
 #include "tensor/ops.h"
 
 namespace hfrun::nn {
@@ -26,13 +26,14 @@ TEST(Gpt2, ParameterNamesAndShapesFollowHuggingFace) {
   Gpt2 m(tiny());
   auto named = m.named_parameters();
   ASSERT_EQ(named.size(), 2u + 12u * 2 + 2u);
-  EXPECT_EQ(named[0].first, "wte.weight");
+  EXPECT_EQ(named[0].first, "transformer.wte.weight");
   EXPECT_EQ(named[0].second.sizes(), (Shape{50, 32}));
-  EXPECT_EQ(named[1].first, "wpe.weight");
-  EXPECT_EQ(named[2].first, "h.0.ln_1.weight");
-  EXPECT_EQ(m.parameter("h.1.attn.c_attn.weight").sizes(), (Shape{32, 96}));  // Conv1D [in, out]
-  EXPECT_EQ(m.parameter("h.1.mlp.c_proj.weight").sizes(), (Shape{128, 32}));
-  EXPECT_EQ(named.back().first, "ln_f.bias");
+  EXPECT_EQ(named[1].first, "transformer.wpe.weight");
+  EXPECT_EQ(named[2].first, "transformer.h.0.ln_1.weight");
+  EXPECT_EQ(m.parameter("transformer.h.1.attn.c_attn.weight").sizes(),
+            (Shape{32, 96}));  // Conv1D [in, out]
+  EXPECT_EQ(m.parameter("transformer.h.1.mlp.c_proj.weight").sizes(), (Shape{128, 32}));
+  EXPECT_EQ(named.back().first, "transformer.ln_f.bias");
   // GPT-2 124M's well-known count, without building it: 12 layers, 768 wide, 50257 vocab.
   const int64_t C = 768, V = 50257, P = 1024, L = 12;
   EXPECT_EQ(
@@ -55,20 +56,23 @@ TEST(Gpt2, InitialisationFollowsHuggingFace) {
     const double mean = s / v.size();
     return std::sqrt(s2 / v.size() - mean * mean);
   };
-  EXPECT_NEAR(stddev(m.parameter("wte.weight")), 0.02, 0.001);
-  EXPECT_NEAR(stddev(m.parameter("h.0.mlp.c_fc.weight")), 0.02, 0.001);
+  EXPECT_NEAR(stddev(m.parameter("transformer.wte.weight")), 0.02, 0.001);
+  EXPECT_NEAR(stddev(m.parameter("transformer.h.0.mlp.c_fc.weight")), 0.02, 0.001);
   // Residual projections: 0.02 / sqrt(2 * n_layer).
-  EXPECT_NEAR(stddev(m.parameter("h.0.mlp.c_proj.weight")), 0.02 / std::sqrt(4.0), 0.001);
-  EXPECT_EQ(m.parameter("h.0.ln_1.weight").to_vector(), std::vector<float>(64, 1.0f));
-  EXPECT_EQ(m.parameter("h.0.attn.c_attn.bias").to_vector(), std::vector<float>(192, 0.0f));
+  EXPECT_NEAR(stddev(m.parameter("transformer.h.0.mlp.c_proj.weight")), 0.02 / std::sqrt(4.0),
+              0.001);
+  EXPECT_EQ(m.parameter("transformer.h.0.ln_1.weight").to_vector(), std::vector<float>(64, 1.0f));
+  EXPECT_EQ(m.parameter("transformer.h.0.attn.c_attn.bias").to_vector(),
+            std::vector<float>(192, 0.0f));
   // Same seed, same weights.
   Gpt2 again(c, 7);
-  EXPECT_EQ(again.parameter("wte.weight").to_vector(), m.parameter("wte.weight").to_vector());
+  EXPECT_EQ(again.parameter("transformer.wte.weight").to_vector(),
+            m.parameter("transformer.wte.weight").to_vector());
 }
 
 TEST(Gpt2, FlatParametersAreViewsAndGradientsLandInTheFlatBuffer) {
   Gpt2 m(tiny(), 3);
-  auto before = m.parameter("h.0.attn.c_proj.weight").to_vector();
+  auto before = m.parameter("transformer.h.0.attn.c_proj.weight").to_vector();
   const FlatParameters& flat = m.flatten_parameters();
   EXPECT_EQ(flat.slots.size(), m.named_parameters().size());
   EXPECT_GE(flat.params.numel(), m.num_parameters());
@@ -77,7 +81,7 @@ TEST(Gpt2, FlatParametersAreViewsAndGradientsLandInTheFlatBuffer) {
     EXPECT_TRUE(t.grad().shares_storage_with(flat.grads)) << name;
     EXPECT_EQ(t.offset() % 16, 0) << name;
   }
-  EXPECT_EQ(m.parameter("h.0.attn.c_proj.weight").to_vector(), before);  // values kept
+  EXPECT_EQ(m.parameter("transformer.h.0.attn.c_proj.weight").to_vector(), before);  // values kept
   Tensor ids = ops::from_ints({1, 2, 3, 4, 5, 6}, {2, 3});
   autograd::backward(m.loss(ids, ops::from_ints({2, 3, 4, 5, 6, 7}, {2, 3})));
   double norm = 0;

@@ -28,12 +28,12 @@ class TwoLayer : public nn::Module {
     w2_ = register_parameter("w2", ops::randn({8, 1}, gen, DType::kF32, 0, 0.5));
   }
   Tensor loss(const Tensor& x, const Tensor& y) const {
-    Tensor d = sub(linear(relu(linear(x, param(w1_), param(b1_))), param(w2_)), y);
+    Tensor d = sub(linear(relu(linear(x, w1_, b1_)), w2_), y);
     return mean(mul(d, d));
   }
 
  private:
-  size_t w1_, b1_, w2_;
+  nn::Parameter w1_, b1_, w2_;
 };
 
 struct Data {

@@ -11,7 +11,7 @@
 #include "autograd/node.h"
 #include "data/data_test_util.h"
 #include "io/safetensors.h"
-#include "models/gpt2.h"
+#include "models/gpt2/gpt2.h"
 #include "tensor/ops.h"
 #include "train/checkpoint.h"
 #include "train/resume.h"
@@ -114,7 +114,6 @@ TEST(Checkpoint, SaveLoadRoundTripIsBitExact) {
   st.elapsed_s = 12.5;
   CheckpointOptions o;
   o.config_hash = "sha256:test";
-  o.param_prefix = "transformer.";
   save_checkpoint(d.file("ck"), *a.model, *a.opt, st, o);
   // Saving the same step again replaces it.
   const std::string dir = save_checkpoint(d.file("ck"), *a.model, *a.opt, st, o);

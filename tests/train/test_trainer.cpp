@@ -8,7 +8,7 @@
 #include "data/data_test_util.h"
 #include "data/prepare.h"
 #include "io/checkpoint.h"
-#include "models/gpt2_config.h"
+#include "models/gpt2/gpt2.h"
 #include "train/trainer.h"
 
 namespace hfrun::train {

@@ -10,7 +10,7 @@
 
 #include "autograd/node.h"
 #include "models/generate.h"
-#include "models/gpt2.h"
+#include "models/gpt2/gpt2.h"
 #include "tensor/ops.h"
 
 namespace hfrun::nn {
@@ -58,7 +58,9 @@ std::unique_ptr<Gpt2> reference_model(const nlohmann::json& ref) {
   EXPECT_EQ(model->named_parameters().size(), ref["params"].size());
   for (const auto& [name, p] : ref["params"].items()) {
     Shape shape = p["shape"].get<Shape>();
-    model->load_parameter(name, ops::from_vector(p["data"].get<std::vector<float>>(), shape));
+    // The reference names parameters as GPT2Model does (no "transformer." prefix).
+    model->load_parameter("transformer." + name,
+                          ops::from_vector(p["data"].get<std::vector<float>>(), shape));
   }
   return model;
 }
@@ -77,7 +79,8 @@ TEST(Gpt2Parity, LogitsLossAndGradientsMatchPyTorch) {
   EXPECT_NEAR(loss.item(), ref["loss"].get<double>(), 1e-5 * std::fabs(ref["loss"].get<double>()));
   autograd::backward(loss);
   for (const auto& [name, t] : model.named_parameters()) {
-    const auto want = ref["grads"][name].get<std::vector<float>>();
+    const auto want =
+        ref["grads"][name.substr(std::string("transformer.").size())].get<std::vector<float>>();
     const double err = rel_err(t.grad().to_vector(), want);
     EXPECT_LT(err, 1e-4) << name;
   }

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "tensor/tensor.h"
@@ -41,6 +42,31 @@ struct TensorParallelSplit {
   Shape full_shape;
   bool split() const { return dim >= 0; }
 };
+
+// How a planned module is parallelised (HF's base_model_tp_plan styles):
+//  - kColwise: a Linear's output features are split (each rank computes a slice of the output
+//    from the whole input; the input's gradient is summed over the group);
+//  - kRowwise: a Linear's input features are split (each rank computes a partial sum of the
+//    whole output, summed over the group before the replicated bias is added);
+//  - kVocab: an Embedding's rows (ids outside a rank's range contribute zeros, summed over the
+//    group), or an output Linear's rows (the logits stay split along the vocabulary; the loss
+//    is vocab_parallel_cross_entropy);
+//  - kReplicatedSumGrad: a norm applied to a rank's own heads only (Qwen3's q_norm, k_norm):
+//    every rank holds the whole weight, and its gradient is summed over the group.
+enum class ParallelStyle { kColwise, kRowwise, kVocab, kReplicatedSumGrad };
+
+// One rule of a plan: modules whose dotted path (relative to the model) matches `pattern`,
+// where "*" matches one path component ("model.layers.*.self_attn.q_proj"). `groups` > 1 splits
+// a fused output into that many equal blocks first (GPT-2's c_attn: q, k, v).
+struct TensorParallelRule {
+  std::string pattern;
+  ParallelStyle style = ParallelStyle::kColwise;
+  int groups = 1;
+};
+using TensorParallelPlan = std::vector<TensorParallelRule>;
+
+// Whether a module path matches a plan pattern ("*" = one whole component).
+bool matches_plan_pattern(const std::string& pattern, const std::string& path);
 
 // [begin, end) of rank t's part of n elements split over `size` ranks.
 std::pair<int64_t, int64_t> tensor_parallel_range(int64_t n, int t, int size);

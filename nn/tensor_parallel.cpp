@@ -1,8 +1,9 @@
-#include "models/tensor_parallel.h"
+#include "nn/tensor_parallel.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string_view>
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
@@ -10,6 +11,21 @@
 #include "tensor/ops.h"
 
 namespace hfrun::nn {
+
+bool matches_plan_pattern(const std::string& pattern, const std::string& path) {
+  size_t p = 0, q = 0;
+  while (p <= pattern.size() && q <= path.size()) {
+    const size_t pe = std::min(pattern.find('.', p), pattern.size());
+    const size_t qe = std::min(path.find('.', q), path.size());
+    const std::string_view want(pattern.data() + p, pe - p), got(path.data() + q, qe - q);
+    if (want != "*" && want != got) return false;
+    if (want == "*" && got.empty()) return false;
+    if (pe == pattern.size() || qe == path.size()) return pe == pattern.size() && qe == path.size();
+    p = pe + 1;
+    q = qe + 1;
+  }
+  return false;
+}
 
 std::pair<int64_t, int64_t> tensor_parallel_range(int64_t n, int t, int size) {
   return {n * t / size, n * (t + 1) / size};

@@ -1,4 +1,4 @@
-#include "models/gpt2_config.h"
+#include "models/gpt2/config.h"
 
 #include <fstream>
 #include <nlohmann/json.hpp>

@@ -1,0 +1,241 @@
+#include "models/llama/config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace hfrun::nn {
+
+using nlohmann::json;
+
+const std::vector<std::string>& llama_model_types() {
+  static const std::vector<std::string> types = {"llama", "mistral", "qwen2", "qwen3"};
+  return types;
+}
+
+std::string LlamaConfig::architecture() const {
+  if (model_type == "mistral") return "MistralForCausalLM";
+  if (model_type == "qwen2") return "Qwen2ForCausalLM";
+  if (model_type == "qwen3") return "Qwen3ForCausalLM";
+  return "LlamaForCausalLM";
+}
+
+void LlamaConfig::validate(const std::string& source) const {
+  auto positive = [&](int64_t v, const char* key) {
+    HF_CHECK_INPUT(v > 0, source, ": ", key, " must be positive, got ", v);
+  };
+  positive(vocab_size, "vocab_size");
+  positive(hidden_size, "hidden_size");
+  positive(intermediate_size, "intermediate_size");
+  positive(num_hidden_layers, "num_hidden_layers");
+  positive(num_attention_heads, "num_attention_heads");
+  positive(max_position_embeddings, "max_position_embeddings");
+  HF_CHECK_INPUT(num_key_value_heads >= 0 && head_dim >= 0, source,
+                 ": num_key_value_heads and head_dim must be positive (or null)");
+  HF_CHECK_INPUT(head_dim > 0 || hidden_size % num_attention_heads == 0, source, ": hidden_size (",
+                 hidden_size, ") must be divisible by num_attention_heads (", num_attention_heads,
+                 ") when head_dim is not given");
+  HF_CHECK_INPUT(num_attention_heads % kv_heads() == 0, source, ": num_attention_heads (",
+                 num_attention_heads, ") must be a multiple of num_key_value_heads (", kv_heads(),
+                 ")");
+  HF_CHECK_INPUT(dim_per_head() % 2 == 0, source, ": head_dim ", dim_per_head(),
+                 " must be even (rotary embeddings rotate pairs)");
+  HF_CHECK_INPUT(rms_norm_eps > 0, source, ": rms_norm_eps must be positive");
+  HF_CHECK_INPUT(rope_theta > 0, source, ": rope_theta must be positive");
+  HF_CHECK_INPUT(rope_scaling.factor > 0, source, ": rope_scaling.factor must be positive");
+  if (rope_scaling.type == "llama3") {
+    HF_CHECK_INPUT(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor, source,
+                   ": rope_scaling.high_freq_factor must exceed low_freq_factor");
+    positive(rope_scaling.original_max_position_embeddings,
+             "rope_scaling.original_max_position_embeddings");
+  }
+  HF_CHECK_INPUT(sliding_window >= 0, source, ": sliding_window must be positive (or null)");
+}
+
+namespace {
+
+// Reads a config.json object field by field, naming `source` and the key in every error.
+struct Reader {
+  const json& j;
+  const std::string& source;
+
+  bool has(const char* key) const { return j.contains(key) && !j[key].is_null(); }
+  void get(const char* key, int64_t& out) const {
+    if (!has(key)) return;
+    HF_CHECK_INPUT(j[key].is_number_integer(), source, ": ", key, " must be an integer, got ",
+                   j[key].dump());
+    out = j[key].get<int64_t>();
+  }
+  void get(const char* key, double& out) const {
+    if (!has(key)) return;
+    HF_CHECK_INPUT(j[key].is_number(), source, ": ", key, " must be a number, got ", j[key].dump());
+    out = j[key].get<double>();
+  }
+  void get(const char* key, bool& out) const {
+    if (!has(key)) return;
+    HF_CHECK_INPUT(j[key].is_boolean(), source, ": ", key, " must be true or false, got ",
+                   j[key].dump());
+    out = j[key].get<bool>();
+  }
+  void get(const char* key, std::string& out) const {
+    if (!has(key)) return;
+    HF_CHECK_INPUT(j[key].is_string(), source, ": ", key, " must be a string, got ", j[key].dump());
+    out = j[key].get<std::string>();
+  }
+};
+
+void read_rope_scaling(const json& r, const std::string& key, const std::string& source,
+                       LlamaConfig& c) {
+  HF_CHECK_INPUT(r.is_object(), source, ": ", key, " must be an object or null, got ", r.dump());
+  const Reader rr{r, source + ": " + key};
+  std::string type = "default";
+  rr.get("type", type);  // older configs
+  rr.get("rope_type", type);
+  if (r.contains("rope_theta") && !r["rope_theta"].is_null()) rr.get("rope_theta", c.rope_theta);
+  HF_CHECK_INPUT(type == "default" || type == "linear" || type == "llama3", source, ": ", key,
+                 " type '", type,
+                 "' is not supported (default, linear and llama3 are; dynamic, yarn and longrope "
+                 "are not)");
+  c.rope_scaling.type = type;
+  rr.get("factor", c.rope_scaling.factor);
+  rr.get("low_freq_factor", c.rope_scaling.low_freq_factor);
+  rr.get("high_freq_factor", c.rope_scaling.high_freq_factor);
+  rr.get("original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings);
+  c.has_rope_scaling = type != "default";
+}
+
+}  // namespace
+
+LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& source,
+                                   const std::string& default_type) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    HF_CHECK_INPUT(false, source, ": not valid JSON: ", e.what());
+  }
+  HF_CHECK_INPUT(j.is_object(), source, ": expected a JSON object");
+  const Reader r{j, source};
+  LlamaConfig c;
+  c.model_type = default_type;
+  r.get("model_type", c.model_type);
+  bool known = false;
+  for (const std::string& t : llama_model_types()) known = known || t == c.model_type;
+  HF_CHECK_INPUT(known, source, ": model_type '", c.model_type, "' is not one of llama, mistral, ",
+                 "qwen2, qwen3");
+  // Each transformers class's defaults.
+  if (c.model_type == "mistral") {
+    c.intermediate_size = 14336;
+    c.num_key_value_heads = 8;
+    c.max_position_embeddings = 4096 * 32;
+    c.sliding_window = 4096;
+  } else if (c.model_type == "qwen2" || c.model_type == "qwen3") {
+    c.vocab_size = 151936;
+    c.intermediate_size = 22016;
+    c.max_position_embeddings = 32768;
+    if (c.model_type == "qwen3") c.head_dim = 128;
+  }
+  r.get("vocab_size", c.vocab_size);
+  r.get("hidden_size", c.hidden_size);
+  r.get("intermediate_size", c.intermediate_size);
+  r.get("num_hidden_layers", c.num_hidden_layers);
+  r.get("num_attention_heads", c.num_attention_heads);
+  if (j.contains("num_key_value_heads") && j["num_key_value_heads"].is_null()) {
+    c.num_key_value_heads = 0;
+  }
+  r.get("num_key_value_heads", c.num_key_value_heads);
+  if (j.contains("head_dim") && j["head_dim"].is_null()) c.head_dim = 0;
+  r.get("head_dim", c.head_dim);
+  r.get("max_position_embeddings", c.max_position_embeddings);
+  r.get("rms_norm_eps", c.rms_norm_eps);
+  r.get("rope_theta", c.rope_theta);
+  r.get("tie_word_embeddings", c.tie_word_embeddings);
+  r.get("initializer_range", c.initializer_range);
+  if (c.model_type == "llama" || c.model_type == "qwen3") r.get("attention_bias", c.attention_bias);
+  if (c.model_type == "llama") r.get("mlp_bias", c.mlp_bias);
+  if (r.has("rope_scaling")) read_rope_scaling(j["rope_scaling"], "rope_scaling", source, c);
+  if (r.has("rope_parameters"))
+    read_rope_scaling(j["rope_parameters"], "rope_parameters", source, c);
+
+  // What changes the architecture beyond what is implemented is refused by name.
+  std::string act = "silu";
+  r.get("hidden_act", act);
+  HF_CHECK_INPUT(act == "silu", source, ": hidden_act '", act,
+                 "' is not supported (the Llama family's SwiGLU MLP uses silu)");
+  double attention_dropout = 0;
+  r.get("attention_dropout", attention_dropout);
+  HF_CHECK_INPUT(attention_dropout == 0, source, ": attention_dropout ", attention_dropout,
+                 " is not supported (0 only)");
+  if (c.model_type == "mistral") {
+    c.sliding_window = 0;
+    if (r.has("sliding_window")) r.get("sliding_window", c.sliding_window);
+  } else {
+    c.sliding_window = 0;
+    bool use_sliding_window = false;
+    r.get("use_sliding_window", use_sliding_window);
+    HF_CHECK_INPUT(!use_sliding_window, source,
+                   ": use_sliding_window = true is not supported (full attention in every layer)");
+  }
+  if (r.has("layer_types")) {
+    HF_CHECK_INPUT(j["layer_types"].is_array(), source, ": layer_types must be a list");
+    for (const json& t : j["layer_types"]) {
+      HF_CHECK_INPUT(t == "full_attention", source, ": layer_types entry ", t.dump(),
+                     " is not supported (full_attention only)");
+    }
+  }
+  for (const char* key : {"num_experts", "num_local_experts", "moe_intermediate_size"}) {
+    HF_CHECK_INPUT(!r.has(key), source, ": ", key,
+                   " (mixture of experts) is not supported for model_type ", c.model_type);
+  }
+  json pass = json::object();
+  for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
+    if (j.contains(key)) pass[key] = j[key];
+  }
+  c.passthrough_json = pass.dump();
+  c.validate(source);
+  return c;
+}
+
+std::string LlamaConfig::to_json() const {
+  json j = {{"model_type", model_type},
+            {"architectures", {architecture()}},
+            {"vocab_size", vocab_size},
+            {"hidden_size", hidden_size},
+            {"intermediate_size", intermediate_size},
+            {"num_hidden_layers", num_hidden_layers},
+            {"num_attention_heads", num_attention_heads},
+            {"num_key_value_heads", kv_heads()},
+            {"head_dim", dim_per_head()},
+            {"max_position_embeddings", max_position_embeddings},
+            {"rms_norm_eps", rms_norm_eps},
+            {"rope_theta", rope_theta},
+            {"tie_word_embeddings", tie_word_embeddings},
+            {"hidden_act", "silu"},
+            {"initializer_range", initializer_range},
+            {"attention_dropout", 0.0},
+            {"use_cache", true},
+            {"torch_dtype", "float32"}};
+  if (has_rope_scaling) {
+    json rs = {{"rope_type", rope_scaling.type}, {"factor", rope_scaling.factor}};
+    if (rope_scaling.type == "llama3") {
+      rs["low_freq_factor"] = rope_scaling.low_freq_factor;
+      rs["high_freq_factor"] = rope_scaling.high_freq_factor;
+      rs["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+    }
+    j["rope_scaling"] = rs;
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  if (model_type == "llama" || model_type == "qwen3") j["attention_bias"] = attention_bias;
+  if (model_type == "llama") j["mlp_bias"] = mlp_bias;
+  if (model_type == "mistral") {
+    j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
+  } else if (model_type != "llama") {
+    j["use_sliding_window"] = false;
+    j["sliding_window"] = nullptr;
+  }
+  j.update(json::parse(passthrough_json));
+  return j.dump(2) + "\n";
+}
+
+}  // namespace hfrun::nn

@@ -1,0 +1,65 @@
+// The Llama family's hyper-parameters with Hugging Face config.json names: LlamaConfig, and the
+// same decoder as MistralConfig, Qwen2Config (q/k/v biases) and Qwen3Config (per-head q/k
+// RMSNorm, explicit head_dim). Defaults are each transformers class's own.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hfrun::nn {
+
+struct RopeScaling {
+  std::string type = "default";  // default | linear | llama3
+  double factor = 1.0;
+  double low_freq_factor = 1.0, high_freq_factor = 4.0;  // llama3
+  int64_t original_max_position_embeddings = 8192;       // llama3
+};
+
+struct LlamaConfig {
+  std::string model_type = "llama";  // llama | mistral | qwen2 | qwen3
+  int64_t vocab_size = 32000;
+  int64_t hidden_size = 4096;
+  int64_t intermediate_size = 11008;
+  int64_t num_hidden_layers = 32;
+  int64_t num_attention_heads = 32;
+  int64_t num_key_value_heads = 0;  // 0 = num_attention_heads
+  int64_t head_dim = 0;             // 0 = hidden_size / num_attention_heads
+  int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool has_rope_scaling = false;  // rope_scaling given (not null)
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // q, k, v, o (Llama, Qwen3); Qwen2: q, k, v always, o never
+  bool mlp_bias = false;
+  double initializer_range = 0.02;
+  int64_t sliding_window = 0;  // > 0: attention sees at most this many keys (Mistral)
+  // Passed through to config.json untouched (token ids, torch_dtype, ...): JSON text.
+  std::string passthrough_json = "{}";
+
+  int64_t kv_heads() const {
+    return num_key_value_heads > 0 ? num_key_value_heads : num_attention_heads;
+  }
+  int64_t dim_per_head() const {
+    return head_dim > 0 ? head_dim : hidden_size / num_attention_heads;
+  }
+  bool qkv_bias() const { return model_type == "qwen2" || attention_bias; }
+  bool o_bias() const { return model_type != "qwen2" && attention_bias; }
+  bool qk_norm() const { return model_type == "qwen3"; }
+  // The transformers class of the causal LM ("LlamaForCausalLM", ...).
+  std::string architecture() const;
+
+  // Throws an invalid-input error naming `source` and the offending key.
+  void validate(const std::string& source) const;
+  // Reads config.json text of one of the four model_types (`default_type` when it has none).
+  // Keys that change the architecture in a way not implemented are rejected by name.
+  static LlamaConfig from_json(const std::string& json_text, const std::string& source,
+                               const std::string& default_type = "llama");
+  std::string to_json() const;
+};
+
+// The model_types this family reads.
+const std::vector<std::string>& llama_model_types();
+
+}  // namespace hfrun::nn

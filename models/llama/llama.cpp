@@ -1,0 +1,346 @@
+#include "models/llama/llama.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "autograd/functions.h"
+#include "autograd/node.h"
+#include "common/error.h"
+#include "tensor/ops.h"
+
+namespace hfrun::nn {
+
+namespace {
+
+std::unique_ptr<Linear> make_linear(int64_t in, int64_t out, bool bias, Generator& gen,
+                                    double std) {
+  Tensor w = ops::randn({out, in}, gen, DType::kF32, 0.0, std);
+  return std::make_unique<Linear>(std::move(w), bias ? ops::zeros({out}) : Tensor());
+}
+
+// [B, H_kv, S, D] -> [B, H_kv * rep, S, D]: each KV head serves `rep` consecutive query heads
+// (HF's repeat_kv).
+Tensor repeat_kv(const Tensor& x, int64_t rep) {
+  if (rep == 1) return x;
+  const int64_t B = x.size(0), H = x.size(1), S = x.size(2), D = x.size(3);
+  return reshape(expand(unsqueeze(x, 2), {B, H, rep, S, D}), {B, H * rep, S, D});
+}
+
+}  // namespace
+
+std::vector<double> rope_inverse_frequencies(const LlamaConfig& c) {
+  const int64_t D = c.dim_per_head();
+  std::vector<double> inv(static_cast<size_t>(D / 2));
+  for (int64_t i = 0; i < D / 2; ++i) {
+    inv[static_cast<size_t>(i)] =
+        1.0 / std::pow(c.rope_theta, static_cast<double>(2 * i) / static_cast<double>(D));
+  }
+  const RopeScaling& rs = c.rope_scaling;
+  if (rs.type == "linear") {
+    for (double& f : inv) f /= rs.factor;
+  } else if (rs.type == "llama3") {
+    // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, the band between
+    // interpolated smoothly.
+    const double old_len = static_cast<double>(rs.original_max_position_embeddings);
+    const double low_wavelen = old_len / rs.low_freq_factor;
+    const double high_wavelen = old_len / rs.high_freq_factor;
+    for (double& f : inv) {
+      const double wavelen = 2 * std::numbers::pi / f;
+      if (wavelen > low_wavelen) {
+        f /= rs.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth =
+            (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+        f = (1 - smooth) * f / rs.factor + smooth * f;
+      }
+    }
+  }
+  return inv;
+}
+
+RopeTables rope_tables(const LlamaConfig& c, int64_t start, int64_t T, Device device) {
+  const int64_t D = c.dim_per_head(), half = D / 2;
+  const std::vector<double> inv = rope_inverse_frequencies(c);
+  std::vector<float> cos(static_cast<size_t>(T * D)), sin(static_cast<size_t>(T * D));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(start + t) * inv[static_cast<size_t>(i)];
+      const auto c0 = static_cast<float>(std::cos(angle)), s0 = static_cast<float>(std::sin(angle));
+      // emb = cat(freqs, freqs): both halves of D use frequency i.
+      for (int64_t k : {i, i + half}) {
+        cos[static_cast<size_t>(t * D + k)] = c0;
+        sin[static_cast<size_t>(t * D + k)] = s0;
+      }
+    }
+  }
+  return {ops::to_device(ops::from_vector(cos, {T, D}), device),
+          ops::to_device(ops::from_vector(sin, {T, D}), device)};
+}
+
+// self_attn: q_proj, k_proj, v_proj, o_proj (and Qwen3's q_norm, k_norm).
+class LlamaAttention : public Module {
+ public:
+  LlamaAttention(const LlamaConfig& c, Generator& gen) : c_(c) {
+    const int64_t C = c.hidden_size, D = c.dim_per_head();
+    const int64_t H = c.num_attention_heads, Hkv = c.kv_heads();
+    const double std = c.initializer_range;
+    q_proj_ = &register_module("q_proj", make_linear(C, H * D, c.qkv_bias(), gen, std));
+    k_proj_ = &register_module("k_proj", make_linear(C, Hkv * D, c.qkv_bias(), gen, std));
+    v_proj_ = &register_module("v_proj", make_linear(C, Hkv * D, c.qkv_bias(), gen, std));
+    o_proj_ = &register_module("o_proj", make_linear(H * D, C, c.o_bias(), gen, std));
+    if (c.qk_norm()) {
+      q_norm_ = &register_module("q_norm", std::make_unique<RMSNorm>(D, c.rms_norm_eps));
+      k_norm_ = &register_module("k_norm", std::make_unique<RMSNorm>(D, c.rms_norm_eps));
+    }
+  }
+
+  // The heads this rank holds (all without tensor parallelism) follow from the projections'
+  // widths. Under mixed precision q, k, v come out in the compute dtype (as autocast gives
+  // them), except that Qwen3's per-head norms read f32.
+  Tensor forward(const Tensor& x, const BlockArgs& a) {
+    const int64_t B = x.size(0), T = x.size(1), D = c_.dim_per_head();
+    const std::optional<DType> cd = compute_dtype();
+    const std::optional<DType> qk_dtype = q_norm_ ? std::optional<DType>(x.dtype()) : cd;
+    auto heads = [&](const Tensor& t) {  // [B, T, h*D] -> [B, T, h, D]
+      return reshape(t, {B, T, t.size(2) / D, D});
+    };
+    Tensor q = heads(q_proj_->forward(x, qk_dtype));
+    Tensor k = heads(k_proj_->forward(x, qk_dtype));
+    Tensor v = transpose(heads(v_proj_->forward(x, cd)), 1, 2);  // [B, H_kv, T, D]
+    if (q_norm_) {
+      q = q_norm_->forward(q);
+      k = k_norm_->forward(k);
+    }
+    q = rotary_embedding(transpose(q, 1, 2), a.rope_cos, a.rope_sin);  // [B, H, T, D]
+    k = rotary_embedding(transpose(k, 1, 2), a.rope_cos, a.rope_sin);  // [B, H_kv, T, D]
+    if (cd && q.dtype() != *cd) {
+      q = to_dtype(q, *cd);
+      k = to_dtype(k, *cd);
+    }
+    const int64_t H = q.size(1), Hkv = k.size(1);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+    Tensor y;
+    if (a.cache_k != nullptr) {
+      Tensor k_new = ops::narrow(*a.cache_k, 2, a.cache_start, T);
+      Tensor v_new = ops::narrow(*a.cache_v, 2, a.cache_start, T);
+      ops::copy_(k_new, k);
+      ops::copy_(v_new, v);
+      const int64_t S = a.cache_start + T;
+      // Causal with the offset S - T: query i sees keys [0, start + i].
+      y = ops::attention(ops::contiguous(q),
+                         ops::contiguous(repeat_kv(ops::narrow(*a.cache_k, 2, 0, S), H / Hkv)),
+                         ops::contiguous(repeat_kv(ops::narrow(*a.cache_v, 2, 0, S), H / Hkv)),
+                         /*causal=*/true, scale)
+              .out;
+    } else {
+      y = scaled_dot_product_attention(q, repeat_kv(k, H / Hkv), repeat_kv(v, H / Hkv),
+                                       /*causal=*/true, scale);
+    }
+    y = reshape(transpose(y, 1, 2), {B, T, H * D});
+    return o_proj_->forward(y, x.dtype());
+  }
+
+ private:
+  const LlamaConfig& c_;
+  Linear* q_proj_;
+  Linear* k_proj_;
+  Linear* v_proj_;
+  Linear* o_proj_;
+  RMSNorm* q_norm_ = nullptr;
+  RMSNorm* k_norm_ = nullptr;
+};
+
+// mlp: down_proj(silu(gate_proj(x)) * up_proj(x)).
+class LlamaMlp : public Module {
+ public:
+  LlamaMlp(const LlamaConfig& c, Generator& gen) {
+    const int64_t C = c.hidden_size, I = c.intermediate_size;
+    const double std = c.initializer_range;
+    gate_proj_ = &register_module("gate_proj", make_linear(C, I, c.mlp_bias, gen, std));
+    up_proj_ = &register_module("up_proj", make_linear(C, I, c.mlp_bias, gen, std));
+    down_proj_ = &register_module("down_proj", make_linear(I, C, c.mlp_bias, gen, std));
+  }
+
+  Tensor forward(const Tensor& x) {
+    const std::optional<DType> cd = compute_dtype();
+    Tensor h = mul(silu(gate_proj_->forward(x, cd)), up_proj_->forward(x, cd));
+    return down_proj_->forward(h, x.dtype());
+  }
+
+ private:
+  Linear* gate_proj_;
+  Linear* up_proj_;
+  Linear* down_proj_;
+};
+
+class LlamaBlock : public Block {
+ public:
+  LlamaBlock(const LlamaConfig& c, Generator& gen) {
+    self_attn_ = &register_module("self_attn", std::make_unique<LlamaAttention>(c, gen));
+    mlp_ = &register_module("mlp", std::make_unique<LlamaMlp>(c, gen));
+    input_layernorm_ = &register_module("input_layernorm",
+                                        std::make_unique<RMSNorm>(c.hidden_size, c.rms_norm_eps));
+    post_attention_layernorm_ = &register_module(
+        "post_attention_layernorm", std::make_unique<RMSNorm>(c.hidden_size, c.rms_norm_eps));
+  }
+
+ protected:
+  Tensor forward(const Tensor& x, const BlockArgs& a) override {
+    Tensor h = add(x, self_attn_->forward(input_layernorm_->forward(x), a));
+    return add(h, mlp_->forward(post_attention_layernorm_->forward(h)));
+  }
+
+ private:
+  LlamaAttention* self_attn_;
+  LlamaMlp* mlp_;
+  RMSNorm* input_layernorm_;
+  RMSNorm* post_attention_layernorm_;
+};
+
+// "model": embed_tokens, layers, norm (HF's LlamaModel).
+class LlamaBody : public Module {
+ public:
+  LlamaBody(const LlamaConfig& c, Generator& gen) {
+    embed_tokens = &register_module("embed_tokens", std::make_unique<Embedding>(ops::randn(
+                                                        {c.vocab_size, c.hidden_size}, gen,
+                                                        DType::kF32, 0.0, c.initializer_range)));
+    layers = &register_module("layers", std::make_unique<ModuleList<LlamaBlock>>());
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+      layers->append(std::make_unique<LlamaBlock>(c, gen));
+    }
+    norm = &register_module("norm", std::make_unique<RMSNorm>(c.hidden_size, c.rms_norm_eps));
+  }
+
+  Embedding* embed_tokens;
+  ModuleList<LlamaBlock>* layers;
+  RMSNorm* norm;
+};
+
+Llama::Llama(const LlamaConfig& config, uint64_t seed) : CausalLM(seed), config_(config) {
+  config_.validate(config_.model_type + " config");
+  Generator gen(seed);
+  body_ = &register_module("model", std::make_unique<LlamaBody>(config_, gen));
+  if (!config_.tie_word_embeddings) {
+    lm_head_ = &register_module("lm_head", make_linear(config_.hidden_size, config_.vocab_size,
+                                                       false, gen, config_.initializer_range));
+  }
+}
+
+Llama::~Llama() = default;
+
+std::vector<Module*> Llama::blocks() {
+  return {body_->layers->items().begin(), body_->layers->items().end()};
+}
+
+const ParallelLayer& Llama::output_layer() const {
+  if (lm_head_ != nullptr) return *lm_head_;
+  return *body_->embed_tokens;
+}
+
+void Llama::check_sequence_length(int64_t T, const std::string& source) const {
+  HF_CHECK_INPUT(config_.sliding_window == 0 || T <= config_.sliding_window, source,
+                 ": sequence length ", T, " exceeds the model's sliding_window ",
+                 config_.sliding_window, " (sliding-window attention is not implemented)");
+}
+
+const RopeTables& Llama::rope(int64_t start, int64_t T) {
+  const Device dev = body_->embed_tokens->weight()->device();
+  if (start != rope_start_ || T != rope_len_ || !(dev == rope_device_)) {
+    rope_cache_ = rope_tables(config_, start, T, dev);
+    rope_start_ = start;
+    rope_len_ = T;
+    rope_device_ = dev;
+  }
+  return rope_cache_;
+}
+
+Tensor Llama::logits(const Tensor& ids) {
+  HF_CHECK(ids.dim() == 2, model_type(), ": ids must be [B, T], got ", ids.str());
+  const int64_t T = ids.size(1);
+  check_sequence_length(T, model_type());
+  LlamaBody& b = *body_;
+  Tensor x = b.embed_tokens->forward(ids);
+  const RopeTables& r = rope(0, T);
+  BlockArgs args;
+  args.dropout = &dropout_generator();
+  args.rope_cos = r.cos;
+  args.rope_sin = r.sin;
+  for (LlamaBlock* block : b.layers->items()) x = (*block)(x, args);
+  x = b.norm->forward(x);
+  return lm_head_ != nullptr ? lm_head_->forward(x) : b.embed_tokens->attend(x);
+}
+
+KvCache Llama::make_kv_cache(int64_t batch, int64_t capacity) const {
+  return allocate_kv_cache(batch, capacity, body_->layers->size(), config_.kv_heads(),
+                           config_.dim_per_head());
+}
+
+Tensor Llama::forward_cached(const Tensor& ids, KvCache& cache) {
+  const int64_t T = check_cached_input(ids, cache, body_->layers->size());
+  autograd::NoGradGuard no_grad;
+  if (T == 0) return ops::empty({cache.batch, 0, config_.vocab_size}, DType::kF32, device());
+  const int64_t start = cache.length;
+  check_sequence_length(start + T, model_type());
+  LlamaBody& b = *body_;
+  Tensor x = b.embed_tokens->forward(ids);
+  const RopeTables r = rope_tables(config_, start, T, device());
+  for (size_t l = 0; l < b.layers->size(); ++l) {
+    BlockArgs args;
+    args.rope_cos = r.cos;
+    args.rope_sin = r.sin;
+    args.cache_k = &cache.k[l];
+    args.cache_v = &cache.v[l];
+    args.cache_start = start;
+    x = (*b.layers)[l](x, args);
+  }
+  cache.length = start + T;
+  x = b.norm->forward(x);
+  return lm_head_ != nullptr ? lm_head_->forward(x) : b.embed_tokens->attend(x);
+}
+
+TensorParallelPlan Llama::tensor_parallel_plan() const {
+  TensorParallelPlan plan = {{"model.embed_tokens", ParallelStyle::kVocab, 1},
+                             {"model.layers.*.self_attn.q_proj", ParallelStyle::kColwise, 1},
+                             {"model.layers.*.self_attn.k_proj", ParallelStyle::kColwise, 1},
+                             {"model.layers.*.self_attn.v_proj", ParallelStyle::kColwise, 1},
+                             {"model.layers.*.self_attn.o_proj", ParallelStyle::kRowwise, 1},
+                             {"model.layers.*.mlp.gate_proj", ParallelStyle::kColwise, 1},
+                             {"model.layers.*.mlp.up_proj", ParallelStyle::kColwise, 1},
+                             {"model.layers.*.mlp.down_proj", ParallelStyle::kRowwise, 1}};
+  if (config_.qk_norm()) {
+    plan.push_back({"model.layers.*.self_attn.q_norm", ParallelStyle::kReplicatedSumGrad, 1});
+    plan.push_back({"model.layers.*.self_attn.k_norm", ParallelStyle::kReplicatedSumGrad, 1});
+  }
+  if (!config_.tie_word_embeddings) plan.push_back({"lm_head", ParallelStyle::kVocab, 1});
+  return plan;
+}
+
+void Llama::check_tensor_parallel(int T) const {
+  HF_CHECK_INPUT(config_.num_attention_heads % T == 0, "distributed.tensor_parallel ", T,
+                 " must divide the model's num_attention_heads ", config_.num_attention_heads);
+  HF_CHECK_INPUT(config_.kv_heads() % T == 0, "distributed.tensor_parallel ", T,
+                 " must divide the model's num_key_value_heads ", config_.kv_heads(),
+                 " (each rank holds whole KV heads)");
+  HF_CHECK_INPUT(config_.intermediate_size % T == 0, "distributed.tensor_parallel ", T,
+                 " must divide the model's intermediate_size ", config_.intermediate_size);
+  HF_CHECK_INPUT(config_.vocab_size >= T, "distributed.tensor_parallel ", T,
+                 " exceeds the vocabulary size ", config_.vocab_size);
+}
+
+double Llama::matmul_flops_per_token(int64_t T) const {
+  const double C = static_cast<double>(config_.hidden_size);
+  const double L = static_cast<double>(config_.num_hidden_layers);
+  const double V = static_cast<double>(config_.vocab_size);
+  const double I = static_cast<double>(config_.intermediate_size);
+  const double Dq = static_cast<double>(config_.num_attention_heads * config_.dim_per_head());
+  const double Dkv = static_cast<double>(config_.kv_heads() * config_.dim_per_head());
+  // Per layer q and o (2 C Dq), k and v (2 C Dkv), gate, up and down (3 C I); lm_head (V C);
+  // attention's two T x T products (2 T Dq).
+  return L * (2 * C * Dq + 2 * C * Dkv + 3 * C * I + 2 * static_cast<double>(T) * Dq) + V * C;
+}
+
+std::unique_ptr<CausalLM> Llama::make_like() const {
+  return std::make_unique<Llama>(config_);
+}
+
+}  // namespace hfrun::nn

@@ -1,0 +1,198 @@
+#include "models/registry.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/error.h"
+#include "io/checkpoint.h"
+#include "models/gpt2/gpt2.h"
+#include "models/llama/llama.h"
+
+namespace hfrun::nn {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> supported_model_types() {
+  std::vector<std::string> types = {"gpt2"};
+  for (const std::string& t : llama_model_types()) types.push_back(t);
+  return types;
+}
+
+std::string model_type_of(const std::string& config_json, const std::string& source,
+                          const std::string& default_type) {
+  const nlohmann::json j = nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+  HF_CHECK_INPUT(j.is_object(), source, ": not valid JSON (or not a JSON object)");
+  if (!j.contains("model_type")) return default_type;
+  HF_CHECK_INPUT(j["model_type"].is_string(), source, ": model_type must be a string, got ",
+                 j["model_type"].dump());
+  return j["model_type"].get<std::string>();
+}
+
+const std::vector<std::string>& model_config_keys(const std::string& model_type) {
+  static const std::vector<std::string> gpt2 = {"model_type",
+                                                "vocab_size",
+                                                "n_positions",
+                                                "n_ctx",
+                                                "n_embd",
+                                                "n_layer",
+                                                "n_head",
+                                                "n_inner",
+                                                "layer_norm_epsilon",
+                                                "initializer_range",
+                                                "embd_pdrop",
+                                                "resid_pdrop",
+                                                "attn_pdrop",
+                                                "activation_function"};
+  static const std::vector<std::string> llama = {
+      "model_type",          "vocab_size",         "hidden_size",
+      "intermediate_size",   "num_hidden_layers",  "num_attention_heads",
+      "num_key_value_heads", "head_dim",           "max_position_embeddings",
+      "rms_norm_eps",        "rope_theta",         "rope_scaling",
+      "tie_word_embeddings", "attention_bias",     "mlp_bias",
+      "initializer_range",   "hidden_act",         "attention_dropout",
+      "sliding_window",      "use_sliding_window", "max_window_layers",
+      "pretraining_tp",      "bos_token_id",       "eos_token_id",
+      "pad_token_id"};
+  static const std::vector<std::string> none;
+  if (model_type == "gpt2") return gpt2;
+  for (const std::string& t : llama_model_types()) {
+    if (t == model_type) return llama;
+  }
+  return none;
+}
+
+void check_model_config(const std::string& config_json, const std::string& source,
+                        const std::string& model_type) {
+  const nlohmann::json j = nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+  HF_CHECK_INPUT(j.is_object(), source, ": not valid JSON (or not a JSON object)");
+  const std::vector<std::string>& keys = model_config_keys(model_type);
+  HF_CHECK_INPUT(!keys.empty(), source, ": model_type '", model_type, "' is not supported");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    bool known = false;
+    for (const std::string& k : keys) known = known || k == key;
+    std::string list;
+    for (const std::string& k : keys) list += (list.empty() ? "" : ", ") + k;
+    HF_CHECK_INPUT(known, source, ".", key, ": not a ", model_type, " config key (", list, ")");
+  }
+  if (model_type == "gpt2") {
+    Gpt2Config::from_json(config_json, source);
+  } else {
+    LlamaConfig::from_json(config_json, source, model_type);
+  }
+}
+
+std::unique_ptr<CausalLM> create_causal_lm(const std::string& config_json,
+                                           const std::string& source, uint64_t seed,
+                                           const std::string& default_type) {
+  const std::string type = model_type_of(config_json, source, default_type);
+  if (type == "gpt2")
+    return std::make_unique<Gpt2>(Gpt2Config::from_json(config_json, source), seed);
+  for (const std::string& t : llama_model_types()) {
+    if (t == type) {
+      return std::make_unique<Llama>(LlamaConfig::from_json(config_json, source, type), seed);
+    }
+  }
+  std::string known;
+  for (const std::string& t : supported_model_types()) known += (known.empty() ? "" : ", ") + t;
+  HF_CHECK_INPUT(false, source, ": model_type '", type, "' is not supported (", known, ")");
+  return nullptr;
+}
+
+void load_weights(CausalLM& model, const std::string& path) {
+  io::SafetensorsCheckpoint ckpt = io::SafetensorsCheckpoint::open(path);
+  for (const auto& [name, param] : model.named_parameters()) {
+    std::string found = name;
+    if (!ckpt.contains(found)) {
+      for (const std::string& alias : model.checkpoint_aliases(name)) {
+        if (ckpt.contains(alias)) {
+          found = alias;
+          break;
+        }
+      }
+    }
+    HF_CHECK_INPUT(ckpt.contains(found), path, ": no tensor '", name,
+                   "' in the checkpoint, which config.json's ", model.model_type(), " model needs");
+    const io::TensorEntry& e = ckpt.entry(found);
+    HF_CHECK_INPUT(e.shape == param.sizes(), ckpt.file_of(found), ": tensor '", found,
+                   "' has shape ", shape_str(e.shape), " but config.json implies ",
+                   shape_str(param.sizes()));
+    model.load_parameter(name, ckpt.tensor(found));
+  }
+}
+
+std::unique_ptr<CausalLM> load_pretrained(const std::string& dir) {
+  const fs::path root(dir);
+  HF_CHECK_INPUT(fs::is_directory(root), dir, ": no such model directory");
+  const fs::path config = root / "config.json";
+  HF_CHECK_INPUT(fs::is_regular_file(config), config.string(),
+                 ": missing (a Hugging Face model directory has config.json and "
+                 "model.safetensors)");
+  HF_CHECK_INPUT(fs::is_regular_file(root / io::kSafetensorsWeightsName) ||
+                     fs::is_regular_file(root / io::kSafetensorsIndexName),
+                 (root / io::kSafetensorsWeightsName).string(), ": missing (and no ",
+                 io::kSafetensorsIndexName, " either)");
+  std::ifstream in(config);
+  HF_CHECK_INPUT(in.good(), config.string(), ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto model = create_causal_lm(ss.str(), config.string());
+  load_weights(*model, dir);
+  model->eval();
+  return model;
+}
+
+namespace {
+
+std::string hub_cache_root() {
+  if (const char* c = std::getenv("HF_HUB_CACHE"); c != nullptr && *c) return c;
+  if (const char* h = std::getenv("HF_HOME"); h != nullptr && *h) {
+    return (fs::path(h) / "hub").string();
+  }
+  const char* home = std::getenv("HOME");
+  return (fs::path(home != nullptr ? home : "") / ".cache" / "huggingface" / "hub").string();
+}
+
+}  // namespace
+
+std::string resolve_pretrained(const std::string& spec, const std::string& revision) {
+  HF_CHECK_INPUT(!spec.empty(), "model.from_pretrained is empty");
+  if (fs::is_directory(spec)) return spec;
+  // A hub id: NAME or ORG/NAME, no other path syntax.
+  const size_t slash = spec.find('/');
+  const bool hub_id =
+      spec.front() != '/' && spec.front() != '.' && spec.find("//") == std::string::npos &&
+      spec.back() != '/' &&
+      (slash == std::string::npos || spec.find('/', slash + 1) == std::string::npos);
+  HF_CHECK_INPUT(hub_id, "model.from_pretrained: ", spec,
+                 ": no such directory (and not a hub id ORG/NAME to look up in the Hugging Face "
+                 "cache)");
+  std::string folder = "models--" + spec;
+  for (size_t p = folder.find('/'); p != std::string::npos; p = folder.find('/', p)) {
+    folder.replace(p, 1, "--");
+  }
+  const fs::path repo = fs::path(hub_cache_root()) / folder;
+  std::string snapshot = revision;
+  const fs::path ref = repo / "refs" / revision;
+  if (fs::is_regular_file(ref)) {
+    std::ifstream in(ref);
+    std::getline(in, snapshot);
+    while (!snapshot.empty() && std::isspace(static_cast<unsigned char>(snapshot.back()))) {
+      snapshot.pop_back();
+    }
+  }
+  const fs::path dir = repo / "snapshots" / snapshot;
+  HF_CHECK_INPUT(!snapshot.empty() && fs::is_directory(dir), "model.from_pretrained: ", spec,
+                 " is not a directory and not in the Hugging Face hub cache: looked for ",
+                 dir.string(), " (",
+                 fs::is_directory(repo) ? "revision '" + revision + "' not found"
+                                        : repo.string() + " does not exist",
+                 "; the cache is $HF_HUB_CACHE, else $HF_HOME/hub, else "
+                 "~/.cache/huggingface/hub; nothing is downloaded)");
+  return dir.string();
+}
+
+}  // namespace hfrun::nn

@@ -1,0 +1,55 @@
+// The model registry: config.json's model_type picks the family (gpt2; llama, mistral, qwen2,
+// qwen3), and everything above models/ (trainer, export, generate, benchmarks) gets a
+// CausalLM. Also where pretrained weights are loaded by HF name and where `ORG/NAME` resolves
+// in the local Hugging Face hub cache (never the network).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/causal_lm.h"
+
+namespace hfrun::nn {
+
+// Every model_type the registry builds.
+std::vector<std::string> supported_model_types();
+
+// The model_type of config.json text: its "model_type", else `default_type` (an error naming
+// `source` when the text is not a JSON object).
+std::string model_type_of(const std::string& config_json, const std::string& source,
+                          const std::string& default_type = "gpt2");
+
+// The config.json keys train.yaml's model.config may set for a model_type.
+const std::vector<std::string>& model_config_keys(const std::string& model_type);
+
+// Checks config.json text as model_type's family reads it, without building a model: keys it
+// does not take (model_config_keys) and invalid values are invalid-input errors naming
+// `source` and the key.
+void check_model_config(const std::string& config_json, const std::string& source,
+                        const std::string& model_type);
+
+// A model of the family config.json's model_type names (default_type when it names none),
+// initialised from `seed`. Unknown model types and keys that change the architecture beyond
+// what the family implements are invalid-input errors naming `source` and the key.
+std::unique_ptr<CausalLM> create_causal_lm(const std::string& config_json,
+                                           const std::string& source, uint64_t seed = 0,
+                                           const std::string& default_type = "gpt2");
+
+// Copies every parameter of `model` from the safetensors checkpoint at `path` (a directory
+// with model.safetensors or model.safetensors.index.json, an index .json or a .safetensors
+// file; F32, BF16 or F16 on disk). A missing tensor or a shape that differs from the model's
+// is an invalid-input error naming the file and the tensor.
+void load_weights(CausalLM& model, const std::string& path);
+
+// The model of `dir` (config.json + weights), in eval mode.
+std::unique_ptr<CausalLM> load_pretrained(const std::string& dir);
+
+// model.from_pretrained: an existing directory as given, else ORG/NAME resolved in the HF hub
+// cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub):
+// models--ORG--NAME/snapshots/<refs/REVISION's commit, or REVISION itself>/. The error says
+// where it looked.
+std::string resolve_pretrained(const std::string& spec, const std::string& revision = "main");
+
+}  // namespace hfrun::nn

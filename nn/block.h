@@ -1,0 +1,35 @@
+// A transformer block: the repeated unit of a model (Module::blocks()). ZeRO-3 gathers a
+// block's parameters around its forward and backward through the hook distributed/ installs;
+// a family calls its blocks as block(x, args) and never sees that.
+#pragma once
+
+#include <cstdint>
+
+#include "nn/module.h"
+#include "tensor/random.h"
+
+namespace hfrun::nn {
+
+// What a block reads besides its input x [B, T, C].
+struct BlockArgs {
+  Generator* dropout = nullptr;  // the dropout stream (null: no dropout)
+  // Rotary embeddings of x's positions: cos, sin [T, head_dim] (families with RoPE).
+  Tensor rope_cos, rope_sin;
+  // Incremental decoding (no graph): this block's keys and values [B, H_kv, capacity, D], x
+  // holding positions [cache_start, cache_start + T); null when training.
+  Tensor* cache_k = nullptr;
+  Tensor* cache_v = nullptr;
+  int64_t cache_start = 0;
+};
+
+class Block : public Module {
+ public:
+  Tensor operator()(const Tensor& x, const BlockArgs& args) {
+    return hooked([&] { return forward(x, args); });
+  }
+
+ protected:
+  virtual Tensor forward(const Tensor& x, const BlockArgs& args) = 0;
+};
+
+}  // namespace hfrun::nn

@@ -1,0 +1,200 @@
+#include "nn/layers.h"
+
+#include "autograd/functions.h"
+#include "autograd/node.h"
+#include "common/error.h"
+#include "tensor/ops.h"
+
+namespace hfrun::nn {
+
+namespace {
+
+// Rank t's part of `p` along `dim` in `groups` blocks, recorded as the parameter's split.
+TensorParallelSplit split_of(const Tensor& t, int dim, int groups) {
+  return TensorParallelSplit{dim, groups, t.sizes()};
+}
+
+void check_divisible(const Tensor& t, int dim, int groups, int size, const std::string& path,
+                     const char* what) {
+  const int64_t n = t.size(dim);
+  HF_CHECK_INPUT(n % groups == 0 && (n / groups) % size == 0, "tensor parallel: ", path, " has ",
+                 n / groups, " ", what, groups > 1 ? " per block" : "",
+                 ", which do not split evenly over distributed.tensor_parallel ", size);
+}
+
+}  // namespace
+
+// ---- Linear -------------------------------------------------------------------------------------
+
+Linear::Linear(Tensor weight, Tensor bias, WeightLayout layout) : layout_(layout) {
+  HF_CHECK(weight.dim() == 2, "Linear: weight must be 2-D, got ", weight.str());
+  weight_ = register_parameter("weight", std::move(weight));
+  if (bias.defined()) {
+    HF_CHECK(bias.dim() == 1 && bias.size(0) == out_features(), "Linear: bias ", bias.str(),
+             " does not match weight ", weight_->str());
+    bias_ = register_parameter("bias", std::move(bias));
+  }
+}
+
+int64_t Linear::in_features() const {
+  return weight_->size(layout_ == WeightLayout::kOutIn ? 1 : 0);
+}
+
+int64_t Linear::out_features() const {
+  return weight_->size(layout_ == WeightLayout::kOutIn ? 0 : 1);
+}
+
+Tensor Linear::weight_in_out() const {
+  return layout_ == WeightLayout::kInOut ? weight_.get() : transpose(weight_.get(), 0, 1);
+}
+
+Tensor Linear::prepare_input(const Tensor& x) const {
+  // Column- and vocabulary-parallel: every rank reads the whole input; its gradient is the sum
+  // of the ranks' parts.
+  if (group_ && style_ != ParallelStyle::kRowwise) return copy_to_tensor_parallel(x, *group_);
+  return x;
+}
+
+Tensor Linear::forward(const Tensor& x, std::optional<DType> out_dtype) {
+  const DType out = out_dtype.value_or(x.dtype());
+  if (group_ && style_ == ParallelStyle::kRowwise) {
+    // Partial sums over this rank's input features, summed in f32 across the group; the
+    // replicated bias is added once, after the sum.
+    Tensor y = linear(x, weight_in_out(), Tensor(), compute_dtype(), DType::kF32);
+    y = reduce_from_tensor_parallel(y, *group_);
+    if (bias_.defined()) y = add(y, bias_.get());
+    return y.dtype() == out ? y : to_dtype(y, out);
+  }
+  return linear(prepare_input(x), weight_in_out(), bias_.defined() ? bias_.get() : Tensor(),
+                compute_dtype(), out);
+}
+
+Tensor Linear::forward_gelu(const Tensor& x, std::optional<DType> out_dtype) {
+  HF_CHECK(!(group_ && style_ == ParallelStyle::kRowwise),
+           "Linear::forward_gelu: a row-parallel layer's output is a partial sum");
+  return linear_gelu(prepare_input(x), weight_in_out(), bias_.defined() ? bias_.get() : Tensor(),
+                     compute_dtype(), out_dtype.value_or(x.dtype()));
+}
+
+TensorParallelSplit Linear::split_for(ParallelStyle style, int groups,
+                                      const std::string& param) const {
+  const int out_dim = layout_ == WeightLayout::kOutIn ? 0 : 1;
+  if (param == "weight") {
+    const int dim = style == ParallelStyle::kRowwise ? 1 - out_dim : out_dim;
+    return split_of(weight_.get(), dim, style == ParallelStyle::kRowwise ? 1 : groups);
+  }
+  // Column- and vocabulary-parallel split the bias with the outputs; row-parallel adds the
+  // whole bias after the sum.
+  if (param == "bias" && bias_.defined() && style != ParallelStyle::kRowwise) {
+    return split_of(bias_.get(), 0, groups);
+  }
+  return {};
+}
+
+void Linear::parallelize(ParallelStyle style, int groups, TensorParallelGroup* group,
+                         const std::string& path) {
+  HF_CHECK(group_ == nullptr, "tensor parallel: ", path, " is already parallel");
+  HF_CHECK(group != nullptr, "tensor parallel: no group for ", path);
+  HF_CHECK_INPUT(style != ParallelStyle::kReplicatedSumGrad, "tensor parallel: ", path,
+                 ": a Linear is colwise, rowwise or vocab");
+  HF_CHECK(style != ParallelStyle::kRowwise || groups == 1, "tensor parallel: ", path,
+           ": a row-parallel layer has one block");
+  const int T = group->size(), t = group->rank();
+  const TensorParallelSplit s = split_for(style, groups, "weight");
+  const Tensor w = weight_->detach();
+  if (style == ParallelStyle::kVocab) {
+    // A vocabulary may split unevenly (50257 rows over 2 ranks).
+    HF_CHECK_INPUT(w.size(s.dim) >= T, "tensor parallel: ", path, " has ", w.size(s.dim),
+                   " rows, fewer than distributed.tensor_parallel ", T);
+    vocab_begin_ = tensor_parallel_range(w.size(s.dim), t, T).first;
+  } else {
+    check_divisible(w, s.dim, s.groups, T, path,
+                    style == ParallelStyle::kRowwise ? "input features" : "output features");
+  }
+  reset_parameter(weight_, tensor_parallel_slice(w, s, t, T), s);
+  const TensorParallelSplit bs = split_for(style, groups, "bias");
+  if (bs.split()) {
+    const Tensor b = bias_->detach();
+    reset_parameter(bias_, tensor_parallel_slice(b, bs, t, T), bs);
+  }
+  style_ = style;
+  group_ = group;
+}
+
+// ---- Embedding ----------------------------------------------------------------------------------
+
+Embedding::Embedding(Tensor weight) {
+  HF_CHECK(weight.dim() == 2, "Embedding: weight must be [V, C], got ", weight.str());
+  num_embeddings_ = weight.size(0);
+  weight_ = register_parameter("weight", std::move(weight));
+}
+
+int64_t Embedding::num_embeddings() const {
+  return num_embeddings_;
+}
+
+Tensor Embedding::forward(const Tensor& ids) {
+  if (group_) return vocab_parallel_embedding(weight_.get(), ids, vocab_begin_, *group_);
+  return embedding(weight_.get(), ids);
+}
+
+Tensor Embedding::attend(const Tensor& x) {
+  const Tensor in = group_ ? copy_to_tensor_parallel(x, *group_) : x;
+  return linear(in, transpose(weight_.get(), 0, 1), Tensor(), compute_dtype(), x.dtype());
+}
+
+TensorParallelSplit Embedding::split_for(ParallelStyle style, int groups,
+                                         const std::string& param) const {
+  if (param != "weight" || style != ParallelStyle::kVocab) return {};
+  return split_of(weight_.get(), 0, 1);
+}
+
+void Embedding::parallelize(ParallelStyle style, int groups, TensorParallelGroup* group,
+                            const std::string& path) {
+  HF_CHECK(group_ == nullptr, "tensor parallel: ", path, " is already parallel");
+  HF_CHECK_INPUT(style == ParallelStyle::kVocab && groups == 1, "tensor parallel: ", path,
+                 ": an embedding splits its vocabulary (style vocab) only");
+  const int T = group->size(), t = group->rank();
+  const Tensor w = weight_->detach();
+  HF_CHECK_INPUT(w.size(0) >= T, "tensor parallel: ", path, " has ", w.size(0),
+                 " rows, fewer than distributed.tensor_parallel ", T);
+  const TensorParallelSplit s = split_of(w, 0, 1);
+  vocab_begin_ = tensor_parallel_range(w.size(0), t, T).first;
+  reset_parameter(weight_, tensor_parallel_slice(w, s, t, T), s);
+  style_ = style;
+  group_ = group;
+}
+
+// ---- norms --------------------------------------------------------------------------------------
+
+LayerNorm::LayerNorm(int64_t dim, double eps, bool bias) : eps_(eps) {
+  weight_ = register_parameter("weight", ops::ones({dim}));
+  if (bias) bias_ = register_parameter("bias", ops::zeros({dim}));
+}
+
+Tensor LayerNorm::forward(const Tensor& x) const {
+  return layer_norm(x, weight_.get(), bias_.defined() ? bias_.get() : Tensor(), eps_);
+}
+
+RMSNorm::RMSNorm(int64_t dim, double eps) : eps_(eps) {
+  weight_ = register_parameter("weight", ops::ones({dim}));
+}
+
+Tensor RMSNorm::forward(const Tensor& x) const {
+  // Under kReplicatedSumGrad the weight's gradient (from this rank's heads) is summed over
+  // the group on its way back.
+  return rms_norm(x, group_ ? copy_to_tensor_parallel(weight_.get(), *group_) : weight_.get(),
+                  eps_);
+}
+
+void RMSNorm::parallelize(ParallelStyle style, int groups, TensorParallelGroup* group,
+                          const std::string& path) {
+  HF_CHECK(group_ == nullptr, "tensor parallel: ", path, " is already parallel");
+  HF_CHECK_INPUT(style == ParallelStyle::kReplicatedSumGrad && groups == 1,
+                 "tensor parallel: ", path,
+                 ": a norm can only be replicated with its gradient summed");
+  style_ = style;
+  group_ = group;
+}
+
+}  // namespace hfrun::nn
