@@ -24,7 +24,7 @@ build="${HFRUN_BUILD_DIR:-build-cuda}"
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
 [ -d "$build/tests" ] || { echo "gpu-bundle: no build at $build (set HFRUN_BUILD_DIR)" >&2; exit 2; }
 
-binaries=(${HFRUN_BUNDLE_BINARIES:-tensor_cuda_tests optim_cuda_tests train_cuda_tests nccl_tests tensor_tests autograd_tests})
+binaries=(${HFRUN_BUNDLE_BINARIES:-tensor_cuda_tests optim_cuda_tests train_cuda_tests nccl_tests tensor_tests autograd_tests models_tests})
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 bundle="$stage/hfrun-gpu-bundle"

@@ -90,7 +90,7 @@ export HFRUN_CUDA_LAUNCH_BLOCKING="${HFRUN_CUDA_LAUNCH_BLOCKING:-1}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
 timeout_s="${HFRUN_GPU_CHECK_TIMEOUT:-900}"
 status=0
-for name in ${HFRUN_GPU_CHECK_TESTS:-tensor_cuda_tests optim_cuda_tests train_cuda_tests nccl_tests tensor_tests autograd_tests}; do
+for name in ${HFRUN_GPU_CHECK_TESTS:-tensor_cuda_tests optim_cuda_tests train_cuda_tests nccl_tests tensor_tests autograd_tests models_tests}; do
   bin="$base/tests/$name"
   if [ ! -x "$bin" ]; then
     say "$name: not built, skipped"
@@ -194,6 +194,59 @@ else
   say "hfrun train cpu vs cuda: skipped (hfrun: ${hfrun_bin:-none}, tokenizer: ${tok:-none})"
 fi
 
+# The Llama family on the GPU: a tiny Llama (GQA, untied head, llama3 rope scaling) and a
+# Qwen3 (q/k norms, head_dim 24 != 64 / 4, tied) log the CPU's f32 losses on CUDA (rel 1e-4),
+# and train in bf16; the CUDA export generates.
+if [ "${HFRUN_GPU_CHECK_TRAIN:-1}" = 1 ] && [ -n "$hfrun_bin" ] && [ -n "$tok" ]; then
+  ldir="$out/llama-train"
+  mkdir -p "$ldir"
+  cp "$tok" "$ldir/text.txt"
+  for fam in llama qwen3; do
+    if [ "$fam" = llama ]; then
+      mconf='arch: llama, config: {hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128, rope_scaling: {rope_type: llama3, factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 32}}'
+    else
+      mconf='arch: qwen3, config: {hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 24, tie_word_embeddings: true, max_position_embeddings: 128}'
+    fi
+    cat > "$ldir/$fam.yaml" <<YAML
+seed: 7
+model: {$mconf}
+tokenizer: $tok
+data: {train: [$ldir/text.txt], seq_len: 64, shuffle: false}
+train: {micro_batch_size: 4, grad_accum_steps: 2, max_steps: 5, log_every: 1, grad_clip: 1.0}
+optimizer: {type: adamw, lr: 1.0e-3}
+checkpoint: {resume: never}
+YAML
+    lok=1
+    for dev in cpu cuda; do
+      timeout "$timeout_s" "$hfrun_bin" "$ldir/$fam.yaml" --set "output_dir=$ldir/$fam-$dev" \
+        --set "train.device=$dev" > "$ldir/$fam-$dev.log" 2>&1 ||
+        { lok=0; say "$fam train ($dev): FAIL"; tail -5 "$ldir/$fam-$dev.log" | sed 's/^/  /' | tee -a "$summary"; }
+    done
+    if [ "$lok" = 1 ]; then
+      lc="$(losses "$ldir/$fam-cpu/metrics.jsonl")"; lg="$(losses "$ldir/$fam-cuda/metrics.jsonl")"
+      if same_losses "$lc" "$lg" 5; then
+        say "$fam train cpu vs cuda: PASS ($lg)"
+      else
+        say "$fam train cpu vs cuda: FAIL (cpu $lc; cuda $lg)"; status=1
+      fi
+    else
+      status=1
+    fi
+    if timeout "$timeout_s" "$hfrun_bin" "$ldir/$fam.yaml" --set "output_dir=$ldir/$fam-bf16" \
+        --set train.device=cuda --set 'train.mixed_precision="bf16"' > "$ldir/$fam-bf16.log" 2>&1; then
+      say "$fam train cuda bf16 losses: $(losses "$ldir/$fam-bf16/metrics.jsonl")"
+    else
+      say "$fam train cuda bf16: FAIL"; tail -5 "$ldir/$fam-bf16.log" | sed 's/^/  /' | tee -a "$summary"; status=1
+    fi
+    if timeout 120 "$hfrun_bin" generate --model "$ldir/$fam-cuda/final" --prompt "The" \
+        --max-new-tokens 8 --ids > "$ldir/$fam-gen.log" 2>&1; then
+      say "$fam generate from the cuda export: PASS ($(tail -1 "$ldir/$fam-gen.log"))"
+    else
+      say "$fam generate: FAIL"; tail -3 "$ldir/$fam-gen.log" | sed 's/^/  /' | tee -a "$summary"; status=1
+    fi
+  done
+fi
+
 # Several ranks on the GPU (DataParallel with device tensors): 2 ranks share this GPU over
 # distributed.backend mpi (NCCL refuses two ranks on one device), with ZeRO stages 0-3 and
 # tensor parallelism 2; each run's f32 losses must equal the 1-rank GPU run's (rel 1e-4). Needs
@@ -242,7 +295,26 @@ YAML
         status=1
       fi
     done
-    if ! grep -q 'ranks share GPUs' "$mdir/auto.log"; then
+    # The Llama family's plan on the GPU: tensor parallel 2 and ZeRO-3 against one rank.
+    for lspec in ltp2:4:0:2 lz3:2:3:1; do
+      IFS=: read -r name mb z tp <<<"$lspec"
+      mcfg "$name" "$mb" "$z" "$tp" mpi
+      sed -i 's/^model: .*/model: {arch: llama, config: {hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64}}/' "$mdir/$name.yaml"
+    done
+    cp "$mdir/ltp2.yaml" "$mdir/lnp1.yaml"
+    sed -i -e "s#output_dir: .*#output_dir: $mdir/lnp1#" -e 's/tensor_parallel: 2/tensor_parallel: 1/' "$mdir/lnp1.yaml"
+    timeout "$timeout_s" "$hfrun_bin" "$mdir/lnp1.yaml" > "$mdir/lnp1.log" 2>&1 || { say "multi-rank llama: 1-rank run failed"; status=1; }
+    lref="$(losses "$mdir/lnp1/metrics.jsonl")"
+    for name in ltp2 lz3; do
+      if timeout "$timeout_s" "$hfrun_bin" -np 2 --oversubscribe "$mdir/$name.yaml" > "$mdir/$name.log" 2>&1 &&
+         same_losses "$lref" "$(losses "$mdir/$name/metrics.jsonl")" 4; then
+        say "multi-rank llama $name: PASS ($(losses "$mdir/$name/metrics.jsonl"))"
+      else
+        say "multi-rank llama $name: FAIL (ref $lref; got $(losses "$mdir/$name/metrics.jsonl"))"
+        tail -5 "$mdir/$name.log" | sed 's/^/  /' | tee -a "$summary"; status=1
+      fi
+    done
+    if ! grep -q 'ranks share a GPU' "$mdir/auto.log"; then
       say "multi-rank auto: FAIL (no note that the ranks share the GPU)"; status=1
     fi
     # backend nccl with two ranks on one GPU: refused up front (exit 2), naming the way out.
