@@ -67,7 +67,9 @@ int cmd_generate(const Args& args) {
   std::unique_ptr<nn::CausalLM> model = nn::load_pretrained(model_dir);
   opts.eos_id = tok.eot_id();
 
-  std::vector<int32_t> ids = tok.encode(prompt);
+  // As HF's tokenizer(prompt): the tokenizer's own post-processor decides the special tokens
+  // (Llama 3 prepends <|begin_of_text|>, GPT-2 adds nothing).
+  std::vector<int32_t> ids = tok.encode(prompt, /*add_special_tokens=*/true);
   if (ids.empty()) {
     HF_CHECK_INPUT(tok.eot_id().has_value(), tok_path,
                    ": no end-of-text token to start from; give a --prompt");

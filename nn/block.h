@@ -1,6 +1,7 @@
 // A transformer block: the repeated unit of a model (Module::blocks()). ZeRO-3 gathers a
-// block's parameters around its forward and backward through the hook distributed/ installs;
-// a family calls its blocks as block(x, args) and never sees that.
+// block's parameters around its forward and backward through the hook distributed/ installs,
+// and activation checkpointing recomputes its activations in the backward; a family calls its
+// blocks as block(x, args) and sees neither.
 #pragma once
 
 #include <cstdint>
@@ -24,12 +25,20 @@ struct BlockArgs {
 
 class Block : public Module {
  public:
-  Tensor operator()(const Tensor& x, const BlockArgs& args) {
-    return hooked([&] { return forward(x, args); });
-  }
+  // forward(x, args) inside the installed hook; with checkpointing (and a graph being
+  // recorded), the forward keeps none of its activations and one node recomputes them in the
+  // backward (the same dropout masks: the stream is replayed from where the forward drew).
+  Tensor operator()(const Tensor& x, const BlockArgs& args);
+  // train.activation_checkpointing.
+  void set_checkpointing(bool on) { checkpointing_ = on; }
+  bool checkpointing() const { return checkpointing_; }
 
  protected:
   virtual Tensor forward(const Tensor& x, const BlockArgs& args) = 0;
+
+ private:
+  Tensor checkpointed(const Tensor& x, const BlockArgs& args);
+  bool checkpointing_ = false;
 };
 
 }  // namespace hfrun::nn

@@ -231,7 +231,7 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   const YAML::Node tr = root["train"];
   r.keys(tr, "train",
          {"micro_batch_size", "grad_accum_steps", "max_steps", "mixed_precision", "grad_clip",
-          "log_every", "eval_every", "device"});
+          "log_every", "eval_every", "device", "activation_checkpointing"});
   r.get(tr, "train", "micro_batch_size", c.train.micro_batch_size, "a positive integer");
   r.get(tr, "train", "grad_accum_steps", c.train.grad_accum_steps, "a positive integer");
   r.get(tr, "train", "max_steps", c.train.max_steps, "a positive integer");
@@ -242,6 +242,7 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   r.get(tr, "train", "log_every", c.train.log_every, "a positive integer");
   r.get(tr, "train", "eval_every", c.train.eval_every, "an integer (0 = off)");
   r.get(tr, "train", "device", c.train.device, "auto, cpu or cuda");
+  r.get(tr, "train", "activation_checkpointing", c.train.activation_checkpointing, "true or false");
   if (tr && tr["device"]) r.one_of(tr, "train", "device", c.train.device, {"auto", "cpu", "cuda"});
 
   const YAML::Node opt = root["optimizer"];
@@ -391,7 +392,9 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "grad_clip" << YAML::Value << train.grad_clip;
   e << YAML::Key << "log_every" << YAML::Value << train.log_every;
   e << YAML::Key << "eval_every" << YAML::Value << train.eval_every;
-  e << YAML::Key << "device" << YAML::Value << train.device << YAML::EndMap;
+  e << YAML::Key << "device" << YAML::Value << train.device;
+  e << YAML::Key << "activation_checkpointing" << YAML::Value << train.activation_checkpointing
+    << YAML::EndMap;
   e << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "type" << YAML::Value << optimizer.type;
   e << YAML::Key << "lr" << YAML::Value << optimizer.lr;

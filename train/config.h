@@ -42,6 +42,8 @@ struct TrainSection {
   // Where the model trains: cpu, cuda (cuda:LOCAL_RANK; an error without a device) or auto
   // (cuda when a CUDA device is present, else cpu).
   std::string device = "cpu";
+  // Recompute each block's activations in the backward instead of keeping them.
+  bool activation_checkpointing = false;
 };
 
 struct OptimizerSection {

@@ -206,6 +206,14 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
     nn::load_weights(*s.model, pretrained_dir(c));
   }
   if (c.train.mixed_precision == "bf16") s.model->set_compute_dtype(DType::kBF16);
+  if (c.train.activation_checkpointing) {
+    for (nn::Module* block : s.model->blocks()) {
+      auto* b = dynamic_cast<nn::Block*>(block);
+      HF_CHECK(b != nullptr, "activation checkpointing: a block of ", s.model->model_type(),
+               " is not an nn::Block");
+      b->set_checkpointing(true);
+    }
+  }
   // Tensor parallelism: every rank built the whole model from the same seed and keeps its part,
   // as the family's plan says.
   if (s.dp && s.dp->tensor_parallel()) {

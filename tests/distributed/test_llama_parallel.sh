@@ -4,8 +4,10 @@
 # losses of one process (relative 1e-5) with DDP, ZeRO 1/2/3, tensor parallel 2 and tensor
 # parallel 2 x data parallel 2 (ZeRO 1); checkpoints reshard across those layouts; Qwen3 (q/k
 # norms whose gradients are summed over the tensor-parallel group, tied embeddings) with tensor
-# parallel 2 matches one process too. The exports load in `hfrun generate`, and a
-# num_key_value_heads that tensor_parallel does not divide is refused by name (exit 2).
+# parallel 2 matches one process too. train.activation_checkpointing (alone, with ZeRO-3, and
+# for GPT-2 with dropout, whose masks the recompute must replay) logs the same losses. The
+# exports load in `hfrun generate`, and a num_key_value_heads that tensor_parallel does not
+# divide is refused by name (exit 2).
 # Usage: test_llama_parallel.sh PATH/TO/hfrun TOKENIZER_JSON
 set -uo pipefail
 # shellcheck source=tests/lib/train_job.sh
@@ -19,7 +21,7 @@ fail=0
 for i in $(seq 120); do echo "Line $i: a ship sails $((i % 5)) miles past the $((i % 3)) lighthouses."; done > "$TMP/t.txt"
 LLAMA='arch: llama, config: {hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64}'
 QWEN3='arch: qwen3, config: {hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 6, tie_word_embeddings: true, max_position_embeddings: 64}'
-# run NAME NP MICRO_BATCH ZERO_STAGE TENSOR_PARALLEL MODEL [EXTRA_CHECKPOINT_YAML]
+# run NAME NP MICRO_BATCH ZERO_STAGE TENSOR_PARALLEL MODEL [EXTRA_CHECKPOINT_YAML] [EXTRA_TRAIN_YAML]
 run() {
   cat > "$TMP/$1.yaml" <<YAML
 output_dir: $TMP/$1
@@ -28,7 +30,7 @@ model: {$6}
 tokenizer: $TOKENIZER
 data: {train: [$TMP/t.txt], seq_len: 16, shuffle: true}
 optimizer: {type: adamw, lr: 0.01, weight_decay: 0.1}
-train: {micro_batch_size: $3, max_steps: 6, log_every: 1, grad_clip: 0.3}
+train: {micro_batch_size: $3, max_steps: 6, log_every: 1, grad_clip: 0.3${8:-}}
 distributed: {zero_stage: $4, tensor_parallel: $5, bucket_mb: 0.05}
 checkpoint: {every: 3, keep: 5${7:-}}
 YAML
@@ -68,6 +70,16 @@ done
 run q_np1 1 4 0 1 "$QWEN3"
 run q_tp2 2 4 0 2 "$QWEN3"
 same_losses q_np1 q_tp2 6
+
+# Activation checkpointing: the same losses with each block recomputed in the backward.
+run ac_np1 1 4 0 1 "$LLAMA" "" ", activation_checkpointing: true"
+run ac_z3 2 2 3 1 "$LLAMA" "" ", activation_checkpointing: true"
+run ac_tp2 2 4 0 2 "$LLAMA" "" ", activation_checkpointing: true"
+for r in ac_np1 ac_z3 ac_tp2; do same_losses np1 "$r" 6; done
+GPT2_DROPOUT='config: {n_layer: 2, n_head: 4, n_embd: 16, n_positions: 32, resid_pdrop: 0.1, attn_pdrop: 0.1, embd_pdrop: 0.1}'
+run g_np1 1 4 0 1 "$GPT2_DROPOUT"
+run g_ac 1 4 0 1 "$GPT2_DROPOUT" "" ", activation_checkpointing: true"
+same_losses g_np1 g_ac 6
 
 # The exports (tensor-parallel parts assembled) are HF directories that generate reads; the
 # tensor-parallel export generates what the single-process one does.
