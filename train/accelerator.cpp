@@ -9,6 +9,8 @@
 #include "autograd/node.h"
 #include "common/error.h"
 #include "common/stop_signals.h"
+#include "distributed/parallel/tensor_parallel.h"
+#include "models/causal_lm.h"
 #include "optim/clip.h"
 #include "train/checkpoint.h"
 #include "train/distributed_setup.h"
@@ -30,6 +32,7 @@ struct Accelerator::State {
   std::unique_ptr<optim::Optimizer> optimizer;
   std::vector<ParamSlice> slices;  // where each optimizer parameter sits in the model
   bool model_prepared = false;
+  Device device = Device::cpu();
   std::optional<StopSignals> stop_signals;
 };
 
@@ -46,15 +49,28 @@ Accelerator::Accelerator(AcceleratorOptions options)
                  " must be positive");
   HF_CHECK_INPUT(o.keep_checkpoints >= 0, "AcceleratorOptions.keep_checkpoints ",
                  o.keep_checkpoints, " must be 0 (keep all) or more");
+  HF_CHECK_INPUT(o.mixed_precision == "no" || o.mixed_precision == "bf16",
+                 "AcceleratorOptions.mixed_precision '", o.mixed_precision,
+                 "' is not one of no, bf16");
+  HF_CHECK_INPUT(o.backend == "auto" || o.backend == "mpi" || o.backend == "nccl",
+                 "AcceleratorOptions.backend '", o.backend, "' is not one of auto, mpi, nccl");
+  HF_CHECK_INPUT(o.tensor_parallel >= 1, "AcceleratorOptions.tensor_parallel ", o.tensor_parallel,
+                 " must be at least 1");
   s_->options = options;
   if (o.handle_stop_signals) s_->stop_signals.emplace();
-  // DataParallel reads the distributed section only.
+  // DataParallel and the device resolution read the train and distributed sections only.
   TrainConfig cfg;
   cfg.source = "AcceleratorOptions";
+  cfg.train.device = o.device;
+  cfg.distributed.backend = o.backend;
   cfg.distributed.zero_stage = o.zero_stage;
+  cfg.distributed.tensor_parallel = o.tensor_parallel;
   cfg.distributed.bucket_mb = o.bucket_mb;
   cfg.distributed.timeout_s = o.timeout_s;
-  s_->dp = DataParallel::from_launch_env(cfg);
+  s_->device = resolve_train_device(cfg);
+  s_->dp = DataParallel::from_launch_env(cfg, s_->device);
+  HF_CHECK_INPUT(s_->dp != nullptr || o.tensor_parallel == 1, "AcceleratorOptions.tensor_parallel ",
+                 o.tensor_parallel, " needs that many ranks or a multiple (mpirun -np N)");
 }
 
 Accelerator::~Accelerator() = default;
@@ -64,6 +80,18 @@ int Accelerator::rank() const {
 }
 int Accelerator::world() const {
   return s_->dp ? s_->dp->world() : 1;
+}
+int Accelerator::global_rank() const {
+  return s_->dp ? s_->dp->global_rank() : 0;
+}
+int Accelerator::global_world() const {
+  return s_->dp ? s_->dp->global_world() : 1;
+}
+int Accelerator::tensor_parallel_rank() const {
+  return s_->dp ? s_->dp->tensor_parallel_rank() : 0;
+}
+Device Accelerator::device() const {
+  return s_->device;
 }
 const AcceleratorOptions& Accelerator::options() const {
   return s_->options;
@@ -89,16 +117,26 @@ std::vector<optim::ParamRef> Accelerator::prepare_model(
   HF_CHECK(!s.model_prepared, "Accelerator::prepare: called twice (one model per Accelerator)");
   HF_CHECK_INPUT(model.num_parameters() > 0,
                  "Accelerator::prepare: the model has no parameters (register_parameter)");
+  if (s.dp && s.dp->tensor_parallel()) {
+    HF_CHECK_INPUT(model.flat() == nullptr,
+                   "Accelerator::prepare: tensor parallelism splits the model before its "
+                   "parameters are flattened; pass a model that was not flattened");
+    if (auto* lm = dynamic_cast<nn::CausalLM*>(&model)) {
+      lm->check_tensor_parallel(s.dp->tensor_parallel_size());
+    }
+    dist::apply_tensor_parallel(model, *s.dp->tensor_parallel());
+  }
+  if (s.options.mixed_precision == "bf16") model.set_compute_dtype(DType::kBF16);
   const nn::FlatParameters* flat = model.flat();
-  if (flat == nullptr) flat = &model.flatten_parameters();
+  if (flat == nullptr) flat = &model.flatten_parameters(s.device);
   HF_CHECK(flat->grads.defined(),
            "Accelerator::prepare: the model's gradient buffer was released; prepare a model "
            "that no other DataParallel is attached to");
-  HF_CHECK_INPUT(!s.dp || flat->params.device().is_cpu(),
-                 "Accelerator::prepare: the model's parameters are on ",
-                 flat->params.device().str(),
-                 "; the Accelerator trains CPU models across ranks (for GPUs use hfrun train, "
-                 "whose DataParallel runs over NCCL)");
+  HF_CHECK_INPUT(flat->params.device() == s.device, "Accelerator::prepare: the model's parameters ",
+                 "are on ", flat->params.device().str(), " but the Accelerator trains on ",
+                 s.device.str(),
+                 " (AcceleratorOptions.device); flatten on that device or let "
+                 "prepare() do it");
   s.model = &model;
   s.model_prepared = true;
   auto params = optim::param_refs(model.named_parameters());
@@ -237,11 +275,15 @@ std::string Accelerator::save_state(const std::string& checkpoints_root,
   // and ZeRO optimizer state from every rank.
   CheckpointShard shard;
   shard.model = s.model;
-  shard.write_model = is_main_process();
+  // The first data-parallel rank of each tensor-parallel group writes its part.
+  const bool first = s.dp->rank() == 0;
+  shard.write_model = first;
   shard.param_pieces = s.dp->parameter_pieces();
   shard.optimizer = s.optimizer.get();
-  shard.write_optimizer = is_main_process() || s.dp->zero_stage() > 0;
+  shard.write_optimizer = first || s.dp->zero_stage() > 0;
   shard.slices = s.slices;
+  shard.tp_rank = s.dp->tensor_parallel_rank();
+  shard.tp_size = s.dp->tensor_parallel_size();
   return save_checkpoint(checkpoints_root, shard, st, options, &s.dp->checkpoint_group());
 }
 
@@ -275,8 +317,12 @@ int64_t Accelerator::load_state(const std::string& checkpoint_dir, data::TokenLo
   if (s.dp) s.dp->release_parameters();  // ZeRO-3: each rank restores its pieces, regathered below
   LoadLayout layout;
   layout.slices = s.slices;
-  layout.rank = rank();
-  if (s.dp) layout.param_pieces = s.dp->parameter_pieces();
+  layout.rank = global_rank();
+  if (s.dp) {
+    layout.param_pieces = s.dp->parameter_pieces();
+    layout.tp_rank = s.dp->tensor_parallel_rank();
+    layout.tp_size = s.dp->tensor_parallel_size();
+  }
   const TrainerState st = load_checkpoint(checkpoint_dir, *s.model, *s.optimizer, layout);
   if (loader) loader->restore(st.loader);
   restore_generator(st, kGeneratorName, generator_);

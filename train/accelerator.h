@@ -61,6 +61,17 @@ struct AcceleratorOptions {
   // process (common/stop_signals.h); stop_requested() reports them. False: the program's own
   // handlers stay.
   bool handle_stop_signals = true;
+  // "no" or "bf16": the model's GEMMs run on bf16 copies with f32 accumulation; parameters,
+  // gradients and optimizer state stay f32 (train.yaml train.mixed_precision).
+  std::string mixed_precision = "no";
+  // cpu, cuda (cuda:LOCAL_RANK) or auto (train.device): prepare() moves the model there; the
+  // program moves its batches to device().
+  std::string device = "cpu";
+  // auto (NCCL for CUDA tensors, MPI for CPU), mpi (GPU tensors through host memory) or nccl.
+  std::string backend = "auto";
+  // Ranks per tensor-parallel group: prepare() splits the model by its tensor_parallel_plan()
+  // (every family in models/ has one); rank()/world() are then the data-parallel ones.
+  int tensor_parallel = 1;
 };
 
 // Elements [begin, end) of a range.
@@ -79,12 +90,24 @@ class Accelerator {
   Accelerator(const Accelerator&) = delete;
   Accelerator& operator=(const Accelerator&) = delete;
 
+  // This rank's place among the ranks that train on different data (the data-parallel group):
+  // shard() and the loader split batches by it. Ranks of one tensor-parallel group share it.
   int rank() const;
   int world() const;
-  bool is_main_process() const { return rank() == 0; }
+  // The whole job (tensor-parallel ranks included) and this rank's place in its
+  // tensor-parallel group.
+  int global_rank() const;
+  int global_world() const;
+  int tensor_parallel_rank() const;
+  // Global rank 0: the one that logs and decides which checkpoint to resume.
+  bool is_main_process() const { return global_rank() == 0; }
+  // Where the model trains (options().device resolved).
+  Device device() const;
   const AcceleratorOptions& options() const;
 
-  // Flattens the model's parameters (unless done already), gives every rank rank 0's values,
+  // With tensor_parallel > 1, first keeps this rank's part of the model by its plan; with bf16,
+  // sets the model's compute dtype. Flattens the model's parameters onto device() (unless done
+  // already, then they must be there), gives every rank rank 0's values,
   // attaches the gradient synchronisation, then calls make_optimizer with the parameters this
   // rank updates (the whole model for zero_stage 0; with ZeRO, this rank's 1-D pieces, named
   // "<name>@<offset>") and keeps the optimizer it returns (a std::unique_ptr<T>, T an

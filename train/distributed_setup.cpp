@@ -132,6 +132,25 @@ double sum_over(dist::ProcessGroup& group, double v, const dist::CollectiveOptio
   return total;
 }
 
+// train.device: cpu; cuda (cuda:LOCAL_RANK modulo the devices present); auto (cuda when a CUDA
+// device is present, else cpu). distributed.backend nccl on the CPU is refused (auto picks NCCL
+// for CUDA runs, MPI for CPU runs).
+Device resolve_train_device(const TrainConfig& c) {
+  const std::string& d = c.train.device;
+  const int n = cuda_device_count();
+  if (d == "cpu" || (d == "auto" && n == 0)) {
+    HF_CHECK_INPUT(c.distributed.backend != "nccl", c.source, ": distributed.backend nccl needs a ",
+                   "GPU, but train.device ", d, " resolved to the CPU (", cuda_status(),
+                   "); use distributed.backend: auto or mpi");
+    return Device::cpu();
+  }
+  HF_CHECK_INPUT(d == "cuda" || d == "auto", c.source, ": train.device: '", d,
+                 "' is not one of auto | cpu | cuda");
+  HF_CHECK_INPUT(n > 0, c.source, ": train.device cuda: ", cuda_status());
+  const dist::LaunchEnv env = dist::detect_launch_env();
+  return Device::cuda(env.local_rank % n);
+}
+
 DataParallel::DataParallel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DataParallel::~DataParallel() = default;
 

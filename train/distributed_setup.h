@@ -133,6 +133,11 @@ class DataParallel {
   std::unique_ptr<Impl> impl_;
 };
 
+// train.device resolved for this process: cpu; cuda (cuda:LOCAL_RANK modulo the devices
+// present); auto (cuda when a CUDA device is present, else cpu). Errors (invalid input) name
+// c.source and the key; distributed.backend nccl on the CPU is refused.
+Device resolve_train_device(const TrainConfig& c);
+
 // Finalizes MPI when data-parallel training initialised it (idempotent; also run at exit).
 void finalize_distributed();
 

@@ -121,25 +121,6 @@ std::unique_ptr<nn::CausalLM> build_model(const TrainConfig& cfg, const data::To
   return model;
 }
 
-// train.device: cpu; cuda (cuda:LOCAL_RANK modulo the devices present); auto (cuda when a CUDA
-// device is present, else cpu). distributed.backend nccl on the CPU is refused (auto picks NCCL
-// for CUDA runs, MPI for CPU runs).
-Device resolve_device(const TrainConfig& c) {
-  const std::string& d = c.train.device;
-  const int n = cuda_device_count();
-  if (d == "cpu" || (d == "auto" && n == 0)) {
-    HF_CHECK_INPUT(c.distributed.backend != "nccl", c.source, ": distributed.backend nccl needs a ",
-                   "GPU, but train.device ", d, " resolved to the CPU (", cuda_status(),
-                   "); use distributed.backend: auto or mpi");
-    return Device::cpu();
-  }
-  HF_CHECK_INPUT(d == "cuda" || d == "auto", c.source, ": train.device: '", d,
-                 "' is not one of auto | cpu | cuda");
-  HF_CHECK_INPUT(n > 0, c.source, ": train.device cuda: ", cuda_status());
-  const dist::LaunchEnv env = dist::detect_launch_env();
-  return Device::cuda(env.local_rank % n);
-}
-
 std::string format_metrics(const StepMetrics& m) {
   char buf[512];
   if (m.val_loss >= 0) {
@@ -184,7 +165,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   State& s = *s_;
   s.cfg = std::move(config);
   const TrainConfig& c = s.cfg;
-  s.device = resolve_device(c);
+  s.device = resolve_train_device(c);
 
   s.dp = DataParallel::from_launch_env(c, s.device);
   HF_CHECK_INPUT(s.dp != nullptr || c.distributed.num_processes == 1, c.source,
