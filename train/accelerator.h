@@ -1,8 +1,8 @@
 // Accelerator: data-parallel (and tensor-parallel, for models with a plan) training of any
 // nn::Module from a program that embeds hfrun, in the shape of Hugging Face Accelerate, on the
-// CPU or a GPU, in f32 or bf16 mixed precision. The same process runs alone (plain local training, no MPI)
-// or as one of N ranks started by mpirun/srun (rank and world from the launch environment); the
-// gradient synchronisation is DataParallel's (train/distributed_setup.h: DDP for zero_stage 0,
+// CPU or a GPU, in f32 or bf16 mixed precision. The same process runs alone (plain local training,
+// no MPI) or as one of N ranks started by mpirun/srun (rank and world from the launch environment);
+// the gradient synchronisation is DataParallel's (train/distributed_setup.h: DDP for zero_stage 0,
 // ZeRO stages 1-3), and checkpoints are train/checkpoint.h's (atomic, sharded, reshardable).
 //
 //   hfrun::Accelerator acc({.zero_stage = 1, .grad_accum_steps = 2});
