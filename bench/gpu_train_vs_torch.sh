@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# GPT-2 124M training throughput on one GPU: `hfrun bench train` with train.device=cuda next to
-# the same model in PyTorch (bench/torch_train_gpt2.py --device cuda: eager, and torch.compile),
+# GPT-2 124M (MODEL=gpt2, the default) or a SmolLM-135M-shaped Llama (MODEL=llama: hidden 576,
+# 30 layers, 9 heads over 3 KV heads, intermediate 1536, tied, vocab 50257) training throughput
+# on one GPU: `hfrun bench train` with train.device=cuda next to the same model in PyTorch
+# (bench/torch_train_gpt2.py or torch_train_llama.py --device cuda: eager, and torch.compile),
 # same batch, AdamW and clipping, one after the other. hfrun's MFU is against the GPU's bf16
 # cuBLASLt GEMM measured in the same run. Runs from a build tree or from the GPU bundle
 # (scripts/gpu-bundle.sh packs this script, the PyTorch script and a tokenizer.json; the GPU
@@ -38,6 +40,16 @@ fi
 SEQ="${SEQ:-1024}"; BATCH="${BATCH:-8}"; DTYPES="${DTYPES:-bf16 f32}"
 STEPS="${STEPS:-10}"; WARMUP="${WARMUP:-3}"; COMPILE="${COMPILE:-1}"; PYTHON="${PYTHON:-python3}"
 VARIANTS="${VARIANTS:-}"
+MODEL="${MODEL:-gpt2}"
+case "$MODEL" in
+  gpt2)
+    model_yaml="config: {n_layer: 12, n_head: 12, n_embd: 768, n_positions: 1024, vocab_size: 50257}"
+    torch_script=(torch_train_gpt2.py); model_name="GPT-2 124M" ;;
+  llama)
+    model_yaml="arch: llama, config: {hidden_size: 576, num_hidden_layers: 30, num_attention_heads: 9, num_key_value_heads: 3, intermediate_size: 1536, vocab_size: 50257, tie_word_embeddings: true, rms_norm_eps: 1.0e-5, max_position_embeddings: 2048}"
+    torch_script=(torch_train_llama.py --vocab 50257); model_name="Llama (SmolLM-135M shape)" ;;
+  *) echo "gpu_train_vs_torch: MODEL '$MODEL' is not gpt2 or llama" >&2; exit 2 ;;
+esac
 [ "${COMPOSED:-0}" = 1 ] && VARIANTS="HFRUN_FUSED_ATTENTION=0 $VARIANTS"
 read -r -a variants <<<"$VARIANTS"
 for v in "${variants[@]}"; do
@@ -57,10 +69,9 @@ with open(sys.argv[1], "wb") as f:
     f.write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)))
     f.write(struct.pack("<%dH" % n, *(rng.randrange(50257) for _ in range(n))))
 PY
-cat > "$TMP/gpt2_124m.yaml" <<YAML
+cat > "$TMP/model.yaml" <<YAML
 output_dir: $TMP/run
-model:
-  config: {n_layer: 12, n_head: 12, n_embd: 768, n_positions: 1024, vocab_size: 50257}
+model: {$model_yaml}
 tokenizer: $tok
 data: {train: [$TMP/tokens.bin], seq_len: $SEQ, shuffle: false}
 train: {micro_batch_size: $BATCH, grad_clip: 1.0, device: cuda}
@@ -71,7 +82,7 @@ field() { sed -E "s/.*\"$2\": ?\"?([^,\"}]+).*/\1/" <<<"$1"; }
 # One hfrun run (label; the environment passes through, e.g. HFRUN_FUSED_ATTENTION=0).
 hfrun_run() {
   local out ours
-  if out="$("$hfrun" bench train "$TMP/gpt2_124m.yaml" --steps "$STEPS" --warmup "$WARMUP" \
+  if out="$("$hfrun" bench train "$TMP/model.yaml" --steps "$STEPS" --warmup "$WARMUP" \
       --set "train.mixed_precision=\"$mp\"" 2>&1)" &&
       ours="$(grep tokens_per_s <<<"$out" | tail -1)" && [ -n "$ours" ]; then
     awk -v d="$dtype" -v l="$1" -v st="$(field "$ours" step_s)" -v t="$(field "$ours" tokens_per_s)" \
@@ -85,7 +96,7 @@ hfrun_run() {
   fi
 }
 
-echo "GPT-2 124M, batch $BATCH x seq $SEQ, AdamW + clipping; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+echo "$model_name, batch $BATCH x seq $SEQ, AdamW + clipping; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
 printf "%-5s %-30s %10s %12s %8s %9s\n" dtype impl "step s" "tok/s" mfu "vs eager"
 for dtype in $DTYPES; do
   flag=""; [ "$dtype" = bf16 ] && flag="--bf16"
@@ -94,7 +105,7 @@ for dtype in $DTYPES; do
   modes=("")
   [ "$COMPILE" = 1 ] && modes+=("--compile")
   for mode in "${modes[@]}"; do
-    if torch="$("${py_env[@]}" "$PYTHON" "$here/bench/torch_train_gpt2.py" --device cuda --batch "$BATCH" \
+    if torch="$("${py_env[@]}" "$PYTHON" "$here/bench/${torch_script[0]}" "${torch_script[@]:1}" --device cuda --batch "$BATCH" \
         --seq "$SEQ" --steps "$STEPS" --warmup "$WARMUP" $flag $mode 2>"$TMP/torch.err" | tail -1)" &&
         [ -n "$torch" ]; then
       tps="$(field "$torch" tokens_per_s)"

@@ -200,12 +200,14 @@ CrossEntropyResult cross_entropy(const Tensor& logits, const Tensor& targets,
 Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
                               const Tensor& lse, int64_t ignore_index = -100);
 
-// Causal (or full) scaled dot-product attention: q [B, H, T, D], k [B, H, S, D], v [B, H, S, Dv];
-// when causal, query i sees keys j <= i + (S - T). Where the device's backend has a fused kernel
-// for the inputs (CUDA: bf16/f16, head size 16, 32, 64 or 128) it runs flash-style and keeps only
-// lse [B, H, T] (f32 row log-sum-exp) for the backward, and out is a [B, H, T, D] view of a
-// [B, T, H, D] buffer (so transposing it back to [B, T, H*D] is free); otherwise it composes
-// matmul and softmax and keeps probs [B, H, T, S] (f32). Pass the whole result to the backward.
+// Causal (or full) scaled dot-product attention: q [B, H, T, D], k [B, Hkv, S, D], v [B, Hkv, S,
+// Dv] with Hkv dividing H (grouped-query attention: query head h reads KV head h / (H / Hkv);
+// K and V are never repeated); when causal, query i sees keys j <= i + (S - T). Where the device's
+// backend has a fused kernel for the inputs (CUDA: bf16/f16, head size 16, 32, 64 or 128) it runs
+// flash-style and keeps only lse [B, H, T] (f32 row log-sum-exp) for the backward, and out is a [B,
+// H, T, D] view of a [B, T, H, D] buffer (so transposing it back to [B, T, H*D] is free); otherwise
+// it composes matmul and softmax and keeps probs [B, H, T, S] (f32). Pass the whole result to the
+// backward.
 struct AttentionResult {
   Tensor out, probs, lse;
 };

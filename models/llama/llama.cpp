@@ -18,14 +18,6 @@ std::unique_ptr<Linear> make_linear(int64_t in, int64_t out, bool bias, Generato
   return std::make_unique<Linear>(std::move(w), bias ? ops::zeros({out}) : Tensor());
 }
 
-// [B, H_kv, S, D] -> [B, H_kv * rep, S, D]: each KV head serves `rep` consecutive query heads
-// (HF's repeat_kv).
-Tensor repeat_kv(const Tensor& x, int64_t rep) {
-  if (rep == 1) return x;
-  const int64_t B = x.size(0), H = x.size(1), S = x.size(2), D = x.size(3);
-  return reshape(expand(unsqueeze(x, 2), {B, H, rep, S, D}), {B, H * rep, S, D});
-}
-
 }  // namespace
 
 std::vector<double> rope_inverse_frequencies(const LlamaConfig& c) {
@@ -117,7 +109,9 @@ class LlamaAttention : public Module {
       q = to_dtype(q, *cd);
       k = to_dtype(k, *cd);
     }
-    const int64_t H = q.size(1), Hkv = k.size(1);
+    const int64_t H = q.size(1);
+    // Grouped-query attention reads each KV head for its group of query heads in place (no
+    // repeat of K, V: ops::attention groups the queries instead).
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
     Tensor y;
     if (a.cache_k != nullptr) {
@@ -127,14 +121,11 @@ class LlamaAttention : public Module {
       ops::copy_(v_new, v);
       const int64_t S = a.cache_start + T;
       // Causal with the offset S - T: query i sees keys [0, start + i].
-      y = ops::attention(ops::contiguous(q),
-                         ops::contiguous(repeat_kv(ops::narrow(*a.cache_k, 2, 0, S), H / Hkv)),
-                         ops::contiguous(repeat_kv(ops::narrow(*a.cache_v, 2, 0, S), H / Hkv)),
-                         /*causal=*/true, scale)
+      y = ops::attention(ops::contiguous(q), ops::narrow(*a.cache_k, 2, 0, S),
+                         ops::narrow(*a.cache_v, 2, 0, S), /*causal=*/true, scale)
               .out;
     } else {
-      y = scaled_dot_product_attention(q, repeat_kv(k, H / Hkv), repeat_kv(v, H / Hkv),
-                                       /*causal=*/true, scale);
+      y = scaled_dot_product_attention(q, k, v, /*causal=*/true, scale);
     }
     y = reshape(transpose(y, 1, 2), {B, T, H * D});
     return o_proj_->forward(y, x.dtype());

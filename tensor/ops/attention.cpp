@@ -56,14 +56,16 @@ std::string qkv_str(const Tensor& q, const Tensor& k, const Tensor& v) {
   return detail::concat(" (q ", q.str(), ", k ", k.str(), ", v ", v.str(), ")");
 }
 
-// q [B, H, T, D], k [B, H, S, D], v [B, H, S, Dv]: same B, H, dtype and device.
+// q [B, H, T, D], k [B, Hkv, S, D], v [B, Hkv, S, Dv]: same B, dtype and device; Hkv divides H
+// (grouped-query attention: query head h reads KV head h / (H / Hkv)).
 void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const char* name) {
   HF_CHECK(q.defined() && k.defined() && v.defined(), name, ": undefined input");
   HF_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, name, ": q, k, v must be [B, H, T, D]",
            qkv_str(q, k, v));
-  HF_CHECK(q.size(0) == k.size(0) && q.size(0) == v.size(0) && q.size(1) == k.size(1) &&
-               q.size(1) == v.size(1),
-           name, ": batch and head dims differ", qkv_str(q, k, v));
+  HF_CHECK(q.size(0) == k.size(0) && q.size(0) == v.size(0), name, ": batch dims differ",
+           qkv_str(q, k, v));
+  HF_CHECK(k.size(1) == v.size(1) && k.size(1) > 0 && q.size(1) % k.size(1) == 0, name,
+           ": k and v need the same number of heads, dividing q's", qkv_str(q, k, v));
   HF_CHECK(q.size(3) == k.size(3), name, ": q and k head sizes differ", qkv_str(q, k, v));
   HF_CHECK(k.size(2) == v.size(2), name, ": k and v lengths differ", qkv_str(q, k, v));
   HF_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype() && is_floating(q.dtype()), name,
@@ -78,6 +80,15 @@ std::atomic<bool>& fused_attention_on() {
     return !(e && std::strcmp(e, "0") == 0);
   }()};
   return on;
+}
+
+// Grouped-query attention without copying K or V: the `group` query heads that share a KV head
+// become one [group * T, D] matrix per KV head ([B, H, T, D] -> [B, Hkv, group * T, D]; a view
+// when x is laid out [B, H, T, D], else a copy of x), so every product is a batched GEMM against
+// the KV head itself.
+Tensor by_kv_head(const Tensor& x, int64_t kv_heads) {
+  if (x.size(1) == kv_heads) return x;
+  return reshape(x, {x.size(0), kv_heads, x.size(1) / kv_heads * x.size(2), x.size(3)});
 }
 
 // [B, H, rows, D] as a view of a fresh [B, rows, H, D] buffer.
@@ -122,14 +133,16 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, boo
     be.fused_attention(q, k, v, causal, scale, r.out, r.lse);
     return r;
   }
-  Tensor scores = matmul(q, transpose(k, 2, 3), Tensor(), DType::kF32);
-  Tensor probs = empty(scores.sizes(), DType::kF32, q.device());
+  // Scores [B, Hkv, group * T, S] are [B, H, T, S] in memory.
+  const int64_t hkv = k.size(1);
+  Tensor scores = matmul(by_kv_head(q, hkv), transpose(k, 2, 3), Tensor(), DType::kF32);
+  Tensor probs = empty({b, h, t, s}, DType::kF32, q.device());
   if (scores.numel() > 0) {
     Tensor probs_3d = view(probs, {b * h, t, s});
     be.scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, probs_3d);
   }
-  Tensor out = matmul(to_dtype(probs, v.dtype()), v, Tensor(), q.dtype());
-  return {out, probs, Tensor()};
+  Tensor out = matmul(to_dtype(by_kv_head(probs, hkv), v.dtype()), v, Tensor(), q.dtype());
+  return {view(out, {b, h, t, v.size(3)}), probs, Tensor()};
 }
 
 // Fused: the backend recomputes the probabilities from q, k and lse. Composed, with P = probs,
@@ -158,10 +171,10 @@ AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Ten
     HF_CHECK(be.fused_attention_supported(g, k, v),
              "attention_backward: the fused kernel no longer accepts these inputs",
              qkv_str(q, k, v));
-    const int64_t b = q.size(0), h = q.size(1);
+    const int64_t b = q.size(0), h = q.size(1), hkv = k.size(1);
     grads.gq = heads_major(b, h, q.size(2), q.size(3), dt, q.device());
-    grads.gk = heads_major(b, h, k.size(2), k.size(3), dt, q.device());
-    grads.gv = heads_major(b, h, v.size(2), v.size(3), dt, q.device());
+    grads.gk = heads_major(b, hkv, k.size(2), k.size(3), dt, q.device());
+    grads.gv = heads_major(b, hkv, v.size(2), v.size(3), dt, q.device());
     be.fused_attention_backward(g, q, k, v, forward.out, forward.lse, causal, scale, grads.gq,
                                 grads.gk, grads.gv);
     return grads;
@@ -171,14 +184,17 @@ AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Ten
   HF_CHECK(probs.defined() && probs.sizes() == want_probs, "attention_backward: probs ",
            probs.defined() ? probs.str() : std::string("undefined"), " must be ",
            shape_str(want_probs), qkv_str(q, k, v));
-  Tensor p = to_dtype(probs, dt);
-  grads.gv = matmul(transpose(p, 2, 3), g, Tensor(), dt);
-  Tensor gp = matmul(g, transpose(v, 2, 3), Tensor(), DType::kF32);
-  Tensor gscores = softmax_backward(gp, probs, -1);  // f32, like probs
+  // Per KV head, over its group's rows ([B, Hkv, group * T, .]): dV and dK sum the group.
+  const int64_t hkv = k.size(1);
+  Tensor p = to_dtype(by_kv_head(probs, hkv), dt);
+  Tensor g5 = by_kv_head(g, hkv);
+  grads.gv = matmul(transpose(p, 2, 3), g5, Tensor(), dt);
+  Tensor gp = matmul(g5, transpose(v, 2, 3), Tensor(), DType::kF32);
+  Tensor gscores = softmax_backward(gp, by_kv_head(probs, hkv), -1);  // f32, like probs
   scale_(gscores, scale);
   Tensor gs = to_dtype(gscores, dt);
-  grads.gq = matmul(gs, k, Tensor(), dt);
-  grads.gk = matmul(transpose(gs, 2, 3), q, Tensor(), dt);
+  grads.gq = view(matmul(gs, k, Tensor(), dt), q.sizes());
+  grads.gk = matmul(transpose(gs, 2, 3), by_kv_head(q, hkv), Tensor(), dt);
   return grads;
 }
 

@@ -151,6 +151,43 @@ TEST(GradAttention, CausalAndFull) {
   }
 }
 
+TEST(GradAttention, GroupedQueryHeads) {
+  // 4 query heads over 2 KV heads, causal with S > T and full; and the same as attention over K,
+  // V repeated per query head (HF's repeat_kv), whose K, V gradients sum over each group.
+  Tensor q = randn({2, 4, 3, 4}, 38, true), k = randn({2, 2, 5, 4}, 39, true);
+  Tensor v = randn({2, 2, 5, 3}, 40, true);
+  for (bool causal : {true, false}) {
+    auto r = gradcheck(
+        [causal](const auto& in) {
+          return scaled_dot_product_attention(in[0], in[1], in[2], causal);
+        },
+        {q, k, v});
+    EXPECT_TRUE(r.ok) << "causal " << causal << ": " << r.message;
+  }
+  auto repeat = [](const Tensor& x) {  // [B, 2, S, D] -> [B, 4, S, D], heads 0,0,1,1
+    return reshape(expand(unsqueeze(x, 2), {x.size(0), 2, 2, x.size(2), x.size(3)}),
+                   {x.size(0), 4, x.size(2), x.size(3)});
+  };
+  // Fresh leaves (gradcheck may have left gradients on the ones above).
+  Tensor q1 = randn({2, 4, 3, 4}, 38, true), k1 = randn({2, 2, 5, 4}, 39, true);
+  Tensor v1 = randn({2, 2, 5, 3}, 40, true);
+  Tensor q2 = randn({2, 4, 3, 4}, 38, true), k2 = randn({2, 2, 5, 4}, 39, true);
+  Tensor v2 = randn({2, 2, 5, 3}, 40, true);
+  Tensor w = randn({2, 4, 3, 3}, 41);
+  Tensor y1 = scaled_dot_product_attention(q1, k1, v1, true);
+  Tensor y2 = scaled_dot_product_attention(q2, repeat(k2), repeat(v2), true);
+  EXPECT_TRUE(testing::tensors_near(y1, y2, 1e-6, 1e-6));
+  autograd::backward(sum(mul(y1, w)));
+  autograd::backward(sum(mul(y2, w)));
+  EXPECT_TRUE(testing::tensors_near(q1.grad(), q2.grad(), 1e-5, 1e-5));
+  EXPECT_TRUE(testing::tensors_near(k1.grad(), k2.grad(), 1e-5, 1e-5));
+  EXPECT_TRUE(testing::tensors_near(v1.grad(), v2.grad(), 1e-5, 1e-5));
+  // Heads that do not divide are refused.
+  EXPECT_THROW(scaled_dot_product_attention(randn({1, 3, 2, 4}, 42), randn({1, 2, 2, 4}, 43),
+                                            randn({1, 2, 2, 4}, 44), true),
+               Error);
+}
+
 TEST(GradAttention, SplitQkvViews) {
   // q, k, v as a GPT-2 block makes them: split a [B, T, 3C] projection, view as heads, transpose.
   const int64_t B = 1, T = 3, H = 2, D = 2, C = H * D;

@@ -45,6 +45,7 @@ struct AttnParams {
   float* lse;            // [B * H, T]
   float* delta;          // [B * H, T], backward
   int heads, t, s, off;  // off = S - T: query i sees keys j <= i + off when causal
+  int kv_heads;          // K and V heads: query head h reads KV head h / (heads / kv_heads)
   bool causal;
   float scale;
 };
@@ -53,6 +54,15 @@ template <typename T>
 __device__ __forceinline__ T* head_ptr(const HeadView& v, int bh, int heads) {
   return static_cast<T*>(v.p) + static_cast<int64_t>(bh / heads) * v.sb +
          static_cast<int64_t>(bh % heads) * v.sh;
+}
+
+// The K or V head that query batch*head `bh` reads (grouped-query attention shares one KV head
+// among heads / kv_heads consecutive query heads; no copy of K, V is made).
+template <typename T>
+__device__ __forceinline__ T* kv_ptr(const HeadView& v, int bh, const AttnParams& p) {
+  const int group = p.heads / p.kv_heads;
+  return static_cast<T*>(v.p) + static_cast<int64_t>(bh / p.heads) * v.sb +
+         static_cast<int64_t>((bh % p.heads) / group) * v.sh;
 }
 
 // Shared-memory layout of the three kernels (byte sizes; every piece a multiple of 128 bytes).
@@ -186,8 +196,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_forward_kernel(AttnPar
 
   const int warp = threadIdx.x >> 5, bh = blockIdx.y, q0 = blockIdx.x * kTile;
   const T* q = head_ptr<T>(p.q, bh, p.heads);
-  const T* k = head_ptr<T>(p.k, bh, p.heads);
-  const T* v = head_ptr<T>(p.v, bh, p.heads);
+  const T *k = kv_ptr<T>(p.k, bh, p), *v = kv_ptr<T>(p.v, bh, p);
   load_tile<T, D>(qs, q, p.q.st, q0, p.t);
   for (int i = threadIdx.x; i < kTile * L::kLdO; i += kAttnThreads) os[i] = 0.0f;
   __syncthreads();
@@ -291,8 +300,10 @@ __device__ __forceinline__ void write_rows(const FragC (&acc)[D / 16], float* st
   __syncwarp();
 }
 
-// dK, dV of one 64-key tile (blockIdx.x) of one batch*head (blockIdx.y); warp w owns keys
-// [16w, 16w + 16) and keeps their dK, dV in registers across the query tiles.
+// dK, dV of one 64-key tile (blockIdx.x) of one batch*KV head (blockIdx.y); warp w owns keys
+// [16w, 16w + 16) and keeps their dK, dV in registers across the query tiles of every query
+// head that reads this KV head (one, or heads / kv_heads with grouped-query attention): the
+// group's sum is made in registers, in a fixed order, without atomics.
 template <typename T, int D>
 __global__ void __launch_bounds__(kAttnThreads) attention_backward_kv_kernel(AttnParams p) {
 #if __CUDA_ARCH__ >= 800
@@ -310,11 +321,10 @@ __global__ void __launch_bounds__(kAttnThreads) attention_backward_kv_kernel(Att
       reinterpret_cast<float*>(smem + 4 * L::kTileBytes + 2 * L::kSBytes + 2 * L::kPBytes);
   float* delta_s = lse_s + kTile;
 
-  const int warp = threadIdx.x >> 5, bh = blockIdx.y, k0 = blockIdx.x * kTile;
-  const T* q = head_ptr<T>(p.q, bh, p.heads);
-  const T* go = head_ptr<T>(p.go, bh, p.heads);
-  load_tile<T, D>(ks, head_ptr<T>(p.k, bh, p.heads), p.k.st, k0, p.s);
-  load_tile<T, D>(vs, head_ptr<T>(p.v, bh, p.heads), p.v.st, k0, p.s);
+  const int warp = threadIdx.x >> 5, bkv = blockIdx.y, k0 = blockIdx.x * kTile;
+  const int group = p.heads / p.kv_heads;
+  load_tile<T, D>(ks, head_ptr<T>(p.k, bkv, p.kv_heads), p.k.st, k0, p.s);
+  load_tile<T, D>(vs, head_ptr<T>(p.v, bkv, p.kv_heads), p.v.st, k0, p.s);
 
   const RowLane rl;
   const int kj = k0 + warp * 16 + rl.rr;
@@ -332,37 +342,42 @@ __global__ void __launch_bounds__(kAttnThreads) attention_backward_kv_kernel(Att
   }
   // Queries that see key k0 or later: i + off >= k0.
   const int q_begin = p.causal ? max(0, k0 - p.off) : 0;
-  const int64_t row_base = static_cast<int64_t>(bh) * p.t;
-  for (int q0 = (q_begin / kTile) * kTile; q0 < p.t; q0 += kTile) {
-    __syncthreads();  // every warp is done with the previous Q, dO tiles
-    load_tile<T, D>(qs, q, p.q.st, q0, p.t);
-    load_tile<T, D>(dos, go, p.go.st, q0, p.t);
-    for (int r = threadIdx.x; r < kTile; r += kAttnThreads) {
-      const bool in = q0 + r < p.t;
-      lse_s[r] = in ? p.lse[row_base + q0 + r] : INFINITY;
-      delta_s[r] = in ? p.delta[row_base + q0 + r] : 0.0f;
-    }
-    __syncthreads();
-    gemm_abt<T, D>(stw, kw, qs);    // S^T = K_w Q^T
-    gemm_abt<T, D>(dptw, vw, dos);  // dP^T = V_w dO^T
-    __syncwarp();
+  for (int g = 0; g < group; ++g) {
+    const int bh = (bkv / p.kv_heads) * p.heads + (bkv % p.kv_heads) * group + g;
+    const T* q = head_ptr<T>(p.q, bh, p.heads);
+    const T* go = head_ptr<T>(p.go, bh, p.heads);
+    const int64_t row_base = static_cast<int64_t>(bh) * p.t;
+    for (int q0 = (q_begin / kTile) * kTile; q0 < p.t; q0 += kTile) {
+      __syncthreads();  // every warp is done with the previous Q, dO tiles
+      load_tile<T, D>(qs, q, p.q.st, q0, p.t);
+      load_tile<T, D>(dos, go, p.go.st, q0, p.t);
+      for (int r = threadIdx.x; r < kTile; r += kAttnThreads) {
+        const bool in = q0 + r < p.t;
+        lse_s[r] = in ? p.lse[row_base + q0 + r] : INFINITY;
+        delta_s[r] = in ? p.delta[row_base + q0 + r] : 0.0f;
+      }
+      __syncthreads();
+      gemm_abt<T, D>(stw, kw, qs);    // S^T = K_w Q^T
+      gemm_abt<T, D>(dptw, vw, dos);  // dP^T = V_w dO^T
+      __syncwarp();
 #pragma unroll 8
-    for (int c = 0; c < kTile / 2; ++c) {
-      const int col = rl.col<kTile / 2>(c);
-      const int at = rl.rr * kLdS + col;
-      const float pr = visible(p, q0 + col, kj) ? __expf(stw[at] * p.scale - lse_s[col]) : 0.0f;
-      const float ds = pr * (dptw[at] - delta_s[col]) * p.scale;
-      ptw[rl.rr * kLdP + col] = from_f32<T>(pr);
-      dstw[rl.rr * kLdP + col] = from_f32<T>(ds);
+      for (int c = 0; c < kTile / 2; ++c) {
+        const int col = rl.col<kTile / 2>(c);
+        const int at = rl.rr * kLdS + col;
+        const float pr = visible(p, q0 + col, kj) ? __expf(stw[at] * p.scale - lse_s[col]) : 0.0f;
+        const float ds = pr * (dptw[at] - delta_s[col]) * p.scale;
+        ptw[rl.rr * kLdP + col] = from_f32<T>(pr);
+        dstw[rl.rr * kLdP + col] = from_f32<T>(ds);
+      }
+      __syncwarp();
+      gemm_pb<T, D>(dv, ptw, dos);  // dV_w += P^T_w dO
+      gemm_pb<T, D>(dk, dstw, qs);  // dK_w += dS^T_w Q
     }
-    __syncwarp();
-    gemm_pb<T, D>(dv, ptw, dos);  // dV_w += P^T_w dO
-    gemm_pb<T, D>(dk, dstw, qs);  // dK_w += dS^T_w Q
   }
   __syncthreads();  // the Q and dO tiles become the f32 staging area
   float* stage = reinterpret_cast<float*>(qs) + warp * 16 * L::kLdO;
-  write_rows<T, D>(dv, stage, rl, head_ptr<T>(p.gv, bh, p.heads), p.gv.st, k0 + warp * 16, p.s);
-  write_rows<T, D>(dk, stage, rl, head_ptr<T>(p.gk, bh, p.heads), p.gk.st, k0 + warp * 16, p.s);
+  write_rows<T, D>(dv, stage, rl, head_ptr<T>(p.gv, bkv, p.kv_heads), p.gv.st, k0 + warp * 16, p.s);
+  write_rows<T, D>(dk, stage, rl, head_ptr<T>(p.gk, bkv, p.kv_heads), p.gk.st, k0 + warp * 16, p.s);
 #else
   __trap();
 #endif
@@ -384,8 +399,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_backward_q_kernel(Attn
   T* dss = reinterpret_cast<T*>(smem + 4 * L::kTileBytes + 2 * L::kSBytes);
 
   const int warp = threadIdx.x >> 5, bh = blockIdx.y, q0 = blockIdx.x * kTile;
-  const T* k = head_ptr<T>(p.k, bh, p.heads);
-  const T* v = head_ptr<T>(p.v, bh, p.heads);
+  const T *k = kv_ptr<T>(p.k, bh, p), *v = kv_ptr<T>(p.v, bh, p);
   load_tile<T, D>(qs, head_ptr<T>(p.q, bh, p.heads), p.q.st, q0, p.t);
   load_tile<T, D>(dos, head_ptr<T>(p.go, bh, p.heads), p.go.st, q0, p.t);
 
@@ -490,6 +504,7 @@ HeadView head_view(const Tensor& x) {
 AttnParams make_params(const Tensor& q, const Tensor& k, bool causal, double scale) {
   AttnParams p{};
   p.heads = static_cast<int>(q.size(1));
+  p.kv_heads = static_cast<int>(k.size(1));
   p.t = static_cast<int>(q.size(2));
   p.s = static_cast<int>(k.size(2));
   p.off = p.s - p.t;
@@ -536,6 +551,7 @@ bool CudaBackend::fused_attention_supported(const Tensor& q, const Tensor& k, co
   const int64_t d = q.size(3);
   const size_t smem = smem_for_head_size(d);
   if (smem == 0 || k.size(3) != d || v.size(3) != d) return false;
+  if (k.size(1) != v.size(1) || k.size(1) == 0 || q.size(1) % k.size(1) != 0) return false;
   const DeviceLimits lim = device_limits(q.device().index);
   if (lim.major < 8 || lim.smem_optin < smem) return false;
   if (q.size(0) * q.size(1) > 65535 || q.size(2) >= (int64_t{1} << 30) ||
@@ -584,6 +600,7 @@ void CudaBackend::fused_attention_backward(const Tensor& gout, const Tensor& q, 
   p.gv = head_view(gv);
   p.lse = static_cast<float*>(lse.raw_data());
   const unsigned bh = static_cast<unsigned>(q.size(0) * q.size(1));
+  const unsigned bkv = static_cast<unsigned>(k.size(0) * k.size(1));
   // delta lives in the caching allocator for the duration of the call.
   Tensor delta = ops::empty({q.size(0), q.size(1), q.size(2)}, DType::kF32, q.device());
   p.delta = static_cast<float*>(delta.raw_data());
@@ -600,7 +617,7 @@ void CudaBackend::fused_attention_backward(const Tensor& gout, const Tensor& q, 
     using T = typename decltype(tag)::type;
     constexpr int D = decltype(dim)::value;
     launch(attention_backward_kv_kernel<T, D>, Layout<T, D>::kBackwardKV,
-           dim3(static_cast<unsigned>((p.s + kTile - 1) / kTile), bh), p);
+           dim3(static_cast<unsigned>((p.s + kTile - 1) / kTile), bkv), p);
   });
   HF_CUDA_CHECK_LAUNCH("fused_attention_backward (dk, dv)", "q ", q.str(), ", k ", k.str());
   dispatch_attention(q, [&](auto tag, auto dim) {

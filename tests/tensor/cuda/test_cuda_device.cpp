@@ -234,6 +234,36 @@ TEST(CudaAttention, FusedKernelsMatchComposedAndAreDeterministic) {
   EXPECT_TRUE(ops::attention(q24, q24, q24, true, scale).probs.defined()) << "head size 24";
 }
 
+// Grouped-query attention in the fused kernels: K, V with fewer heads are read in place (no
+// repeat), the KV gradients sum each group in a fixed order (bitwise repeatable), and the result
+// equals the composed path on the same device.
+TEST(CudaAttention, GroupedQueryHeadsRunFusedAndDeterministic) {
+  HF_REQUIRE_CUDA();
+  const Device d = cuda0();
+  const int64_t B = 2, H = 8, Hkv = 2, T = 150, D = 64;
+  Tensor q = make_input({B, H, T, D}, 31, d, DType::kBF16);
+  Tensor k = make_input({B, Hkv, T, D}, 32, d, DType::kBF16);
+  Tensor v = make_input({B, Hkv, T, D}, 33, d, DType::kBF16);
+  Tensor gy = make_input({B, H, T, D}, 34, d, DType::kBF16);
+  const double scale = 0.125;
+  ops::AttentionResult fused = ops::attention(q, k, v, true, scale);
+  ASSERT_TRUE(fused.lse.defined()) << "GQA bf16 attention on CUDA did not take the fused kernel";
+  ops::AttentionGrads g1 = ops::attention_backward(gy, q, k, v, fused, true, scale);
+  ops::AttentionGrads g2 = ops::attention_backward(gy, q, k, v, fused, true, scale);
+  EXPECT_EQ(g1.gk.sizes(), (Shape{B, Hkv, T, D}));
+  EXPECT_EQ(bytes_of(g1.gk), bytes_of(g2.gk));
+  EXPECT_EQ(bytes_of(g1.gv), bytes_of(g2.gv));
+  const bool was = ops::set_fused_attention(false);
+  ops::AttentionResult composed = ops::attention(q, k, v, true, scale);
+  ops::set_fused_attention(was);
+  ASSERT_TRUE(composed.probs.defined());
+  EXPECT_LT(testing::rel_l2(fused.out, composed.out), 1e-2);
+  ops::AttentionGrads gc = ops::attention_backward(gy, q, k, v, composed, true, scale);
+  EXPECT_LT(testing::rel_l2(g1.gq, gc.gq), 1e-2);
+  EXPECT_LT(testing::rel_l2(g1.gk, gc.gk), 1e-2);
+  EXPECT_LT(testing::rel_l2(g1.gv, gc.gv), 1e-2);
+}
+
 // linear + tanh GELU runs as one cuBLASLt GEMM with the GELU epilogue (f32 and bf16, with and
 // without bias), equal to the composition on the same device: tight in f32, which also tells
 // the tanh GELU from the erf one.

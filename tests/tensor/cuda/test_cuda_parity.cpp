@@ -301,6 +301,19 @@ std::vector<Case> make_cases() {
                        return with_grads(y, {{"q", q}, {"k", k}, {"v", v}}, 85);
                      }});
   }
+  // Grouped-query attention: 6 query heads over 2 KV heads (the fused kernels read each KV head
+  // for its group; dK, dV sum the group in registers), fused in bf16 and composed in f32.
+  for (DType t : {bf16, f32}) {
+    cases.push_back({t == bf16 ? "attention GQA (fused)" : "attention GQA",
+                     "q [2, 6, 100, 64], k, v [2, 2, 130, 64] causal", t,
+                     t == bf16 ? kTolBf16 : kTolF32Red, [t](Device d) {
+                       Tensor q = leaf({2, 6, 100, 64}, 88, d, t);
+                       Tensor k = leaf({2, 2, 130, 64}, 89, d, t);
+                       Tensor v = leaf({2, 2, 130, 64}, 90, d, t);
+                       Tensor y = scaled_dot_product_attention(q, k, v, true);
+                       return with_grads(y, {{"q", q}, {"k", k}, {"v", v}}, 91);
+                     }});
+  }
   cases.push_back(
       {"attention (fused)", "q, k, v from [2, 100, 3*4*64]", bf16, kTolBf16, [](Device d) {
          const int64_t B = 2, T = 100, H = 4, D = 64, C = H * D;
