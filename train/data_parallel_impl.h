@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "distributed/comm/process_group.h"
+#include "distributed/parallel/topology.h"
 #include "nn/module.h"
 #include "nn/tensor_parallel.h"
 #include "tensor/tensor.h"
@@ -33,29 +34,7 @@ inline Tensor flat_range(const Tensor& flat, int64_t begin, int64_t n) {
 // retired (waited for, accumulated, their staging freed) first, bounding the staging memory.
 constexpr size_t kMaxUnitsInFlight = 3;
 
-// Sum of doubles over a group, exact and order-fixed: every rank adds the same values in rank
-// order.
-double sum_over(dist::ProcessGroup& group, double v, const dist::CollectiveOptions& opts);
-
-// The tensor-parallel group's collectives for the model (nn/tensor_parallel.h), on the
-// group that carries the model's tensors (NCCL or host-staged MPI on GPUs, MPI on the CPU).
-class TensorParallelOverGroup : public nn::TensorParallelGroup {
- public:
-  TensorParallelOverGroup(std::shared_ptr<dist::ProcessGroup> g, dist::CollectiveOptions o)
-      : group_(std::move(g)), opts_(o) {}
-  int rank() const override { return group_->rank(); }
-  int size() const override { return group_->size(); }
-  void allreduce_sum(Tensor& t) override {
-    group_->allreduce(t, dist::ReduceOp::kSum, opts_)->wait();
-  }
-  void allreduce_max(Tensor& t) override {
-    group_->allreduce(t, dist::ReduceOp::kMax, opts_)->wait();
-  }
-
- private:
-  std::shared_ptr<dist::ProcessGroup> group_;
-  dist::CollectiveOptions opts_;
-};
+using dist::sum_over;
 
 // Checkpoints are written by every rank of the job.
 class GlobalCheckpointGroup : public CheckpointGroup {
@@ -72,16 +51,12 @@ class GlobalCheckpointGroup : public CheckpointGroup {
 };
 
 struct DataParallel::Impl : nn::ForwardHook {
-  // MPI groups, for host values (sums, strings, flags) and as the bootstrap of device groups.
-  std::shared_ptr<dist::ProcessGroup> world;   // the data-parallel group
-  std::shared_ptr<dist::ProcessGroup> global;  // every rank of the job
-  std::shared_ptr<dist::ProcessGroup> tp;      // the tensor-parallel group (or null)
-  // The groups that move the training tensors (parameters, gradients, activations) on
-  // `device`: world and tp themselves on the CPU; NCCL groups over the same ranks on a GPU, or
-  // world and tp staged through host memory (distributed.backend mpi).
+  // The job's groups (distributed/parallel/topology.h); the pointers below are into it.
+  std::unique_ptr<dist::Topology> topo;
+  dist::ProcessGroup* world = nullptr;         // the data-parallel group (MPI, host values)
+  dist::ProcessGroup* tp = nullptr;            // the tensor-parallel group (MPI) or null
+  dist::ProcessGroup* tensor_world = nullptr;  // the data-parallel group for device tensors
   Device device = Device::cpu();
-  std::shared_ptr<dist::ProcessGroup> tensor_world, tensor_tp;
-  std::unique_ptr<TensorParallelOverGroup> tp_group;
   std::unique_ptr<GlobalCheckpointGroup> checkpoint_group;
   std::vector<bool> tp_split;  // per parameter: split across the tensor-parallel group
   dist::CollectiveOptions opts;

@@ -5,6 +5,7 @@
 
 #include "autograd/node.h"
 #include "common/error.h"
+#include "distributed/parallel/layout.h"
 #include "tensor/ops.h"
 #include "train/data_parallel_impl.h"
 
@@ -148,38 +149,22 @@ void DataParallel::Impl::grad_ready(size_t p, Tensor& leaf) {
 }
 
 void DataParallel::Impl::make_units() {
-  if (stage == 0) {
-    // Buckets end on parameter boundaries.
-    int64_t begin = 0;
-    for (size_t k = 0; k < params.size(); ++k) {
-      if (units.empty() || params[k].offset - begin >= bucket_elements) {
-        begin = params[k].offset;
-        if (!units.empty()) units.back().end = begin;
-        units.push_back(Unit{});
-        units.back().begin = begin;
-      }
-    }
-    if (!units.empty()) units.back().end = total;
-    if (!units.empty()) units.front().begin = 0;
-  } else {
-    const int64_t chunk_target = std::max<int64_t>(1, bucket_elements / size);
-    for (int64_t begin = 0; begin < total; begin += chunk_target * size) {
-      Unit unit;
-      unit.begin = begin;
-      unit.end = std::min(total, begin + chunk_target * size);
-      unit.chunk = (unit.end - unit.begin + size - 1) / size;
-      units.push_back(std::move(unit));
-    }
+  std::vector<dist::ParamRange> ranges;
+  for (const Param& p : params) ranges.push_back({p.offset, p.numel});
+  const std::vector<dist::UnitLayout> layout =
+      stage == 0 ? dist::bucket_layout(ranges, total, bucket_elements)
+                 : dist::chunk_layout(total, bucket_elements, size);
+  for (const dist::UnitLayout& l : layout) {
+    Unit unit;
+    unit.begin = l.begin;
+    unit.end = l.end;
+    unit.chunk = l.chunk;
+    units.push_back(std::move(unit));
   }
+  const auto overlaps = dist::units_of_params(ranges, layout);
   for (size_t p = 0; p < params.size(); ++p) {
-    Param& param = params[p];
-    for (size_t u = 0; u < units.size(); ++u) {
-      const Unit& unit = units[u];
-      if (unit.begin < param.offset + param.numel && param.offset < unit.end) {
-        param.units.push_back(u);
-        ++units[u].params;
-      }
-    }
+    params[p].units = overlaps[p];
+    for (size_t u : overlaps[p]) ++units[u].params;
   }
 }
 

@@ -1,0 +1,64 @@
+#include "distributed/parallel/layout.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+
+namespace hfrun::dist {
+
+int64_t UnitLayout::lo(int r) const {
+  return std::min(end, begin + r * chunk);
+}
+
+int64_t UnitLayout::hi(int r) const {
+  return std::min(end, begin + (r + 1) * chunk);
+}
+
+std::vector<UnitLayout> bucket_layout(const std::vector<ParamRange>& params, int64_t total,
+                                      int64_t bucket_elements) {
+  HF_CHECK(bucket_elements >= 1, "bucket_layout: bucket_elements must be positive");
+  std::vector<UnitLayout> units;
+  int64_t begin = 0;
+  for (const ParamRange& p : params) {
+    if (units.empty() || p.offset - begin >= bucket_elements) {
+      begin = p.offset;
+      if (!units.empty()) units.back().end = begin;
+      units.push_back(UnitLayout{begin, begin, 0});
+    }
+  }
+  if (!units.empty()) {
+    units.back().end = total;
+    units.front().begin = 0;
+  }
+  return units;
+}
+
+std::vector<UnitLayout> chunk_layout(int64_t total, int64_t bucket_elements, int world) {
+  HF_CHECK(world >= 1 && bucket_elements >= 1, "chunk_layout: world ", world,
+           " and bucket_elements ", bucket_elements, " must be positive");
+  const int64_t chunk_target = std::max<int64_t>(1, bucket_elements / world);
+  std::vector<UnitLayout> units;
+  for (int64_t begin = 0; begin < total; begin += chunk_target * world) {
+    UnitLayout u;
+    u.begin = begin;
+    u.end = std::min(total, begin + chunk_target * world);
+    u.chunk = (u.end - u.begin + world - 1) / world;
+    units.push_back(u);
+  }
+  return units;
+}
+
+std::vector<std::vector<size_t>> units_of_params(const std::vector<ParamRange>& params,
+                                                 const std::vector<UnitLayout>& units) {
+  std::vector<std::vector<size_t>> out(params.size());
+  for (size_t p = 0; p < params.size(); ++p) {
+    for (size_t u = 0; u < units.size(); ++u) {
+      if (units[u].begin < params[p].offset + params[p].numel && params[p].offset < units[u].end) {
+        out[p].push_back(u);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace hfrun::dist
