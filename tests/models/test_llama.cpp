@@ -10,6 +10,7 @@
 #include <fstream>
 #include <numbers>
 
+#include "autograd/node.h"
 #include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/io_test_util.h"
@@ -167,6 +168,45 @@ TEST(Llama, WeightsLoadByHfNameAndAMissingTensorIsNamed) {
   const Tensor q = m.parameter("model.layers.1.self_attn.q_proj.weight");
   EXPECT_EQ(loaded->parameter("model.layers.1.self_attn.q_proj.weight").to_vector(),
             ops::to_dtype(ops::to_dtype(q, DType::kBF16), DType::kF32).to_vector());
+}
+
+// Every family: export (config.json + model.safetensors by HF names) -> load_pretrained gives
+// the same logits; a tensor of the wrong shape is named with the file.
+TEST(Registry, EveryFamilyRoundTripsThroughItsHfFiles) {
+  for (const std::string type : {"gpt2", "llama", "mistral", "qwen2", "qwen3"}) {
+    testing::IoTempDir dir;
+    const std::string cfg =
+        type == "gpt2"
+            ? R"({"model_type": "gpt2", "vocab_size": 40, "n_positions": 16, "n_embd": 16,
+                           "n_layer": 2, "n_head": 2})"
+            : R"({"model_type": ")" + type + R"(", "vocab_size": 40, "hidden_size": 16,
+                           "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
+                           "num_key_value_heads": 2, "max_position_embeddings": 16,
+                           "tie_word_embeddings": )" +
+                  (type == "qwen3" ? "true" : "false") + "}";
+    auto m = create_causal_lm(cfg, type, 9);
+    m->eval();
+    std::ofstream(dir.str() + "/config.json") << m->config_json();
+    io::save_sharded_safetensors(dir.str(), m->named_parameters(), 1 << 30);
+    auto back = load_pretrained(dir.str());
+    EXPECT_EQ(back->model_type(), type);
+    const Tensor ids = ops::from_ints({1, 5, 7, 2, 39}, {1, 5});
+    autograd::NoGradGuard no_grad;
+    EXPECT_EQ(back->forward(ids).to_vector(), m->forward(ids).to_vector()) << type;
+
+    // The same files under a config.json with a different shape: the tensor is named.
+    std::string wider = m->config_json();
+    const std::string key = type == "gpt2" ? "\"n_embd\": 16" : "\"intermediate_size\": 24";
+    const size_t at = wider.find(key);
+    ASSERT_NE(at, std::string::npos) << wider;
+    wider.replace(at, key.size(), type == "gpt2" ? "\"n_embd\": 32" : "\"intermediate_size\": 32");
+    std::ofstream(dir.str() + "/config.json") << wider;
+    const std::string msg = message_of([&] { load_pretrained(dir.str()); });
+    EXPECT_NE(msg.find(type == "gpt2" ? "transformer.wte.weight" : "mlp.gate_proj.weight"),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("model"), std::string::npos) << msg;
+  }
 }
 
 TEST(Registry, HubIdsResolveInTheLocalCacheOnly) {
