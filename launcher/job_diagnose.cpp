@@ -1,0 +1,160 @@
+// The launcher's one-line reports of a failed or stopped attempt (job_internal.h), from the
+// ranks' records and mpirun's own lines.
+#include <sys/wait.h>
+
+#include <cstring>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/stop_signals.h"
+#include "launcher/job_internal.h"
+
+namespace hfrun::cli::detail {
+
+namespace {
+
+// "rank 1 (host h, pid 42)" from the rank's record.
+std::string describe_rank(const Attempt& a, int rank) {
+  const auto it = a.ranks.find(rank);
+  if (it == a.ranks.end() || !it->second.started) {
+    return "rank " + std::to_string(rank) + " (never started)";
+  }
+  return "rank " + std::to_string(rank) + " (host " + it->second.host + ", pid " +
+         std::to_string(it->second.pid) + ")";
+}
+
+std::string rank_error(const Attempt& a, int rank) {
+  const auto it = a.ranks.find(rank);
+  std::string e = it == a.ranks.end() ? "" : it->second.error;
+  while (!e.empty() && (e.back() == '\n' || e.back() == ' ')) e.pop_back();
+  return e;
+}
+
+// "2, 3" -> the ranks below `ranks` without a started record.
+std::string missing_ranks(const Attempt& a, int ranks) {
+  std::string out;
+  for (int r = 0; r < ranks; ++r) {
+    const auto it = a.ranks.find(r);
+    if (it != a.ranks.end() && it->second.started) continue;
+    out += (out.empty() ? "" : ", ") + std::to_string(r);
+  }
+  return out;
+}
+
+// The line mpirun printed just before `banner`: the rsh agent's (ssh's) own error, e.g.
+// "ssh: connect to host n7 port 22: No route to host"; "" when there is none.
+std::string line_before(const std::vector<std::string>& lines, const std::string& banner) {
+  for (size_t i = 1; i < lines.size(); ++i) {
+    if (lines[i].find(banner) != std::string::npos) return lines[i - 1];
+  }
+  return "";
+}
+
+}  // namespace
+
+std::pair<std::string, int> failure_report(const Attempt& a, const JobOptions& options) {
+  if (a.stop_signal != 0) {
+    return {std::string("hfrun: job stopped: the launcher received ") + strsignal(a.stop_signal) +
+                " again and ended every rank",
+            128 + a.stop_signal};
+  }
+  if (a.launch_timeout_s > 0) {
+    std::string line = "hfrun: job failed: ranks " + missing_ranks(a, options.ranks) +
+                       " did not start within " +
+                       std::to_string(static_cast<int>(a.launch_timeout_s)) +
+                       " s (distributed.timeout_s): a node never came up";
+    for (const std::string& l : a.mpirun_lines) {
+      if (l.find("ssh") != std::string::npos || l.find("agent") != std::string::npos) {
+        line += ": " + l;
+        break;
+      }
+    }
+    return {line, 1};
+  }
+  static const std::regex signaled(
+      R"(process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+) \(([^)]*)\))");
+  static const std::regex process_name(R"(Process name: \[\[\d+,\d+\],(\d+)\])");
+  static const std::regex exit_code(R"(Exit code:\s+(\d+))");
+  static const std::regex lost_daemon(R"(Remote daemon: \[\[\d+,\d+\],\d+\] on node (\S+))");
+  const std::string unreliable_start = "ORTE was unable to reliably start one or more daemons";
+  int rank = -1, rank_code = -1;
+  std::string lost_node;
+  bool start_failed = false;
+  for (const std::string& line : a.mpirun_lines) {
+    std::smatch m;
+    if (std::regex_search(line, m, signaled)) {
+      rank = std::stoi(m[1].str());
+      return {"hfrun: job failed: " + describe_rank(a, rank) + ": signal " + m[3].str() + " (" +
+                  m[4].str() + ")",
+              1};
+    }
+    if (std::regex_search(line, m, process_name)) rank = std::stoi(m[1].str());
+    if (std::regex_search(line, m, exit_code)) rank_code = std::stoi(m[1].str());
+    if (std::regex_search(line, m, lost_daemon)) lost_node = m[1].str();
+    if (line.find(unreliable_start) != std::string::npos) start_failed = true;
+  }
+  // A node lost mid-run: its Open MPI daemon stopped answering (the node died, or its network).
+  if (!lost_node.empty()) {
+    return {"hfrun: job failed: lost node " + lost_node +
+                ": mpirun lost contact with its daemon there (the node died or its network "
+                "failed) and ended every rank",
+            1};
+  }
+  // A daemon ended (or never started): with every rank started, a node died mid-run.
+  if (start_failed && rank < 0) {
+    const std::string cause = line_before(a.mpirun_lines, unreliable_start);
+    const std::string missing = missing_ranks(a, options.ranks);
+    std::string line =
+        options.ranks > 0 && missing.empty()
+            ? "hfrun: job failed: a node's Open MPI daemon ended mid-run (the node died or its "
+              "network failed)"
+            : "hfrun: job failed: a node never came up" +
+                  (missing.empty() ? std::string() : " (ranks " + missing + " never started)") +
+                  ": its Open MPI daemon did not start";
+    if (!cause.empty()) line += ": " + cause;
+    return {line, 1};
+  }
+  if (rank < 0) {  // mpirun did not name one: the first rank that recorded an error
+    for (const auto& [r, rec] : a.ranks) {
+      if (!rec.error.empty()) {
+        rank = r;
+        break;
+      }
+    }
+  }
+  const int code = WIFEXITED(a.status) ? WEXITSTATUS(a.status) : 128 + WTERMSIG(a.status);
+  if (rank < 0) return {"hfrun: job failed: mpirun exited with " + std::to_string(code), 1};
+  if (rank_code < 0) rank_code = code;
+  std::string line =
+      "hfrun: job failed: " + describe_rank(a, rank) + ": exit " + std::to_string(rank_code);
+  const std::string err = rank_error(a, rank);
+  if (!err.empty()) line += ": " + err;
+  // A collective timed out: the ranks that recorded no error of their own are the likely cause
+  // (stuck, or cut off with their node).
+  if (err.find("timed out") != std::string::npos) {
+    std::string silent;
+    for (int r = 0; r < options.ranks; ++r) {
+      if (rank_error(a, r).empty()) silent += (silent.empty() ? "" : ", ") + describe_rank(a, r);
+    }
+    if (!silent.empty()) line += "; no error from " + silent;
+  }
+  return {line, rank_code == 2 ? 2 : 1};
+}
+
+// The launcher's line when rank 0 stopped on a signal with a committed checkpoint; "" otherwise.
+// The signal named is the launcher's own when it asked the ranks to stop, else the rank's.
+std::string stop_report(const Attempt& a) {
+  const auto it = a.ranks.find(0);
+  if (it == a.ranks.end() || !it->second.stopped) return "";
+  const RankRecord& r = it->second;
+  const std::string why =
+      a.graceful_signal != 0 ? signal_name(a.graceful_signal) + " to the launcher" : r.signal;
+  return "hfrun: job stopped after step " + std::to_string(r.step) + " on " + why +
+         ": checkpoint " + r.checkpoint +
+         " committed; the same command (or a requeued job) resumes from it (exit " +
+         std::to_string(kExitStopped) + ")";
+}
+
+}  // namespace hfrun::cli::detail
