@@ -20,7 +20,8 @@ foreach(module common tensor autograd io nn optim models data distributed train)
     FILES_MATCHING PATTERN "*.h"
     PATTERN "backend" EXCLUDE
     PATTERN "io_util.h" EXCLUDE
-    PATTERN "fused.h" EXCLUDE)
+    PATTERN "fused.h" EXCLUDE
+    PATTERN "checkpoint_format.h" EXCLUDE)
 endforeach()
 install(FILES ${PROJECT_SOURCE_DIR}/include/hfrun/hfrun.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hfrun)
