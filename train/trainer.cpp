@@ -181,6 +181,9 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   HF_CHECK_INPUT(c.train.mixed_precision != "fp16", c.source,
                  ": train.mixed_precision \"fp16\" "
                  "(with loss scaling) is not available yet on CPU; use \"bf16\" or \"no\"");
+  // A model that cannot be found is reported as such (where the hub cache was searched), not as
+  // its missing tokenizer.
+  if (!c.model.from_pretrained.empty()) pretrained_dir(c);
   s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
   s.model = build_model(c, *s.tokenizer);
   if (!c.model.from_pretrained.empty()) {

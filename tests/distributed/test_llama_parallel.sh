@@ -91,6 +91,30 @@ done
 cmp -s "$TMP/np1.gen" "$TMP/tp2.gen" || { echo "FAIL: generate differs between np1 and tp2 exports"; cat "$TMP/np1.gen" "$TMP/tp2.gen"; fail=1; }
 grep -q '"lm_head.weight"' <(head -c 4000 "$TMP/tp2/final/model.safetensors") || { echo "FAIL: tp2 export lacks lm_head.weight"; fail=1; }
 
+# Fine-tuning from the local Hugging Face hub cache: from_pretrained ORG/NAME resolves
+# models--ORG--NAME/snapshots/<refs/main>/ under $HF_HUB_CACHE (the tokenizer comes with it); a
+# model missing from the cache is refused naming where it looked.
+mkdir -p "$TMP/hub/models--acme--tiny-llama/refs" "$TMP/hub/models--acme--tiny-llama/snapshots"
+cp -r "$TMP/np1/final" "$TMP/hub/models--acme--tiny-llama/snapshots/0123abc"
+echo 0123abc > "$TMP/hub/models--acme--tiny-llama/refs/main"
+cat > "$TMP/hub.yaml" <<YAML
+output_dir: $TMP/hubrun
+model: {from_pretrained: acme/tiny-llama}
+data: {train: [$TMP/t.txt], seq_len: 16}
+train: {micro_batch_size: 2, max_steps: 2, log_every: 1}
+YAML
+if HF_HUB_CACHE="$TMP/hub" "$HFRUN" "$TMP/hub.yaml" > "$TMP/hub.log" 2>&1 &&
+   grep -q '"model_type": "llama"' "$TMP/hubrun/final/config.json"; then
+  echo "ok: from_pretrained from the hub cache"
+else
+  echo "FAIL: from_pretrained acme/tiny-llama from the hub cache"; cat "$TMP/hub.log"; fail=1
+fi
+HF_HUB_CACHE="$TMP/hub" "$HFRUN" "$TMP/hub.yaml" --set model.from_pretrained=acme/other > "$TMP/hub2.log" 2>&1
+rc=$?
+if [ $rc -ne 2 ] || ! grep -q "models--acme--other" "$TMP/hub2.log"; then
+  echo "FAIL: a model missing from the cache: exit $rc"; cat "$TMP/hub2.log"; fail=1
+fi
+
 # KV heads must split whole across tensor-parallel ranks.
 cat > "$TMP/bad.yaml" <<YAML
 output_dir: $TMP/bad

@@ -326,6 +326,21 @@ std::vector<Case> make_cases() {
          return with_grads(y, {{"qkv", qkv}}, 87);
        }});
 
+  // ---- rotary embeddings (Llama family): rotate-half RoPE on [B, H, T, D] and on a transposed
+  // [B, T, H, D] view, as the models pass it ----
+  for (DType t : {f32, bf16}) {
+    cases.push_back({"rotary_embedding", "[2, 3, 17, 64] and a transposed view", t,
+                     tol_for(t, kTolF32Red), [t](Device d) {
+                       Tensor x = leaf({2, 3, 17, 64}, 92, d, t);
+                       Tensor xt = leaf({2, 17, 3, 64}, 93, d, t);
+                       Tensor cs = make_input({17, 64}, 94, d);
+                       Tensor sn = make_input({17, 64}, 95, d);
+                       Tensor y = add(rotary_embedding(x, cs, sn),
+                                      rotary_embedding(transpose(xt, 1, 2), cs, sn));
+                       return with_grads(y, {{"x", x}, {"xt", xt}}, 96);
+                     }});
+  }
+
   // ---- normalisation ----
   for (DType t : {f32, bf16}) {
     for (int64_t C : {64, 768, 1500}) {
