@@ -68,7 +68,7 @@ Accelerator::Accelerator(AcceleratorOptions options)
   cfg.distributed.bucket_mb = o.bucket_mb;
   cfg.distributed.timeout_s = o.timeout_s;
   s_->device = resolve_train_device(cfg);
-  s_->dp = DataParallel::from_launch_env(cfg, s_->device);
+  s_->dp = make_data_parallel(cfg, s_->device);
   HF_CHECK_INPUT(s_->dp != nullptr || o.tensor_parallel == 1, "AcceleratorOptions.tensor_parallel ",
                  o.tensor_parallel, " needs that many ranks or a multiple (mpirun -np N)");
 }
@@ -284,7 +284,8 @@ std::string Accelerator::save_state(const std::string& checkpoints_root,
   shard.slices = s.slices;
   shard.tp_rank = s.dp->tensor_parallel_rank();
   shard.tp_size = s.dp->tensor_parallel_size();
-  return save_checkpoint(checkpoints_root, shard, st, options, &s.dp->checkpoint_group());
+  JobCheckpointGroup group(*s.dp);
+  return save_checkpoint(checkpoints_root, shard, st, options, &group);
 }
 
 std::optional<std::string> Accelerator::latest_state(const std::string& checkpoints_root) {

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "data/loader.h"
+#include "distributed/parallel/data_parallel.h"
 #include "nn/module.h"
 #include "optim/optimizer.h"
 #include "tensor/random.h"
@@ -64,14 +65,8 @@ struct CheckpointOptions {
   std::string config_hash;  // recorded in the manifest (identifies the run's configuration)
 };
 
-// Where an optimizer parameter's elements sit in a model parameter: the whole parameter
-// (offset 0, the parameter's shape) or a 1-D ZeRO piece starting at `offset` of its row-major
-// elements.
-struct ParamSlice {
-  std::string name;  // the model parameter's name
-  int64_t offset = 0;
-  Shape full_shape;
-};
+// Where an optimizer parameter's elements sit in a model parameter (distributed/parallel).
+using ParamSlice = dist::ParamSlice;
 
 // The collective side of a save by several ranks (DataParallel implements it).
 class CheckpointGroup {

@@ -167,7 +167,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   const TrainConfig& c = s.cfg;
   s.device = resolve_train_device(c);
 
-  s.dp = DataParallel::from_launch_env(c, s.device);
+  s.dp = make_data_parallel(c, s.device);
   HF_CHECK_INPUT(s.dp != nullptr || c.distributed.num_processes == 1, c.source,
                  ": distributed.num_processes ", c.distributed.num_processes,
                  " needs a multi-process launch (hfrun -np N, mpirun or srun)");
@@ -474,7 +474,8 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     shard.slices = s.slices;
     shard.tp_rank = s.dp->tensor_parallel_rank();
     shard.tp_size = s.dp->tensor_parallel_size();
-    return save_checkpoint(checkpoints_root, shard, st, ckpt_options, &s.dp->checkpoint_group());
+    JobCheckpointGroup group(*s.dp);
+    return save_checkpoint(checkpoints_root, shard, st, ckpt_options, &group);
   };
   StopSignals stop_signals;
 

@@ -6,11 +6,11 @@
 
 #include "autograd/node.h"
 #include "common/error.h"
+#include "distributed/parallel/data_parallel_impl.h"
 #include "optim/clip.h"
 #include "tensor/ops.h"
-#include "train/data_parallel_impl.h"
 
-namespace hfrun::train {
+namespace hfrun::dist {
 
 void DataParallel::attach(nn::Module& model) {
   Impl& im = *impl_;
@@ -239,4 +239,4 @@ std::vector<std::pair<ParamSlice, Tensor>> DataParallel::parameter_pieces() cons
   return out;
 }
 
-}  // namespace hfrun::train
+}  // namespace hfrun::dist

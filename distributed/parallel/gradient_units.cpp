@@ -1,15 +1,15 @@
-// The communication units of DataParallel (see distributed_setup.h for the policy): DDP
+// The communication units of DataParallel (see data_parallel.h for the policy): DDP
 // buckets, ZeRO chunks with their staging, reduce-scatter and accumulation, and ZeRO-3's
 // gathering of a block's parameters around its forward and backward.
 #include <algorithm>
 
 #include "autograd/node.h"
 #include "common/error.h"
+#include "distributed/parallel/data_parallel_impl.h"
 #include "distributed/parallel/layout.h"
 #include "tensor/ops.h"
-#include "train/data_parallel_impl.h"
 
-namespace hfrun::train {
+namespace hfrun::dist {
 
 // Where unit u's reduced chunk lives for the optimizer.
 Tensor DataParallel::Impl::reduced_view(size_t u) {
@@ -24,7 +24,7 @@ void DataParallel::Impl::issue(size_t u) {
   unit.issued = true;
   if (stage == 0) {
     Tensor v = flat_range(flat_grads, unit.begin, unit.end - unit.begin);
-    unit.work = tensor_world->allreduce(v, dist::ReduceOp::kAvg, opts);
+    unit.work = tensor_world->allreduce(v, ReduceOp::kAvg, opts);
   } else {
     const int64_t padded = unit.chunk * size;
     Tensor in;
@@ -41,7 +41,7 @@ void DataParallel::Impl::issue(size_t u) {
       in = unit.staging;  // filled by the hooks
     }
     unit.recv = ops::empty({unit.chunk}, DType::kF32, device);
-    unit.work = tensor_world->reduce_scatter(unit.recv, in, dist::ReduceOp::kAvg, opts);
+    unit.work = tensor_world->reduce_scatter(unit.recv, in, ReduceOp::kAvg, opts);
     // ZeRO-3: every gradient of the unit is computed, so its parameters are not needed again.
     if (stage == 3) release(u);
   }
@@ -149,19 +149,18 @@ void DataParallel::Impl::grad_ready(size_t p, Tensor& leaf) {
 }
 
 void DataParallel::Impl::make_units() {
-  std::vector<dist::ParamRange> ranges;
+  std::vector<ParamRange> ranges;
   for (const Param& p : params) ranges.push_back({p.offset, p.numel});
-  const std::vector<dist::UnitLayout> layout =
-      stage == 0 ? dist::bucket_layout(ranges, total, bucket_elements)
-                 : dist::chunk_layout(total, bucket_elements, size);
-  for (const dist::UnitLayout& l : layout) {
+  const std::vector<UnitLayout> layout = stage == 0 ? bucket_layout(ranges, total, bucket_elements)
+                                                    : chunk_layout(total, bucket_elements, size);
+  for (const UnitLayout& l : layout) {
     Unit unit;
     unit.begin = l.begin;
     unit.end = l.end;
     unit.chunk = l.chunk;
     units.push_back(std::move(unit));
   }
-  const auto overlaps = dist::units_of_params(ranges, layout);
+  const auto overlaps = units_of_params(ranges, layout);
   for (size_t p = 0; p < params.size(); ++p) {
     params[p].units = overlaps[p];
     for (size_t u : overlaps[p]) ++units[u].params;
@@ -244,4 +243,4 @@ void DataParallel::Impl::make_pieces() {
   }
 }
 
-}  // namespace hfrun::train
+}  // namespace hfrun::dist

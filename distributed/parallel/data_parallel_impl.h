@@ -1,6 +1,5 @@
-// Internal to train/: the state behind DataParallel, shared by its three parts:
-//   distributed_setup.cpp   the process groups (MPI world, tensor- and data-parallel groups) and
-//                           the small collectives the trainer uses (sums, strings, TP gathers);
+// Internal to distributed/parallel/: the state behind DataParallel, shared by its parts:
+//   data_parallel.cpp       creation over a Topology, and the host collectives it forwards;
 //   data_parallel_step.cpp  the per-step API (attach, gradient sync, clipping, ZeRO gathers,
 //                           memory accounting, checkpoint pieces);
 //   gradient_units.cpp      the communication units: DDP buckets, ZeRO chunks (reduce-scatter,
@@ -16,14 +15,13 @@
 #include <vector>
 
 #include "distributed/comm/process_group.h"
+#include "distributed/parallel/data_parallel.h"
 #include "distributed/parallel/topology.h"
 #include "nn/module.h"
 #include "nn/tensor_parallel.h"
 #include "tensor/tensor.h"
-#include "train/checkpoint.h"
-#include "train/distributed_setup.h"
 
-namespace hfrun::train {
+namespace hfrun::dist {
 
 // A 1-D view of `flat` (1-D, contiguous) over [begin, begin + n).
 inline Tensor flat_range(const Tensor& flat, int64_t begin, int64_t n) {
@@ -34,32 +32,15 @@ inline Tensor flat_range(const Tensor& flat, int64_t begin, int64_t n) {
 // retired (waited for, accumulated, their staging freed) first, bounding the staging memory.
 constexpr size_t kMaxUnitsInFlight = 3;
 
-using dist::sum_over;
-
-// Checkpoints are written by every rank of the job.
-class GlobalCheckpointGroup : public CheckpointGroup {
- public:
-  explicit GlobalCheckpointGroup(DataParallel* dp) : dp_(dp) {}
-  int rank() const override { return dp_->global_rank(); }
-  int world() const override { return dp_->global_world(); }
-  std::vector<std::string> allgather_strings(const std::string& s) override {
-    return dp_->allgather_strings(s);
-  }
-
- private:
-  DataParallel* dp_;
-};
-
 struct DataParallel::Impl : nn::ForwardHook {
   // The job's groups (distributed/parallel/topology.h); the pointers below are into it.
-  std::unique_ptr<dist::Topology> topo;
-  dist::ProcessGroup* world = nullptr;         // the data-parallel group (MPI, host values)
-  dist::ProcessGroup* tp = nullptr;            // the tensor-parallel group (MPI) or null
-  dist::ProcessGroup* tensor_world = nullptr;  // the data-parallel group for device tensors
+  std::unique_ptr<Topology> topo;
+  ProcessGroup* world = nullptr;         // the data-parallel group (MPI, host values)
+  ProcessGroup* tp = nullptr;            // the tensor-parallel group (MPI) or null
+  ProcessGroup* tensor_world = nullptr;  // the data-parallel group for device tensors
   Device device = Device::cpu();
-  std::unique_ptr<GlobalCheckpointGroup> checkpoint_group;
   std::vector<bool> tp_split;  // per parameter: split across the tensor-parallel group
-  dist::CollectiveOptions opts;
+  CollectiveOptions opts;
   int64_t bucket_elements = 0;
   int stage = 0;
   int rank = 0, size = 1;
@@ -82,7 +63,7 @@ struct DataParallel::Impl : nn::ForwardHook {
     bool issued = false, retired = false;
     Tensor staging;  // ZeRO: the padded input of the reduce-scatter when it needs one
     Tensor recv;     // ZeRO: this rank's reduced chunk
-    std::shared_ptr<dist::Work> work;
+    std::shared_ptr<Work> work;
     Tensor buffer;  // ZeRO-3: the unit's gathered parameters (storage released between uses)
     bool gathered = false;  // ZeRO-3
     // This rank's chunk, clipped to the unit: [lo, hi) in flat elements.
@@ -132,4 +113,4 @@ struct DataParallel::Impl : nn::ForwardHook {
   void make_pieces();
 };
 
-}  // namespace hfrun::train
+}  // namespace hfrun::dist
