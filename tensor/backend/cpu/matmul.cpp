@@ -316,13 +316,34 @@ std::string matmul_last_impl() {
   return t_last_entry ? t_last_entry->impl : std::string();
 }
 
+namespace {
+
+// Whether this CPU's oneDNN computes bf16 matmuls at all (it needs AVX-512; on an AVX2-only CPU
+// it offers no kernel, not even its reference one). Probed once with a dense 16 x 16 problem.
+bool native_bf16_matmul() {
+  static const bool ok = [] {
+    try {
+      Tensor a = ops::zeros({16, 16}, DType::kBF16), b = ops::zeros({16, 16}, DType::kBF16);
+      Tensor out = ops::empty({16, 16}, DType::kF32);
+      return lookup(build_problem(a, b, out), DType::kBF16, DType::kF32, Tensor(), true)->usable;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
+}  // namespace
+
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
   HF_PROFILE_SCOPE("matmul");
   if (out.numel() == 0) return;
   Tensor ta = shrink_broadcast_dims(a), tb = shrink_broadcast_dims(b), tbias = bias;
-  // oneDNN 2.6 has no f16 matmul on CPUs without AVX512-FP16: compute those in f32.
+  // oneDNN 2.6 has no f16 matmul on CPUs without AVX512-FP16, and no bf16 one without AVX-512:
+  // compute those in f32 (exact for 16-bit inputs; f32 accumulation as the native kernels, the
+  // result rounded once to out's dtype), so mixed precision runs on any CPU, only slower.
   Tensor result = out;
-  if (a.dtype() == DType::kF16) {
+  if (a.dtype() == DType::kF16 || (a.dtype() == DType::kBF16 && !native_bf16_matmul())) {
     ta = ops::to_dtype(ta, DType::kF32);
     tb = ops::to_dtype(tb, DType::kF32);
     if (bias.defined()) tbias = ops::to_dtype(bias, DType::kF32);
