@@ -1,5 +1,7 @@
 #include "models/registry.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -32,52 +34,32 @@ std::string model_type_of(const std::string& config_json, const std::string& sou
 }
 
 const std::vector<std::string>& model_config_keys(const std::string& model_type) {
-  static const std::vector<std::string> gpt2 = {"model_type",
-                                                "vocab_size",
-                                                "n_positions",
-                                                "n_ctx",
-                                                "n_embd",
-                                                "n_layer",
-                                                "n_head",
-                                                "n_inner",
-                                                "layer_norm_epsilon",
-                                                "initializer_range",
-                                                "embd_pdrop",
-                                                "resid_pdrop",
-                                                "attn_pdrop",
-                                                "activation_function"};
-  static const std::vector<std::string> llama = {
-      "model_type",          "vocab_size",         "hidden_size",
-      "intermediate_size",   "num_hidden_layers",  "num_attention_heads",
-      "num_key_value_heads", "head_dim",           "max_position_embeddings",
-      "rms_norm_eps",        "rope_theta",         "rope_scaling",
-      "tie_word_embeddings", "attention_bias",     "mlp_bias",
-      "initializer_range",   "hidden_act",         "attention_dropout",
-      "sliding_window",      "use_sliding_window", "max_window_layers",
-      "pretraining_tp",      "bos_token_id",       "eos_token_id",
-      "pad_token_id"};
   static const std::vector<std::string> none;
-  if (model_type == "gpt2") return gpt2;
+  if (model_type == "gpt2") return Gpt2Config::keys();
   for (const std::string& t : llama_model_types()) {
-    if (t == model_type) return llama;
+    if (t == model_type) return LlamaConfig::keys();
   }
   return none;
 }
 
-void check_model_config(const std::string& config_json, const std::string& source,
-                        const std::string& model_type) {
+void check_model_config_keys(const std::string& config_json, const std::string& source,
+                             const std::string& model_type) {
   const nlohmann::json j = nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
   HF_CHECK_INPUT(j.is_object(), source, ": not valid JSON (or not a JSON object)");
   const std::vector<std::string>& keys = model_config_keys(model_type);
   HF_CHECK_INPUT(!keys.empty(), source, ": model_type '", model_type, "' is not supported");
   for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& key = it.key();
-    bool known = false;
-    for (const std::string& k : keys) known = known || k == key;
+    if (std::find(keys.begin(), keys.end(), it.key()) != keys.end()) continue;
     std::string list;
     for (const std::string& k : keys) list += (list.empty() ? "" : ", ") + k;
-    HF_CHECK_INPUT(known, source, ".", key, ": not a ", model_type, " config key (", list, ")");
+    HF_CHECK_INPUT(false, source, ".", it.key(), ": not a ", model_type, " config key (", list,
+                   ")");
   }
+}
+
+void check_model_config(const std::string& config_json, const std::string& source,
+                        const std::string& model_type) {
+  check_model_config_keys(config_json, source, model_type);
   if (model_type == "gpt2") {
     Gpt2Config::from_json(config_json, source);
   } else {

@@ -24,6 +24,11 @@ std::string model_type_of(const std::string& config_json, const std::string& sou
 // The config.json keys train.yaml's model.config may set for a model_type.
 const std::vector<std::string>& model_config_keys(const std::string& model_type);
 
+// Checks that every key of config.json text is one model_type's family takes (an
+// invalid-input error naming `source`.key and listing them otherwise).
+void check_model_config_keys(const std::string& config_json, const std::string& source,
+                             const std::string& model_type);
+
 // Checks config.json text as model_type's family reads it, without building a model: keys it
 // does not take (model_config_keys) and invalid values are invalid-input errors naming
 // `source` and the key.

@@ -94,13 +94,7 @@ std::unique_ptr<nn::CausalLM> build_model(const TrainConfig& cfg, const data::To
   if (cfg.model.from_pretrained.empty()) {
     nn::check_model_config(cfg.model.config_json, cfg.source + ": model.config", file_type);
   } else if (cfg.model.config_json != "{}") {
-    const std::vector<std::string>& keys = nn::model_config_keys(file_type);
-    const nlohmann::json given = nlohmann::json::parse(cfg.model.config_json);
-    for (auto it = given.begin(); it != given.end(); ++it) {
-      const std::string& key = it.key();
-      HF_CHECK_INPUT(std::find(keys.begin(), keys.end(), key) != keys.end(), cfg.source,
-                     ": model.config.", key, ": not a ", file_type, " config key");
-    }
+    nn::check_model_config_keys(cfg.model.config_json, cfg.source + ": model.config", file_type);
     source = cfg.source + ": model.config over " + source;
   }
   nlohmann::json merged = nlohmann::json::parse(base, nullptr, /*allow_exceptions=*/false);

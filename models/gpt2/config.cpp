@@ -85,6 +85,24 @@ Gpt2Config Gpt2Config::from_json(const std::string& text, const std::string& sou
   return c;
 }
 
+const std::vector<std::string>& Gpt2Config::keys() {
+  static const std::vector<std::string> k = {"model_type",
+                                             "vocab_size",
+                                             "n_positions",
+                                             "n_ctx",
+                                             "n_embd",
+                                             "n_layer",
+                                             "n_head",
+                                             "n_inner",
+                                             "layer_norm_epsilon",
+                                             "initializer_range",
+                                             "embd_pdrop",
+                                             "resid_pdrop",
+                                             "attn_pdrop",
+                                             "activation_function"};
+  return k;
+}
+
 Gpt2Config Gpt2Config::from_file(const std::string& path) {
   std::ifstream in(path);
   HF_CHECK_INPUT(in.good(), path, ": cannot open model config");

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace hfrun::nn {
 
@@ -27,6 +28,8 @@ struct Gpt2Config {
   // (scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn, ...) are rejected by name.
   static Gpt2Config from_json(const std::string& json_text, const std::string& source);
   static Gpt2Config from_file(const std::string& path);
+  // The config.json keys from_json reads (train.yaml's model.config may set them).
+  static const std::vector<std::string>& keys();
   // HF config.json text (model_type gpt2, architectures GPT2LMHeadModel).
   std::string to_json() const;
 };

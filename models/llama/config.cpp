@@ -13,6 +13,20 @@ const std::vector<std::string>& llama_model_types() {
   return types;
 }
 
+const std::vector<std::string>& LlamaConfig::keys() {
+  static const std::vector<std::string> k = {
+      "model_type",          "vocab_size",         "hidden_size",
+      "intermediate_size",   "num_hidden_layers",  "num_attention_heads",
+      "num_key_value_heads", "head_dim",           "max_position_embeddings",
+      "rms_norm_eps",        "rope_theta",         "rope_scaling",
+      "tie_word_embeddings", "attention_bias",     "mlp_bias",
+      "initializer_range",   "hidden_act",         "attention_dropout",
+      "sliding_window",      "use_sliding_window", "max_window_layers",
+      "pretraining_tp",      "bos_token_id",       "eos_token_id",
+      "pad_token_id"};
+  return k;
+}
+
 std::string LlamaConfig::architecture() const {
   if (model_type == "mistral") return "MistralForCausalLM";
   if (model_type == "qwen2") return "Qwen2ForCausalLM";

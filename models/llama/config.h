@@ -57,6 +57,9 @@ struct LlamaConfig {
   static LlamaConfig from_json(const std::string& json_text, const std::string& source,
                                const std::string& default_type = "llama");
   std::string to_json() const;
+  // The config.json keys from_json reads or accepts at their no-op values (train.yaml's
+  // model.config may set them).
+  static const std::vector<std::string>& keys();
 };
 
 // The model_types this family reads.
