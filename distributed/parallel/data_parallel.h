@@ -1,6 +1,7 @@
-// Data-parallel training across processes started by mpirun/srun (hfrun -np N): the MPI world,
-// the parameter broadcast at start, and the gradient synchronisation of every optimizer step,
-// either replicated (DDP, zero_stage 0) or sharded (ZeRO stages 1 and 2).
+// Data-parallel training across processes started by mpirun/srun (hfrun -np N): the job's
+// Topology, the parameter broadcast at start, and the gradient synchronisation of every
+// optimizer step, either replicated (DDP, zero_stage 0) or sharded (ZeRO stages 1, 2 and 3).
+// Each stage is a Strategy of its own (strategy.h: Ddp, Zero12, Zero3) behind this facade.
 //
 // The flat buffers (nn::FlatParameters) are cut into communication units: contiguous element
 // ranges of about distributed.bucket_mb.

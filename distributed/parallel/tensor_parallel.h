@@ -5,10 +5,29 @@
 // second forward for tensor parallelism.
 #pragma once
 
+#include <memory>
+#include <utility>
+
+#include "distributed/comm/process_group.h"
 #include "nn/module.h"
 #include "nn/tensor_parallel.h"
 
 namespace hfrun::dist {
+
+// The tensor-parallel communication models use (nn::TensorParallelGroup) over a process group.
+class TensorParallelOverGroup : public nn::TensorParallelGroup {
+ public:
+  TensorParallelOverGroup(std::shared_ptr<ProcessGroup> g, CollectiveOptions o)
+      : group_(std::move(g)), opts_(o) {}
+  int rank() const override { return group_->rank(); }
+  int size() const override { return group_->size(); }
+  void allreduce_sum(Tensor& t) override { group_->allreduce(t, ReduceOp::kSum, opts_)->wait(); }
+  void allreduce_max(Tensor& t) override { group_->allreduce(t, ReduceOp::kMax, opts_)->wait(); }
+
+ private:
+  std::shared_ptr<ProcessGroup> group_;
+  CollectiveOptions opts_;
+};
 
 // Applies `model`'s plan over `group` (rank t of T keeps part t). Call after loading weights
 // and before flatten_parameters(). Every rule must match at least one module, and every

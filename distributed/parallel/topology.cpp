@@ -20,25 +20,10 @@
 #include "distributed/comm/mpi_process_group.h"
 #include "distributed/comm/nccl_process_group.h"
 #include "distributed/comm/staged_process_group.h"
+#include "distributed/parallel/tensor_parallel.h"
 #include "tensor/ops.h"
 
 namespace hfrun::dist {
-
-// The tensor-parallel group's collectives for the model (nn/tensor_parallel.h), on the group
-// that carries the model's tensors (NCCL or host-staged MPI on GPUs, MPI on the CPU).
-class TensorParallelOverGroup : public nn::TensorParallelGroup {
- public:
-  TensorParallelOverGroup(std::shared_ptr<ProcessGroup> g, CollectiveOptions o)
-      : group_(std::move(g)), opts_(o) {}
-  int rank() const override { return group_->rank(); }
-  int size() const override { return group_->size(); }
-  void allreduce_sum(Tensor& t) override { group_->allreduce(t, ReduceOp::kSum, opts_)->wait(); }
-  void allreduce_max(Tensor& t) override { group_->allreduce(t, ReduceOp::kMax, opts_)->wait(); }
-
- private:
-  std::shared_ptr<ProcessGroup> group_;
-  CollectiveOptions opts_;
-};
 
 struct Topology::Impl {
   // MPI groups, for host values (sums, strings, flags) and as the bootstrap of device groups.
@@ -49,6 +34,8 @@ struct Topology::Impl {
   // NCCL groups over the same ranks on a GPU, or world and tp staged through host memory.
   Device device = Device::cpu();
   std::shared_ptr<ProcessGroup> tensor_world, tensor_tp;
+  // The tensor-parallel collectives for the model, on the group that carries its tensors (NCCL
+  // or host-staged MPI on GPUs, MPI on the CPU).
   std::unique_ptr<TensorParallelOverGroup> tp_group;
   CollectiveOptions opts;
 };

@@ -1,0 +1,21 @@
+// zero_stage 0: replicated training with bucketed gradient all-reduce (ddp.cpp).
+#pragma once
+
+#include "distributed/parallel/strategy.h"
+
+namespace hfrun::dist {
+
+class Ddp final : public Strategy {
+ public:
+  using Strategy::Strategy;
+  std::vector<optim::ParamRef> optimizer_params(const std::vector<optim::ParamRef>& full,
+                                                std::vector<ParamSlice>* slices) const override;
+  double clip_grad_norm(double max_norm) override;
+  TrainingMemory memory(const optim::Optimizer& optimizer) const override;
+
+ private:
+  void lay_out(nn::Module& model) override;
+  std::shared_ptr<Work> issue(size_t u) override;
+};
+
+}  // namespace hfrun::dist

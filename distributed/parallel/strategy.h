@@ -1,0 +1,139 @@
+// The data-parallel strategies behind DataParallel (data_parallel.h has the user-facing policy):
+// one small interface (gradient synchronisation around backward, parameter gather/release, the
+// optimizer's shard, clipping over it) and three implementations over the shared unit layout
+// (layout.h):
+//   Ddp     (ddp.cpp)    zero_stage 0: replicated parameters, bucketed all-reduce;
+//   Zero12  (zero.cpp)   stages 1 and 2: optimizer state (and for 2, gradients) sharded by
+//                        reduce-scatter, parameters all-gathered after each step;
+//   Zero3   (zero3.cpp)  stage 3: parameters sharded too, one unit per declared block, gathered
+//                        by forward hooks installed on the model.
+// Tensor parallelism is not a strategy of this kind: it splits the model itself by the family's
+// plan (tensor_parallel.h) before any of these attach, and they run over the data-parallel
+// group of each tensor-parallel rank, counting the split parameters once per part in the norm.
+//
+// The base class owns what every strategy shares: the model's parameters as laid out in a flat
+// buffer, the communication units with their grad-ready countdown, the queue of units in flight
+// and the global-norm arithmetic. A strategy says how its units are laid out, what a unit's
+// collective is and what happens when it completes.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "distributed/comm/process_group.h"
+#include "distributed/parallel/data_parallel.h"
+#include "distributed/parallel/layout.h"
+#include "nn/module.h"
+#include "optim/optimizer.h"
+#include "tensor/tensor.h"
+
+namespace hfrun::dist {
+
+// The groups and settings a strategy runs over (pointers into the job's Topology, which
+// outlives it).
+struct StrategyContext {
+  ProcessGroup* data = nullptr;         // the data-parallel group (MPI: host values)
+  ProcessGroup* tensor = nullptr;       // the tensor-parallel group (MPI) or null
+  ProcessGroup* data_device = nullptr;  // the data-parallel group for training tensors
+  Device device = Device::cpu();
+  CollectiveOptions opts;
+  int64_t bucket_elements = 1;  // the unit size (elements)
+  int rank = 0, size = 1;       // in the data-parallel group
+};
+
+// A 1-D view of `flat` (1-D, contiguous) over [begin, begin + n).
+inline Tensor flat_range(const Tensor& flat, int64_t begin, int64_t n) {
+  return make_view(flat, {n}, {1}, flat.offset() + begin);
+}
+
+class Strategy {
+ public:
+  explicit Strategy(const StrategyContext& ctx) : ctx_(ctx) {}
+  virtual ~Strategy() = default;
+  Strategy(const Strategy&) = delete;
+  Strategy& operator=(const Strategy&) = delete;
+
+  // zero_stage 0 (Ddp), 1 or 2 (Zero12), 3 (Zero3).
+  static std::unique_ptr<Strategy> create(int zero_stage, const StrategyContext& ctx);
+
+  // Reads the model's flat buffers (flatten_parameters() done), lays out the units and
+  // registers the grad-ready hooks. Once.
+  void attach(nn::Module& model);
+  // DataParallel's per-step protocol (data_parallel.h documents each).
+  void before_backward(bool last_micro_step);
+  void finish_gradient_sync();
+  virtual std::vector<optim::ParamRef> optimizer_params(const std::vector<optim::ParamRef>& full,
+                                                        std::vector<ParamSlice>* slices) const = 0;
+  virtual double clip_grad_norm(double max_norm) = 0;
+  virtual void after_optimizer_step() {}
+  virtual void zero_grad(nn::Module& model) { model.zero_grad(); }
+  virtual void gather_parameters() {}
+  virtual void release_parameters() {}
+  virtual std::vector<std::pair<ParamSlice, Tensor>> parameter_pieces() const { return {}; }
+  virtual TrainingMemory memory(const optim::Optimizer& optimizer) const = 0;
+
+ protected:
+  // A model parameter and where it lies in the flat buffer (or, for ZeRO-3, in its unit's).
+  struct Param {
+    std::string name;
+    int64_t offset = 0, numel = 0;
+    Shape shape;
+    std::vector<size_t> units;  // the units it overlaps, in unit order
+  };
+
+  // Lays out units_ (and params_[p].units) over params_; may move the model's parameters
+  // (replace_parameters, updating leaves_) before the grad-ready hooks are set on them.
+  virtual void lay_out(nn::Module& model) = 0;
+  // Starts unit u's collective (every gradient in it is final); returns its handle.
+  virtual std::shared_ptr<Work> issue(size_t u) = 0;
+  // Unit u's collective has completed: move the result where the optimizer reads it.
+  virtual void complete(size_t /*u*/) {}
+  // Parameter p's gradient is final (before its units count it down).
+  virtual void gradient_final(size_t /*p*/, Tensor& /*leaf*/) {}
+  // Whether every micro-step's backward synchronises (the gradients are not kept whole across
+  // micro-steps) rather than only the window's last.
+  virtual bool syncs_every_micro_step() const { return false; }
+  // Units kept in flight during backward before the oldest is retired (bounds staging memory).
+  virtual size_t max_in_flight() const { return std::numeric_limits<size_t>::max(); }
+  // After the synchronisation of a micro-step completed.
+  virtual void synchronised() {}
+
+  // Clips as torch.nn.utils.clip_grad_norm_ over gradients that are either split across the
+  // tensor-parallel group (`split`: their squares are summed over it) or replicated in it; with
+  // `sharded` the tensors of the data-parallel ranks are disjoint (squares summed over the
+  // data-parallel group too). The tensors are the ones whose .grad() is clipped.
+  double clip_over(const std::vector<Tensor>& split, const std::vector<Tensor>& replicated,
+                   bool sharded, double max_norm);
+  // Bytes of the optimizer's state tensors (step counters excluded).
+  static int64_t optimizer_bytes(const optim::Optimizer& optimizer);
+
+  StrategyContext ctx_;
+  std::vector<Param> params_;
+  std::vector<Tensor> leaves_;  // the model's parameters (after lay_out)
+  std::vector<bool> tp_split_;  // per parameter: split across the tensor-parallel group
+  Tensor flat_params_, flat_grads_;
+  int64_t total_ = 0;  // elements of the flat buffers (ZeRO-3: of its units, padded)
+  std::vector<UnitLayout> units_;
+
+ private:
+  struct UnitSync {
+    int params = 0, pending = 0;
+    bool issued = false, retired = false;
+    std::shared_ptr<Work> work;
+  };
+  void grad_ready(size_t p, Tensor& leaf);
+  void start(size_t u);
+  void retire(size_t u);
+  void retire_oldest();
+
+  std::vector<UnitSync> sync_;
+  std::deque<size_t> in_flight_;  // issued, not yet retired, in issue order
+  bool armed_ = false;
+};
+
+}  // namespace hfrun::dist

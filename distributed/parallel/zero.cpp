@@ -1,0 +1,190 @@
+// What the ZeRO stages share (ShardedStrategy) and stages 1 and 2 (Zero12): a unit has a
+// multiple of N elements (the last is padded) split into N equal chunks, rank r owning chunk r
+// of every unit, as FSDP shards each flat parameter; gradients are reduce-scattered per unit,
+// the optimizer covers this rank's chunks only, and after its step the units are all-gathered.
+#include <algorithm>
+
+#include "common/error.h"
+#include "distributed/parallel/zero.h"
+#include "tensor/ops.h"
+
+namespace hfrun::dist {
+
+void ShardedStrategy::lay_out_shards() {
+  shard_total_ = 0;
+  shard_offset_.assign(units_.size(), 0);
+  for (size_t u = 0; u < units_.size(); ++u) {
+    shard_offset_[u] = shard_total_;
+    shard_total_ += chunk_elements(u);
+  }
+  staging_.assign(units_.size(), Tensor());
+  recv_.assign(units_.size(), Tensor());
+  if (staged_) {
+    shard_grads_ = ops::zeros({std::max<int64_t>(shard_total_, 1)}, DType::kF32, ctx_.device);
+  }
+}
+
+void ShardedStrategy::make_pieces(const std::function<Tensor(size_t)>& chunk_values) {
+  for (size_t u = 0; u < units_.size(); ++u) {
+    const int64_t clo = units_[u].lo(ctx_.rank), chi = units_[u].hi(ctx_.rank);
+    if (chi <= clo) continue;
+    const Tensor reduced = reduced_view(u);
+    const Tensor values = chunk_values(u);
+    for (size_t p = 0; p < params_.size(); ++p) {
+      const int64_t lo = std::max(clo, params_[p].offset);
+      const int64_t hi = std::min(chi, params_[p].offset + params_[p].numel);
+      if (hi <= lo) continue;
+      Piece piece{p, lo, hi, flat_range(values, lo - clo, hi - lo),
+                  flat_range(reduced, lo - clo, hi - lo)};
+      piece.value.set_grad(piece.grad);
+      pieces_.push_back(std::move(piece));
+    }
+  }
+}
+
+Tensor ShardedStrategy::reduced_view(size_t u) {
+  if (staged_) return flat_range(shard_grads_, shard_offset_[u], chunk_elements(u));
+  return flat_range(flat_grads_, units_[u].lo(ctx_.rank), chunk_elements(u));
+}
+
+std::shared_ptr<Work> ShardedStrategy::issue(size_t u) {
+  const UnitLayout& unit = units_[u];
+  const int64_t padded = unit.chunk * ctx_.size;
+  Tensor in;
+  if (staged_) {
+    // Filled by gradient_final; zeros where no gradient reached the unit.
+    if (!staging_[u].defined()) staging_[u] = ops::zeros({padded}, DType::kF32, ctx_.device);
+    in = staging_[u];
+  } else if (unit.begin + padded <= total_) {
+    in = flat_range(flat_grads_, unit.begin, padded);
+  } else {  // the last unit, padded past the end of the flat buffer
+    staging_[u] = ops::zeros({padded}, DType::kF32, ctx_.device);
+    Tensor head = flat_range(staging_[u], 0, unit.end - unit.begin);
+    ops::copy_(head, flat_range(flat_grads_, unit.begin, unit.end - unit.begin));
+    in = staging_[u];
+  }
+  recv_[u] = ops::empty({unit.chunk}, DType::kF32, ctx_.device);
+  auto work = ctx_.data_device->reduce_scatter(recv_[u], in, ReduceOp::kAvg, ctx_.opts);
+  reduce_issued(u);
+  return work;
+}
+
+void ShardedStrategy::complete(size_t u) {
+  const int64_t n = chunk_elements(u);
+  if (n > 0) {
+    Tensor dst = reduced_view(u);
+    const Tensor src = flat_range(recv_[u], 0, n);
+    if (accumulate_) {
+      ops::add_(dst, src);
+    } else {
+      ops::copy_(dst, src);
+    }
+  }
+  recv_[u] = Tensor();
+  staging_[u] = Tensor();
+}
+
+void ShardedStrategy::gradient_final(size_t p, Tensor& leaf) {
+  if (!staged_) return;
+  // The gradient is copied into the staging buffers of its units, then dropped.
+  const Param& param = params_[p];
+  const Tensor g = leaf.grad();
+  for (size_t u : param.units) {
+    const UnitLayout& unit = units_[u];
+    if (!staging_[u].defined()) {
+      staging_[u] = ops::zeros({unit.chunk * ctx_.size}, DType::kF32, ctx_.device);
+    }
+    if (!g.defined()) continue;  // no gradient reached it: zeros
+    const int64_t lo = std::max(unit.begin, param.offset);
+    const int64_t hi = std::min(unit.end, param.offset + param.numel);
+    Tensor dst = flat_range(staging_[u], lo - unit.begin, hi - lo);
+    ops::copy_(dst, ops::narrow(ops::reshape(g, {param.numel}), 0, lo - param.offset, hi - lo));
+  }
+  leaf.set_grad(Tensor());
+}
+
+std::vector<optim::ParamRef> ShardedStrategy::optimizer_params(
+    const std::vector<optim::ParamRef>& full, std::vector<ParamSlice>* slices) const {
+  HF_CHECK(full.size() == params_.size(), "optimizer_params: ", full.size(),
+           " parameters given, the model has ", params_.size());
+  std::vector<optim::ParamRef> out;
+  if (slices) slices->clear();
+  for (const Piece& piece : pieces_) {
+    const Param& p = params_[piece.param];
+    const int64_t offset = piece.lo - p.offset;
+    out.push_back(optim::ParamRef{p.name + "@" + std::to_string(offset), piece.value,
+                                  full[piece.param].decay});
+    if (slices) slices->push_back(ParamSlice{p.name, offset, p.shape});
+  }
+  return out;
+}
+
+double ShardedStrategy::clip_grad_norm(double max_norm) {
+  std::vector<Tensor> split, replicated;
+  for (const Piece& piece : pieces_) {
+    (tp_split_[piece.param] ? split : replicated).push_back(piece.value);
+  }
+  return clip_over(split, replicated, /*sharded=*/true, max_norm);
+}
+
+void ShardedStrategy::zero_grad(nn::Module& model) {
+  model.zero_grad();
+  accumulate_ = false;  // the next micro-step overwrites the shard
+}
+
+void Zero12::lay_out(nn::Module& model) {
+  std::vector<ParamRange> ranges;
+  for (const Param& p : params_) ranges.push_back({p.offset, p.numel});
+  units_ = chunk_layout(total_, ctx_.bucket_elements, ctx_.size);
+  const auto overlaps = units_of_params(ranges, units_);
+  for (size_t p = 0; p < params_.size(); ++p) params_[p].units = overlaps[p];
+  lay_out_shards();
+  make_pieces([this](size_t u) {
+    return flat_range(flat_params_, units_[u].lo(ctx_.rank), chunk_elements(u));
+  });
+  if (staged_) {  // stage 2 keeps no whole gradients
+    model.release_gradient_buffer();
+    flat_grads_ = Tensor();
+  }
+}
+
+void Zero12::after_optimizer_step() {
+  // Every unit's gather as one grouped op (one NCCL launch on GPUs).
+  const int rank = ctx_.rank;
+  std::vector<Tensor> outs, ins;
+  std::vector<std::pair<size_t, Tensor>> staged;
+  for (size_t u = 0; u < units_.size(); ++u) {
+    const UnitLayout& unit = units_[u];
+    const int64_t padded = unit.chunk * ctx_.size;
+    Tensor out;
+    if (unit.begin + padded <= total_) {
+      out = flat_range(flat_params_, unit.begin, padded);
+    } else {  // the last unit, padded past the end of the flat buffer
+      out = ops::zeros({padded}, DType::kF32, ctx_.device);
+      const int64_t n = chunk_elements(u);
+      if (n > 0) {
+        Tensor mine = flat_range(out, rank * unit.chunk, n);
+        ops::copy_(mine, flat_range(flat_params_, unit.lo(rank), n));
+      }
+      staged.emplace_back(u, out);
+    }
+    ins.push_back(flat_range(out, rank * unit.chunk, unit.chunk));
+    outs.push_back(out);
+  }
+  if (!outs.empty()) ctx_.data_device->allgather_coalesced(outs, ins, ctx_.opts)->wait();
+  for (auto& [u, out] : staged) {
+    const UnitLayout& unit = units_[u];
+    Tensor dst = flat_range(flat_params_, unit.begin, unit.end - unit.begin);
+    ops::copy_(dst, flat_range(out, 0, unit.end - unit.begin));
+  }
+}
+
+TrainingMemory Zero12::memory(const optim::Optimizer& optimizer) const {
+  TrainingMemory m;
+  m.params = static_cast<int64_t>(flat_params_.nbytes());
+  m.grads = static_cast<int64_t>(staged_ ? shard_grads_.nbytes() : flat_grads_.nbytes());
+  m.optimizer = optimizer_bytes(optimizer);
+  return m;
+}
+
+}  // namespace hfrun::dist

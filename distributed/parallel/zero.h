@@ -1,0 +1,115 @@
+// The ZeRO strategies (data_parallel.h has the policy): what stages 1, 2 and 3 share
+// (ShardedStrategy: units of `world` equal chunks, this rank's pieces of the parameters, the
+// reduce-scatter of each unit into its chunk, staging and accumulation for stages 2 and 3,
+// clipping over the shards), Zero12 (stages 1 and 2 over the flat buffers, zero.cpp) and Zero3
+// (per-block units gathered by forward hooks, zero3.cpp).
+#pragma once
+
+#include <functional>
+#include <unordered_map>
+
+#include "distributed/parallel/strategy.h"
+
+namespace hfrun::dist {
+
+class ShardedStrategy : public Strategy {
+ public:
+  // `staged`: gradients are not kept whole; each parameter's gradient is copied into its
+  // units' staging buffers as it becomes final, and every micro-step reduce-scatters and
+  // accumulates into this rank's gradient shard (stages 2 and 3). Otherwise (stage 1) the flat
+  // gradient buffer accumulates locally and the window's last micro-step reduce-scatters it.
+  ShardedStrategy(const StrategyContext& ctx, bool staged) : Strategy(ctx), staged_(staged) {}
+
+  std::vector<optim::ParamRef> optimizer_params(const std::vector<optim::ParamRef>& full,
+                                                std::vector<ParamSlice>* slices) const override;
+  double clip_grad_norm(double max_norm) override;
+  void zero_grad(nn::Module& model) override;
+
+ protected:
+  // This rank's piece of parameter `param`: flat elements [lo, hi) inside one of its chunks.
+  struct Piece {
+    size_t param;
+    int64_t lo, hi;
+    Tensor value, grad;  // value.grad() is grad, a view of the reduced chunk
+  };
+  // After units_ is laid out: where each unit's chunk sits in this rank's shards, and (staged)
+  // the gradient shard.
+  void lay_out_shards();
+  // Cuts this rank's chunks into pieces, one per parameter they overlap; `chunk_values(u)` is
+  // unit u's chunk of parameter values (1-D, chunk_elements(u) long).
+  void make_pieces(const std::function<Tensor(size_t)>& chunk_values);
+  // Elements of this rank's chunk of unit u (0 past the end of an unpadded unit).
+  int64_t chunk_elements(size_t u) const {
+    return units_[u].hi(ctx_.rank) - units_[u].lo(ctx_.rank);
+  }
+  std::shared_ptr<Work> issue(size_t u) override;
+  void complete(size_t u) override;
+  void gradient_final(size_t p, Tensor& leaf) override;
+  bool syncs_every_micro_step() const override { return staged_; }
+  // Stages 2 and 3 keep at most this many units in flight during backward; older ones are
+  // retired (waited for, accumulated, their staging freed) first, bounding the staging memory.
+  size_t max_in_flight() const override { return staged_ ? 3 : std::numeric_limits<size_t>::max(); }
+  void synchronised() override { accumulate_ = staged_; }
+  // Unit u's reduce-scatter was issued (ZeRO-3 releases its gathered parameters).
+  virtual void reduce_issued(size_t /*u*/) {}
+
+  bool staged_;
+  std::vector<Piece> pieces_;
+  std::vector<int64_t> shard_offset_;  // unit -> offset of this rank's chunk in the shards
+  int64_t shard_total_ = 0;            // elements of this rank's chunks, back to back
+  Tensor shard_grads_;                 // staged: this rank's gradient chunks, back to back
+
+ private:
+  // Where unit u's reduced chunk lives for the optimizer.
+  Tensor reduced_view(size_t u);
+  std::vector<Tensor> staging_;  // per unit: the reduce-scatter's padded input when it needs one
+  std::vector<Tensor> recv_;     // per unit: this rank's reduced chunk, until complete
+  bool accumulate_ = false;      // staged: later micro-steps add into the shard
+};
+
+// Stages 1 and 2: units cut from the flat buffers; after the optimizer step every unit's
+// parameters are all-gathered in place.
+class Zero12 final : public ShardedStrategy {
+ public:
+  Zero12(const StrategyContext& ctx, int stage) : ShardedStrategy(ctx, stage == 2) {}
+  void after_optimizer_step() override;
+  TrainingMemory memory(const optim::Optimizer& optimizer) const override;
+
+ private:
+  void lay_out(nn::Module& model) override;
+};
+
+// Stage 3: each of the model's blocks() is a unit with its own padded buffer, gathered just
+// before the block's forward and again before its backward and freed after each; the other
+// parameters form a root unit gathered for the whole forward and backward (released when its
+// gradients are reduced, or after a forward without gradients). Each rank keeps only its chunks.
+class Zero3 final : public ShardedStrategy, public nn::ForwardHook {
+ public:
+  explicit Zero3(const StrategyContext& ctx) : ShardedStrategy(ctx, /*staged=*/true) {}
+  void after_optimizer_step() override { release_all(); }  // regathered by the next forward
+  void gather_parameters() override;
+  void release_parameters() override { release_all(); }
+  std::vector<std::pair<ParamSlice, Tensor>> parameter_pieces() const override;
+  TrainingMemory memory(const optim::Optimizer& optimizer) const override;
+
+  // nn::ForwardHook, installed on the model and its blocks.
+  void before_forward(nn::Module& module) override;
+  Tensor after_forward(nn::Module& module, const Tensor& out) override;
+
+ private:
+  void lay_out(nn::Module& model) override;
+  void reduce_issued(size_t u) override { release(u); }
+  // Materialises unit u's parameters from every rank's chunk / frees them.
+  void gather(size_t u);
+  void release(size_t u);
+  void release_all();
+
+  std::vector<Tensor> buffers_;  // per unit: its gathered parameters (storage freed between uses)
+  std::vector<bool> gathered_;
+  Tensor shard_params_;  // this rank's parameter chunks, laid out as shard_grads_
+  int root_unit_ = -1;   // the parameters outside the model's blocks()
+  const nn::Module* root_module_ = nullptr;
+  std::unordered_map<const nn::Module*, size_t> block_unit_;
+};
+
+}  // namespace hfrun::dist

@@ -1,0 +1,151 @@
+// ZeRO stage 3: parameters are sharded too. Each of the model's blocks() is a unit with its own
+// padded buffer, gathered by the forward hook before the block runs, freed after it, and
+// gathered again by a node in the graph before its backward; the parameters outside the blocks
+// (embeddings, final norm) form a root unit gathered for the whole forward and backward. A unit
+// is released as soon as its gradients are reduce-scattered; each rank keeps its chunks only.
+#include <algorithm>
+
+#include "autograd/node.h"
+#include "common/error.h"
+#include "distributed/parallel/zero.h"
+#include "tensor/ops.h"
+
+namespace hfrun::dist {
+
+void Zero3::lay_out(nn::Module& model) {
+  // Which block each parameter belongs to (-1: the root unit).
+  const std::vector<nn::Module*> blocks = model.blocks();
+  std::vector<int> block_of(params_.size(), -1);
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    for (const auto& [name, t] : blocks[b]->named_parameters()) {
+      for (size_t p = 0; p < leaves_.size(); ++p) {
+        if (leaves_[p].raw_data() == t.raw_data() && leaves_[p].sizes() == t.sizes()) {
+          block_of[p] = static_cast<int>(b);
+        }
+      }
+    }
+  }
+  std::vector<std::vector<size_t>> members(blocks.size() + 1);  // [0]: root
+  for (size_t p = 0; p < params_.size(); ++p) members[block_of[p] + 1].push_back(p);
+  root_module_ = &model;
+  constexpr int64_t kAlign = 16;
+  int64_t begin = 0;
+  for (size_t m = 0; m < members.size(); ++m) {
+    if (members[m].empty()) continue;
+    int64_t len = 0;
+    for (size_t p : members[m]) {
+      params_[p].offset = begin + len;
+      params_[p].units = {units_.size()};
+      len += (params_[p].numel + kAlign - 1) / kAlign * kAlign;
+    }
+    UnitLayout unit;
+    unit.begin = begin;
+    unit.chunk = std::max<int64_t>(1, (len + ctx_.size - 1) / ctx_.size);
+    unit.end = begin + unit.chunk * ctx_.size;  // the padding is part of the unit
+    if (m == 0) {
+      root_unit_ = static_cast<int>(units_.size());
+    } else {
+      block_unit_[blocks[m - 1]] = units_.size();
+    }
+    buffers_.push_back(ops::zeros({unit.chunk * ctx_.size}, DType::kF32, ctx_.device));
+    gathered_.push_back(true);
+    begin = unit.end;
+    units_.push_back(unit);
+  }
+  total_ = begin;
+  // Parameters move into the unit buffers (filled from the flat buffer, which every rank holds
+  // after the broadcast) and the flat buffers go: nothing may keep them (4P of parameters, 4P
+  // of gradients) alive.
+  for (size_t i = 0; i < leaves_.size(); ++i) {
+    const Param& p = params_[i];
+    const size_t u = p.units[0];
+    Tensor v = make_view(buffers_[u], p.shape, contiguous_strides(p.shape),
+                         buffers_[u].offset() + (p.offset - units_[u].begin));
+    ops::copy_(v, leaves_[i]);
+    leaves_[i] = v;
+  }
+  model.replace_parameters(leaves_);
+  flat_params_ = flat_grads_ = Tensor();
+  lay_out_shards();
+  shard_params_ = ops::zeros({std::max<int64_t>(shard_total_, 1)}, DType::kF32, ctx_.device);
+  for (size_t u = 0; u < units_.size(); ++u) {
+    const int64_t chunk = units_[u].chunk;
+    Tensor dst = flat_range(shard_params_, shard_offset_[u], chunk);
+    ops::copy_(dst, flat_range(buffers_[u], ctx_.rank * chunk, chunk));
+  }
+  make_pieces(
+      [this](size_t u) { return flat_range(shard_params_, shard_offset_[u], units_[u].chunk); });
+  release_all();
+  model.set_forward_hook(this);
+  for (nn::Module* block : blocks) block->set_forward_hook(this);
+}
+
+void Zero3::gather(size_t u) {
+  if (gathered_[u]) return;
+  buffers_[u].storage()->materialize();
+  const Tensor mine = flat_range(shard_params_, shard_offset_[u], units_[u].chunk);
+  ctx_.data_device->allgather(buffers_[u], mine, ctx_.opts)->wait();
+  gathered_[u] = true;
+}
+
+void Zero3::release(size_t u) {
+  if (!gathered_[u]) return;
+  buffers_[u].storage()->release();
+  gathered_[u] = false;
+}
+
+void Zero3::release_all() {
+  for (size_t u = 0; u < units_.size(); ++u) release(u);
+}
+
+void Zero3::gather_parameters() {
+  for (size_t u = 0; u < units_.size(); ++u) gather(u);
+}
+
+void Zero3::before_forward(nn::Module& module) {
+  if (&module == root_module_) {
+    if (root_unit_ >= 0) gather(static_cast<size_t>(root_unit_));
+    return;
+  }
+  if (auto it = block_unit_.find(&module); it != block_unit_.end()) gather(it->second);
+}
+
+Tensor Zero3::after_forward(nn::Module& module, const Tensor& out) {
+  if (&module == root_module_) {
+    // With gradients, the root unit stays until they are reduced; without (evaluation), the
+    // forward was its only use.
+    if (root_unit_ >= 0 && !autograd::grad_enabled()) release(static_cast<size_t>(root_unit_));
+    return out;
+  }
+  auto it = block_unit_.find(&module);
+  if (it == block_unit_.end()) return out;  // a block without parameters has no unit
+  const size_t u = it->second;
+  release(u);
+  return autograd::record("Zero3Gather", {out}, out,
+                          [this, u](const Tensor& g) -> std::vector<Tensor> {
+                            gather(u);
+                            return {g};
+                          });
+}
+
+std::vector<std::pair<ParamSlice, Tensor>> Zero3::parameter_pieces() const {
+  std::vector<std::pair<ParamSlice, Tensor>> out;
+  for (const Piece& piece : pieces_) {
+    const Param& p = params_[piece.param];
+    out.emplace_back(ParamSlice{p.name, piece.lo - p.offset, p.shape}, piece.value);
+  }
+  return out;
+}
+
+TrainingMemory Zero3::memory(const optim::Optimizer& optimizer) const {
+  TrainingMemory m;
+  m.params = static_cast<int64_t>(shard_params_.nbytes());
+  for (size_t u = 0; u < units_.size(); ++u) {
+    if (gathered_[u]) m.params += static_cast<int64_t>(buffers_[u].nbytes());
+  }
+  m.grads = static_cast<int64_t>(shard_grads_.nbytes());
+  m.optimizer = optimizer_bytes(optimizer);
+  return m;
+}
+
+}  // namespace hfrun::dist

@@ -1,0 +1,187 @@
+// An in-process ProcessGroup for unit tests: N ranks are N threads of one process, and every
+// collective is a rendezvous of all of them (each rank posts a copy of its input, waits for the
+// others, computes its own result). Ops complete before they return, in issue order, so ranks
+// that issue the same sequence (as strategies do) never deadlock. Reductions add in rank order,
+// in f32. Point-to-point and split() are not needed by the code under test and are refused.
+#pragma once
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
+#include "distributed/comm/process_group.h"
+#include "tensor/ops.h"
+
+namespace hfrun::testing {
+
+class LocalWorld {
+ public:
+  explicit LocalWorld(int n) : n_(n), slots_(static_cast<size_t>(n)) {}
+  int size() const { return n_; }
+
+  // Rank `rank` contributes a copy of `in`; returns every rank's contribution, in rank order,
+  // once all have arrived.
+  std::vector<Tensor> exchange(int rank, const Tensor& in) {
+    Tensor copy = ops::clone(ops::contiguous(in));
+    std::unique_lock<std::mutex> lock(mu_);
+    HF_CHECK(!failed_, "LocalWorld: another rank failed");
+    slots_[static_cast<size_t>(rank)] = copy;
+    const uint64_t generation = generation_;
+    if (++arrived_ == n_) {
+      // The result of this generation moves out before the next one can overwrite the slots.
+      result_ = std::make_shared<std::vector<Tensor>>(std::move(slots_));
+      slots_.assign(static_cast<size_t>(n_), Tensor());
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != generation || failed_; });
+      HF_CHECK(!failed_, "LocalWorld: another rank failed");
+    }
+    return *result_;
+  }
+
+  // A rank failed: the others' pending and later exchanges throw instead of waiting forever.
+  void fail() {
+    std::lock_guard<std::mutex> lock(mu_);
+    failed_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  int n_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Tensor> slots_;
+  std::shared_ptr<std::vector<Tensor>> result_;
+  int arrived_ = 0;
+  uint64_t generation_ = 0;
+  bool failed_ = false;
+};
+
+class LocalProcessGroup : public dist::ProcessGroup {
+ public:
+  LocalProcessGroup(LocalWorld& world, int rank)
+      : world_(world), rank_(rank), name_("local" + std::to_string(world.size())) {}
+  int rank() const override { return rank_; }
+  int size() const override { return world_.size(); }
+  const std::string& name() const override { return name_; }
+
+  std::shared_ptr<dist::Work> allreduce(Tensor& t, dist::ReduceOp op,
+                                        const dist::CollectiveOptions&) override {
+    ops::copy_(t, reduce(world_.exchange(rank_, t), op));
+    return done("allreduce");
+  }
+  std::shared_ptr<dist::Work> broadcast(Tensor& t, int root,
+                                        const dist::CollectiveOptions&) override {
+    const auto all = world_.exchange(rank_, t);
+    ops::copy_(t, all[static_cast<size_t>(root)]);
+    return done("broadcast");
+  }
+  std::shared_ptr<dist::Work> allgather(Tensor& out, const Tensor& in,
+                                        const dist::CollectiveOptions&) override {
+    const auto all = world_.exchange(rank_, in);
+    HF_CHECK(out.is_contiguous() && out.nbytes() == in.nbytes() * all.size(),
+             "LocalProcessGroup::allgather: out ", out.str(), " does not hold ", all.size(), " x ",
+             in.str());
+    char* dst = static_cast<char*>(out.raw_data());
+    for (const Tensor& part : all) {
+      std::memcpy(dst, part.raw_data(), part.nbytes());
+      dst += part.nbytes();
+    }
+    return done("allgather");
+  }
+  std::shared_ptr<dist::Work> reduce_scatter(Tensor& out, const Tensor& in, dist::ReduceOp op,
+                                             const dist::CollectiveOptions&) override {
+    const Tensor sum = reduce(world_.exchange(rank_, in), op);
+    const int64_t n = out.numel();
+    ops::copy_(out, ops::narrow(ops::reshape(sum, {sum.numel()}), 0, rank_ * n, n));
+    return done("reduce_scatter");
+  }
+  std::shared_ptr<dist::Work> barrier(const dist::CollectiveOptions&) override {
+    world_.exchange(rank_, ops::zeros({1}, DType::kF32));
+    return done("barrier");
+  }
+  std::shared_ptr<dist::Work> send(const Tensor&, int, int,
+                                   const dist::CollectiveOptions&) override {
+    HF_CHECK(false, "LocalProcessGroup: send is not supported");
+    return nullptr;
+  }
+  std::shared_ptr<dist::Work> recv(Tensor&, int, int, const dist::CollectiveOptions&) override {
+    HF_CHECK(false, "LocalProcessGroup: recv is not supported");
+    return nullptr;
+  }
+  std::shared_ptr<dist::ProcessGroup> split(int, int, const dist::CollectiveOptions&) override {
+    HF_CHECK(false, "LocalProcessGroup: split is not supported");
+    return nullptr;
+  }
+
+ private:
+  Tensor reduce(const std::vector<Tensor>& all, dist::ReduceOp op) const {
+    HF_CHECK(all[0].dtype() == DType::kF32, "LocalProcessGroup: reductions take f32");
+    std::vector<float> acc = all[0].to_vector();
+    for (size_t r = 1; r < all.size(); ++r) {
+      const std::vector<float> x = all[r].to_vector();
+      for (size_t i = 0; i < acc.size(); ++i) {
+        switch (op) {
+          case dist::ReduceOp::kSum:
+          case dist::ReduceOp::kAvg:
+            acc[i] += x[i];
+            break;
+          case dist::ReduceOp::kMax:
+            acc[i] = std::max(acc[i], x[i]);
+            break;
+          case dist::ReduceOp::kMin:
+            acc[i] = std::min(acc[i], x[i]);
+            break;
+        }
+      }
+    }
+    if (op == dist::ReduceOp::kAvg) {
+      for (float& v : acc) v /= static_cast<float>(all.size());
+    }
+    return ops::from_vector(acc, all[0].sizes());
+  }
+  std::shared_ptr<dist::Work> done(const char* op) {
+    auto work = std::make_shared<dist::Work>(dist::WorkInfo{rank_, op, ++seq_, 0, name_});
+    work->mark_done();
+    return work;
+  }
+
+  LocalWorld& world_;
+  int rank_;
+  std::string name_;
+  uint64_t seq_ = 0;
+};
+
+// Runs body(rank) for every rank of `world` on a thread of its own and rethrows the first
+// failure (after which the other ranks' collectives fail rather than hang).
+inline void run_ranks(LocalWorld& world, const std::function<void(int)>& body) {
+  const int n = world.size();
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        body(r);
+      } catch (...) {
+        errors[static_cast<size_t>(r)] = std::current_exception();
+        world.fail();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+}  // namespace hfrun::testing

@@ -1,0 +1,201 @@
+// The data-parallel strategies (Ddp, Zero12, Zero3) and tensor parallelism in one process: the
+// ranks are threads over an in-process process group (local_group.h), so the arithmetic of
+// units, chunks, pieces, gathers and norms is checked without mpirun. Each run trains a small
+// Llama (GQA, untied head) for a few AdamW steps with gradient accumulation and clipping that
+// bites; its losses, gradient norms and final parameters must equal one process training on
+// the whole global batch. (tests/distributed/test_*.sh run the same protocol across real ranks.)
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/functions.h"
+#include "autograd/node.h"
+#include "distributed/parallel/strategy.h"
+#include "distributed/parallel/tensor_parallel.h"
+#include "distributed/parallel/topology.h"
+#include "local_group.h"
+#include "models/registry.h"
+#include "optim/clip.h"
+#include "optim/optimizer.h"
+#include "tensor/ops.h"
+
+namespace hfrun::dist {
+namespace {
+
+using testing::LocalProcessGroup;
+using testing::LocalWorld;
+using testing::run_ranks;
+
+constexpr const char* kConfig = R"({"model_type": "llama", "vocab_size": 40, "hidden_size": 16,
+    "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "max_position_embeddings": 32, "tie_word_embeddings": false})";
+constexpr int kSteps = 3, kMicro = 2, kRowsPerRank = 2, kSeq = 8;
+constexpr double kMaxNorm = 0.05;  // below the gradients' norm: clipping scales every step
+
+std::unique_ptr<nn::CausalLM> make_model() {
+  return nn::create_causal_lm(kConfig, "test config", /*seed=*/11, "llama");
+}
+
+optim::AdamWOptions adamw() {
+  optim::AdamWOptions o;
+  o.lr = 1e-2;
+  o.weight_decay = 0.1;
+  return o;
+}
+
+// The global micro-batch `micro` of step `step`: rows x (kSeq + 1) tokens, cut into inputs and
+// next-token targets; rows [first, first + n) of it.
+std::pair<Tensor, Tensor> batch(int step, int micro, int rows, int first, int n) {
+  std::vector<float> tokens;
+  for (int r = 0; r < rows; ++r) {
+    for (int t = 0; t <= kSeq; ++t)
+      tokens.push_back(static_cast<float>((r * 7 + t * 3 + step * 13 + micro * 5 + r * t) % 40));
+  }
+  const Tensor all = ops::from_vector(tokens, {rows, kSeq + 1}, DType::kI64);
+  const Tensor mine = ops::narrow(all, 0, first, n);
+  return {ops::contiguous(ops::narrow(mine, 1, 0, kSeq)),
+          ops::contiguous(ops::narrow(mine, 1, 1, kSeq))};
+}
+
+struct TrainingRun {
+  std::vector<double> losses, norms;
+  std::vector<std::pair<std::string, Tensor>> params;  // after the last step
+};
+
+// One process on the whole global batch of `dp` ranks' rows.
+TrainingRun reference(int dp) {
+  auto model = make_model();
+  model->flatten_parameters(Device::cpu());
+  optim::AdamW opt(optim::param_refs(model->named_parameters()), adamw());
+  TrainingRun run;
+  for (int s = 0; s < kSteps; ++s) {
+    model->zero_grad();
+    double loss = 0;
+    for (int m = 0; m < kMicro; ++m) {
+      const auto [ids, targets] = batch(s, m, dp * kRowsPerRank, 0, dp * kRowsPerRank);
+      const Tensor l = model->loss(ids, targets);
+      loss += l.item() / kMicro;
+      autograd::backward(mul_scalar(l, 1.0 / kMicro));
+    }
+    run.norms.push_back(optim::clip_grad_norm(model->parameters(), kMaxNorm));
+    opt.step();
+    run.losses.push_back(loss);
+  }
+  for (const auto& [name, t] : model->named_parameters()) {
+    run.params.emplace_back(name, ops::clone(t));
+  }
+  return run;
+}
+
+// The same training as `tp` x `dp` ranks (global rank g: tensor-parallel rank g % tp,
+// data-parallel rank g / tp) with the strategy of `stage`. Returns global rank 0's view, and
+// checks every rank's parameters (its tensor-parallel part) against `want`.
+TrainingRun distributed(int stage, int tp, int dp, const TrainingRun& want) {
+  std::vector<std::unique_ptr<LocalWorld>> data_worlds, tensor_worlds;
+  for (int t = 0; t < tp; ++t) data_worlds.push_back(std::make_unique<LocalWorld>(dp));
+  for (int d = 0; d < dp; ++d) tensor_worlds.push_back(std::make_unique<LocalWorld>(tp));
+  LocalWorld all(tp * dp);  // failure propagation only
+  TrainingRun out;
+  run_ranks(all, [&](int g) {
+    const int t = g % tp, d = g / tp;
+    auto data = std::make_shared<LocalProcessGroup>(*data_worlds[t], d);
+    auto tensor = std::make_shared<LocalProcessGroup>(*tensor_worlds[d], t);
+    std::unique_ptr<TensorParallelOverGroup> tp_group;
+    auto model = make_model();
+    if (tp > 1) {
+      tp_group = std::make_unique<TensorParallelOverGroup>(tensor, CollectiveOptions{});
+      apply_tensor_parallel(*model, *tp_group);
+    }
+    Tensor flat = model->flatten_parameters(Device::cpu()).params;
+    StrategyContext ctx;
+    ctx.data = ctx.data_device = data.get();
+    ctx.tensor = tp > 1 ? tensor.get() : nullptr;
+    ctx.bucket_elements = 500;  // many units, some crossing parameters
+    ctx.rank = d;
+    ctx.size = dp;
+    data->broadcast(flat, 0, {})->wait();
+    auto strategy = Strategy::create(stage, ctx);
+    strategy->attach(*model);
+    std::vector<ParamSlice> slices;
+    optim::AdamW opt(
+        strategy->optimizer_params(optim::param_refs(model->named_parameters()), &slices), adamw());
+    TrainingRun run;
+    for (int s = 0; s < kSteps; ++s) {
+      strategy->zero_grad(*model);
+      double loss = 0;
+      for (int m = 0; m < kMicro; ++m) {
+        const auto [ids, targets] = batch(s, m, dp * kRowsPerRank, d * kRowsPerRank, kRowsPerRank);
+        const Tensor l = model->loss(ids, targets);
+        loss += l.item() / kMicro;
+        strategy->before_backward(m + 1 == kMicro);
+        autograd::backward(mul_scalar(l, 1.0 / kMicro));
+        strategy->finish_gradient_sync();
+      }
+      run.norms.push_back(strategy->clip_grad_norm(kMaxNorm));
+      opt.step();
+      strategy->after_optimizer_step();
+      run.losses.push_back(sum_over(*data, loss, {}) / dp);
+    }
+    if (stage == 3) {
+      // Between steps only this rank's shard is held; a forward without gradients (evaluation)
+      // gathers each unit and releases it again, the root unit included.
+      const optim::AdamW& o = opt;
+      const int64_t shard = strategy->memory(o).params;
+      {
+        autograd::NoGradGuard no_grad;
+        const auto [ids, targets] = batch(0, 0, dp * kRowsPerRank, 0, kRowsPerRank);
+        model->loss(ids, targets);
+      }
+      EXPECT_EQ(strategy->memory(o).params, shard) << "rank " << g;
+    }
+    strategy->gather_parameters();
+    for (size_t i = 0; i < want.params.size(); ++i) {
+      const auto& [name, full] = want.params[i];
+      const auto named = model->named_parameters();
+      ASSERT_EQ(named[i].first, name);
+      const nn::TensorParallelSplit split = model->tensor_parallel_split(name);
+      const Tensor part =
+          split.split() && tp > 1 ? tensor_parallel_slice(full, split, t, tp) : full;
+      const std::vector<float> a = named[i].second.to_vector(), b = part.to_vector();
+      ASSERT_EQ(a.size(), b.size()) << name;
+      for (size_t k = 0; k < a.size(); ++k) {
+        ASSERT_NEAR(a[k], b[k], 2e-5 + 1e-4 * std::fabs(b[k]))
+            << "rank " << g << " " << name << "[" << k << "], stage " << stage;
+      }
+    }
+    if (g == 0) out = run;
+  });
+  return out;
+}
+
+void expect_same_run(const TrainingRun& got, const TrainingRun& want) {
+  ASSERT_EQ(got.losses.size(), want.losses.size());
+  for (size_t s = 0; s < want.losses.size(); ++s) {
+    EXPECT_NEAR(got.losses[s], want.losses[s], 1e-5 * std::fabs(want.losses[s])) << "step " << s;
+    EXPECT_NEAR(got.norms[s], want.norms[s], 1e-4 * want.norms[s]) << "step " << s;
+    EXPECT_GT(want.norms[s], kMaxNorm) << "clipping must bite for the test to mean anything";
+  }
+}
+
+// (zero_stage, tensor-parallel size, data-parallel size)
+class Strategies : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+TEST_P(Strategies, EqualOneProcessOnTheGlobalBatch) {
+  const auto [stage, tp, dp] = GetParam();
+  const TrainingRun want = reference(dp);
+  expect_same_run(distributed(stage, tp, dp, want), want);
+}
+
+INSTANTIATE_TEST_SUITE_P(DataParallel, Strategies,
+                         ::testing::Combine(::testing::Values(0, 1, 2, 3), ::testing::Values(1),
+                                            ::testing::Values(2, 3)));
+INSTANTIATE_TEST_SUITE_P(TensorParallel2, Strategies,
+                         ::testing::Values(std::make_tuple(0, 2, 1), std::make_tuple(0, 2, 2),
+                                           std::make_tuple(1, 2, 2), std::make_tuple(2, 2, 2),
+                                           std::make_tuple(3, 2, 2)));
+
+}  // namespace
+}  // namespace hfrun::dist
