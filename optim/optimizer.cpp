@@ -99,6 +99,14 @@ NamedTensors Optimizer::state_tensors() const {
   return out;
 }
 
+int64_t Optimizer::state_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& kind : state_views_) {
+    for (const Tensor& t : kind) bytes += static_cast<int64_t>(t.nbytes());
+  }
+  return bytes;
+}
+
 namespace {
 
 int64_t read_count(const Tensor& t, const char* kind, const std::string& name) {

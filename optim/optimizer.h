@@ -58,6 +58,8 @@ class Optimizer {
   // buffer kind (AdamW: exp_avg, exp_avg_sq; SGD with momentum: momentum_buffer). The tensors
   // are views of the live state; copy them to keep a snapshot.
   NamedTensors state_tensors() const;
+  // Bytes of the state buffers (what the optimizer adds to a rank's memory).
+  int64_t state_bytes() const;
   // Restores exactly the set of names state_tensors() produces; an unknown, missing or
   // duplicate name, or a shape that differs from the parameter's, is an error naming it.
   void load_state_tensors(const NamedTensors& state);

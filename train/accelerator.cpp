@@ -1,6 +1,7 @@
 #include "train/accelerator.h"
 
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <limits>
 #include <optional>
@@ -12,8 +13,10 @@
 #include "distributed/parallel/tensor_parallel.h"
 #include "models/causal_lm.h"
 #include "optim/clip.h"
+#include "tensor/ops.h"
 #include "train/checkpoint.h"
 #include "train/distributed_setup.h"
+#include "train/export.h"
 
 namespace hfrun::train {
 
@@ -58,7 +61,7 @@ Accelerator::Accelerator(AcceleratorOptions options)
                  " must be at least 1");
   s_->options = options;
   if (o.handle_stop_signals) s_->stop_signals.emplace();
-  // DataParallel and the device resolution read the train and distributed sections only.
+  // Device resolution and DataParallel read the train and distributed sections only.
   TrainConfig cfg;
   cfg.source = "AcceleratorOptions";
   cfg.train.device = o.device;
@@ -67,10 +70,42 @@ Accelerator::Accelerator(AcceleratorOptions options)
   cfg.distributed.tensor_parallel = o.tensor_parallel;
   cfg.distributed.bucket_mb = o.bucket_mb;
   cfg.distributed.timeout_s = o.timeout_s;
-  s_->device = resolve_train_device(cfg);
-  s_->dp = make_data_parallel(cfg, s_->device);
+  init(cfg);
   HF_CHECK_INPUT(s_->dp != nullptr || o.tensor_parallel == 1, "AcceleratorOptions.tensor_parallel ",
                  o.tensor_parallel, " needs that many ranks or a multiple (mpirun -np N)");
+}
+
+Accelerator::Accelerator(const TrainConfig& c, bool handle_stop_signals)
+    : s_(std::make_unique<State>()), generator_(c.seed) {
+  // The values were checked when the config was parsed (train/config.cpp).
+  AcceleratorOptions& o = s_->options;
+  o.zero_stage = static_cast<int>(c.distributed.zero_stage);
+  o.grad_accum_steps = c.train.grad_accum_steps;
+  o.bucket_mb = c.distributed.bucket_mb;
+  o.timeout_s = c.distributed.timeout_s;
+  o.seed = c.seed;
+  o.keep_checkpoints = c.checkpoint.keep;
+  o.handle_stop_signals = handle_stop_signals;
+  o.mixed_precision = c.train.mixed_precision;
+  o.device = c.train.device;
+  o.backend = c.distributed.backend;
+  o.tensor_parallel = static_cast<int>(c.distributed.tensor_parallel);
+  HF_CHECK_INPUT(c.train.mixed_precision != "fp16", c.source,
+                 ": train.mixed_precision \"fp16\" (with loss scaling) is not available yet; use "
+                 "\"bf16\" or \"no\"");
+  if (handle_stop_signals) s_->stop_signals.emplace();
+  init(c);
+  HF_CHECK_INPUT(s_->dp != nullptr || c.distributed.num_processes == 1, c.source,
+                 ": distributed.num_processes ", c.distributed.num_processes,
+                 " needs a multi-process launch (hfrun -np N, mpirun or srun)");
+  HF_CHECK_INPUT(s_->dp != nullptr || c.distributed.tensor_parallel == 1, c.source,
+                 ": distributed.tensor_parallel ", c.distributed.tensor_parallel,
+                 " needs that many ranks or a multiple (hfrun -np N)");
+}
+
+void Accelerator::init(const TrainConfig& cfg) {
+  s_->device = resolve_train_device(cfg);
+  s_->dp = make_data_parallel(cfg, s_->device);
 }
 
 Accelerator::~Accelerator() = default;
@@ -248,6 +283,10 @@ void Accelerator::barrier() {
   if (s_->dp) s_->dp->barrier();
 }
 
+std::vector<std::string> Accelerator::allgather_strings(const std::string& s) {
+  return s_->dp ? s_->dp->allgather_strings(s) : std::vector<std::string>{s};
+}
+
 void Accelerator::log(const std::vector<std::pair<std::string, double>>& values) const {
   if (!is_main_process()) return;
   std::string line = "{\"step\": " + std::to_string(steps_);
@@ -262,20 +301,26 @@ void Accelerator::log(const std::vector<std::pair<std::string, double>>& values)
 
 std::string Accelerator::save_state(const std::string& checkpoints_root,
                                     const data::TokenLoader* loader) {
+  return save_state(checkpoints_root, loader, TrainerState{}, "");
+}
+
+std::string Accelerator::save_state(const std::string& checkpoints_root,
+                                    const data::TokenLoader* loader, const TrainerState& extra,
+                                    const std::string& config_hash) {
   check_prepared("save_state");
   State& s = *s_;
-  TrainerState st;
+  TrainerState st = extra;
   st.step = st.scheduler_step = steps_;
   if (loader) st.loader = loader->state();
-  st.generators = {capture_generator(kGeneratorName, generator_)};
+  st.generators.push_back(capture_generator(kGeneratorName, generator_));
   CheckpointOptions options;
   options.keep = s.options.keep_checkpoints;
+  options.config_hash = config_hash;
   if (!s.dp) return save_checkpoint(checkpoints_root, *s.model, *s.optimizer, st, options);
-  // As the Trainer saves: replicated parameters (stages 0-2) once from rank 0, ZeRO-3's pieces
-  // and ZeRO optimizer state from every rank.
+  // Replicated parameters (stages 0-2) once from the first data-parallel rank of each
+  // tensor-parallel group (its part), ZeRO-3's pieces and ZeRO optimizer state from every rank.
   CheckpointShard shard;
   shard.model = s.model;
-  // The first data-parallel rank of each tensor-parallel group writes its part.
   const bool first = s.dp->rank() == 0;
   shard.write_model = first;
   shard.param_pieces = s.dp->parameter_pieces();
@@ -310,6 +355,11 @@ std::optional<std::string> Accelerator::latest_state(const std::string& checkpoi
 }
 
 int64_t Accelerator::load_state(const std::string& checkpoint_dir, data::TokenLoader* loader) {
+  return restore_state(checkpoint_dir, loader).step;
+}
+
+TrainerState Accelerator::restore_state(const std::string& checkpoint_dir,
+                                        data::TokenLoader* loader, Manifest* manifest) {
   check_prepared("load_state");
   State& s = *s_;
   HF_CHECK_INPUT(fs::is_directory(checkpoint_dir), "Accelerator::load_state: ", checkpoint_dir,
@@ -324,15 +374,79 @@ int64_t Accelerator::load_state(const std::string& checkpoint_dir, data::TokenLo
     layout.tp_rank = s.dp->tensor_parallel_rank();
     layout.tp_size = s.dp->tensor_parallel_size();
   }
-  const TrainerState st = load_checkpoint(checkpoint_dir, *s.model, *s.optimizer, layout);
+  const TrainerState st = load_checkpoint(checkpoint_dir, *s.model, *s.optimizer, layout, manifest);
   if (loader) loader->restore(st.loader);
-  restore_generator(st, kGeneratorName, generator_);
+  // Checkpoints of hfrun train before the Trainer ran on the Accelerator have no such stream.
+  for (const GeneratorState& g : st.generators) {
+    if (g.name == kGeneratorName) restore_generator(st, kGeneratorName, generator_);
+  }
   steps_ = st.step;
   sync_gradients_ = false;
   zero_grad();
   gather_for_forward();
   barrier();  // every rank has read the checkpoint before any rank writes the next one
-  return st.step;
+  return st;
+}
+
+void Accelerator::with_state_dict(
+    const std::function<void(const std::vector<std::pair<std::string, Tensor>>&)>& use) {
+  check_prepared("with_state_dict");
+  State& s = *s_;
+  if (!s.dp) {
+    use(s.model->named_parameters());
+    return;
+  }
+  s.dp->gather_parameters();  // ZeRO-3: whole parameters on every rank until released
+  std::vector<std::pair<std::string, Tensor>> whole;
+  const bool main = is_main_process();
+  const bool tp = s.dp->tensor_parallel_size() > 1;
+  std::exception_ptr error;
+  try {
+    for (const auto& [name, local] : s.model->named_parameters()) {
+      const nn::TensorParallelSplit split = s.model->tensor_parallel_split(name);
+      if (!tp || !split.split()) {
+        if (main) whole.emplace_back(name, local);
+        continue;
+      }
+      // Every tensor-parallel rank joins the gather of each split parameter.
+      std::vector<Tensor> parts = s.dp->gather_tensor_parallel(local);
+      if (!main) continue;
+      for (size_t t = 0; t < parts.size(); ++t) {
+        parts[t] = ops::reshape(
+            parts[t], nn::tensor_parallel_local_shape(split, static_cast<int>(t), parts.size()));
+      }
+      whole.emplace_back(name, nn::tensor_parallel_assemble(parts, split));
+    }
+    if (main) use(whole);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  whole.clear();
+  s.dp->release_parameters();
+  gather_for_forward();
+  if (error) std::rethrow_exception(error);
+}
+
+void Accelerator::save_model(const std::string& dir) {
+  check_prepared("save_model");
+  const auto* lm = dynamic_cast<const nn::CausalLM*>(s_->model);
+  with_state_dict([&](const std::vector<std::pair<std::string, Tensor>>& tensors) {
+    write_hf_model(dir, lm ? lm->config_json() : std::string(), tensors, "");
+  });
+  barrier();  // the directory is complete before any rank goes on
+}
+
+dist::TrainingMemory Accelerator::training_memory() const {
+  check_prepared("training_memory");
+  const State& s = *s_;
+  if (s.dp) return s.dp->memory(*s.optimizer);
+  dist::TrainingMemory m;
+  if (const nn::FlatParameters* flat = s.model->flat()) {
+    m.params = static_cast<int64_t>(flat->params.nbytes());
+    m.grads = static_cast<int64_t>(flat->grads.nbytes());
+  }
+  m.optimizer = s.optimizer->state_bytes();
+  return m;
 }
 
 }  // namespace hfrun::train

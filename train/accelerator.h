@@ -4,6 +4,7 @@
 // no MPI) or as one of N ranks started by mpirun/srun (rank and world from the launch environment);
 // the gradient synchronisation is DataParallel's (train/distributed_setup.h: DDP for zero_stage 0,
 // ZeRO stages 1-3), and checkpoints are train/checkpoint.h's (atomic, sharded, reshardable).
+// It is hfrun's one training engine: `hfrun train`'s Trainer drives it too.
 //
 //   hfrun::Accelerator acc({.zero_stage = 1, .grad_accum_steps = 2});
 //   MyModel model(cfg);                                     // any nn::Module
@@ -20,6 +21,7 @@
 //     }
 //   }
 //   acc.save_state("ckpt");                                 // ckpt/step-00000100/
+//   acc.save_model("final");                                // whole tensors, HF names
 //
 // The optimizer is created by prepare(), from the parameters this rank updates: with ZeRO those
 // are 1-D pieces of the flat parameter buffer (its shard), known only after the model is
@@ -42,6 +44,7 @@
 
 #include "common/stop_signals.h"  // kExitStopped, for programs that stop on stop_requested()
 #include "data/loader.h"
+#include "distributed/parallel/data_parallel.h"
 #include "nn/module.h"
 #include "optim/optimizer.h"
 #include "tensor/random.h"
@@ -75,6 +78,10 @@ struct AcceleratorOptions {
   int tensor_parallel = 1;
 };
 
+struct TrainConfig;   // train/config.h
+struct TrainerState;  // train/checkpoint.h
+struct Manifest;      // train/checkpoint.h
+
 // Elements [begin, end) of a range.
 struct IndexRange {
   int64_t begin = 0, end = 0;
@@ -87,6 +94,11 @@ class Accelerator {
   // with more than one rank, initialises MPI (once per process). Checks the options (an
   // hfrun::Error of kind invalid input names the bad one).
   explicit Accelerator(AcceleratorOptions options = {});
+  // From a train.yaml (its seed and train, distributed and checkpoint sections: zero_stage,
+  // grad_accum_steps, bucket_mb, timeout_s, keep, mixed_precision, device, backend,
+  // tensor_parallel): errors name config.source and the YAML key. hfrun's Trainer is built on
+  // this; it handles stop signals only while it runs (handle_stop_signals false).
+  explicit Accelerator(const TrainConfig& config, bool handle_stop_signals = true);
   ~Accelerator();
   Accelerator(const Accelerator&) = delete;
   Accelerator& operator=(const Accelerator&) = delete;
@@ -169,6 +181,8 @@ class Accelerator {
   // every rank. Call it at step boundaries; when non-zero, save_state() and exit (hfrun's own
   // runs exit with kExitStopped = 3), as Slurm preemption and time limits expect.
   int stop_requested();
+  // Every rank's `s` (the whole job), in global rank order, on every rank.
+  std::vector<std::string> allgather_strings(const std::string& s);
   // The main process prints one JSON line: {"step": step_count(), "<key>": value, ...}.
   void log(const std::vector<std::pair<std::string, double>>& values) const;
 
@@ -180,10 +194,31 @@ class Accelerator {
   // The newest committed checkpoint under checkpoints_root whose files verify, as rank 0 sees
   // it (corrupt or incomplete ones are skipped with a warning), or nullopt.
   std::optional<std::string> latest_state(const std::string& checkpoints_root);
+  // The same for a driver that keeps more state than the Accelerator (hfrun's Trainer): besides
+  // the step, the generator and the loader, `extra`'s tokens_seen, losses, elapsed_s and
+  // generators are saved, and `config_hash` goes into the manifest.
+  std::string save_state(const std::string& checkpoints_root, const data::TokenLoader* loader,
+                         const TrainerState& extra, const std::string& config_hash);
   // Restores a checkpoint directory written by save_state (by any number of ranks and any
   // zero_stage): parameters, optimizer state, step_count(), the generator and the loader's
   // position (when `loader` is given). Starts a new accumulation window. Returns the step.
   int64_t load_state(const std::string& checkpoint_dir, data::TokenLoader* loader = nullptr);
+  // load_state returning everything the checkpoint holds besides tensors (the driver's state
+  // of save_state's second form) and, optionally, its verified manifest.
+  TrainerState restore_state(const std::string& checkpoint_dir, data::TokenLoader* loader,
+                             Manifest* manifest = nullptr);
+
+  // Calls `use` on the main process with the whole model's parameters by name (accelerate's
+  // get_state_dict): ZeRO-3's shards gathered, tensor-parallel parts assembled into whole
+  // tensors. The tensors may be the live parameters: valid during the call only. Collective.
+  void with_state_dict(
+      const std::function<void(const std::vector<std::pair<std::string, Tensor>>&)>& use);
+  // Writes the whole model into `dir` as Hugging Face does (model.safetensors; config.json too
+  // for the models of models/), atomically, from the main process. Collective.
+  void save_model(const std::string& dir);
+  // Bytes this rank holds for parameters, gradients and optimizer state (the ZeRO paper's
+  // accounting; live tensors, not the allocator's cache).
+  dist::TrainingMemory training_memory() const;
 
   struct State;
 
@@ -191,6 +226,7 @@ class Accelerator {
   std::vector<optim::ParamRef> prepare_model(
       nn::Module& model, const std::function<bool(const std::string&, const Tensor&)>& decays);
   void adopt_optimizer(std::unique_ptr<optim::Optimizer> optimizer);
+  void init(const TrainConfig& config);
   void check_prepared(const char* method) const;
   // ZeRO-3 on a model without blocks(): nothing gathers its parameters around forward (no
   // forward hooks run), so they are gathered between steps.

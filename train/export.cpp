@@ -14,27 +14,31 @@ namespace hfrun::train {
 
 namespace fs = std::filesystem;
 
-void export_hf(const nn::CausalLM& model, const std::string& tokenizer_path,
-               const std::string& dir) {
+void write_hf_model(const std::string& dir, const std::string& config_json,
+                    const std::vector<std::pair<std::string, Tensor>>& tensors,
+                    const std::string& tokenizer_path) {
   const fs::path final_dir(dir);
   const fs::path tmp = final_dir.string() + ".tmp-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp);
-  {
+  std::vector<std::string> written = {"model.safetensors"};
+  if (!config_json.empty()) {
     std::ofstream cfg(tmp / "config.json");
-    cfg << model.config_json();
+    cfg << config_json;
     HF_CHECK(cfg.good(), tmp.string(), "/config.json: write failed");
+    written.push_back("config.json");
   }
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const auto& [name, t] : model.named_parameters()) tensors.emplace_back(name, t);
   io::save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  fs::copy_file(tokenizer_path, tmp / "tokenizer.json", fs::copy_options::overwrite_existing, ec);
-  HF_CHECK_INPUT(!ec, tokenizer_path, ": cannot copy into the export (", ec.message(), ")");
-  std::vector<std::string> written = {"config.json", "tokenizer.json"};
+  if (!tokenizer_path.empty()) {
+    fs::copy_file(tokenizer_path, tmp / "tokenizer.json", fs::copy_options::overwrite_existing, ec);
+    HF_CHECK_INPUT(!ec, tokenizer_path, ": cannot copy into the export (", ec.message(), ")");
+    written.push_back("tokenizer.json");
+  }
   // The files transformers' AutoTokenizer reads beside tokenizer.json (BOS/EOS handling of
   // Llama-family tokenizers lives there).
   for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"}) {
+    if (tokenizer_path.empty()) break;
     const fs::path src = fs::path(tokenizer_path).parent_path() / f;
     if (!fs::is_regular_file(src)) continue;
     fs::copy_file(src, tmp / f, fs::copy_options::overwrite_existing, ec);

@@ -4,16 +4,19 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
-#include "models/causal_lm.h"
+#include "tensor/tensor.h"
 
 namespace hfrun::train {
 
-// dir/config.json (the model's), dir/model.safetensors (HF names from the module tree; a tied
-// lm_head is not stored, as transformers saves it) and dir/tokenizer.json (a copy of
-// tokenizer_path) plus tokenizer_config.json and special_tokens_map.json when they sit beside
-// it.
-void export_hf(const nn::CausalLM& model, const std::string& tokenizer_path,
-               const std::string& dir);
+// dir/config.json (`config_json`; none when empty), dir/model.safetensors (`tensors`: whole
+// parameters by HF name, as a module tree names them; a tied lm_head is not among them, as
+// transformers saves it) and, when tokenizer_path is not empty, dir/tokenizer.json (a copy)
+// plus tokenizer_config.json and special_tokens_map.json when they sit beside it.
+void write_hf_model(const std::string& dir, const std::string& config_json,
+                    const std::vector<std::pair<std::string, Tensor>>& tensors,
+                    const std::string& tokenizer_path);
 
 }  // namespace hfrun::train

@@ -19,17 +19,12 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/tokenizer/tokenizer.h"
-#include "distributed/comm/env.h"
-#include "distributed/parallel/tensor_parallel.h"
-#include "io/checkpoint.h"
-#include "io/safetensors.h"
 #include "models/registry.h"
-#include "optim/clip.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "tensor/ops.h"
+#include "train/accelerator.h"
 #include "train/checkpoint.h"
-#include "train/distributed_setup.h"
 #include "train/export.h"
 #include "train/resume.h"
 
@@ -39,19 +34,17 @@ namespace fs = std::filesystem;
 
 struct Trainer::State {
   TrainConfig cfg;
+  // The engine: parallel layout, gradient synchronisation, optimizer, checkpoints, export.
+  std::unique_ptr<Accelerator> acc;
   std::unique_ptr<data::Tokenizer> tokenizer;
   std::unique_ptr<nn::CausalLM> model;
   std::shared_ptr<const data::TokenStream> train_stream, val_stream;
   std::unique_ptr<data::TokenLoader> loader;
-  std::unique_ptr<optim::Optimizer> optimizer;
+  optim::Optimizer* optimizer = nullptr;  // owned by acc
   optim::ScheduleType schedule = optim::ScheduleType::kConstant;
-  std::vector<Tensor> params;        // for clipping
-  int64_t step = 0;                  // optimizer steps done
-  std::unique_ptr<DataParallel> dp;  // null on one process
-  std::vector<ParamSlice> slices;    // where each optimizer parameter sits (ZeRO pieces)
-  Device device = Device::cpu();     // parameters, gradients, optimizer state, batches
-  bool is_rank0() const { return dp == nullptr || dp->global_rank() == 0; }
-  int64_t world() const { return dp ? dp->world() : 1; }
+  bool is_rank0() const { return acc->is_main_process(); }
+  int64_t world() const { return acc->world(); }
+  bool distributed() const { return acc->global_world() > 1; }
 };
 
 namespace {
@@ -132,8 +125,8 @@ std::string format_metrics(const StepMetrics& m) {
 
 // Every rank must train the same configuration (a rank started with another file, an edited
 // file or other --set overrides would silently diverge): the first differing line is named.
-void check_same_config_on_all_ranks(const TrainConfig& cfg, DataParallel& dp) {
-  const std::vector<std::string> all = dp.allgather_strings(cfg.to_yaml());
+void check_same_config_on_all_ranks(const TrainConfig& cfg, Accelerator& acc) {
+  const std::vector<std::string> all = acc.allgather_strings(cfg.to_yaml());
   for (size_t r = 1; r < all.size(); ++r) {
     if (all[r] == all[0]) continue;
     std::istringstream a(all[0]), b(all[r]);
@@ -159,22 +152,13 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   State& s = *s_;
   s.cfg = std::move(config);
   const TrainConfig& c = s.cfg;
-  s.device = resolve_train_device(c);
-
-  s.dp = make_data_parallel(c, s.device);
-  HF_CHECK_INPUT(s.dp != nullptr || c.distributed.num_processes == 1, c.source,
-                 ": distributed.num_processes ", c.distributed.num_processes,
-                 " needs a multi-process launch (hfrun -np N, mpirun or srun)");
-  HF_CHECK_INPUT(s.dp != nullptr || c.distributed.tensor_parallel == 1, c.source,
-                 ": distributed.tensor_parallel ", c.distributed.tensor_parallel,
-                 " needs that many ranks or a multiple (hfrun -np N)");
-  if (s.dp) {
-    s.cfg.distributed.num_processes = s.dp->global_world();
-    check_same_config_on_all_ranks(s.cfg, *s.dp);
+  // Stop signals are handled by run() only: an interrupt while the data is tokenized ends the
+  // process at once.
+  s.acc = std::make_unique<Accelerator>(c, /*handle_stop_signals=*/false);
+  if (s.distributed()) {
+    s.cfg.distributed.num_processes = s.acc->global_world();
+    check_same_config_on_all_ranks(s.cfg, *s.acc);
   }
-  HF_CHECK_INPUT(c.train.mixed_precision != "fp16", c.source,
-                 ": train.mixed_precision \"fp16\" "
-                 "(with loss scaling) is not available yet on CPU; use \"bf16\" or \"no\"");
   // A model that cannot be found is reported as such (where the hub cache was searched), not as
   // its missing tokenizer.
   if (!c.model.from_pretrained.empty()) pretrained_dir(c);
@@ -183,7 +167,6 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   if (!c.model.from_pretrained.empty()) {
     nn::load_weights(*s.model, pretrained_dir(c));
   }
-  if (c.train.mixed_precision == "bf16") s.model->set_compute_dtype(DType::kBF16);
   if (c.train.activation_checkpointing) {
     for (nn::Module* block : s.model->blocks()) {
       auto* b = dynamic_cast<nn::Block*>(block);
@@ -192,19 +175,26 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
       b->set_checkpointing(true);
     }
   }
-  // Tensor parallelism: every rank built the whole model from the same seed and keeps its part,
-  // as the family's plan says.
-  if (s.dp && s.dp->tensor_parallel()) {
-    s.model->check_tensor_parallel(s.dp->tensor_parallel_size());
-    dist::apply_tensor_parallel(*s.model, *s.dp->tensor_parallel());
-  }
-  // Built and seeded on the CPU (the same initial values on every device), then moved.
-  const nn::FlatParameters& flat = s.model->flatten_parameters(s.device);
-  if (s.dp) {
-    Tensor p = flat.params;
-    s.dp->broadcast(p);  // every rank starts from rank 0's parameters
-    s.dp->attach(*s.model);
-  }
+  // Every rank built the whole model from the same seed; prepare() keeps this rank's
+  // tensor-parallel part (the family's plan), moves it to the device, starts every rank from
+  // rank 0's values, attaches the gradient synchronisation and builds the optimizer over the
+  // parameters this rank updates (its ZeRO shard).
+  s.optimizer = &s.acc->prepare(
+      *s.model, [&c](std::vector<optim::ParamRef> params) -> std::unique_ptr<optim::Optimizer> {
+        if (c.optimizer.type == "adamw") {
+          optim::AdamWOptions o;
+          o.lr = c.optimizer.lr;
+          o.betas = {c.optimizer.beta1, c.optimizer.beta2};
+          o.eps = c.optimizer.eps;
+          o.weight_decay = c.optimizer.weight_decay;
+          return std::make_unique<optim::AdamW>(std::move(params), o);
+        }
+        optim::SGDOptions o;
+        o.lr = c.optimizer.lr;
+        o.momentum = c.optimizer.momentum;
+        o.weight_decay = c.optimizer.weight_decay;
+        return std::make_unique<optim::SGD>(std::move(params), o);
+      });
 
   const data::Tokenizer& tok = *s.tokenizer;
   auto encode = [&tok](std::string_view text) { return tok.encode(text); };
@@ -219,40 +209,18 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   data::LoaderOptions lo;
   lo.seq_len = c.data.seq_len;
   lo.micro_batch = c.train.micro_batch_size;
-  lo.grad_accum = c.train.grad_accum_steps;
   lo.shuffle = c.data.shuffle;
   lo.seed = c.seed;
-  lo.rank = s.dp ? s.dp->rank() : 0;
-  lo.world = s.world();
-  s.loader = std::make_unique<data::TokenLoader>(s.train_stream, lo);
-
-  auto params = optim::param_refs(s.model->named_parameters());
-  // ZeRO: this rank's optimizer covers its shard only.
-  if (s.dp) params = s.dp->optimizer_params(params, &s.slices);
-  if (c.optimizer.type == "adamw") {
-    optim::AdamWOptions o;
-    o.lr = c.optimizer.lr;
-    o.betas = {c.optimizer.beta1, c.optimizer.beta2};
-    o.eps = c.optimizer.eps;
-    o.weight_decay = c.optimizer.weight_decay;
-    s.optimizer = std::make_unique<optim::AdamW>(std::move(params), o);
-  } else {
-    optim::SGDOptions o;
-    o.lr = c.optimizer.lr;
-    o.momentum = c.optimizer.momentum;
-    o.weight_decay = c.optimizer.weight_decay;
-    s.optimizer = std::make_unique<optim::SGD>(std::move(params), o);
-  }
+  s.loader = std::make_unique<data::TokenLoader>(s.train_stream, s.acc->shard(lo));
   s.schedule = optim::parse_schedule_type(c.scheduler.type);
-  s.params = s.model->parameters();
-  if (s.dp && s.dp->global_rank() == 0) {
+  if (s.distributed() && s.is_rank0()) {
     // What ZeRO saves, in the paper's accounting (f32 parameters, gradients, optimizer state).
-    const TrainingMemory m = s.dp->memory(*s.optimizer);
+    const dist::TrainingMemory m = s.acc->training_memory();
     const double mib = 1024.0 * 1024.0;
     std::printf(
         "data parallel: %d ranks, zero_stage %d; training state per rank %.2f MiB (parameters "
         "%.2f, gradients %.2f, optimizer %.2f MiB) for %.2f MiB of f32 parameters\n",
-        s.dp->world(), s.dp->zero_stage(), m.total() / mib, m.params / mib, m.grads / mib,
+        s.acc->world(), s.acc->options().zero_stage, m.total() / mib, m.params / mib, m.grads / mib,
         m.optimizer / mib, static_cast<double>(s.model->num_parameters()) * 4 / mib);
     std::fflush(stdout);
   }
@@ -271,102 +239,63 @@ double Trainer::evaluate() {
   s.model->eval();
   // Each rank evaluates its slice of the validation windows; the mean is over all targets.
   data::ValidationLoader val(s.val_stream, s.cfg.data.seq_len, s.cfg.train.micro_batch_size,
-                             s.dp ? s.dp->rank() : 0, static_cast<int>(s.world()));
+                             s.acc->rank(), static_cast<int>(s.world()));
+  const Device device = s.acc->device();
   double total = 0, count = 0;
   while (auto b = val.next()) {
     const int64_t n = b->targets.numel();
     if (n == 0) continue;
-    total +=
-        s.model->loss(ops::to_device(b->inputs, s.device), ops::to_device(b->targets, s.device))
-            .item() *
-        static_cast<double>(n);
+    total += s.model->loss(ops::to_device(b->inputs, device), ops::to_device(b->targets, device))
+                 .item() *
+             static_cast<double>(n);
     count += static_cast<double>(n);
   }
-  if (s.dp) {
-    total = s.dp->sum(total);
-    count = s.dp->sum(count);
-  }
+  total = s.acc->sum_across_ranks(total);
+  count = s.acc->sum_across_ranks(count);
   s.model->train();
-  if (s.dp) s.dp->release_parameters();  // ZeRO-3: the root unit stays gathered after forward
   return total / std::max(count, 1.0);
 }
 
 void Trainer::export_final(const std::string& dir) {
   State& s = *s_;
-  if (!s.dp) {
-    export_hf(*s.model, s.cfg.tokenizer, dir);
-    return;
-  }
-  s.dp->gather_parameters();  // ZeRO-3: the export needs whole parameters
-  if (s.dp->tensor_parallel_size() == 1) {
-    if (s.dp->global_rank() == 0) export_hf(*s.model, s.cfg.tokenizer, dir);
-  } else {
-    // Tensor parallelism: the parts of each split parameter are assembled on global rank 0,
-    // into a whole model of the same configuration.
-    std::unique_ptr<nn::CausalLM> whole;
-    if (s.dp->global_rank() == 0) whole = s.model->make_like();
-    for (const auto& [name, local] : s.model->named_parameters()) {
-      const nn::TensorParallelSplit split = s.model->tensor_parallel_split(name);
-      if (!split.split()) {
-        if (whole) whole->load_parameter(name, local);
-        continue;
-      }
-      std::vector<Tensor> parts = s.dp->gather_tensor_parallel(local);  // every TP rank joins
-      if (!whole) continue;
-      for (size_t t = 0; t < parts.size(); ++t) {
-        parts[t] = ops::reshape(
-            parts[t], nn::tensor_parallel_local_shape(split, static_cast<int>(t), parts.size()));
-      }
-      whole->load_parameter(name, nn::tensor_parallel_assemble(parts, split));
-    }
-    if (whole) export_hf(*whole, s.cfg.tokenizer, dir);
-  }
-  s.dp->release_parameters();
+  const std::string config_json = s.model->config_json();
+  s.acc->with_state_dict([&](const std::vector<std::pair<std::string, Tensor>>& tensors) {
+    write_hf_model(dir, config_json, tensors, s.cfg.tokenizer);
+  });
 }
 
 int64_t Trainer::steps_done() const {
-  return s_->step;
+  return s_->acc->step_count();
 }
 
 StepMetrics Trainer::step() {
   State& s = *s_;
   const TrainConfig& c = s.cfg;
+  Accelerator& acc = *s.acc;
   const auto t0 = std::chrono::steady_clock::now();
   const double lr =
-      c.optimizer.lr *
-      optim::lr_multiplier(s.schedule, s.step, c.scheduler.warmup_steps, c.train.max_steps);
+      c.optimizer.lr * optim::lr_multiplier(s.schedule, acc.step_count(), c.scheduler.warmup_steps,
+                                            c.train.max_steps);
   s.optimizer->set_lr(lr);
-  if (s.dp) {
-    s.dp->zero_grad(*s.model);
-  } else {
-    s.model->zero_grad();
-  }
+  const Device device = acc.device();
   double loss_sum = 0;
   for (int64_t m = 0; m < c.train.grad_accum_steps; ++m) {
     data::Batch batch = s.loader->next();
-    Tensor loss = s.model->loss(ops::to_device(batch.inputs, s.device),
-                                ops::to_device(batch.targets, s.device));
+    Tensor loss =
+        s.model->loss(ops::to_device(batch.inputs, device), ops::to_device(batch.targets, device));
     loss_sum += loss.item();
-    // The last micro-step's backward (every one's with ZeRO-2) averages the gradients across
-    // ranks as they become final.
-    if (s.dp) s.dp->before_backward(m + 1 == c.train.grad_accum_steps);
-    autograd::backward(mul_scalar(loss, 1.0 / static_cast<double>(c.train.grad_accum_steps)));
-    // After the last micro-step: the global batch's mean gradient (of this rank's shard with
-    // ZeRO). ZeRO-2 completes every micro-step's reduction here; otherwise a no-op before the
-    // last.
-    if (s.dp) s.dp->finish_gradient_sync();
+    // The window's last micro-step (every one with ZeRO-2/3) averages the gradients across
+    // ranks while its backward runs.
+    acc.backward(loss);
   }
-  if (s.dp) loss_sum = s.dp->sum(loss_sum);
+  loss_sum = acc.sum_across_ranks(loss_sum);
   const double max_norm =
       c.train.grad_clip > 0 ? c.train.grad_clip : std::numeric_limits<double>::infinity();
-  const double grad_norm =
-      s.dp ? s.dp->clip_grad_norm(max_norm) : optim::clip_grad_norm(s.params, max_norm);
-  s.optimizer->step();
-  if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
-  synchronize(s.device);                   // the step's time includes its (asynchronous) GPU work
-  ++s.step;
+  const double grad_norm = acc.clip_grad_norm(max_norm);
+  acc.step();           // the update; ZeRO: every rank gets the updated shards
+  synchronize(device);  // the step's time includes its (asynchronous) GPU work
   StepMetrics m;
-  m.step = s.step;
+  m.step = acc.step_count();
   m.loss = loss_sum / static_cast<double>(c.train.grad_accum_steps * s.world());
   m.lr = lr;
   m.grad_norm = grad_norm;
@@ -386,31 +315,19 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     std::ofstream out(fs::path(c.output_dir) / "config.resolved.yaml");
     out << c.to_yaml();
   }
-  const bool tty = rank0 && !s.dp && isatty(STDOUT_FILENO);  // mpirun gives ranks a pty
+  const bool tty = rank0 && !s.distributed() && isatty(STDOUT_FILENO);  // mpirun gives a pty
   const int64_t tokens_per_step =
       c.train.micro_batch_size * c.train.grad_accum_steps * c.data.seq_len * s.world();
   const std::string hash = config_hash(c);
   const std::string checkpoints_root = (fs::path(c.output_dir) / "checkpoints").string();
-  CheckpointOptions ckpt_options;
-  ckpt_options.keep = c.checkpoint.keep;
-  ckpt_options.config_hash = hash;
 
   // Resume: parameters, optimizer state, data position, dropout stream and the metrics so far.
   TrainerState resumed;
   if (const auto dir = resolve_resume(c)) {
     Manifest manifest;
-    LoadLayout layout;
-    layout.slices = s.slices;
-    if (s.dp) {
-      layout.rank = s.dp->global_rank();
-      layout.tp_rank = s.dp->tensor_parallel_rank();
-      layout.tp_size = s.dp->tensor_parallel_size();
-      layout.param_pieces = s.dp->parameter_pieces();  // ZeRO-3: this rank's pieces
-    }
-    resumed = load_checkpoint(*dir, *s.model, *s.optimizer, layout, &manifest);
+    resumed = s.acc->restore_state(*dir, s.loader.get(), &manifest);
     HF_CHECK_INPUT(resumed.step <= c.train.max_steps, c.source, ": checkpoint ", *dir,
                    " is at step ", resumed.step, ", past train.max_steps ", c.train.max_steps);
-    s.loader->restore(resumed.loader);
     restore_generator(resumed, "dropout", s.model->dropout_generator());
     if (manifest.config_hash != hash && rank0) {
       std::fprintf(stderr,
@@ -429,7 +346,6 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     metrics.open(metrics_path, std::ios::app);
     HF_CHECK_INPUT(metrics.good(), c.output_dir, "/metrics.jsonl: cannot write");
   }
-  if (s.dp) s.dp->barrier();  // every rank has read the checkpoint before rank 0 writes any
 
   const auto t0 = std::chrono::steady_clock::now();
   auto now = [&] {
@@ -440,7 +356,6 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   summary.steps = resumed.step;
   summary.first_loss = resumed.first_loss;
   summary.last_loss = resumed.last_loss;
-  s.step = resumed.step;
   s.model->train();
   double window_start = resumed.elapsed_s;
   int64_t window_steps = 0;
@@ -448,28 +363,12 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   // Commits the checkpoint of optimizer step `step` (collective with several ranks).
   auto save_checkpoint_now = [&](int64_t step) {
     TrainerState st;
-    st.step = st.scheduler_step = step;
-    st.loader = s.loader->state();
     st.generators = {capture_generator("dropout", s.model->dropout_generator())};
     st.tokens_seen = step * tokens_per_step;
     st.first_loss = summary.first_loss;
     st.last_loss = summary.last_loss;
     st.elapsed_s = now();
-    if (!s.dp) return save_checkpoint(checkpoints_root, *s.model, *s.optimizer, st, ckpt_options);
-    CheckpointShard shard;
-    shard.model = s.model.get();
-    // Parameters are replicated across the data-parallel group (ZeRO stages 0-2): its first
-    // rank writes them (one per tensor-parallel part); ZeRO-3: every rank its pieces.
-    const bool first = s.dp->rank() == 0;
-    shard.write_model = first;
-    shard.param_pieces = s.dp->parameter_pieces();
-    shard.optimizer = s.optimizer.get();
-    shard.write_optimizer = first || s.dp->zero_stage() > 0;
-    shard.slices = s.slices;
-    shard.tp_rank = s.dp->tensor_parallel_rank();
-    shard.tp_size = s.dp->tensor_parallel_size();
-    JobCheckpointGroup group(*s.dp);
-    return save_checkpoint(checkpoints_root, shard, st, ckpt_options, &group);
+    return s.acc->save_state(checkpoints_root, s.loader.get(), st, hash);
   };
   StopSignals stop_signals;
 
@@ -511,7 +410,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
       if (on_step) on_step(v);
     }
     // A stop signal on any rank: every rank stops after this step, with its checkpoint.
-    const int stop = s.dp ? s.dp->max_over_job(StopSignals::pending()) : StopSignals::pending();
+    const int stop = s.acc->stop_requested();
     const bool stopping = stop != 0 && !last;
     if ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stopping) {
       summary.last_checkpoint = save_checkpoint_now(m.step);
@@ -528,14 +427,14 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
                     summary.last_checkpoint.c_str());
         std::fflush(stdout);
       }
-      if (s.dp) s.dp->barrier();
+      s.acc->barrier();
       return summary;
     }
   }
   if (tty) std::printf("\n");
   summary.final_dir = (fs::path(c.output_dir) / "final").string();
   export_final(summary.final_dir);
-  if (s.dp) s.dp->barrier();  // final/ is complete before any rank exits
+  s.acc->barrier();  // final/ is complete before any rank exits
   return summary;
 }
 
@@ -544,7 +443,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
 namespace hfrun::train {
 
 Device Trainer::device() const {
-  return s_->device;
+  return s_->acc->device();
 }
 
 const nn::CausalLM& Trainer::model() const {

@@ -1,10 +1,11 @@
-// The training loop the CLI and embedding programs share: builds the tokenizer, data, model
-// and optimizer from a TrainConfig, runs optimizer steps with gradient accumulation, clipping
-// and the LR schedule, evaluates, logs (metrics.jsonl + a progress line) and exports the model
-// in Hugging Face layout (final/: config.json, model.safetensors, tokenizer.json). Writes
-// resumable checkpoints (train/checkpoint.h) every checkpoint.every steps and at the end, and
-// resumes from one per checkpoint.resume with the data order, LR, dropout stream and metrics
-// of an uninterrupted run.
+// The training loop the CLI and embedding programs share: builds the tokenizer, data and model
+// from a TrainConfig and drives an Accelerator (train/accelerator.h: the parallel layout,
+// gradient synchronisation, optimizer, checkpoints and export are its) through optimizer steps
+// with gradient accumulation, clipping and the LR schedule; evaluates, logs (metrics.jsonl +
+// a progress line) and exports the model in Hugging Face layout (final/: config.json,
+// model.safetensors, tokenizer.json). Writes resumable checkpoints every checkpoint.every steps
+// and at the end, and resumes from one per checkpoint.resume with the data order, LR, dropout
+// stream and metrics of an uninterrupted run.
 #pragma once
 
 #include <cstdint>

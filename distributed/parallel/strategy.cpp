@@ -134,13 +134,4 @@ double Strategy::clip_over(const std::vector<Tensor>& split, const std::vector<T
   return total;
 }
 
-int64_t Strategy::optimizer_bytes(const optim::Optimizer& optimizer) {
-  int64_t bytes = 0;
-  for (const auto& [name, t] : optimizer.state_tensors()) {
-    if (name == "step" || name.starts_with("step.")) continue;
-    bytes += static_cast<int64_t>(t.nbytes());
-  }
-  return bytes;
-}
-
 }  // namespace hfrun::dist

@@ -109,8 +109,6 @@ class Strategy {
   // data-parallel group too). The tensors are the ones whose .grad() is clipped.
   double clip_over(const std::vector<Tensor>& split, const std::vector<Tensor>& replicated,
                    bool sharded, double max_norm);
-  // Bytes of the optimizer's state tensors (step counters excluded).
-  static int64_t optimizer_bytes(const optim::Optimizer& optimizer);
 
   StrategyContext ctx_;
   std::vector<Param> params_;

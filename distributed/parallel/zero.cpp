@@ -183,7 +183,7 @@ TrainingMemory Zero12::memory(const optim::Optimizer& optimizer) const {
   TrainingMemory m;
   m.params = static_cast<int64_t>(flat_params_.nbytes());
   m.grads = static_cast<int64_t>(staged_ ? shard_grads_.nbytes() : flat_grads_.nbytes());
-  m.optimizer = optimizer_bytes(optimizer);
+  m.optimizer = optimizer.state_bytes();
   return m;
 }
 

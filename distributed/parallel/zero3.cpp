@@ -144,7 +144,7 @@ TrainingMemory Zero3::memory(const optim::Optimizer& optimizer) const {
     if (gathered_[u]) m.params += static_cast<int64_t>(buffers_[u].nbytes());
   }
   m.grads = static_cast<int64_t>(shard_grads_.nbytes());
-  m.optimizer = optimizer_bytes(optimizer);
+  m.optimizer = optimizer.state_bytes();
   return m;
 }
 

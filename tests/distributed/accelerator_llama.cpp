@@ -5,6 +5,7 @@
 //
 //   accelerator_llama [--steps N] [--zero-stage Z] [--tp T] [--accum A] [--bf16]
 //                     [--device cpu|cuda|auto] [--ckpt DIR [--save-at K] [--resume]]
+//                     [--save-model DIR]   (at the end: Accelerator::save_model)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
   try {
     AcceleratorOptions o;
     int64_t steps = 6, save_at = 0;
-    std::string ckpt;
+    std::string ckpt, save_model;
     bool resume = false;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -72,6 +73,8 @@ int main(int argc, char** argv) {
         save_at = std::stoll(next());
       else if (a == "--resume")
         resume = true;
+      else if (a == "--save-model")
+        save_model = next();
       else
         HF_CHECK_INPUT(false, "unknown argument ", a);
     }
@@ -121,6 +124,7 @@ int main(int argc, char** argv) {
       acc.log({{"loss", loss_sum / static_cast<double>(o.grad_accum_steps)}});
       if (save_at > 0 && acc.step_count() == save_at) acc.save_state(ckpt);
     }
+    if (!save_model.empty()) acc.save_model(save_model);
     return 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "accelerator_llama: %s\n", e.what());

@@ -3,7 +3,9 @@
 # (accelerator_llama.cpp: a tiny Llama from models/ in a hand-written loop): tensor parallel 2 on
 # 2 ranks, tensor parallel 2 x data parallel 2 with ZeRO-1 on 4 ranks, and ZeRO-3 on 2 ranks log
 # the losses of one process (relative 1e-5), with gradient accumulation; a tensor-parallel
-# checkpoint resumes on one process and on ZeRO-3 ranks with the uninterrupted losses.
+# checkpoint resumes on one process and on ZeRO-3 ranks with the uninterrupted losses; the
+# models they save (Accelerator::save_model: tensor-parallel parts assembled, ZeRO-3 shards
+# gathered) hold the whole tensors of one process's, under HF names.
 # Usage: test_accelerator_llama.sh PATH/TO/accelerator_llama   (env: MPIEXEC)
 set -uo pipefail
 # shellcheck source=tests/lib/train_job.sh
@@ -34,11 +36,20 @@ same() {  # same REFERENCE NAME N: the last N losses of REFERENCE equal NAME's
   fi
 }
 
-run np1 1 --accum 2
-run tp2 2 --tp 2 --accum 2
+run np1 1 --accum 2 --save-model "$TMP/model_np1"
+run tp2 2 --tp 2 --accum 2 --save-model "$TMP/model_tp2"
 run tp2_dp2_z1 4 --tp 2 --zero-stage 1 --accum 2
-run z3 2 --zero-stage 3 --accum 2
+run z3 2 --zero-stage 3 --accum 2 --save-model "$TMP/model_z3"
 for r in tp2 tp2_dp2_z1 z3; do same np1 "$r" 6; done
+for r in tp2 z3; do
+  if python3 "$(dirname "${BASH_SOURCE[0]}")/../lib/same_safetensors.py" \
+       "$TMP/model_np1/model.safetensors" "$TMP/model_$r/model.safetensors" 1e-4 &&
+     [ -f "$TMP/model_$r/config.json" ]; then
+    echo "ok: $r saves the whole model"
+  else
+    echo "FAIL: $r: save_model differs from one process's"; fail=1
+  fi
+done
 awk 'NR == 1 { first = $1 } { last = $1 } END { exit !(last < first) }' "$TMP/np1.losses" ||
   { echo "FAIL: the loss does not fall"; cat "$TMP/np1.losses"; fail=1; }
 

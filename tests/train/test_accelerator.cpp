@@ -1,7 +1,9 @@
 // Accelerator on one process (no MPI): gradient accumulation equals the full batch, the
 // optimizer covers the model, misuse is refused with messages that say what to call, and
-// save_state/load_state resume bit for bit. The multi-rank behaviour (DDP, ZeRO 1-3, resharded
-// resume) is tests/embed/test_embed.sh, which runs examples/embed under mpirun.
+// save_state/load_state resume bit for bit, save_model writes the whole model, and an
+// Accelerator built from a train.yaml (as hfrun's Trainer is) takes its sections' values. The
+// multi-rank behaviour (DDP, ZeRO 1-3, resharded resume) is tests/embed/test_embed.sh, which runs
+// examples/embed under mpirun.
 #include <gtest/gtest.h>
 
 #include <csignal>
@@ -12,8 +14,10 @@
 #include "autograd/functions.h"
 #include "common/error.h"
 #include "common/stop_signals.h"
+#include "io/safetensors.h"
 #include "test_util.h"
 #include "train/accelerator.h"
+#include "train/config.h"
 
 namespace hfrun::train {
 namespace {
@@ -211,6 +215,51 @@ TEST(Accelerator, SaveAndLoadStateResumeExactly) {
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_TRUE(testing::tensors_near(a[i].second, b[i].second, 0, 0)) << a[i].first;
   }
+}
+
+TEST(Accelerator, SaveModelWritesTheWholeModel) {
+  testing::TempDir dir;
+  const Data data;
+  TwoLayer model(1);
+  Accelerator acc;
+  acc.prepare(model, adamw);
+  train_step(acc, model, data);
+  const dist::TrainingMemory m = acc.training_memory();
+  EXPECT_EQ(m.params, m.grads);
+  EXPECT_GE(m.params, model.num_parameters() * 4);         // the flat buffer (slots aligned)
+  EXPECT_EQ(m.optimizer, 2 * model.num_parameters() * 4);  // AdamW: exp_avg, exp_avg_sq
+  const std::string out = dir.file("model");
+  acc.save_model(out);
+  const auto file = io::SafetensorsFile::open(out + "/model.safetensors");
+  const auto named = model.named_parameters();
+  ASSERT_EQ(file.entries().size(), named.size());
+  for (const auto& [name, t] : named) {
+    EXPECT_TRUE(testing::tensors_near(file.tensor(name), t, 0, 0)) << name;
+  }
+  EXPECT_FALSE(std::filesystem::exists(out + "/config.json"));  // not a model of models/
+}
+
+TEST(Accelerator, FromATrainConfig) {
+  auto parse = [](const std::string& yaml) {
+    return TrainConfig::parse("tokenizer: t.json\ndata: {train: [a.txt]}\n" + yaml, "run.yaml");
+  };
+  const TrainConfig c = parse(
+      "seed: 9\ntrain: {grad_accum_steps: 3, mixed_precision: bf16}\ncheckpoint: {keep: 4}\n"
+      "distributed: {bucket_mb: 2.5, timeout_s: 30}\n");
+  Accelerator acc(c, /*handle_stop_signals=*/false);
+  EXPECT_EQ(acc.options().grad_accum_steps, 3);
+  EXPECT_EQ(acc.options().seed, 9u);
+  EXPECT_EQ(acc.options().keep_checkpoints, 4);
+  EXPECT_EQ(acc.options().mixed_precision, "bf16");
+  EXPECT_EQ(acc.options().bucket_mb, 2.5);
+  EXPECT_EQ(acc.generator().seed(), 9u);
+  const std::string fp16 =
+      error_of([&] { Accelerator(parse("train: {mixed_precision: fp16}\n")); });
+  EXPECT_NE(fp16.find("run.yaml: train.mixed_precision \"fp16\""), std::string::npos) << fp16;
+  const std::string np = error_of([&] { Accelerator(parse("distributed: {num_processes: 2}\n")); });
+  EXPECT_NE(np.find("run.yaml: distributed.num_processes 2 needs a multi-process launch"),
+            std::string::npos)
+      << np;
 }
 
 }  // namespace
