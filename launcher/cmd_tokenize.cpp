@@ -1,4 +1,5 @@
-// hfrun tokenize: text -> token ids (one JSON array per input line, or per file with --whole),
+// hfrun tokenize: text -> token ids (one JSON array per input line, or per file with --whole;
+// --pairs: TEXT<TAB>TEXT_PAIR lines encoded as pairs),
 // and with --decode, JSON id arrays -> text.
 #include <boost/program_options.hpp>
 #include <fstream>
@@ -62,7 +63,7 @@ void write_ids(std::string& out, const std::vector<int32_t>& ids) {
 int cmd_tokenize(const Args& args) {
   std::string tokenizer_path;
   std::vector<std::string> files;
-  bool decode = false, whole = false, add_special = false, skip_special = false;
+  bool decode = false, whole = false, add_special = false, skip_special = false, pairs = false;
   po::options_description desc("Options");
   desc.add_options()("help,h", "show this help")(
       "tokenizer", po::value(&tokenizer_path)->required(), "tokenizer.json (Hugging Face format)")(
@@ -70,19 +71,24 @@ int cmd_tokenize(const Args& args) {
       "whole", po::bool_switch(&whole), "encode each file as one text, not line by line")(
       "add-special", po::bool_switch(&add_special), "add the tokenizer's special tokens (BOS...)")(
       "skip-special", po::bool_switch(&skip_special), "with --decode: drop special tokens")(
-      "files", po::value(&files), "input files (default: stdin)");
+      "pairs", po::bool_switch(&pairs),
+      "each line is TEXT<TAB>TEXT_PAIR, encoded as a pair (with --add-special, the tokenizer's "
+      "pair template)")("files", po::value(&files), "input files (default: stdin)");
   po::positional_options_description pos;
   pos.add("files", -1);
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
   if (vm.count("help")) {
     std::cout << "Usage: hfrun tokenize --tokenizer tokenizer.json [--decode] [--whole] "
-                 "[--add-special] [FILE ...]\nFor every input line (without its newline) prints "
-                 "a JSON array of token ids; --decode turns such arrays back into text.\n"
+                 "[--pairs] [--add-special] [FILE ...]\nFor every input line (without its "
+                 "newline) prints a JSON array of token ids; --decode turns such arrays back into "
+                 "text.\n"
               << desc;
     return 0;
   }
   po::notify(vm);
+  HF_CHECK_INPUT(!(pairs && (decode || whole)),
+                 "tokenize: --pairs encodes lines; it does not go with --decode or --whole");
   const data::Tokenizer tok = data::Tokenizer::from_file(tokenizer_path);
   if (files.empty()) files.push_back("-");
 
@@ -126,6 +132,18 @@ int cmd_tokenize(const Args& args) {
               false, e.message().rfind(where, 0) == 0 ? e.message() : where + ": " + e.message());
         }
         out += '\n';
+      } else if (pairs) {
+        const size_t tab = line.find('\t');
+        HF_CHECK_INPUT(tab != std::string::npos, where,
+                       ": --pairs expects TEXT<TAB>TEXT_PAIR, but the line has no tab");
+        data::Encoding e;
+        try {
+          e = tok.encode_pair(std::string_view(line).substr(0, tab),
+                              std::string_view(line).substr(tab + 1), add_special);
+        } catch (const Error& err) {
+          HF_CHECK_INPUT(false, where, ": ", err.message());
+        }
+        write_ids(out, e.ids);
       } else {
         ids.clear();
         try {

@@ -76,12 +76,6 @@ Bpe::Bpe(StringMap<int32_t> vocab, const std::vector<std::pair<std::string, std:
   }
 }
 
-std::optional<int32_t> Bpe::token_to_id(std::string_view token) const {
-  auto it = vocab_.find(token);
-  if (it == vocab_.end()) return std::nullopt;
-  return it->second;
-}
-
 void Bpe::tokenize(std::string_view word, std::vector<int32_t>& out) const {
   if (word.empty()) return;
   if (options_.ignore_merges) {

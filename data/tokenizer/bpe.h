@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/tokenizer/model.h"
 #include "data/tokenizer/string_map.h"
 
 namespace hfrun::data {
@@ -25,7 +26,7 @@ struct BpeOptions {
   bool ignore_merges = false;
 };
 
-class Bpe {
+class Bpe final : public Model {
  public:
   // vocab: token -> id (ids unique, < vocab.size() + extra_ids); merges in rank order.
   // Throws hfrun::Error (invalid input) naming the offending token or merge.
@@ -33,10 +34,8 @@ class Bpe {
       BpeOptions options, int32_t max_id);
 
   // Appends the ids of one pre-tokenized word.
-  void tokenize(std::string_view word, std::vector<int32_t>& out) const;
-
-  std::optional<int32_t> token_to_id(std::string_view token) const;
-  const StringMap<int32_t>& vocab() const { return vocab_; }
+  void tokenize(std::string_view word, std::vector<int32_t>& out) const override;
+  const StringMap<int32_t>& vocab() const override { return vocab_; }
   size_t num_merges() const { return merges_.size(); }
 
  private:

@@ -139,3 +139,68 @@ void StripNormalizer::apply(std::string& text) const {
 }
 
 }  // namespace hfrun::data
+
+namespace hfrun::data {
+namespace {
+
+// BERT's CJK ideograph blocks (HF normalizers/bert.rs is_chinese_char).
+bool is_chinese_char(char32_t c) {
+  return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) ||
+         (c >= 0x20000 && c <= 0x2A6DF) || (c >= 0x2A700 && c <= 0x2B73F) ||
+         (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+         (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+
+}  // namespace
+
+BertNormalizer::BertNormalizer(bool clean_text, bool handle_chinese_chars, bool strip_accents,
+                               bool lowercase)
+    : clean_text_(clean_text),
+      handle_chinese_chars_(handle_chinese_chars),
+      strip_accents_(strip_accents),
+      lowercase_(lowercase),
+      nfd_(UnicodeForm::kNFD) {}
+
+void BertNormalizer::apply(std::string& text) const {
+  if (clean_text_ || handle_chinese_chars_) {
+    std::string out;
+    out.reserve(text.size());
+    for (size_t i = 0; i < text.size(); i += utf8_length(static_cast<unsigned char>(text[i]))) {
+      const char32_t c = utf8_decode(text, i);
+      if (clean_text_) {
+        // NUL, U+FFFD and control characters (general categories Cc, Cf, Co; not \t \n \r)
+        // go, before whitespace becomes a plain space (so U+0085, \v and \f are removed).
+        if (c == 0 || c == 0xFFFD) continue;
+        const bool tab_or_newline = c == U'\t' || c == U'\n' || c == U'\r';
+        constexpr uint32_t kControl = U_GC_CC_MASK | U_GC_CF_MASK | U_GC_CO_MASK;
+        if (!tab_or_newline && (U_GET_GC_MASK(static_cast<UChar32>(c)) & kControl) != 0) continue;
+        if (tab_or_newline || u_isUWhiteSpace(static_cast<UChar32>(c))) {
+          out += ' ';
+          continue;
+        }
+      }
+      if (handle_chinese_chars_ && is_chinese_char(c)) {
+        out += ' ';
+        utf8_append(out, c);
+        out += ' ';
+        continue;
+      }
+      utf8_append(out, c);
+    }
+    text = std::move(out);
+  }
+  if (strip_accents_) {
+    nfd_.apply(text);
+    std::string out;
+    out.reserve(text.size());
+    for (size_t i = 0; i < text.size(); i += utf8_length(static_cast<unsigned char>(text[i]))) {
+      const char32_t c = utf8_decode(text, i);
+      if (u_charType(static_cast<UChar32>(c)) == U_NON_SPACING_MARK) continue;
+      utf8_append(out, c);
+    }
+    text = std::move(out);
+  }
+  if (lowercase_) lowercase_normalizer_.apply(text);
+}
+
+}  // namespace hfrun::data

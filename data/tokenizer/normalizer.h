@@ -1,6 +1,6 @@
 // Normalizers of Hugging Face tokenizers, applied to text before pre-tokenization:
 // NFC, NFD, NFKC, NFKD (Unicode normalization through ICU), Lowercase, Prepend, Replace
-// (literal or regex), Strip, and Sequence.
+// (literal or regex), Strip, BertNormalizer, and Sequence.
 #pragma once
 
 #include <memory>
@@ -62,6 +62,20 @@ class StripNormalizer final : public Normalizer {
 
  private:
   bool left_, right_;
+};
+
+// BERT's normalizer: clean_text (NUL, U+FFFD and control characters removed, whitespace to a
+// space), CJK ideographs surrounded by spaces, accents stripped (NFD, then non-spacing marks
+// removed), lowercasing; in that order.
+class BertNormalizer final : public Normalizer {
+ public:
+  BertNormalizer(bool clean_text, bool handle_chinese_chars, bool strip_accents, bool lowercase);
+  void apply(std::string& text) const override;
+
+ private:
+  bool clean_text_, handle_chinese_chars_, strip_accents_, lowercase_;
+  UnicodeNormalizer nfd_;
+  LowercaseNormalizer lowercase_normalizer_;
 };
 
 class SequenceNormalizer final : public Normalizer {

@@ -4,7 +4,6 @@
 #include <algorithm>
 
 #include "common/error.h"
-#include "data/tokenizer/byte_level.h"
 #include "data/tokenizer/tokenizer_impl.h"
 #include "data/tokenizer/utf8.h"
 
@@ -113,19 +112,15 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
   return ids;
 }
 
-void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out,
-                            bool add_special_tokens) const {
-  const Impl& m = *impl_;
+void Tokenizer::Impl::encode_sequence(std::string_view text, std::vector<int32_t>& out) const {
   const size_t bad = find_invalid_utf8(text);
   HF_CHECK_INPUT(bad == std::string_view::npos, "tokenize: input is not valid UTF-8 (byte ", bad,
                  " of ", text.size(), ")");
-  if (add_special_tokens) out.insert(out.end(), m.prefix_ids.begin(), m.prefix_ids.end());
-
   std::vector<Segment> raw;
-  if (m.raw_matcher.empty()) {
+  if (raw_matcher.empty()) {
     if (!text.empty()) raw.push_back({0, text.size(), nullptr});
   } else {
-    split_added(text, m.raw_matcher, raw);
+    split_added(text, raw_matcher, raw);
   }
   std::vector<std::string> pieces;
   std::vector<Segment> norm_segments;
@@ -136,12 +131,12 @@ void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out,
       continue;
     }
     normalized.assign(text.substr(seg.begin, seg.end - seg.begin));
-    if (m.normalizer) m.normalizer->apply(normalized);
+    if (normalizer) normalizer->apply(normalized);
     norm_segments.clear();
-    if (m.normalized_matcher.empty()) {
+    if (normalized_matcher.empty()) {
       if (!normalized.empty()) norm_segments.push_back({0, normalized.size(), nullptr});
     } else {
-      split_added(normalized, m.normalized_matcher, norm_segments);
+      split_added(normalized, normalized_matcher, norm_segments);
     }
     for (const Segment& ns : norm_segments) {
       if (ns.token) {
@@ -150,16 +145,65 @@ void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out,
       }
       pieces.clear();
       pieces.emplace_back(normalized, ns.begin, ns.end - ns.begin);
-      if (m.pre_tokenizer) m.pre_tokenizer->apply(pieces);
-      for (const std::string& p : pieces) m.model->tokenize(p, out);
+      // Whether the piece starts the original text (Metaspace's "first" prepend scheme).
+      bool first_at_origin = seg.begin == 0 && ns.begin == 0;
+      if (pre_tokenizer) pre_tokenizer->apply(pieces, first_at_origin);
+      for (const std::string& p : pieces) model->tokenize(p, out);
     }
   }
-  if (add_special_tokens) out.insert(out.end(), m.suffix_ids.begin(), m.suffix_ids.end());
+}
+
+void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out,
+                            bool add_special_tokens) const {
+  const Impl& m = *impl_;
+  if (!add_special_tokens || !m.post) {
+    m.encode_sequence(text, out);
+    return;
+  }
+  for (const TemplateItem& item : m.post->single) {
+    if (item.sequence < 0) {
+      out.insert(out.end(), item.ids.begin(), item.ids.end());
+    } else {
+      m.encode_sequence(text, out);
+    }
+  }
+}
+
+Encoding Tokenizer::encode_pair(std::string_view text, std::optional<std::string_view> pair,
+                                bool add_special_tokens) const {
+  const Impl& m = *impl_;
+  std::vector<int32_t> seq[2];
+  m.encode_sequence(text, seq[0]);
+  if (pair) m.encode_sequence(*pair, seq[1]);
+  Encoding e;
+  auto append = [&](const std::vector<int32_t>& ids, int32_t type_id, bool special) {
+    e.ids.insert(e.ids.end(), ids.begin(), ids.end());
+    e.type_ids.insert(e.type_ids.end(), ids.size(), type_id);
+    e.special_tokens_mask.insert(e.special_tokens_mask.end(), ids.size(), special ? 1 : 0);
+  };
+  using Plain = PostProcessor::Plain;
+  if (!m.post || (!add_special_tokens && m.post->plain != Plain::kTemplate)) {
+    const bool zero = m.post && m.post->plain == Plain::kAllZero;
+    append(seq[0], 0, false);
+    if (pair) append(seq[1], zero ? 0 : 1, false);
+    return e;
+  }
+  HF_CHECK_INPUT(!pair || !m.post->pair.empty(), m.source,
+                 ": the post-processor has no pair template; cannot encode a text pair");
+  // The template (without its special tokens unless they are added).
+  for (const TemplateItem& item : pair ? m.post->pair : m.post->single) {
+    if (item.sequence >= 0) {
+      append(seq[item.sequence], item.type_id, false);
+    } else if (add_special_tokens) {
+      append(item.ids, item.type_id, true);
+    }
+  }
+  return e;
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {
   const Impl& m = *impl_;
-  std::vector<std::string_view> tokens;
+  std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (int32_t id : ids) {
     HF_CHECK_INPUT(
@@ -170,17 +214,13 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
     tokens.push_back(m.id_to_token[id]);
   }
   std::string out;
-  if (m.byte_level_decoder) {
-    // HF ByteLevel decoder: each token's characters back to bytes; a token with a character
-    // outside the byte alphabet (an added token, say) contributes its own UTF-8 bytes.
-    std::string bytes;
-    for (std::string_view t : tokens) {
-      if (!byte_level_decode_token(t, bytes)) bytes.append(t);
-    }
-    return utf8_lossy(bytes);
+  if (m.decoder) {
+    m.decoder->decode_chain(tokens);
+    for (const std::string& t : tokens) out += t;
+    return out;
   }
   for (size_t i = 0; i < tokens.size(); ++i) {
-    if (i && !m.has_decoder) out += ' ';
+    if (i) out += ' ';
     out.append(tokens[i]);
   }
   return out;

@@ -4,12 +4,18 @@
 //        -> normalizer -> pre-tokenizer -> BPE model per piece -> optional post-processor
 //
 // Supported components (anything else is rejected at load, naming the component):
-//   normalizer:     NFC, NFD, NFKC, NFKD, Lowercase, Prepend, Replace, Strip, Sequence
-//   pre_tokenizer:  ByteLevel, Split, Digits, Sequence
+//   normalizer:     NFC, NFD, NFKC, NFKD, Lowercase, Prepend, Replace, Strip, BertNormalizer,
+//                   Sequence
+//   pre_tokenizer:  ByteLevel, Split, Digits, Whitespace, WhitespaceSplit, BertPreTokenizer,
+//                   Punctuation, Metaspace, Sequence
 //   model:          BPE (vocab + merges, unk/byte_fallback/fuse_unk, subword prefix/suffix,
-//                   ignore_merges; no dropout)
+//                   ignore_merges; no dropout), WordPiece
 //   post_processor: ByteLevel, TemplateProcessing, BertProcessing, RobertaProcessing, Sequence
-//   decoder:        ByteLevel, Sequence of ByteLevel; none (tokens joined with spaces)
+//                   (single sequences and pairs, with type ids)
+//   decoder:        ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, WordPiece,
+//                   Sequence; none (tokens joined with spaces)
+// A tokenizer.json's truncation and padding sections are ignored (training sets its own
+// lengths); loading says so in one line on stderr.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +41,16 @@ struct AddedToken {
   bool normalized = false;
 };
 
+// An encoded sequence or pair (HF's Encoding without offsets).
+struct Encoding {
+  std::vector<int32_t> ids;
+  // Per id: the segment it belongs to (0 for the first sequence, 1 for the pair, or as the
+  // post-processor's template says).
+  std::vector<int32_t> type_ids;
+  // Per id: 1 where the post-processor added a special token ([CLS], <s>, ...).
+  std::vector<uint8_t> special_tokens_mask;
+};
+
 class Tokenizer {
  public:
   // Loads tokenizer.json; malformed or hostile files are an hfrun::Error (invalid input)
@@ -52,6 +68,11 @@ class Tokenizer {
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const;
   void encode_into(std::string_view text, std::vector<int32_t>& out,
                    bool add_special_tokens = false) const;
+  // `text`, and `pair` when given, each encoded on its own; with add_special_tokens the
+  // post-processor's single or pair template applies (BERT: [CLS] A [SEP] B [SEP]), otherwise
+  // the sequences are concatenated with type ids 0 and 1.
+  Encoding encode_pair(std::string_view text, std::optional<std::string_view> pair,
+                       bool add_special_tokens = false) const;
 
   // Text of `ids` (ids out of range are an error). Invalid UTF-8 produced by a partial byte
   // sequence becomes U+FFFD, as HF does.

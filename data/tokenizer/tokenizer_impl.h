@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "data/tokenizer/bpe.h"
+#include "data/tokenizer/decoder.h"
+#include "data/tokenizer/model.h"
 #include "data/tokenizer/normalizer.h"
 #include "data/tokenizer/pretokenizer.h"
 #include "data/tokenizer/tokenizer.h"
@@ -29,23 +30,39 @@ class AddedTokenMatcher {
   size_t count_ = 0;
 };
 
-enum class PostProcessorKind { kNone, kTemplate };
+// One element of a post-processing template (HF TemplateProcessing; BertProcessing and
+// RobertaProcessing are fixed templates): the sequence A or B, or special-token ids, with the
+// type id its tokens get.
+struct TemplateItem {
+  int sequence = -1;  // 0: A, 1: B, -1: the special token ids below
+  std::vector<int32_t> ids;
+  int32_t type_id = 0;
+};
+
+struct PostProcessor {
+  std::vector<TemplateItem> single, pair;
+  // Type ids when no special tokens are added: the template's for each sequence
+  // (TemplateProcessing), 0 and 1 (BertProcessing, as no processor), or all 0 (Roberta).
+  enum class Plain { kTemplate, kZeroOne, kAllZero } plain = Plain::kTemplate;
+};
 
 struct Tokenizer::Impl {
   std::string source;  // file name, for messages
   std::unique_ptr<Normalizer> normalizer;
   std::unique_ptr<PreTokenizer> pre_tokenizer;
-  std::unique_ptr<Bpe> model;
+  std::unique_ptr<Model> model;
   std::vector<AddedToken> added;
   AddedTokenMatcher raw_matcher;         // normalized == false: matched in the input text
   AddedTokenMatcher normalized_matcher;  // normalized == true: matched after normalization
-  // Post-processing of a single sequence: ids before and after it.
-  std::vector<int32_t> prefix_ids, suffix_ids;
-  bool byte_level_decoder = false;
-  bool has_decoder = false;
+  std::optional<PostProcessor> post;     // none: sequences are concatenated as they are
+  std::unique_ptr<Decoder> decoder;      // none: decoded tokens are joined with spaces
   std::vector<std::string> id_to_token;  // dense: every id in [0, vocab_size)
   std::vector<uint8_t> is_special;       // per id
   std::optional<int32_t> eot;
+
+  // The ids of one sequence (added tokens split out, normalized, pre-tokenized, modelled),
+  // appended to out; no post-processing.
+  void encode_sequence(std::string_view text, std::vector<int32_t>& out) const;
 };
 
 }  // namespace hfrun::data

@@ -1,15 +1,18 @@
 // Loading tokenizer.json into the pipeline. Every check names the file and the JSON path of
 // what is wrong. Sizes are bounded before anything is allocated from them.
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
 #include "common/error.h"
+#include "data/tokenizer/bpe.h"
 #include "data/tokenizer/byte_level.h"
 #include "data/tokenizer/tokenizer_impl.h"
 #include "data/tokenizer/utf8.h"
+#include "data/tokenizer/wordpiece.h"
 
 namespace hfrun::data {
 namespace {
@@ -108,6 +111,57 @@ class Loader {
     fail(path + ".pattern", "expected {\"String\": ...} or {\"Regex\": ...}");
   }
 
+  // A Split/Punctuation "behavior" (dflt when absent and dflt is not null).
+  SplitBehavior behavior(const json& j, const std::string& path, const char* dflt) const {
+    const std::string b = dflt && (!j.contains("behavior") || j["behavior"].is_null())
+                              ? std::string(dflt)
+                              : str(j, path, "behavior");
+    if (b == "Removed") return SplitBehavior::kRemoved;
+    if (b == "Isolated") return SplitBehavior::kIsolated;
+    if (b == "MergedWithPrevious") return SplitBehavior::kMergedWithPrevious;
+    if (b == "MergedWithNext") return SplitBehavior::kMergedWithNext;
+    if (b == "Contiguous") return SplitBehavior::kContiguous;
+    fail(path + ".behavior", "unknown split behavior '" + b + "'");
+  }
+
+  // Metaspace's replacement: exactly one character.
+  char32_t metaspace_replacement(const json& j, const std::string& path) const {
+    const std::string r = str(j, path, "replacement");
+    if (r.empty() || find_invalid_utf8(r) != std::string::npos ||
+        utf8_length(static_cast<unsigned char>(r[0])) != r.size()) {
+      fail(path + ".replacement", "expected exactly one character, got \"" + r + "\"");
+    }
+    return utf8_decode(r, 0);
+  }
+
+  // Metaspace's prepend_scheme (always | first | never); files from before it have
+  // add_prefix_space (true: always).
+  MetaspacePrepend metaspace_prepend(const json& j, const std::string& path) const {
+    if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) {
+      const std::string p = str(j, path, "prepend_scheme");
+      if (p == "always") return MetaspacePrepend::kAlways;
+      if (p == "first") return MetaspacePrepend::kFirst;
+      if (p == "never") return MetaspacePrepend::kNever;
+      fail(path + ".prepend_scheme", "expected always, first or never, got '" + p + "'");
+    }
+    return flag(j, path, "add_prefix_space", true) ? MetaspacePrepend::kAlways
+                                                   : MetaspacePrepend::kNever;
+  }
+
+  // The steps of a Sequence component: list `key` of j, each built by `one(item, path)`.
+  template <typename T, typename One>
+  std::vector<std::unique_ptr<T>> steps(const json& j, const std::string& path, const char* key,
+                                        One&& one) const {
+    const json& list = field(j, path, key);
+    if (!list.is_array()) fail(path + "." + key, "expected a list");
+    std::vector<std::unique_ptr<T>> out;
+    for (size_t i = 0; i < list.size(); ++i) {
+      auto step = one(list[i], path + "." + key + "[" + std::to_string(i) + "]");
+      if (step) out.push_back(std::move(step));
+    }
+    return out;
+  }
+
   std::unique_ptr<Normalizer> normalizer(const json& j, const std::string& path) const {
     if (j.is_null()) return nullptr;
     const std::string t = type_of(j, path);
@@ -125,19 +179,20 @@ class Loader {
       auto [pat, is_regex] = pattern(j, path);
       return std::make_unique<ReplaceNormalizer>(pat, is_regex, str(j, path, "content"));
     }
+    if (t == "BertNormalizer") {
+      const bool lowercase = flag(j, path, "lowercase", true);
+      return std::make_unique<BertNormalizer>(flag(j, path, "clean_text", true),
+                                              flag(j, path, "handle_chinese_chars", true),
+                                              flag(j, path, "strip_accents", lowercase), lowercase);
+    }
     if (t == "Sequence") {
-      const json& list = field(j, path, "normalizers");
-      if (!list.is_array()) fail(path + ".normalizers", "expected a list");
-      std::vector<std::unique_ptr<Normalizer>> steps;
-      for (size_t i = 0; i < list.size(); ++i) {
-        auto n = normalizer(list[i], path + ".normalizers[" + std::to_string(i) + "]");
-        if (n) steps.push_back(std::move(n));
-      }
-      return std::make_unique<SequenceNormalizer>(std::move(steps));
+      return std::make_unique<SequenceNormalizer>(steps<Normalizer>(
+          j, path, "normalizers",
+          [&](const json& item, const std::string& p) { return normalizer(item, p); }));
     }
     fail(path, "normalizer type '" + t +
                    "' is not supported (supported: NFC, NFD, NFKC, NFKD, "
-                   "Lowercase, Prepend, Replace, Strip, Sequence)");
+                   "Lowercase, Prepend, Replace, Strip, BertNormalizer, Sequence)");
   }
 
   std::unique_ptr<PreTokenizer> pre_tokenizer(const json& j, const std::string& path,
@@ -151,49 +206,42 @@ class Loader {
     }
     if (t == "Split") {
       auto [pat, is_regex] = pattern(j, path);
-      const std::string b = str(j, path, "behavior");
-      SplitBehavior behavior;
-      if (b == "Removed")
-        behavior = SplitBehavior::kRemoved;
-      else if (b == "Isolated")
-        behavior = SplitBehavior::kIsolated;
-      else if (b == "MergedWithPrevious")
-        behavior = SplitBehavior::kMergedWithPrevious;
-      else if (b == "MergedWithNext")
-        behavior = SplitBehavior::kMergedWithNext;
-      else if (b == "Contiguous")
-        behavior = SplitBehavior::kContiguous;
-      else
-        fail(path + ".behavior", "unknown split behavior '" + b + "'");
-      return std::make_unique<SplitPreTokenizer>(pat, is_regex, behavior,
+      return std::make_unique<SplitPreTokenizer>(pat, is_regex, behavior(j, path, nullptr),
                                                  flag(j, path, "invert", false));
     }
     if (t == "Digits") {
       return std::make_unique<DigitsPreTokenizer>(flag(j, path, "individual_digits", false));
     }
+    if (t == "Whitespace") return std::make_unique<WhitespacePreTokenizer>();
+    if (t == "WhitespaceSplit") return std::make_unique<WhitespaceSplitPreTokenizer>();
+    if (t == "BertPreTokenizer") return std::make_unique<BertPreTokenizer>();
+    if (t == "Punctuation") {
+      return std::make_unique<PunctuationPreTokenizer>(behavior(j, path, "Isolated"));
+    }
+    if (t == "Metaspace") {
+      return std::make_unique<MetaspacePreTokenizer>(
+          metaspace_replacement(j, path), metaspace_prepend(j, path), flag(j, path, "split", true));
+    }
     if (t == "Sequence") {
-      const json& list = field(j, path, "pretokenizers");
-      if (!list.is_array()) fail(path + ".pretokenizers", "expected a list");
-      std::vector<std::unique_ptr<PreTokenizer>> steps;
-      for (size_t i = 0; i < list.size(); ++i) {
-        auto p =
-            pre_tokenizer(list[i], path + ".pretokenizers[" + std::to_string(i) + "]", byte_level);
-        if (p) steps.push_back(std::move(p));
-      }
-      return std::make_unique<SequencePreTokenizer>(std::move(steps));
+      return std::make_unique<SequencePreTokenizer>(steps<PreTokenizer>(
+          j, path, "pretokenizers", [&](const json& item, const std::string& p) {
+            return pre_tokenizer(item, p, byte_level);
+          }));
     }
     fail(path, "pre_tokenizer type '" + t +
-                   "' is not supported (supported: ByteLevel, Split, "
-                   "Digits, Sequence)");
+                   "' is not supported (supported: ByteLevel, Split, Digits, Whitespace, "
+                   "WhitespaceSplit, BertPreTokenizer, Punctuation, Metaspace, Sequence)");
   }
 
-  std::unique_ptr<Bpe> model(const json& j, int32_t max_id) const {
+  std::unique_ptr<Model> model(const json& j, int32_t max_id) const {
     const std::string t = type_of(j, "model");
-    if (t != "BPE") fail("model.type", "model type '" + t + "' is not supported (supported: BPE)");
-    if (j.contains("dropout") && !j["dropout"].is_null() &&
-        !(j["dropout"].is_number() && j["dropout"].get<double>() == 0.0)) {
-      fail("model.dropout", "BPE dropout (random merges) is not supported; set it to null");
-    }
+    if (t == "BPE") return bpe(j, max_id);
+    if (t == "WordPiece") return wordpiece(j, max_id);
+    fail("model.type", "model type '" + t + "' is not supported (supported: BPE, WordPiece)");
+  }
+
+  // model.vocab as {token: id}: ids unique and below max_id.
+  StringMap<int32_t> vocab_map(const json& j, int32_t max_id) const {
     const json& vocab = field(j, "model", "vocab");
     if (!vocab.is_object()) fail("model.vocab", "expected an object of token: id");
     if (vocab.size() > kMaxVocab)
@@ -211,9 +259,40 @@ class Loader {
       if (seen[i])
         fail("model.vocab[\"" + it.key() + "\"]",
              "id " + std::to_string(i) + " is used by two tokens");
+      if (it.key().empty()) fail("model.vocab", "an empty token (id " + std::to_string(i) + ")");
       seen[i] = 1;
       v.emplace(it.key(), i);
     }
+    return v;
+  }
+
+  std::unique_ptr<Model> wordpiece(const json& j, int32_t max_id) const {
+    WordPieceOptions o;
+    if (auto unk = opt_str(j, "model", "unk_token")) o.unk_token = *unk;
+    if (auto prefix = opt_str(j, "model", "continuing_subword_prefix")) {
+      o.continuing_subword_prefix = *prefix;
+    }
+    if (j.contains("max_input_chars_per_word") && !j["max_input_chars_per_word"].is_null()) {
+      const json& m = j["max_input_chars_per_word"];
+      if (!m.is_number_integer() || m.get<int64_t>() <= 0) {
+        fail("model.max_input_chars_per_word", "expected a positive integer");
+      }
+      o.max_input_chars_per_word = m.get<int64_t>();
+    }
+    StringMap<int32_t> v = vocab_map(j, max_id);
+    try {
+      return std::make_unique<WordPiece>(std::move(v), std::move(o));
+    } catch (const Error& e) {
+      fail("model", e.message());
+    }
+  }
+
+  std::unique_ptr<Model> bpe(const json& j, int32_t max_id) const {
+    if (j.contains("dropout") && !j["dropout"].is_null() &&
+        !(j["dropout"].is_number() && j["dropout"].get<double>() == 0.0)) {
+      fail("model.dropout", "BPE dropout (random merges) is not supported; set it to null");
+    }
+    StringMap<int32_t> v = vocab_map(j, max_id);
     const json& merges = field(j, "model", "merges");
     if (!merges.is_array()) fail("model.merges", "expected a list");
     std::vector<std::pair<std::string, std::string>> m;
@@ -251,47 +330,82 @@ class Loader {
     }
   }
 
-  // Single-sequence post-processing as (ids before, ids after).
+  // One template (TemplateProcessing's single or pair): items {"Sequence": {"id": "A"|"B",
+  // "type_id": n}} or {"SpecialToken": {"id": name, "type_id": n}} (or HF's string forms
+  // "$A", "$B:1", "[CLS]", "[SEP]:1"), special names resolved through special_tokens.
+  std::vector<TemplateItem> template_items(const json& list, const json& specials,
+                                           const std::string& path, bool pair) const {
+    if (!list.is_array()) fail(path, "expected a list");
+    std::vector<TemplateItem> out;
+    bool seen[2] = {false, false};
+    for (size_t i = 0; i < list.size(); ++i) {
+      const std::string p = path + "[" + std::to_string(i) + "]";
+      const json& item = list[i];
+      std::string name;
+      int32_t type_id = 0;
+      bool is_sequence = false;
+      if (item.is_object() && item.contains("Sequence")) {
+        is_sequence = true;
+        name = str(item["Sequence"], p + ".Sequence", "id");
+        type_id = id(field(item["Sequence"], p + ".Sequence", "type_id"), p + ".Sequence.type_id");
+      } else if (item.is_object() && item.contains("SpecialToken")) {
+        name = str(item["SpecialToken"], p + ".SpecialToken", "id");
+        type_id = id(field(item["SpecialToken"], p + ".SpecialToken", "type_id"),
+                     p + ".SpecialToken.type_id");
+      } else if (item.is_string()) {
+        name = item.get<std::string>();
+        if (const size_t colon = name.rfind(':'); colon != std::string::npos && colon > 0) {
+          const std::string t = name.substr(colon + 1);
+          if (t.empty() || t.size() > 9 || t.find_first_not_of("0123456789") != std::string::npos)
+            fail(p, "bad type id in \"" + name + "\"");
+          type_id = std::stoi(t);
+          name.resize(colon);
+        }
+        if (!name.empty() && name[0] == '$') {
+          is_sequence = true;
+          name = name.size() == 1 ? "A" : name.substr(1);
+          if (name == "a" || name == "b") name = name == "a" ? "A" : "B";
+          if (name.size() <= 9 && name.find_first_not_of("0123456789") == std::string::npos) {
+            type_id = std::stoi(name);  // "$1": sequence A with type id 1
+            name = "A";
+          }
+        }
+      } else {
+        fail(p, "expected {\"Sequence\": ...} or {\"SpecialToken\": ...}");
+      }
+      TemplateItem t;
+      t.type_id = type_id;
+      if (is_sequence) {
+        if (name != "A" && name != "B") fail(p, "sequence id '" + name + "' is not A or B");
+        t.sequence = name == "A" ? 0 : 1;
+        if (t.sequence == 1 && !pair) fail(p, "the single template uses the pair's sequence B");
+        seen[t.sequence] = true;
+      } else {
+        if (!specials.is_object() || !specials.contains(name)) {
+          fail(path, "special token '" + name + "' has no entry in special_tokens");
+        }
+        const std::string sp = "post_processor.special_tokens." + name;
+        const json& ids = field(specials[name], sp, "ids");
+        if (!ids.is_array() || ids.size() > 64) fail(sp + ".ids", "expected a list of ids");
+        for (size_t k = 0; k < ids.size(); ++k) {
+          t.ids.push_back(id(ids[k], sp + ".ids[" + std::to_string(k) + "]"));
+        }
+      }
+      out.push_back(std::move(t));
+    }
+    if (pair && out.empty()) return out;  // no pair template: pairs are refused when encoded
+    if (!seen[0] || (pair && !seen[1])) {
+      fail(path, pair ? "the pair template must use both $A and $B" : "the template must use $A");
+    }
+    return out;
+  }
+
+  // The post-processor: a template for single sequences and one for pairs. ByteLevel only
+  // adjusts offsets; a Sequence may hold at most one processor that adds tokens.
   void post_processor(const json& j, const std::string& path, Tokenizer::Impl& t) const {
     if (j.is_null()) return;
     const std::string type = type_of(j, path);
-    if (type == "ByteLevel") return;  // only adjusts offsets
-    auto pair_id = [&](const char* key) {
-      const json& p = field(j, path, key);
-      if (!p.is_array() || p.size() != 2) fail(path + "." + key, "expected [token, id]");
-      return id(p[1], path + "." + key + "[1]");
-    };
-    if (type == "BertProcessing" || type == "RobertaProcessing") {
-      t.prefix_ids.push_back(pair_id("cls"));
-      t.suffix_ids.push_back(pair_id("sep"));
-      return;
-    }
-    if (type == "TemplateProcessing") {
-      const json& single = field(j, path, "single");
-      const json& specials = field(j, path, "special_tokens");
-      if (!single.is_array()) fail(path + ".single", "expected a list");
-      bool after = false;
-      for (size_t i = 0; i < single.size(); ++i) {
-        const std::string p = path + ".single[" + std::to_string(i) + "]";
-        const json& item = single[i];
-        if (item.is_object() && item.contains("Sequence")) {
-          after = true;
-        } else if (item.is_object() && item.contains("SpecialToken")) {
-          const std::string name = str(item["SpecialToken"], p + ".SpecialToken", "id");
-          if (!specials.is_object() || !specials.contains(name)) {
-            fail(path + ".special_tokens", "no entry for '" + name + "' used in single");
-          }
-          const json& ids = field(specials[name], path + ".special_tokens." + name, "ids");
-          if (!ids.is_array()) fail(path + ".special_tokens." + name + ".ids", "expected a list");
-          for (size_t k = 0; k < ids.size(); ++k) {
-            (after ? t.suffix_ids : t.prefix_ids).push_back(id(ids[k], p));
-          }
-        } else {
-          fail(p, "expected {\"Sequence\": ...} or {\"SpecialToken\": ...}");
-        }
-      }
-      return;
-    }
+    if (type == "ByteLevel") return;
     if (type == "Sequence") {
       const json& list = field(j, path, "processors");
       if (!list.is_array()) fail(path + ".processors", "expected a list");
@@ -300,35 +414,93 @@ class Loader {
       }
       return;
     }
+    if (t.post) fail(path, "a second post-processor that adds tokens is not supported");
+    auto pair_id = [&](const char* key) {
+      const json& p = field(j, path, key);
+      if (!p.is_array() || p.size() != 2) fail(path + "." + key, "expected [token, id]");
+      return id(p[1], path + "." + key + "[1]");
+    };
+    PostProcessor post;
+    if (type == "BertProcessing" || type == "RobertaProcessing") {
+      const int32_t cls = pair_id("cls"), sep = pair_id("sep");
+      const bool bert = type == "BertProcessing";
+      const int32_t b = bert ? 1 : 0;  // RoBERTa: every type id is 0
+      post.single = {{-1, {cls}, 0}, {0, {}, 0}, {-1, {sep}, 0}};
+      post.pair = {{-1, {cls}, 0}, {0, {}, 0}, {-1, {sep}, 0}};
+      if (!bert) post.pair.push_back({-1, {sep}, 0});
+      post.pair.push_back({1, {}, b});
+      post.pair.push_back({-1, {sep}, b});
+      post.plain = bert ? PostProcessor::Plain::kZeroOne : PostProcessor::Plain::kAllZero;
+      t.post = std::move(post);
+      return;
+    }
+    if (type == "TemplateProcessing") {
+      const json& specials = field(j, path, "special_tokens");
+      post.single = template_items(field(j, path, "single"), specials, path + ".single", false);
+      post.pair = template_items(field(j, path, "pair"), specials, path + ".pair", true);
+      t.post = std::move(post);
+      return;
+    }
     fail(path, "post_processor type '" + type +
                    "' is not supported (supported: ByteLevel, "
                    "TemplateProcessing, BertProcessing, RobertaProcessing, Sequence)");
   }
 
-  void decoder(const json& j, const std::string& path, Tokenizer::Impl& t) const {
-    if (j.is_null()) return;
-    t.has_decoder = true;
+  std::unique_ptr<Decoder> decoder(const json& j, const std::string& path) const {
+    if (j.is_null()) return nullptr;
     const std::string type = type_of(j, path);
-    if (type == "ByteLevel") {
-      t.byte_level_decoder = true;
-      return;
+    if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
+    if (type == "Replace") {
+      auto [pat, is_regex] = pattern(j, path);
+      return std::make_unique<ReplaceDecoder>(pat, is_regex, str(j, path, "content"));
+    }
+    if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
+    if (type == "Fuse") return std::make_unique<FuseDecoder>();
+    if (type == "Strip") {
+      const std::string c = str(j, path, "content");
+      if (c.empty() || find_invalid_utf8(c) != std::string::npos ||
+          utf8_length(static_cast<unsigned char>(c[0])) != c.size()) {
+        fail(path + ".content", "expected exactly one character, got \"" + c + "\"");
+      }
+      return std::make_unique<StripDecoder>(utf8_decode(c, 0), count(j, path, "start"),
+                                            count(j, path, "stop"));
+    }
+    if (type == "Metaspace") {
+      return std::make_unique<MetaspaceDecoder>(
+          metaspace_replacement(j, path), metaspace_prepend(j, path) != MetaspacePrepend::kNever);
+    }
+    if (type == "WordPiece") {
+      const auto prefix = opt_str(j, path, "prefix");
+      return std::make_unique<WordPieceDecoder>(prefix.value_or("##"),
+                                                flag(j, path, "cleanup", true));
     }
     if (type == "Sequence") {
-      const json& list = field(j, path, "decoders");
-      if (!list.is_array()) fail(path + ".decoders", "expected a list");
-      for (size_t i = 0; i < list.size(); ++i) {
-        decoder(list[i], path + ".decoders[" + std::to_string(i) + "]", t);
-      }
-      return;
+      return std::make_unique<SequenceDecoder>(
+          steps<Decoder>(j, path, "decoders",
+                         [&](const json& item, const std::string& p) { return decoder(item, p); }));
     }
-    fail(path, "decoder type '" + type + "' is not supported (supported: ByteLevel, Sequence)");
+    fail(path, "decoder type '" + type +
+                   "' is not supported (supported: ByteLevel, Replace, ByteFallback, Fuse, "
+                   "Strip, Metaspace, WordPiece, Sequence)");
+  }
+
+  // A non-negative count (Strip's start/stop), bounded: no allocation follows from it.
+  size_t count(const json& j, const std::string& path, const char* key) const {
+    const json& v = field(j, path, key);
+    if (!v.is_number_unsigned() || v.get<uint64_t>() > (uint64_t{1} << 31)) {
+      fail(path + "." + key, "expected a count (a non-negative integer)");
+    }
+    return static_cast<size_t>(v.get<uint64_t>());
   }
 
   std::unique_ptr<Tokenizer::Impl> load(const json& root) const {
     if (!root.is_object()) fail("(root)", "expected a JSON object");
     for (const char* key : {"truncation", "padding"}) {
       if (root.contains(key) && !root[key].is_null()) {
-        fail(key, "is set; hfrun does not truncate or pad in the tokenizer: set it to null");
+        std::fprintf(stderr,
+                     "hfrun: note: %s: the %s section is ignored (hfrun sets sequence lengths "
+                     "itself)\n",
+                     file_.c_str(), key);
       }
     }
     auto t = std::make_unique<Tokenizer::Impl>();
@@ -355,12 +527,9 @@ class Loader {
       }
     }
     const json& model = field(root, "(root)", "model");
-    const std::string model_type = type_of(model, "model");
-    if (model_type != "BPE") {
-      fail("model.type", "model type '" + model_type + "' is not supported (supported: BPE)");
-    }
     const json& vocab = field(model, "model", "vocab");
-    if (!vocab.is_object()) fail("model.vocab", "expected an object of token: id");
+    if (!vocab.is_object() && !vocab.is_array())
+      fail("model.vocab", "expected an object or a list");
     // Model ids must stay below the number of tokens: this bounds every table sized by an id.
     const int32_t max_id =
         static_cast<int32_t>(std::min(vocab.size() + t->added.size(), kMaxVocab));
@@ -374,7 +543,8 @@ class Loader {
       return pre_tokenizer(root.value("pre_tokenizer", json()), "pre_tokenizer", byte_level);
     });
     post_processor(root.value("post_processor", json()), "post_processor", *t);
-    decoder(root.value("decoder", json()), "decoder", *t);
+    t->decoder =
+        in_context("decoder", [&] { return decoder(root.value("decoder", json()), "decoder"); });
 
     // Ids -> tokens; an added token may reuse a vocab id only for the same string.
     int32_t size = 0;
@@ -442,7 +612,7 @@ class Loader {
     t.added = std::move(unique);
   }
 
-  std::unique_ptr<Bpe> model_or_fail(const json& j, int32_t max_id) const {
+  std::unique_ptr<Model> model_or_fail(const json& j, int32_t max_id) const {
     return model(j, max_id);
   }
   std::string file_;

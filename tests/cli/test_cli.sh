@@ -79,9 +79,27 @@ contains "tokenize invalid utf8" 'bad_utf8.txt:2.*UTF-8'
 check "tokenize missing tokenizer" 2 "$HFRUN" tokenize --tokenizer "$TMP/nope.json" "$TMP/in.txt"
 contains "tokenize missing tokenizer" 'nope.json'
 check "tokenize missing input" 2 "$HFRUN" tokenize --tokenizer "$GPT2" "$TMP/nope.txt"
-echo '{"model": {"type": "WordPiece"}}' > "$TMP/wp.json"
+# Pairs through a BERT-style WordPiece tokenizer (the parity fixture builds it): [CLS] a [SEP] b
+# [SEP] with [CLS] = 2 and [SEP] = 3; a line without its tab is named.
+REF_OUT="$(cd "$(dirname "$GPT2")/../../../.." && pwd)/out"
+printf 'Hello world\tSecond one!\n' > "$TMP/pairs.tsv"
+check "tokenize pairs" 0 "$HFRUN" tokenize --tokenizer "$REF_OUT/bert_uncased.tokenizer.json" \
+  --pairs --add-special "$TMP/pairs.tsv"
+contains "tokenize pairs" '^\[2,[0-9,]+,3,[0-9,]+,3\]$'
+printf 'ok\tfine\nno tab here\n' > "$TMP/bad_pairs.tsv"
+check "tokenize pairs without tab" 2 "$HFRUN" tokenize --tokenizer "$REF_OUT/bert_uncased.tokenizer.json" \
+  --pairs "$TMP/bad_pairs.tsv"
+contains "tokenize pairs without tab" 'bad_pairs.tsv:2.*tab'
+# SentencePiece-style BPE (Llama-2 layout: byte fallback, Replace/ByteFallback/Fuse/Strip decoder).
+LLAMA2="$(dirname "$GPT2")/../../tokenizer-llama2/models/tokenizer.json"
+printf 'Hello world 🙂\n' > "$TMP/sp.txt"
+check "tokenize llama2" 0 "$HFRUN" tokenize --tokenizer "$LLAMA2" --add-special "$TMP/sp.txt"
+"$HFRUN" tokenize --tokenizer "$LLAMA2" --add-special "$TMP/sp.txt" > "$TMP/sp_ids.txt"
+check "decode llama2" 0 "$HFRUN" tokenize --tokenizer "$LLAMA2" --decode --skip-special "$TMP/sp_ids.txt"
+contains "decode llama2" '^Hello world 🙂$'
+echo '{"model": {"type": "WordLevel", "vocab": {}}}' > "$TMP/wp.json"
 check "tokenize unsupported model" 2 "$HFRUN" tokenize --tokenizer "$TMP/wp.json" "$TMP/in.txt"
-contains "tokenize unsupported model" 'WordPiece'
+contains "tokenize unsupported model" 'WordLevel'
 
 # prepare: shards, summary, and errors with file:line.
 printf '{"text": "one"}\n{"text": "two"}\n' > "$TMP/docs.jsonl"

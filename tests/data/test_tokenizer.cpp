@@ -222,4 +222,77 @@ TEST(Tokenizer, IgnoreMergesTakesWholeWordsFromTheVocab) {
 }
 
 }  // namespace
+// A BERT-style tokenizer over a small vocabulary: WordPiece's greedy longest match, its unknown
+// word rules, the BERT normalizer and pre-tokenizer, pairs with type ids, and the decoder.
+Tokenizer tiny_bert(const std::string& post, int max_chars = 100) {
+  return Tokenizer::from_json(
+      R"({"added_tokens": [{"id": 2, "content": "[CLS]", "special": true},
+                           {"id": 3, "content": "[SEP]", "special": true}],
+          "normalizer": {"type": "BertNormalizer", "lowercase": true},
+          "pre_tokenizer": {"type": "BertPreTokenizer"}, "post_processor": )" +
+          post + R"(, "decoder": {"type": "WordPiece"},
+          "model": {"type": "WordPiece", "unk_token": "[UNK]", "max_input_chars_per_word": )" +
+          std::to_string(max_chars) + R"(, "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2,
+            "[SEP]": 3, "un": 4, "##aff": 5, "##able": 6, "!": 7, "a": 8, "##a": 9, "cafe": 10,
+            "x": 11, "##x": 12}}})",
+      "bert.json");
+}
+
+TEST(Tokenizer, WordPieceBertPipelineAndPairs) {
+  const Tokenizer tok = tiny_bert(R"({"type": "BertProcessing", "sep": ["[SEP]", 3],
+                                      "cls": ["[CLS]", 2]})");
+  // Lowercased, accents stripped, punctuation isolated, greedy longest pieces.
+  EXPECT_EQ(tok.encode("UnAffable! Café"), (Ids{4, 5, 6, 7, 10}));
+  // A position with no piece makes the whole word unknown (not a partial match).
+  EXPECT_EQ(tok.encode("unaffablez a"), (Ids{1, 8}));
+  const Encoding e = tok.encode_pair("a", "aa!", /*add_special_tokens=*/true);
+  EXPECT_EQ(e.ids, (Ids{2, 8, 3, 8, 9, 7, 3}));
+  EXPECT_EQ(e.type_ids, (Ids{0, 0, 0, 1, 1, 1, 1}));
+  EXPECT_EQ(e.special_tokens_mask, (std::vector<uint8_t>{1, 0, 1, 0, 0, 0, 1}));
+  const Encoding plain = tok.encode_pair("a", "a", false);
+  EXPECT_EQ(plain.ids, (Ids{8, 8}));
+  EXPECT_EQ(plain.type_ids, (Ids{0, 1}));
+  // The WordPiece decoder glues continuations and cleans up spaces before punctuation.
+  EXPECT_EQ(tok.decode(Ids{2, 4, 5, 6, 7, 3}), "[CLS] unaffable! [SEP]");
+  EXPECT_EQ(tok.decode(Ids{2, 4, 5, 6, 7, 3}, /*skip_special_tokens=*/true), "unaffable!");
+  // Words longer than max_input_chars_per_word characters are unknown.
+  EXPECT_EQ(tiny_bert("null", 4).encode("xxxx xxxxx"), (Ids{11, 12, 12, 12, 1}));
+}
+
+TEST(Tokenizer, SentencePieceDecodersAndMetaspace) {
+  auto make = [](const std::string& pre, const std::string& dec) {
+    return Tokenizer::from_json(
+        R"({"added_tokens": [{"id": 0, "content": "<s>", "special": true}],
+            "normalizer": null, "pre_tokenizer": )" +
+            pre + R"(, "post_processor": null, "decoder": )" + dec + R"(,
+            "model": {"type": "BPE", "byte_fallback": true, "vocab": {"<s>": 0, "▁": 1,
+              "a": 2, "▁a": 3, "<0x61>": 4, "<0xC3>": 5, "<0xA9>": 6, "<0xE5>": 7},
+              "merges": [["▁", "a"]]}})",
+        "sp.json");
+  };
+  const std::string sp_decoder = R"({"type": "Sequence", "decoders": [
+      {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+      {"type": "ByteFallback"}, {"type": "Fuse"},
+      {"type": "Strip", "content": " ", "start": 1, "stop": 0}]})";
+  const Tokenizer first = make(
+      R"({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false})",
+      sp_decoder);
+  // "first": only the text at the very start gets the prepended U+2581, not text after <s>.
+  EXPECT_EQ(first.encode("a"), (Ids{3}));
+  EXPECT_EQ(first.encode("<s>a"), (Ids{0, 2}));
+  EXPECT_EQ(first.encode("a<s>a"), (Ids{3, 0, 2}));
+  // Each sequence of a pair starts at its own origin.
+  EXPECT_EQ(first.encode_pair("a", "a").ids, (Ids{3, 3}));
+  // Byte runs decode as a whole: valid UTF-8 -> text, invalid -> one U+FFFD per byte.
+  EXPECT_EQ(first.decode(Ids{3, 5, 6}), "a\xc3\xa9");
+  EXPECT_EQ(first.decode(Ids{2, 4, 7}), "a\xef\xbf\xbd\xef\xbf\xbd");
+  const Tokenizer always =
+      make(R"({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"})",
+           R"({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"})");
+  EXPECT_EQ(always.encode("<s>a"), (Ids{0, 3}));
+  // The Metaspace decoder drops every U+2581 of the first token, later ones become spaces.
+  EXPECT_EQ(always.decode(Ids{3, 3}), "a a");
+  EXPECT_EQ(always.decode(Ids{0, 3}), "<s> a");
+}
+
 }  // namespace hfrun::data

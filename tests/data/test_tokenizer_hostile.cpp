@@ -65,18 +65,72 @@ TEST(TokenizerHostile, ByteLevelTokenizerMissingByteTokensIsRejected) {
 }
 
 TEST(TokenizerHostile, UnsupportedComponentsAreNamed) {
-  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "normalizer": {"type": "BertNormalizer"})"),
-                  {"normalizer", "BertNormalizer"});
-  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "pre_tokenizer": {"type": "Metaspace"})"),
-                  {"pre_tokenizer", "Metaspace"});
-  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "decoder": {"type": "WordPiece"})"),
-                  {"decoder", "WordPiece"});
-  expect_rejected(R"({"model": {"type": "Unigram", "vocab": []}})", {"model.type", "Unigram"});
-  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "truncation": {"max_length": 5})"),
-                  {"truncation"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "normalizer": {"type": "Precompiled"})"),
+                  {"normalizer", "Precompiled"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "pre_tokenizer": {"type": "UnicodeScripts"})"),
+                  {"pre_tokenizer", "UnicodeScripts"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "decoder": {"type": "CTC"})"), {"decoder", "CTC"});
+  expect_rejected(R"({"model": {"type": "WordLevel", "vocab": {}}})", {"model.type", "WordLevel"});
   expect_rejected(tiny(R"({"a": 0})", "[]", "", R"(, "dropout": 0.1)"), {"dropout"});
   expect_rejected(tiny(R"({"a": 0})", "[]", "", R"(, "unk_token": "<unk>")"),
                   {"unk_token", "<unk>"});
+}
+
+TEST(TokenizerHostile, SentencePieceAndBertComponentsAreCheckedAtLoad) {
+  // Metaspace and Strip take exactly one character.
+  expect_rejected(
+      tiny(R"({"a": 0})", "[]", R"(, "pre_tokenizer": {"type": "Metaspace", "replacement": "__"})"),
+      {"pre_tokenizer.replacement", "one character"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "decoder": {"type": "Metaspace"})"),
+                  {"decoder", "replacement"});
+  expect_rejected(tiny(R"({"a": 0})", "[]",
+                       R"(, "decoder": {"type": "Strip", "content": "ab", "start": 1, "stop": 0})"),
+                  {"decoder.content", "one character"});
+  expect_rejected(tiny(R"({"a": 0})", "[]",
+                       R"(, "decoder": {"type": "Strip", "content": " ", "start": -1, "stop": 0})"),
+                  {"decoder.start"});
+  expect_rejected(tiny(R"({"a": 0})", "[]",
+                       R"(, "pre_tokenizer": {"type": "Metaspace", "replacement": "_",
+                             "prepend_scheme": "sometimes"})"),
+                  {"prepend_scheme", "sometimes"});
+  // An invalid regex in a decoder is found at load, not at the first decode.
+  expect_rejected(tiny(R"({"a": 0})", "[]",
+                       R"(, "decoder": {"type": "Sequence", "decoders": [{"type": "Replace",
+                             "pattern": {"Regex": "(unclosed"}, "content": " "}]})"),
+                  {"decoder", "unclosed"});
+  // WordPiece needs its unknown token; tokens are not empty.
+  expect_rejected(R"({"model": {"type": "WordPiece", "unk_token": "[UNK]",
+                      "vocab": {"a": 0, "##b": 1}}})",
+                  {"model", "[UNK]"});
+  expect_rejected(R"({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "": 1}}})",
+                  {"model.vocab", "empty token"});
+  expect_rejected(R"({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0},
+                      "max_input_chars_per_word": 0}})",
+                  {"max_input_chars_per_word"});
+  // A template names special tokens it defines, and a pair template uses both sequences.
+  const std::string vocab = R"({"[UNK]": 0, "[CLS]": 1, "a": 2})";
+  auto wordpiece = [&](const std::string& post) {
+    return R"({"model": {"type": "WordPiece", "vocab": )" + vocab + R"(}, "post_processor": )" +
+           post + "}";
+  };
+  expect_rejected(wordpiece(R"({"type": "TemplateProcessing",
+      "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+      "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+      "special_tokens": {}})"),
+                  {"post_processor.single", "[CLS]"});
+  expect_rejected(wordpiece(R"({"type": "TemplateProcessing",
+      "single": [{"Sequence": {"id": "A", "type_id": 0}}],
+      "pair": [{"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {}})"),
+                  {"post_processor.pair", "$B"});
+  expect_rejected(wordpiece(R"({"type": "BertProcessing", "cls": ["[CLS]", 1], "sep": ["[SEP]"]})"),
+                  {"post_processor.sep"});
+}
+
+TEST(TokenizerHostile, TruncationAndPaddingSectionsAreIgnored) {
+  const auto tok = Tokenizer::from_json(
+      tiny(R"({"a": 0})", "[]", R"(, "truncation": {"max_length": 1}, "padding": {"pad_id": 0})"),
+      "t.json");
+  EXPECT_EQ(tok.encode("aaa").size(), 3u);  // not truncated to 1
 }
 
 TEST(TokenizerHostile, MalformedJsonAndStructure) {

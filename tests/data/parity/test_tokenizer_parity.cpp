@@ -1,6 +1,8 @@
-// Parity with Hugging Face tokenizers: ids and decoded text for real tokenizer.json files (GPT-2,
-// Llama-3) and variants of them, against reference output written by
-// tests/data/reference/make_expected.js (HF's Rust tokenizers through its npm package).
+// Parity with Hugging Face tokenizers: ids, type ids and special-tokens masks of texts and text
+// pairs, and decoded text with and without special tokens, for real tokenizer.json files (GPT-2,
+// Llama-3, Llama-2-style SentencePiece BPE, Gemma), variants of them and WordPiece (BERT)
+// tokenizers, against reference output written by tests/data/reference/make_expected.js (HF's
+// Rust tokenizers through its npm package).
 // The ctest fixture `tokenizer_reference` produces it; HFRUN_TOKENIZER_REFERENCE names the
 // directory.
 #include <gtest/gtest.h>
@@ -50,24 +52,40 @@ TEST(TokenizerParity, IdsAndDecodingMatchHuggingFace) {
     Tokenizer tok = Tokenizer::from_file(variant["tokenizer"]);
     const bool add_special = variant["add_special"];
     int mismatches = 0;
+    auto str = [](const std::vector<int32_t>& v) {
+      std::ostringstream o;
+      for (auto i : v) o << i << ' ';
+      return o.str();
+    };
     for (const auto& c : variant["cases"]) {
       const std::string text = c["text"];
+      const bool is_pair = c.contains("pair");
+      const std::string label =
+          "\"" + printable(text) + (is_pair ? "\" + \"" + printable(c["pair"]) : "") + "\"";
       const std::vector<int32_t> want = c["ids"];
-      const std::vector<int32_t> got = tok.encode(text, add_special);
-      if (got != want && mismatches++ < 3) {
-        std::ostringstream g, w;
-        for (auto i : got) g << i << ' ';
-        for (auto i : want) w << i << ' ';
-        ADD_FAILURE() << name << ": \"" << printable(text) << "\"\n  hfrun: " << g.str()
-                      << "\n  HF:    " << w.str();
+      const std::vector<int32_t> want_types = c["type_ids"];
+      const std::vector<int32_t> want_mask = c["special_mask"];
+      const Encoding e = tok.encode_pair(
+          text, is_pair ? std::optional<std::string>(c["pair"]) : std::nullopt, add_special);
+      const std::vector<int32_t> mask(e.special_tokens_mask.begin(), e.special_tokens_mask.end());
+      if ((e.ids != want || e.type_ids != want_types || mask != want_mask) && mismatches++ < 3) {
+        ADD_FAILURE() << name << ": " << label << "\n  hfrun: " << str(e.ids)
+                      << "\n  HF:    " << str(want) << "\n  hfrun types: " << str(e.type_ids)
+                      << "\n  HF types:    " << str(want_types) << "\n  hfrun mask: " << str(mask)
+                      << "\n  HF mask:    " << str(want_mask);
       }
-      EXPECT_EQ(tok.decode(want), c["decoded"].get<std::string>())
-          << name << ": " << printable(text);
+      if (!is_pair) {  // the single-sequence fast path agrees with encode_pair
+        EXPECT_EQ(tok.encode(text, add_special), e.ids) << name << ": " << label;
+      }
+      EXPECT_EQ(tok.decode(want), c["decoded"].get<std::string>()) << name << ": " << label;
+      EXPECT_EQ(tok.decode(want, /*skip_special_tokens=*/true),
+                c["decoded_skip"].get<std::string>())
+          << name << ": " << label;
       ++checked;
     }
     EXPECT_EQ(mismatches, 0) << name;
   }
-  EXPECT_GT(checked, 200);
+  EXPECT_GT(checked, 600);
 }
 
 }  // namespace
