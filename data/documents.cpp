@@ -63,7 +63,7 @@ std::vector<Document> read_jsonl(const std::string& path, std::string_view field
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       HF_CHECK_INPUT(false, where, ": malformed JSON: ", e.what());
     }
     HF_CHECK_INPUT(j.is_object(), where, ": expected a JSON object with a string field \"", field,

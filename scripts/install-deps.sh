@@ -14,6 +14,9 @@ PACKAGES=(
   libonig-dev
   libicu-dev
   python3-torch libopenblas0-openmp
+  # SentencePiece trains the Unigram tokenizer (with its real precompiled NFKC charsmap) that
+  # the tokenizer parity tests compare against Hugging Face tokenizers.
+  python3-sentencepiece
   # The cluster tests: a throwaway single-node Slurm (cluster/slurm/local-slurm.sh) and
   # network namespaces as nodes (tests/cluster/netns_nodes.sh).
   slurmctld slurmd slurm-client munge iproute2

@@ -245,6 +245,9 @@ std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
 std::optional<int32_t> Tokenizer::eot_id() const {
   return impl_->eot;
 }
+const SpecialTokens& Tokenizer::special_tokens() const {
+  return impl_->specials;
+}
 const std::vector<AddedToken>& Tokenizer::added_tokens() const {
   return impl_->added;
 }

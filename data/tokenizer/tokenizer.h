@@ -51,9 +51,20 @@ struct Encoding {
   std::vector<uint8_t> special_tokens_mask;
 };
 
+// What a tokenizer_config.json beside the tokenizer.json says (transformers' view of the
+// tokenizer): the ids of its named special tokens (unset when it names none or one the
+// tokenizer does not have) and its add_bos_token / add_eos_token flags.
+struct SpecialTokens {
+  std::optional<int32_t> bos, eos, pad, unk, mask;
+  std::optional<bool> add_bos, add_eos;
+};
+
 class Tokenizer {
  public:
-  // Loads tokenizer.json; malformed or hostile files are an hfrun::Error (invalid input)
+  // Loads tokenizer.json, and tokenizer_config.json when one sits beside it: its eos_token
+  // becomes eot_id(), and for the Llama and Gemma tokenizer classes add_bos_token /
+  // add_eos_token (defaults true / false) set the post-processor, as transformers'
+  // LlamaTokenizerFast does. Malformed or hostile files are an hfrun::Error (invalid input)
   // naming the file, the JSON path and what was expected.
   static Tokenizer from_file(const std::string& path);
   static Tokenizer from_json(std::string_view json, const std::string& source_name);
@@ -82,8 +93,10 @@ class Tokenizer {
   int32_t vocab_size() const;
   std::optional<int32_t> token_to_id(std::string_view token) const;
   std::optional<std::string> id_to_token(int32_t id) const;
-  // The end-of-text token used between documents (<|endoftext|>, <|end_of_text|>, </s>, ...).
+  // The end-of-text token used between documents: tokenizer_config.json's eos_token, else the
+  // first of <|endoftext|>, <|end_of_text|>, </s>, <eos>, <|end|> the tokenizer has.
   std::optional<int32_t> eot_id() const;
+  const SpecialTokens& special_tokens() const;
   const std::vector<AddedToken>& added_tokens() const;
 
   struct Impl;

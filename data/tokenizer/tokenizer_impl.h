@@ -59,6 +59,7 @@ struct Tokenizer::Impl {
   std::vector<std::string> id_to_token;  // dense: every id in [0, vocab_size)
   std::vector<uint8_t> is_special;       // per id
   std::optional<int32_t> eot;
+  SpecialTokens specials;  // from tokenizer_config.json
 
   // The ids of one sequence (added tokens split out, normalized, pre-tokenized, modelled),
   // appended to out; no post-processing.

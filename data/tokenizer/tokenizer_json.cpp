@@ -2,6 +2,7 @@
 // what is wrong. Sizes are bounded before anything is allocated from them.
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -10,7 +11,9 @@
 #include "common/error.h"
 #include "data/tokenizer/bpe.h"
 #include "data/tokenizer/byte_level.h"
+#include "data/tokenizer/precompiled.h"
 #include "data/tokenizer/tokenizer_impl.h"
+#include "data/tokenizer/unigram.h"
 #include "data/tokenizer/utf8.h"
 #include "data/tokenizer/wordpiece.h"
 
@@ -185,6 +188,15 @@ class Loader {
                                               flag(j, path, "handle_chinese_chars", true),
                                               flag(j, path, "strip_accents", lowercase), lowercase);
     }
+    if (t == "Precompiled") {
+      const json& m = field(j, path, "precompiled_charsmap");
+      if (m.is_null()) return nullptr;  // some converters write null: nothing to apply
+      if (!m.is_string()) fail(path + ".precompiled_charsmap", "expected a base64 string");
+      if (m.get_ref<const std::string&>().empty()) return nullptr;
+      const std::string bytes =
+          base64_decode(m.get_ref<const std::string&>(), path + ".precompiled_charsmap");
+      return std::make_unique<PrecompiledNormalizer>(bytes);
+    }
     if (t == "Sequence") {
       return std::make_unique<SequenceNormalizer>(steps<Normalizer>(
           j, path, "normalizers",
@@ -192,7 +204,7 @@ class Loader {
     }
     fail(path, "normalizer type '" + t +
                    "' is not supported (supported: NFC, NFD, NFKC, NFKD, "
-                   "Lowercase, Prepend, Replace, Strip, BertNormalizer, Sequence)");
+                   "Lowercase, Prepend, Replace, Strip, BertNormalizer, Precompiled, Sequence)");
   }
 
   std::unique_ptr<PreTokenizer> pre_tokenizer(const json& j, const std::string& path,
@@ -237,7 +249,41 @@ class Loader {
     const std::string t = type_of(j, "model");
     if (t == "BPE") return bpe(j, max_id);
     if (t == "WordPiece") return wordpiece(j, max_id);
-    fail("model.type", "model type '" + t + "' is not supported (supported: BPE, WordPiece)");
+    if (t == "Unigram") return unigram(j);
+    fail("model.type",
+         "model type '" + t + "' is not supported (supported: BPE, WordPiece, Unigram)");
+  }
+
+  // model.vocab as [[piece, score], ...] (id = index), unk_id, byte_fallback.
+  std::unique_ptr<Model> unigram(const json& j) const {
+    const json& vocab = field(j, "model", "vocab");
+    if (!vocab.is_array()) fail("model.vocab", "expected a list of [piece, score]");
+    if (vocab.size() > kMaxVocab) fail("model.vocab", "too many entries");
+    std::vector<std::pair<std::string, double>> v;
+    v.reserve(vocab.size());
+    for (size_t i = 0; i < vocab.size(); ++i) {
+      const json& e = vocab[i];
+      const std::string p = "model.vocab[" + std::to_string(i) + "]";
+      if (!e.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_number()) {
+        fail(p, "expected [piece, score]");
+      }
+      v.emplace_back(e[0].get<std::string>(), e[1].get<double>());
+    }
+    UnigramOptions o;
+    if (j.contains("unk_id") && !j["unk_id"].is_null()) {
+      const json& u = j["unk_id"];
+      if (!u.is_number_integer() || u.get<int64_t>() < 0 ||
+          u.get<int64_t>() >= static_cast<int64_t>(v.size())) {
+        fail("model.unk_id", "expected an id in [0, " + std::to_string(v.size()) + ")");
+      }
+      o.unk_id = static_cast<int32_t>(u.get<int64_t>());
+    }
+    o.byte_fallback = flag(j, "model", "byte_fallback", false);
+    try {
+      return std::make_unique<Unigram>(std::move(v), o);
+    } catch (const Error& e) {
+      fail("model", e.message());
+    }
   }
 
   // model.vocab as {token: id}: ids unique and below max_id.
@@ -625,23 +671,106 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& source_
   json root;
   try {
     root = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, numbers out of range, ...
     HF_CHECK_INPUT(false, source_name, ": not valid JSON: ", e.what());
   }
   return Tokenizer(Loader(source_name).load(root));
 }
 
-Tokenizer Tokenizer::from_file(const std::string& path) {
+namespace {
+
+// The whole of `path`, at most kMaxFileBytes.
+std::string read_bounded(const std::string& path) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   HF_CHECK_INPUT(in.good(), path, ": cannot open tokenizer file");
   const auto size = static_cast<size_t>(in.tellg());
   HF_CHECK_INPUT(size <= kMaxFileBytes, path, ": ", size, " bytes is larger than the ",
-                 kMaxFileBytes, "-byte limit for a tokenizer.json");
+                 kMaxFileBytes, "-byte limit for a tokenizer file");
   std::string text(size, '\0');
   in.seekg(0);
   in.read(text.data(), static_cast<std::streamsize>(size));
   HF_CHECK_INPUT(in.good(), path, ": read failed");
-  return from_json(text, path);
+  return text;
+}
+
+// tokenizer_config.json beside a tokenizer.json (transformers' settings of the tokenizer).
+void apply_tokenizer_config(Tokenizer::Impl& t, const std::string& path) {
+  const std::string text = read_bounded(path);
+  check_nesting(text, path);
+  json c;
+  try {
+    c = json::parse(text);
+  } catch (const json::exception& e) {
+    HF_CHECK_INPUT(false, path, ": not valid JSON: ", e.what());
+  }
+  HF_CHECK_INPUT(c.is_object(), path, ": expected a JSON object");
+  auto token_id = [&](const char* key) -> std::optional<int32_t> {
+    if (!c.contains(key) || c[key].is_null()) return std::nullopt;
+    const json& v = c[key];
+    std::string content;
+    if (v.is_string()) {
+      content = v.get<std::string>();
+    } else if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+      content = v["content"].get<std::string>();  // an AddedToken dict
+    } else {
+      HF_CHECK_INPUT(false, path, ": ", key, ": expected a token string or {\"content\": ...}");
+    }
+    for (const AddedToken& a : t.added) {
+      if (a.content == content) return a.id;
+    }
+    if (auto id = t.model->token_to_id(content)) return *id;
+    std::fprintf(stderr, "hfrun: note: %s: %s '%s' is not in the tokenizer; ignored\n",
+                 path.c_str(), key, content.c_str());
+    return std::nullopt;
+  };
+  auto flag = [&](const char* key) -> std::optional<bool> {
+    if (!c.contains(key) || c[key].is_null()) return std::nullopt;
+    HF_CHECK_INPUT(c[key].is_boolean(), path, ": ", key, ": expected true or false");
+    return c[key].get<bool>();
+  };
+  SpecialTokens& s = t.specials;
+  s.bos = token_id("bos_token");
+  s.eos = token_id("eos_token");
+  s.pad = token_id("pad_token");
+  s.unk = token_id("unk_token");
+  s.mask = token_id("mask_token");
+  s.add_bos = flag("add_bos_token");
+  s.add_eos = flag("add_eos_token");
+  if (s.eos) t.eot = s.eos;
+  // transformers' Llama/Gemma fast tokenizers rebuild the post-processor from these flags.
+  const std::string cls = c.contains("tokenizer_class") && c["tokenizer_class"].is_string()
+                              ? c["tokenizer_class"].get<std::string>()
+                              : "";
+  static const char* const kRebuilding[] = {"LlamaTokenizer",     "LlamaTokenizerFast",
+                                            "CodeLlamaTokenizer", "CodeLlamaTokenizerFast",
+                                            "GemmaTokenizer",     "GemmaTokenizerFast"};
+  if (std::find(std::begin(kRebuilding), std::end(kRebuilding), cls) == std::end(kRebuilding)) {
+    return;
+  }
+  const bool add_bos = s.add_bos.value_or(true), add_eos = s.add_eos.value_or(false);
+  HF_CHECK_INPUT(!add_bos || s.bos, path, ": add_bos_token is true but there is no bos_token");
+  HF_CHECK_INPUT(!add_eos || s.eos, path, ": add_eos_token is true but there is no eos_token");
+  // single: [bos] $A [eos]; pair: [bos] $A [eos] [bos]:1 $B:1 [eos]:1.
+  PostProcessor post;
+  for (int32_t seq = 0; seq < 2; ++seq) {
+    if (add_bos) post.pair.push_back({-1, {*s.bos}, seq});
+    post.pair.push_back({seq, {}, seq});
+    if (add_eos) post.pair.push_back({-1, {*s.eos}, seq});
+    if (seq == 0) post.single = post.pair;
+  }
+  t.post = std::move(post);
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::from_file(const std::string& path) {
+  Tokenizer tok = from_json(read_bounded(path), path);
+  const std::filesystem::path config =
+      std::filesystem::path(path).parent_path() / "tokenizer_config.json";
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(config, ec))
+    apply_tokenizer_config(*tok.impl_, config.string());
+  return tok;
 }
 
 }  // namespace hfrun::data

@@ -38,7 +38,7 @@ Gpt2Config Gpt2Config::from_json(const std::string& text, const std::string& sou
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     HF_CHECK_INPUT(false, source, ": not valid JSON: ", e.what());
   }
   HF_CHECK_INPUT(j.is_object(), source, ": expected a JSON object");

@@ -125,7 +125,7 @@ LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& s
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     HF_CHECK_INPUT(false, source, ": not valid JSON: ", e.what());
   }
   HF_CHECK_INPUT(j.is_object(), source, ": expected a JSON object");

@@ -2,12 +2,14 @@
 // by hand. Parity with Hugging Face tokenizers on real files is in test_tokenizer_parity.cpp.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <string>
 
 #include "common/error.h"
 #include "data/tokenizer/byte_level.h"
 #include "data/tokenizer/tokenizer.h"
 #include "data/tokenizer/utf8.h"
+#include "test_util.h"
 
 namespace hfrun::data {
 namespace {
@@ -293,6 +295,43 @@ TEST(Tokenizer, SentencePieceDecodersAndMetaspace) {
   // The Metaspace decoder drops every U+2581 of the first token, later ones become spaces.
   EXPECT_EQ(always.decode(Ids{3, 3}), "a a");
   EXPECT_EQ(always.decode(Ids{0, 3}), "<s> a");
+}
+
+TEST(Tokenizer, TokenizerConfigBesideTheFileSetsEosAndLlamaSpecialTokens) {
+  testing::TempDir dir;
+  const std::string json = R"({"added_tokens": [{"id": 0, "content": "<s>", "special": true},
+      {"id": 1, "content": "<|im_end|>", "special": true}],
+      "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+      "model": {"type": "BPE", "vocab": {"<s>": 0, "<|im_end|>": 1, "a": 2}, "merges": []}})";
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir.file(name)) << text;
+  };
+  write("tokenizer.json", json);
+  // No config: no end-of-text token by name, no special tokens added.
+  EXPECT_FALSE(Tokenizer::from_file(dir.file("tokenizer.json")).eot_id().has_value());
+  write("tokenizer_config.json", R"({"tokenizer_class": "LlamaTokenizerFast",
+      "bos_token": {"content": "<s>", "__type": "AddedToken"}, "eos_token": "<|im_end|>",
+      "pad_token": null, "add_bos_token": true, "add_eos_token": true})");
+  const Tokenizer tok = Tokenizer::from_file(dir.file("tokenizer.json"));
+  EXPECT_EQ(tok.eot_id(), 1);
+  EXPECT_EQ(tok.special_tokens().bos, 0);
+  EXPECT_FALSE(tok.special_tokens().pad.has_value());
+  EXPECT_EQ(tok.encode("a", true), (Ids{0, 2, 1}));
+  const Encoding pair = tok.encode_pair("a", "a", true);
+  EXPECT_EQ(pair.ids, (Ids{0, 2, 1, 0, 2, 1}));
+  EXPECT_EQ(pair.type_ids, (Ids{0, 0, 0, 1, 1, 1}));
+  // Other tokenizer classes keep tokenizer.json's post-processor.
+  write("tokenizer_config.json", R"({"tokenizer_class": "PreTrainedTokenizerFast",
+      "eos_token": "<|im_end|>", "add_bos_token": true})");
+  EXPECT_EQ(Tokenizer::from_file(dir.file("tokenizer.json")).encode("a", true), (Ids{2}));
+  write("tokenizer_config.json", R"({"add_bos_token": "yes"})");
+  try {
+    Tokenizer::from_file(dir.file("tokenizer.json"));
+    ADD_FAILURE() << "accepted a bad tokenizer_config.json";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("tokenizer_config.json: add_bos_token"), std::string::npos)
+        << e.message();
+  }
 }
 
 }  // namespace hfrun::data

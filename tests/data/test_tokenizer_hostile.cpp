@@ -65,8 +65,8 @@ TEST(TokenizerHostile, ByteLevelTokenizerMissingByteTokensIsRejected) {
 }
 
 TEST(TokenizerHostile, UnsupportedComponentsAreNamed) {
-  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "normalizer": {"type": "Precompiled"})"),
-                  {"normalizer", "Precompiled"});
+  expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "normalizer": {"type": "Nmt"})"),
+                  {"normalizer", "Nmt"});
   expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "pre_tokenizer": {"type": "UnicodeScripts"})"),
                   {"pre_tokenizer", "UnicodeScripts"});
   expect_rejected(tiny(R"({"a": 0})", "[]", R"(, "decoder": {"type": "CTC"})"), {"decoder", "CTC"});
@@ -124,6 +124,36 @@ TEST(TokenizerHostile, SentencePieceAndBertComponentsAreCheckedAtLoad) {
                   {"post_processor.pair", "$B"});
   expect_rejected(wordpiece(R"({"type": "BertProcessing", "cls": ["[CLS]", 1], "sep": ["[SEP]"]})"),
                   {"post_processor.sep"});
+}
+
+TEST(TokenizerHostile, UnigramAndPrecompiledAreCheckedAtLoad) {
+  auto unigram = [](const std::string& model) {
+    return R"({"model": {"type": "Unigram", )" + model + "}}";
+  };
+  // A score too large for a double is refused by the JSON reader itself.
+  expect_rejected(unigram(R"("vocab": [["a", -1.0], ["b", 1e400]])"), {"not valid JSON", "1e400"});
+  expect_rejected(unigram(R"("unk_id": 2, "vocab": [["a", -1.0], ["b", -2.0]])"), {"model.unk_id"});
+  expect_rejected(unigram(R"("unk_id": 0, "vocab": [["a", -1.0], ["", -2.0]])"),
+                  {"vocab[1]", "empty piece"});
+  expect_rejected(unigram(R"("vocab": [["a", -1.0], ["b"]])"),
+                  {"model.vocab[1]", "[piece, score]"});
+  expect_rejected(unigram(R"("vocab": [])"), {"model", "empty"});
+  // Charsmaps (SentencePiece's layout, built by hand): not base64, truncated, a replacement
+  // offset outside the strings, a leaf outside the trie.
+  auto precompiled = [](const std::string& map) {
+    return tiny(
+        R"({"a": 0})", "[]",
+        R"(, "normalizer": {"type": "Precompiled", "precompiled_charsmap": ")" + map + R"("})");
+  };
+  expect_rejected(precompiled("not base64!"), {"precompiled_charsmap", "base64"});
+  expect_rejected(precompiled("6AMAAAAAAAA="), {"normalizer", "trie size 1000"});
+  expect_rejected(precompiled("DAAAAAAAAAABDQAA/wMAAGEA"), {"normalizer", "outside the 2-byte"});
+  expect_rejected(precompiled("CAAAAAAAAAABHQAAYQA="), {"normalizer", "outside the trie"});
+  // A sound one: byte 0x01 maps to "a".
+  const auto tok = Tokenizer::from_json(precompiled("DAAAAAAAAAABDQAAAAAAAGEA"), "t.json");
+  EXPECT_EQ(tok.encode("\x01"
+                       "a"),
+            (std::vector<int32_t>{0, 0}));
 }
 
 TEST(TokenizerHostile, TruncationAndPaddingSectionsAreIgnored) {

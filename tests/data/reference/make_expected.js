@@ -195,6 +195,22 @@ const bertTexts = ['[CLS] already [SEP] there', 'a [MASK] b', 'Ünïcödé\u0085
   variants.push({ name: 'wordpiece_whitespace_nfkc', json: w, add_special: true, pairs: true, extra_texts: bertTexts });
 }
 
+// Unigram (SentencePiece's, with its nmt_nfkc precompiled charsmap), as make_sentencepiece.py
+// trained and converted them; plus a Metaspace "first"/no-split variant without the Replace.
+const unigramTexts = ['\u2460\u2461 \uFF21\u0301 \u00BD \u2163 \uFB01', 'x\u0000y\u0007z\u00A0w',
+  'e\u0301\u0302 \u1100\u1161\u11A8 \u{1F469}\u200D\u{1F4BB}', '<s>a</s> <unk>', 'a\u3000\u3000b   c'];
+for (const name of ['spm_unigram', 'spm_unigram_bytes']) {
+  const json = JSON.parse(fs.readFileSync(path.join(outDir, `${name}.tokenizer.json`), 'utf8'));
+  variants.push({ name, json, add_special: true, pairs: true, extra_texts: unigramTexts });
+}
+{
+  const t = JSON.parse(fs.readFileSync(path.join(outDir, 'spm_unigram.tokenizer.json'), 'utf8'));
+  t.normalizer = t.normalizer.normalizers[0];
+  t.pre_tokenizer = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: false };
+  t.decoder = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: false };
+  variants.push({ name: 'spm_unigram_first_nosplit', json: t, add_special: false, extra_texts: unigramTexts });
+}
+
 (async () => {
   const out = [];
   for (const v of variants) {
