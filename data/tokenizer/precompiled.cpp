@@ -3,6 +3,7 @@
 #include <unicode/brkiter.h>
 #include <unicode/utext.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -127,25 +128,16 @@ std::optional<std::string_view> PrecompiledNormalizer::transform(std::string_vie
 
 void PrecompiledNormalizer::apply(std::string& text) const {
   if (text.empty()) return;
-  UErrorCode status = U_ZERO_ERROR;
-  UText* ut = utext_openUTF8(nullptr, text.data(), static_cast<int64_t>(text.size()), &status);
-  std::unique_ptr<icu::BreakIterator> graphemes(
-      icu::BreakIterator::createCharacterInstance(icu::Locale::getRoot(), status));
-  HF_CHECK(U_SUCCESS(status) && graphemes,
-           "ICU grapheme iterator unavailable: ", u_errorName(status));
-  graphemes->setText(ut, status);
   std::string out;
   out.reserve(text.size());
   bool modified = false;
   const std::string_view t(text);
-  for (int32_t b = graphemes->first(), e = graphemes->next(); e != icu::BreakIterator::DONE;
-       b = e, e = graphemes->next()) {
-    const std::string_view g = t.substr(static_cast<size_t>(b), static_cast<size_t>(e - b));
+  auto rewrite = [&](std::string_view g) {  // one grapheme cluster
     if (g.size() < 6) {
       if (auto r = transform(g)) {
         out.append(*r);
         modified = true;
-        continue;
+        return;
       }
     }
     for (size_t i = 0; i < g.size();) {
@@ -159,8 +151,34 @@ void PrecompiledNormalizer::apply(std::string& text) const {
       }
       i += len;
     }
+  };
+  const bool ascii = std::all_of(t.begin(), t.end(), [](char c) { return (c & 0x80) == 0; });
+  if (ascii) {
+    // ASCII text: every character is its own cluster, except CR LF.
+    for (size_t i = 0; i < t.size();) {
+      const size_t len = t[i] == '\r' && i + 1 < t.size() && t[i + 1] == '\n' ? 2 : 1;
+      rewrite(t.substr(i, len));
+      i += len;
+    }
+  } else {
+    // Extended grapheme clusters (UAX #29) from ICU; one iterator per thread (creating one
+    // is costly and takes ICU's service lock).
+    thread_local std::unique_ptr<icu::BreakIterator> graphemes;
+    UErrorCode status = U_ZERO_ERROR;
+    if (!graphemes) {
+      graphemes.reset(icu::BreakIterator::createCharacterInstance(icu::Locale::getRoot(), status));
+      HF_CHECK(U_SUCCESS(status) && graphemes,
+               "ICU grapheme iterator unavailable: ", u_errorName(status));
+    }
+    UText* ut = utext_openUTF8(nullptr, t.data(), static_cast<int64_t>(t.size()), &status);
+    graphemes->setText(ut, status);
+    HF_CHECK(U_SUCCESS(status), "ICU grapheme iteration failed: ", u_errorName(status));
+    for (int32_t b = graphemes->first(), e = graphemes->next(); e != icu::BreakIterator::DONE;
+         b = e, e = graphemes->next()) {
+      rewrite(t.substr(static_cast<size_t>(b), static_cast<size_t>(e - b)));
+    }
+    utext_close(ut);
   }
-  utext_close(ut);
   if (modified) text = std::move(out);
 }
 
