@@ -16,15 +16,6 @@ namespace {
 
 constexpr const char* kAccepted = ".txt, .jsonl or .bin (token shard)";
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  HF_CHECK_INPUT(in, "cannot open ", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  HF_CHECK_INPUT(!in.bad(), "error reading ", path);
-  return std::move(ss).str();
-}
-
 // "LINE (byte COL of the line, offset OFF in the file)" for byte `offset`, 1-based.
 std::string line_and_column(std::string_view text, size_t offset) {
   size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + offset, '\n'));
@@ -35,7 +26,7 @@ std::string line_and_column(std::string_view text, size_t offset) {
 }
 
 std::vector<Document> read_text(const std::string& path) {
-  std::string text = read_file(path);
+  std::string text = read_text_file(path);
   size_t bad = first_invalid_utf8(text);
   HF_CHECK_INPUT(bad == std::string_view::npos, path, ":", line_and_column(text, bad),
                  ": invalid UTF-8 (text files must be UTF-8)");
@@ -45,7 +36,7 @@ std::vector<Document> read_text(const std::string& path) {
 }
 
 std::vector<Document> read_jsonl(const std::string& path, std::string_view field) {
-  std::string content = read_file(path);
+  std::string content = read_text_file(path);
   std::vector<Document> docs;
   size_t line_no = 0;
   for (size_t begin = 0; begin < content.size();) {
@@ -79,6 +70,15 @@ std::vector<Document> read_jsonl(const std::string& path, std::string_view field
 }
 
 }  // namespace
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  HF_CHECK_INPUT(in, "cannot open ", path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  HF_CHECK_INPUT(!in.bad(), "error reading ", path);
+  return std::move(ss).str();
+}
 
 size_t first_invalid_utf8(std::string_view text) {
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());

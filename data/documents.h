@@ -37,6 +37,9 @@ std::vector<SourceFile> expand_sources(const std::vector<std::string>& paths);
 // The documents of one .txt or .jsonl file (not a shard), in file order.
 std::vector<Document> read_documents(const SourceFile& file, std::string_view text_field = "text");
 
+// The bytes of a file; an error names it when it cannot be opened or read.
+std::string read_text_file(const std::string& path);
+
 // Offset of the first byte of `text` that does not start a valid UTF-8 sequence (truncated,
 // overlong, surrogate or > U+10FFFF), or std::string_view::npos when it is all valid.
 size_t first_invalid_utf8(std::string_view text);
