@@ -169,12 +169,61 @@ void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out,
   }
 }
 
+size_t Tokenizer::num_special_tokens_to_add(bool pair) const {
+  const Impl& m = *impl_;
+  if (!m.post) return 0;
+  size_t n = 0;
+  for (const TemplateItem& item : pair ? m.post->pair : m.post->single) {
+    if (item.sequence < 0) n += item.ids.size();
+  }
+  return n;
+}
+
+bool Tokenizer::is_special_id(int32_t id) const {
+  const Impl& m = *impl_;
+  return id >= 0 && id < static_cast<int32_t>(m.is_special.size()) && m.is_special[id] != 0;
+}
+
+namespace {
+
+// HF's LongestFirst truncation to `max` tokens in all (right side): a single sequence keeps its
+// first max; a pair shares max, the shorter keeping as much as it can.
+void truncate_longest_first(std::vector<int32_t>& a, std::vector<int32_t>* b, size_t max) {
+  if (!b) {
+    if (a.size() > max) a.resize(max);
+    return;
+  }
+  if (a.size() + b->size() <= max) return;
+  const bool swapped = a.size() > b->size();
+  size_t n1 = swapped ? b->size() : a.size(), n2 = swapped ? a.size() : b->size();
+  if (n1 > max) {
+    n2 = n1;
+  } else {
+    n2 = std::max(n1, max - n1);
+  }
+  if (n1 + n2 > max) {
+    n1 = max / 2;
+    n2 = n1 + max % 2;
+  }
+  if (swapped) std::swap(n1, n2);
+  a.resize(std::min(a.size(), n1));
+  b->resize(std::min(b->size(), n2));
+}
+
+}  // namespace
+
 Encoding Tokenizer::encode_pair(std::string_view text, std::optional<std::string_view> pair,
-                                bool add_special_tokens) const {
+                                bool add_special_tokens, size_t max_length) const {
   const Impl& m = *impl_;
   std::vector<int32_t> seq[2];
   m.encode_sequence(text, seq[0]);
   if (pair) m.encode_sequence(*pair, seq[1]);
+  if (max_length > 0) {
+    const size_t added = add_special_tokens ? num_special_tokens_to_add(pair.has_value()) : 0;
+    HF_CHECK_INPUT(max_length > added, "tokenize: max_length ", max_length,
+                   " leaves no room for text beside the ", added, " special tokens");
+    truncate_longest_first(seq[0], pair ? &seq[1] : nullptr, max_length - added);
+  }
   Encoding e;
   auto append = [&](const std::vector<int32_t>& ids, int32_t type_id, bool special) {
     e.ids.insert(e.ids.end(), ids.begin(), ids.end());

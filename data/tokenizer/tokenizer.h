@@ -82,8 +82,14 @@ class Tokenizer {
   // `text`, and `pair` when given, each encoded on its own; with add_special_tokens the
   // post-processor's single or pair template applies (BERT: [CLS] A [SEP] B [SEP]), otherwise
   // the sequences are concatenated with type ids 0 and 1.
+  // max_length > 0 truncates as HF's longest_first strategy (right side): the sequences are cut,
+  // before post-processing, to max_length minus the special tokens the template adds.
   Encoding encode_pair(std::string_view text, std::optional<std::string_view> pair,
-                       bool add_special_tokens = false) const;
+                       bool add_special_tokens = false, size_t max_length = 0) const;
+  // How many special tokens the post-processor adds to a single text / a pair.
+  size_t num_special_tokens_to_add(bool pair) const;
+  // Whether `id` is a special added token ([CLS], <s>, [MASK], [UNK] when declared special...).
+  bool is_special_id(int32_t id) const;
 
   // Text of `ids` (ids out of range are an error). Invalid UTF-8 produced by a partial byte
   // sequence becomes U+FFFD, as HF does.

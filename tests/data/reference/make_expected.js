@@ -162,13 +162,17 @@ const bertTexts = ['[CLS] already [SEP] there', 'a [MASK] b', 'Ünïcödé\u0085
   'unaffable ' + 'x'.repeat(120), 'end.'];
 {
   const vocab = wordpieceVocab(true);
-  variants.push({ name: 'bert_uncased', add_special: true, pairs: true, extra_texts: bertTexts, json: {
+  const bertJson = {
     version: '1.0', truncation: null, padding: null, added_tokens: specialAdded(vocab),
     normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
     pre_tokenizer: { type: 'BertPreTokenizer' },
     post_processor: { type: 'BertProcessing', sep: ['[SEP]', vocab['[SEP]']], cls: ['[CLS]', vocab['[CLS]']] },
     decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
-    model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab } } });
+    model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab } };
+  variants.push({ name: 'bert_uncased', add_special: true, pairs: true, extra_texts: bertTexts, json: bertJson });
+  // HF's longest_first truncation of texts and pairs (as sequence classification cuts them).
+  variants.push({ name: 'bert_uncased_truncated', add_special: true, pairs: true, max_length: 12,
+    extra_texts: bertTexts, json: bertJson });
 }
 {
   const vocab = wordpieceVocab(false);
@@ -217,6 +221,7 @@ for (const name of ['spm_unigram', 'spm_unigram_bytes']) {
     const file = path.join(outDir, `${v.name}.tokenizer.json`);
     fs.writeFileSync(file, JSON.stringify(v.json));
     const tok = Tokenizer.fromFile(file);
+    if (v.max_length) tok.setTruncation(v.max_length);
     const cases = [];
     const all = texts.concat(v.extra_texts || []);
     const inputs = all.map((text) => [text, null]);
@@ -231,7 +236,7 @@ for (const name of ['spm_unigram', 'spm_unigram_bytes']) {
       if (pair !== null) c.pair = pair;
       cases.push(c);
     }
-    out.push({ name: v.name, tokenizer: file, add_special: v.add_special, cases });
+    out.push({ name: v.name, tokenizer: file, add_special: v.add_special, max_length: v.max_length || 0, cases });
   }
   fs.writeFileSync(path.join(outDir, 'expected.json'), JSON.stringify(out));
   console.log(`wrote ${out.length} tokenizers x ${texts.length}+ texts to ${outDir}`);

@@ -1,0 +1,91 @@
+// The token examples of the fine-tuning tasks (data/tasks.h): sft's prompt masking and cut,
+// masked-LM's HF collator rule with draws fixed by (seed, sample, position).
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "data/tasks.h"
+
+namespace hfrun::data {
+namespace {
+
+using Ids = std::vector<int32_t>;
+
+// Characters a..e are ids 3..7; <s> (1) is added before every text with special tokens.
+Tokenizer tiny() {
+  return Tokenizer::from_json(
+      R"({"added_tokens": [{"id": 0, "content": "[MASK]", "special": true},
+                           {"id": 1, "content": "<s>", "special": true},
+                           {"id": 2, "content": "</s>", "special": true}],
+          "normalizer": null, "pre_tokenizer": null, "decoder": null,
+          "post_processor": {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+          "model": {"type": "BPE", "vocab": {"[MASK]": 0, "<s>": 1, "</s>": 2, "a": 3, "b": 4,
+                    "c": 5, "d": 6, "e": 7}, "merges": []}})",
+      "tiny.json");
+}
+
+TEST(Tasks, SftCountsOnlyCompletionTargets) {
+  const Tokenizer tok = tiny();
+  // ids: <s> a b | c d | </s>; the prompt is <s> a b.
+  const TokenExample e = sft_example(tok, "ab", "cd", 2, 16);
+  EXPECT_EQ(e.inputs, (Ids{1, 3, 4, 5, 6}));
+  EXPECT_EQ(e.targets, (Ids{kIgnoreTarget, kIgnoreTarget, 5, 6, 2}));
+  // Cut to seq_len + 1 ids: the eos goes first.
+  const TokenExample cut = sft_example(tok, "ab", "cde", 2, 4);
+  EXPECT_EQ(cut.inputs, (Ids{1, 3, 4, 5}));
+  EXPECT_EQ(cut.targets, (Ids{kIgnoreTarget, kIgnoreTarget, 5, 6}));
+  // A prompt longer than the window leaves nothing counted.
+  const TokenExample none = sft_example(tok, "abcde", "a", 2, 3);
+  EXPECT_EQ(none.targets, (Ids{kIgnoreTarget, kIgnoreTarget, kIgnoreTarget}));
+}
+
+TEST(Tasks, MaskedLmFollowsTheCollatorRuleAndIsReproducible) {
+  const Tokenizer tok = tiny();
+  ASSERT_EQ(mask_token_id(tok), 0);
+  Ids ids;
+  for (int i = 0; i < 20000; ++i) ids.push_back(i % 50 == 0 ? 1 : 3 + i % 5);  // some <s>
+  const TokenExample e = mask_tokens(ids, tok, 0, 0.15, 42, 7);
+  int chosen = 0, masked = 0, random = 0, kept = 0, specials = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] == 1) {
+      ++specials;
+      EXPECT_EQ(e.targets[i], kIgnoreTarget);  // special tokens are never chosen
+      EXPECT_EQ(e.inputs[i], 1);
+      continue;
+    }
+    if (e.targets[i] == kIgnoreTarget) {
+      EXPECT_EQ(e.inputs[i], ids[i]);
+      continue;
+    }
+    ++chosen;
+    EXPECT_EQ(e.targets[i], ids[i]);
+    if (e.inputs[i] == 0) {
+      ++masked;
+    } else if (e.inputs[i] == ids[i]) {
+      ++kept;  // includes random draws that hit the same token (1 in 8)
+    } else {
+      ++random;
+    }
+  }
+  const double n = static_cast<double>(ids.size() - specials);
+  EXPECT_NEAR(chosen / n, 0.15, 0.01);
+  EXPECT_NEAR(masked / static_cast<double>(chosen), 0.8, 0.03);
+  EXPECT_NEAR(random / static_cast<double>(chosen), 0.1 * 7 / 8, 0.03);
+  EXPECT_NEAR(kept / static_cast<double>(chosen), 0.1 + 0.1 / 8, 0.03);
+  // The same sample masks the same way wherever it is drawn; another sample differently.
+  const TokenExample again = mask_tokens(ids, tok, 0, 0.15, 42, 7);
+  EXPECT_EQ(again.inputs, e.inputs);
+  EXPECT_EQ(again.targets, e.targets);
+  EXPECT_NE(mask_tokens(ids, tok, 0, 0.15, 42, 8).targets, e.targets);
+  EXPECT_NE(mask_tokens(ids, tok, 0, 0.15, 43, 7).targets, e.targets);
+  // A prefix of a sample masks as the whole sample does (draws are per position).
+  const Ids head(ids.begin(), ids.begin() + 100);
+  const TokenExample part = mask_tokens(head, tok, 0, 0.15, 42, 7);
+  EXPECT_EQ(part.targets, Ids(e.targets.begin(), e.targets.begin() + 100));
+}
+
+}  // namespace
+}  // namespace hfrun::data
