@@ -152,8 +152,12 @@ void Records::read_delimited(const std::string& path, std::string_view text, cha
     }
     if (blank && fields.size() == 1 && fields[0].empty()) continue;  // a blank line
     if (header.empty()) {
-      for (const std::string& name : fields) {
+      for (size_t k = 0; k < fields.size(); ++k) {
+        const std::string& name = fields[k];
         HF_CHECK_INPUT(!name.empty(), path, ":", start_line, ": the header row has an empty name");
+        HF_CHECK_INPUT(std::find(fields.begin(), fields.begin() + static_cast<long>(k), name) ==
+                           fields.begin() + static_cast<long>(k),
+                       path, ":", start_line, ": the header row names '", name, "' twice");
         header.push_back(field_index(name));
       }
       continue;

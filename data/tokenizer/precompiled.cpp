@@ -4,6 +4,7 @@
 #include <unicode/utext.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <memory>
 
@@ -72,6 +73,10 @@ PrecompiledNormalizer::PrecompiledNormalizer(std::string_view map) {
   HF_CHECK_INPUT(trie_bytes % 4 == 0 && trie_bytes >= 4 && trie_bytes <= map.size() - 4,
                  "Precompiled charsmap: trie size ", trie_bytes, " does not fit the ", map.size(),
                  "-byte map (truncated?)");
+  // Real charsmaps are ~250 KB; the bound keeps the validation below cheap.
+  constexpr uint32_t kMaxTrieBytes = 64u << 20;
+  HF_CHECK_INPUT(trie_bytes <= kMaxTrieBytes, "Precompiled charsmap: trie size ", trie_bytes,
+                 " is larger than the ", kMaxTrieBytes, "-byte limit");
   units_.resize(trie_bytes / 4);
   for (size_t i = 0; i < units_.size(); ++i) {
     const auto* p = reinterpret_cast<const unsigned char*>(map.data() + 4 + 4 * i);
@@ -97,9 +102,12 @@ PrecompiledNormalizer::PrecompiledNormalizer(std::string_view map) {
       const size_t next = pos ^ offset(units_[pos]);
       if (has_leaf(units_[pos])) {
         HF_CHECK_INPUT(next < n, "Precompiled charsmap: a leaf points outside the trie");
-        HF_CHECK_INPUT(value(units_[next]) < normalized_.size(),
-                       "Precompiled charsmap: a replacement offset ", value(units_[next]),
+        const uint32_t at = value(units_[next]);
+        HF_CHECK_INPUT(at < normalized_.size(), "Precompiled charsmap: a replacement offset ", at,
                        " points outside the ", normalized_.size(), "-byte strings");
+        HF_CHECK_INPUT((static_cast<unsigned char>(normalized_[at]) & 0xC0) != 0x80,
+                       "Precompiled charsmap: a replacement offset ", at,
+                       " points inside a UTF-8 character");
       }
       stack.push_back(next);
     }
@@ -117,7 +125,10 @@ std::optional<std::string_view> PrecompiledNormalizer::transform(std::string_vie
     pos ^= offset(units_[pos]);
     if (leaf && pos < n) {  // the shortest mapped prefix wins, as in HF
       const size_t begin = value(units_[pos]);
-      if (begin >= normalized_.size()) return std::nullopt;
+      if (begin >= normalized_.size() ||
+          (static_cast<unsigned char>(normalized_[begin]) & 0xC0) == 0x80) {
+        return std::nullopt;  // (the load-time check rules this out)
+      }
       const size_t end = normalized_.find('\0', begin);
       return std::string_view(normalized_)
           .substr(begin, (end == std::string::npos ? normalized_.size() : end) - begin);
@@ -161,6 +172,8 @@ void PrecompiledNormalizer::apply(std::string& text) const {
       i += len;
     }
   } else {
+    HF_CHECK_INPUT(t.size() <= static_cast<size_t>(INT32_MAX), "Precompiled normalizer: a text of ",
+                   t.size(), " bytes is too long (ICU positions are 32-bit)");
     // Extended grapheme clusters (UAX #29) from ICU; one iterator per thread (creating one
     // is costly and takes ICU's service lock).
     thread_local std::unique_ptr<icu::BreakIterator> graphemes;
@@ -170,14 +183,14 @@ void PrecompiledNormalizer::apply(std::string& text) const {
       HF_CHECK(U_SUCCESS(status) && graphemes,
                "ICU grapheme iterator unavailable: ", u_errorName(status));
     }
-    UText* ut = utext_openUTF8(nullptr, t.data(), static_cast<int64_t>(t.size()), &status);
-    graphemes->setText(ut, status);
+    std::unique_ptr<UText, UText* (*)(UText*)> ut(
+        utext_openUTF8(nullptr, t.data(), static_cast<int64_t>(t.size()), &status), utext_close);
+    graphemes->setText(ut.get(), status);
     HF_CHECK(U_SUCCESS(status), "ICU grapheme iteration failed: ", u_errorName(status));
     for (int32_t b = graphemes->first(), e = graphemes->next(); e != icu::BreakIterator::DONE;
          b = e, e = graphemes->next()) {
       rewrite(t.substr(static_cast<size_t>(b), static_cast<size_t>(e - b)));
     }
-    utext_close(ut);
   }
   if (modified) text = std::move(out);
 }

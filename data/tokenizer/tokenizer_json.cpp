@@ -430,7 +430,7 @@ class Loader {
         if (!specials.is_object() || !specials.contains(name)) {
           fail(path, "special token '" + name + "' has no entry in special_tokens");
         }
-        const std::string sp = "post_processor.special_tokens." + name;
+        const std::string sp = path.substr(0, path.rfind('.')) + ".special_tokens." + name;
         const json& ids = field(specials[name], sp, "ids");
         if (!ids.is_array() || ids.size() > 64) fail(sp + ".ids", "expected a list of ids");
         for (size_t k = 0; k < ids.size(); ++k) {
@@ -604,6 +604,21 @@ class Loader {
       if (a.normalized && t->normalizer) t->normalizer->apply(a.match);
       t->id_to_token[a.id] = a.match;
       t->is_special[a.id] = a.special;
+    }
+    // The post-processor adds only tokens the tokenizer has (a model's embedding is sized by
+    // the vocabulary).
+    if (t->post) {
+      for (const auto* items : {&t->post->single, &t->post->pair}) {
+        for (const TemplateItem& item : *items) {
+          for (int32_t id : item.ids) {
+            if (id >= size || t->id_to_token[static_cast<size_t>(id)].empty()) {
+              fail("post_processor", "special token id " + std::to_string(id) +
+                                         " is not in the vocabulary (size " + std::to_string(size) +
+                                         ")");
+            }
+          }
+        }
+      }
     }
     if (byte_level) {
       std::string missing;

@@ -88,12 +88,15 @@ void Unigram::segment(std::string_view s, std::vector<std::pair<size_t, size_t>>
       if (e + 1 - pos == mblen) single = true;
     }
     if (!single) {
-      HF_CHECK_INPUT(options_.unk_id.has_value(),
-                     "Unigram: no piece covers a character of the text and the model has no "
-                     "unk_id");
       const double cand = unk_score_ + base;
       Best& b = best[pos + mblen];
-      if (b.start < 0 || cand > b.score) b = {cand, static_cast<int64_t>(pos), *options_.unk_id};
+      if (b.start < 0 || cand > b.score) {
+        // As HF: an error only when the unknown path would be taken.
+        HF_CHECK_INPUT(options_.unk_id.has_value(),
+                       "Unigram: no piece covers the character at byte ", pos, " ('",
+                       s.substr(pos, mblen), "') and the model has no unk_id");
+        b = {cand, static_cast<int64_t>(pos), *options_.unk_id};
+      }
     }
     pos += mblen;
   }
@@ -138,8 +141,8 @@ void Unigram::tokenize(std::string_view word, std::vector<int32_t>& out) const {
         continue;
       }
     }
-    HF_CHECK_INPUT(options_.unk_id.has_value(),
-                   "Unigram: a piece is not in the vocab and the model has no unk_id");
+    HF_CHECK_INPUT(options_.unk_id.has_value(), "Unigram: '", piece,
+                   "' is not in the vocab and the model has no unk_id");
     out.push_back(*options_.unk_id);
   }
 }

@@ -101,6 +101,9 @@ TEST(Records, BadRowsAreNamedByFileAndLine) {
                 .find("t.csv:2: text after the closing quote"),
             std::string::npos);
   EXPECT_NE(error_of({write(dir, "e.csv", "")}).find("e.csv: no header row"), std::string::npos);
+  EXPECT_NE(
+      error_of({write(dir, "d.csv", "a,a\n1,2\n")}).find("d.csv:1: the header row names 'a' twice"),
+      std::string::npos);
   EXPECT_NE(error_of({write(dir, "u.csv", "a\n\xff\n")}).find("u.csv:2: not valid UTF-8"),
             std::string::npos);
   EXPECT_NE(error_of({write(dir, "x.txt", "a\n")}).find("x.txt: records come from"),

@@ -124,6 +124,10 @@ TEST(TokenizerHostile, SentencePieceAndBertComponentsAreCheckedAtLoad) {
                   {"post_processor.pair", "$B"});
   expect_rejected(wordpiece(R"({"type": "BertProcessing", "cls": ["[CLS]", 1], "sep": ["[SEP]"]})"),
                   {"post_processor.sep"});
+  // Special token ids must be in the vocabulary (an embedding lookup past it would be garbage).
+  expect_rejected(
+      wordpiece(R"({"type": "BertProcessing", "cls": ["[CLS]", 999999], "sep": ["[CLS]", 1]})"),
+      {"post_processor", "999999", "not in the vocabulary"});
 }
 
 TEST(TokenizerHostile, UnigramAndPrecompiledAreCheckedAtLoad) {
@@ -138,6 +142,16 @@ TEST(TokenizerHostile, UnigramAndPrecompiledAreCheckedAtLoad) {
   expect_rejected(unigram(R"("vocab": [["a", -1.0], ["b"]])"),
                   {"model.vocab[1]", "[piece, score]"});
   expect_rejected(unigram(R"("vocab": [])"), {"model", "empty"});
+  // Without unk_id, text that pieces cover encodes; an uncovered character is named.
+  const Tokenizer nounk = Tokenizer::from_json(
+      unigram(R"("unk_id": null, "vocab": [["a", -1.0], ["ab", -1.0]])"), "u.json");
+  EXPECT_EQ(nounk.encode("ab"), (std::vector<int32_t>{1}));
+  try {
+    nounk.encode("abz");
+    ADD_FAILURE() << "encoded an uncovered character without unk_id";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("'z'"), std::string::npos) << e.message();
+  }
   // Charsmaps (SentencePiece's layout, built by hand): not base64, truncated, a replacement
   // offset outside the strings, a leaf outside the trie.
   auto precompiled = [](const std::string& map) {
@@ -149,6 +163,8 @@ TEST(TokenizerHostile, UnigramAndPrecompiledAreCheckedAtLoad) {
   expect_rejected(precompiled("6AMAAAAAAAA="), {"normalizer", "trie size 1000"});
   expect_rejected(precompiled("DAAAAAAAAAABDQAA/wMAAGEA"), {"normalizer", "outside the 2-byte"});
   expect_rejected(precompiled("CAAAAAAAAAABHQAAYQA="), {"normalizer", "outside the trie"});
+  // A replacement offset inside a character (blob "\xc3\xa9\0", offset 1).
+  expect_rejected(precompiled("DAAAAAAAAAABDQAAAQAAAMOpAA=="), {"normalizer", "inside a UTF-8"});
   // A sound one: byte 0x01 maps to "a".
   const auto tok = Tokenizer::from_json(precompiled("DAAAAAAAAAABDQAAAAAAAGEA"), "t.json");
   EXPECT_EQ(tok.encode("\x01"
