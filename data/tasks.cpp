@@ -1,6 +1,9 @@
 #include "data/tasks.h"
 
+#include <algorithm>
+
 #include "common/error.h"
+#include "tensor/ops.h"
 
 namespace hfrun::data {
 
@@ -67,6 +70,46 @@ TokenExample mask_tokens(const std::vector<int32_t>& ids, const Tokenizer& tok, 
     }
   }
   return e;
+}
+
+PaddedBatch pad_examples(const std::vector<TokenExample>& examples, int32_t pad_id) {
+  HF_CHECK(!examples.empty(), "pad_examples: no examples");
+  size_t longest = 0;
+  bool with_targets = false, with_types = false;
+  for (const TokenExample& e : examples) {
+    HF_CHECK(!e.inputs.empty(), "pad_examples: an example without inputs");
+    HF_CHECK(e.targets.empty() || e.targets.size() == e.inputs.size(),
+             "pad_examples: targets and inputs differ in length");
+    HF_CHECK(e.type_ids.empty() || e.type_ids.size() == e.inputs.size(),
+             "pad_examples: type ids and inputs differ in length");
+    longest = std::max(longest, e.inputs.size());
+    with_targets |= !e.targets.empty();
+    with_types |= !e.type_ids.empty();
+  }
+  const size_t rows = examples.size();
+  std::vector<int64_t> inputs(rows * longest, pad_id), mask(rows * longest, 0),
+      targets(with_targets ? rows * longest : 0, kIgnoreTarget),
+      types(with_types ? rows * longest : 0, 0);
+  PaddedBatch b;
+  for (size_t r = 0; r < rows; ++r) {
+    const TokenExample& e = examples[r];
+    for (size_t t = 0; t < e.inputs.size(); ++t) {
+      const size_t at = r * longest + t;
+      inputs[at] = e.inputs[t];
+      mask[at] = 1;
+      if (!e.targets.empty()) {
+        targets[at] = e.targets[t];
+        b.counted += e.targets[t] != kIgnoreTarget;
+      }
+      if (!e.type_ids.empty()) types[at] = e.type_ids[t];
+    }
+  }
+  const Shape shape{static_cast<int64_t>(rows), static_cast<int64_t>(longest)};
+  b.inputs = ops::from_ints(inputs, shape);
+  b.attention_mask = ops::from_ints(mask, shape);
+  if (with_targets) b.targets = ops::from_ints(targets, shape);
+  if (with_types) b.type_ids = ops::from_ints(types, shape);
+  return b;
 }
 
 }  // namespace hfrun::data

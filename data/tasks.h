@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "data/tokenizer/tokenizer.h"
+#include "tensor/tensor.h"
 
 namespace hfrun::data {
 
@@ -17,8 +18,23 @@ inline constexpr int32_t kIgnoreTarget = -100;
 
 struct TokenExample {
   std::vector<int32_t> inputs;
-  std::vector<int32_t> targets;  // per input position; kIgnoreTarget where not counted
+  std::vector<int32_t> targets;   // per input position; kIgnoreTarget where not counted
+  std::vector<int32_t> type_ids;  // per input position (sentence pairs); may be empty
 };
+
+// A micro batch of examples of different lengths, padded on the right to the longest
+// (positions count from 0 at each example's first token).
+struct PaddedBatch {
+  Tensor inputs;          // i64 [B, T], pad_id at padding
+  Tensor attention_mask;  // i64 [B, T]: 1 for tokens, 0 for padding
+  Tensor targets;         // i64 [B, T], kIgnoreTarget at padding; undefined if no example has any
+  Tensor type_ids;        // i64 [B, T], 0 at padding; undefined if no example has any
+  int64_t counted = 0;    // targets that count (not kIgnoreTarget)
+};
+
+// Pads `examples` (at least one, each with at least one input; targets and type ids, when an
+// example has them, as long as its inputs).
+PaddedBatch pad_examples(const std::vector<TokenExample>& examples, int32_t pad_id);
 
 // sft: ids = encode(prompt, with the tokenizer's special tokens) ++ encode(completion, without)
 // ++ [eos], cut to seq_len + 1; inputs ids[:-1], targets ids[1:], where a target that is a

@@ -87,5 +87,33 @@ TEST(Tasks, MaskedLmFollowsTheCollatorRuleAndIsReproducible) {
   EXPECT_EQ(part.targets, Ids(e.targets.begin(), e.targets.begin() + 100));
 }
 
+TEST(Tasks, ExamplesArePaddedOnTheRightToTheLongest) {
+  std::vector<TokenExample> examples(3);
+  examples[0].inputs = {5, 6, 7};
+  examples[0].targets = {kIgnoreTarget, 7, 2};
+  examples[1].inputs = {5};
+  examples[1].targets = {6};
+  examples[2].inputs = {8, 9};
+  examples[2].targets = {9, kIgnoreTarget};
+  const PaddedBatch b = pad_examples(examples, /*pad_id=*/0);
+  EXPECT_EQ(b.inputs.sizes(), (Shape{3, 3}));
+  EXPECT_EQ(b.inputs.to_int_vector(), (std::vector<int64_t>{5, 6, 7, 5, 0, 0, 8, 9, 0}));
+  EXPECT_EQ(b.attention_mask.to_int_vector(), (std::vector<int64_t>{1, 1, 1, 1, 0, 0, 1, 1, 0}));
+  EXPECT_EQ(b.targets.to_int_vector(),
+            (std::vector<int64_t>{-100, 7, 2, 6, -100, -100, 9, -100, -100}));
+  EXPECT_EQ(b.counted, 4);
+  EXPECT_FALSE(b.type_ids.defined());
+  // Pairs carry type ids (0 at padding); classification examples have no targets.
+  std::vector<TokenExample> pairs(2);
+  pairs[0].inputs = {2, 8, 3, 9, 3};
+  pairs[0].type_ids = {0, 0, 0, 1, 1};
+  pairs[1].inputs = {2, 8, 3};
+  pairs[1].type_ids = {0, 0, 0};
+  const PaddedBatch p = pad_examples(pairs, 0);
+  EXPECT_EQ(p.type_ids.to_int_vector(), (std::vector<int64_t>{0, 0, 0, 1, 1, 0, 0, 0, 0, 0}));
+  EXPECT_FALSE(p.targets.defined());
+  EXPECT_EQ(p.counted, 0);
+}
+
 }  // namespace
 }  // namespace hfrun::data
