@@ -16,6 +16,7 @@
 
 #include "common/error.h"
 #include "io/safetensors.h"
+#include "models/causal_lm.h"
 #include "nn/tensor_parallel.h"
 #include "tensor/ops.h"
 #include "train/checkpoint_format.h"
@@ -65,6 +66,13 @@ class PartIndex {
   }
 
   bool contains(const std::string& name) const { return parts_.count(name) > 0; }
+  // Whether `name` is stored at all: whole, in pieces or as tensor-parallel parts.
+  bool knows(const std::string& name) const {
+    if (contains(name)) return true;
+    const std::string stem = name + "|";
+    const auto it = parts_.lower_bound(stem);
+    return it != parts_.end() && it->first.starts_with(stem);
+  }
 
   int64_t numel(const std::string& name) const { return parts_.at(name).front().full; }
 
@@ -207,6 +215,17 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
   std::map<std::string, size_t> ref_index;
   for (size_t i = 0; i < refs.size(); ++i) ref_index.emplace(refs[i].name, i);
   const PartIndex opt(root, manifest, ".optimizer.safetensors");
+  // The name a state tensor is stored under: "<kind>.<parameter>", or with an older name of the
+  // parameter (GPT-2 checkpoints from before the module tree lack "transformer.").
+  const auto* lm = dynamic_cast<const nn::CausalLM*>(&model);
+  auto stored_name = [&](const std::string& kind, const std::string& param) {
+    const std::string name = kind + "." + param;
+    if (opt.knows(name) || lm == nullptr) return name;
+    for (const std::string& alias : lm->checkpoint_aliases(param)) {
+      if (opt.knows(kind + "." + alias)) return kind + "." + alias;
+    }
+    return name;  // not stored at all: the read names it
+  };
   optim::NamedTensors state;
   for (const auto& [key, t] : optimizer.state_tensors()) {
     if (key == "step") {
@@ -218,7 +237,7 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
     const auto it = ref_index.find(ref);
     HF_CHECK(it != ref_index.end(), "load_checkpoint: no optimizer parameter ", ref);
     const ParamSlice& s = slices[it->second];
-    const std::string name = kind + "." + s.name;
+    const std::string name = stored_name(kind, s.name);
     if (kind == "step") {
       state.emplace_back(key, opt.whole(dir, name));
     } else {

@@ -100,6 +100,37 @@ void train_steps(Parts& p, int n) {
   }
 }
 
+// GPT-2 checkpoints written before the module tree stored optimizer state under parameter names
+// without "transformer." (the model tensors already had it); they still resume.
+TEST(Checkpoint, OlderGpt2OptimizerStateNamesStillLoad) {
+  TempDir d;
+  Parts a = make_parts(1);
+  auto old_refs = optim::param_refs(a.model->named_parameters());
+  for (auto& r : old_refs) {
+    if (r.name.starts_with("transformer.")) r.name = r.name.substr(12);
+  }
+  optim::AdamW old_opt(old_refs);
+  for (int i = 0; i < 2; ++i) {
+    a.model->zero_grad();
+    data::Batch b = a.loader->next();
+    autograd::backward(a.model->loss(b.inputs, b.targets));
+    old_opt.step();
+  }
+  TrainerState st;
+  st.step = st.scheduler_step = 2;
+  const std::string dir = save_checkpoint(d.file("ck"), *a.model, old_opt, st);
+  EXPECT_TRUE(io::SafetensorsFile::open(dir + "/rank-00000-of-00001.optimizer.safetensors")
+                  .contains("exp_avg.h.0.attn.c_attn.weight"));
+  Parts b = make_parts(2);
+  load_checkpoint(dir, *b.model, *b.opt);
+  const auto sa = old_opt.state_tensors(), sb = b.opt->state_tensors();
+  ASSERT_EQ(sa.size(), sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) {
+    EXPECT_EQ(bytes(sa[i].second), bytes(sb[i].second)) << sb[i].first;
+  }
+  EXPECT_EQ(b.opt->step_count(), 2);
+}
+
 TEST(Checkpoint, SaveLoadRoundTripIsBitExact) {
   TempDir d;
   Parts a = make_parts(1);
