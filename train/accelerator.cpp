@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <limits>
 #include <optional>
+#include <sstream>
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
@@ -25,6 +26,29 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kGeneratorName = "accelerator";
+
+// Every rank must train the same configuration (a rank started with another file, an edited
+// file or other --set overrides would silently diverge): the first differing line is named.
+void check_same_config_on_all_ranks(const TrainConfig& cfg, DataParallel& dp) {
+  const std::vector<std::string> all = dp.allgather_strings(cfg.to_yaml());
+  for (size_t r = 1; r < all.size(); ++r) {
+    if (all[r] == all[0]) continue;
+    std::istringstream a(all[0]), b(all[r]);
+    std::string la, lb;
+    int line = 0;
+    while (true) {
+      ++line;
+      const bool more_a = static_cast<bool>(std::getline(a, la));
+      const bool more_b = static_cast<bool>(std::getline(b, lb));
+      if (!more_a) la = "(end)";
+      if (!more_b) lb = "(end)";
+      if (la != lb || (!more_a && !more_b)) break;
+    }
+    HF_CHECK_INPUT(false, cfg.source, ": the configuration differs across ranks: rank ", r,
+                   " has '", lb, "' where rank 0 has '", la, "' (resolved config line ", line,
+                   "); start every rank with the same file and overrides");
+  }
+}
 
 }  // namespace
 
@@ -90,11 +114,16 @@ Accelerator::Accelerator(const TrainConfig& c, bool handle_stop_signals)
   o.device = c.train.device;
   o.backend = c.distributed.backend;
   o.tensor_parallel = static_cast<int>(c.distributed.tensor_parallel);
+  if (handle_stop_signals) s_->stop_signals.emplace();
+  init(c);
+  if (s_->dp) {
+    TrainConfig resolved = c;
+    resolved.distributed.num_processes = s_->dp->global_world();
+    check_same_config_on_all_ranks(resolved, *s_->dp);
+  }
   HF_CHECK_INPUT(c.train.mixed_precision != "fp16", c.source,
                  ": train.mixed_precision \"fp16\" (with loss scaling) is not available yet; use "
                  "\"bf16\" or \"no\"");
-  if (handle_stop_signals) s_->stop_signals.emplace();
-  init(c);
   HF_CHECK_INPUT(s_->dp != nullptr || c.distributed.num_processes == 1, c.source,
                  ": distributed.num_processes ", c.distributed.num_processes,
                  " needs a multi-process launch (hfrun -np N, mpirun or srun)");
@@ -312,6 +341,7 @@ std::string Accelerator::save_state(const std::string& checkpoints_root,
   TrainerState st = extra;
   st.step = st.scheduler_step = steps_;
   if (loader) st.loader = loader->state();
+  std::erase_if(st.generators, [](const GeneratorState& g) { return g.name == kGeneratorName; });
   st.generators.push_back(capture_generator(kGeneratorName, generator_));
   CheckpointOptions options;
   options.keep = s.options.keep_checkpoints;
@@ -355,7 +385,9 @@ std::optional<std::string> Accelerator::latest_state(const std::string& checkpoi
 }
 
 int64_t Accelerator::load_state(const std::string& checkpoint_dir, data::TokenLoader* loader) {
-  return restore_state(checkpoint_dir, loader).step;
+  const TrainerState st = restore_state(checkpoint_dir, loader);
+  restore_generator(st, kGeneratorName, generator_);  // required here: errors name it
+  return st.step;
 }
 
 TrainerState Accelerator::restore_state(const std::string& checkpoint_dir,
@@ -415,7 +447,10 @@ void Accelerator::with_state_dict(
         parts[t] = ops::reshape(
             parts[t], nn::tensor_parallel_local_shape(split, static_cast<int>(t), parts.size()));
       }
-      whole.emplace_back(name, nn::tensor_parallel_assemble(parts, split));
+      Tensor assembled = nn::tensor_parallel_assemble(parts, split);
+      HF_CHECK(assembled.sizes() == split.full_shape, "with_state_dict: ", name, " assembled as ",
+               assembled.str(), ", the whole parameter is ", shape_str(split.full_shape));
+      whole.emplace_back(name, std::move(assembled));
     }
     if (main) use(whole);
   } catch (...) {
@@ -434,6 +469,13 @@ void Accelerator::save_model(const std::string& dir) {
     write_hf_model(dir, lm ? lm->config_json() : std::string(), tensors, "");
   });
   barrier();  // the directory is complete before any rank goes on
+}
+
+void Accelerator::free_gathered_parameters() {
+  check_prepared("free_gathered_parameters");
+  if (!s_->dp) return;
+  s_->dp->release_parameters();
+  gather_for_forward();  // a model without blocks() stays gathered between steps
 }
 
 dist::TrainingMemory Accelerator::training_memory() const {

@@ -204,7 +204,9 @@ class Accelerator {
   // position (when `loader` is given). Starts a new accumulation window. Returns the step.
   int64_t load_state(const std::string& checkpoint_dir, data::TokenLoader* loader = nullptr);
   // load_state returning everything the checkpoint holds besides tensors (the driver's state
-  // of save_state's second form) and, optionally, its verified manifest.
+  // of save_state's second form) and, optionally, its verified manifest. Unlike load_state it
+  // accepts a checkpoint without the Accelerator's generator (one hfrun train wrote before it
+  // ran on the Accelerator); generator() then keeps its seed.
   TrainerState restore_state(const std::string& checkpoint_dir, data::TokenLoader* loader,
                              Manifest* manifest = nullptr);
 
@@ -216,6 +218,9 @@ class Accelerator {
   // Writes the whole model into `dir` as Hugging Face does (model.safetensors; config.json too
   // for the models of models/), atomically, from the main process. Collective.
   void save_model(const std::string& dir);
+  // ZeRO-3: frees the parameters that forwards without a backward (evaluation) left gathered;
+  // the next forward gathers them again. Nothing otherwise. Collective-free.
+  void free_gathered_parameters();
   // Bytes this rank holds for parameters, gradients and optimizer state (the ZeRO paper's
   // accounting; live tensors, not the allocator's cache).
   dist::TrainingMemory training_memory() const;

@@ -123,29 +123,6 @@ std::string format_metrics(const StepMetrics& m) {
   return buf;
 }
 
-// Every rank must train the same configuration (a rank started with another file, an edited
-// file or other --set overrides would silently diverge): the first differing line is named.
-void check_same_config_on_all_ranks(const TrainConfig& cfg, Accelerator& acc) {
-  const std::vector<std::string> all = acc.allgather_strings(cfg.to_yaml());
-  for (size_t r = 1; r < all.size(); ++r) {
-    if (all[r] == all[0]) continue;
-    std::istringstream a(all[0]), b(all[r]);
-    std::string la, lb;
-    int line = 0;
-    while (true) {
-      ++line;
-      const bool more_a = static_cast<bool>(std::getline(a, la));
-      const bool more_b = static_cast<bool>(std::getline(b, lb));
-      if (!more_a) la = "(end)";
-      if (!more_b) lb = "(end)";
-      if (la != lb || (!more_a && !more_b)) break;
-    }
-    HF_CHECK_INPUT(false, cfg.source, ": the configuration differs across ranks: rank ", r,
-                   " has '", lb, "' where rank 0 has '", la, "' (resolved config line ", line,
-                   "); start every rank with the same file and overrides");
-  }
-}
-
 }  // namespace
 
 Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
@@ -155,10 +132,8 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   // Stop signals are handled by run() only: an interrupt while the data is tokenized ends the
   // process at once.
   s.acc = std::make_unique<Accelerator>(c, /*handle_stop_signals=*/false);
-  if (s.distributed()) {
-    s.cfg.distributed.num_processes = s.acc->global_world();
-    check_same_config_on_all_ranks(s.cfg, *s.acc);
-  }
+  // (The Accelerator checked that every rank has this configuration.)
+  if (s.distributed()) s.cfg.distributed.num_processes = s.acc->global_world();
   // A model that cannot be found is reported as such (where the hub cache was searched), not as
   // its missing tokenizer.
   if (!c.model.from_pretrained.empty()) pretrained_dir(c);
@@ -241,10 +216,19 @@ double Trainer::evaluate() {
   data::ValidationLoader val(s.val_stream, s.cfg.data.seq_len, s.cfg.train.micro_batch_size,
                              s.acc->rank(), static_cast<int>(s.world()));
   const Device device = s.acc->device();
+  // ZeRO-3 gathers parameters inside every forward, a collective: a rank whose last batch is
+  // empty still runs one (on a dummy row) so the other ranks' gathers are matched.
+  const bool collective_forward = s.acc->options().zero_stage == 3 && s.acc->world() > 1;
   double total = 0, count = 0;
   while (auto b = val.next()) {
     const int64_t n = b->targets.numel();
-    if (n == 0) continue;
+    if (n == 0) {
+      if (collective_forward) {
+        const Tensor dummy = ops::zeros({1, s.cfg.data.seq_len}, DType::kI64, device);
+        s.model->loss(dummy, dummy);
+      }
+      continue;
+    }
     total += s.model->loss(ops::to_device(b->inputs, device), ops::to_device(b->targets, device))
                  .item() *
              static_cast<double>(n);
@@ -253,6 +237,7 @@ double Trainer::evaluate() {
   total = s.acc->sum_across_ranks(total);
   count = s.acc->sum_across_ranks(count);
   s.model->train();
+  s.acc->free_gathered_parameters();  // ZeRO-3: what the forwards left gathered
   return total / std::max(count, 1.0);
 }
 

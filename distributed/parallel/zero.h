@@ -82,7 +82,7 @@ class Zero12 final : public ShardedStrategy {
 // Stage 3: each of the model's blocks() is a unit with its own padded buffer, gathered just
 // before the block's forward and again before its backward and freed after each; the other
 // parameters form a root unit gathered for the whole forward and backward (released when its
-// gradients are reduced, or after a forward without gradients). Each rank keeps only its chunks.
+// gradients are reduced, or by release_parameters()). Each rank keeps only its chunks.
 class Zero3 final : public ShardedStrategy, public nn::ForwardHook {
  public:
   explicit Zero3(const StrategyContext& ctx) : ShardedStrategy(ctx, /*staged=*/true) {}

@@ -111,12 +111,10 @@ void Zero3::before_forward(nn::Module& module) {
 }
 
 Tensor Zero3::after_forward(nn::Module& module, const Tensor& out) {
-  if (&module == root_module_) {
-    // With gradients, the root unit stays until they are reduced; without (evaluation), the
-    // forward was its only use.
-    if (root_unit_ >= 0 && !autograd::grad_enabled()) release(static_cast<size_t>(root_unit_));
-    return out;
-  }
+  // The root unit stays gathered until its gradients are reduced (or, after forwards without
+  // a backward, until release_parameters(): a backward may still follow a no-grad forward, and
+  // evaluation gathers it once, not per batch).
+  if (&module == root_module_) return out;
   auto it = block_unit_.find(&module);
   if (it == block_unit_.end()) return out;  // a block without parameters has no unit
   const size_t u = it->second;

@@ -130,6 +130,12 @@ TrainingRun distributed(int stage, int tp, int dp, const TrainingRun& want) {
         const auto [ids, targets] = batch(s, m, dp * kRowsPerRank, d * kRowsPerRank, kRowsPerRank);
         const Tensor l = model->loss(ids, targets);
         loss += l.item() / kMicro;
+        if (stage == 3) {
+          // A forward without gradients between a loss and its backward (a logged metric)
+          // must leave what that backward needs gathered.
+          autograd::NoGradGuard no_grad;
+          model->loss(ids, targets);
+        }
         strategy->before_backward(m + 1 == kMicro);
         autograd::backward(mul_scalar(l, 1.0 / kMicro));
         strategy->finish_gradient_sync();
@@ -141,7 +147,8 @@ TrainingRun distributed(int stage, int tp, int dp, const TrainingRun& want) {
     }
     if (stage == 3) {
       // Between steps only this rank's shard is held; a forward without gradients (evaluation)
-      // gathers each unit and releases it again, the root unit included.
+      // gathers each block and releases it again, and leaves the root unit for
+      // release_parameters() (a backward may still follow).
       const optim::AdamW& o = opt;
       const int64_t shard = strategy->memory(o).params;
       {
@@ -149,6 +156,8 @@ TrainingRun distributed(int stage, int tp, int dp, const TrainingRun& want) {
         const auto [ids, targets] = batch(0, 0, dp * kRowsPerRank, 0, kRowsPerRank);
         model->loss(ids, targets);
       }
+      EXPECT_GT(strategy->memory(o).params, shard) << "rank " << g;
+      strategy->release_parameters();
       EXPECT_EQ(strategy->memory(o).params, shard) << "rank " << g;
     }
     strategy->gather_parameters();
