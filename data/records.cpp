@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -11,21 +12,10 @@
 
 namespace hfrun::data {
 
-namespace {
-
-std::string extension_of(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  const size_t dot = path.find_last_of('.');
-  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return "";
-  return path.substr(dot);
-}
-
-}  // namespace
-
 Records Records::read(const std::vector<std::string>& files) {
   Records r;
   for (const std::string& path : files) {
-    const std::string ext = extension_of(path);
+    const std::string ext = std::filesystem::path(path).extension().string();
     HF_CHECK_INPUT(ext == ".jsonl" || ext == ".csv" || ext == ".tsv", path,
                    ": records come from .jsonl, .csv or .tsv files");
     const std::string text = read_text_file(path);

@@ -16,6 +16,15 @@
 
 namespace hfrun::data {
 
+namespace detail {
+// Bounds on tokenizer files (the largest real tokenizer.json is ~30 MB) and on JSON nesting,
+// which the parser handles by recursion.
+inline constexpr size_t kMaxFileBytes = size_t{1} << 30;
+inline constexpr size_t kMaxNesting = 64;
+// Rejects JSON nested deeper than kMaxNesting before it is parsed, naming `file`.
+void check_nesting(std::string_view text, const std::string& file);
+}  // namespace detail
+
 // Leftmost-longest matcher over a set of added tokens (HF uses Aho-Corasick with the same
 // match kind). Candidates are bucketed by first byte and sorted longest first.
 class AddedTokenMatcher {
