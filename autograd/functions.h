@@ -70,9 +70,11 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 // logits [..., V] and targets [...]: mean cross-entropy over non-ignored targets.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
-// q, k, v [B, H, T, D]; scale defaults to 1/sqrt(D).
+// q, k, v [B, H, T, D]; scale defaults to 1/sqrt(D); key_lengths (integer [B] on q's device, or
+// undefined) masks right padding: batch b's queries see keys [0, key_lengths[b]) only.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    bool causal = true, std::optional<double> scale = std::nullopt);
+                                    bool causal = true, std::optional<double> scale = std::nullopt,
+                                    const Tensor& key_lengths = Tensor());
 // Rotary position embedding, rotate-half form (HF Llama): x [..., T, D] with cos, sin [T, D]
 // (f32; cast to x's dtype): x * cos + rotate_half(x) * sin, rotate_half([x1, x2]) = [-x2, x1].
 Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin);

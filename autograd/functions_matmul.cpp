@@ -170,18 +170,19 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 
 // Saves q, k, v (views, no copies) and the probabilities; the backward recomputes nothing else.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                                    std::optional<double> scale) {
+                                    std::optional<double> scale, const Tensor& key_lengths) {
   HF_CHECK(q.defined() && q.dim() == 4,
            "scaled_dot_product_attention: q must be [B, H, T, D], "
            "got ",
            q.defined() ? q.str() : std::string("undefined"));
   const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3))));
-  ops::AttentionResult r = ops::attention(q, k, v, causal, s);
+  ops::AttentionResult r = ops::attention(q, k, v, causal, s, key_lengths);
   if (!needs_grad({&q, &k, &v})) return r.out;
   const bool gq = q.requires_grad(), gk = k.requires_grad(), gv = v.requires_grad();
   Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
   // What the backward needs of the forward: probs (composed) or out and lse (fused).
-  ops::AttentionResult saved{r.lse.defined() ? r.out.detach() : Tensor(), r.probs, r.lse};
+  ops::AttentionResult saved{r.lse.defined() ? r.out.detach() : Tensor(), r.probs, r.lse,
+                             r.key_lengths};
   return record("scaled_dot_product_attention", {q, k, v}, r.out, [=](const Tensor& g) -> Grads {
     ops::AttentionGrads grads = ops::attention_backward(g, qd, kd, vd, saved, causal, s);
     return {gq ? grads.gq : Tensor(), gk ? grads.gk : Tensor(), gv ? grads.gv : Tensor()};

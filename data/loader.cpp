@@ -54,7 +54,7 @@ TokenLoader::~TokenLoader() {
   stop();
 }
 
-void TokenLoader::advance(LoaderState& s, const BatchLayout& layout) {
+void advance_loader_state(LoaderState& s, const BatchLayout& layout) {
   s.position += layout.micro_batch * layout.world;
   if (++s.micro_step == layout.grad_accum) {
     s.micro_step = 0;
@@ -91,7 +91,7 @@ void TokenLoader::produce(LoaderState from) {
     }
     ready_.notify_one();
     if (failed) return;  // the error stays queued; next() reports it from then on
-    advance(from, layout_);
+    advance_loader_state(from, layout_);
   }
 }
 
@@ -122,17 +122,21 @@ Batch TokenLoader::next() {
     queue_.pop_front();
   }
   space_.notify_one();
-  advance(state_, layout_);
+  advance_loader_state(state_, layout_);
   return std::move(slot.batch);
 }
 
+void check_loader_state(const LoaderState& state, const BatchLayout& layout) {
+  HF_CHECK_INPUT(state.step >= 0 && state.micro_step >= 0 && state.micro_step < layout.grad_accum &&
+                     state.position == layout.position(state.step, state.micro_step, 0),
+                 "loader state (position ", state.position, ", step ", state.step, ", micro step ",
+                 state.micro_step, ") does not fit this batch layout (global batch ",
+                 layout.global_batch(), ", grad_accum ", layout.grad_accum,
+                 "): resume with the same global batch size");
+}
+
 void TokenLoader::restore(const LoaderState& state) {
-  HF_CHECK_INPUT(
-      state.step >= 0 && state.micro_step >= 0 && state.micro_step < layout_.grad_accum &&
-          state.position == layout_.position(state.step, state.micro_step, 0),
-      "loader state (position ", state.position, ", step ", state.step, ", micro step ",
-      state.micro_step, ") does not fit this batch layout (global batch ", layout_.global_batch(),
-      ", grad_accum ", layout_.grad_accum, "): resume with the same global batch size");
+  check_loader_state(state, layout_);
   stop();
   state_ = state;
 }

@@ -52,7 +52,23 @@ struct LoaderState {
   bool operator==(const LoaderState&) const = default;
 };
 
-class TokenLoader {
+// The state after one more micro step of `layout`.
+void advance_loader_state(LoaderState& state, const BatchLayout& layout);
+// An invalid-input error unless `state` is a micro step of `layout` (a checkpoint written with a
+// different global batch cannot resume).
+void check_loader_state(const LoaderState& state, const BatchLayout& layout);
+
+// A loader whose position a checkpoint stores (TokenLoader, and the records' RecordLoader).
+class ResumableLoader {
+ public:
+  virtual ~ResumableLoader() = default;
+  virtual LoaderState state() const = 0;
+  // Continues at `state` (from state() of this or an earlier run with the same data, seed and
+  // global batch), so the batches that follow are those an uninterrupted run would see.
+  virtual void restore(const LoaderState& state) = 0;
+};
+
+class TokenLoader : public ResumableLoader {
  public:
   // Throws kInvalidInput for a bad layout or a stream too short for one sample.
   TokenLoader(std::shared_ptr<const TokenStream> stream, const LoaderOptions& options);
@@ -62,10 +78,8 @@ class TokenLoader {
 
   // This rank's next micro batch. Rethrows an error raised while preparing it.
   Batch next();
-  LoaderState state() const { return state_; }
-  // Continues at `state` (from state() of this or an earlier run with the same stream, seed and
-  // global batch), so the batches that follow are those an uninterrupted run would see.
-  void restore(const LoaderState& state);
+  LoaderState state() const override { return state_; }
+  void restore(const LoaderState& state) override;
 
   const BatchLayout& layout() const { return layout_; }
   const GlobalSampler& sampler() const { return sampler_; }
@@ -80,7 +94,6 @@ class TokenLoader {
   void produce(LoaderState from);
   void start();
   void stop();
-  static void advance(LoaderState& s, const BatchLayout& layout);
 
   std::shared_ptr<const TokenStream> stream_;
   LoaderOptions options_;

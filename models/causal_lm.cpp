@@ -6,17 +6,6 @@
 
 namespace hfrun::nn {
 
-Tensor CausalLM::loss(const Tensor& ids, const Tensor& targets) {
-  HF_CHECK(targets.sizes() == ids.sizes(), model_type(), ": targets ", targets.str(),
-           " must match ids ", ids.str());
-  Tensor out = forward(ids);
-  const ParallelLayer& head = output_layer();
-  if (head.is_parallel()) {
-    return vocab_parallel_cross_entropy(out, targets, head.vocab_begin(), *head.parallel_group());
-  }
-  return cross_entropy(out, targets);
-}
-
 int64_t CausalLM::check_cached_input(const Tensor& ids, const KvCache& cache, size_t layers) const {
   HF_CHECK(ids.dim() == 2, model_type(), ": ids must be [B, T], got ", ids.str());
   HF_CHECK(cache.k.size() == layers && cache.v.size() == layers, model_type(), ": kv cache has ",
@@ -42,12 +31,6 @@ KvCache CausalLM::allocate_kv_cache(int64_t batch, int64_t capacity, size_t laye
     cache.v.push_back(ops::empty({batch, heads, cache.capacity, head_dim}, DType::kF32, device()));
   }
   return cache;
-}
-
-Tensor positions(int64_t start, int64_t T, Device device) {
-  std::vector<int64_t> pos(static_cast<size_t>(T));
-  for (int64_t i = 0; i < T; ++i) pos[static_cast<size_t>(i)] = start + i;
-  return ops::to_device(ops::from_ints(pos, {T}), device);
 }
 
 }  // namespace hfrun::nn

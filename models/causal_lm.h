@@ -1,8 +1,6 @@
-// The interface every decoder family implements (GPT-2, Llama, Mistral, Qwen2, Qwen3) and the
-// only thing the trainer, export, generate and the benchmarks use: logits and loss of token
-// ids, incremental decoding over a KV cache, and the family's Hugging Face identity
-// (model_type, config.json). The parameter names are HF's and come from the module tree; the
-// blocks and the tensor-parallel plan are Module's (nn/module.h).
+// The interface of every decoder family's causal LM (GPT-2, Llama, Mistral, Qwen2, Qwen3): a
+// Model (models/model.h) with logits and loss of plain token ids and incremental decoding over
+// a KV cache, which generation uses.
 #pragma once
 
 #include <cstdint>
@@ -10,10 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "nn/block.h"
-#include "nn/layers.h"
-#include "nn/module.h"
-#include "tensor/random.h"
+#include "models/model.h"
 
 namespace hfrun::nn {
 
@@ -28,42 +23,22 @@ struct KvCache {
   void reset() { length = 0; }
 };
 
-class CausalLM : public Module {
+class CausalLM : public Model {
  public:
-  explicit CausalLM(uint64_t seed) : dropout_gen_(seed ^ 0x9e3779b97f4a7c15ull) {}
+  explicit CausalLM(uint64_t seed) : Model(seed) {}
 
-  // HF's model_type ("gpt2", "llama", "mistral", "qwen2", "qwen3").
-  virtual std::string model_type() const = 0;
-  // config.json text that transformers' AutoModelForCausalLM loads with this model's weights.
-  virtual std::string config_json() const = 0;
-  virtual int64_t vocab_size() const = 0;
-  // The context the model was configured for (n_positions, max_position_embeddings): the KV
-  // cache's capacity in generation.
-  virtual int64_t max_positions() const = 0;
-  // Throws an invalid-input error (naming `source` and the config key) when sequences of T
-  // tokens cannot be run (GPT-2's learned positions end at n_positions).
-  virtual void check_sequence_length(int64_t T, const std::string& source) const = 0;
-  // Throws an invalid-input error naming the config key when the model cannot be split over T
-  // tensor-parallel ranks (heads, KV heads, MLP width not divisible by T).
-  virtual void check_tensor_parallel(int T) const = 0;
-  // Multiply-adds per token of the forward's GEMMs with a T-token context (for MFU: 6 x this
-  // per trained token is the usual estimate).
-  virtual double matmul_flops_per_token(int64_t T) const = 0;
-  // A model of the same configuration (zero-initialised weights are fine): where a
-  // tensor-parallel run assembles the whole model for export.
-  virtual std::unique_ptr<CausalLM> make_like() const = 0;
-  // Other names a checkpoint may store parameter `name` under (GPT-2's without "transformer.").
-  virtual std::vector<std::string> checkpoint_aliases(const std::string& name) const { return {}; }
+  Task task() const override { return Task::kCausalLM; }
 
+  using Model::forward;
+  using Model::loss;
   // ids [B, T] (i32/i64) -> logits [B, T, V] (f32; this rank's vocabulary slice under tensor
-  // parallelism).
-  Tensor forward(const Tensor& ids) {
-    return hooked([&] { return logits(ids); });
-  }
+  // parallelism). Padding needs no mask here: it is on the right, and causal attention never
+  // lets a token see a later one.
+  Tensor forward(const Tensor& ids) { return forward(ModelInputs(ids)); }
   // Mean cross-entropy of the next-token logits against targets [B, T] (already shifted:
   // CONTRACT.md's windows), ignoring targets equal to -100; the whole vocabulary's under
   // tensor parallelism.
-  Tensor loss(const Tensor& ids, const Tensor& targets);
+  Tensor loss(const Tensor& ids, const Tensor& targets) { return loss(ModelInputs(ids), targets); }
 
   // An empty cache for `batch` sequences of up to `capacity` tokens (0: max_positions()).
   virtual KvCache make_kv_cache(int64_t batch = 1, int64_t capacity = 0) const = 0;
@@ -73,25 +48,15 @@ class CausalLM : public Module {
   // [B, T_new, V], equal to forward()'s logits at those positions for the whole sequence.
   virtual Tensor forward_cached(const Tensor& ids, KvCache& cache) = 0;
 
-  // Dropout's random stream (saved and restored with checkpoints).
-  Generator& dropout_generator() { return dropout_gen_; }
-
  protected:
+  Tensor outputs(const ModelInputs& in) override { return logits(in.ids); }
   virtual Tensor logits(const Tensor& ids) = 0;
-  // The layer that produces the logits (an output Linear, or the tied input Embedding).
-  virtual const ParallelLayer& output_layer() const = 0;
   // Checks shared by forward_cached implementations; returns the new positions' count.
   int64_t check_cached_input(const Tensor& ids, const KvCache& cache, size_t layers) const;
   // The layers' k and v buffers of a cache [B, heads, capacity, head_dim] each (capacity 0:
   // max_positions()).
   KvCache allocate_kv_cache(int64_t batch, int64_t capacity, size_t layers, int64_t heads,
                             int64_t head_dim) const;
-
- private:
-  Generator dropout_gen_;
 };
-
-// Positions [start, start + T) as an i64 tensor on `device`.
-Tensor positions(int64_t start, int64_t T, Device device);
 
 }  // namespace hfrun::nn

@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "io/checkpoint.h"
+#include "models/bert/bert.h"
 #include "models/gpt2/gpt2.h"
 #include "models/llama/llama.h"
 
@@ -20,6 +21,7 @@ namespace fs = std::filesystem;
 std::vector<std::string> supported_model_types() {
   std::vector<std::string> types = {"gpt2"};
   for (const std::string& t : llama_model_types()) types.push_back(t);
+  types.push_back("bert");
   return types;
 }
 
@@ -36,6 +38,7 @@ std::string model_type_of(const std::string& config_json, const std::string& sou
 const std::vector<std::string>& model_config_keys(const std::string& model_type) {
   static const std::vector<std::string> none;
   if (model_type == "gpt2") return Gpt2Config::keys();
+  if (model_type == "bert") return BertConfig::keys();
   for (const std::string& t : llama_model_types()) {
     if (t == model_type) return LlamaConfig::keys();
   }
@@ -62,21 +65,38 @@ void check_model_config(const std::string& config_json, const std::string& sourc
   check_model_config_keys(config_json, source, model_type);
   if (model_type == "gpt2") {
     Gpt2Config::from_json(config_json, source);
+  } else if (model_type == "bert") {
+    BertConfig::from_json(config_json, source);
   } else {
     LlamaConfig::from_json(config_json, source, model_type);
   }
 }
 
-std::unique_ptr<CausalLM> create_causal_lm(const std::string& config_json,
-                                           const std::string& source, uint64_t seed,
-                                           const std::string& default_type) {
+Task default_task(const std::string& model_type) {
+  return model_type == "bert" ? Task::kMaskedLM : Task::kCausalLM;
+}
+
+std::unique_ptr<Model> create_model(const std::string& config_json, const std::string& source,
+                                    uint64_t seed, const std::string& default_type, Task task) {
   const std::string type = model_type_of(config_json, source, default_type);
-  if (type == "gpt2")
-    return std::make_unique<Gpt2>(Gpt2Config::from_json(config_json, source), seed);
-  for (const std::string& t : llama_model_types()) {
-    if (t == type) {
-      return std::make_unique<Llama>(LlamaConfig::from_json(config_json, source, type), seed);
+  auto refuse = [&](const char* tasks) {
+    HF_CHECK_INPUT(false, source, ": task ", task_name(task), " is not available for model_type ",
+                   type, " (", tasks, ")");
+  };
+  if (type == "bert") {
+    if (task != Task::kMaskedLM && task != Task::kSequenceClassification) {
+      refuse("masked_lm, sequence_classification");
     }
+    return std::make_unique<Bert>(BertConfig::from_json(config_json, source), task, seed);
+  }
+  const bool llama = std::find(llama_model_types().begin(), llama_model_types().end(), type) !=
+                     llama_model_types().end();
+  if (type == "gpt2" || llama) {
+    if (task != Task::kCausalLM) refuse("causal_lm, sft");
+    if (type == "gpt2") {
+      return std::make_unique<Gpt2>(Gpt2Config::from_json(config_json, source), seed);
+    }
+    return std::make_unique<Llama>(LlamaConfig::from_json(config_json, source, type), seed);
   }
   std::string known;
   for (const std::string& t : supported_model_types()) known += (known.empty() ? "" : ", ") + t;
@@ -84,8 +104,20 @@ std::unique_ptr<CausalLM> create_causal_lm(const std::string& config_json,
   return nullptr;
 }
 
-void load_weights(CausalLM& model, const std::string& path) {
+std::unique_ptr<CausalLM> create_causal_lm(const std::string& config_json,
+                                           const std::string& source, uint64_t seed,
+                                           const std::string& default_type) {
+  const std::string type = model_type_of(config_json, source, default_type);
+  HF_CHECK_INPUT(default_task(type) == Task::kCausalLM, source, ": model_type ", type,
+                 " is not a causal language model");
+  std::unique_ptr<Model> model =
+      create_model(config_json, source, seed, default_type, Task::kCausalLM);
+  return std::unique_ptr<CausalLM>(static_cast<CausalLM*>(model.release()));
+}
+
+std::vector<std::string> load_weights(Model& model, const std::string& path) {
   io::SafetensorsCheckpoint ckpt = io::SafetensorsCheckpoint::open(path);
+  std::vector<std::string> missing;
   for (const auto& [name, param] : model.named_parameters()) {
     std::string found = name;
     if (!ckpt.contains(found)) {
@@ -96,6 +128,10 @@ void load_weights(CausalLM& model, const std::string& path) {
         }
       }
     }
+    if (!ckpt.contains(found) && model.may_be_newly_initialized(name)) {
+      missing.push_back(name);
+      continue;
+    }
     HF_CHECK_INPUT(ckpt.contains(found), path, ": no tensor '", name,
                    "' in the checkpoint, which config.json's ", model.model_type(), " model needs");
     const io::TensorEntry& e = ckpt.entry(found);
@@ -104,6 +140,7 @@ void load_weights(CausalLM& model, const std::string& path) {
                    shape_str(param.sizes()));
     model.load_parameter(name, ckpt.tensor(found));
   }
+  return missing;
 }
 
 std::unique_ptr<CausalLM> load_pretrained(const std::string& dir) {

@@ -1,7 +1,8 @@
 // The model registry: config.json's model_type picks the family (gpt2; llama, mistral, qwen2,
-// qwen3), and everything above models/ (trainer, export, generate, benchmarks) gets a
-// CausalLM. Also where pretrained weights are loaded by HF name and where `ORG/NAME` resolves
-// in the local Hugging Face hub cache (never the network).
+// qwen3; bert) and the task its head (models/model.h), and everything above models/ (trainer,
+// export, generate, benchmarks) gets a Model, or a CausalLM for generation. Also where pretrained
+// weights are loaded by HF name and where `ORG/NAME` resolves in the local Hugging Face hub cache
+// (never the network).
 #pragma once
 
 #include <cstdint>
@@ -35,18 +36,28 @@ void check_model_config_keys(const std::string& config_json, const std::string& 
 void check_model_config(const std::string& config_json, const std::string& source,
                         const std::string& model_type);
 
-// A model of the family config.json's model_type names (default_type when it names none),
-// initialised from `seed`. Unknown model types and keys that change the architecture beyond
-// what the family implements are invalid-input errors naming `source` and the key.
+// The task a family trains by default (CONTRACT.md): masked_lm for bert, causal_lm otherwise.
+Task default_task(const std::string& model_type);
+
+// A model of the family config.json's model_type names (default_type when it names none) with
+// the task's head, initialised from `seed`. Unknown model types, a task the family does not
+// have and keys that change the architecture beyond what the family implements are
+// invalid-input errors naming `source` and the key.
+std::unique_ptr<Model> create_model(const std::string& config_json, const std::string& source,
+                                    uint64_t seed, const std::string& default_type, Task task);
+// create_model for a family's causal LM.
 std::unique_ptr<CausalLM> create_causal_lm(const std::string& config_json,
                                            const std::string& source, uint64_t seed = 0,
                                            const std::string& default_type = "gpt2");
 
 // Copies every parameter of `model` from the safetensors checkpoint at `path` (a directory
 // with model.safetensors or model.safetensors.index.json, an index .json or a .safetensors
-// file; F32, BF16 or F16 on disk). A missing tensor or a shape that differs from the model's
-// is an invalid-input error naming the file and the tensor.
-void load_weights(CausalLM& model, const std::string& path);
+// file; F32, BF16 or F16 on disk), under its name or one of model.checkpoint_aliases(). A
+// missing tensor (unless the model may newly initialise it: a task head over a base model's
+// weights) or a shape that differs from the model's is an invalid-input error naming the file
+// and the tensor. Returns the parameters the checkpoint lacked, which keep their
+// initialisation (transformers warns of the same ones).
+std::vector<std::string> load_weights(Model& model, const std::string& path);
 
 // The model of `dir` (config.json + weights), in eval mode.
 std::unique_ptr<CausalLM> load_pretrained(const std::string& dir);

@@ -16,6 +16,9 @@ struct BlockArgs {
   Generator* dropout = nullptr;  // the dropout stream (null: no dropout)
   // Rotary embeddings of x's positions: cos, sin [T, head_dim] (families with RoPE).
   Tensor rope_cos, rope_sin;
+  // Right padding: i64 [B] tokens before each row's padding, on x's device (undefined: none);
+  // attention masks the padded keys.
+  Tensor key_lengths;
   // Incremental decoding (no graph): this block's keys and values [B, H_kv, capacity, D], x
   // holding positions [cache_start, cache_start + T); null when training.
   Tensor* cache_k = nullptr;

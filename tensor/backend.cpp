@@ -39,14 +39,14 @@ void Backend::matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias, 
   unary(ops::UnaryOp::kGeluTanh, pre, out);
 }
 
-void Backend::fused_attention(const Tensor&, const Tensor&, const Tensor&, bool, double, Tensor&,
-                              Tensor&) {
+void Backend::fused_attention(const Tensor&, const Tensor&, const Tensor&, bool, double,
+                              const Tensor&, Tensor&, Tensor&) {
   HF_THROW("fused_attention: the ", name(), " backend has no fused attention kernel");
 }
 
 void Backend::fused_attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                       const Tensor&, const Tensor&, bool, double, Tensor&, Tensor&,
-                                       Tensor&) {
+                                       const Tensor&, const Tensor&, bool, double, const Tensor&,
+                                       Tensor&, Tensor&, Tensor&) {
   HF_THROW("fused_attention_backward: the ", name(), " backend has no fused attention kernel");
 }
 

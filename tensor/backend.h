@@ -95,9 +95,10 @@ class Backend {
   virtual void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n,
                                 int64_t inner, bool log, Tensor& gx) = 0;
   // scores [BH, T, S] -> probs = softmax(scale * scores) with positions j > i + (S - T) masked
-  // when causal.
+  // when causal, and, when key_lengths (i32 [B], B dividing BH: row block b * BH / B .. holds
+  // batch b) is defined, positions j >= key_lengths[b]. A row with no visible key is all 0.
   virtual void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
-                                     Tensor& probs) = 0;
+                                     const Tensor& key_lengths, Tensor& probs) = 0;
 
   // Fused (flash-style) attention, where a backend has it; ops::attention asks first and
   // composes matmul + scaled_masked_softmax otherwise. q [B, H, T, D], k, v [B, H, S, D] are
@@ -106,17 +107,17 @@ class Backend {
   // probabilities, and lse [B, H, T] f32 = each row's log-sum-exp of its scaled visible scores
   // (+inf for a row that sees no key; its output is 0). The backward recomputes the
   // probabilities from q, k and lse; gout must pass fused_attention_supported in q's place, gq,
-  // gk, gv are views shaped as q, k, v laid out as out.
+  // gk, gv are views shaped as q, k, v laid out as out. key_lengths as scaled_masked_softmax's.
   virtual bool fused_attention_supported(const Tensor& /*q*/, const Tensor& /*k*/,
                                          const Tensor& /*v*/) {
     return false;
   }
   virtual void fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                               double scale, Tensor& out, Tensor& lse);
+                               double scale, const Tensor& key_lengths, Tensor& out, Tensor& lse);
   virtual void fused_attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                         const Tensor& v, const Tensor& out, const Tensor& lse,
-                                        bool causal, double scale, Tensor& gq, Tensor& gk,
-                                        Tensor& gv);
+                                        bool causal, double scale, const Tensor& key_lengths,
+                                        Tensor& gq, Tensor& gk, Tensor& gv);
 
   virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
                           Tensor& mean, Tensor& rstd) = 0;

@@ -202,20 +202,24 @@ Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const T
 
 // Causal (or full) scaled dot-product attention: q [B, H, T, D], k [B, Hkv, S, D], v [B, Hkv, S,
 // Dv] with Hkv dividing H (grouped-query attention: query head h reads KV head h / (H / Hkv);
-// K and V are never repeated); when causal, query i sees keys j <= i + (S - T). Where the device's
-// backend has a fused kernel for the inputs (CUDA: bf16/f16, head size 16, 32, 64 or 128) it runs
-// flash-style and keeps only lse [B, H, T] (f32 row log-sum-exp) for the backward, and out is a [B,
-// H, T, D] view of a [B, T, H, D] buffer (so transposing it back to [B, T, H*D] is free); otherwise
-// it composes matmul and softmax and keeps probs [B, H, T, S] (f32). Pass the whole result to the
-// backward.
+// K and V are never repeated); when causal, query i sees keys j <= i + (S - T). key_lengths, when
+// defined, is an integer [B] tensor on q's device (right padding, HF's attention_mask as
+// lengths): the queries of batch b see only keys j < key_lengths[b] as well. A query that sees
+// no key gets an output of 0 (and no gradient). Where the device's backend has a fused kernel
+// for the inputs (CUDA: bf16/f16, head size 16, 32, 64 or 128) it runs flash-style and keeps
+// only lse [B, H, T] (f32 row log-sum-exp) for the backward, and out is a [B, H, T, D] view of a
+// [B, T, H, D] buffer (so transposing it back to [B, T, H*D] is free); otherwise it composes
+// matmul and softmax and keeps probs [B, H, T, S] (f32). Pass the whole result to the backward.
 struct AttentionResult {
   Tensor out, probs, lse;
+  Tensor key_lengths;  // i32 [B] as the kernels read it (undefined without padding)
 };
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                          double scale);
+                          double scale, const Tensor& key_lengths = Tensor());
 struct AttentionGrads {
   Tensor gq, gk, gv;
 };
+// The key lengths are the forward's (forward.key_lengths).
 AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const AttentionResult& forward, bool causal,
                                   double scale);

@@ -12,7 +12,7 @@
 #include "common/error.h"
 #include "common/stop_signals.h"
 #include "distributed/parallel/tensor_parallel.h"
-#include "models/causal_lm.h"
+#include "models/model.h"
 #include "optim/clip.h"
 #include "tensor/ops.h"
 #include "train/checkpoint.h"
@@ -185,7 +185,7 @@ std::vector<optim::ParamRef> Accelerator::prepare_model(
     HF_CHECK_INPUT(model.flat() == nullptr,
                    "Accelerator::prepare: tensor parallelism splits the model before its "
                    "parameters are flattened; pass a model that was not flattened");
-    if (auto* lm = dynamic_cast<nn::CausalLM*>(&model)) {
+    if (auto* lm = dynamic_cast<nn::Model*>(&model)) {
       lm->check_tensor_parallel(s.dp->tensor_parallel_size());
     }
     dist::apply_tensor_parallel(model, *s.dp->tensor_parallel());
@@ -329,12 +329,12 @@ void Accelerator::log(const std::vector<std::pair<std::string, double>>& values)
 }
 
 std::string Accelerator::save_state(const std::string& checkpoints_root,
-                                    const data::TokenLoader* loader) {
+                                    const data::ResumableLoader* loader) {
   return save_state(checkpoints_root, loader, TrainerState{}, "");
 }
 
 std::string Accelerator::save_state(const std::string& checkpoints_root,
-                                    const data::TokenLoader* loader, const TrainerState& extra,
+                                    const data::ResumableLoader* loader, const TrainerState& extra,
                                     const std::string& config_hash) {
   check_prepared("save_state");
   State& s = *s_;
@@ -384,14 +384,14 @@ std::optional<std::string> Accelerator::latest_state(const std::string& checkpoi
   return found;
 }
 
-int64_t Accelerator::load_state(const std::string& checkpoint_dir, data::TokenLoader* loader) {
+int64_t Accelerator::load_state(const std::string& checkpoint_dir, data::ResumableLoader* loader) {
   const TrainerState st = restore_state(checkpoint_dir, loader);
   restore_generator(st, kGeneratorName, generator_);  // required here: errors name it
   return st.step;
 }
 
 TrainerState Accelerator::restore_state(const std::string& checkpoint_dir,
-                                        data::TokenLoader* loader, Manifest* manifest) {
+                                        data::ResumableLoader* loader, Manifest* manifest) {
   check_prepared("load_state");
   State& s = *s_;
   HF_CHECK_INPUT(fs::is_directory(checkpoint_dir), "Accelerator::load_state: ", checkpoint_dir,
@@ -464,7 +464,7 @@ void Accelerator::with_state_dict(
 
 void Accelerator::save_model(const std::string& dir) {
   check_prepared("save_model");
-  const auto* lm = dynamic_cast<const nn::CausalLM*>(s_->model);
+  const auto* lm = dynamic_cast<const nn::Model*>(s_->model);
   with_state_dict([&](const std::vector<std::pair<std::string, Tensor>>& tensors) {
     write_hf_model(dir, lm ? lm->config_json() : std::string(), tensors, "");
   });

@@ -190,24 +190,24 @@ class Accelerator {
   // loader's position as checkpoints_root/step-<step_count(), 8 digits>/, committed atomically
   // (all ranks' files or none), keeping options().keep_checkpoints. Returns the path.
   std::string save_state(const std::string& checkpoints_root,
-                         const data::TokenLoader* loader = nullptr);
+                         const data::ResumableLoader* loader = nullptr);
   // The newest committed checkpoint under checkpoints_root whose files verify, as rank 0 sees
   // it (corrupt or incomplete ones are skipped with a warning), or nullopt.
   std::optional<std::string> latest_state(const std::string& checkpoints_root);
   // The same for a driver that keeps more state than the Accelerator (hfrun's Trainer): besides
   // the step, the generator and the loader, `extra`'s tokens_seen, losses, elapsed_s and
   // generators are saved, and `config_hash` goes into the manifest.
-  std::string save_state(const std::string& checkpoints_root, const data::TokenLoader* loader,
+  std::string save_state(const std::string& checkpoints_root, const data::ResumableLoader* loader,
                          const TrainerState& extra, const std::string& config_hash);
   // Restores a checkpoint directory written by save_state (by any number of ranks and any
   // zero_stage): parameters, optimizer state, step_count(), the generator and the loader's
   // position (when `loader` is given). Starts a new accumulation window. Returns the step.
-  int64_t load_state(const std::string& checkpoint_dir, data::TokenLoader* loader = nullptr);
+  int64_t load_state(const std::string& checkpoint_dir, data::ResumableLoader* loader = nullptr);
   // load_state returning everything the checkpoint holds besides tensors (the driver's state
   // of save_state's second form) and, optionally, its verified manifest. Unlike load_state it
   // accepts a checkpoint without the Accelerator's generator (one hfrun train wrote before it
   // ran on the Accelerator); generator() then keeps its seed.
-  TrainerState restore_state(const std::string& checkpoint_dir, data::TokenLoader* loader,
+  TrainerState restore_state(const std::string& checkpoint_dir, data::ResumableLoader* loader,
                              Manifest* manifest = nullptr);
 
   // Calls `use` on the main process with the whole model's parameters by name (accelerate's

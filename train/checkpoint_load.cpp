@@ -16,7 +16,7 @@
 
 #include "common/error.h"
 #include "io/safetensors.h"
-#include "models/causal_lm.h"
+#include "models/model.h"
 #include "nn/tensor_parallel.h"
 #include "tensor/ops.h"
 #include "train/checkpoint_format.h"
@@ -217,7 +217,7 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
   const PartIndex opt(root, manifest, ".optimizer.safetensors");
   // The name a state tensor is stored under: "<kind>.<parameter>", or with an older name of the
   // parameter (GPT-2 checkpoints from before the module tree lack "transformer.").
-  const auto* lm = dynamic_cast<const nn::CausalLM*>(&model);
+  const auto* lm = dynamic_cast<const nn::Model*>(&model);
   auto stored_name = [&](const std::string& kind, const std::string& param) {
     const std::string name = kind + "." + param;
     if (opt.knows(name) || lm == nullptr) return name;

@@ -185,17 +185,23 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   TrainConfig c;
   c.source = source;
   r.keys(root, "",
-         {"output_dir", "seed", "model", "tokenizer", "data", "train", "optimizer", "scheduler",
-          "distributed", "checkpoint"});
+         {"output_dir", "seed", "task", "model", "tokenizer", "data", "train", "optimizer",
+          "scheduler", "distributed", "checkpoint"});
   r.get(root, "", "output_dir", c.output_dir, "a directory path");
   r.get(root, "", "seed", c.seed, "a non-negative integer");
   r.get(root, "", "tokenizer", c.tokenizer, "a path to tokenizer.json");
+  r.get(root, "", "task", c.task, "a task name");
+  if (root["task"]) {
+    r.one_of(root, "", "task", c.task,
+             {"causal_lm", "sft", "sequence_classification", "masked_lm"});
+  }
 
   const YAML::Node model = root["model"];
   r.keys(model, "model", {"arch", "from_pretrained", "revision", "config"});
   r.get(model, "model", "arch", c.model.arch, "a model architecture name");
   if (model && model["arch"]) {
-    r.one_of(model, "model", "arch", c.model.arch, {"gpt2", "llama", "mistral", "qwen2", "qwen3"});
+    r.one_of(model, "model", "arch", c.model.arch,
+             {"gpt2", "llama", "mistral", "qwen2", "qwen3", "bert"});
   }
   r.get(model, "model", "from_pretrained", c.model.from_pretrained,
         "a model directory or a hub id ORG/NAME");
@@ -221,12 +227,19 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   }
 
   const YAML::Node data = root["data"];
-  r.keys(data, "data", {"train", "val", "text_field", "seq_len", "shuffle"});
+  r.keys(data, "data",
+         {"train", "val", "text_field", "seq_len", "shuffle", "text_pair_field", "label_field",
+          "prompt_field", "completion_field", "mlm_probability"});
   r.get_list(data, "data", "train", c.data.train);
   r.get_list(data, "data", "val", c.data.val);
   r.get(data, "data", "text_field", c.data.text_field, "a JSON field name");
   r.get(data, "data", "seq_len", c.data.seq_len, "a positive integer");
   r.get(data, "data", "shuffle", c.data.shuffle, "true or false");
+  r.get(data, "data", "text_pair_field", c.data.text_pair_field, "a record field name");
+  r.get(data, "data", "label_field", c.data.label_field, "a record field name");
+  r.get(data, "data", "prompt_field", c.data.prompt_field, "a record field name");
+  r.get(data, "data", "completion_field", c.data.completion_field, "a record field name");
+  r.get(data, "data", "mlm_probability", c.data.mlm_probability, "a number in (0, 1)");
 
   const YAML::Node tr = root["train"];
   r.keys(tr, "train",
@@ -299,6 +312,8 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
     }
   };
   check(c.data.seq_len >= 1, data, "seq_len", "data.seq_len", "must be at least 1");
+  check(c.data.mlm_probability > 0 && c.data.mlm_probability < 1, data, "mlm_probability",
+        "data.mlm_probability", "must be in (0, 1)");
   check(!c.data.train.empty(), data, "train", "data.train",
         "at least one training source is required");
   check(c.train.micro_batch_size >= 1, tr, "micro_batch_size", "train.micro_batch_size",
@@ -367,6 +382,7 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::BeginMap;
   e << YAML::Key << "output_dir" << YAML::Value << output_dir;
   e << YAML::Key << "seed" << YAML::Value << seed;
+  if (!task.empty()) e << YAML::Key << "task" << YAML::Value << task;
   e << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   if (!model.arch.empty()) e << YAML::Key << "arch" << YAML::Value << model.arch;
   if (!model.from_pretrained.empty()) {
@@ -383,7 +399,12 @@ std::string TrainConfig::to_yaml() const {
   list(data.val);
   e << YAML::Key << "text_field" << YAML::Value << data.text_field;
   e << YAML::Key << "seq_len" << YAML::Value << data.seq_len;
-  e << YAML::Key << "shuffle" << YAML::Value << data.shuffle << YAML::EndMap;
+  e << YAML::Key << "shuffle" << YAML::Value << data.shuffle;
+  e << YAML::Key << "text_pair_field" << YAML::Value << YAML::DoubleQuoted << data.text_pair_field;
+  e << YAML::Key << "label_field" << YAML::Value << data.label_field;
+  e << YAML::Key << "prompt_field" << YAML::Value << data.prompt_field;
+  e << YAML::Key << "completion_field" << YAML::Value << data.completion_field;
+  e << YAML::Key << "mlm_probability" << YAML::Value << data.mlm_probability << YAML::EndMap;
   e << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "micro_batch_size" << YAML::Value << train.micro_batch_size;
   e << YAML::Key << "grad_accum_steps" << YAML::Value << train.grad_accum_steps;

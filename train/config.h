@@ -11,8 +11,8 @@
 namespace hfrun::train {
 
 struct ModelSection {
-  // gpt2 | llama | mistral | qwen2 | qwen3; empty: config.json's model_type decides (gpt2 from
-  // scratch without one).
+  // gpt2 | llama | mistral | qwen2 | qwen3 | bert; empty: config.json's model_type decides (gpt2
+  // from scratch without one).
   std::string arch;
   // An HF model directory (config.json, model.safetensors), or a hub id ORG/NAME looked up in
   // the local Hugging Face cache at `revision`.
@@ -29,6 +29,12 @@ struct DataSection {
   std::string text_field = "text";
   int64_t seq_len = 128;
   bool shuffle = true;
+  // Record fields of the fine-tuning tasks (CONTRACT.md "Model families, tasks and adapters").
+  std::string text_pair_field;  // sequence_classification: the optional second text
+  std::string label_field = "label";
+  std::string prompt_field = "prompt";
+  std::string completion_field = "completion";
+  double mlm_probability = 0.15;  // masked_lm
 };
 
 struct TrainSection {
@@ -79,6 +85,9 @@ struct TrainConfig {
   std::string source;  // the file it came from, for messages
   std::string output_dir = "runs/hfrun";
   uint64_t seed = 1234;
+  // causal_lm | sft | sequence_classification | masked_lm; empty: the model's default
+  // (masked_lm for bert, causal_lm otherwise), resolved when the model type is known.
+  std::string task;
   ModelSection model;
   std::string tokenizer;  // default: <from_pretrained>/tokenizer.json
   DataSection data;

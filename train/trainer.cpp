@@ -37,9 +37,8 @@ struct Trainer::State {
   // The engine: parallel layout, gradient synchronisation, optimizer, checkpoints, export.
   std::unique_ptr<Accelerator> acc;
   std::unique_ptr<data::Tokenizer> tokenizer;
-  std::unique_ptr<nn::CausalLM> model;
-  std::shared_ptr<const data::TokenStream> train_stream, val_stream;
-  std::unique_ptr<data::TokenLoader> loader;
+  std::unique_ptr<nn::Model> model;
+  std::unique_ptr<TaskData> task;         // batches, the micro step's loss, evaluation
   optim::Optimizer* optimizer = nullptr;  // owned by acc
   optim::ScheduleType schedule = optim::ScheduleType::kConstant;
   bool is_rank0() const { return acc->is_main_process(); }
@@ -63,7 +62,7 @@ std::string pretrained_dir(const TrainConfig& cfg) {
 // The model: config.json of from_pretrained (if any), then model.config keys on top, built by
 // the family its model_type names (model.arch when config.json has none; the two must agree);
 // from scratch, vocab_size defaults to the tokenizer's.
-std::unique_ptr<nn::CausalLM> build_model(const TrainConfig& cfg, const data::Tokenizer& tok) {
+std::unique_ptr<nn::Model> build_model(const TrainConfig& cfg, const data::Tokenizer& tok) {
   std::string base = "{}";
   std::string source = cfg.source + ": model.config";
   const std::string arch = cfg.model.arch.empty() ? "gpt2" : cfg.model.arch;
@@ -100,7 +99,8 @@ std::unique_ptr<nn::CausalLM> build_model(const TrainConfig& cfg, const data::To
   if (cfg.model.from_pretrained.empty() && !overrides.contains("vocab_size")) {
     merged["vocab_size"] = tok.vocab_size();
   }
-  auto model = nn::create_causal_lm(merged.dump(), source, cfg.seed, file_type);
+  auto model =
+      nn::create_model(merged.dump(), source, cfg.seed, file_type, model_task(cfg, file_type));
   HF_CHECK_INPUT(model->vocab_size() >= tok.vocab_size(), cfg.source, ": model vocab_size ",
                  model->vocab_size(), " is smaller than the tokenizer's ", tok.vocab_size(), " (",
                  cfg.tokenizer, ")");
@@ -111,8 +111,18 @@ std::unique_ptr<nn::CausalLM> build_model(const TrainConfig& cfg, const data::To
 std::string format_metrics(const StepMetrics& m) {
   char buf[512];
   if (m.val_loss >= 0) {
-    std::snprintf(buf, sizeof(buf), "{\"step\": %lld, \"val_loss\": %.6f, \"elapsed_s\": %.3f}",
-                  static_cast<long long>(m.step), m.val_loss, m.elapsed_s);
+    std::string extra;
+    char part[64];
+    if (m.val_accuracy >= 0) {
+      std::snprintf(part, sizeof(part), ", \"val_accuracy\": %.6f", m.val_accuracy);
+      extra += part;
+    }
+    if (m.val_f1 >= 0) {
+      std::snprintf(part, sizeof(part), ", \"val_f1\": %.6f", m.val_f1);
+      extra += part;
+    }
+    std::snprintf(buf, sizeof(buf), "{\"step\": %lld, \"val_loss\": %.6f%s, \"elapsed_s\": %.3f}",
+                  static_cast<long long>(m.step), m.val_loss, extra.c_str(), m.elapsed_s);
   } else {
     std::snprintf(buf, sizeof(buf),
                   "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
@@ -171,22 +181,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
         return std::make_unique<optim::SGD>(std::move(params), o);
       });
 
-  const data::Tokenizer& tok = *s.tokenizer;
-  auto encode = [&tok](std::string_view text) { return tok.encode(text); };
-  data::TokenStreamOptions so;
-  so.text_field = c.data.text_field;
-  s.train_stream = std::make_shared<data::TokenStream>(c.data.train, encode, tok.eot_id(), so);
-  s.train_stream->require_samples(c.data.seq_len);
-  if (!c.data.val.empty()) {
-    s.val_stream = std::make_shared<data::TokenStream>(c.data.val, encode, tok.eot_id(), so);
-    s.val_stream->require_samples(c.data.seq_len);
-  }
-  data::LoaderOptions lo;
-  lo.seq_len = c.data.seq_len;
-  lo.micro_batch = c.train.micro_batch_size;
-  lo.shuffle = c.data.shuffle;
-  lo.seed = c.seed;
-  s.loader = std::make_unique<data::TokenLoader>(s.train_stream, s.acc->shard(lo));
+  s.task = make_task_data(c, *s.tokenizer, *s.model, *s.acc);
   s.schedule = optim::parse_schedule_type(c.scheduler.type);
   if (s.distributed() && s.is_rank0()) {
     // What ZeRO saves, in the paper's accounting (f32 parameters, gradients, optimizer state).
@@ -208,37 +203,18 @@ const TrainConfig& Trainer::config() const {
 }
 
 double Trainer::evaluate() {
+  return evaluate_metrics().loss;
+}
+
+Evaluation Trainer::evaluate_metrics() {
   State& s = *s_;
-  HF_CHECK(s.val_stream != nullptr, "evaluate: no data.val configured");
+  HF_CHECK(s.task->has_validation(), "evaluate: no data.val configured");
   autograd::NoGradGuard no_grad;
   s.model->eval();
-  // Each rank evaluates its slice of the validation windows; the mean is over all targets.
-  data::ValidationLoader val(s.val_stream, s.cfg.data.seq_len, s.cfg.train.micro_batch_size,
-                             s.acc->rank(), static_cast<int>(s.world()));
-  const Device device = s.acc->device();
-  // ZeRO-3 gathers parameters inside every forward, a collective: a rank whose last batch is
-  // empty still runs one (on a dummy row) so the other ranks' gathers are matched.
-  const bool collective_forward = s.acc->options().zero_stage == 3 && s.acc->world() > 1;
-  double total = 0, count = 0;
-  while (auto b = val.next()) {
-    const int64_t n = b->targets.numel();
-    if (n == 0) {
-      if (collective_forward) {
-        const Tensor dummy = ops::zeros({1, s.cfg.data.seq_len}, DType::kI64, device);
-        s.model->loss(dummy, dummy);
-      }
-      continue;
-    }
-    total += s.model->loss(ops::to_device(b->inputs, device), ops::to_device(b->targets, device))
-                 .item() *
-             static_cast<double>(n);
-    count += static_cast<double>(n);
-  }
-  total = s.acc->sum_across_ranks(total);
-  count = s.acc->sum_across_ranks(count);
+  const Evaluation e = s.task->evaluate(*s.model, *s.acc);
   s.model->train();
   s.acc->free_gathered_parameters();  // ZeRO-3: what the forwards left gathered
-  return total / std::max(count, 1.0);
+  return e;
 }
 
 void Trainer::export_final(const std::string& dir) {
@@ -265,13 +241,11 @@ StepMetrics Trainer::step() {
   const Device device = acc.device();
   double loss_sum = 0;
   for (int64_t m = 0; m < c.train.grad_accum_steps; ++m) {
-    data::Batch batch = s.loader->next();
-    Tensor loss =
-        s.model->loss(ops::to_device(batch.inputs, device), ops::to_device(batch.targets, device));
-    loss_sum += loss.item();
+    const MicroStep micro = s.task->micro_step(*s.model, device);
+    loss_sum += micro.value;
     // The window's last micro-step (every one with ZeRO-2/3) averages the gradients across
     // ranks while its backward runs.
-    acc.backward(loss);
+    acc.backward(micro.loss);
   }
   loss_sum = acc.sum_across_ranks(loss_sum);
   const double max_norm =
@@ -285,9 +259,8 @@ StepMetrics Trainer::step() {
   m.lr = lr;
   m.grad_norm = grad_norm;
   m.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  m.tokens_per_s = static_cast<double>(c.train.micro_batch_size * c.train.grad_accum_steps *
-                                       c.data.seq_len * s.world()) /
-                   std::max(m.elapsed_s, 1e-9);
+  m.tokens = s.task->step_tokens();
+  m.tokens_per_s = static_cast<double>(m.tokens) / std::max(m.elapsed_s, 1e-9);
   return m;
 }
 
@@ -301,8 +274,6 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     out << c.to_yaml();
   }
   const bool tty = rank0 && !s.distributed() && isatty(STDOUT_FILENO);  // mpirun gives a pty
-  const int64_t tokens_per_step =
-      c.train.micro_batch_size * c.train.grad_accum_steps * c.data.seq_len * s.world();
   const std::string hash = config_hash(c);
   const std::string checkpoints_root = (fs::path(c.output_dir) / "checkpoints").string();
 
@@ -310,7 +281,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   TrainerState resumed;
   if (const auto dir = resolve_resume(c)) {
     Manifest manifest;
-    resumed = s.acc->restore_state(*dir, s.loader.get(), &manifest);
+    resumed = s.acc->restore_state(*dir, &s.task->loader(), &manifest);
     HF_CHECK_INPUT(resumed.step <= c.train.max_steps, c.source, ": checkpoint ", *dir,
                    " is at step ", resumed.step, ", past train.max_steps ", c.train.max_steps);
     restore_generator(resumed, "dropout", s.model->dropout_generator());
@@ -343,26 +314,28 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   summary.last_loss = resumed.last_loss;
   s.model->train();
   double window_start = resumed.elapsed_s;
-  int64_t window_steps = 0;
+  int64_t window_tokens = 0;
+  int64_t tokens_seen = resumed.tokens_seen;
 
-  // Commits the checkpoint of optimizer step `step` (collective with several ranks).
-  auto save_checkpoint_now = [&](int64_t step) {
+  // Commits the checkpoint of the current optimizer step (collective with several ranks).
+  auto save_checkpoint_now = [&] {
     TrainerState st;
     st.generators = {capture_generator("dropout", s.model->dropout_generator())};
-    st.tokens_seen = step * tokens_per_step;
+    st.tokens_seen = tokens_seen;
     st.first_loss = summary.first_loss;
     st.last_loss = summary.last_loss;
     st.elapsed_s = now();
-    return s.acc->save_state(checkpoints_root, s.loader.get(), st, hash);
+    return s.acc->save_state(checkpoints_root, &s.task->loader(), st, hash);
   };
   StopSignals stop_signals;
 
   for (int64_t step = resumed.step; step < c.train.max_steps; ++step) {
     StepMetrics m = this->step();
-    ++window_steps;
+    window_tokens += m.tokens;
+    tokens_seen += m.tokens;
     m.elapsed_s = now();
-    m.tokens_per_s = static_cast<double>(tokens_per_step * window_steps) /
-                     std::max(m.elapsed_s - window_start, 1e-9);
+    m.tokens_per_s =
+        static_cast<double>(window_tokens) / std::max(m.elapsed_s - window_start, 1e-9);
     if (step == 0) summary.first_loss = m.loss;
     summary.last_loss = m.loss;
     summary.steps = m.step;
@@ -378,19 +351,26 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
                   m.tokens_per_s, eta, tty ? "   " : "\n");
       std::fflush(stdout);
       window_start = m.elapsed_s;
-      window_steps = 0;
+      window_tokens = 0;
       summary.tokens_per_s = m.tokens_per_s;
     }
     if (on_step) on_step(m);
-    if (s.val_stream && c.train.eval_every > 0 && (m.step % c.train.eval_every == 0 || last)) {
+    if (s.task->has_validation() && c.train.eval_every > 0 &&
+        (m.step % c.train.eval_every == 0 || last)) {
       StepMetrics v;
       v.step = m.step;
-      v.val_loss = evaluate();
+      const Evaluation e = evaluate_metrics();
+      v.val_loss = e.loss;
+      v.val_accuracy = e.accuracy;
+      v.val_f1 = e.f1;
       v.elapsed_s = now();
       if (rank0) {
         metrics << format_metrics(v) << "\n" << std::flush;
-        std::printf("%sstep %lld  val_loss %.4f\n", tty ? "\n" : "", static_cast<long long>(v.step),
+        std::printf("%sstep %lld  val_loss %.4f", tty ? "\n" : "", static_cast<long long>(v.step),
                     v.val_loss);
+        if (v.val_accuracy >= 0) std::printf("  val_accuracy %.4f", v.val_accuracy);
+        if (v.val_f1 >= 0) std::printf("  val_f1 %.4f", v.val_f1);
+        std::printf("\n");
       }
       if (on_step) on_step(v);
     }
@@ -398,7 +378,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     const int stop = s.acc->stop_requested();
     const bool stopping = stop != 0 && !last;
     if ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stopping) {
-      summary.last_checkpoint = save_checkpoint_now(m.step);
+      summary.last_checkpoint = save_checkpoint_now();
       if (rank0) {
         std::printf("%ssaved checkpoint %s\n", tty ? "\n" : "", summary.last_checkpoint.c_str());
         std::fflush(stdout);
@@ -431,7 +411,7 @@ Device Trainer::device() const {
   return s_->acc->device();
 }
 
-const nn::CausalLM& Trainer::model() const {
+const nn::Model& Trainer::model() const {
   return *s_->model;
 }
 int64_t Trainer::num_parameters() const {

@@ -13,9 +13,10 @@
 #include <memory>
 #include <string>
 
-#include "models/causal_lm.h"
+#include "models/model.h"
 #include "tensor/device.h"
 #include "train/config.h"
+#include "train/task_data.h"
 
 namespace hfrun::train {
 
@@ -26,7 +27,9 @@ struct StepMetrics {
   double grad_norm = 0;
   double tokens_per_s = 0;
   double elapsed_s = 0;
+  int64_t tokens = 0;    // tokens trained on in this step (padding excluded), every rank's
   double val_loss = -1;  // >= 0 when evaluated at this step
+  double val_accuracy = -1, val_f1 = -1;  // >= 0 when evaluated (sequence classification)
 };
 
 struct RunSummary {
@@ -59,12 +62,15 @@ class Trainer {
   StepMetrics step();
   int64_t steps_done() const;
   // The model (its family's interface; this rank's part under tensor parallelism).
-  const nn::CausalLM& model() const;
+  const nn::Model& model() const;
   int64_t num_parameters() const;
   // Where the model trains (train.device resolved: cpu or cuda:N).
   Device device() const;
-  // Mean token cross-entropy over every validation window (no gradients).
+  // The validation loss (no gradients): mean token cross-entropy over every validation window
+  // or counted target, or the mean over the validation records for sequence classification.
   double evaluate();
+  // The same with accuracy and F1 where the task has them.
+  Evaluation evaluate_metrics();
   // Writes the model as a Hugging Face directory (config.json, model.safetensors,
   // tokenizer.json). Collective with several ranks (parameters sharded by ZeRO-3 or split by
   // tensor parallelism are gathered); global rank 0 writes.

@@ -169,8 +169,8 @@ std::vector<Module*> Gpt2::blocks() {
   return {body_->h->items().begin(), body_->h->items().end()};
 }
 
-const ParallelLayer& Gpt2::output_layer() const {
-  return *body_->wte;
+const ParallelLayer* Gpt2::output_layer() const {
+  return body_->wte;
 }
 
 void Gpt2::check_sequence_length(int64_t T, const std::string& source) const {
@@ -241,10 +241,6 @@ double Gpt2::matmul_flops_per_token(int64_t T) const {
   // Per layer qkv (3C^2), proj (C^2), fc and fc2 (2CM); the tied lm_head (VC); attention's
   // two T x T products (2TC).
   return L * (4 * C * C + 2 * C * M) + V * C + 2 * L * static_cast<double>(T) * C;
-}
-
-std::unique_ptr<CausalLM> Gpt2::make_like() const {
-  return std::make_unique<Gpt2>(config_);
 }
 
 std::vector<std::string> Gpt2::checkpoint_aliases(const std::string& name) const {

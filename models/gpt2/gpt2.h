@@ -33,13 +33,13 @@ class Gpt2 : public CausalLM {
   const Gpt2Config& config() const { return config_; }
 
   std::string model_type() const override { return "gpt2"; }
+  std::string architecture() const override { return "GPT2LMHeadModel"; }
   std::string config_json() const override { return config_.to_json(); }
   int64_t vocab_size() const override { return config_.vocab_size; }
   int64_t max_positions() const override { return config_.n_positions; }
   void check_sequence_length(int64_t T, const std::string& source) const override;
   void check_tensor_parallel(int T) const override;
   double matmul_flops_per_token(int64_t T) const override;
-  std::unique_ptr<CausalLM> make_like() const override;
   std::vector<std::string> checkpoint_aliases(const std::string& name) const override;
   std::vector<Module*> blocks() override;
   // Megatron's split: c_attn column-parallel in three blocks (q, k, v: whole heads per rank),
@@ -52,7 +52,7 @@ class Gpt2 : public CausalLM {
 
  protected:
   Tensor logits(const Tensor& ids) override;
-  const ParallelLayer& output_layer() const override;
+  const ParallelLayer* output_layer() const override;
 
  private:
   Gpt2Config config_;

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "models/config_reader.h"
 
 namespace hfrun::nn {
 
@@ -68,40 +69,11 @@ void LlamaConfig::validate(const std::string& source) const {
 
 namespace {
 
-// Reads a config.json object field by field, naming `source` and the key in every error.
-struct Reader {
-  const json& j;
-  const std::string& source;
-
-  bool has(const char* key) const { return j.contains(key) && !j[key].is_null(); }
-  void get(const char* key, int64_t& out) const {
-    if (!has(key)) return;
-    HF_CHECK_INPUT(j[key].is_number_integer(), source, ": ", key, " must be an integer, got ",
-                   j[key].dump());
-    out = j[key].get<int64_t>();
-  }
-  void get(const char* key, double& out) const {
-    if (!has(key)) return;
-    HF_CHECK_INPUT(j[key].is_number(), source, ": ", key, " must be a number, got ", j[key].dump());
-    out = j[key].get<double>();
-  }
-  void get(const char* key, bool& out) const {
-    if (!has(key)) return;
-    HF_CHECK_INPUT(j[key].is_boolean(), source, ": ", key, " must be true or false, got ",
-                   j[key].dump());
-    out = j[key].get<bool>();
-  }
-  void get(const char* key, std::string& out) const {
-    if (!has(key)) return;
-    HF_CHECK_INPUT(j[key].is_string(), source, ": ", key, " must be a string, got ", j[key].dump());
-    out = j[key].get<std::string>();
-  }
-};
-
 void read_rope_scaling(const json& r, const std::string& key, const std::string& source,
                        LlamaConfig& c) {
   HF_CHECK_INPUT(r.is_object(), source, ": ", key, " must be an object or null, got ", r.dump());
-  const Reader rr{r, source + ": " + key};
+  const std::string sub_source = source + ": " + key;
+  const ConfigReader rr{r, sub_source};
   std::string type = "default";
   rr.get("type", type);  // older configs
   rr.get("rope_type", type);
@@ -122,14 +94,8 @@ void read_rope_scaling(const json& r, const std::string& key, const std::string&
 
 LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& source,
                                    const std::string& default_type) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    HF_CHECK_INPUT(false, source, ": not valid JSON: ", e.what());
-  }
-  HF_CHECK_INPUT(j.is_object(), source, ": expected a JSON object");
-  const Reader r{j, source};
+  const json j = parse_config_object(text, source);
+  const ConfigReader r{j, source};
   LlamaConfig c;
   c.model_type = default_type;
   r.get("model_type", c.model_type);

@@ -10,16 +10,6 @@
 
 namespace hfrun::nn {
 
-namespace {
-
-std::unique_ptr<Linear> make_linear(int64_t in, int64_t out, bool bias, Generator& gen,
-                                    double std) {
-  Tensor w = ops::randn({out, in}, gen, DType::kF32, 0.0, std);
-  return std::make_unique<Linear>(std::move(w), bias ? ops::zeros({out}) : Tensor());
-}
-
-}  // namespace
-
 std::vector<double> rope_inverse_frequencies(const LlamaConfig& c) {
   const int64_t D = c.dim_per_head();
   std::vector<double> inv(static_cast<size_t>(D / 2));
@@ -76,10 +66,10 @@ class LlamaAttention : public Module {
     const int64_t C = c.hidden_size, D = c.dim_per_head();
     const int64_t H = c.num_attention_heads, Hkv = c.kv_heads();
     const double std = c.initializer_range;
-    q_proj_ = &register_module("q_proj", make_linear(C, H * D, c.qkv_bias(), gen, std));
-    k_proj_ = &register_module("k_proj", make_linear(C, Hkv * D, c.qkv_bias(), gen, std));
-    v_proj_ = &register_module("v_proj", make_linear(C, Hkv * D, c.qkv_bias(), gen, std));
-    o_proj_ = &register_module("o_proj", make_linear(H * D, C, c.o_bias(), gen, std));
+    q_proj_ = &register_module("q_proj", normal_linear(C, H * D, c.qkv_bias(), gen, std));
+    k_proj_ = &register_module("k_proj", normal_linear(C, Hkv * D, c.qkv_bias(), gen, std));
+    v_proj_ = &register_module("v_proj", normal_linear(C, Hkv * D, c.qkv_bias(), gen, std));
+    o_proj_ = &register_module("o_proj", normal_linear(H * D, C, c.o_bias(), gen, std));
     if (c.qk_norm()) {
       q_norm_ = &register_module("q_norm", std::make_unique<RMSNorm>(D, c.rms_norm_eps));
       k_norm_ = &register_module("k_norm", std::make_unique<RMSNorm>(D, c.rms_norm_eps));
@@ -147,9 +137,9 @@ class LlamaMlp : public Module {
   LlamaMlp(const LlamaConfig& c, Generator& gen) {
     const int64_t C = c.hidden_size, I = c.intermediate_size;
     const double std = c.initializer_range;
-    gate_proj_ = &register_module("gate_proj", make_linear(C, I, c.mlp_bias, gen, std));
-    up_proj_ = &register_module("up_proj", make_linear(C, I, c.mlp_bias, gen, std));
-    down_proj_ = &register_module("down_proj", make_linear(I, C, c.mlp_bias, gen, std));
+    gate_proj_ = &register_module("gate_proj", normal_linear(C, I, c.mlp_bias, gen, std));
+    up_proj_ = &register_module("up_proj", normal_linear(C, I, c.mlp_bias, gen, std));
+    down_proj_ = &register_module("down_proj", normal_linear(I, C, c.mlp_bias, gen, std));
   }
 
   Tensor forward(const Tensor& x) {
@@ -212,8 +202,8 @@ Llama::Llama(const LlamaConfig& config, uint64_t seed) : CausalLM(seed), config_
   Generator gen(seed);
   body_ = &register_module("model", std::make_unique<LlamaBody>(config_, gen));
   if (!config_.tie_word_embeddings) {
-    lm_head_ = &register_module("lm_head", make_linear(config_.hidden_size, config_.vocab_size,
-                                                       false, gen, config_.initializer_range));
+    lm_head_ = &register_module("lm_head", normal_linear(config_.hidden_size, config_.vocab_size,
+                                                         false, gen, config_.initializer_range));
   }
 }
 
@@ -223,9 +213,9 @@ std::vector<Module*> Llama::blocks() {
   return {body_->layers->items().begin(), body_->layers->items().end()};
 }
 
-const ParallelLayer& Llama::output_layer() const {
-  if (lm_head_ != nullptr) return *lm_head_;
-  return *body_->embed_tokens;
+const ParallelLayer* Llama::output_layer() const {
+  if (lm_head_ != nullptr) return lm_head_;
+  return body_->embed_tokens;
 }
 
 void Llama::check_sequence_length(int64_t T, const std::string& source) const {
@@ -328,10 +318,6 @@ double Llama::matmul_flops_per_token(int64_t T) const {
   // Per layer q and o (2 C Dq), k and v (2 C Dkv), gate, up and down (3 C I); lm_head (V C);
   // attention's two T x T products (2 T Dq).
   return L * (2 * C * Dq + 2 * C * Dkv + 3 * C * I + 2 * static_cast<double>(T) * Dq) + V * C;
-}
-
-std::unique_ptr<CausalLM> Llama::make_like() const {
-  return std::make_unique<Llama>(config_);
 }
 
 }  // namespace hfrun::nn

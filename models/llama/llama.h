@@ -42,13 +42,13 @@ class Llama : public CausalLM {
   const LlamaConfig& config() const { return config_; }
 
   std::string model_type() const override { return config_.model_type; }
+  std::string architecture() const override { return config_.architecture(); }
   std::string config_json() const override { return config_.to_json(); }
   int64_t vocab_size() const override { return config_.vocab_size; }
   int64_t max_positions() const override { return config_.max_position_embeddings; }
   void check_sequence_length(int64_t T, const std::string& source) const override;
   void check_tensor_parallel(int T) const override;
   double matmul_flops_per_token(int64_t T) const override;
-  std::unique_ptr<CausalLM> make_like() const override;
   std::vector<Module*> blocks() override;
   // HF's base_model_tp_plan: q, k, v, gate, up column-parallel (KV heads split too), o and
   // down row-parallel, embed_tokens and an untied lm_head split along the vocabulary; Qwen3's
@@ -60,7 +60,7 @@ class Llama : public CausalLM {
 
  protected:
   Tensor logits(const Tensor& ids) override;
-  const ParallelLayer& output_layer() const override;
+  const ParallelLayer* output_layer() const override;
 
  private:
   // The rotary tables of positions [start, start + T) (the training ones are kept).

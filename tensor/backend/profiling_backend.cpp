@@ -116,9 +116,9 @@ void ProfilingBackend::softmax_backward(const Tensor& gy, const Tensor& y, int64
 }
 
 void ProfilingBackend::scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
-                                             Tensor& probs) {
+                                             const Tensor& key_lengths, Tensor& probs) {
   Timed t("op:scaled_masked_softmax", inner_, device_);
-  inner_.scaled_masked_softmax(scores, scale, causal, probs);
+  inner_.scaled_masked_softmax(scores, scale, causal, key_lengths, probs);
 }
 
 void ProfilingBackend::matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias,
@@ -133,17 +133,19 @@ bool ProfilingBackend::fused_attention_supported(const Tensor& q, const Tensor& 
 }
 
 void ProfilingBackend::fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                       bool causal, double scale, Tensor& out, Tensor& lse) {
+                                       bool causal, double scale, const Tensor& key_lengths,
+                                       Tensor& out, Tensor& lse) {
   Timed t("op:fused_attention", inner_, device_);
-  inner_.fused_attention(q, k, v, causal, scale, out, lse);
+  inner_.fused_attention(q, k, v, causal, scale, key_lengths, out, lse);
 }
 
 void ProfilingBackend::fused_attention_backward(const Tensor& gout, const Tensor& q,
                                                 const Tensor& k, const Tensor& v, const Tensor& out,
                                                 const Tensor& lse, bool causal, double scale,
-                                                Tensor& gq, Tensor& gk, Tensor& gv) {
+                                                const Tensor& key_lengths, Tensor& gq, Tensor& gk,
+                                                Tensor& gv) {
   Timed t("op:fused_attention_backward", inner_, device_);
-  inner_.fused_attention_backward(gout, q, k, v, out, lse, causal, scale, gq, gk, gv);
+  inner_.fused_attention_backward(gout, q, k, v, out, lse, causal, scale, key_lengths, gq, gk, gv);
 }
 
 void ProfilingBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps,

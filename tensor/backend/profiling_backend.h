@@ -35,13 +35,14 @@ class ProfilingBackend final : public Backend {
   void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
                         bool log, Tensor& gx) override;
   void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
-                             Tensor& probs) override;
+                             const Tensor& key_lengths, Tensor& probs) override;
   bool fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v) override;
   void fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
-                       Tensor& out, Tensor& lse) override;
+                       const Tensor& key_lengths, Tensor& out, Tensor& lse) override;
   void fused_attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                 const Tensor& v, const Tensor& out, const Tensor& lse, bool causal,
-                                double scale, Tensor& gq, Tensor& gk, Tensor& gv) override;
+                                double scale, const Tensor& key_lengths, Tensor& gq, Tensor& gk,
+                                Tensor& gv) override;
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
                   Tensor& mean, Tensor& rstd) override;
   void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean,

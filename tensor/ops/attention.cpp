@@ -74,6 +74,24 @@ void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, c
            ": q, k, v on different devices", qkv_str(q, k, v));
 }
 
+// key_lengths as the kernels read them: i32 [B] on q's device (undefined stays undefined).
+Tensor key_lengths_for(const Tensor& q, const Tensor& k, const Tensor& key_lengths) {
+  if (!key_lengths.defined()) return {};
+  HF_CHECK(key_lengths.dim() == 1 && key_lengths.size(0) == q.size(0) &&
+               !is_floating(key_lengths.dtype()) && key_lengths.device() == q.device(),
+           "attention: key_lengths must be an integer [B] tensor on q's device, got ",
+           key_lengths.str(), qkv_str(q, k, k));
+  Tensor lengths = contiguous(to_dtype(key_lengths, DType::kI32));
+  if (q.device().is_cpu()) {
+    const int32_t* p = lengths.data<int32_t>();
+    for (int64_t b = 0; b < lengths.numel(); ++b) {
+      HF_CHECK(p[b] >= 0 && p[b] <= k.size(2), "attention: key_lengths[", b, "] = ", p[b],
+               " is outside [0, ", k.size(2), "]", qkv_str(q, k, k));
+    }
+  }
+  return lengths;
+}
+
 std::atomic<bool>& fused_attention_on() {
   static std::atomic<bool> on{[] {
     const char* e = std::getenv("HFRUN_FUSED_ATTENTION");
@@ -121,16 +139,18 @@ Tensor log_softmax_backward(const Tensor& gy, const Tensor& y, int64_t dim) {
 // view: the GEMMs read the strides, so q, k, v split out of a [B, T, 3C] projection are never
 // copied.
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                          double scale) {
+                          double scale, const Tensor& key_lengths) {
   check_attention_inputs(q, k, v, "attention");
   const int64_t b = q.size(0), h = q.size(1), t = q.size(2), s = k.size(2);
   Backend& be = backend_for(q.device());
+  Tensor lengths = key_lengths_for(q, k, key_lengths);
   if (fused_attention_on().load() && q.numel() > 0 && k.numel() > 0 &&
       be.fused_attention_supported(q, k, v)) {
     AttentionResult r;
     r.out = heads_major(b, h, t, v.size(3), q.dtype(), q.device());
     r.lse = empty({b, h, t}, DType::kF32, q.device());
-    be.fused_attention(q, k, v, causal, scale, r.out, r.lse);
+    be.fused_attention(q, k, v, causal, scale, lengths, r.out, r.lse);
+    r.key_lengths = lengths;
     return r;
   }
   // Scores [B, Hkv, group * T, S] are [B, H, T, S] in memory.
@@ -139,17 +159,17 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, boo
   Tensor probs = empty({b, h, t, s}, DType::kF32, q.device());
   if (scores.numel() > 0) {
     Tensor probs_3d = view(probs, {b * h, t, s});
-    be.scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, probs_3d);
+    be.scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, lengths, probs_3d);
   }
   Tensor out = matmul(to_dtype(by_kv_head(probs, hkv), v.dtype()), v, Tensor(), q.dtype());
-  return {view(out, {b, h, t, v.size(3)}), probs, Tensor()};
+  return {view(out, {b, h, t, v.size(3)}), probs, Tensor(), lengths};
 }
 
 // Fused: the backend recomputes the probabilities from q, k and lse. Composed, with P = probs,
 // dO = gout and the pre-scale scores X (P = softmax(scale * X)):
 //   dV = P^T @ dO,  dP = dO @ v^T,  dX = scale * P * (dP - rowsum(dP * P)),
 //   dQ = dX @ k,    dK = dX^T @ q.
-// Masked positions have P = 0, so they get no gradient.
+// Masked positions (causal or padding) have P = 0, so they get no gradient.
 AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const AttentionResult& forward, bool causal,
                                   double scale) {
@@ -175,8 +195,8 @@ AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Ten
     grads.gq = heads_major(b, h, q.size(2), q.size(3), dt, q.device());
     grads.gk = heads_major(b, hkv, k.size(2), k.size(3), dt, q.device());
     grads.gv = heads_major(b, hkv, v.size(2), v.size(3), dt, q.device());
-    be.fused_attention_backward(g, q, k, v, forward.out, forward.lse, causal, scale, grads.gq,
-                                grads.gk, grads.gv);
+    be.fused_attention_backward(g, q, k, v, forward.out, forward.lse, causal, scale,
+                                forward.key_lengths, grads.gq, grads.gk, grads.gv);
     return grads;
   }
   const Tensor& probs = forward.probs;

@@ -188,6 +188,34 @@ TEST(GradAttention, GroupedQueryHeads) {
                Error);
 }
 
+// Padding masked by key lengths: the padded keys get no gradient and the rest pass gradcheck,
+// with grouped-query heads, causal and full.
+TEST(GradAttention, KeyLengths) {
+  Tensor q = randn({3, 4, 3, 4}, 45, true), k = randn({3, 2, 4, 4}, 46, true);
+  Tensor v = randn({3, 2, 4, 3}, 47, true);
+  const Tensor lengths = ops::from_ints({4, 2, 1}, {3});
+  for (bool causal : {true, false}) {
+    auto r = gradcheck(
+        [causal, lengths](const auto& in) {
+          return scaled_dot_product_attention(in[0], in[1], in[2], causal, std::nullopt, lengths);
+        },
+        {q, k, v});
+    EXPECT_TRUE(r.ok) << "causal " << causal << ": " << r.message;
+  }
+  Tensor k2 = randn({3, 2, 4, 4}, 46, true), v2 = randn({3, 2, 4, 3}, 47, true);
+  autograd::backward(sum(
+      scaled_dot_product_attention(randn({3, 4, 3, 4}, 45), k2, v2, false, std::nullopt, lengths)));
+  std::vector<float> gk = k2.grad().to_vector(), gv = v2.grad().to_vector();
+  for (int64_t h = 0; h < 2; ++h) {  // batch 1: keys 2, 3 are padding
+    for (int64_t j = 2; j < 4; ++j) {
+      for (int64_t d = 0; d < 3; ++d) {
+        EXPECT_EQ(gk[static_cast<size_t>((((1 * 2 + h) * 4) + j) * 4 + d)], 0.0f);
+        EXPECT_EQ(gv[static_cast<size_t>((((1 * 2 + h) * 4) + j) * 3 + d)], 0.0f);
+      }
+    }
+  }
+}
+
 TEST(GradAttention, SplitQkvViews) {
   // q, k, v as a GPT-2 block makes them: split a [B, T, 3C] projection, view as heads, transpose.
   const int64_t B = 1, T = 3, H = 2, D = 2, C = H * D;

@@ -15,6 +15,7 @@
 
 #include "common/error.h"
 #include "data/tokenizer/byte_level.h"
+#include "data/tokenizer/tokenizer.h"
 #include "test_util.h"
 
 namespace hfrun::testing {
@@ -54,6 +55,24 @@ inline std::vector<int32_t> joined(const std::vector<std::string>& docs) {
     out.insert(out.end(), ids.begin(), ids.end());
   }
   return out;
+}
+
+// Characters a..e are ids 3..7; [MASK] is 0, </s> 2, and <s> (1) starts every text (and pair)
+// encoded with special tokens: the tokenizer of the fine-tuning task tests.
+inline data::Tokenizer tiny_task_tokenizer() {
+  return data::Tokenizer::from_json(
+      R"({"added_tokens": [{"id": 0, "content": "[MASK]", "special": true},
+                           {"id": 1, "content": "<s>", "special": true},
+                           {"id": 2, "content": "</s>", "special": true}],
+          "normalizer": null, "pre_tokenizer": null, "decoder": null,
+          "post_processor": {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+          "model": {"type": "BPE", "vocab": {"[MASK]": 0, "<s>": 1, "</s>": 2, "a": 3, "b": 4,
+                    "c": 5, "d": 6, "e": 7}, "merges": []}})",
+      "tiny.json");
 }
 
 }  // namespace hfrun::testing

@@ -5,26 +5,15 @@
 #include <string>
 
 #include "data/tasks.h"
+#include "data_test_util.h"
 
 namespace hfrun::data {
 namespace {
 
 using Ids = std::vector<int32_t>;
 
-// Characters a..e are ids 3..7; <s> (1) is added before every text with special tokens.
 Tokenizer tiny() {
-  return Tokenizer::from_json(
-      R"({"added_tokens": [{"id": 0, "content": "[MASK]", "special": true},
-                           {"id": 1, "content": "<s>", "special": true},
-                           {"id": 2, "content": "</s>", "special": true}],
-          "normalizer": null, "pre_tokenizer": null, "decoder": null,
-          "post_processor": {"type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
-          "model": {"type": "BPE", "vocab": {"[MASK]": 0, "<s>": 1, "</s>": 2, "a": 3, "b": 4,
-                    "c": 5, "d": 6, "e": 7}, "merges": []}})",
-      "tiny.json");
+  return testing::tiny_task_tokenizer();
 }
 
 TEST(Tasks, SftCountsOnlyCompletionTargets) {

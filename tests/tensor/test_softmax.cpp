@@ -36,10 +36,12 @@ std::vector<float> naive_softmax(const Tensor& x, int64_t dim, bool log) {
   return out;
 }
 
-// Attention over q, k, v [B, H, T, D] (k, v with S positions) in double.
+// Attention over q, k, v [B, H, T, D] (k, v with S positions) in double; batch b's keys from
+// lengths[b] on are masked (HF's additive mask) and a row that sees no key is 0.
 std::vector<float> naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                                   double scale) {
+                                   double scale, const std::vector<int>& lengths = {}) {
   const int64_t BH = q.size(0) * q.size(1), T = q.size(2), S = k.size(2), D = q.size(3);
+  const int64_t H = q.size(1);
   std::vector<float> qv = q.to_vector(), kv = k.to_vector(), vv = v.to_vector();
   std::vector<float> out(BH * T * D);
   std::vector<double> p(S);
@@ -49,13 +51,16 @@ std::vector<float> naive_attention(const Tensor& q, const Tensor& k, const Tenso
       for (int64_t j = 0; j < S; ++j) {
         double dot = 0;
         for (int64_t d = 0; d < D; ++d) dot += qv[(b * T + i) * D + d] * kv[(b * S + j) * D + d];
-        p[j] = (causal && j > i + (S - T)) ? -INFINITY : dot * scale;
+        const bool padding = !lengths.empty() && j >= lengths[static_cast<size_t>(b / H)];
+        p[j] = ((causal && j > i + (S - T)) || padding) ? -INFINITY : dot * scale;
         m = std::max(m, p[j]);
       }
-      for (int64_t j = 0; j < S; ++j) sum += (p[j] = std::exp(p[j] - m));
+      for (int64_t j = 0; j < S; ++j) sum += (p[j] = m == -INFINITY ? 0.0 : std::exp(p[j] - m));
       for (int64_t d = 0; d < D; ++d) {
         double acc = 0;
-        for (int64_t j = 0; j < S; ++j) acc += p[j] / sum * vv[(b * S + j) * D + d];
+        for (int64_t j = 0; j < S; ++j) {
+          if (sum > 0) acc += p[j] / sum * vv[(b * S + j) * D + d];
+        }
         out[(b * T + i) * D + d] = static_cast<float>(acc);
       }
     }
@@ -127,7 +132,7 @@ TEST(Softmax, CausalMaskedSoftmax) {
   const int64_t BH = 2, T = 4, S = 6;  // queries are the last T of S positions
   Tensor scores = randn({BH, T, S}, 7);
   Tensor probs = ops::empty({BH, T, S});
-  backend_for(Device::cpu()).scaled_masked_softmax(scores, 0.5, true, probs);
+  backend_for(Device::cpu()).scaled_masked_softmax(scores, 0.5, true, Tensor(), probs);
   std::vector<float> sv = scores.to_vector(), pv = probs.to_vector();
   for (int64_t b = 0; b < BH; ++b) {
     for (int64_t i = 0; i < T; ++i) {
@@ -149,7 +154,7 @@ TEST(Softmax, CausalMaskedSoftmax) {
   }
   // Square and not causal: a plain scaled softmax.
   Tensor sq = randn({1, 3, 3}, 8), full = ops::empty({1, 3, 3});
-  backend_for(Device::cpu()).scaled_masked_softmax(sq, 2.0, false, full);
+  backend_for(Device::cpu()).scaled_masked_softmax(sq, 2.0, false, Tensor(), full);
   EXPECT_TRUE(tensor_near(full, naive_softmax(ops::mul_scalar(sq, 2.0), 2, false), 1e-6, 1e-5));
 }
 
@@ -170,6 +175,36 @@ TEST(Attention, ForwardMatchesNaiveOnSplitViews) {
       EXPECT_EQ(r.probs.to_vector()[1], 0.0f);  // query 0 cannot see key 1
     }
   }
+}
+
+// Right padding as key lengths (HF's attention_mask): full and causal, grouped-query heads, a
+// batch with no padding and one whose only key is the first; a length of 0 gives zeros.
+TEST(Attention, KeyLengthsMaskPadding) {
+  const int64_t B = 3, H = 4, Hkv = 2, T = 5, D = 4;
+  Tensor q = randn({B, H, T, D}, 50), k = randn({B, Hkv, T, D}, 51), v = randn({B, Hkv, T, D}, 52);
+  auto repeat = [&](const Tensor& x) {  // the naive loop reads one KV head per query head
+    return ops::contiguous(
+        ops::reshape(ops::expand(ops::unsqueeze(x, 2), {B, Hkv, H / Hkv, T, D}), {B, H, T, D}));
+  };
+  for (const std::vector<int>& lengths : {std::vector<int>{5, 3, 1}, std::vector<int>{2, 5, 0}}) {
+    for (bool causal : {false, true}) {
+      Tensor kl = ops::from_ints(std::vector<int64_t>(lengths.begin(), lengths.end()), {B});
+      ops::AttentionResult r = ops::attention(q, k, v, causal, 0.5, kl);
+      EXPECT_TRUE(tensor_near(r.out, naive_attention(q, repeat(k), repeat(v), causal, 0.5, lengths),
+                              1e-5, 1e-4))
+          << "causal " << causal << " lengths " << lengths[0] << "," << lengths[1];
+      // Masked keys have probability 0 exactly.
+      std::vector<float> pv = r.probs.to_vector();
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t j = lengths[static_cast<size_t>(b)]; j < T; ++j) {
+          EXPECT_EQ(pv[static_cast<size_t>(((b * H + 1) * T + 2) * T + j)], 0.0f);
+        }
+      }
+    }
+  }
+  // Lengths outside [0, S] and the wrong shape are refused.
+  EXPECT_THROW(ops::attention(q, k, v, false, 0.5, ops::from_ints({1, 6, 2}, {B})), Error);
+  EXPECT_THROW(ops::attention(q, k, v, false, 0.5, ops::from_ints({1, 2}, {2})), Error);
 }
 
 TEST(Attention, BackwardMatchesFiniteDifferences) {

@@ -30,7 +30,7 @@ class CpuBackend final : public Backend {
   void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
                         bool log, Tensor& gx) override;
   void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
-                             Tensor& probs) override;
+                             const Tensor& key_lengths, Tensor& probs) override;
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
                   Tensor& mean, Tensor& rstd) override;
   void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean,

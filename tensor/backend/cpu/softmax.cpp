@@ -197,19 +197,25 @@ void CpuBackend::softmax_backward(const Tensor& gy, const Tensor& y, int64_t out
 }
 
 // Row i of a [T, S] score block sees keys j <= i + (S - T) when causal (the queries are the last
-// T of S positions); a row that sees nothing (only when S < T) gets all-zero probabilities.
+// T of S positions) and j < key_lengths[b] with padding; a row that sees nothing gets all-zero
+// probabilities.
 void CpuBackend::scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
-                                       Tensor& probs) {
+                                       const Tensor& key_lengths, Tensor& probs) {
   const int64_t bh = scores.size(0), t = scores.size(1), s = scores.size(2);
   if (scores.numel() == 0) return;
   const float sc = static_cast<float>(scale);
+  const int32_t* lengths = key_lengths.defined() ? key_lengths.data<int32_t>() : nullptr;
+  const int64_t rows_per_batch = lengths != nullptr ? bh / key_lengths.size(0) * t : 1;
   dispatch_float(scores.dtype(), "scaled_masked_softmax", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* xp = static_cast<const T*>(scores.raw_data());
     T* pp = static_cast<T*>(probs.raw_data());
     parallel_for(bh * t, s * 8, [&](int64_t row) {
       const int64_t i = row % t;
-      const int64_t visible = causal ? std::clamp<int64_t>(i + (s - t) + 1, 0, s) : s;
+      int64_t visible = causal ? std::clamp<int64_t>(i + (s - t) + 1, 0, s) : s;
+      if (lengths != nullptr) {
+        visible = std::min<int64_t>(visible, std::max<int32_t>(lengths[row / rows_per_batch], 0));
+      }
       const T* xr = xp + row * s;
       T* pr = pp + row * s;
       float* buf = row_buffer(s);

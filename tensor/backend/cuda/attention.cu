@@ -13,7 +13,8 @@
 // that see it, and one kernel per 64-query tile accumulates dQ = dS K over its key tiles, where
 // P = exp(scale * Q K^T - lse) is recomputed and dS = scale * P * (dO V^T - delta).
 //
-// Masking follows scaled_masked_softmax: query i sees key j iff j <= i + (S - T) when causal.
+// Masking follows scaled_masked_softmax: query i sees key j iff j <= i + (S - T) when causal, and
+// j < key_lengths[b] with padding (each block reads its batch's length into p.lim first).
 #include <mma.h>
 
 #include <algorithm>
@@ -42,10 +43,12 @@ struct HeadView {
 
 struct AttnParams {
   HeadView q, k, v, o, go, out, gq, gk, gv;
-  float* lse;            // [B * H, T]
-  float* delta;          // [B * H, T], backward
-  int heads, t, s, off;  // off = S - T: query i sees keys j <= i + off when causal
-  int kv_heads;          // K and V heads: query head h reads KV head h / (heads / kv_heads)
+  float* lse;              // [B * H, T]
+  float* delta;            // [B * H, T], backward
+  int heads, t, s, off;    // off = S - T: query i sees keys j <= i + off when causal
+  int kv_heads;            // K and V heads: query head h reads KV head h / (heads / kv_heads)
+  int lim;                 // keys [lim, S) are padding: S, or this block's batch's key length
+  const int32_t* key_len;  // [B] or null
   bool causal;
   float scale;
 };
@@ -155,13 +158,18 @@ __device__ __forceinline__ void gemm_pb(FragC (&acc)[D / 16], const T* p, const 
 
 // The last key (exclusive) any query of the tile starting at q0 sees.
 __device__ __forceinline__ int key_end(const AttnParams& p, int q0) {
-  if (!p.causal) return p.s;
+  if (!p.causal) return p.lim;
   const int last_q = min(q0 + kTile, p.t) - 1;
-  return min(p.s, max(0, last_q + p.off + 1));
+  return min(p.lim, max(0, last_q + p.off + 1));
 }
 
 __device__ __forceinline__ bool visible(const AttnParams& p, int qi, int kj) {
-  return qi < p.t && kj < p.s && (!p.causal || kj <= qi + p.off);
+  return qi < p.t && kj < p.lim && (!p.causal || kj <= qi + p.off);
+}
+
+// p.lim for a block of batch b.
+__device__ __forceinline__ void limit_keys(AttnParams& p, int b) {
+  if (p.key_len != nullptr) p.lim = min(p.s, max(0, p.key_len[b]));
 }
 
 // In the per-row phases a lane owns row rr = lane % 16 of its warp's 16 and half = lane / 16 of
@@ -195,6 +203,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_forward_kernel(AttnPar
   float* os = reinterpret_cast<float*>(smem + 3 * L::kTileBytes + L::kSBytes + L::kPBytes);
 
   const int warp = threadIdx.x >> 5, bh = blockIdx.y, q0 = blockIdx.x * kTile;
+  limit_keys(p, bh / p.heads);
   const T* q = head_ptr<T>(p.q, bh, p.heads);
   const T *k = kv_ptr<T>(p.k, bh, p), *v = kv_ptr<T>(p.v, bh, p);
   load_tile<T, D>(qs, q, p.q.st, q0, p.t);
@@ -323,6 +332,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_backward_kv_kernel(Att
 
   const int warp = threadIdx.x >> 5, bkv = blockIdx.y, k0 = blockIdx.x * kTile;
   const int group = p.heads / p.kv_heads;
+  limit_keys(p, bkv / p.kv_heads);
   load_tile<T, D>(ks, head_ptr<T>(p.k, bkv, p.kv_heads), p.k.st, k0, p.s);
   load_tile<T, D>(vs, head_ptr<T>(p.v, bkv, p.kv_heads), p.v.st, k0, p.s);
 
@@ -399,6 +409,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_backward_q_kernel(Attn
   T* dss = reinterpret_cast<T*>(smem + 4 * L::kTileBytes + 2 * L::kSBytes);
 
   const int warp = threadIdx.x >> 5, bh = blockIdx.y, q0 = blockIdx.x * kTile;
+  limit_keys(p, bh / p.heads);
   const T *k = kv_ptr<T>(p.k, bh, p), *v = kv_ptr<T>(p.v, bh, p);
   load_tile<T, D>(qs, head_ptr<T>(p.q, bh, p.heads), p.q.st, q0, p.t);
   load_tile<T, D>(dos, head_ptr<T>(p.go, bh, p.heads), p.go.st, q0, p.t);
@@ -501,13 +512,16 @@ HeadView head_view(const Tensor& x) {
   return {x.raw_data(), x.stride(0), x.stride(1), x.stride(2)};
 }
 
-AttnParams make_params(const Tensor& q, const Tensor& k, bool causal, double scale) {
+AttnParams make_params(const Tensor& q, const Tensor& k, bool causal, double scale,
+                       const Tensor& key_lengths) {
   AttnParams p{};
+  p.key_len = key_lengths.defined() ? static_cast<const int32_t*>(key_lengths.raw_data()) : nullptr;
   p.heads = static_cast<int>(q.size(1));
   p.kv_heads = static_cast<int>(k.size(1));
   p.t = static_cast<int>(q.size(2));
   p.s = static_cast<int>(k.size(2));
   p.off = p.s - p.t;
+  p.lim = p.s;
   p.causal = causal;
   p.scale = static_cast<float>(scale);
   return p;
@@ -561,10 +575,11 @@ bool CudaBackend::fused_attention_supported(const Tensor& q, const Tensor& k, co
 }
 
 void CudaBackend::fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                                  double scale, Tensor& out, Tensor& lse) {
+                                  double scale, const Tensor& key_lengths, Tensor& out,
+                                  Tensor& lse) {
   DeviceGuard guard(q.device());
   HF_CHECK(kernel_layout(out), "fused_attention (cuda): output layout ", out.str());
-  AttnParams p = make_params(q, k, causal, scale);
+  AttnParams p = make_params(q, k, causal, scale, key_lengths);
   p.q = head_view(q);
   p.k = head_view(k);
   p.v = head_view(v);
@@ -582,14 +597,14 @@ void CudaBackend::fused_attention(const Tensor& q, const Tensor& k, const Tensor
 
 void CudaBackend::fused_attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                            const Tensor& v, const Tensor& out, const Tensor& lse,
-                                           bool causal, double scale, Tensor& gq, Tensor& gk,
-                                           Tensor& gv) {
+                                           bool causal, double scale, const Tensor& key_lengths,
+                                           Tensor& gq, Tensor& gk, Tensor& gv) {
   DeviceGuard guard(q.device());
   for (const Tensor* x :
        std::initializer_list<const Tensor*>{&q, &k, &v, &gout, &out, &gq, &gk, &gv}) {
     HF_CHECK(kernel_layout(*x), "fused_attention_backward (cuda): layout of ", x->str());
   }
-  AttnParams p = make_params(q, k, causal, scale);
+  AttnParams p = make_params(q, k, causal, scale, key_lengths);
   p.q = head_view(q);
   p.k = head_view(k);
   p.v = head_view(v);

@@ -103,14 +103,20 @@ __global__ void softmax_backward_columns_kernel(const T* __restrict__ gy, const 
 
 // Row r of scores [BH, T, S] is query i = r % T; it sees keys j < visible, where visible is
 // i + (S - T) + 1 clamped to [0, S] when causal (the queries are the last T of S positions) and
-// S otherwise. Masked and fully masked positions get probability 0.
+// S otherwise, and at most lengths[r / rows_per_batch] with padding. Masked and fully masked
+// positions get probability 0.
 template <typename T>
 __global__ void scaled_masked_softmax_kernel(const T* __restrict__ scores, T* __restrict__ probs,
-                                             int64_t t, int64_t s, float scale, bool causal) {
+                                             int64_t t, int64_t s, float scale, bool causal,
+                                             const int32_t* __restrict__ lengths,
+                                             int64_t rows_per_batch) {
   const int64_t row = blockIdx.x;
   const int64_t i = row % t;
   int64_t visible = s;
   if (causal) visible = min(max(i + (s - t) + 1, int64_t{0}), s);
+  if (lengths != nullptr) {
+    visible = min(visible, static_cast<int64_t>(max(lengths[row / rows_per_batch], 0)));
+  }
   const T* xr = scores + row * s;
   T* pr = probs + row * s;
   float m = -INFINITY;
@@ -171,15 +177,18 @@ void CudaBackend::softmax_backward(const Tensor& gy, const Tensor& y, int64_t ou
 }
 
 void CudaBackend::scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
-                                        Tensor& probs) {
+                                        const Tensor& key_lengths, Tensor& probs) {
   if (scores.numel() == 0) return;
   const int64_t bh = scores.size(0), t = scores.size(1), s = scores.size(2);
+  const auto* lengths =
+      key_lengths.defined() ? static_cast<const int32_t*>(key_lengths.raw_data()) : nullptr;
+  const int64_t rows_per_batch = lengths != nullptr ? bh / key_lengths.size(0) * t : 1;
   DeviceGuard guard(scores.device());
   dispatch_float(scores.dtype(), "scaled_masked_softmax", [&](auto tag) {
     using T = typename decltype(tag)::type;
     scaled_masked_softmax_kernel<T><<<grid_rows(bh * t), row_threads(s), 0, current_stream()>>>(
         static_cast<const T*>(scores.raw_data()), static_cast<T*>(probs.raw_data()), t, s,
-        static_cast<float>(scale), causal);
+        static_cast<float>(scale), causal, lengths, rows_per_batch);
   });
   HF_CUDA_CHECK_LAUNCH("scaled_masked_softmax", scores.str(), " scale ", scale,
                        causal ? " causal" : "");

@@ -15,37 +15,14 @@
 #include "models/registry.h"
 #include "optim/clip.h"
 #include "optim/optimizer.h"
+#include "parity_util.h"
 #include "tensor/ops.h"
 
 namespace hfrun::nn {
 namespace {
 
-nlohmann::json load_reference() {
-  const char* path = std::getenv("HFRUN_LLAMA_REFERENCE");
-  if (path == nullptr) return nullptr;
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
-
-Tensor ints(const nlohmann::json& rows) {
-  std::vector<int64_t> v;
-  for (const auto& row : rows) {
-    for (const auto& x : row) v.push_back(x.get<int64_t>());
-  }
-  return ops::from_ints(v,
-                        {static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())});
-}
-
-// Relative L2 error of got against want.
-double rel_err(const std::vector<float>& got, const std::vector<double>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
-    num += (got[i] - want[i]) * (got[i] - want[i]);
-    den += want[i] * want[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
+using testing::ints;
+using testing::rel_err;
 
 std::unique_ptr<CausalLM> model_of(const nlohmann::json& c, const nlohmann::json& params) {
   auto model = create_causal_lm(c["config"].dump(), c["name"].get<std::string>());
@@ -62,7 +39,7 @@ std::unique_ptr<CausalLM> model_of(const nlohmann::json& c, const nlohmann::json
 class LlamaParity : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override {
-    ref_ = load_reference();
+    ref_ = testing::load_reference("HFRUN_LLAMA_REFERENCE");
     ASSERT_FALSE(ref_.is_null()) << "HFRUN_LLAMA_REFERENCE is not set";
     case_ = ref_["cases"][GetParam()];
   }

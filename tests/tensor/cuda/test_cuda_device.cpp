@@ -264,6 +264,46 @@ TEST(CudaAttention, GroupedQueryHeadsRunFusedAndDeterministic) {
   EXPECT_LT(testing::rel_l2(g1.gv, gc.gv), 1e-2);
 }
 
+// Right padding (key lengths) in the fused kernels and in the composed CUDA path: both equal the
+// CPU's composed attention on the same inputs, for causal and full attention, with a length that
+// ends inside a 64-key tile, one at a tile edge, and 0 (that batch's output and gradients are 0).
+TEST(CudaAttention, KeyLengthsMatchTheCpu) {
+  HF_REQUIRE_CUDA();
+  const Device d = cuda0();
+  const int64_t B = 4, H = 4, Hkv = 2, T = 130, D = 64;
+  Tensor q = make_input({B, H, T, D}, 61, d, DType::kBF16);
+  Tensor k = make_input({B, Hkv, T, D}, 62, d, DType::kBF16);
+  Tensor v = make_input({B, Hkv, T, D}, 63, d, DType::kBF16);
+  Tensor gy = make_input({B, H, T, D}, 64, d, DType::kBF16);
+  const Tensor lengths_cpu = ops::from_ints({130, 77, 64, 0}, {B});
+  const Tensor lengths = ops::to_device(lengths_cpu, d);
+  auto cpu = [](const Tensor& x) {
+    return ops::to_dtype(ops::to_device(x, Device::cpu()), DType::kF32);
+  };
+  const double scale = 0.125;
+  for (bool causal : {false, true}) {
+    ops::AttentionResult want = ops::attention(cpu(q), cpu(k), cpu(v), causal, scale, lengths_cpu);
+    ops::AttentionGrads gwant =
+        ops::attention_backward(cpu(gy), cpu(q), cpu(k), cpu(v), want, causal, scale);
+    for (bool fused : {true, false}) {
+      const bool was = ops::set_fused_attention(fused);
+      ops::AttentionResult got = ops::attention(q, k, v, causal, scale, lengths);
+      ops::set_fused_attention(was);
+      EXPECT_EQ(got.lse.defined(), fused) << "the fused kernel takes padded batches";
+      ops::AttentionGrads g = ops::attention_backward(gy, q, k, v, got, causal, scale);
+      const std::string what =
+          std::string(fused ? "fused" : "composed") + (causal ? " causal" : "");
+      EXPECT_LT(testing::rel_l2(cpu(got.out), want.out), 1e-2) << what;
+      EXPECT_LT(testing::rel_l2(cpu(g.gq), gwant.gq), 2e-2) << what;
+      EXPECT_LT(testing::rel_l2(cpu(g.gk), gwant.gk), 2e-2) << what;
+      EXPECT_LT(testing::rel_l2(cpu(g.gv), gwant.gv), 2e-2) << what;
+      // Batch 3 has no keys: zeros, not NaN.
+      std::vector<float> o = cpu(ops::contiguous(ops::narrow(got.out, 0, 3, 1))).to_vector();
+      for (float x : o) ASSERT_EQ(x, 0.0f) << what;
+    }
+  }
+}
+
 // linear + tanh GELU runs as one cuBLASLt GEMM with the GELU epilogue (f32 and bf16, with and
 // without bias), equal to the composition on the same device: tight in f32, which also tells
 // the tanh GELU from the erf one.

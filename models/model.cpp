@@ -1,0 +1,70 @@
+#include "models/model.h"
+
+#include "autograd/functions.h"
+#include "common/error.h"
+#include "tensor/ops.h"
+
+namespace hfrun::nn {
+
+const char* task_name(Task task) {
+  switch (task) {
+    case Task::kCausalLM:
+      return "causal_lm";
+    case Task::kMaskedLM:
+      return "masked_lm";
+    case Task::kSequenceClassification:
+      return "sequence_classification";
+  }
+  return "?";
+}
+
+int64_t Model::check_inputs(const ModelInputs& in) const {
+  HF_CHECK(in.ids.defined() && in.ids.dim() == 2, model_type(), ": ids must be [B, T], got ",
+           in.ids.defined() ? in.ids.str() : std::string("undefined"));
+  HF_CHECK(!in.type_ids.defined() || in.type_ids.sizes() == in.ids.sizes(), model_type(),
+           ": type_ids ", in.type_ids.str(), " must match ids ", in.ids.str());
+  HF_CHECK(!in.lengths.defined() || (in.lengths.dim() == 1 && in.lengths.size(0) == in.ids.size(0)),
+           model_type(), ": lengths ", in.lengths.str(), " must be [B] for ids ", in.ids.str());
+  return in.ids.size(1);
+}
+
+Tensor Model::loss(const ModelInputs& in, const Tensor& targets) {
+  if (task() == Task::kSequenceClassification) {
+    HF_CHECK(targets.dim() == 1 && targets.size(0) == in.ids.size(0), model_type(), ": labels ",
+             targets.str(), " must be [B] for ids ", in.ids.str());
+    Tensor logits = forward(in);  // [B, num_labels]
+    const LabelConfig* l = labels();
+    HF_CHECK(l != nullptr, model_type(), ": a sequence classifier without labels");
+    if (l->regression()) {
+      HF_CHECK(is_floating(targets.dtype()), model_type(),
+               ": a regression model (num_labels 1) needs floating labels, got ", targets.str());
+      Tensor diff = sub(reshape(logits, {logits.size(0)}), to_dtype(targets, logits.dtype()));
+      return mean(mul(diff, diff));
+    }
+    HF_CHECK(!is_floating(targets.dtype()), model_type(), ": classification labels must be ",
+             "class ids, got ", targets.str());
+    return cross_entropy(logits, targets);
+  }
+  HF_CHECK(targets.sizes() == in.ids.sizes(), model_type(), ": targets ", targets.str(),
+           " must match ids ", in.ids.str());
+  Tensor out = forward(in);
+  const ParallelLayer* head = output_layer();
+  if (head != nullptr && head->is_parallel()) {
+    return vocab_parallel_cross_entropy(out, targets, head->vocab_begin(), *head->parallel_group());
+  }
+  return cross_entropy(out, targets);
+}
+
+std::unique_ptr<Linear> normal_linear(int64_t in, int64_t out, bool bias, Generator& gen,
+                                      double std) {
+  Tensor w = ops::randn({out, in}, gen, DType::kF32, 0.0, std);
+  return std::make_unique<Linear>(std::move(w), bias ? ops::zeros({out}) : Tensor());
+}
+
+Tensor positions(int64_t start, int64_t T, Device device) {
+  std::vector<int64_t> pos(static_cast<size_t>(T));
+  for (int64_t i = 0; i < T; ++i) pos[static_cast<size_t>(i)] = start + i;
+  return ops::to_device(ops::from_ints(pos, {T}), device);
+}
+
+}  // namespace hfrun::nn
