@@ -91,12 +91,17 @@ std::unique_ptr<Model> create_model(const std::string& config_json, const std::s
   }
   const bool llama = std::find(llama_model_types().begin(), llama_model_types().end(), type) !=
                      llama_model_types().end();
-  if (type == "gpt2" || llama) {
+  if (type == "gpt2") {
     if (task != Task::kCausalLM) refuse("causal_lm, sft");
-    if (type == "gpt2") {
-      return std::make_unique<Gpt2>(Gpt2Config::from_json(config_json, source), seed);
+    return std::make_unique<Gpt2>(Gpt2Config::from_json(config_json, source), seed);
+  }
+  if (llama) {
+    const LlamaConfig config = LlamaConfig::from_json(config_json, source, type);
+    if (task == Task::kSequenceClassification) {
+      return std::make_unique<LlamaForSequenceClassification>(config, seed);
     }
-    return std::make_unique<Llama>(LlamaConfig::from_json(config_json, source, type), seed);
+    if (task != Task::kCausalLM) refuse("causal_lm, sft, sequence_classification");
+    return std::make_unique<Llama>(config, seed);
   }
   std::string known;
   for (const std::string& t : supported_model_types()) known += (known.empty() ? "" : ", ") + t;

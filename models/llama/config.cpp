@@ -15,24 +15,28 @@ const std::vector<std::string>& llama_model_types() {
 }
 
 const std::vector<std::string>& LlamaConfig::keys() {
-  static const std::vector<std::string> k = {
-      "model_type",          "vocab_size",         "hidden_size",
-      "intermediate_size",   "num_hidden_layers",  "num_attention_heads",
-      "num_key_value_heads", "head_dim",           "max_position_embeddings",
-      "rms_norm_eps",        "rope_theta",         "rope_scaling",
-      "tie_word_embeddings", "attention_bias",     "mlp_bias",
-      "initializer_range",   "hidden_act",         "attention_dropout",
-      "sliding_window",      "use_sliding_window", "max_window_layers",
-      "pretraining_tp",      "bos_token_id",       "eos_token_id",
-      "pad_token_id"};
+  static const std::vector<std::string> k = [] {
+    std::vector<std::string> v = {
+        "model_type",          "vocab_size",         "hidden_size",
+        "intermediate_size",   "num_hidden_layers",  "num_attention_heads",
+        "num_key_value_heads", "head_dim",           "max_position_embeddings",
+        "rms_norm_eps",        "rope_theta",         "rope_scaling",
+        "tie_word_embeddings", "attention_bias",     "mlp_bias",
+        "initializer_range",   "hidden_act",         "attention_dropout",
+        "sliding_window",      "use_sliding_window", "max_window_layers",
+        "pretraining_tp",      "bos_token_id",       "eos_token_id",
+        "pad_token_id"};
+    for (const std::string& l : LabelConfig::keys()) v.push_back(l);
+    return v;
+  }();
   return k;
 }
 
-std::string LlamaConfig::architecture() const {
-  if (model_type == "mistral") return "MistralForCausalLM";
-  if (model_type == "qwen2") return "Qwen2ForCausalLM";
-  if (model_type == "qwen3") return "Qwen3ForCausalLM";
-  return "LlamaForCausalLM";
+std::string LlamaConfig::class_prefix() const {
+  if (model_type == "mistral") return "Mistral";
+  if (model_type == "qwen2") return "Qwen2";
+  if (model_type == "qwen3") return "Qwen3";
+  return "Llama";
 }
 
 void LlamaConfig::validate(const std::string& source) const {
@@ -172,13 +176,14 @@ LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& s
     if (j.contains(key)) pass[key] = j[key];
   }
   c.passthrough_json = pass.dump();
+  c.labels = LabelConfig::from_json(j, source);
   c.validate(source);
   return c;
 }
 
-std::string LlamaConfig::to_json() const {
+std::string LlamaConfig::to_json(const std::string& arch, bool with_labels) const {
   json j = {{"model_type", model_type},
-            {"architectures", {architecture()}},
+            {"architectures", {arch.empty() ? architecture() : arch}},
             {"vocab_size", vocab_size},
             {"hidden_size", hidden_size},
             {"intermediate_size", intermediate_size},
@@ -215,6 +220,7 @@ std::string LlamaConfig::to_json() const {
     j["sliding_window"] = nullptr;
   }
   j.update(json::parse(passthrough_json));
+  if (with_labels) labels.to_json(j);
   return j.dump(2) + "\n";
 }
 

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "models/labels.h"
+
 namespace hfrun::nn {
 
 struct RopeScaling {
@@ -35,6 +37,8 @@ struct LlamaConfig {
   bool mlp_bias = false;
   double initializer_range = 0.02;
   int64_t sliding_window = 0;  // > 0: attention sees at most this many keys (Mistral)
+  // Sequence classification's labels (read always, written for a classifier).
+  LabelConfig labels;
   // Passed through to config.json untouched (token ids, torch_dtype, ...): JSON text.
   std::string passthrough_json = "{}";
 
@@ -47,8 +51,10 @@ struct LlamaConfig {
   bool qkv_bias() const { return model_type == "qwen2" || attention_bias; }
   bool o_bias() const { return model_type != "qwen2" && attention_bias; }
   bool qk_norm() const { return model_type == "qwen3"; }
-  // The transformers class of the causal LM ("LlamaForCausalLM", ...).
-  std::string architecture() const;
+  // The transformers classes' prefix ("Llama", "Mistral", "Qwen2", "Qwen3") and the causal LM's
+  // class ("LlamaForCausalLM", ...).
+  std::string class_prefix() const;
+  std::string architecture() const { return class_prefix() + "ForCausalLM"; }
 
   // Throws an invalid-input error naming `source` and the offending key.
   void validate(const std::string& source) const;
@@ -56,7 +62,8 @@ struct LlamaConfig {
   // Keys that change the architecture in a way not implemented are rejected by name.
   static LlamaConfig from_json(const std::string& json_text, const std::string& source,
                                const std::string& default_type = "llama");
-  std::string to_json() const;
+  // config.json for `architecture` (default: the causal LM's), with the labels when asked.
+  std::string to_json(const std::string& architecture = "", bool with_labels = false) const;
   // The config.json keys from_json reads or accepts at their no-op values (train.yaml's
   // model.config may set them).
   static const std::vector<std::string>& keys();

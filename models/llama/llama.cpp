@@ -181,7 +181,7 @@ class LlamaBlock : public Block {
 // "model": embed_tokens, layers, norm (HF's LlamaModel).
 class LlamaBody : public Module {
  public:
-  LlamaBody(const LlamaConfig& c, Generator& gen) {
+  LlamaBody(const LlamaConfig& c, Generator& gen) : c_(c) {
     embed_tokens = &register_module("embed_tokens", std::make_unique<Embedding>(ops::randn(
                                                         {c.vocab_size, c.hidden_size}, gen,
                                                         DType::kF32, 0.0, c.initializer_range)));
@@ -192,9 +192,39 @@ class LlamaBody : public Module {
     norm = &register_module("norm", std::make_unique<RMSNorm>(c.hidden_size, c.rms_norm_eps));
   }
 
+  // ids [B, T] -> the final norm's hidden states [B, T, C] (positions from 0).
+  Tensor forward(const Tensor& ids, Generator& dropout) {
+    const int64_t T = ids.size(1);
+    Tensor x = embed_tokens->forward(ids);
+    const RopeTables& r = rope(T);
+    BlockArgs args;
+    args.dropout = &dropout;
+    args.rope_cos = r.cos;
+    args.rope_sin = r.sin;
+    for (LlamaBlock* block : layers->items()) x = (*block)(x, args);
+    return norm->forward(x);
+  }
+
   Embedding* embed_tokens;
   ModuleList<LlamaBlock>* layers;
   RMSNorm* norm;
+
+ private:
+  // The rotary tables of positions [0, T) on the parameters' device (kept between steps).
+  const RopeTables& rope(int64_t T) {
+    const Device dev = embed_tokens->weight()->device();
+    if (T != rope_len_ || !(dev == rope_device_)) {
+      rope_cache_ = rope_tables(c_, 0, T, dev);
+      rope_len_ = T;
+      rope_device_ = dev;
+    }
+    return rope_cache_;
+  }
+
+  const LlamaConfig& c_;
+  RopeTables rope_cache_;
+  int64_t rope_len_ = -1;
+  Device rope_device_ = Device::cpu();
 };
 
 Llama::Llama(const LlamaConfig& config, uint64_t seed) : CausalLM(seed), config_(config) {
@@ -218,37 +248,11 @@ const ParallelLayer* Llama::output_layer() const {
   return body_->embed_tokens;
 }
 
-void Llama::check_sequence_length(int64_t T, const std::string& source) const {
-  HF_CHECK_INPUT(config_.sliding_window == 0 || T <= config_.sliding_window, source,
-                 ": sequence length ", T, " exceeds the model's sliding_window ",
-                 config_.sliding_window, " (sliding-window attention is not implemented)");
-}
-
-const RopeTables& Llama::rope(int64_t start, int64_t T) {
-  const Device dev = body_->embed_tokens->weight()->device();
-  if (start != rope_start_ || T != rope_len_ || !(dev == rope_device_)) {
-    rope_cache_ = rope_tables(config_, start, T, dev);
-    rope_start_ = start;
-    rope_len_ = T;
-    rope_device_ = dev;
-  }
-  return rope_cache_;
-}
-
 Tensor Llama::logits(const Tensor& ids) {
   HF_CHECK(ids.dim() == 2, model_type(), ": ids must be [B, T], got ", ids.str());
-  const int64_t T = ids.size(1);
-  check_sequence_length(T, model_type());
-  LlamaBody& b = *body_;
-  Tensor x = b.embed_tokens->forward(ids);
-  const RopeTables& r = rope(0, T);
-  BlockArgs args;
-  args.dropout = &dropout_generator();
-  args.rope_cos = r.cos;
-  args.rope_sin = r.sin;
-  for (LlamaBlock* block : b.layers->items()) x = (*block)(x, args);
-  x = b.norm->forward(x);
-  return lm_head_ != nullptr ? lm_head_->forward(x) : b.embed_tokens->attend(x);
+  check_sequence_length(ids.size(1), model_type());
+  Tensor x = body_->forward(ids, dropout_generator());
+  return lm_head_ != nullptr ? lm_head_->forward(x) : body_->embed_tokens->attend(x);
 }
 
 KvCache Llama::make_kv_cache(int64_t batch, int64_t capacity) const {
@@ -279,7 +283,17 @@ Tensor Llama::forward_cached(const Tensor& ids, KvCache& cache) {
   return lm_head_ != nullptr ? lm_head_->forward(x) : b.embed_tokens->attend(x);
 }
 
-TensorParallelPlan Llama::tensor_parallel_plan() const {
+namespace {
+
+// What the causal LM and the sequence classifier share: the decoder's checks, plan and cost.
+
+void check_llama_sequence_length(const LlamaConfig& c, int64_t T, const std::string& source) {
+  HF_CHECK_INPUT(c.sliding_window == 0 || T <= c.sliding_window, source, ": sequence length ", T,
+                 " exceeds the model's sliding_window ", c.sliding_window,
+                 " (sliding-window attention is not implemented)");
+}
+
+TensorParallelPlan llama_body_plan(const LlamaConfig& config_) {
   TensorParallelPlan plan = {{"model.embed_tokens", ParallelStyle::kVocab, 1},
                              {"model.layers.*.self_attn.q_proj", ParallelStyle::kColwise, 1},
                              {"model.layers.*.self_attn.k_proj", ParallelStyle::kColwise, 1},
@@ -292,11 +306,10 @@ TensorParallelPlan Llama::tensor_parallel_plan() const {
     plan.push_back({"model.layers.*.self_attn.q_norm", ParallelStyle::kReplicatedSumGrad, 1});
     plan.push_back({"model.layers.*.self_attn.k_norm", ParallelStyle::kReplicatedSumGrad, 1});
   }
-  if (!config_.tie_word_embeddings) plan.push_back({"lm_head", ParallelStyle::kVocab, 1});
   return plan;
 }
 
-void Llama::check_tensor_parallel(int T) const {
+void check_llama_tensor_parallel(const LlamaConfig& config_, int T) {
   HF_CHECK_INPUT(config_.num_attention_heads % T == 0, "distributed.tensor_parallel ", T,
                  " must divide the model's num_attention_heads ", config_.num_attention_heads);
   HF_CHECK_INPUT(config_.kv_heads() % T == 0, "distributed.tensor_parallel ", T,
@@ -308,16 +321,101 @@ void Llama::check_tensor_parallel(int T) const {
                  " exceeds the vocabulary size ", config_.vocab_size);
 }
 
-double Llama::matmul_flops_per_token(int64_t T) const {
+// The decoder's GEMMs per token (the head's not included).
+double llama_body_flops(const LlamaConfig& config_, int64_t T) {
   const double C = static_cast<double>(config_.hidden_size);
   const double L = static_cast<double>(config_.num_hidden_layers);
-  const double V = static_cast<double>(config_.vocab_size);
   const double I = static_cast<double>(config_.intermediate_size);
   const double Dq = static_cast<double>(config_.num_attention_heads * config_.dim_per_head());
   const double Dkv = static_cast<double>(config_.kv_heads() * config_.dim_per_head());
-  // Per layer q and o (2 C Dq), k and v (2 C Dkv), gate, up and down (3 C I); lm_head (V C);
-  // attention's two T x T products (2 T Dq).
-  return L * (2 * C * Dq + 2 * C * Dkv + 3 * C * I + 2 * static_cast<double>(T) * Dq) + V * C;
+  // Per layer q and o (2 C Dq), k and v (2 C Dkv), gate, up and down (3 C I); attention's two
+  // T x T products (2 T Dq).
+  return L * (2 * C * Dq + 2 * C * Dkv + 3 * C * I + 2 * static_cast<double>(T) * Dq);
+}
+
+}  // namespace
+
+void Llama::check_sequence_length(int64_t T, const std::string& source) const {
+  check_llama_sequence_length(config_, T, source);
+}
+
+TensorParallelPlan Llama::tensor_parallel_plan() const {
+  TensorParallelPlan plan = llama_body_plan(config_);
+  if (!config_.tie_word_embeddings) plan.push_back({"lm_head", ParallelStyle::kVocab, 1});
+  return plan;
+}
+
+void Llama::check_tensor_parallel(int T) const {
+  check_llama_tensor_parallel(config_, T);
+}
+
+double Llama::matmul_flops_per_token(int64_t T) const {
+  // The decoder and lm_head (V C).
+  return llama_body_flops(config_, T) +
+         static_cast<double>(config_.vocab_size) * static_cast<double>(config_.hidden_size);
+}
+
+LlamaForSequenceClassification::LlamaForSequenceClassification(const LlamaConfig& config,
+                                                               uint64_t seed)
+    : Model(seed), config_(config) {
+  config_.validate(config_.model_type + " config");
+  Generator gen(seed);
+  body_ = &register_module("model", std::make_unique<LlamaBody>(config_, gen));
+  score_ = &register_module("score", normal_linear(config_.hidden_size, config_.labels.num_labels(),
+                                                   false, gen, config_.initializer_range));
+}
+
+LlamaForSequenceClassification::~LlamaForSequenceClassification() = default;
+
+std::string LlamaForSequenceClassification::architecture() const {
+  return config_.class_prefix() + "ForSequenceClassification";
+}
+
+std::string LlamaForSequenceClassification::config_json() const {
+  return config_.to_json(architecture(), /*with_labels=*/true);
+}
+
+std::vector<Module*> LlamaForSequenceClassification::blocks() {
+  return {body_->layers->items().begin(), body_->layers->items().end()};
+}
+
+void LlamaForSequenceClassification::check_sequence_length(int64_t T,
+                                                           const std::string& source) const {
+  check_llama_sequence_length(config_, T, source);
+}
+
+void LlamaForSequenceClassification::check_tensor_parallel(int T) const {
+  check_llama_tensor_parallel(config_, T);
+}
+
+double LlamaForSequenceClassification::matmul_flops_per_token(int64_t T) const {
+  return llama_body_flops(config_, T);
+}
+
+TensorParallelPlan LlamaForSequenceClassification::tensor_parallel_plan() const {
+  return llama_body_plan(config_);
+}
+
+// HF scores every position and keeps each row's last token before its padding; the score of
+// that token alone is the same.
+Tensor LlamaForSequenceClassification::outputs(const ModelInputs& in) {
+  const int64_t T = check_inputs(in);
+  check_sequence_length(T, model_type());
+  Tensor x = body_->forward(in.ids, dropout_generator());  // [B, T, C]
+  const int64_t B = x.size(0), C = x.size(2);
+  std::vector<Tensor> last;
+  if (in.lengths.defined()) {
+    const std::vector<float> lengths = ops::to_device(in.lengths, Device::cpu()).to_vector();
+    for (int64_t b = 0; b < B; ++b) {
+      const auto n = static_cast<int64_t>(lengths[static_cast<size_t>(b)]);
+      HF_CHECK(n >= 1 && n <= T, model_type(), ": row ", b, " has length ", n, " of ", T);
+      last.push_back(narrow(narrow(x, 0, b, 1), 1, n - 1, 1));
+    }
+  } else {
+    last.push_back(narrow(x, 1, T - 1, 1));
+  }
+  Tensor h = reshape(last.size() == 1 ? last[0] : cat(last, 0), {B, C});
+  return score_->forward(h, DType::kF32);
 }
 
 }  // namespace hfrun::nn

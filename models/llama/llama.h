@@ -63,15 +63,45 @@ class Llama : public CausalLM {
   const ParallelLayer* output_layer() const override;
 
  private:
-  // The rotary tables of positions [start, start + T) (the training ones are kept).
-  const RopeTables& rope(int64_t start, int64_t T);
-
   LlamaConfig config_;
   LlamaBody* body_ = nullptr;  // "model"
   Linear* lm_head_ = nullptr;  // null when tied to embed_tokens
-  RopeTables rope_cache_;
-  int64_t rope_start_ = -1, rope_len_ = -1;
-  Device rope_device_ = Device::cpu();
+};
+
+// LlamaForSequenceClassification (and Mistral / Qwen2 / Qwen3's): the decoder ("model") and a
+// bias-free "score" Linear [num_labels, C] over each row's last token before its right padding
+// (ModelInputs::lengths; the last position without). Labels come from config.json's num_labels /
+// id2label / label2id / problem_type.
+class LlamaForSequenceClassification : public Model {
+ public:
+  explicit LlamaForSequenceClassification(const LlamaConfig& config, uint64_t seed = 0);
+  ~LlamaForSequenceClassification() override;
+
+  std::string model_type() const override { return config_.model_type; }
+  std::string architecture() const override;
+  Task task() const override { return Task::kSequenceClassification; }
+  std::string config_json() const override;
+  int64_t vocab_size() const override { return config_.vocab_size; }
+  int64_t max_positions() const override { return config_.max_position_embeddings; }
+  void check_sequence_length(int64_t T, const std::string& source) const override;
+  void check_tensor_parallel(int T) const override;
+  double matmul_flops_per_token(int64_t T) const override;
+  // The score head over a causal LM's (or base model's) weights starts new.
+  bool may_be_newly_initialized(const std::string& name) const override {
+    return name == "score.weight";
+  }
+  const LabelConfig* labels() const override { return &config_.labels; }
+  std::vector<Module*> blocks() override;
+  // The decoder's plan (Llama's without lm_head); score is replicated.
+  TensorParallelPlan tensor_parallel_plan() const override;
+
+ protected:
+  Tensor outputs(const ModelInputs& in) override;
+
+ private:
+  LlamaConfig config_;
+  LlamaBody* body_ = nullptr;  // "model"
+  Linear* score_ = nullptr;
 };
 
 }  // namespace hfrun::nn

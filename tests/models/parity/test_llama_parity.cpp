@@ -128,5 +128,41 @@ std::string case_name(const ::testing::TestParamInfo<int>& info) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, LlamaParity, ::testing::Values(0, 1, 2), case_name);
 
+// Qwen2ForSequenceClassification: the score head on each row's last token before its padding.
+TEST(LlamaClassificationParity, ScoreOnTheLastTokenMatchesPyTorch) {
+  const nlohmann::json ref = testing::load_reference("HFRUN_LLAMA_REFERENCE");
+  ASSERT_FALSE(ref.is_null()) << "HFRUN_LLAMA_REFERENCE is not set";
+  const nlohmann::json& c = ref["classification"];
+  auto model = create_model(c["config"].dump(), c["name"].get<std::string>(), 0, "llama",
+                            Task::kSequenceClassification);
+  EXPECT_EQ(model->architecture(), "Qwen2ForSequenceClassification");
+  model->flatten_parameters();
+  EXPECT_EQ(model->named_parameters().size(), c["params"].size());
+  for (const auto& [name, p] : c["params"].items()) {
+    model->load_parameter(name, ops::from_vector(p["data"].get<std::vector<float>>(),
+                                                 model->parameter(name).sizes()));
+  }
+  const std::vector<int64_t> lengths = c["lengths"].get<std::vector<int64_t>>();
+  const ModelInputs in(ints(c["ids"]), Tensor(),
+                       ops::from_ints(lengths, {static_cast<int64_t>(lengths.size())}));
+  const Tensor labels = ops::from_ints(c["labels"].get<std::vector<int64_t>>(), {3});
+  Tensor loss = model->loss(in, labels);
+  EXPECT_NEAR(loss.item(), c["loss"].get<double>(), 1e-5 * c["loss"].get<double>());
+  {
+    autograd::NoGradGuard no_grad;
+    EXPECT_LT(rel_err(model->forward(in).to_vector(), c["logits"].get<std::vector<double>>()),
+              1e-5);
+  }
+  autograd::backward(loss);
+  for (const auto& [name, t] : model->named_parameters()) {
+    EXPECT_LT(rel_err(t.grad().to_vector(), c["grads"][name].get<std::vector<double>>()), 1e-4)
+        << name;
+  }
+  // config.json carries the labels and the class.
+  const nlohmann::json out = nlohmann::json::parse(model->config_json());
+  EXPECT_EQ(out["architectures"][0], "Qwen2ForSequenceClassification");
+  EXPECT_EQ(out["id2label"].size(), 3u);
+}
+
 }  // namespace
 }  // namespace hfrun::nn

@@ -122,7 +122,7 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def forward(c, p, ids):
+def forward(c, p, ids, hidden=False):
     b, t = ids.shape
     H, Hkv, D = dims(c)
     eps = c["rms_norm_eps"]
@@ -156,6 +156,8 @@ def forward(c, p, ids):
         h = rms_norm(x, p[q_ + "post_attention_layernorm.weight"], eps)
         x = x + proj("mlp.down_proj", F.silu(proj("mlp.gate_proj", h)) * proj("mlp.up_proj", h))
     x = rms_norm(x, p["model.norm.weight"], eps)
+    if hidden:
+        return x
     head = p["model.embed_tokens.weight"] if c["tie_word_embeddings"] else p["lm_head.weight"]
     return x @ head.t()
 
@@ -216,10 +218,39 @@ def run_case(case):
     return out
 
 
+# Qwen2ForSequenceClassification: the score head (no bias) on each row's last token before its
+# right padding, three labels, cross-entropy.
+CLS_CASE = dict(name="qwen2_sequence_classification",
+                config=dict(model_type="qwen2", vocab_size=59, hidden_size=24, intermediate_size=36,
+                            num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
+                            max_position_embeddings=32, rms_norm_eps=1e-6, rope_theta=10000.0,
+                            tie_word_embeddings=False, num_labels=3))
+
+
+def run_classification(case):
+    c = case["config"]
+    p = make_params(dict(c, tie_word_embeddings=True))  # no lm_head
+    p["score.weight"] = randn(c["num_labels"], c["hidden_size"]).requires_grad_(True)
+    lengths = [7, 3, 5]
+    ids = torch.zeros((3, max(lengths)), dtype=torch.long)
+    for r, n in enumerate(lengths):
+        ids[r, :n] = torch.randint(1, c["vocab_size"], (n,))
+    labels = torch.tensor([2, 0, 1])
+    h = forward(c, p, ids, hidden=True)
+    last = h[torch.arange(3), torch.tensor(lengths) - 1]
+    logits = last @ p["score.weight"].t()
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    return {"name": case["name"], "config": c, "ids": ids.tolist(), "lengths": lengths,
+            "labels": labels.tolist(), "logits": flat(logits), "loss": loss.item(),
+            "params": {n: {"shape": list(t.shape), "data": flat(t)} for n, t in p.items()},
+            "grads": {n: flat(t.grad) for n, t in p.items()}}
+
+
 def main():
     results = [run_case(case) for case in CASES]
     with open(sys.argv[1], "w") as f:
-        json.dump({"cases": results}, f)
+        json.dump({"cases": results, "classification": run_classification(CLS_CASE)}, f)
 
 
 if __name__ == "__main__":
