@@ -150,7 +150,15 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
   s.model = build_model(c, *s.tokenizer);
   if (!c.model.from_pretrained.empty()) {
-    nn::load_weights(*s.model, pretrained_dir(c));
+    const std::vector<std::string> fresh = nn::load_weights(*s.model, pretrained_dir(c));
+    if (!fresh.empty() && s.is_rank0()) {
+      // As transformers warns: a task head over a base model's weights starts new.
+      std::string names;
+      for (const std::string& n : fresh) names += (names.empty() ? "" : ", ") + n;
+      std::printf("%s: newly initialised (not in %s): %s\n", s.model->architecture().c_str(),
+                  c.model.from_pretrained.c_str(), names.c_str());
+      std::fflush(stdout);
+    }
   }
   if (c.train.activation_checkpointing) {
     for (nn::Module* block : s.model->blocks()) {
