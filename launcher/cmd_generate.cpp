@@ -7,6 +7,7 @@
 #include "data/tokenizer/tokenizer.h"
 #include "launcher/commands.h"
 #include "models/generate.h"
+#include "models/peft.h"
 #include "models/registry.h"
 
 namespace po = boost::program_options;
@@ -14,7 +15,7 @@ namespace po = boost::program_options;
 namespace hfrun::cli {
 
 int cmd_generate(const Args& args) {
-  std::string model_dir, prompt;
+  std::string model_dir, prompt, adapter;
   nn::GenerateOptions opts;
   bool greedy = false, print_ids = false;
   po::options_description desc("Options");
@@ -22,6 +23,8 @@ int cmd_generate(const Args& args) {
       "model", po::value(&model_dir)->required(),
       "Hugging Face model directory or hub id ORG/NAME (config.json, model.safetensors, "
       "tokenizer.json; gpt2, llama, mistral, qwen2, qwen3)")(
+      "adapter", po::value(&adapter),
+      "a PEFT LoRA adapter directory to generate with (trained on this base)")(
       "prompt", po::value(&prompt), "text to continue (default: start from the end-of-text token)")(
       "max-new-tokens", po::value(&opts.max_new_tokens)->default_value(32), "tokens to generate")(
       "greedy", po::bool_switch(&greedy), "argmax decoding (the default without sampling options)")(
@@ -33,7 +36,8 @@ int cmd_generate(const Args& args) {
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(desc).run(), vm);
   if (vm.count("help")) {
-    std::cout << "Usage: hfrun generate --model DIR [--prompt TEXT] [--max-new-tokens N] "
+    std::cout << "Usage: hfrun generate --model DIR [--adapter DIR] [--prompt TEXT] "
+                 "[--max-new-tokens N] "
                  "[--greedy | --temperature T --top-k K --top-p P] [--seed S] [--ids]\n"
                  "Continues the prompt with the model and prints prompt + continuation. Decoding "
                  "is greedy unless a sampling option is given; generation stops at the "
@@ -65,6 +69,10 @@ int cmd_generate(const Args& args) {
                  "tokenizer.json)");
   const data::Tokenizer tok = data::Tokenizer::from_file(tok_path);
   std::unique_ptr<nn::CausalLM> model = nn::load_pretrained(model_dir);
+  if (!adapter.empty()) {
+    nn::apply_peft_adapter(*model, adapter);
+    model->eval();
+  }
   opts.eos_id = tok.eot_id();
 
   // As HF's tokenizer(prompt): the tokenizer's own post-processor decides the special tokens

@@ -15,5 +15,6 @@ int cmd_tokenize(const Args& args);
 int cmd_prepare(const Args& args);
 int cmd_train(const Args& args);
 int cmd_generate(const Args& args);
+int cmd_merge(const Args& args);
 
 }  // namespace hfrun::cli

@@ -16,8 +16,9 @@ Usage:
   hfrun [-np N] CONFIG.yaml [--set key.path=value ...] [--dry-run]   train (also: hfrun train ...)
   hfrun bench matmul --m M --n N --k K --dtype f32|bf16 [--baseline]
   hfrun bench block [--tokens N] [--dim C] [--heads H] [--iters I]
-  hfrun generate --model DIR [--prompt TEXT] [--max-new-tokens N]
+  hfrun generate --model DIR [--adapter DIR] [--prompt TEXT] [--max-new-tokens N]
                  [--greedy | --temperature T --top-k K --top-p P] [--seed S] [--ids]
+  hfrun merge --base DIR --adapter DIR --output DIR    a LoRA adapter folded into its base
   hfrun tokenize --tokenizer tokenizer.json [--decode] [--whole] [--add-special] [FILE ...]
   hfrun prepare --tokenizer tokenizer.json --output DIR INPUT...   .txt/.jsonl -> .bin shards
   hfrun bench tokenizer --tokenizer tokenizer.json --text FILE [--threads N]
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
     if (cmd == "prepare") return cli::cmd_prepare(rest);
     if (cmd == "train") return cli::cmd_train(rest);
     if (cmd == "generate") return cli::cmd_generate(rest);
+    if (cmd == "merge") return cli::cmd_merge(rest);
     // The headline form: hfrun [launch options] CONFIG.yaml [--set ...]
     if (cmd[0] == '-' || cmd.ends_with(".yaml") || cmd.ends_with(".yml"))
       return cli::cmd_train(args);

@@ -55,8 +55,37 @@ Tensor Linear::prepare_input(const Tensor& x) const {
   return x;
 }
 
+void Linear::add_lora(Tensor a, Tensor b, double scale, double dropout, Generator* dropout_gen) {
+  HF_CHECK(group_ == nullptr, "add_lora: the layer is already tensor-parallel");
+  HF_CHECK(lora_a_ == nullptr, "add_lora: the layer already has an adapter");
+  HF_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == in_features() &&
+               b.size(0) == out_features() && b.size(1) == a.size(0),
+           "add_lora: lora_A ", a.str(), " and lora_B ", b.str(), " do not fit a layer of ",
+           in_features(), " -> ", out_features(), " features");
+  lora_a_ = &register_module("lora_A", std::make_unique<Linear>(std::move(a), Tensor()));
+  lora_b_ = &register_module("lora_B", std::make_unique<Linear>(std::move(b), Tensor()));
+  lora_scale_ = scale;
+  lora_dropout_ = dropout;
+  lora_gen_ = dropout_gen;
+}
+
+Tensor Linear::with_lora(const Tensor& x, Tensor y) const {
+  if (lora_a_ == nullptr) return y;
+  Tensor in = x;
+  if (is_training() && lora_dropout_ > 0 && lora_gen_ != nullptr) {
+    in = dropout(x, lora_dropout_, true, *lora_gen_);
+  }
+  Tensor l = lora_b_->forward(lora_a_->forward(in), y.dtype());
+  return add(y, mul_scalar(l, lora_scale_));
+}
+
 Tensor Linear::forward(const Tensor& x, std::optional<DType> out_dtype) {
   const DType out = out_dtype.value_or(x.dtype());
+  if (lora_a_ != nullptr) {
+    HF_CHECK(group_ == nullptr, "Linear: a LoRA adapter under tensor parallelism");
+    return with_lora(x, linear(x, weight_in_out(), bias_.defined() ? bias_.get() : Tensor(),
+                               compute_dtype(), out));
+  }
   if (group_ && style_ == ParallelStyle::kRowwise) {
     // Partial sums over this rank's input features, summed in f32 across the group; the
     // replicated bias is added once, after the sum.
@@ -70,6 +99,8 @@ Tensor Linear::forward(const Tensor& x, std::optional<DType> out_dtype) {
 }
 
 Tensor Linear::forward_gelu(const Tensor& x, std::optional<DType> out_dtype) {
+  // The adapter's term is added before the activation.
+  if (lora_a_ != nullptr) return gelu(forward(x, out_dtype), /*tanh_approx=*/true);
   HF_CHECK(!(group_ && style_ == ParallelStyle::kRowwise),
            "Linear::forward_gelu: a row-parallel layer's output is a partial sum");
   return linear_gelu(prepare_input(x), weight_in_out(), bias_.defined() ? bias_.get() : Tensor(),

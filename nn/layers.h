@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "nn/module.h"
+#include "tensor/random.h"
 
 namespace hfrun::nn {
 
@@ -71,7 +72,19 @@ class Linear : public ParallelLayer {
   int64_t in_features() const;
   int64_t out_features() const;  // this rank's, under tensor parallelism
 
+  // LoRA (PEFT's semantics): forward becomes base(x) + scale * lora_B(lora_A(dropout(x))) with
+  // children "lora_A" (weight [r, in]) and "lora_B" (weight [out, r]), both nn.Linear layout
+  // whatever this layer's (GPT-2's Conv1D is PEFT's fan_in_fan_out). Dropout draws from
+  // `dropout_gen` in training. Before tensor parallelism (nn/lora.h applies it).
+  void add_lora(Tensor a, Tensor b, double scale, double dropout, Generator* dropout_gen);
+  Linear* lora_A() const { return lora_a_; }
+  Linear* lora_B() const { return lora_b_; }
+  double lora_scale() const { return lora_scale_; }
+
  private:
+  // base + the adapter's term (when there is one).
+  Tensor with_lora(const Tensor& x, Tensor y) const;
+
   // The weight as linear() wants it: [in, out].
   Tensor weight_in_out() const;
   Tensor prepare_input(const Tensor& x) const;
@@ -79,6 +92,10 @@ class Linear : public ParallelLayer {
 
   Parameter weight_, bias_;
   WeightLayout layout_;
+  Linear* lora_a_ = nullptr;
+  Linear* lora_b_ = nullptr;
+  double lora_scale_ = 0, lora_dropout_ = 0;
+  Generator* lora_gen_ = nullptr;
 };
 
 class Embedding : public ParallelLayer {

@@ -50,6 +50,37 @@ int64_t Module::num_parameters() const {
   return n;
 }
 
+std::vector<std::pair<std::string, Tensor>> Module::named_trainable_parameters() const {
+  std::vector<std::pair<std::string, ParameterSlot*>> refs;
+  collect("", refs);
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (auto& [n, s] : refs) {
+    if (s->trainable) out.emplace_back(n, s->value);
+  }
+  return out;
+}
+
+int64_t Module::num_trainable_parameters() const {
+  int64_t n = 0;
+  for (auto& [name, t] : named_trainable_parameters()) n += t.numel();
+  return n;
+}
+
+bool Module::is_trainable(const std::string& name) const {
+  return parameter_handle(name).slot_->trainable;
+}
+
+void Module::set_trainable(const std::function<bool(const std::string&)>& trainable) {
+  HF_CHECK(flat_ == nullptr, "set_trainable: the parameters are already flattened");
+  std::vector<std::pair<std::string, ParameterSlot*>> refs;
+  collect("", refs);
+  for (auto& [n, s] : refs) {
+    s->trainable = trainable(n);
+    s->value.set_requires_grad(s->trainable);
+    if (!s->trainable) s->value.set_grad(Tensor());
+  }
+}
+
 Tensor Module::parameter(const std::string& name) const {
   return parameter_handle(name).get();
 }
@@ -135,7 +166,7 @@ Parameter Module::register_parameter(const std::string& name, Tensor value) {
 
 void Module::reset_parameter(const Parameter& p, Tensor value, const TensorParallelSplit& split) {
   HF_CHECK(p.defined(), "reset_parameter: undefined parameter");
-  value.set_requires_grad(true);
+  value.set_requires_grad(p.slot_->trainable);
   p.slot_->value = std::move(value);
   p.slot_->split = split;
   flat_.reset();
@@ -169,8 +200,15 @@ Device Module::device() const {
 }
 
 const FlatParameters& Module::flatten_parameters(Device device) {
+  std::vector<std::pair<std::string, ParameterSlot*>> all;
+  collect("", all);
+  // Trainable first (their gradients are one buffer), then frozen.
   std::vector<std::pair<std::string, ParameterSlot*>> refs;
-  collect("", refs);
+  for (bool trainable : {true, false}) {
+    for (auto& r : all) {
+      if (r.second->trainable == trainable) refs.push_back(r);
+    }
+  }
   auto flat = std::make_unique<FlatParameters>();
   constexpr int64_t kAlign = 16;  // elements: 64 bytes of f32, a cache line
   int64_t total = 0;
@@ -179,17 +217,20 @@ const FlatParameters& Module::flatten_parameters(Device device) {
              s->value.str(), "; parameters are f32 (mixed precision casts on the fly)");
     flat->slots.push_back({name, total, s->value.numel()});
     total += (s->value.numel() + kAlign - 1) / kAlign * kAlign;
+    if (s->trainable) flat->trainable = total;
   }
   flat->params = ops::zeros({total}, DType::kF32, device);
-  flat->grads = ops::zeros({total}, DType::kF32, device);
+  flat->grads = ops::zeros({flat->trainable}, DType::kF32, device);
   for (size_t i = 0; i < refs.size(); ++i) {
     Tensor& t = refs[i].second->value;
     const FlatSlot& s = flat->slots[i];
     Tensor view = ops::view(ops::narrow(flat->params, 0, s.offset, s.numel), t.sizes());
     ops::copy_(view, t);
-    Tensor grad = ops::view(ops::narrow(flat->grads, 0, s.offset, s.numel), t.sizes());
-    view.set_requires_grad(true);
-    view.set_grad(grad);
+    if (refs[i].second->trainable) {
+      Tensor grad = ops::view(ops::narrow(flat->grads, 0, s.offset, s.numel), t.sizes());
+      view.set_requires_grad(true);
+      view.set_grad(grad);
+    }
     t = view;
   }
   flat_ = std::move(flat);
@@ -208,7 +249,7 @@ void Module::replace_parameters(const std::vector<Tensor>& values, bool same_sha
   }
   for (size_t i = 0; i < refs.size(); ++i) {
     refs[i].second->value = values[i];
-    refs[i].second->value.set_requires_grad(true);
+    refs[i].second->value.set_requires_grad(refs[i].second->trainable);
   }
   flat_.reset();
 }

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,10 +35,13 @@ struct FlatSlot {
   int64_t numel = 0;
 };
 
+// The trainable parameters come first (named_parameters() order), then the frozen ones; the
+// gradient buffer covers the trainable ones only.
 struct FlatParameters {
   Tensor params;  // 1-D, every parameter is a view into it
-  Tensor grads;   // 1-D, same layout; each parameter's .grad() is a view into it
-  std::vector<FlatSlot> slots;
+  Tensor grads;   // 1-D over params[0, trainable); each trainable .grad() is a view into it
+  std::vector<FlatSlot> slots;  // in buffer order
+  int64_t trainable = 0;        // elements of params (aligned) holding trainable parameters
 };
 
 // What a parameter is, shared by its module and every handle to it.
@@ -45,6 +49,8 @@ struct ParameterSlot : std::enable_shared_from_this<ParameterSlot> {
   Tensor value;
   // How it is split under tensor parallelism (set when a plan is applied; not split before).
   TensorParallelSplit split;
+  // False for a frozen parameter (a LoRA base weight): no gradient, no optimizer state.
+  bool trainable = true;
 };
 
 // A handle to a module's parameter that follows it through flattening and resharding.
@@ -86,6 +92,13 @@ class Module {
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<Tensor> parameters() const;
   int64_t num_parameters() const;
+  // The trainable ones (all unless set_trainable froze some), in the same order.
+  std::vector<std::pair<std::string, Tensor>> named_trainable_parameters() const;
+  int64_t num_trainable_parameters() const;
+  bool is_trainable(const std::string& name) const;
+  // Freezes every parameter for which trainable(name) is false and unfreezes the others (a
+  // frozen parameter does not require grad). Before flatten_parameters().
+  void set_trainable(const std::function<bool(const std::string&)>& trainable);
   // The parameter with this full name; throws naming it when absent.
   Tensor parameter(const std::string& name) const;
   // A handle to it (stays valid through flattening and resharding).
@@ -105,8 +118,9 @@ class Module {
   void set_compute_dtype(std::optional<DType> dtype);
   std::optional<DType> compute_dtype() const { return compute_dtype_; }
 
-  // Moves every parameter into one f32 buffer on `device` (parameters aligned to 16 elements)
-  // and gives each a zero gradient view in a matching buffer. Values are kept. Models are built
+  // Moves every parameter into one f32 buffer on `device` (parameters aligned to 16 elements,
+  // the trainable ones first) and gives each trainable one a zero gradient view in a buffer
+  // over them. Values are kept. Models are built
   // (and seeded) on the CPU; this is where a GPU run moves them to the device.
   const FlatParameters& flatten_parameters(Device device = Device::cpu());
   // The device of the parameters (of the first one; the CPU for a model without any).

@@ -181,6 +181,10 @@ std::vector<optim::ParamRef> Accelerator::prepare_model(
   HF_CHECK(!s.model_prepared, "Accelerator::prepare: called twice (one model per Accelerator)");
   HF_CHECK_INPUT(model.num_parameters() > 0,
                  "Accelerator::prepare: the model has no parameters (register_parameter)");
+  const bool frozen = model.num_trainable_parameters() < model.num_parameters();
+  HF_CHECK_INPUT(!frozen || !s.dp || (s.dp->zero_stage() < 3 && !s.dp->tensor_parallel()),
+                 "frozen parameters (peft) with distributed.zero_stage 3 or tensor_parallel > 1 ",
+                 "are not implemented yet: use zero_stage 0, 1 or 2 without tensor parallelism");
   if (s.dp && s.dp->tensor_parallel()) {
     HF_CHECK_INPUT(model.flat() == nullptr,
                    "Accelerator::prepare: tensor parallelism splits the model before its "
@@ -203,7 +207,7 @@ std::vector<optim::ParamRef> Accelerator::prepare_model(
                  "prepare() do it");
   s.model = &model;
   s.model_prepared = true;
-  auto params = optim::param_refs(model.named_parameters());
+  auto params = optim::param_refs(model.named_trainable_parameters());  // frozen: no state
   if (decays) {
     for (auto& p : params) p.decay = decays(p.name, p.param);
   }
@@ -267,7 +271,9 @@ double Accelerator::clip_grad_norm(double max_norm) {
                  " must be positive (infinity measures only)");
   State& s = *s_;
   if (s.dp) return s.dp->clip_grad_norm(max_norm);
-  return optim::clip_grad_norm(s.model->parameters(), max_norm);
+  std::vector<Tensor> trainable;
+  for (auto& [name, t] : s.model->named_trainable_parameters()) trainable.push_back(t);
+  return optim::clip_grad_norm(trainable, max_norm);
 }
 
 void Accelerator::step() {

@@ -186,7 +186,7 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   c.source = source;
   r.keys(root, "",
          {"output_dir", "seed", "task", "model", "tokenizer", "data", "train", "optimizer",
-          "scheduler", "distributed", "checkpoint"});
+          "scheduler", "distributed", "checkpoint", "peft"});
   r.get(root, "", "output_dir", c.output_dir, "a directory path");
   r.get(root, "", "seed", c.seed, "a non-negative integer");
   r.get(root, "", "tokenizer", c.tokenizer, "a path to tokenizer.json");
@@ -303,6 +303,20 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   r.get(ck, "checkpoint", "keep", c.checkpoint.keep, "a positive integer");
   r.get(ck, "checkpoint", "resume", c.checkpoint.resume, "auto, never or a path");
 
+  const YAML::Node pe = root["peft"];
+  r.keys(pe, "peft",
+         {"type", "r", "alpha", "dropout", "target_modules", "modules_to_save", "use_rslora",
+          "adapter"});
+  r.get(pe, "peft", "type", c.peft.type, "none or lora");
+  if (pe && pe["type"]) r.one_of(pe, "peft", "type", c.peft.type, {"none", "lora"});
+  r.get(pe, "peft", "r", c.peft.r, "a positive integer");
+  r.get(pe, "peft", "alpha", c.peft.alpha, "a number");
+  r.get(pe, "peft", "dropout", c.peft.dropout, "a number in [0, 1)");
+  r.get_list(pe, "peft", "target_modules", c.peft.target_modules);
+  r.get_list(pe, "peft", "modules_to_save", c.peft.modules_to_save);
+  r.get(pe, "peft", "use_rslora", c.peft.use_rslora, "true or false");
+  r.get(pe, "peft", "adapter", c.peft.adapter, "a PEFT adapter directory");
+
   // Ranges (the key is named; its line when the file set it).
   auto check = [&](bool ok, const YAML::Node& parent, const char* key, const std::string& path,
                    const std::string& what) {
@@ -312,6 +326,11 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
     }
   };
   check(c.data.seq_len >= 1, data, "seq_len", "data.seq_len", "must be at least 1");
+  check(c.peft.r >= 1, pe, "r", "peft.r", "must be at least 1");
+  check(c.peft.dropout >= 0 && c.peft.dropout < 1, pe, "dropout", "peft.dropout",
+        "must be in [0, 1)");
+  check(c.peft.type == "lora" || c.peft.adapter.empty(), pe, "adapter", "peft.adapter",
+        "needs peft.type: lora");
   check(c.data.mlm_probability > 0 && c.data.mlm_probability < 1, data, "mlm_probability",
         "data.mlm_probability", "must be in (0, 1)");
   check(!c.data.train.empty(), data, "train", "data.train",
@@ -438,6 +457,20 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "every" << YAML::Value << checkpoint.every;
   e << YAML::Key << "keep" << YAML::Value << checkpoint.keep;
   e << YAML::Key << "resume" << YAML::Value << checkpoint.resume << YAML::EndMap;
+  if (peft.type != "none") {
+    e << YAML::Key << "peft" << YAML::Value << YAML::BeginMap;
+    e << YAML::Key << "type" << YAML::Value << peft.type;
+    e << YAML::Key << "r" << YAML::Value << peft.r;
+    e << YAML::Key << "alpha" << YAML::Value << peft.alpha;
+    e << YAML::Key << "dropout" << YAML::Value << peft.dropout;
+    e << YAML::Key << "target_modules" << YAML::Value;
+    list(peft.target_modules);
+    e << YAML::Key << "modules_to_save" << YAML::Value;
+    list(peft.modules_to_save);
+    e << YAML::Key << "use_rslora" << YAML::Value << peft.use_rslora;
+    e << YAML::Key << "adapter" << YAML::Value << YAML::DoubleQuoted << peft.adapter
+      << YAML::EndMap;
+  }
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";
 }

@@ -81,6 +81,18 @@ struct CheckpointSection {
   std::string resume = "auto";  // auto | never | PATH
 };
 
+// LoRA in PEFT's format (CONTRACT.md "Model families, tasks and adapters").
+struct PeftSection {
+  std::string type = "none";  // none | lora
+  int64_t r = 8;
+  double alpha = 16;
+  double dropout = 0.0;
+  std::vector<std::string> target_modules = {"q_proj", "v_proj"};  // suffixes, or all-linear
+  std::vector<std::string> modules_to_save;
+  bool use_rslora = false;
+  std::string adapter;  // an existing adapter directory to start from (its configuration too)
+};
+
 struct TrainConfig {
   std::string source;  // the file it came from, for messages
   std::string output_dir = "runs/hfrun";
@@ -96,6 +108,7 @@ struct TrainConfig {
   SchedulerSection scheduler;
   DistributedSection distributed;
   CheckpointSection checkpoint;
+  PeftSection peft;
 
   // Parses YAML text; `overrides` are "a.b=value" strings (value in YAML syntax).
   static TrainConfig parse(const std::string& yaml_text, const std::string& source,

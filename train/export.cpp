@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "common/error.h"
 #include "common/file_util.h"
@@ -14,37 +15,18 @@ namespace hfrun::train {
 
 namespace fs = std::filesystem;
 
-void write_hf_model(const std::string& dir, const std::string& config_json,
-                    const std::vector<std::pair<std::string, Tensor>>& tensors,
-                    const std::string& tokenizer_path) {
+namespace {
+
+// Builds `dir` under a temporary name with fill(tmp) (which returns the files it wrote),
+// fsyncs them, then renames it over the old directory.
+void write_directory(const std::string& dir,
+                     const std::function<std::vector<std::string>(const fs::path&)>& fill) {
   const fs::path final_dir(dir);
   const fs::path tmp = final_dir.string() + ".tmp-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp);
-  std::vector<std::string> written = {"model.safetensors"};
-  if (!config_json.empty()) {
-    std::ofstream cfg(tmp / "config.json");
-    cfg << config_json;
-    HF_CHECK(cfg.good(), tmp.string(), "/config.json: write failed");
-    written.push_back("config.json");
-  }
-  io::save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  if (!tokenizer_path.empty()) {
-    fs::copy_file(tokenizer_path, tmp / "tokenizer.json", fs::copy_options::overwrite_existing, ec);
-    HF_CHECK_INPUT(!ec, tokenizer_path, ": cannot copy into the export (", ec.message(), ")");
-    written.push_back("tokenizer.json");
-  }
-  // The files transformers' AutoTokenizer reads beside tokenizer.json (BOS/EOS handling of
-  // Llama-family tokenizers lives there).
-  for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"}) {
-    if (tokenizer_path.empty()) break;
-    const fs::path src = fs::path(tokenizer_path).parent_path() / f;
-    if (!fs::is_regular_file(src)) continue;
-    fs::copy_file(src, tmp / f, fs::copy_options::overwrite_existing, ec);
-    HF_CHECK_INPUT(!ec, src.string(), ": cannot copy into the export (", ec.message(), ")");
-    written.push_back(f);
-  }
+  const std::vector<std::string> written = fill(tmp);
   for (const std::string& f : written) fsync_path((tmp / f).string());
   fsync_path(tmp.string());
   // Replace the previous export: move it aside, rename the new one in, then delete the old.
@@ -53,6 +35,54 @@ void write_hf_model(const std::string& dir, const std::string& config_json,
   fs::rename(tmp, final_dir);
   fsync_path(final_dir.parent_path().empty() ? std::string(".") : final_dir.parent_path().string());
   fs::remove_all(old, ec);
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  HF_CHECK(out.good(), path.string(), ": write failed");
+}
+
+}  // namespace
+
+void write_hf_model(const std::string& dir, const std::string& config_json,
+                    const std::vector<std::pair<std::string, Tensor>>& tensors,
+                    const std::string& tokenizer_path) {
+  write_directory(dir, [&](const fs::path& tmp) {
+    std::error_code ec;
+    std::vector<std::string> written = {"model.safetensors"};
+    if (!config_json.empty()) {
+      write_text(tmp / "config.json", config_json);
+      written.push_back("config.json");
+    }
+    io::save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
+    if (!tokenizer_path.empty()) {
+      fs::copy_file(tokenizer_path, tmp / "tokenizer.json", fs::copy_options::overwrite_existing,
+                    ec);
+      HF_CHECK_INPUT(!ec, tokenizer_path, ": cannot copy into the export (", ec.message(), ")");
+      written.push_back("tokenizer.json");
+    }
+    // The files transformers' AutoTokenizer reads beside tokenizer.json (BOS/EOS handling of
+    // Llama-family tokenizers lives there).
+    for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"}) {
+      if (tokenizer_path.empty()) break;
+      const fs::path src = fs::path(tokenizer_path).parent_path() / f;
+      if (!fs::is_regular_file(src)) continue;
+      fs::copy_file(src, tmp / f, fs::copy_options::overwrite_existing, ec);
+      HF_CHECK_INPUT(!ec, src.string(), ": cannot copy into the export (", ec.message(), ")");
+      written.push_back(f);
+    }
+    return written;
+  });
+}
+
+void write_peft_adapter(const std::string& dir, const std::string& adapter_config_json,
+                        const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  write_directory(dir, [&](const fs::path& tmp) {
+    write_text(tmp / "adapter_config.json", adapter_config_json);
+    io::save_safetensors((tmp / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
+    return std::vector<std::string>{"adapter_config.json", "adapter_model.safetensors"};
+  });
 }
 
 }  // namespace hfrun::train

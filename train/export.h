@@ -1,5 +1,5 @@
-// Hugging Face layout export: a directory transformers can load (AutoModelForCausalLM of the
-// model's family), written atomically (built under a temporary name, fsynced, then renamed over
+// Hugging Face layout export: a directory transformers can load (the model's class), or a PEFT
+// adapter directory, written atomically (built under a temporary name, fsynced, then renamed over
 // the old one).
 #pragma once
 
@@ -18,5 +18,10 @@ namespace hfrun::train {
 void write_hf_model(const std::string& dir, const std::string& config_json,
                     const std::vector<std::pair<std::string, Tensor>>& tensors,
                     const std::string& tokenizer_path);
+
+// A PEFT adapter directory: dir/adapter_config.json and dir/adapter_model.safetensors
+// (`tensors` under PEFT's names, models/peft.h), written atomically as above.
+void write_peft_adapter(const std::string& dir, const std::string& adapter_config_json,
+                        const std::vector<std::pair<std::string, Tensor>>& tensors);
 
 }  // namespace hfrun::train

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "autograd/functions.h"
@@ -19,7 +20,9 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/tokenizer/tokenizer.h"
+#include "models/peft.h"
 #include "models/registry.h"
+#include "nn/lora.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "tensor/ops.h"
@@ -40,6 +43,11 @@ struct Trainer::State {
   std::unique_ptr<nn::Model> model;
   std::unique_ptr<TaskData> task;         // batches, the micro step's loss, evaluation
   optim::Optimizer* optimizer = nullptr;  // owned by acc
+  // peft.type lora: the adapters' configuration and target_modules as adapter_config.json
+  // records them (all-linear expanded).
+  std::optional<nn::LoraOptions> lora;
+  std::vector<std::string> lora_targets;
+  bool lora_fan_in_fan_out = false;
   optim::ScheduleType schedule = optim::ScheduleType::kConstant;
   bool is_rank0() const { return acc->is_main_process(); }
   int64_t world() const { return acc->world(); }
@@ -108,6 +116,50 @@ std::unique_ptr<nn::Model> build_model(const TrainConfig& cfg, const data::Token
   return model;
 }
 
+// peft.type lora: adapters on the targeted Linear layers (a new init, or peft.adapter's values
+// and configuration), every other parameter frozen but the modules to save.
+void add_adapters(Trainer::State& s) {
+  const TrainConfig& c = s.cfg;
+  nn::LoraOptions o;
+  std::string source = c.source + ": peft";
+  if (!c.peft.adapter.empty()) {
+    o = nn::read_peft_config_for(*s.model, c.peft.adapter);
+    source = c.peft.adapter + "/" + nn::kPeftConfigName;
+  } else {
+    o.r = c.peft.r;
+    o.alpha = c.peft.alpha;
+    o.dropout = c.peft.dropout;
+    o.use_rslora = c.peft.use_rslora;
+    o.target_modules = c.peft.target_modules;
+    o.modules_to_save = c.peft.modules_to_save;
+  }
+  const std::vector<std::string> exclude = nn::lora_exclusions(*s.model);
+  const bool all_linear =
+      o.target_regex.empty() && o.target_modules.size() == 1 && o.target_modules[0] == "all-linear";
+  s.lora_targets = all_linear ? nn::all_linear_names(*s.model, exclude) : o.target_modules;
+  Generator init(c.seed ^ 0x10a4a11ull);
+  const std::vector<std::string> adapted =
+      nn::apply_lora(*s.model, o, init, &s.model->dropout_generator(), source, exclude);
+  for (const auto& [path, module] : s.model->named_modules()) {
+    const auto* linear = dynamic_cast<const nn::Linear*>(module);
+    if (linear != nullptr && linear->lora_A() != nullptr &&
+        linear->layout() == nn::WeightLayout::kInOut) {
+      s.lora_fan_in_fan_out = true;  // GPT-2's Conv1D
+    }
+  }
+  if (!c.peft.adapter.empty()) nn::load_peft_weights(*s.model, c.peft.adapter);
+  s.lora = o;
+  if (s.is_rank0()) {
+    const double trainable = static_cast<double>(s.model->num_trainable_parameters());
+    const double total = static_cast<double>(s.model->num_parameters());
+    std::printf(
+        "LoRA r %lld on %zu layers: trainable params %.0f || all params %.0f || "
+        "trainable %.4f%%\n",
+        static_cast<long long>(o.r), adapted.size(), trainable, total, 100.0 * trainable / total);
+    std::fflush(stdout);
+  }
+}
+
 std::string format_metrics(const StepMetrics& m) {
   char buf[512];
   if (m.val_loss >= 0) {
@@ -160,6 +212,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
       std::fflush(stdout);
     }
   }
+  if (c.peft.type == "lora") add_adapters(s);
   if (c.train.activation_checkpointing) {
     for (nn::Module* block : s.model->blocks()) {
       auto* b = dynamic_cast<nn::Block*>(block);
@@ -227,6 +280,15 @@ Evaluation Trainer::evaluate_metrics() {
 
 void Trainer::export_final(const std::string& dir) {
   State& s = *s_;
+  if (s.lora) {
+    // A PEFT adapter directory: what peft's PeftModel.from_pretrained loads over the base.
+    const std::string config = nn::peft_config_json(*s.lora, s.lora_targets, s.lora_fan_in_fan_out,
+                                                    s.cfg.model.from_pretrained, s.model->task());
+    s.acc->with_state_dict([&](const std::vector<std::pair<std::string, Tensor>>& tensors) {
+      write_peft_adapter(dir, config, nn::peft_tensors(tensors, *s.lora));
+    });
+    return;
+  }
   const std::string config_json = s.model->config_json();
   s.acc->with_state_dict([&](const std::vector<std::pair<std::string, Tensor>>& tensors) {
     write_hf_model(dir, config_json, tensors, s.cfg.tokenizer);

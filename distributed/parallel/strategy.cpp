@@ -34,12 +34,14 @@ void Strategy::attach(nn::Module& model) {
   const nn::FlatParameters* flat = model.flat();
   HF_CHECK(flat != nullptr && flat->grads.defined(),
            "DataParallel::attach: flatten the model's parameters first");
-  flat_params_ = flat->params;
+  // Frozen parameters (after the trainable ones in the buffer) take no part: no gradient to
+  // synchronise, no optimizer state to shard; every rank holds them whole.
+  flat_params_ = flat_range(flat->params, 0, flat->trainable);
   flat_grads_ = flat->grads;
-  total_ = flat->params.numel();
-  const auto named = model.named_parameters();
-  HF_CHECK(named.size() == flat->slots.size(), "DataParallel::attach: ", named.size(),
-           " parameters but ", flat->slots.size(), " flat slots");
+  total_ = flat->trainable;
+  const auto named = model.named_trainable_parameters();
+  HF_CHECK(named.size() <= flat->slots.size(), "DataParallel::attach: ", named.size(),
+           " trainable parameters but ", flat->slots.size(), " flat slots");
   for (size_t i = 0; i < named.size(); ++i) {
     const nn::FlatSlot& slot = flat->slots[i];
     HF_CHECK(slot.name == named[i].first, "DataParallel::attach: flat slot ", slot.name,
@@ -56,7 +58,7 @@ void Strategy::attach(nn::Module& model) {
   for (const Param& p : params_) {
     for (size_t u : p.units) ++sync_[u].params;
   }
-  const auto live = model.named_parameters();
+  const auto live = model.named_trainable_parameters();
   for (size_t i = 0; i < live.size(); ++i) {
     Tensor p = live[i].second;
     autograd::register_grad_ready_hook(p, [this, i](Tensor& leaf) { grad_ready(i, leaf); });

@@ -3,8 +3,8 @@
 # the same global batch: BERT sentence-pair classification (DDP), Llama SFT (ZeRO-3, whose
 # ranks must keep their gathers matched when a validation batch is empty) and BERT masked LM
 # (ZeRO-1) log the same per-step losses and the same val_loss / val_accuracy / val_f1; final/
-# holds the task's transformers class. Also: a label that is not in label2id exits 2 naming the
-# record's file:line.
+# holds the task's transformers class. Also: a label that is not in label2id, and a record
+# without its completion field, exit 2 naming the record's file:line.
 # Usage: test_tasks_parallel.sh PATH/TO/hfrun BERT_TOKENIZER_JSON GPT2_TOKENIZER_JSON
 set -uo pipefail
 # shellcheck source=tests/lib/train_job.sh
@@ -104,6 +104,16 @@ rc=$?
 if [ "$rc" -ne 2 ] || ! grep -q "bad.jsonl:1" "$TMP/bad.log" || ! grep -q "maybe" "$TMP/bad.log"; then
   echo "FAIL: a label not in label2id: rc $rc (want 2) or the record is not named:"
   cat "$TMP/bad.log"; fail=1
+fi
+
+# A record without the completion field: exit 2 naming the record and the field.
+sed '3s/"completion"/"answer"/' "$TMP/records.jsonl" > "$TMP/missing.jsonl"
+task_yaml sft "$TMP/missing" 4 0 | sed "s#$TMP/records.jsonl#$TMP/missing.jsonl#" > "$TMP/missing.yaml"
+"$HFRUN" "$TMP/missing.yaml" > "$TMP/missing.log" 2>&1
+rc=$?
+if [ "$rc" -ne 2 ] || ! grep -q "missing.jsonl:3" "$TMP/missing.log" || ! grep -q "completion" "$TMP/missing.log"; then
+  echo "FAIL: a record without its completion: rc $rc (want 2) or not named:"
+  cat "$TMP/missing.log"; fail=1
 fi
 
 [ "$fail" -eq 0 ] && echo "PASS"

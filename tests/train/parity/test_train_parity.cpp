@@ -14,6 +14,9 @@
 
 #include "data/shard.h"
 #include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "models/peft.h"
+#include "models/registry.h"
 #include "train/trainer.h"
 
 namespace hfrun::train {
@@ -122,6 +125,92 @@ TEST(TrainParity, SgdMomentumWithAccumulationClippingAndWarmupMatchesPyTorch) {
   const std::string dir = reference_dir("sgd");
   ASSERT_FALSE(dir.empty()) << "run through ctest (fixture gpt2_train_reference)";
   check_against(dir);
+}
+
+// LoRA in PEFT's format, starting from an existing adapter with nonzero A and B
+// (lora_train_reference.py): per-step loss and grad norm, and final/ as a PEFT adapter
+// directory whose tensors are the trained adapter (and modules_to_save copies).
+void check_lora_against(const std::string& ref_dir) {
+  std::ifstream in(ref_dir + "/expected.json");
+  ASSERT_TRUE(in.good()) << ref_dir;
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  std::ifstream sin(ref_dir + "/stream.json");
+  const std::vector<int32_t> stream = nlohmann::json::parse(sin).get<std::vector<int32_t>>();
+  const fs::path work =
+      fs::temp_directory_path() /
+      ("hfrun_lora_parity_" + std::to_string(::getpid()) + "_" + ref["family"].get<std::string>());
+  fs::remove_all(work);
+  fs::create_directories(work);
+  data::write_shard((work / "stream.bin").string(), stream);
+  std::ofstream(work / "tokenizer.json") << tiny_tokenizer(ref["vocab"].get<int>());
+  std::ostringstream y;
+  y << "output_dir: " << (work / "run").string() << "\n"
+    << "model: {from_pretrained: " << ref_dir << "/model}\n"
+    << "tokenizer: " << (work / "tokenizer.json").string() << "\n"
+    << "data: {train: [" << (work / "stream.bin").string() << "], seq_len: " << ref["seq_len"]
+    << ", shuffle: false}\n"
+    << "train: {micro_batch_size: " << ref["micro_batch"] << ", grad_accum_steps: " << ref["accum"]
+    << ", max_steps: " << ref["steps"] << ", grad_clip: " << ref["clip"] << ", log_every: 1}\n"
+    << "optimizer: {type: adamw, lr: " << ref["lr"] << ", betas: [0.9, 0.95], eps: 1.0e-8, "
+    << "weight_decay: " << ref["weight_decay"] << "}\n"
+    << "peft: {type: lora, adapter: " << ref_dir << "/adapter}\n"
+    << "checkpoint: {resume: never}\n";
+  Trainer trainer(TrainConfig::parse(y.str(), "lora.yaml"));
+  std::vector<StepMetrics> steps;
+  trainer.run([&](const StepMetrics& m) { steps.push_back(m); });
+  const auto& want = ref["train_steps"];
+  ASSERT_EQ(steps.size(), want.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const double loss = want[i]["loss"], norm = want[i]["grad_norm"];
+    EXPECT_NEAR(steps[i].loss, loss, 1e-5 * loss) << "step " << i + 1;
+    EXPECT_NEAR(steps[i].grad_norm, norm, 1e-4 * norm) << "step " << i + 1;
+  }
+  const fs::path final_dir = work / "run" / "final";
+  std::ifstream cfg(final_dir / "adapter_config.json");
+  ASSERT_TRUE(cfg.good()) << "final/ is not a PEFT adapter directory";
+  const nlohmann::json config = nlohmann::json::parse(cfg);
+  EXPECT_EQ(config["peft_type"], "LORA");
+  EXPECT_EQ(config["fan_in_fan_out"], ref["family"] == "gpt2");
+  EXPECT_FALSE(fs::exists(final_dir / "model.safetensors")) << "the base is not exported";
+  io::SafetensorsFile out =
+      io::SafetensorsFile::open((final_dir / "adapter_model.safetensors").string());
+  EXPECT_EQ(out.entries().size(), ref["final_adapter"].size());
+  for (const auto& [name, values] : ref["final_adapter"].items()) {
+    ASSERT_TRUE(out.contains(name)) << name;
+    const std::vector<float> want_v = values.get<std::vector<float>>();
+    EXPECT_LT(rel_err(out.tensor(name).to_vector(), want_v), 1e-4) << name;
+  }
+  // hfrun merge's fold of the starting adapter: W + s * B A in the layer's own layout.
+  std::ifstream cin_(ref_dir + "/model/config.json");
+  std::stringstream config_text;
+  config_text << cin_.rdbuf();
+  auto base = nn::create_model(config_text.str(), "config.json", 0, "gpt2", nn::Task::kCausalLM);
+  nn::load_weights(*base, ref_dir + "/model");
+  nn::apply_peft_adapter(*base, ref_dir + "/adapter");
+  const auto merged = nn::merged_state(*base);
+  for (const auto& [name, values] : ref["merged"].items()) {
+    bool found = false;
+    for (const auto& [n, t] : merged) {
+      if (n != name) continue;
+      found = true;
+      EXPECT_LT(rel_err(t.to_vector(), values.get<std::vector<float>>()), 1e-5) << name;
+    }
+    EXPECT_TRUE(found) << name;
+  }
+  for (const auto& [n, t] : merged) EXPECT_EQ(n.find(".lora_"), std::string::npos) << n;
+  fs::remove_all(work);
+}
+
+TEST(TrainParity, LoraOnLlamaFromAnExistingAdapterMatchesPyTorch) {
+  const std::string dir = reference_dir("lora_llama");
+  ASSERT_FALSE(dir.empty()) << "run through ctest (fixture gpt2_train_reference)";
+  check_lora_against(dir);
+}
+
+TEST(TrainParity, LoraOnGpt2Conv1DWithRsloraAndModulesToSaveMatchesPyTorch) {
+  const std::string dir = reference_dir("lora_gpt2");
+  ASSERT_FALSE(dir.empty()) << "run through ctest (fixture gpt2_train_reference)";
+  check_lora_against(dir);
 }
 
 }  // namespace
