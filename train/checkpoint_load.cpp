@@ -198,6 +198,12 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
     }
   } else {
     for (const auto& [name, param] : named) {
+      // A frozen parameter is not stored (the run rebuilt it as it was); an older checkpoint may
+      // hold it all the same.
+      if (!model.is_trainable(name) && !models.knows(name)) {
+        values.emplace_back();
+        continue;
+      }
       values.push_back(ops::reshape(models.read_part(dir, name, split_of(name), tp_rank, tp_size,
                                                      param.numel(), 0, param.numel()),
                                     param.sizes()));
@@ -254,7 +260,9 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
       ops::copy_(dst, values[i]);
     }
   } else {
-    for (size_t i = 0; i < named.size(); ++i) model.load_parameter(named[i].first, values[i]);
+    for (size_t i = 0; i < named.size(); ++i) {
+      if (values[i].defined()) model.load_parameter(named[i].first, values[i]);
+    }
   }
 
   TrainerState s;

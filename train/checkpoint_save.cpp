@@ -95,8 +95,9 @@ std::string write_rank_files(const fs::path& tmp, const CheckpointShard& shard,
       io::save_safetensors((tmp / names.back()).string(), params,
                            {{"format", "pt"}, {kPartsKey, parts.dump()}});
     } else if (shard.write_model) {
+      // What trains: a frozen base (LoRA) comes back from where it came from on resume.
       std::vector<std::pair<std::string, Tensor>> params;
-      for (const auto& [name, t] : shard.model->named_parameters()) {
+      for (const auto& [name, t] : shard.model->named_trainable_parameters()) {
         params.emplace_back(stored_name(*shard.model, name, name, shard.tp_rank, shard.tp_size), t);
       }
       names.push_back(model_file_of(rank, world));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # LoRA end to end through the hfrun executable: a tiny Llama base trained from scratch, then LoRA
 # SFT on it with 1 process and with 2 ranks (DDP, ZeRO-2; same global batch) logging the same
-# losses; final/ is a PEFT adapter directory; `hfrun merge` folds it into a plain model whose
+# losses; checkpoints hold the adapters only and resume exactly; final/ is a PEFT adapter
+# directory; `hfrun merge` folds it into a plain model whose
 # greedy generation equals `hfrun generate --adapter` over the base. Bad input exits 2 naming
 # it: a target module that matches nothing, an adapter made for another base (the tensor and
 # both shapes), ZeRO-3 with frozen parameters (not implemented yet).
@@ -71,6 +72,24 @@ for f in adapter_config.json adapter_model.safetensors; do
   [ -s "$TMP/l1/final/$f" ] || { echo "FAIL: final/$f missing"; ls -la "$TMP/l1/final"; fail=1; }
 done
 [ -e "$TMP/l1/final/model.safetensors" ] && { echo "FAIL: final/ holds the base weights"; fail=1; }
+
+# Checkpoints hold what trains only, and resume exactly: 2 steps, then on to 4 (auto-resume).
+lora_yaml "$TMP/l4" 4 0 > "$TMP/l4.yaml"
+"$HFRUN" "$TMP/l4.yaml" --set train.max_steps=2 > "$TMP/l4a.log" 2>&1 || { echo "FAIL: lora 2 steps"; cat "$TMP/l4a.log"; fail=1; }
+ckpt="$(ls -d "$TMP"/l4/checkpoints/step-* 2> /dev/null | tail -1)"
+if [ -z "$ckpt" ] || grep -l "embed_tokens" "$ckpt"/*.safetensors > /dev/null 2>&1; then
+  echo "FAIL: the LoRA checkpoint ($ckpt) is missing or holds the frozen base:"; ls -la "$ckpt"; fail=1
+fi
+if ! grep -lq "lora_A" "$ckpt"/*model*.safetensors 2> /dev/null; then
+  echo "FAIL: the LoRA checkpoint holds no adapter"; ls -la "$ckpt"; fail=1
+fi
+"$HFRUN" "$TMP/l4.yaml" > "$TMP/l4b.log" 2>&1 || { echo "FAIL: lora resume"; cat "$TMP/l4b.log"; fail=1; }
+grep -q "resuming from" "$TMP/l4b.log" || { echo "FAIL: the second run did not resume"; cat "$TMP/l4b.log"; fail=1; }
+paste <(losses "$TMP/l1/metrics.jsonl") <(losses "$TMP/l4/metrics.jsonl") > "$TMP/pairs"
+if [ "$(wc -l < "$TMP/pairs")" -ne 4 ] || ! awk '{ d = $1 - $2; if (d < 0) d = -d;
+      if ($2 == "" || d > 1e-6 * $1) bad = 1 } END { exit bad }' "$TMP/pairs"; then
+  echo "FAIL: resumed LoRA losses differ from the uninterrupted run:"; cat "$TMP/pairs"; fail=1
+fi
 
 # merge = base + adapter: the same greedy continuation.
 if ! "$HFRUN" merge --base "$TMP/base/final" --adapter "$TMP/l1/final" --output "$TMP/merged" > "$TMP/merge.log" 2>&1; then
