@@ -69,22 +69,46 @@ void Linear::add_lora(Tensor a, Tensor b, double scale, double dropout, Generato
   lora_gen_ = dropout_gen;
 }
 
-Tensor Linear::with_lora(const Tensor& x, Tensor y) const {
-  if (lora_a_ == nullptr) return y;
+// s * B(A(dropout(x))) in `dtype`. Under tensor parallelism this rank's share of it, as the
+// base layer's: column-parallel, A is whole and B holds this rank's outputs; row-parallel, A
+// holds this rank's input features and the term is a partial sum like the base's. The whole
+// factor's gradient is summed over the group (its ranks each see part of the outputs, or part
+// of the inputs), which copy_to_tensor_parallel does on the way back.
+Tensor Linear::lora_term(const Tensor& x, DType dtype) const {
   Tensor in = x;
   if (is_training() && lora_dropout_ > 0 && lora_gen_ != nullptr) {
     in = dropout(x, lora_dropout_, true, *lora_gen_);
   }
-  Tensor l = lora_b_->forward(lora_a_->forward(in), y.dtype());
-  return add(y, mul_scalar(l, lora_scale_));
+  auto factor = [&](const Linear& l) {  // [out, in] -> the [in, out] linear() takes
+    Tensor w = l.weight_.get();
+    if (l.group_ != nullptr && l.style_ == ParallelStyle::kReplicatedSumGrad) {
+      w = copy_to_tensor_parallel(w, *l.group_);
+    }
+    return transpose(w, 0, 1);
+  };
+  Tensor h = linear(in, factor(*lora_a_), Tensor(), compute_dtype(), dtype);
+  return mul_scalar(linear(h, factor(*lora_b_), Tensor(), compute_dtype(), dtype), lora_scale_);
 }
 
 Tensor Linear::forward(const Tensor& x, std::optional<DType> out_dtype) {
   const DType out = out_dtype.value_or(x.dtype());
   if (lora_a_ != nullptr) {
-    HF_CHECK(group_ == nullptr, "Linear: a LoRA adapter under tensor parallelism");
-    return with_lora(x, linear(x, weight_in_out(), bias_.defined() ? bias_.get() : Tensor(),
-                               compute_dtype(), out));
+    if (group_ && style_ == ParallelStyle::kRowwise) {
+      // The adapter's partial sum joins the base's before the one reduction.
+      Tensor y = linear(x, weight_in_out(), Tensor(), compute_dtype(), DType::kF32);
+      y = reduce_from_tensor_parallel(add(y, lora_term(x, DType::kF32)), *group_);
+      if (bias_.defined()) y = add(y, bias_.get());
+      return y.dtype() == out ? y : to_dtype(y, out);
+    }
+    const Tensor in = prepare_input(x);
+    Tensor y =
+        linear(in, weight_in_out(), bias_.defined() ? bias_.get() : Tensor(), compute_dtype(), out);
+    return add(y, lora_term(in, out));
+  }
+  if (group_ && style_ == ParallelStyle::kReplicatedSumGrad) {
+    return linear(x, copy_to_tensor_parallel(weight_in_out(), *group_),
+                  bias_.defined() ? copy_to_tensor_parallel(bias_.get(), *group_) : Tensor(),
+                  compute_dtype(), out);
   }
   if (group_ && style_ == ParallelStyle::kRowwise) {
     // Partial sums over this rank's input features, summed in f32 across the group; the
@@ -109,6 +133,7 @@ Tensor Linear::forward_gelu(const Tensor& x, std::optional<DType> out_dtype) {
 
 TensorParallelSplit Linear::split_for(ParallelStyle style, int groups,
                                       const std::string& param) const {
+  if (style == ParallelStyle::kReplicatedSumGrad) return {};
   const int out_dim = layout_ == WeightLayout::kOutIn ? 0 : 1;
   if (param == "weight") {
     const int dim = style == ParallelStyle::kRowwise ? 1 - out_dim : out_dim;
@@ -126,10 +151,22 @@ void Linear::parallelize(ParallelStyle style, int groups, TensorParallelGroup* g
                          const std::string& path) {
   HF_CHECK(group_ == nullptr, "tensor parallel: ", path, " is already parallel");
   HF_CHECK(group != nullptr, "tensor parallel: no group for ", path);
-  HF_CHECK_INPUT(style != ParallelStyle::kReplicatedSumGrad, "tensor parallel: ", path,
-                 ": a Linear is colwise, rowwise or vocab");
   HF_CHECK(style != ParallelStyle::kRowwise || groups == 1, "tensor parallel: ", path,
            ": a row-parallel layer has one block");
+  // A LoRA adapter follows its layer: the factor on the split side is split with it, the other
+  // is whole with its gradient summed over the group.
+  if (lora_a_ != nullptr && style != ParallelStyle::kReplicatedSumGrad) {
+    const bool row = style == ParallelStyle::kRowwise;
+    lora_a_->parallelize(row ? style : ParallelStyle::kReplicatedSumGrad, 1, group,
+                         path + ".lora_A");
+    lora_b_->parallelize(row ? ParallelStyle::kReplicatedSumGrad : style, groups, group,
+                         path + ".lora_B");
+  }
+  if (style == ParallelStyle::kReplicatedSumGrad) {  // whole, its gradients summed
+    style_ = style;
+    group_ = group;
+    return;
+  }
   const int T = group->size(), t = group->rank();
   const TensorParallelSplit s = split_for(style, groups, "weight");
   const Tensor w = weight_->detach();

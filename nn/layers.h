@@ -75,15 +75,17 @@ class Linear : public ParallelLayer {
   // LoRA (PEFT's semantics): forward becomes base(x) + scale * lora_B(lora_A(dropout(x))) with
   // children "lora_A" (weight [r, in]) and "lora_B" (weight [out, r]), both nn.Linear layout
   // whatever this layer's (GPT-2's Conv1D is PEFT's fan_in_fan_out). Dropout draws from
-  // `dropout_gen` in training. Before tensor parallelism (nn/lora.h applies it).
+  // `dropout_gen` in training. Before tensor parallelism (nn/lora.h applies it), which then
+  // splits the adapter with the layer: column-parallel splits B's outputs, row-parallel A's
+  // inputs, and the other factor stays whole with its gradient summed over the group.
   void add_lora(Tensor a, Tensor b, double scale, double dropout, Generator* dropout_gen);
   Linear* lora_A() const { return lora_a_; }
   Linear* lora_B() const { return lora_b_; }
   double lora_scale() const { return lora_scale_; }
 
  private:
-  // base + the adapter's term (when there is one).
-  Tensor with_lora(const Tensor& x, Tensor y) const;
+  // The adapter's term s * B(A(dropout(x))) (this rank's share under tensor parallelism).
+  Tensor lora_term(const Tensor& x, DType dtype) const;
 
   // The weight as linear() wants it: [in, out].
   Tensor weight_in_out() const;

@@ -180,15 +180,31 @@ TensorParallelSplit Module::tensor_parallel_split(const std::string& name) const
   const size_t dot = name.rfind('.');
   const std::string owner = dot == std::string::npos ? "" : name.substr(0, dot);
   const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+  // A LoRA factor follows its layer's rule (Linear::parallelize): column-parallel splits B,
+  // row-parallel A; the other factor is whole.
+  std::string rule_path = owner;
+  bool lora_split = true;
+  for (const char* factor : {".lora_A", ".lora_B"}) {
+    const std::string f = factor;
+    if (owner.size() > f.size() && owner.compare(owner.size() - f.size(), f.size(), f) == 0) {
+      rule_path = owner.substr(0, owner.size() - f.size());
+      lora_split = f == ".lora_B";  // column-parallel; flipped below for row-parallel
+    }
+  }
+  const Module* layer_module = nullptr;
   // named_modules() hands out mutable pointers; nothing is modified here.
   for (const auto& [path, module] : const_cast<Module*>(this)->named_modules()) {
-    if (path != owner) continue;
-    const auto* layer = dynamic_cast<const ParallelLayer*>(module);
-    for (const TensorParallelRule& rule : plan) {
-      if (!matches_plan_pattern(rule.pattern, path)) continue;
-      return layer ? layer->split_for(rule.style, rule.groups, leaf) : TensorParallelSplit{};
+    if (path == owner) layer_module = module;
+  }
+  const auto* layer = dynamic_cast<const ParallelLayer*>(layer_module);
+  if (layer == nullptr) return {};
+  for (const TensorParallelRule& rule : plan) {
+    if (!matches_plan_pattern(rule.pattern, rule_path)) continue;
+    if (rule_path != owner) {  // a LoRA factor
+      const bool row = rule.style == ParallelStyle::kRowwise;
+      if (row == lora_split) return {};  // the whole factor
     }
-    break;
+    return layer->split_for(rule.style, rule.groups, leaf);
   }
   return {};
 }

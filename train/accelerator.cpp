@@ -182,9 +182,9 @@ std::vector<optim::ParamRef> Accelerator::prepare_model(
   HF_CHECK_INPUT(model.num_parameters() > 0,
                  "Accelerator::prepare: the model has no parameters (register_parameter)");
   const bool frozen = model.num_trainable_parameters() < model.num_parameters();
-  HF_CHECK_INPUT(!frozen || !s.dp || (s.dp->zero_stage() < 3 && !s.dp->tensor_parallel()),
-                 "frozen parameters (peft) with distributed.zero_stage 3 or tensor_parallel > 1 ",
-                 "are not implemented yet: use zero_stage 0, 1 or 2 without tensor parallelism");
+  HF_CHECK_INPUT(!frozen || !s.dp || s.dp->zero_stage() < 3,
+                 "frozen parameters (peft) with distributed.zero_stage 3 are not implemented yet: ",
+                 "use zero_stage 0, 1 or 2 (with or without tensor parallelism)");
   if (s.dp && s.dp->tensor_parallel()) {
     HF_CHECK_INPUT(model.flat() == nullptr,
                    "Accelerator::prepare: tensor parallelism splits the model before its "

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LoRA end to end through the hfrun executable: a tiny Llama base trained from scratch, then LoRA
-# SFT on it with 1 process and with 2 ranks (DDP, ZeRO-2; same global batch) logging the same
-# losses; checkpoints hold the adapters only and resume exactly; final/ is a PEFT adapter
+# SFT on it with 1 process and with 2 ranks (DDP, ZeRO-2, tensor parallel 2; same global batch)
+# logging the same losses; checkpoints hold the adapters only and resume exactly; final/ is a PEFT adapter
 # directory; `hfrun merge` folds it into a plain model whose
 # greedy generation equals `hfrun generate --adapter` over the base. Bad input exits 2 naming
 # it: a target module that matches nothing, an adapter made for another base (the tensor and
@@ -25,7 +25,7 @@ base_yaml() {  # base_yaml OUTPUT_DIR HIDDEN
   cat <<YAML
 output_dir: $1
 seed: 2
-model: {arch: llama, config: {hidden_size: $2, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 64}}
+model: {arch: llama, config: {hidden_size: $2, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 64}}
 tokenizer: $GPT2
 data: {train: [$TMP/corpus.txt], seq_len: 16}
 train: {micro_batch_size: 2, max_steps: 2, log_every: 1}
@@ -55,10 +55,13 @@ YAML
 lora_yaml "$TMP/l1" 4 0 > "$TMP/l1.yaml"
 lora_yaml "$TMP/l2" 2 0 > "$TMP/l2.yaml"
 lora_yaml "$TMP/l3" 2 2 > "$TMP/l3.yaml"
+lora_yaml "$TMP/l5" 4 0 > "$TMP/l5.yaml"
+echo "distributed: {tensor_parallel: 2}" >> "$TMP/l5.yaml"
+sed -i '/^distributed: {zero_stage: 0}$/d' "$TMP/l5.yaml"
 "$HFRUN" "$TMP/l1.yaml" > "$TMP/l1.log" 2>&1 || { echo "FAIL: lora -np 1"; cat "$TMP/l1.log"; fail=1; }
 cat "$TMP/l1.log"
 grep -q "trainable params" "$TMP/l1.log" || { echo "FAIL: no trainable/total parameter line"; fail=1; }
-for run in l2 l3; do
+for run in l2 l3 l5; do
   if ! "$HFRUN" -np 2 --oversubscribe "$TMP/$run.yaml" > "$TMP/$run.log" 2>&1; then
     echo "FAIL: lora -np 2 ($run)"; cat "$TMP/$run.log"; fail=1; continue
   fi

@@ -18,6 +18,7 @@
 #include "distributed/parallel/topology.h"
 #include "local_group.h"
 #include "models/registry.h"
+#include "nn/lora.h"
 #include "optim/clip.h"
 #include "optim/optimizer.h"
 #include "tensor/ops.h"
@@ -35,8 +36,32 @@ constexpr const char* kConfig = R"({"model_type": "llama", "vocab_size": 40, "hi
 constexpr int kSteps = 3, kMicro = 2, kRowsPerRank = 2, kSeq = 8;
 constexpr double kMaxNorm = 0.05;  // below the gradients' norm: clipping scales every step
 
-std::unique_ptr<nn::CausalLM> make_model() {
-  return nn::create_causal_lm(kConfig, "test config", /*seed=*/11, "llama");
+// With `lora`: adapters (r 4) on q, v (column-parallel under TP) and o, down (row-parallel), B
+// drawn nonzero so the adapters matter from the first step, and lm_head trained whole.
+std::unique_ptr<nn::CausalLM> make_model(bool lora) {
+  auto model = nn::create_causal_lm(kConfig, "test config", /*seed=*/11, "llama");
+  if (lora) {
+    nn::LoraOptions o;
+    o.r = 4;
+    o.alpha = 8;
+    o.target_modules = {"q_proj", "v_proj", "o_proj", "down_proj"};
+    o.modules_to_save = {"lm_head"};
+    Generator init(5);
+    nn::apply_lora(*model, o, init, nullptr, "test");
+    Generator b(6);
+    for (const auto& [name, t] : model->named_parameters()) {
+      if (name.find("lora_B") != std::string::npos) {
+        model->load_parameter(name, ops::randn(t.sizes(), b, DType::kF32, 0.0, 0.2));
+      }
+    }
+  }
+  return model;
+}
+
+std::vector<Tensor> trainable(const nn::Module& model) {
+  std::vector<Tensor> out;
+  for (const auto& [name, t] : model.named_trainable_parameters()) out.push_back(t);
+  return out;
 }
 
 optim::AdamWOptions adamw() {
@@ -66,10 +91,10 @@ struct TrainingRun {
 };
 
 // One process on the whole global batch of `dp` ranks' rows.
-TrainingRun reference(int dp) {
-  auto model = make_model();
+TrainingRun reference(int dp, bool lora) {
+  auto model = make_model(lora);
   model->flatten_parameters(Device::cpu());
-  optim::AdamW opt(optim::param_refs(model->named_parameters()), adamw());
+  optim::AdamW opt(optim::param_refs(model->named_trainable_parameters()), adamw());
   TrainingRun run;
   for (int s = 0; s < kSteps; ++s) {
     model->zero_grad();
@@ -80,7 +105,7 @@ TrainingRun reference(int dp) {
       loss += l.item() / kMicro;
       autograd::backward(mul_scalar(l, 1.0 / kMicro));
     }
-    run.norms.push_back(optim::clip_grad_norm(model->parameters(), kMaxNorm));
+    run.norms.push_back(optim::clip_grad_norm(trainable(*model), kMaxNorm));
     opt.step();
     run.losses.push_back(loss);
   }
@@ -93,7 +118,7 @@ TrainingRun reference(int dp) {
 // The same training as `tp` x `dp` ranks (global rank g: tensor-parallel rank g % tp,
 // data-parallel rank g / tp) with the strategy of `stage`. Returns global rank 0's view, and
 // checks every rank's parameters (its tensor-parallel part) against `want`.
-TrainingRun distributed(int stage, int tp, int dp, const TrainingRun& want) {
+TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun& want) {
   std::vector<std::unique_ptr<LocalWorld>> data_worlds, tensor_worlds;
   for (int t = 0; t < tp; ++t) data_worlds.push_back(std::make_unique<LocalWorld>(dp));
   for (int d = 0; d < dp; ++d) tensor_worlds.push_back(std::make_unique<LocalWorld>(tp));
@@ -104,7 +129,7 @@ TrainingRun distributed(int stage, int tp, int dp, const TrainingRun& want) {
     auto data = std::make_shared<LocalProcessGroup>(*data_worlds[t], d);
     auto tensor = std::make_shared<LocalProcessGroup>(*tensor_worlds[d], t);
     std::unique_ptr<TensorParallelOverGroup> tp_group;
-    auto model = make_model();
+    auto model = make_model(lora);
     if (tp > 1) {
       tp_group = std::make_unique<TensorParallelOverGroup>(tensor, CollectiveOptions{});
       apply_tensor_parallel(*model, *tp_group);
@@ -121,7 +146,8 @@ TrainingRun distributed(int stage, int tp, int dp, const TrainingRun& want) {
     strategy->attach(*model);
     std::vector<ParamSlice> slices;
     optim::AdamW opt(
-        strategy->optimizer_params(optim::param_refs(model->named_parameters()), &slices), adamw());
+        strategy->optimizer_params(optim::param_refs(model->named_trainable_parameters()), &slices),
+        adamw());
     TrainingRun run;
     for (int s = 0; s < kSteps; ++s) {
       strategy->zero_grad(*model);
@@ -194,9 +220,24 @@ class Strategies : public ::testing::TestWithParam<std::tuple<int, int, int>> {}
 
 TEST_P(Strategies, EqualOneProcessOnTheGlobalBatch) {
   const auto [stage, tp, dp] = GetParam();
-  const TrainingRun want = reference(dp);
-  expect_same_run(distributed(stage, tp, dp, want), want);
+  const TrainingRun want = reference(dp, /*lora=*/false);
+  expect_same_run(distributed(stage, tp, dp, /*lora=*/false, want), want);
 }
+
+// LoRA: only the adapters (and lm_head) train; the frozen base takes no part in the gradient
+// synchronisation, and tensor parallelism splits each adapter with its layer.
+class LoraStrategies : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+TEST_P(LoraStrategies, EqualOneProcessOnTheGlobalBatch) {
+  const auto [stage, tp, dp] = GetParam();
+  const TrainingRun want = reference(dp, /*lora=*/true);
+  expect_same_run(distributed(stage, tp, dp, /*lora=*/true, want), want);
+}
+
+INSTANTIATE_TEST_SUITE_P(Lora, LoraStrategies,
+                         ::testing::Values(std::make_tuple(0, 1, 2), std::make_tuple(1, 1, 2),
+                                           std::make_tuple(2, 1, 3), std::make_tuple(0, 2, 1),
+                                           std::make_tuple(0, 2, 2), std::make_tuple(2, 2, 2)));
 
 INSTANTIATE_TEST_SUITE_P(DataParallel, Strategies,
                          ::testing::Combine(::testing::Values(0, 1, 2, 3), ::testing::Values(1),
