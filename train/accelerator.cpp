@@ -181,10 +181,6 @@ std::vector<optim::ParamRef> Accelerator::prepare_model(
   HF_CHECK(!s.model_prepared, "Accelerator::prepare: called twice (one model per Accelerator)");
   HF_CHECK_INPUT(model.num_parameters() > 0,
                  "Accelerator::prepare: the model has no parameters (register_parameter)");
-  const bool frozen = model.num_trainable_parameters() < model.num_parameters();
-  HF_CHECK_INPUT(!frozen || !s.dp || s.dp->zero_stage() < 3,
-                 "frozen parameters (peft) with distributed.zero_stage 3 are not implemented yet: ",
-                 "use zero_stage 0, 1 or 2 (with or without tensor parallelism)");
   if (s.dp && s.dp->tensor_parallel()) {
     HF_CHECK_INPUT(model.flat() == nullptr,
                    "Accelerator::prepare: tensor parallelism splits the model before its "

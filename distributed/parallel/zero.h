@@ -104,8 +104,30 @@ class Zero3 final : public ShardedStrategy, public nn::ForwardHook {
   void release(size_t u);
   void release_all();
 
+  // Frozen parameters (LoRA's base) are sharded per block too, in buffers of their own that take
+  // no part in the gradient synchronisation: gathered with their block before its forward and
+  // backward, released after its forward, and after its backward once the gradient has reached
+  // the block before it (every node of the block has run by then).
+  struct FrozenUnit {
+    int block = -1;  // index in blocks() (forward order), -1 for the root
+    int64_t chunk = 0;
+    Tensor buffer;  // the gathered values (storage freed between uses)
+    Tensor shard;   // this rank's chunk
+    bool gathered = true;
+  };
+  void lay_out_frozen(nn::Module& model, const std::vector<nn::Module*>& blocks,
+                      std::vector<std::pair<std::string, Tensor>>& replaced);
+  void gather_frozen(size_t f);
+  void release_frozen(size_t f);
+  // Gathers / releases what a block (or the root) needs for its forward and backward.
+  void gather_module(const nn::Module* module);
+
   std::vector<Tensor> buffers_;  // per unit: its gathered parameters (storage freed between uses)
   std::vector<bool> gathered_;
+  std::vector<FrozenUnit> frozen_;
+  std::unordered_map<const nn::Module*, size_t> block_frozen_;
+  std::unordered_map<const nn::Module*, int> block_index_;  // forward order
+  int root_frozen_ = -1;
   Tensor shard_params_;  // this rank's parameter chunks, laid out as shard_grads_
   int root_unit_ = -1;   // the parameters outside the model's blocks()
   const nn::Module* root_module_ = nullptr;

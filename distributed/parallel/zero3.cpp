@@ -56,6 +56,7 @@ void Zero3::lay_out(nn::Module& model) {
   // Parameters move into the unit buffers (filled from the flat buffer, which every rank holds
   // after the broadcast) and the flat buffers go: nothing may keep them (4P of parameters, 4P
   // of gradients) alive.
+  std::vector<std::pair<std::string, Tensor>> replaced;
   for (size_t i = 0; i < leaves_.size(); ++i) {
     const Param& p = params_[i];
     const size_t u = p.units[0];
@@ -63,8 +64,19 @@ void Zero3::lay_out(nn::Module& model) {
                          buffers_[u].offset() + (p.offset - units_[u].begin));
     ops::copy_(v, leaves_[i]);
     leaves_[i] = v;
+    replaced.emplace_back(p.name, v);
   }
-  model.replace_parameters(leaves_);
+  for (size_t b = 0; b < blocks.size(); ++b) block_index_[blocks[b]] = static_cast<int>(b);
+  lay_out_frozen(model, blocks, replaced);
+  // Every parameter, trainable or frozen, now lives in a unit's buffer.
+  std::vector<Tensor> values;
+  for (const auto& [name, t] : model.named_parameters()) {
+    const auto it = std::find_if(replaced.begin(), replaced.end(),
+                                 [&](const auto& r) { return r.first == name; });
+    HF_CHECK(it != replaced.end(), "ZeRO-3: parameter ", name, " has no unit");
+    values.push_back(it->second);
+  }
+  model.replace_parameters(values);
   flat_params_ = flat_grads_ = Tensor();
   lay_out_shards();
   shard_params_ = ops::zeros({std::max<int64_t>(shard_total_, 1)}, DType::kF32, ctx_.device);
@@ -78,6 +90,78 @@ void Zero3::lay_out(nn::Module& model) {
   release_all();
   model.set_forward_hook(this);
   for (nn::Module* block : blocks) block->set_forward_hook(this);
+}
+
+void Zero3::lay_out_frozen(nn::Module& model, const std::vector<nn::Module*>& blocks,
+                           std::vector<std::pair<std::string, Tensor>>& replaced) {
+  std::vector<std::pair<std::string, Tensor>> frozen;
+  for (const auto& [name, t] : model.named_parameters()) {
+    if (!model.is_trainable(name)) frozen.emplace_back(name, t);
+  }
+  if (frozen.empty()) return;
+  std::vector<std::vector<size_t>> members(blocks.size() + 1);  // [0]: root
+  for (size_t i = 0; i < frozen.size(); ++i) {
+    int block = -1;
+    for (size_t b = 0; b < blocks.size() && block < 0; ++b) {
+      for (const auto& [name, t] : blocks[b]->named_parameters()) {
+        if (t.raw_data() == frozen[i].second.raw_data()) block = static_cast<int>(b);
+      }
+    }
+    members[block + 1].push_back(i);
+  }
+  constexpr int64_t kAlign = 16;
+  for (size_t m = 0; m < members.size(); ++m) {
+    if (members[m].empty()) continue;
+    std::vector<int64_t> offsets;
+    int64_t len = 0;
+    for (size_t i : members[m]) {
+      offsets.push_back(len);
+      len += (frozen[i].second.numel() + kAlign - 1) / kAlign * kAlign;
+    }
+    FrozenUnit f;
+    f.block = static_cast<int>(m) - 1;
+    f.chunk = std::max<int64_t>(1, (len + ctx_.size - 1) / ctx_.size);
+    f.buffer = ops::zeros({f.chunk * ctx_.size}, DType::kF32, ctx_.device);
+    for (size_t k = 0; k < members[m].size(); ++k) {
+      const auto& [name, value] = frozen[members[m][k]];
+      Tensor v = make_view(f.buffer, value.sizes(), contiguous_strides(value.sizes()),
+                           f.buffer.offset() + offsets[k]);
+      ops::copy_(v, value);
+      replaced.emplace_back(name, v);
+    }
+    f.shard = ops::clone(flat_range(f.buffer, ctx_.rank * f.chunk, f.chunk));
+    if (m == 0) {
+      root_frozen_ = static_cast<int>(frozen_.size());
+    } else {
+      block_frozen_[blocks[m - 1]] = frozen_.size();
+    }
+    frozen_.push_back(std::move(f));
+  }
+}
+
+void Zero3::gather_frozen(size_t f) {
+  FrozenUnit& unit = frozen_[f];
+  if (unit.gathered) return;
+  unit.buffer.storage()->materialize();
+  ctx_.data_device->allgather(unit.buffer, unit.shard, ctx_.opts)->wait();
+  unit.gathered = true;
+}
+
+void Zero3::release_frozen(size_t f) {
+  FrozenUnit& unit = frozen_[f];
+  if (!unit.gathered) return;
+  unit.buffer.storage()->release();
+  unit.gathered = false;
+}
+
+void Zero3::gather_module(const nn::Module* module) {
+  if (module == root_module_) {
+    if (root_unit_ >= 0) gather(static_cast<size_t>(root_unit_));
+    if (root_frozen_ >= 0) gather_frozen(static_cast<size_t>(root_frozen_));
+    return;
+  }
+  if (auto it = block_unit_.find(module); it != block_unit_.end()) gather(it->second);
+  if (auto it = block_frozen_.find(module); it != block_frozen_.end()) gather_frozen(it->second);
 }
 
 void Zero3::gather(size_t u) {
@@ -96,18 +180,16 @@ void Zero3::release(size_t u) {
 
 void Zero3::release_all() {
   for (size_t u = 0; u < units_.size(); ++u) release(u);
+  for (size_t f = 0; f < frozen_.size(); ++f) release_frozen(f);
 }
 
 void Zero3::gather_parameters() {
   for (size_t u = 0; u < units_.size(); ++u) gather(u);
+  for (size_t f = 0; f < frozen_.size(); ++f) gather_frozen(f);
 }
 
 void Zero3::before_forward(nn::Module& module) {
-  if (&module == root_module_) {
-    if (root_unit_ >= 0) gather(static_cast<size_t>(root_unit_));
-    return;
-  }
-  if (auto it = block_unit_.find(&module); it != block_unit_.end()) gather(it->second);
+  gather_module(&module);
 }
 
 Tensor Zero3::after_forward(nn::Module& module, const Tensor& out) {
@@ -116,12 +198,22 @@ Tensor Zero3::after_forward(nn::Module& module, const Tensor& out) {
   // evaluation gathers it once, not per batch).
   if (&module == root_module_) return out;
   auto it = block_unit_.find(&module);
-  if (it == block_unit_.end()) return out;  // a block without parameters has no unit
-  const size_t u = it->second;
-  release(u);
+  auto ft = block_frozen_.find(&module);
+  if (it == block_unit_.end() && ft == block_frozen_.end()) return out;  // no parameters
+  if (it != block_unit_.end()) release(it->second);
+  if (ft != block_frozen_.end()) release_frozen(ft->second);
+  const int block = block_index_.at(&module);
+  const nn::Module* m = &module;
   return autograd::record("Zero3Gather", {out}, out,
-                          [this, u](const Tensor& g) -> std::vector<Tensor> {
-                            gather(u);
+                          [this, m, block](const Tensor& g) -> std::vector<Tensor> {
+                            // The gradient reached this block's output: every later block's
+                            // backward is over, so their frozen parameters can go.
+                            for (size_t f = 0; f < frozen_.size(); ++f) {
+                              if (frozen_[f].block > block && frozen_[f].block >= 0) {
+                                release_frozen(f);
+                              }
+                            }
+                            gather_module(m);
                             return {g};
                           });
 }
@@ -140,6 +232,10 @@ TrainingMemory Zero3::memory(const optim::Optimizer& optimizer) const {
   m.params = static_cast<int64_t>(shard_params_.nbytes());
   for (size_t u = 0; u < units_.size(); ++u) {
     if (gathered_[u]) m.params += static_cast<int64_t>(buffers_[u].nbytes());
+  }
+  for (const FrozenUnit& f : frozen_) {
+    m.params += static_cast<int64_t>(f.shard.nbytes());
+    if (f.gathered) m.params += static_cast<int64_t>(f.buffer.nbytes());
   }
   m.grads = static_cast<int64_t>(shard_grads_.nbytes());
   m.optimizer = optimizer.state_bytes();

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # LoRA end to end through the hfrun executable: a tiny Llama base trained from scratch, then LoRA
-# SFT on it with 1 process and with 2 ranks (DDP, ZeRO-2, tensor parallel 2; same global batch)
-# logging the same losses; checkpoints hold the adapters only and resume exactly; final/ is a PEFT adapter
+# SFT on it with 1 process and with 2 ranks (DDP, ZeRO-2, ZeRO-3 with the frozen base sharded,
+# tensor parallel 2; same global batch) logging the same losses; checkpoints hold the adapters only and resume exactly; final/ is a PEFT adapter
 # directory; `hfrun merge` folds it into a plain model whose
 # greedy generation equals `hfrun generate --adapter` over the base. Bad input exits 2 naming
 # it: a target module that matches nothing, an adapter made for another base (the tensor and
-# both shapes), ZeRO-3 with frozen parameters (not implemented yet).
+# both shapes).
 # Usage: test_lora.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
 # shellcheck source=tests/lib/train_job.sh
@@ -55,13 +55,14 @@ YAML
 lora_yaml "$TMP/l1" 4 0 > "$TMP/l1.yaml"
 lora_yaml "$TMP/l2" 2 0 > "$TMP/l2.yaml"
 lora_yaml "$TMP/l3" 2 2 > "$TMP/l3.yaml"
+lora_yaml "$TMP/l6" 2 3 > "$TMP/l6.yaml"
 lora_yaml "$TMP/l5" 4 0 > "$TMP/l5.yaml"
 echo "distributed: {tensor_parallel: 2}" >> "$TMP/l5.yaml"
 sed -i '/^distributed: {zero_stage: 0}$/d' "$TMP/l5.yaml"
 "$HFRUN" "$TMP/l1.yaml" > "$TMP/l1.log" 2>&1 || { echo "FAIL: lora -np 1"; cat "$TMP/l1.log"; fail=1; }
 cat "$TMP/l1.log"
 grep -q "trainable params" "$TMP/l1.log" || { echo "FAIL: no trainable/total parameter line"; fail=1; }
-for run in l2 l3 l5; do
+for run in l2 l3 l6 l5; do
   if ! "$HFRUN" -np 2 --oversubscribe "$TMP/$run.yaml" > "$TMP/$run.log" 2>&1; then
     echo "FAIL: lora -np 2 ($run)"; cat "$TMP/$run.log"; fail=1; continue
   fi
@@ -119,8 +120,6 @@ expect_exit2 "unmatched target module" "nope" "$HFRUN" "$TMP/bad1.yaml"
 lora_yaml "$TMP/bad2" 4 0 "" | sed "s#$TMP/base/final#$TMP/other/final#" > "$TMP/bad2.yaml"
 sed -i "s#r: 4, alpha: 8,#adapter: $TMP/l1/final,#" "$TMP/bad2.yaml"
 expect_exit2 "adapter for another base" "lora_A.weight.*\[4, 16\].*\[4, 32\]" "$HFRUN" "$TMP/bad2.yaml"
-lora_yaml "$TMP/bad3" 2 3 > "$TMP/bad3.yaml"
-expect_exit2 "ZeRO-3 with LoRA" "zero_stage 3" "$HFRUN" -np 2 --oversubscribe "$TMP/bad3.yaml"
 
 [ "$fail" -eq 0 ] && echo "PASS"
 exit "$fail"

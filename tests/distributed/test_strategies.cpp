@@ -185,6 +185,9 @@ TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun&
       EXPECT_GT(strategy->memory(o).params, shard) << "rank " << g;
       strategy->release_parameters();
       EXPECT_EQ(strategy->memory(o).params, shard) << "rank " << g;
+      // This rank's chunks of every parameter, trainable or frozen: about 1/dp of the whole.
+      const int64_t whole = model->num_parameters() * 4;
+      EXPECT_LT(shard, whole * 3 / (2 * dp) + 4096) << "rank " << g << ": not sharded";
     }
     strategy->gather_parameters();
     for (size_t i = 0; i < want.params.size(); ++i) {
@@ -236,8 +239,10 @@ TEST_P(LoraStrategies, EqualOneProcessOnTheGlobalBatch) {
 
 INSTANTIATE_TEST_SUITE_P(Lora, LoraStrategies,
                          ::testing::Values(std::make_tuple(0, 1, 2), std::make_tuple(1, 1, 2),
-                                           std::make_tuple(2, 1, 3), std::make_tuple(0, 2, 1),
-                                           std::make_tuple(0, 2, 2), std::make_tuple(2, 2, 2)));
+                                           std::make_tuple(2, 1, 3), std::make_tuple(3, 1, 2),
+                                           std::make_tuple(3, 1, 3), std::make_tuple(0, 2, 1),
+                                           std::make_tuple(0, 2, 2), std::make_tuple(2, 2, 2),
+                                           std::make_tuple(3, 2, 2)));
 
 INSTANTIATE_TEST_SUITE_P(DataParallel, Strategies,
                          ::testing::Combine(::testing::Values(0, 1, 2, 3), ::testing::Values(1),
