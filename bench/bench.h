@@ -90,4 +90,13 @@ struct TrainBenchOptions {
 };
 std::string run_train_bench(const TrainBenchOptions& opts);
 
+// Checkpoint I/O against the disk (bench_checkpoint.cpp): a --mb MB safetensors write next to
+// dd conv=fdatasync, its SHA-256 (OpenSSL) next to the portable implementation, the read back
+// next to dd. In --dir (default: a temporary directory).
+struct CheckpointBenchOptions {
+  int64_t mb = 256;
+  std::string dir;
+};
+std::string run_checkpoint_bench(const CheckpointBenchOptions& opts);
+
 }  // namespace hfrun::bench

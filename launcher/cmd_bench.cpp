@@ -201,11 +201,33 @@ int bench_adamw(const Args& args) {
   return 0;
 }
 
+int bench_checkpoint(const Args& args) {
+  bench::CheckpointBenchOptions o;
+  po::options_description desc("Options");
+  desc.add_options()("help,h", "show this help")("mb", po::value(&o.mb)->default_value(o.mb),
+                                                 "megabytes to write, hash and read")(
+      "dir", po::value(&o.dir), "directory on the disk to measure (default: a temporary one)");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  if (vm.count("help")) {
+    std::cout << "Usage: hfrun bench checkpoint [--mb N] [--dir DIR]\n"
+                 "Checkpoint I/O next to the disk: a safetensors write (fsynced) vs dd "
+                 "conv=fdatasync, SHA-256 (OpenSSL) vs the portable implementation, the read "
+                 "back vs dd; one JSON line.\n"
+              << desc;
+    return 0;
+  }
+  po::notify(vm);
+  std::cout << bench::run_checkpoint_bench(o) << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args) {
   const char* usage =
-      "Usage: hfrun bench matmul|block|tokenizer|train|allreduce|adamw [options]   (hfrun bench "
+      "Usage: hfrun bench matmul|block|tokenizer|train|allreduce|adamw|checkpoint [options]   "
+      "(hfrun bench "
       "WHAT "
       "--help)\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
@@ -219,8 +241,9 @@ int cmd_bench(const Args& args) {
   if (args[0] == "train") return bench_train(rest);
   if (args[0] == "allreduce") return bench_allreduce(rest);
   if (args[0] == "adamw") return bench_adamw(rest);
+  if (args[0] == "checkpoint") return bench_checkpoint(rest);
   HF_CHECK_INPUT(false, "bench: unknown benchmark '", args[0],
-                 "' (expected matmul, block, tokenizer, train, allreduce or adamw)");
+                 "' (expected matmul, block, tokenizer, train, allreduce, adamw or checkpoint)");
   return 2;
 }
 

@@ -13,6 +13,8 @@ PACKAGES=(
   nlohmann-json3-dev
   libonig-dev
   libicu-dev
+  # SHA-256 of checkpoint files (libcrypto uses the CPU's SHA extensions).
+  libssl-dev
   python3-torch libopenblas0-openmp
   # SentencePiece trains the Unigram tokenizer (with its real precompiled NFKC charsmap) that
   # the tokenizer parity tests compare against Hugging Face tokenizers.

@@ -1,10 +1,12 @@
-// SHA-256 (FIPS 180-4), for checkpoint manifests: incremental hashing, hex digests of strings
-// and of files (read in blocks, so a multi-gigabyte shard never sits in memory twice).
+// SHA-256 for checkpoint manifests, by OpenSSL's libcrypto (which uses the CPU's SHA
+// extensions where it has them): incremental hashing, hex digests of strings and of files
+// (read in blocks, so a multi-gigabyte shard never sits in memory twice).
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -13,6 +15,9 @@ namespace hfrun::train {
 class Sha256 {
  public:
   Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
   void update(const void* data, size_t n);
   void update(std::string_view s) { update(s.data(), s.size()); }
   // The digest of everything fed so far; the object must not be updated afterwards.
@@ -21,11 +26,8 @@ class Sha256 {
   std::string finish_hex();
 
  private:
-  void block(const uint8_t* p);
-  std::array<uint32_t, 8> h_;
-  std::array<uint8_t, 64> buf_{};
-  size_t buf_len_ = 0;
-  uint64_t total_bytes_ = 0;
+  struct Context;
+  std::unique_ptr<Context> ctx_;
 };
 
 std::string sha256_hex(std::string_view data);
