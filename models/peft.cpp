@@ -206,8 +206,11 @@ std::vector<std::pair<std::string, Tensor>> peft_tensors(
   std::vector<std::pair<std::string, Tensor>> out;
   for (const auto& [name, t] : state) {
     bool keep = is_adapter_tensor(name);
-    const std::string owner = name.substr(0, name.rfind('.'));
-    for (const std::string& m : o.modules_to_save) keep = keep || lora_target_matches(owner, m);
+    // A module to save keeps every parameter below it (its own and its children's).
+    for (std::string owner = name; !keep && owner.rfind('.') != std::string::npos;) {
+      owner = owner.substr(0, owner.rfind('.'));
+      for (const std::string& m : o.modules_to_save) keep = keep || lora_target_matches(owner, m);
+    }
     if (keep) out.emplace_back(kPeftPrefix + name, t);
   }
   return out;

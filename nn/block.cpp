@@ -46,20 +46,26 @@ Tensor Block::checkpointed(const Tensor& x, const BlockArgs& args) {
     input.set_requires_grad(true);
   }
   BlockArgs saved = args;
-  saved.dropout = nullptr;
+  Generator* live = args.dropout;
   return autograd::record(
       "CheckpointedBlock", {input}, y,
-      [this, x_saved = x.detach(), saved, stream](const Tensor& gy) -> std::vector<Tensor> {
+      [this, x_saved = x.detach(), saved, stream, live](const Tensor& gy) -> std::vector<Tensor> {
         Tensor xr = x_saved.detach();
         xr.set_requires_grad(true);
-        BlockArgs a = saved;
-        std::optional<Generator> replay = stream;
-        if (replay) a.dropout = &*replay;
+        // The recompute draws from the live stream rewound to where the forward drew, so that
+        // every layer holding it (LoRA's dropout too) replays its masks; the stream then goes on
+        // from where it was, as if nothing had been recomputed.
+        std::optional<Generator> resume;
+        if (live != nullptr && stream) {
+          resume = *live;
+          *live = *stream;
+        }
         Tensor yr;
         {
           EnableGradGuard grad;
-          yr = forward(xr, a);
+          yr = forward(xr, saved);
         }
+        if (resume) *live = *resume;
         HF_CHECK(yr.requires_grad(),
                  "activation checkpointing: the block's recomputed output "
                  "does not depend on anything that trains");

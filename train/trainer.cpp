@@ -132,6 +132,16 @@ void add_adapters(Trainer::State& s) {
     o.use_rslora = c.peft.use_rslora;
     o.target_modules = c.peft.target_modules;
     o.modules_to_save = c.peft.modules_to_save;
+    // As PEFT's SEQ_CLS task does: the classification head (new over a base model) trains whole.
+    if (s.model->task() == nn::Task::kSequenceClassification) {
+      for (const std::string& head : nn::lora_exclusions(*s.model)) {
+        const bool listed = std::find(o.modules_to_save.begin(), o.modules_to_save.end(), head) !=
+                            o.modules_to_save.end();
+        bool exists = false;
+        for (const auto& [path, module] : s.model->named_modules()) exists = exists || path == head;
+        if (exists && !listed) o.modules_to_save.push_back(head);
+      }
+    }
   }
   const std::vector<std::string> exclude = nn::lora_exclusions(*s.model);
   const bool all_linear =
