@@ -13,19 +13,15 @@
 #include <optional>
 #include <sstream>
 
-#include "autograd/functions.h"
 #include "autograd/node.h"
 #include "common/error.h"
 #include "common/stop_signals.h"
-#include "data/dataset.h"
-#include "data/loader.h"
 #include "data/tokenizer/tokenizer.h"
 #include "models/peft.h"
 #include "models/registry.h"
 #include "nn/lora.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
-#include "tensor/ops.h"
 #include "train/accelerator.h"
 #include "train/checkpoint.h"
 #include "train/export.h"
