@@ -17,6 +17,10 @@
 
 #include "tensor/tensor.h"
 
+namespace hfrun {
+struct FileDigest;  // common/digest.h
+}
+
 namespace hfrun::io {
 
 // Headers larger than this are rejected (the reference's limit).
@@ -71,8 +75,11 @@ class SafetensorsFile {
 // dtype when the file is mapped. The header is padded with spaces to a multiple of 8 bytes.
 // Written atomically: a temporary file in the same directory, fsync, rename; on failure no file
 // appears under `path`. Duplicate or reserved names are rejected before anything is written.
+// `digest` (optional) receives the file's size and checksum (of digest->kind), computed from the
+// bytes as they are written (the file is never read back).
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+                      const std::map<std::string, std::string>& metadata = {},
+                      FileDigest* digest = nullptr);
 
 }  // namespace hfrun::io

@@ -1,8 +1,10 @@
 // The safetensors writer: header in the caller's order, data ordered for alignment, atomic.
 #include <algorithm>
 #include <numeric>
+#include <optional>
 #include <set>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "common/file_util.h"
 #include "io/io_util.h"
@@ -13,7 +15,7 @@ namespace hfrun::io {
 
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata, FileDigest* digest) {
   const std::string where = "save_safetensors " + path;
   std::set<std::string> seen;
   std::vector<Tensor> data;
@@ -66,16 +68,32 @@ void save_safetensors(const std::string& path,
   HF_CHECK_INPUT(text.size() <= kMaxSafetensorsHeaderBytes, where, ": header of ", text.size(),
                  " bytes exceeds the format's limit of ", kMaxSafetensorsHeaderBytes);
 
+  std::optional<Digester> sha;
+  if (digest != nullptr) sha.emplace(digest->kind);
+  uint64_t written = 0;
+  // Each chunk is hashed just before it is written, while it is in cache; the kernel writes
+  // earlier chunks back meanwhile.
+  auto put = [&](int fd, const void* p, size_t n) {
+    constexpr size_t kChunk = size_t{4} << 20;
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (size_t at = 0; at < n; at += kChunk) {
+      const size_t len = std::min(kChunk, n - at);
+      if (sha) sha->update(b + at, len);
+      write_all(fd, b + at, len, path);
+    }
+    written += n;
+  };
   write_file_atomically(path, [&](int fd) {
     unsigned char len[8];
     uint64_t n = text.size();
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
-    write_all(fd, len, sizeof(len), path);
-    write_all(fd, text.data(), text.size(), path);
+    put(fd, len, sizeof(len));
+    put(fd, text.data(), text.size());
     for (size_t i : order) {
-      if (data[i].nbytes() > 0) write_all(fd, data[i].raw_data(), data[i].nbytes(), path);
+      if (data[i].nbytes() > 0) put(fd, data[i].raw_data(), data[i].nbytes());
     }
   });
+  if (digest != nullptr) *digest = FileDigest{written, digest->kind, sha->finish_hex()};
 }
 
 }  // namespace hfrun::io

@@ -211,9 +211,11 @@ int bench_checkpoint(const Args& args) {
   po::store(po::command_line_parser(args).options(desc).run(), vm);
   if (vm.count("help")) {
     std::cout << "Usage: hfrun bench checkpoint [--mb N] [--dir DIR]\n"
-                 "Checkpoint I/O next to the disk: a safetensors write (fsynced) vs dd "
-                 "conv=fdatasync, SHA-256 (OpenSSL) vs the portable implementation, the read "
-                 "back vs dd; one JSON line.\n"
+                 "Checkpoint I/O next to the disk: a safetensors write (fsynced, checksum taken "
+                 "while writing) vs dd conv=fdatasync and vs write-then-SHA-256; the checksums' "
+                 "speeds (XXH3-128, SHA-256 by OpenSSL and by the portable code); the load from "
+                 "disk (checksum from the mapping, tensors copied out) vs dd, vs a plain read "
+                 "into memory and vs SHA-256-then-load; one JSON line.\n"
               << desc;
     return 0;
   }

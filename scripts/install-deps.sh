@@ -13,8 +13,11 @@ PACKAGES=(
   nlohmann-json3-dev
   libonig-dev
   libicu-dev
-  # SHA-256 of checkpoint files (libcrypto uses the CPU's SHA extensions).
-  libssl-dev
+  # Checksums of checkpoint files: XXH3-128 (xxHash) for new ones, SHA-256 (libcrypto) for
+  # the configuration hash and older manifests.
+  libxxhash-dev libssl-dev
+  # xxh128sum: the tests check manifests against xxHash's own tool.
+  xxhash
   python3-torch libopenblas0-openmp
   # SentencePiece trains the Unigram tokenizer (with its real precompiled NFKC charsmap) that
   # the tokenizer parity tests compare against Hugging Face tokenizers.

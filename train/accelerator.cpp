@@ -386,6 +386,40 @@ std::optional<std::string> Accelerator::latest_state(const std::string& checkpoi
   return found;
 }
 
+std::optional<TrainerState> Accelerator::restore_latest_state(const std::string& checkpoints_root,
+                                                              data::ResumableLoader* loader,
+                                                              Manifest* manifest,
+                                                              std::string* checkpoint_dir) {
+  check_prepared("load_latest_state");
+  // Rank 0's list (manifests and file sizes only) on every rank, newest first.
+  std::string listed;
+  if (is_main_process()) {
+    for (const std::string& dir : resumable_checkpoints(checkpoints_root)) listed += dir + "\n";
+  }
+  if (s_->dp) listed = s_->dp->allgather_strings(listed)[0];
+  std::istringstream lines(listed);
+  for (std::string dir; std::getline(lines, dir);) {
+    try {
+      TrainerState st = restore_state(dir, loader, manifest);
+      if (checkpoint_dir) *checkpoint_dir = dir;
+      return st;
+    } catch (const CorruptCheckpoint& e) {
+      if (is_main_process())
+        std::fprintf(stderr, "hfrun: warning: skipping checkpoint %s: %s\n", dir.c_str(),
+                     e.message().c_str());
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<int64_t> Accelerator::load_latest_state(const std::string& checkpoints_root,
+                                                      data::ResumableLoader* loader) {
+  const std::optional<TrainerState> st = restore_latest_state(checkpoints_root, loader);
+  if (!st) return std::nullopt;
+  restore_generator(*st, kGeneratorName, generator_);  // required here: errors name it
+  return st->step;
+}
+
 int64_t Accelerator::load_state(const std::string& checkpoint_dir, data::ResumableLoader* loader) {
   const TrainerState st = restore_state(checkpoint_dir, loader);
   restore_generator(st, kGeneratorName, generator_);  // required here: errors name it
@@ -408,7 +442,34 @@ TrainerState Accelerator::restore_state(const std::string& checkpoint_dir,
     layout.tp_rank = s.dp->tensor_parallel_rank();
     layout.tp_size = s.dp->tensor_parallel_size();
   }
-  const TrainerState st = load_checkpoint(checkpoint_dir, *s.model, *s.optimizer, layout, manifest);
+  // Each rank reads (and verifies) only what it holds; the ranks agree on the outcome, so a
+  // checkpoint one rank finds corrupt fails on all of them (nothing changed on any) instead of
+  // leaving the others waiting in the next collective.
+  TrainerState st;
+  std::string failure;
+  try {
+    st = load_checkpoint(checkpoint_dir, *s.model, *s.optimizer, layout, manifest);
+  } catch (const CorruptCheckpoint& e) {
+    failure = "C" + e.message();
+  } catch (const Error& e) {
+    if (!s.dp) throw;
+    failure = (e.kind() == ErrorKind::kInvalidInput ? "I" : "R") + e.message();
+  }
+  if (s.dp) {
+    const std::vector<std::string> all = s.dp->allgather_strings(failure);
+    for (size_t r = 0; r < all.size() && failure.empty(); ++r) {
+      if (!all[r].empty())
+        failure = all[r].substr(0, 1) + "rank " + std::to_string(r) + ": " + all[r].substr(1);
+    }
+  }
+  if (!failure.empty()) {
+    gather_for_forward();  // ZeRO-3: the pieces are as they were; whole parameters again
+    const std::string what = failure.substr(1);
+    if (failure[0] == 'C')
+      throw CorruptCheckpoint(what, __FILE__, __LINE__, ErrorKind::kInvalidInput);
+    throw Error(what, __FILE__, __LINE__,
+                failure[0] == 'I' ? ErrorKind::kInvalidInput : ErrorKind::kRuntime);
+  }
   if (loader) loader->restore(st.loader);
   // Checkpoints of hfrun train before the Trainer ran on the Accelerator have no such stream.
   for (const GeneratorState& g : st.generators) {

@@ -204,11 +204,26 @@ class Accelerator {
   // position (when `loader` is given). Starts a new accumulation window. Returns the step.
   int64_t load_state(const std::string& checkpoint_dir, data::ResumableLoader* loader = nullptr);
   // load_state returning everything the checkpoint holds besides tensors (the driver's state
-  // of save_state's second form) and, optionally, its verified manifest. Unlike load_state it
+  // of save_state's second form) and, optionally, its manifest. A checkpoint that fails to load
+  // on any rank throws the same error on every rank (CorruptCheckpoint when its files are not
+  // what its manifest says), with nothing changed. Unlike load_state it
   // accepts a checkpoint without the Accelerator's generator (one hfrun train wrote before it
   // ran on the Accelerator); generator() then keeps its seed.
   TrainerState restore_state(const std::string& checkpoint_dir, data::ResumableLoader* loader,
                              Manifest* manifest = nullptr);
+  // Resumes from the newest checkpoint under checkpoints_root that loads, and returns its step,
+  // or nullopt (nothing changed) when there is none. Each rank reads and verifies only the
+  // files it needs, once; a checkpoint whose files are not what its manifest says (on any rank)
+  // is skipped, with a warning, for the next older one. Cheaper than latest_state + load_state,
+  // which verify every file on rank 0 first.
+  std::optional<int64_t> load_latest_state(const std::string& checkpoints_root,
+                                           data::ResumableLoader* loader = nullptr);
+  // load_latest_state for a driver with state of its own (restore_state's form); `checkpoint_dir`
+  // (optional) receives the directory it resumed from.
+  std::optional<TrainerState> restore_latest_state(const std::string& checkpoints_root,
+                                                   data::ResumableLoader* loader,
+                                                   Manifest* manifest = nullptr,
+                                                   std::string* checkpoint_dir = nullptr);
 
   // Calls `use` on the main process with the whole model's parameters by name (accelerate's
   // get_state_dict): ZeRO-3's shards gathered, tensor-parallel parts assembled into whole

@@ -14,25 +14,21 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "io/safetensors.h"
 #include "nn/tensor_parallel.h"
 #include "tensor/ops.h"
 #include "train/checkpoint_format.h"
 #include "train/checkpoint_fs.h"
-#include "train/sha256.h"
 
 namespace hfrun::train {
 
 namespace detail {
 
-json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  HF_CHECK_INPUT(in.good(), "checkpoint: cannot open ", path.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
+json parse_json(const std::string& text, const fs::path& path) {
   try {
-    return json::parse(ss.str());
+    return json::parse(text);
   } catch (const json::exception& e) {
     HF_CHECK_INPUT(false, "checkpoint: ", path.string(), ": invalid JSON (", e.what(), ")");
   }

@@ -11,7 +11,7 @@
 //     trainer_state.json                         step, loader position, scheduler step, tokens
 //                                                seen and the metrics logging continues from
 //     manifest.json                              written last: format version, step, world
-//                                                size, config hash, every file's size + SHA-256
+//                                                size, config hash, every file's size + XXH3-128
 // A tensor is stored whole under its name ("exp_avg.h.0.attn.c_attn.weight") or as 1-D pieces
 // of its row-major elements ("exp_avg.h.0.attn.c_attn.weight@1024"), listed in the file's
 // "hfrun_parts" metadata (JSON: key -> [name, offset, numel of the whole tensor]). Loading
@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/digest.h"
 #include "data/loader.h"
 #include "distributed/parallel/data_parallel.h"
 #include "nn/module.h"
@@ -120,19 +121,38 @@ struct Manifest {
   struct File {
     std::string name;
     uint64_t size = 0;
-    std::string sha256;
+    DigestKind digest_kind = DigestKind::kXxh3_128;  // "xxh3_128" or (older manifests) "sha256"
+    std::string digest;
   };
   std::vector<File> files;
+  // The entry of `name`; a file the manifest does not list is a CorruptCheckpoint error.
+  const File& file(const std::string& dir, const std::string& name) const;
 };
 
-// Reads dir/manifest.json and checks every file it lists (size, then SHA-256). Any defect is an
-// hfrun::Error (kInvalidInput) "corrupt checkpoint DIR: FILE: what differs".
-Manifest verify_checkpoint(const std::string& dir);
+// A checkpoint whose files are not what its manifest says (missing, truncated, another
+// digest) or that never committed. Auto-resume passes over it to an older checkpoint; any
+// other defect (another format version, another model) is a plain Error.
+class CorruptCheckpoint : public Error {
+ public:
+  using Error::Error;
+};
 
-// Verifies `dir`, then restores the model's parameters and the optimizer's state (both checked
-// completely before either changes) and returns the trainer state; the caller restores the
-// loader (TokenLoader::restore) and generators (restore_generator). `manifest` (optional)
-// receives the verified manifest.
+// Reads dir/manifest.json and checks that every file it lists is there with its size: cheap,
+// reads no data. Defects are CorruptCheckpoint (kInvalidInput) "corrupt checkpoint DIR: FILE:
+// what differs".
+Manifest read_manifest(const std::string& dir);
+// read_manifest, then the checksum of every file (reads all of them).
+Manifest verify_checkpoint(const std::string& dir);
+// Throws CorruptCheckpoint unless `digest` (of f.digest_kind) is the manifest's digest of `f`.
+void check_digest(const std::string& dir, const Manifest::File& f, const std::string& digest);
+
+// Restores the model's parameters and the optimizer's state (both checked completely before
+// either changes) and returns the trainer state; the caller restores the loader
+// (TokenLoader::restore) and generators (restore_generator). The manifest is read first; every
+// file this process reads is checked against its checksum as it is first read (so each byte is
+// read once, and a rank verifies only what it uses), before anything changes: a
+// CorruptCheckpoint leaves the model and optimizer as they were. `manifest` (optional)
+// receives the manifest.
 TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
                              Manifest* manifest = nullptr);
 // The same for one rank of any layout (ZeRO stage, data- and tensor-parallel sizes): whatever
@@ -151,6 +171,10 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
 // nullopt. Temporary, incomplete and corrupt directories are skipped with a warning line on
 // stderr naming each.
 std::optional<std::string> find_latest_checkpoint(const std::string& output_dir);
+// The committed checkpoints under checkpoints_root whose manifest reads and whose files have
+// their sizes (read_manifest), newest first; the others are skipped with a warning line on
+// stderr naming each. Digests are left to load_checkpoint, which checks what it reads.
+std::vector<std::string> resumable_checkpoints(const std::string& checkpoints_root);
 
 // Committed checkpoint directories under checkpoints_root (step-NNNNNNNN, no suffix), oldest
 // first. Says nothing about whether they verify.

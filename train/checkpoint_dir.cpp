@@ -15,10 +15,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "train/checkpoint.h"
+#include "train/checkpoint_format.h"
 #include "train/checkpoint_fs.h"
-#include "train/sha256.h"
 
 namespace hfrun::train {
 
@@ -125,20 +126,20 @@ std::vector<std::string> list_checkpoints(const std::string& checkpoints_root) {
   return out;
 }
 
-Manifest verify_checkpoint(const std::string& dir) {
+Manifest read_manifest(const std::string& dir) {
   const fs::path root(dir);
   HF_CHECK_INPUT(fs::is_directory(root), "checkpoint ", dir, ": no such directory");
   const fs::path mp = root / kManifestName;
-  HF_CHECK_INPUT(fs::exists(mp), "incomplete checkpoint ", dir, ": no ", kManifestName,
-                 " (the save never committed)");
+  HF_CHECK_INTACT(fs::exists(mp), "incomplete checkpoint ", dir, ": no ", kManifestName,
+                  " (the save never committed)");
   std::ifstream in(mp);
   std::stringstream ss;
   ss << in.rdbuf();
   Manifest m;
   try {
     const json j = json::parse(ss.str());
-    HF_CHECK_INPUT(j.value("format", "") == "hfrun-checkpoint", "corrupt checkpoint ", dir, ": ",
-                   kManifestName, " is not an hfrun checkpoint manifest");
+    HF_CHECK_INTACT(j.value("format", "") == "hfrun-checkpoint", "corrupt checkpoint ", dir, ": ",
+                    kManifestName, " is not an hfrun checkpoint manifest");
     m.version = j.at("format_version").get<int>();
     HF_CHECK_INPUT(m.version == kCheckpointFormatVersion, "checkpoint ", dir, ": format version ",
                    m.version, ", this build reads version ", kCheckpointFormatVersion);
@@ -146,35 +147,64 @@ Manifest verify_checkpoint(const std::string& dir) {
     m.world_size = j.at("world_size").get<int64_t>();
     m.config_hash = j.at("config_hash").get<std::string>();
     for (const json& f : j.at("files")) {
-      m.files.push_back(Manifest::File{f.at("name").get<std::string>(),
-                                       f.at("size").get<uint64_t>(),
-                                       f.at("sha256").get<std::string>()});
+      Manifest::File file;
+      file.name = f.at("name").get<std::string>();
+      file.size = f.at("size").get<uint64_t>();
+      // Older manifests have SHA-256 digests.
+      file.digest_kind = f.contains(digest_key(DigestKind::kXxh3_128)) ? DigestKind::kXxh3_128
+                                                                       : DigestKind::kSha256;
+      file.digest = f.at(digest_key(file.digest_kind)).get<std::string>();
+      m.files.push_back(std::move(file));
     }
   } catch (const json::exception& e) {
-    HF_CHECK_INPUT(false, "corrupt checkpoint ", dir, ": ", kManifestName, ": ", e.what());
+    HF_CHECK_INTACT(false, "corrupt checkpoint ", dir, ": ", kManifestName, ": ", e.what());
   }
-  HF_CHECK_INPUT(m.world_size >= 1, "corrupt checkpoint ", dir, ": world_size ", m.world_size);
+  HF_CHECK_INTACT(m.world_size >= 1, "corrupt checkpoint ", dir, ": world_size ", m.world_size);
   for (const Manifest::File& f : m.files) {
-    HF_CHECK_INPUT(
+    HF_CHECK_INTACT(
         !f.name.empty() && f.name.find('/') == std::string::npos && f.name != "." && f.name != "..",
         "corrupt checkpoint ", dir, ": ", kManifestName, " names file '", f.name, "'");
-    const fs::path p = root / f.name;
     std::error_code ec;
-    const uintmax_t size = fs::file_size(p, ec);
-    HF_CHECK_INPUT(!ec, "corrupt checkpoint ", dir, ": ", f.name, " is missing");
-    HF_CHECK_INPUT(size == f.size, "corrupt checkpoint ", dir, ": ", f.name, " has ", size,
-                   " bytes, the manifest says ", f.size);
-    const std::string digest = sha256_file_hex(p.string());
-    HF_CHECK_INPUT(digest == f.sha256, "corrupt checkpoint ", dir, ": ", f.name, " has SHA-256 ",
-                   digest, ", the manifest says ", f.sha256);
+    const uintmax_t size = fs::file_size(root / f.name, ec);
+    HF_CHECK_INTACT(!ec, "corrupt checkpoint ", dir, ": ", f.name, " is missing");
+    HF_CHECK_INTACT(size == f.size, "corrupt checkpoint ", dir, ": ", f.name, " has ", size,
+                    " bytes, the manifest says ", f.size);
   }
   return m;
 }
 
-std::optional<std::string> find_latest_checkpoint(const std::string& output_dir) {
-  const fs::path root = fs::path(output_dir) / "checkpoints";
+const Manifest::File& Manifest::file(const std::string& dir, const std::string& name) const {
+  for (const File& f : files) {
+    if (f.name == name) return f;
+  }
+  HF_CHECK_INTACT(false, "corrupt checkpoint ", dir, ": ", kManifestName, " does not list ", name);
+  return files.front();
+}
+
+void check_digest(const std::string& dir, const Manifest::File& f, const std::string& digest) {
+  HF_CHECK_INTACT(digest == f.digest, "corrupt checkpoint ", dir, ": ", f.name, " has checksum ",
+                  digest_name(f.digest_kind), " ", digest, ", the manifest says ", f.digest);
+}
+
+Manifest verify_checkpoint(const std::string& dir) {
+  Manifest m = read_manifest(dir);
+  for (const Manifest::File& f : m.files) {
+    const FileDigest d = file_digest((fs::path(dir) / f.name).string(), f.digest_kind);
+    HF_CHECK_INTACT(d.size == f.size, "corrupt checkpoint ", dir, ": ", f.name, " has ", d.size,
+                    " bytes, the manifest says ", f.size);
+    check_digest(dir, f, d.hex);
+  }
+  return m;
+}
+
+namespace {
+
+// The committed checkpoints under `root` that pass `check`, newest first, up to `limit`;
+// warnings name the temporaries and the ones that fail.
+std::vector<std::string> checked_checkpoints(const fs::path& root,
+                                             Manifest (*check)(const std::string&), size_t limit) {
   std::error_code ec;
-  if (!fs::is_directory(root, ec)) return std::nullopt;
+  if (!fs::is_directory(root, ec)) return {};
   for (const auto& entry : fs::directory_iterator(root, ec)) {
     const std::string name = entry.path().filename().string();
     if (name.starts_with("step-") && detail::parse_checkpoint_name(name) < 0) {
@@ -182,16 +212,29 @@ std::optional<std::string> find_latest_checkpoint(const std::string& output_dir)
                 << " (not a committed checkpoint: an interrupted or concurrent save)\n";
     }
   }
-  std::vector<std::string> all = list_checkpoints(root.string());
-  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+  std::vector<std::string> all = list_checkpoints(root.string()), out;
+  for (auto it = all.rbegin(); it != all.rend() && out.size() < limit; ++it) {
     try {
-      verify_checkpoint(*it);
-      return *it;
+      check(*it);
+      out.push_back(*it);
     } catch (const Error& e) {
       std::cerr << "hfrun: warning: skipping checkpoint " << *it << ": " << e.message() << "\n";
     }
   }
-  return std::nullopt;
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> find_latest_checkpoint(const std::string& output_dir) {
+  std::vector<std::string> found =
+      checked_checkpoints(fs::path(output_dir) / "checkpoints", verify_checkpoint, 1);
+  if (found.empty()) return std::nullopt;
+  return found.front();
+}
+
+std::vector<std::string> resumable_checkpoints(const std::string& checkpoints_root) {
+  return checked_checkpoints(checkpoints_root, read_manifest, SIZE_MAX);
 }
 
 }  // namespace hfrun::train

@@ -17,10 +17,20 @@ namespace hfrun::train::detail {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+// HF_CHECK_INPUT for a checkpoint that is not what its manifest says: throws CorruptCheckpoint.
+#define HF_CHECK_INTACT(cond, ...)                                                            \
+  do {                                                                                        \
+    if (!(cond)) [[unlikely]] {                                                               \
+      throw ::hfrun::train::CorruptCheckpoint(::hfrun::detail::concat(__VA_ARGS__), __FILE__, \
+                                              __LINE__, ::hfrun::ErrorKind::kInvalidInput);   \
+    }                                                                                         \
+  } while (0)
+
 // Metadata key of a model file listing the ZeRO pieces it holds.
 constexpr const char* kPartsKey = "hfrun_parts";
 
-json read_json(const fs::path& path);
+// `text` parsed, or an error naming `path`.
+json parse_json(const std::string& text, const fs::path& path);
 // A field of a checkpoint JSON file, with an error naming the file and key.
 template <typename T>
 T field(const json& j, const char* key, const fs::path& path) {

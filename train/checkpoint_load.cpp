@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "io/safetensors.h"
 #include "models/model.h"
@@ -21,7 +22,6 @@
 #include "tensor/ops.h"
 #include "train/checkpoint_format.h"
 #include "train/checkpoint_fs.h"
-#include "train/sha256.h"
 
 namespace hfrun::train {
 
@@ -31,13 +31,17 @@ using namespace detail;
 namespace {
 
 // Every tensor of a checkpoint's files of one kind (".model" / ".optimizer"), whole or in
-// pieces, readable by element range.
+// pieces, readable by element range. Opening reads the headers only; a file's data is checked
+// against the manifest's checksum when it is first read from, so each byte is read once.
 class PartIndex {
  public:
-  PartIndex(const fs::path& root, const Manifest& manifest, const std::string& suffix) {
+  PartIndex(const fs::path& root, const Manifest& manifest, const std::string& suffix)
+      : dir_(root.string()) {
     for (const Manifest::File& f : manifest.files) {
       if (!f.name.ends_with(suffix)) continue;
       files_.push_back(io::SafetensorsFile::open((root / f.name).string()));
+      entries_.push_back(&f);
+      verified_.push_back(false);
       const io::SafetensorsFile& file = files_.back();
       json parts = json::object();
       const auto it = file.metadata().find(kPartsKey);
@@ -91,7 +95,7 @@ class PartIndex {
     for (const Part& p : parts) {
       const int64_t lo = std::max(offset, p.offset), hi = std::min(offset + n, p.offset + p.numel);
       if (hi <= lo) continue;
-      Tensor src = ops::reshape(files_[p.file].tensor(p.key), {p.numel});
+      Tensor src = ops::reshape(data(p.file).tensor(p.key), {p.numel});
       Tensor dst = ops::narrow(out, 0, lo - offset, hi - lo);
       ops::copy_(dst, ops::narrow(src, 0, lo - p.offset, hi - lo));
       covered += hi - lo;
@@ -154,7 +158,7 @@ class PartIndex {
     const auto it = parts_.find(name);
     HF_CHECK_INPUT(it != parts_.end(), "checkpoint ", dir, ": no tensor '", name, "'");
     for (const Part& p : it->second) {
-      if (p.numel == p.full) return files_[p.file].tensor(p.key);
+      if (p.numel == p.full) return data(p.file).tensor(p.key);
     }
     HF_CHECK_INPUT(false, "checkpoint ", dir, ": tensor '", name, "' is stored in pieces only");
     return {};
@@ -166,23 +170,49 @@ class PartIndex {
     std::string key;
     int64_t offset, numel, full;
   };
+  // File i, its digest checked (hashed from the mapping, which also pages it in for the copies
+  // that follow) on first use.
+  const io::SafetensorsFile& data(size_t i) const {
+    if (!verified_[i]) {
+      const io::SafetensorsFile& f = files_[i];
+      Digester d(entries_[i]->digest_kind);
+      d.update(f.mapped_data(), f.mapped_size());
+      check_digest(dir_, *entries_[i], d.finish_hex());
+      verified_[i] = true;
+    }
+    return files_[i];
+  }
+
+  std::string dir_;
   std::vector<io::SafetensorsFile> files_;
+  std::vector<const Manifest::File*> entries_;
+  mutable std::vector<bool> verified_;
   std::map<std::string, std::vector<Part>> parts_;
 };
 
-}  // namespace
-
-TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
-                             Manifest* manifest_out) {
-  return load_checkpoint(dir, model, optimizer, LoadLayout{}, manifest_out);
+// A JSON file of the checkpoint, its digest checked.
+json read_verified_json(const std::string& dir, const Manifest& manifest, const std::string& name) {
+  const fs::path path = fs::path(dir) / name;
+  std::ifstream in(path, std::ios::binary);
+  HF_CHECK_INPUT(in.good(), "checkpoint: cannot open ", path.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  const Manifest::File& f = manifest.file(dir, name);
+  check_digest(dir, f, digest_hex(f.digest_kind, text));
+  return parse_json(text, path);
 }
 
-TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
-                             const LoadLayout& layout, Manifest* manifest_out) {
-  const Manifest manifest = verify_checkpoint(dir);
+TrainerState load_checked(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
+                          const LoadLayout& layout, Manifest* manifest_out) {
+  const Manifest manifest = read_manifest(dir);
   const fs::path root(dir);
   const int64_t world = manifest.world_size;
   const int rank = layout.rank, tp_rank = layout.tp_rank, tp_size = layout.tp_size;
+  const json j = read_verified_json(dir, manifest, kTrainerStateName);
+  const std::string rng_name = rng_file_of(rank < world ? rank : 0, world);
+  const fs::path rp = root / rng_name;
+  const json rng = read_verified_json(dir, manifest, rng_name);
   // How each parameter splits (also at tensor_parallel 1, to read another layout's parts).
   auto split_of = [&](const std::string& param) { return model.tensor_parallel_split(param); };
 
@@ -253,21 +283,9 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
                                       t.sizes()));
     }
   }
-  optimizer.load_state_tensors(state);
-  if (pieces) {
-    for (size_t i = 0; i < values.size(); ++i) {
-      Tensor dst = layout.param_pieces[i].second;
-      ops::copy_(dst, values[i]);
-    }
-  } else {
-    for (size_t i = 0; i < named.size(); ++i) {
-      if (values[i].defined()) model.load_parameter(named[i].first, values[i]);
-    }
-  }
-
+  // Everything is read and checked: only now does anything change.
   TrainerState s;
   const fs::path sp = root / kTrainerStateName;
-  const json j = read_json(sp);
   s.step = field<int64_t>(j, "step", sp);
   HF_CHECK_INPUT(s.step == manifest.step, "corrupt checkpoint ", dir, ": ", kTrainerStateName,
                  " says step ", s.step, ", the manifest ", manifest.step);
@@ -280,16 +298,46 @@ TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::O
   s.first_loss = field<double>(j, "first_loss", sp);
   s.last_loss = field<double>(j, "last_loss", sp);
   s.elapsed_s = field<double>(j, "elapsed_s", sp);
-  fs::path rp = root / rng_file_of(rank, world);
-  if (rank >= world) rp = root / rng_file_of(0, world);
-  const json rng = read_json(rp);
   for (const json& g : field<json>(rng, "generators", rp)) {
     s.generators.push_back(GeneratorState{field<std::string>(g, "name", rp),
                                           field<uint64_t>(g, "seed", rp),
                                           field<uint64_t>(g, "offset", rp)});
   }
+  optimizer.load_state_tensors(state);
+  if (pieces) {
+    for (size_t i = 0; i < values.size(); ++i) {
+      Tensor dst = layout.param_pieces[i].second;
+      ops::copy_(dst, values[i]);
+    }
+  } else {
+    for (size_t i = 0; i < named.size(); ++i) {
+      if (values[i].defined()) model.load_parameter(named[i].first, values[i]);
+    }
+  }
+
   if (manifest_out) *manifest_out = manifest;
   return s;
+}
+
+}  // namespace
+
+TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
+                             Manifest* manifest_out) {
+  return load_checkpoint(dir, model, optimizer, LoadLayout{}, manifest_out);
+}
+
+TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
+                             const LoadLayout& layout, Manifest* manifest_out) {
+  try {
+    return load_checked(dir, model, optimizer, layout, manifest_out);
+  } catch (const CorruptCheckpoint&) {
+    throw;
+  } catch (const Error&) {
+    // A damaged file explains a failure better than what it made look wrong (a header that does
+    // not parse, a tensor of another size), even one this rank has not read yet: name it.
+    verify_checkpoint(dir);
+    throw;
+  }
 }
 
 }  // namespace hfrun::train

@@ -13,13 +13,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "io/safetensors.h"
 #include "nn/tensor_parallel.h"
 #include "tensor/ops.h"
 #include "train/checkpoint_format.h"
 #include "train/checkpoint_fs.h"
-#include "train/sha256.h"
 
 namespace hfrun::train {
 
@@ -30,7 +30,7 @@ namespace {
 
 // The optimizer file of one rank: "step", then per parameter its step count (written by the
 // holder of the parameter's first element) and its state, whole or as a piece.
-void write_optimizer_file(const std::string& path, const CheckpointShard& shard) {
+FileDigest write_optimizer_file(const std::string& path, const CheckpointShard& shard) {
   const optim::Optimizer& opt = *shard.optimizer;
   const std::vector<ParamSlice>& slices = shard.slices;
   const optim::NamedTensors state = opt.state_tensors();
@@ -68,7 +68,9 @@ void write_optimizer_file(const std::string& path, const CheckpointShard& shard)
   }
   std::map<std::string, std::string> meta{{"format", "pt"}};
   if (!parts.empty()) meta[kPartsKey] = parts.dump();
-  io::save_safetensors(path, out, meta);
+  FileDigest digest;
+  io::save_safetensors(path, out, meta, &digest);
+  return digest;
 }
 
 // "error: ..." or the JSON list of a rank's files for the manifest.
@@ -80,7 +82,16 @@ std::string write_rank_files(const fs::path& tmp, const CheckpointShard& shard,
     // as a full disk would, after it wrote part of its files.
     const char* fault = std::getenv("HFRUN_FAULT_CHECKPOINT_RANK");
     const bool inject = fault != nullptr && std::atoll(fault) == rank;
-    std::vector<std::string> names;
+    // Each file's size and digest are taken from the bytes as they are written.
+    json files = json::array();
+    auto written = [&](const std::string& name, const FileDigest& d) {
+      files.push_back({{"name", name}, {"size", d.size}, {digest_key(d.kind), d.hex}});
+    };
+    auto write_text = [&](const std::string& name, const std::string& text) {
+      detail::write_synced((tmp / name).string(), text);
+      const DigestKind kind = DigestKind::kXxh3_128;
+      written(name, FileDigest{text.size(), kind, digest_hex(kind, text)});
+    };
     if (!shard.param_pieces.empty()) {
       std::vector<std::pair<std::string, Tensor>> params;
       json parts = json::object();
@@ -91,40 +102,33 @@ std::string write_rank_files(const fs::path& tmp, const CheckpointShard& shard,
         params.emplace_back(key, t);
         parts[key] = json::array({name, slice.offset, shape_numel(slice.full_shape)});
       }
-      names.push_back(model_file_of(rank, world));
-      io::save_safetensors((tmp / names.back()).string(), params,
-                           {{"format", "pt"}, {kPartsKey, parts.dump()}});
+      const std::string name = model_file_of(rank, world);
+      FileDigest d;
+      io::save_safetensors((tmp / name).string(), params,
+                           {{"format", "pt"}, {kPartsKey, parts.dump()}}, &d);
+      written(name, d);
     } else if (shard.write_model) {
       // What trains: a frozen base (LoRA) comes back from where it came from on resume.
       std::vector<std::pair<std::string, Tensor>> params;
       for (const auto& [name, t] : shard.model->named_trainable_parameters()) {
         params.emplace_back(stored_name(*shard.model, name, name, shard.tp_rank, shard.tp_size), t);
       }
-      names.push_back(model_file_of(rank, world));
-      io::save_safetensors((tmp / names.back()).string(), params, {{"format", "pt"}});
+      const std::string name = model_file_of(rank, world);
+      FileDigest d;
+      io::save_safetensors((tmp / name).string(), params, {{"format", "pt"}}, &d);
+      written(name, d);
     }
     if (shard.write_optimizer) {
-      names.push_back(optimizer_file_of(rank, world));
-      write_optimizer_file((tmp / names.back()).string(), shard);
+      const std::string name = optimizer_file_of(rank, world);
+      written(name, write_optimizer_file((tmp / name).string(), shard));
     }
     HF_CHECK(!inject, "cannot write ", (tmp / rng_file_of(rank, world)).string(),
              ": injected fault (HFRUN_FAULT_CHECKPOINT_RANK)");
     json gens = json::array();
     for (const GeneratorState& g : state.generators)
       gens.push_back({{"name", g.name}, {"seed", g.seed}, {"offset", g.offset}});
-    names.push_back(rng_file_of(rank, world));
-    detail::write_synced((tmp / names.back()).string(), json{{"generators", gens}}.dump(2) + "\n");
-    if (rank == 0) {
-      names.push_back(kTrainerStateName);
-      detail::write_synced((tmp / kTrainerStateName).string(),
-                           trainer_state_json(state).dump(2) + "\n");
-    }
-    json files = json::array();
-    for (const std::string& name : names) {
-      uint64_t size = 0;
-      const std::string digest = sha256_file_hex((tmp / name).string(), &size);
-      files.push_back({{"name", name}, {"size", size}, {"sha256", digest}});
-    }
+    write_text(rng_file_of(rank, world), json{{"generators", gens}}.dump(2) + "\n");
+    if (rank == 0) write_text(kTrainerStateName, trainer_state_json(state).dump(2) + "\n");
     return files.dump();
   } catch (const std::exception& e) {
     return std::string("error: ") + e.what();

@@ -5,10 +5,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_fs.h"
-#include "train/sha256.h"
 
 namespace hfrun::train {
 
@@ -21,17 +21,6 @@ std::string config_hash(const TrainConfig& config) {
   c.checkpoint = CheckpointSection{};
   c.train.device = "cpu";  // a checkpoint resumes on any device with the same losses
   return "sha256:" + sha256_hex(c.to_yaml());
-}
-
-std::optional<std::string> resolve_resume(const TrainConfig& config) {
-  const std::string& r = config.checkpoint.resume;
-  if (r == "never") return std::nullopt;
-  if (r == "auto") return find_latest_checkpoint(config.output_dir);
-  HF_CHECK_INPUT(fs::is_directory(r), config.source, ": checkpoint.resume: ", r,
-                 ": no such checkpoint directory (use auto, never or the path of a "
-                 "checkpoints/step-NNNNNNNN directory)");
-  verify_checkpoint(r);
-  return r;
 }
 
 namespace {

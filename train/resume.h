@@ -13,12 +13,6 @@ namespace hfrun::train {
 // (they do not change what is trained), recorded in every checkpoint's manifest.
 std::string config_hash(const TrainConfig& config);
 
-// The checkpoint a run with this config continues from: resume "never" -> nullopt; "auto" ->
-// the newest valid checkpoint under output_dir/checkpoints (nullopt when there is none); any
-// other value is the path of a checkpoint directory, which must exist and verify (else an
-// hfrun::Error, kInvalidInput, naming it).
-std::optional<std::string> resolve_resume(const TrainConfig& config);
-
 // Rewrites metrics.jsonl keeping only the lines of steps <= `step` (so a resumed run appends
 // after its checkpoint without repeating steps); lines without a readable "step" (a line cut
 // short by a crash) are dropped. A missing file is left missing. Atomic (temp + rename).

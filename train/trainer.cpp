@@ -355,20 +355,35 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
 
   // Resume: parameters, optimizer state, data position, dropout stream and the metrics so far.
   TrainerState resumed;
-  if (const auto dir = resolve_resume(c)) {
-    Manifest manifest;
-    resumed = s.acc->restore_state(*dir, &s.task->loader(), &manifest);
-    HF_CHECK_INPUT(resumed.step <= c.train.max_steps, c.source, ": checkpoint ", *dir,
+  std::optional<TrainerState> restored;
+  std::string resumed_from;
+  Manifest manifest;
+  const std::string& resume = c.checkpoint.resume;
+  if (resume == "auto") {
+    // The newest checkpoint that loads; one whose files are damaged is passed over.
+    restored =
+        s.acc->restore_latest_state(checkpoints_root, &s.task->loader(), &manifest, &resumed_from);
+  } else if (resume != "never") {
+    HF_CHECK_INPUT(fs::is_directory(resume), c.source, ": checkpoint.resume: ", resume,
+                   ": no such checkpoint directory (use auto, never or the path of a "
+                   "checkpoints/step-NNNNNNNN directory)");
+    read_manifest(resume);
+    restored = s.acc->restore_state(resume, &s.task->loader(), &manifest);
+    resumed_from = resume;
+  }
+  if (restored) {
+    resumed = *restored;
+    HF_CHECK_INPUT(resumed.step <= c.train.max_steps, c.source, ": checkpoint ", resumed_from,
                    " is at step ", resumed.step, ", past train.max_steps ", c.train.max_steps);
     restore_generator(resumed, "dropout", s.model->dropout_generator());
     if (manifest.config_hash != hash && rank0) {
       std::fprintf(stderr,
                    "hfrun: warning: %s was written with a different configuration; "
                    "continuing with this one\n",
-                   dir->c_str());
+                   resumed_from.c_str());
     }
     if (rank0)
-      std::printf("resuming from %s (step %lld)\n", dir->c_str(),
+      std::printf("resuming from %s (step %lld)\n", resumed_from.c_str(),
                   static_cast<long long>(resumed.step));
   }
   const std::string metrics_path = (fs::path(c.output_dir) / "metrics.jsonl").string();

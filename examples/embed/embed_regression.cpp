@@ -158,9 +158,10 @@ int run(const Args& args) {
                                           optim::AdamWOptions{.lr = args.lr, .weight_decay = 0.01});
   });
   if (args.resume) {
-    if (auto dir = acc.latest_state(args.ckpt)) {
-      acc.load_state(*dir);
-      if (acc.is_main_process()) std::printf("resumed from %s\n", dir->c_str());
+    // The newest checkpoint that loads; each rank reads and checks only its own files.
+    if (auto step = acc.load_latest_state(args.ckpt)) {
+      if (acc.is_main_process())
+        std::printf("resumed at step %lld\n", static_cast<long long>(*step));
     }
   }
 

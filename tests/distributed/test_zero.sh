@@ -103,5 +103,37 @@ for r in re_np4_z1 re_np1 re_np2_z0 re_np2_z3 re3_np1 re3_np4_z2; do
   same_losses "$r (resharded resume)" "$ref" "$TMP/$r/metrics.jsonl" 3
 done
 
+# Every manifest checksum is what xxHash's own xxh128sum says of the file.
+if command -v xxh128sum >/dev/null; then
+  python3 -c 'import json,sys
+for f in json.load(open(sys.argv[1] + "/manifest.json"))["files"]: print(f["xxh3_128"] + "  " + sys.argv[1] + "/" + f["name"])' \
+    "$ck3" > "$TMP/sums"
+  if [ "$(wc -l < "$TMP/sums")" -lt 5 ] || ! xxh128sum -c --quiet "$TMP/sums"; then
+    echo "FAIL: manifest checksums differ from xxh128sum:"; cat "$TMP/sums"; fail=1
+  else
+    echo "ok: manifest checksums = xxh128sum"
+  fi
+fi
+
+# A checkpoint one rank finds damaged (rank 1's optimizer pieces of step 6; rank 0 reads only
+# its own): named with the rank, exit 2 when asked for by path; auto-resume passes over it on
+# every rank, to step 3, and ends with the uninterrupted losses.
+cp -r "$TMP/np2_z3" "$TMP/auto_z3"
+bad="$TMP/auto_z3/checkpoints/step-00000006/rank-00001-of-00002.optimizer.safetensors"
+printf '\x55' | dd of="$bad" bs=1 seek=$(( $(stat -c %s "$bad") - 2 )) conv=notrunc 2>/dev/null
+cfg "$TMP/path_z3" 1 3 2 ", resume: $TMP/auto_z3/checkpoints/step-00000006" > "$TMP/path_z3.yaml"
+"$HFRUN" -np 2 --oversubscribe "$TMP/path_z3.yaml" > "$TMP/path_z3.log" 2>&1
+rc=$?
+if [ $rc -ne 2 ] || ! grep -q "rank 1: corrupt checkpoint .*rank-00001-of-00002.optimizer.safetensors has checksum" "$TMP/path_z3.log"; then
+  echo "FAIL: resume from a damaged checkpoint by path: exit $rc (want 2, naming rank 1 and the file)"
+  cat "$TMP/path_z3.log"; fail=1
+fi
+run auto_z3 2 1 3
+if ! grep -q "skipping checkpoint .*step-00000006: rank 1: corrupt checkpoint" "$TMP/auto_z3.log" ||
+   ! grep -q "resuming from .*step-00000003" "$TMP/auto_z3.log"; then
+  echo "FAIL: auto-resume did not pass over the damaged step 6 to step 3:"; cat "$TMP/auto_z3.log"; fail=1
+fi
+same_losses "auto-resume past a damaged checkpoint" "$ref" "$TMP/auto_z3/metrics.jsonl" 6
+
 [ $fail -eq 0 ] && echo "ok: ZeRO losses match" || echo "FAILED"
 exit $fail

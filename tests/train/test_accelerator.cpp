@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "common/error.h"
 #include "common/stop_signals.h"
 #include "io/safetensors.h"
+#include "tensor/ops.h"
 #include "test_util.h"
 #include "train/accelerator.h"
 #include "train/config.h"
@@ -215,6 +218,47 @@ TEST(Accelerator, SaveAndLoadStateResumeExactly) {
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_TRUE(testing::tensors_near(a[i].second, b[i].second, 0, 0)) << a[i].first;
   }
+}
+
+// load_latest_state resumes from the newest checkpoint that loads: a damaged one is passed
+// over with a warning, and with none the model stays as it was.
+TEST(Accelerator, LoadLatestStatePassesOverADamagedCheckpoint) {
+  testing::TempDir dir;
+  const std::string root = dir.file("ckpt");
+  const Data data;
+  TwoLayer model(1);
+  Accelerator acc({.grad_accum_steps = 2, .seed = 5});
+  acc.prepare(model, adamw);
+  for (int s = 0; s < 2; ++s) train_step(acc, model, data);
+  acc.save_state(root);
+  const auto at2 = model.named_parameters();
+  std::vector<Tensor> want;
+  for (const auto& [name, p] : at2) want.push_back(ops::clone(p));
+  for (int s = 0; s < 2; ++s) train_step(acc, model, data);
+  const std::string later = acc.save_state(root);
+  const std::string opt = later + "/rank-00000-of-00001.optimizer.safetensors";
+  {
+    std::fstream f(opt, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(std::filesystem::file_size(opt) - 1));
+    f.put('\x7f');
+  }
+  TwoLayer fresh(99);
+  Accelerator resumed({.grad_accum_steps = 2, .seed = 123});
+  resumed.prepare(fresh, adamw);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(resumed.load_latest_state(root), 2);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("skipping checkpoint " + later), std::string::npos) << err;
+  EXPECT_NE(err.find("optimizer.safetensors has checksum"), std::string::npos) << err;
+  const auto got = fresh.named_parameters();
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_TRUE(testing::tensors_near(got[i].second, want[i], 0, 0)) << got[i].first;
+  }
+  TwoLayer empty(7);
+  Accelerator none;
+  none.prepare(empty, adamw);
+  EXPECT_FALSE(none.load_latest_state(dir.file("nothing")).has_value());
+  EXPECT_EQ(none.step_count(), 0);
 }
 
 TEST(Accelerator, SaveModelWritesTheWholeModel) {

@@ -1,21 +1,25 @@
-// Checkpoints: SHA-256 against FIPS vectors, bit-exact save/load of parameters, optimizer
-// state, loader position and generators, and runs that crash and resume logging exactly the
-// losses of an uninterrupted run; pruning, corruption, leftovers and bad resume paths.
+// Checkpoints: SHA-256 against FIPS vectors and XXH3-128 against xxh128sum, bit-exact save/load of
+// parameters, optimizer state, loader position and generators, and runs that crash and resume
+// logging exactly the losses of an uninterrupted run; pruning, corruption, leftovers and bad resume
+// paths.
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "autograd/node.h"
+#include "common/digest.h"
 #include "data/data_test_util.h"
 #include "io/safetensors.h"
 #include "models/gpt2/gpt2.h"
 #include "tensor/ops.h"
 #include "train/checkpoint.h"
 #include "train/resume.h"
-#include "train/sha256.h"
 #include "train/trainer.h"
 
 namespace hfrun::train {
@@ -56,6 +60,23 @@ TEST(Sha256, KnownVectors) {
   uint64_t size = 0;
   EXPECT_EQ(sha256_file_hex(d.write("a.txt", million), &size), sha256_hex(million));
   EXPECT_EQ(size, 1000000u);
+}
+
+// XXH3-128 (new manifests) as xxHash's own xxh128sum prints it.
+TEST(Digest, Xxh3MatchesXxh128sum) {
+  EXPECT_EQ(digest_hex(DigestKind::kXxh3_128, ""), "99aa06d3014798d86001c324468d497f");
+  EXPECT_EQ(digest_hex(DigestKind::kXxh3_128, "abc"), "06b05ab6733a618578af5f94892f3950");
+  const std::string million(1000000, 'a');
+  EXPECT_EQ(digest_hex(DigestKind::kXxh3_128, million), "a545df8e384a9579b1fd6fae5285c4eb");
+  Digester h(DigestKind::kXxh3_128);
+  for (size_t at = 0, n = 1; at < million.size(); at += n, n = n * 3 % 1000 + 1)
+    h.update(million.data() + at, std::min(n, million.size() - at));
+  EXPECT_EQ(h.finish_hex(), "a545df8e384a9579b1fd6fae5285c4eb");
+  TempDir d;
+  const FileDigest f = file_digest(d.write("a.txt", million), DigestKind::kXxh3_128);
+  EXPECT_EQ(f.hex, "a545df8e384a9579b1fd6fae5285c4eb");
+  EXPECT_EQ(f.size, 1000000u);
+  EXPECT_EQ(digest_hex(DigestKind::kSha256, "abc"), sha256_hex("abc"));
 }
 
 struct Parts {
@@ -195,6 +216,144 @@ TEST(Checkpoint, SaveLoadRoundTripIsBitExact) {
   EXPECT_THROW(restore_generator(got, "data", c.model->dropout_generator()), Error);
 }
 
+// Ranks as threads, for collective saves in one process.
+class ThreadGroup : public CheckpointGroup {
+ public:
+  struct Shared {
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<std::string> slots, result;
+    int arrived = 0;
+    int64_t round = 0;
+  };
+  ThreadGroup(Shared* shared, int rank, int world) : sh_(shared), rank_(rank), world_(world) {
+    sh_->slots.resize(world);
+  }
+  int rank() const override { return rank_; }
+  int world() const override { return world_; }
+  std::vector<std::string> allgather_strings(const std::string& s) override {
+    std::unique_lock<std::mutex> lock(sh_->m);
+    sh_->slots[rank_] = s;
+    if (++sh_->arrived == world_) {
+      sh_->result = sh_->slots;
+      sh_->arrived = 0;
+      ++sh_->round;
+      sh_->cv.notify_all();
+    } else {
+      const int64_t round = sh_->round;
+      sh_->cv.wait(lock, [&] { return sh_->round != round; });
+    }
+    return sh_->result;
+  }
+
+ private:
+  Shared* sh_;
+  int rank_, world_;
+};
+
+void flip_byte(const std::string& path, uint64_t at) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(at));
+  char c = 0;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(at));
+  f.put(static_cast<char>(c ^ 0x5a));
+}
+
+// Checksums are taken while writing (the manifest says what xxh128sum of each file says), and a
+// load checks exactly the files it reads, before it changes anything.
+TEST(Checkpoint, ChecksumsAreWrittenWithTheFilesAndCheckedOnlyWhereRead) {
+  TempDir d;
+  // Two ranks of a data-parallel run: rank 0 writes the parameters and optimizer state, rank 1
+  // only its generators.
+  Parts a = make_parts(1);
+  train_steps(a, 1);
+  TrainerState st;
+  st.step = 1;
+  ThreadGroup::Shared shared;
+  std::string dir;
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      ThreadGroup group(&shared, r, 2);
+      CheckpointShard shard;
+      shard.model = a.model.get();
+      shard.optimizer = a.opt.get();
+      shard.write_model = shard.write_optimizer = r == 0;
+      TrainerState mine = st;
+      mine.generators = {GeneratorState{"dropout", 7, static_cast<uint64_t>(100 + r)}};
+      const std::string got = save_checkpoint(d.file("ck"), shard, mine, {}, &group);
+      if (r == 0) dir = got;
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  const std::string manifest = read_file(dir + "/manifest.json");
+  const Manifest m = verify_checkpoint(dir);
+  ASSERT_EQ(m.files.size(), 5u);
+  for (const Manifest::File& f : m.files) {
+    EXPECT_EQ(f.digest_kind, DigestKind::kXxh3_128) << f.name;
+    EXPECT_EQ(f.digest, file_digest(dir + "/" + f.name, DigestKind::kXxh3_128).hex) << f.name;
+    EXPECT_NE(manifest.find("\"xxh3_128\": \"" + f.digest + "\""), std::string::npos) << manifest;
+  }
+
+  // Rank 1's generators are damaged: rank 0 never reads them and loads; rank 1 is refused.
+  const std::string rng1 = dir + "/rank-00001-of-00002.rng.json";
+  const std::string rng1_text = read_file(rng1);
+  std::string damaged = rng1_text;
+  damaged[damaged.find("101")] = '9';
+  d.write("ck/step-00000001/rank-00001-of-00002.rng.json", damaged);
+  EXPECT_THROW(verify_checkpoint(dir), CorruptCheckpoint);
+  LoadLayout layout;
+  Parts b = make_parts(2);
+  EXPECT_EQ(load_checkpoint(dir, *b.model, *b.opt, layout).generators.at(0).offset, 100u);
+  EXPECT_EQ(bytes(b.model->flat()->params), bytes(a.model->flat()->params));
+  layout.rank = 1;
+  Parts c = make_parts(3);
+  const std::string before = bytes(c.model->flat()->params);
+  try {
+    load_checkpoint(dir, *c.model, *c.opt, layout);
+    FAIL() << "rank 1 loaded damaged generators";
+  } catch (const CorruptCheckpoint& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput);
+    EXPECT_NE(e.message().find("rank-00001-of-00002.rng.json has checksum XXH3-128"),
+              std::string::npos)
+        << e.message();
+  }
+  EXPECT_EQ(bytes(c.model->flat()->params), before);  // nothing changed
+  d.write("ck/step-00000001/rank-00001-of-00002.rng.json", rng1_text);
+
+  // A damaged optimizer file is found before the parameters (read first) change.
+  const std::string opt0 = dir + "/rank-00000-of-00002.optimizer.safetensors";
+  flip_byte(opt0, fs::file_size(opt0) - 3);
+  EXPECT_THROW(load_checkpoint(dir, *c.model, *c.opt, layout), CorruptCheckpoint);
+  EXPECT_EQ(bytes(c.model->flat()->params), before);
+  EXPECT_EQ(c.opt->step_count(), 0);
+  flip_byte(opt0, fs::file_size(opt0) - 3);
+  EXPECT_EQ(load_checkpoint(dir, *c.model, *c.opt, layout).generators.at(0).offset, 101u);
+  EXPECT_EQ(bytes(c.model->flat()->params), bytes(a.model->flat()->params));
+
+  // A manifest of the earlier format (SHA-256 digests) still verifies and loads, and still
+  // catches damage.
+  std::string old = manifest;
+  for (const Manifest::File& f : m.files) {
+    const std::string key = "\"xxh3_128\": \"" + f.digest + "\"";
+    old.replace(old.find(key), key.size(),
+                "\"sha256\": \"" + sha256_file_hex(dir + "/" + f.name) + "\"");
+  }
+  d.write("ck/step-00000001/manifest.json", old);
+  EXPECT_EQ(verify_checkpoint(dir).files.at(0).digest_kind, DigestKind::kSha256);
+  Parts e = make_parts(4);
+  EXPECT_NO_THROW(load_checkpoint(dir, *e.model, *e.opt));
+  EXPECT_EQ(bytes(e.model->flat()->params), bytes(a.model->flat()->params));
+  flip_byte(opt0, fs::file_size(opt0) - 3);
+  try {
+    load_checkpoint(dir, *e.model, *e.opt);
+    FAIL() << "loaded a damaged file under a SHA-256 manifest";
+  } catch (const CorruptCheckpoint& err) {
+    EXPECT_NE(err.message().find("has checksum SHA-256"), std::string::npos) << err.message();
+  }
+}
+
 std::string corpus() {
   std::string text;
   for (int i = 0; i < 80; ++i) {
@@ -274,15 +433,6 @@ TEST(Checkpoint, CrashedAndResumedRunLogsTheSameLosses) {
   EXPECT_EQ(logged_losses(d.file("b/metrics.jsonl")), want);
 }
 
-void flip_byte(const std::string& path, uint64_t at) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekg(static_cast<std::streamoff>(at));
-  char c = 0;
-  f.get(c);
-  f.seekp(static_cast<std::streamoff>(at));
-  f.put(static_cast<char>(c ^ 0x5a));
-}
-
 TEST(Checkpoint, CorruptIncompleteAndTemporaryCheckpointsAreSkipped) {
   TempDir d;
   Trainer(run_config(d, "a")).run();
@@ -302,7 +452,7 @@ TEST(Checkpoint, CorruptIncompleteAndTemporaryCheckpointsAreSkipped) {
     EXPECT_NE(e.message().find("corrupt checkpoint"), std::string::npos) << e.message();
     EXPECT_NE(e.message().find("rank-00000-of-00001.optimizer.safetensors"), std::string::npos)
         << e.message();
-    EXPECT_NE(e.message().find("SHA-256"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("has checksum XXH3-128"), std::string::npos) << e.message();
   }
   // A leftover temporary directory and a directory without a manifest (a save that died) are
   // skipped too, each with a warning naming it.
