@@ -73,6 +73,10 @@ struct LinearSaved {
   DType x_dtype, w_dtype, bias_dtype;
   int64_t out;
   bool gx, gw, gbias;
+  // The weight is the transpose of a contiguous [out, in] tensor (a tied lm_head over the
+  // embedding): its gradient is produced in that layout, so the transpose's backward hands a
+  // contiguous gradient to the embedding's, instead of a strided one summed element by element.
+  bool w_transposed;
 };
 
 LinearSaved save_linear(const Tensor& x, const Tensor& x2, const Tensor& weight,
@@ -88,6 +92,8 @@ LinearSaved save_linear(const Tensor& x, const Tensor& x2, const Tensor& weight,
   s.w_dtype = weight.dtype();
   s.bias_dtype = bias.defined() ? bias.dtype() : DType::kF32;
   s.out = weight.size(1);
+  s.w_transposed = weight.size(0) > 1 && weight.size(1) > 1 && weight.stride(0) == 1 &&
+                   weight.stride(1) == weight.size(0);
   return s;
 }
 
@@ -96,7 +102,10 @@ Grads linear_grads(const LinearSaved& s, const Tensor& g_out) {
   Tensor g2 = ops::reshape(ops::to_dtype(g_out, s.x_dtype), {-1, s.out});
   Tensor grad_x, grad_w;
   if (s.gx) grad_x = ops::view(ops::matmul(g2, mT(s.w), Tensor(), s.x_dtype), s.x_shape);
-  if (s.gw) grad_w = ops::matmul(mT(s.x2), g2, Tensor(), s.w_dtype);
+  if (s.gw) {
+    grad_w = s.w_transposed ? mT(ops::matmul(mT(g2), s.x2, Tensor(), s.w_dtype))
+                            : ops::matmul(mT(s.x2), g2, Tensor(), s.w_dtype);
+  }
   return {grad_x, grad_w,
           s.gbias ? bias_grad(ops::reshape(g_out, {-1, s.out}), s.bias_dtype) : Tensor()};
 }

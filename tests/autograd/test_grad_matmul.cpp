@@ -87,6 +87,26 @@ TEST(GradLinear, NonContiguousInput) {
                    base, randn({4, 3}, 24, true), randn({3}, 25, true));
 }
 
+// A tied lm_head: the weight is the transpose of a contiguous [out, in] table (the embedding).
+// Its gradient arrives contiguous in the table's layout.
+TEST(GradLinear, TransposedWeightGradientInTheTablesLayout) {
+  EXPECT_GRADCHECK([](const auto& in) { return linear(in[0], transpose(in[1], 0, 1)); },
+                   randn({2, 3, 4}, 29, true), randn({5, 4}, 30, true));
+  Tensor table = randn({5, 4}, 31, true), x = randn({2, 3, 4}, 32);
+  autograd::backward(sum(linear(x, transpose(table, 0, 1))));
+  EXPECT_TRUE(table.grad().is_contiguous());
+  // d sum(x @ table^T) / d table[o, i] = sum over rows of x[r, i].
+  std::vector<float> xv = x.to_vector(), want;
+  for (int64_t o = 0; o < 5; ++o) {
+    for (int64_t i = 0; i < 4; ++i) {
+      double acc = 0;
+      for (int64_t r = 0; r < 6; ++r) acc += xv[r * 4 + i];
+      want.push_back(static_cast<float>(acc));
+    }
+  }
+  EXPECT_TRUE(tensor_near(table.grad(), want, 1e-5, 1e-5));
+}
+
 TEST(GradLinear, LinearGeluEqualsGeluOfLinear) {
   Tensor x = randn({2, 3, 4}, 40, true), w = randn({4, 5}, 41, true), bias = randn({5}, 42, true);
   EXPECT_GRADCHECK([](const auto& in) { return linear_gelu(in[0], in[1], in[2]); }, x, w, bias);
