@@ -178,6 +178,9 @@ check "torchrun node-rank refused" 2 "$HFRUN" --nnodes 2 --nproc-per-node 2 --no
 contains "torchrun node-rank refused" "node-rank is torchrun's one-launcher-per-node option.*--hostfile"
 check "torchrun nnodes without hosts refused" 2 env -u SLURM_JOB_ID "$HFRUN" --nnodes 2 --nproc-per-node 2 "$TMP/gen.yaml"
 contains "torchrun nnodes without hosts refused" "needs the nodes: --hostfile FILE"
+check "-np 0 refused" 2 "$HFRUN" -np 0 "$TMP/gen.yaml"
+contains "-np 0 refused" "the number of processes must be at least 1"
+check "-np -2 refused" 2 "$HFRUN" -np -2 "$TMP/gen.yaml"
 check "torchrun nproc-per-node contradicting -np" 2 "$HFRUN" -np 3 --nproc-per-node 2 "$TMP/gen.yaml"
 check "nccl backend on a CPU machine refused" 2 "$HFRUN" "$TMP/gen.yaml" --set train.device=auto --set distributed.backend=nccl
 contains "nccl backend on a CPU machine refused" "distributed.backend nccl needs a GPU"
