@@ -137,7 +137,7 @@ int train_here(train::TrainConfig cfg, bool report, int rank) {
     job_rank_stopped(rank, s.steps, signal_name(s.stop_signal), s.last_checkpoint);
     return kExitStopped;
   }
-  if (report) {
+  if (report && !s.already_complete) {
     std::cout << "trained " << s.steps << " steps: loss " << s.first_loss << " -> " << s.last_loss
               << ", " << static_cast<int64_t>(s.tokens_per_s) << " tokens/s; model exported to "
               << s.final_dir << "\n";

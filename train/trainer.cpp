@@ -386,6 +386,28 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
       std::printf("resuming from %s (step %lld)\n", resumed_from.c_str(),
                   static_cast<long long>(resumed.step));
   }
+  // A finished run started again: the same command twice (or a requeue after the end) says so
+  // instead of exporting final/ again. Without final/ (the run died exporting it) it exports.
+  if (restored && resumed.step == c.train.max_steps) {
+    const fs::path final_dir = fs::path(c.output_dir) / "final";
+    const bool exported = s.acc->sum_across_ranks(rank0 && fs::is_directory(final_dir) ? 1 : 0) > 0;
+    if (exported) {
+      if (rank0) {
+        std::printf("run already complete: step %lld of %lld (%s); the final model is in %s\n",
+                    static_cast<long long>(resumed.step), static_cast<long long>(c.train.max_steps),
+                    resumed_from.c_str(), final_dir.c_str());
+        std::fflush(stdout);
+      }
+      RunSummary done;
+      done.steps = resumed.step;
+      done.first_loss = resumed.first_loss;
+      done.last_loss = resumed.last_loss;
+      done.final_dir = final_dir.string();
+      done.last_checkpoint = resumed_from;
+      done.already_complete = true;
+      return done;
+    }
+  }
   const std::string metrics_path = (fs::path(c.output_dir) / "metrics.jsonl").string();
   std::ofstream metrics;
   if (rank0) {

@@ -41,6 +41,9 @@ struct RunSummary {
   // rank: the run stopped after `steps`, with that step's checkpoint committed and no export.
   int stop_signal = 0;
   std::string last_checkpoint;  // the newest checkpoint this run committed ("" if none)
+  // The run resumed at train.max_steps with final/ already exported: nothing was trained or
+  // written (steps is max_steps, tokens_per_s 0).
+  bool already_complete = false;
 };
 
 class Trainer {

@@ -226,6 +226,15 @@ if [ "$(ck_losses "$TMP/ck_kill")" = "$(ck_losses "$TMP/ck_full")" ] &&
   echo "FAIL: checkpoint: resumed losses differ from the uninterrupted run's"
   diff <(ck_losses "$TMP/ck_full") <(ck_losses "$TMP/ck_kill") | head -10
 fi
+# The same command once more: the run is complete; it says so and writes nothing.
+final_before=$(stat -c %Y.%i "$TMP/ck_kill/final/model.safetensors")
+check "finished run started again" 0 env OMP_NUM_THREADS=1 "$HFRUN" train "$TMP/ck_kill.yaml"
+contains "finished run started again" "run already complete: step 60 of 60 \(.*step-00000060\); the final model is in .*/final"
+if grep -q "tokens/s" <<<"$out" || [ "$(stat -c %Y.%i "$TMP/ck_kill/final/model.safetensors")" != "$final_before" ]; then
+  fail=$((fail + 1)); echo "FAIL: a finished run started again trained or exported again:"; echo "$out" | head -5
+else
+  pass=$((pass + 1))
+fi
 ls "$TMP/ck_kill/checkpoints" > "$TMP/ck_list"
 if [ "$(cat "$TMP/ck_list")" = "$(printf 'step-00000055\nstep-00000060')" ]; then
   pass=$((pass + 1))
