@@ -11,8 +11,13 @@ namespace hfrun {
 // What kind of failure it is; the CLI maps kInvalidInput to exit code 2, the rest to 1.
 enum class ErrorKind { kRuntime, kInvalidInput };
 
+// Whether error texts carry the source location that raised them: HFRUN_DEBUG set (and not
+// "0"). Users read "what was wrong"; "[config.cpp:28]" is for bug reports.
+bool debug_locations();
+
 class Error : public std::runtime_error {
  public:
+  // what() is the message, followed by " [file.cpp:LINE]" when debug_locations().
   Error(std::string message, const char* file, int line, ErrorKind kind = ErrorKind::kRuntime);
 
   const std::string& message() const { return message_; }  // without the file:line prefix

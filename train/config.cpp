@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -16,9 +17,19 @@ namespace {
 // every map's keys are checked against the keys the schema read.
 class Reader {
  public:
-  explicit Reader(std::string source) : source_(std::move(source)) {}
+  // `overrides`: the --set specs by key path; a value from one is reported as the --set, not
+  // at a line of the file (its node's line is the spec's own).
+  Reader(std::string source, std::map<std::string, std::string> overrides)
+      : source_(std::move(source)), overrides_(std::move(overrides)) {}
 
   std::string where(const YAML::Node& n, const std::string& path) const {
+    for (std::string p = path;;) {  // the key itself or a mapping above it
+      const auto it = overrides_.find(p);
+      if (it != overrides_.end()) return "--set " + it->second + ": " + path;
+      const size_t dot = p.rfind('.');
+      if (dot == std::string::npos) break;
+      p.resize(dot);
+    }
     const YAML::Mark m = n.Mark();
     return m.line >= 0 ? source_ + ":" + std::to_string(m.line + 1) + ": " + path
                        : source_ + ": " + path + " (from --set)";
@@ -98,6 +109,7 @@ class Reader {
 
  private:
   std::string source_;
+  std::map<std::string, std::string> overrides_;
 };
 
 // JSON text of a YAML scalar: numbers and booleans as they are, everything else quoted.
@@ -181,7 +193,9 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   for (const std::string& o : overrides) apply_override(root, o, source);
 
-  Reader r(source);
+  std::map<std::string, std::string> set_paths;
+  for (const std::string& o : overrides) set_paths[o.substr(0, o.find('='))] = o;
+  Reader r(source, std::move(set_paths));
   TrainConfig c;
   c.source = source;
   r.keys(root, "",

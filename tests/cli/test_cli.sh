@@ -179,7 +179,10 @@ contains "torchrun node-rank refused" "node-rank is torchrun's one-launcher-per-
 check "torchrun nnodes without hosts refused" 2 env -u SLURM_JOB_ID "$HFRUN" --nnodes 2 --nproc-per-node 2 "$TMP/gen.yaml"
 contains "torchrun nnodes without hosts refused" "needs the nodes: --hostfile FILE"
 check "-np 0 refused" 2 "$HFRUN" -np 0 "$TMP/gen.yaml"
-contains "-np 0 refused" "the number of processes must be at least 1"
+contains "-np 0 refused" "the number of processes must be at least 1$"
+# Errors end with what was wrong; the source location only with HFRUN_DEBUG=1.
+check "HFRUN_DEBUG=1 adds the source location" 2 env HFRUN_DEBUG=1 "$HFRUN" -np 0 "$TMP/gen.yaml"
+contains "HFRUN_DEBUG=1 adds the source location" "at least 1 \[cmd_train\.cpp:[0-9]+\]$"
 check "-np -2 refused" 2 "$HFRUN" -np -2 "$TMP/gen.yaml"
 check "torchrun nproc-per-node contradicting -np" 2 "$HFRUN" -np 3 --nproc-per-node 2 "$TMP/gen.yaml"
 check "nccl backend on a CPU machine refused" 2 "$HFRUN" "$TMP/gen.yaml" --set train.device=auto --set distributed.backend=nccl

@@ -131,6 +131,22 @@ TEST(TrainConfig, SetOverridesApplyBeforeValidation) {
   EXPECT_NE(c.model.config_json.find("\"n_layer\": 3"), std::string::npos);
   expect_error(kMinimal, {"--set", "train.max_stepz"}, {"train.max_stepz=5"});
   expect_error(kMinimal, {"key.path=value"}, {"no_equals_sign"});
+  // A bad value from --set is reported as that --set, never at a line of cfg.yaml.
+  for (const auto& [spec, where] : std::vector<std::pair<std::string, std::string>>{
+           {"train.max_steps=abc", "--set train.max_steps=abc: train.max_steps"},
+           {"train={max_steps: abc}", "--set train={max_steps: abc}: train.max_steps"},
+           {"optimizer.type=adamx", "--set optimizer.type=adamx: optimizer.type"}}) {
+    try {
+      TrainConfig::parse(kMinimal, "cfg.yaml", {spec});
+      ADD_FAILURE() << "accepted --set " << spec;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.message().rfind(where, 0), 0u) << e.message();
+      EXPECT_EQ(e.message().find("cfg.yaml"), std::string::npos) << e.message();
+    }
+  }
+  // The file's own keys keep their lines.
+  expect_error("output_dir: runs/x\ndata:\n  train: a.txt\ntrain: {max_steps: abc}\n",
+               {"cfg.yaml:4: train.max_steps"}, {"optimizer.lr=0.01"});
 }
 
 TEST(TrainConfig, TokenizerDefaultsToThePretrainedDirectory) {
