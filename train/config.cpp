@@ -390,10 +390,9 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
       dir = nn::resolve_pretrained(c.model.from_pretrained, c.model.revision);
     } catch (const Error&) {
     }
+    // (Token shards train without one: the Trainer reads it only when it is there.)
     c.tokenizer = dir + "/tokenizer.json";
   }
-  check(!c.tokenizer.empty(), root, "tokenizer", "tokenizer",
-        "a tokenizer.json is required (or model.from_pretrained with one inside)");
   return c;
 }
 

@@ -7,6 +7,7 @@
 #include "autograd/node.h"
 #include "common/error.h"
 #include "data/dataset.h"
+#include "data/documents.h"
 #include "data/records.h"
 #include "data/task_loader.h"
 #include "models/registry.h"
@@ -46,14 +47,19 @@ data::LoaderOptions loader_options(const TrainConfig& c) {
 // causal_lm on token windows.
 class WindowTask : public TaskData {
  public:
-  WindowTask(const TrainConfig& c, const data::Tokenizer& tok, Accelerator& acc) : c_(c) {
-    auto encode = [&tok](std::string_view text) { return tok.encode(text); };
+  // `tok` null: the sources are token shards only (make_task_data checked).
+  WindowTask(const TrainConfig& c, const data::Tokenizer* tok, Accelerator& acc) : c_(c) {
+    auto encode = [tok](std::string_view text) {
+      HF_CHECK(tok != nullptr, "WindowTask: text without a tokenizer");
+      return tok->encode(text);
+    };
+    const std::optional<int32_t> eot = tok ? tok->eot_id() : std::nullopt;
     data::TokenStreamOptions so;
     so.text_field = c.data.text_field;
-    train_ = std::make_shared<data::TokenStream>(c.data.train, encode, tok.eot_id(), so);
+    train_ = std::make_shared<data::TokenStream>(c.data.train, encode, eot, so);
     train_->require_samples(c.data.seq_len);
     if (!c.data.val.empty()) {
-      val_ = std::make_shared<data::TokenStream>(c.data.val, encode, tok.eot_id(), so);
+      val_ = std::make_shared<data::TokenStream>(c.data.val, encode, eot, so);
       val_->require_samples(c.data.seq_len);
     }
     loader_ = std::make_unique<data::TokenLoader>(train_, acc.shard(loader_options(c)));
@@ -245,12 +251,26 @@ class RecordTaskData : public TaskData {
 
 }  // namespace
 
-std::unique_ptr<TaskData> make_task_data(const TrainConfig& c, const data::Tokenizer& tok,
+std::unique_ptr<TaskData> make_task_data(const TrainConfig& c, const data::Tokenizer* tok,
                                          const nn::Model& model, Accelerator& acc) {
+  const char* how = " (tokenizer: path/tokenizer.json, or model.from_pretrained with one inside)";
   if (model.task() == nn::Task::kCausalLM && !is_sft(c)) {
+    if (tok == nullptr) {
+      // Token shards are already ids; text needs the tokenizer (and its end-of-text token).
+      for (const auto* list : {&c.data.train, &c.data.val}) {
+        for (const data::SourceFile& f : data::expand_sources(*list)) {
+          HF_CHECK_INPUT(f.kind == data::SourceKind::kShard, c.source, ": ", f.path,
+                         " is text: tokenizing it needs a tokenizer", how,
+                         "; token shards (.bin, hfrun prepare) train without one");
+        }
+      }
+      return std::make_unique<WindowTask>(c, nullptr, acc);
+    }
     return std::make_unique<WindowTask>(c, tok, acc);
   }
-  return std::make_unique<RecordTaskData>(c, tok, model, acc);
+  HF_CHECK_INPUT(tok != nullptr, c.source, ": task ", c.task,
+                 " reads records and needs a tokenizer", how);
+  return std::make_unique<RecordTaskData>(c, *tok, model, acc);
 }
 
 }  // namespace hfrun::train

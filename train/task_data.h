@@ -51,7 +51,7 @@ class TaskData {
 };
 
 // The task's data for `model` (its labels for sequence classification), sharded by `acc`.
-std::unique_ptr<TaskData> make_task_data(const TrainConfig& config, const data::Tokenizer& tok,
+std::unique_ptr<TaskData> make_task_data(const TrainConfig& config, const data::Tokenizer* tok,
                                          const nn::Model& model, Accelerator& acc);
 
 }  // namespace hfrun::train

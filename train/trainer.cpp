@@ -66,7 +66,7 @@ std::string pretrained_dir(const TrainConfig& cfg) {
 // The model: config.json of from_pretrained (if any), then model.config keys on top, built by
 // the family its model_type names (model.arch when config.json has none; the two must agree);
 // from scratch, vocab_size defaults to the tokenizer's.
-std::unique_ptr<nn::Model> build_model(const TrainConfig& cfg, const data::Tokenizer& tok) {
+std::unique_ptr<nn::Model> build_model(const TrainConfig& cfg, const data::Tokenizer* tok) {
   std::string base = "{}";
   std::string source = cfg.source + ": model.config";
   const std::string arch = cfg.model.arch.empty() ? "gpt2" : cfg.model.arch;
@@ -101,13 +101,16 @@ std::unique_ptr<nn::Model> build_model(const TrainConfig& cfg, const data::Token
   merged.update(overrides);
   merged["model_type"] = file_type;
   if (cfg.model.from_pretrained.empty() && !overrides.contains("vocab_size")) {
-    merged["vocab_size"] = tok.vocab_size();
+    HF_CHECK_INPUT(tok != nullptr, cfg.source,
+                   ": model.config.vocab_size is required without a tokenizer (it defaults to "
+                   "the tokenizer's vocabulary size)");
+    merged["vocab_size"] = tok->vocab_size();
   }
   auto model =
       nn::create_model(merged.dump(), source, cfg.seed, file_type, model_task(cfg, file_type));
-  HF_CHECK_INPUT(model->vocab_size() >= tok.vocab_size(), cfg.source, ": model vocab_size ",
-                 model->vocab_size(), " is smaller than the tokenizer's ", tok.vocab_size(), " (",
-                 cfg.tokenizer, ")");
+  HF_CHECK_INPUT(tok == nullptr || model->vocab_size() >= tok->vocab_size(), cfg.source,
+                 ": model vocab_size ", model->vocab_size(), " is smaller than the tokenizer's ",
+                 tok ? tok->vocab_size() : 0, " (", cfg.tokenizer, ")");
   model->check_sequence_length(cfg.data.seq_len, cfg.source + ": data.seq_len");
   return model;
 }
@@ -205,8 +208,15 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   // A model that cannot be found is reported as such (where the hub cache was searched), not as
   // its missing tokenizer.
   if (!c.model.from_pretrained.empty()) pretrained_dir(c);
-  s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
-  s.model = build_model(c, *s.tokenizer);
+  // Token shards need no tokenizer (text, records and the end-of-text token between documents
+  // do: make_task_data says so).
+  const bool default_missing = !c.model.from_pretrained.empty() &&
+                               c.tokenizer == pretrained_dir(c) + "/tokenizer.json" &&
+                               !fs::exists(c.tokenizer);
+  if (!c.tokenizer.empty() && !default_missing) {
+    s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
+  }
+  s.model = build_model(c, s.tokenizer.get());
   if (!c.model.from_pretrained.empty()) {
     const std::vector<std::string> fresh = nn::load_weights(*s.model, pretrained_dir(c));
     if (!fresh.empty() && s.is_rank0()) {
@@ -248,7 +258,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
         return std::make_unique<optim::SGD>(std::move(params), o);
       });
 
-  s.task = make_task_data(c, *s.tokenizer, *s.model, *s.acc);
+  s.task = make_task_data(c, s.tokenizer.get(), *s.model, *s.acc);
   s.schedule = optim::parse_schedule_type(c.scheduler.type);
   if (s.distributed() && s.is_rank0()) {
     // What ZeRO saves, in the paper's accounting (f32 parameters, gradients, optimizer state).

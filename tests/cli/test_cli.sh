@@ -113,6 +113,25 @@ check "prepare bad jsonl" 2 "$HFRUN" prepare --tokenizer "$GPT2" --output "$TMP/
 contains "prepare bad jsonl" 'bad.jsonl:2'
 check "prepare no inputs" 2 "$HFRUN" prepare --tokenizer "$GPT2" --output "$TMP/s3"
 
+# Token shards train without a tokenizer (model.config.vocab_size given); text, or no
+# vocab_size, is refused naming what is missing.
+for i in $(seq 40); do echo "Shards are tokens already: line $i of the corpus."; done > "$TMP/sh.txt"
+"$HFRUN" prepare --tokenizer "$GPT2" --output "$TMP/sh_shards" "$TMP/sh.txt" > /dev/null
+shard_yaml() {  # shard_yaml OUT EXTRA_DATA MODEL_CONFIG
+  printf 'output_dir: %s\nmodel: {config: {n_layer: 1, n_head: 2, n_embd: 16, n_positions: 32%s}}\n' "$1" "$3"
+  printf 'data: {train: [%s], seq_len: 16}\ntrain: {micro_batch_size: 2, max_steps: 2}\n' "$2"
+}
+shard_yaml "$TMP/sh_run" "$TMP/sh_shards" ", vocab_size: 50257" > "$TMP/sh.yaml"
+check "shards train without a tokenizer" 0 "$HFRUN" train "$TMP/sh.yaml"
+[ -f "$TMP/sh_run/final/model.safetensors" ] && ! [ -e "$TMP/sh_run/final/tokenizer.json" ] &&
+  pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a shard-only run's final/ is not a model without tokenizer.json"; }
+shard_yaml "$TMP/sh_run2" "$TMP/sh_shards" "" > "$TMP/sh2.yaml"
+check "shards without tokenizer need vocab_size" 2 "$HFRUN" train "$TMP/sh2.yaml"
+contains "shards without tokenizer need vocab_size" "model.config.vocab_size is required without a tokenizer"
+shard_yaml "$TMP/sh_run3" "$TMP/sh_shards, $TMP/sh.txt" ", vocab_size: 50257" > "$TMP/sh3.yaml"
+check "text without tokenizer refused" 2 "$HFRUN" train "$TMP/sh3.yaml"
+contains "text without tokenizer refused" "sh.txt is text: tokenizing it needs a tokenizer"
+
 # generate: a tiny GPT-2 trained for 2 steps (its final/ directory is a HF model directory).
 for i in $(seq 40); do echo "The quick brown fox jumps over the lazy dog. Hello world, again."; done > "$TMP/gen.txt"
 cat > "$TMP/gen.yaml" <<EOF
