@@ -12,21 +12,35 @@ namespace {
 
 const char* kUsage = R"(hfrun: distributed training for transformer models, natively.
 
-Usage:
-  hfrun [-np N] CONFIG.yaml [--set key.path=value ...] [--dry-run]   train (also: hfrun train ...)
-  hfrun bench matmul --m M --n N --k K --dtype f32|bf16 [--baseline]
-  hfrun bench block [--tokens N] [--dim C] [--heads H] [--iters I]
+Train
+  hfrun [-np N] CONFIG.yaml [--set key.path=value ...] [--dry-run]   (also: hfrun train ...)
+      hfrun -np 4 train.yaml --set train.max_steps=100
+      options: --hostfile FILE, --max-restarts N, torchrun's --nnodes/--nproc-per-node
+  hfrun merge --base DIR --adapter DIR --output DIR      fold a LoRA adapter into its base
+      hfrun merge --base smollm --adapter runs/lora/final --output smollm-merged
+
+Prepare data
+  hfrun prepare --tokenizer tokenizer.json --output DIR INPUT...    .txt/.jsonl -> .bin shards
+      hfrun prepare --tokenizer tok.json --output data/shards corpus.jsonl notes.txt
+  hfrun tokenize --tokenizer tokenizer.json [--decode] [--whole] [--add-special] [FILE ...]
+      echo "Hello world" | hfrun tokenize --tokenizer tok.json
+
+Inspect and use a model
   hfrun generate --model DIR [--adapter DIR] [--prompt TEXT] [--max-new-tokens N]
                  [--greedy | --temperature T --top-k K --top-p P] [--seed S] [--ids]
-  hfrun merge --base DIR --adapter DIR --output DIR    a LoRA adapter folded into its base
-  hfrun tokenize --tokenizer tokenizer.json [--decode] [--whole] [--add-special] [FILE ...]
-  hfrun prepare --tokenizer tokenizer.json --output DIR INPUT...   .txt/.jsonl -> .bin shards
-  hfrun bench tokenizer --tokenizer tokenizer.json --text FILE [--threads N]
-  hfrun env                     versions, CPU ISA, threads
+      hfrun generate --model runs/x/final --prompt "Once upon a time" --greedy
+  hfrun env                      versions, CPU ISA, threads, devices
+
+Benchmark (each prints its figure next to its baseline, one JSON line)
+  hfrun bench train CONFIG.yaml [--steps N] [--warmup N]        tokens/s, MFU, peak RSS
+      HFRUN_PROFILE=1 hfrun bench train train.yaml --steps 3     (+ time per backend op)
+  hfrun bench matmul | block | adamw | allreduce | tokenizer | checkpoint   (COMMAND --help)
+
   hfrun --version | --help | COMMAND --help
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid input,
 3 stopped by a signal (SIGTERM, SIGUSR1, Ctrl-C) after committing a checkpoint.
+Errors say what was wrong; HFRUN_DEBUG=1 adds hfrun's source location to each.
 )";
 
 }  // namespace

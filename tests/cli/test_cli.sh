@@ -35,6 +35,11 @@ check "version" 0 "$HFRUN" --version
 contains "version" '^hfrun [0-9]+\.[0-9]+\.[0-9]+$'
 check "help" 0 "$HFRUN" --help
 contains "help" 'bench matmul'
+# Grouped as users think of the commands, each with an example.
+for group in "^Train$" "^Prepare data$" "^Inspect and use a model$" "^Benchmark"; do
+  contains "help groups" "$group"
+done
+contains "help examples" "^      hfrun prepare --tokenizer tok.json --output data/shards"
 check "no args is usage error" 2 "$HFRUN"
 check "unknown command" 2 "$HFRUN" frobnicate
 contains "unknown command" "unknown command 'frobnicate'"
