@@ -1,6 +1,7 @@
 #include "common/file_util.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -30,6 +31,38 @@ void write_all(int fd, const void* buf, size_t n, const std::string& path) {
 void fsync_path(const std::string& path) {
   UniqueFd fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
   if (fd.fd >= 0) ::fsync(fd.fd);
+}
+
+DirectoryLock::DirectoryLock(const std::string& dir, const std::string& what) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const std::string path = (fs::path(dir) / ".hfrun.lock").string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  HF_CHECK_INPUT(fd_ >= 0, what, " ", dir, ": cannot create ", path, ": ", std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[512] = {0};
+    const ssize_t n = ::pread(fd_, buf, sizeof(buf) - 1, 0);
+    std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    ::close(std::exchange(fd_, -1));
+    HF_CHECK_INPUT(err != EWOULDBLOCK, what, " ", dir, " is in use by another run (",
+                   holder.empty() ? std::string("holder unknown") : holder,
+                   "); wait for it to end, or use another ", what);
+    HF_CHECK_INPUT(false, what, " ", dir, ": cannot lock ", path, ": ", std::strerror(err));
+  }
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  const std::string me = std::string("host ") + host + ", pid " + std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) == 0) {
+    const ssize_t w = ::pwrite(fd_, me.data(), me.size(), 0);
+    (void)w;  // the record is informative; the lock is what counts
+  }
+}
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
 }
 
 void write_file_atomically(const std::string& path, const std::function<void(int fd)>& body) {

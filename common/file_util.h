@@ -26,6 +26,22 @@ void write_all(int fd, const void* buf, size_t n, const std::string& path);
 // untouched: readers see the old file or the complete new one, never a partial one.
 void write_file_atomically(const std::string& path, const std::function<void(int fd)>& body);
 
+// An exclusive lock on a directory for as long as the object lives: flock() on DIR/.hfrun.lock,
+// which records the holder's host and pid. The kernel releases it when the holder exits, however
+// it exits (SIGKILL included), so a lock left by a dead process is simply taken.
+class DirectoryLock {
+ public:
+  // Creates `dir` if needed and takes the lock, or throws (kInvalidInput) "`what` DIR is in use
+  // by another run (host H, pid P)".
+  DirectoryLock(const std::string& dir, const std::string& what);
+  ~DirectoryLock();
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 // fsyncs a file, or a directory after renames inside it; errors are ignored (not every file
 // system supports directory fsync).
 void fsync_path(const std::string& path);

@@ -15,6 +15,7 @@
 
 #include "autograd/node.h"
 #include "common/error.h"
+#include "common/file_util.h"
 #include "common/stop_signals.h"
 #include "data/tokenizer/tokenizer.h"
 #include "models/peft.h"
@@ -35,6 +36,7 @@ struct Trainer::State {
   TrainConfig cfg;
   // The engine: parallel layout, gradient synchronisation, optimizer, checkpoints, export.
   std::unique_ptr<Accelerator> acc;
+  std::unique_ptr<DirectoryLock> output_lock;  // rank 0: one run per output_dir
   std::unique_ptr<data::Tokenizer> tokenizer;
   std::unique_ptr<nn::Model> model;
   std::unique_ptr<TaskData> task;         // batches, the micro step's loss, evaluation
@@ -205,6 +207,21 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   s.acc = std::make_unique<Accelerator>(c, /*handle_stop_signals=*/false);
   // (The Accelerator checked that every rank has this configuration.)
   if (s.distributed()) s.cfg.distributed.num_processes = s.acc->global_world();
+  // One run per output_dir, held by rank 0 for the run's life: a run restarted while the ranks
+  // of a killed one still write there is refused instead of sharing its checkpoints.
+  std::string lock_error;
+  if (s.is_rank0()) {
+    try {
+      s.output_lock = std::make_unique<DirectoryLock>(c.output_dir, "output_dir");
+    } catch (const Error& e) {
+      lock_error = e.message();
+    }
+  }
+  if (s.acc->sum_across_ranks(lock_error.empty() ? 0 : 1) > 0) {
+    HF_CHECK_INPUT(false, c.source, ": ",
+                   lock_error.empty() ? "output_dir is in use by another run (rank 0 says which)"
+                                      : lock_error);
+  }
   // A model that cannot be found is reported as such (where the hub cache was searched), not as
   // its missing tokenizer.
   if (!c.model.from_pretrained.empty()) pretrained_dir(c);

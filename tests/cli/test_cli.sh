@@ -127,6 +127,14 @@ shard_yaml() {  # shard_yaml OUT EXTRA_DATA MODEL_CONFIG
   printf 'data: {train: [%s], seq_len: 16}\ntrain: {micro_batch_size: 2, max_steps: 2}\n' "$2"
 }
 shard_yaml "$TMP/sh_run" "$TMP/sh_shards" ", vocab_size: 50257" > "$TMP/sh.yaml"
+# One run per output_dir: while another process holds its lock (here the test, as a run would),
+# a second run is refused naming the holder; once it is released the run goes ahead.
+mkdir -p "$TMP/sh_run"
+exec 9> "$TMP/sh_run/.hfrun.lock"
+flock -n 9 && echo "host testhost, pid 4242" >&9
+check "output_dir in use refused" 2 "$HFRUN" train "$TMP/sh.yaml"
+contains "output_dir in use refused" "output_dir .*sh_run is in use by another run \(host testhost, pid 4242\)"
+exec 9>&-
 check "shards train without a tokenizer" 0 "$HFRUN" train "$TMP/sh.yaml"
 [ -f "$TMP/sh_run/final/model.safetensors" ] && ! [ -e "$TMP/sh_run/final/tokenizer.json" ] &&
   pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a shard-only run's final/ is not a model without tokenizer.json"; }
