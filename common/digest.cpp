@@ -5,14 +5,28 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
 
 #include "common/error.h"
+#include "common/file_util.h"
 
 namespace hfrun {
+namespace {
+
+std::string lower_hex(const unsigned char* bytes, size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  s.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    s += digits[bytes[i] >> 4];
+    s += digits[bytes[i] & 15];
+  }
+  return s;
+}
+
+}  // namespace
 
 struct Sha256::Context {
   EVP_MD_CTX* md = nullptr;
@@ -40,13 +54,8 @@ std::array<uint8_t, 32> Sha256::finish() {
 }
 
 std::string Sha256::finish_hex() {
-  static const char* digits = "0123456789abcdef";
-  std::string s;
-  for (uint8_t b : finish()) {
-    s += digits[b >> 4];
-    s += digits[b & 15];
-  }
-  return s;
+  const std::array<uint8_t, 32> d = finish();
+  return lower_hex(d.data(), d.size());
 }
 
 std::string sha256_hex(std::string_view data) {
@@ -64,14 +73,12 @@ const char* digest_name(DigestKind kind) {
 }
 
 struct Digester::State {
-  DigestKind kind;
-  std::unique_ptr<Sha256> sha;
+  std::unique_ptr<Sha256> sha;  // SHA-256, else XXH3-128
   XXH3_state_t* xxh = nullptr;
   ~State() { XXH3_freeState(xxh); }
 };
 
 Digester::Digester(DigestKind kind) : s_(std::make_unique<State>()) {
-  s_->kind = kind;
   if (kind == DigestKind::kSha256) {
     s_->sha = std::make_unique<Sha256>();
   } else {
@@ -95,13 +102,7 @@ std::string Digester::finish_hex() {
   if (s_->sha) return s_->sha->finish_hex();
   XXH128_canonical_t c;
   XXH128_canonicalFromHash(&c, XXH3_128bits_digest(s_->xxh));
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : c.digest) {
-    out += digits[b >> 4];
-    out += digits[b & 15];
-  }
-  return out;
+  return lower_hex(c.digest, sizeof(c.digest));
 }
 
 std::string digest_hex(DigestKind kind, std::string_view data) {
@@ -111,24 +112,19 @@ std::string digest_hex(DigestKind kind, std::string_view data) {
 }
 
 FileDigest file_digest(const std::string& path, DigestKind kind) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  HF_CHECK_INPUT(fd >= 0, path, ": cannot open: ", std::strerror(errno));
+  const UniqueFd fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  HF_CHECK_INPUT(fd.fd >= 0, path, ": cannot open: ", std::strerror(errno));
   Digester h(kind);
   std::vector<char> buf(size_t{1} << 22);
   uint64_t total = 0;
   for (;;) {
-    const ssize_t r = ::read(fd, buf.data(), buf.size());
+    const ssize_t r = ::read(fd.fd, buf.data(), buf.size());
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      const int err = errno;
-      ::close(fd);
-      HF_CHECK_INPUT(false, path, ": read failed: ", std::strerror(err));
-    }
+    HF_CHECK_INPUT(r >= 0, path, ": read failed: ", std::strerror(errno));
     if (r == 0) break;
     h.update(buf.data(), static_cast<size_t>(r));
     total += static_cast<uint64_t>(r);
   }
-  ::close(fd);
   return FileDigest{total, kind, h.finish_hex()};
 }
 

@@ -204,9 +204,7 @@ int cmd_train(const Args& args) {
                    "or -np N), or inside a Slurm allocation run `srun --mpi=pmix hfrun train "
                    "CONFIG.yaml` (cluster/slurm/)");
   }
-  HF_CHECK_INPUT(!vm.count("np") || nproc >= 1, "-np ", nproc,
-                 ": the number of processes must be at least 1");
-  HF_CHECK_INPUT(!vm.count("nproc") || nproc >= 1, "--nproc ", nproc,
+  HF_CHECK_INPUT(!(vm.count("np") || vm.count("nproc")) || nproc >= 1, "-np ", nproc,
                  ": the number of processes must be at least 1");
   HF_CHECK_INPUT(nnodes >= 0 && per_node >= 0, "--nnodes and --nproc-per-node must be positive");
   if (per_node > 0) {

@@ -264,7 +264,6 @@ std::unique_ptr<TaskData> make_task_data(const TrainConfig& c, const data::Token
                          "; token shards (.bin, hfrun prepare) train without one");
         }
       }
-      return std::make_unique<WindowTask>(c, nullptr, acc);
     }
     return std::make_unique<WindowTask>(c, tok, acc);
   }

@@ -224,18 +224,18 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   }
   // A model that cannot be found is reported as such (where the hub cache was searched), not as
   // its missing tokenizer.
-  if (!c.model.from_pretrained.empty()) pretrained_dir(c);
+  const std::string pretrained = c.model.from_pretrained.empty() ? "" : pretrained_dir(c);
   // Token shards need no tokenizer (text, records and the end-of-text token between documents
-  // do: make_task_data says so).
-  const bool default_missing = !c.model.from_pretrained.empty() &&
-                               c.tokenizer == pretrained_dir(c) + "/tokenizer.json" &&
+  // do: make_task_data says so), so the default one of a model directory may be absent.
+  const bool default_missing = !pretrained.empty() &&
+                               c.tokenizer == pretrained + "/tokenizer.json" &&
                                !fs::exists(c.tokenizer);
   if (!c.tokenizer.empty() && !default_missing) {
     s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
   }
   s.model = build_model(c, s.tokenizer.get());
   if (!c.model.from_pretrained.empty()) {
-    const std::vector<std::string> fresh = nn::load_weights(*s.model, pretrained_dir(c));
+    const std::vector<std::string> fresh = nn::load_weights(*s.model, pretrained);
     if (!fresh.empty() && s.is_rank0()) {
       // As transformers warns: a task head over a base model's weights starts new.
       std::string names;
@@ -394,7 +394,6 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     HF_CHECK_INPUT(fs::is_directory(resume), c.source, ": checkpoint.resume: ", resume,
                    ": no such checkpoint directory (use auto, never or the path of a "
                    "checkpoints/step-NNNNNNNN directory)");
-    read_manifest(resume);
     restored = s.acc->restore_state(resume, &s.task->loader(), &manifest);
     resumed_from = resume;
   }
