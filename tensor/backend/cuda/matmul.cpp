@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tensor/backend/cuda/cublaslt_api.h"
 #include "tensor/backend/cuda/cuda_backend.h"
 #include "tensor/backend/cuda/cuda_common.h"
 #include "tensor/ops.h"
@@ -36,8 +37,8 @@ void check_cublas(cublasStatus_t st, const char* call, const char* file, int lin
   if (st == CUBLAS_STATUS_SUCCESS) [[likely]] {
     return;
   }
-  throw Error(detail::concat(rank_prefix(), call, " failed: ", cublasLtGetStatusName(st), " (",
-                             cublasLtGetStatusString(st), ")"),
+  throw Error(detail::concat(rank_prefix(), call, " failed: ", cublaslt().GetStatusName(st), " (",
+                             cublaslt().GetStatusString(st), ")"),
               file, line);
 }
 #define HF_CUBLAS_CHECK(call) check_cublas((call), #call, __FILE__, __LINE__)
@@ -54,7 +55,7 @@ DeviceState& device_state(int device) {
   if (device >= static_cast<int>(states->size())) states->resize(device + 1);
   DeviceState& s = (*states)[device];
   if (!s.handle) {
-    HF_CUBLAS_CHECK(cublasLtCreate(&s.handle));
+    HF_CUBLAS_CHECK(cublaslt().Create(&s.handle));
     s.workspace = allocator(device).allocate(kWorkspaceBytes);
   }
   return s;
@@ -191,7 +192,7 @@ std::string plan_key(const Request& q) {
 
 template <typename V>
 void set_layout(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t attr, V v) {
-  HF_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, attr, &v, sizeof(v)));
+  HF_CUBLAS_CHECK(cublaslt().MatrixLayoutSetAttribute(l, attr, &v, sizeof(v)));
 }
 
 // Column-major layout of a row-major view: rows x cols with unit column stride is the
@@ -201,10 +202,10 @@ cublasLtMatrixLayout_t make_layout(const Mat& m, cudaDataType_t t, int64_t batch
                                    cublasOperation_t& op) {
   cublasLtMatrixLayout_t l = nullptr;
   if (m.sc == 1) {
-    HF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, t, m.cols, m.rows, m.sr));
+    HF_CUBLAS_CHECK(cublaslt().MatrixLayoutCreate(&l, t, m.cols, m.rows, m.sr));
     op = CUBLAS_OP_N;
   } else {
-    HF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, t, m.rows, m.cols, m.sc));
+    HF_CUBLAS_CHECK(cublaslt().MatrixLayoutCreate(&l, t, m.rows, m.cols, m.sc));
     op = CUBLAS_OP_T;
   }
   if (batch > 1) {
@@ -219,62 +220,62 @@ std::shared_ptr<Plan> create_plan(const Request& q, const void* bias_ptr) {
   const Problem& p = q.p;
   DeviceState& ds = device_state(q.device);
   try {
-    HF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    HF_CUBLAS_CHECK(cublaslt().MatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     // Lt "A" is b^T (N x K), Lt "B" is a^T (K x M), C/D is out^T (N x M, ld N).
     cublasOperation_t op_a, op_b;
     plan->la = make_layout(p.b, cuda_type(q.in), p.batch, op_a);
     plan->lb = make_layout(p.a, cuda_type(q.in), p.batch, op_b);
-    HF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->lc, cuda_type(q.out), p.n, p.m, p.n));
+    HF_CUBLAS_CHECK(cublaslt().MatrixLayoutCreate(&plan->lc, cuda_type(q.out), p.n, p.m, p.n));
     if (p.batch > 1) {
       set_layout(plan->lc, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, static_cast<int32_t>(p.batch));
       set_layout(plan->lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, p.m * p.n);
     }
-    HF_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
-    HF_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+    HF_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a,
+                                                      sizeof(op_a)));
+    HF_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b,
+                                                      sizeof(op_b)));
     if (q.gelu) {
       const cublasLtEpilogue_t epi =
           q.bias_type >= 0 ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
       const int64_t aux_ld = p.n;
-      HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
-                                                     sizeof(epi)));
-      HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
-                                                     &aux_ld, sizeof(aux_ld)));
+      HF_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                        &epi, sizeof(epi)));
+      HF_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(
+          plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)));
     }
     if (q.bias_type >= 0) {
       const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
       const int32_t bias_type = q.bias_type;
       if (!q.gelu) {
-        HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                                       &epi, sizeof(epi)));
+        HF_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                          &epi, sizeof(epi)));
       }
-      HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                     &bias_type, sizeof(bias_type)));
-      HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                     &bias_ptr, sizeof(bias_ptr)));
+      HF_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(
+          plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+      HF_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                        &bias_ptr, sizeof(bias_ptr)));
     }
     cublasLtMatmulPreference_t pref = nullptr;
-    HF_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    HF_CUBLAS_CHECK(cublaslt().MatmulPreferenceCreate(&pref));
     const uint64_t ws = kWorkspaceBytes;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                         sizeof(ws));
+    cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                            sizeof(ws));
     const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> aligns[] = {
         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, q.align_b},  // Lt "A" is b
         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, q.align_a},
         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, q.align_c},
         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, q.align_c}};
     for (const auto& [attr, value] : aligns) {
-      cublasLtMatmulPreferenceSetAttribute(pref, attr, &value, sizeof(value));
+      cublaslt().MatmulPreferenceSetAttribute(pref, attr, &value, sizeof(value));
     }
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
+    const cublasStatus_t st = cublaslt().MatmulAlgoGetHeuristic(
         ds.handle, plan->op, plan->la, plan->lb, plan->lc, plan->lc, pref, 1, &result, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
+    cublaslt().MatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-      plan->why = detail::concat("no cuBLASLt algorithm (", cublasLtGetStatusName(st), ", ", found,
-                                 " found)");
+      plan->why = detail::concat("no cuBLASLt algorithm (", cublaslt().GetStatusName(st), ", ",
+                                 found, " found)");
       return plan;
     }
     plan->algo = result.algo;
@@ -327,21 +328,21 @@ bool run(const Tensor& a, const Tensor& b, const Tensor& bias, int bias_type, Te
   const float alpha = 1.0f, beta = 0.0f;
   std::lock_guard<std::mutex> lock(plan->mu);
   if (bias_ptr) {
-    HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                   &bias_ptr, sizeof(bias_ptr)));
+    HF_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                      &bias_ptr, sizeof(bias_ptr)));
   }
   if (aux) {
     void* aux_ptr = aux->raw_data();
-    HF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+    HF_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(
         plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux_ptr, sizeof(aux_ptr)));
   }
   const cublasStatus_t st =
-      cublasLtMatmul(ds.handle, plan->op, &alpha, b.raw_data(), plan->la, a.raw_data(), plan->lb,
-                     &beta, out.raw_data(), plan->lc, out.raw_data(), plan->lc, &plan->algo,
-                     ds.workspace, kWorkspaceBytes, current_stream());
+      cublaslt().Matmul(ds.handle, plan->op, &alpha, b.raw_data(), plan->la, a.raw_data(), plan->lb,
+                        &beta, out.raw_data(), plan->lc, out.raw_data(), plan->lc, &plan->algo,
+                        ds.workspace, kWorkspaceBytes, current_stream());
   if (st != CUBLAS_STATUS_SUCCESS) {
-    why = detail::concat("cublasLtMatmul: ", cublasLtGetStatusName(st), " (",
-                         cublasLtGetStatusString(st), ")");
+    why = detail::concat("cublasLtMatmul: ", cublaslt().GetStatusName(st), " (",
+                         cublaslt().GetStatusString(st), ")");
     return false;
   }
   return true;
