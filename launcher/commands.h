@@ -16,5 +16,6 @@ int cmd_prepare(const Args& args);
 int cmd_train(const Args& args);
 int cmd_generate(const Args& args);
 int cmd_merge(const Args& args);
+int cmd_report(const Args& args);
 
 }  // namespace hfrun::cli

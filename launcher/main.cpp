@@ -29,6 +29,8 @@ Inspect and use a model
   hfrun generate --model DIR [--adapter DIR] [--prompt TEXT] [--max-new-tokens N]
                  [--greedy | --temperature T --top-k K --top-p P] [--seed S] [--ids]
       hfrun generate --model runs/x/final --prompt "Once upon a time" --greedy
+  hfrun report RUN_DIR... [--output report.html]    curves of runs overlaid, one HTML file
+      hfrun report runs/lr_1e-3 runs/lr_3e-4 --output lr.html
   hfrun env                      versions, CPU ISA, threads, devices
 
 Benchmark (each prints its figure next to its baseline, one JSON line)
@@ -66,6 +68,7 @@ int main(int argc, char** argv) {
     if (cmd == "train") return cli::cmd_train(rest);
     if (cmd == "generate") return cli::cmd_generate(rest);
     if (cmd == "merge") return cli::cmd_merge(rest);
+    if (cmd == "report") return cli::cmd_report(rest);
     // The headline form: hfrun [launch options] CONFIG.yaml [--set ...]
     if (cmd[0] == '-' || cmd.ends_with(".yaml") || cmd.ends_with(".yml"))
       return cli::cmd_train(args);

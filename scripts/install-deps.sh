@@ -25,6 +25,8 @@ PACKAGES=(
   # The cluster tests: a throwaway single-node Slurm (cluster/slurm/local-slurm.sh) and
   # network namespaces as nodes (tests/cluster/netns_nodes.sh).
   slurmctld slurmd slurm-client munge iproute2
+  # The report test renders `hfrun report`'s HTML headless and checks the screenshot.
+  chromium
 )
 # Node.js runs the reference tokenizer (Hugging Face's npm package `tokenizers`) in the parity
 # tests. A machine that already has node and npm (e.g. from NodeSource, whose nodejs conflicts

@@ -9,27 +9,8 @@ trap 'rm -rf "$TMP"' EXIT
 pass=0
 fail=0
 
-check() {  # check NAME EXPECTED_RC COMMAND... ; output in $out
-  local name="$1" want="$2"
-  shift 2
-  out="$("$@" 2>&1)"
-  local rc=$?
-  if [ "$rc" -eq "$want" ]; then
-    pass=$((pass + 1))
-  else
-    fail=$((fail + 1))
-    echo "FAIL: $name: exit $rc, expected $want"
-    echo "$out" | head -20
-  fi
-}
-
-contains() {  # contains NAME NEEDLE
-  if grep -qE -- "$2" <<<"$out"; then pass=$((pass + 1)); else
-    fail=$((fail + 1))
-    echo "FAIL: $1: output lacks /$2/"
-    echo "$out" | head -20
-  fi
-}
+# shellcheck source=../lib/checks.sh
+source "$(dirname "$0")/../lib/checks.sh"
 
 check "version" 0 "$HFRUN" --version
 contains "version" '^hfrun [0-9]+\.[0-9]+\.[0-9]+$'
