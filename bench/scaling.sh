@@ -3,8 +3,8 @@
 #  1. tokens/s of 1 rank x 2 threads next to 2 ranks x 1 thread, global batch 8 x seq 128
 #     (communication hidden behind backward when the second is >= 0.9x the first);
 #  2. per rank: the training state the run reports (parameters + gradients + optimizer, next to
-#     the ZeRO paper's formula) and the peak resident memory over the training steps (VmHWM,
-#     counted from the end of setup), for zero_stage 0..3 on 2 and 4 ranks (batch 4 x seq 64);
+#     the ZeRO paper's formula) and the peak resident memory up to the last step (VmHWM,
+#     setup included), for zero_stage 0..3 on 2 and 4 ranks (batch 4 x seq 64);
 #  3. `hfrun bench allreduce` (our process group next to MPI_Allreduce) on 2 and 4 ranks.
 # Needs a built tree and the example data (scripts/example-data.sh). About 10 minutes on 2 cores.
 #

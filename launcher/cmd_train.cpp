@@ -25,6 +25,7 @@
 #include "launcher/job.h"
 #include "tensor/allocator.h"
 #include "train/distributed_setup.h"
+#include "train/memory.h"
 #include "train/trainer.h"
 
 namespace po = boost::program_options;
@@ -96,12 +97,10 @@ double peak_rss_mib() {
 }
 
 // Setup leaves transients (the whole model before sharding, copies into flat buffers) in the
-// allocator's cache: hand them back and restart the peak-RSS count (Linux's clear_refs "5"), so
-// the peak reported after training is the training's own.
+// allocator's cache: hand them back before training, so the steps' memory is the steps' own.
 void start_training_memory_count() {
   cpu_allocator().empty_cache();
   malloc_trim(0);
-  std::ofstream("/proc/self/clear_refs") << "5";
 }
 
 // Trains in this process. Returns 0, or kExitStopped when a stop signal ended the run early
@@ -120,17 +119,18 @@ int train_here(train::TrainConfig cfg, bool report, int rank) {
   }
   train::Trainer trainer(cfg);
   start_training_memory_count();
-  // The peak over the training steps, read after the last one (before the final checkpoint
-  // and export, which gather whole parameters).
+  // The peak resident memory of the process up to the last step (before the final checkpoint
+  // and export, which gather whole parameters), setup included.
   double steps_peak = 0;
   auto fault = fault_injection(rank);
   const train::RunSummary s = trainer.run([&](const train::StepMetrics& m) {
     if (m.val_loss < 0) steps_peak = peak_rss_mib();
     if (fault) fault(m);
   });
+  train::trace_memory("run returned");
+  std::atexit([] { train::trace_memory("exit"); });
   if (cfg.distributed.num_processes > 1) {  // every rank's, for the ZeRO memory comparison
-    std::printf("peak resident memory %.1f MiB (training steps, counted from the end of setup)\n",
-                steps_peak);
+    std::printf("peak resident memory %.1f MiB (setup and training steps)\n", steps_peak);
     std::fflush(stdout);
   }
   if (s.stop_signal != 0) {

@@ -17,5 +17,6 @@ int cmd_train(const Args& args);
 int cmd_generate(const Args& args);
 int cmd_merge(const Args& args);
 int cmd_report(const Args& args);
+int cmd_estimate_memory(const Args& args);
 
 }  // namespace hfrun::cli

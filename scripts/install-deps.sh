@@ -18,6 +18,8 @@ PACKAGES=(
   libxxhash-dev libssl-dev
   # xxh128sum: the tests check manifests against xxHash's own tool.
   xxhash
+  # /usr/bin/time: the estimate-memory test compares with the peak it reports.
+  time
   python3-torch libopenblas0-openmp
   # SentencePiece trains the Unigram tokenizer (with its real precompiled NFKC charsmap) that
   # the tokenizer parity tests compare against Hugging Face tokenizers.

@@ -26,6 +26,8 @@
 #include "train/accelerator.h"
 #include "train/checkpoint.h"
 #include "train/export.h"
+#include "train/memory.h"
+#include "train/model_config.h"
 #include "train/resume.h"
 
 namespace hfrun::train {
@@ -54,62 +56,10 @@ struct Trainer::State {
 
 namespace {
 
-// model.from_pretrained as a directory (a hub id resolved in the local HF cache); errors name
-// the config file.
-std::string pretrained_dir(const TrainConfig& cfg) {
-  try {
-    return nn::resolve_pretrained(cfg.model.from_pretrained, cfg.model.revision);
-  } catch (const Error& e) {
-    HF_CHECK_INPUT(false, cfg.source, ": ", e.message());
-  }
-  return {};
-}
-
-// The model: config.json of from_pretrained (if any), then model.config keys on top, built by
-// the family its model_type names (model.arch when config.json has none; the two must agree);
-// from scratch, vocab_size defaults to the tokenizer's.
+// The model: the resolved config.json, built by its family with the task's head.
 std::unique_ptr<nn::Model> build_model(const TrainConfig& cfg, const data::Tokenizer* tok) {
-  std::string base = "{}";
-  std::string source = cfg.source + ": model.config";
-  const std::string arch = cfg.model.arch.empty() ? "gpt2" : cfg.model.arch;
-  if (!cfg.model.from_pretrained.empty()) {
-    const std::string path = pretrained_dir(cfg) + "/config.json";
-    std::ifstream in(path);
-    HF_CHECK_INPUT(in.good(), path,
-                   ": cannot open (model.from_pretrained must be a Hugging Face "
-                   "model directory with config.json and model.safetensors)");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    base = ss.str();
-    source = path;
-  }
-  const std::string file_type = nn::model_type_of(base, source, arch);
-  HF_CHECK_INPUT(cfg.model.arch.empty() || file_type == arch, cfg.source, ": model.arch is ", arch,
-                 " but ", source, " has model_type ", file_type);
-  // model.config keys override config.json (dropout for fine-tuning, or the whole shape from
-  // scratch). From scratch they are the whole config, checked on their own so that errors name
-  // the YAML; over a pretrained config.json the merged result is checked, naming both.
-  if (cfg.model.from_pretrained.empty()) {
-    nn::check_model_config(cfg.model.config_json, cfg.source + ": model.config", file_type);
-  } else if (cfg.model.config_json != "{}") {
-    nn::check_model_config_keys(cfg.model.config_json, cfg.source + ": model.config", file_type);
-    source = cfg.source + ": model.config over " + source;
-  }
-  nlohmann::json merged = nlohmann::json::parse(base, nullptr, /*allow_exceptions=*/false);
-  const nlohmann::json overrides = nlohmann::json::parse(cfg.model.config_json);
-  HF_CHECK_INPUT(!overrides.contains("model_type") || overrides["model_type"] == file_type,
-                 cfg.source, ": model.config model_type ", overrides.value("model_type", ""),
-                 " does not match the model's ", file_type);
-  merged.update(overrides);
-  merged["model_type"] = file_type;
-  if (cfg.model.from_pretrained.empty() && !overrides.contains("vocab_size")) {
-    HF_CHECK_INPUT(tok != nullptr, cfg.source,
-                   ": model.config.vocab_size is required without a tokenizer (it defaults to "
-                   "the tokenizer's vocabulary size)");
-    merged["vocab_size"] = tok->vocab_size();
-  }
-  auto model =
-      nn::create_model(merged.dump(), source, cfg.seed, file_type, model_task(cfg, file_type));
+  const ModelConfig m = resolve_model_config(cfg, tok);
+  auto model = nn::create_model(m.json, m.source, cfg.seed, m.model_type, m.task);
   HF_CHECK_INPUT(tok == nullptr || model->vocab_size() >= tok->vocab_size(), cfg.source,
                  ": model vocab_size ", model->vocab_size(), " is smaller than the tokenizer's ",
                  tok ? tok->vocab_size() : 0, " (", cfg.tokenizer, ")");
@@ -189,9 +139,9 @@ std::string format_metrics(const StepMetrics& m) {
   } else {
     std::snprintf(buf, sizeof(buf),
                   "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
-                  "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}",
+                  "\"tokens_per_s\": %.1f, \"peak_mem_mb\": %.1f, \"elapsed_s\": %.3f}",
                   static_cast<long long>(m.step), m.loss, m.lr, m.grad_norm, m.tokens_per_s,
-                  m.elapsed_s);
+                  m.peak_mem_mb, m.elapsed_s);
   }
   return buf;
 }
@@ -233,7 +183,9 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   if (!c.tokenizer.empty() && !default_missing) {
     s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
   }
+  trace_memory("start");
   s.model = build_model(c, s.tokenizer.get());
+  trace_memory("model built");
   if (!c.model.from_pretrained.empty()) {
     const std::vector<std::string> fresh = nn::load_weights(*s.model, pretrained);
     if (!fresh.empty() && s.is_rank0()) {
@@ -245,6 +197,7 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
       std::fflush(stdout);
     }
   }
+  if (!c.model.from_pretrained.empty()) trace_memory("weights loaded");
   if (c.peft.type == "lora") add_adapters(s);
   if (c.train.activation_checkpointing) {
     for (nn::Module* block : s.model->blocks()) {
@@ -275,7 +228,9 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
         return std::make_unique<optim::SGD>(std::move(params), o);
       });
 
+  trace_memory("prepared", s.acc->device());
   s.task = make_task_data(c, s.tokenizer.get(), *s.model, *s.acc);
+  trace_memory("data ready", s.acc->device());
   s.schedule = optim::parse_schedule_type(c.scheduler.type);
   if (s.distributed() && s.is_rank0()) {
     // What ZeRO saves, in the paper's accounting (f32 parameters, gradients, optimizer state).
@@ -470,11 +425,13 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
 
   for (int64_t step = resumed.step; step < c.train.max_steps; ++step) {
     StepMetrics m = this->step();
+    if (step < resumed.step + 4) trace_memory("step", s.acc->device());
     window_tokens += m.tokens;
     tokens_seen += m.tokens;
     m.elapsed_s = now();
     m.tokens_per_s =
         static_cast<double>(window_tokens) / std::max(m.elapsed_s - window_start, 1e-9);
+    m.peak_mem_mb = peak_memory_mib(s.acc->device());
     if (step == 0) summary.first_loss = m.loss;
     summary.last_loss = m.loss;
     summary.steps = m.step;
@@ -518,6 +475,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     const bool stopping = stop != 0 && !last;
     if ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stopping) {
       summary.last_checkpoint = save_checkpoint_now();
+      trace_memory("checkpoint saved", s.acc->device());
       if (rank0) {
         std::printf("%ssaved checkpoint %s\n", tty ? "\n" : "", summary.last_checkpoint.c_str());
         std::fflush(stdout);
@@ -538,6 +496,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   if (tty) std::printf("\n");
   summary.final_dir = (fs::path(c.output_dir) / "final").string();
   export_final(summary.final_dir);
+  trace_memory("exported", s.acc->device());
   s.acc->barrier();  // final/ is complete before any rank exits
   return summary;
 }

@@ -27,6 +27,9 @@ struct StepMetrics {
   double grad_norm = 0;
   double tokens_per_s = 0;
   double elapsed_s = 0;
+  // This rank's peak memory so far (MiB): the process's resident memory on the CPU, the tensor
+  // allocator's peak on a GPU.
+  double peak_mem_mb = 0;
   int64_t tokens = 0;    // tokens trained on in this step (padding excluded), every rank's
   double val_loss = -1;  // >= 0 when evaluated at this step
   double val_accuracy = -1, val_f1 = -1;  // >= 0 when evaluated (sequence classification)
