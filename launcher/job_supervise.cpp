@@ -77,9 +77,15 @@ Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& optio
   cargv.push_back(nullptr);
   std::fflush(stdout);
   std::fflush(stderr);
+  const pid_t launcher = getpid();
   const pid_t pid = fork();
   HF_CHECK(pid >= 0, "cannot start ", argv[0]);
   if (pid == 0) {
+    // mpirun dies with the launcher, SIGKILL included (and each rank with mpirun: PDEATHSIG in
+    // job_rank_started), instead of noticing only when it next writes to the closed pipes,
+    // seconds later, while its ranks go on training and writing checkpoints.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != launcher) _exit(1);  // the launcher died before prctl
     setpgid(0, 0);  // our own group: a terminal's Ctrl-C reaches the launcher, which forwards it
     dup2(out_pipe[1], STDOUT_FILENO);
     dup2(err_pipe[1], STDERR_FILENO);

@@ -8,6 +8,8 @@
 #     and finishes with the losses of an uninterrupted run.
 #  5. A checkpoint write failing on one rank commits nothing.
 #  6. A SIGTERM reaching one rank stops every rank at the same step; rerunning resumes exactly.
+#  7. SIGKILL of the launcher: mpirun and both ranks are gone at once (CONTRACT.md: within 2 s),
+#     not training on and writing checkpoints into output_dir.
 # Usage: test_failures.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
 # shellcheck source=tests/lib/train_job.sh
@@ -149,6 +151,27 @@ grep -q "resuming from .*step-00000003" "$TMP/preempt2.log" || { echo "FAIL: the
 if ! diff <(losses "$TMP/ref/metrics.jsonl") <(losses "$TMP/preempt/metrics.jsonl") > /dev/null; then
   echo "FAIL: stopped + resumed losses differ from the uninterrupted run:"
   paste <(losses "$TMP/ref/metrics.jsonl") <(losses "$TMP/preempt/metrics.jsonl"); fail=1
+fi
+
+# 7. SIGKILL of the launcher (the job's head killed by an OOM killer or a scheduler).
+cfg "$TMP/head" 100000 > "$TMP/head.yaml"
+# Quiet ranks (nothing logged after step 1): mpirun, writing nothing, would not notice the
+# launcher's end through its pipes.
+"$HFRUN" -np 2 --oversubscribe "$TMP/head.yaml" --set train.log_every=100000 > "$TMP/head.log" 2>&1 &
+launcher=$!
+wait_for "$TMP/head/metrics.jsonl" '"step": 1' 60 || { echo "FAIL: head job did not start"; fail=1; }
+n=$(pgrep -f "^[^ ]*hfrun train $TMP/head.yaml" | wc -l)  # the ranks, not mpirun
+[ "$n" -eq 2 ] || { echo "FAIL: head job: $n ranks, not 2:"; pgrep -af "$TMP/head.yaml"; fail=1; }
+kill -9 $launcher
+gone=""
+for i in $(seq 20); do  # CONTRACT.md: within 2 s
+  if ! job_alive head; then gone=$i; break; fi
+  sleep 0.1
+done
+if [ -z "$gone" ]; then
+  echo "FAIL: 2 s after SIGKILL of the launcher, its job still runs:"; pgrep -af "$TMP/head.yaml"; fail=1
+else
+  echo "SIGKILL of the launcher: mpirun and the ranks gone within $((gone * 100)) ms"
 fi
 
 [ $fail -eq 0 ] && echo "ok: failures end the job with a clear report" || echo "FAILED"
