@@ -285,6 +285,12 @@ void Accelerator::step() {
   gather_for_forward();
 }
 
+void Accelerator::skip_step() {
+  check_prepared("skip_step");
+  zero_grad();
+  gather_for_forward();
+}
+
 void Accelerator::zero_grad() {
   check_prepared("zero_grad");
   State& s = *s_;

@@ -163,6 +163,9 @@ class Accelerator {
   void step();
   // Drops the gradients accumulated so far and starts a new window (e.g. to skip a step).
   void zero_grad();
+  // Ends the window without an update (a non-finite gradient): zero_grad(), and the
+  // parameters ready for the next forward (ZeRO-3). step_count() stays.
+  void skip_step();
   // Optimizer steps taken (step() calls, continued by load_state).
   int64_t step_count() const { return steps_; }
 

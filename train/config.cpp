@@ -258,7 +258,7 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   const YAML::Node tr = root["train"];
   r.keys(tr, "train",
          {"micro_batch_size", "grad_accum_steps", "max_steps", "mixed_precision", "grad_clip",
-          "log_every", "eval_every", "device", "activation_checkpointing"});
+          "log_every", "eval_every", "device", "activation_checkpointing", "max_skipped_steps"});
   r.get(tr, "train", "micro_batch_size", c.train.micro_batch_size, "a positive integer");
   r.get(tr, "train", "grad_accum_steps", c.train.grad_accum_steps, "a positive integer");
   r.get(tr, "train", "max_steps", c.train.max_steps, "a positive integer");
@@ -270,6 +270,7 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   r.get(tr, "train", "eval_every", c.train.eval_every, "an integer (0 = off)");
   r.get(tr, "train", "device", c.train.device, "auto, cpu or cuda");
   r.get(tr, "train", "activation_checkpointing", c.train.activation_checkpointing, "true or false");
+  r.get(tr, "train", "max_skipped_steps", c.train.max_skipped_steps, "an integer >= 0");
   if (tr && tr["device"]) r.one_of(tr, "train", "device", c.train.device, {"auto", "cpu", "cuda"});
 
   const YAML::Node opt = root["optimizer"];
@@ -357,6 +358,8 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
   check(c.train.grad_clip >= 0, tr, "grad_clip", "train.grad_clip", "must be >= 0 (0 = off)");
   check(c.train.log_every >= 1, tr, "log_every", "train.log_every", "must be at least 1");
   check(c.train.eval_every >= 0, tr, "eval_every", "train.eval_every", "must be >= 0");
+  check(c.train.max_skipped_steps >= 0, tr, "max_skipped_steps", "train.max_skipped_steps",
+        "must be >= 0");
   check(c.optimizer.lr >= 0, opt, "lr", "optimizer.lr", "must be >= 0");
   check(c.optimizer.eps > 0, opt, "eps", "optimizer.eps", "must be positive");
   check(c.optimizer.beta1 >= 0 && c.optimizer.beta1 < 1 && c.optimizer.beta2 >= 0 &&
@@ -446,8 +449,8 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "log_every" << YAML::Value << train.log_every;
   e << YAML::Key << "eval_every" << YAML::Value << train.eval_every;
   e << YAML::Key << "device" << YAML::Value << train.device;
-  e << YAML::Key << "activation_checkpointing" << YAML::Value << train.activation_checkpointing
-    << YAML::EndMap;
+  e << YAML::Key << "activation_checkpointing" << YAML::Value << train.activation_checkpointing;
+  e << YAML::Key << "max_skipped_steps" << YAML::Value << train.max_skipped_steps << YAML::EndMap;
   e << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "type" << YAML::Value << optimizer.type;
   e << YAML::Key << "lr" << YAML::Value << optimizer.lr;

@@ -50,6 +50,10 @@ struct TrainSection {
   std::string device = "cpu";
   // Recompute each block's activations in the backward instead of keeping them.
   bool activation_checkpointing = false;
+  // A step whose loss or global gradient norm is not finite (on any rank) is skipped by every
+  // rank (no update; the data moves on). After this many consecutive skips (0: at the first)
+  // the run stops with exit 1 and a checkpoint of the last good step.
+  int64_t max_skipped_steps = 10;
 };
 
 struct OptimizerSection {

@@ -13,6 +13,7 @@
 #include <optional>
 #include <sstream>
 
+#include "autograd/functions.h"
 #include "autograd/node.h"
 #include "common/error.h"
 #include "common/file_util.h"
@@ -49,6 +50,7 @@ struct Trainer::State {
   std::vector<std::string> lora_targets;
   bool lora_fan_in_fan_out = false;
   optim::ScheduleType schedule = optim::ScheduleType::kConstant;
+  int64_t attempts = 0;  // step() calls in this process, skipped steps included
   bool is_rank0() const { return acc->is_main_process(); }
   int64_t world() const { return acc->world(); }
   bool distributed() const { return acc->global_world() > 1; }
@@ -119,6 +121,42 @@ void add_adapters(Trainer::State& s) {
         static_cast<long long>(o.r), adapted.size(), trainable, total, 100.0 * trainable / total);
     std::fflush(stdout);
   }
+}
+
+// Test hook (the non-finite guard's tests): HFRUN_FAULT_NONFINITE=R:A[:N] makes rank R's loss
+// infinite in its step attempts A .. A+N-1 (counted in this process, skipped ones included).
+bool nonfinite_fault(int rank, int64_t attempt) {
+  const char* spec = std::getenv("HFRUN_FAULT_NONFINITE");
+  if (spec == nullptr) return false;
+  int r = -1;
+  long long first = 0, count = 1;
+  if (std::sscanf(spec, "%d:%lld:%lld", &r, &first, &count) < 2) return false;
+  return r == rank && attempt >= first && attempt < first + count;
+}
+
+// "loss inf on rank 2", "grad_norm nan", ...: what was not finite, and on which ranks the
+// local loss already was (collective: every rank calls it with its own loss).
+std::string nonfinite_reason(Accelerator& acc, double local_loss, double loss, double grad_norm) {
+  const std::vector<std::string> all =
+      acc.allgather_strings(std::isfinite(local_loss) ? "" : std::to_string(local_loss));
+  std::string ranks;
+  std::string value;
+  for (size_t r = 0; r < all.size(); ++r) {
+    if (all[r].empty()) continue;
+    ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+    if (value.empty()) value = all[r];
+  }
+  char buf[64];
+  if (!std::isfinite(loss)) {
+    if (ranks.empty()) {
+      std::snprintf(buf, sizeof buf, "loss %g", loss);
+      return buf;
+    }
+    return "loss " + value + " on rank" + (ranks.find(',') == std::string::npos ? " " : "s ") +
+           ranks;
+  }
+  std::snprintf(buf, sizeof buf, "grad_norm %g", grad_norm);
+  return buf;
 }
 
 std::string format_metrics(const StepMetrics& m) {
@@ -297,22 +335,36 @@ StepMetrics Trainer::step() {
                                             c.train.max_steps);
   s.optimizer->set_lr(lr);
   const Device device = acc.device();
+  ++s.attempts;
+  const bool poisoned = nonfinite_fault(acc.global_rank(), s.attempts);
   double loss_sum = 0;
   for (int64_t m = 0; m < c.train.grad_accum_steps; ++m) {
-    const MicroStep micro = s.task->micro_step(*s.model, device);
+    MicroStep micro = s.task->micro_step(*s.model, device);
+    if (poisoned) {
+      micro.loss = mul_scalar(micro.loss, std::numeric_limits<double>::infinity());
+      micro.value = micro.loss.item();
+    }
     loss_sum += micro.value;
     // The window's last micro-step (every one with ZeRO-2/3) averages the gradients across
     // ranks while its backward runs.
     acc.backward(micro.loss);
   }
+  const double local_loss = loss_sum;
   loss_sum = acc.sum_across_ranks(loss_sum);
   const double max_norm =
       c.train.grad_clip > 0 ? c.train.grad_clip : std::numeric_limits<double>::infinity();
   const double grad_norm = acc.clip_grad_norm(max_norm);
-  acc.step();           // the update; ZeRO: every rank gets the updated shards
-  synchronize(device);  // the step's time includes its (asynchronous) GPU work
   StepMetrics m;
-  m.step = acc.step_count();
+  // Every rank sees the same summed loss and global norm, so all skip together.
+  if (!std::isfinite(loss_sum) || !std::isfinite(grad_norm)) {
+    m.skipped = true;
+    m.skip_reason = nonfinite_reason(acc, local_loss, loss_sum, grad_norm);
+    acc.skip_step();  // no update; the gradients are dropped
+  } else {
+    acc.step();  // the update; ZeRO: every rank gets the updated shards
+  }
+  synchronize(device);  // the step's time includes its (asynchronous) GPU work
+  m.step = acc.step_count() + (m.skipped ? 1 : 0);
   m.loss = loss_sum / static_cast<double>(c.train.grad_accum_steps * s.world());
   m.lr = lr;
   m.grad_norm = grad_norm;
@@ -422,6 +474,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     return s.acc->save_state(checkpoints_root, &s.task->loader(), st, hash);
   };
   StopSignals stop_signals;
+  int64_t skipped_in_a_row = 0;
 
   for (int64_t step = resumed.step; step < c.train.max_steps; ++step) {
     StepMetrics m = this->step();
@@ -432,11 +485,45 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     m.tokens_per_s =
         static_cast<double>(window_tokens) / std::max(m.elapsed_s - window_start, 1e-9);
     m.peak_mem_mb = peak_memory_mib(s.acc->device());
+    if (m.skipped) {
+      // Not finite on some rank: no update (every rank agreed); the step is taken again with the
+      // next batch. The train.max_skipped_steps-th skip in a row (the first when it is 0) stops.
+      ++skipped_in_a_row;
+      const int64_t stop_at = std::max<int64_t>(1, c.train.max_skipped_steps);
+      if (rank0) {
+        metrics << "{\"step\": " << m.step << ", \"skipped\": \"" << m.skip_reason
+                << "\", \"elapsed_s\": " << m.elapsed_s << "}\n"
+                << std::flush;
+        std::printf("%sskipped step %lld: %s (%lld in a row; the run stops at %lld)\n",
+                    tty ? "\n" : "", static_cast<long long>(m.step), m.skip_reason.c_str(),
+                    static_cast<long long>(skipped_in_a_row), static_cast<long long>(stop_at));
+        std::fflush(stdout);
+      }
+      const int stop = s.acc->stop_requested();
+      if (skipped_in_a_row >= stop_at || stop != 0) {
+        const int64_t good = s.acc->step_count();
+        if (good > 0) summary.last_checkpoint = save_checkpoint_now();
+        const std::string kept =
+            good > 0 ? "; checkpoint " + summary.last_checkpoint + " holds the last good step" : "";
+        if (stop != 0) {  // a stop signal while skipping: as after any step
+          summary.stop_signal = stop;
+          s.acc->barrier();
+          return summary;
+        }
+        HF_CHECK(false, "stopped: ", skipped_in_a_row, " step", skipped_in_a_row > 1 ? "s" : "",
+                 " in a row had a non-finite loss or gradient norm (the last: step ", m.step, ", ",
+                 m.skip_reason, "); the last good step is ", good, kept,
+                 ". Lower optimizer.lr, enable train.grad_clip or check the data; "
+                 "train.max_skipped_steps is ",
+                 c.train.max_skipped_steps);
+      }
+      --step;
+      continue;
+    }
+    skipped_in_a_row = 0;
     if (step == 0) summary.first_loss = m.loss;
     summary.last_loss = m.loss;
     summary.steps = m.step;
-    HF_CHECK(std::isfinite(m.loss), "step ", m.step, ": the loss is ", m.loss,
-             " (diverged); lower optimizer.lr or enable train.grad_clip");
     const bool last = m.step == c.train.max_steps;
     if (rank0 && (m.step % c.train.log_every == 0 || last || m.step == 1)) {
       metrics << format_metrics(m) << "\n" << std::flush;

@@ -33,6 +33,10 @@ struct StepMetrics {
   int64_t tokens = 0;    // tokens trained on in this step (padding excluded), every rank's
   double val_loss = -1;  // >= 0 when evaluated at this step
   double val_accuracy = -1, val_f1 = -1;  // >= 0 when evaluated (sequence classification)
+  // The step's loss or global gradient norm was not finite on some rank: every rank skipped
+  // the update (train.max_skipped_steps); `step` is the step it would have been.
+  bool skipped = false;
+  std::string skip_reason;  // "loss inf on rank 1", "grad_norm nan"
 };
 
 struct RunSummary {

@@ -10,6 +10,9 @@
 #  6. A SIGTERM reaching one rank stops every rank at the same step; rerunning resumes exactly.
 #  7. SIGKILL of the launcher: mpirun and both ranks are gone at once (CONTRACT.md: within 2 s),
 #     not training on and writing checkpoints into output_dir.
+#  8. A non-finite loss on one rank: every rank skips the step together and the run goes on;
+#     train.max_skipped_steps skips in a row stop it with exit 1 and a checkpoint of the last
+#     good step, from which the same command resumes.
 # Usage: test_failures.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
 # shellcheck source=tests/lib/train_job.sh
@@ -173,6 +176,33 @@ if [ -z "$gone" ]; then
 else
   echo "SIGKILL of the launcher: mpirun and the ranks gone within $((gone * 100)) ms"
 fi
+
+# 8. Non-finite guard: rank 1's loss is infinite in its 3rd and 4th step attempts.
+cfg "$TMP/nonfinite" 6 > "$TMP/nonfinite.yaml"
+HFRUN_FAULT_NONFINITE=1:3:2 "$HFRUN" -np 2 --oversubscribe "$TMP/nonfinite.yaml" \
+  --set train.max_skipped_steps=3 > "$TMP/nonfinite.log" 2>&1
+rc=$?
+skips=$(grep -c '^\[rank 0\] skipped step 3: loss inf on rank 1 ([12] in a row' "$TMP/nonfinite.log")
+jskips=$(grep -c '"step": 3, "skipped": "loss inf on rank 1"' "$TMP/nonfinite/metrics.jsonl")
+trained=$(grep -c '"loss"' "$TMP/nonfinite/metrics.jsonl")
+if [ $rc -ne 0 ] || [ "$skips" -ne 2 ] || [ "$jskips" -ne 2 ] || [ "$trained" -ne 6 ]; then
+  echo "FAIL: two skipped steps: exit $rc, $skips/$jskips skip lines, $trained steps"
+  cat "$TMP/nonfinite.log"; fail=1
+fi
+# ... and the same loss from step 4 on: three skips in a row (the maximum) stop the run.
+cfg "$TMP/diverged" 8 > "$TMP/diverged.yaml"
+HFRUN_FAULT_NONFINITE=0:4:100 "$HFRUN" -np 2 --oversubscribe "$TMP/diverged.yaml" \
+  --set train.max_skipped_steps=3 > "$TMP/diverged.log" 2>&1
+rc=$?
+msg="stopped: 3 steps in a row had a non-finite loss or gradient norm (the last: step 4, loss inf on rank 0); the last good step is 3; checkpoint .*step-00000003 holds the last good step"
+if [ $rc -ne 1 ] || ! grep -q "^hfrun: job failed: rank [01] .*$msg" "$TMP/diverged.log" || \
+   [ ! -f "$TMP/diverged/checkpoints/step-00000003/manifest.json" ] || [ -d "$TMP/diverged/final" ]; then
+  echo "FAIL: persistent non-finite loss: exit $rc"; cat "$TMP/diverged.log"; fail=1
+fi
+"$HFRUN" -np 2 --oversubscribe "$TMP/diverged.yaml" > "$TMP/diverged2.log" 2>&1 || {
+  echo "FAIL: resume after the non-finite stop"; cat "$TMP/diverged2.log"; fail=1; }
+grep -q "resuming from .*step-00000003 (step 3)" "$TMP/diverged2.log" || {
+  echo "FAIL: the rerun did not resume from the last good step"; cat "$TMP/diverged2.log"; fail=1; }
 
 [ $fail -eq 0 ] && echo "ok: failures end the job with a clear report" || echo "FAILED"
 exit $fail
