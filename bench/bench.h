@@ -41,6 +41,9 @@ std::string run_matmul_bench(const MatmulBenchOptions& opts);
 // GFLOP/s of a raw oneDNN 1024^3 matmul primitive (f32, or bf16 inputs): the machine's
 // practical GEMM peak, the denominator of `bench train`'s MFU.
 double reference_matmul_gflops(bool bf16, double min_seconds = 0.5);
+// GFLOP/s of a large bf16 GEMM (n x n x n) on a CUDA device through hfrun's matmul: the GPU's
+// practical bf16 peak, the denominator of MFU there.
+double reference_cuda_matmul_gflops(Device device, int64_t n = 8192);
 
 // One GPT-2 block (ln_1, c_attn, causal attention, c_proj, ln_2, c_fc, gelu_new, c_proj, both
 // residuals) forward + backward on [tokens, dim]: time per step and the share outside GEMMs.

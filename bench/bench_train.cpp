@@ -15,12 +15,11 @@
 #include "train/trainer.h"
 
 namespace hfrun::bench {
-namespace {
 
 // GFLOP/s of a large bf16 GEMM on `device` through our matmul op (cuBLASLt, f32 accumulation):
 // the GPU's practical bf16 peak, measured in the same run as the training steps. n = 8192 keeps
 // an H100/H200 busy long enough that launch overheads vanish.
-double reference_cuda_matmul_gflops(Device device, int64_t n = 8192) {
+double reference_cuda_matmul_gflops(Device device, int64_t n) {
   Generator gen(99);
   Tensor a = ops::randn({n, n}, gen, DType::kBF16, 0, 1, device);
   Tensor b = ops::randn({n, n}, gen, DType::kBF16, 0, 1, device);
@@ -40,7 +39,7 @@ double reference_cuda_matmul_gflops(Device device, int64_t n = 8192) {
   return 2.0 * nd * nd * nd / best * 1e-9;
 }
 
-}  // namespace
+namespace {}  // namespace
 
 std::string run_train_bench(const TrainBenchOptions& o) {
   HF_CHECK_INPUT(o.warmup >= 0 && o.steps >= 1, "bench train: --steps must be >= 1, --warmup >= 0");

@@ -11,6 +11,7 @@
 #include "autograd/node.h"
 #include "common/error.h"
 #include "common/stop_signals.h"
+#include "common/stopwatch.h"
 #include "distributed/parallel/tensor_parallel.h"
 #include "models/model.h"
 #include "optim/clip.h"
@@ -252,8 +253,11 @@ void Accelerator::backward(const Tensor& loss) {
   const bool last = micro_step_ + 1 == accum;
   if (s.dp) s.dp->before_backward(last);
   autograd::backward(accum == 1 ? loss : mul_scalar(loss, 1.0 / static_cast<double>(accum)));
-  if (s.dp) s.dp->finish_gradient_sync();
-  gather_for_forward();  // ZeRO-3 released the parameters as their gradients were reduced
+  {
+    AddTime t(communication_s_);
+    if (s.dp) s.dp->finish_gradient_sync();
+    gather_for_forward();  // ZeRO-3 released the parameters as their gradients were reduced
+  }
   micro_step_ = last ? 0 : micro_step_ + 1;
   sync_gradients_ = awaiting_step_ = last;
 }
@@ -266,7 +270,10 @@ double Accelerator::clip_grad_norm(double max_norm) {
   HF_CHECK_INPUT(max_norm > 0, "Accelerator::clip_grad_norm: max_norm ", max_norm,
                  " must be positive (infinity measures only)");
   State& s = *s_;
-  if (s.dp) return s.dp->clip_grad_norm(max_norm);
+  if (s.dp) {
+    AddTime t(communication_s_);  // the norm's all-reduce (the norm itself is cheap)
+    return s.dp->clip_grad_norm(max_norm);
+  }
   std::vector<Tensor> trainable;
   for (auto& [name, t] : s.model->named_trainable_parameters()) trainable.push_back(t);
   return optim::clip_grad_norm(trainable, max_norm);
@@ -279,9 +286,13 @@ void Accelerator::step() {
            "backward() of the window's last micro-step (when sync_gradients() is true)");
   State& s = *s_;
   s.optimizer->step();
-  if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
+  {
+    AddTime t(communication_s_);
+    if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
+  }
   ++steps_;
   zero_grad();
+  AddTime t(communication_s_);
   gather_for_forward();
 }
 

@@ -168,6 +168,9 @@ class Accelerator {
   void skip_step();
   // Optimizer steps taken (step() calls, continued by load_state).
   int64_t step_count() const { return steps_; }
+  // Seconds this rank spent in gradient synchronisation and parameter gathering beyond its own
+  // backward (waiting for the other ranks included): the communication share of the time split.
+  double communication_seconds() const { return communication_s_; }
 
   optim::Optimizer& optimizer();
   nn::Module& model();
@@ -258,6 +261,7 @@ class Accelerator {
   std::unique_ptr<State> s_;
   Generator generator_;
   int64_t steps_ = 0;
+  double communication_s_ = 0;
   int64_t micro_step_ = 0;       // within the current window
   bool sync_gradients_ = false;  // the last backward() ended a window
   bool awaiting_step_ = false;   // synchronised gradients not yet stepped on or zeroed

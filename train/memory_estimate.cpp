@@ -33,6 +33,9 @@ constexpr int64_t kProcessBytes = 2 * kMiB;
 constexpr int64_t kMpiBytes = 9 * kMiB;
 // Small allocations around a step and at exit (autograd's graph, scratch, teardown).
 constexpr int64_t kSlackBytes = 4 * kMiB;
+// The end-of-run summary times a 1024^3 oneDNN GEMM for MFU once the run's tensors are freed:
+// its operands, packed copies and scratch (hfrun's main process, rank 0).
+constexpr int64_t kSummaryGemmBytes = 32 * kMiB;
 // The CUDA context and cuBLASLt's workspace on a GPU.
 constexpr int64_t kCudaContextBytes = 600 * kMiB;
 
@@ -265,19 +268,22 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
   if (!lora && Z >= 3) gathered += 4 * P;
   const double rank0_gathered = gathered + (!lora && T > 1 ? full : 0);
   const int64_t setup_peak = r.runtime + static_cast<int64_t>(setup);
-  auto with_export = [&](double g) {
+  // After the run (rank 0): the libraries, and the summary's GEMM.
+  const int64_t summary_peak =
+      gpu ? 0 : runtime_bytes + kProcessBytes + (e.world > 1 ? kMpiBytes : 0) + kSummaryGemmBytes;
+  auto with_export = [&](double g, int64_t after) {
     const int64_t export_peak = r.runtime + static_cast<int64_t>(state + g) + r.cache;
     RankMemory x = r;
-    const int64_t top = std::max({training, setup_peak, export_peak});
+    const int64_t top = std::max({training, setup_peak, export_peak, after});
     x.transient = top - training;
     x.peak = top;
     return x;
   };
-  RankMemory r0 = with_export(rank0_gathered);
+  RankMemory r0 = with_export(rank0_gathered, summary_peak);
   r0.ranks = "0";
   e.ranks.push_back(r0);
   if (e.world > 1) {
-    RankMemory rest = with_export(gathered);
+    RankMemory rest = with_export(gathered, 0);
     rest.ranks = e.world == 2 ? "1" : "1-" + std::to_string(e.world - 1);
     e.ranks.push_back(rest);
   }

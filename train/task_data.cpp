@@ -6,6 +6,7 @@
 #include "autograd/functions.h"
 #include "autograd/node.h"
 #include "common/error.h"
+#include "common/stopwatch.h"
 #include "data/dataset.h"
 #include "data/documents.h"
 #include "data/records.h"
@@ -71,7 +72,11 @@ class WindowTask : public TaskData {
   bool has_validation() const override { return val_ != nullptr; }
 
   MicroStep micro_step(nn::Model& model, Device device) override {
-    data::Batch b = loader_->next();
+    data::Batch b;
+    {
+      AddTime t(data_seconds_);
+      b = loader_->next();
+    }
     Tensor loss = model.loss(nn::ModelInputs(ops::to_device(b.inputs, device)),
                              ops::to_device(b.targets, device));
     return {loss, loss.item()};
@@ -153,7 +158,11 @@ class RecordTaskData : public TaskData {
   bool has_validation() const override { return val_ != nullptr; }
 
   MicroStep micro_step(nn::Model& model, Device device) override {
-    const data::TaskBatch b = loader_->next();
+    data::TaskBatch b;
+    {
+      AddTime t(data_seconds_);
+      b = loader_->next();
+    }
     tokens_ = b.step_tokens;
     const nn::ModelInputs in = inputs_of(b, device);
     if (task_ == nn::Task::kSequenceClassification) {

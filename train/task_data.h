@@ -48,6 +48,11 @@ class TaskData {
   virtual bool has_validation() const = 0;
   // Every validation sample once, split over the data-parallel ranks (collective).
   virtual Evaluation evaluate(nn::Model& model, Accelerator& acc) = 0;
+  // Seconds micro_step() waited for the loader's batches (the data share of the time split).
+  double data_seconds() const { return data_seconds_; }
+
+ protected:
+  double data_seconds_ = 0;
 };
 
 // The task's data for `model` (its labels for sequence classification), sharded by `acc`.

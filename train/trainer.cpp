@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/file_util.h"
 #include "common/stop_signals.h"
+#include "common/stopwatch.h"
 #include "data/tokenizer/tokenizer.h"
 #include "models/peft.h"
 #include "models/registry.h"
@@ -30,6 +31,7 @@
 #include "train/memory.h"
 #include "train/model_config.h"
 #include "train/resume.h"
+#include "train/run_summary.h"
 
 namespace hfrun::train {
 
@@ -455,6 +457,8 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   RunSummary summary;
+  const Stopwatch wall;
+  const int64_t tokens_at_start = resumed.tokens_seen;
   summary.steps = resumed.step;
   summary.first_loss = resumed.first_loss;
   summary.last_loss = resumed.last_loss;
@@ -471,13 +475,41 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     st.first_loss = summary.first_loss;
     st.last_loss = summary.last_loss;
     st.elapsed_s = now();
+    AddTime t(summary.checkpoint_s);
+    ++summary.checkpoints_saved;
     return s.acc->save_state(checkpoints_root, &s.task->loader(), st, hash);
+  };
+  // The summary's totals, every rank's peak memory (collective), and summary.json (rank 0).
+  auto finish = [&] {
+    summary.output_dir = c.output_dir;
+    summary.device = s.acc->device().is_cuda() ? "cuda" : "cpu";
+    summary.world = s.acc->global_world();
+    summary.tokens = tokens_seen - tokens_at_start;
+    summary.flops_per_token = 6 * s.model->matmul_flops_per_token(c.data.seq_len);
+    summary.data_s = s.task->data_seconds();
+    summary.communication_s = s.acc->communication_seconds();
+    summary.peak_mem_mb.clear();
+    for (const std::string& v :
+         s.acc->allgather_strings(std::to_string(peak_memory_mib(s.acc->device())))) {
+      summary.peak_mem_mb.push_back(std::stod(v));
+    }
+    summary.wall_s = wall.seconds();
+    if (rank0) write_run_summary(summary);
   };
   StopSignals stop_signals;
   int64_t skipped_in_a_row = 0;
 
   for (int64_t step = resumed.step; step < c.train.max_steps; ++step) {
-    StepMetrics m = this->step();
+    StepMetrics m;
+    {
+      AddTime t(summary.steps_s);
+      m = this->step();
+    }
+    if (m.skipped) {
+      ++summary.skipped_steps;
+    } else {
+      ++summary.steps_run;
+    }
     if (step < resumed.step + 4) trace_memory("step", s.acc->device());
     window_tokens += m.tokens;
     tokens_seen += m.tokens;
@@ -507,6 +539,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
             good > 0 ? "; checkpoint " + summary.last_checkpoint + " holds the last good step" : "";
         if (stop != 0) {  // a stop signal while skipping: as after any step
           summary.stop_signal = stop;
+          finish();
           s.acc->barrier();
           return summary;
         }
@@ -542,7 +575,11 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
         (m.step % c.train.eval_every == 0 || last)) {
       StepMetrics v;
       v.step = m.step;
-      const Evaluation e = evaluate_metrics();
+      Evaluation e;
+      {
+        AddTime t(summary.eval_s);
+        e = evaluate_metrics();
+      }
       v.val_loss = e.loss;
       v.val_accuracy = e.accuracy;
       v.val_f1 = e.f1;
@@ -576,14 +613,19 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
                     summary.last_checkpoint.c_str());
         std::fflush(stdout);
       }
+      finish();
       s.acc->barrier();
       return summary;
     }
   }
   if (tty) std::printf("\n");
   summary.final_dir = (fs::path(c.output_dir) / "final").string();
-  export_final(summary.final_dir);
+  {
+    AddTime t(summary.export_s);
+    export_final(summary.final_dir);
+  }
   trace_memory("exported", s.acc->device());
+  finish();
   s.acc->barrier();  // final/ is complete before any rank exits
   return summary;
 }

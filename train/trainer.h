@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "models/model.h"
 #include "tensor/device.h"
@@ -51,6 +52,22 @@ struct RunSummary {
   // The run resumed at train.max_steps with final/ already exported: nothing was trained or
   // written (steps is max_steps, tokens_per_s 0).
   bool already_complete = false;
+
+  // What this run (this process's run(), not earlier attempts) did and where its time went,
+  // for the end-of-run summary and summary.json (train/run_summary.h). Seconds on this rank.
+  std::string output_dir, device;
+  int world = 1;
+  int64_t steps_run = 0;      // optimizer steps this run took
+  int64_t skipped_steps = 0;  // non-finite steps skipped
+  int64_t checkpoints_saved = 0;
+  int64_t tokens = 0;          // trained this run, every rank's
+  double flops_per_token = 0;  // 6 x the forward's GEMM multiply-adds per token
+  double wall_s = 0;           // the whole run(), setup excluded
+  double steps_s = 0;          // inside optimizer steps
+  double data_s = 0;           // ... waiting for batches
+  double communication_s = 0;  // ... synchronising gradients, gathering parameters
+  double eval_s = 0, checkpoint_s = 0, export_s = 0;
+  std::vector<double> peak_mem_mb;  // every rank's peak memory (MiB), in rank order
 };
 
 class Trainer {

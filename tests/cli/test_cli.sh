@@ -119,6 +119,25 @@ exec 9>&-
 check "shards train without a tokenizer" 0 "$HFRUN" train "$TMP/sh.yaml"
 [ -f "$TMP/sh_run/final/model.safetensors" ] && ! [ -e "$TMP/sh_run/final/tokenizer.json" ] &&
   pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a shard-only run's final/ is not a model without tokenizer.json"; }
+# The end-of-run summary: printed, and output_dir/summary.json with the same run's numbers.
+contains "run summary printed" "trained 2 steps in .*tokens/s, MFU [0-9.]+"
+contains "run summary time split" "time: compute [0-9]+% .*communication wait .*data .*checkpoints .*export"
+if /usr/bin/python3 - "$TMP/sh_run/summary.json" "$TMP/sh_run/metrics.jsonl" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+last = [json.loads(l) for l in open(sys.argv[2]) if '"loss"' in l][-1]
+assert s["steps"] == 2 and s["steps_this_run"] == 2 and s["tokens"] == 2 * 2 * 16, s
+assert abs(s["last_loss"] - last["loss"]) < 1e-5, (s, last)
+assert 0 < s["mfu"] < 2 and s["achieved_gflops"] > 0 and s["wall_s"] > 0, s
+parts = s["time_s"]
+assert set(parts) == {"compute", "communication_wait", "data_loading", "evaluation",
+                      "checkpointing", "export", "other"}, parts
+assert abs(sum(parts.values()) - s["wall_s"]) < 1e-3 * s["wall_s"] + 1e-6, (parts, s["wall_s"])
+assert s["checkpoints_saved"] == 1 and s["last_checkpoint"].endswith("step-00000002"), s
+assert s["world"] == 1 and len(s["peak_mem_mb"]) == 1 and s["peak_mem_mb"][0] > 10, s
+assert s["final_dir"].endswith("sh_run/final") and s["stopped_by_signal"] is False, s
+EOF
+then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: summary.json"; cat "$TMP/sh_run/summary.json"; fi
 shard_yaml "$TMP/sh_run2" "$TMP/sh_shards" "" > "$TMP/sh2.yaml"
 check "shards without tokenizer need vocab_size" 2 "$HFRUN" train "$TMP/sh2.yaml"
 contains "shards without tokenizer need vocab_size" "model.config.vocab_size is required without a tokenizer"

@@ -93,6 +93,11 @@ elif [ ! -f "${BASH_REMATCH[2]}/manifest.json" ] || \
      [ "$(basename "${BASH_REMATCH[2]}")" != "$(printf 'step-%08d' "${BASH_REMATCH[1]}")" ]; then
   echo "FAIL: the stop's checkpoint ${BASH_REMATCH[2]} is not committed"; ls -R "$TMP/term"; fail=1
 fi
+# The stop has its summary: printed, and summary.json saying so, with both ranks' memory.
+grep -q '^\[rank 0\] trained [0-9]* steps in ' "$TMP/term.log" &&
+  grep -q '"stopped_by_signal": true' "$TMP/term/summary.json" &&
+  [ "$(/usr/bin/python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["peak_mem_mb"]))' "$TMP/term/summary.json")" = 2 ] ||
+  { echo "FAIL: no summary of the stopped run"; cat "$TMP/term/summary.json"; fail=1; }
 sleep 1
 if job_alive term; then echo "FAIL: ranks survive SIGTERM to the launcher:"; pgrep -af "$TMP/term.yaml"; fail=1; fi
 echo "SIGTERM to the launcher: stopped with a committed checkpoint in ${took_ms} ms: $report"
