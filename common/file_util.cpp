@@ -28,6 +28,30 @@ void write_all(int fd, const void* buf, size_t n, const std::string& path) {
   }
 }
 
+void write_new_file(const std::string& path, const void* data, size_t n) {
+  UniqueFd fd{::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+  HF_CHECK(fd.fd >= 0, "cannot create ", path, ": ", std::strerror(errno));
+  write_all(fd.fd, data, n, path);
+  HF_CHECK(::fsync(fd.fd) == 0, "cannot write ", path, ": ", std::strerror(errno));
+  HF_CHECK(::close(std::exchange(fd.fd, -1)) == 0, "cannot write ", path, ": ",
+           std::strerror(errno));
+}
+
+void copy_into_new_file(const std::string& from, const std::string& to) {
+  UniqueFd in{::open(from.c_str(), O_RDONLY | O_CLOEXEC)};
+  HF_CHECK_INPUT(in.fd >= 0, "cannot read ", from, ": ", std::strerror(errno));
+  std::string data;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t r = ::read(in.fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    HF_CHECK_INPUT(r >= 0, "cannot read ", from, ": ", std::strerror(errno));
+    if (r == 0) break;
+    data.append(buf, static_cast<size_t>(r));
+  }
+  write_new_file(to, data.data(), data.size());
+}
+
 void fsync_path(const std::string& path) {
   UniqueFd fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
   if (fd.fd >= 0) ::fsync(fd.fd);

@@ -21,6 +21,13 @@ struct UniqueFd {
 // Writes all n bytes to fd (retrying short writes and EINTR); throws naming `path`.
 void write_all(int fd, const void* buf, size_t n, const std::string& path);
 
+// Writes `data` to a new file `path` (inside a directory being built, which is renamed when
+// complete) and fsyncs it; throws naming `path` with the OS's reason ("No space left on device").
+void write_new_file(const std::string& path, const void* data, size_t n);
+// Copies file `from` into a new file `to` the same way (an unreadable `from` is an invalid-input
+// error naming it).
+void copy_into_new_file(const std::string& from, const std::string& to);
+
 // Creates a temporary file next to `path`, lets body(fd) write it, fsyncs, renames it over
 // `path` and fsyncs the directory. If body throws, the temporary file is removed and `path` is
 // untouched: readers see the old file or the complete new one, never a partial one.

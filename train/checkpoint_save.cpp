@@ -186,7 +186,8 @@ std::string save_checkpoint(const std::string& checkpoints_root, const Checkpoin
   std::string failures;
   for (size_t r = 0; r < results.size(); ++r) {
     if (results[r].starts_with("error: "))
-      failures += " rank " + std::to_string(r) + ": " + results[r].substr(7) + ";";
+      failures += (failures.empty() ? " rank " : "; rank ") + std::to_string(r) + ": " +
+                  results[r].substr(7);
   }
   // Rank 0 commits only when every rank wrote its files; the outcome is shared once more, so
   // no rank reports a checkpoint that is not there.

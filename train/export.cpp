@@ -26,9 +26,14 @@ void write_directory(const std::string& dir,
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp);
-  const std::vector<std::string> written = fill(tmp);
-  for (const std::string& f : written) fsync_path((tmp / f).string());
-  fsync_path(tmp.string());
+  try {
+    const std::vector<std::string> written = fill(tmp);
+    for (const std::string& f : written) fsync_path((tmp / f).string());
+    fsync_path(tmp.string());
+  } catch (...) {
+    fs::remove_all(tmp, ec);  // a failed export (a full disk) leaves nothing half-written
+    throw;
+  }
   // Replace the previous export: move it aside, rename the new one in, then delete the old.
   const fs::path old = final_dir.string() + ".old-" + std::to_string(::getpid());
   if (fs::exists(final_dir)) fs::rename(final_dir, old);
@@ -38,9 +43,7 @@ void write_directory(const std::string& dir,
 }
 
 void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-  HF_CHECK(out.good(), path.string(), ": write failed");
+  write_new_file(path.string(), text.data(), text.size());
 }
 
 }  // namespace
@@ -49,7 +52,6 @@ void write_hf_model(const std::string& dir, const std::string& config_json,
                     const std::vector<std::pair<std::string, Tensor>>& tensors,
                     const std::string& tokenizer_path) {
   write_directory(dir, [&](const fs::path& tmp) {
-    std::error_code ec;
     std::vector<std::string> written = {"model.safetensors"};
     if (!config_json.empty()) {
       write_text(tmp / "config.json", config_json);
@@ -57,9 +59,7 @@ void write_hf_model(const std::string& dir, const std::string& config_json,
     }
     io::save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
     if (!tokenizer_path.empty()) {
-      fs::copy_file(tokenizer_path, tmp / "tokenizer.json", fs::copy_options::overwrite_existing,
-                    ec);
-      HF_CHECK_INPUT(!ec, tokenizer_path, ": cannot copy into the export (", ec.message(), ")");
+      copy_into_new_file(tokenizer_path, (tmp / "tokenizer.json").string());
       written.push_back("tokenizer.json");
     }
     // The files transformers' AutoTokenizer reads beside tokenizer.json (BOS/EOS handling of
@@ -68,8 +68,7 @@ void write_hf_model(const std::string& dir, const std::string& config_json,
       if (tokenizer_path.empty()) break;
       const fs::path src = fs::path(tokenizer_path).parent_path() / f;
       if (!fs::is_regular_file(src)) continue;
-      fs::copy_file(src, tmp / f, fs::copy_options::overwrite_existing, ec);
-      HF_CHECK_INPUT(!ec, src.string(), ": cannot copy into the export (", ec.message(), ")");
+      copy_into_new_file(src.string(), (tmp / f).string());
       written.push_back(f);
     }
     return written;
