@@ -41,9 +41,12 @@ cfg "$TMP/r1" 8 0 128 > "$TMP/r1.yaml"
 OMP_NUM_THREADS=2 "$HFRUN" "$TMP/r1.yaml" > "$TMP/r1.log" 2>&1
 cfg "$TMP/r2" 4 0 128 > "$TMP/r2.yaml"
 "$HFRUN" -np 2 "$TMP/r2.yaml" > "$TMP/r2.log" 2>&1
-a=$(tokens_per_s "$TMP/r1"); b=$(tokens_per_s "$TMP/r2")
-awk -v a="$a" -v b="$b" 'BEGIN { printf "%-28s %10.1f tok/s  1.00x\n%-28s %10.1f tok/s  %.2fx\n",
-  "1 rank x 2 threads", a, "2 ranks x 1 thread (DDP)", b, b / a }'
+cfg "$TMP/r3" 4 0 128 > "$TMP/r3.yaml"
+"$HFRUN" -np 2 "$TMP/r3.yaml" --set distributed.reduce_dtype=bf16 > "$TMP/r3.log" 2>&1
+a=$(tokens_per_s "$TMP/r1"); b=$(tokens_per_s "$TMP/r2"); c=$(tokens_per_s "$TMP/r3")
+awk -v a="$a" -v b="$b" -v c="$c" 'BEGIN { f = "%-38s %10.1f tok/s  %.2fx\n"
+  printf f, "1 rank x 2 threads", a, 1.0; printf f, "2 ranks x 1 thread (DDP)", b, b / a
+  printf f, "2 ranks x 1 thread (DDP, bf16 gradients)", c, c / a }'
 
 echo "== per-rank memory by ZeRO stage (MiB; state = parameters + gradients + optimizer)"
 printf "%-6s %-6s %12s %12s %16s\n" ranks stage "state" "ZeRO formula" "peak RSS rank 0"

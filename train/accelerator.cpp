@@ -73,6 +73,8 @@ Accelerator::Accelerator(AcceleratorOptions options)
                  o.grad_accum_steps, " must be at least 1");
   HF_CHECK_INPUT(o.bucket_mb > 0, "AcceleratorOptions.bucket_mb ", o.bucket_mb,
                  " must be positive");
+  HF_CHECK_INPUT(o.reduce_dtype == "f32" || o.reduce_dtype == "bf16",
+                 "AcceleratorOptions.reduce_dtype '", o.reduce_dtype, "' is not f32 or bf16");
   HF_CHECK_INPUT(o.timeout_s > 0, "AcceleratorOptions.timeout_s ", o.timeout_s,
                  " must be positive");
   HF_CHECK_INPUT(o.keep_checkpoints >= 0, "AcceleratorOptions.keep_checkpoints ",
@@ -94,6 +96,7 @@ Accelerator::Accelerator(AcceleratorOptions options)
   cfg.distributed.zero_stage = o.zero_stage;
   cfg.distributed.tensor_parallel = o.tensor_parallel;
   cfg.distributed.bucket_mb = o.bucket_mb;
+  cfg.distributed.reduce_dtype = o.reduce_dtype;
   cfg.distributed.timeout_s = o.timeout_s;
   init(cfg);
   HF_CHECK_INPUT(s_->dp != nullptr || o.tensor_parallel == 1, "AcceleratorOptions.tensor_parallel ",
@@ -107,6 +110,7 @@ Accelerator::Accelerator(const TrainConfig& c, bool handle_stop_signals)
   o.zero_stage = static_cast<int>(c.distributed.zero_stage);
   o.grad_accum_steps = c.train.grad_accum_steps;
   o.bucket_mb = c.distributed.bucket_mb;
+  o.reduce_dtype = c.distributed.reduce_dtype;
   o.timeout_s = c.distributed.timeout_s;
   o.seed = c.seed;
   o.keep_checkpoints = c.checkpoint.keep;

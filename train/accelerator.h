@@ -56,11 +56,12 @@ struct AcceleratorOptions {
   // 0: DDP (replicated); 1, 2, 3: ZeRO (train.yaml distributed.zero_stage). One process trains
   // plainly whatever the stage: nothing to replicate or shard.
   int zero_stage = 0;
-  int64_t grad_accum_steps = 1;  // micro-steps (backward calls) per optimizer step
-  double bucket_mb = 25;         // communication unit size
-  double timeout_s = 300;        // every collective fails after this long instead of hanging
-  uint64_t seed = 1234;          // of generator(): the same stream on every rank
-  int64_t keep_checkpoints = 0;  // save_state keeps the newest this many (0: all)
+  int64_t grad_accum_steps = 1;      // micro-steps (backward calls) per optimizer step
+  double bucket_mb = 25;             // communication unit size
+  std::string reduce_dtype = "f32";  // gradients on the wire: f32 or bf16
+  double timeout_s = 300;            // every collective fails after this long instead of hanging
+  uint64_t seed = 1234;              // of generator(): the same stream on every rank
+  int64_t keep_checkpoints = 0;      // save_state keeps the newest this many (0: all)
   // While the Accelerator lives, SIGTERM/SIGUSR1/SIGINT are recorded instead of killing the
   // process (common/stop_signals.h); stop_requested() reports them. False: the program's own
   // handlers stay.

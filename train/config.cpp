@@ -301,7 +301,8 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
 
   const YAML::Node dist = root["distributed"];
   r.keys(dist, "distributed",
-         {"num_processes", "backend", "zero_stage", "tensor_parallel", "bucket_mb", "timeout_s"});
+         {"num_processes", "backend", "zero_stage", "tensor_parallel", "bucket_mb", "timeout_s",
+          "reduce_dtype"});
   r.get(dist, "distributed", "num_processes", c.distributed.num_processes, "a positive integer");
   r.get(dist, "distributed", "backend", c.distributed.backend, "auto, mpi or nccl");
   if (dist && dist["backend"])
@@ -311,6 +312,9 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& sourc
         "a positive integer");
   r.get(dist, "distributed", "bucket_mb", c.distributed.bucket_mb, "a number");
   r.get(dist, "distributed", "timeout_s", c.distributed.timeout_s, "a number");
+  r.get(dist, "distributed", "reduce_dtype", c.distributed.reduce_dtype, "f32 or bf16");
+  if (dist && dist["reduce_dtype"])
+    r.one_of(dist, "distributed", "reduce_dtype", c.distributed.reduce_dtype, {"f32", "bf16"});
 
   const YAML::Node ck = root["checkpoint"];
   r.keys(ck, "checkpoint", {"every", "keep", "resume"});
@@ -468,7 +472,8 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "zero_stage" << YAML::Value << distributed.zero_stage;
   e << YAML::Key << "tensor_parallel" << YAML::Value << distributed.tensor_parallel;
   e << YAML::Key << "bucket_mb" << YAML::Value << distributed.bucket_mb;
-  e << YAML::Key << "timeout_s" << YAML::Value << distributed.timeout_s << YAML::EndMap;
+  e << YAML::Key << "timeout_s" << YAML::Value << distributed.timeout_s;
+  e << YAML::Key << "reduce_dtype" << YAML::Value << distributed.reduce_dtype << YAML::EndMap;
   e << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "every" << YAML::Value << checkpoint.every;
   e << YAML::Key << "keep" << YAML::Value << checkpoint.keep;

@@ -77,6 +77,9 @@ struct DistributedSection {
   int64_t tensor_parallel = 1;
   double bucket_mb = 25;
   double timeout_s = 300;
+  // Gradients on the wire: f32, or bf16 (half the bytes; divided by the world size, summed in
+  // bf16 and widened back, as PyTorch DDP's bf16_compress_hook).
+  std::string reduce_dtype = "f32";
 };
 
 struct CheckpointSection {

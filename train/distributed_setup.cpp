@@ -40,6 +40,7 @@ std::unique_ptr<DataParallel> make_data_parallel(const TrainConfig& cfg, Device 
   dist::DataParallelOptions d;
   d.zero_stage = static_cast<int>(cfg.distributed.zero_stage);
   d.bucket_mb = cfg.distributed.bucket_mb;
+  d.reduce_dtype = cfg.distributed.reduce_dtype == "bf16" ? DType::kBF16 : DType::kF32;
   return DataParallel::create(dist::Topology::from_launch_env(o), d);
 }
 

@@ -34,7 +34,7 @@ MPI_Datatype mpi_type(DType d) {
       return MPI_INT64_T;
     case DType::kBF16:
     case DType::kF16:
-      return MPI_UINT16_T;  // moved, never reduced
+      return MPI_UINT16_T;  // moved, and summed with bf16_sum
     case DType::kU8:
     case DType::kBool:
       return MPI_UINT8_T;
@@ -59,6 +59,32 @@ template <typename T>
 void divide_by(Tensor& t, int n) {
   T* p = static_cast<T*>(t.raw_data());
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(p[i] / static_cast<T>(n));
+}
+
+// bf16 SUM (distributed.reduce_dtype bf16): each pair added in f32 and rounded to bf16, as
+// NCCL adds bf16. MPI has no bf16 type: the elements travel as MPI_UINT16_T with this op.
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype* /*type*/) {
+  const auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
+}
+
+// Checks that `op` reduces `dtype`: bf16 sums only.
+void check_reducible(ReduceOp op, DType dtype) {
+  HF_CHECK(dtype != DType::kBF16 || op == ReduceOp::kSum, "MPI backend: bf16 reductions sum ",
+           "only (divide first for an average, as distributed.reduce_dtype bf16 does)");
+}
+
+// The MPI op for `op` on `dtype`; bf16's sum is created on first use, on the thread that makes
+// the MPI calls.
+MPI_Op mpi_op_for(ReduceOp op, DType dtype) {
+  if (dtype != DType::kBF16) return mpi_op(op);
+  static MPI_Op sum = [] {
+    MPI_Op o;
+    HF_MPI_CHECK(MPI_Op_create(&bf16_sum, /*commute=*/1, &o));
+    return o;
+  }();
+  return sum;
 }
 
 // kAvg = sum / n (integers truncate toward zero, as C++ division does).
@@ -116,11 +142,11 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
 
   std::shared_ptr<Work> allreduce(Tensor& t, ReduceOp op, const CollectiveOptions& o) override {
     detail::check_comm_tensor(t, "allreduce", "the", true);
+    check_reducible(op, t.dtype());
     Op x = make("allreduce", t.nbytes(), o);
-    MPI_Op mop = mpi_op(op);
-    x.start = [this, t, mop](MPI_Request* r) {
+    x.start = [this, t, op](MPI_Request* r) {
       HF_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()),
-                                  mpi_type(t.dtype()), mop, comm_, r));
+                                  mpi_type(t.dtype()), mpi_op_for(op, t.dtype()), comm_, r));
     };
     if (op == ReduceOp::kAvg) x.finish = [this, t]() mutable { divide_in_place(t, size_); };
     x.keep = {t};
@@ -161,12 +187,14 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     detail::check_comm_tensor(out, "reduce_scatter", "output", true);
     detail::check_comm_tensor(in, "reduce_scatter", "input", true);
     detail::check_reduce_scatter(out, in, size_);
+    check_reducible(op, out.dtype());
+    HF_CHECK(in.dtype() == out.dtype(), "reduce_scatter: input ", dtype_name(in.dtype()),
+             " and output ", dtype_name(out.dtype()), " differ");
     Op x = make("reduce_scatter", in.nbytes(), o);
-    MPI_Op mop = mpi_op(op);
-    x.start = [this, out, in, mop](MPI_Request* r) {
+    x.start = [this, out, in, op](MPI_Request* r) {
       HF_MPI_CHECK(MPI_Ireduce_scatter_block(in.raw_data(), out.raw_data(),
                                              static_cast<int>(out.numel()), mpi_type(out.dtype()),
-                                             mop, comm_, r));
+                                             mpi_op_for(op, out.dtype()), comm_, r));
     };
     if (op == ReduceOp::kAvg) x.finish = [this, out]() mutable { divide_in_place(out, size_); };
     x.keep = {out, in};

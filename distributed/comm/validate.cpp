@@ -16,9 +16,9 @@ void check_comm_tensor(const Tensor& t, const char* op, const char* what, bool r
            "elements; split it into buckets");
   if (reduction) {
     DType d = t.dtype();
-    HF_CHECK(d == DType::kF32 || d == DType::kI32 || d == DType::kI64, op, ": ", what, " tensor ",
-             t.str(), " has dtype ", dtype_name(d),
-             "; reductions take f32, i32 or i64 (convert bf16/f16 to f32 first)");
+    HF_CHECK(d == DType::kF32 || d == DType::kI32 || d == DType::kI64 || d == DType::kBF16, op,
+             ": ", what, " tensor ", t.str(), " has dtype ", dtype_name(d),
+             "; reductions take f32, i32, i64 or bf16 (convert f16 to f32 first)");
   }
 }
 

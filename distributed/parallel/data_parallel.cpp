@@ -36,6 +36,9 @@ std::unique_ptr<DataParallel> DataParallel::create(std::unique_ptr<Topology> top
   ctx.size = ctx.data->size();
   ctx.bucket_elements =
       std::max<int64_t>(1, static_cast<int64_t>(o.bucket_mb * 1024.0 * 1024.0 / sizeof(float)));
+  HF_CHECK_INPUT(o.reduce_dtype == DType::kF32 || o.reduce_dtype == DType::kBF16,
+                 "distributed.reduce_dtype ", dtype_name(o.reduce_dtype), " is not f32 or bf16");
+  ctx.reduce_dtype = o.reduce_dtype;
   impl->topo = std::move(topo);
   impl->stage = o.zero_stage;
   impl->strategy = Strategy::create(o.zero_stage, ctx);

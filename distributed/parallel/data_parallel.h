@@ -54,6 +54,8 @@ struct ParamSlice {
 struct DataParallelOptions {
   int zero_stage = 0;     // 0 (DDP) | 1 | 2 | 3
   double bucket_mb = 25;  // communication unit size
+  // Gradients on the wire: f32, or bf16 (distributed.reduce_dtype; see StrategyContext).
+  DType reduce_dtype = DType::kF32;
 };
 
 // Bytes this rank holds for training state (live tensors, not the allocator's cache).

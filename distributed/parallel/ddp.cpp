@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "optim/clip.h"
+#include "tensor/ops.h"
 
 namespace hfrun::dist {
 
@@ -19,7 +20,17 @@ void Ddp::lay_out(nn::Module& /*model*/) {
 
 std::shared_ptr<Work> Ddp::issue(size_t u) {
   Tensor v = flat_range(flat_grads_, units_[u].begin, units_[u].end - units_[u].begin);
-  return ctx_.data_device->allreduce(v, ReduceOp::kAvg, ctx_.opts);
+  if (wire_.size() != units_.size()) wire_.resize(units_.size());
+  wire_[u] = wire_tensor(v, ctx_);
+  return ctx_.data_device->allreduce(wire_[u], wire_op(ctx_), ctx_.opts);
+}
+
+void Ddp::complete(size_t u) {
+  if (ctx_.reduce_dtype != DType::kF32) {
+    Tensor v = flat_range(flat_grads_, units_[u].begin, units_[u].end - units_[u].begin);
+    ops::copy_(v, wire_[u]);  // widened back into the f32 gradients
+  }
+  wire_[u] = Tensor();
 }
 
 std::vector<optim::ParamRef> Ddp::optimizer_params(const std::vector<optim::ParamRef>& full,

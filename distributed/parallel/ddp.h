@@ -16,6 +16,8 @@ class Ddp final : public Strategy {
  private:
   void lay_out(nn::Module& model) override;
   std::shared_ptr<Work> issue(size_t u) override;
+  void complete(size_t u) override;
+  std::vector<Tensor> wire_;  // per unit in flight: its bf16 copy (reduce_dtype bf16)
 };
 
 }  // namespace hfrun::dist

@@ -11,8 +11,16 @@
 #include "distributed/parallel/ddp.h"
 #include "distributed/parallel/zero.h"
 #include "optim/clip.h"
+#include "tensor/ops.h"
 
 namespace hfrun::dist {
+
+Tensor wire_tensor(const Tensor& grads, const StrategyContext& ctx) {
+  if (ctx.reduce_dtype == DType::kF32) return grads;
+  Tensor w = ops::to_dtype(grads, ctx.reduce_dtype);
+  ops::scale_(w, 1.0 / ctx.size);
+  return w;
+}
 
 std::unique_ptr<Strategy> Strategy::create(int zero_stage, const StrategyContext& ctx) {
   switch (zero_stage) {

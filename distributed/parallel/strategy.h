@@ -44,7 +44,18 @@ struct StrategyContext {
   CollectiveOptions opts;
   int64_t bucket_elements = 1;  // the unit size (elements)
   int rank = 0, size = 1;       // in the data-parallel group
+  // The gradients' dtype on the wire (distributed.reduce_dtype): f32, or bf16 (half the bytes;
+  // each unit divided by the world size in bf16 and summed, as PyTorch DDP's
+  // bf16_compress_hook, then widened back into the f32 gradients).
+  DType reduce_dtype = DType::kF32;
 };
+
+// reduce_dtype bf16: a unit's f32 gradients as they go over the wire (divided by `size` first);
+// the collective then sums (wire_op). f32: `grads` itself, averaged.
+Tensor wire_tensor(const Tensor& grads, const StrategyContext& ctx);
+inline ReduceOp wire_op(const StrategyContext& ctx) {
+  return ctx.reduce_dtype == DType::kF32 ? ReduceOp::kAvg : ReduceOp::kSum;
+}
 
 // A 1-D view of `flat` (1-D, contiguous) over [begin, begin + n).
 inline Tensor flat_range(const Tensor& flat, int64_t begin, int64_t n) {

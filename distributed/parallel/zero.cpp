@@ -19,6 +19,7 @@ void ShardedStrategy::lay_out_shards() {
   }
   staging_.assign(units_.size(), Tensor());
   recv_.assign(units_.size(), Tensor());
+  wire_in_.assign(units_.size(), Tensor());
   if (staged_) {
     shard_grads_ = ops::zeros({std::max<int64_t>(shard_total_, 1)}, DType::kF32, ctx_.device);
   }
@@ -63,8 +64,9 @@ std::shared_ptr<Work> ShardedStrategy::issue(size_t u) {
     ops::copy_(head, flat_range(flat_grads_, unit.begin, unit.end - unit.begin));
     in = staging_[u];
   }
-  recv_[u] = ops::empty({unit.chunk}, DType::kF32, ctx_.device);
-  auto work = ctx_.data_device->reduce_scatter(recv_[u], in, ReduceOp::kAvg, ctx_.opts);
+  recv_[u] = ops::empty({unit.chunk}, ctx_.reduce_dtype, ctx_.device);
+  wire_in_[u] = wire_tensor(in, ctx_);  // kept alive until the collective completes
+  auto work = ctx_.data_device->reduce_scatter(recv_[u], wire_in_[u], wire_op(ctx_), ctx_.opts);
   reduce_issued(u);
   return work;
 }
@@ -73,7 +75,7 @@ void ShardedStrategy::complete(size_t u) {
   const int64_t n = chunk_elements(u);
   if (n > 0) {
     Tensor dst = reduced_view(u);
-    const Tensor src = flat_range(recv_[u], 0, n);
+    const Tensor src = ops::to_dtype(flat_range(recv_[u], 0, n), DType::kF32);
     if (accumulate_) {
       ops::add_(dst, src);
     } else {
@@ -81,6 +83,7 @@ void ShardedStrategy::complete(size_t u) {
     }
   }
   recv_[u] = Tensor();
+  wire_in_[u] = Tensor();
   staging_[u] = Tensor();
 }
 

@@ -64,6 +64,7 @@ class ShardedStrategy : public Strategy {
   Tensor reduced_view(size_t u);
   std::vector<Tensor> staging_;  // per unit: the reduce-scatter's padded input when it needs one
   std::vector<Tensor> recv_;     // per unit: this rank's reduced chunk, until complete
+  std::vector<Tensor> wire_in_;  // per unit: the collective's input (bf16 under reduce_dtype)
   bool accumulate_ = false;      // staged: later micro-steps add into the shard
 };
 

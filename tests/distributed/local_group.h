@@ -126,7 +126,9 @@ class LocalProcessGroup : public dist::ProcessGroup {
 
  private:
   Tensor reduce(const std::vector<Tensor>& all, dist::ReduceOp op) const {
-    HF_CHECK(all[0].dtype() == DType::kF32, "LocalProcessGroup: reductions take f32");
+    const bool bf16 = all[0].dtype() == DType::kBF16;
+    HF_CHECK(all[0].dtype() == DType::kF32 || (bf16 && op == dist::ReduceOp::kSum),
+             "LocalProcessGroup: reductions take f32 (bf16: sum)");
     std::vector<float> acc = all[0].to_vector();
     for (size_t r = 1; r < all.size(); ++r) {
       const std::vector<float> x = all[r].to_vector();
@@ -135,6 +137,7 @@ class LocalProcessGroup : public dist::ProcessGroup {
           case dist::ReduceOp::kSum:
           case dist::ReduceOp::kAvg:
             acc[i] += x[i];
+            if (bf16) acc[i] = bf16_to_f32(f32_to_bf16(acc[i]));  // as MPI/NCCL add bf16 pairs
             break;
           case dist::ReduceOp::kMax:
             acc[i] = std::max(acc[i], x[i]);
@@ -148,7 +151,7 @@ class LocalProcessGroup : public dist::ProcessGroup {
     if (op == dist::ReduceOp::kAvg) {
       for (float& v : acc) v /= static_cast<float>(all.size());
     }
-    return ops::from_vector(acc, all[0].sizes());
+    return ops::to_dtype(ops::from_vector(acc, all[0].sizes()), all[0].dtype());
   }
   std::shared_ptr<dist::Work> done(const char* op) {
     auto work = std::make_shared<dist::Work>(dist::WorkInfo{rank_, op, ++seq_, 0, name_});

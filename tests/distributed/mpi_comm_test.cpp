@@ -101,6 +101,15 @@ void test_allreduce(ProcessGroup& pg) {
   Tensor i32 = ops::from_ints({r, 1}, {2}, DType::kI32);
   pg.allreduce(i32, ReduceOp::kSum, kOpts)->wait();
   expect_values(i32.to_int_vector(), {int64_t{n} * (n - 1) / 2, n}, "allreduce i32 sum");
+  // bf16 sums (distributed.reduce_dtype bf16), with values whose sums bf16 holds exactly.
+  Tensor bf = ops::to_dtype(ops::from_vector({0.5f, 1.0f + r, 3.0f}, {3}), DType::kBF16);
+  pg.allreduce(bf, ReduceOp::kSum, kOpts)->wait();
+  expect_values(bf.to_vector(), {0.5f * n, float(n) + float(n) * (n - 1) / 2, 3.0f * n},
+                "allreduce bf16 sum");
+  Tensor rs_in = ops::to_dtype(ops::full({2 * n}, 0.25), DType::kBF16);
+  Tensor rs_out = ops::zeros({2}, DType::kBF16);
+  pg.reduce_scatter(rs_out, rs_in, ReduceOp::kSum, kOpts)->wait();
+  expect_values(rs_out.to_vector(), std::vector<float>(2, 0.25f * n), "reduce_scatter bf16 sum");
 }
 
 void test_broadcast(ProcessGroup& pg) {
@@ -253,8 +262,11 @@ void test_errors(ProcessGroup& pg) {
   expect_error([&] { pg.reduce_scatter(rs_out, in, ReduceOp::kSum, kOpts); },
                {"reduce_scatter", "f32[3]", "f32[2]"}, "reduce_scatter shape mismatch");
   Tensor bf = ops::zeros({4}, DType::kBF16);
-  expect_error([&] { pg.allreduce(bf, ReduceOp::kSum, kOpts); }, {"allreduce", "bf16"},
-               "bf16 allreduce");
+  expect_error([&] { pg.allreduce(bf, ReduceOp::kAvg, kOpts); }, {"bf16", "sum only"},
+               "bf16 average");
+  Tensor f16 = ops::zeros({4}, DType::kF16);
+  expect_error([&] { pg.allreduce(f16, ReduceOp::kSum, kOpts); }, {"allreduce", "f16"},
+               "f16 allreduce");
   expect_error([&] { pg.broadcast(in, n, kOpts); }, {"broadcast", "root"}, "root out of range");
   expect_error([&] { pg.send(in, -1, 0, kOpts); }, {"send", "destination"}, "bad destination");
 }
