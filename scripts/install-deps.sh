@@ -29,6 +29,8 @@ PACKAGES=(
   slurmctld slurmd slurm-client munge iproute2
   # The report test renders `hfrun report`'s HTML headless and checks the screenshot.
   chromium
+  # scripts/fuzz.sh: libFuzzer with ASan/UBSan (clang's runtime) and LLVM's OpenMP.
+  clang libclang-rt-14-dev libomp-dev
 )
 # Node.js runs the reference tokenizer (Hugging Face's npm package `tokenizers`) in the parity
 # tests. A machine that already has node and npm (e.g. from NodeSource, whose nodejs conflicts

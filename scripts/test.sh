@@ -7,5 +7,9 @@ bash scripts/install-deps.sh
 BUILD_DIR="${BUILD_DIR:-build}"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHFRUN_WERROR=ON
 cmake --build "$BUILD_DIR" -j "${JOBS:-2}"
-cd "$BUILD_DIR"
-ctest --output-on-failure -j "${JOBS:-2}" --timeout 600
+(cd "$BUILD_DIR" && ctest --output-on-failure -j "${JOBS:-2}" --timeout 600)
+# Every parser of untrusted input under libFuzzer with ASan + UBSan, briefly (FUZZ_SECONDS each;
+# 0 skips); scripts/fuzz.sh TARGET SECONDS runs one for longer.
+if [ "${FUZZ_SECONDS:-15}" -gt 0 ]; then
+  bash scripts/fuzz.sh all "${FUZZ_SECONDS:-15}"
+fi

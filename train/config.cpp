@@ -48,6 +48,9 @@ class Reader {
     if (!n.IsMap()) fail(n, path.empty() ? "(top level)" : path, "expected a mapping of keys");
     std::set<std::string> seen;
     for (auto it = n.begin(); it != n.end(); ++it) {
+      if (!it->first.IsScalar()) {
+        fail(it->first, path.empty() ? "(top level)" : path, "expected a plain key name");
+      }
       const std::string k = it->first.as<std::string>();
       if (!seen.insert(k).second) {
         fail(it->first, path.empty() ? k : path + "." + k,
@@ -184,13 +187,29 @@ void apply_override(YAML::Node& root, const std::string& spec, const std::string
 
 TrainConfig TrainConfig::parse(const std::string& text, const std::string& source,
                                const std::vector<std::string>& overrides) {
+  // What the checks below do not foresee in yaml-cpp's tree still ends as invalid input naming
+  // the file and line, never as a library exception.
+  try {
+    return parse_checked(text, source, overrides);
+  } catch (const YAML::Exception& e) {
+    HF_CHECK_INPUT(false, source, ":", e.mark.line + 1, ": ", e.msg);
+  }
+  return {};
+}
+
+TrainConfig TrainConfig::parse_checked(const std::string& text, const std::string& source,
+                                       const std::vector<std::string>& overrides) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
-  } catch (const YAML::ParserException& e) {
+  } catch (const YAML::Exception& e) {
     HF_CHECK_INPUT(false, source, ":", e.mark.line + 1, ": not valid YAML: ", e.msg);
   }
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  // (Found by fuzz/fuzz_train_yaml: a scalar document with --set threw yaml-cpp's BadSubscript.)
+  HF_CHECK_INPUT(root.IsMap(), source, ":", root.Mark().line + 1,
+                 ": expected a mapping of keys (output_dir, model, data, train, ...), got ",
+                 root.IsSequence() ? "a list" : "a single value");
   for (const std::string& o : overrides) apply_override(root, o, source);
 
   std::map<std::string, std::string> set_paths;

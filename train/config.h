@@ -121,6 +121,12 @@ struct TrainConfig {
   static TrainConfig parse(const std::string& yaml_text, const std::string& source,
                            const std::vector<std::string>& overrides = {});
   static TrainConfig load(const std::string& path, const std::vector<std::string>& overrides = {});
+
+ private:
+  static TrainConfig parse_checked(const std::string& yaml_text, const std::string& source,
+                                   const std::vector<std::string>& overrides);
+
+ public:
   // The resolved configuration as YAML (config.resolved.yaml).
   std::string to_yaml() const;
 };

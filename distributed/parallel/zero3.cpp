@@ -70,7 +70,8 @@ void Zero3::lay_out(nn::Module& model) {
   lay_out_frozen(model, blocks, replaced);
   // Every parameter, trainable or frozen, now lives in a unit's buffer.
   std::vector<Tensor> values;
-  for (const auto& [name, t] : model.named_parameters()) {
+  for (const auto& named : model.named_parameters()) {
+    const std::string& name = named.first;
     const auto it = std::find_if(replaced.begin(), replaced.end(),
                                  [&](const auto& r) { return r.first == name; });
     HF_CHECK(it != replaced.end(), "ZeRO-3: parameter ", name, " has no unit");

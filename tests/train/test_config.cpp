@@ -24,6 +24,15 @@ void expect_error(const std::string& yaml, const std::vector<std::string>& parts
   }
 }
 
+// Found by fuzz/fuzz_train_yaml: yaml-cpp exceptions escaped as exit 1 without the file.
+TEST(TrainConfig, FuzzFindingsAreInvalidInput) {
+  expect_error("output_dirpatternsteps=3\n", {"cfg.yaml:1", "expected a mapping of keys"},
+               {"peft.type=lora"});
+  expect_error("- a\n- b\n", {"cfg.yaml:1", "a list"});
+  expect_error("? [a, b]\n: 1\n", {"cfg.yaml:1", "expected a plain key name"});
+  expect_error(std::string(kMinimal) + "train:\n  {x: 1}: 2\n", {"expected a plain key name"});
+}
+
 TEST(TrainConfig, DefaultsFollowTheContract) {
   TrainConfig c = TrainConfig::parse(kMinimal, "cfg.yaml");
   EXPECT_EQ(c.output_dir, "runs/x");

@@ -39,7 +39,7 @@ void CpuBackend::copy(const Tensor& src, Tensor& dst) {
                         const S* sp = s + off[1];
                         if (to_bool) {
                           for (int64_t i = 0; i < n; ++i)
-                            dp[i * inc[0]] = static_cast<D>(load(sp, i * inc[1]) != 0.0f);
+                            dp[i * inc[0]] = convert<D>(load(sp, i * inc[1]) != 0.0f ? 1.0f : 0.0f);
                         } else if (inc[0] == 1 && inc[1] == 1) {
                           for (int64_t i = 0; i < n; ++i) dp[i] = convert<D>(sp[i]);
                         } else {
