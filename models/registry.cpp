@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/progress.h"
 #include "io/checkpoint.h"
 #include "models/bert/bert.h"
 #include "models/gpt2/gpt2.h"
@@ -123,7 +124,12 @@ std::unique_ptr<CausalLM> create_causal_lm(const std::string& config_json,
 std::vector<std::string> load_weights(Model& model, const std::string& path) {
   io::SafetensorsCheckpoint ckpt = io::SafetensorsCheckpoint::open(path);
   std::vector<std::string> missing;
-  for (const auto& [name, param] : model.named_parameters()) {
+  const auto named = model.named_parameters();
+  int64_t total = 0;
+  for (const auto& [name, param] : named) total += static_cast<int64_t>(param.nbytes());
+  Progress progress("loading weights " + path, total);
+  for (const auto& [name, param] : named) {
+    progress.advance(static_cast<int64_t>(param.nbytes()));
     std::string found = name;
     if (!ckpt.contains(found)) {
       for (const std::string& alias : model.checkpoint_aliases(name)) {

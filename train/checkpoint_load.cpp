@@ -16,6 +16,7 @@
 
 #include "common/digest.h"
 #include "common/error.h"
+#include "common/progress.h"
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "nn/tensor_parallel.h"
@@ -176,7 +177,16 @@ class PartIndex {
     if (!verified_[i]) {
       const io::SafetensorsFile& f = files_[i];
       Digester d(entries_[i]->digest_kind);
-      d.update(f.mapped_data(), f.mapped_size());
+      // In pieces, for the progress of a large file (and the checksum pages the mapping in for
+      // the copies that follow).
+      constexpr size_t kPiece = size_t{256} << 20;
+      const auto* bytes = static_cast<const uint8_t*>(f.mapped_data());
+      Progress progress("checking " + f.path(), static_cast<int64_t>(f.mapped_size()));
+      for (size_t at = 0; at < f.mapped_size(); at += kPiece) {
+        const size_t n = std::min(kPiece, f.mapped_size() - at);
+        d.update(bytes + at, n);
+        progress.advance(static_cast<int64_t>(n));
+      }
       check_digest(dir_, *entries_[i], d.finish_hex());
       verified_[i] = true;
     }

@@ -192,6 +192,9 @@ sed -E 's/"n_embd": *16/"n_embd": 32/' "$GEN/config.json" > "$TMP/bad_shape/conf
 check "fine-tune shape mismatch" 2 "$HFRUN" "$TMP/gen.yaml" --set "model.from_pretrained=$TMP/bad_shape" \
   --set model.config={} --set "output_dir=$TMP/bad_run"
 contains "fine-tune shape mismatch" 'transformer\.(wte|wpe|h\.0)[^ ]* .*shape'
+check "fine-tune with progress" 0 env HFRUN_PROGRESS_AFTER_S=0 "$HFRUN" "$TMP/gen.yaml" \
+  --set "model.from_pretrained=$GEN" --set model.config={} --set "output_dir=$TMP/ft_run"
+contains "fine-tune with progress" "hfrun: loading weights $GEN: .* of .* \(100%\), [0-9]+ s, done"
 check "train config typo" 2 "$HFRUN" "$TMP/gen.yaml" --set train.max_stepz=3
 contains "train config typo" 'train.max_stepz'
 check "train missing config" 2 "$HFRUN" "$TMP/nope.yaml"
@@ -253,8 +256,11 @@ else
   echo "FAIL: checkpoint: the run was not killed after step 7 (exit $rc)"
   head -5 "$TMP/ck_kill.log"
 fi
-check "checkpoint: resume after SIGKILL" 0 env OMP_NUM_THREADS=1 "$HFRUN" train "$TMP/ck_kill.yaml"
+# (HFRUN_PROGRESS_AFTER_S=0: the progress of long phases reported from the start.)
+check "checkpoint: resume after SIGKILL" 0 env OMP_NUM_THREADS=1 HFRUN_PROGRESS_AFTER_S=0 \
+  "$HFRUN" train "$TMP/ck_kill.yaml"
 contains "checkpoint: resume after SIGKILL" 'resuming from .*/checkpoints/step-[0-9]{8} \(step [0-9]+\)'
+contains "progress of a checkpoint's checksums" 'hfrun: checking .*/checkpoints/step-[0-9]{8}/rank-00000-of-00001.model.safetensors: .* of .* \(100%\), [0-9]+ s, done'
 if [ "$(ck_losses "$TMP/ck_kill")" = "$(ck_losses "$TMP/ck_full")" ] &&
   [ "$(ck_losses "$TMP/ck_full" | wc -l)" -eq 60 ]; then pass=$((pass + 1)); else
   fail=$((fail + 1))
