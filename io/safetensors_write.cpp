@@ -7,6 +7,7 @@
 #include "common/digest.h"
 #include "common/error.h"
 #include "common/file_util.h"
+#include "common/progress.h"
 #include "io/io_util.h"
 #include "io/safetensors.h"
 #include "tensor/ops.h"
@@ -71,6 +72,8 @@ void save_safetensors(const std::string& path,
   std::optional<Digester> sha;
   if (digest != nullptr) sha.emplace(digest->kind);
   uint64_t written = 0;
+  // A large export or checkpoint file says how far it is (after 2 s; common/progress.h).
+  Progress progress("writing " + path, static_cast<int64_t>(8 + text.size() + cursor));
   // Each chunk is hashed just before it is written, while it is in cache; the kernel writes
   // earlier chunks back meanwhile.
   auto put = [&](int fd, const void* p, size_t n) {
@@ -80,6 +83,7 @@ void save_safetensors(const std::string& path,
       const size_t len = std::min(kChunk, n - at);
       if (sha) sha->update(b + at, len);
       write_all(fd, b + at, len, path);
+      progress.advance(static_cast<int64_t>(len));
     }
     written += n;
   };

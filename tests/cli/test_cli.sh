@@ -195,6 +195,7 @@ contains "fine-tune shape mismatch" 'transformer\.(wte|wpe|h\.0)[^ ]* .*shape'
 check "fine-tune with progress" 0 env HFRUN_PROGRESS_AFTER_S=0 "$HFRUN" "$TMP/gen.yaml" \
   --set "model.from_pretrained=$GEN" --set model.config={} --set "output_dir=$TMP/ft_run"
 contains "fine-tune with progress" "hfrun: loading weights $GEN: .* of .* \(100%\), [0-9]+ s, done"
+contains "export with progress" "hfrun: writing $TMP/ft_run/final\.tmp-[0-9]+/model\.safetensors: .* \(100%\), [0-9]+ s, done"
 check "train config typo" 2 "$HFRUN" "$TMP/gen.yaml" --set train.max_stepz=3
 contains "train config typo" 'train.max_stepz'
 check "train missing config" 2 "$HFRUN" "$TMP/nope.yaml"
