@@ -20,6 +20,7 @@
 
 #include "bench/bench.h"
 #include "common/error.h"
+#include "common/process_memory.h"
 #include "common/stop_signals.h"
 #include "distributed/comm/env.h"
 #include "launcher/commands.h"
@@ -85,17 +86,7 @@ std::function<void(const train::StepMetrics&)> fault_injection(int rank) {
 
 // Peak resident memory of this process (VmHWM), in MiB; 0 when unknown.
 double peak_rss_mib() {
-  std::ifstream in("/proc/self/status");
-  std::string key;
-  double kb = 0;
-  while (in >> key) {
-    if (key == "VmHWM:") {
-      in >> kb;
-      break;
-    }
-    in.ignore(1 << 20, '\n');
-  }
-  return kb / 1024.0;
+  return static_cast<double>(process_memory().peak_bytes) / (1024.0 * 1024.0);
 }
 
 // Setup leaves transients (the whole model before sharding, copies into flat buffers) in the
