@@ -133,6 +133,12 @@ ModelShape bert_shape(const BertConfig& c, Task task) {
   return s;
 }
 
+// Dimensions beyond any real model are refused before they are multiplied (found by
+// fuzz/fuzz_model_config: signed overflow in the parameter counts).
+void check_dim(int64_t v, int64_t max, const std::string& source, const char* key) {
+  HF_CHECK_INPUT(v <= max, source, ": ", key, " ", v, " is larger than hfrun supports (", max, ")");
+}
+
 }  // namespace
 
 ModelShape model_shape(const std::string& config_json, const std::string& source,
@@ -145,6 +151,11 @@ ModelShape model_shape(const std::string& config_json, const std::string& source
                    " is not available for model_type gpt2 (causal_lm, sft)");
     Gpt2Config c = Gpt2Config::from_json(config_json, source);
     c.validate(source);
+    check_dim(c.n_embd, 1 << 20, source, "n_embd");
+    check_dim(c.mlp_width(), 1 << 20, source, "n_inner");
+    check_dim(c.vocab_size, 1 << 26, source, "vocab_size");
+    check_dim(c.n_positions, 1 << 26, source, "n_positions");
+    check_dim(c.n_layer, 1 << 16, source, "n_layer");
     s = gpt2_shape(c);
   } else if (type == "bert") {
     HF_CHECK_INPUT(task == Task::kMaskedLM || task == Task::kSequenceClassification, source,
@@ -152,6 +163,13 @@ ModelShape model_shape(const std::string& config_json, const std::string& source
                    " is not available for model_type bert (masked_lm, sequence_classification)");
     const BertConfig c = BertConfig::from_json(config_json, source);
     c.validate(source);
+    check_dim(c.hidden_size, 1 << 20, source, "hidden_size");
+    check_dim(c.intermediate_size, 1 << 20, source, "intermediate_size");
+    check_dim(c.vocab_size, 1 << 26, source, "vocab_size");
+    check_dim(c.max_position_embeddings, 1 << 26, source, "max_position_embeddings");
+    check_dim(c.type_vocab_size, 1 << 20, source, "type_vocab_size");
+    check_dim(c.num_hidden_layers, 1 << 16, source, "num_hidden_layers");
+    check_dim(c.labels.num_labels(), 1 << 20, source, "num_labels");
     s = bert_shape(c, task);
   } else if (std::find(llamas.begin(), llamas.end(), type) != llamas.end()) {
     HF_CHECK_INPUT(task == Task::kCausalLM || task == Task::kSequenceClassification, source,
@@ -159,6 +177,13 @@ ModelShape model_shape(const std::string& config_json, const std::string& source
                    " (causal_lm, sft, sequence_classification)");
     const LlamaConfig c = LlamaConfig::from_json(config_json, source, type);
     c.validate(source);
+    check_dim(c.hidden_size, 1 << 20, source, "hidden_size");
+    check_dim(c.intermediate_size, 1 << 20, source, "intermediate_size");
+    check_dim(c.num_attention_heads, 1 << 16, source, "num_attention_heads");
+    check_dim(c.dim_per_head(), 1 << 16, source, "head_dim");
+    check_dim(c.vocab_size, 1 << 26, source, "vocab_size");
+    check_dim(c.num_hidden_layers, 1 << 16, source, "num_hidden_layers");
+    check_dim(c.labels.num_labels(), 1 << 20, source, "num_labels");
     s = llama_shape(c, task);
   } else {
     HF_CHECK_INPUT(false, source, ": model_type '", type, "' is not supported");
