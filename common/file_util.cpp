@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "common/fault.h"
 
 namespace hfrun {
 UniqueFd::~UniqueFd() {
@@ -102,6 +103,7 @@ void write_file_atomically(const std::string& path, const std::function<void(int
                  "): ", std::strerror(errno));
   try {
     body(fd.fd);
+    fault::point("file.written");
     HF_CHECK(::fsync(fd.fd) == 0, "fsync ", tmp.string(), ": ", std::strerror(errno));
     HF_CHECK(::close(std::exchange(fd.fd, -1)) == 0, "close ", tmp.string(), ": ",
              std::strerror(errno));
@@ -112,6 +114,7 @@ void write_file_atomically(const std::string& path, const std::function<void(int
     fs::remove(tmp, ec);
     throw;
   }
+  fault::point("file.renamed");
   fsync_path(dir.string());  // make the rename itself durable
 }
 

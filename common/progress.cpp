@@ -3,15 +3,14 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "common/job_env.h"
+
 namespace hfrun {
 namespace {
 
-// Rank 0 of a job (Open MPI, PMIx, Slurm, torchrun's variables), or not in a job.
+// Rank 0 of a job, or not in a job.
 bool first_process() {
-  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID", "RANK"}) {
-    if (const char* r = std::getenv(v)) return std::atoi(r) == 0;
-  }
-  return true;
+  return job_rank_from_env() <= 0;
 }
 
 std::string size_str(int64_t bytes) {

@@ -6,6 +6,7 @@
 
 #include "common/digest.h"
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/file_util.h"
 #include "common/progress.h"
 #include "io/io_util.h"
@@ -84,6 +85,7 @@ void save_safetensors(const std::string& path,
       if (sha) sha->update(b + at, len);
       write_all(fd, b + at, len, path);
       progress.advance(static_cast<int64_t>(len));
+      fault::point("safetensors.chunk");
     }
     written += n;
   };

@@ -145,14 +145,9 @@ int cmd_estimate_memory(const Args& args) {
   // occupies is measured.
   std::unique_ptr<data::Tokenizer> tok;
   int64_t tokenizer_bytes = 0;
-  const std::string pretrained =
-      cfg.model.from_pretrained.empty() ? "" : train::pretrained_dir(cfg);
-  const bool default_missing = !pretrained.empty() &&
-                               cfg.tokenizer == pretrained + "/tokenizer.json" &&
-                               !fs::exists(cfg.tokenizer);
-  if (!cfg.tokenizer.empty() && !default_missing) {
+  if (const std::string path = train::tokenizer_to_load(cfg); !path.empty()) {
     const int64_t before = process_memory().resident_bytes;
-    tok = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(cfg.tokenizer));
+    tok = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(path));
     tokenizer_bytes = std::max<int64_t>(0, process_memory().resident_bytes - before);
   }
   const train::ModelConfig model = train::resolve_model_config(cfg, tok.get());

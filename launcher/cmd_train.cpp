@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <boost/program_options.hpp>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +21,7 @@
 
 #include "bench/bench.h"
 #include "common/error.h"
+#include "common/phase.h"
 #include "common/process_memory.h"
 #include "common/stop_signals.h"
 #include "distributed/comm/env.h"
@@ -51,9 +53,11 @@ std::string shell_quote(const std::string& a) {
 //    (MARKER is created when it fires; an existing MARKER disarms it), so a restarted job runs
 //    through.
 //  - HFRUN_FAULT_SIGNAL="RANK:STEP:SIGNUM" makes rank RANK send itself signal SIGNUM after
-//    optimizer step STEP (a preemption at a known step).
+//    optimizer step STEP (a preemption at a known step; SIGSTOP: a rank that stops).
+//  - HFRUN_FAULT_HANG="RANK:STEP:SECONDS" makes rank RANK sleep SECONDS after optimizer step
+//    STEP, in the phase "injected hang" (a rank that never enters the next collective).
 std::function<void(const train::StepMetrics&)> fault_injection(int rank) {
-  std::function<void(const train::StepMetrics&)> throws, signals;
+  std::function<void(const train::StepMetrics&)> throws, signals, hangs;
   if (const char* spec = std::getenv("HFRUN_FAULT")) {
     int fault_rank = -1;
     long long step = -1;
@@ -77,9 +81,22 @@ std::function<void(const train::StepMetrics&)> fault_injection(int rank) {
       };
     }
   }
-  if (!throws && !signals) return nullptr;
-  return [throws, signals](const train::StepMetrics& m) {
+  if (const char* spec = std::getenv("HFRUN_FAULT_HANG")) {
+    int fault_rank = -1;
+    long long step = -1;
+    double seconds = 0;
+    if (std::sscanf(spec, "%d:%lld:%lf", &fault_rank, &step, &seconds) == 3 && fault_rank == rank) {
+      hangs = [step, seconds](const train::StepMetrics& m) {
+        if (m.step != step || m.val_loss >= 0) return;
+        ScopedPhase phase("injected hang");
+        std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+      };
+    }
+  }
+  if (!throws && !signals && !hangs) return nullptr;
+  return [throws, signals, hangs](const train::StepMetrics& m) {
     if (signals) signals(m);
+    if (hangs) hangs(m);
     if (throws) throws(m);
   };
 }

@@ -2,7 +2,9 @@
 // ranks' records and mpirun's own lines.
 #include <sys/wait.h>
 
+#include <cstdio>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
 #include <vector>
@@ -50,6 +52,68 @@ std::string line_before(const std::vector<std::string>& lines, const std::string
     if (lines[i].find(banner) != std::string::npos) return lines[i - 1];
   }
   return "";
+}
+
+// A number for a report: "3.1".
+std::string seconds_str(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", s);
+  return buf;
+}
+
+// After a collective timed out (`err`: "rank R: OP #SEQ (N bytes, group G) timed out after Ts"):
+// the ranks that never entered that op, from their flight records, or what is known of those that
+// did not answer (stopped, silent), appended to the report line; then one line per rank with its
+// flight record.
+std::string hang_diagnosis(const Attempt& a, const JobOptions& options, const std::string& err) {
+  static const std::regex op_re(R"((\w+) #(\d+) \(\d+ bytes, group (\S+)\) timed out)");
+  std::smatch m;
+  if (!std::regex_search(err, m, op_re)) return "";
+  const std::string op = m[1].str(), group = m[3].str();
+  const uint64_t seq = std::stoull(m[2].str());
+  std::string culprits, records;
+  for (int r = 0; r < options.ranks; ++r) {
+    const auto it = a.ranks.find(r);
+    const RankRecord rec = it == a.ranks.end() ? RankRecord{} : it->second;
+    const nlohmann::json flight =
+        rec.flight.empty() ? nlohmann::json() : nlohmann::json::parse(rec.flight, nullptr, false);
+    std::string why;
+    const bool stopped = rec.proc_state == 'T' || rec.proc_state == 't';
+    if (stopped) why = "was stopped (SIGSTOP or a debugger) when the collective timed out";
+    if (flight.is_object()) {
+      const std::string phase = flight.value("phase", "");
+      std::string mine;
+      bool entered = false;
+      for (const nlohmann::json& g : flight.value("groups", nlohmann::json::array())) {
+        const uint64_t issued = g.value("issued", uint64_t{0});
+        const uint64_t completed = g.value("completed", uint64_t{0});
+        std::string d = g.value("group", "?") + ": ";
+        if (issued > completed) {
+          d += "in " + g.value("issued_op", "?") + " #" + std::to_string(issued) +
+               " (issued in \"" + g.value("issued_phase", "") + "\") for " +
+               seconds_str(g.value("issued_s_ago", 0.0)) + " s";
+        } else {
+          d += "no collective in flight";
+        }
+        if (completed > 0) {
+          d += ", completed #" + std::to_string(completed) + " " +
+               seconds_str(g.value("completed_s_ago", 0.0)) + " s ago";
+        }
+        mine += (mine.empty() ? "" : "; ") + d;
+        if (g.value("group", "") == group && issued >= seq) entered = true;
+      }
+      records += "\nhfrun: flight record of " + describe_rank(a, r) + ": " +
+                 (mine.empty() ? "no collective yet" : mine) +
+                 (phase.empty() ? "" : "; phase \"" + phase + "\"");
+      if (!entered && !stopped) why = "never entered it (phase \"" + phase + "\")";
+    } else if (stopped) {
+      why += " and did not answer";
+    } else if (rec.error.empty() && rec.started) {
+      why = "did not answer (hung in a system call, or its node is cut off)";
+    }
+    if (!why.empty()) culprits += "; " + describe_rank(a, r) + " " + why;
+  }
+  return (culprits.empty() ? "" : culprits) + records;
 }
 
 }  // namespace
@@ -131,15 +195,7 @@ std::pair<std::string, int> failure_report(const Attempt& a, const JobOptions& o
       "hfrun: job failed: " + describe_rank(a, rank) + ": exit " + std::to_string(rank_code);
   const std::string err = rank_error(a, rank);
   if (!err.empty()) line += ": " + err;
-  // A collective timed out: the ranks that recorded no error of their own are the likely cause
-  // (stuck, or cut off with their node).
-  if (err.find("timed out") != std::string::npos) {
-    std::string silent;
-    for (int r = 0; r < options.ranks; ++r) {
-      if (rank_error(a, r).empty()) silent += (silent.empty() ? "" : ", ") + describe_rank(a, r);
-    }
-    if (!silent.empty()) line += "; no error from " + silent;
-  }
+  if (err.find(" timed out after ") != std::string::npos) line += hang_diagnosis(a, options, err);
   return {line, rank_code == 2 ? 2 : 1};
 }
 

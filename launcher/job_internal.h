@@ -1,5 +1,6 @@
 // The launcher's job runner, private to launcher/, split by concept:
-//   job_records.cpp    the ranks' side: records (started, failed, stopped) as tagged stderr lines
+//   job_records.cpp    the ranks' side: records (started, failed, stopped, flight) as tagged
+//                      stderr lines
 //   job_relay.cpp      OutputRelay: ranks' output relayed with "[rank R]", records taken out
 //   job_supervise.cpp  run_mpirun: mpirun under pipes and signals, launch timeout, failure grace
 //   job_diagnose.cpp   the one-line report of a failed or stopped attempt
@@ -34,6 +35,12 @@ struct RankRecord {
   bool stopped = false;
   long long step = 0;
   std::string signal, checkpoint;
+  // The rank's flight record (distributed/comm/flight_recorder.h) as JSON, when it answered the
+  // launcher's request after a collective timed out; "" otherwise.
+  std::string flight;
+  // The process state the launcher saw in /proc when a collective timed out ('T': stopped),
+  // for ranks on the launcher's host; 0 when unknown.
+  char proc_state = 0;
 };
 
 // The ranks' output, relayed line by line: "[J,R]<stdout>:text" becomes "[rank R] text" on the
@@ -46,6 +53,10 @@ class OutputRelay {
   const std::map<int, RankRecord>& ranks() const { return ranks_; }
   // When the first rank recorded a failure (steady clock), or epoch.
   std::chrono::steady_clock::time_point first_failure() const { return first_failure_; }
+  // Whether some rank's recorded failure is a collective's timeout.
+  bool timeout_failure() const;
+  // The launcher saw rank `rank`'s process in /proc in state `state`.
+  void set_proc_state(int rank, char state) { ranks_[rank].proc_state = state; }
   int started() const;
 
  private:

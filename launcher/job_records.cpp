@@ -1,9 +1,12 @@
 // The ranks' side of the job records (job.h): started, failed and stopped as single tagged
 // stderr lines that mpirun relays and the launcher takes out of the output.
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "distributed/comm/flight_recorder.h"
 #include "launcher/job_internal.h"
 #include "tensor/threads.h"
 
@@ -22,9 +26,10 @@ namespace {
 using detail::kRecordsEnv;
 using detail::kRecordTag;
 
+bool records_on();
+
 void emit_record(nlohmann::json record) {
-  const char* on = std::getenv(kRecordsEnv);
-  if (on == nullptr || std::strcmp(on, "1") != 0) return;
+  if (!records_on()) return;
   std::string line = std::string(kRecordTag) +
                      record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   // One write() of at most PIPE_BUF bytes, so no other output interleaves with the line.
@@ -36,6 +41,40 @@ void emit_record(nlohmann::json record) {
   line += "\n";
   std::fflush(stderr);
   [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
+}
+
+bool records_on() {
+  const char* on = std::getenv(kRecordsEnv);
+  return on != nullptr && std::strcmp(on, "1") == 0;
+}
+
+// SIGUSR2 from the launcher (through mpirun) asks for the flight record: the handler only wakes
+// a thread, which formats and writes it (neither is async-signal-safe).
+int g_flight_pipe[2] = {-1, -1};
+
+void on_flight_signal(int) {
+  const int saved = errno;
+  const char c = 1;
+  [[maybe_unused]] const ssize_t n = ::write(g_flight_pipe[1], &c, 1);
+  errno = saved;
+}
+
+void start_flight_responder(int rank) {
+  if (::pipe2(g_flight_pipe, O_CLOEXEC) != 0) return;
+  ::fcntl(g_flight_pipe[1], F_SETFL, O_NONBLOCK);  // a full pipe drops a request, never blocks
+  std::thread([rank] {
+    char c = 0;
+    while (::read(g_flight_pipe[0], &c, 1) > 0 || errno == EINTR) {
+      emit_record({{"rank", rank},
+                   {"kind", "flight"},
+                   {"flight", nlohmann::json::parse(dist::flight_record_json())}});
+    }
+  }).detach();
+  struct sigaction sa {};
+  sa.sa_handler = on_flight_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGUSR2, &sa, nullptr);
 }
 
 }  // namespace
@@ -52,11 +91,16 @@ void job_rank_started(int rank, int local_world) {
   if (getppid() == 1) _exit(1);  // the parent is already gone
   char host[256] = "?";
   gethostname(host, sizeof(host) - 1);
+  if (records_on()) start_flight_responder(rank);
   emit_record({{"rank", rank}, {"kind", "started"}, {"host", host}, {"pid", getpid()}});
 }
 
 void job_rank_failed(int rank, const std::string& message) {
   emit_record({{"rank", rank}, {"kind", "failed"}, {"error", message.substr(0, 3000)}});
+  // A collective timed out: the launcher now asks every rank for its flight record; this rank
+  // stays a moment so that mpirun does not end the others before they answer.
+  if (records_on() && message.find(" timed out after ") != std::string::npos)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
 }
 
 void job_rank_stopped(int rank, int64_t step, const std::string& signal,

@@ -43,9 +43,17 @@ void OutputRelay::line(const std::string& text) {
     std::FILE* out = m[2] == "stdout" ? stdout : stderr;
     std::fprintf(out, "[rank %s] %s\n", m[1].str().c_str(), body.c_str());
     std::fflush(out);
-  } else if (!text.empty() && text.find_first_not_of('-') != std::string::npos) {
+  } else if (!text.empty() && text.find_first_not_of('-') != std::string::npos &&
+             text.find("Forwarding signal") == std::string::npos) {  // the launcher's own doing
     mpirun_lines_.push_back(text);
   }
+}
+
+bool OutputRelay::timeout_failure() const {
+  for (const auto& [rank, r] : ranks_) {
+    if (r.error.find(" timed out after ") != std::string::npos) return true;
+  }
+  return false;
 }
 
 bool OutputRelay::record(const std::string& json) {
@@ -62,6 +70,8 @@ bool OutputRelay::record(const std::string& json) {
     if (first_failure_ == std::chrono::steady_clock::time_point{}) {
       first_failure_ = std::chrono::steady_clock::now();
     }
+  } else if (kind == "flight" && j.contains("flight")) {
+    r.flight = j["flight"].dump();
   } else if (kind == "stopped") {
     r.stopped = true;
     r.step = j.value("step", 0LL);

@@ -36,6 +36,15 @@ void on_stop_signal(int sig) {
   }
 }
 
+// Process `pid`'s state letter ('R', 'S', 'T' stopped, 'Z', ...) and parent from /proc.
+bool read_proc_stat(long long pid, char* state, int* ppid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const size_t close = s.rfind(')');
+  return close != std::string::npos &&
+         std::sscanf(s.c_str() + close + 1, " %c %d", state, ppid) == 2;
+}
+
 // Ends what is left of the job's process tree after mpirun: ssh (rsh agent) processes that
 // mpirun put in their own process groups and left behind are re-parented to the launcher (a
 // child subreaper) and would keep the output pipes open.
@@ -47,14 +56,9 @@ void end_leftover_children() {
       while (dirent* e = readdir(d)) {
         const pid_t p = static_cast<pid_t>(std::atoi(e->d_name));
         if (p <= 0) continue;
-        std::ifstream stat(std::string("/proc/") + e->d_name + "/stat");
-        std::string s((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-        const size_t close = s.rfind(')');
-        if (close == std::string::npos) continue;
         char state = 0;
         int ppid = 0;
-        if (std::sscanf(s.c_str() + close + 1, " %c %d", &state, &ppid) != 2) continue;
-        if (ppid != self || state == 'Z') continue;
+        if (!read_proc_stat(p, &state, &ppid) || ppid != self || state == 'Z') continue;
         kill(p, round == 0 ? SIGTERM : SIGKILL);
         any = true;
       }
@@ -64,6 +68,18 @@ void end_leftover_children() {
     if (round == 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   while (waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
+}
+
+// The process state of the ranks on this host.
+void note_proc_states(OutputRelay& relay) {
+  char host[256] = "";
+  gethostname(host, sizeof(host) - 1);
+  for (const auto& [rank, r] : relay.ranks()) {
+    char state = 0;
+    int ppid = 0;
+    if (r.started && r.host == host && r.pid > 0 && read_proc_stat(r.pid, &state, &ppid))
+      relay.set_proc_state(rank, state);
   }
 }
 
@@ -125,6 +141,7 @@ Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& optio
   bool ending = false;  // the launcher ends the job (SIGTERM to mpirun, SIGKILL 10 s later)
   Clock::time_point ending_at{}, exited_at{};
   bool exited = false;
+  bool flight_asked = false;
   char buf[65536];
   while (open_fds > 0) {
     // Passed on once every rank has started (and so catches it): a rank still loading would die
@@ -144,6 +161,14 @@ Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& optio
         relay.started() < options.ranks && seconds_since(start) > options.launch_timeout_s) {
       a.launch_timeout_s = options.launch_timeout_s;
       ending = true;
+    }
+    // A collective timed out: the state of the ranks on this host is noted (stopped?), then
+    // every rank is asked for its flight record (mpirun forwards SIGUSR2, and continues a stopped
+    // rank; the rank that timed out waits 1.5 s before exiting so that the others can answer).
+    if (!exited && !flight_asked && relay.timeout_failure() && relay.started() >= options.ranks) {
+      flight_asked = true;
+      note_proc_states(relay);
+      kill(pid, SIGUSR2);
     }
     // A rank failed but mpirun does not end the job: it may wait for minutes on the TCP
     // connection to a node that was cut off. The ranks' records say enough.

@@ -19,7 +19,7 @@ done
 command -v clang++ > /dev/null || { echo "fuzz.sh: needs clang++ (scripts/install-deps.sh)" >&2; exit 2; }
 
 CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHFRUN_FUZZ=ON \
-  -DHFRUN_BUILD_TESTS=OFF -DHFRUN_CUDA=OFF > /dev/null
+  -DHFRUN_CUDA=OFF > /dev/null
 cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target "${selected[@]/#/fuzz_}"
 
 SEEDS="$BUILD_DIR/seeds"

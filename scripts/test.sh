@@ -13,3 +13,8 @@ cmake --build "$BUILD_DIR" -j "${JOBS:-2}"
 if [ "${FUZZ_SECONDS:-15}" -gt 0 ]; then
   bash scripts/fuzz.sh all "${FUZZ_SECONDS:-15}"
 fi
+# The gtest suites and the 2-rank MPI test under ASan + UBSan, on the fuzz build's objects
+# (SANITIZE=0 skips); scripts/sanitize.sh asan|tsan runs the whole suite under either.
+if [ "${SANITIZE:-1}" = 1 ]; then
+  SANITIZE_BUILD_DIR=build-fuzz bash scripts/sanitize.sh asan --ci
+fi

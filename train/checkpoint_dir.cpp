@@ -17,6 +17,7 @@
 
 #include "common/digest.h"
 #include "common/error.h"
+#include "common/fault.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_format.h"
 #include "train/checkpoint_fs.h"
@@ -44,6 +45,7 @@ void write_synced(const std::string& path, const std::string& text) {
     p += w;
     n -= static_cast<size_t>(w);
   }
+  fault::point("file.written");
   const bool synced = ::fsync(fd) == 0;
   const int err = errno;
   HF_CHECK(::close(fd) == 0 && synced, "cannot write ", path, ": ", std::strerror(err));

@@ -15,6 +15,7 @@
 
 #include "common/digest.h"
 #include "common/error.h"
+#include "common/fault.h"
 #include "io/safetensors.h"
 #include "nn/tensor_parallel.h"
 #include "tensor/ops.h"
@@ -180,9 +181,11 @@ std::string save_checkpoint(const std::string& checkpoints_root, const Checkpoin
   HF_CHECK(!prepared.starts_with("error: "), "checkpoint step ", state.step,
            " not saved: rank 0 could not prepare ", final_dir.string(), ": ", prepared.substr(7));
   const fs::path tmp = prepared;
+  fault::point("checkpoint.prepared");
 
   const std::vector<std::string> results =
       group->allgather_strings(write_rank_files(tmp, shard, state, options, rank, world));
+  fault::point("checkpoint.files_written");
   std::string failures;
   for (size_t r = 0; r < results.size(); ++r) {
     if (results[r].starts_with("error: "))
@@ -207,15 +210,19 @@ std::string save_checkpoint(const std::string& checkpoints_root, const Checkpoin
                             {"files", files}};
         detail::write_synced((tmp / kManifestName).string(), manifest.dump(2) + "\n");
         detail::fsync_path(tmp.string());
+        fault::point("checkpoint.manifest");
         // Commit: an existing checkpoint of this step is moved aside first (rename cannot
         // replace a non-empty directory), so some complete checkpoint of this step exists at
         // every moment.
         const fs::path old = final_dir.string() + ".old-" + std::to_string(::getpid());
         if (fs::exists(final_dir)) fs::rename(final_dir, old);
+        fault::point("checkpoint.commit");
         fs::rename(tmp, final_dir);
         detail::fsync_path(checkpoints_root);
+        fault::point("checkpoint.committed");
         fs::remove_all(old, ec);
         detail::prune_checkpoints(checkpoints_root, options.keep, final_dir.string());
+        fault::point("checkpoint.pruned");
       } catch (const std::exception& e) {
         outcome = std::string("error: commit failed: ") + e.what();
       }

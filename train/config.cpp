@@ -321,7 +321,7 @@ TrainConfig TrainConfig::parse_checked(const std::string& text, const std::strin
   const YAML::Node dist = root["distributed"];
   r.keys(dist, "distributed",
          {"num_processes", "backend", "zero_stage", "tensor_parallel", "bucket_mb", "timeout_s",
-          "reduce_dtype"});
+          "reduce_dtype", "debug"});
   r.get(dist, "distributed", "num_processes", c.distributed.num_processes, "a positive integer");
   r.get(dist, "distributed", "backend", c.distributed.backend, "auto, mpi or nccl");
   if (dist && dist["backend"])
@@ -334,6 +334,7 @@ TrainConfig TrainConfig::parse_checked(const std::string& text, const std::strin
   r.get(dist, "distributed", "reduce_dtype", c.distributed.reduce_dtype, "f32 or bf16");
   if (dist && dist["reduce_dtype"])
     r.one_of(dist, "distributed", "reduce_dtype", c.distributed.reduce_dtype, {"f32", "bf16"});
+  r.get(dist, "distributed", "debug", c.distributed.debug, "true or false");
 
   const YAML::Node ck = root["checkpoint"];
   r.keys(ck, "checkpoint", {"every", "keep", "resume"});
@@ -492,7 +493,8 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "tensor_parallel" << YAML::Value << distributed.tensor_parallel;
   e << YAML::Key << "bucket_mb" << YAML::Value << distributed.bucket_mb;
   e << YAML::Key << "timeout_s" << YAML::Value << distributed.timeout_s;
-  e << YAML::Key << "reduce_dtype" << YAML::Value << distributed.reduce_dtype << YAML::EndMap;
+  e << YAML::Key << "reduce_dtype" << YAML::Value << distributed.reduce_dtype;
+  e << YAML::Key << "debug" << YAML::Value << distributed.debug << YAML::EndMap;
   e << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "every" << YAML::Value << checkpoint.every;
   e << YAML::Key << "keep" << YAML::Value << checkpoint.keep;

@@ -80,6 +80,9 @@ struct DistributedSection {
   // Gradients on the wire: f32, or bf16 (half the bytes; divided by the world size, summed in
   // bf16 and widened back, as PyTorch DDP's bf16_compress_hook).
   std::string reduce_dtype = "f32";
+  // Check before every collective that all ranks call the same op on the same sizes, and fail
+  // at once naming the call sites that differ (slower: for finding a hang, not for training).
+  bool debug = false;
 };
 
 struct CheckpointSection {

@@ -36,6 +36,7 @@ std::unique_ptr<DataParallel> make_data_parallel(const TrainConfig& cfg, Device 
   o.backend = cfg.distributed.backend;
   o.device = device;
   o.timeout_s = cfg.distributed.timeout_s;
+  o.debug = cfg.distributed.debug;
   o.source = cfg.source;
   dist::DataParallelOptions d;
   d.zero_stage = static_cast<int>(cfg.distributed.zero_stage);

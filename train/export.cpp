@@ -1,13 +1,17 @@
 #include "train/export.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/file_util.h"
 #include "io/safetensors.h"
 
@@ -18,13 +22,22 @@ namespace fs = std::filesystem;
 namespace {
 
 // Builds `dir` under a temporary name with fill(tmp) (which returns the files it wrote),
-// fsyncs them, then renames it over the old directory.
+// fsyncs them, then renames it over the old directory. What an export killed midway left beside
+// `dir` (DIR.tmp-PID, DIR.old-PID of a process that is gone) goes first.
 void write_directory(const std::string& dir,
                      const std::function<std::vector<std::string>(const fs::path&)>& fill) {
   const fs::path final_dir(dir);
   const fs::path tmp = final_dir.string() + ".tmp-" + std::to_string(::getpid());
   std::error_code ec;
-  fs::remove_all(tmp, ec);
+  const fs::path parent = final_dir.parent_path().empty() ? fs::path(".") : final_dir.parent_path();
+  const std::string base = final_dir.filename().string();
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with(base + ".tmp-") && !name.starts_with(base + ".old-")) continue;
+    const pid_t pid = static_cast<pid_t>(std::atoll(name.c_str() + base.size() + 5));
+    if (pid == ::getpid() || pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH))
+      fs::remove_all(e.path(), ec);
+  }
   fs::create_directories(tmp);
   try {
     const std::vector<std::string> written = fill(tmp);
@@ -35,10 +48,12 @@ void write_directory(const std::string& dir,
     throw;
   }
   // Replace the previous export: move it aside, rename the new one in, then delete the old.
+  fault::point("export.written");
   const fs::path old = final_dir.string() + ".old-" + std::to_string(::getpid());
   if (fs::exists(final_dir)) fs::rename(final_dir, old);
+  fault::point("export.commit");
   fs::rename(tmp, final_dir);
-  fsync_path(final_dir.parent_path().empty() ? std::string(".") : final_dir.parent_path().string());
+  fsync_path(parent.string());
   fs::remove_all(old, ec);
 }
 

@@ -1,5 +1,6 @@
 #include "train/model_config.h"
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -18,6 +19,13 @@ std::string pretrained_dir(const TrainConfig& cfg) {
     HF_CHECK_INPUT(false, cfg.source, ": ", e.message());
   }
   return {};
+}
+
+std::string tokenizer_to_load(const TrainConfig& cfg) {
+  if (cfg.tokenizer.empty() || cfg.model.from_pretrained.empty()) return cfg.tokenizer;
+  const bool default_missing = cfg.tokenizer == pretrained_dir(cfg) + "/tokenizer.json" &&
+                               !std::filesystem::exists(cfg.tokenizer);
+  return default_missing ? "" : cfg.tokenizer;
 }
 
 ModelConfig resolve_model_config(const TrainConfig& cfg, const data::Tokenizer* tok) {

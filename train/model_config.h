@@ -18,6 +18,11 @@ namespace hfrun::train {
 // names the config file and where the cache was searched.
 std::string pretrained_dir(const TrainConfig& cfg);
 
+// The tokenizer file the run loads, or "" for none: cfg.tokenizer, except the default one of a
+// model directory when that is absent (token shards need no tokenizer; text, records and the
+// end-of-text token between documents do, and make_task_data says so).
+std::string tokenizer_to_load(const TrainConfig& cfg);
+
 struct ModelConfig {
   std::string json;        // config.json text as the family reads it
   std::string source;      // what errors about it name

@@ -16,7 +16,9 @@
 #include "autograd/functions.h"
 #include "autograd/node.h"
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/file_util.h"
+#include "common/phase.h"
 #include "common/stop_signals.h"
 #include "common/stopwatch.h"
 #include "data/tokenizer/tokenizer.h"
@@ -189,6 +191,7 @@ std::string format_metrics(const StepMetrics& m) {
 }  // namespace
 
 Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
+  ScopedPhase phase("setup");
   State& s = *s_;
   s.cfg = std::move(config);
   const TrainConfig& c = s.cfg;
@@ -215,13 +218,8 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
   // A model that cannot be found is reported as such (where the hub cache was searched), not as
   // its missing tokenizer.
   const std::string pretrained = c.model.from_pretrained.empty() ? "" : pretrained_dir(c);
-  // Token shards need no tokenizer (text, records and the end-of-text token between documents
-  // do: make_task_data says so), so the default one of a model directory may be absent.
-  const bool default_missing = !pretrained.empty() &&
-                               c.tokenizer == pretrained + "/tokenizer.json" &&
-                               !fs::exists(c.tokenizer);
-  if (!c.tokenizer.empty() && !default_missing) {
-    s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(c.tokenizer));
+  if (const std::string tok = tokenizer_to_load(c); !tok.empty()) {
+    s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(tok));
   }
   trace_memory("start");
   s.model = build_model(c, s.tokenizer.get());
@@ -296,6 +294,7 @@ double Trainer::evaluate() {
 }
 
 Evaluation Trainer::evaluate_metrics() {
+  ScopedPhase phase("evaluation");
   State& s = *s_;
   HF_CHECK(s.task->has_validation(), "evaluate: no data.val configured");
   autograd::NoGradGuard no_grad;
@@ -328,6 +327,7 @@ int64_t Trainer::steps_done() const {
 }
 
 StepMetrics Trainer::step() {
+  ScopedPhase phase("training step");
   State& s = *s_;
   const TrainConfig& c = s.cfg;
   Accelerator& acc = *s.acc;
@@ -377,6 +377,7 @@ StepMetrics Trainer::step() {
 }
 
 RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) {
+  ScopedPhase phase("training loop");
   State& s = *s_;
   const TrainConfig& c = s.cfg;
   const bool rank0 = s.is_rank0();
@@ -417,9 +418,11 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
                    "continuing with this one\n",
                    resumed_from.c_str());
     }
-    if (rank0)
+    if (rank0) {
       std::printf("resuming from %s (step %lld)\n", resumed_from.c_str(),
                   static_cast<long long>(resumed.step));
+      std::fflush(stdout);
+    }
   }
   // A finished run started again: the same command twice (or a requeue after the end) says so
   // instead of exporting final/ again. Without final/ (the run died exporting it) it exports.
@@ -475,6 +478,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     st.first_loss = summary.first_loss;
     st.last_loss = summary.last_loss;
     st.elapsed_s = now();
+    ScopedPhase phase("checkpoint save");
     AddTime t(summary.checkpoint_s);
     ++summary.checkpoints_saved;
     return s.acc->save_state(checkpoints_root, &s.task->loader(), st, hash);
@@ -570,6 +574,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
       window_tokens = 0;
       summary.tokens_per_s = m.tokens_per_s;
     }
+    fault::point("step");
     if (on_step) on_step(m);
     if (s.task->has_validation() && c.train.eval_every > 0 &&
         (m.step % c.train.eval_every == 0 || last)) {
@@ -622,6 +627,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   summary.final_dir = (fs::path(c.output_dir) / "final").string();
   {
     AddTime t(summary.export_s);
+    ScopedPhase phase("export");
     export_final(summary.final_dir);
   }
   trace_memory("exported", s.acc->device());

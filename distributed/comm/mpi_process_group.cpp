@@ -140,7 +140,8 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
   int size() const override { return size_; }
   const std::string& name() const override { return name_; }
 
-  std::shared_ptr<Work> allreduce(Tensor& t, ReduceOp op, const CollectiveOptions& o) override {
+  std::shared_ptr<Work> allreduce(Tensor& t, ReduceOp op, const CollectiveOptions& o,
+                                  CallSite) override {
     detail::check_comm_tensor(t, "allreduce", "the", true);
     check_reducible(op, t.dtype());
     Op x = make("allreduce", t.nbytes(), o);
@@ -153,7 +154,8 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     return enqueue(std::move(x));
   }
 
-  std::shared_ptr<Work> broadcast(Tensor& t, int root, const CollectiveOptions& o) override {
+  std::shared_ptr<Work> broadcast(Tensor& t, int root, const CollectiveOptions& o,
+                                  CallSite) override {
     detail::check_comm_tensor(t, "broadcast", "the", false);
     detail::check_peer(root, size_, "broadcast", "root");
     Op x = make("broadcast", t.nbytes(), o);
@@ -165,8 +167,8 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     return enqueue(std::move(x));
   }
 
-  std::shared_ptr<Work> allgather(Tensor& out, const Tensor& in,
-                                  const CollectiveOptions& o) override {
+  std::shared_ptr<Work> allgather(Tensor& out, const Tensor& in, const CollectiveOptions& o,
+                                  CallSite) override {
     detail::check_comm_tensor(out, "allgather", "output", false);
     detail::check_comm_tensor(in, "allgather", "input", false);
     detail::check_allgather(out, in, size_, rank_);
@@ -183,7 +185,7 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
   }
 
   std::shared_ptr<Work> reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op,
-                                       const CollectiveOptions& o) override {
+                                       const CollectiveOptions& o, CallSite) override {
     detail::check_comm_tensor(out, "reduce_scatter", "output", true);
     detail::check_comm_tensor(in, "reduce_scatter", "input", true);
     detail::check_reduce_scatter(out, in, size_);
@@ -201,14 +203,14 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     return enqueue(std::move(x));
   }
 
-  std::shared_ptr<Work> barrier(const CollectiveOptions& o) override {
+  std::shared_ptr<Work> barrier(const CollectiveOptions& o, CallSite) override {
     Op x = make("barrier", 0, o);
     x.start = [this](MPI_Request* r) { HF_MPI_CHECK(MPI_Ibarrier(comm_, r)); };
     return enqueue(std::move(x));
   }
 
-  std::shared_ptr<Work> send(const Tensor& t, int dst, int tag,
-                             const CollectiveOptions& o) override {
+  std::shared_ptr<Work> send(const Tensor& t, int dst, int tag, const CollectiveOptions& o,
+                             CallSite) override {
     detail::check_comm_tensor(t, "send", "the", false);
     detail::check_peer(dst, size_, "send", "destination");
     HF_CHECK(tag >= 0, "send: tag ", tag, " must be >= 0");
@@ -221,7 +223,8 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     return enqueue(std::move(x));
   }
 
-  std::shared_ptr<Work> recv(Tensor& t, int src, int tag, const CollectiveOptions& o) override {
+  std::shared_ptr<Work> recv(Tensor& t, int src, int tag, const CollectiveOptions& o,
+                             CallSite) override {
     detail::check_comm_tensor(t, "recv", "the", false);
     detail::check_peer(src, size_, "recv", "source");
     HF_CHECK(tag >= 0, "recv: tag ", tag, " must be >= 0");
@@ -236,7 +239,8 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
 
   // Two steps: an Iallgather of (color, key) that the deadline covers, then MPI_Comm_split,
   // which blocks but cannot wait on anyone, since every member has passed the allgather.
-  std::shared_ptr<ProcessGroup> split(int color, int key, const CollectiveOptions& o) override {
+  std::shared_ptr<ProcessGroup> split(int color, int key, const CollectiveOptions& o,
+                                      CallSite) override {
     HF_CHECK(color >= 0, "split: color ", color, " must be >= 0");
     Op x = make("split", 2 * sizeof(int) * static_cast<size_t>(size_), o);
     auto mine = std::make_shared<std::vector<int>>(std::vector<int>{color, key});

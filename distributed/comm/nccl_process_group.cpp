@@ -137,7 +137,8 @@ class NcclProcessGroup final : public ProcessGroup {
   int size() const override { return size_; }
   const std::string& name() const override { return name_; }
 
-  std::shared_ptr<Work> allreduce(Tensor& t, ReduceOp op, const CollectiveOptions& o) override {
+  std::shared_ptr<Work> allreduce(Tensor& t, ReduceOp op, const CollectiveOptions& o,
+                                  CallSite) override {
     check_tensor(t, "allreduce", "the", true);
     HF_CHECK(op != ReduceOp::kAvg || is_floating(t.dtype()), "allreduce: avg of ", t.str(),
              " (NCCL averages floating-point tensors only)");
@@ -146,7 +147,8 @@ class NcclProcessGroup final : public ProcessGroup {
                                          nccl_type(t.dtype(), "allreduce"), nccl_op(op), comm_, s));
     });
   }
-  std::shared_ptr<Work> broadcast(Tensor& t, int root, const CollectiveOptions& o) override {
+  std::shared_ptr<Work> broadcast(Tensor& t, int root, const CollectiveOptions& o,
+                                  CallSite) override {
     check_tensor(t, "broadcast", "the", false);
     HF_CHECK(root >= 0 && root < size_, "broadcast: root ", root,
              " is not a rank of a group of size ", size_);
@@ -155,8 +157,8 @@ class NcclProcessGroup final : public ProcessGroup {
                                          nccl_type(t.dtype(), "broadcast"), root, comm_, s));
     });
   }
-  std::shared_ptr<Work> allgather(Tensor& out, const Tensor& in,
-                                  const CollectiveOptions& o) override {
+  std::shared_ptr<Work> allgather(Tensor& out, const Tensor& in, const CollectiveOptions& o,
+                                  CallSite) override {
     check_tensor(out, "allgather", "output", false);
     check_tensor(in, "allgather", "input", false);
     HF_CHECK(out.dtype() == in.dtype() && out.numel() == in.numel() * size_, "allgather: output ",
@@ -170,7 +172,7 @@ class NcclProcessGroup final : public ProcessGroup {
   }
   std::shared_ptr<Work> allgather_coalesced(const std::vector<Tensor>& outs,
                                             const std::vector<Tensor>& ins,
-                                            const CollectiveOptions& o) override {
+                                            const CollectiveOptions& o, CallSite) override {
     HF_CHECK(!outs.empty() && outs.size() == ins.size(), "allgather_coalesced: ", outs.size(),
              " outputs for ", ins.size(), " inputs (expected the same number, at least one)");
     size_t bytes = 0;
@@ -201,7 +203,7 @@ class NcclProcessGroup final : public ProcessGroup {
     });
   }
   std::shared_ptr<Work> reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op,
-                                       const CollectiveOptions& o) override {
+                                       const CollectiveOptions& o, CallSite) override {
     check_tensor(out, "reduce_scatter", "output", true);
     check_tensor(in, "reduce_scatter", "input", true);
     HF_CHECK(out.dtype() == in.dtype() && in.numel() == out.numel() * size_,
@@ -215,15 +217,15 @@ class NcclProcessGroup final : public ProcessGroup {
                                              comm_, s));
     });
   }
-  std::shared_ptr<Work> barrier(const CollectiveOptions& o) override {
+  std::shared_ptr<Work> barrier(const CollectiveOptions& o, CallSite) override {
     Tensor one = ops::to_device(ops::full({1}, 1.0), Device::cuda(device_));
     return launch("barrier", 0, o, {one}, [&](cudaStream_t s) {
       HF_NCCL_CHECK(
           comm_, ncclAllReduce(one.raw_data(), one.raw_data(), 1, ncclFloat32, ncclSum, comm_, s));
     });
   }
-  std::shared_ptr<Work> send(const Tensor& t, int dst, int tag,
-                             const CollectiveOptions& o) override {
+  std::shared_ptr<Work> send(const Tensor& t, int dst, int tag, const CollectiveOptions& o,
+                             CallSite) override {
     check_tensor(t, "send", "the", false);
     HF_CHECK(dst >= 0 && dst < size_ && dst != rank_, "send: destination ", dst,
              " must be another rank of a group of size ", size_);
@@ -233,7 +235,8 @@ class NcclProcessGroup final : public ProcessGroup {
                     ncclSend(t.raw_data(), count(t), nccl_type(t.dtype(), "send"), dst, comm_, s));
     });
   }
-  std::shared_ptr<Work> recv(Tensor& t, int src, int tag, const CollectiveOptions& o) override {
+  std::shared_ptr<Work> recv(Tensor& t, int src, int tag, const CollectiveOptions& o,
+                             CallSite) override {
     check_tensor(t, "recv", "the", false);
     HF_CHECK(src >= 0 && src < size_ && src != rank_, "recv: source ", src,
              " must be another rank of a group of size ", size_);
@@ -243,7 +246,8 @@ class NcclProcessGroup final : public ProcessGroup {
                     ncclRecv(t.raw_data(), count(t), nccl_type(t.dtype(), "recv"), src, comm_, s));
     });
   }
-  std::shared_ptr<ProcessGroup> split(int color, int key, const CollectiveOptions& o) override {
+  std::shared_ptr<ProcessGroup> split(int color, int key, const CollectiveOptions& o,
+                                      CallSite) override {
     check_usable("split");
     cuda::DeviceGuard guard(device_);
     ncclComm_t sub = nullptr;

@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "distributed/comm/flight_recorder.h"
 
 namespace hfrun::dist {
 
@@ -31,6 +32,10 @@ std::string format_seconds(std::chrono::milliseconds d) {
   return os.str();
 }
 
+Work::Work(WorkInfo info) : info_(std::move(info)) {
+  flight_issued(info_);
+}
+
 bool Work::is_completed() {
   std::lock_guard<std::mutex> lock(mu_);
   return done_;
@@ -55,6 +60,7 @@ void Work::wait(std::optional<std::chrono::milliseconds> timeout) {
 }
 
 void Work::mark_done() {
+  flight_completed(info_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     done_ = true;
@@ -73,13 +79,14 @@ void Work::mark_failed(std::exception_ptr error) {
 
 std::shared_ptr<Work> ProcessGroup::allgather_coalesced(const std::vector<Tensor>& outs,
                                                         const std::vector<Tensor>& ins,
-                                                        const CollectiveOptions& opts) {
+                                                        const CollectiveOptions& opts,
+                                                        CallSite where) {
   HF_CHECK(!outs.empty() && outs.size() == ins.size(), "allgather_coalesced: ", outs.size(),
            " outputs for ", ins.size(), " inputs (expected the same number, at least one)");
   std::vector<std::shared_ptr<Work>> works;
   for (size_t i = 0; i < outs.size(); ++i) {
     Tensor out = outs[i];
-    works.push_back(allgather(out, ins[i], opts));
+    works.push_back(allgather(out, ins[i], opts, where));
   }
   // Every op is waited for before a failure is rethrown, so none is left running unobserved.
   std::exception_ptr first;

@@ -18,6 +18,18 @@
 
 namespace hfrun::dist {
 
+// Where a collective was called from (a defaulted last argument of every op, so the caller's
+// file and line): distributed.debug names the call sites of ranks that disagree. Our own type,
+// as std::source_location needs clang 15.
+struct CallSite {
+  const char* file = "";
+  unsigned line = 0;
+  static constexpr CallSite current(const char* file = __builtin_FILE(),
+                                    unsigned line = __builtin_LINE()) {
+    return CallSite{file, line};
+  }
+};
+
 // kAvg is kSum divided by the group size (integer tensors: truncated toward zero).
 enum class ReduceOp { kSum, kAvg, kMax, kMin };
 const char* reduce_op_name(ReduceOp op);  // "sum", "avg", "max", "min"
@@ -46,7 +58,8 @@ std::string format_seconds(std::chrono::milliseconds d);
 // The handle of one issued op. Thread-safe; the backend completes it from its worker thread.
 class Work {
  public:
-  explicit Work(WorkInfo info) : info_(std::move(info)) {}
+  // Issuing and completing an op is recorded (flight_recorder.h).
+  explicit Work(WorkInfo info);
 
   // True once the op finished, successfully or with an error.
   bool is_completed();
@@ -86,37 +99,45 @@ class ProcessGroup {
 
   // In place: every rank's `t` becomes the reduction of all ranks' `t`.
   virtual std::shared_ptr<Work> allreduce(Tensor& t, ReduceOp op = ReduceOp::kSum,
-                                          const CollectiveOptions& opts = {}) = 0;
+                                          const CollectiveOptions& opts = {},
+                                          CallSite where = CallSite::current()) = 0;
   // In place: every rank's `t` becomes rank `root`'s (root is a rank of this group).
-  virtual std::shared_ptr<Work> broadcast(Tensor& t, int root,
-                                          const CollectiveOptions& opts = {}) = 0;
+  virtual std::shared_ptr<Work> broadcast(Tensor& t, int root, const CollectiveOptions& opts = {},
+                                          CallSite where = CallSite::current()) = 0;
   // out (size() * n elements) = every rank's `in` (n elements), concatenated in rank order.
   // `in` may be this rank's block of `out` (in place, as ZeRO gathers parameters); any other
   // overlap of `in` and `out` is an error.
   virtual std::shared_ptr<Work> allgather(Tensor& out, const Tensor& in,
-                                          const CollectiveOptions& opts = {}) = 0;
+                                          const CollectiveOptions& opts = {},
+                                          CallSite where = CallSite::current()) = 0;
   // Several allgathers as one op: outs[i] = every rank's ins[i], as allgather (in-place blocks
   // allowed). NCCL issues them as one group (ncclGroupStart/End: fused launches, one Work for
   // all); this default issues them one by one, waits for all but the last and returns the
   // last's Work.
   virtual std::shared_ptr<Work> allgather_coalesced(const std::vector<Tensor>& outs,
                                                     const std::vector<Tensor>& ins,
-                                                    const CollectiveOptions& opts = {});
+                                                    const CollectiveOptions& opts = {},
+                                                    CallSite where = CallSite::current());
   // out (n elements) = block `rank()` of the reduction of every rank's `in` (size() * n).
   virtual std::shared_ptr<Work> reduce_scatter(Tensor& out, const Tensor& in,
                                                ReduceOp op = ReduceOp::kSum,
-                                               const CollectiveOptions& opts = {}) = 0;
-  virtual std::shared_ptr<Work> barrier(const CollectiveOptions& opts = {}) = 0;
+                                               const CollectiveOptions& opts = {},
+                                               CallSite where = CallSite::current()) = 0;
+  virtual std::shared_ptr<Work> barrier(const CollectiveOptions& opts = {},
+                                        CallSite where = CallSite::current()) = 0;
   // Point to point within the group; `tag` >= 0 matches a send with its recv.
   virtual std::shared_ptr<Work> send(const Tensor& t, int dst, int tag = 0,
-                                     const CollectiveOptions& opts = {}) = 0;
+                                     const CollectiveOptions& opts = {},
+                                     CallSite where = CallSite::current()) = 0;
   virtual std::shared_ptr<Work> recv(Tensor& t, int src, int tag = 0,
-                                     const CollectiveOptions& opts = {}) = 0;
+                                     const CollectiveOptions& opts = {},
+                                     CallSite where = CallSite::current()) = 0;
 
   // Collective over this group: ranks passing the same color form a new group, ordered by
   // (key, rank). Blocks until the new group exists (or opts.timeout expires).
   virtual std::shared_ptr<ProcessGroup> split(int color, int key,
-                                              const CollectiveOptions& opts = {}) = 0;
+                                              const CollectiveOptions& opts = {},
+                                              CallSite where = CallSite::current()) = 0;
 };
 
 }  // namespace hfrun::dist

@@ -24,47 +24,51 @@ class StagedProcessGroup final : public ProcessGroup {
   int size() const override { return inner_->size(); }
   const std::string& name() const override { return inner_->name(); }
 
-  std::shared_ptr<Work> allreduce(Tensor& t, ReduceOp op, const CollectiveOptions& opts) override {
-    if (on_host(t)) return inner_->allreduce(t, op, opts);
+  std::shared_ptr<Work> allreduce(Tensor& t, ReduceOp op, const CollectiveOptions& opts,
+                                  CallSite where) override {
+    if (on_host(t)) return inner_->allreduce(t, op, opts, where);
     Tensor h = host_copy(t);
-    return finish(inner_->allreduce(h, op, opts), t, h);
+    return finish(inner_->allreduce(h, op, opts, where), t, h);
   }
-  std::shared_ptr<Work> broadcast(Tensor& t, int root, const CollectiveOptions& opts) override {
-    if (on_host(t)) return inner_->broadcast(t, root, opts);
+  std::shared_ptr<Work> broadcast(Tensor& t, int root, const CollectiveOptions& opts,
+                                  CallSite where) override {
+    if (on_host(t)) return inner_->broadcast(t, root, opts, where);
     Tensor h = host_copy(t);
-    return finish(inner_->broadcast(h, root, opts), t, h);
+    return finish(inner_->broadcast(h, root, opts, where), t, h);
   }
-  std::shared_ptr<Work> allgather(Tensor& out, const Tensor& in,
-                                  const CollectiveOptions& opts) override {
-    if (on_host(out) && on_host(in)) return inner_->allgather(out, in, opts);
+  std::shared_ptr<Work> allgather(Tensor& out, const Tensor& in, const CollectiveOptions& opts,
+                                  CallSite where) override {
+    if (on_host(out) && on_host(in)) return inner_->allgather(out, in, opts, where);
     Tensor h_in = host_copy(in);
     Tensor h_out = ops::empty(out.sizes(), out.dtype(), Device::cpu());
-    return finish(inner_->allgather(h_out, h_in, opts), out, h_out);
+    return finish(inner_->allgather(h_out, h_in, opts, where), out, h_out);
   }
   std::shared_ptr<Work> reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op,
-                                       const CollectiveOptions& opts) override {
-    if (on_host(out) && on_host(in)) return inner_->reduce_scatter(out, in, op, opts);
+                                       const CollectiveOptions& opts, CallSite where) override {
+    if (on_host(out) && on_host(in)) return inner_->reduce_scatter(out, in, op, opts, where);
     Tensor h_in = host_copy(in);
     Tensor h_out = ops::empty(out.sizes(), out.dtype(), Device::cpu());
-    return finish(inner_->reduce_scatter(h_out, h_in, op, opts), out, h_out);
+    return finish(inner_->reduce_scatter(h_out, h_in, op, opts, where), out, h_out);
   }
-  std::shared_ptr<Work> barrier(const CollectiveOptions& opts) override {
-    return inner_->barrier(opts);
+  std::shared_ptr<Work> barrier(const CollectiveOptions& opts, CallSite where) override {
+    return inner_->barrier(opts, where);
   }
-  std::shared_ptr<Work> send(const Tensor& t, int dst, int tag,
-                             const CollectiveOptions& opts) override {
-    if (on_host(t)) return inner_->send(t, dst, tag, opts);
-    std::shared_ptr<Work> w = inner_->send(host_copy(t), dst, tag, opts);
+  std::shared_ptr<Work> send(const Tensor& t, int dst, int tag, const CollectiveOptions& opts,
+                             CallSite where) override {
+    if (on_host(t)) return inner_->send(t, dst, tag, opts, where);
+    std::shared_ptr<Work> w = inner_->send(host_copy(t), dst, tag, opts, where);
     w->wait();  // the host copy must outlive the send
     return w;
   }
-  std::shared_ptr<Work> recv(Tensor& t, int src, int tag, const CollectiveOptions& opts) override {
-    if (on_host(t)) return inner_->recv(t, src, tag, opts);
+  std::shared_ptr<Work> recv(Tensor& t, int src, int tag, const CollectiveOptions& opts,
+                             CallSite where) override {
+    if (on_host(t)) return inner_->recv(t, src, tag, opts, where);
     Tensor h = ops::empty(t.sizes(), t.dtype(), Device::cpu());
-    return finish(inner_->recv(h, src, tag, opts), t, h);
+    return finish(inner_->recv(h, src, tag, opts, where), t, h);
   }
-  std::shared_ptr<ProcessGroup> split(int color, int key, const CollectiveOptions& opts) override {
-    std::shared_ptr<ProcessGroup> g = inner_->split(color, key, opts);
+  std::shared_ptr<ProcessGroup> split(int color, int key, const CollectiveOptions& opts,
+                                      CallSite where) override {
+    std::shared_ptr<ProcessGroup> g = inner_->split(color, key, opts, where);
     return g ? stage_through_host(std::move(g)) : nullptr;
   }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "distributed/comm/checked_process_group.h"
 #include "distributed/comm/env.h"
 #include "distributed/comm/mpi_process_group.h"
 #include "distributed/comm/nccl_process_group.h"
@@ -219,6 +220,28 @@ std::unique_ptr<Topology> Topology::from_launch_env(const TopologyOptions& o) {
             create_nccl_group(*impl->tp, device.index, "nccl_tensor_parallel", impl->opts);
       }
     }
+  }
+  // distributed.debug: every group the strategies use checks its collectives (one wrapper per
+  // group object, so groups that are the same object stay the same); a device group checks over
+  // the MPI group it was made from.
+  if (o.debug) {
+    std::map<ProcessGroup*, std::shared_ptr<ProcessGroup>> done;
+    auto wrap = [&](std::shared_ptr<ProcessGroup>& g, const std::shared_ptr<ProcessGroup>& check) {
+      if (!g) return;
+      if (const auto it = done.find(g.get()); it != done.end()) {
+        g = it->second;
+        return;
+      }
+      std::shared_ptr<ProcessGroup> checked = check_collectives(g, check);
+      done[g.get()] = checked;
+      g = checked;
+    };
+    const std::shared_ptr<ProcessGroup> world = impl->world, tp = impl->tp, global = impl->global;
+    wrap(impl->tensor_world, world);
+    wrap(impl->tensor_tp, tp);
+    wrap(impl->world, world);
+    wrap(impl->tp, tp);
+    wrap(impl->global, global);
   }
   if (impl->tensor_tp) {
     impl->tp_group = std::make_unique<TensorParallelOverGroup>(impl->tensor_tp, impl->opts);

@@ -23,6 +23,10 @@ struct TopologyOptions {
   std::string backend = "auto";   // auto | mpi | nccl: how device tensors move
   Device device = Device::cpu();  // where this rank's training tensors live
   double timeout_s = 300;         // every collective's deadline
+  // distributed.debug: every collective first checks that all ranks of its group call the same
+  // op on the same sizes (distributed/comm/checked_process_group.h); costs a small allgather
+  // per collective and the overlap of gradient communication.
+  bool debug = false;
   // Names the configuration in errors ("train.yaml", "AcceleratorOptions"); the keys named are
   // train.yaml's (distributed.tensor_parallel, distributed.backend, train.device).
   std::string source = "distributed";

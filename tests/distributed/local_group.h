@@ -76,18 +76,18 @@ class LocalProcessGroup : public dist::ProcessGroup {
   const std::string& name() const override { return name_; }
 
   std::shared_ptr<dist::Work> allreduce(Tensor& t, dist::ReduceOp op,
-                                        const dist::CollectiveOptions&) override {
+                                        const dist::CollectiveOptions&, dist::CallSite) override {
     ops::copy_(t, reduce(world_.exchange(rank_, t), op));
     return done("allreduce");
   }
-  std::shared_ptr<dist::Work> broadcast(Tensor& t, int root,
-                                        const dist::CollectiveOptions&) override {
+  std::shared_ptr<dist::Work> broadcast(Tensor& t, int root, const dist::CollectiveOptions&,
+                                        dist::CallSite) override {
     const auto all = world_.exchange(rank_, t);
     ops::copy_(t, all[static_cast<size_t>(root)]);
     return done("broadcast");
   }
   std::shared_ptr<dist::Work> allgather(Tensor& out, const Tensor& in,
-                                        const dist::CollectiveOptions&) override {
+                                        const dist::CollectiveOptions&, dist::CallSite) override {
     const auto all = world_.exchange(rank_, in);
     HF_CHECK(out.is_contiguous() && out.nbytes() == in.nbytes() * all.size(),
              "LocalProcessGroup::allgather: out ", out.str(), " does not hold ", all.size(), " x ",
@@ -100,26 +100,29 @@ class LocalProcessGroup : public dist::ProcessGroup {
     return done("allgather");
   }
   std::shared_ptr<dist::Work> reduce_scatter(Tensor& out, const Tensor& in, dist::ReduceOp op,
-                                             const dist::CollectiveOptions&) override {
+                                             const dist::CollectiveOptions&,
+                                             dist::CallSite) override {
     const Tensor sum = reduce(world_.exchange(rank_, in), op);
     const int64_t n = out.numel();
     ops::copy_(out, ops::narrow(ops::reshape(sum, {sum.numel()}), 0, rank_ * n, n));
     return done("reduce_scatter");
   }
-  std::shared_ptr<dist::Work> barrier(const dist::CollectiveOptions&) override {
+  std::shared_ptr<dist::Work> barrier(const dist::CollectiveOptions&, dist::CallSite) override {
     world_.exchange(rank_, ops::zeros({1}, DType::kF32));
     return done("barrier");
   }
-  std::shared_ptr<dist::Work> send(const Tensor&, int, int,
-                                   const dist::CollectiveOptions&) override {
+  std::shared_ptr<dist::Work> send(const Tensor&, int, int, const dist::CollectiveOptions&,
+                                   dist::CallSite) override {
     HF_CHECK(false, "LocalProcessGroup: send is not supported");
     return nullptr;
   }
-  std::shared_ptr<dist::Work> recv(Tensor&, int, int, const dist::CollectiveOptions&) override {
+  std::shared_ptr<dist::Work> recv(Tensor&, int, int, const dist::CollectiveOptions&,
+                                   dist::CallSite) override {
     HF_CHECK(false, "LocalProcessGroup: recv is not supported");
     return nullptr;
   }
-  std::shared_ptr<dist::ProcessGroup> split(int, int, const dist::CollectiveOptions&) override {
+  std::shared_ptr<dist::ProcessGroup> split(int, int, const dist::CollectiveOptions&,
+                                            dist::CallSite) override {
     HF_CHECK(false, "LocalProcessGroup: split is not supported");
     return nullptr;
   }

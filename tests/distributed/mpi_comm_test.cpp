@@ -5,11 +5,13 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/error.h"
+#include "distributed/comm/checked_process_group.h"
 #include "distributed/comm/mpi_process_group.h"
 #include "tensor/ops.h"
 
@@ -271,6 +273,29 @@ void test_errors(ProcessGroup& pg) {
   expect_error([&] { pg.send(in, -1, 0, kOpts); }, {"send", "destination"}, "bad destination");
 }
 
+// distributed.debug: a checked group lets matching collectives through, and when the ranks call
+// different ones every rank fails at once naming both call sites; the group stays usable.
+void test_debug_checks(const std::shared_ptr<ProcessGroup>& world) {
+  const std::shared_ptr<ProcessGroup> checked = check_collectives(world, world);
+  const int n = checked->size();
+  Tensor t = ops::ones({3});
+  checked->allreduce(t, ReduceOp::kSum, kOpts)->wait();
+  expect_values(t.to_vector(), std::vector<float>(3, static_cast<float>(n)), "checked allreduce");
+  expect_error(
+      [&] {
+        if (checked->rank() == 0) {
+          checked->allreduce(t, ReduceOp::kMax, kOpts)->wait();
+        } else {
+          checked->broadcast(t, 0, kOpts)->wait();
+        }
+      },
+      {"distributed.debug: the ranks of group world disagree on collective #2: ",
+       "rank 0 calls allreduce of 3 f32 (max) at tests/distributed/mpi_comm_test.cpp:",
+       "broadcast of 3 f32 from rank 0 at tests/distributed/mpi_comm_test.cpp:"},
+      "mismatched collectives under distributed.debug");
+  checked->barrier(kOpts)->wait();
+}
+
 int run_suite() {
   auto world = create_mpi_world();
   g_rank = world->rank();
@@ -289,6 +314,11 @@ int run_suite() {
     } catch (const std::exception& e) {
       expect(false, std::string(name) + " threw: " + e.what());
     }
+  }
+  try {
+    test_debug_checks(world);
+  } catch (const std::exception& e) {
+    expect(false, std::string("debug_checks threw: ") + e.what());
   }
   world->barrier(kOpts)->wait();
   std::printf("rank %d of %d: %d passed, %d failed\n", g_rank, world->size(), g_passed, g_failed);

@@ -83,6 +83,20 @@ for z in 0 3; do
   fi
 done
 
+# distributed.debug checks every collective across the ranks (DDP and ZeRO-3): the same losses.
+for z in 0 3; do
+  dp_yaml "$TMP/debug_$z" 2 > "$TMP/debug_$z.yaml"
+  if ! "$HFRUN" -np 2 --oversubscribe "$TMP/debug_$z.yaml" --set distributed.debug=true \
+       --set distributed.zero_stage=$z > "$TMP/debug_$z.log" 2>&1; then
+    echo "FAIL: -np 2 distributed.debug (zero_stage $z)"; cat "$TMP/debug_$z.log"; fail=1; continue
+  fi
+  paste <(losses "$TMP/np1/metrics.jsonl") <(losses "$TMP/debug_$z/metrics.jsonl") > "$TMP/dpairs"
+  if ! awk '{ d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1);
+              if ($2 == "" || r > 1e-5) bad = 1 } END { exit (bad || NR != 6) }' "$TMP/dpairs"; then
+    echo "FAIL: distributed.debug (zero_stage $z) losses (np1 debug):"; cat "$TMP/dpairs"; fail=1
+  fi
+done
+
 # A configuration that differs across ranks is refused at start (exit 2), naming the line.
 MPIRUN="${MPIEXEC:-mpirun}"
 root_flag=""; [ "$(id -u)" -eq 0 ] && root_flag="--allow-run-as-root"

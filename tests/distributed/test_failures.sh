@@ -13,6 +13,11 @@
 #  8. A non-finite loss on one rank: every rank skips the step together and the run goes on;
 #     train.max_skipped_steps skips in a row stop it with exit 1 and a checkpoint of the last
 #     good step, from which the same command resumes.
+#  9. Hang forensics: a rank that never enters the next collective (it sleeps, or it is
+#     SIGSTOPped): the job fails within distributed.timeout_s (+ 1.5 s for the flight records),
+#     and the report names the op and sequence number that timed out, the rank that never
+#     entered it with what it is doing (its phase), or that it is stopped, and each rank's
+#     flight record.
 # Usage: test_failures.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
 # shellcheck source=tests/lib/train_job.sh
@@ -208,6 +213,34 @@ fi
   echo "FAIL: resume after the non-finite stop"; cat "$TMP/diverged2.log"; fail=1; }
 grep -q "resuming from .*step-00000003 (step 3)" "$TMP/diverged2.log" || {
   echo "FAIL: the rerun did not resume from the last good step"; cat "$TMP/diverged2.log"; fail=1; }
+
+# 9. A rank that sleeps after step 3, and one that is stopped.
+for kind in hang stop; do
+  cfg "$TMP/$kind" 100 > "$TMP/$kind.yaml"
+  if [ $kind = hang ]; then
+    export HFRUN_FAULT_HANG=1:3:120; unset HFRUN_FAULT_SIGNAL
+    culprit='never entered it \(phase "injected hang"\)'
+  else
+    export HFRUN_FAULT_SIGNAL=1:3:19; unset HFRUN_FAULT_HANG
+    culprit='was stopped \(SIGSTOP or a debugger\) when the collective timed out'
+  fi
+  start=$(date +%s)
+  "$HFRUN" -np 2 --oversubscribe "$TMP/$kind.yaml" --set distributed.timeout_s=4 \
+    > "$TMP/$kind.log" 2>&1
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  unset HFRUN_FAULT_HANG HFRUN_FAULT_SIGNAL
+  report=$(grep -m1 '^hfrun: job failed' "$TMP/$kind.log")
+  op='rank 0: [a-z_]+ #[0-9]+ \([0-9]+ bytes, group [^)]+\) timed out after 4s'
+  if [ $rc -eq 0 ] || [ $took -gt 60 ] || \
+     ! grep -qE "^hfrun: job failed: rank 0 \(host [^,]+, pid [0-9]+\): exit 1: .*$op.*; rank 1 \(host [^,]+, pid [0-9]+\) $culprit" <<<"$report" || \
+     ! grep -qE '^hfrun: flight record of rank 0 \(host [^,]+, pid [0-9]+\): .*in [a-z_]+ #[0-9]+ \(issued in "[^"]*"\) for [0-9.]+ s' "$TMP/$kind.log"; then
+    echo "FAIL: $kind: exit $rc after $took s, report: '$report'"; cat "$TMP/$kind.log"; fail=1
+  else
+    echo "$kind: failed after $took s: $report"
+  fi
+  pkill -9 -f "$TMP/$kind.yaml" 2>/dev/null
+done
 
 [ $fail -eq 0 ] && echo "ok: failures end the job with a clear report" || echo "FAILED"
 exit $fail

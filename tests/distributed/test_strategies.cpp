@@ -147,7 +147,7 @@ TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun&
     ctx.rank = d;
     ctx.size = dp;
     ctx.reduce_dtype = reduce_dtype;
-    data->broadcast(flat, 0, {})->wait();
+    static_cast<dist::ProcessGroup&>(*data).broadcast(flat, 0)->wait();
     auto strategy = Strategy::create(stage, ctx);
     strategy->attach(*model);
     std::vector<ParamSlice> slices;
