@@ -6,6 +6,8 @@
 //    SIGKILLs itself at its N-th point (N >= 1), as a power cut or the OOM killer would.
 //  - HFRUN_FAULT_TRACE=FILE: every point appends "N WHERE" to FILE.RANK, so a test learns the
 //    points of an uninterrupted run and picks where to kill.
+//  - HFRUN_FAULT_STALL="RANK:WHERE:SECONDS": rank RANK sleeps SECONDS at its first point named
+//    WHERE, as a process stuck on a hung filesystem would (inside a checkpoint write, say).
 #pragma once
 
 namespace hfrun::fault {

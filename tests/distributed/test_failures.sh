@@ -13,8 +13,8 @@
 #  8. A non-finite loss on one rank: every rank skips the step together and the run goes on;
 #     train.max_skipped_steps skips in a row stop it with exit 1 and a checkpoint of the last
 #     good step, from which the same command resumes.
-#  9. Hang forensics: a rank that never enters the next collective (it sleeps, or it is
-#     SIGSTOPped): the job fails within distributed.timeout_s (+ 1.5 s for the flight records),
+#  9. Hang forensics: a rank that never enters the next collective (it sleeps, it is
+#     SIGSTOPped, or it is stuck writing a checkpoint file): the job fails within distributed.timeout_s (+ 1.5 s for the flight records),
 #     and the report names the op and sequence number that timed out, the rank that never
 #     entered it with what it is doing (its phase), or that it is stopped, and each rank's
 #     flight record.
@@ -214,22 +214,29 @@ fi
 grep -q "resuming from .*step-00000003 (step 3)" "$TMP/diverged2.log" || {
   echo "FAIL: the rerun did not resume from the last good step"; cat "$TMP/diverged2.log"; fail=1; }
 
-# 9. A rank that sleeps after step 3, and one that is stopped.
-for kind in hang stop; do
+# 9. A rank that sleeps after step 3, one that is stopped, and one stuck in a checkpoint write
+#    (a hung filesystem: it sleeps inside its first safetensors write, at step 2's checkpoint).
+for kind in hang stop stall; do
   cfg "$TMP/$kind" 100 > "$TMP/$kind.yaml"
+  unset HFRUN_FAULT_HANG HFRUN_FAULT_SIGNAL HFRUN_FAULT_STALL
+  extra=()
   if [ $kind = hang ]; then
-    export HFRUN_FAULT_HANG=1:3:120; unset HFRUN_FAULT_SIGNAL
+    export HFRUN_FAULT_HANG=1:3:120
     culprit='never entered it \(phase "injected hang"\)'
-  else
-    export HFRUN_FAULT_SIGNAL=1:3:19; unset HFRUN_FAULT_HANG
+  elif [ $kind = stop ]; then
+    export HFRUN_FAULT_SIGNAL=1:3:19
     culprit='was stopped \(SIGSTOP or a debugger\) when the collective timed out'
+  else
+    export HFRUN_FAULT_STALL=1:safetensors.chunk:120
+    culprit='never entered it \(phase "checkpoint save"\)'
+    extra=(--set distributed.zero_stage=1)  # every rank writes its optimizer shard
   fi
   start=$(date +%s)
-  "$HFRUN" -np 2 --oversubscribe "$TMP/$kind.yaml" --set distributed.timeout_s=4 \
+  "$HFRUN" -np 2 --oversubscribe "$TMP/$kind.yaml" --set distributed.timeout_s=4 "${extra[@]}" \
     > "$TMP/$kind.log" 2>&1
   rc=$?
   took=$(( $(date +%s) - start ))
-  unset HFRUN_FAULT_HANG HFRUN_FAULT_SIGNAL
+  unset HFRUN_FAULT_HANG HFRUN_FAULT_SIGNAL HFRUN_FAULT_STALL
   report=$(grep -m1 '^hfrun: job failed' "$TMP/$kind.log")
   op='rank 0: [a-z_]+ #[0-9]+ \([0-9]+ bytes, group [^)]+\) timed out after 4s'
   if [ $rc -eq 0 ] || [ $took -gt 60 ] || \
