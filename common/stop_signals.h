@@ -33,6 +33,26 @@ class StopSignals {
   static void request(int sig);
 };
 
+// The signals hfrun handles (SIGTERM, SIGINT, SIGUSR1, SIGUSR2) are taken by one thread in the
+// hfrun executable: main() blocks them before any other thread exists (every thread inherits the
+// mask), and a dispatcher thread waits for them with sigwait() and calls the handler set with
+// set_signal_handler as an ordinary function. A signal then never interrupts a compute thread
+// inside a kernel, nor an MPI progress or I/O thread inside a system call (EINTR): a graceful
+// stop delivered by mpirun mid-step once crashed a rank inside oneDNN (heap corruption), seen
+// under Slurm. Without the dispatcher (a program embedding hfrun) handlers are sigaction
+// handlers and must be async-signal-safe; those set here only record flags.
+void start_signal_dispatcher();
+bool signal_dispatcher_running();
+using SignalHandler = void (*)(int);
+// Sets the handler of `sig` (one of the four); nullptr restores the default action. Returns the
+// handler set before through this function (nullptr: the default).
+SignalHandler set_signal_handler(int sig, SignalHandler handler);
+// Ends the process with `sig`'s default action (from a handler, in either mode).
+[[noreturn]] void die_of_signal(int sig);
+// In a child between fork() and exec(): unblocks every signal the dispatcher blocked, so that
+// the new program (mpirun) receives them.
+void unblock_signals_for_exec();
+
 // "SIGTERM", "SIGUSR1", ... ("signal N" for others).
 std::string signal_name(int sig);
 

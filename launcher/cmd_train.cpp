@@ -77,7 +77,13 @@ std::function<void(const train::StepMetrics&)> fault_injection(int rank) {
     long long step = -1;
     if (std::sscanf(spec, "%d:%lld:%d", &fault_rank, &step, &sig) == 3 && fault_rank == rank) {
       signals = [step, sig](const train::StepMetrics& m) {
-        if (m.step == step && m.val_loss < 0) std::raise(sig);
+        if (m.step != step || m.val_loss >= 0) return;
+        ::kill(::getpid(), sig);  // process-directed, as from outside
+        // A stop signal is recorded by the dispatcher thread; wait for it, so that the stop
+        // lands after this very step, as the tests expect.
+        if (sig != SIGTERM && sig != SIGUSR1 && sig != SIGINT) return;
+        for (int i = 0; i < 5000 && StopSignals::pending() == 0; ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
       };
     }
   }

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "common/stop_signals.h"
 #include "distributed/comm/flight_recorder.h"
 #include "launcher/job_internal.h"
 #include "tensor/threads.h"
@@ -49,7 +50,8 @@ bool records_on() {
 }
 
 // SIGUSR2 from the launcher (through mpirun) asks for the flight record: the handler only wakes
-// a thread, which formats and writes it (neither is async-signal-safe).
+// a thread, which formats and writes it (the handler may be a sigaction handler, where neither
+// is async-signal-safe: common/stop_signals.h).
 int g_flight_pipe[2] = {-1, -1};
 
 void on_flight_signal(int) {
@@ -70,11 +72,7 @@ void start_flight_responder(int rank) {
                    {"flight", nlohmann::json::parse(dist::flight_record_json())}});
     }
   }).detach();
-  struct sigaction sa {};
-  sa.sa_handler = on_flight_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGUSR2, &sa, nullptr);
+  set_signal_handler(SIGUSR2, on_flight_signal);
 }
 
 }  // namespace

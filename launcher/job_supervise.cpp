@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -25,8 +26,10 @@ namespace hfrun::cli::detail {
 namespace {
 
 // The first SIGTERM/SIGUSR1/SIGINT asks the ranks for a graceful stop; a later SIGINT ends them.
-volatile std::sig_atomic_t g_stop_signal = 0;
-volatile std::sig_atomic_t g_hard_stop_signal = 0;
+// Set by the signal dispatcher's thread (or a sigaction handler: lock-free atomics are
+// async-signal-safe), read by the supervision loop.
+std::atomic<int> g_stop_signal{0};
+std::atomic<int> g_hard_stop_signal{0};
 
 void on_stop_signal(int sig) {
   if (g_stop_signal == 0) {
@@ -109,6 +112,7 @@ Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& optio
     close(err_pipe[0]);
     close(out_pipe[1]);
     close(err_pipe[1]);
+    unblock_signals_for_exec();  // mpirun must receive the signals the launcher passes on
     execvp(cargv[0], cargv.data());
     std::perror(argv[0].c_str());
     _exit(127);
@@ -119,14 +123,9 @@ Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& optio
 
   g_stop_signal = 0;
   g_hard_stop_signal = 0;
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  struct sigaction old_int {
-  }, old_term{}, old_usr1{};
-  sigaction(SIGINT, &sa, &old_int);
-  sigaction(SIGTERM, &sa, &old_term);
-  sigaction(SIGUSR1, &sa, &old_usr1);
+  const SignalHandler old_int = set_signal_handler(SIGINT, on_stop_signal);
+  const SignalHandler old_term = set_signal_handler(SIGTERM, on_stop_signal);
+  const SignalHandler old_usr1 = set_signal_handler(SIGUSR1, on_stop_signal);
 
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
@@ -221,9 +220,9 @@ Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& optio
     }
   }
   end_leftover_children();
-  sigaction(SIGINT, &old_int, nullptr);
-  sigaction(SIGTERM, &old_term, nullptr);
-  sigaction(SIGUSR1, &old_usr1, nullptr);
+  set_signal_handler(SIGINT, old_int);
+  set_signal_handler(SIGTERM, old_term);
+  set_signal_handler(SIGUSR1, old_usr1);
   a.graceful_signal = graceful;
   a.mpirun_lines = relay.mpirun_lines();
   a.ranks = relay.ranks();

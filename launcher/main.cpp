@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "common/error.h"
+#include "common/stop_signals.h"
 #include "common/version.h"
 #include "launcher/commands.h"
 
@@ -60,6 +61,8 @@ int main(int argc, char** argv) {
   // plateaus tens of MB higher. With it the resident memory is flat from the first step on, so
   // `hfrun estimate-memory` can be held to the measured peak.
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  // Before any thread exists: stop signals go to one dispatcher thread (common/stop_signals.h).
+  start_signal_dispatcher();
   try {
     if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
       std::cout << kUsage;

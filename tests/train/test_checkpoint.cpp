@@ -227,6 +227,7 @@ class ThreadGroup : public CheckpointGroup {
     int64_t round = 0;
   };
   ThreadGroup(Shared* shared, int rank, int world) : sh_(shared), rank_(rank), world_(world) {
+    std::lock_guard<std::mutex> lock(sh_->m);  // every rank's thread sizes it (found by TSan)
     sh_->slots.resize(world);
   }
   int rank() const override { return rank_; }
