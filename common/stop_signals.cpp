@@ -13,17 +13,19 @@ namespace hfrun {
 
 namespace {
 
-volatile std::sig_atomic_t g_pending = 0;
+// Set by a signal handler or by the dispatcher thread, read by the training loop: a lock-free
+// atomic is both async-signal-safe and race-free across threads (a volatile sig_atomic_t is only
+// the former; TSan caught the dispatcher's write racing the loop's read).
+std::atomic<int> g_pending{0};
+static_assert(std::atomic<int>::is_always_lock_free);
 
 constexpr int kSignals[] = {SIGTERM, SIGUSR1, SIGINT};
 struct sigaction g_previous[3];
 int g_installed = 0;  // nesting depth: only the outermost object installs and restores
 
 void on_signal(int sig) {
-  if (g_pending == 0) {
-    g_pending = sig;
-    return;
-  }
+  int none = 0;
+  if (g_pending.compare_exchange_strong(none, sig)) return;
   if (sig == SIGINT) die_of_signal(SIGINT);  // Ctrl-C twice: stop now
 }
 
@@ -119,15 +121,16 @@ StopSignals::~StopSignals() {
 }
 
 int StopSignals::pending() {
-  return g_pending;
+  return g_pending.load();
 }
 
 void StopSignals::clear() {
-  g_pending = 0;
+  g_pending.store(0);
 }
 
 void StopSignals::request(int sig) {
-  if (g_pending == 0) g_pending = sig;
+  int none = 0;
+  g_pending.compare_exchange_strong(none, sig);
 }
 
 std::string signal_name(int sig) {

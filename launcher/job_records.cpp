@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -53,6 +55,10 @@ bool records_on() {
 // a thread, which formats and writes it (the handler may be a sigaction handler, where neither
 // is async-signal-safe: common/stop_signals.h).
 int g_flight_pipe[2] = {-1, -1};
+// Records this process has answered, so that a failing rank can wait for the request.
+std::mutex g_flight_mu;
+std::condition_variable g_flight_cv;
+int g_flight_answers = 0;
 
 void on_flight_signal(int) {
   const int saved = errno;
@@ -70,6 +76,11 @@ void start_flight_responder(int rank) {
       emit_record({{"rank", rank},
                    {"kind", "flight"},
                    {"flight", nlohmann::json::parse(dist::flight_record_json())}});
+      {
+        std::lock_guard<std::mutex> lock(g_flight_mu);
+        ++g_flight_answers;
+      }
+      g_flight_cv.notify_all();
     }
   }).detach();
   set_signal_handler(SIGUSR2, on_flight_signal);
@@ -95,10 +106,19 @@ void job_rank_started(int rank, int local_world) {
 
 void job_rank_failed(int rank, const std::string& message) {
   emit_record({{"rank", rank}, {"kind", "failed"}, {"error", message.substr(0, 3000)}});
-  // A collective timed out: the launcher now asks every rank for its flight record; this rank
-  // stays a moment so that mpirun does not end the others before they answer.
-  if (records_on() && message.find(" timed out after ") != std::string::npos)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // A collective timed out: the launcher now asks every rank for its flight record. This rank
+  // stays until the request reached it too (mpirun forwards it to all ranks at once) and a moment
+  // more for the others' answers, so that mpirun does not end them before they answer; bounded,
+  // should the request never come.
+  if (records_on() && message.find(" timed out after ") != std::string::npos) {
+    std::unique_lock<std::mutex> lock(g_flight_mu);
+    const int before = g_flight_answers;
+    if (g_flight_cv.wait_for(lock, std::chrono::seconds(3),
+                             [&] { return g_flight_answers > before; })) {
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+  }
 }
 
 void job_rank_stopped(int rank, int64_t step, const std::string& signal,

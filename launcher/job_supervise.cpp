@@ -16,6 +16,8 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "common/error.h"
 #include "common/stop_signals.h"
@@ -78,12 +80,15 @@ void end_leftover_children() {
 void note_proc_states(OutputRelay& relay) {
   char host[256] = "";
   gethostname(host, sizeof(host) - 1);
+  // Read first, then set: the loop must not write into the map it walks.
+  std::vector<std::pair<int, char>> states;
   for (const auto& [rank, r] : relay.ranks()) {
     char state = 0;
     int ppid = 0;
     if (r.started && r.host == host && r.pid > 0 && read_proc_stat(r.pid, &state, &ppid))
-      relay.set_proc_state(rank, state);
+      states.emplace_back(rank, state);
   }
+  for (const auto& [rank, state] : states) relay.set_proc_state(rank, state);
 }
 
 }  // namespace
@@ -163,7 +168,7 @@ Attempt run_mpirun(const std::vector<std::string>& argv, const JobOptions& optio
     }
     // A collective timed out: the state of the ranks on this host is noted (stopped?), then
     // every rank is asked for its flight record (mpirun forwards SIGUSR2, and continues a stopped
-    // rank; the rank that timed out waits 1.5 s before exiting so that the others can answer).
+    // rank; the rank that timed out stays until the request reached it: job_records.cpp).
     if (!exited && !flight_asked && relay.timeout_failure() && relay.started() >= options.ranks) {
       flight_asked = true;
       note_proc_states(relay);

@@ -4,6 +4,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <string_view>
 #include <utility>
 
 #include "common/phase.h"
@@ -24,9 +25,22 @@ struct Entry {
   Clock::time_point completed_at{};
 };
 
+// Keyed by (group, rank); looked up by a string_view so that recording a collective allocates
+// nothing once the group has an entry.
+using Key = std::pair<std::string, int>;
+using KeyView = std::pair<std::string_view, int>;
+struct KeyLess {
+  using is_transparent = void;
+  template <class A, class B>
+  bool operator()(const A& a, const B& b) const {
+    const int c = std::string_view(a.first).compare(std::string_view(b.first));
+    return c < 0 || (c == 0 && a.second < b.second);
+  }
+};
+
 struct Recorder {
   std::mutex mu;
-  std::map<std::pair<std::string, int>, Entry> entries;
+  std::map<Key, Entry, KeyLess> entries;
 };
 
 // Never destroyed: ops may complete on worker threads during exit.
@@ -39,13 +53,21 @@ bool is_p2p(const std::string& op) {
   return op == "send" || op == "recv";
 }
 
+// The entry of the op's (group, rank), created on first use. Caller holds r.mu.
+Entry& entry_for(Recorder& r, const WorkInfo& info) {
+  const KeyView key{info.group, info.rank};
+  auto it = r.entries.find(key);
+  if (it == r.entries.end()) it = r.entries.emplace(Key{info.group, info.rank}, Entry{}).first;
+  return it->second;
+}
+
 }  // namespace
 
 void flight_issued(const WorkInfo& info) {
   if (is_p2p(info.op)) return;  // numbered apart; the collectives tell who waits for whom
   Recorder& r = recorder();
   std::lock_guard<std::mutex> lock(r.mu);
-  Entry& e = r.entries[{info.group, info.rank}];
+  Entry& e = entry_for(r, info);
   if (info.seq <= e.issued) return;
   e.issued_op = info.op;
   e.issued = info.seq;
@@ -58,7 +80,7 @@ void flight_completed(const WorkInfo& info) {
   if (is_p2p(info.op)) return;
   Recorder& r = recorder();
   std::lock_guard<std::mutex> lock(r.mu);
-  Entry& e = r.entries[{info.group, info.rank}];
+  Entry& e = entry_for(r, info);
   if (info.seq <= e.completed) return;
   e.completed_op = info.op;
   e.completed = info.seq;
