@@ -190,6 +190,19 @@ YAML
     tail -5 "$tdir/cuda-bf16.log" | sed 's/^/  /' | tee -a "$summary"
     status=1
   fi
+  # fp16 with loss scaling from a scale f16 cannot hold (2^24): the first steps overflow and
+  # back off, then the losses follow the CPU's fp16 run of the same config.
+  for dev in cpu cuda; do
+    if timeout "$timeout_s" "$hfrun_bin" "$tdir/tiny.yaml" --set "output_dir=$tdir/$dev-fp16" \
+        --set train.device=$dev --set 'train.mixed_precision="fp16"' \
+        --set train.grad_scaler.init_scale=16777216 > "$tdir/$dev-fp16.log" 2>&1; then
+      say "hfrun train $dev fp16 losses: $(losses "$tdir/$dev-fp16/metrics.jsonl"); $(grep -c '"update_skipped": true' "$tdir/$dev-fp16/metrics.jsonl") overflow steps"
+    else
+      say "hfrun train $dev fp16: FAIL"
+      tail -5 "$tdir/$dev-fp16.log" | sed 's/^/  /' | tee -a "$summary"
+      status=1
+    fi
+  done
 else
   say "hfrun train cpu vs cuda: skipped (hfrun: ${hfrun_bin:-none}, tokenizer: ${tok:-none})"
 fi

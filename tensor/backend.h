@@ -145,6 +145,10 @@ class Backend {
   // Sum over every tensor of the sum of its squared elements (contiguous f32 tensors),
   // accumulated in double in an order fixed by the sizes alone: the gradient-norm reduction.
   virtual double sum_squares(const std::vector<Tensor>& xs) = 0;
+  // Loss scaling's unscale (torch's _amp_foreach_non_finite_check_and_unscale_): multiplies
+  // every element of the contiguous f32 tensors by inv_scale in place (f32 arithmetic; nothing
+  // when inv_scale is 1) and returns whether any element was inf or NaN.
+  virtual bool unscale_grads(const std::vector<Tensor>& xs, float inv_scale) = 0;
   // Waits until every operation queued on `device` has finished (a no-op on the CPU).
   virtual void synchronize(Device device) = 0;
 };

@@ -51,6 +51,17 @@ void check_same_config_on_all_ranks(const TrainConfig& cfg, DataParallel& dp) {
   }
 }
 
+optim::GradScalerOptions grad_scaler_options(const TrainConfig& c) {
+  const GradScalerSection& g = c.train.grad_scaler;
+  optim::GradScalerOptions o;
+  o.enabled = c.train.loss_scaling();
+  o.init_scale = g.init_scale;
+  o.growth_factor = g.growth_factor;
+  o.backoff_factor = g.backoff_factor;
+  o.growth_interval = g.growth_interval;
+  return o;
+}
+
 }  // namespace
 
 struct Accelerator::State {
@@ -61,6 +72,7 @@ struct Accelerator::State {
   std::vector<ParamSlice> slices;  // where each optimizer parameter sits in the model
   bool model_prepared = false;
   Device device = Device::cpu();
+  optim::GradScaler scaler;
   std::optional<StopSignals> stop_signals;
 };
 
@@ -79,14 +91,17 @@ Accelerator::Accelerator(AcceleratorOptions options)
                  " must be positive");
   HF_CHECK_INPUT(o.keep_checkpoints >= 0, "AcceleratorOptions.keep_checkpoints ",
                  o.keep_checkpoints, " must be 0 (keep all) or more");
-  HF_CHECK_INPUT(o.mixed_precision == "no" || o.mixed_precision == "bf16",
-                 "AcceleratorOptions.mixed_precision '", o.mixed_precision,
-                 "' is not one of no, bf16");
+  HF_CHECK_INPUT(
+      o.mixed_precision == "no" || o.mixed_precision == "bf16" || o.mixed_precision == "fp16",
+      "AcceleratorOptions.mixed_precision '", o.mixed_precision, "' is not one of no, bf16, fp16");
   HF_CHECK_INPUT(o.backend == "auto" || o.backend == "mpi" || o.backend == "nccl",
                  "AcceleratorOptions.backend '", o.backend, "' is not one of auto, mpi, nccl");
   HF_CHECK_INPUT(o.tensor_parallel >= 1, "AcceleratorOptions.tensor_parallel ", o.tensor_parallel,
                  " must be at least 1");
   s_->options = options;
+  optim::GradScalerOptions scaling;
+  scaling.enabled = o.mixed_precision == "fp16";
+  s_->scaler = optim::GradScaler(o.grad_scaler.value_or(scaling));
   if (o.handle_stop_signals) s_->stop_signals.emplace();
   // Device resolution and DataParallel read the train and distributed sections only.
   TrainConfig cfg;
@@ -116,6 +131,8 @@ Accelerator::Accelerator(const TrainConfig& c, bool handle_stop_signals)
   o.keep_checkpoints = c.checkpoint.keep;
   o.handle_stop_signals = handle_stop_signals;
   o.mixed_precision = c.train.mixed_precision;
+  o.grad_scaler = grad_scaler_options(c);
+  s_->scaler = optim::GradScaler(*o.grad_scaler);
   o.device = c.train.device;
   o.backend = c.distributed.backend;
   o.tensor_parallel = static_cast<int>(c.distributed.tensor_parallel);
@@ -126,9 +143,6 @@ Accelerator::Accelerator(const TrainConfig& c, bool handle_stop_signals)
     resolved.distributed.num_processes = s_->dp->global_world();
     check_same_config_on_all_ranks(resolved, *s_->dp);
   }
-  HF_CHECK_INPUT(c.train.mixed_precision != "fp16", c.source,
-                 ": train.mixed_precision \"fp16\" (with loss scaling) is not available yet; use "
-                 "\"bf16\" or \"no\"");
   HF_CHECK_INPUT(s_->dp != nullptr || c.distributed.num_processes == 1, c.source,
                  ": distributed.num_processes ", c.distributed.num_processes,
                  " needs a multi-process launch (hfrun -np N, mpirun or srun)");
@@ -196,6 +210,7 @@ std::vector<optim::ParamRef> Accelerator::prepare_model(
     dist::apply_tensor_parallel(model, *s.dp->tensor_parallel());
   }
   if (s.options.mixed_precision == "bf16") model.set_compute_dtype(DType::kBF16);
+  if (s.options.mixed_precision == "fp16") model.set_compute_dtype(DType::kF16);
   const nn::FlatParameters* flat = model.flat();
   if (flat == nullptr) flat = &model.flatten_parameters(s.device);
   HF_CHECK(flat->grads.defined(),
@@ -256,7 +271,10 @@ void Accelerator::backward(const Tensor& loss) {
   const int64_t accum = s.options.grad_accum_steps;
   const bool last = micro_step_ + 1 == accum;
   if (s.dp) s.dp->before_backward(last);
-  autograd::backward(accum == 1 ? loss : mul_scalar(loss, 1.0 / static_cast<double>(accum)));
+  // As Accelerate: loss / accum, then times the scale (an f32 multiply, as torch's).
+  Tensor scaled = accum == 1 ? loss : mul_scalar(loss, 1.0 / static_cast<double>(accum));
+  if (s.scaler.enabled()) scaled = mul_scalar(scaled, static_cast<double>(s.scaler.scale()));
+  autograd::backward(scaled);
   {
     AddTime t(communication_s_);
     if (s.dp) s.dp->finish_gradient_sync();
@@ -274,6 +292,7 @@ double Accelerator::clip_grad_norm(double max_norm) {
   HF_CHECK_INPUT(max_norm > 0, "Accelerator::clip_grad_norm: max_norm ", max_norm,
                  " must be positive (infinity measures only)");
   State& s = *s_;
+  unscale_gradients();
   if (s.dp) {
     AddTime t(communication_s_);  // the norm's all-reduce (the norm itself is cheap)
     return s.dp->clip_grad_norm(max_norm);
@@ -283,17 +302,47 @@ double Accelerator::clip_grad_norm(double max_norm) {
   return optim::clip_grad_norm(trainable, max_norm);
 }
 
+void Accelerator::unscale_gradients() {
+  check_prepared("unscale_gradients");
+  HF_CHECK(awaiting_step_,
+           "Accelerator::unscale_gradients: the gradients are not synchronised; call it when "
+           "sync_gradients() is true, before step()");
+  State& s = *s_;
+  if (!s.scaler.enabled() || unscaled_) return;
+  // The gradients this rank's optimizer reads: the whole model's (DDP, replicated) or its
+  // shard's (ZeRO); an overflow anywhere skips the step on every rank.
+  std::vector<Tensor> params;
+  for (const optim::ParamRef& p : s.optimizer->params()) params.push_back(p.param);
+  const bool mine = s.scaler.unscale(params);
+  found_inf_ = s.dp ? s.dp->max_over_job(mine ? 1 : 0) != 0 : mine;
+  unscaled_ = true;
+}
+
+float Accelerator::loss_scale() const {
+  return s_->scaler.scale();
+}
+
+const optim::GradScaler& Accelerator::grad_scaler() const {
+  return s_->scaler;
+}
+
 void Accelerator::step() {
   check_prepared("step");
   HF_CHECK(awaiting_step_,
            "Accelerator::step: the gradients are not synchronised; call step() after the "
            "backward() of the window's last micro-step (when sync_gradients() is true)");
   State& s = *s_;
-  s.optimizer->step();
-  {
-    AddTime t(communication_s_);
-    if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
+  unscale_gradients();
+  step_was_skipped_ = s.scaler.enabled() && found_inf_;
+  if (!step_was_skipped_) {
+    s.optimizer->step();
+    {
+      AddTime t(communication_s_);
+      if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
+    }
+    ++scheduler_steps_;
   }
+  s.scaler.update(found_inf_);
   ++steps_;
   zero_grad();
   AddTime t(communication_s_);
@@ -316,6 +365,7 @@ void Accelerator::zero_grad() {
   }
   micro_step_ = 0;
   awaiting_step_ = false;
+  unscaled_ = found_inf_ = false;
 }
 
 double Accelerator::sum_across_ranks(double v) {
@@ -362,7 +412,9 @@ std::string Accelerator::save_state(const std::string& checkpoints_root,
   check_prepared("save_state");
   State& s = *s_;
   TrainerState st = extra;
-  st.step = st.scheduler_step = steps_;
+  st.step = steps_;
+  st.scheduler_step = scheduler_steps_;
+  if (s.scaler.enabled()) st.grad_scaler = s.scaler.state();
   if (loader) st.loader = loader->state();
   std::erase_if(st.generators, [](const GeneratorState& g) { return g.name == kGeneratorName; });
   st.generators.push_back(capture_generator(kGeneratorName, generator_));
@@ -497,6 +549,9 @@ TrainerState Accelerator::restore_state(const std::string& checkpoint_dir,
     if (g.name == kGeneratorName) restore_generator(st, kGeneratorName, generator_);
   }
   steps_ = st.step;
+  scheduler_steps_ = st.scheduler_step;
+  // A checkpoint of a run without loss scaling starts the scale afresh (init_scale).
+  if (s.scaler.enabled() && st.grad_scaler) s.scaler.load(*st.grad_scaler);
   sync_gradients_ = false;
   zero_grad();
   gather_for_forward();

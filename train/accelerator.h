@@ -1,10 +1,11 @@
 // Accelerator: data-parallel (and tensor-parallel, for models with a plan) training of any
 // nn::Module from a program that embeds hfrun, in the shape of Hugging Face Accelerate, on the
-// CPU or a GPU, in f32 or bf16 mixed precision. The same process runs alone (plain local training,
-// no MPI) or as one of N ranks started by mpirun/srun (rank and world from the launch environment);
-// the gradient synchronisation is DataParallel's (train/distributed_setup.h: DDP for zero_stage 0,
-// ZeRO stages 1-3), and checkpoints are train/checkpoint.h's (atomic, sharded, reshardable).
-// It is hfrun's one training engine: `hfrun train`'s Trainer drives it too.
+// CPU or a GPU, in f32, bf16 or fp16 mixed precision (fp16 with dynamic loss scaling). The same
+// process runs alone (plain local training, no MPI) or as one of N ranks started by mpirun/srun
+// (rank and world from the launch environment); the gradient synchronisation is DataParallel's
+// (train/distributed_setup.h: DDP for zero_stage 0, ZeRO stages 1-3), and checkpoints are
+// train/checkpoint.h's (atomic, sharded, reshardable). It is hfrun's one training engine: `hfrun
+// train`'s Trainer drives it too.
 //
 //   hfrun::Accelerator acc({.zero_stage = 1, .grad_accum_steps = 2});
 //   MyModel model(cfg);                                     // any nn::Module
@@ -46,6 +47,7 @@
 #include "data/loader.h"
 #include "distributed/parallel/data_parallel.h"
 #include "nn/module.h"
+#include "optim/grad_scaler.h"
 #include "optim/optimizer.h"
 #include "tensor/random.h"
 #include "tensor/tensor.h"
@@ -66,9 +68,14 @@ struct AcceleratorOptions {
   // process (common/stop_signals.h); stop_requested() reports them. False: the program's own
   // handlers stay.
   bool handle_stop_signals = true;
-  // "no" or "bf16": the model's GEMMs run on bf16 copies with f32 accumulation; parameters,
-  // gradients and optimizer state stay f32 (train.yaml train.mixed_precision).
+  // "no", "bf16" or "fp16": the model's GEMMs run on bf16 (f16) copies with f32 accumulation;
+  // parameters, gradients and optimizer state stay f32 (train.yaml train.mixed_precision).
   std::string mixed_precision = "no";
+  // Dynamic loss scaling (torch.cuda.amp.GradScaler; optim/grad_scaler.h): backward() scales
+  // the loss, clip_grad_norm() / unscale_gradients() unscale, and step() makes no update when
+  // the gradients overflowed, backing the scale off (train.yaml train.grad_scaler). Unset: on
+  // with torch's defaults for fp16, off otherwise (as Accelerate).
+  std::optional<optim::GradScalerOptions> grad_scaler = std::nullopt;
   // cpu, cuda (cuda:LOCAL_RANK) or auto (train.device): prepare() moves the model there; the
   // program moves its batches to device().
   std::string device = "cpu";
@@ -149,19 +156,32 @@ class Accelerator {
   data::LoaderOptions shard(data::LoaderOptions options) const;
 
   // One micro-step's backward of `loss` (a scalar, this rank's mean over its micro batch),
-  // scaled by 1/grad_accum_steps. On the last micro-step of the window (every micro-step's for
-  // ZeRO-2/3) the gradients are averaged across ranks while backward runs, and are complete
-  // when it returns.
+  // scaled by 1/grad_accum_steps (and then by loss_scale() with a grad scaler). On the last
+  // micro-step of the window (every micro-step's for ZeRO-2/3) the gradients are averaged across
+  // ranks while backward runs, and are complete when it returns.
   void backward(const Tensor& loss);
   // Whether the last backward() completed an accumulation window: the gradients are
   // synchronised and clip_grad_norm() / step() may run.
   bool sync_gradients() const { return sync_gradients_; }
   // Global L2 norm of the synchronised gradients (over every rank's shard) and clipping to
   // max_norm as torch.nn.utils.clip_grad_norm_ (infinity: measure only). Returns the norm.
+  // With a grad scaler the gradients are unscaled first (unscale_gradients()).
   double clip_grad_norm(double max_norm);
+  // With a grad scaler: divides the synchronised gradients by loss_scale() (once per window)
+  // and learns whether any rank's held an inf or NaN (collective). A no-op otherwise.
+  void unscale_gradients();
   // The optimizer step on this rank's parameters, then (ZeRO) every rank receives the updated
-  // parameters, and the gradients are zeroed for the next window.
+  // parameters, and the gradients are zeroed for the next window. With a grad scaler the
+  // gradients are unscaled if they were not yet; when they overflowed (on any rank) no update
+  // is made (optimizer_step_was_skipped(): the learning-rate schedule does not advance either,
+  // as with Accelerate), and the scale is updated. step_count() advances either way.
   void step();
+  // Whether the last step() made no update because the gradients overflowed (Accelerate's
+  // accelerator.optimizer_step_was_skipped).
+  bool optimizer_step_was_skipped() const { return step_was_skipped_; }
+  // The loss scale backward() applies now (1 without a grad scaler).
+  float loss_scale() const;
+  const optim::GradScaler& grad_scaler() const;
   // Drops the gradients accumulated so far and starts a new window (e.g. to skip a step).
   void zero_grad();
   // Ends the window without an update (a non-finite gradient): zero_grad(), and the
@@ -169,6 +189,9 @@ class Accelerator {
   void skip_step();
   // Optimizer steps taken (step() calls, continued by load_state).
   int64_t step_count() const { return steps_; }
+  // Steps the learning-rate schedule has advanced: step() calls that made an update (equal to
+  // step_count() unless a grad scaler skipped some). Continued by load_state.
+  int64_t scheduler_steps() const { return scheduler_steps_; }
   // Seconds this rank spent in gradient synchronisation and parameter gathering beyond its own
   // backward (waiting for the other ranks included): the communication share of the time split.
   double communication_seconds() const { return communication_s_; }
@@ -262,10 +285,14 @@ class Accelerator {
   std::unique_ptr<State> s_;
   Generator generator_;
   int64_t steps_ = 0;
+  int64_t scheduler_steps_ = 0;
   double communication_s_ = 0;
-  int64_t micro_step_ = 0;       // within the current window
-  bool sync_gradients_ = false;  // the last backward() ended a window
-  bool awaiting_step_ = false;   // synchronised gradients not yet stepped on or zeroed
+  bool unscaled_ = false;          // this window's gradients were unscaled
+  bool found_inf_ = false;         // ... and some rank's held an inf or NaN
+  bool step_was_skipped_ = false;  // the last step() made no update (overflow)
+  int64_t micro_step_ = 0;         // within the current window
+  bool sync_gradients_ = false;    // the last backward() ended a window
+  bool awaiting_step_ = false;     // synchronised gradients not yet stepped on or zeroed
 };
 
 }  // namespace hfrun::train

@@ -36,17 +36,22 @@ json parse_json(const std::string& text, const fs::path& path) {
 }
 
 json trainer_state_json(const TrainerState& s) {
-  return json{{"format_version", kCheckpointFormatVersion},
-              {"step", s.step},
-              {"scheduler_step", s.scheduler_step},
-              {"loader",
-               {{"position", s.loader.position},
-                {"step", s.loader.step},
-                {"micro_step", s.loader.micro_step}}},
-              {"tokens_seen", s.tokens_seen},
-              {"first_loss", s.first_loss},
-              {"last_loss", s.last_loss},
-              {"elapsed_s", s.elapsed_s}};
+  json j{{"format_version", kCheckpointFormatVersion},
+         {"step", s.step},
+         {"scheduler_step", s.scheduler_step},
+         {"loader",
+          {{"position", s.loader.position},
+           {"step", s.loader.step},
+           {"micro_step", s.loader.micro_step}}},
+         {"tokens_seen", s.tokens_seen},
+         {"first_loss", s.first_loss},
+         {"last_loss", s.last_loss},
+         {"elapsed_s", s.elapsed_s}};
+  // The f32 scale as a double: exact, and read back to the same f32.
+  if (s.grad_scaler)
+    j["grad_scaler"] = {{"scale", static_cast<double>(s.grad_scaler->scale)},
+                        {"growth_tracker", s.grad_scaler->growth_tracker}};
+  return j;
 }
 
 std::string model_file_of(int64_t rank, int64_t world) {

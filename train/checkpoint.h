@@ -33,6 +33,7 @@
 #include "data/loader.h"
 #include "distributed/parallel/data_parallel.h"
 #include "nn/module.h"
+#include "optim/grad_scaler.h"
 #include "optim/optimizer.h"
 #include "tensor/random.h"
 
@@ -59,6 +60,9 @@ struct TrainerState {
   int64_t tokens_seen = 0;
   double first_loss = 0, last_loss = 0;
   double elapsed_s = 0;  // training time before this checkpoint (elapsed_s keeps counting)
+  // Loss scaling's scale and clean-step count, in runs that scale (trainer_state.json's
+  // "grad_scaler"; absent otherwise).
+  std::optional<optim::GradScalerState> grad_scaler;
 };
 
 struct CheckpointOptions {

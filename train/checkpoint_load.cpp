@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -308,6 +309,16 @@ TrainerState load_checked(const std::string& dir, nn::Module& model, optim::Opti
   s.first_loss = field<double>(j, "first_loss", sp);
   s.last_loss = field<double>(j, "last_loss", sp);
   s.elapsed_s = field<double>(j, "elapsed_s", sp);
+  if (j.contains("grad_scaler")) {
+    const json g = field<json>(j, "grad_scaler", sp);
+    const double scale = field<double>(g, "scale", sp);
+    const int64_t tracker = field<int64_t>(g, "growth_tracker", sp);
+    HF_CHECK_INPUT(
+        std::isfinite(scale) && scale >= 0 && scale <= 3.4028234663852886e38 && tracker >= 0,
+        "corrupt checkpoint ", dir, ": ", kTrainerStateName, " grad_scaler (scale ", scale,
+        ", growth_tracker ", tracker, ") is not an f32 scale >= 0 and a count >= 0");
+    s.grad_scaler = optim::GradScalerState{static_cast<float>(scale), tracker};
+  }
   for (const json& g : field<json>(rng, "generators", rp)) {
     s.generators.push_back(GeneratorState{field<std::string>(g, "name", rp),
                                           field<uint64_t>(g, "seed", rp),

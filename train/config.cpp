@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -277,7 +278,8 @@ TrainConfig TrainConfig::parse_checked(const std::string& text, const std::strin
   const YAML::Node tr = root["train"];
   r.keys(tr, "train",
          {"micro_batch_size", "grad_accum_steps", "max_steps", "mixed_precision", "grad_clip",
-          "log_every", "eval_every", "device", "activation_checkpointing", "max_skipped_steps"});
+          "log_every", "eval_every", "device", "activation_checkpointing", "max_skipped_steps",
+          "grad_scaler"});
   r.get(tr, "train", "micro_batch_size", c.train.micro_batch_size, "a positive integer");
   r.get(tr, "train", "grad_accum_steps", c.train.grad_accum_steps, "a positive integer");
   r.get(tr, "train", "max_steps", c.train.max_steps, "a positive integer");
@@ -291,6 +293,19 @@ TrainConfig TrainConfig::parse_checked(const std::string& text, const std::strin
   r.get(tr, "train", "activation_checkpointing", c.train.activation_checkpointing, "true or false");
   r.get(tr, "train", "max_skipped_steps", c.train.max_skipped_steps, "an integer >= 0");
   if (tr && tr["device"]) r.one_of(tr, "train", "device", c.train.device, {"auto", "cpu", "cuda"});
+  const YAML::Node gs = tr && tr.IsMap() ? tr["grad_scaler"] : YAML::Node();
+  GradScalerSection& g = c.train.grad_scaler;
+  r.keys(
+      gs, "train.grad_scaler",
+      {"enabled", "init_scale", "growth_factor", "backoff_factor", "growth_interval", "min_scale"});
+  r.get(gs, "train.grad_scaler", "enabled", g.enabled, "auto, true or false");
+  if (gs && gs.IsMap() && gs["enabled"])
+    r.one_of(gs, "train.grad_scaler", "enabled", g.enabled, {"auto", "true", "false"});
+  r.get(gs, "train.grad_scaler", "init_scale", g.init_scale, "a positive number");
+  r.get(gs, "train.grad_scaler", "growth_factor", g.growth_factor, "a number > 1");
+  r.get(gs, "train.grad_scaler", "backoff_factor", g.backoff_factor, "a number in (0, 1)");
+  r.get(gs, "train.grad_scaler", "growth_interval", g.growth_interval, "a positive integer");
+  r.get(gs, "train.grad_scaler", "min_scale", g.min_scale, "a number >= 0");
 
   const YAML::Node opt = root["optimizer"];
   r.keys(opt, "optimizer", {"type", "lr", "betas", "eps", "weight_decay", "momentum"});
@@ -384,6 +399,16 @@ TrainConfig TrainConfig::parse_checked(const std::string& text, const std::strin
   check(c.train.eval_every >= 0, tr, "eval_every", "train.eval_every", "must be >= 0");
   check(c.train.max_skipped_steps >= 0, tr, "max_skipped_steps", "train.max_skipped_steps",
         "must be >= 0");
+  check(std::isfinite(g.init_scale) && g.init_scale > 0 && g.init_scale <= 3.4e38, gs, "init_scale",
+        "train.grad_scaler.init_scale", "must be a positive f32 number");
+  check(std::isfinite(g.growth_factor) && g.growth_factor > 1, gs, "growth_factor",
+        "train.grad_scaler.growth_factor", "must be > 1");
+  check(g.backoff_factor > 0 && g.backoff_factor < 1, gs, "backoff_factor",
+        "train.grad_scaler.backoff_factor", "must be in (0, 1)");
+  check(g.growth_interval >= 1, gs, "growth_interval", "train.grad_scaler.growth_interval",
+        "must be at least 1");
+  check(std::isfinite(g.min_scale) && g.min_scale >= 0, gs, "min_scale",
+        "train.grad_scaler.min_scale", "must be >= 0");
   check(c.optimizer.lr >= 0, opt, "lr", "optimizer.lr", "must be >= 0");
   check(c.optimizer.eps > 0, opt, "eps", "optimizer.eps", "must be positive");
   check(c.optimizer.beta1 >= 0 && c.optimizer.beta1 < 1 && c.optimizer.beta2 >= 0 &&
@@ -474,7 +499,15 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "eval_every" << YAML::Value << train.eval_every;
   e << YAML::Key << "device" << YAML::Value << train.device;
   e << YAML::Key << "activation_checkpointing" << YAML::Value << train.activation_checkpointing;
-  e << YAML::Key << "max_skipped_steps" << YAML::Value << train.max_skipped_steps << YAML::EndMap;
+  e << YAML::Key << "max_skipped_steps" << YAML::Value << train.max_skipped_steps;
+  e << YAML::Key << "grad_scaler" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "enabled" << YAML::Value << train.grad_scaler.enabled;
+  e << YAML::Key << "init_scale" << YAML::Value << train.grad_scaler.init_scale;
+  e << YAML::Key << "growth_factor" << YAML::Value << train.grad_scaler.growth_factor;
+  e << YAML::Key << "backoff_factor" << YAML::Value << train.grad_scaler.backoff_factor;
+  e << YAML::Key << "growth_interval" << YAML::Value << train.grad_scaler.growth_interval;
+  e << YAML::Key << "min_scale" << YAML::Value << train.grad_scaler.min_scale << YAML::EndMap
+    << YAML::EndMap;
   e << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "type" << YAML::Value << optimizer.type;
   e << YAML::Key << "lr" << YAML::Value << optimizer.lr;

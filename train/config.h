@@ -37,6 +37,19 @@ struct DataSection {
   double mlm_probability = 0.15;  // masked_lm
 };
 
+// train.grad_scaler: dynamic loss scaling with torch.cuda.amp.GradScaler's arguments
+// (Accelerate's GradScalerKwargs); optim/grad_scaler.h.
+struct GradScalerSection {
+  std::string enabled = "auto";  // auto (on with mixed_precision fp16) | true | false
+  double init_scale = 65536.0;
+  double growth_factor = 2.0;
+  double backoff_factor = 0.5;
+  int64_t growth_interval = 2000;
+  // A step that overflows when the scale is already at or below this is not loss scaling's to
+  // fix: the non-finite guard takes it (max_skipped_steps), as DeepSpeed's min_loss_scale.
+  double min_scale = 1.0;
+};
+
 struct TrainSection {
   int64_t micro_batch_size = 4;
   int64_t grad_accum_steps = 1;
@@ -54,6 +67,12 @@ struct TrainSection {
   // rank (no update; the data moves on). After this many consecutive skips (0: at the first)
   // the run stops with exit 1 and a checkpoint of the last good step.
   int64_t max_skipped_steps = 10;
+  GradScalerSection grad_scaler;
+  // Whether the run scales its loss (grad_scaler.enabled resolved against mixed_precision).
+  bool loss_scaling() const {
+    return grad_scaler.enabled == "true" ||
+           (grad_scaler.enabled == "auto" && mixed_precision == "fp16");
+  }
 };
 
 struct OptimizerSection {

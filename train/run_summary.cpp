@@ -53,6 +53,7 @@ std::string run_summary_json(const RunSummary& s, double peak_gflops) {
   j["steps"] = s.steps;
   j["steps_this_run"] = s.steps_run;
   j["skipped_steps"] = s.skipped_steps;
+  j["overflow_steps"] = s.overflow_steps;
   j["stopped_by_signal"] = s.stop_signal != 0;
   j["first_loss"] = s.first_loss;
   j["last_loss"] = s.last_loss;
@@ -98,6 +99,9 @@ std::string run_summary_text(const RunSummary& s, double peak_gflops) {
   }
   if (s.skipped_steps > 0) {
     out += ", " + std::to_string(s.skipped_steps) + " skipped (non-finite)";
+  }
+  if (s.overflow_steps > 0) {
+    out += ", " + std::to_string(s.overflow_steps) + " without update (loss scale overflow)";
   }
   out += "\n";
   const Split t = split_of(s);

@@ -27,6 +27,7 @@
 #include "nn/lora.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
+#include "tensor/ops.h"
 #include "train/accelerator.h"
 #include "train/checkpoint.h"
 #include "train/export.h"
@@ -127,15 +128,35 @@ void add_adapters(Trainer::State& s) {
   }
 }
 
-// Test hook (the non-finite guard's tests): HFRUN_FAULT_NONFINITE=R:A[:N] makes rank R's loss
-// infinite in its step attempts A .. A+N-1 (counted in this process, skipped ones included).
-bool nonfinite_fault(int rank, int64_t attempt) {
-  const char* spec = std::getenv("HFRUN_FAULT_NONFINITE");
-  if (spec == nullptr) return false;
-  int r = -1;
-  long long first = 0, count = 1;
-  if (std::sscanf(spec, "%d:%lld:%lld", &r, &first, &count) < 2) return false;
-  return r == rank && attempt >= first && attempt < first + count;
+// Test hook (the non-finite guard's and loss scaling's tests): HFRUN_FAULT_NONFINITE=R:A[:N]
+// makes rank R's loss infinite in its step attempts A .. A+N-1 (counted in this process,
+// skipped ones included); R:A:N:grad leaves the loss finite and puts an inf into the first
+// element of the first gradient rank R's optimizer reads, after backward (an overflow in the
+// backward pass). Several specs: comma-separated.
+enum class Poison { kNone, kLoss, kGrad };
+Poison nonfinite_fault(int rank, int64_t attempt) {
+  const char* env = std::getenv("HFRUN_FAULT_NONFINITE");
+  if (env == nullptr) return Poison::kNone;
+  std::istringstream specs(env);
+  for (std::string spec; std::getline(specs, spec, ',');) {
+    int r = -1;
+    long long first = 0, count = 1;
+    char what[8] = "";
+    if (std::sscanf(spec.c_str(), "%d:%lld:%lld:%7s", &r, &first, &count, what) < 2) continue;
+    if (r != rank || attempt < first || attempt >= first + count) continue;
+    return std::string(what) == "grad" ? Poison::kGrad : Poison::kLoss;
+  }
+  return Poison::kNone;
+}
+
+void poison_first_gradient(Accelerator& acc) {
+  for (const optim::ParamRef& p : acc.optimizer().params()) {
+    Tensor g = p.param.grad();
+    if (!g.defined() || g.numel() == 0) continue;
+    Tensor first = ops::narrow(ops::reshape(g, {g.numel()}), 0, 0, 1);
+    ops::fill_(first, std::numeric_limits<double>::infinity());
+    return;
+  }
 }
 
 // "loss inf on rank 2", "grad_norm nan", ...: what was not finite, and on which ranks the
@@ -181,9 +202,16 @@ std::string format_metrics(const StepMetrics& m) {
   } else {
     std::snprintf(buf, sizeof(buf),
                   "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
-                  "\"tokens_per_s\": %.1f, \"peak_mem_mb\": %.1f, \"elapsed_s\": %.3f}",
+                  "\"tokens_per_s\": %.1f, \"peak_mem_mb\": %.1f, \"elapsed_s\": %.3f",
                   static_cast<long long>(m.step), m.loss, m.lr, m.grad_norm, m.tokens_per_s,
                   m.peak_mem_mb, m.elapsed_s);
+    std::string line = buf;
+    if (m.loss_scale > 0) {
+      std::snprintf(buf, sizeof(buf), ", \"loss_scale\": %.9g%s", m.loss_scale,
+                    m.update_skipped ? ", \"update_skipped\": true" : "");
+      line += buf;
+    }
+    return line + "}";
   }
   return buf;
 }
@@ -332,13 +360,17 @@ StepMetrics Trainer::step() {
   const TrainConfig& c = s.cfg;
   Accelerator& acc = *s.acc;
   const auto t0 = std::chrono::steady_clock::now();
+  // The schedule advances with the updates made (a step the loss scaler skipped does not move
+  // it, as Accelerate's scheduler); without loss scaling that is step_count().
   const double lr =
-      c.optimizer.lr * optim::lr_multiplier(s.schedule, acc.step_count(), c.scheduler.warmup_steps,
-                                            c.train.max_steps);
+      c.optimizer.lr * optim::lr_multiplier(s.schedule, acc.scheduler_steps(),
+                                            c.scheduler.warmup_steps, c.train.max_steps);
   s.optimizer->set_lr(lr);
   const Device device = acc.device();
   ++s.attempts;
-  const bool poisoned = nonfinite_fault(acc.global_rank(), s.attempts);
+  const Poison poison = nonfinite_fault(acc.global_rank(), s.attempts);
+  const bool poisoned = poison == Poison::kLoss;
+  const double loss_scale = acc.grad_scaler().enabled() ? acc.loss_scale() : 0.0;
   double loss_sum = 0;
   for (int64_t m = 0; m < c.train.grad_accum_steps; ++m) {
     MicroStep micro = s.task->micro_step(*s.model, device);
@@ -351,19 +383,31 @@ StepMetrics Trainer::step() {
     // ranks while its backward runs.
     acc.backward(micro.loss);
   }
+  if (poison == Poison::kGrad) poison_first_gradient(acc);
   const double local_loss = loss_sum;
   loss_sum = acc.sum_across_ranks(loss_sum);
   const double max_norm =
       c.train.grad_clip > 0 ? c.train.grad_clip : std::numeric_limits<double>::infinity();
   const double grad_norm = acc.clip_grad_norm(max_norm);
   StepMetrics m;
-  // Every rank sees the same summed loss and global norm, so all skip together.
-  if (!std::isfinite(loss_sum) || !std::isfinite(grad_norm)) {
+  m.loss_scale = loss_scale;
+  // Every rank sees the same summed loss and global norm, so all skip together. With loss
+  // scaling, gradients that overflowed while the loss is finite are the scaler's: step() makes
+  // no update and backs the scale off, unless the scale is already down at min_scale (then
+  // scaling is not the cause, and the guard takes the step as without it).
+  const bool scaler_handles = loss_scale > c.train.grad_scaler.min_scale;
+  if (!std::isfinite(loss_sum) || (!std::isfinite(grad_norm) && !scaler_handles)) {
     m.skipped = true;
     m.skip_reason = nonfinite_reason(acc, local_loss, loss_sum, grad_norm);
+    if (loss_scale > 0 && std::isfinite(loss_sum)) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, " at loss scale %g", loss_scale);
+      m.skip_reason += buf;
+    }
     acc.skip_step();  // no update; the gradients are dropped
   } else {
     acc.step();  // the update; ZeRO: every rank gets the updated shards
+    m.update_skipped = acc.optimizer_step_was_skipped();
   }
   synchronize(device);  // the step's time includes its (asynchronous) GPU work
   m.step = acc.step_count() + (m.skipped ? 1 : 0);
@@ -562,7 +606,18 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
     summary.last_loss = m.loss;
     summary.steps = m.step;
     const bool last = m.step == c.train.max_steps;
-    if (rank0 && (m.step % c.train.log_every == 0 || last || m.step == 1)) {
+    if (m.update_skipped) {
+      ++summary.overflow_steps;
+      if (rank0) {
+        std::printf(
+            "%sstep %lld: gradients overflowed at loss scale %g: no update; the scale is "
+            "now %g\n",
+            tty ? "\n" : "", static_cast<long long>(m.step), m.loss_scale,
+            static_cast<double>(s.acc->loss_scale()));
+        std::fflush(stdout);
+      }
+    }
+    if (rank0 && (m.step % c.train.log_every == 0 || last || m.step == 1 || m.update_skipped)) {
       metrics << format_metrics(m) << "\n" << std::flush;
       const double eta = (c.train.max_steps - m.step) * (m.elapsed_s / m.step);
       std::printf("%sstep %lld/%lld  loss %.4f  lr %.3e  grad_norm %.3f  %.0f tok/s  eta %.0fs%s",

@@ -38,6 +38,11 @@ struct StepMetrics {
   // the update (train.max_skipped_steps); `step` is the step it would have been.
   bool skipped = false;
   std::string skip_reason;  // "loss inf on rank 1", "grad_norm nan"
+  // Loss scaling (train.grad_scaler): the scale this step's backward used (0 without), and
+  // whether the gradients overflowed at it, so that the step made no update (the step counts,
+  // the data moves on, the scale backs off; as torch's GradScaler and Accelerate).
+  double loss_scale = 0;
+  bool update_skipped = false;
 };
 
 struct RunSummary {
@@ -59,6 +64,9 @@ struct RunSummary {
   int world = 1;
   int64_t steps_run = 0;      // optimizer steps this run took
   int64_t skipped_steps = 0;  // non-finite steps skipped
+  // Steps (this run) whose update loss scaling skipped: the gradients overflowed; they count
+  // in steps_run.
+  int64_t overflow_steps = 0;
   int64_t checkpoints_saved = 0;
   int64_t tokens = 0;          // trained this run, every rank's
   double flops_per_token = 0;  // 6 x the forward's GEMM multiply-adds per token

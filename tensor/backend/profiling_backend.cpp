@@ -216,6 +216,11 @@ double ProfilingBackend::sum_squares(const std::vector<Tensor>& xs) {
   return inner_.sum_squares(xs);
 }
 
+bool ProfilingBackend::unscale_grads(const std::vector<Tensor>& xs, float inv_scale) {
+  Timed t("op:unscale_grads", inner_, device_);
+  return inner_.unscale_grads(xs, inv_scale);
+}
+
 void ProfilingBackend::synchronize(Device device) {
   inner_.synchronize(device);
 }

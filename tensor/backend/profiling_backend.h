@@ -60,6 +60,7 @@ class ProfilingBackend final : public Backend {
   void adamw_update(const std::vector<AdamWUpdate>& updates) override;
   void sgd_update(const std::vector<SGDUpdate>& updates) override;
   double sum_squares(const std::vector<Tensor>& xs) override;
+  bool unscale_grads(const std::vector<Tensor>& xs, float inv_scale) override;
   void synchronize(Device device) override;
 
  private:

@@ -214,6 +214,30 @@ fi
 grep -q "resuming from .*step-00000003 (step 3)" "$TMP/diverged2.log" || {
   echo "FAIL: the rerun did not resume from the last good step"; cat "$TMP/diverged2.log"; fail=1; }
 
+# ... with loss scaling (fp16): an overflow in rank 1's gradients only (its 3rd step) makes no
+# update on either rank, backs the scale off and counts the step, under DDP and ZeRO-2 alike.
+for z in 0 2; do
+  cfg "$TMP/fp16z$z" 5 > "$TMP/fp16z$z.yaml"
+  HFRUN_FAULT_NONFINITE=1:3:1:grad "$HFRUN" -np 2 --oversubscribe "$TMP/fp16z$z.yaml" \
+    --set train.mixed_precision=fp16 --set train.grad_scaler.init_scale=256 \
+    --set distributed.zero_stage=$z > "$TMP/fp16z$z.log" 2>&1
+  rc=$?
+  over=$(grep -c '^\[rank 0\] step 3: gradients overflowed at loss scale 256: no update; the scale is now 128' "$TMP/fp16z$z.log")
+  jover=$(grep -c '"step": 3, .*"loss_scale": 256, "update_skipped": true' "$TMP/fp16z$z/metrics.jsonl")
+  after=$(grep -c '"step": 5, .*"loss_scale": 128}' "$TMP/fp16z$z/metrics.jsonl")
+  if [ $rc -ne 0 ] || [ "$over" -ne 1 ] || [ "$jover" -ne 1 ] || [ "$after" -ne 1 ] || \
+     ! grep -q '"overflow_steps": 1' "$TMP/fp16z$z/summary.json"; then
+    echo "FAIL: fp16 overflow on rank 1, zero_stage $z: exit $rc, $over/$jover/$after"
+    cat "$TMP/fp16z$z.log"; tail -3 "$TMP/fp16z$z/metrics.jsonl"; fail=1
+  fi
+done
+losses_of() { sed -n 's/.*"loss": \([0-9.]*\).*/\1/p' "$1"; }
+if ! paste <(losses_of "$TMP/fp16z0/metrics.jsonl") <(losses_of "$TMP/fp16z2/metrics.jsonl") |
+    awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-4 * $1 || NF != 2) bad = 1 } END { exit bad }'; then
+  echo "FAIL: fp16 with an overflow: DDP and ZeRO-2 logged different losses"
+  paste "$TMP/fp16z0/metrics.jsonl" "$TMP/fp16z2/metrics.jsonl"; fail=1
+fi
+
 # 9. A rank that sleeps after step 3, one that is stopped, and one stuck in a checkpoint write
 #    (a hung filesystem: it sleeps inside its first safetensors write, at step 2's checkpoint).
 for kind in hang stop stall; do

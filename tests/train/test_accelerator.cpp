@@ -297,9 +297,25 @@ TEST(Accelerator, FromATrainConfig) {
   EXPECT_EQ(acc.options().mixed_precision, "bf16");
   EXPECT_EQ(acc.options().bucket_mb, 2.5);
   EXPECT_EQ(acc.generator().seed(), 9u);
-  const std::string fp16 =
-      error_of([&] { Accelerator(parse("train: {mixed_precision: fp16}\n")); });
-  EXPECT_NE(fp16.find("run.yaml: train.mixed_precision \"fp16\""), std::string::npos) << fp16;
+  EXPECT_FALSE(acc.grad_scaler().enabled());  // bf16 needs no loss scaling
+  // fp16 scales its loss by default (as Accelerate), with the section's arguments.
+  Accelerator fp16(parse("train: {mixed_precision: fp16, grad_scaler: {init_scale: 128, "
+                         "growth_interval: 7}}\n"),
+                   false);
+  EXPECT_TRUE(fp16.grad_scaler().enabled());
+  EXPECT_EQ(fp16.loss_scale(), 128.0f);
+  EXPECT_EQ(fp16.grad_scaler().options().growth_interval, 7);
+  Accelerator unscaled(parse("train: {mixed_precision: fp16, grad_scaler: {enabled: false}}\n"),
+                       false);
+  EXPECT_FALSE(unscaled.grad_scaler().enabled());
+  EXPECT_EQ(unscaled.loss_scale(), 1.0f);
+  Accelerator f32(parse("train: {grad_scaler: {enabled: true}}\n"), false);
+  EXPECT_EQ(f32.loss_scale(), 65536.0f);
+  // The options' default follows the precision too.
+  EXPECT_TRUE(
+      Accelerator(AcceleratorOptions{.handle_stop_signals = false, .mixed_precision = "fp16"})
+          .grad_scaler()
+          .enabled());
   const std::string np = error_of([&] { Accelerator(parse("distributed: {num_processes: 2}\n")); });
   EXPECT_NE(np.find("run.yaml: distributed.num_processes 2 needs a multi-process launch"),
             std::string::npos)

@@ -131,6 +131,37 @@ TEST(TrainConfig, TypesAndRangesAreChecked) {
   expect_error("output_dir: [unclosed\n", {"cfg.yaml", "YAML"});
 }
 
+TEST(TrainConfig, GradScalerSectionIsCheckedAndResolvedAgainstThePrecision) {
+  TrainConfig c = TrainConfig::parse(kMinimal, "cfg.yaml");
+  EXPECT_EQ(c.train.grad_scaler.enabled, "auto");
+  EXPECT_DOUBLE_EQ(c.train.grad_scaler.init_scale, 65536.0);
+  EXPECT_EQ(c.train.grad_scaler.growth_interval, 2000);
+  EXPECT_FALSE(c.train.loss_scaling());
+  c = TrainConfig::parse(kMinimal, "cfg.yaml",
+                         {"train.mixed_precision=fp16", "train.grad_scaler.init_scale=1024"});
+  EXPECT_TRUE(c.train.loss_scaling());
+  EXPECT_DOUBLE_EQ(c.train.grad_scaler.init_scale, 1024.0);
+  // It survives the resolved config (config.resolved.yaml, the ranks' agreement check).
+  const TrainConfig again = TrainConfig::parse(c.to_yaml(), "resolved.yaml");
+  EXPECT_DOUBLE_EQ(again.train.grad_scaler.init_scale, 1024.0);
+  EXPECT_TRUE(again.train.loss_scaling());
+  EXPECT_FALSE(TrainConfig::parse(kMinimal, "cfg.yaml",
+                                  {"train.mixed_precision=fp16", "train.grad_scaler.enabled=false"})
+                   .train.loss_scaling());
+  EXPECT_TRUE(TrainConfig::parse(kMinimal, "cfg.yaml", {"train.grad_scaler.enabled=true"})
+                  .train.loss_scaling());
+  const std::string train = std::string(kMinimal) + "train:\n  grad_scaler:\n";
+  expect_error(train + "    init_scale: -2\n", {"cfg.yaml:7", "train.grad_scaler.init_scale"});
+  expect_error(train + "    init_scale: 1.0e39\n", {"train.grad_scaler.init_scale", "f32"});
+  expect_error(train + "    growth_factor: 1\n", {"train.grad_scaler.growth_factor", "> 1"});
+  expect_error(train + "    backoff_factor: 1.5\n", {"train.grad_scaler.backoff_factor"});
+  expect_error(train + "    growth_interval: 0\n", {"train.grad_scaler.growth_interval"});
+  expect_error(train + "    enabled: maybe\n", {"train.grad_scaler.enabled", "auto | true"});
+  expect_error(train + "    init_scal: 2\n", {"cfg.yaml:7", "train.grad_scaler.init_scal"});
+  expect_error(std::string(kMinimal) + "train:\n  grad_scaler: 5\n",
+               {"train.grad_scaler", "mapping"});
+}
+
 TEST(TrainConfig, SetOverridesApplyBeforeValidation) {
   TrainConfig c = TrainConfig::parse(kMinimal, "cfg.yaml",
                                      {"train.max_steps=5", "optimizer.lr=0.01", "data.val=[v.txt]",

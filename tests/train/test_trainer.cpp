@@ -2,6 +2,8 @@
 // export, and training on prepared shards seeing exactly the losses of training on the text.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -122,6 +124,104 @@ TEST(Trainer, Bf16MixedPrecisionFollowsTheF32LossCurve) {
   // Master weights and the export stay f32.
   io::SafetensorsCheckpoint ck = io::SafetensorsCheckpoint::open(d.file("bf16/final"));
   EXPECT_EQ(ck.tensor("transformer.wte.weight").dtype(), DType::kF32);
+}
+
+// fp16 on the CPU (f16 operands, f32 accumulation, as on a GPU): loss scaling is on by default.
+// From a scale far too large for f16 (2^24: the first backward's f16 activations' gradients
+// overflow), the scale backs off once per overflowing step, as torch's GradScaler does, and
+// training then follows the f32 curve. The skipped steps count (the data moves on) and the
+// learning-rate schedule waits for them.
+TEST(Trainer, Fp16BacksTheLossScaleOffUntilTheGradientsFitThenFollowsF32) {
+  TempDir d;
+  const std::string text = d.write("corpus.txt", corpus());
+  TrainConfig fp = tiny_config(d, "fp16", {text});
+  fp.train.mixed_precision = "fp16";
+  fp.train.grad_scaler.init_scale = 16777216.0;  // 2^24
+  fp.train.max_steps = 16;
+  std::vector<StepMetrics> steps;
+  RunSummary s = Trainer(fp).run([&](const StepMetrics& m) {
+    if (m.val_loss < 0) steps.push_back(m);
+  });
+  ASSERT_EQ(steps.size(), 16u);
+  // Overflow first (2^24 cannot fit f16), back off by half per overflowing step, never grow
+  // (growth_interval 2000); the schedule's warmup starts only with the first update.
+  ASSERT_TRUE(steps[0].update_skipped) << "2^24 must overflow f16";
+  int64_t overflows = 0, updates = 0;
+  double scale = 16777216.0;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    EXPECT_FALSE(steps[i].skipped) << "step " << i + 1;  // loss scaling's, not the guard's
+    EXPECT_EQ(steps[i].loss_scale, scale) << "step " << i + 1;
+    EXPECT_EQ(steps[i].lr == 0.0, updates == 0) << "step " << i + 1;
+    if (steps[i].update_skipped) {
+      EXPECT_FALSE(std::isfinite(steps[i].grad_norm)) << "step " << i + 1;
+      scale /= 2;
+      ++overflows;
+    } else {
+      ++updates;
+    }
+  }
+  EXPECT_LE(overflows, 10);
+  EXPECT_GE(updates, 6);
+  EXPECT_EQ(s.overflow_steps, overflows);
+  EXPECT_EQ(s.steps, 16);
+  EXPECT_LT(s.last_loss, s.first_loss - 0.5);
+  // The metrics say it: the scale on every row, and which steps made no update.
+  std::ifstream m(d.file("fp16/metrics.jsonl"));
+  std::string first;
+  std::getline(m, first);
+  EXPECT_NE(first.find("\"loss_scale\": 16777216"), std::string::npos) << first;
+  EXPECT_NE(first.find("\"update_skipped\": true"), std::string::npos) << first;
+  // Against f32 over the same data: the same first loss to f16 rounding.
+  TrainConfig f32 = tiny_config(d, "f32", {text});
+  f32.train.max_steps = 16;
+  Trainer(f32).run();
+  const auto a = losses(d.file("f32/metrics.jsonl"));
+  EXPECT_NEAR(steps[0].loss, a[0], 0.01 * a[0]);
+  EXPECT_NE(steps[0].loss, a[0]);  // the GEMMs really ran in f16
+  io::SafetensorsCheckpoint ck = io::SafetensorsCheckpoint::open(d.file("fp16/final"));
+  EXPECT_EQ(ck.tensor("transformer.wte.weight").dtype(), DType::kF32);
+}
+
+// The scale and its clean-step count are part of a checkpoint: a run killed and resumed
+// between overflows makes exactly the steps of the uninterrupted run.
+TEST(Trainer, LossScaleResumesExactlyFromACheckpoint) {
+  TempDir d;
+  const std::string text = d.write("corpus.txt", corpus());
+  auto config = [&](const std::string& run) {
+    TrainConfig c = tiny_config(d, run, {text});
+    c.train.mixed_precision = "fp16";
+    c.train.grad_scaler.init_scale = 1024;
+    c.train.grad_scaler.growth_interval = 3;
+    c.checkpoint.every = 4;
+    c.scheduler.type = "constant";  // with warmup; independent of max_steps
+    return c;
+  };
+  // Overflows at attempts 2 and 7 (and, for the resumed run, counted from its restart).
+  ::setenv("HFRUN_FAULT_NONFINITE", "0:2:1:grad,0:7:1:grad", 1);
+  std::vector<StepMetrics> whole;
+  Trainer(config("whole")).run([&](const StepMetrics& m) {
+    if (m.val_loss < 0) whole.push_back(m);
+  });
+  TrainConfig part = config("part");
+  part.train.max_steps = 4;
+  Trainer(part).run();
+  ::setenv("HFRUN_FAULT_NONFINITE", "0:3:1:grad", 1);  // attempt 7 of the whole run
+  std::vector<StepMetrics> resumed;
+  Trainer(config("part")).run([&](const StepMetrics& m) {
+    if (m.val_loss < 0) resumed.push_back(m);
+  });
+  ::unsetenv("HFRUN_FAULT_NONFINITE");
+  ASSERT_EQ(whole.size(), 12u);
+  ASSERT_EQ(resumed.size(), 8u);
+  EXPECT_TRUE(whole[1].update_skipped);
+  EXPECT_TRUE(whole[6].update_skipped);
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    const StepMetrics& w = whole[i + 4];
+    EXPECT_EQ(resumed[i].loss, w.loss) << "step " << w.step;
+    EXPECT_EQ(resumed[i].loss_scale, w.loss_scale) << "step " << w.step;
+    EXPECT_EQ(resumed[i].update_skipped, w.update_skipped) << "step " << w.step;
+    EXPECT_EQ(resumed[i].lr, w.lr) << "step " << w.step;
+  }
 }
 
 // Without a CUDA device (this build may have the backend, the machine no GPU), train.device

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "tensor/backend/cpu/cpu_backend.h"
@@ -122,6 +123,36 @@ double CpuBackend::sum_squares(const std::vector<Tensor>& xs) {
   double total = 0;
   for (const Tensor& x : xs) total += sum_squares_of(x.data<float>(), x.numel());
   return total;
+}
+
+bool CpuBackend::unscale_grads(const std::vector<Tensor>& xs, float inv_scale) {
+  bool found = false;
+  for (const Tensor& x : xs) {
+    HF_CHECK(x.dtype() == DType::kF32 && x.is_contiguous(), "unscale_grads: ", x.str(),
+             " must be contiguous f32");
+    float* p = x.data<float>();
+    const int64_t n = x.numel();
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    std::vector<uint8_t> bad(static_cast<size_t>(chunks), 0);
+    parallel_for(chunks, kChunk, [&](int64_t c) {
+      const int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
+      // x - x is 0 for a finite x and NaN for inf or NaN: a branch-free test that vectorises.
+      float probe = 0;
+      if (inv_scale == 1.0f) {
+#pragma omp simd reduction(+ : probe)
+        for (int64_t i = lo; i < hi; ++i) probe += p[i] - p[i];
+      } else {
+#pragma omp simd reduction(+ : probe)
+        for (int64_t i = lo; i < hi; ++i) {
+          probe += p[i] - p[i];
+          p[i] *= inv_scale;
+        }
+      }
+      bad[static_cast<size_t>(c)] = std::isnan(probe) ? 1 : 0;
+    });
+    for (uint8_t b : bad) found = found || b != 0;
+  }
+  return found;
 }
 
 void CpuBackend::synchronize(Device) {}

@@ -42,6 +42,10 @@ struct SquaresSeg {
   const float* x;
 };
 
+struct UnscaleSeg {
+  float* x;
+};
+
 // The segment table and its chunks in device memory. `buffer` owns it; dropping it after the
 // launch is safe: the caching allocator hands the block out again only to work queued later on
 // the same stream.
@@ -151,6 +155,22 @@ __global__ void squares_kernel(const SquaresSeg* __restrict__ segs,
   }
   acc = block_sum(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+// Loss scaling's unscale: x *= inv_scale (not when it is 1, as torch), and *found = 1 when an
+// element is inf or NaN.
+__global__ void unscale_kernel(const UnscaleSeg* __restrict__ segs,
+                               const Chunk* __restrict__ chunks, float inv_scale,
+                               int* __restrict__ found) {
+  const Chunk c = chunks[blockIdx.x];
+  float* x = segs[c.index].x;
+  bool bad = false;
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
+    const float v = x[i];
+    bad = bad || !isfinite(v);
+    if (inv_scale != 1.0f) x[i] = v * inv_scale;
+  }
+  if (__syncthreads_or(bad) && threadIdx.x == 0) *found = 1;
 }
 
 // One block: thread t sums partials t, t + blockDim, ... in order, then a fixed tree.
@@ -285,6 +305,32 @@ double CudaBackend::sum_squares(const std::vector<Tensor>& xs) {
       cudaMemcpyAsync(&total, pp + t.num_chunks, sizeof(double), cudaMemcpyDeviceToHost, s));
   HF_CUDA_CHECK(cudaStreamSynchronize(s));
   return total;
+}
+
+bool CudaBackend::unscale_grads(const std::vector<Tensor>& xs, float inv_scale) {
+  if (xs.empty()) return false;
+  const Device device = common_device("unscale_grads", xs);
+  DeviceGuard guard(device);
+  std::vector<UnscaleSeg> segs;
+  std::vector<int64_t> sizes;
+  for (const Tensor& x : xs) {
+    HF_CHECK(x.dtype() == DType::kF32 && x.is_contiguous(), "unscale_grads (cuda): ", x.str(),
+             " must be contiguous f32");
+    segs.push_back({x.data<float>()});
+    sizes.push_back(x.numel());
+  }
+  DeviceTable<UnscaleSeg> t = upload_table(segs, sizes, device);
+  if (t.num_chunks == 0) return false;
+  Tensor flag = ops::zeros({1}, DType::kI32, device);
+  int* fp = flag.data<int32_t>();
+  unscale_kernel<<<grid_rows(t.num_chunks), kThreads, 0, current_stream()>>>(t.segs, t.chunks,
+                                                                             inv_scale, fp);
+  HF_CUDA_CHECK_LAUNCH("unscale_grads", xs.size(), " tensors, ", t.num_chunks, " chunks");
+  int found = 0;
+  cudaStream_t s = current_stream();
+  HF_CUDA_CHECK(cudaMemcpyAsync(&found, fp, sizeof(int), cudaMemcpyDeviceToHost, s));
+  HF_CUDA_CHECK(cudaStreamSynchronize(s));
+  return found != 0;
 }
 
 void CudaBackend::synchronize(Device device) {

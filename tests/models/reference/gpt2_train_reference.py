@@ -2,7 +2,13 @@
 AdamW (or SGD with momentum), global-norm clipping, gradient accumulation and HF's linear warmup
 schedule, on batches cut from a token stream exactly as CONTRACT.md says (shuffle off).
 
-    /usr/bin/python3 gpt2_train_reference.py OUT_DIR [adamw|sgd]
+    /usr/bin/python3 gpt2_train_reference.py OUT_DIR [adamw|sgd|scaler]
+
+`scaler` is AdamW under dynamic loss scaling: torch.cuda.amp.GradScaler itself (its state
+machine, unscale_, step and update), on the CPU with its two CUDA-only kernels written out below
+as ATen's AmpKernels.cu computes them, and an inf put into one gradient at chosen steps (an
+overflow); the learning-rate schedule skips with the optimizer, as Accelerate's
+AcceleratedScheduler does.
 
 Writes OUT_DIR/model/{config.json, model.safetensors} (the starting weights, HF names),
 OUT_DIR/stream.json (the token stream) and OUT_DIR/expected.json (loss, lr and grad norm per
@@ -25,6 +31,10 @@ torch.set_num_threads(1)
 
 V, P, C, L, H = 61, 16, 24, 2, 3
 SEQ, MICRO, ACCUM, STEPS, WARMUP = 8, 2, 2, 5, 2
+SCALER = opt_type == "scaler"
+INIT_SCALE, GROWTH_INTERVAL, OVERFLOW_STEPS = 2.0 ** 12, 2, (2, 5)  # steps from 0
+if SCALER:
+    STEPS = 8
 LR, CLIP, WD = 5e-3, 0.5, 0.1
 D = C // H
 cfg = {"model_type": "gpt2", "vocab_size": V, "n_positions": P, "n_embd": C, "n_layer": L, "n_head": H,
@@ -100,9 +110,60 @@ def forward(p, ids):
     return x @ p["wte.weight"].t()
 
 
+# GradScaler on the CPU (torch 1.13 has its kernels for CUDA only).
+import torch.cuda.amp.grad_scaler as grad_scaler_module
+
+
+def non_finite_check_and_unscale_(grads, found_inf, inv_scale):
+    for g in grads:
+        if not torch.isfinite(g).all():
+            found_inf.fill_(1.0)
+        if inv_scale.item() != 1.0:
+            g.mul_(inv_scale)
+
+
+def update_scale_(scale, growth_tracker, found_inf, growth_factor, backoff_factor, growth_interval):
+    # f32 scale times the f64 factor, narrowed to f32; a grown scale that is not finite is dropped.
+    if found_inf.item():
+        scale.fill_(float(torch.tensor(scale.item() * backoff_factor, dtype=torch.float32)))
+        growth_tracker.fill_(0)
+    else:
+        successful = growth_tracker.item() + 1
+        if successful == growth_interval:
+            grown = torch.tensor(scale.item() * growth_factor, dtype=torch.float32)
+            if torch.isfinite(grown):
+                scale.fill_(grown.item())
+            growth_tracker.fill_(0)
+        else:
+            growth_tracker.fill_(successful)
+    return scale
+
+
+class CpuReplicator:
+    def __init__(self, master):
+        self.master = master
+        self._per_device_tensors = {}
+
+    def get(self, device):
+        return self._per_device_tensors.setdefault(device, self.master)
+
+
+torch._amp_foreach_non_finite_check_and_unscale_ = non_finite_check_and_unscale_
+torch._amp_update_scale_ = update_scale_
+grad_scaler_module._MultiDeviceReplicator = CpuReplicator
+grad_scaler_module.amp_definitely_not_available = lambda: False
+
+
+class CpuGradScaler(torch.cuda.amp.GradScaler):
+    def scale(self, outputs):  # GradScaler.scale asserts a CUDA tensor; the same product
+        if self._scale is None:
+            self._lazy_init_scale_growth_tracker(outputs.device)
+        return outputs * self._scale
+
+
 decay = [params[n] for n in names if params[n].dim() >= 2]
 no_decay = [params[n] for n in names if params[n].dim() < 2]
-if opt_type == "adamw":
+if opt_type in ("adamw", "scaler"):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=LR, betas=(0.9, 0.95), eps=1e-8)
 else:
@@ -117,10 +178,12 @@ def linear_warmup(step):  # transformers.get_linear_schedule_with_warmup's lr_la
     return max(0.0, (STEPS - step) / max(1, STEPS - WARMUP))
 
 
+scaler = CpuGradScaler(init_scale=INIT_SCALE, growth_interval=GROWTH_INTERVAL) if SCALER else None
 records = []
+scheduler_step = 0
 for step in range(STEPS):
     for g, b in zip(opt.param_groups, base_lr):
-        g["lr"] = b * linear_warmup(step)
+        g["lr"] = b * linear_warmup(scheduler_step)
     opt.zero_grad(set_to_none=True)
     loss_sum = 0.0
     for m in range(ACCUM):
@@ -128,15 +191,35 @@ for step in range(STEPS):
         wins = torch.stack([stream[i * SEQ: i * SEQ + SEQ + 1] for i in range(first, first + MICRO)])
         loss = F.cross_entropy(forward(params, wins[:, :-1]).reshape(-1, V), wins[:, 1:].reshape(-1))
         loss_sum += loss.item()
-        (loss / ACCUM).backward()
-    norm = torch.nn.utils.clip_grad_norm_([params[n] for n in names], CLIP)
-    opt.step()
-    records.append({"step": step + 1, "loss": loss_sum / ACCUM, "lr": opt.param_groups[0]["lr"],
-                    "grad_norm": norm.item()})
+        if SCALER:
+            scaler.scale(loss / ACCUM).backward()
+        else:
+            (loss / ACCUM).backward()
+    record = {"step": step + 1, "loss": loss_sum / ACCUM, "lr": opt.param_groups[0]["lr"]}
+    if SCALER:
+        if step in OVERFLOW_STEPS:
+            with torch.no_grad():
+                params[names[0]].grad.view(-1)[0] = float("inf")
+        record["loss_scale"] = scaler.get_scale()
+        scaler.unscale_(opt)  # as accelerator.clip_grad_norm_
+        norm = torch.nn.utils.clip_grad_norm_([params[n] for n in names], CLIP)
+        scaler.step(opt)
+        scaler.update()
+        record["update_skipped"] = scaler.get_scale() < record["loss_scale"]
+        if not record["update_skipped"]:
+            scheduler_step += 1
+    else:
+        norm = torch.nn.utils.clip_grad_norm_([params[n] for n in names], CLIP)
+        opt.step()
+        scheduler_step += 1
+    record["grad_norm"] = norm.item() if math.isfinite(norm.item()) else None  # JSON has no inf
+    records.append(record)
 
 with open(os.path.join(out_dir, "expected.json"), "w") as f:
-    json.dump({"optimizer": opt_type, "lr": LR if opt_type == "adamw" else LR * 20, "clip": CLIP,
+    json.dump({"optimizer": opt_type, "lr": LR * 20 if opt_type == "sgd" else LR, "clip": CLIP,
                "weight_decay": WD, "seq_len": SEQ, "micro_batch": MICRO, "accum": ACCUM, "steps": STEPS,
-               "warmup": WARMUP, "records": records,
+               "warmup": WARMUP, "records": records, "init_scale": INIT_SCALE,
+               "growth_interval": GROWTH_INTERVAL,
+               "overflow_attempts": [s + 1 for s in OVERFLOW_STEPS] if SCALER else [],
                "final": {"transformer." + n: params[n].detach().reshape(-1).tolist() for n in names}}, f)
 print(f"wrote {out_dir}: losses {[round(r['loss'], 5) for r in records]}")

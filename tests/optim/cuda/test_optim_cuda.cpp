@@ -9,12 +9,14 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "autograd/node.h"
 #include "optim/clip.h"
+#include "optim/grad_scaler.h"
 #include "optim/optimizer.h"
 #include "tensor/cuda/cuda_test_util.h"
 #include "tensor/ops.h"
@@ -259,6 +261,34 @@ TEST(CudaClip, NormAndClippedGradientsMatchCpu) {
   // A gradient-free parameter set sums to zero.
   std::vector<Tensor> none = {ops::zeros({3}, DType::kF32, testing::cuda0())};
   EXPECT_EQ(grad_norm_squared(none), 0.0);
+}
+
+TEST(CudaGradScaler, UnscaleMatchesCpuAndFindsOneInf) {
+  HF_REQUIRE_CUDA();
+  autograd::NoGradGuard no_grad;
+  GradScaler scaler({.enabled = true, .init_scale = 3.0});  // inv_scale not a power of two
+  std::vector<Tensor> cpu, gpu;
+  for (int i = 0; i < 3; ++i) {
+    Tensor g = make_input({300007 + i}, 70 + i, Device::cpu());
+    Tensor pc = ops::zeros({300007 + i}),
+           pg = ops::zeros({300007 + i}, DType::kF32, testing::cuda0());
+    pc.set_requires_grad(true);
+    pg.set_requires_grad(true);
+    pc.set_grad(ops::contiguous(g));
+    pg.set_grad(ops::to_device(g, testing::cuda0()));
+    cpu.push_back(pc);
+    gpu.push_back(pg);
+  }
+  EXPECT_FALSE(scaler.unscale(cpu));
+  EXPECT_FALSE(scaler.unscale(gpu));
+  for (size_t i = 0; i < cpu.size(); ++i) {  // one f32 multiply per element on both sides
+    EXPECT_EQ(ops::to_device(gpu[i].grad(), Device::cpu()).to_vector(), cpu[i].grad().to_vector());
+  }
+  // One inf in the middle of the last tensor is found.
+  Tensor g = gpu[2].grad();
+  Tensor one = ops::narrow(g, 0, 150000, 1);
+  ops::fill_(one, std::numeric_limits<double>::infinity());
+  EXPECT_TRUE(scaler.unscale(gpu));
 }
 
 TEST(CudaClip, LargeGradientSumIsDeterministic) {

@@ -1,8 +1,9 @@
 // The whole training loop against PyTorch: a tiny GPT-2 trained for several optimizer steps
 // with gradient accumulation, global-norm clipping and HF's linear warmup schedule, by AdamW
-// and by SGD with momentum (tests/models/reference/gpt2_train_reference.py). Per-step loss, lr
-// and grad norm, and the final weights, must match. The fixture gpt2_train_reference writes the
-// reference; HFRUN_TRAIN_REFERENCE names its directory.
+// by SGD with momentum, and by AdamW under dynamic loss scaling against torch's GradScaler with
+// overflows at chosen steps (tests/models/reference/gpt2_train_reference.py). Per-step loss, lr
+// and grad norm (and loss scale and skipped updates), and the final weights, must match. The
+// fixture gpt2_train_reference writes the reference; HFRUN_TRAIN_REFERENCE names its directory.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -68,8 +69,20 @@ void check_against(const std::string& ref_dir) {
     << "data: {train: [" << (work / "stream.bin").string() << "], seq_len: " << ref["seq_len"]
     << ", shuffle: false}\n"
     << "train: {micro_batch_size: " << ref["micro_batch"] << ", grad_accum_steps: " << ref["accum"]
-    << ", max_steps: " << ref["steps"] << ", grad_clip: " << ref["clip"] << ", log_every: 1}\n";
-  if (ref["optimizer"] == "adamw") {
+    << ", max_steps: " << ref["steps"] << ", grad_clip: " << ref["clip"] << ", log_every: 1";
+  const bool scaler = ref["optimizer"] == "scaler";
+  if (scaler) {
+    y << ", grad_scaler: {enabled: true, init_scale: " << ref["init_scale"]
+      << ", growth_interval: " << ref["growth_interval"] << "}";
+    // The overflows: an inf in one gradient at the reference's steps (attempts, from 1).
+    std::string spec;
+    for (const auto& a : ref["overflow_attempts"])
+      spec +=
+          (spec.empty() ? "" : ",") + std::string("0:") + std::to_string(a.get<int>()) + ":1:grad";
+    ::setenv("HFRUN_FAULT_NONFINITE", spec.c_str(), 1);
+  }
+  y << "}\n";
+  if (ref["optimizer"] != "sgd") {
     y << "optimizer: {type: adamw, lr: " << ref["lr"] << ", betas: [0.9, 0.95], eps: 1.0e-8, "
       << "weight_decay: " << ref["weight_decay"] << "}\n";
   } else {
@@ -83,13 +96,25 @@ void check_against(const std::string& ref_dir) {
   trainer.run([&](const StepMetrics& m) {
     if (m.val_loss < 0) steps.push_back(m);
   });
+  ::unsetenv("HFRUN_FAULT_NONFINITE");
   const auto& records = ref["records"];
   ASSERT_EQ(steps.size(), records.size());
   for (size_t i = 0; i < steps.size(); ++i) {
-    const double loss = records[i]["loss"], lr = records[i]["lr"], norm = records[i]["grad_norm"];
+    const double loss = records[i]["loss"], lr = records[i]["lr"];
     EXPECT_NEAR(steps[i].loss, loss, 1e-5 * loss) << "step " << i + 1;
     EXPECT_NEAR(steps[i].lr, lr, 1e-12 + 1e-9 * lr) << "step " << i + 1;
-    EXPECT_NEAR(steps[i].grad_norm, norm, 1e-4 * norm) << "step " << i + 1;
+    if (records[i]["grad_norm"].is_null()) {  // the overflow: not finite on both sides
+      EXPECT_FALSE(std::isfinite(steps[i].grad_norm)) << "step " << i + 1;
+    } else {
+      const double norm = records[i]["grad_norm"];
+      EXPECT_NEAR(steps[i].grad_norm, norm, 1e-4 * norm) << "step " << i + 1;
+    }
+    if (scaler) {
+      EXPECT_EQ(steps[i].loss_scale, records[i]["loss_scale"].get<double>()) << "step " << i + 1;
+      EXPECT_EQ(steps[i].update_skipped, records[i]["update_skipped"].get<bool>())
+          << "step " << i + 1;
+      EXPECT_FALSE(steps[i].skipped) << "step " << i + 1;  // loss scaling's, not the guard's
+    }
   }
   io::SafetensorsCheckpoint out =
       io::SafetensorsCheckpoint::open((work / "run" / "final").string());
@@ -117,6 +142,12 @@ std::string reference_dir(const char* which) {
 
 TEST(TrainParity, AdamWWithAccumulationClippingAndWarmupMatchesPyTorch) {
   const std::string dir = reference_dir("adamw");
+  ASSERT_FALSE(dir.empty()) << "run through ctest (fixture gpt2_train_reference)";
+  check_against(dir);
+}
+
+TEST(TrainParity, DynamicLossScalingWithOverflowsMatchesTorchGradScaler) {
+  const std::string dir = reference_dir("scaler");
   ASSERT_FALSE(dir.empty()) << "run through ctest (fixture gpt2_train_reference)";
   check_against(dir);
 }
