@@ -83,6 +83,8 @@ std::string run_train_bench(const TrainBenchOptions& o) {
                                             cfg.train.grad_accum_steps * cfg.data.seq_len);
   const double achieved = flops_per_token * tokens / step_s * 1e-9;
   const bool bf16 = cfg.train.mixed_precision == "bf16";
+  // fp16's GEMMs: f16 on a GPU; through f32 on the CPU (oneDNN here has no f16 GEMM).
+  const char* dtype = bf16 ? "bf16" : cfg.train.mixed_precision == "fp16" ? "fp16" : "f32";
   // The CPU's oneDNN GEMM in the run's dtype; on a GPU its bf16 tensor-core peak (the usual
   // MFU denominator there, also for f32 runs).
   const Device device = trainer.device();
@@ -97,7 +99,7 @@ std::string run_train_bench(const TrainBenchOptions& o) {
                 "\"params\":%lld,\"tokens_per_step\":%.0f,\"step_s\":%.4f,\"tokens_per_s\":%.1f,"
                 "\"flops_per_token\":%.4g,\"achieved_gflops\":%.1f,\"peak_gflops\":%.1f,"
                 "\"peak_kind\":\"%s\",\"mfu\":%.3f,\"peak_rss_mb\":%.1f}",
-                device.str().c_str(), bf16 ? "bf16" : "f32", num_threads(),
+                device.str().c_str(), dtype, num_threads(),
                 static_cast<long long>(trainer.num_parameters()), tokens, step_s, tokens / step_s,
                 flops_per_token, achieved, peak,
                 device.is_cuda() ? "cublaslt bf16 8192^3"

@@ -75,6 +75,10 @@ def safetensors(tensors, meta=None):
 put("safetensors", "two", safetensors({"w": ("F32", [2, 2], struct.pack("<4f", 1, 2, 3, 4)),
                                         "b": ("BF16", [3], b"\x80\x3f" * 3)}, {"format": "pt"}))
 put("safetensors", "empty", safetensors({}))
+# ... and sharded checkpoints' index.json (the target's two fixed shards hold w, b and v).
+put("safetensors", "index", json.dumps({"metadata": {"total_size": 24},
+                                        "weight_map": {"w": "a.safetensors", "b": "a.safetensors",
+                                                       "v": "b.safetensors"}}))
 # train.yaml: the repo's examples, and one with overrides.
 for f in sorted(os.listdir("examples")):
     if f.endswith(".yaml"):

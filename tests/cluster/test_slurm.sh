@@ -61,7 +61,7 @@ same_losses() {  # same_losses WHAT REF_METRICS METRICS
 job_state() { scontrol show job "$1" 2> /dev/null | grep -o 'JobState=[A-Z_]*' | head -n1 | cut -d= -f2; }
 # wait_job JOBID SECONDS: until the job has left the queue or completed
 wait_job() {
-  for _ in $(seq $(($2 * 10))); do
+  for _ in $(seq $(($2 * 10 * TEST_SLOW))); do
     case "$(job_state "$1")" in COMPLETED | FAILED | CANCELLED | TIMEOUT | "") return 0 ;; esac
     sleep 0.1
   done

@@ -14,8 +14,10 @@ losses() {
   awk 'match($0, /"loss": [-0-9.eE+]+/) { print substr($0, RSTART + 8, RLENGTH - 8) }' "$1"
 }
 
+# Waits scale with HFRUN_TEST_SLOW (4 in sanitized builds: tests/CMakeLists.txt).
+TEST_SLOW=${HFRUN_TEST_SLOW:-1}
 wait_for() {
-  for _ in $(seq $(($3 * 20))); do
+  for _ in $(seq $(($3 * 20 * TEST_SLOW))); do
     grep -q -- "$2" "$1" 2> /dev/null && return 0
     sleep 0.05
   done
