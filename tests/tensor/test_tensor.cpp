@@ -1,6 +1,8 @@
 // Tensor core: dtypes, storage and allocator, views, copies and casts.
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <vector>
 
 #include "tensor/allocator.h"
 #include "test_util.h"
@@ -41,6 +43,52 @@ TEST(DType, Float16RoundTripsIncludingSubnormalsAndInf) {
   EXPECT_EQ(f32_to_f16(1e-9f), 0);  // underflows to zero
   // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even.
   EXPECT_EQ(f32_to_f16(1.00048828125f), 0x3c00);
+}
+
+// The CPU's f16 casts (F16C, 8 at a time, where the build has it) agree with the portable
+// conversions: every one of the 65536 halves to f32, and f32 values across the whole f16 range
+// (subnormals, ties, overflow to inf) to f16. A NaN stays a NaN (its payload may differ).
+TEST(DType, TensorCastsToAndFromFloat16MatchThePortableConversions) {
+  std::vector<uint16_t> halves(65536 + 3);  // + 3: a tail after the 8-wide blocks
+  for (size_t i = 0; i < halves.size(); ++i) halves[i] = static_cast<uint16_t>(i);
+  Tensor h = ops::empty({static_cast<int64_t>(halves.size())}, DType::kF16);
+  std::memcpy(h.raw_data(), halves.data(), halves.size() * 2);
+  const std::vector<float> wide = ops::to_dtype(h, DType::kF32).to_vector();
+  for (size_t i = 0; i < halves.size(); ++i) {
+    const float want = f16_to_f32(halves[i]);
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(wide[i])) << i;
+    } else {
+      EXPECT_EQ(wide[i], want) << std::hex << halves[i];
+    }
+  }
+  std::vector<float> values;
+  for (uint32_t bits = 0x33000000u; bits < 0x47800000u; bits += 0x1235u) {  // 2^-25 .. 2^16
+    float v;
+    std::memcpy(&v, &bits, 4);
+    values.push_back(v);
+    values.push_back(-v);
+  }
+  for (float v : {1.00048828125f, 65519.0f, 65520.0f, 1e-9f, 5.960464477539063e-08f,
+                  std::numeric_limits<float>::infinity(), 0.0f, -0.0f}) {
+    values.push_back(v);
+  }
+  Tensor f = ops::from_vector(values, {static_cast<int64_t>(values.size())});
+  Tensor narrow = ops::to_dtype(f, DType::kF16);
+  const auto* got = static_cast<const uint16_t*>(narrow.raw_data());
+  for (size_t i = 0; i < values.size(); ++i) {
+    EXPECT_EQ(got[i], f32_to_f16(values[i])) << values[i];
+  }
+  // Strided (a transposed view) takes the element-wise path: the same results.
+  Tensor m = ops::to_dtype(ops::transpose(ops::reshape(ops::narrow(f, 0, 0, 64), {8, 8}), 0, 1),
+                           DType::kF16);
+  Tensor back = ops::to_dtype(m, DType::kF32);
+  for (int64_t r = 0; r < 8; ++r) {
+    for (int64_t c = 0; c < 8; ++c) {
+      EXPECT_EQ(back.to_vector()[static_cast<size_t>(r * 8 + c)],
+                f16_to_f32(f32_to_f16(values[static_cast<size_t>(c * 8 + r)])));
+    }
+  }
 }
 
 TEST(Allocator, ReusesFreedBlocksInSteadyState) {

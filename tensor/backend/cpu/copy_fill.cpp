@@ -33,20 +33,26 @@ void CpuBackend::copy(const Tensor& src, Tensor& dst) {
       using S = typename decltype(st)::type;
       D* d = static_cast<D*>(dst.raw_data());
       const S* s = static_cast<const S*>(src.raw_data());
-      strided_loop<2>(dst.sizes(), {dst.strides(), src.strides()},
-                      [&](std::array<int64_t, 2> off, int64_t n, std::array<int64_t, 2> inc) {
-                        D* dp = d + off[0];
-                        const S* sp = s + off[1];
-                        if (to_bool) {
-                          for (int64_t i = 0; i < n; ++i)
-                            dp[i * inc[0]] = convert<D>(load(sp, i * inc[1]) != 0.0f ? 1.0f : 0.0f);
-                        } else if (inc[0] == 1 && inc[1] == 1) {
-                          for (int64_t i = 0; i < n; ++i) dp[i] = convert<D>(sp[i]);
-                        } else {
-                          for (int64_t i = 0; i < n; ++i)
-                            dp[i * inc[0]] = convert<D>(sp[i * inc[1]]);
-                        }
-                      });
+      strided_loop<2>(
+          dst.sizes(), {dst.strides(), src.strides()},
+          [&](std::array<int64_t, 2> off, int64_t n, std::array<int64_t, 2> inc) {
+            D* dp = d + off[0];
+            const S* sp = s + off[1];
+            if (to_bool) {
+              for (int64_t i = 0; i < n; ++i)
+                dp[i * inc[0]] = convert<D>(load(sp, i * inc[1]) != 0.0f ? 1.0f : 0.0f);
+            } else if (inc[0] == 1 && inc[1] == 1) {
+              if constexpr (std::is_same_v<D, Float16> && std::is_same_v<S, float>) {
+                f32_to_f16_n(sp, dp, n);
+              } else if constexpr (std::is_same_v<D, float> && std::is_same_v<S, Float16>) {
+                f16_to_f32_n(sp, dp, n);
+              } else {
+                for (int64_t i = 0; i < n; ++i) dp[i] = convert<D>(sp[i]);
+              }
+            } else {
+              for (int64_t i = 0; i < n; ++i) dp[i * inc[0]] = convert<D>(sp[i * inc[1]]);
+            }
+          });
     });
   });
 }
