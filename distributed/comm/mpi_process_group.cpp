@@ -17,6 +17,7 @@
 
 #include "common/error.h"
 #include "distributed/comm/mpi_runtime.h"
+#include "distributed/comm/reduce_kernels.h"
 #include "distributed/comm/validate.h"
 
 namespace hfrun::dist {
@@ -55,18 +56,12 @@ MPI_Op mpi_op(ReduceOp op) {
   HF_THROW("MPI backend: unknown ReduceOp");
 }
 
-template <typename T>
-void divide_by(Tensor& t, int n) {
-  T* p = static_cast<T*>(t.raw_data());
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(p[i] / static_cast<T>(n));
-}
-
 // bf16 SUM (distributed.reduce_dtype bf16): each pair added in f32 and rounded to bf16, as
 // NCCL adds bf16. MPI has no bf16 type: the elements travel as MPI_UINT16_T with this op.
 void bf16_sum(void* in, void* inout, int* len, MPI_Datatype* /*type*/) {
   const auto* a = static_cast<const uint16_t*>(in);
   auto* b = static_cast<uint16_t*>(inout);
-  for (int i = 0; i < *len; ++i) b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
+  detail::bf16_sum_into(a, b, static_cast<size_t>(*len));
 }
 
 // Checks that `op` reduces `dtype`: bf16 sums only.
@@ -85,20 +80,6 @@ MPI_Op mpi_op_for(ReduceOp op, DType dtype) {
     return o;
   }();
   return sum;
-}
-
-// kAvg = sum / n (integers truncate toward zero, as C++ division does).
-void divide_in_place(Tensor& t, int n) {
-  switch (t.dtype()) {
-    case DType::kF32:
-      return divide_by<float>(t, n);
-    case DType::kI32:
-      return divide_by<int32_t>(t, n);
-    case DType::kI64:
-      return divide_by<int64_t>(t, n);
-    default:
-      HF_THROW("avg: unsupported dtype ", dtype_name(t.dtype()));
-  }
 }
 
 // Buffers MPI may still write into after a timeout: never freed (the job is being aborted).
@@ -149,7 +130,7 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
       HF_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()),
                                   mpi_type(t.dtype()), mpi_op_for(op, t.dtype()), comm_, r));
     };
-    if (op == ReduceOp::kAvg) x.finish = [this, t]() mutable { divide_in_place(t, size_); };
+    if (op == ReduceOp::kAvg) x.finish = [this, t]() mutable { detail::divide_in_place(t, size_); };
     x.keep = {t};
     return enqueue(std::move(x));
   }
@@ -198,7 +179,8 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
                                              static_cast<int>(out.numel()), mpi_type(out.dtype()),
                                              mpi_op_for(op, out.dtype()), comm_, r));
     };
-    if (op == ReduceOp::kAvg) x.finish = [this, out]() mutable { divide_in_place(out, size_); };
+    if (op == ReduceOp::kAvg)
+      x.finish = [this, out]() mutable { detail::divide_in_place(out, size_); };
     x.keep = {out, in};
     return enqueue(std::move(x));
   }
