@@ -19,7 +19,7 @@ const Tensor* checked_grad(const Tensor& param, size_t i, Tensor& holder) {
 
 }  // namespace
 
-double grad_norm_squared(const std::vector<Tensor>& params) {
+double grad_norm_squared(const std::vector<Tensor>& params, float inv_scale) {
   // Per device (normally one), in parameter order: each backend sums its gradients' squares in
   // double in an order fixed by the sizes (the CPU: per-chunk partials; a GPU: one launch over
   // every gradient, partials summed in a fixed tree), and copies the total to the host.
@@ -31,10 +31,15 @@ double grad_norm_squared(const std::vector<Tensor>& params) {
     auto it = std::find_if(by_device.begin(), by_device.end(),
                            [&](const auto& d) { return d.first == g->device(); });
     if (it == by_device.end()) it = by_device.insert(by_device.end(), {g->device(), {}});
+    // Unscaling writes the gradients: it needs them themselves, not contiguous copies.
+    HF_CHECK(inv_scale == 1.0f || g->is_contiguous(), "clip_grad_norm: gradient of parameter ", i,
+             " is ", g->str(), "; unscaling needs contiguous gradients");
     it->second.push_back(ops::contiguous(*g));
   }
   double total = 0;
-  for (const auto& [device, grads] : by_device) total += backend_for(device).sum_squares(grads);
+  for (const auto& [device, grads] : by_device) {
+    total += backend_for(device).sum_squares(grads, inv_scale);
+  }
   return total;
 }
 
@@ -63,10 +68,10 @@ double clip_coefficient(double total_norm, double max_norm) {
   return std::min(1.0, static_cast<double>(coef));
 }
 
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, float inv_scale) {
   HF_CHECK_INPUT(max_norm > 0, "clip_grad_norm: max_norm must be > 0, got ", max_norm,
                  " (a grad_clip of 0 means: do not call it)");
-  const double total = std::sqrt(grad_norm_squared(params));
+  const double total = std::sqrt(grad_norm_squared(params, inv_scale));
   const double coef = clip_coefficient(total, max_norm);
   if (coef < 1.0) scale_grads(params, coef);
   return total;

@@ -144,7 +144,10 @@ class Backend {
   virtual void sgd_update(const std::vector<SGDUpdate>& updates) = 0;
   // Sum over every tensor of the sum of its squared elements (contiguous f32 tensors),
   // accumulated in double in an order fixed by the sizes alone: the gradient-norm reduction.
-  virtual double sum_squares(const std::vector<Tensor>& xs) = 0;
+  // With inv_scale != 1 every element is first multiplied by it in place (f32), and the squares
+  // are those of the products: unscale_grads and the norm in one pass, with the same result as
+  // the two in turn (an inf or NaN element makes the sum inf or NaN).
+  virtual double sum_squares(const std::vector<Tensor>& xs, float inv_scale) = 0;
   // Loss scaling's unscale (torch's _amp_foreach_non_finite_check_and_unscale_): multiplies
   // every element of the contiguous f32 tensors by inv_scale in place (f32 arithmetic; nothing
   // when inv_scale is 1) and returns whether any element was inf or NaN.

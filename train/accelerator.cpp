@@ -1,5 +1,6 @@
 #include "train/accelerator.h"
 
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -70,6 +71,10 @@ struct Accelerator::State {
   nn::Module* model = nullptr;
   std::unique_ptr<optim::Optimizer> optimizer;
   std::vector<ParamSlice> slices;  // where each optimizer parameter sits in the model
+  std::vector<Tensor> prepared;    // the parameters prepare() handed to make_optimizer
+  // The optimizer updates exactly those, whose gradients clip_grad_norm() measures: it may then
+  // unscale them in the norm's pass, and an overflow shows as a non-finite norm.
+  bool clip_covers_optimizer = false;
   bool model_prepared = false;
   Device device = Device::cpu();
   optim::GradScaler scaler;
@@ -227,18 +232,28 @@ std::vector<optim::ParamRef> Accelerator::prepare_model(
   if (decays) {
     for (auto& p : params) p.decay = decays(p.name, p.param);
   }
-  if (!s.dp) return params;
+  if (!s.dp) {
+    for (const auto& p : params) s.prepared.push_back(p.param);
+    return params;
+  }
   Tensor values = flat->params;
   s.dp->broadcast(values);  // every rank starts from rank 0's parameters
   s.dp->attach(model);
   auto mine = s.dp->optimizer_params(params, &s.slices);  // ZeRO: this rank's shard only
+  for (const auto& p : mine) s.prepared.push_back(p.param);
   gather_for_forward();
   return mine;
 }
 
 void Accelerator::adopt_optimizer(std::unique_ptr<optim::Optimizer> optimizer) {
   HF_CHECK(optimizer != nullptr, "Accelerator::prepare: make_optimizer returned no optimizer");
-  s_->optimizer = std::move(optimizer);
+  State& s = *s_;
+  const auto& refs = optimizer->params();
+  s.clip_covers_optimizer = refs.size() == s.prepared.size();
+  for (size_t i = 0; s.clip_covers_optimizer && i < refs.size(); ++i) {
+    s.clip_covers_optimizer = refs[i].param.is_same(s.prepared[i]);
+  }
+  s.optimizer = std::move(optimizer);
 }
 
 void Accelerator::gather_for_forward() {
@@ -292,14 +307,28 @@ double Accelerator::clip_grad_norm(double max_norm) {
   HF_CHECK_INPUT(max_norm > 0, "Accelerator::clip_grad_norm: max_norm ", max_norm,
                  " must be positive (infinity measures only)");
   State& s = *s_;
-  unscale_gradients();
+  // With loss scaling, the norm's pass unscales the gradients too (no pass of its own), and the
+  // norm is finite exactly when this rank's gradients held no inf or NaN. The ranks still agree
+  // on it through one small collective: a DDP rank's norm is its own, and a rank whose
+  // gradients alone went bad must not step apart from the others. Otherwise unscale first.
+  const bool fused = s.scaler.enabled() && !unscaled_ && s.clip_covers_optimizer;
+  if (!fused) unscale_gradients();
+  const float inv_scale = fused ? s.scaler.inv_scale() : 1.0f;
+  double total = 0;
   if (s.dp) {
     AddTime t(communication_s_);  // the norm's all-reduce (the norm itself is cheap)
-    return s.dp->clip_grad_norm(max_norm);
+    total = s.dp->clip_grad_norm(max_norm, inv_scale);
+  } else {
+    std::vector<Tensor> trainable;
+    for (auto& [name, t] : s.model->named_trainable_parameters()) trainable.push_back(t);
+    total = optim::clip_grad_norm(trainable, max_norm, inv_scale);
   }
-  std::vector<Tensor> trainable;
-  for (auto& [name, t] : s.model->named_trainable_parameters()) trainable.push_back(t);
-  return optim::clip_grad_norm(trainable, max_norm);
+  if (fused) {
+    const bool mine = !std::isfinite(total);
+    found_inf_ = s.dp ? s.dp->max_over_job(mine ? 1 : 0) != 0 : mine;
+    unscaled_ = true;
+  }
+  return total;
 }
 
 void Accelerator::unscale_gradients() {

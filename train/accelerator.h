@@ -165,7 +165,10 @@ class Accelerator {
   bool sync_gradients() const { return sync_gradients_; }
   // Global L2 norm of the synchronised gradients (over every rank's shard) and clipping to
   // max_norm as torch.nn.utils.clip_grad_norm_ (infinity: measure only). Returns the norm.
-  // With a grad scaler the gradients are unscaled first (unscale_gradients()).
+  // With a grad scaler the gradients are unscaled first, as unscale_gradients() does; when the
+  // optimizer updates the parameters prepare() gave it, in the norm's own pass (an overflow is
+  // a non-finite norm; no separate pass over the gradients). An unscaled gradient that
+  // overflows f32 (only possible with a loss scale below 1) then counts as an overflow too.
   double clip_grad_norm(double max_norm);
   // With a grad scaler: divides the synchronised gradients by loss_scale() (once per window)
   // and learns whether any rank's held an inf or NaN (collective). A no-op otherwise.

@@ -90,8 +90,8 @@ void DataParallel::before_backward(bool last_micro_step) {
 void DataParallel::finish_gradient_sync() {
   impl_->strategy->finish_gradient_sync();
 }
-double DataParallel::clip_grad_norm(double max_norm) {
-  return impl_->strategy->clip_grad_norm(max_norm);
+double DataParallel::clip_grad_norm(double max_norm, float inv_scale) {
+  return impl_->strategy->clip_grad_norm(max_norm, inv_scale);
 }
 void DataParallel::after_optimizer_step() {
   impl_->strategy->after_optimizer_step();

@@ -113,7 +113,9 @@ class DataParallel {
   void finish_gradient_sync();
   // Global L2 norm of the synchronised gradients (over all shards) and clipping to max_norm as
   // torch.nn.utils.clip_grad_norm_ (max_norm = inf: measure only). Returns the total norm.
-  double clip_grad_norm(double max_norm);
+  // Loss scaling: inv_scale != 1 unscales this rank's gradients in the norm's pass; the norm is
+  // then finite exactly when the gradients it covers (over the groups it sums) are.
+  double clip_grad_norm(double max_norm, float inv_scale = 1.0f);
   // ZeRO: all-gathers every unit's updated parameters; nothing for stage 0.
   void after_optimizer_step();
   // ZeRO-3: materialises every parameter (for an export) / frees them again; no-ops otherwise.

@@ -44,14 +44,14 @@ std::vector<optim::ParamRef> Ddp::optimizer_params(const std::vector<optim::Para
   return full;
 }
 
-double Ddp::clip_grad_norm(double max_norm) {
+double Ddp::clip_grad_norm(double max_norm, float inv_scale) {
   // Without tensor parallelism every rank holds the same whole gradients.
-  if (!ctx_.tensor) return optim::clip_grad_norm(leaves_, max_norm);
+  if (!ctx_.tensor) return optim::clip_grad_norm(leaves_, max_norm, inv_scale);
   std::vector<Tensor> split, replicated;
   for (size_t i = 0; i < leaves_.size(); ++i) {
     (tp_split_[i] ? split : replicated).push_back(leaves_[i]);
   }
-  return clip_over(split, replicated, /*sharded=*/false, max_norm);
+  return clip_over(split, replicated, /*sharded=*/false, max_norm, inv_scale);
 }
 
 TrainingMemory Ddp::memory(const optim::Optimizer& optimizer) const {

@@ -10,7 +10,7 @@ class Ddp final : public Strategy {
   using Strategy::Strategy;
   std::vector<optim::ParamRef> optimizer_params(const std::vector<optim::ParamRef>& full,
                                                 std::vector<ParamSlice>* slices) const override;
-  double clip_grad_norm(double max_norm) override;
+  double clip_grad_norm(double max_norm, float inv_scale) override;
   TrainingMemory memory(const optim::Optimizer& optimizer) const override;
 
  private:

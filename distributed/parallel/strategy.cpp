@@ -127,9 +127,9 @@ void Strategy::retire_oldest() {
 }
 
 double Strategy::clip_over(const std::vector<Tensor>& split, const std::vector<Tensor>& replicated,
-                           bool sharded, double max_norm) {
-  double sq_split = optim::grad_norm_squared(split);
-  double sq_replicated = optim::grad_norm_squared(replicated);
+                           bool sharded, double max_norm, float inv_scale) {
+  double sq_split = optim::grad_norm_squared(split, inv_scale);
+  double sq_replicated = optim::grad_norm_squared(replicated, inv_scale);
   if (sharded) {
     sq_split = sum_over(*ctx_.data, sq_split, ctx_.opts);
     sq_replicated = sum_over(*ctx_.data, sq_replicated, ctx_.opts);

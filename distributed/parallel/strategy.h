@@ -80,7 +80,7 @@ class Strategy {
   void finish_gradient_sync();
   virtual std::vector<optim::ParamRef> optimizer_params(const std::vector<optim::ParamRef>& full,
                                                         std::vector<ParamSlice>* slices) const = 0;
-  virtual double clip_grad_norm(double max_norm) = 0;
+  virtual double clip_grad_norm(double max_norm, float inv_scale) = 0;
   virtual void after_optimizer_step() {}
   virtual void zero_grad(nn::Module& model) { model.zero_grad(); }
   virtual void gather_parameters() {}
@@ -117,9 +117,10 @@ class Strategy {
   // Clips as torch.nn.utils.clip_grad_norm_ over gradients that are either split across the
   // tensor-parallel group (`split`: their squares are summed over it) or replicated in it; with
   // `sharded` the tensors of the data-parallel ranks are disjoint (squares summed over the
-  // data-parallel group too). The tensors are the ones whose .grad() is clipped.
+  // data-parallel group too). The tensors are the ones whose .grad() is clipped. inv_scale != 1
+  // unscales them first, in the norm's pass (optim::grad_norm_squared).
   double clip_over(const std::vector<Tensor>& split, const std::vector<Tensor>& replicated,
-                   bool sharded, double max_norm);
+                   bool sharded, double max_norm, float inv_scale);
 
   StrategyContext ctx_;
   std::vector<Param> params_;

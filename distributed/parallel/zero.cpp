@@ -122,12 +122,12 @@ std::vector<optim::ParamRef> ShardedStrategy::optimizer_params(
   return out;
 }
 
-double ShardedStrategy::clip_grad_norm(double max_norm) {
+double ShardedStrategy::clip_grad_norm(double max_norm, float inv_scale) {
   std::vector<Tensor> split, replicated;
   for (const Piece& piece : pieces_) {
     (tp_split_[piece.param] ? split : replicated).push_back(piece.value);
   }
-  return clip_over(split, replicated, /*sharded=*/true, max_norm);
+  return clip_over(split, replicated, /*sharded=*/true, max_norm, inv_scale);
 }
 
 void ShardedStrategy::zero_grad(nn::Module& model) {

@@ -22,7 +22,7 @@ class ShardedStrategy : public Strategy {
 
   std::vector<optim::ParamRef> optimizer_params(const std::vector<optim::ParamRef>& full,
                                                 std::vector<ParamSlice>* slices) const override;
-  double clip_grad_norm(double max_norm) override;
+  double clip_grad_norm(double max_norm, float inv_scale) override;
   void zero_grad(nn::Module& model) override;
 
  protected:

@@ -211,9 +211,9 @@ void ProfilingBackend::sgd_update(const std::vector<SGDUpdate>& updates) {
   inner_.sgd_update(updates);
 }
 
-double ProfilingBackend::sum_squares(const std::vector<Tensor>& xs) {
-  Timed t("op:sum_squares", inner_, device_);
-  return inner_.sum_squares(xs);
+double ProfilingBackend::sum_squares(const std::vector<Tensor>& xs, float inv_scale) {
+  Timed t(inv_scale == 1.0f ? "op:sum_squares" : "op:unscale_sum_squares", inner_, device_);
+  return inner_.sum_squares(xs, inv_scale);
 }
 
 bool ProfilingBackend::unscale_grads(const std::vector<Tensor>& xs, float inv_scale) {

@@ -121,8 +121,11 @@ TrainingRun reference(int dp, bool lora) {
 // With reduce_dtype bf16 the gradients cross in bf16 (wire_tensor): the synchronised ones
 // (stages 0 and 1: one bf16 sum per step, widened) must be exactly bf16 values, and the run
 // close to `want` within bf16's precision.
+// With loss_scale != 1 backward runs on the scaled loss and the clip unscales the gradients in
+// its norm's pass (what Accelerator::clip_grad_norm does with a grad scaler); a power of two
+// scales exactly, so the run must still equal `want`.
 TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun& want,
-                        DType reduce_dtype = DType::kF32) {
+                        DType reduce_dtype = DType::kF32, float loss_scale = 1.0f) {
   const bool bf16 = reduce_dtype == DType::kBF16;
   std::vector<std::unique_ptr<LocalWorld>> data_worlds, tensor_worlds;
   for (int t = 0; t < tp; ++t) data_worlds.push_back(std::make_unique<LocalWorld>(dp));
@@ -169,7 +172,7 @@ TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun&
           model->loss(ids, targets);
         }
         strategy->before_backward(m + 1 == kMicro);
-        autograd::backward(mul_scalar(l, 1.0 / kMicro));
+        autograd::backward(mul_scalar(l, loss_scale / kMicro));
         strategy->finish_gradient_sync();
       }
       if (bf16 && stage <= 1) {  // stages 2 and 3 add each micro-step's reduced chunk
@@ -182,7 +185,7 @@ TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun&
         }
         EXPECT_GT(checked, 0);
       }
-      run.norms.push_back(strategy->clip_grad_norm(kMaxNorm));
+      run.norms.push_back(strategy->clip_grad_norm(kMaxNorm, 1.0f / loss_scale));
       opt.step();
       strategy->after_optimizer_step();
       run.losses.push_back(sum_over(*data, loss, {}) / dp);
@@ -273,6 +276,21 @@ TEST_P(Bf16Reduce, CloseToOneProcessWithBf16Gradients) {
   const TrainingRun want = reference(dp, /*lora=*/false);
   expect_same_run(distributed(stage, tp, dp, /*lora=*/false, want, DType::kBF16), want, 2e-3);
 }
+
+// Loss scaling (fp16): the gradients arrive scaled by 2^12 and are unscaled in the clip's norm
+// pass, over each strategy's own gradients (whole, sharded, split across tensor parallelism).
+class LossScaled : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+TEST_P(LossScaled, UnscaleInTheNormPassEqualsOneProcess) {
+  const auto [stage, tp, dp] = GetParam();
+  const TrainingRun want = reference(dp, /*lora=*/false);
+  expect_same_run(distributed(stage, tp, dp, /*lora=*/false, want, DType::kF32, 4096.0f), want);
+}
+
+INSTANTIATE_TEST_SUITE_P(DataParallel, LossScaled,
+                         ::testing::Values(std::make_tuple(0, 1, 2), std::make_tuple(1, 1, 3),
+                                           std::make_tuple(2, 1, 2), std::make_tuple(3, 1, 3),
+                                           std::make_tuple(0, 2, 2), std::make_tuple(3, 2, 2)));
 
 INSTANTIATE_TEST_SUITE_P(DataParallel, Bf16Reduce,
                          ::testing::Values(std::make_tuple(0, 1, 2), std::make_tuple(0, 1, 3),

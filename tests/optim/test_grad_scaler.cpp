@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "optim/clip.h"
 #include "optim/grad_scaler.h"
 #include "tensor/ops.h"
 #include "test_util.h"
@@ -87,6 +88,38 @@ TEST(GradScaler, UnscaleDividesAndReportsInfOrNan) {
   EXPECT_FALSE(off.unscale(untouched));
   EXPECT_EQ(untouched[0].grad().to_vector()[1], 4.0f);
   EXPECT_EQ(off.scale(), 1.0f);
+}
+
+// The clip's norm pass may unscale too (Accelerator::clip_grad_norm with a grad scaler): the
+// same gradients and the same sum, bit for bit, as unscale() then the norm, for a scale that is
+// not a power of two over many chunks; an inf or NaN makes the sum non-finite.
+TEST(GradScaler, UnscaleInTheNormPassEqualsUnscaleThenNorm) {
+  GradScaler s({.enabled = true, .init_scale = 3.0});
+  std::vector<float> a(70001), b(33);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = std::sin(0.37f * static_cast<float>(i)) * 1e3f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i) - 16.5f;
+  std::vector<Tensor> two = {param_with_grad(a), param_with_grad(b)};
+  std::vector<Tensor> one = {param_with_grad(a), param_with_grad(b)};
+  EXPECT_FALSE(s.unscale(two));
+  const double want = grad_norm_squared(two);
+  const double got = grad_norm_squared(one, s.inv_scale());
+  EXPECT_EQ(got, want);
+  for (size_t i = 0; i < one.size(); ++i) {
+    EXPECT_EQ(one[i].grad().to_vector(), two[i].grad().to_vector()) << "gradient " << i;
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> bad(50000, 1.0f);
+  bad[40000] = -inf;
+  std::vector<Tensor> overflowed = {param_with_grad(b), param_with_grad(bad)};
+  EXPECT_TRUE(std::isinf(grad_norm_squared(overflowed, s.inv_scale())));
+  std::vector<Tensor> nan = {param_with_grad({1, std::nanf(""), 2})};
+  EXPECT_TRUE(std::isnan(grad_norm_squared(nan, s.inv_scale())));
+  // clip_grad_norm with it: the norm of the unscaled gradients, which are then clipped.
+  std::vector<Tensor> clipped = {param_with_grad({30, 40})};
+  EXPECT_DOUBLE_EQ(clip_grad_norm(clipped, 1.0, 0.1f), std::sqrt(3.0f * 3.0f + 4.0f * 4.0f));
+  const std::vector<float> g = clipped[0].grad().to_vector();
+  EXPECT_NEAR(g[0], 0.6f, 1e-6);
+  EXPECT_NEAR(g[1], 0.8f, 1e-6);
 }
 
 TEST(GradScaler, StateRoundTripsAndBadOptionsAreNamed) {

@@ -53,7 +53,8 @@ void for_each_element(const Tensor& param, const Tensor& grad, Elem&& elem) {
 }
 
 // Sum of squares of a contiguous f32 range: per-chunk double partials summed in chunk order.
-double sum_squares_of(const float* x, int64_t n) {
+// With inv_scale != 1 the range is first unscaled in place, in the same pass.
+double sum_squares_of(float* x, int64_t n, float inv_scale) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
   parallel_for(chunks, kChunk, [&](int64_t c) {
@@ -61,6 +62,9 @@ double sum_squares_of(const float* x, int64_t n) {
     // Independent lanes: one accumulator would be a serial chain of dependent adds.
     constexpr int64_t kLanes = 16;
     double acc[kLanes] = {};
+    if (inv_scale != 1.0f) {
+      for (int64_t i = lo; i < hi; ++i) x[i] *= inv_scale;  // stays in cache for the squares
+    }
     int64_t i = lo;
     for (; i + kLanes <= hi; i += kLanes) {
       for (int64_t l = 0; l < kLanes; ++l) acc[l] += static_cast<double>(x[i + l]) * x[i + l];
@@ -119,9 +123,13 @@ void CpuBackend::sgd_update(const std::vector<SGDUpdate>& updates) {
   }
 }
 
-double CpuBackend::sum_squares(const std::vector<Tensor>& xs) {
+double CpuBackend::sum_squares(const std::vector<Tensor>& xs, float inv_scale) {
   double total = 0;
-  for (const Tensor& x : xs) total += sum_squares_of(x.data<float>(), x.numel());
+  for (const Tensor& x : xs) {
+    HF_CHECK(x.dtype() == DType::kF32 && x.is_contiguous(), "sum_squares: ", x.str(),
+             " must be contiguous f32");
+    total += sum_squares_of(x.data<float>(), x.numel(), inv_scale);
+  }
   return total;
 }
 

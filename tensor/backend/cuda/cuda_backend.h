@@ -64,7 +64,7 @@ class CudaBackend final : public Backend {
   void dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) override;
   void adamw_update(const std::vector<AdamWUpdate>& updates) override;
   void sgd_update(const std::vector<SGDUpdate>& updates) override;
-  double sum_squares(const std::vector<Tensor>& xs) override;
+  double sum_squares(const std::vector<Tensor>& xs, float inv_scale) override;
   bool unscale_grads(const std::vector<Tensor>& xs, float inv_scale) override;
   void synchronize(Device device) override;
 

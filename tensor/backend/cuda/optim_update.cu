@@ -39,7 +39,7 @@ struct SgdSeg {
 };
 
 struct SquaresSeg {
-  const float* x;
+  float* x;  // written only when unscaling
 };
 
 struct UnscaleSeg {
@@ -144,13 +144,21 @@ __global__ void sgd_kernel(const SgdSeg* __restrict__ segs, const Chunk* __restr
   }
 }
 
+// With inv_scale != 1 each element is unscaled in place first (loss scaling), and its square
+// is the unscaled value's.
 __global__ void squares_kernel(const SquaresSeg* __restrict__ segs,
-                               const Chunk* __restrict__ chunks, double* __restrict__ partial) {
+                               const Chunk* __restrict__ chunks, float inv_scale,
+                               double* __restrict__ partial) {
   const Chunk c = chunks[blockIdx.x];
-  const float* x = segs[c.index].x;
+  float* x = segs[c.index].x;
   double acc = 0;
   for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
-    const double v = x[i];
+    float f = x[i];
+    if (inv_scale != 1.0f) {
+      f *= inv_scale;
+      x[i] = f;
+    }
+    const double v = f;
     acc += v * v;
   }
   acc = block_sum(acc);
@@ -278,7 +286,7 @@ void CudaBackend::sgd_update(const std::vector<SGDUpdate>& updates) {
   ops_.finish();
 }
 
-double CudaBackend::sum_squares(const std::vector<Tensor>& xs) {
+double CudaBackend::sum_squares(const std::vector<Tensor>& xs, float inv_scale) {
   if (xs.empty()) return 0;
   const Device device = common_device("sum_squares", xs);
   DeviceGuard guard(device);
@@ -295,7 +303,8 @@ double CudaBackend::sum_squares(const std::vector<Tensor>& xs) {
   // Partials as f64 in an i64-sized buffer (the tensor library has no f64 dtype).
   Tensor partial = ops::empty({t.num_chunks + 1}, DType::kI64, device);
   auto* pp = static_cast<double*>(partial.raw_data());
-  squares_kernel<<<grid_rows(t.num_chunks), kThreads, 0, current_stream()>>>(t.segs, t.chunks, pp);
+  squares_kernel<<<grid_rows(t.num_chunks), kThreads, 0, current_stream()>>>(t.segs, t.chunks,
+                                                                             inv_scale, pp);
   HF_CUDA_CHECK_LAUNCH("sum_squares", xs.size(), " tensors, ", t.num_chunks, " chunks");
   sum_partials_kernel<<<1, 1024, 0, current_stream()>>>(pp, t.num_chunks, pp + t.num_chunks);
   HF_CUDA_CHECK_LAUNCH("sum_squares", "the sum of ", t.num_chunks, " partials");

@@ -289,6 +289,26 @@ TEST(CudaGradScaler, UnscaleMatchesCpuAndFindsOneInf) {
   Tensor one = ops::narrow(g, 0, 150000, 1);
   ops::fill_(one, std::numeric_limits<double>::infinity());
   EXPECT_TRUE(scaler.unscale(gpu));
+  // Unscaling in the norm's pass, on copies of the CPU gradients: the same gradients and,
+  // within the partials' order, the same sum as the CPU's.
+  std::vector<Tensor> fused;
+  for (const Tensor& c : cpu) {
+    Tensor pg = ops::zeros(c.sizes(), DType::kF32, testing::cuda0());
+    pg.set_requires_grad(true);
+    pg.set_grad(ops::to_device(c.grad(), testing::cuda0()));
+    fused.push_back(pg);
+  }
+  const double sum_gpu = grad_norm_squared(fused, scaler.inv_scale());
+  const double sum_cpu = grad_norm_squared(cpu, scaler.inv_scale());
+  EXPECT_NEAR(sum_gpu, sum_cpu, 1e-12 * sum_cpu);
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    EXPECT_EQ(ops::to_device(fused[i].grad(), Device::cpu()).to_vector(),
+              cpu[i].grad().to_vector());
+  }
+  Tensor last = fused[2].grad();
+  Tensor bad = ops::narrow(last, 0, 150000, 1);
+  ops::fill_(bad, std::numeric_limits<double>::infinity());
+  EXPECT_TRUE(std::isinf(grad_norm_squared(fused, scaler.inv_scale())));
 }
 
 TEST(CudaClip, LargeGradientSumIsDeterministic) {
