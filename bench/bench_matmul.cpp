@@ -72,6 +72,17 @@ double reference_matmul_gflops(bool bf16, double min_seconds) {
   return 2.0 * kN * kN * kN / median_call_seconds([&] { raw.run(); }, min_seconds) * 1e-9;
 }
 
+CpuMatmulPeak cpu_matmul_peak(bool bf16, double min_seconds) {
+  if (bf16) {
+    try {
+      return {reference_matmul_gflops(true, min_seconds), "onednn bf16 1024^3"};
+    } catch (const dnnl::error&) {
+      // No bf16 matmul in this CPU's oneDNN: the run's GEMMs are f32 ones too.
+    }
+  }
+  return {reference_matmul_gflops(false, min_seconds), "onednn f32 1024^3"};
+}
+
 std::string run_matmul_bench(const MatmulBenchOptions& o) {
   HF_CHECK(o.dtype == "f32" || o.dtype == "bf16", "bench matmul: dtype must be f32 or bf16, got '",
            o.dtype, "'");

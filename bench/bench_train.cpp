@@ -88,8 +88,13 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   // The CPU's oneDNN GEMM in the run's dtype; on a GPU its bf16 tensor-core peak (the usual
   // MFU denominator there, also for f32 runs).
   const Device device = trainer.device();
-  const double peak =
-      device.is_cuda() ? reference_cuda_matmul_gflops(device) : reference_matmul_gflops(bf16);
+  CpuMatmulPeak peak_of{0, "cublaslt bf16 8192^3"};
+  if (device.is_cuda()) {
+    peak_of.gflops = reference_cuda_matmul_gflops(device);
+  } else {
+    peak_of = cpu_matmul_peak(bf16);
+  }
+  const double peak = peak_of.gflops;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   char buf[1024];
@@ -101,10 +106,8 @@ std::string run_train_bench(const TrainBenchOptions& o) {
                 "\"peak_kind\":\"%s\",\"mfu\":%.3f,\"peak_rss_mb\":%.1f}",
                 device.str().c_str(), dtype, num_threads(),
                 static_cast<long long>(trainer.num_parameters()), tokens, step_s, tokens / step_s,
-                flops_per_token, achieved, peak,
-                device.is_cuda() ? "cublaslt bf16 8192^3"
-                                 : (bf16 ? "onednn bf16 1024^3" : "onednn f32 1024^3"),
-                achieved / peak, ru.ru_maxrss / 1024.0);
+                flops_per_token, achieved, peak, peak_of.kind.c_str(), achieved / peak,
+                ru.ru_maxrss / 1024.0);
   return buf + profile;
 }
 

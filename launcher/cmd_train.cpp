@@ -133,12 +133,7 @@ void print_run_summary(const train::RunSummary& s, const train::TrainConfig& cfg
     if (s.device == "cuda") {
       peak = bench::reference_cuda_matmul_gflops(train::resolve_train_device(cfg));
     } else {
-      try {
-        peak = bench::reference_matmul_gflops(bf16, 0.2);
-      } catch (const std::exception&) {
-        if (!bf16) throw;
-        peak = bench::reference_matmul_gflops(false, 0.2);  // no bf16 GEMM on this CPU
-      }
+      peak = bench::cpu_matmul_peak(bf16, 0.2).gflops;
     }
     peak *= s.world;  // every rank computes on its own cores or GPU
   } catch (const std::exception& e) {

@@ -144,6 +144,14 @@ contains "shards without tokenizer need vocab_size" "model.config.vocab_size is 
 shard_yaml "$TMP/sh_run3" "$TMP/sh_shards, $TMP/sh.txt" ", vocab_size: 50257" > "$TMP/sh3.yaml"
 check "text without tokenizer refused" 2 "$HFRUN" train "$TMP/sh3.yaml"
 contains "text without tokenizer refused" "sh.txt is text: tokenizing it needs a tokenizer"
+# bench train: one JSON line with the step time and MFU against this CPU's GEMM peak, in every
+# precision (bf16 too where oneDNN has no bf16 matmul: its peak is then the f32 one, named).
+for prec in no bf16 fp16; do
+  shard_yaml "$TMP/bench_$prec" "$TMP/sh_shards" ", vocab_size: 50257" > "$TMP/bench_$prec.yaml"
+  check "bench train $prec" 0 "$HFRUN" bench train "$TMP/bench_$prec.yaml" --steps 1 --warmup 1 \
+    --set train.mixed_precision=$prec
+  contains "bench train $prec" '^\{"bench":"train".*"step_s":[0-9.]+.*"peak_kind":"onednn (f32|bf16) 1024\^3","mfu":[0-9.]+'
+done
 
 # generate: a tiny GPT-2 trained for 2 steps (its final/ directory is a HF model directory).
 for i in $(seq 40); do echo "The quick brown fox jumps over the lazy dog. Hello world, again."; done > "$TMP/gen.txt"
