@@ -16,15 +16,53 @@ struct NewestFirst {
   }
 };
 
+thread_local std::vector<Tensor>* t_sinks = nullptr;
+
+// Sets the gradient sinks (gradient_sink) of the node being applied; restores the enclosing
+// ones (a backward may run a backward of its own: activation checkpointing).
+class SinkScope {
+ public:
+  explicit SinkScope(std::vector<Tensor>* sinks) : prev_(t_sinks) { t_sinks = sinks; }
+  ~SinkScope() { t_sinks = prev_; }
+  SinkScope(const SinkScope&) = delete;
+  SinkScope& operator=(const SinkScope&) = delete;
+
+ private:
+  std::vector<Tensor>* prev_;
+};
+
 void accumulate(Tensor& slot, const Tensor& g) {
   if (!slot.defined()) {
-    slot = g;
+    slot = g;  // may alias another node's gradient
+  } else if (slot.is_uniquely_owned() && slot.dtype() == g.dtype() && slot.sizes() == g.sizes()) {
+    ops::add_(slot, g);  // nothing else sees it: the same sum, without a new tensor
   } else {
-    slot = ops::add(slot, g);  // out of place: g may alias another node's gradient
+    slot = ops::add(slot, g);
   }
 }
 
+// For each input of n, the pending gradient it may add into (see gradient_sink): defined,
+// reached by no other edge of n, and held by nothing but the engine.
+std::vector<Tensor> sinks_for(Node* n, std::unordered_map<Node*, Tensor>& grads) {
+  std::vector<Tensor> sinks(n->next().size());
+  for (size_t i = 0; i < sinks.size(); ++i) {
+    Node* next = n->next()[i].get();
+    if (!next) continue;
+    auto it = grads.find(next);
+    if (it == grads.end() || !it->second.is_uniquely_owned()) continue;
+    bool once = true;
+    for (size_t j = 0; j < sinks.size(); ++j) once = once && (j == i || n->next()[j].get() != next);
+    if (once) sinks[i] = it->second;
+  }
+  return sinks;
+}
+
 }  // namespace
+
+Tensor gradient_sink(size_t i) {
+  if (t_sinks == nullptr || i >= t_sinks->size()) return Tensor();
+  return (*t_sinks)[i];
+}
 
 void backward(const Tensor& root, const Tensor& grad_root) {
   HF_CHECK(root.defined(), "backward: root tensor is undefined");
@@ -69,6 +107,8 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     if (!g.defined()) {
       if (auto* acc = dynamic_cast<AccumulateGrad*>(n)) acc->finish_without_gradient();
     } else {
+      std::vector<Tensor> sinks = sinks_for(n, grads);
+      SinkScope scope(&sinks);
       input_grads = n->apply(g);
       HF_CHECK(input_grads.empty() || input_grads.size() == n->next().size(), "backward of ",
                n->name(), " returned ", input_grads.size(), " gradients for ", n->next().size(),

@@ -5,6 +5,7 @@
 
 namespace hfrun {
 
+using autograd::gradient_sink;
 using autograd::needs_grad;
 using autograd::record;
 using Grads = std::vector<Tensor>;
@@ -61,6 +62,14 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   const DType dtype = weight.dtype();
   Tensor saved_ids = ops::contiguous(ids);
   return record("embedding", {weight}, y, [saved_ids, rows, dtype](const Tensor& g) -> Grads {
+    // A tied weight already holds the lm_head's dense gradient: add only the rows the ids
+    // name into it, instead of a dense [rows, C] gradient summed with it.
+    Tensor sink = gradient_sink(0);
+    if (sink.defined() && sink.dtype() == dtype && g.dtype() == dtype && sink.dim() == 2 &&
+        sink.size(0) == rows && sink.size(1) == g.size(-1) && sink.device() == g.device()) {
+      ops::embedding_backward_add_(sink, g, saved_ids);
+      return {Tensor()};
+    }
     return {ops::to_dtype(ops::embedding_backward(g, saved_ids, rows), dtype)};
   });
 }

@@ -6,6 +6,7 @@
 
 #include "tensor/backend/cpu/cpu_backend.h"
 #include "tensor/backend/profiling_backend.h"
+#include "tensor/ops.h"
 #include "tensor/profiler.h"
 #ifdef HFRUN_WITH_CUDA
 #include "tensor/backend/cuda/cuda_backend.h"
@@ -37,6 +38,12 @@ void Backend::matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias, 
                           Tensor& pre) {
   matmul(a, b, bias, pre);
   unary(ops::UnaryOp::kGeluTanh, pre, out);
+}
+
+void Backend::embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor& gweight) {
+  Tensor dense = ops::empty(gweight.sizes(), gweight.dtype(), gweight.device());
+  embedding_backward(gy, ids, dense);
+  binary(BinaryOp::kAdd, gweight, dense, gweight);
 }
 
 void Backend::fused_attention(const Tensor&, const Tensor&, const Tensor&, bool, double,

@@ -130,6 +130,11 @@ class Backend {
 
   virtual void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) = 0;
   virtual void embedding_backward(const Tensor& gy, const Tensor& ids, Tensor& gweight) = 0;
+  // gweight += embedding_backward(gy, ids): rows no id names are left as they are, and each
+  // named row gets its ids' gy rows summed (as embedding_backward sums them) added once, so the
+  // result has the bits of the dense gradient added to gweight. The default computes the dense
+  // gradient and adds it; a backend overrides it to touch only the named rows.
+  virtual void embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor& gweight);
 
   virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                              Tensor& loss, Tensor& lse) = 0;

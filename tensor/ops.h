@@ -188,6 +188,9 @@ RmsNormGrads rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& 
 // weight [V, C], ids (i32/i64, any shape) -> [..ids, C]; ids outside [0, V) are an error.
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 Tensor embedding_backward(const Tensor& gy, const Tensor& ids, int64_t num_rows);
+// gweight += embedding_backward(gy, ids, rows of gweight), with the same bits, touching only
+// the rows the ids name (gweight contiguous, of gy's dtype).
+void embedding_backward_add_(Tensor& gweight, const Tensor& gy, const Tensor& ids);
 
 // Mean token cross-entropy of logits [N, V] against targets [N] (i32/i64); targets equal to
 // ignore_index contribute nothing and are not counted. Returns the f32 scalar loss and the

@@ -183,6 +183,12 @@ void ProfilingBackend::embedding_backward(const Tensor& gy, const Tensor& ids, T
   inner_.embedding_backward(gy, ids, gweight);
 }
 
+void ProfilingBackend::embedding_backward_add(const Tensor& gy, const Tensor& ids,
+                                              Tensor& gweight) {
+  Timed t("op:embedding_backward_add", inner_, device_);
+  inner_.embedding_backward_add(gy, ids, gweight);
+}
+
 void ProfilingBackend::cross_entropy(const Tensor& logits, const Tensor& targets,
                                      int64_t ignore_index, Tensor& loss, Tensor& lse) {
   Timed t("op:cross_entropy", inner_, device_);

@@ -52,6 +52,7 @@ class ProfilingBackend final : public Backend {
                          Tensor& gx, Tensor& gw) override;
   void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) override;
   void embedding_backward(const Tensor& gy, const Tensor& ids, Tensor& gweight) override;
+  void embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor& gweight) override;
   void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                      Tensor& loss, Tensor& lse) override;
   void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,

@@ -181,7 +181,10 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   return out;
 }
 
-Tensor embedding_backward(const Tensor& gy, const Tensor& ids, int64_t num_rows) {
+namespace {
+
+// The checked, contiguous ids of an embedding backward producing num_rows rows from gy.
+Tensor embedding_backward_ids(const Tensor& gy, const Tensor& ids, int64_t num_rows) {
   Tensor ic = index_input(ids, "embedding_backward", "ids");
   HF_CHECK(gy.defined() && is_floating(gy.dtype()) && gy.dim() == ids.dim() + 1,
            "embedding_backward: gradient ", gy.defined() ? gy.str() : std::string("(undefined)"),
@@ -195,9 +198,29 @@ Tensor embedding_backward(const Tensor& gy, const Tensor& ids, int64_t num_rows)
            gy.device().str(), ", ids ", ids.str(), " on ", ids.device().str());
   check_indices(ic, num_rows, std::nullopt, "embedding_backward", "id", "position",
                 " (num_rows " + std::to_string(num_rows) + ")");
+  return ic;
+}
+
+}  // namespace
+
+Tensor embedding_backward(const Tensor& gy, const Tensor& ids, int64_t num_rows) {
+  Tensor ic = embedding_backward_ids(gy, ids, num_rows);
   Tensor gweight = empty({num_rows, gy.sizes().back()}, gy.dtype(), gy.device());
   backend_for(gy.device()).embedding_backward(contiguous(gy), ic, gweight);
   return gweight;
+}
+
+void embedding_backward_add_(Tensor& gweight, const Tensor& gy, const Tensor& ids) {
+  HF_CHECK(gweight.defined() && gweight.dim() == 2 && gweight.is_contiguous(),
+           "embedding_backward_add_: destination ",
+           gweight.defined() ? gweight.str() : std::string("(undefined)"),
+           " must be a contiguous [rows, C] tensor");
+  Tensor ic = embedding_backward_ids(gy, ids, gweight.sizes()[0]);
+  HF_CHECK(gy.dtype() == gweight.dtype() && gy.sizes().back() == gweight.sizes()[1] &&
+               gy.device() == gweight.device(),
+           "embedding_backward_add_: gradient ", gy.str(), " does not match the destination ",
+           gweight.str(), " (dtype, columns, device)");
+  backend_for(gy.device()).embedding_backward_add(contiguous(gy), ic, gweight);
 }
 
 // ---- cross-entropy --------------------------------------------------------------------------

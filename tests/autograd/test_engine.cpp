@@ -3,6 +3,7 @@
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
+#include "tensor/profiler.h"
 #include "test_util.h"
 
 namespace hfrun {
@@ -121,6 +122,40 @@ TEST(Autograd, HooksFireInReverseOrderOfUse) {
   h = tanh(mul(h, w3));
   autograd::backward(sum(h));
   EXPECT_EQ(order, (std::vector<int>{3, 2, 1}));
+}
+
+// A weight tied between an embedding and an output projection (GPT-2's wte and lm_head): the
+// embedding's backward adds its rows into the projection's pending gradient in place (a
+// gradient sink) instead of a dense gradient summed with it. The result has the same bits as
+// the two gradients computed apart and added, and the in-place path is the one taken.
+TEST(Autograd, TiedEmbeddingGradientAddsIntoThePendingOne) {
+  const int64_t V = 50, C = 16, n = 12;
+  Tensor w = ops::mul_scalar(testing::randn({V, C}, 3), 0.1);
+  w.set_requires_grad(true);
+  const Tensor ids = ops::from_ints({3, 7, 3, 0, 49, 12, 3, 8, 8, 21, 30, 7}, {n});
+  auto run = [&] {
+    Tensor h = embedding(w, ids);
+    Tensor logits = linear(mul_scalar(h, 1.5), transpose(w, 0, 1));
+    return sum(mul(logits, logits));
+  };
+  profiler::reset();
+  profiler::set_enabled(true);
+  autograd::backward(run());
+  profiler::set_enabled(false);
+  const auto stats = profiler::snapshot();
+  EXPECT_EQ(stats.count("op:embedding_backward_add"), 1u) << "the sink was not taken";
+  EXPECT_EQ(stats.count("op:embedding_backward"), 0u);
+  const std::vector<float> got = w.grad().to_vector();
+  // Apart: the projection's gradient (through a detached copy of the table) plus the dense
+  // embedding gradient of the same upstream gradient.
+  Tensor table = ops::clone(w.detach());
+  table.set_requires_grad(true);
+  Tensor h = ops::embedding(w.detach(), ids);
+  h.set_requires_grad(true);
+  Tensor logits = linear(mul_scalar(h, 1.5), transpose(table, 0, 1));
+  autograd::backward(sum(mul(logits, logits)));
+  const Tensor want = ops::add(table.grad(), ops::embedding_backward(h.grad(), ids, V));
+  EXPECT_EQ(got, want.to_vector());
 }
 
 TEST(Autograd, NonScalarRootNeedsExplicitGradient) {

@@ -206,6 +206,43 @@ TEST(NnOps, EmbeddingBackwardAccumulatesRepeatedIds) {
                       {"embedding_backward", "id 3", "position 1"});
 }
 
+// Adding the embedding's gradient into an existing one (a tied weight's pending gradient) has
+// the bits of the dense gradient added to it, touches only the rows the ids name, and takes many
+// rows and repeated ids (every thread's rows), in f32 and bf16.
+TEST(NnOps, EmbeddingBackwardAddEqualsTheDenseGradientAdded) {
+  const int64_t V = 3001, C = 300, n = 700;
+  std::vector<int64_t> id(n);
+  for (int64_t i = 0; i < n; ++i)
+    id[i] = (i * 37 + (i % 5) * 11) % (V / 2);  // repeats; upper half unnamed
+  const Tensor ids = ops::from_ints(id, {n});
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    const Tensor gy = ops::to_dtype(randn({n, C}, 5), dt);
+    const Tensor base = ops::to_dtype(randn({V, C}, 6), dt);
+    const Tensor want = ops::add(base, ops::embedding_backward(gy, ids, V));
+    Tensor got = ops::clone(base);
+    ops::embedding_backward_add_(got, gy, ids);
+    const Tensor w32 = ops::to_dtype(want, DType::kF32), g32 = ops::to_dtype(got, DType::kF32);
+    const float* a = w32.data<float>();
+    const float* b = g32.data<float>();
+    for (int64_t i = 0; i < V * C; ++i) ASSERT_EQ(a[i], b[i]) << dtype_name(dt) << " element " << i;
+    // An unnamed row is the base's, bit for bit (no +0 added: a -0 stays -0).
+    EXPECT_EQ(ops::to_dtype(ops::narrow(got, 0, V - 1, 1), DType::kF32).to_vector(),
+              ops::to_dtype(ops::narrow(base, 0, V - 1, 1), DType::kF32).to_vector());
+  }
+  Tensor f32 = ops::zeros({V, C});
+  expect_error_naming(
+      [&] {
+        ops::embedding_backward_add_(f32, ops::to_dtype(randn({n, C}, 1), DType::kBF16), ids);
+      },
+      {"embedding_backward_add_", "does not match"});
+  Tensor small = ops::zeros({10, C});
+  expect_error_naming(
+      [&] {
+        ops::embedding_backward_add_(small, randn({n, C}, 1), ids);
+      },
+      {"embedding_backward", "num_rows 10"});
+}
+
 TEST(NnOps, CrossEntropyMatchesNaiveNllWithIgnoredRows) {
   const int64_t N = 6, V = 5;
   Tensor logits = ops::mul_scalar(randn({N, V}, 17), 3.0);

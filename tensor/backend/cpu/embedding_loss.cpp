@@ -52,10 +52,14 @@ void CpuBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out)
   });
 }
 
-void CpuBackend::embedding_backward(const Tensor& gy, const Tensor& ids, Tensor& gweight) {
-  // gy [n, C] rows are summed into gweight [V, C] rows (zeroed here). A stable counting sort
-  // groups the positions of each id first, so every gweight row belongs to one task and adds
-  // its gy rows in position order: no races, no atomics, the same bits on any thread count.
+namespace {
+
+// gy [n, C] rows are summed into gweight [V, C] rows. A stable counting sort groups the
+// positions of each id first, so every gweight row belongs to one task and adds its gy rows in
+// position order: no races, no atomics, the same bits on any thread count. Without `add` every
+// row is written (zeros where no id names it); with `add` a named row gets its sum, rounded to
+// the dtype as the dense gradient would hold it, added once, and the other rows are not touched.
+void embedding_backward_rows(const Tensor& gy, const Tensor& ids, Tensor& gweight, bool add) {
   const int64_t V = gweight.sizes()[0], C = gweight.sizes()[1], n = ids.numel();
   std::vector<int64_t> first(V + 1, 0), order(n);
   dispatch_index(ids.dtype(), "embedding_backward", [&](auto tag) {
@@ -72,6 +76,7 @@ void CpuBackend::embedding_backward(const Tensor& gy, const Tensor& ids, Tensor&
     T* gwp = static_cast<T*>(gweight.raw_data());
     constexpr int64_t kCols = 256;
     parallel_for(V, C * (1 + n / std::max<int64_t>(V, 1)), [&](int64_t v) {
+      if (add && first[v] == first[v + 1]) return;  // no id names this row
       T* row = gwp + v * C;
       // f32 accumulation in column chunks, one rounding to T per element.
       for (int64_t c0 = 0; c0 < C; c0 += kCols) {
@@ -81,10 +86,28 @@ void CpuBackend::embedding_backward(const Tensor& gy, const Tensor& ids, Tensor&
           const T* g = gp + order[k] * C + c0;
           for (int64_t c = 0; c < cols; ++c) acc[c] += load(g, c);
         }
-        for (int64_t c = 0; c < cols; ++c) store(row, c0 + c, acc[c]);
+        if (!add) {
+          for (int64_t c = 0; c < cols; ++c) store(row, c0 + c, acc[c]);
+          continue;
+        }
+        T sum[kCols];
+        for (int64_t c = 0; c < cols; ++c) store(sum, c, acc[c]);
+        for (int64_t c = 0; c < cols; ++c) {
+          store(row, c0 + c, load(row, c0 + c) + load(static_cast<const T*>(sum), c));
+        }
       }
     });
   });
+}
+
+}  // namespace
+
+void CpuBackend::embedding_backward(const Tensor& gy, const Tensor& ids, Tensor& gweight) {
+  embedding_backward_rows(gy, ids, gweight, /*add=*/false);
+}
+
+void CpuBackend::embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor& gweight) {
+  embedding_backward_rows(gy, ids, gweight, /*add=*/true);
 }
 
 void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
