@@ -41,18 +41,31 @@ void accumulate(Tensor& slot, const Tensor& g) {
   }
 }
 
-// For each input of n, the pending gradient it may add into (see gradient_sink): defined,
-// reached by no other edge of n, and held by nothing but the engine.
-std::vector<Tensor> sinks_for(Node* n, std::unordered_map<Node*, Tensor>& grads) {
+// For each input of n, what its gradient may be added into (see gradient_sink), when no other
+// edge of n reaches the same node: the pending gradient, held by nothing but the engine; or,
+// for a leaf with a gradient buffer that nothing else will reach in this backward (n is its
+// last producer and none before left a gradient), that buffer.
+std::vector<Tensor> sinks_for(Node* n, std::unordered_map<Node*, Tensor>& grads,
+                              const std::unordered_map<Node*, int>& dependencies) {
   std::vector<Tensor> sinks(n->next().size());
   for (size_t i = 0; i < sinks.size(); ++i) {
     Node* next = n->next()[i].get();
     if (!next) continue;
-    auto it = grads.find(next);
-    if (it == grads.end() || !it->second.is_uniquely_owned()) continue;
     bool once = true;
     for (size_t j = 0; j < sinks.size(); ++j) once = once && (j == i || n->next()[j].get() != next);
-    if (once) sinks[i] = it->second;
+    if (!once) continue;
+    auto it = grads.find(next);
+    if (it != grads.end() && it->second.defined()) {
+      if (it->second.is_uniquely_owned()) sinks[i] = it->second;
+      continue;
+    }
+    auto* acc = dynamic_cast<AccumulateGrad*>(next);
+    auto dep = dependencies.find(next);
+    if (acc == nullptr || dep == dependencies.end() || dep->second != 1) continue;
+    const AutogradMeta* meta = acc->leaf().autograd_meta();
+    if (meta && meta->grad && meta->grad->defined() && meta->grad->is_contiguous()) {
+      sinks[i] = *meta->grad;
+    }
   }
   return sinks;
 }
@@ -107,7 +120,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     if (!g.defined()) {
       if (auto* acc = dynamic_cast<AccumulateGrad*>(n)) acc->finish_without_gradient();
     } else {
-      std::vector<Tensor> sinks = sinks_for(n, grads);
+      std::vector<Tensor> sinks = sinks_for(n, grads, dependencies);
       SinkScope scope(&sinks);
       input_grads = n->apply(g);
       HF_CHECK(input_grads.empty() || input_grads.size() == n->next().size(), "backward of ",

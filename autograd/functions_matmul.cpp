@@ -103,8 +103,17 @@ Grads linear_grads(const LinearSaved& s, const Tensor& g_out) {
   Tensor grad_x, grad_w;
   if (s.gx) grad_x = ops::view(ops::matmul(g2, mT(s.w), Tensor(), s.x_dtype), s.x_shape);
   if (s.gw) {
-    grad_w = s.w_transposed ? mT(ops::matmul(mT(g2), s.x2, Tensor(), s.w_dtype))
-                            : ops::matmul(mT(s.x2), g2, Tensor(), s.w_dtype);
+    // An f32 weight whose gradient buffer is the sink (its leaf, reached by this layer only):
+    // the GEMM adds the gradient into it, with no product tensor and no separate add.
+    Tensor sink = s.w_transposed ? Tensor() : autograd::gradient_sink(1);
+    if (sink.defined() && s.w_dtype == DType::kF32 && sink.dtype() == DType::kF32 &&
+        sink.dim() == 2 && sink.size(0) == s.x2.size(1) && sink.size(1) == s.out &&
+        s.x2.dtype() == DType::kF32 && g2.dtype() == DType::kF32 && sink.device() == g2.device()) {
+      ops::matmul_add_(sink, mT(s.x2), g2);
+    } else {
+      grad_w = s.w_transposed ? mT(ops::matmul(mT(g2), s.x2, Tensor(), s.w_dtype))
+                              : ops::matmul(mT(s.x2), g2, Tensor(), s.w_dtype);
+    }
   }
   return {grad_x, grad_w,
           s.gbias ? bias_grad(ops::reshape(g_out, {-1, s.out}), s.bias_dtype) : Tensor()};

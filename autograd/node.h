@@ -102,9 +102,11 @@ void backward(const Tensor& root, const Tensor& grad_root = Tensor());
 // Inside a backward function: a tensor into which its gradient for input `i` may be added in
 // place instead of being returned, or an undefined Tensor. The engine offers the gradient
 // already pending for that input (another path's, not yet passed on) when nothing else holds
-// it; adding into it is exactly the sum the engine would form. A backward that adds its
-// gradient into the sink returns an undefined gradient for that input. It must check that the
-// sink has the shape and dtype of the gradient it would have returned.
+// it, or, for a leaf this backward is the last to reach with no gradient pending, the leaf's
+// .grad() buffer; adding into it is the sum the engine or AccumulateGrad would form (its
+// grad-ready hooks still run after). A backward that adds its gradient into the sink returns an
+// undefined gradient for that input. It must check that the sink has the shape and dtype of the
+// gradient it would have returned.
 Tensor gradient_sink(size_t i);
 
 // Registers a hook run when `leaf`'s gradient of a backward is final.

@@ -40,6 +40,12 @@ void Backend::matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias, 
   unary(ops::UnaryOp::kGeluTanh, pre, out);
 }
 
+void Backend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
+  Tensor product = ops::empty(out.sizes(), out.dtype(), out.device());
+  matmul(a, b, Tensor(), product);
+  binary(BinaryOp::kAdd, out, product, out);
+}
+
 void Backend::embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor& gweight) {
   Tensor dense = ops::empty(gweight.sizes(), gweight.dtype(), gweight.device());
   embedding_backward(gy, ids, dense);

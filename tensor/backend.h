@@ -82,6 +82,10 @@ class Backend {
   // a [batch..., M, K], b [batch..., K, N] already broadcast to out's batch dims (may be
   // strided/transposed views); bias [N] or undefined; out [batch..., M, N] contiguous.
   virtual void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) = 0;
+  // out += a @ b for 2-D a [M, K], b [K, N] (strided views as matmul takes them) and a
+  // contiguous f32 out [M, N]: a weight gradient accumulated into its buffer. The default
+  // computes the product and adds it; a backend whose GEMM accumulates (beta = 1) overrides it.
+  virtual void matmul_add(const Tensor& a, const Tensor& b, Tensor& out);
 
   // pre = a @ b + bias, out = gelu_tanh(pre): 2-D a, b as matmul takes them, out and pre
   // contiguous [M, N] of one dtype. The default composes matmul and unary (kGeluTanh); a

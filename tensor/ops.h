@@ -149,6 +149,9 @@ Tensor sum_to(const Tensor& g, const Shape& shape);
 // the strides. bf16/f16 inputs accumulate in f32; the result is out_dtype (default: a's dtype).
 Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor(),
               std::optional<DType> out_dtype = std::nullopt);
+// out += a @ b for 2-D a [M, K], b [K, N] into a contiguous f32 out [M, N] (a weight gradient
+// accumulated into its buffer: one GEMM that adds, where the backend has one).
+void matmul_add_(Tensor& out, const Tensor& a, const Tensor& b);
 // A linear layer followed by GPT-2's tanh GELU, for 2-D a [M, K] and b [K, N]: pre = a @ b +
 // bias and out = gelu_tanh(pre), both out_dtype (pre is what the GELU's backward reads). One
 // GEMM with cuBLASLt's GELU epilogue on CUDA; the CPU composes matmul and unary.

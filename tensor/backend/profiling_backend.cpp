@@ -103,6 +103,11 @@ void ProfilingBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bi
   inner_.matmul(a, b, bias, out);
 }
 
+void ProfilingBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
+  Timed t("op:matmul_add", inner_, device_);
+  inner_.matmul_add(a, b, out);
+}
+
 void ProfilingBackend::softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,
                                Tensor& y) {
   Timed t("op:softmax", inner_, device_);

@@ -106,6 +106,22 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
   return out;
 }
 
+void matmul_add_(Tensor& out, const Tensor& a, const Tensor& b) {
+  HF_CHECK(
+      a.defined() && b.defined() && out.defined() && a.dim() == 2 && b.dim() == 2 && out.dim() == 2,
+      "matmul_add_: a [M, K], b [K, N] and out [M, N] must be defined and 2-D");
+  HF_CHECK(a.size(1) == b.size(0) && out.size(0) == a.size(0) && out.size(1) == b.size(1),
+           "matmul_add_: ", out.str(), " += ", a.str(), " @ ", b.str(), ": shapes do not match");
+  HF_CHECK(out.dtype() == DType::kF32 && out.is_contiguous() && a.dtype() == b.dtype() &&
+               is_floating(a.dtype()),
+           "matmul_add_: ", out.str(), " += ", a.str(), " @ ", b.str(),
+           ": a contiguous f32 destination and floating operands of one dtype");
+  HF_CHECK(a.device() == out.device() && b.device() == out.device(), "matmul_add_: ", a.str(), ", ",
+           b.str(), " and ", out.str(), " must be on one device");
+  if (out.numel() == 0 || a.size(1) == 0) return;
+  backend_for(out.device()).matmul_add(a, b, out);
+}
+
 // pre = a @ b + bias, out = gelu_tanh(pre), both out_dtype; one GEMM with a GELU epilogue where
 // the backend has it.
 MatmulGeluResult matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias,

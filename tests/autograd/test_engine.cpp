@@ -1,4 +1,5 @@
 // The autograd engine: accumulation, graph lifetime, no-grad, grad-ready hooks.
+#include <cmath>
 #include <memory>
 
 #include "autograd/functions.h"
@@ -156,6 +157,41 @@ TEST(Autograd, TiedEmbeddingGradientAddsIntoThePendingOne) {
   autograd::backward(sum(mul(logits, logits)));
   const Tensor want = ops::add(table.grad(), ops::embedding_backward(h.grad(), ids, V));
   EXPECT_EQ(got, want.to_vector());
+}
+
+// A linear layer's f32 weight whose gradient buffer exists (a second backward, or a flattened
+// model's) and that only this layer reaches: the weight-gradient GEMM adds into the buffer
+// (matmul_add), and the sum equals the gradient added by AccumulateGrad; its grad-ready hook
+// still fires once, with the final gradient.
+TEST(Autograd, LinearWeightGradientIsAddedIntoItsBufferByTheGemm) {
+  Tensor w = testing::randn({6, 4}, 4, /*requires_grad=*/true);
+  const Tensor x = testing::randn({5, 6}, 5);
+  int fired = 0;
+  std::vector<float> seen;
+  autograd::register_grad_ready_hook(w, [&](Tensor& leaf) {
+    ++fired;
+    seen = leaf.grad().to_vector();
+  });
+  auto loss = [&] { return sum(mul(linear(x, w), linear(x, w))); };
+  autograd::backward(loss());  // no buffer yet: the gradient is returned and taken
+  const Tensor first = ops::clone(w.grad());
+  // linear used twice: two producers, so no sink; the buffer gets the summed gradient.
+  autograd::backward(loss());
+  const Tensor twice = ops::clone(w.grad());
+  auto single = [&] { return sum(mul(linear(x, w), ops::clone(linear(x, w).detach()))); };
+  profiler::reset();
+  profiler::set_enabled(true);
+  autograd::backward(single());
+  profiler::set_enabled(false);
+  const auto stats = profiler::snapshot();
+  EXPECT_EQ(stats.count("op:matmul_add"), 1u) << "the weight gradient did not go to its buffer";
+  EXPECT_EQ(fired, 3);
+  EXPECT_EQ(seen, w.grad().to_vector());
+  // The last backward's own gradient: half of one backward of loss() (y * const, not y * y).
+  const std::vector<float> got = w.grad().to_vector(), a = twice.to_vector(), g = first.to_vector();
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_NEAR(got[i], a[i] + g[i] / 2, 1e-5 * (1 + std::fabs(a[i])));
+  }
 }
 
 TEST(Autograd, NonScalarRootNeedsExplicitGradient) {

@@ -1,5 +1,6 @@
 // ops::matmul against a naive double-precision loop: plain, batched, broadcast, transposed and
 // strided operands, bias, bf16, the primitive cache, and the error messages.
+#include <cmath>
 #include <string>
 #include <thread>
 
@@ -77,6 +78,38 @@ TEST(Matmul, BroadcastBatchDims) {
   Tensor be = ops::expand(randn({1, 5, 6}, 13), {2, 5, 6});
   Tensor a3 = randn({2, 4, 5}, 14);
   EXPECT_TRUE(tensor_near(ops::matmul(a3, be), naive_matmul(a3, be), 1e-4, 1e-4));
+}
+
+// out += a @ b (a weight gradient added into its buffer by the GEMM): equal to the product
+// added, for plain and transposed operands and a K large enough to be blocked; bad arguments
+// are named.
+TEST(Matmul, AddAccumulatesTheProductIntoItsDestination) {
+  for (bool transposed : {false, true}) {
+    const int64_t m = 96, k = 700, n = 80;
+    Tensor a = transposed ? ops::transpose(randn({k, m}, 1), 0, 1) : randn({m, k}, 1);
+    Tensor b = transposed ? ops::transpose(randn({n, k}, 2), 0, 1) : randn({k, n}, 2);
+    const Tensor base = randn({m, n}, 3);
+    Tensor out = ops::clone(base);
+    ops::matmul_add_(out, a, b);
+    const Tensor want = ops::add(base, ops::matmul(a, b));
+    const std::vector<float> got = out.to_vector(), expect = want.to_vector();
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], expect[i], 1e-4f * (1.0f + std::fabs(expect[i])))
+          << "element " << i << (transposed ? ", transposed operands" : "");
+    }
+  }
+  Tensor out = ops::zeros({4, 5});
+  expect_error_naming(
+      [&] {
+        ops::matmul_add_(out, randn({4, 3}, 1), randn({2, 5}, 2));
+      },
+      {"matmul_add_", "shapes do not match"});
+  Tensor bf = ops::zeros({4, 5}, DType::kBF16);
+  expect_error_naming(
+      [&] {
+        ops::matmul_add_(bf, randn({4, 3}, 1), randn({3, 5}, 2));
+      },
+      {"matmul_add_", "f32 destination"});
 }
 
 TEST(Matmul, TransposedViews) {

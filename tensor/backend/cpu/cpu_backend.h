@@ -25,6 +25,7 @@ class CpuBackend final : public Backend {
   void reduce_max(const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& values,
                   Tensor& indices) override;
   void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) override;
+  void matmul_add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,
                Tensor& y) override;
   void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n, int64_t inner,

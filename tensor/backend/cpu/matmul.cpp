@@ -195,7 +195,9 @@ void append_key(std::string& key, int64_t v) {
   key.append(reinterpret_cast<const char*>(&v), sizeof(v));
 }
 
-std::string make_key(const Problem& p, DType in, DType out, const Tensor& bias, bool allow_ref) {
+// `accumulate`: out += a @ b (oneDNN's sum post-op, beta = 1 in its GEMM).
+std::string make_key(const Problem& p, DType in, DType out, const Tensor& bias, bool allow_ref,
+                     bool accumulate) {
   std::string key;
   key.reserve(256);
   append_key(key, p.out.rank());
@@ -207,11 +209,12 @@ std::string make_key(const Problem& p, DType in, DType out, const Tensor& bias, 
   append_key(key, static_cast<int64_t>(out));
   append_key(key, bias.defined() ? static_cast<int64_t>(bias.dtype()) : -1);
   append_key(key, allow_ref);
+  append_key(key, accumulate);
   return key;
 }
 
 std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out, const Tensor& bias,
-                                          bool allow_ref) {
+                                          bool allow_ref, bool accumulate) {
   auto e = std::make_shared<Entry>();
   try {
     e->a_md = dnnl::memory::desc(p.a.sizes, to_dnnl(in), p.a.strides);
@@ -233,6 +236,11 @@ std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out,
     // then safe whatever the library's build options.
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (accumulate) {
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);
+      attr.set_post_ops(ops);
+    }
     dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
     e->impl = pd.impl_info_str();
     e->usable = allow_ref || e->impl.rfind("ref", 0) != 0;
@@ -248,8 +256,8 @@ std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out,
 }
 
 std::shared_ptr<const Entry> lookup(const Problem& p, DType in, DType out, const Tensor& bias,
-                                    bool allow_ref) {
-  std::string key = make_key(p, in, out, bias, allow_ref);
+                                    bool allow_ref, bool accumulate = false) {
+  std::string key = make_key(p, in, out, bias, allow_ref, accumulate);
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   auto it = g_cache.find(key);
   if (it != g_cache.end()) {
@@ -257,7 +265,7 @@ std::shared_ptr<const Entry> lookup(const Problem& p, DType in, DType out, const
     return it->second.first;
   }
   // Created under the lock: creation is rare and this keeps one primitive per problem.
-  auto e = create_entry(p, in, out, bias, allow_ref);
+  auto e = create_entry(p, in, out, bias, allow_ref, accumulate);
   g_lru.push_front(key);
   g_cache.emplace(std::move(key), std::make_pair(e, g_lru.begin()));
   if (g_cache.size() > kMaxCachedPrimitives) {
@@ -374,6 +382,30 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Te
              err.what(), " (status ", static_cast<int>(err.status), ")");
   }
   if (!result.is_same(out)) copy(result, out);
+}
+
+void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
+  HF_PROFILE_SCOPE("matmul");
+  if (out.numel() == 0) return;
+  HF_CHECK(a.dim() == 2 && b.dim() == 2 && out.dtype() == DType::kF32 && out.is_contiguous(),
+           "matmul_add: a ", a.str(), " @ b ", b.str(), " into ", out.str(),
+           ": 2-D operands and a contiguous f32 destination");
+  Tensor ta = a.dtype() == DType::kF32 ? a : ops::to_dtype(a, DType::kF32);
+  Tensor tb = b.dtype() == DType::kF32 ? b : ops::to_dtype(b, DType::kF32);
+  if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
+  if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
+  try {
+    auto entry = lookup(build_problem(ta, tb, out), DType::kF32, DType::kF32, Tensor(), false,
+                        /*accumulate=*/true);
+    if (!entry->usable) {  // no optimised kernel takes this layout: product, then add
+      Backend::matmul_add(a, b, out);
+      return;
+    }
+    execute(*entry, ta, tb, Tensor(), out);
+  } catch (const dnnl::error& err) {
+    HF_THROW("matmul_add: oneDNN failed on ", a.str(), " x ", b.str(), " -> ", out.str(), ": ",
+             err.what(), " (status ", static_cast<int>(err.status), ")");
+  }
 }
 
 }  // namespace hfrun::cpu
