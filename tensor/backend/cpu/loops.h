@@ -59,7 +59,9 @@ inline float load<Float16>(const Float16* p, int64_t i) {
 template <>
 inline void store<Float16>(Float16* p, int64_t i, float v) {
 #if defined(__F16C__)
-  p[i].bits = _cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT);
+  // _mm_cvtps_ph rather than _cvtss_sh, whose clang macro is a C99 compound literal.
+  p[i].bits = static_cast<uint16_t>(
+      _mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT), 0));
 #else
   p[i].bits = f32_to_f16(v);
 #endif
