@@ -16,19 +16,26 @@ struct NewestFirst {
   }
 };
 
-thread_local std::vector<Tensor>* t_sinks = nullptr;
+// What gradient_sink() looks at while a node's backward runs: the node and the engine's
+// pending gradients and dependency counts. Sinks are found only when a backward asks.
+struct SinkContext {
+  Node* node = nullptr;
+  std::unordered_map<Node*, Tensor>* grads = nullptr;
+  const std::unordered_map<Node*, int>* dependencies = nullptr;
+};
+thread_local const SinkContext* t_sinks = nullptr;
 
-// Sets the gradient sinks (gradient_sink) of the node being applied; restores the enclosing
-// ones (a backward may run a backward of its own: activation checkpointing).
+// Sets the context of the node being applied; restores the enclosing one (a backward may run
+// a backward of its own: activation checkpointing).
 class SinkScope {
  public:
-  explicit SinkScope(std::vector<Tensor>* sinks) : prev_(t_sinks) { t_sinks = sinks; }
+  explicit SinkScope(const SinkContext* c) : prev_(t_sinks) { t_sinks = c; }
   ~SinkScope() { t_sinks = prev_; }
   SinkScope(const SinkScope&) = delete;
   SinkScope& operator=(const SinkScope&) = delete;
 
  private:
-  std::vector<Tensor>* prev_;
+  const SinkContext* prev_;
 };
 
 void accumulate(Tensor& slot, const Tensor& g) {
@@ -41,40 +48,36 @@ void accumulate(Tensor& slot, const Tensor& g) {
   }
 }
 
-// For each input of n, what its gradient may be added into (see gradient_sink), when no other
-// edge of n reaches the same node: the pending gradient, held by nothing but the engine; or,
-// for a leaf with a gradient buffer that nothing else will reach in this backward (n is its
-// last producer and none before left a gradient), that buffer.
-std::vector<Tensor> sinks_for(Node* n, std::unordered_map<Node*, Tensor>& grads,
-                              const std::unordered_map<Node*, int>& dependencies) {
-  std::vector<Tensor> sinks(n->next().size());
-  for (size_t i = 0; i < sinks.size(); ++i) {
-    Node* next = n->next()[i].get();
-    if (!next) continue;
-    bool once = true;
-    for (size_t j = 0; j < sinks.size(); ++j) once = once && (j == i || n->next()[j].get() != next);
-    if (!once) continue;
-    auto it = grads.find(next);
-    if (it != grads.end() && it->second.defined()) {
-      if (it->second.is_uniquely_owned()) sinks[i] = it->second;
-      continue;
-    }
-    auto* acc = dynamic_cast<AccumulateGrad*>(next);
-    auto dep = dependencies.find(next);
-    if (acc == nullptr || dep == dependencies.end() || dep->second != 1) continue;
-    const AutogradMeta* meta = acc->leaf().autograd_meta();
-    if (meta && meta->grad && meta->grad->defined() && meta->grad->is_contiguous()) {
-      sinks[i] = *meta->grad;
-    }
+// What input i of the node may add its gradient into (see gradient_sink), when no other edge
+// of the node reaches the same producer: the pending gradient, held by nothing but the engine;
+// or, for a leaf with a gradient buffer that nothing else will reach in this backward (the node
+// is its last producer and none before left a gradient), that buffer.
+Tensor sink_for(const SinkContext& c, size_t i) {
+  const auto& next = c.node->next();
+  Node* target = next[i].get();
+  if (!target) return Tensor();
+  for (size_t j = 0; j < next.size(); ++j) {
+    if (j != i && next[j].get() == target) return Tensor();
   }
-  return sinks;
+  auto it = c.grads->find(target);
+  if (it != c.grads->end() && it->second.defined()) {
+    return it->second.is_uniquely_owned() ? it->second : Tensor();
+  }
+  auto* acc = dynamic_cast<AccumulateGrad*>(target);
+  auto dep = c.dependencies->find(target);
+  if (acc == nullptr || dep == c.dependencies->end() || dep->second != 1) return Tensor();
+  const AutogradMeta* meta = acc->leaf().autograd_meta();
+  if (meta && meta->grad && meta->grad->defined() && meta->grad->is_contiguous()) {
+    return *meta->grad;
+  }
+  return Tensor();
 }
 
 }  // namespace
 
 Tensor gradient_sink(size_t i) {
-  if (t_sinks == nullptr || i >= t_sinks->size()) return Tensor();
-  return (*t_sinks)[i];
+  if (t_sinks == nullptr || i >= t_sinks->node->next().size()) return Tensor();
+  return sink_for(*t_sinks, i);
 }
 
 void backward(const Tensor& root, const Tensor& grad_root) {
@@ -120,8 +123,8 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     if (!g.defined()) {
       if (auto* acc = dynamic_cast<AccumulateGrad*>(n)) acc->finish_without_gradient();
     } else {
-      std::vector<Tensor> sinks = sinks_for(n, grads, dependencies);
-      SinkScope scope(&sinks);
+      const SinkContext context{n, &grads, &dependencies};
+      SinkScope scope(&context);
       input_grads = n->apply(g);
       HF_CHECK(input_grads.empty() || input_grads.size() == n->next().size(), "backward of ",
                n->name(), " returned ", input_grads.size(), " gradients for ", n->next().size(),

@@ -71,7 +71,7 @@ struct Accelerator::State {
   nn::Module* model = nullptr;
   std::unique_ptr<optim::Optimizer> optimizer;
   std::vector<ParamSlice> slices;  // where each optimizer parameter sits in the model
-  std::vector<Tensor> prepared;    // the parameters prepare() handed to make_optimizer
+  std::vector<Tensor> prepared;  // the parameters prepare() hands to make_optimizer (until adopted)
   // The optimizer updates exactly those, whose gradients clip_grad_norm() measures: it may then
   // unscale them in the norm's pass, and an overflow shows as a non-finite norm.
   bool clip_covers_optimizer = false;
@@ -253,6 +253,7 @@ void Accelerator::adopt_optimizer(std::unique_ptr<optim::Optimizer> optimizer) {
   for (size_t i = 0; s.clip_covers_optimizer && i < refs.size(); ++i) {
     s.clip_covers_optimizer = refs[i].param.is_same(s.prepared[i]);
   }
+  s.prepared.clear();  // only needed for this comparison
   s.optimizer = std::move(optimizer);
 }
 
