@@ -61,6 +61,20 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   const int64_t rows = weight.sizes()[0];
   const DType dtype = weight.dtype();
   Tensor saved_ids = ops::contiguous(ids);
+  const AutogradMeta* meta = weight.autograd_meta();
+  if (weight.is_leaf() && meta != nullptr && meta->row_gradient_handler) {
+    // The rows go to the handler (a data-parallel strategy synchronising them on their own);
+    // without the edge, the leaf's other producers need not wait for this lookup.
+    const int64_t C = weight.size(1);
+    Tensor out =
+        record("embedding", {weight}, y,
+               [saved_ids, C, to = meta->row_gradient_handler](const Tensor& g) -> Grads {
+                 to(ops::reshape(ops::contiguous(g), {-1, C}), ops::reshape(saved_ids, {-1}));
+                 return {Tensor()};
+               });
+    out.autograd_meta()->grad_fn->next()[0] = nullptr;
+    return out;
+  }
   return record("embedding", {weight}, y, [saved_ids, rows, dtype](const Tensor& g) -> Grads {
     // A tied weight already holds the lm_head's dense gradient: add only the rows the ids
     // name into it, instead of a dense [rows, C] gradient summed with it.

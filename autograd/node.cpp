@@ -100,4 +100,10 @@ void register_grad_ready_hook(Tensor& leaf, std::function<void(Tensor&)> hook) {
   leaf.ensure_autograd_meta().grad_ready_hooks.push_back(std::move(hook));
 }
 
+void set_row_gradient_handler(Tensor& leaf, RowGradientFn fn) {
+  HF_CHECK(leaf.is_leaf() && leaf.requires_grad() && leaf.dim() == 2,
+           "set_row_gradient_handler: ", leaf.str(), " is not a [rows, C] leaf that requires grad");
+  leaf.ensure_autograd_meta().row_gradient_handler = std::move(fn);
+}
+
 }  // namespace hfrun::autograd

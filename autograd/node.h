@@ -112,4 +112,15 @@ Tensor gradient_sink(size_t i);
 // Registers a hook run when `leaf`'s gradient of a backward is final.
 void register_grad_ready_hook(Tensor& leaf, std::function<void(Tensor&)> hook);
 
+// Where an embedding lookup of `leaf` (hfrun::embedding) delivers its gradient: the lookup's
+// backward calls fn(dy [n, C], ids [n]) (dy in the lookup's output dtype) instead of returning
+// a dense [rows, C] gradient, and the lookup's graph node has no edge to the leaf. The leaf's
+// other producers (a tied output projection) then finish, and its grad-ready hooks run,
+// without waiting for the lookup, which usually runs last in backward; a leaf only looked up
+// is not reached by the engine at all. fn owns the rows: it must add them to the leaf's
+// gradient (embedding_backward_add_), at once or later, and must outlive the graphs recorded
+// while it is set. Lookups recorded before the call keep their edge; an empty fn removes it.
+using RowGradientFn = std::function<void(const Tensor& dy, const Tensor& ids)>;
+void set_row_gradient_handler(Tensor& leaf, RowGradientFn fn);
+
 }  // namespace hfrun::autograd

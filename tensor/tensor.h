@@ -33,6 +33,9 @@ struct AutogradMeta {
       grad_accumulator;  // a leaf's accumulate node, while a graph uses it
   // Called when a leaf's gradient for the current backward is final (DDP hooks here).
   std::vector<std::function<void(Tensor&)>> grad_ready_hooks;
+  // Where an embedding lookup of this leaf hands its gradient rows (autograd::
+  // set_row_gradient_handler) instead of producing a dense gradient.
+  std::function<void(const Tensor& dy, const Tensor& ids)> row_gradient_handler;
 };
 
 struct TensorImpl {

@@ -7,7 +7,9 @@
 // ranges of about distributed.bucket_mb.
 //  - Stage 0 (DDP): units end on parameter boundaries; each unit's gradients are averaged with
 //    an all-reduce as soon as they are final (grad-ready hooks), overlapping with the rest of
-//    backward. Every rank then runs the same optimizer step on all parameters.
+//    backward. Every rank then runs the same optimizer step on all parameters. An embedding
+//    table is a unit of its own; its lookups' gradient rows are all-gathered apart after
+//    backward (ddp.cpp), so a tied head's dense gradient need not wait for the lookup.
 //  - ZeRO (stage 1 and 2): a unit has a multiple of N elements (the last is padded) and is
 //    split into N equal chunks; rank r owns chunk r of every unit, as FSDP shards each flat
 //    parameter. Gradients are reduce-scattered per unit, so rank r receives the averaged

@@ -15,16 +15,22 @@ int64_t UnitLayout::hi(int r) const {
 }
 
 std::vector<UnitLayout> bucket_layout(const std::vector<ParamRange>& params, int64_t total,
-                                      int64_t bucket_elements) {
+                                      int64_t bucket_elements, const std::vector<bool>& alone) {
   HF_CHECK(bucket_elements >= 1, "bucket_layout: bucket_elements must be positive");
+  HF_CHECK(alone.empty() || alone.size() == params.size(), "bucket_layout: ", alone.size(),
+           " flags for ", params.size(), " parameters");
   std::vector<UnitLayout> units;
   int64_t begin = 0;
-  for (const ParamRange& p : params) {
-    if (units.empty() || p.offset - begin >= bucket_elements) {
+  bool previous_alone = false;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const ParamRange& p = params[i];
+    const bool own = !alone.empty() && alone[i];
+    if (units.empty() || own || previous_alone || p.offset - begin >= bucket_elements) {
       begin = p.offset;
       if (!units.empty()) units.back().end = begin;
       units.push_back(UnitLayout{begin, begin, 0});
     }
+    previous_alone = own;
   }
   if (!units.empty()) {
     units.back().end = total;

@@ -28,9 +28,9 @@ struct UnitLayout {
 
 // DDP: the first bucket starts at 0 and a new one starts at the first parameter at least
 // bucket_elements past the current one's start; the last ends at `total`. Parameters are in
-// buffer order.
+// buffer order. A parameter flagged in `alone` (empty: none) has a bucket of its own.
 std::vector<UnitLayout> bucket_layout(const std::vector<ParamRange>& params, int64_t total,
-                                      int64_t bucket_elements);
+                                      int64_t bucket_elements, const std::vector<bool>& alone = {});
 
 // ZeRO: units of bucket_elements / world (at least 1) elements per rank, covering [0, total).
 std::vector<UnitLayout> chunk_layout(int64_t total, int64_t bucket_elements, int world);

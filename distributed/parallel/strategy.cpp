@@ -115,7 +115,7 @@ void Strategy::start(size_t u) {
 void Strategy::retire(size_t u) {
   UnitSync& s = sync_[u];
   if (s.retired) return;
-  s.work->wait();
+  if (s.work) s.work->wait();
   s.retired = true;
   s.work.reset();
   complete(u);

@@ -46,7 +46,8 @@ struct StrategyContext {
   int rank = 0, size = 1;       // in the data-parallel group
   // The gradients' dtype on the wire (distributed.reduce_dtype): f32, or bf16 (half the bytes;
   // each unit divided by the world size in bf16 and summed, as PyTorch DDP's
-  // bf16_compress_hook, then widened back into the f32 gradients).
+  // bf16_compress_hook, then widened back into the f32 gradients). DDP's embedding lookup rows,
+  // gathered apart and few, stay f32.
   DType reduce_dtype = DType::kF32;
 };
 
@@ -100,7 +101,8 @@ class Strategy {
   // Lays out units_ (and params_[p].units) over params_; may move the model's parameters
   // (replace_parameters, updating leaves_) before the grad-ready hooks are set on them.
   virtual void lay_out(nn::Module& model) = 0;
-  // Starts unit u's collective (every gradient in it is final); returns its handle.
+  // Starts unit u's collective (every gradient in it is final); returns its handle, or null
+  // when the unit needs no collective this time (every rank must decide alike).
   virtual std::shared_ptr<Work> issue(size_t u) = 0;
   // Unit u's collective has completed: move the result where the optimizer reads it.
   virtual void complete(size_t /*u*/) {}
@@ -113,6 +115,10 @@ class Strategy {
   virtual size_t max_in_flight() const { return std::numeric_limits<size_t>::max(); }
   // After the synchronisation of a micro-step completed.
   virtual void synchronised() {}
+  // Whether the backward running now synchronises (before_backward armed it).
+  bool synchronising() const { return armed_; }
+  // Whether unit u's collective has been issued in the current synchronisation.
+  bool issued(size_t u) const { return sync_[u].issued; }
 
   // Clips as torch.nn.utils.clip_grad_norm_ over gradients that are either split across the
   // tensor-parallel group (`split`: their squares are summed over it) or replicated in it; with

@@ -1,6 +1,8 @@
 // The autograd engine: accumulation, graph lifetime, no-grad, grad-ready hooks.
 #include <cmath>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
@@ -157,6 +159,56 @@ TEST(Autograd, TiedEmbeddingGradientAddsIntoThePendingOne) {
   autograd::backward(sum(mul(logits, logits)));
   const Tensor want = ops::add(table.grad(), ops::embedding_backward(h.grad(), ids, V));
   EXPECT_EQ(got, want.to_vector());
+}
+
+// A table with a row-gradient handler (what DDP installs): the lookup hands its rows and ids to
+// the handler and keeps no edge to the table, so the tied projection's gradient is final (its
+// grad-ready hook runs) before the lookup's backward; the projection's gradient plus the rows
+// added by the handler equal the plain backward's gradient.
+TEST(Autograd, RowGradientHandlerTakesTheLookupsRowsAfterTheDenseGradientIsFinal) {
+  const int64_t V = 50, C = 16, n = 12;
+  Tensor w = ops::mul_scalar(testing::randn({V, C}, 3), 0.1);
+  w.set_requires_grad(true);
+  const Tensor ids = ops::from_ints({3, 7, 3, 0, 49, 12, 3, 8, 8, 21, 30, 7}, {3, 4});
+  auto run = [&] {
+    Tensor h = embedding(w, ids);
+    Tensor logits = linear(mul_scalar(h, 1.5), transpose(w, 0, 1));
+    return sum(mul(logits, logits));
+  };
+  autograd::backward(run());
+  const std::vector<float> want = w.grad().to_vector();
+  w.set_grad(Tensor());
+
+  std::vector<std::string> events;
+  Tensor rows, row_ids;
+  autograd::register_grad_ready_hook(w, [&](Tensor&) { events.push_back("dense final"); });
+  autograd::set_row_gradient_handler(w, [&](const Tensor& dy, const Tensor& i) {
+    events.push_back("rows");
+    rows = ops::clone(dy);
+    row_ids = ops::clone(i);
+  });
+  Tensor loss = run();
+  autograd::backward(loss);
+  EXPECT_EQ(events, (std::vector<std::string>{"dense final", "rows"}));
+  ASSERT_EQ(rows.sizes(), (Shape{n, C}));
+  ASSERT_EQ(row_ids.sizes(), (Shape{n}));
+  EXPECT_EQ(row_ids.to_int_vector(), ops::reshape(ids, {n}).to_int_vector());
+  Tensor g = w.grad();
+  ops::embedding_backward_add_(g, rows, row_ids);
+  const std::vector<float> got = g.to_vector();
+  for (size_t k = 0; k < want.size(); ++k) ASSERT_NEAR(got[k], want[k], 1e-5) << k;
+
+  // Only looked up: the engine never reaches the table (no hook), the handler still gets rows.
+  events.clear();
+  autograd::backward(sum(embedding(w, ids)));
+  EXPECT_EQ(events, (std::vector<std::string>{"rows"}));
+  // Removed: the lookup has its edge again.
+  autograd::set_row_gradient_handler(w, nullptr);
+  events.clear();
+  w.set_grad(Tensor());
+  autograd::backward(sum(embedding(w, ids)));
+  EXPECT_EQ(events, (std::vector<std::string>{"dense final"}));
+  EXPECT_TRUE(w.grad().defined());
 }
 
 // A linear layer's f32 weight whose gradient buffer exists (a second backward, or a flattened

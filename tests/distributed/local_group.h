@@ -2,7 +2,8 @@
 // collective is a rendezvous of all of them (each rank posts a copy of its input, waits for the
 // others, computes its own result). Ops complete before they return, in issue order, so ranks
 // that issue the same sequence (as strategies do) never deadlock. Reductions add in rank order,
-// in f32. Point-to-point and split() are not needed by the code under test and are refused.
+// in f32 (integers too). Point-to-point and split() are not needed by the code under test and
+// are refused.
 #pragma once
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -75,16 +77,19 @@ class LocalProcessGroup : public dist::ProcessGroup {
   int size() const override { return world_.size(); }
   const std::string& name() const override { return name_; }
 
+  // Every op this rank issued, in order: its name and the elements it moved (the larger side).
+  std::vector<std::pair<std::string, int64_t>> issued;
+
   std::shared_ptr<dist::Work> allreduce(Tensor& t, dist::ReduceOp op,
                                         const dist::CollectiveOptions&, dist::CallSite) override {
     ops::copy_(t, reduce(world_.exchange(rank_, t), op));
-    return done("allreduce");
+    return done("allreduce", t.numel());
   }
   std::shared_ptr<dist::Work> broadcast(Tensor& t, int root, const dist::CollectiveOptions&,
                                         dist::CallSite) override {
     const auto all = world_.exchange(rank_, t);
     ops::copy_(t, all[static_cast<size_t>(root)]);
-    return done("broadcast");
+    return done("broadcast", t.numel());
   }
   std::shared_ptr<dist::Work> allgather(Tensor& out, const Tensor& in,
                                         const dist::CollectiveOptions&, dist::CallSite) override {
@@ -97,7 +102,7 @@ class LocalProcessGroup : public dist::ProcessGroup {
       std::memcpy(dst, part.raw_data(), part.nbytes());
       dst += part.nbytes();
     }
-    return done("allgather");
+    return done("allgather", out.numel());
   }
   std::shared_ptr<dist::Work> reduce_scatter(Tensor& out, const Tensor& in, dist::ReduceOp op,
                                              const dist::CollectiveOptions&,
@@ -105,11 +110,11 @@ class LocalProcessGroup : public dist::ProcessGroup {
     const Tensor sum = reduce(world_.exchange(rank_, in), op);
     const int64_t n = out.numel();
     ops::copy_(out, ops::narrow(ops::reshape(sum, {sum.numel()}), 0, rank_ * n, n));
-    return done("reduce_scatter");
+    return done("reduce_scatter", in.numel());
   }
   std::shared_ptr<dist::Work> barrier(const dist::CollectiveOptions&, dist::CallSite) override {
     world_.exchange(rank_, ops::zeros({1}, DType::kF32));
-    return done("barrier");
+    return done("barrier", 0);
   }
   std::shared_ptr<dist::Work> send(const Tensor&, int, int, const dist::CollectiveOptions&,
                                    dist::CallSite) override {
@@ -130,8 +135,10 @@ class LocalProcessGroup : public dist::ProcessGroup {
  private:
   Tensor reduce(const std::vector<Tensor>& all, dist::ReduceOp op) const {
     const bool bf16 = all[0].dtype() == DType::kBF16;
-    HF_CHECK(all[0].dtype() == DType::kF32 || (bf16 && op == dist::ReduceOp::kSum),
-             "LocalProcessGroup: reductions take f32 (bf16: sum)");
+    const bool ints = all[0].dtype() == DType::kI32 || all[0].dtype() == DType::kI64;
+    HF_CHECK(all[0].dtype() == DType::kF32 || (bf16 && op == dist::ReduceOp::kSum) ||
+                 (ints && op != dist::ReduceOp::kAvg),
+             "LocalProcessGroup: reductions take f32 (bf16: sum; integers, below 2^24: not avg)");
     std::vector<float> acc = all[0].to_vector();
     for (size_t r = 1; r < all.size(); ++r) {
       const std::vector<float> x = all[r].to_vector();
@@ -156,7 +163,8 @@ class LocalProcessGroup : public dist::ProcessGroup {
     }
     return ops::to_dtype(ops::from_vector(acc, all[0].sizes()), all[0].dtype());
   }
-  std::shared_ptr<dist::Work> done(const char* op) {
+  std::shared_ptr<dist::Work> done(const char* op, int64_t numel) {
+    issued.emplace_back(op, numel);
     auto work = std::make_shared<dist::Work>(dist::WorkInfo{rank_, op, ++seq_, 0, name_});
     work->mark_done();
     return work;

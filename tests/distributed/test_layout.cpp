@@ -44,6 +44,39 @@ TEST(Layout, BucketsEndOnParameterBoundariesAndCoverTheBuffer) {
   EXPECT_EQ(bucket_layout(params, total, 1).size(), params.size());
 }
 
+// Embedding tables under DDP: a flagged parameter is the only one in its bucket, wherever it
+// lies, and the rest still bucket as before around it.
+TEST(Layout, FlaggedParametersHaveBucketsOfTheirOwn) {
+  int64_t total = 0;
+  const auto params = params_of({100, 7, 300, 40, 40, 1000, 3}, &total);
+  for (const std::vector<bool>& alone :
+       {std::vector<bool>{true, false, false, false, false, false, false},
+        std::vector<bool>{false, false, true, false, false, true, false},
+        std::vector<bool>{false, false, false, false, false, false, true},
+        std::vector<bool>{true, true, true, true, true, true, true}}) {
+    for (int64_t bucket : {1, 64, 100000}) {
+      const auto units = bucket_layout(params, total, bucket, alone);
+      EXPECT_EQ(units.front().begin, 0);
+      EXPECT_EQ(units.back().end, total);
+      for (size_t u = 1; u < units.size(); ++u) EXPECT_EQ(units[u].begin, units[u - 1].end);
+      const auto of = units_of_params(params, units);
+      for (size_t p = 0; p < params.size(); ++p) {
+        ASSERT_EQ(of[p].size(), 1u);
+        if (!alone[p]) continue;
+        for (size_t q = 0; q < params.size(); ++q) {
+          if (q != p) {
+            EXPECT_NE(of[q][0], of[p][0]) << "parameter " << q << " shares " << p;
+          }
+        }
+      }
+    }
+  }
+  // Unflagged parameters next to each other still share a bucket.
+  const auto units =
+      bucket_layout(params, total, 100000, {false, false, true, false, false, false, false});
+  EXPECT_EQ(units.size(), 3u);
+}
+
 TEST(Layout, ZeroChunksGiveEveryElementOneOwner) {
   for (int world : {1, 2, 3, 4, 7}) {
     for (int64_t total : {1, 15, 16, 1000, 4099}) {

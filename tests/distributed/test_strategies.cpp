@@ -6,6 +6,7 @@
 // the whole global batch. (tests/distributed/test_*.sh run the same protocol across real ranks.)
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -33,13 +34,19 @@ using testing::run_ranks;
 constexpr const char* kConfig = R"({"model_type": "llama", "vocab_size": 40, "hidden_size": 16,
     "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
     "num_key_value_heads": 2, "max_position_embeddings": 32, "tie_word_embeddings": false})";
+// The same with the head tied to the embedding table (as GPT-2's).
+constexpr const char* kTiedConfig = R"({"model_type": "llama", "vocab_size": 40,
+    "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32,
+    "tie_word_embeddings": true})";
 constexpr int kSteps = 3, kMicro = 2, kRowsPerRank = 2, kSeq = 8;
 constexpr double kMaxNorm = 0.05;  // below the gradients' norm: clipping scales every step
 
 // With `lora`: adapters (r 4) on q, v (column-parallel under TP) and o, down (row-parallel), B
 // drawn nonzero so the adapters matter from the first step, and lm_head trained whole.
-std::unique_ptr<nn::CausalLM> make_model(bool lora) {
-  auto model = nn::create_causal_lm(kConfig, "test config", /*seed=*/11, "llama");
+std::unique_ptr<nn::CausalLM> make_model(bool lora, bool tied = false) {
+  auto model =
+      nn::create_causal_lm(tied ? kTiedConfig : kConfig, "test config", /*seed=*/11, "llama");
   if (lora) {
     nn::LoraOptions o;
     o.r = 4;
@@ -91,8 +98,8 @@ struct TrainingRun {
 };
 
 // One process on the whole global batch of `dp` ranks' rows.
-TrainingRun reference(int dp, bool lora) {
-  auto model = make_model(lora);
+TrainingRun reference(int dp, bool lora, bool tied = false) {
+  auto model = make_model(lora, tied);
   model->flatten_parameters(Device::cpu());
   optim::AdamW opt(optim::param_refs(model->named_trainable_parameters()), adamw());
   TrainingRun run;
@@ -119,13 +126,15 @@ TrainingRun reference(int dp, bool lora) {
 // data-parallel rank g / tp) with the strategy of `stage`. Returns global rank 0's view, and
 // checks every rank's parameters (its tensor-parallel part) against `want`.
 // With reduce_dtype bf16 the gradients cross in bf16 (wire_tensor): the synchronised ones
-// (stages 0 and 1: one bf16 sum per step, widened) must be exactly bf16 values, and the run
-// close to `want` within bf16's precision.
+// (stages 0 and 1: one bf16 sum per step, widened) must be exactly bf16 values (but for DDP's
+// embedding table, whose lookup rows are gathered apart in f32), and the run close to `want`
+// within bf16's precision.
 // With loss_scale != 1 backward runs on the scaled loss and the clip unscales the gradients in
 // its norm's pass (what Accelerator::clip_grad_norm does with a grad scaler); a power of two
 // scales exactly, so the run must still equal `want`.
 TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun& want,
-                        DType reduce_dtype = DType::kF32, float loss_scale = 1.0f) {
+                        DType reduce_dtype = DType::kF32, float loss_scale = 1.0f,
+                        bool tied = false) {
   const bool bf16 = reduce_dtype == DType::kBF16;
   std::vector<std::unique_ptr<LocalWorld>> data_worlds, tensor_worlds;
   for (int t = 0; t < tp; ++t) data_worlds.push_back(std::make_unique<LocalWorld>(dp));
@@ -137,7 +146,7 @@ TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun&
     auto data = std::make_shared<LocalProcessGroup>(*data_worlds[t], d);
     auto tensor = std::make_shared<LocalProcessGroup>(*tensor_worlds[d], t);
     std::unique_ptr<TensorParallelOverGroup> tp_group;
-    auto model = make_model(lora);
+    auto model = make_model(lora, tied);
     if (tp > 1) {
       tp_group = std::make_unique<TensorParallelOverGroup>(tensor, CollectiveOptions{});
       apply_tensor_parallel(*model, *tp_group);
@@ -178,6 +187,8 @@ TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun&
       if (bf16 && stage <= 1) {  // stages 2 and 3 add each micro-step's reduced chunk
         int64_t checked = 0;
         for (const optim::ParamRef& r : updated) {
+          // DDP adds an embedding table's lookup rows after the table's bf16 all-reduce, in f32.
+          if (stage == 0 && r.name.find("embed_tokens") != std::string::npos) continue;
           for (float v : r.param.grad().to_vector()) {
             ASSERT_EQ(v, bf16_to_f32(f32_to_bf16(v))) << "rank " << g << " " << r.name;
             ++checked;
@@ -285,6 +296,95 @@ TEST_P(LossScaled, UnscaleInTheNormPassEqualsOneProcess) {
   const auto [stage, tp, dp] = GetParam();
   const TrainingRun want = reference(dp, /*lora=*/false);
   expect_same_run(distributed(stage, tp, dp, /*lora=*/false, want, DType::kF32, 4096.0f), want);
+}
+
+// A head tied to the embedding table: under DDP the table's dense gradient (the head's) is
+// all-reduced during backward and the lookup's rows are gathered apart (2 ranks: 32 rows of a
+// 40-row table), or, where the rows of all ranks outnumber the table's (3 ranks; each
+// tensor-parallel part's 20 rows), averaged apart as a dense table. The other micro-step adds
+// its rows in place.
+class TiedStrategies : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+TEST_P(TiedStrategies, EqualOneProcessOnTheGlobalBatch) {
+  const auto [stage, tp, dp] = GetParam();
+  const TrainingRun want = reference(dp, /*lora=*/false, /*tied=*/true);
+  expect_same_run(
+      distributed(stage, tp, dp, /*lora=*/false, want, DType::kF32, 1.0f, /*tied=*/true), want);
+}
+
+TEST(TiedStrategies, Bf16ReduceCloseToOneProcess) {
+  const TrainingRun want = reference(2, /*lora=*/false, /*tied=*/true);
+  expect_same_run(distributed(0, 1, 2, /*lora=*/false, want, DType::kBF16, 1.0f, /*tied=*/true),
+                  want, 2e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(DataParallel, TiedStrategies,
+                         ::testing::Values(std::make_tuple(0, 1, 2), std::make_tuple(0, 1, 3),
+                                           std::make_tuple(0, 2, 2), std::make_tuple(1, 1, 2),
+                                           std::make_tuple(3, 1, 2)));
+
+// One synchronising backward under DDP with every bucket but the table's one large bucket: the
+// gradients equal one process's on the global batch, and the order of the collectives shows
+// where the embedding table went. Tied: the table's all-reduce goes first (the head is the
+// first backward), the lookup's rows are gathered at the end. Untied: the table is never
+// all-reduced, only its rows gathered.
+void expect_embedding_rows_gathered(bool tied) {
+  constexpr int dp = 2;
+  auto one = make_model(false, tied);
+  one->flatten_parameters(Device::cpu());
+  {
+    const auto [ids, targets] = batch(0, 0, dp * kRowsPerRank, 0, dp * kRowsPerRank);
+    autograd::backward(one->loss(ids, targets));
+  }
+  const auto want = one->named_trainable_parameters();
+  LocalWorld world(dp);
+  run_ranks(world, [&](int d) {
+    auto group = std::make_shared<LocalProcessGroup>(world, d);
+    auto model = make_model(false, tied);
+    model->flatten_parameters(Device::cpu());
+    StrategyContext ctx;
+    ctx.data = ctx.data_device = group.get();
+    ctx.bucket_elements = 1 << 20;
+    ctx.rank = d;
+    ctx.size = dp;
+    auto strategy = Strategy::create(0, ctx);
+    strategy->attach(*model);
+    const auto [ids, targets] = batch(0, 0, dp * kRowsPerRank, d * kRowsPerRank, kRowsPerRank);
+    strategy->before_backward(true);
+    autograd::backward(model->loss(ids, targets));
+    strategy->finish_gradient_sync();
+    const auto got = model->named_trainable_parameters();
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      const std::vector<float> a = got[i].second.grad().to_vector(),
+                               b = want[i].second.grad().to_vector();
+      for (size_t k = 0; k < a.size(); ++k)
+        ASSERT_NEAR(a[k], b[k], 1e-6 + 1e-5 * std::fabs(b[k])) << got[i].first << "[" << k << "]";
+    }
+    const int64_t table = 40 * 16, rows = dp * kRowsPerRank * kSeq;
+    const auto& ops = group->issued;
+    std::vector<std::string> seen;
+    for (const auto& [op, n] : ops) seen.push_back(op + " " + std::to_string(n));
+    const auto at = [&](const std::string& what) {
+      return std::find(seen.begin(), seen.end(), what) - seen.begin();
+    };
+    const auto end = static_cast<ptrdiff_t>(seen.size());
+    ASSERT_LT(at("allgather " + std::to_string(rows * 16)), end) << "the rows were not gathered";
+    EXPECT_LT(at("allgather " + std::to_string(rows)), end) << "the ids were not gathered";
+    if (tied) {
+      EXPECT_EQ(at("allreduce " + std::to_string(table)), 0) << "the table did not go first";
+    } else {
+      EXPECT_EQ(at("allreduce " + std::to_string(table)), end) << "the table was all-reduced";
+    }
+  });
+}
+
+TEST(DdpEmbeddingRows, TiedTableGoesDuringBackwardAndItsRowsAfter) {
+  expect_embedding_rows_gathered(true);
+}
+
+TEST(DdpEmbeddingRows, UntiedTableOnlyGathersItsRows) {
+  expect_embedding_rows_gathered(false);
 }
 
 INSTANTIATE_TEST_SUITE_P(DataParallel, LossScaled,
