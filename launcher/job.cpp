@@ -38,6 +38,18 @@ std::string find_mpirun() {
   return {};
 }
 
+// GLIBC_TUNABLES for the ranks: the user's, with glibc.malloc.hugetlb=1 added unless they set
+// it. Open MPI allocates its collectives' temporary buffers (a bucket's size) with malloc, which
+// maps them fresh every call; faulting them in 4 KiB pages cost 0.35 s of a 157 MB all-reduce
+// on a 2-core VM (0.40 s against 0.056 s with the tunable, MPI_Allreduce alike). With it glibc
+// asks for transparent huge pages on its mappings (glibc >= 2.35; older ones ignore it).
+std::string rank_glibc_tunables() {
+  const char* user = std::getenv("GLIBC_TUNABLES");
+  std::string t = user != nullptr ? user : "";
+  if (t.find("glibc.malloc.hugetlb") != std::string::npos) return t;
+  return t.empty() ? "glibc.malloc.hugetlb=1" : t + ":glibc.malloc.hugetlb=1";
+}
+
 std::string self_path() {
   std::error_code ec;
   const auto p = fs::read_symlink("/proc/self/exe", ec);
@@ -67,6 +79,12 @@ std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::s
                                                 ? std::string(user)
                                                 : std::to_string(std::max(1, cores / np)))});
   }
+  // Open MPI binds each rank to one core when np <= 2 (to a socket beyond): a rank's OpenMP
+  // threads would share that core, and the thread that progresses its collectives could not
+  // use a core the other rank leaves idle. Ranks float unless the user asks for a binding.
+  if (std::getenv("OMPI_MCA_hwloc_base_binding_policy") == nullptr)
+    cmd.insert(cmd.end(), {"--bind-to", "none"});
+  cmd.insert(cmd.end(), {"-x", "GLIBC_TUNABLES=" + rank_glibc_tunables()});
   cmd.push_back(self_path());
   return cmd;
 }

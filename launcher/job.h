@@ -38,7 +38,9 @@ void job_rank_stopped(int rank, int64_t step, const std::string& signal,
 // request, --hostfile when given, OMP_NUM_THREADS = the user's or cores / np on one host (with a
 // hostfile each rank sizes itself: job_rank_started); per_node > 0 places that many ranks on each
 // node (torchrun's --nproc-per-node with --nnodes). mpirun is $MPIEXEC or the first on PATH (an
-// input error when there is none).
+// input error when there is none). Ranks are not bound to cores (--bind-to none) unless
+// OMPI_MCA_hwloc_base_binding_policy says otherwise, and run with glibc.malloc.hugetlb=1 added
+// to GLIBC_TUNABLES (MPI's large temporary buffers in huge pages).
 std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::string& hostfile,
                                         int per_node = 0);
 

@@ -1,6 +1,7 @@
 // The ranks' side of the job records (job.h): started, failed and stopped as single tagged
 // stderr lines that mpirun relays and the launcher takes out of the output.
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -92,10 +93,17 @@ void job_rank_started(int rank, int local_world) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // no rank outlives mpirun or its daemon
   // Threads: this host's cores shared by its ranks, unless OMP_NUM_THREADS says otherwise
   // (srun, a bare mpirun or a hostfile run leave it to the rank).
+  // A rank bound to fewer cores than that (srun --cpu-bind, a bare mpirun's default binding of
+  // 2 ranks to a core each) takes no more threads than it may run on.
   const char* omp = std::getenv("OMP_NUM_THREADS");
   if (omp == nullptr || *omp == '\0') {
     const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-    set_num_threads(std::max(1, cores / std::max(1, local_world)));
+    int threads = std::max(1, cores / std::max(1, local_world));
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+      threads = std::max(1, std::min(threads, CPU_COUNT(&allowed)));
+    }
+    set_num_threads(threads);
   }
   if (getppid() == 1) _exit(1);  // the parent is already gone
   char host[256] = "?";

@@ -28,10 +28,17 @@ size_t round_size(size_t n) {
   return (std::max<size_t>(n, 1) + kAlignment - 1) / kAlignment * kAlignment;
 }
 
+// Mapped blocks from this size on ask for transparent huge pages (honoured where THP is
+// "madvise" or "always"): first touching a 4 KiB page costs a fault, ~13 us each on a VM
+// measured here, so a fresh 500 MB gradient buffer took 1.6 s to fault in page by page.
+constexpr size_t kHugeBytes = size_t{2} << 20;
+
 void* system_alloc(size_t size) {
   if (size < kMapBytes) return std::aligned_alloc(kAlignment, size);
   void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  return p == MAP_FAILED ? nullptr : p;  // page-aligned
+  if (p == MAP_FAILED) return nullptr;
+  if (size >= kHugeBytes) madvise(p, size, MADV_HUGEPAGE);  // advice only: failure is harmless
+  return p;                                                 // page-aligned
 }
 
 void system_free(void* p, size_t size) {

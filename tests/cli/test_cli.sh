@@ -218,6 +218,14 @@ printf 'n1 slots=2\nn2 slots=2\n' > "$TMP/hosts"
 check "torchrun nnodes dry run" 0 "$HFRUN" --nnodes 2 --nproc_per_node 2 --hostfile "$TMP/hosts" "$TMP/gen.yaml" --dry-run
 contains "torchrun nnodes dry run" "mpirun.* -np 4 --map-by ppr:2:node --hostfile $TMP/hosts "
 contains "torchrun nnodes dry run" "distributed.num_processes=4"
+# Ranks float over the cores (Open MPI would bind 2 ranks to one core each) unless the user
+# asks for a binding, and glibc maps MPI's temporary buffers in huge pages, the user's tunables
+# kept.
+check "ranks unbound dry run" 0 env GLIBC_TUNABLES=glibc.malloc.arena_max=2 "$HFRUN" -np 2 "$TMP/gen.yaml" --dry-run
+contains "ranks unbound dry run" "mpirun.* --bind-to none -x GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1 "
+check "user's binding dry run" 0 env OMPI_MCA_hwloc_base_binding_policy=core GLIBC_TUNABLES=glibc.malloc.hugetlb=0 "$HFRUN" -np 2 "$TMP/gen.yaml" --dry-run
+contains "user's binding dry run" "mpirun.* -x GLIBC_TUNABLES=glibc.malloc.hugetlb=0 "
+lacks "user's binding dry run" "bind-to"
 check "torchrun node-rank refused" 2 "$HFRUN" --nnodes 2 --nproc-per-node 2 --node-rank 1 --master-addr n1 "$TMP/gen.yaml"
 contains "torchrun node-rank refused" "node-rank is torchrun's one-launcher-per-node option.*--hostfile"
 check "torchrun nnodes without hosts refused" 2 env -u SLURM_JOB_ID "$HFRUN" --nnodes 2 --nproc-per-node 2 "$TMP/gen.yaml"

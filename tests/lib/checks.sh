@@ -21,3 +21,11 @@ contains() {  # contains NAME NEEDLE
     echo "$out" | head -20
   fi
 }
+
+lacks() {  # lacks NAME NEEDLE
+  if grep -qE -- "$2" <<<"$out"; then
+    fail=$((fail + 1))
+    echo "FAIL: $1: output has /$2/"
+    echo "$out" | head -20
+  else pass=$((pass + 1)); fi
+}
