@@ -45,6 +45,7 @@ void Ddp::lay_out(nn::Module& model) {
   units_ = bucket_layout(ranges, total_, ctx_.bucket_elements, table);
   const auto overlaps = units_of_params(ranges, units_);
   for (size_t p = 0; p < params_.size(); ++p) params_[p].units = overlaps[p];
+  wire_.assign(units_.size(), Tensor());
   table_of_unit_.assign(units_.size(), -1);
   for (size_t p = 0; p < params_.size(); ++p) {
     if (!table[p]) continue;
@@ -129,13 +130,12 @@ std::shared_ptr<Work> Ddp::issue(size_t u) {
     if (any.to_int_vector()[0] == 0) return nullptr;
   }
   Tensor v = flat_range(flat_grads_, units_[u].begin, units_[u].end - units_[u].begin);
-  if (wire_.size() != units_.size()) wire_.resize(units_.size());
   wire_[u] = wire_tensor(v, ctx_);
   return ctx_.data_device->allreduce(wire_[u], wire_op(ctx_), ctx_.opts);
 }
 
 void Ddp::complete(size_t u) {
-  if (ctx_.reduce_dtype != DType::kF32) {
+  if (ctx_.reduce_dtype != DType::kF32 && wire_[u].defined()) {  // (a table's skipped unit)
     Tensor v = flat_range(flat_grads_, units_[u].begin, units_[u].end - units_[u].begin);
     ops::copy_(v, wire_[u]);  // widened back into the f32 gradients
   }
