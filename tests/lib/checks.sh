@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The shell tests' assertions. Source after setting pass=0 fail=0; each check counts into them.
 
 check() {  # check NAME EXPECTED_RC COMMAND... ; output in $out

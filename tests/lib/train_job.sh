@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the shell tests that train a tiny GPT-2 through the hfrun executable (sourced).
 #   tiny_corpus FILE              100 short lines of text, enough for a few hundred steps
 #   losses METRICS_JSONL          the "loss" values, one per line, as written
