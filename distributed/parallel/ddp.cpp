@@ -24,6 +24,16 @@
 #include "tensor/ops.h"
 
 namespace hfrun::dist {
+namespace {
+
+// The largest of every rank's `v` in `group`, waited for.
+int64_t max_over(ProcessGroup& group, int64_t v, const CollectiveOptions& opts) {
+  Tensor t = ops::full({1}, static_cast<double>(v), DType::kI64);
+  group.allreduce(t, ReduceOp::kMax, opts)->wait();
+  return t.to_int_vector()[0];
+}
+
+}  // namespace
 
 Ddp::~Ddp() {
   for (const RowTable& t : tables_) autograd::set_row_gradient_handler(leaves_[t.param], nullptr);
@@ -33,11 +43,10 @@ void Ddp::lay_out(nn::Module& model) {
   std::vector<bool> table(params_.size(), false);
   if (ctx_.size > 1) {
     for (const auto& [path, module] : model.named_modules()) {
-      if (dynamic_cast<nn::Embedding*>(module) == nullptr) continue;
-      const std::string name = path.empty() ? "weight" : path + ".weight";
-      for (size_t p = 0; p < params_.size(); ++p) {
-        table[p] = table[p] || (params_[p].name == name && params_[p].shape.size() == 2);
-      }
+      const auto* embedding = dynamic_cast<nn::Embedding*>(module);
+      if (embedding == nullptr) continue;
+      const Tensor weight = embedding->weight().get();
+      for (size_t p = 0; p < params_.size(); ++p) table[p] = table[p] || leaves_[p].is_same(weight);
     }
   }
   std::vector<ParamRange> ranges;
@@ -70,9 +79,7 @@ void Ddp::rows_ready(size_t k, const Tensor& dy, const Tensor& ids) {
     return;
   }
   // The longest lookup of any rank decides how the rows travel, alike on every rank.
-  Tensor longest = ops::full({1}, static_cast<double>(ids.numel()), DType::kI64);
-  ctx_.data->allreduce(longest, ReduceOp::kMax, ctx_.opts)->wait();
-  const int64_t most = longest.to_int_vector()[0];
+  const int64_t most = max_over(*ctx_.data, ids.numel(), ctx_.opts);
   const int64_t V = grad.size(0), C = grad.size(1), n = ids.numel();
   RowsInFlight f;
   f.table = k;
@@ -89,8 +96,7 @@ void Ddp::rows_ready(size_t k, const Tensor& dy, const Tensor& ids) {
       ops::copy_(head_ids, ids);
       ops::copy_(head_rows, rows);
     }
-    f.ids_work = ctx_.data_device->allgather(f.ids, my_ids, ctx_.opts);
-    f.rows_work = ctx_.data_device->allgather(f.rows, my_rows, ctx_.opts);
+    f.work = ctx_.data_device->allgather_coalesced({f.ids, f.rows}, {my_ids, my_rows}, ctx_.opts);
   } else if (!issued(t.unit)) {
     ops::embedding_backward_add_(grad, rows, ids);  // goes with the table's all-reduce
     t.local = true;
@@ -98,7 +104,7 @@ void Ddp::rows_ready(size_t k, const Tensor& dy, const Tensor& ids) {
   } else {
     f.dense = ops::zeros({V, C}, grad.dtype(), grad.device());
     ops::embedding_backward_add_(f.dense, rows, ids);
-    f.rows_work = ctx_.data_device->allreduce(f.dense, ReduceOp::kAvg, ctx_.opts);
+    f.work = ctx_.data_device->allreduce(f.dense, ReduceOp::kAvg, ctx_.opts);
   }
   rows_in_flight_.push_back(std::move(f));
 }
@@ -106,8 +112,7 @@ void Ddp::rows_ready(size_t k, const Tensor& dy, const Tensor& ids) {
 void Ddp::synchronised() {
   for (RowsInFlight& f : rows_in_flight_) {
     Tensor grad = leaves_[tables_[f.table].param].grad();
-    if (f.ids_work) f.ids_work->wait();
-    f.rows_work->wait();
+    f.work->wait();
     if (f.dense.defined()) {
       ops::add_(grad, f.dense);
     } else {
@@ -125,9 +130,7 @@ std::shared_ptr<Work> Ddp::issue(size_t u) {
   if (k >= 0 && !synchronising()) {
     // A table that no dense gradient reached in this backward: its buffer differs between
     // ranks only if some rank added to it since the last synchronisation.
-    Tensor any = ops::full({1}, tables_[k].local ? 1.0 : 0.0, DType::kI32);
-    ctx_.data->allreduce(any, ReduceOp::kMax, ctx_.opts)->wait();
-    if (any.to_int_vector()[0] == 0) return nullptr;
+    if (max_over(*ctx_.data, tables_[k].local ? 1 : 0, ctx_.opts) == 0) return nullptr;
   }
   Tensor v = flat_range(flat_grads_, units_[u].begin, units_[u].end - units_[u].begin);
   wire_[u] = wire_tensor(v, ctx_);

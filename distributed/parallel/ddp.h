@@ -35,7 +35,7 @@ class Ddp final : public Strategy {
   struct RowsInFlight {
     size_t table = 0;
     Tensor ids, rows, dense;
-    std::shared_ptr<Work> ids_work, rows_work;
+    std::shared_ptr<Work> work;
   };
   std::vector<RowTable> tables_;
   std::vector<int> table_of_unit_;  // per unit: its table, or -1

@@ -131,16 +131,19 @@ TEST(Autograd, HooksFireInReverseOrderOfUse) {
 // embedding's backward adds its rows into the projection's pending gradient in place (a
 // gradient sink) instead of a dense gradient summed with it. The result has the same bits as
 // the two gradients computed apart and added, and the in-place path is the one taken.
+// A lookup of table w and a projection onto its transpose (a tied head), squared and summed.
+Tensor tied_lookup_loss(const Tensor& w, const Tensor& ids) {
+  Tensor h = embedding(w, ids);
+  Tensor logits = linear(mul_scalar(h, 1.5), transpose(w, 0, 1));
+  return sum(mul(logits, logits));
+}
+
 TEST(Autograd, TiedEmbeddingGradientAddsIntoThePendingOne) {
   const int64_t V = 50, C = 16, n = 12;
   Tensor w = ops::mul_scalar(testing::randn({V, C}, 3), 0.1);
   w.set_requires_grad(true);
   const Tensor ids = ops::from_ints({3, 7, 3, 0, 49, 12, 3, 8, 8, 21, 30, 7}, {n});
-  auto run = [&] {
-    Tensor h = embedding(w, ids);
-    Tensor logits = linear(mul_scalar(h, 1.5), transpose(w, 0, 1));
-    return sum(mul(logits, logits));
-  };
+  auto run = [&] { return tied_lookup_loss(w, ids); };
   profiler::reset();
   profiler::set_enabled(true);
   autograd::backward(run());
@@ -170,11 +173,7 @@ TEST(Autograd, RowGradientHandlerTakesTheLookupsRowsAfterTheDenseGradientIsFinal
   Tensor w = ops::mul_scalar(testing::randn({V, C}, 3), 0.1);
   w.set_requires_grad(true);
   const Tensor ids = ops::from_ints({3, 7, 3, 0, 49, 12, 3, 8, 8, 21, 30, 7}, {3, 4});
-  auto run = [&] {
-    Tensor h = embedding(w, ids);
-    Tensor logits = linear(mul_scalar(h, 1.5), transpose(w, 0, 1));
-    return sum(mul(logits, logits));
-  };
+  auto run = [&] { return tied_lookup_loss(w, ids); };
   autograd::backward(run());
   const std::vector<float> want = w.grad().to_vector();
   w.set_grad(Tensor());
