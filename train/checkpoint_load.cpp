@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -93,7 +94,14 @@ class PartIndex {
     for (const Part& p : it->second) {
       if (p.numel == p.full) parts = {p};  // a whole copy (ranks may each hold one): take it
     }
-    if (parts.empty()) parts = it->second;
+    // Pieces of the same range (older checkpoints: each tensor-parallel rank wrote its copy of
+    // a parameter that is not split) count once.
+    if (parts.empty()) {
+      for (const Part& p : it->second) {
+        const auto same = [&](const Part& q) { return q.offset == p.offset && q.numel == p.numel; };
+        if (std::none_of(parts.begin(), parts.end(), same)) parts.push_back(p);
+      }
+    }
     for (const Part& p : parts) {
       const int64_t lo = std::max(offset, p.offset), hi = std::min(offset + n, p.offset + p.numel);
       if (hi <= lo) continue;
