@@ -39,18 +39,31 @@ std::vector<UnitLayout> bucket_layout(const std::vector<ParamRange>& params, int
   return units;
 }
 
-std::vector<UnitLayout> chunk_layout(int64_t total, int64_t bucket_elements, int world) {
+std::vector<UnitLayout> chunk_layout(int64_t total, int64_t bucket_elements, int world,
+                                     const std::vector<ParamRange>& apart) {
   HF_CHECK(world >= 1 && bucket_elements >= 1, "chunk_layout: world ", world,
            " and bucket_elements ", bucket_elements, " must be positive");
   const int64_t chunk_target = std::max<int64_t>(1, bucket_elements / world);
   std::vector<UnitLayout> units;
-  for (int64_t begin = 0; begin < total; begin += chunk_target * world) {
-    UnitLayout u;
-    u.begin = begin;
-    u.end = std::min(total, begin + chunk_target * world);
-    u.chunk = (u.end - u.begin + world - 1) / world;
-    units.push_back(u);
+  // Units of chunk_target * world elements from `from` up to `to` (the last one shorter).
+  const auto cut = [&](int64_t from, int64_t to) {
+    for (int64_t begin = from; begin < to; begin += chunk_target * world) {
+      UnitLayout u;
+      u.begin = begin;
+      u.end = std::min(to, begin + chunk_target * world);
+      u.chunk = (u.end - u.begin + world - 1) / world;
+      units.push_back(u);
+    }
+  };
+  int64_t at = 0;
+  for (const ParamRange& r : apart) {
+    HF_CHECK(r.offset >= at && r.numel >= 0 && r.offset + r.numel <= total, "chunk_layout: range [",
+             r.offset, ", ", r.offset + r.numel, ") is out of order or past ", total);
+    cut(at, r.offset);
+    cut(r.offset, r.offset + r.numel);
+    at = r.offset + r.numel;
   }
+  cut(at, total);
   return units;
 }
 

@@ -2,8 +2,9 @@
 // pure arithmetic, shared by DDP and ZeRO and tested without any process group.
 //  - DDP buckets (bucket_layout): contiguous ranges of about bucket_elements that end on
 //    parameter boundaries, so a bucket is all-reduced once every gradient in it is final.
-//  - ZeRO chunks (chunk_layout): ranges of chunk * world elements (the last padded), split into
-//    `world` equal chunks; rank r owns chunk r of every unit (FSDP's flat-parameter layout).
+//  - ZeRO chunks (chunk_layout): ranges of chunk * world elements (the last of a run padded),
+//    split into `world` equal chunks; rank r owns chunk r of every unit (FSDP's flat-parameter
+//    layout).
 #pragma once
 
 #include <cstddef>
@@ -33,7 +34,10 @@ std::vector<UnitLayout> bucket_layout(const std::vector<ParamRange>& params, int
                                       int64_t bucket_elements, const std::vector<bool>& alone = {});
 
 // ZeRO: units of bucket_elements / world (at least 1) elements per rank, covering [0, total).
-std::vector<UnitLayout> chunk_layout(int64_t total, int64_t bucket_elements, int world);
+// The ranges in `apart` (in buffer order, disjoint) have units of their own: a unit starts at
+// each one's first element, and its last unit ends at its end (padded, as the buffer's last).
+std::vector<UnitLayout> chunk_layout(int64_t total, int64_t bucket_elements, int world,
+                                     const std::vector<ParamRange>& apart = {});
 
 // For each parameter, the units it overlaps (in unit order).
 std::vector<std::vector<size_t>> units_of_params(const std::vector<ParamRange>& params,

@@ -10,10 +10,21 @@
 #include "common/error.h"
 #include "distributed/parallel/ddp.h"
 #include "distributed/parallel/zero.h"
+#include "nn/layers.h"
 #include "optim/clip.h"
 #include "tensor/ops.h"
 
 namespace hfrun::dist {
+namespace {
+
+// The largest of every rank's `v` in `group`, waited for.
+int64_t max_over(ProcessGroup& group, int64_t v, const CollectiveOptions& opts) {
+  Tensor t = ops::full({1}, static_cast<double>(v), DType::kI64);
+  group.allreduce(t, ReduceOp::kMax, opts)->wait();
+  return t.to_int_vector()[0];
+}
+
+}  // namespace
 
 Tensor wire_tensor(const Tensor& grads, const StrategyContext& ctx) {
   if (ctx.reduce_dtype == DType::kF32) return grads;
@@ -35,6 +46,10 @@ std::unique_ptr<Strategy> Strategy::create(int zero_stage, const StrategyContext
       HF_CHECK_INPUT(false, "distributed.zero_stage ", zero_stage, " is not one of 0, 1, 2, 3");
   }
   return nullptr;
+}
+
+Strategy::~Strategy() {
+  for (const RowTable& t : tables_) autograd::set_row_gradient_handler(leaves_[t.param], nullptr);
 }
 
 void Strategy::attach(nn::Module& model) {
@@ -124,6 +139,112 @@ void Strategy::retire(size_t u) {
 void Strategy::retire_oldest() {
   retire(in_flight_.front());
   in_flight_.pop_front();
+}
+
+std::vector<bool> Strategy::embedding_tables(nn::Module& model) const {
+  std::vector<bool> table(params_.size(), false);
+  if (ctx_.size == 1) return table;
+  for (const auto& [path, module] : model.named_modules()) {
+    const auto* embedding = dynamic_cast<nn::Embedding*>(module);
+    if (embedding == nullptr) continue;
+    const Tensor weight = embedding->weight().get();
+    for (size_t p = 0; p < params_.size(); ++p) table[p] = table[p] || leaves_[p].is_same(weight);
+  }
+  return table;
+}
+
+void Strategy::take_rows(const std::vector<bool>& table) {
+  HF_CHECK(tables_.empty() && table.size() == params_.size(), "Strategy::take_rows: ", table.size(),
+           " flags for ", params_.size(), " parameters, or called twice");
+  table_of_unit_.assign(units_.size(), -1);
+  for (size_t p = 0; p < params_.size(); ++p) {
+    if (!table[p]) continue;
+    const size_t k = tables_.size();
+    tables_.push_back(RowTable{p, params_[p].units, false, -1});
+    for (size_t u : params_[p].units) {
+      for (size_t q = 0; q < params_.size(); ++q) {
+        const auto& of = params_[q].units;
+        HF_CHECK(q == p || std::find(of.begin(), of.end(), u) == of.end(),
+                 "Strategy::take_rows: the unit of embedding table ", params_[p].name,
+                 " also holds ", params_[q].name);
+      }
+      table_of_unit_[u] = static_cast<int>(k);
+    }
+    autograd::register_grad_ready_hook(leaves_[p], [this, k](Tensor&) { tables_[k].local = true; });
+    autograd::set_row_gradient_handler(
+        leaves_[p], [this, k](const Tensor& dy, const Tensor& ids) { rows_ready(k, dy, ids); });
+  }
+}
+
+void Strategy::rows_ready(size_t k, const Tensor& dy, const Tensor& ids) {
+  RowTable& t = tables_[k];
+  Tensor grad = leaves_[t.param].grad();
+  HF_CHECK(grad.defined(), "data parallelism: embedding table ", params_[t.param].name,
+           " has no gradient buffer");
+  const Tensor rows = dy.dtype() == grad.dtype() ? dy : ops::to_dtype(dy, grad.dtype());
+  if (!synchronising()) {  // accumulation stays local until the window's last micro-step
+    ops::embedding_backward_add_(grad, rows, ids);
+    t.local = true;
+    return;
+  }
+  // The longest lookup of any rank decides how the rows travel, alike on every rank.
+  const int64_t most = max_over(*ctx_.data, ids.numel(), ctx_.opts);
+  const int64_t V = grad.size(0), C = grad.size(1), n = ids.numel();
+  RowsInFlight f;
+  f.table = k;
+  if (most * ctx_.size < V) {
+    // Every rank's ids and rows, each rank's block padded with id 0 and zero rows.
+    f.ids = ops::empty({most * ctx_.size}, ids.dtype(), ids.device());
+    f.rows = ops::empty({most * ctx_.size, C}, rows.dtype(), rows.device());
+    Tensor my_ids = ops::narrow(f.ids, 0, ctx_.rank * most, most);
+    Tensor my_rows = ops::narrow(f.rows, 0, ctx_.rank * most, most);
+    ops::fill_(my_ids, 0);
+    ops::fill_(my_rows, 0);
+    if (n > 0) {
+      Tensor head_ids = ops::narrow(my_ids, 0, 0, n), head_rows = ops::narrow(my_rows, 0, 0, n);
+      ops::copy_(head_ids, ids);
+      ops::copy_(head_rows, rows);
+    }
+    f.work = ctx_.data_device->allgather_coalesced({f.ids, f.rows}, {my_ids, my_rows}, ctx_.opts);
+  } else if (std::none_of(t.units.begin(), t.units.end(), [&](size_t u) { return issued(u); })) {
+    ops::embedding_backward_add_(grad, rows, ids);  // goes with the table's units
+    t.local = true;
+    return;
+  } else {
+    f.dense = ops::zeros({V, C}, grad.dtype(), grad.device());
+    ops::embedding_backward_add_(f.dense, rows, ids);
+    f.work = ctx_.data_device->allreduce(f.dense, ReduceOp::kAvg, ctx_.opts);
+  }
+  rows_in_flight_.push_back(std::move(f));
+}
+
+bool Strategy::table_unit_untouched(size_t u) {
+  const int k = table_of_unit_.empty() ? -1 : table_of_unit_[u];
+  if (k < 0) return false;
+  RowTable& t = tables_[static_cast<size_t>(k)];
+  // Its buffer differs between ranks only if some rank added to it since the last
+  // synchronisation; once agreed, the table's other units take the same answer.
+  if (t.untouched < 0) t.untouched = max_over(*ctx_.data, t.local ? 1 : 0, ctx_.opts) == 0;
+  return t.untouched == 1;
+}
+
+void Strategy::add_rows() {
+  for (RowsInFlight& f : rows_in_flight_) {
+    Tensor grad = leaves_[tables_[f.table].param].grad();
+    f.work->wait();
+    if (f.dense.defined()) {
+      ops::add_(grad, f.dense);
+    } else {
+      ops::scale_(f.rows, 1.0 / ctx_.size);
+      ops::embedding_backward_add_(grad, f.rows, f.ids);
+    }
+  }
+  rows_in_flight_.clear();
+  // Every rank now holds the same gradients (where they are read).
+  for (RowTable& t : tables_) {
+    t.local = false;
+    t.untouched = -1;
+  }
 }
 
 double Strategy::clip_over(const std::vector<Tensor>& split, const std::vector<Tensor>& replicated,

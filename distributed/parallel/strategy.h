@@ -66,7 +66,7 @@ inline Tensor flat_range(const Tensor& flat, int64_t begin, int64_t n) {
 class Strategy {
  public:
   explicit Strategy(const StrategyContext& ctx) : ctx_(ctx) {}
-  virtual ~Strategy() = default;
+  virtual ~Strategy();
   Strategy(const Strategy&) = delete;
   Strategy& operator=(const Strategy&) = delete;
 
@@ -120,6 +120,34 @@ class Strategy {
   // Whether unit u's collective has been issued in the current synchronisation.
   bool issued(size_t u) const { return sync_[u].issued; }
 
+  // Embedding tables synchronised in two parts (DDP and ZeRO-1). A lookup runs first in
+  // forward, so last in backward: a table whose whole gradient waited for it (a tied lm_head's
+  // 154 MB for GPT-2) would be reduced after backward, with nothing left to hide it behind.
+  // Instead each table has units of its own, and its lookups hand their gradient rows to the
+  // strategy (autograd::set_row_gradient_handler). The table's dense gradient (the tied
+  // projection's) is then final early and its units go during backward as any other; the
+  // lookup's rows, a few per token, are all-gathered at the end and added, divided by the world
+  // size, once the units' results are in (add_rows). Where the rows of all ranks would
+  // outnumber the table's, the lookup's gradient is added to the table before its units go (or,
+  // when one is already on the wire, averaged apart as a dense table). Micro-steps that do not
+  // synchronise add the rows in place. An untied table that only took rows this window needs no
+  // collective of its units at all (table_unit_untouched).
+  //
+  // Per parameter: whether it is the weight of one of the model's nn::Embedding modules (none
+  // with one rank).
+  std::vector<bool> embedding_tables(nn::Module& model) const;
+  // Once units_ are laid out, the flagged tables' units holding nothing else: their lookups hand
+  // their rows to the strategy from now on. The rows are added into the table's .grad(), which
+  // must be whole (not staged).
+  void take_rows(const std::vector<bool>& table);
+  // For issue(u) at the end of backward (not synchronising()): whether u is a table's unit whose
+  // gradient no rank touched since the last synchronisation (it needs no collective); every
+  // rank asks alike.
+  bool table_unit_untouched(size_t u);
+  // In synchronised(), after every unit completed: the rows in flight, added into the tables'
+  // gradients.
+  void add_rows();
+
   // Clips as torch.nn.utils.clip_grad_norm_ over gradients that are either split across the
   // tensor-parallel group (`split`: their squares are summed over it) or replicated in it; with
   // `sharded` the tensors of the data-parallel ranks are disjoint (squares summed over the
@@ -143,6 +171,7 @@ class Strategy {
     std::shared_ptr<Work> work;
   };
   void grad_ready(size_t p, Tensor& leaf);
+  void rows_ready(size_t k, const Tensor& dy, const Tensor& ids);
   void start(size_t u);
   void retire(size_t u);
   void retire_oldest();
@@ -150,6 +179,26 @@ class Strategy {
   std::vector<UnitSync> sync_;
   std::deque<size_t> in_flight_;  // issued, not yet retired, in issue order
   bool armed_ = false;
+
+  // An embedding table whose lookups' gradient rows are synchronised apart.
+  struct RowTable {
+    size_t param = 0;
+    std::vector<size_t> units;
+    // Since the last synchronisation its gradient buffer took something no other rank's has (a
+    // dense gradient, or rows added in place); its units then go.
+    bool local = false;
+    int untouched = -1;  // table_unit_untouched's agreed answer this time (-1: not asked yet)
+  };
+  // Rows of one lookup on their way: every rank's ids and rows (padded to the longest), or the
+  // lookup's dense gradient being averaged.
+  struct RowsInFlight {
+    size_t table = 0;
+    Tensor ids, rows, dense;
+    std::shared_ptr<Work> work;
+  };
+  std::vector<RowTable> tables_;
+  std::vector<int> table_of_unit_;  // per unit: its table, or -1 (empty: no tables)
+  std::vector<RowsInFlight> rows_in_flight_;
 };
 
 }  // namespace hfrun::dist

@@ -49,6 +49,9 @@ Tensor ShardedStrategy::reduced_view(size_t u) {
 }
 
 std::shared_ptr<Work> ShardedStrategy::issue(size_t u) {
+  // An embedding table's unit that no rank touched (stage 1): its chunk holds zeros already,
+  // and the lookup's rows come apart.
+  if (!synchronising() && table_unit_untouched(u)) return nullptr;
   const UnitLayout& unit = units_[u];
   const int64_t padded = unit.chunk * ctx_.size;
   Tensor in;
@@ -56,9 +59,9 @@ std::shared_ptr<Work> ShardedStrategy::issue(size_t u) {
     // Filled by gradient_final; zeros where no gradient reached the unit.
     if (!staging_[u].defined()) staging_[u] = ops::zeros({padded}, DType::kF32, ctx_.device);
     in = staging_[u];
-  } else if (unit.begin + padded <= total_) {
+  } else if (unit.begin + padded == unit.end) {
     in = flat_range(flat_grads_, unit.begin, padded);
-  } else {  // the last unit, padded past the end of the flat buffer
+  } else {  // the last unit of a run, padded past its end (another unit's elements, or none)
     staging_[u] = ops::zeros({padded}, DType::kF32, ctx_.device);
     Tensor head = flat_range(staging_[u], 0, unit.end - unit.begin);
     ops::copy_(head, flat_range(flat_grads_, unit.begin, unit.end - unit.begin));
@@ -73,7 +76,7 @@ std::shared_ptr<Work> ShardedStrategy::issue(size_t u) {
 
 void ShardedStrategy::complete(size_t u) {
   const int64_t n = chunk_elements(u);
-  if (n > 0) {
+  if (n > 0 && recv_[u].defined()) {  // (not a skipped table unit)
     Tensor dst = reduced_view(u);
     const Tensor src = ops::to_dtype(flat_range(recv_[u], 0, n), DType::kF32);
     if (accumulate_) {
@@ -136,9 +139,17 @@ void ShardedStrategy::zero_grad(nn::Module& model) {
 }
 
 void Zero12::lay_out(nn::Module& model) {
-  std::vector<ParamRange> ranges;
-  for (const Param& p : params_) ranges.push_back({p.offset, p.numel});
-  units_ = chunk_layout(total_, ctx_.bucket_elements, ctx_.size);
+  // Stage 1 synchronises embedding tables in two parts, as DDP (strategy.h); a table's units
+  // hold nothing else. Stage 2 reduces each micro-step's gradients as they are final, the
+  // tables' whole.
+  const std::vector<bool> table =
+      staged_ ? std::vector<bool>(params_.size(), false) : embedding_tables(model);
+  std::vector<ParamRange> ranges, apart;
+  for (size_t p = 0; p < params_.size(); ++p) {
+    ranges.push_back({params_[p].offset, params_[p].numel});
+    if (table[p]) apart.push_back(ranges.back());
+  }
+  units_ = chunk_layout(total_, ctx_.bucket_elements, ctx_.size, apart);
   const auto overlaps = units_of_params(ranges, units_);
   for (size_t p = 0; p < params_.size(); ++p) params_[p].units = overlaps[p];
   lay_out_shards();
@@ -149,6 +160,13 @@ void Zero12::lay_out(nn::Module& model) {
     model.release_gradient_buffer();
     flat_grads_ = Tensor();
   }
+  take_rows(table);
+}
+
+void Zero12::synchronised() {
+  ShardedStrategy::synchronised();
+  // Into the whole table's gradient: only this rank's chunks of it are read.
+  add_rows();
 }
 
 void Zero12::after_optimizer_step() {
@@ -160,9 +178,9 @@ void Zero12::after_optimizer_step() {
     const UnitLayout& unit = units_[u];
     const int64_t padded = unit.chunk * ctx_.size;
     Tensor out;
-    if (unit.begin + padded <= total_) {
+    if (unit.begin + padded == unit.end) {
       out = flat_range(flat_params_, unit.begin, padded);
-    } else {  // the last unit, padded past the end of the flat buffer
+    } else {  // the last unit of a run, padded past its end
       out = ops::zeros({padded}, DType::kF32, ctx_.device);
       const int64_t n = chunk_elements(u);
       if (n > 0) {

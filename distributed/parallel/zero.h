@@ -78,6 +78,7 @@ class Zero12 final : public ShardedStrategy {
 
  private:
   void lay_out(nn::Module& model) override;
+  void synchronised() override;
 };
 
 // Stage 3: each of the model's blocks() is a unit with its own padded buffer, gathered just

@@ -4,6 +4,8 @@
 // the last unit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "distributed/parallel/layout.h"
 
 namespace hfrun::dist {
@@ -98,6 +100,54 @@ TEST(Layout, ZeroChunksGiveEveryElementOneOwner) {
         for (int64_t e = 0; e < total; ++e) {
           ASSERT_EQ(owners[static_cast<size_t>(e)], 1)
               << "element " << e << " of " << total << ", world " << world << ", bucket " << bucket;
+        }
+      }
+    }
+  }
+}
+
+// Embedding tables under ZeRO-1: a range set apart starts a unit and its last unit ends at its
+// end (padded), so no unit holds elements of both it and anything else; every element still has
+// one owner, and the units elsewhere are cut as without it.
+TEST(Layout, RangesSetApartHaveChunkUnitsOfTheirOwn) {
+  int64_t total = 0;
+  const auto params = params_of({100, 7, 300, 40, 1000, 3}, &total);
+  for (const std::vector<size_t>& flagged :
+       {std::vector<size_t>{0}, std::vector<size_t>{2, 4}, std::vector<size_t>{5},
+        std::vector<size_t>{0, 1, 2, 3, 4, 5}}) {
+    std::vector<ParamRange> apart;
+    for (size_t p : flagged) apart.push_back(params[p]);
+    for (int world : {1, 2, 3, 4}) {
+      for (int64_t bucket : {1, 64, 100000}) {
+        const auto units = chunk_layout(total, bucket, world, apart);
+        EXPECT_EQ(units.front().begin, 0);
+        EXPECT_EQ(units.back().end, total);
+        std::vector<int> owners(static_cast<size_t>(total), 0);
+        for (size_t u = 0; u < units.size(); ++u) {
+          const UnitLayout& l = units[u];
+          if (u > 0) {
+            EXPECT_EQ(l.begin, units[u - 1].end);
+          }
+          EXPECT_EQ(l.chunk, (l.end - l.begin + world - 1) / world);
+          EXPECT_LE(l.end - l.begin, std::max<int64_t>(1, bucket / world) * world);
+          for (int r = 0; r < world; ++r) {
+            for (int64_t e = l.lo(r); e < l.hi(r); ++e) ++owners[static_cast<size_t>(e)];
+          }
+        }
+        for (int64_t e = 0; e < total; ++e) ASSERT_EQ(owners[static_cast<size_t>(e)], 1);
+        const auto of = units_of_params(params, units);
+        for (size_t p : flagged) {
+          EXPECT_EQ(units[of[p].front()].begin, params[p].offset);
+          EXPECT_EQ(units[of[p].back()].end, params[p].offset + params[p].numel);
+          for (size_t q = 0; q < params.size(); ++q) {
+            for (size_t u : of[q]) {
+              if (q != p) {
+                EXPECT_EQ(std::count(of[p].begin(), of[p].end(), u), 0)
+                    << "parameter " << q << " shares a unit with " << p << ", world " << world
+                    << ", bucket " << bucket;
+              }
+            }
+          }
         }
       }
     }

@@ -187,8 +187,9 @@ TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun&
       if (bf16 && stage <= 1) {  // stages 2 and 3 add each micro-step's reduced chunk
         int64_t checked = 0;
         for (const optim::ParamRef& r : updated) {
-          // DDP adds an embedding table's lookup rows after the table's bf16 all-reduce, in f32.
-          if (stage == 0 && r.name.find("embed_tokens") != std::string::npos) continue;
+          // DDP and ZeRO-1 add an embedding table's lookup rows after the table's bf16
+          // reduction, in f32.
+          if (r.name.find("embed_tokens") != std::string::npos) continue;
           for (float v : r.param.grad().to_vector()) {
             ASSERT_EQ(v, bf16_to_f32(f32_to_bf16(v))) << "rank " << g << " " << r.name;
             ++checked;
@@ -298,11 +299,11 @@ TEST_P(LossScaled, UnscaleInTheNormPassEqualsOneProcess) {
   expect_same_run(distributed(stage, tp, dp, /*lora=*/false, want, DType::kF32, 4096.0f), want);
 }
 
-// A head tied to the embedding table: under DDP the table's dense gradient (the head's) is
-// all-reduced during backward and the lookup's rows are gathered apart (2 ranks: 32 rows of a
-// 40-row table), or, where the rows of all ranks outnumber the table's (3 ranks; each
+// A head tied to the embedding table: under DDP and ZeRO-1 the table's dense gradient (the
+// head's) is reduced during backward and the lookup's rows are gathered apart (2 ranks: 32 rows
+// of a 40-row table), or, where the rows of all ranks outnumber the table's (3 ranks; each
 // tensor-parallel part's 20 rows), averaged apart as a dense table. The other micro-step adds
-// its rows in place.
+// its rows in place. ZeRO-2 and 3 reduce the table whole.
 class TiedStrategies : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
 
 TEST_P(TiedStrategies, EqualOneProcessOnTheGlobalBatch) {
@@ -314,21 +315,25 @@ TEST_P(TiedStrategies, EqualOneProcessOnTheGlobalBatch) {
 
 TEST(TiedStrategies, Bf16ReduceCloseToOneProcess) {
   const TrainingRun want = reference(2, /*lora=*/false, /*tied=*/true);
-  expect_same_run(distributed(0, 1, 2, /*lora=*/false, want, DType::kBF16, 1.0f, /*tied=*/true),
-                  want, 2e-3);
+  for (int stage : {0, 1}) {
+    expect_same_run(
+        distributed(stage, 1, 2, /*lora=*/false, want, DType::kBF16, 1.0f, /*tied=*/true), want,
+        2e-3);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(DataParallel, TiedStrategies,
                          ::testing::Values(std::make_tuple(0, 1, 2), std::make_tuple(0, 1, 3),
                                            std::make_tuple(0, 2, 2), std::make_tuple(1, 1, 2),
-                                           std::make_tuple(3, 1, 2)));
+                                           std::make_tuple(1, 1, 3), std::make_tuple(1, 2, 2),
+                                           std::make_tuple(2, 1, 2), std::make_tuple(3, 1, 2)));
 
-// One synchronising backward under DDP with every bucket but the table's one large bucket: the
-// gradients equal one process's on the global batch, and the order of the collectives shows
-// where the embedding table went. Tied: the table's all-reduce goes first (the head is the
-// first backward), the lookup's rows are gathered at the end. Untied: the table is never
-// all-reduced, only its rows gathered.
-void expect_embedding_rows_gathered(bool tied, DType reduce_dtype = DType::kF32) {
+// One synchronising backward under DDP (stage 0) or ZeRO-1 with every unit but the table's one
+// large unit: the gradients this rank's optimizer reads equal one process's on the global
+// batch, and the order of the collectives shows where the embedding table went. Tied: the
+// table's all-reduce (reduce-scatter) goes first (the head is the first backward), the lookup's
+// rows are gathered at the end. Untied: the table is never reduced, only its rows gathered.
+void expect_embedding_rows_gathered(int stage, bool tied, DType reduce_dtype = DType::kF32) {
   constexpr int dp = 2;
   auto one = make_model(false, tied);
   one->flatten_parameters(Device::cpu());
@@ -348,24 +353,32 @@ void expect_embedding_rows_gathered(bool tied, DType reduce_dtype = DType::kF32)
     ctx.rank = d;
     ctx.size = dp;
     ctx.reduce_dtype = reduce_dtype;
-    auto strategy = Strategy::create(0, ctx);
+    auto strategy = Strategy::create(stage, ctx);
     strategy->attach(*model);
     const auto [ids, targets] = batch(0, 0, dp * kRowsPerRank, d * kRowsPerRank, kRowsPerRank);
     strategy->before_backward(true);
     autograd::backward(model->loss(ids, targets));
     strategy->finish_gradient_sync();
-    const auto got = model->named_trainable_parameters();
-    ASSERT_EQ(got.size(), want.size());
+    std::vector<ParamSlice> slices;
+    const auto got =
+        strategy->optimizer_params(optim::param_refs(model->named_trainable_parameters()), &slices);
+    ASSERT_FALSE(got.empty());
     for (size_t i = 0; i < got.size(); ++i) {
-      const std::vector<float> a = got[i].second.grad().to_vector(),
-                               b = want[i].second.grad().to_vector();
+      const auto whole = std::find_if(want.begin(), want.end(),
+                                      [&](const auto& w) { return w.first == slices[i].name; });
+      ASSERT_NE(whole, want.end()) << slices[i].name;
+      const std::vector<float> a = got[i].param.grad().to_vector();
+      const std::vector<float> b =
+          ops::narrow(ops::reshape(whole->second.grad(), {whole->second.numel()}), 0,
+                      slices[i].offset, static_cast<int64_t>(a.size()))
+              .to_vector();
       // bf16: each rank's half rounded, then summed; within bf16's step of the tensor's largest.
       float largest = 0;
       for (float v : b) largest = std::max(largest, std::fabs(v));
       const double abs = reduce_dtype == DType::kF32 ? 1e-6 : 1e-2 * largest;
       const double rel = reduce_dtype == DType::kF32 ? 1e-5 : 1e-2;
       for (size_t k = 0; k < a.size(); ++k)
-        ASSERT_NEAR(a[k], b[k], abs + rel * std::fabs(b[k])) << got[i].first << "[" << k << "]";
+        ASSERT_NEAR(a[k], b[k], abs + rel * std::fabs(b[k])) << got[i].name << "[" << k << "]";
     }
     const int64_t table = 40 * 16, rows = dp * kRowsPerRank * kSeq;
     const auto& ops = group->issued;
@@ -377,27 +390,41 @@ void expect_embedding_rows_gathered(bool tied, DType reduce_dtype = DType::kF32)
     const auto end = static_cast<ptrdiff_t>(seen.size());
     ASSERT_LT(at("allgather " + std::to_string(rows * 16)), end) << "the rows were not gathered";
     EXPECT_LT(at("allgather " + std::to_string(rows)), end) << "the ids were not gathered";
+    const std::string reduced =
+        (stage == 0 ? "allreduce " : "reduce_scatter ") + std::to_string(table);
     if (tied) {
-      EXPECT_EQ(at("allreduce " + std::to_string(table)), 0) << "the table did not go first";
+      EXPECT_EQ(at(reduced), 0) << "the table did not go first";
     } else {
-      EXPECT_EQ(at("allreduce " + std::to_string(table)), end) << "the table was all-reduced";
+      EXPECT_EQ(at(reduced), end) << "the table was reduced";
     }
   });
 }
 
 TEST(DdpEmbeddingRows, TiedTableGoesDuringBackwardAndItsRowsAfter) {
-  expect_embedding_rows_gathered(true);
+  expect_embedding_rows_gathered(0, true);
 }
 
 TEST(DdpEmbeddingRows, UntiedTableOnlyGathersItsRows) {
-  expect_embedding_rows_gathered(false);
+  expect_embedding_rows_gathered(0, false);
 }
 
 // The same with gradients crossing in bf16: the untied table's unit, never issued, has no wire
 // copy to widen back.
 TEST(DdpEmbeddingRows, WithBf16GradientsOnTheWire) {
-  expect_embedding_rows_gathered(true, DType::kBF16);
-  expect_embedding_rows_gathered(false, DType::kBF16);
+  expect_embedding_rows_gathered(0, true, DType::kBF16);
+  expect_embedding_rows_gathered(0, false, DType::kBF16);
+}
+
+// ZeRO-1: the table's units (their own) are reduce-scattered during backward, the rows added
+// into this rank's chunks after; an untied table's units go nowhere.
+TEST(Zero1EmbeddingRows, TiedTableGoesDuringBackwardAndItsRowsAfter) {
+  expect_embedding_rows_gathered(1, true);
+  expect_embedding_rows_gathered(1, true, DType::kBF16);
+}
+
+TEST(Zero1EmbeddingRows, UntiedTableOnlyGathersItsRows) {
+  expect_embedding_rows_gathered(1, false);
+  expect_embedding_rows_gathered(1, false, DType::kBF16);
 }
 
 INSTANTIATE_TEST_SUITE_P(DataParallel, LossScaled,
