@@ -65,12 +65,15 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
 //   gx = g @ weight^T [rows, in], gweight = x^T @ g [in, out], gbias = sum_rows(g).
 namespace {
 
-// What linear's backward keeps: x as [rows, in] (for the weight gradient) and the weight (for
-// the input gradient), each only when that gradient is wanted.
+// What linear's backward keeps: x as [rows, in] (for the weight gradient) and the weight as the
+// GEMMs read it (for the input gradient), each only when that gradient is wanted.
 struct LinearSaved {
   Tensor x2, w;
   Shape x_shape;
   DType x_dtype, w_dtype, bias_dtype;
+  // The dtype the weight-gradient GEMM writes: the weight's, except that an f16 GEMM's is
+  // rounded to f16 first, as autocast's (an overflow there is what loss scaling must see).
+  DType gw_dtype;
   int64_t out;
   bool gx, gw, gbias;
   // The weight is the transpose of a contiguous [out, in] tensor (a tied lm_head over the
@@ -79,17 +82,19 @@ struct LinearSaved {
   bool w_transposed;
 };
 
+// `gemm_weight`: the weight as the GEMMs read it (`weight` itself, or its compute-dtype copy).
 LinearSaved save_linear(const Tensor& x, const Tensor& x2, const Tensor& weight,
-                        const Tensor& bias) {
+                        const Tensor& gemm_weight, const Tensor& bias) {
   LinearSaved s;
   s.gx = x.requires_grad();
   s.gw = weight.requires_grad();
   s.gbias = bias.defined() && bias.requires_grad();
   s.x2 = s.gw ? x2.detach() : Tensor();
-  s.w = s.gx ? weight.detach() : Tensor();
+  s.w = s.gx ? gemm_weight.detach() : Tensor();
   s.x_shape = x.sizes();
   s.x_dtype = x.dtype();
   s.w_dtype = weight.dtype();
+  s.gw_dtype = gemm_weight.dtype() == DType::kF16 ? DType::kF16 : s.w_dtype;
   s.bias_dtype = bias.defined() ? bias.dtype() : DType::kF32;
   s.out = weight.size(1);
   s.w_transposed = weight.size(0) > 1 && weight.size(1) > 1 && weight.stride(0) == 1 &&
@@ -104,15 +109,17 @@ Grads linear_grads(const LinearSaved& s, const Tensor& g_out) {
   if (s.gx) grad_x = ops::view(ops::matmul(g2, mT(s.w), Tensor(), s.x_dtype), s.x_shape);
   if (s.gw) {
     // An f32 weight whose gradient buffer is the sink (its leaf, reached by this layer only):
-    // the GEMM adds the gradient into it, with no product tensor and no separate add.
+    // the GEMM adds the gradient into it (from bf16 operands under mixed precision, accumulated
+    // in f32), with no product tensor, no cast and no separate add.
     Tensor sink = s.w_transposed ? Tensor() : autograd::gradient_sink(1);
-    if (sink.defined() && s.w_dtype == DType::kF32 && sink.dtype() == DType::kF32 &&
+    if (sink.defined() && s.gw_dtype == DType::kF32 && sink.dtype() == DType::kF32 &&
         sink.dim() == 2 && sink.size(0) == s.x2.size(1) && sink.size(1) == s.out &&
-        s.x2.dtype() == DType::kF32 && g2.dtype() == DType::kF32 && sink.device() == g2.device()) {
+        s.x2.dtype() == g2.dtype() && sink.device() == g2.device()) {
       ops::matmul_add_(sink, mT(s.x2), g2);
     } else {
-      grad_w = s.w_transposed ? mT(ops::matmul(mT(g2), s.x2, Tensor(), s.w_dtype))
-                              : ops::matmul(mT(s.x2), g2, Tensor(), s.w_dtype);
+      grad_w = s.w_transposed ? mT(ops::matmul(mT(g2), s.x2, Tensor(), s.gw_dtype))
+                              : ops::matmul(mT(s.x2), g2, Tensor(), s.gw_dtype);
+      if (s.gw_dtype != s.w_dtype) grad_w = ops::to_dtype(grad_w, s.w_dtype);
     }
   }
   return {grad_x, grad_w,
@@ -120,10 +127,11 @@ Grads linear_grads(const LinearSaved& s, const Tensor& g_out) {
 }
 
 // x [..., in] @ weight [in, out] (+ bias) with the result in out_dtype, then the tanh GELU when
-// `gelu`; the backward GEMMs run in x's and weight's dtypes, the bias gradient is summed from the
-// out_dtype gradient.
+// `gelu`. With `compute` the GEMMs read the weight's copy in that dtype (mixed precision); the
+// input gradient comes in x's dtype, the weight's in the weight's, straight from the GEMM's f32
+// accumulator; the bias gradient is summed from the out_dtype gradient.
 Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DType out_dtype,
-                   bool gelu) {
+                   bool gelu, std::optional<DType> compute) {
   HF_CHECK(x.defined() && weight.defined(), "linear: undefined input");
   HF_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(0), "linear: x ", x.str(),
            " does not match weight ", weight.str(), " ([in, out])");
@@ -131,17 +139,18 @@ Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DT
   Tensor x2 = ops::reshape(x, {-1, in});
   Shape y_shape = x.sizes();
   y_shape.back() = out;
+  const Tensor w = compute && *compute != weight.dtype() ? ops::to_dtype(weight, *compute) : weight;
   if (!gelu) {
-    Tensor y = ops::view(ops::matmul(x2, weight, bias, out_dtype), y_shape);
+    Tensor y = ops::view(ops::matmul(x2, w, bias, out_dtype), y_shape);
     if (!needs_grad({&x, &weight, &bias})) return y;
-    const LinearSaved saved = save_linear(x, x2, weight, bias);
+    const LinearSaved saved = save_linear(x, x2, weight, w, bias);
     return record("linear", {x, weight, bias}, y,
                   [saved](const Tensor& g_out) -> Grads { return linear_grads(saved, g_out); });
   }
-  ops::MatmulGeluResult r = ops::matmul_gelu(x2, weight, bias, out_dtype);
+  ops::MatmulGeluResult r = ops::matmul_gelu(x2, w, bias, out_dtype);
   Tensor y = ops::view(r.out, y_shape);
   if (!needs_grad({&x, &weight, &bias})) return y;
-  const LinearSaved saved = save_linear(x, x2, weight, bias);
+  const LinearSaved saved = save_linear(x, x2, weight, w, bias);
   Tensor pre = r.pre, act = r.out;
   return record("linear_gelu", {x, weight, bias}, y, [saved, pre, act](const Tensor& g) -> Grads {
     Tensor g2 = ops::reshape(ops::to_dtype(g, pre.dtype()), pre.sizes());
@@ -149,16 +158,17 @@ Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DT
   });
 }
 
-// Mixed precision: the GEMMs read compute_dtype copies of x and weight (their gradients flow
-// back to the f32 originals through the casts); the product accumulates in f32.
+// Mixed precision: the GEMMs read compute_dtype copies of x and weight, and the products
+// accumulate in f32. x's gradient flows back through its cast; under bf16 the weight's is taken
+// from the f32 accumulator of its GEMM (added into the f32 leaf's gradient buffer where that is
+// the sink), not rounded to bf16 and widened again as autocast's is.
 Tensor linear_any(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   std::optional<DType> compute_dtype, std::optional<DType> out_dtype, bool gelu) {
   const DType out = out_dtype.value_or(x.dtype());
-  if (compute_dtype && (*compute_dtype != x.dtype() || *compute_dtype != weight.dtype())) {
-    return linear_impl(to_dtype(x, *compute_dtype), to_dtype(weight, *compute_dtype), bias, out,
-                       gelu);
+  if (compute_dtype && *compute_dtype != x.dtype()) {
+    return linear_impl(to_dtype(x, *compute_dtype), weight, bias, out, gelu, compute_dtype);
   }
-  return linear_impl(x, weight, bias, out, gelu);
+  return linear_impl(x, weight, bias, out, gelu, compute_dtype);
 }
 
 }  // namespace

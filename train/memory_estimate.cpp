@@ -226,10 +226,11 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
   const bool bf16 = c.train.mixed_precision == "bf16" || c.train.mixed_precision == "fp16";
   double act = c.train.activation_checkpointing ? 4 * n * d * L + layer : L * layer;
   if (bf16) act *= 0.9;
-  // The logits and their gradient (and, under mixed precision, their low-precision copies).
-  // Under tensor parallelism each rank has its vocabulary slice, and the loss gathers one
+  // The logits and their gradient (and, under mixed precision, the gradient's low-precision
+  // copy that the output projection's backward GEMMs read; the logits themselves come out in
+  // f32). Under tensor parallelism each rank has its vocabulary slice, and the loss gathers one
   // whole f32 copy.
-  const double per_logit = bf16 ? 11.25 : 7.5;
+  const double per_logit = bf16 ? 9.5 : 7.5;
   if (s.token_outputs) {
     act += n * static_cast<double>(s.outputs) * (per_logit / T + 4 * (1 - 1 / T));
   } else {

@@ -278,5 +278,34 @@ TEST(GradLinear, Bf16ComputeKeepsF32MasterGradients) {
   EXPECT_TRUE(tensors_near(gb16, b.grad(), 0.3, 0.03));
 }
 
+// Mixed precision: the weight gradient is the f32 product of the bf16 operands (x and g rounded
+// to bf16), taken from the GEMM's accumulator, not rounded to bf16 and widened again; the
+// second backward adds it into the weight's gradient buffer (the sink) in place.
+TEST(GradLinear, Bf16WeightGradientKeepsTheF32Accumulator) {
+  Tensor x = randn({12, 16}, 51), w = randn({16, 8}, 52, true), g = randn({12, 8}, 53);
+  const auto bf16 = [](const Tensor& t) {
+    return to_dtype(to_dtype(t, DType::kBF16), DType::kF32);
+  };
+  std::vector<float> xv = bf16(x).to_vector(), gv = bf16(g).to_vector(), want(16 * 8);
+  for (int64_t i = 0; i < 16; ++i) {
+    for (int64_t o = 0; o < 8; ++o) {
+      double acc = 0;
+      for (int64_t r = 0; r < 12; ++r) acc += double(xv[r * 16 + i]) * gv[r * 8 + o];
+      want[i * 8 + o] = static_cast<float>(acc);
+    }
+  }
+  autograd::backward(linear(x, w, Tensor(), DType::kBF16), g);
+  ASSERT_EQ(w.grad().dtype(), DType::kF32);
+  EXPECT_TRUE(tensor_near(w.grad(), want, 1e-5, 1e-5));
+  int unrounded = 0;
+  for (float v : w.grad().to_vector()) unrounded += v != bf16_to_f32(f32_to_bf16(v));
+  EXPECT_GT(unrounded, 0) << "the weight gradient was rounded to bf16";
+  const void* buffer = w.grad().raw_data();
+  autograd::backward(linear(x, w, Tensor(), DType::kBF16), g);
+  EXPECT_EQ(w.grad().raw_data(), buffer) << "the second gradient did not go into the buffer";
+  for (float& v : want) v *= 2;
+  EXPECT_TRUE(tensor_near(w.grad(), want, 1e-5, 1e-5));
+}
+
 }  // namespace
 }  // namespace hfrun

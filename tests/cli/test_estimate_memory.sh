@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # hfrun estimate-memory against the peak resident memory of the same runs, as /usr/bin/time -f %M
 # reports it (the largest process of the job: the biggest rank), over configs that move memory
-# in different ways: logits-heavy GPT-2, bf16 with activation checkpointing, ZeRO-3 on 2 ranks,
-# tensor parallelism, LoRA with ZeRO-3, a long-sequence Llama, sequence classification on
-# padded records. Each must be within 25% (measured / estimate in [0.75, 1.25]); the table is
+# in different ways: logits-heavy GPT-2, bf16 with activation checkpointing (GPT-2 and Llama),
+# ZeRO-3 on 2 ranks, tensor parallelism, LoRA with ZeRO-3, a long-sequence Llama, sequence
+# classification on padded records. Each must be within 25% (measured / estimate in [0.75, 1.25]); the table is
 # printed for the README. Then: config.json alone is enough (no weights), a 70B config answers
 # without allocating, --memory-gb says what to change, and bad input exits 2.
 # Usage: test_estimate_memory.sh PATH/TO/hfrun
@@ -124,6 +124,8 @@ compare "GPT-2 bf16 + activation checkpointing" "$TMP/gpt2.yaml" 1 \
 compare "GPT-2 ZeRO-3" "$TMP/gpt2.yaml" 2 --set distributed.zero_stage=3
 compare "GPT-2 tensor parallel 2" "$TMP/gpt2.yaml" 2 --set distributed.tensor_parallel=2
 compare "Llama T=256" "$TMP/llama.yaml" 1
+compare "Llama T=256 bf16 + activation checkpointing" "$TMP/llama.yaml" 1 \
+  --set train.mixed_precision=bf16 --set train.activation_checkpointing=true
 compare "Llama LoRA all-linear, ZeRO-3" "$TMP/llama.yaml" 2 --set peft.type=lora \
   --set 'peft.target_modules=[all-linear]' --set distributed.zero_stage=3
 compare "BERT classification (padded records)" "$TMP/bert.yaml" 1
