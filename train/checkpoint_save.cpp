@@ -32,7 +32,7 @@ namespace {
 // Under tensor parallelism a parameter that is not split is the same on every tensor-parallel
 // rank (so are its optimizer state and its data-parallel pieces): the ranks of part 0 write it,
 // and the others' copies would only double-cover it.
-bool held_by_part_zero(const CheckpointShard& shard, const std::string& param) {
+bool left_to_part_zero(const CheckpointShard& shard, const std::string& param) {
   return shard.tp_rank > 0 && !shard.model->tensor_parallel_split(param).split();
 }
 
@@ -59,7 +59,7 @@ FileDigest write_optimizer_file(const std::string& path, const CheckpointShard& 
     const std::string kind = key.substr(0, dot), ref = key.substr(dot + 1);
     const size_t i = ref_index.at(ref);
     const ParamSlice slice = slices.empty() ? ParamSlice{ref, 0, refs[i].param.sizes()} : slices[i];
-    if (held_by_part_zero(shard, slice.name)) continue;
+    if (left_to_part_zero(shard, slice.name)) continue;
     const int64_t full = shape_numel(slice.full_shape);
     const std::string name = kind == "step"
                                  ? kind + "." + slice.name
@@ -105,7 +105,7 @@ std::string write_rank_files(const fs::path& tmp, const CheckpointShard& shard,
       std::vector<std::pair<std::string, Tensor>> params;
       json parts = json::object();
       for (const auto& [slice, t] : shard.param_pieces) {
-        if (held_by_part_zero(shard, slice.name)) continue;
+        if (left_to_part_zero(shard, slice.name)) continue;
         const std::string name =
             stored_name(*shard.model, slice.name, slice.name, shard.tp_rank, shard.tp_size);
         const std::string key = name + "@" + std::to_string(slice.offset);

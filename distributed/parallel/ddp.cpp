@@ -29,7 +29,7 @@ void Ddp::synchronised() {
 }
 
 std::shared_ptr<Work> Ddp::issue(size_t u) {
-  if (!synchronising() && table_unit_untouched(u)) return nullptr;
+  if (skips_table_unit(u)) return nullptr;
   Tensor v = flat_range(flat_grads_, units_[u].begin, units_[u].end - units_[u].begin);
   wire_[u] = wire_tensor(v, ctx_);
   return ctx_.data_device->allreduce(wire_[u], wire_op(ctx_), ctx_.opts);

@@ -218,9 +218,9 @@ void Strategy::rows_ready(size_t k, const Tensor& dy, const Tensor& ids) {
   rows_in_flight_.push_back(std::move(f));
 }
 
-bool Strategy::table_unit_untouched(size_t u) {
+bool Strategy::skips_table_unit(size_t u) {
   const int k = table_of_unit_.empty() ? -1 : table_of_unit_[u];
-  if (k < 0) return false;
+  if (k < 0 || synchronising()) return false;
   RowTable& t = tables_[static_cast<size_t>(k)];
   // Its buffer differs between ranks only if some rank added to it since the last
   // synchronisation; once agreed, the table's other units take the same answer.

@@ -131,7 +131,7 @@ class Strategy {
   // outnumber the table's, the lookup's gradient is added to the table before its units go (or,
   // when one is already on the wire, averaged apart as a dense table). Micro-steps that do not
   // synchronise add the rows in place. An untied table that only took rows this window needs no
-  // collective of its units at all (table_unit_untouched).
+  // collective of its units at all (skips_table_unit).
   //
   // Per parameter: whether it is the weight of one of the model's nn::Embedding modules (none
   // with one rank).
@@ -140,10 +140,10 @@ class Strategy {
   // their rows to the strategy from now on. The rows are added into the table's .grad(), which
   // must be whole (not staged).
   void take_rows(const std::vector<bool>& table);
-  // For issue(u) at the end of backward (not synchronising()): whether u is a table's unit whose
-  // gradient no rank touched since the last synchronisation (it needs no collective); every
-  // rank asks alike.
-  bool table_unit_untouched(size_t u);
+  // For issue(u): whether u is a table's unit issued at the end of backward (no dense gradient
+  // reached it) whose gradient no rank touched since the last synchronisation, so that it needs
+  // no collective; every rank asks alike.
+  bool skips_table_unit(size_t u);
   // In synchronised(), after every unit completed: the rows in flight, added into the tables'
   // gradients.
   void add_rows();
@@ -187,7 +187,7 @@ class Strategy {
     // Since the last synchronisation its gradient buffer took something no other rank's has (a
     // dense gradient, or rows added in place); its units then go.
     bool local = false;
-    int untouched = -1;  // table_unit_untouched's agreed answer this time (-1: not asked yet)
+    int untouched = -1;  // skips_table_unit's agreed answer this time (-1: not asked yet)
   };
   // Rows of one lookup on their way: every rank's ids and rows (padded to the longest), or the
   // lookup's dense gradient being averaged.

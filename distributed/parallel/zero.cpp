@@ -51,7 +51,7 @@ Tensor ShardedStrategy::reduced_view(size_t u) {
 std::shared_ptr<Work> ShardedStrategy::issue(size_t u) {
   // An embedding table's unit that no rank touched (stage 1): its chunk holds zeros already,
   // and the lookup's rows come apart.
-  if (!synchronising() && table_unit_untouched(u)) return nullptr;
+  if (skips_table_unit(u)) return nullptr;
   const UnitLayout& unit = units_[u];
   const int64_t padded = unit.chunk * ctx_.size;
   Tensor in;
