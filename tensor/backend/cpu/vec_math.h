@@ -1,4 +1,6 @@
 // Branch-free float math and lane-split reductions that GCC vectorises without -ffast-math.
+// The functions are always inlined: a call left out of line (GCC declines to inline them into
+// some of the many kernel instantiations) keeps the whole loop scalar.
 // libm's expf/tanhf are scalar calls; in GELU, softmax and cross-entropy they cost more than
 // the memory traffic, so the kernels use these instead.
 #pragma once
@@ -16,7 +18,7 @@ constexpr int64_t kLanes = 16;
 // exp(x), ~2 ulp (Cephes expf): x = n ln2 + r with |r| <= ln2 / 2, a degree-6 polynomial for
 // e^r, and 2^n written into the exponent bits. Below -87.33 (e^x subnormal) it returns 0;
 // above 88 it saturates at e^88; NaN stays NaN.
-inline float exp_f(float x) {
+[[gnu::always_inline]] inline float exp_f(float x) {
   constexpr float kLo = -87.3365447504f, kHi = 88.0f;
   const bool underflow = x < kLo;
   x = x > kHi ? kHi : x;  // comparisons with NaN are false, so NaN passes through
@@ -41,7 +43,7 @@ inline float exp_f(float x) {
 // tanh(x), a few ulp: Cephes tanhf's odd polynomial for |x| < 0.625 (where 1 - 2/(e^2x + 1)
 // would cancel), 1 - 2/(e^2|x| + 1) with the sign restored elsewhere. Both are computed and
 // one selected, so the loop stays branch-free.
-inline float tanh_f(float x) {
+[[gnu::always_inline]] inline float tanh_f(float x) {
   const float ax = x < 0.0f ? -x : x;
   const float z = x * x;
   float p = -5.70498872745e-3f;
@@ -55,7 +57,7 @@ inline float tanh_f(float x) {
   return ax < 0.625f ? small : big;
 }
 
-inline float sigmoid_f(float x) {
+[[gnu::always_inline]] inline float sigmoid_f(float x) {
   return 1.0f / (1.0f + exp_f(-x));
 }
 
