@@ -71,6 +71,9 @@ std::vector<std::string> mpirun_command(int np, bool oversubscribe, const std::s
     // (job_rank_started), unless the user exported OMP_NUM_THREADS.
     cmd.insert(cmd.end(), {"--hostfile", hostfile});
     if (std::getenv("OMP_NUM_THREADS") != nullptr) cmd.insert(cmd.end(), {"-x", "OMP_NUM_THREADS"});
+    // Reaches the other hosts' ranks only when passed on (the groups within a node agree on it).
+    if (std::getenv("HFRUN_SHM_COLLECTIVES") != nullptr)
+      cmd.insert(cmd.end(), {"-x", "HFRUN_SHM_COLLECTIVES"});
   } else {
     const char* user = std::getenv("OMP_NUM_THREADS");
     const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));

@@ -169,6 +169,9 @@ int Accelerator::rank() const {
 int Accelerator::world() const {
   return s_->dp ? s_->dp->world() : 1;
 }
+std::string Accelerator::gradient_transport() const {
+  return s_->dp ? s_->dp->gradient_transport() : "none";
+}
 int Accelerator::global_rank() const {
   return s_->dp ? s_->dp->global_rank() : 0;
 }

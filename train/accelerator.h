@@ -115,6 +115,9 @@ class Accelerator {
   // shard() and the loader split batches by it. Ranks of one tensor-parallel group share it.
   int rank() const;
   int world() const;
+  // How gradients travel between data-parallel ranks ("node shared memory", "Open MPI", "NCCL",
+  // see dist::Topology::transport()); "none" in a single process.
+  std::string gradient_transport() const;
   // The whole job (tensor-parallel ranks included) and this rank's place in its
   // tensor-parallel group.
   int global_rank() const;

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "distributed/comm/mpi_runtime.h"
 #include "distributed/comm/reduce_kernels.h"
+#include "distributed/comm/shm_collectives.h"
 #include "distributed/comm/validate.h"
 
 namespace hfrun::dist {
@@ -97,6 +98,9 @@ struct Op {
   std::function<void()> finish;             // runs on the worker after completion (may be empty)
   std::vector<Tensor> keep;                 // the buffers MPI reads and writes
   bool exclusive = false;                   // runs alone (split: its blocking MPI_Comm_split)
+  // Instead of `start`: runs the whole op on the worker (shared memory, shm_collectives.h),
+  // alone; false when the deadline passed.
+  std::function<bool(Clock::time_point)> run;
   MPI_Request request = MPI_REQUEST_NULL;
   Clock::time_point deadline;
 };
@@ -109,6 +113,7 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     HF_MPI_CHECK(MPI_Comm_size(comm_, &size_));
     HF_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
     if (lock.owns_lock()) lock.unlock();
+    shm_ = detail::NodeShm::create(shm_bootstrap());
     detail::register_group(this);
     worker_ = std::thread([this] { run(); });
   }
@@ -120,12 +125,18 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   const std::string& name() const override { return name_; }
+  bool shares_memory() const { return shm_ != nullptr; }
 
   std::shared_ptr<Work> allreduce(Tensor& t, ReduceOp op, const CollectiveOptions& o,
                                   CallSite) override {
     detail::check_comm_tensor(t, "allreduce", "the", true);
     check_reducible(op, t.dtype());
     Op x = make("allreduce", t.nbytes(), o);
+    if (shm_ && detail::NodeShm::takes_reduction(t.dtype(), op, t.nbytes())) {
+      return run_in_shm(std::move(x), {t}, [this, t, op](Clock::time_point deadline) mutable {
+        return shm_->allreduce(t, op, deadline);
+      });
+    }
     x.start = [this, t, op](MPI_Request* r) {
       HF_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()),
                                   mpi_type(t.dtype()), mpi_op_for(op, t.dtype()), comm_, r));
@@ -174,6 +185,12 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     HF_CHECK(in.dtype() == out.dtype(), "reduce_scatter: input ", dtype_name(in.dtype()),
              " and output ", dtype_name(out.dtype()), " differ");
     Op x = make("reduce_scatter", in.nbytes(), o);
+    if (shm_ && detail::NodeShm::takes_reduction(out.dtype(), op, in.nbytes())) {
+      return run_in_shm(std::move(x), {out, in},
+                        [this, out, in, op](Clock::time_point deadline) mutable {
+                          return shm_->reduce_scatter(out, in, op, deadline);
+                        });
+    }
     x.start = [this, out, in, op](MPI_Request* r) {
       HF_MPI_CHECK(MPI_Ireduce_scatter_block(in.raw_data(), out.raw_data(),
                                              static_cast<int>(out.numel()), mpi_type(out.dtype()),
@@ -272,6 +289,42 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     return x;
   }
 
+  // Blocking MPI calls over comm_ for NodeShm::create (every rank makes the group together).
+  detail::ShmBootstrap shm_bootstrap() {
+    detail::ShmBootstrap b;
+    b.rank = rank_;
+    b.size = size_;
+    int node_size = 0;
+    {
+      auto lock = detail::mpi_call_lock();
+      MPI_Comm node = MPI_COMM_NULL;
+      HF_MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+      HF_MPI_CHECK(MPI_Comm_size(node, &node_size));
+      HF_MPI_CHECK(MPI_Comm_free(&node));
+    }
+    b.one_node = node_size == size_;
+    b.all_min = [this](int mine) {
+      int least = 0;
+      auto lock = detail::mpi_call_lock();
+      HF_MPI_CHECK(MPI_Allreduce(&mine, &least, 1, MPI_INT, MPI_MIN, comm_));
+      return least;
+    };
+    b.from_rank0 = [this](void* bytes, size_t n) {
+      auto lock = detail::mpi_call_lock();
+      HF_MPI_CHECK(MPI_Bcast(bytes, static_cast<int>(n), MPI_BYTE, 0, comm_));
+    };
+    return b;
+  }
+
+  // An op the shared segment runs: alone on the worker, after the MPI ops before it finished.
+  std::shared_ptr<Work> run_in_shm(Op x, std::vector<Tensor> keep,
+                                   std::function<bool(Clock::time_point)> body) {
+    x.exclusive = true;
+    x.run = std::move(body);
+    x.keep = std::move(keep);
+    return enqueue(std::move(x));
+  }
+
   std::shared_ptr<Work> enqueue(Op x) {
     std::shared_ptr<Work> w = x.work;
     {
@@ -306,6 +359,24 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
         }
       }
       for (Op& x : to_start) {
+        if (x.run) {
+          bool in_time = true;
+          try {
+            in_time = x.run(Clock::now() + x.timeout);
+            if (in_time) {
+              if (x.finish) x.finish();
+              x.work->mark_done();
+            }
+          } catch (...) {
+            x.work->mark_failed(std::current_exception());
+          }
+          if (!in_time) {
+            in_flight.push_back(std::move(x));
+            fail_all_after_timeout(in_flight.back(), in_flight);
+            return;
+          }
+          continue;
+        }
         try {
           x.deadline = Clock::now() + x.timeout;
           auto lock = detail::mpi_call_lock();
@@ -398,6 +469,8 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
   bool stopped_ = false;
   std::string broken_;  // the timeout message once one happened
   std::thread worker_;
+  // Set when every rank of the group is on this node (shm_collectives.h).
+  std::unique_ptr<detail::NodeShm> shm_;
 };
 
 }  // namespace
@@ -410,6 +483,11 @@ std::shared_ptr<ProcessGroup> create_mpi_world() {
     HF_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
   }
   return std::make_shared<MpiProcessGroup>(comm, "world");
+}
+
+bool uses_node_shared_memory(const ProcessGroup& group) {
+  const auto* mpi = dynamic_cast<const MpiProcessGroup*>(&group);
+  return mpi != nullptr && mpi->shares_memory();
 }
 
 double time_raw_mpi_allreduce(Tensor& t, int iters) {

@@ -36,6 +36,10 @@ bool mpi_is_initialized();  // by init_mpi, and not yet finalized
 // with default options when it was not called yet.
 std::shared_ptr<ProcessGroup> create_mpi_world();
 
+// Whether `group` is an MPI group whose large sums and averages go through node shared memory
+// (shm_collectives.h); false for any other group.
+bool uses_node_shared_memory(const ProcessGroup& group);
+
 // "Open MPI v4.1.4, ..." (MPI_Get_library_version: callable before MPI_Init), first line.
 std::string mpi_library_version();
 

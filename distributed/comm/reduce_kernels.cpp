@@ -31,4 +31,48 @@ void bf16_sum_into(const uint16_t* a, uint16_t* b, size_t n) {
   for (size_t i = 0; i < n; ++i) b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
 }
 
+// One pass per source after the first two (each a simple loop the compiler vectorises).
+void sum_f32(const float* const* srcs, int p, float* out, size_t n, int divide) {
+  const float* a = srcs[0];
+  const float* b = srcs[1];
+  for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+  for (int q = 2; q < p; ++q) {
+    const float* c = srcs[q];
+    for (size_t i = 0; i < n; ++i) out[i] += c[i];
+  }
+  if (divide > 0) {
+    const float d = static_cast<float>(divide);
+    for (size_t i = 0; i < n; ++i) out[i] /= d;
+  }
+}
+
+void sum2_f32(float* io, const float* other, float* copy, size_t n, int divide) {
+  if (divide > 0) {
+    const float d = static_cast<float>(divide);
+    for (size_t i = 0; i < n; ++i) copy[i] = io[i] = (io[i] + other[i]) / d;
+  } else {
+    for (size_t i = 0; i < n; ++i) copy[i] = io[i] = io[i] + other[i];
+  }
+}
+
+void sum2_bf16(uint16_t* io, const uint16_t* other, uint16_t* copy, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    copy[i] = io[i] = f32_to_bf16(bf16_to_f32(io[i]) + bf16_to_f32(other[i]));
+}
+
+void sum_bf16(const uint16_t* const* srcs, int p, uint16_t* out, size_t n, float* acc) {
+  const uint16_t* a = srcs[0];
+  const uint16_t* b = srcs[1];
+  if (p == 2) {
+    for (size_t i = 0; i < n; ++i) out[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) acc[i] = bf16_to_f32(a[i]) + bf16_to_f32(b[i]);
+  for (int q = 2; q < p; ++q) {
+    const uint16_t* c = srcs[q];
+    for (size_t i = 0; i < n; ++i) acc[i] += bf16_to_f32(c[i]);
+  }
+  for (size_t i = 0; i < n; ++i) out[i] = f32_to_bf16(acc[i]);
+}
+
 }  // namespace hfrun::dist::detail

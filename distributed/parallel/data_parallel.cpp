@@ -48,6 +48,10 @@ std::unique_ptr<DataParallel> DataParallel::create(std::unique_ptr<Topology> top
 int DataParallel::rank() const {
   return impl_->ctx.rank;
 }
+const std::string& DataParallel::gradient_transport() const {
+  return impl_->topo->transport();
+}
+
 int DataParallel::world() const {
   return impl_->ctx.size;
 }

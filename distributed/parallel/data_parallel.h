@@ -92,6 +92,8 @@ class DataParallel {
   // order, as 1-D tensors.
   std::vector<Tensor> gather_tensor_parallel(const Tensor& local);
   int zero_stage() const;
+  // How the training tensors travel between data-parallel ranks (Topology::transport()).
+  const std::string& gradient_transport() const;
   // Every rank's `flat` becomes rank 0's.
   void broadcast(Tensor& flat);
 

@@ -39,6 +39,7 @@ struct Topology::Impl {
   // or host-staged MPI on GPUs, MPI on the CPU).
   std::unique_ptr<TensorParallelOverGroup> tp_group;
   CollectiveOptions opts;
+  std::string transport;
 };
 
 namespace {
@@ -187,6 +188,7 @@ std::unique_ptr<Topology> Topology::from_launch_env(const TopologyOptions& o) {
   }
   impl->device = device;
   const Placement place = agree_on_placement(*impl->global, o, device, impl->opts);
+  impl->transport = uses_node_shared_memory(*impl->world) ? "node shared memory" : "Open MPI";
   if (device.is_cpu()) {
     impl->tensor_world = impl->world;
     impl->tensor_tp = impl->tp;
@@ -209,10 +211,12 @@ std::unique_ptr<Topology> Topology::from_launch_env(const TopologyOptions& o) {
           shared ? "ranks share a GPU, which NCCL does not allow" : "this build has no NCCL");
     }
     if (staged) {
+      impl->transport += " (staged through host memory)";
       impl->tensor_world = stage_through_host(impl->world);
       if (impl->tp) impl->tensor_tp = stage_through_host(impl->tp);
     } else {
       // One communicator per group, each bootstrapped over its MPI group (collective).
+      impl->transport = "NCCL";
       impl->tensor_world = create_nccl_group(
           *impl->world, device.index, T > 1 ? "nccl_data_parallel" : "nccl_world", impl->opts);
       if (impl->tp) {
@@ -269,6 +273,9 @@ int Topology::tensor_parallel_size() const {
 }
 Device Topology::device() const {
   return impl_->device;
+}
+const std::string& Topology::transport() const {
+  return impl_->transport;
 }
 const CollectiveOptions& Topology::options() const {
   return impl_->opts;

@@ -53,6 +53,10 @@ class Topology {
   int tensor_parallel_size() const;
   Device device() const;
   const CollectiveOptions& options() const;
+  // How the data-parallel group moves the training tensors: "NCCL", "node shared memory"
+  // (its ranks all on this node, distributed/comm/shm_collectives.h) or "Open MPI", the last
+  // two followed by " (staged through host memory)" on GPUs without NCCL.
+  const std::string& transport() const;
 
   // MPI groups (host values).
   ProcessGroup& global();

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,6 +15,7 @@
 #include "common/error.h"
 #include "distributed/comm/checked_process_group.h"
 #include "distributed/comm/mpi_process_group.h"
+#include "distributed/comm/shm_collectives.h"
 #include "tensor/ops.h"
 
 namespace {
@@ -225,6 +228,114 @@ void test_split(ProcessGroup& world) {
          "two groups in flight at once");
 }
 
+// The bits of every element, summed: equal on every rank when the ranks hold the same tensor.
+int64_t bits_checksum(const Tensor& t) {
+  const auto* p = static_cast<const uint8_t*>(t.raw_data());
+  int64_t sum = 0;
+  for (size_t i = 0; i < t.nbytes(); ++i) sum = sum * 31 + p[i];
+  return sum;
+}
+
+bool same_on_every_rank(ProcessGroup& pg, const Tensor& t) {
+  Tensor mine = ops::from_ints({bits_checksum(t)}, {1});
+  Tensor all = ops::zeros({pg.size()}, DType::kI64);
+  pg.allgather(all, mine, kOpts)->wait();
+  const std::vector<int64_t> v = all.to_int_vector();
+  for (int64_t x : v) {
+    if (x != v[0]) return false;
+  }
+  return true;
+}
+
+// Largest |a - b| / max(|b|, floor) over the elements (as f32).
+double max_rel_diff(const Tensor& a, const Tensor& b, double floor) {
+  const std::vector<float> x = a.to_vector(), y = b.to_vector();
+  double worst = x.size() == y.size() ? 0 : 1e30;
+  for (size_t i = 0; i < std::min(x.size(), y.size()); ++i) {
+    const double d = std::abs(static_cast<double>(x[i]) - y[i]);
+    worst = std::max(worst, d / std::max(std::abs(static_cast<double>(y[i])), floor));
+  }
+  return worst;
+}
+
+// Large sums and averages go through node shared memory (shm_collectives.h): several pieces with
+// a ragged end, f32 and bf16, sums and averages, against the same ops on a group that leaves
+// them to MPI (HFRUN_SHM_COLLECTIVES=0 when it is made). Two ranks give MPI's bits exactly; more
+// ranks sum in another order (within rounding); every rank always holds the same bits.
+void test_shared_memory(ProcessGroup& world) {
+  const int n = world.size(), r = world.rank();
+  expect(uses_node_shared_memory(world), "the world group of one node uses shared memory");
+  setenv("HFRUN_SHM_COLLECTIVES", "0", 1);
+  std::shared_ptr<ProcessGroup> plain = world.split(0, r, kOpts);
+  unsetenv("HFRUN_SHM_COLLECTIVES");
+  expect(!uses_node_shared_memory(*plain), "HFRUN_SHM_COLLECTIVES=0 leaves a group to MPI");
+  std::shared_ptr<ProcessGroup> again = world.split(0, r, kOpts);
+  expect(uses_node_shared_memory(*again), "a group split off one node uses shared memory");
+
+  const int64_t piece = static_cast<int64_t>(dist::detail::NodeShm::kPieceBytes / 4);
+  Generator gen(100 + r);
+  auto compare = [&](const Tensor& shm, const Tensor& mpi, const std::string& what,
+                     bool replicated) {
+    // Sums of a few N(0, 1) values: rounding errors of a few ulps of numbers up to ~10 (bf16's
+    // ulp there is 1/16), measured against max(|value|, 1) so that cancellation near 0 is not
+    // magnified.
+    const double tol = shm.dtype() == DType::kBF16 ? 1.0 / 8 : 1e-5;
+    if (n == 2) {
+      expect(bits_checksum(shm) == bits_checksum(mpi) && max_rel_diff(shm, mpi, 1e-3) == 0,
+             what + ": the bits of MPI's");
+    } else {
+      const double d = max_rel_diff(shm, mpi, 1.0);
+      expect(d <= tol, what + ": within rounding of MPI's (relative " + std::to_string(d) + ")");
+    }
+    if (replicated) expect(same_on_every_rank(world, shm), what + ": the same bits on every rank");
+  };
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
+      if (dt == DType::kBF16 && op == ReduceOp::kAvg) continue;
+      const std::string what = std::string(dtype_name(dt)) + " " + reduce_op_name(op);
+      // allreduce: 3 pieces and a ragged end; reduce_scatter: blocks of 2 pieces and a bit.
+      Tensor x = ops::to_dtype(ops::randn({3 * piece + 12345}, gen), dt);
+      Tensor a = ops::clone(x), b = ops::clone(x);
+      world.allreduce(a, op, kOpts)->wait();
+      plain->allreduce(b, op, kOpts)->wait();
+      compare(a, b, "allreduce " + what, true);
+      const int64_t block = 2 * piece / n + 777;
+      Tensor in = ops::to_dtype(ops::randn({n * block}, gen), dt);
+      Tensor oa = ops::zeros({block}, dt), ob = ops::zeros({block}, dt);
+      world.reduce_scatter(oa, in, op, kOpts)->wait();
+      plain->reduce_scatter(ob, in, op, kOpts)->wait();
+      compare(oa, ob, "reduce_scatter " + what, false);
+    }
+  }
+  // At the size threshold (shared memory) and just under it (MPI): exact small-integer sums.
+  for (size_t bytes : {dist::detail::NodeShm::kMinBytes, dist::detail::NodeShm::kMinBytes - 4}) {
+    Tensor t = ops::full({static_cast<int64_t>(bytes / 4)}, r + 1);
+    world.allreduce(t, ReduceOp::kSum, kOpts)->wait();
+    const std::vector<float> v = t.to_vector();
+    const float want = static_cast<float>(n * (n + 1) / 2);
+    expect(v.front() == want && v.back() == want,
+           "allreduce of " + std::to_string(bytes) + " bytes");
+  }
+  // Large allgathers (MPI's, next to the shared-memory reductions): i64 values that name their
+  // rank and index; in place and not.
+  const int64_t len = piece + 4321;
+  std::vector<int64_t> mine(static_cast<size_t>(len));
+  for (int64_t i = 0; i < len; ++i) mine[static_cast<size_t>(i)] = 1000000 * r + i;
+  std::vector<int64_t> want;
+  for (int q = 0; q < n; ++q) {
+    for (int64_t i = 0; i < len; ++i) want.push_back(1000000 * q + i);
+  }
+  Tensor gin = ops::from_ints(mine, {len});
+  Tensor gout = ops::zeros({n * len}, DType::kI64);
+  world.allgather(gout, gin, kOpts)->wait();
+  expect_values(gout.to_int_vector(), want, "large allgather i64");
+  Tensor gin_place = ops::zeros({n * len}, DType::kI64);
+  Tensor own = ops::narrow(gin_place, 0, r * len, len);
+  ops::copy_(own, gin);
+  world.allgather(gin_place, own, kOpts)->wait();
+  expect_values(gin_place.to_int_vector(), want, "large allgather i64 in place");
+}
+
 void test_many_async(ProcessGroup& pg) {
   const int n = pg.size();
   std::vector<Tensor> ts;
@@ -307,6 +418,7 @@ int run_suite() {
       {"barrier_and_wait_timeout", test_barrier_and_wait_timeout},
       {"split", test_split},
       {"many_async", test_many_async},
+      {"shared_memory", test_shared_memory},
       {"errors", test_errors}};
   for (const auto& [name, fn] : tests) {
     try {
@@ -325,15 +437,15 @@ int run_suite() {
   return g_failed == 0 ? 0 : 1;
 }
 
-// Rank 1 skips allreduce #2, so rank 0's times out after 1 s. `handled`: rank 0 catches the
-// error and calls finalize_mpi(), which aborts at once. Otherwise rank 0 never waits and the
-// watchdog aborts after the 2 s grace period.
-int run_timeout(bool handled) {
+// Rank 1 skips allreduce #2 (`elements` f32), so rank 0's times out after 1 s. `handled`: rank 0
+// catches the error and calls finalize_mpi(), which aborts at once. Otherwise rank 0 never waits
+// and the watchdog aborts after the 2 s grace period.
+int run_timeout(bool handled, int64_t elements) {
   auto world = create_mpi_world();
   g_rank = world->rank();
   world->barrier(kOpts)->wait();
   if (world->rank() == 0) {
-    Tensor t = ops::ones({4});
+    Tensor t = ops::ones({elements});
     auto w = world->allreduce(t, ReduceOp::kSum, CollectiveOptions{milliseconds(1000)});
     if (handled) {
       try {
@@ -361,12 +473,16 @@ int main(int argc, char** argv) {
     if (mode == "suite") {
       init_mpi();
       rc = run_suite();
-    } else if (mode == "timeout-handled" || mode == "timeout-unhandled") {
-      bool handled = mode == "timeout-handled";
+    } else if (mode == "timeout-handled" || mode == "timeout-unhandled" ||
+               mode == "timeout-handled-shm") {
+      // -shm: a 4 MiB allreduce, which goes through node shared memory.
+      bool handled = mode != "timeout-unhandled";
       init_mpi(MpiInitOptions{handled ? milliseconds(30000) : milliseconds(2000)});
-      return run_timeout(handled);
+      return run_timeout(handled, mode == "timeout-handled-shm" ? int64_t{1} << 20 : 4);
     } else {
-      std::fprintf(stderr, "usage: mpi_comm_test [suite|timeout-handled|timeout-unhandled]\n");
+      std::fprintf(stderr,
+                   "usage: mpi_comm_test "
+                   "[suite|timeout-handled|timeout-unhandled|timeout-handled-shm]\n");
       return 2;
     }
   } catch (const std::exception& e) {

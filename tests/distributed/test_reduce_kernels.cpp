@@ -76,5 +76,83 @@ TEST(ReduceKernels, Bf16SumRoundsEachPairToNearestEven) {
   }
 }
 
+// The shared-memory reductions' sums (shm_collectives.h): sources added in rank order, the
+// average's IEEE division after the sum, bit for bit with the scalar expressions.
+TEST(ReduceKernels, SharedMemorySumsAddInRankOrderThenDivide) {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (size_t count : {size_t{1}, size_t{17}, size_t{4099}}) {
+    for (int p : {2, 3, 5}) {
+      std::vector<std::vector<float>> src(static_cast<size_t>(p), std::vector<float>(count));
+      std::vector<const float*> ptrs;
+      for (auto& s : src) {
+        // Magnitudes far apart, so that another order of the additions rounds differently.
+        for (float& v : s) v = dist(rng) * std::ldexp(1.0f, static_cast<int>(rng() % 40) - 20);
+        ptrs.push_back(s.data());
+      }
+      for (int divide : {0, p}) {
+        std::vector<float> out(count);
+        detail::sum_f32(ptrs.data(), p, out.data(), count, divide);
+        for (size_t i = 0; i < count; ++i) {
+          float want = src[0][i] + src[1][i];
+          for (int q = 2; q < p; ++q) want += src[static_cast<size_t>(q)][i];
+          if (divide > 0) want /= static_cast<float>(divide);
+          ASSERT_EQ(bits(out[i]), bits(want)) << "element " << i << ", p " << p;
+        }
+      }
+      std::vector<uint16_t> b16(count * static_cast<size_t>(p));
+      std::vector<const uint16_t*> bptrs;
+      for (int q = 0; q < p; ++q) {
+        for (size_t i = 0; i < count; ++i) {
+          b16[static_cast<size_t>(q) * count + i] = f32_to_bf16(src[static_cast<size_t>(q)][i]);
+        }
+        bptrs.push_back(b16.data() + static_cast<size_t>(q) * count);
+      }
+      std::vector<uint16_t> bout(count);
+      std::vector<float> acc(count);
+      detail::sum_bf16(bptrs.data(), p, bout.data(), count, acc.data());
+      for (size_t i = 0; i < count; ++i) {
+        float sum = bf16_to_f32(bptrs[0][i]) + bf16_to_f32(bptrs[1][i]);
+        for (int q = 2; q < p; ++q) sum += bf16_to_f32(bptrs[static_cast<size_t>(q)][i]);
+        ASSERT_EQ(bout[i], f32_to_bf16(sum)) << "bf16 element " << i << ", p " << p;
+      }
+    }
+  }
+}
+
+// Two ranks in place: io = io + other (then / 2), the same value also in `copy`.
+TEST(ReduceKernels, TwoRankSumsInPlaceWriteBothOutputs) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  for (size_t count : {size_t{1}, size_t{16}, size_t{33}, size_t{4097}}) {
+    std::vector<float> io(count), other(count);
+    for (size_t i = 0; i < count; ++i) {
+      io[i] = dist(rng);
+      other[i] = dist(rng) * 1e-3f;
+    }
+    for (int divide : {0, 2}) {
+      std::vector<float> x = io, copy(count);
+      detail::sum2_f32(x.data(), other.data(), copy.data(), count, divide);
+      for (size_t i = 0; i < count; ++i) {
+        const float want = divide > 0 ? (io[i] + other[i]) / 2.0f : io[i] + other[i];
+        ASSERT_EQ(bits(x[i]), bits(want)) << "element " << i;
+        ASSERT_EQ(bits(copy[i]), bits(want)) << "copy of element " << i;
+      }
+    }
+    std::vector<uint16_t> a(count), b(count), c(count);
+    for (size_t i = 0; i < count; ++i) {
+      a[i] = f32_to_bf16(io[i]);
+      b[i] = f32_to_bf16(other[i]);
+    }
+    const std::vector<uint16_t> a0 = a;
+    detail::sum2_bf16(a.data(), b.data(), c.data(), count);
+    for (size_t i = 0; i < count; ++i) {
+      const uint16_t want = f32_to_bf16(bf16_to_f32(a0[i]) + bf16_to_f32(b[i]));
+      ASSERT_EQ(a[i], want) << "bf16 element " << i;
+      ASSERT_EQ(c[i], want) << "bf16 copy of element " << i;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace hfrun::dist

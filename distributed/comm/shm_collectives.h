@@ -1,0 +1,99 @@
+// Reductions through node-local shared memory, for an MPI group whose ranks all run on one node
+// (the common CPU data-parallel job): the MPI backend's worker runs large f32/bf16 sums and
+// averages (allreduce, reduce_scatter) here instead of in Open MPI.
+//
+// Why: Open MPI's non-blocking reductions (libnbc over vader's single-copy) allocate temporary
+// buffers per call, fault fresh pages into them through process_vm_readv, then reduce and
+// average in further passes. On a 2-core machine that CPU time comes out of backward's. Here the
+// data takes three passes through a small persistent segment: copy in, reduce one slice (the
+// average's division fused), copy out. Gathers stay with MPI: they reduce nothing, and its
+// single copy (process_vm_readv straight into the output, which ZeRO's in-place gathers give it)
+// beats a copy in and a copy out.
+//
+// The segment holds one region per rank: a phase counter in its own page, then two buffers of
+// kPieceBytes. An op is cut into pieces of at most one buffer per rank; pieces alternate between
+// the two buffers. Each rank writes only its own region; it posts a phase (a release store and a
+// futex wake) when its input for a piece is in place, and, for an allreduce, again when its
+// slice is reduced. Waiting on a peer spins briefly, then sleeps on the peer's counter (futex),
+// so a rank that waits leaves its core to compute. Reusing a buffer two pieces later is safe
+// without a further phase: a peer posts its next piece's phase only after it has read
+// everything it needs from the previous one.
+//
+// With two ranks only the peer's half of a piece goes through the buffer: a rank sums its own
+// half in place in its tensor, reading the peer's copy, and writes the result to its buffer in
+// the same pass.
+//
+// Every rank reduces in rank order and copies the others' reduced slices, so all ranks hold
+// identical bits. f32 sums match MPI's for two ranks bit for bit (a + b either way); bf16
+// sums accumulate in f32 and round once (for two ranks, as MPI's bf16 op).
+//
+// HFRUN_SHM_COLLECTIVES=0 leaves every op to MPI (for comparisons).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "distributed/comm/process_group.h"
+#include "tensor/tensor.h"
+
+namespace hfrun::dist::detail {
+
+// What making the segment needs from the group's own transport: blocking collectives that
+// every rank of the group calls together.
+struct ShmBootstrap {
+  int rank = 0, size = 1;
+  bool one_node = false;                                  // every rank of the group on this node
+  std::function<int(int)> all_min;                        // the least of every rank's value
+  std::function<void(void* bytes, size_t n)> from_rank0;  // rank 0's bytes to every rank
+};
+
+class NodeShm {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // Per rank and buffer.
+  static constexpr size_t kPieceBytes = size_t{1} << 20;
+  // Smaller ops stay with MPI (their cost is latency, which MPI's shared-memory path has too).
+  static constexpr size_t kMinBytes = size_t{64} << 10;
+
+  // Collective over the group: null, on every rank, when the group is one rank, when its ranks
+  // are not all on one node, when HFRUN_SHM_COLLECTIVES=0 on any rank, or when any rank could
+  // not create or map the segment (/dev/shm full, say).
+  static std::unique_ptr<NodeShm> create(const ShmBootstrap& b);
+  ~NodeShm();
+  NodeShm(const NodeShm&) = delete;
+  NodeShm& operator=(const NodeShm&) = delete;
+
+  // Whether a reduction goes through shared memory: f32 sums and averages and bf16 sums of at
+  // least kMinBytes.
+  static bool takes_reduction(DType dtype, ReduceOp op, size_t bytes);
+
+  // As ProcessGroup's ops (arguments already checked). Each returns false when a peer did not
+  // arrive before `deadline`; the segment's phases are then out of step and the group must not
+  // be used again.
+  bool allreduce(Tensor& t, ReduceOp op, Clock::time_point deadline);
+  bool reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op, Clock::time_point deadline);
+
+ private:
+  NodeShm(int rank, int size, char* base, size_t bytes);
+  char* buffer(int q) const;
+  // Posts this rank's next phase and waits until every peer has posted it.
+  bool step(Clock::time_point deadline);
+  bool allreduce_pair(char* data, size_t n, size_t es, DType dtype, ReduceOp op,
+                      Clock::time_point deadline);
+  // out = the sum over ranks of srcs[q] (count elements), divided by the group size for kAvg.
+  void reduce(const std::vector<const char*>& srcs, char* out, size_t count, DType dtype,
+              ReduceOp op);
+
+  int rank_, size_;
+  char* base_;
+  size_t bytes_;
+  uint32_t phase_ = 0;      // this rank's last posted phase
+  uint64_t piece_ = 0;      // pieces done (selects the buffer)
+  std::vector<float> acc_;  // f32 accumulator of bf16 sums over more than two ranks
+};
+
+}  // namespace hfrun::dist::detail
