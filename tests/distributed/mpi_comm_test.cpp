@@ -228,12 +228,12 @@ void test_split(ProcessGroup& world) {
          "two groups in flight at once");
 }
 
-// The bits of every element, summed: equal on every rank when the ranks hold the same tensor.
+// A hash of the tensor's bytes: equal on every rank when the ranks hold the same tensor.
 int64_t bits_checksum(const Tensor& t) {
   const auto* p = static_cast<const uint8_t*>(t.raw_data());
-  int64_t sum = 0;
+  uint64_t sum = 0;  // unsigned: wraps instead of overflowing
   for (size_t i = 0; i < t.nbytes(); ++i) sum = sum * 31 + p[i];
-  return sum;
+  return static_cast<int64_t>(sum);
 }
 
 bool same_on_every_rank(ProcessGroup& pg, const Tensor& t) {
