@@ -49,7 +49,7 @@ cfg "$TMP/r4" 4 0 128 > "$TMP/r4.yaml"
 HFRUN_SHM_COLLECTIVES=0 "$HFRUN" -np 2 "$TMP/r4.yaml" > "$TMP/r4.log" 2>&1
 a=$(tokens_per_s "$TMP/r1"); b=$(tokens_per_s "$TMP/r2"); c=$(tokens_per_s "$TMP/r3")
 d=$(tokens_per_s "$TMP/r4")
-awk -v a="$a" -v b="$b" -v c="$c" -v d="$d" 'BEGIN { f = "%-46s %10.1f tok/s  %.2fx\n"
+awk -v a="$a" -v b="$b" -v c="$c" -v d="$d" 'BEGIN { f = "%-50s %10.1f tok/s  %.2fx\n"
   printf f, "1 rank x 2 threads", a, 1.0; printf f, "2 ranks x 1 thread (DDP)", b, b / a
   printf f, "2 ranks x 1 thread (DDP, bf16 gradients)", c, c / a
   printf f, "2 ranks x 1 thread (DDP, HFRUN_SHM_COLLECTIVES=0)", d, d / a }'
