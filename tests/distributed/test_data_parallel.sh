@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel training end to end: the same tiny GPT-2 run with `hfrun -np 1` (micro batch 4)
 # and `hfrun -np 2` (micro batch 2, same global batch) logs the same per-step losses (relative
-# 1e-5), and only rank 0 writes one complete final/. Also: `-np 2 --dry-run` prints the mpirun
-# command line. Usage: test_data_parallel.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
+# 1e-5), and only rank 0 writes one complete final/; its sums through node shared memory give the
+# losses of Open MPI's exactly. Also: `-np 2 --dry-run` prints the mpirun command line. Usage: test_data_parallel.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
 # shellcheck source=tests/lib/train_job.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/train_job.sh"
@@ -48,6 +48,22 @@ if ! awk '{ d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1);
           END { printf "max relative loss difference: %.3g over %d steps\n", m, NR; exit bad }' \
        "$TMP/pairs"; then
   echo "FAIL: per-step losses differ between -np 1 and -np 2 (np1 np2):"; cat "$TMP/pairs"; fail=1
+fi
+
+# Two ranks on one node sum their large buckets (here the embedding table's) through node shared
+# memory; with HFRUN_SHM_COLLECTIVES=0 Open MPI sums them, and two ranks' sums are the same bits
+# either way: the same loss strings.
+grep -q "data parallel: 2 ranks over node shared memory" "$TMP/np2.log" ||
+  { echo "FAIL: the -np 2 run does not report node shared memory"; head -3 "$TMP/np2.log"; fail=1; }
+dp_yaml "$TMP/np2mpi" 2 > "$TMP/np2mpi.yaml"
+if ! HFRUN_SHM_COLLECTIVES=0 "$HFRUN" -np 2 --oversubscribe "$TMP/np2mpi.yaml" > "$TMP/np2mpi.log" 2>&1; then
+  echo "FAIL: -np 2 run with HFRUN_SHM_COLLECTIVES=0 failed"; cat "$TMP/np2mpi.log"; fail=1
+fi
+grep -q "data parallel: 2 ranks over Open MPI" "$TMP/np2mpi.log" ||
+  { echo "FAIL: HFRUN_SHM_COLLECTIVES=0 does not report Open MPI"; head -3 "$TMP/np2mpi.log"; fail=1; }
+if [ "$(losses "$TMP/np2/metrics.jsonl")" != "$(losses "$TMP/np2mpi/metrics.jsonl")" ]; then
+  echo "FAIL: losses differ between shared-memory and Open MPI sums (shm mpi):"
+  paste <(losses "$TMP/np2/metrics.jsonl") <(losses "$TMP/np2mpi/metrics.jsonl"); fail=1
 fi
 
 # Validation is split across ranks and averaged over all targets: the same val_loss.
