@@ -32,12 +32,12 @@ void bf16_sum_into(const uint16_t* a, uint16_t* b, size_t n) {
 }
 
 // One pass per source after the first two (each a simple loop the compiler vectorises).
-void sum_f32(const float* const* srcs, int p, float* out, size_t n, int divide) {
-  const float* a = srcs[0];
-  const float* b = srcs[1];
+void sum_f32(const void* const* srcs, int p, float* out, size_t n, int divide) {
+  const auto* a = static_cast<const float*>(srcs[0]);
+  const auto* b = static_cast<const float*>(srcs[1]);
   for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
   for (int q = 2; q < p; ++q) {
-    const float* c = srcs[q];
+    const auto* c = static_cast<const float*>(srcs[q]);
     for (size_t i = 0; i < n; ++i) out[i] += c[i];
   }
   if (divide > 0) {
@@ -60,16 +60,16 @@ void sum2_bf16(uint16_t* io, const uint16_t* other, uint16_t* copy, size_t n) {
     copy[i] = io[i] = f32_to_bf16(bf16_to_f32(io[i]) + bf16_to_f32(other[i]));
 }
 
-void sum_bf16(const uint16_t* const* srcs, int p, uint16_t* out, size_t n, float* acc) {
-  const uint16_t* a = srcs[0];
-  const uint16_t* b = srcs[1];
+void sum_bf16(const void* const* srcs, int p, uint16_t* out, size_t n, float* acc) {
+  const auto* a = static_cast<const uint16_t*>(srcs[0]);
+  const auto* b = static_cast<const uint16_t*>(srcs[1]);
   if (p == 2) {
     for (size_t i = 0; i < n; ++i) out[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
     return;
   }
   for (size_t i = 0; i < n; ++i) acc[i] = bf16_to_f32(a[i]) + bf16_to_f32(b[i]);
   for (int q = 2; q < p; ++q) {
-    const uint16_t* c = srcs[q];
+    const auto* c = static_cast<const uint16_t*>(srcs[q]);
     for (size_t i = 0; i < n; ++i) acc[i] += bf16_to_f32(c[i]);
   }
   for (size_t i = 0; i < n; ++i) out[i] = f32_to_bf16(acc[i]);

@@ -20,7 +20,8 @@ void bf16_sum_into(const uint16_t* a, uint16_t* b, size_t n);
 
 // out[i] = srcs[0][i] + srcs[1][i] + ... (p >= 2 sources, added in that order), then divided by
 // `divide` when it is > 0 (IEEE division, as divide_in_place). `out` is none of the sources.
-void sum_f32(const float* const* srcs, int p, float* out, size_t n, int divide);
+// The sources are untyped so that callers holding byte pointers need no pointer punning.
+void sum_f32(const void* const* srcs, int p, float* out, size_t n, int divide);
 
 // Two ranks' sum in place: io[i] = io[i] + other[i] (then divided by `divide` when > 0), also
 // written to copy[i]. None of the three overlap.
@@ -29,6 +30,6 @@ void sum2_bf16(uint16_t* io, const uint16_t* other, uint16_t* copy, size_t n);
 
 // out[i] = bf16(f32(srcs[0][i]) + f32(srcs[1][i]) + ...), accumulated in f32 and rounded once;
 // `acc` (n floats) is scratch for p > 2. `out` is none of the sources.
-void sum_bf16(const uint16_t* const* srcs, int p, uint16_t* out, size_t n, float* acc);
+void sum_bf16(const void* const* srcs, int p, uint16_t* out, size_t n, float* acc);
 
 }  // namespace hfrun::dist::detail

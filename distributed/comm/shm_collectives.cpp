@@ -149,17 +149,16 @@ bool NodeShm::step(Clock::time_point deadline) {
   return true;
 }
 
-void NodeShm::reduce(const std::vector<const char*>& srcs, char* out, size_t count, DType dtype,
+void NodeShm::reduce(const std::vector<const void*>& srcs, char* out, size_t count, DType dtype,
                      ReduceOp op) {
   if (count == 0) return;
   if (dtype == DType::kF32) {
-    sum_f32(reinterpret_cast<const float* const*>(srcs.data()), size_,
-            reinterpret_cast<float*>(out), count, op == ReduceOp::kAvg ? size_ : 0);
+    sum_f32(srcs.data(), size_, reinterpret_cast<float*>(out), count,
+            op == ReduceOp::kAvg ? size_ : 0);
     return;
   }
   if (size_ > 2 && acc_.size() < count) acc_.resize(count);
-  sum_bf16(reinterpret_cast<const uint16_t* const*>(srcs.data()), size_,
-           reinterpret_cast<uint16_t*>(out), count, acc_.data());
+  sum_bf16(srcs.data(), size_, reinterpret_cast<uint16_t*>(out), count, acc_.data());
 }
 
 // Per piece: copy in; phase; reduce slice `rank` of every rank's buffer into the tensor and
@@ -170,7 +169,7 @@ bool NodeShm::allreduce(Tensor& t, ReduceOp op, Clock::time_point deadline) {
   const size_t per_piece = kPieceBytes / es;
   char* data = static_cast<char*>(t.raw_data());
   if (size_ == 2) return allreduce_pair(data, n, es, t.dtype(), op, deadline);
-  std::vector<const char*> srcs(static_cast<size_t>(size_));
+  std::vector<const void*> srcs(static_cast<size_t>(size_));
   for (size_t off = 0; off < n; off += per_piece, ++piece_) {
     const size_t m = std::min(per_piece, n - off);
     char* mine = buffer(rank_);
@@ -230,7 +229,7 @@ bool NodeShm::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op,
   const char* src = static_cast<const char*>(in.raw_data());
   char* dst = static_cast<char*>(out.raw_data());
   const bool overlap = dst < src + in.nbytes() && src < dst + out.nbytes();
-  std::vector<const char*> srcs(static_cast<size_t>(size_));
+  std::vector<const void*> srcs(static_cast<size_t>(size_));
   for (size_t off = 0; off < n; off += per_piece, ++piece_) {
     const size_t m = std::min(per_piece, n - off);
     char* mine = buffer(rank_);

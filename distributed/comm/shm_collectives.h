@@ -85,7 +85,7 @@ class NodeShm {
   bool allreduce_pair(char* data, size_t n, size_t es, DType dtype, ReduceOp op,
                       Clock::time_point deadline);
   // out = the sum over ranks of srcs[q] (count elements), divided by the group size for kAvg.
-  void reduce(const std::vector<const char*>& srcs, char* out, size_t count, DType dtype,
+  void reduce(const std::vector<const void*>& srcs, char* out, size_t count, DType dtype,
               ReduceOp op);
 
   int rank_, size_;

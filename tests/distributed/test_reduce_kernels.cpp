@@ -84,7 +84,7 @@ TEST(ReduceKernels, SharedMemorySumsAddInRankOrderThenDivide) {
   for (size_t count : {size_t{1}, size_t{17}, size_t{4099}}) {
     for (int p : {2, 3, 5}) {
       std::vector<std::vector<float>> src(static_cast<size_t>(p), std::vector<float>(count));
-      std::vector<const float*> ptrs;
+      std::vector<const void*> ptrs;
       for (auto& s : src) {
         // Magnitudes far apart, so that another order of the additions rounds differently.
         for (float& v : s) v = dist(rng) * std::ldexp(1.0f, static_cast<int>(rng() % 40) - 20);
@@ -101,7 +101,7 @@ TEST(ReduceKernels, SharedMemorySumsAddInRankOrderThenDivide) {
         }
       }
       std::vector<uint16_t> b16(count * static_cast<size_t>(p));
-      std::vector<const uint16_t*> bptrs;
+      std::vector<const void*> bptrs;
       for (int q = 0; q < p; ++q) {
         for (size_t i = 0; i < count; ++i) {
           b16[static_cast<size_t>(q) * count + i] = f32_to_bf16(src[static_cast<size_t>(q)][i]);
@@ -112,8 +112,9 @@ TEST(ReduceKernels, SharedMemorySumsAddInRankOrderThenDivide) {
       std::vector<float> acc(count);
       detail::sum_bf16(bptrs.data(), p, bout.data(), count, acc.data());
       for (size_t i = 0; i < count; ++i) {
-        float sum = bf16_to_f32(bptrs[0][i]) + bf16_to_f32(bptrs[1][i]);
-        for (int q = 2; q < p; ++q) sum += bf16_to_f32(bptrs[static_cast<size_t>(q)][i]);
+        auto at = [&](int q) { return b16[static_cast<size_t>(q) * count + i]; };
+        float sum = bf16_to_f32(at(0)) + bf16_to_f32(at(1));
+        for (int q = 2; q < p; ++q) sum += bf16_to_f32(at(q));
         ASSERT_EQ(bout[i], f32_to_bf16(sum)) << "bf16 element " << i << ", p " << p;
       }
     }

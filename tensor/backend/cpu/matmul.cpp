@@ -390,9 +390,11 @@ void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
   HF_CHECK(a.dim() == 2 && b.dim() == 2 && out.dtype() == DType::kF32 && out.is_contiguous(),
            "matmul_add: a ", a.str(), " @ b ", b.str(), " into ", out.str(),
            ": 2-D operands and a contiguous f32 destination");
-  // bf16 operands go to oneDNN as they are where it has bf16 kernels (mixed precision's weight
-  // gradients, accumulated in f32); other dtypes are widened to f32 first (exact).
-  const DType in = a.dtype() == DType::kBF16 && native_bf16_matmul() ? DType::kBF16 : DType::kF32;
+  // Two bf16 operands go to oneDNN as they are where it has bf16 kernels (mixed precision's
+  // weight gradients, accumulated in f32); anything else is widened to f32 first (exact).
+  const DType in = a.dtype() == DType::kBF16 && b.dtype() == DType::kBF16 && native_bf16_matmul()
+                       ? DType::kBF16
+                       : DType::kF32;
   Tensor ta = a.dtype() == in ? a : ops::to_dtype(a, DType::kF32);
   Tensor tb = b.dtype() == in ? b : ops::to_dtype(b, DType::kF32);
   if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
