@@ -125,7 +125,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     } else {
       const SinkContext context{n, &grads, &dependencies};
       SinkScope scope(&context);
-      input_grads = n->apply(g);
+      input_grads = n->apply(std::move(g));
       HF_CHECK(input_grads.empty() || input_grads.size() == n->next().size(), "backward of ",
                n->name(), " returned ", input_grads.size(), " gradients for ", n->next().size(),
                " inputs");

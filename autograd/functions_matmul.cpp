@@ -2,6 +2,7 @@
 // attention. Backward GEMMs read transposed views (oneDNN takes the strides), so no transpose
 // is ever copied; gradients come back in each input's dtype and shape.
 #include <cmath>
+#include <utility>
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
@@ -102,9 +103,13 @@ LinearSaved save_linear(const Tensor& x, const Tensor& x2, const Tensor& weight,
   return s;
 }
 
-// Gradients of x, weight, bias from the gradient of the pre-activation output g_out.
-Grads linear_grads(const LinearSaved& s, const Tensor& g_out) {
+// Gradients of x, weight, bias from the gradient of the pre-activation output g_out, which is
+// freed once read: under mixed precision the f32 gradient of a large output (lm_head's logits)
+// is not kept beside its compute-dtype copy and the weight's f32 gradient.
+Grads linear_grads(const LinearSaved& s, Tensor g_out) {
+  Tensor grad_bias = s.gbias ? bias_grad(ops::reshape(g_out, {-1, s.out}), s.bias_dtype) : Tensor();
   Tensor g2 = ops::reshape(ops::to_dtype(g_out, s.x_dtype), {-1, s.out});
+  g_out = Tensor();
   Tensor grad_x, grad_w;
   if (s.gx) grad_x = ops::view(ops::matmul(g2, mT(s.w), Tensor(), s.x_dtype), s.x_shape);
   if (s.gw) {
@@ -122,8 +127,7 @@ Grads linear_grads(const LinearSaved& s, const Tensor& g_out) {
       if (s.gw_dtype != s.w_dtype) grad_w = ops::to_dtype(grad_w, s.w_dtype);
     }
   }
-  return {grad_x, grad_w,
-          s.gbias ? bias_grad(ops::reshape(g_out, {-1, s.out}), s.bias_dtype) : Tensor()};
+  return {grad_x, grad_w, grad_bias};
 }
 
 // x [..., in] @ weight [in, out] (+ bias) with the result in out_dtype, then the tanh GELU when
@@ -145,16 +149,19 @@ Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DT
     if (!needs_grad({&x, &weight, &bias})) return y;
     const LinearSaved saved = save_linear(x, x2, weight, w, bias);
     return record("linear", {x, weight, bias}, y,
-                  [saved](const Tensor& g_out) -> Grads { return linear_grads(saved, g_out); });
+                  [saved](Tensor g_out) -> Grads { return linear_grads(saved, std::move(g_out)); });
   }
   ops::MatmulGeluResult r = ops::matmul_gelu(x2, w, bias, out_dtype);
   Tensor y = ops::view(r.out, y_shape);
   if (!needs_grad({&x, &weight, &bias})) return y;
   const LinearSaved saved = save_linear(x, x2, weight, w, bias);
   Tensor pre = r.pre, act = r.out;
-  return record("linear_gelu", {x, weight, bias}, y, [saved, pre, act](const Tensor& g) -> Grads {
+  return record("linear_gelu", {x, weight, bias}, y, [saved, pre, act](Tensor g) -> Grads {
     Tensor g2 = ops::reshape(ops::to_dtype(g, pre.dtype()), pre.sizes());
-    return linear_grads(saved, ops::unary_backward(ops::UnaryOp::kGeluTanh, g2, pre, act));
+    g = Tensor();
+    Tensor g_pre = ops::unary_backward(ops::UnaryOp::kGeluTanh, g2, pre, act);
+    g2 = Tensor();
+    return linear_grads(saved, std::move(g_pre));
   });
 }
 

@@ -12,14 +12,14 @@ thread_local bool t_grad_enabled = true;
 
 Node::Node(const char* name) : name_(name), sequence_nr_(g_next_sequence_nr++) {}
 
-std::vector<Tensor> FunctionNode::apply(const Tensor& grad_output) {
+std::vector<Tensor> FunctionNode::apply(Tensor grad_output) {
   HF_CHECK(fn_ != nullptr, "backward through ", name(),
            " a second time: the graph was freed "
            "by the first backward");
-  return fn_(grad_output);
+  return fn_(std::move(grad_output));
 }
 
-std::vector<Tensor> AccumulateGrad::apply(const Tensor& grad_output) {
+std::vector<Tensor> AccumulateGrad::apply(Tensor grad_output) {
   Tensor leaf = leaf_;
   HF_CHECK(grad_output.sizes() == leaf.sizes(), "AccumulateGrad: gradient ", grad_output.str(),
            " does not match the leaf ", leaf.str());

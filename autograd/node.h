@@ -21,7 +21,9 @@ class Node {
   Node& operator=(const Node&) = delete;
 
   // Gradients w.r.t. the inputs, one per next() edge; an undefined Tensor where none flows.
-  virtual std::vector<Tensor> apply(const Tensor& grad_output) = 0;
+  // grad_output is handed over: the engine keeps no reference, so a backward that takes it by
+  // value can free it as soon as it has read it (before its own outputs are allocated).
+  virtual std::vector<Tensor> apply(Tensor grad_output) = 0;
   // Drops saved tensors once backward has used them (the graph is not reusable after that).
   virtual void release() {}
 
@@ -36,13 +38,14 @@ class Node {
   std::vector<std::shared_ptr<Node>> next_;
 };
 
-using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+// A lambda may take the gradient as `const Tensor&` or, to free it early, as `Tensor`.
+using BackwardFn = std::function<std::vector<Tensor>(Tensor grad_output)>;
 
 // A node whose backward is a lambda; the lambda's captures are the saved tensors.
 class FunctionNode final : public Node {
  public:
   FunctionNode(const char* name, BackwardFn fn) : Node(name), fn_(std::move(fn)) {}
-  std::vector<Tensor> apply(const Tensor& grad_output) override;
+  std::vector<Tensor> apply(Tensor grad_output) override;
   void release() override { fn_ = nullptr; }
 
  private:
@@ -55,7 +58,7 @@ class FunctionNode final : public Node {
 class AccumulateGrad final : public Node {
  public:
   explicit AccumulateGrad(Tensor leaf) : Node("AccumulateGrad"), leaf_(std::move(leaf)) {}
-  std::vector<Tensor> apply(const Tensor& grad_output) override;
+  std::vector<Tensor> apply(Tensor grad_output) override;
   // The graph reached this leaf but no gradient flowed into it (every path's backward returned
   // none): its gradient is still final for this backward, so the hooks run (a DDP bucket
   // waiting on it must not wait forever).

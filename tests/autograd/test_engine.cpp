@@ -6,6 +6,7 @@
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
+#include "tensor/allocator.h"
 #include "tensor/profiler.h"
 #include "test_util.h"
 
@@ -214,6 +215,43 @@ TEST(Autograd, RowGradientHandlerTakesTheLookupsRowsAfterTheDenseGradientIsFinal
 // model's) and that only this layer reaches: the weight-gradient GEMM adds into the buffer
 // (matmul_add), and the sum equals the gradient added by AccumulateGrad; its grad-ready hook
 // still fires once, with the final gradient.
+// The engine hands each node its gradient; a backward that takes it by value frees it once
+// read. Under mixed precision linear's f32 output gradient (lm_head's logits: the largest tensor
+// of a step) is freed after its bf16 cast, before the f32 weight gradient is allocated.
+TEST(Autograd, LinearFreesItsOutputGradientBeforeTheWeightGradient) {
+  constexpr int64_t kRows = 64, kIn = 256, kOut = 4096;
+  const Tensor w = testing::randn({kIn, kOut}, 7, /*requires_grad=*/true);
+  const Tensor x = testing::randn({kRows, kIn}, 8);
+  Tensor y = linear(x, w, Tensor(), DType::kBF16);
+  ASSERT_EQ(y.dtype(), DType::kF32);
+  // A loss whose backward makes a fresh [rows, out] f32 gradient, held by nothing but the engine.
+  const Tensor loss = autograd::record("test_loss", {y}, ops::zeros({}, DType::kF32, y.device()),
+                                       [](const Tensor&) -> std::vector<Tensor> {
+                                         return {ops::ones({kRows, kOut}, DType::kF32)};
+                                       });
+  y = Tensor();
+  const AllocatorStats before = cpu_allocator().stats();
+  const size_t g_out = kRows * kOut * 4, g_bf16 = kRows * kOut * 2, grad_w = kIn * kOut * 4;
+  ASSERT_LT(before.peak_allocated_bytes, before.allocated_bytes + grad_w)
+      << "an earlier allocation hides this backward's peak";
+  autograd::backward(loss);
+  const AllocatorStats after = cpu_allocator().stats();
+  ASSERT_TRUE(w.grad().defined());
+  EXPECT_EQ(w.grad().dtype(), DType::kF32);
+  // Kept together at most: the bf16 copy of the output gradient and the f32 weight gradient
+  // (the cast itself holds g_out and its copy, less than that). Holding g_out too costs g_out.
+  EXPECT_LT(after.peak_allocated_bytes - before.allocated_bytes, g_bf16 + grad_w + g_out / 2);
+  // The gradient is x^T @ ones computed from bf16 operands: column sums of bf16(x).
+  const Tensor xb = ops::to_dtype(ops::to_dtype(x, DType::kBF16), DType::kF32);
+  const std::vector<float> xv = xb.to_vector(), gw = w.grad().to_vector();
+  for (int64_t i = 0; i < kIn; i += 37) {
+    double col = 0;
+    for (int64_t r = 0; r < kRows; ++r) col += xv[r * kIn + i];
+    for (int64_t j = 0; j < kOut; j += 511)
+      EXPECT_NEAR(gw[i * kOut + j], col, 1e-4 * (1 + std::fabs(col)));
+  }
+}
+
 TEST(Autograd, LinearWeightGradientIsAddedIntoItsBufferByTheGemm) {
   Tensor w = testing::randn({6, 4}, 4, /*requires_grad=*/true);
   const Tensor x = testing::randn({5, 6}, 5);

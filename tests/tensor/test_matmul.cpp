@@ -98,6 +98,23 @@ TEST(Matmul, AddAccumulatesTheProductIntoItsDestination) {
           << "element " << i << (transposed ? ", transposed operands" : "");
     }
   }
+  // bf16 operands (mixed precision's weight gradients): the product of their values,
+  // accumulated in f32. Operands of two dtypes are refused (never one read as the other).
+  {
+    const int64_t m = 24, k = 300, n = 40;
+    const Tensor a = ops::to_dtype(ops::transpose(randn({k, m}, 4), 0, 1), DType::kBF16);
+    const Tensor b = ops::to_dtype(randn({k, n}, 5), DType::kBF16);
+    const Tensor base = randn({m, n}, 6);
+    Tensor out = ops::clone(base);
+    ops::matmul_add_(out, a, b);
+    const std::vector<float> got = out.to_vector(), product = naive_matmul(a, b),
+                             start = base.to_vector();
+    for (size_t i = 0; i < got.size(); ++i) {
+      const float expect = start[i] + product[i];
+      ASSERT_NEAR(got[i], expect, 1e-4f * (1.0f + std::fabs(expect)))
+          << "element " << i << ", bf16 operands";
+    }
+  }
   Tensor out = ops::zeros({4, 5});
   expect_error_naming(
       [&] {
@@ -110,6 +127,11 @@ TEST(Matmul, AddAccumulatesTheProductIntoItsDestination) {
         ops::matmul_add_(bf, randn({4, 3}, 1), randn({3, 5}, 2));
       },
       {"matmul_add_", "f32 destination"});
+  expect_error_naming(
+      [&] {
+        ops::matmul_add_(out, ops::to_dtype(randn({4, 3}, 1), DType::kBF16), randn({3, 5}, 2));
+      },
+      {"matmul_add_", "of one dtype"});
 }
 
 TEST(Matmul, TransposedViews) {
