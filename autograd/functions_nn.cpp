@@ -103,15 +103,20 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor flat_targets = ops::contiguous(ops::reshape(targets, {-1}));
   ops::CrossEntropyResult r = ops::cross_entropy(flat_logits, flat_targets, ignore_index);
   if (!needs_grad({&logits})) return r.loss;
-  // Saves the [N, V] logits and the [N] logsumexp; the softmax is recomputed in the backward.
+  // Saves the [N, V] logits and the [N] logsumexp; the softmax is recomputed in the backward,
+  // whose gradient overwrites the saved logits when nothing else holds them (the usual case: the
+  // model's output is dropped after the loss), so the largest tensor of a step is not doubled.
   Tensor saved_logits = ops::contiguous(flat_logits);
   Shape shape = logits.sizes();
-  return record(
-      "cross_entropy", {logits}, r.loss,
-      [saved_logits, flat_targets, lse = r.lse, ignore_index, shape](const Tensor& g) -> Grads {
-        Tensor gl = ops::cross_entropy_backward(g, saved_logits, flat_targets, lse, ignore_index);
-        return {ops::view(gl, shape)};
-      });
+  return record("cross_entropy", {logits}, r.loss,
+                [saved_logits, flat_targets, lse = r.lse, ignore_index,
+                 shape](const Tensor& g) mutable -> Grads {
+                  const bool overwrite = saved_logits.is_uniquely_owned();
+                  Tensor gl = ops::cross_entropy_backward(g, saved_logits, flat_targets, lse,
+                                                          ignore_index, overwrite);
+                  saved_logits = Tensor();
+                  return {ops::view(gl, shape)};
+                });
 }
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {

@@ -203,8 +203,12 @@ struct CrossEntropyResult {
 };
 CrossEntropyResult cross_entropy(const Tensor& logits, const Tensor& targets,
                                  int64_t ignore_index = -100);
+// With overwrite_logits the gradient is written over a contiguous logits' storage, which the
+// caller must no longer need (autograd's cross_entropy, when its saved logits are unshared: no
+// second [N, V] tensor at the start of backward).
 Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
-                              const Tensor& lse, int64_t ignore_index = -100);
+                              const Tensor& lse, int64_t ignore_index = -100,
+                              bool overwrite_logits = false);
 
 // Causal (or full) scaled dot-product attention: q [B, H, T, D], k [B, Hkv, S, D], v [B, Hkv, S,
 // Dv] with Hkv dividing H (grouped-query attention: query head h reads KV head h / (H / Hkv);

@@ -226,11 +226,12 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
   const bool bf16 = c.train.mixed_precision == "bf16" || c.train.mixed_precision == "fp16";
   double act = c.train.activation_checkpointing ? 4 * n * d * L + layer : L * layer;
   if (bf16) act *= 0.9;
-  // The logits and their gradient (and, under mixed precision, the gradient's low-precision
-  // copy that the output projection's backward GEMMs read; the logits themselves come out in
-  // f32). Under tensor parallelism each rank has its vocabulary slice, and the loss gathers one
-  // whole f32 copy.
-  const double per_logit = bf16 ? 9.5 : 7.5;
+  // The logits, whose gradient the loss's backward writes over them, and under mixed precision
+  // the gradient's low-precision copy that the output projection's backward GEMMs read (the
+  // logits themselves come out in f32). Under tensor parallelism each rank has its vocabulary
+  // slice, and the loss gathers one whole f32 copy; its backward, composed from ops, makes the
+  // gradient beside the logits.
+  const double per_logit = (bf16 ? 6.5 : 4.5) + (T > 1 ? 3.0 : 0.0);
   if (s.token_outputs) {
     act += n * static_cast<double>(s.outputs) * (per_logit / T + 4 * (1 - 1 / T));
   } else {

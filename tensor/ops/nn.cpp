@@ -243,7 +243,7 @@ CrossEntropyResult cross_entropy(const Tensor& logits, const Tensor& targets,
 }
 
 Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
-                              const Tensor& lse, int64_t ignore_index) {
+                              const Tensor& lse, int64_t ignore_index, bool overwrite_logits) {
   const char* op = "cross_entropy_backward";
   Tensor lc = last_dim_input(logits, op, "logits");
   Tensor tc = index_input(targets, op, "targets");
@@ -260,7 +260,8 @@ Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const T
   Tensor lse_c = row_stat(lse, lc.sizes()[0], lc.device(), op, "lse");
   // The backend reads the loss gradient in device memory: a host scalar is moved there.
   Tensor g = contiguous(to_dtype(to_device(gloss, lc.device()), DType::kF32));
-  Tensor glogits = empty_like(lc);
+  // The backends read each logit before writing its gradient, so the two may share storage.
+  Tensor glogits = overwrite_logits ? lc : empty_like(lc);
   backend_for(lc.device()).cross_entropy_backward(g, lc, tc, lse_c, ignore_index, glogits);
   return glogits;
 }

@@ -5,6 +5,7 @@
 #include "autograd/functions.h"
 #include "autograd/gradcheck.h"
 #include "autograd/node.h"
+#include "tensor/allocator.h"
 #include "test_util.h"
 
 namespace hfrun {
@@ -100,6 +101,48 @@ TEST(GradNn, CrossEntropyGradientIsSoftmaxMinusOneHotOverCount) {
     }
   }
   EXPECT_TRUE(tensor_near(logits.grad(), want, 1e-6, 1e-5));
+}
+
+// The backward writes the logits' gradient over the saved logits when nothing else holds them
+// (no second [N, V] tensor), and leaves logits that the caller still holds alone: both give the
+// same gradients, bit for bit.
+TEST(GradNn, CrossEntropyGradientOverwritesLogitsNobodyElseHolds) {
+  constexpr int64_t N = 64, K = 3, V = 2000;
+  std::vector<int64_t> t(N);
+  for (int64_t r = 0; r < N; ++r) t[r] = r == 5 ? -100 : (r * 7919) % V;
+  const Tensor targets = ops::from_ints(t, {N});
+  const Tensor x = randn({N, K}, 17);
+  auto run = [&](DType dtype, bool hold, size_t* peak_growth) {
+    Tensor w = randn({K, V}, 18, true);
+    // bf16: logits straight from a bf16 GEMM, as under mixed precision (no cast node between).
+    Tensor logits = linear(ops::to_dtype(x, dtype), w, Tensor(), dtype, dtype);
+    const Tensor before_values = ops::clone(logits.detach());
+    Tensor loss = cross_entropy(logits, targets);
+    if (!hold) logits = Tensor();
+    const AllocatorStats before = cpu_allocator().stats();
+    if (peak_growth != nullptr) {
+      EXPECT_LT(before.peak_allocated_bytes, before.allocated_bytes + N * V)
+          << "an earlier allocation hides this backward's peak";
+    }
+    autograd::backward(loss);
+    if (peak_growth != nullptr) {
+      *peak_growth = cpu_allocator().stats().peak_allocated_bytes - before.allocated_bytes;
+    }
+    if (hold) {
+      EXPECT_EQ(logits.to_vector(), before_values.to_vector()) << "held logits were overwritten";
+    }
+    return w.grad().to_vector();
+  };
+  // The in-place runs first, the smaller logits first: each backward's peak is then a new one.
+  std::vector<std::vector<float>> in_place;
+  for (DType dtype : {DType::kBF16, DType::kF32}) {
+    size_t growth = 0;
+    in_place.push_back(run(dtype, false, &growth));
+    EXPECT_LT(growth, static_cast<size_t>(N * V * dtype_size(dtype) / 2))
+        << dtype_name(dtype) << ": the backward allocated a second [N, V] tensor";
+  }
+  EXPECT_EQ(in_place[0], run(DType::kBF16, true, nullptr));
+  EXPECT_EQ(in_place[1], run(DType::kF32, true, nullptr));
 }
 
 TEST(GradNn, CrossEntropyRejectsMismatchedTargets) {

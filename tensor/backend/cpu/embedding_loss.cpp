@@ -162,9 +162,11 @@ void CpuBackend::cross_entropy_backward(const Tensor& gloss, const Tensor& logit
           for (int64_t v = 0; v < V; ++v) store(gr, v, 0.0f);
           return;
         }
+        // gr may be xr (the gradient written over the logits): the target's logit is read first.
         const float l = lp[r];
+        const float pt = exp_f(load(xr, t) - l);
         for (int64_t v = 0; v < V; ++v) store(gr, v, exp_f(load(xr, v) - l) * scale);
-        store(gr, t, (exp_f(load(xr, t) - l) - 1.0f) * scale);
+        store(gr, t, (pt - 1.0f) * scale);
       });
     });
   });

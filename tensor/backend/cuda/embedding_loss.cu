@@ -138,10 +138,12 @@ __global__ void count_targets_kernel(const I* __restrict__ t, long long* __restr
 
 template <typename T, typename I>
 __global__ void cross_entropy_backward_kernel(const float* __restrict__ gloss,
-                                              const long long* __restrict__ count,
-                                              const T* __restrict__ logits, const I* __restrict__ t,
-                                              const float* __restrict__ lse, T* __restrict__ g,
-                                              int64_t V, int64_t ignore_index) {
+                                              const long long* __restrict__ count, const T* logits,
+                                              const I* __restrict__ t,
+                                              const float* __restrict__ lse, T* g, int64_t V,
+                                              int64_t ignore_index) {
+  // g may be logits (the gradient written over them): each thread reads an element before it
+  // writes the same one, so neither pointer is __restrict__.
   const int64_t r = blockIdx.x;
   const T* xr = logits + r * V;
   T* gr = g + r * V;
