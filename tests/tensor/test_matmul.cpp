@@ -217,6 +217,38 @@ TEST(Matmul, EmptyInnerDimGivesBias) {
   EXPECT_TRUE(tensor_near(ops::matmul(a, b, bias), {1, 2, 1, 2, 1, 2}));
 }
 
+// Attention's batched products read q, k, v as strided slices of one [B, T, 3C] projection
+// (and k, dO transposed). oneDNN hands such strides to its slow gemm path; the backend gives it
+// dense copies instead wherever the dense problem gets its brgemm kernels, with the same result.
+TEST(Matmul, StridedBatchedOperandsRunOnTheDenseKernel) {
+  const int64_t B = 2, T = 48, H = 3, D = 16;
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Tensor qkv = ops::to_dtype(randn({B, T, 3 * H * D}, 41), dtype);
+    auto heads = [&](int64_t i) {  // [B, H, T, D] view of slice i, strides (T*3C, D, 3C, 1)
+      return ops::transpose(ops::reshape(ops::narrow(qkv, 2, i * H * D, H * D), {B, T, H, D}), 1,
+                            2);
+    };
+    const Tensor q = heads(0), k = heads(1);
+    const Tensor kt = ops::transpose(k, -2, -1);
+    // The same product from dense operands: which kernel oneDNN gives it on this CPU.
+    const Tensor dense = ops::matmul(ops::contiguous(q), ops::contiguous(kt));
+    const std::string dense_impl = cpu::matmul_last_impl();
+    const Tensor y = ops::matmul(q, kt);
+    if (dense_impl.rfind("brg", 0) == 0) {
+      EXPECT_EQ(cpu::matmul_last_impl(), dense_impl) << dtype_name(dtype);
+      EXPECT_EQ(y.to_vector(), dense.to_vector()) << dtype_name(dtype);
+    }
+    const double tol = dtype == DType::kF32 ? 1e-4 : 2e-2;
+    EXPECT_TRUE(tensor_near(y, naive_matmul(q, kt), tol, tol)) << dtype_name(dtype);
+    // Probabilities [B, H, T, T] (transposed, as in dV = P^T dO) times the strided v.
+    const Tensor p = ops::to_dtype(randn({B, H, T, T}, 42), dtype);
+    const Tensor v = heads(2);
+    const Tensor pv = ops::matmul(ops::transpose(p, -2, -1), v);
+    EXPECT_TRUE(tensor_near(pv, naive_matmul(ops::transpose(p, -2, -1), v), tol * 4, tol * 4))
+        << dtype_name(dtype);
+  }
+}
+
 TEST(Matmul, PrimitiveCacheIsReused) {
   Tensor a = randn({9, 11}, 34), b = randn({11, 13}, 35);
   Tensor y1 = ops::matmul(a, b);

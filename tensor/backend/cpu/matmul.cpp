@@ -11,6 +11,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <list>
@@ -87,6 +88,14 @@ Tensor shrink_broadcast_dims(const Tensor& t) {
     }
   }
   return any ? make_view(t, sizes, t.strides(), t.offset()) : t;
+}
+
+// t's matrices stored densely in t's own orientation: a row-major view contiguous, a transposed
+// (column-major) one as the transpose of a contiguous tensor (a transposed probability matrix
+// is not copied). No copy when already dense.
+Tensor dense_matrices(const Tensor& t) {
+  if (t.strides()[t.dim() - 1] == 1 || t.size(-1) == 1) return ops::contiguous(t);
+  return ops::transpose(ops::contiguous(ops::transpose(t, -2, -1)), -2, -1);
 }
 
 // The problem handed to oneDNN; all three operands have the same rank.
@@ -178,6 +187,10 @@ struct Entry {
   dnnl::matmul prim;
   dnnl::memory::desc a_md, b_md, bias_md, out_md, scratch_md;
   bool has_bias = false;
+  // Batched problems that oneDNN gives to its gemm path, not brgemm: whether dense copies of
+  // the operands get brgemm (kUnknown until the first call tries).
+  enum DenseCopies : int { kUnknown, kFaster, kNoBetter };
+  mutable std::atomic<int> dense_copies{kUnknown};
 };
 
 // Least-recently-used bound on the cache: a run with ever-new shapes (variable sequence lengths,
@@ -375,6 +388,23 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Te
       entry = lookup(build_problem(ta, tb, result), in_dtype, result.dtype(), tbias, true);
       HF_CHECK(entry->usable, "matmul: oneDNN cannot compute ", a.str(), " x ", b.str(), " -> ",
                out.str(), ": ", entry->impl);
+    }
+    if (result.dim() > 2 && entry->impl.rfind("brg", 0) != 0 &&
+        entry->dense_copies.load(std::memory_order_relaxed) != Entry::kNoBetter) {
+      // oneDNN's brgemm kernels take batched operands only in dense layouts; others go to its
+      // older gemm path, which runs batches of small strided matrices several times slower
+      // (attention's q, k, v are strided slices of one projection, K^T a transposed view).
+      // Dense copies cost a pass over the operands; the GEMM reads them many times.
+      Tensor da = dense_matrices(ta), db = ops::contiguous(tb);
+      auto dense = lookup(build_problem(da, db, result), in_dtype, result.dtype(), tbias, false);
+      const bool faster = dense->usable && dense->impl.rfind("brg", 0) == 0;
+      entry->dense_copies.store(faster ? Entry::kFaster : Entry::kNoBetter,
+                                std::memory_order_relaxed);
+      if (faster) {
+        entry = std::move(dense);
+        ta = std::move(da);
+        tb = std::move(db);
+      }
     }
     execute(*entry, ta, tb, tbias, result);
   } catch (const dnnl::error& err) {
