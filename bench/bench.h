@@ -33,7 +33,10 @@ double median_call_seconds(Fn&& fn, double min_seconds) {
 struct MatmulBenchOptions {
   int64_t m = 1024, n = 1024, k = 1024;
   std::string dtype = "f32";  // f32 | bf16 (inputs; accumulation and output f32 for bf16)
-  bool baseline = false;      // also time a raw oneDNN matmul primitive on the same problem
+  // Operand layouts as BLAS names them: "nn" (both row-major), "nt" (b a transposed view, as a
+  // tied lm_head reads the embedding table), "tn" (a transposed: weight gradients), "tt".
+  std::string layout = "nn";
+  bool baseline = false;  // also time a raw oneDNN matmul primitive on the same problem
   int warmup = 3;
   double min_seconds = 1.0;  // time at least this long per measurement
 };

@@ -86,16 +86,25 @@ CpuMatmulPeak cpu_matmul_peak(bool bf16, double min_seconds) {
 std::string run_matmul_bench(const MatmulBenchOptions& o) {
   HF_CHECK(o.dtype == "f32" || o.dtype == "bf16", "bench matmul: dtype must be f32 or bf16, got '",
            o.dtype, "'");
+  HF_CHECK(o.layout.size() == 2 && (o.layout[0] == 'n' || o.layout[0] == 't') &&
+               (o.layout[1] == 'n' || o.layout[1] == 't'),
+           "bench matmul: layout must be nn, nt, tn or tt, got '", o.layout, "'");
   const DType in = o.dtype == "bf16" ? DType::kBF16 : DType::kF32;
   Generator gen(1234);
-  Tensor a = ops::randn({o.m, o.k}, gen, in), b = ops::randn({o.k, o.n}, gen, in);
+  // A transposed operand is a view of a contiguous tensor of the transposed shape.
+  Tensor a = o.layout[0] == 't' ? ops::transpose(ops::randn({o.k, o.m}, gen, in), 0, 1)
+                                : ops::randn({o.m, o.k}, gen, in);
+  Tensor b = o.layout[1] == 't' ? ops::transpose(ops::randn({o.n, o.k}, gen, in), 0, 1)
+                                : ops::randn({o.k, o.n}, gen, in);
   auto ours = [&] { return ops::matmul(a, b, Tensor(), DType::kF32); };
   for (int i = 0; i < o.warmup; ++i) ours();
 
   std::unique_ptr<RawOnednnMatmul> raw;
   try {
     if (o.baseline) {
-      raw = std::make_unique<RawOnednnMatmul>(a, b, o.m, o.n, o.k);
+      // The same values in plain row-major buffers.
+      raw =
+          std::make_unique<RawOnednnMatmul>(ops::contiguous(a), ops::contiguous(b), o.m, o.n, o.k);
       for (int i = 0; i < o.warmup; ++i) raw->run();
     }
   } catch (const dnnl::error& e) {
@@ -113,8 +122,9 @@ std::string run_matmul_bench(const MatmulBenchOptions& o) {
   const double gflops = flops / best_ours * 1e-9;
   std::ostringstream js;
   js << std::fixed << "{\"op\":\"matmul\",\"m\":" << o.m << ",\"n\":" << o.n << ",\"k\":" << o.k
-     << ",\"dtype\":\"" << o.dtype << "\",\"threads\":" << num_threads() << ",\"impl\":\""
-     << cpu::matmul_last_impl() << "\"" << std::setprecision(1) << ",\"gflops\":" << gflops;
+     << ",\"dtype\":\"" << o.dtype << "\",\"layout\":\"" << o.layout
+     << "\",\"threads\":" << num_threads() << ",\"impl\":\"" << cpu::matmul_last_impl() << "\""
+     << std::setprecision(1) << ",\"gflops\":" << gflops;
   if (raw) {
     // Same inputs, same accumulation: the two results must agree to rounding.
     std::vector<float> mine = ours().to_vector();

@@ -34,17 +34,22 @@ int bench_matmul(const Args& args) {
       "n", po::value(&o.n)->default_value(o.n), "columns of B and C")(
       "k", po::value(&o.k)->default_value(o.k), "inner dimension")(
       "dtype", po::value(&o.dtype)->default_value(o.dtype), "input dtype: f32 | bf16")(
+      "layout", po::value(&o.layout)->default_value(o.layout),
+      "nn | nt | tn | tt: A, B row-major (n) or transposed views (t)")(
       "baseline", po::bool_switch(&o.baseline), "also time a raw oneDNN primitive")(
       "min-seconds", po::value(&o.min_seconds)->default_value(o.min_seconds),
       "time each measurement for at least this long");
   po::variables_map vm;
   if (!parse(args, desc, vm,
              "Usage: hfrun bench matmul --m M --n N --k K --dtype f32|bf16 "
-             "[--baseline]\nTimes hfrun's matmul op (plain row-major tensors, as models call "
-             "it) after warm-up; prints one JSON line with \"gflops\".")) {
+             "[--layout nn|nt|tn|tt] [--baseline]\nTimes hfrun's matmul op (row-major tensors or "
+             "transposed views, as models call it) after warm-up; prints one JSON line with "
+             "\"gflops\"; --baseline times a raw oneDNN primitive on plain row-major copies.")) {
     return 0;
   }
   HF_CHECK_INPUT(o.m > 0 && o.n > 0 && o.k > 0, "bench matmul: --m, --n, --k must be positive");
+  HF_CHECK_INPUT(o.layout == "nn" || o.layout == "nt" || o.layout == "tn" || o.layout == "tt",
+                 "bench matmul: --layout must be nn, nt, tn or tt, got '", o.layout, "'");
   HF_CHECK_INPUT(o.min_seconds > 0 && o.min_seconds <= 3600,
                  "bench matmul: --min-seconds must be "
                  "in (0, 3600]");

@@ -36,6 +36,10 @@ contains "bench matmul bf16" '"dtype": ?"bf16"'
 check "bench matmul bad dtype" 2 "$HFRUN" bench matmul --dtype f64
 contains "bench matmul bad dtype" "f64"
 check "bench matmul bad size" 2 "$HFRUN" bench matmul --m 0
+check "bench matmul transposed b" 0 "$HFRUN" bench matmul --m 40 --n 24 --k 32 --layout nt --baseline --min-seconds 0.05
+contains "bench matmul transposed b" '"layout": ?"nt".*"baseline_gflops"'
+check "bench matmul bad layout" 2 "$HFRUN" bench matmul --layout tx
+contains "bench matmul bad layout" "nn, nt, tn or tt"
 check "bench matmul unknown option" 2 "$HFRUN" bench matmul --mm 3
 check "bench matmul help" 0 "$HFRUN" bench matmul --help
 check "bench block" 0 "$HFRUN" bench block --batch 1 --seq 16 --dim 64 --heads 4 --iters 2
