@@ -1,18 +1,23 @@
 // NodeShm: the shared segment, its phases and the two reductions (design: shm_collectives.h).
 #include "distributed/comm/shm_collectives.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <string>
 
 #include "distributed/comm/reduce_kernels.h"
 
@@ -77,6 +82,28 @@ bool shm_wanted() {
 
 }  // namespace
 
+int remove_stale_segments(const char* dir, double min_age_s) {
+  DIR* d = opendir(dir);
+  if (d == nullptr) return 0;
+  int removed = 0;
+  const time_t now = time(nullptr);
+  while (const dirent* e = readdir(d)) {
+    int pid = 0, serial = 0, used = 0;
+    if (std::sscanf(e->d_name, "hfrun-%d-%d%n", &pid, &serial, &used) != 2 ||
+        e->d_name[used] != '\0' || pid <= 0) {
+      continue;
+    }
+    const std::string path = std::string(dir) + "/" + e->d_name;
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0 || st.st_uid != getuid()) continue;
+    if (difftime(now, st.st_mtime) < min_age_s) continue;
+    if (kill(pid, 0) == 0 || errno != ESRCH) continue;  // its creator lives (or is not ours)
+    if (unlink(path.c_str()) == 0) ++removed;
+  }
+  closedir(d);
+  return removed;
+}
+
 std::unique_ptr<NodeShm> NodeShm::create(const ShmBootstrap& b) {
   const int rank = b.rank, size = b.size;
   if (size < 2) return nullptr;
@@ -91,6 +118,9 @@ std::unique_ptr<NodeShm> NodeShm::create(const ShmBootstrap& b) {
   int created = 0;
   int fd = -1;
   if (rank == 0) {
+    // Names a killed job left behind: with no process mapping them, their memory is held only
+    // by the name.
+    remove_stale_segments("/dev/shm", 60.0);
     static std::atomic<int> serial{0};
     std::snprintf(name, sizeof(name), "/hfrun-%d-%d", static_cast<int>(getpid()), serial++);
     fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);

@@ -51,6 +51,13 @@ struct ShmBootstrap {
   std::function<void(void* bytes, size_t n)> from_rank0;  // rank 0's bytes to every rank
 };
 
+// Removes the names of segments that a job's rank 0 created and never removed because it died
+// while its peers were still opening them (a kill during start-up): entries of `dir` (/dev/shm)
+// named hfrun-<pid>-<n>, owned by this user, whose creating process no longer exists and that
+// are older than `min_age_s`. A name normally lives for milliseconds. Returns how many it
+// removed.
+int remove_stale_segments(const char* dir, double min_age_s);
+
 class NodeShm {
  public:
   using Clock = std::chrono::steady_clock;

@@ -1,14 +1,23 @@
 // The MPI backend's own host arithmetic (distributed/comm/reduce_kernels.h), built vectorised:
 // every element, the loop's tail included, must equal the plain scalar expression.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <utime.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "distributed/comm/reduce_kernels.h"
+#include "distributed/comm/shm_collectives.h"
 #include "tensor/dtype.h"
 #include "tensor/ops.h"
 
@@ -153,6 +162,40 @@ TEST(ReduceKernels, TwoRankSumsInPlaceWriteBothOutputs) {
       ASSERT_EQ(c[i], want) << "bf16 copy of element " << i;
     }
   }
+}
+
+// A segment name left by a job whose rank 0 died before removing it (a kill during start-up) is
+// removed by the next job on the node; names of live processes, recent names, and other files
+// stay.
+TEST(ShmSegments, StaleNamesOfDeadCreatorsAreRemoved) {
+  char tmpl[] = "/tmp/hfrun-shm-test-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const pid_t dead = fork();  // a pid that no longer exists once reaped
+  if (dead == 0) _exit(0);
+  ASSERT_GT(dead, 0);
+  waitpid(dead, nullptr, 0);
+  auto make = [&](const std::string& name, bool old) {
+    const std::string path = dir + "/" + name;
+    std::ofstream(path) << "x";
+    if (old) {
+      const utimbuf t{time(nullptr) - 3600, time(nullptr) - 3600};
+      utime(path.c_str(), &t);
+    }
+    return path;
+  };
+  const std::string dead_old = make("hfrun-" + std::to_string(dead) + "-0", true);
+  const std::string dead_new = make("hfrun-" + std::to_string(dead) + "-1", false);
+  const std::string live_old = make("hfrun-" + std::to_string(getpid()) + "-0", true);
+  const std::string other = make("hfrun-" + std::to_string(dead) + "-2.keep", true);
+  const std::string foreign = make("psm2-" + std::to_string(dead), true);
+  EXPECT_EQ(detail::remove_stale_segments(dir.c_str(), 60.0), 1);
+  EXPECT_FALSE(std::filesystem::exists(dead_old));
+  for (const std::string& kept : {dead_new, live_old, other, foreign}) {
+    EXPECT_TRUE(std::filesystem::exists(kept)) << kept;
+  }
+  EXPECT_EQ(detail::remove_stale_segments((dir + "/missing").c_str(), 60.0), 0);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
