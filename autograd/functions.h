@@ -58,6 +58,28 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor(),
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
               std::optional<DType> compute_dtype = std::nullopt,
               std::optional<DType> out_dtype = std::nullopt);
+// Within a scope on this thread, linear's compute-dtype copies of its weights are made once per
+// weight (its storage, offset, shape and strides) and reused: the micro-steps of one optimizer
+// step read unchanged weights, and each used to cast every weight again. The weights must not be
+// written while the scope lives, nor their storage reused for other values (ZeRO-3's gathered
+// parameters are). Scopes do not nest.
+class WeightCastScope {
+ public:
+  WeightCastScope();
+  ~WeightCastScope();
+  WeightCastScope(const WeightCastScope&) = delete;
+  WeightCastScope& operator=(const WeightCastScope&) = delete;
+  // Copies made (cache misses) so far in this scope.
+  int64_t casts() const { return casts_; }
+
+ private:
+  friend Tensor weight_in_dtype(const Tensor& weight, DType dtype);
+  struct Cached;
+  std::vector<Cached>* cache_;
+  int64_t casts_ = 0;
+};
+// weight in dtype: itself when it has it, else a copy (reused within a WeightCastScope).
+Tensor weight_in_dtype(const Tensor& weight, DType dtype);
 // gelu_tanh(linear(x, weight, bias)) as one op: a GEMM with cuBLASLt's GELU epilogue on CUDA
 // (the pre-activation, out_dtype, is kept for the backward), the composition on the CPU.
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),

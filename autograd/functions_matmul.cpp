@@ -66,6 +66,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
 //   gx = g @ weight^T [rows, in], gweight = x^T @ g [in, out], gbias = sum_rows(g).
 namespace {
 
+thread_local WeightCastScope* t_cast_scope = nullptr;
+
 // What linear's backward keeps: x as [rows, in] (for the weight gradient) and the weight as the
 // GEMMs read it (for the input gradient), each only when that gradient is wanted.
 struct LinearSaved {
@@ -143,7 +145,7 @@ Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DT
   Tensor x2 = ops::reshape(x, {-1, in});
   Shape y_shape = x.sizes();
   y_shape.back() = out;
-  const Tensor w = compute && *compute != weight.dtype() ? ops::to_dtype(weight, *compute) : weight;
+  const Tensor w = compute ? weight_in_dtype(weight, *compute) : weight;
   if (!gelu) {
     Tensor y = ops::view(ops::matmul(x2, w, bias, out_dtype), y_shape);
     if (!needs_grad({&x, &weight, &bias})) return y;
@@ -179,6 +181,41 @@ Tensor linear_any(const Tensor& x, const Tensor& weight, const Tensor& bias,
 }
 
 }  // namespace
+
+// A weight's copy, with the source it was made from (held, so its storage cannot be reused for
+// other values while the entry lives).
+struct WeightCastScope::Cached {
+  Tensor source, copy;
+};
+
+WeightCastScope::WeightCastScope() : cache_(new std::vector<Cached>()) {
+  HF_CHECK(t_cast_scope == nullptr, "WeightCastScope: scopes do not nest");
+  t_cast_scope = this;
+}
+
+WeightCastScope::~WeightCastScope() {
+  t_cast_scope = nullptr;
+  delete cache_;
+}
+
+Tensor weight_in_dtype(const Tensor& weight, DType dtype) {
+  if (weight.dtype() == dtype) return weight;
+  WeightCastScope* scope = t_cast_scope;
+  if (scope == nullptr) return ops::to_dtype(weight, dtype);
+  // A model has tens to hundreds of weights: a linear scan finds one faster than it is cast.
+  for (const WeightCastScope::Cached& c : *scope->cache_) {
+    const Tensor& s = c.source;
+    if (s.raw_data() == weight.raw_data() && s.dtype() == weight.dtype() &&
+        c.copy.dtype() == dtype && s.sizes() == weight.sizes() && s.strides() == weight.strides() &&
+        s.device() == weight.device()) {
+      return c.copy;
+    }
+  }
+  Tensor copy = ops::to_dtype(weight.detach(), dtype);
+  scope->cache_->push_back({weight.detach(), copy});
+  ++scope->casts_;
+  return copy;
+}
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias,
               std::optional<DType> compute_dtype, std::optional<DType> out_dtype) {

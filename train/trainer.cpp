@@ -291,6 +291,15 @@ StepMetrics Trainer::step() {
   const bool poisoned = poison == Poison::kLoss;
   const double loss_scale = acc.grad_scaler().enabled() ? acc.loss_scale() : 0.0;
   double loss_sum = 0;
+  // The micro-steps of one update read the same weights, so under mixed precision their
+  // compute-dtype copies are made once. Not under ZeRO-3 (gathered parameters reuse buffers),
+  // nor with activation checkpointing (holding the copies from the forward to the recompute
+  // would raise its peak).
+  std::optional<WeightCastScope> casts;
+  if (c.train.grad_accum_steps > 1 && c.train.mixed_precision != "no" &&
+      acc.options().zero_stage < 3 && !c.train.activation_checkpointing) {
+    casts.emplace();
+  }
   for (int64_t m = 0; m < c.train.grad_accum_steps; ++m) {
     MicroStep micro = s.task->micro_step(*s.model, device);
     if (poisoned) {
@@ -302,6 +311,7 @@ StepMetrics Trainer::step() {
     // ranks while its backward runs.
     acc.backward(micro.loss);
   }
+  casts.reset();  // before the update writes the weights
   if (poison == Poison::kGrad) poison_first_gradient(acc);
   const double local_loss = loss_sum;
   loss_sum = acc.sum_across_ranks(loss_sum);

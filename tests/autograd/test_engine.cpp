@@ -252,6 +252,42 @@ TEST(Autograd, LinearFreesItsOutputGradientBeforeTheWeightGradient) {
   }
 }
 
+// Within a WeightCastScope each weight's compute-dtype copy is made once and reused (the
+// micro-steps of one optimizer step); the results and gradients are the same bits as without.
+TEST(Autograd, WeightCastScopeCastsEachWeightOnce) {
+  const Tensor w = testing::randn({6, 5}, 21, /*requires_grad=*/true);
+  const Tensor table = testing::randn({7, 6}, 22, /*requires_grad=*/true);
+  const Tensor x = testing::randn({3, 6}, 23), x2 = testing::randn({3, 6}, 24);
+  auto run = [&](const Tensor& in) {
+    // w, and the table read transposed (a tied head): two weights, the second a fresh view
+    // each time.
+    Tensor y = linear(in, w, Tensor(), DType::kBF16);
+    Tensor logits = linear(in, transpose(table, 0, 1), Tensor(), DType::kBF16);
+    Tensor loss = add(sum(mul(y, y)), sum(logits));
+    autograd::backward(loss);
+    return loss.item();
+  };
+  const double plain1 = run(x), plain2 = run(x2);
+  const std::vector<float> plain_w = w.grad().to_vector(), plain_t = table.grad().to_vector();
+  Tensor gw = w.grad(), gt = table.grad();
+  ops::fill_(gw, 0);
+  ops::fill_(gt, 0);
+  {
+    WeightCastScope scope;
+    EXPECT_EQ(run(x), plain1);
+    EXPECT_EQ(scope.casts(), 2);
+    EXPECT_EQ(run(x2), plain2);
+    EXPECT_EQ(scope.casts(), 2) << "the second micro-step cast the weights again";
+    EXPECT_TRUE(weight_in_dtype(w, DType::kF32).is_same(w));  // already in that dtype
+    EXPECT_THROW(WeightCastScope nested, Error);
+  }
+  EXPECT_EQ(w.grad().to_vector(), plain_w);
+  EXPECT_EQ(table.grad().to_vector(), plain_t);
+  WeightCastScope next;  // a new scope (after an update) casts anew
+  run(x);
+  EXPECT_EQ(next.casts(), 2);
+}
+
 TEST(Autograd, LinearWeightGradientIsAddedIntoItsBufferByTheGemm) {
   Tensor w = testing::randn({6, 4}, 4, /*requires_grad=*/true);
   const Tensor x = testing::randn({5, 6}, 5);
