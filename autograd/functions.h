@@ -3,6 +3,7 @@
 // only what it reads. Views (reshape, transpose, narrow, ...) are differentiable too.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -75,7 +76,7 @@ class WeightCastScope {
  private:
   friend Tensor weight_in_dtype(const Tensor& weight, DType dtype);
   struct Cached;
-  std::vector<Cached>* cache_;
+  std::unique_ptr<std::vector<Cached>> cache_;
   int64_t casts_ = 0;
 };
 // weight in dtype: itself when it has it, else a copy (reused within a WeightCastScope).

@@ -188,14 +188,14 @@ struct WeightCastScope::Cached {
   Tensor source, copy;
 };
 
-WeightCastScope::WeightCastScope() : cache_(new std::vector<Cached>()) {
+WeightCastScope::WeightCastScope() {
   HF_CHECK(t_cast_scope == nullptr, "WeightCastScope: scopes do not nest");
+  cache_ = std::make_unique<std::vector<Cached>>();
   t_cast_scope = this;
 }
 
 WeightCastScope::~WeightCastScope() {
   t_cast_scope = nullptr;
-  delete cache_;
 }
 
 Tensor weight_in_dtype(const Tensor& weight, DType dtype) {
