@@ -71,13 +71,12 @@ class WeightCastScope {
   WeightCastScope(const WeightCastScope&) = delete;
   WeightCastScope& operator=(const WeightCastScope&) = delete;
   // Copies made (cache misses) so far in this scope.
-  int64_t casts() const { return casts_; }
+  int64_t casts() const;
 
  private:
   friend Tensor weight_in_dtype(const Tensor& weight, DType dtype);
   struct Cached;
   std::unique_ptr<std::vector<Cached>> cache_;
-  int64_t casts_ = 0;
 };
 // weight in dtype: itself when it has it, else a copy (reused within a WeightCastScope).
 Tensor weight_in_dtype(const Tensor& weight, DType dtype);

@@ -198,6 +198,10 @@ WeightCastScope::~WeightCastScope() {
   t_cast_scope = nullptr;
 }
 
+int64_t WeightCastScope::casts() const {
+  return static_cast<int64_t>(cache_->size());
+}
+
 Tensor weight_in_dtype(const Tensor& weight, DType dtype) {
   if (weight.dtype() == dtype) return weight;
   WeightCastScope* scope = t_cast_scope;
@@ -213,7 +217,6 @@ Tensor weight_in_dtype(const Tensor& weight, DType dtype) {
   }
   Tensor copy = ops::to_dtype(weight.detach(), dtype);
   scope->cache_->push_back({weight.detach(), copy});
-  ++scope->casts_;
   return copy;
 }
 

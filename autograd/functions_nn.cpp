@@ -108,15 +108,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   // model's output is dropped after the loss), so the largest tensor of a step is not doubled.
   Tensor saved_logits = ops::contiguous(flat_logits);
   Shape shape = logits.sizes();
-  return record("cross_entropy", {logits}, r.loss,
-                [saved_logits, flat_targets, lse = r.lse, ignore_index,
-                 shape](const Tensor& g) mutable -> Grads {
-                  const bool overwrite = saved_logits.is_uniquely_owned();
-                  Tensor gl = ops::cross_entropy_backward(g, saved_logits, flat_targets, lse,
-                                                          ignore_index, overwrite);
-                  saved_logits = Tensor();
-                  return {ops::view(gl, shape)};
-                });
+  return record(
+      "cross_entropy", {logits}, r.loss,
+      [saved_logits, flat_targets, lse = r.lse, ignore_index, shape](const Tensor& g) -> Grads {
+        const bool overwrite = saved_logits.is_uniquely_owned();
+        Tensor gl = ops::cross_entropy_backward(g, saved_logits, flat_targets, lse, ignore_index,
+                                                overwrite);
+        return {ops::view(gl, shape)};
+      });
 }
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
