@@ -1,5 +1,8 @@
 // Elementwise ops and reductions against closed forms.
+#include <omp.h>
+
 #include <cmath>
+#include <limits>
 
 #include "test_util.h"
 
@@ -117,6 +120,43 @@ TEST(Elementwise, LargeTensorsUseThreadsAndMatchSerial) {
   for (size_t i = 0; i < yv.size(); i += 97) {
     ASSERT_NEAR(yv[i], std::tanh(av[i]) * bv[i % 257], 1e-6);
   }
+}
+
+// A contiguous tensor is one long row for the strided iterator; with several threads it is
+// cut into pieces (cpu/loops.h). Every piece must land on its own elements: casts with NaN,
+// infinities and subnormals, a strided source and a broadcast operand, against the values
+// computed element by element and against one thread.
+TEST(Elementwise, LongRowsCutIntoPiecesMatchElementByElement) {
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(2);
+  constexpr int64_t n = 200003;  // not a multiple of a piece
+  Generator g(5);
+  Tensor x = ops::randn({n}, g);
+  {
+    float* p = x.data<float>();
+    p[0] = std::nanf("");
+    p[65535] = std::numeric_limits<float>::infinity();
+    p[65536] = -std::numeric_limits<float>::infinity();
+    p[n - 1] = 1e-40f;  // subnormal
+  }
+  const std::vector<float> xv = x.to_vector();
+  Tensor bf = ops::to_dtype(x, DType::kBF16);
+  const auto* bits = static_cast<const uint16_t*>(bf.raw_data());
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(bits[i], f32_to_bf16(xv[i])) << i;
+  // [2, n] destination from a source with inner stride 2: two rows, neither contiguous.
+  Tensor pairs = ops::randn({n, 2}, g);
+  Tensor cols = ops::contiguous(ops::transpose(pairs, 0, 1));
+  const std::vector<float> pv = pairs.to_vector(), cv = cols.to_vector();
+  for (int64_t r = 0; r < 2; ++r) {
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(cv[r * n + i], pv[i * 2 + r]) << r << " " << i;
+  }
+  Tensor sum = ops::add(ops::reshape(x, {1, n}), ops::scalar(0.25));
+  const std::vector<float> sv = sum.to_vector();
+  for (int64_t i = 1; i < n; ++i) ASSERT_EQ(sv[i], xv[i] + 0.25f) << i;
+  omp_set_num_threads(1);
+  const std::vector<float> one = ops::contiguous(ops::transpose(pairs, 0, 1)).to_vector();
+  omp_set_num_threads(threads);
+  EXPECT_EQ(one, cv);
 }
 
 TEST(Elementwise, WhereMaskedFillAndComparisons) {

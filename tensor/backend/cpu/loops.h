@@ -7,6 +7,7 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -90,8 +91,9 @@ inline void f16_to_f32_n(const Float16* s, float* d, int64_t n) {
 }
 
 // Calls fn(std::array<int64_t, N> offsets, int64_t count, std::array<int64_t, N> inner_strides)
-// once per innermost row of `shape`, with element offsets into each operand. Dims that are
-// contiguous across all operands are merged first so the inner rows are as long as possible.
+// once per innermost row of `shape` (or per piece of a long one), with element offsets into
+// each operand. Dims that are contiguous across all operands are merged first so the inner
+// rows are as long as possible; fn must treat its calls as independent runs of elements.
 template <size_t N, typename Fn>
 void strided_loop(const Shape& shape, const std::array<Shape, N>& strides, Fn&& fn) {
   // Coalesce: drop size-1 dims, merge i with i+1 when stride_i == stride_{i+1} * size_{i+1}.
@@ -122,15 +124,26 @@ void strided_loop(const Shape& shape, const std::array<Shape, N>& strides, Fn&& 
   for (size_t k = 0; k < N; ++k) inner_st[k] = st[k].back();
   int64_t rows = 1;
   for (int64_t d = 0; d + 1 < rank; ++d) rows *= sz[d];
-  parallel_for(rows, inner, [&](int64_t row) {
+  // Few long rows (a contiguous tensor is one) are cut into pieces, or one thread would do
+  // all the work; a piece is a multiple of 64 elements so vector stores stay aligned.
+  int64_t piece = inner;
+  const int64_t threads = omp_get_max_threads();
+  if (threads > 1 && rows < 4 * threads && inner >= 2 * kParallelGrain) {
+    const int64_t target = std::max(kParallelGrain, inner / (4 * threads));
+    piece = (target + 63) / 64 * 64;
+  }
+  const int64_t per_row = (inner + piece - 1) / piece;
+  parallel_for(rows * per_row, std::min(piece, inner), [&](int64_t item) {
     std::array<int64_t, N> off{};
-    int64_t r = row;
+    int64_t r = item / per_row;
+    const int64_t lo = (item % per_row) * piece;
     for (int64_t d = rank - 2; d >= 0; --d) {
       int64_t idx = r % sz[d];
       r /= sz[d];
       for (size_t k = 0; k < N; ++k) off[k] += idx * st[k][d];
     }
-    fn(off, inner, inner_st);
+    for (size_t k = 0; k < N; ++k) off[k] += lo * inner_st[k];
+    fn(off, std::min(piece, inner - lo), inner_st);
   });
 }
 
