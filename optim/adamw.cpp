@@ -28,7 +28,7 @@ AdamW::AdamW(std::vector<ParamRef> params, AdamWOptions options)
   add_state_kind("exp_avg_sq");
 }
 
-void AdamW::update(const std::vector<PendingUpdate>& updates) {
+void AdamW::update(const std::vector<PendingUpdate>& updates, float grad_scale) {
   const double lr = this->lr();
   const double b1 = options_.betas[0], b2 = options_.betas[1];
   std::vector<AdamWUpdate> fused;
@@ -39,6 +39,7 @@ void AdamW::update(const std::vector<PendingUpdate>& updates) {
     const double bias_correction1 = 1 - std::pow(b1, t);
     const double bias_correction2 = 1 - std::pow(b2, t);
     AdamWScalars s;
+    s.grad_scale = grad_scale;
     s.decay = static_cast<float>(1 - lr * wd);
     s.beta1 = static_cast<float>(b1);
     s.one_minus_beta1 = static_cast<float>(1 - b1);

@@ -1,5 +1,6 @@
 #include "optim/optimizer.h"
 
+#include <cmath>
 #include <map>
 #include <set>
 
@@ -54,7 +55,9 @@ void Optimizer::add_state_kind(const std::string& kind) {
   state_views_.push_back(std::move(views));
 }
 
-void Optimizer::step() {
+void Optimizer::step(double grad_scale) {
+  HF_CHECK(std::isfinite(grad_scale) && grad_scale > 0, kind_, ": step's grad_scale ", grad_scale,
+           " must be positive and finite");
   autograd::NoGradGuard no_grad;
   std::vector<PendingUpdate> updates;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -69,7 +72,7 @@ void Optimizer::step() {
              "' is on another device than the parameter");
     updates.push_back({i, g, ++param_steps_[i]});
   }
-  update(updates);
+  update(updates, static_cast<float>(grad_scale));
   ++step_count_;
 }
 

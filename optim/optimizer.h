@@ -40,8 +40,11 @@ class Optimizer {
   Optimizer& operator=(const Optimizer&) = delete;
 
   // One update of every parameter whose grad is defined (others are skipped and keep their
-  // state and per-parameter step, as torch does), then step_count() += 1.
-  void step();
+  // state and per-parameter step, as torch does), then step_count() += 1. grad_scale (> 0,
+  // finite) multiplies every gradient element in f32 as the update reads it, with the same
+  // result as scaling the gradients in place first (torch's clip_grad_norm_ then step()), one
+  // pass over them fewer; the gradients themselves are left as they are.
+  void step(double grad_scale = 1.0);
   // Zeroes every defined grad in place (the grad tensors stay allocated, so views into a flat
   // gradient buffer stay views), or with set_to_none drops them as torch's set_to_none=True.
   void zero_grad(bool set_to_none = false);
@@ -76,8 +79,9 @@ class Optimizer {
     Tensor grad;
     int64_t param_step;
   };
-  // Updates every parameter listed (those with a gradient), in one backend call.
-  virtual void update(const std::vector<PendingUpdate>& updates) = 0;
+  // Updates every parameter listed (those with a gradient), in one backend call, reading each
+  // gradient element times grad_scale (f32).
+  virtual void update(const std::vector<PendingUpdate>& updates, float grad_scale) = 0;
 
  private:
   const char* kind_;  // "AdamW" / "SGD", for messages
@@ -108,7 +112,7 @@ class AdamW : public Optimizer {
   const AdamWOptions& options() const { return options_; }
 
  private:
-  void update(const std::vector<PendingUpdate>& updates) override;
+  void update(const std::vector<PendingUpdate>& updates, float grad_scale) override;
   AdamWOptions options_;
 };
 
@@ -130,7 +134,7 @@ class SGD : public Optimizer {
   const SGDOptions& options() const { return options_; }
 
  private:
-  void update(const std::vector<PendingUpdate>& updates) override;
+  void update(const std::vector<PendingUpdate>& updates, float grad_scale) override;
   SGDOptions options_;
 };
 

@@ -22,12 +22,13 @@ SGD::SGD(std::vector<ParamRef> params, SGDOptions options)
   if (o.momentum != 0) add_state_kind("momentum_buffer");
 }
 
-void SGD::update(const std::vector<PendingUpdate>& updates) {
+void SGD::update(const std::vector<PendingUpdate>& updates, float grad_scale) {
   std::vector<SGDUpdate> fused;
   fused.reserve(updates.size());
   const bool momentum = options_.momentum != 0;
   for (const PendingUpdate& u : updates) {
     SGDScalars s;
+    s.grad_scale = grad_scale;
     // torch adds the L2 term only when weight_decay != 0 (so an inf parameter stays out of d).
     s.l2 = params()[u.index].decay && options_.weight_decay != 0;
     s.weight_decay = static_cast<float>(options_.weight_decay);

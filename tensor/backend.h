@@ -22,7 +22,10 @@ enum class RandomKind : uint8_t { kUniform, kNormal };
 // scalars in double as torch does and rounds them to f32; a backend applies the per-element f32
 // arithmetic in torch's order, with one fused multiply-add where torch's vectorised kernels
 // fuse one (optim/optimizer.h states the formulas).
+// grad_scale multiplies each gradient element as it is read (an f32 multiply, as torch's
+// grads.mul_(clip_coef) before the step; 1 leaves it exact).
 struct AdamWScalars {
+  float grad_scale = 1.0f;
   float decay;  // 1 - lr * wd (1 for parameters without decay)
   float beta1, one_minus_beta1;
   float beta2, one_minus_beta2;
@@ -37,7 +40,8 @@ struct AdamWUpdate {
   AdamWScalars s;
 };
 struct SGDScalars {
-  float weight_decay;  // L2 term added to the gradient when l2
+  float grad_scale = 1.0f;  // as AdamWScalars'
+  float weight_decay;       // L2 term added to the gradient when l2
   float neg_lr;
   float momentum;
   float one_minus_dampening;

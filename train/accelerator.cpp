@@ -304,6 +304,14 @@ void Accelerator::backward(const Tensor& loss) {
 }
 
 double Accelerator::clip_grad_norm(double max_norm) {
+  return clip(max_norm, /*in_step=*/false);
+}
+
+double Accelerator::clip_grad_norm_in_step(double max_norm) {
+  return clip(max_norm, /*in_step=*/true);
+}
+
+double Accelerator::clip(double max_norm, bool in_step) {
   check_prepared("clip_grad_norm");
   HF_CHECK(awaiting_step_,
            "Accelerator::clip_grad_norm: the gradients are not synchronised; call it when "
@@ -318,15 +326,20 @@ double Accelerator::clip_grad_norm(double max_norm) {
   const bool fused = s.scaler.enabled() && !unscaled_ && s.clip_covers_optimizer;
   if (!fused) unscale_gradients();
   const float inv_scale = fused ? s.scaler.inv_scale() : 1.0f;
+  // In the step: the norm is only measured here (max_norm infinity scales nothing).
+  in_step = in_step && s.clip_covers_optimizer;
+  const double measure_to = in_step ? std::numeric_limits<double>::infinity() : max_norm;
   double total = 0;
   if (s.dp) {
     AddTime t(communication_s_);  // the norm's all-reduce (the norm itself is cheap)
-    total = s.dp->clip_grad_norm(max_norm, inv_scale);
+    total = s.dp->clip_grad_norm(measure_to, inv_scale);
   } else {
     std::vector<Tensor> trainable;
     for (auto& [name, t] : s.model->named_trainable_parameters()) trainable.push_back(t);
-    total = optim::clip_grad_norm(trainable, max_norm, inv_scale);
+    total = optim::clip_grad_norm(trainable, measure_to, inv_scale);
   }
+  // A clip in place replaces one pending for the step: it measured the same gradients.
+  clip_in_step_ = in_step ? optim::clip_coefficient(total, max_norm) : 1.0;
   if (fused) {
     const bool mine = !std::isfinite(total);
     found_inf_ = s.dp ? s.dp->max_over_job(mine ? 1 : 0) != 0 : mine;
@@ -368,7 +381,7 @@ void Accelerator::step() {
   unscale_gradients();
   step_was_skipped_ = s.scaler.enabled() && found_inf_;
   if (!step_was_skipped_) {
-    s.optimizer->step();
+    s.optimizer->step(clip_in_step_);
     {
       AddTime t(communication_s_);
       if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
@@ -398,6 +411,7 @@ void Accelerator::zero_grad() {
   }
   micro_step_ = 0;
   awaiting_step_ = false;
+  clip_in_step_ = 1.0;
   unscaled_ = found_inf_ = false;
 }
 

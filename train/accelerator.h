@@ -173,6 +173,12 @@ class Accelerator {
   // a non-finite norm; no separate pass over the gradients). An unscaled gradient that
   // overflows f32 (only possible with a loss scale below 1) then counts as an overflow too.
   double clip_grad_norm(double max_norm);
+  // As clip_grad_norm(), but the clipping itself happens in step(): the optimizer reads each
+  // gradient times the clip coefficient in its update pass (the same f32 multiply, so the same
+  // parameters), and no pass of its own scales the gradients. Until step() they read unclipped.
+  // Where the optimizer does not update exactly the parameters prepare() gave it, this is
+  // clip_grad_norm(). The trainer's clip-then-step uses it.
+  double clip_grad_norm_in_step(double max_norm);
   // With a grad scaler: divides the synchronised gradients by loss_scale() (once per window)
   // and learns whether any rank's held an inf or NaN (collective). A no-op otherwise.
   void unscale_gradients();
@@ -279,6 +285,7 @@ class Accelerator {
   struct State;
 
  private:
+  double clip(double max_norm, bool in_step);
   std::vector<optim::ParamRef> prepare_model(
       nn::Module& model, const std::function<bool(const std::string&, const Tensor&)>& decays);
   void adopt_optimizer(std::unique_ptr<optim::Optimizer> optimizer);
@@ -296,6 +303,7 @@ class Accelerator {
   bool unscaled_ = false;          // this window's gradients were unscaled
   bool found_inf_ = false;         // ... and some rank's held an inf or NaN
   bool step_was_skipped_ = false;  // the last step() made no update (overflow)
+  double clip_in_step_ = 1.0;      // clip_grad_norm_in_step()'s coefficient for step()
   int64_t micro_step_ = 0;         // within the current window
   bool sync_gradients_ = false;    // the last backward() ended a window
   bool awaiting_step_ = false;     // synchronised gradients not yet stepped on or zeroed

@@ -317,7 +317,7 @@ StepMetrics Trainer::step() {
   loss_sum = acc.sum_across_ranks(loss_sum);
   const double max_norm =
       c.train.grad_clip > 0 ? c.train.grad_clip : std::numeric_limits<double>::infinity();
-  const double grad_norm = acc.clip_grad_norm(max_norm);
+  const double grad_norm = acc.clip_grad_norm_in_step(max_norm);
   StepMetrics m;
   m.loss_scale = loss_scale;
   // Every rank sees the same summed loss and global norm, so all skip together. With loss

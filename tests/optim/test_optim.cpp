@@ -2,8 +2,11 @@
 // ndim >= 2 only, skipped parameters, flat-buffer and strided views, zero_grad, state round
 // trips and the errors a user can hit.
 #include <cmath>
+#include <functional>
+#include <memory>
 #include <vector>
 
+#include "optim/clip.h"
 #include "optim/optimizer.h"
 #include "test_util.h"
 
@@ -157,6 +160,67 @@ TEST(Optimizer, UpdatesFlatBufferViewsAndStridedParameters) {
   EXPECT_TRUE(testing::tensors_near(bt, copies[1], 0, 0));
   EXPECT_TRUE(testing::tensors_near(c, copies[2], 0, 0));
   EXPECT_TRUE(a.shares_storage_with(flat) && bt.shares_storage_with(flat));
+}
+
+// step(grad_scale) is torch's clip_grad_norm_ then step(): the same parameters and state, bit
+// for bit, as scaling the gradients in place first; the gradients stay as they were. AdamW
+// and SGD (plain, momentum with L2, nesterov), over a contiguous and a transposed parameter.
+TEST(Optimizer, StepGradScaleEqualsScalingTheGradientsFirst) {
+  const double coef = 0.37123;
+  auto run = [&](auto make, bool in_step) {
+    Tensor a = testing::randn({300, 257}, 1), b = ops::transpose(testing::randn({64, 33}, 2), 0, 1);
+    a.set_requires_grad(true);
+    b.set_requires_grad(true);
+    std::unique_ptr<Optimizer> opt = make(std::vector<ParamRef>{{"a", a}, {"b", b}});
+    std::vector<float> grads_after;
+    for (int s = 0; s < 3; ++s) {
+      a.set_grad(testing::randn(a.sizes(), 10 + s));
+      b.set_grad(ops::transpose(testing::randn({64, 33}, 20 + s), 0, 1));
+      if (in_step) {
+        const std::vector<float> before = a.grad().to_vector();
+        opt->step(coef);
+        EXPECT_EQ(a.grad().to_vector(), before) << "step " << s;
+      } else {
+        scale_grads({a, b}, coef);
+        opt->step();
+      }
+    }
+    std::vector<float> out = a.to_vector(), bv = b.to_vector();
+    out.insert(out.end(), bv.begin(), bv.end());
+    for (const auto& [name, t] : opt->state_tensors()) {
+      if (t.dtype() != DType::kF32) continue;
+      const std::vector<float> v = t.to_vector();
+      out.insert(out.end(), v.begin(), v.end());
+    }
+    return out;
+  };
+  const std::vector<std::function<std::unique_ptr<Optimizer>(std::vector<ParamRef>)>> makers = {
+      [](std::vector<ParamRef> p) {
+        return std::make_unique<AdamW>(std::move(p), AdamWOptions{.lr = 0.01, .weight_decay = 0.1});
+      },
+      [](std::vector<ParamRef> p) {
+        return std::make_unique<SGD>(std::move(p), SGDOptions{.lr = 0.1});
+      },
+      [](std::vector<ParamRef> p) {
+        return std::make_unique<SGD>(std::move(p),
+                                     SGDOptions{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01});
+      },
+      [](std::vector<ParamRef> p) {
+        return std::make_unique<SGD>(std::move(p),
+                                     SGDOptions{.lr = 0.1, .momentum = 0.9, .nesterov = true});
+      }};
+  for (size_t k = 0; k < makers.size(); ++k) {
+    const std::vector<float> in_place = run(makers[k], false), in_step = run(makers[k], true);
+    ASSERT_EQ(in_place.size(), in_step.size());
+    size_t differ = 0;
+    for (size_t i = 0; i < in_place.size(); ++i) differ += in_place[i] != in_step[i];
+    EXPECT_EQ(differ, 0u) << "optimizer " << k;
+  }
+  Tensor p = param({1, 2}, {2});
+  set_grad(p, {1, 1});
+  AdamW opt({{"p", p}});
+  expect_error_naming([&] { opt.step(0.0); }, {"grad_scale"});
+  expect_error_naming([&] { opt.step(std::nan("")); }, {"grad_scale"});
 }
 
 TEST(Optimizer, ZeroGradKeepsGradientViewsOrDropsThem) {

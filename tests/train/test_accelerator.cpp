@@ -119,6 +119,41 @@ TEST(Accelerator, AccumulationEqualsTheFullBatch) {
   EXPECT_FALSE(testing::tensors_near(a[0].second, untouched.parameter("w1"), 1e-4, 0));
 }
 
+// clip_grad_norm_in_step() (the trainer's) leaves the gradients for step() to scale in its
+// update pass: the same norm and the same parameters, bit for bit, as clipping in place. A
+// coefficient pending when the window is dropped (skip_step) does not reach the next step.
+TEST(Accelerator, ClipInStepEqualsClipInPlace) {
+  const Data data;
+  TwoLayer in_place_model(1), in_step_model(1);
+  Accelerator in_place, in_step;
+  in_place.prepare(in_place_model, adamw);
+  in_step.prepare(in_step_model, adamw);
+  for (int s = 0; s < 3; ++s) {
+    in_place.backward(in_place_model.loss(data.x, data.y));
+    in_step.backward(in_step_model.loss(data.x, data.y));
+    const std::vector<float> before = in_step_model.parameter("w1").grad().to_vector();
+    const double n1 = in_place.clip_grad_norm(0.05);
+    const double n2 = in_step.clip_grad_norm_in_step(0.05);
+    EXPECT_EQ(n1, n2);
+    EXPECT_GT(n1, 0.05) << "the test needs clipping";
+    EXPECT_EQ(in_step_model.parameter("w1").grad().to_vector(), before);
+    in_place.step();
+    in_step.step();
+  }
+  // A pending coefficient dropped with its window.
+  in_step.backward(in_step_model.loss(data.x, data.y));
+  in_step.clip_grad_norm_in_step(1e-6);
+  in_step.skip_step();
+  in_place.backward(in_place_model.loss(data.x, data.y));
+  in_place.skip_step();
+  train_step(in_place, in_place_model, data);
+  train_step(in_step, in_step_model, data);
+  const auto a = in_place_model.named_parameters(), b = in_step_model.named_parameters();
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].second.to_vector(), b[i].second.to_vector()) << a[i].first;
+  }
+}
+
 TEST(Accelerator, StopSignalIsReportedNotFatal) {
   StopSignals::clear();
   {

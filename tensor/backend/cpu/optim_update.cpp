@@ -89,7 +89,7 @@ void CpuBackend::adamw_update(const std::vector<AdamWUpdate>& updates) {
     float* m = u.exp_avg.data<float>();
     float* v = u.exp_avg_sq.data<float>();
     for_each_element(u.param, u.grad, [=](int64_t ip, int64_t ig, int64_t is) {
-      const float gi = g[ig];
+      const float gi = g[ig] * s.grad_scale;
       const float pi = p[ip] * s.decay;
       const float mi = madd(gi, s.one_minus_beta1, m[is] * s.beta1);
       const float vi = madd(s.one_minus_beta2 * gi, gi, v[is] * s.beta2);
@@ -108,14 +108,16 @@ void CpuBackend::sgd_update(const std::vector<SGDUpdate>& updates) {
     const float* g = u.grad.data<float>();
     if (!u.momentum_buffer.defined()) {
       for_each_element(u.param, u.grad, [=](int64_t ip, int64_t ig, int64_t) {
-        const float d = s.l2 ? madd(p[ip], s.weight_decay, g[ig]) : g[ig];
+        const float gi = g[ig] * s.grad_scale;
+        const float d = s.l2 ? madd(p[ip], s.weight_decay, gi) : gi;
         p[ip] = madd(d, s.neg_lr, p[ip]);
       });
       continue;
     }
     float* buf = u.momentum_buffer.data<float>();
     for_each_element(u.param, u.grad, [=](int64_t ip, int64_t ig, int64_t is) {
-      const float d = s.l2 ? madd(p[ip], s.weight_decay, g[ig]) : g[ig];
+      const float gi = g[ig] * s.grad_scale;
+      const float d = s.l2 ? madd(p[ip], s.weight_decay, gi) : gi;
       const float b = s.first ? d : madd(d, s.one_minus_dampening, buf[is] * s.momentum);
       buf[is] = b;
       p[ip] = madd(s.nesterov ? madd(b, s.momentum, d) : b, s.neg_lr, p[ip]);

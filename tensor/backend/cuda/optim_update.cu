@@ -85,6 +85,7 @@ DeviceTable<Seg> upload_table(const std::vector<Seg>& segs, const std::vector<in
 // One element: p, m, v updated in place from g (the CPU backend's order of operations).
 __device__ __forceinline__ void adamw_element(float& p, float g, float& m, float& v,
                                               const AdamWScalars& s) {
+  g *= s.grad_scale;
   const float pi = p * s.decay;
   const float mi = fmaf(g, s.one_minus_beta1, m * s.beta1);
   const float vi = fmaf(s.one_minus_beta2 * g, g, v * s.beta2);
@@ -133,7 +134,8 @@ __global__ void sgd_kernel(const SgdSeg* __restrict__ segs, const Chunk* __restr
   const SGDScalars s = seg.s;
   for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
     const float p = seg.p[i];
-    const float d = s.l2 ? fmaf(p, s.weight_decay, seg.g[i]) : seg.g[i];
+    const float g = seg.g[i] * s.grad_scale;
+    const float d = s.l2 ? fmaf(p, s.weight_decay, g) : g;
     if (seg.buf == nullptr) {
       seg.p[i] = fmaf(d, s.neg_lr, p);
       continue;
