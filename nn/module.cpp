@@ -215,7 +215,7 @@ Device Module::device() const {
   return refs.empty() ? Device::cpu() : refs.front().second->value.device();
 }
 
-const FlatParameters& Module::flatten_parameters(Device device) {
+const FlatParameters& Module::flatten_parameters(Device device, bool gradient_buffer) {
   std::vector<std::pair<std::string, ParameterSlot*>> all;
   collect("", all);
   // Trainable first (their gradients are one buffer), then frozen.
@@ -236,16 +236,17 @@ const FlatParameters& Module::flatten_parameters(Device device) {
     if (s->trainable) flat->trainable = total;
   }
   flat->params = ops::zeros({total}, DType::kF32, device);
-  flat->grads = ops::zeros({flat->trainable}, DType::kF32, device);
+  if (gradient_buffer) flat->grads = ops::zeros({flat->trainable}, DType::kF32, device);
   for (size_t i = 0; i < refs.size(); ++i) {
     Tensor& t = refs[i].second->value;
     const FlatSlot& s = flat->slots[i];
     Tensor view = ops::view(ops::narrow(flat->params, 0, s.offset, s.numel), t.sizes());
     ops::copy_(view, t);
     if (refs[i].second->trainable) {
-      Tensor grad = ops::view(ops::narrow(flat->grads, 0, s.offset, s.numel), t.sizes());
       view.set_requires_grad(true);
-      view.set_grad(grad);
+      if (gradient_buffer) {
+        view.set_grad(ops::view(ops::narrow(flat->grads, 0, s.offset, s.numel), t.sizes()));
+      }
     }
     t = view;
   }

@@ -40,6 +40,7 @@ struct FlatSlot {
 struct FlatParameters {
   Tensor params;  // 1-D, every parameter is a view into it
   Tensor grads;   // 1-D over params[0, trainable); each trainable .grad() is a view into it
+                  // (undefined without a gradient buffer)
   std::vector<FlatSlot> slots;  // in buffer order
   int64_t trainable = 0;        // elements of params (aligned) holding trainable parameters
 };
@@ -122,7 +123,10 @@ class Module {
   // the trainable ones first) and gives each trainable one a zero gradient view in a buffer
   // over them. Values are kept. Models are built
   // (and seeded) on the CPU; this is where a GPU run moves them to the device.
-  const FlatParameters& flatten_parameters(Device device = Device::cpu());
+  // gradient_buffer false: no gradient buffer (grads undefined; backward allocates gradients
+  // as needed), for ZeRO stages 2 and 3, which keep only a shard of the gradients.
+  const FlatParameters& flatten_parameters(Device device = Device::cpu(),
+                                           bool gradient_buffer = true);
   // The device of the parameters (of the first one; the CPU for a model without any).
   Device device() const;
   const FlatParameters* flat() const { return flat_.get(); }

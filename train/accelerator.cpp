@@ -219,9 +219,11 @@ std::vector<optim::ParamRef> Accelerator::prepare_model(
   }
   if (s.options.mixed_precision == "bf16") model.set_compute_dtype(DType::kBF16);
   if (s.options.mixed_precision == "fp16") model.set_compute_dtype(DType::kF16);
+  // ZeRO-2 and 3 keep a shard of the gradients only: no whole buffer (4 bytes a parameter).
+  const bool gradient_buffer = !s.dp || s.dp->zero_stage() < 2;
   const nn::FlatParameters* flat = model.flat();
-  if (flat == nullptr) flat = &model.flatten_parameters(s.device);
-  HF_CHECK(flat->grads.defined(),
+  if (flat == nullptr) flat = &model.flatten_parameters(s.device, gradient_buffer);
+  HF_CHECK(flat->grads.defined() || !gradient_buffer,
            "Accelerator::prepare: the model's gradient buffer was released; prepare a model "
            "that no other DataParallel is attached to");
   HF_CHECK_INPUT(flat->params.device() == s.device, "Accelerator::prepare: the model's parameters ",

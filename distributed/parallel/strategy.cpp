@@ -55,8 +55,10 @@ Strategy::~Strategy() {
 void Strategy::attach(nn::Module& model) {
   HF_CHECK(units_.empty(), "DataParallel::attach: already attached");
   const nn::FlatParameters* flat = model.flat();
-  HF_CHECK(flat != nullptr && flat->grads.defined(),
-           "DataParallel::attach: flatten the model's parameters first");
+  HF_CHECK(flat != nullptr, "DataParallel::attach: flatten the model's parameters first");
+  HF_CHECK(flat->grads.defined() || syncs_every_micro_step(),
+           "DataParallel::attach: the model's parameters were flattened without a gradient "
+           "buffer, which only ZeRO stages 2 and 3 do without");
   // Frozen parameters (after the trainable ones in the buffer) take no part: no gradient to
   // synchronise, no optimizer state to shard; every rank holds them whole.
   flat_params_ = flat_range(flat->params, 0, flat->trainable);

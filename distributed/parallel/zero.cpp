@@ -17,6 +17,10 @@ void ShardedStrategy::lay_out_shards() {
     shard_offset_[u] = shard_total_;
     shard_total_ += chunk_elements(u);
   }
+  unit_params_.assign(units_.size(), {});
+  for (size_t p = 0; p < params_.size(); ++p) {
+    for (size_t u : params_[p].units) unit_params_[u].push_back(p);
+  }
   staging_.assign(units_.size(), Tensor());
   recv_.assign(units_.size(), Tensor());
   wire_in_.assign(units_.size(), Tensor());
@@ -56,8 +60,7 @@ std::shared_ptr<Work> ShardedStrategy::issue(size_t u) {
   const int64_t padded = unit.chunk * ctx_.size;
   Tensor in;
   if (staged_) {
-    // Filled by gradient_final; zeros where no gradient reached the unit.
-    if (!staging_[u].defined()) staging_[u] = ops::zeros({padded}, DType::kF32, ctx_.device);
+    staging_[u] = stage(u);
     in = staging_[u];
   } else if (unit.begin + padded == unit.end) {
     in = flat_range(flat_grads_, unit.begin, padded);
@@ -90,23 +93,39 @@ void ShardedStrategy::complete(size_t u) {
   staging_[u] = Tensor();
 }
 
-void ShardedStrategy::gradient_final(size_t p, Tensor& leaf) {
-  if (!staged_) return;
-  // The gradient is copied into the staging buffers of its units, then dropped.
-  const Param& param = params_[p];
-  const Tensor g = leaf.grad();
-  for (size_t u : param.units) {
-    const UnitLayout& unit = units_[u];
-    if (!staging_[u].defined()) {
-      staging_[u] = ops::zeros({unit.chunk * ctx_.size}, DType::kF32, ctx_.device);
+Tensor ShardedStrategy::stage(size_t u) {
+  // Staged when the unit is issued, not as each gradient is final: a unit whose parameters
+  // are final far apart (ZeRO-3's root unit: the final norm early in backward, a tied
+  // embedding last) would otherwise hold its whole staging buffer through the backward.
+  const UnitLayout& unit = units_[u];
+  const int64_t padded = unit.chunk * ctx_.size;
+  Tensor staging = ops::empty({padded}, DType::kF32, ctx_.device);
+  int64_t written = unit.begin;  // flat elements below this are set
+  const auto zero_to = [&](int64_t hi) {
+    if (hi <= written) return;
+    Tensor gap = flat_range(staging, written - unit.begin, hi - written);
+    ops::fill_(gap, 0.0);
+    written = hi;
+  };
+  for (size_t p : unit_params_[u]) {  // in offset order
+    const Param& param = params_[p];
+    Tensor& leaf = leaves_[p];
+    const Tensor g = leaf.grad();
+    if (g.defined()) {
+      const int64_t lo = std::max(unit.begin, param.offset);
+      const int64_t hi = std::min(unit.end, param.offset + param.numel);
+      zero_to(lo);
+      Tensor dst = flat_range(staging, lo - unit.begin, hi - lo);
+      ops::copy_(dst, ops::narrow(ops::reshape(g, {param.numel}), 0, lo - param.offset, hi - lo));
+      written = hi;
     }
-    if (!g.defined()) continue;  // no gradient reached it: zeros
-    const int64_t lo = std::max(unit.begin, param.offset);
-    const int64_t hi = std::min(unit.end, param.offset + param.numel);
-    Tensor dst = flat_range(staging_[u], lo - unit.begin, hi - lo);
-    ops::copy_(dst, ops::narrow(ops::reshape(g, {param.numel}), 0, lo - param.offset, hi - lo));
+    const auto& of = param.units;
+    if (std::all_of(of.begin(), of.end(), [&](size_t v) { return issued(v); })) {
+      leaf.set_grad(Tensor());  // the next micro-step starts from none
+    }
   }
-  leaf.set_grad(Tensor());
+  zero_to(unit.begin + padded);
+  return staging;
 }
 
 std::vector<optim::ParamRef> ShardedStrategy::optimizer_params(

@@ -14,9 +14,10 @@ namespace hfrun::dist {
 
 class ShardedStrategy : public Strategy {
  public:
-  // `staged`: gradients are not kept whole; each parameter's gradient is copied into its
-  // units' staging buffers as it becomes final, and every micro-step reduce-scatters and
-  // accumulates into this rank's gradient shard (stages 2 and 3). Otherwise (stage 1) the flat
+  // `staged`: gradients are not kept whole; a unit's parameters' gradients are copied into its
+  // staging buffer when the last of them is final (and dropped once every unit they overlap
+  // has them), and every micro-step reduce-scatters and accumulates into this rank's gradient
+  // shard (stages 2 and 3). Otherwise (stage 1) the flat
   // gradient buffer accumulates locally and the window's last micro-step reduce-scatters it.
   ShardedStrategy(const StrategyContext& ctx, bool staged) : Strategy(ctx), staged_(staged) {}
 
@@ -44,7 +45,6 @@ class ShardedStrategy : public Strategy {
   }
   std::shared_ptr<Work> issue(size_t u) override;
   void complete(size_t u) override;
-  void gradient_final(size_t p, Tensor& leaf) override;
   bool syncs_every_micro_step() const override { return staged_; }
   // Stages 2 and 3 keep at most this many units in flight during backward; older ones are
   // retired (waited for, accumulated, their staging freed) first, bounding the staging memory.
@@ -62,6 +62,10 @@ class ShardedStrategy : public Strategy {
  private:
   // Where unit u's reduced chunk lives for the optimizer.
   Tensor reduced_view(size_t u);
+  // Staged: unit u's padded reduce-scatter input from its parameters' gradients (zeros where
+  // none reached), dropping the gradients no other unit still needs.
+  Tensor stage(size_t u);
+  std::vector<std::vector<size_t>> unit_params_;  // per unit: the parameters it overlaps
   std::vector<Tensor> staging_;  // per unit: the reduce-scatter's padded input when it needs one
   std::vector<Tensor> recv_;     // per unit: this rank's reduced chunk, until complete
   std::vector<Tensor> wire_in_;  // per unit: the collective's input (bf16 under reduce_dtype)

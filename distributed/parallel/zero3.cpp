@@ -47,24 +47,41 @@ void Zero3::lay_out(nn::Module& model) {
     } else {
       block_unit_[blocks[m - 1]] = units_.size();
     }
-    buffers_.push_back(ops::zeros({unit.chunk * ctx_.size}, DType::kF32, ctx_.device));
-    gathered_.push_back(true);
+    // Its storage exists only while gathered (never all of the model at once, not even here).
+    buffers_.push_back(ops::empty({unit.chunk * ctx_.size}, DType::kF32, ctx_.device));
+    buffers_.back().storage()->release();
+    gathered_.push_back(false);
     begin = unit.end;
     units_.push_back(unit);
   }
   total_ = begin;
-  // Parameters move into the unit buffers (filled from the flat buffer, which every rank holds
-  // after the broadcast) and the flat buffers go: nothing may keep them (4P of parameters, 4P
-  // of gradients) alive.
+  lay_out_shards();
+  shard_params_ = ops::zeros({std::max<int64_t>(shard_total_, 1)}, DType::kF32, ctx_.device);
+  // One unit at a time: its parameters are copied from the flat buffer (every rank holds it
+  // after the broadcast) into the unit's buffer, this rank's chunk is kept, and the buffer is
+  // released again. The parameters become views into the unit buffers, and the flat buffers
+  // go: nothing may keep them alive.
+  std::vector<std::vector<size_t>> of_unit(units_.size());
+  for (size_t i = 0; i < leaves_.size(); ++i) of_unit[params_[i].units[0]].push_back(i);
+  std::vector<Tensor> views(leaves_.size());
+  for (size_t u = 0; u < units_.size(); ++u) {
+    buffers_[u].storage()->materialize();
+    ops::fill_(buffers_[u], 0.0);  // the padding
+    for (size_t i : of_unit[u]) {
+      const Param& p = params_[i];
+      views[i] = make_view(buffers_[u], p.shape, contiguous_strides(p.shape),
+                           buffers_[u].offset() + (p.offset - units_[u].begin));
+      ops::copy_(views[i], leaves_[i]);
+    }
+    const int64_t chunk = units_[u].chunk;
+    Tensor dst = flat_range(shard_params_, shard_offset_[u], chunk);
+    ops::copy_(dst, flat_range(buffers_[u], ctx_.rank * chunk, chunk));
+    buffers_[u].storage()->release();
+  }
   std::vector<std::pair<std::string, Tensor>> replaced;
   for (size_t i = 0; i < leaves_.size(); ++i) {
-    const Param& p = params_[i];
-    const size_t u = p.units[0];
-    Tensor v = make_view(buffers_[u], p.shape, contiguous_strides(p.shape),
-                         buffers_[u].offset() + (p.offset - units_[u].begin));
-    ops::copy_(v, leaves_[i]);
-    leaves_[i] = v;
-    replaced.emplace_back(p.name, v);
+    leaves_[i] = views[i];
+    replaced.emplace_back(params_[i].name, views[i]);
   }
   for (size_t b = 0; b < blocks.size(); ++b) block_index_[blocks[b]] = static_cast<int>(b);
   lay_out_frozen(model, blocks, replaced);
@@ -79,16 +96,8 @@ void Zero3::lay_out(nn::Module& model) {
   }
   model.replace_parameters(values);
   flat_params_ = flat_grads_ = Tensor();
-  lay_out_shards();
-  shard_params_ = ops::zeros({std::max<int64_t>(shard_total_, 1)}, DType::kF32, ctx_.device);
-  for (size_t u = 0; u < units_.size(); ++u) {
-    const int64_t chunk = units_[u].chunk;
-    Tensor dst = flat_range(shard_params_, shard_offset_[u], chunk);
-    ops::copy_(dst, flat_range(buffers_[u], ctx_.rank * chunk, chunk));
-  }
   make_pieces(
       [this](size_t u) { return flat_range(shard_params_, shard_offset_[u], units_[u].chunk); });
-  release_all();
   model.set_forward_hook(this);
   for (nn::Module* block : blocks) block->set_forward_hook(this);
 }
@@ -131,6 +140,8 @@ void Zero3::lay_out_frozen(nn::Module& model, const std::vector<nn::Module*>& bl
       replaced.emplace_back(name, v);
     }
     f.shard = ops::clone(flat_range(f.buffer, ctx_.rank * f.chunk, f.chunk));
+    f.buffer.storage()->release();  // gathered when its block runs
+    f.gathered = false;
     if (m == 0) {
       root_frozen_ = static_cast<int>(frozen_.size());
     } else {

@@ -78,6 +78,36 @@ for r in np2_z0:2:0 np2_z1:2:1 np2_z2:2:2 np2_z3:2:3 np4_z1:4:1 np4_z2:4:2 np4_z
   fi
 done
 
+# Memory after setup (HFRUN_MEMORY_TRACE), on a model large enough that huge-page rounding is
+# small beside it: once prepared a rank holds its training state and nothing more (no whole
+# gradient buffer under ZeRO-2/3, no whole parameter buffer under ZeRO-3, no cached block
+# handed out whole to a request half its size), and setting up never held more than the
+# model as built plus that state (ZeRO-3 fills its units one at a time).
+for z in 2 3; do
+  cat > "$TMP/mem_z$z.yaml" <<YAML
+output_dir: $TMP/mem_z$z
+model: {config: {n_layer: 2, n_head: 4, n_embd: 256, n_positions: 32}}
+tokenizer: $GPT2
+data: {train: [$TMP/z.txt], seq_len: 16}
+train: {micro_batch_size: 1, max_steps: 1}
+distributed: {zero_stage: $z}
+checkpoint: {every: 0}
+YAML
+  if ! HFRUN_MEMORY_TRACE=1 "$HFRUN" -np 2 --oversubscribe "$TMP/mem_z$z.yaml" > "$TMP/mem_z$z.log" 2>&1; then
+    echo "FAIL: mem_z$z failed:"; cat "$TMP/mem_z$z.log"; fail=1; continue
+  fi
+  if ! awk -v z="$z" '
+      /^\[rank 0\] \[memory\] model built/ { match($0, /tensors +[0-9.]+/); split(substr($0, RSTART, RLENGTH), f, " "); built = f[2] }
+      /^\[rank 0\] \[memory\] prepared/ { match($0, /tensors +[0-9.]+ MiB \(peak +[0-9.]+/)
+        split(substr($0, RSTART, RLENGTH), f, " "); live = f[2]; peak = f[5] }
+      /^\[rank 0\].*training state per rank/ { match($0, /per rank [0-9.]+/); split(substr($0, RSTART, RLENGTH), f, " "); state = f[3] }
+      END { printf "zero_stage %d: model %.1f MiB, state %.1f MiB, after setup %.1f MiB (peak %.1f)\n", z, built, state, live, peak
+            exit !(state > 0 && built > 0 && live <= 1.05 * state + 4 && peak <= 1.05 * (built + state) + 4) }' "$TMP/mem_z$z.log"; then
+    echo "FAIL: mem_z$z: setup holds more than the model and its training state:"
+    grep -E "rank 0.*(memory|training state)" "$TMP/mem_z$z.log"; fail=1
+  fi
+done
+
 # ZeRO-3 gathers the sharded parameters for the final export.
 [ -s "$TMP/np2_z3/final/model.safetensors" ] || { echo "FAIL: ZeRO-3 run exported no final/model.safetensors"; fail=1; }
 

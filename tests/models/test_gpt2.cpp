@@ -91,6 +91,29 @@ TEST(Gpt2, FlatParametersAreViewsAndGradientsLandInTheFlatBuffer) {
   for (float g : flat.grads.to_vector()) ASSERT_EQ(g, 0.0f);
 }
 
+// Without a gradient buffer (ZeRO-2 and 3 keep a shard only) the parameters are flat views as
+// before, with no gradient until backward makes one: the same gradients as with the buffer.
+TEST(Gpt2, FlatteningWithoutAGradientBufferLeavesGradientsToBackward) {
+  Gpt2 with(tiny(), 3), without(tiny(), 3);
+  with.flatten_parameters();
+  const FlatParameters& flat = without.flatten_parameters(Device::cpu(), false);
+  EXPECT_FALSE(flat.grads.defined());
+  for (const auto& [name, t] : without.named_parameters()) {
+    EXPECT_TRUE(t.shares_storage_with(flat.params)) << name;
+    EXPECT_TRUE(t.requires_grad()) << name;
+    EXPECT_FALSE(t.grad().defined()) << name;
+  }
+  Tensor ids = ops::from_ints({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor targets = ops::from_ints({2, 3, 4, 5, 6, 7}, {2, 3});
+  autograd::backward(with.loss(ids, targets));
+  autograd::backward(without.loss(ids, targets));
+  const auto a = with.named_parameters(), b = without.named_parameters();
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_TRUE(b[i].second.grad().defined()) << b[i].first;
+    EXPECT_EQ(a[i].second.grad().to_vector(), b[i].second.grad().to_vector()) << a[i].first;
+  }
+}
+
 TEST(Gpt2, PlainSgdStepsLowerTheLoss) {
   Gpt2 m(tiny(), 11);
   const FlatParameters& flat = m.flatten_parameters();
