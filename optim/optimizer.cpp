@@ -56,8 +56,9 @@ void Optimizer::add_state_kind(const std::string& kind) {
 }
 
 void Optimizer::step(double grad_scale) {
-  HF_CHECK(std::isfinite(grad_scale) && grad_scale > 0, kind_, ": step's grad_scale ", grad_scale,
-           " must be positive and finite");
+  // 0 is a clip coefficient too: a norm past f32's range clips to zero, as torch's f32 one.
+  HF_CHECK(std::isfinite(grad_scale) && grad_scale >= 0, kind_, ": step's grad_scale ", grad_scale,
+           " must be finite and not negative");
   autograd::NoGradGuard no_grad;
   std::vector<PendingUpdate> updates;
   for (size_t i = 0; i < params_.size(); ++i) {

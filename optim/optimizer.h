@@ -40,7 +40,7 @@ class Optimizer {
   Optimizer& operator=(const Optimizer&) = delete;
 
   // One update of every parameter whose grad is defined (others are skipped and keep their
-  // state and per-parameter step, as torch does), then step_count() += 1. grad_scale (> 0,
+  // state and per-parameter step, as torch does), then step_count() += 1. grad_scale (>= 0,
   // finite) multiplies every gradient element in f32 as the update reads it, with the same
   // result as scaling the gradients in place first (torch's clip_grad_norm_ then step()), one
   // pass over them fewer; the gradients themselves are left as they are.
