@@ -50,23 +50,8 @@ void system_free(void* p, size_t size) {
   }
 }
 
-// Where a mapped block is split: the head keeps what a request needs, rounded up to a huge page
-// (a page below kHugeBytes), and the tail becomes a cached block of its own. Returns the block
-// unsplit when either part would fall below kMapBytes (blocks under it are malloc's: a part
-// that small would be freed as one). munmap takes any page-aligned part of a mapping.
-size_t split_head(size_t block, size_t size) {
-  if (block < kMapBytes) return block;
-  constexpr size_t kPage = 4096;
-  const size_t align = block >= kHugeBytes ? kHugeBytes : kPage;
-  const size_t head = (size + align - 1) / align * align;
-  if (head < kMapBytes || head >= block || block - head < kMapBytes) return block;
-  return head;
-}
-
 // Freed blocks are kept for reuse, best fit: a request takes the smallest cached block at least
-// its size and at most twice it; a mapped block much larger than the request is split, the
-// tail staying cached (split_head), so a 237 MB shard that reuses a freed 475 MB buffer holds
-// 238 MB, not 475. (Exact sizes alone held a block for every shape ever seen,
+// its size and at most twice it. (Exact sizes alone held a block for every shape ever seen,
 // which with padded batches, a different length every micro batch, grew the cache to
 // gigabytes.) Live and cached blocks together are held to kHeldFactor x the peak of live bytes:
 // beyond that the least recently freed cached blocks go back to the system. A training step of
@@ -84,15 +69,11 @@ class CachingCpuAllocator final : public Allocator {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = by_size_.lower_bound(size);
       if (it != by_size_.end() && it->first <= 2 * size) {
-        size_t block = it->first;
+        const size_t block = it->first;
         void* p = it->second.ptr;
         by_age_.erase(it->second.age);
         by_size_.erase(it);
         stats_.cached_bytes -= block;
-        if (const size_t head = split_head(block, size); head < block) {
-          cache(static_cast<char*>(p) + head, block - head);
-          block = head;
-        }
         if (block != size) oversized_[p] = block;
         note_alloc(block);
         ++stats_.cache_hits;
@@ -126,7 +107,10 @@ class CachingCpuAllocator final : public Allocator {
       system_free(ptr, size);
       return;
     }
-    cache(ptr, size);
+    const uint64_t age = next_age_++;
+    auto it = by_size_.emplace(size, Cached{ptr, age});
+    by_age_.emplace(age, it);
+    stats_.cached_bytes += size;
     evict_to(held_limit(0), 0);
   }
 
@@ -149,13 +133,6 @@ class CachingCpuAllocator final : public Allocator {
     uint64_t age;
   };
   using BySize = std::multimap<size_t, Cached>;
-
-  void cache(void* ptr, size_t size) {
-    const uint64_t age = next_age_++;
-    auto it = by_size_.emplace(size, Cached{ptr, age});
-    by_age_.emplace(age, it);
-    stats_.cached_bytes += size;
-  }
 
   // The most live + cached bytes to hold, given that `live` bytes are (about to be) live.
   size_t held_limit(size_t live) const {

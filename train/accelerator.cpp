@@ -16,6 +16,7 @@
 #include "distributed/parallel/tensor_parallel.h"
 #include "models/model.h"
 #include "optim/clip.h"
+#include "tensor/allocator.h"
 #include "tensor/ops.h"
 #include "train/checkpoint.h"
 #include "train/distributed_setup.h"
@@ -242,10 +243,20 @@ std::vector<optim::ParamRef> Accelerator::prepare_model(
     return params;
   }
   Tensor values = flat->params;
+  // The model as built was copied into the flat buffer: its tensors go back to the system
+  // before the strategy allocates its shards (see below).
+  allocator_for(s.device).empty_cache();
   s.dp->broadcast(values);  // every rank starts from rank 0's parameters
   s.dp->attach(model);
   auto mine = s.dp->optimizer_params(params, &s.slices);  // ZeRO: this rank's shard only
   for (const auto& p : mine) s.prepared.push_back(p.param);
+  values = Tensor();  // ZeRO-3 holds none of the flat buffer now, nor need we
+  params.clear();
+  // What setup freed (flat buffers ZeRO-3 dropped) goes back to the system rather than waiting
+  // in the cache: a cached block serves any request of half its size or more whole, and a
+  // shard or the optimizer's state, half a freed buffer under ZeRO, would hold twice its bytes
+  // for the whole run.
+  allocator_for(s.device).empty_cache();
   gather_for_forward();
   return mine;
 }

@@ -47,9 +47,9 @@ void Zero3::lay_out(nn::Module& model) {
     } else {
       block_unit_[blocks[m - 1]] = units_.size();
     }
-    // Its storage exists only while gathered (never all of the model at once, not even here).
-    buffers_.push_back(ops::empty({unit.chunk * ctx_.size}, DType::kF32, ctx_.device));
-    buffers_.back().storage()->release();
+    // Its storage exists only while gathered (never all of the model at once, not even here);
+    // made below, once the shards are.
+    buffers_.emplace_back();
     gathered_.push_back(false);
     begin = unit.end;
     units_.push_back(unit);
@@ -65,8 +65,7 @@ void Zero3::lay_out(nn::Module& model) {
   for (size_t i = 0; i < leaves_.size(); ++i) of_unit[params_[i].units[0]].push_back(i);
   std::vector<Tensor> views(leaves_.size());
   for (size_t u = 0; u < units_.size(); ++u) {
-    buffers_[u].storage()->materialize();
-    ops::fill_(buffers_[u], 0.0);  // the padding
+    buffers_[u] = ops::zeros({units_[u].chunk * ctx_.size}, DType::kF32, ctx_.device);
     for (size_t i : of_unit[u]) {
       const Param& p = params_[i];
       views[i] = make_view(buffers_[u], p.shape, contiguous_strides(p.shape),

@@ -104,44 +104,6 @@ TEST(Allocator, ReusesFreedBlocksInSteadyState) {
   EXPECT_GE(after.cache_hits, before.cache_hits + 10);
 }
 
-// A cached block much larger than a request is split: the request holds what it needs
-// (rounded to a huge page), and the rest is a cached block of its own that the next request
-// takes, with no system allocation for either.
-TEST(Allocator, SplitsALargeCachedBlockAndCachesTheRest) {
-  Allocator& a = cpu_allocator();
-  a.empty_cache();
-  constexpr size_t kMiB = size_t{1} << 20, kBig = 64 * kMiB;
-  void* big = a.allocate(kBig);
-  a.deallocate(big, kBig);
-  const AllocatorStats s0 = a.stats();
-  ASSERT_EQ(s0.cached_bytes, kBig);
-  void* head = a.allocate(kBig / 2 + 100);
-  EXPECT_EQ(head, big);
-  const AllocatorStats s1 = a.stats();
-  EXPECT_EQ(s1.allocated_bytes - s0.allocated_bytes, 34 * kMiB);
-  EXPECT_EQ(s1.cached_bytes, 30 * kMiB);
-  void* tail = a.allocate(30 * kMiB);
-  EXPECT_EQ(tail, static_cast<char*>(big) + 34 * kMiB);
-  const AllocatorStats s2 = a.stats();
-  EXPECT_EQ(s2.system_allocs, s0.system_allocs);
-  EXPECT_EQ(s2.cached_bytes, 0u);
-  std::memset(head, 1, kBig / 2 + 100);  // both parts are usable memory
-  std::memset(tail, 2, 30 * kMiB);
-  EXPECT_EQ(static_cast<unsigned char*>(head)[kBig / 2 + 99], 1);
-  a.deallocate(tail, 30 * kMiB);
-  a.deallocate(head, kBig / 2 + 100);
-  EXPECT_EQ(a.stats().allocated_bytes, s0.allocated_bytes);
-  a.empty_cache();  // unmaps the two parts apart
-  EXPECT_EQ(a.stats().cached_bytes, 0u);
-  // A block that is not much larger is taken whole.
-  void* b = a.allocate(8 * kMiB);
-  a.deallocate(b, 8 * kMiB);
-  void* c = a.allocate(7 * kMiB);
-  EXPECT_EQ(c, b);
-  EXPECT_EQ(a.stats().cached_bytes, 0u);
-  a.deallocate(c, 7 * kMiB);
-}
-
 TEST(Tensor, FactoriesAndElementAccess) {
   Tensor t = ops::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
   EXPECT_EQ(t.sizes(), (Shape{2, 3}));
