@@ -63,24 +63,21 @@ void Zero3::lay_out(nn::Module& model) {
   // go: nothing may keep them alive.
   std::vector<std::vector<size_t>> of_unit(units_.size());
   for (size_t i = 0; i < leaves_.size(); ++i) of_unit[params_[i].units[0]].push_back(i);
-  std::vector<Tensor> views(leaves_.size());
+  std::vector<std::pair<std::string, Tensor>> replaced(leaves_.size());
   for (size_t u = 0; u < units_.size(); ++u) {
     buffers_[u] = ops::zeros({units_[u].chunk * ctx_.size}, DType::kF32, ctx_.device);
     for (size_t i : of_unit[u]) {
       const Param& p = params_[i];
-      views[i] = make_view(buffers_[u], p.shape, contiguous_strides(p.shape),
+      Tensor v = make_view(buffers_[u], p.shape, contiguous_strides(p.shape),
                            buffers_[u].offset() + (p.offset - units_[u].begin));
-      ops::copy_(views[i], leaves_[i]);
+      ops::copy_(v, leaves_[i]);
+      leaves_[i] = v;
+      replaced[i] = {p.name, v};
     }
     const int64_t chunk = units_[u].chunk;
     Tensor dst = flat_range(shard_params_, shard_offset_[u], chunk);
     ops::copy_(dst, flat_range(buffers_[u], ctx_.rank * chunk, chunk));
     buffers_[u].storage()->release();
-  }
-  std::vector<std::pair<std::string, Tensor>> replaced;
-  for (size_t i = 0; i < leaves_.size(); ++i) {
-    leaves_[i] = views[i];
-    replaced.emplace_back(params_[i].name, views[i]);
   }
   for (size_t b = 0; b < blocks.size(); ++b) block_index_[blocks[b]] = static_cast<int>(b);
   lay_out_frozen(model, blocks, replaced);
