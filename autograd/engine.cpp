@@ -48,11 +48,11 @@ void accumulate(Tensor& slot, const Tensor& g) {
   }
 }
 
-// What input i of the node may add its gradient into (see gradient_sink), when no other edge
+// What input i of the node may write its gradient into (see gradient_sink), when no other edge
 // of the node reaches the same producer: the pending gradient, held by nothing but the engine;
 // or, for a leaf with a gradient buffer that nothing else will reach in this backward (the node
-// is its last producer and none before left a gradient), that buffer.
-Tensor sink_for(const SinkContext& c, size_t i) {
+// is its last producer and none before left a gradient), that buffer (*leaf: its metadata).
+Tensor sink_for(const SinkContext& c, size_t i, AutogradMeta** leaf) {
   const auto& next = c.node->next();
   Node* target = next[i].get();
   if (!target) return Tensor();
@@ -66,18 +66,32 @@ Tensor sink_for(const SinkContext& c, size_t i) {
   auto* acc = dynamic_cast<AccumulateGrad*>(target);
   auto dep = c.dependencies->find(target);
   if (acc == nullptr || dep == c.dependencies->end() || dep->second != 1) return Tensor();
-  const AutogradMeta* meta = acc->leaf().autograd_meta();
-  if (meta && meta->grad && meta->grad->defined() && meta->grad->is_contiguous()) {
-    return *meta->grad;
-  }
-  return Tensor();
+  AutogradMeta* meta = acc->leaf().autograd_meta();
+  if (!meta || !meta->grad || !meta->grad->defined()) return Tensor();
+  *leaf = meta;
+  return *meta->grad;
 }
 
 }  // namespace
 
-Tensor gradient_sink(size_t i) {
+Tensor gradient_sink(size_t i, const Shape& sizes, DType dtype, Device device, bool* overwrite) {
+  if (overwrite) *overwrite = false;
   if (t_sinks == nullptr || i >= t_sinks->node->next().size()) return Tensor();
-  return sink_for(*t_sinks, i);
+  AutogradMeta* leaf = nullptr;
+  Tensor sink = sink_for(*t_sinks, i, &leaf);
+  if (!sink.defined() || sink.sizes() != sizes || sink.dtype() != dtype ||
+      sink.device() != device || !sink.is_contiguous()) {
+    return Tensor();
+  }
+  if (leaf != nullptr && leaf->grad_zero_pending) {  // zeroed lazily: its values are stale
+    leaf->grad_zero_pending = false;
+    if (overwrite) {
+      *overwrite = true;
+    } else {
+      ops::fill_(sink, 0.0);
+    }
+  }
+  return sink;
 }
 
 void backward(const Tensor& root, const Tensor& grad_root) {

@@ -117,12 +117,19 @@ Grads linear_grads(const LinearSaved& s, Tensor g_out) {
   if (s.gw) {
     // An f32 weight whose gradient buffer is the sink (its leaf, reached by this layer only):
     // the GEMM adds the gradient into it (from bf16 operands under mixed precision, accumulated
-    // in f32), with no product tensor, no cast and no separate add.
-    Tensor sink = s.w_transposed ? Tensor() : autograd::gradient_sink(1);
-    if (sink.defined() && s.gw_dtype == DType::kF32 && sink.dtype() == DType::kF32 &&
-        sink.dim() == 2 && sink.size(0) == s.x2.size(1) && sink.size(1) == s.out &&
-        s.x2.dtype() == g2.dtype() && sink.device() == g2.device()) {
-      ops::matmul_add_(sink, mT(s.x2), g2);
+    // in f32), or writes it there when the buffer was zeroed lazily, with no product tensor,
+    // no cast and no separate add.
+    bool overwrite = false;
+    Tensor sink = !s.w_transposed && s.gw_dtype == DType::kF32 && s.x2.dtype() == g2.dtype()
+                      ? autograd::gradient_sink(1, {s.x2.size(1), s.out}, DType::kF32, g2.device(),
+                                                &overwrite)
+                      : Tensor();
+    if (sink.defined()) {
+      if (overwrite) {
+        ops::matmul_into_(sink, mT(s.x2), g2);
+      } else {
+        ops::matmul_add_(sink, mT(s.x2), g2);
+      }
     } else {
       grad_w = s.w_transposed ? mT(ops::matmul(mT(g2), s.x2, Tensor(), s.gw_dtype))
                               : ops::matmul(mT(s.x2), g2, Tensor(), s.gw_dtype);

@@ -78,9 +78,10 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   return record("embedding", {weight}, y, [saved_ids, rows, dtype](const Tensor& g) -> Grads {
     // A tied weight already holds the lm_head's dense gradient: add only the rows the ids
     // name into it, instead of a dense [rows, C] gradient summed with it.
-    Tensor sink = gradient_sink(0);
-    if (sink.defined() && sink.dtype() == dtype && g.dtype() == dtype && sink.dim() == 2 &&
-        sink.size(0) == rows && sink.size(1) == g.size(-1) && sink.device() == g.device()) {
+    Tensor sink = g.dtype() == dtype
+                      ? gradient_sink(0, {rows, g.size(-1)}, dtype, g.device(), nullptr)
+                      : Tensor();
+    if (sink.defined()) {
       ops::embedding_backward_add_(sink, g, saved_ids);
       return {Tensor()};
     }

@@ -33,6 +33,9 @@ std::vector<Tensor> AccumulateGrad::apply(Tensor grad_output) {
       ops::copy_(g, grad_output);
       meta.grad = std::make_shared<Tensor>(g);
     }
+  } else if (meta.grad_zero_pending) {    // zeroed lazily: the buffer's values are stale
+    ops::copy_(*meta.grad, grad_output);  // (casts to the gradient's dtype)
+    meta.grad_zero_pending = false;
   } else {
     Tensor& g = *meta.grad;
     if (g.dtype() == grad_output.dtype()) {

@@ -102,15 +102,18 @@ Tensor record(const char* name, const std::vector<Tensor>& inputs, const Tensor&
 // requires a single-element root). Leaves accumulate into .grad(); saved tensors are released.
 void backward(const Tensor& root, const Tensor& grad_root = Tensor());
 
-// Inside a backward function: a tensor into which its gradient for input `i` may be added in
-// place instead of being returned, or an undefined Tensor. The engine offers the gradient
-// already pending for that input (another path's, not yet passed on) when nothing else holds
-// it, or, for a leaf this backward is the last to reach with no gradient pending, the leaf's
-// .grad() buffer; adding into it is the sum the engine or AccumulateGrad would form (its
-// grad-ready hooks still run after). A backward that adds its gradient into the sink returns an
-// undefined gradient for that input. It must check that the sink has the shape and dtype of the
-// gradient it would have returned.
-Tensor gradient_sink(size_t i);
+// Inside a backward function: a tensor into which its gradient for input `i` (of `sizes` and
+// `dtype`, contiguous, on `device`) may be written in place instead of being returned, or an
+// undefined Tensor. The engine offers the gradient already pending for that input (another
+// path's, not yet passed on) when nothing else holds it, or, for a leaf this backward is the
+// last to reach with no gradient pending, the leaf's .grad() buffer; adding into it is the sum
+// the engine or AccumulateGrad would form (its grad-ready hooks still run after). A backward
+// that writes its gradient into the sink returns an undefined gradient for that input.
+// `overwrite`: where the sink is a buffer zeroed lazily (Tensor::zero_grad_lazily), the engine
+// sets *overwrite and the backward must write the whole sink instead of adding (its values
+// are stale); else it adds. A backward that cannot overwrite passes null, and such a buffer is
+// filled with zeros first.
+Tensor gradient_sink(size_t i, const Shape& sizes, DType dtype, Device device, bool* overwrite);
 
 // Registers a hook run when `leaf`'s gradient of a backward is final.
 void register_grad_ready_hook(Tensor& leaf, std::function<void(Tensor&)> hook);

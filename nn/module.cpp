@@ -279,12 +279,25 @@ void Module::release_gradient_buffer() {
 void Module::zero_grad() {
   if (flat_ && flat_->grads.defined()) {
     ops::fill_(flat_->grads, 0.0);
+    for (auto& [n, t] : named_parameters()) {  // none zeroed lazily is pending any more
+      AutogradMeta* m = t.autograd_meta();
+      if (!m || !m->grad_zero_pending) continue;
+      if (m->grad->shares_storage_with(flat_->grads)) {
+        m->grad_zero_pending = false;
+      } else {
+        t.grad();  // (a gradient set apart from the buffer: filled by itself)
+      }
+    }
     return;
   }
   for (auto& [n, t] : named_parameters()) {
     Tensor g = t.grad();
     if (g.defined()) ops::fill_(g, 0.0);
   }
+}
+
+void Module::zero_grad_lazily() {
+  for (auto& [n, t] : named_parameters()) t.zero_grad_lazily();
 }
 
 }  // namespace hfrun::nn

@@ -40,7 +40,7 @@ struct FlatSlot {
 struct FlatParameters {
   Tensor params;  // 1-D, every parameter is a view into it
   Tensor grads;   // 1-D over params[0, trainable); each trainable .grad() is a view into it
-                  // (undefined without a gradient buffer)
+                  // (undefined without a gradient buffer; see Module::zero_grad_lazily)
   std::vector<FlatSlot> slots;  // in buffer order
   int64_t trainable = 0;        // elements of params (aligned) holding trainable parameters
 };
@@ -133,6 +133,11 @@ class Module {
   // Zeros the flat gradient buffer (or every defined .grad() when it was released or the
   // parameters were not flattened).
   void zero_grad();
+  // The same zeros without writing them (Tensor::zero_grad_lazily on every gradient): the next
+  // backward writes each gradient over its stale values instead of adding, and a gradient it
+  // does not reach is filled when its grad() is read. flat()->grads holds stale values until
+  // then: code that reads it must read the parameters' grad() first. What Accelerator uses.
+  void zero_grad_lazily();
   // Replaces every parameter (named_parameters() order) by the given tensor (requires_grad is
   // set), and drops the flat buffers: ZeRO-3 gives each block its own gatherable buffer (same
   // shapes), tensor parallelism keeps each rank's part (same_shapes false).

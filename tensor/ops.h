@@ -152,6 +152,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor(),
 // out += a @ b for 2-D a [M, K], b [K, N] into a contiguous f32 out [M, N] (a weight gradient
 // accumulated into its buffer: one GEMM that adds, where the backend has one).
 void matmul_add_(Tensor& out, const Tensor& a, const Tensor& b);
+// out = a @ b into an existing contiguous f32 out [M, N] (same operands as matmul_add_): a
+// weight gradient written over a buffer that holds none yet.
+void matmul_into_(Tensor& out, const Tensor& a, const Tensor& b);
 // A linear layer followed by GPT-2's tanh GELU, for 2-D a [M, K] and b [K, N]: pre = a @ b +
 // bias and out = gelu_tanh(pre), both out_dtype (pre is what the GELU's backward reads). One
 // GEMM with cuBLASLt's GELU epilogue on CUDA; the CPU composes matmul and unary.

@@ -77,11 +77,22 @@ bool Tensor::is_leaf() const {
 
 Tensor Tensor::grad() const {
   auto* m = impl().autograd.get();
-  return m && m->grad ? *m->grad : Tensor();
+  if (!m || !m->grad) return Tensor();
+  if (m->grad_zero_pending) {
+    ops::fill_(*m->grad, 0.0);
+    m->grad_zero_pending = false;
+  }
+  return *m->grad;
+}
+
+void Tensor::zero_grad_lazily() {
+  auto* m = impl().autograd.get();
+  if (m && m->grad && m->grad->defined()) m->grad_zero_pending = true;
 }
 
 void Tensor::set_grad(const Tensor& g) {
   auto& m = ensure_autograd_meta();
+  m.grad_zero_pending = false;
   if (!g.defined()) {
     m.grad.reset();
   } else {

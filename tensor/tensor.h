@@ -27,7 +27,10 @@ class Tensor;
 // Autograd state of one tensor; the engine that reads it is in autograd/.
 struct AutogradMeta {
   bool requires_grad = false;
-  std::shared_ptr<Tensor> grad;             // accumulated gradient of a leaf
+  std::shared_ptr<Tensor> grad;  // accumulated gradient of a leaf
+  // The gradient is zero but `grad` was not written (Tensor::zero_grad_lazily): its buffer
+  // holds stale values that the next gradient overwrites, or grad() fills if it is read first.
+  bool grad_zero_pending = false;
   std::shared_ptr<autograd::Node> grad_fn;  // the node that produced a non-leaf
   std::weak_ptr<autograd::Node>
       grad_accumulator;  // a leaf's accumulate node, while a graph uses it
@@ -81,8 +84,15 @@ class Tensor {
   // Marks a leaf as a trainable tensor; throws for a non-leaf or a non-floating dtype.
   Tensor& set_requires_grad(bool on);
   bool is_leaf() const;
-  Tensor grad() const;  // undefined Tensor when none was accumulated
+  // Undefined when none was accumulated. A gradient zeroed lazily is filled with zeros here
+  // first, so every reader sees the zeros.
+  Tensor grad() const;
   void set_grad(const Tensor& g);
+  // Zeros the gradient without writing its buffer: the first gradient accumulated into it
+  // (AccumulateGrad, a backward's gradient sink) overwrites it, and one never written is
+  // filled by grad(). Code that reads the buffer through another view (a flat gradient buffer)
+  // must call grad() first. No-op without a gradient.
+  void zero_grad_lazily();
   const std::shared_ptr<autograd::Node>& grad_fn() const;
   AutogradMeta* autograd_meta() const { return impl().autograd.get(); }
   AutogradMeta& ensure_autograd_meta();

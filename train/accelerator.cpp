@@ -420,7 +420,7 @@ void Accelerator::zero_grad() {
   if (s.dp) {
     s.dp->zero_grad(*s.model);
   } else {
-    s.model->zero_grad();
+    s.model->zero_grad_lazily();  // the next backward writes over them (nn::Module)
   }
   micro_step_ = 0;
   awaiting_step_ = false;

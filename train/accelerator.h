@@ -195,6 +195,8 @@ class Accelerator {
   float loss_scale() const;
   const optim::GradScaler& grad_scaler() const;
   // Drops the gradients accumulated so far and starts a new window (e.g. to skip a step).
+  // Lazily (nn::Module::zero_grad_lazily): the next backward writes each gradient instead of
+  // adding it to zeros; grad() reads zeros meanwhile.
   void zero_grad();
   // Ends the window without an update (a non-finite gradient): zero_grad(), and the
   // parameters ready for the next forward (ZeRO-3). step_count() stays.

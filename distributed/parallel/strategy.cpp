@@ -80,8 +80,12 @@ void Strategy::attach(nn::Module& model) {
            "DataParallel::attach: flat slots are not in buffer order");
   lay_out(model);
   sync_.assign(units_.size(), UnitSync{});
-  for (const Param& p : params_) {
-    for (size_t u : p.units) ++sync_[u].params;
+  unit_params_.assign(units_.size(), {});
+  for (size_t p = 0; p < params_.size(); ++p) {
+    for (size_t u : params_[p].units) {
+      ++sync_[u].params;
+      unit_params_[u].push_back(p);
+    }
   }
   const auto live = model.named_trainable_parameters();
   for (size_t i = 0; i < live.size(); ++i) {
@@ -124,6 +128,9 @@ void Strategy::grad_ready(size_t p, Tensor& leaf) {
 }
 
 void Strategy::start(size_t u) {
+  // A gradient zeroed lazily that no backward wrote holds stale values, and the collective
+  // reads the flat buffer: grad() fills its zeros first.
+  for (size_t p : unit_params_[u]) (void)leaves_[p].grad();
   sync_[u].issued = true;
   sync_[u].work = issue(u);
   in_flight_.push_back(u);

@@ -83,7 +83,7 @@ class Strategy {
                                                         std::vector<ParamSlice>* slices) const = 0;
   virtual double clip_grad_norm(double max_norm, float inv_scale) = 0;
   virtual void after_optimizer_step() {}
-  virtual void zero_grad(nn::Module& model) { model.zero_grad(); }
+  virtual void zero_grad(nn::Module& model) { model.zero_grad_lazily(); }
   virtual void gather_parameters() {}
   virtual void release_parameters() {}
   virtual std::vector<std::pair<ParamSlice, Tensor>> parameter_pieces() const { return {}; }
@@ -163,6 +163,7 @@ class Strategy {
   Tensor flat_params_, flat_grads_;
   int64_t total_ = 0;  // elements of the flat buffers (ZeRO-3: of its units, padded)
   std::vector<UnitLayout> units_;
+  std::vector<std::vector<size_t>> unit_params_;  // per unit: the parameters it overlaps
 
  private:
   struct UnitSync {

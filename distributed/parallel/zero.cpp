@@ -17,10 +17,6 @@ void ShardedStrategy::lay_out_shards() {
     shard_offset_[u] = shard_total_;
     shard_total_ += chunk_elements(u);
   }
-  unit_params_.assign(units_.size(), {});
-  for (size_t p = 0; p < params_.size(); ++p) {
-    for (size_t u : params_[p].units) unit_params_[u].push_back(p);
-  }
   staging_.assign(units_.size(), Tensor());
   recv_.assign(units_.size(), Tensor());
   wire_in_.assign(units_.size(), Tensor());
@@ -153,7 +149,7 @@ double ShardedStrategy::clip_grad_norm(double max_norm, float inv_scale) {
 }
 
 void ShardedStrategy::zero_grad(nn::Module& model) {
-  model.zero_grad();
+  model.zero_grad_lazily();
   accumulate_ = false;  // the next micro-step overwrites the shard
 }
 

@@ -65,7 +65,6 @@ class ShardedStrategy : public Strategy {
   // Staged: unit u's padded reduce-scatter input from its parameters' gradients (zeros where
   // none reached), dropping the gradients no other unit still needs.
   Tensor stage(size_t u);
-  std::vector<std::vector<size_t>> unit_params_;  // per unit: the parameters it overlaps
   std::vector<Tensor> staging_;  // per unit: the reduce-scatter's padded input when it needs one
   std::vector<Tensor> recv_;     // per unit: this rank's reduced chunk, until complete
   std::vector<Tensor> wire_in_;  // per unit: the collective's input (bf16 under reduce_dtype)

@@ -106,20 +106,39 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
   return out;
 }
 
-void matmul_add_(Tensor& out, const Tensor& a, const Tensor& b) {
+namespace {
+
+// The operands of matmul_add_ and matmul_into_ (`what` names the call).
+void check_into(const char* what, const Tensor& out, const Tensor& a, const Tensor& b) {
   HF_CHECK(
       a.defined() && b.defined() && out.defined() && a.dim() == 2 && b.dim() == 2 && out.dim() == 2,
-      "matmul_add_: a [M, K], b [K, N] and out [M, N] must be defined and 2-D");
-  HF_CHECK(a.size(1) == b.size(0) && out.size(0) == a.size(0) && out.size(1) == b.size(1),
-           "matmul_add_: ", out.str(), " += ", a.str(), " @ ", b.str(), ": shapes do not match");
+      what, ": a [M, K], b [K, N] and out [M, N] must be defined and 2-D");
+  HF_CHECK(a.size(1) == b.size(0) && out.size(0) == a.size(0) && out.size(1) == b.size(1), what,
+           ": ", out.str(), " from ", a.str(), " @ ", b.str(), ": shapes do not match");
   HF_CHECK(out.dtype() == DType::kF32 && out.is_contiguous() && a.dtype() == b.dtype() &&
                is_floating(a.dtype()),
-           "matmul_add_: ", out.str(), " += ", a.str(), " @ ", b.str(),
+           what, ": ", out.str(), " from ", a.str(), " @ ", b.str(),
            ": a contiguous f32 destination and floating operands of one dtype");
-  HF_CHECK(a.device() == out.device() && b.device() == out.device(), "matmul_add_: ", a.str(), ", ",
+  HF_CHECK(a.device() == out.device() && b.device() == out.device(), what, ": ", a.str(), ", ",
            b.str(), " and ", out.str(), " must be on one device");
+}
+
+}  // namespace
+
+void matmul_add_(Tensor& out, const Tensor& a, const Tensor& b) {
+  check_into("matmul_add_", out, a, b);
   if (out.numel() == 0 || a.size(1) == 0) return;
   backend_for(out.device()).matmul_add(a, b, out);
+}
+
+void matmul_into_(Tensor& out, const Tensor& a, const Tensor& b) {
+  check_into("matmul_into_", out, a, b);
+  if (out.numel() == 0) return;
+  if (a.size(1) == 0) {
+    fill_(out, 0.0);
+    return;
+  }
+  backend_for(out.device()).matmul(a, b, Tensor(), out);
 }
 
 // pre = a @ b + bias, out = gelu_tanh(pre), both out_dtype; one GEMM with a GELU epilogue where

@@ -1,5 +1,6 @@
 // The autograd engine: accumulation, graph lifetime, no-grad, grad-ready hooks.
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -317,6 +318,73 @@ TEST(Autograd, LinearWeightGradientIsAddedIntoItsBufferByTheGemm) {
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_NEAR(got[i], a[i] + g[i] / 2, 1e-5 * (1 + std::fabs(a[i])));
   }
+}
+
+// Tensor::zero_grad_lazily: each leaf's gradient buffer is filled with NaN and zeroed lazily,
+// then backward runs (`backwards` times); against the same leaves with buffers filled with
+// zeros, every gradient comes out bit for bit equal, in its original buffer. A NaN that any
+// path added to, or that a reader saw, would show.
+void expect_lazy_zero_equals_fill(const std::vector<Tensor>& leaves,
+                                  const std::function<Tensor()>& loss, int backwards = 1,
+                                  const char* sink_op = nullptr) {
+  std::vector<Tensor> buffers;
+  std::vector<std::vector<float>> want;
+  for (const Tensor& w : leaves) buffers.push_back(ops::zeros(w.sizes(), w.dtype()));
+  for (size_t i = 0; i < leaves.size(); ++i) Tensor(leaves[i]).set_grad(buffers[i]);
+  for (int b = 0; b < backwards; ++b) autograd::backward(loss());
+  for (const Tensor& w : leaves) want.push_back(w.grad().to_vector());
+
+  for (size_t i = 0; i < leaves.size(); ++i) {
+    Tensor w = leaves[i];
+    ops::fill_(buffers[i], std::nan(""));
+    w.set_grad(buffers[i]);
+    w.zero_grad_lazily();
+  }
+  profiler::reset();
+  profiler::set_enabled(true);
+  for (int b = 0; b < backwards; ++b) autograd::backward(loss());
+  profiler::set_enabled(false);
+  if (sink_op != nullptr) {
+    EXPECT_EQ(profiler::snapshot().count(sink_op), 0u) << "a lazily zeroed sink was added into";
+  }
+  for (size_t i = 0; i < leaves.size(); ++i) {
+    const Tensor g = leaves[i].grad();
+    EXPECT_TRUE(g.is_same(buffers[i])) << "leaf " << i << ": the gradient left its buffer";
+    EXPECT_EQ(g.to_vector(), want[i]) << "leaf " << i;
+  }
+}
+
+TEST(Autograd, GradientZeroedLazilyIsWrittenOverOrFilledWhenRead) {
+  const Tensor x = testing::randn({5, 6}, 5);
+  Tensor w = testing::randn({6, 4}, 4, /*requires_grad=*/true);
+  Tensor b = testing::randn({4}, 6, /*requires_grad=*/true);
+  Tensor unused = testing::randn({3}, 7, /*requires_grad=*/true);
+  // The weight's GEMM writes its buffer (the sink) instead of adding to it; the bias goes
+  // through AccumulateGrad (a copy, not an add); `unused` is never reached: grad() fills it.
+  auto single = [&] { return sum(mul(linear(x, w, b), ops::clone(linear(x, w).detach()))); };
+  expect_lazy_zero_equals_fill({w, b, unused}, single, 1, "op:matmul_add");
+  // Mixed precision: the bf16 GEMM writes its f32 accumulator over the buffer.
+  auto bf16 = [&] { return sum(mul(linear(x, w, b, DType::kBF16), linear(x, w).detach())); };
+  expect_lazy_zero_equals_fill({w, b}, bf16, 1, "op:matmul_add");
+  // Two producers of w (no sink) and two backwards in one window: the first write replaces the
+  // stale values, the rest add.
+  auto twice = [&] { return sum(mul(linear(x, w, b), linear(x, w, b))); };
+  expect_lazy_zero_equals_fill({w, b}, twice, 2);
+  expect_lazy_zero_equals_fill({w, b}, single, 3);
+
+  // A tied table: the projection's GEMM writes it, then the lookup's rows are added; a table
+  // only looked up is filled before its rows go in.
+  const int64_t V = 50, C = 16;
+  Tensor table = ops::mul_scalar(testing::randn({V, C}, 3), 0.1);
+  table.set_requires_grad(true);
+  const Tensor ids = ops::from_ints({3, 7, 3, 0, 49, 12, 3, 8, 8, 21, 30, 7}, {12});
+  expect_lazy_zero_equals_fill(
+      {table}, [&] { return tied_lookup_loss(table, ids); }, 1, "op:matmul_add");
+  expect_lazy_zero_equals_fill(
+      {table}, [&] { return tied_lookup_loss(table, ids); }, 2);
+  Tensor proj = testing::randn({C, 5}, 8, /*requires_grad=*/true);
+  expect_lazy_zero_equals_fill(
+      {table, proj}, [&] { return sum(mul_scalar(linear(embedding(table, ids), proj), 2.0)); });
 }
 
 TEST(Autograd, NonScalarRootNeedsExplicitGradient) {

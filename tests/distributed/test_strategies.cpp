@@ -427,6 +427,77 @@ TEST(Zero1EmbeddingRows, UntiedTableOnlyGathersItsRows) {
   expect_embedding_rows_gathered(1, false, DType::kBF16);
 }
 
+// Two matrices; a step's loss may leave the second out, so that no gradient reaches it.
+class Alternating : public nn::Module {
+ public:
+  Alternating() {
+    Generator gen(4);
+    w1_ = register_parameter("w1", ops::randn({4, 8}, gen, DType::kF32, 0, 0.5));
+    w2_ = register_parameter("w2", ops::randn({8, 3}, gen, DType::kF32, 0, 0.5));
+  }
+  Tensor loss(const Tensor& x, bool whole) const {
+    Tensor h = linear(x, w1_);
+    if (!whole) return mean(mul(h, h));
+    Tensor o = linear(relu(h), w2_);
+    return mean(mul(o, o));
+  }
+
+ private:
+  nn::Parameter w1_, w2_;
+};
+
+// The strategies zero the gradients lazily (the next backward writes over them). A parameter
+// that a step's backward leaves out keeps its buffer's stale values (the last step's gradient)
+// until read: its units must go out with zeros (ZeRO-1 reduces the flat buffer itself), and
+// every stage must update it from zeros, as one process with an eager zero_grad does.
+TEST(Strategies, ParameterNoBackwardReachesSynchronisesZeros) {
+  Generator gen(9);
+  const Tensor x = ops::randn({4, 4}, gen);
+  constexpr int kDp = 2, kAltSteps = 4;
+  auto reference = std::make_unique<Alternating>();
+  reference->flatten_parameters(Device::cpu());
+  optim::AdamW ref_opt(optim::param_refs(reference->named_trainable_parameters()), adamw());
+  for (int s = 0; s < kAltSteps; ++s) {
+    reference->zero_grad();
+    autograd::backward(reference->loss(x, s % 2 == 0));
+    ref_opt.step();
+  }
+  for (int stage : {0, 1, 2}) {
+    LocalWorld world(kDp);
+    run_ranks(world, [&](int d) {
+      auto group = std::make_shared<LocalProcessGroup>(world, d);
+      Alternating model;
+      model.flatten_parameters(Device::cpu());
+      StrategyContext ctx;
+      ctx.data = ctx.data_device = group.get();
+      ctx.bucket_elements = 10;  // units crossing both parameters
+      ctx.rank = d;
+      ctx.size = kDp;
+      auto strategy = Strategy::create(stage, ctx);
+      strategy->attach(model);
+      optim::AdamW opt(strategy->optimizer_params(
+                           optim::param_refs(model.named_trainable_parameters()), nullptr),
+                       adamw());
+      for (int s = 0; s < kAltSteps; ++s) {
+        strategy->zero_grad(model);
+        strategy->before_backward(true);
+        autograd::backward(model.loss(ops::narrow(x, 0, 2 * d, 2), s % 2 == 0));
+        strategy->finish_gradient_sync();
+        opt.step();
+        strategy->after_optimizer_step();
+      }
+      const auto got = model.named_parameters(), want = reference->named_parameters();
+      for (size_t i = 0; i < want.size(); ++i) {
+        const std::vector<float> a = got[i].second.to_vector(), b = want[i].second.to_vector();
+        for (size_t k = 0; k < a.size(); ++k) {
+          ASSERT_NEAR(a[k], b[k], 1e-6 + 1e-5 * std::fabs(b[k]))
+              << "stage " << stage << ", rank " << d << ", " << want[i].first << "[" << k << "]";
+        }
+      }
+    });
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(DataParallel, LossScaled,
                          ::testing::Values(std::make_tuple(0, 1, 2), std::make_tuple(1, 1, 3),
                                            std::make_tuple(2, 1, 2), std::make_tuple(3, 1, 3),

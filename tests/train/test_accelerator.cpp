@@ -14,9 +14,11 @@
 #include <vector>
 
 #include "autograd/functions.h"
+#include "autograd/node.h"
 #include "common/error.h"
 #include "common/stop_signals.h"
 #include "io/safetensors.h"
+#include "optim/clip.h"
 #include "tensor/ops.h"
 #include "test_util.h"
 #include "train/accelerator.h"
@@ -37,6 +39,11 @@ class TwoLayer : public nn::Module {
   Tensor loss(const Tensor& x, const Tensor& y) const {
     Tensor d = sub(linear(relu(linear(x, w1_, b1_)), w2_), y);
     return mean(mul(d, d));
+  }
+  // A loss that leaves w2 out: no gradient reaches it.
+  Tensor first_layer_loss(const Tensor& x) const {
+    Tensor h = linear(x, w1_, b1_);
+    return mean(mul(h, h));
   }
 
  private:
@@ -149,6 +156,40 @@ TEST(Accelerator, ClipInStepEqualsClipInPlace) {
   train_step(in_place, in_place_model, data);
   train_step(in_step, in_step_model, data);
   const auto a = in_place_model.named_parameters(), b = in_step_model.named_parameters();
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].second.to_vector(), b[i].second.to_vector()) << a[i].first;
+  }
+}
+
+// step() zeroes the gradients lazily (the next backward writes over them): a parameter that
+// the next window's backward does not reach must be clipped and updated from zeros, as after an
+// eager zero_grad, not from its buffer's stale values (the previous window's gradient).
+TEST(Accelerator, ParameterNoBackwardReachesStepsOnZeros) {
+  const Data data;
+  TwoLayer lazy_model(1), eager_model(1);
+  Accelerator acc({.grad_accum_steps = 2});
+  acc.prepare(lazy_model, adamw);
+  eager_model.flatten_parameters(Device::cpu());
+  auto opt = adamw(optim::param_refs(eager_model.named_trainable_parameters()));
+  std::vector<Tensor> eager_params;
+  for (const auto& [name, t] : eager_model.named_trainable_parameters()) eager_params.push_back(t);
+  for (int s = 0; s < 4; ++s) {
+    const bool whole = s % 2 == 0;  // odd steps leave w2 out
+    eager_model.zero_grad();
+    for (int m = 0; m < 2; ++m) {
+      const Tensor x = ops::narrow(data.x, 0, 4 * m, 4), y = ops::narrow(data.y, 0, 4 * m, 4);
+      acc.backward(whole ? lazy_model.loss(x, y) : lazy_model.first_layer_loss(x));
+      autograd::backward(
+          mul_scalar(whole ? eager_model.loss(x, y) : eager_model.first_layer_loss(x), 0.5));
+    }
+    EXPECT_EQ(acc.clip_grad_norm_in_step(10.0), optim::clip_grad_norm(eager_params, 10.0));
+    if (!whole) {
+      for (float g : lazy_model.parameter("w2").grad().to_vector()) ASSERT_EQ(g, 0.0f);
+    }
+    acc.step();
+    opt->step();
+  }
+  const auto a = lazy_model.named_parameters(), b = eager_model.named_parameters();
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].second.to_vector(), b[i].second.to_vector()) << a[i].first;
   }
