@@ -119,6 +119,11 @@ class CachingCpuAllocator final : public Allocator {
     return stats_;
   }
 
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.peak_allocated_bytes = stats_.allocated_bytes;
+  }
+
   void empty_cache() override {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [size, c] : by_size_) system_free(c.ptr, size);
@@ -136,7 +141,7 @@ class CachingCpuAllocator final : public Allocator {
 
   // The most live + cached bytes to hold, given that `live` bytes are (about to be) live.
   size_t held_limit(size_t live) const {
-    const size_t peak = std::max(stats_.peak_allocated_bytes, live);
+    const size_t peak = std::max(high_water_, live);
     return std::min(peak / kHeldDenominator * kHeldNumerator, peak + kMaxCachedBytes);
   }
 
@@ -153,13 +158,13 @@ class CachingCpuAllocator final : public Allocator {
 
   void note_alloc(size_t size) {
     stats_.allocated_bytes += size;
-    if (stats_.allocated_bytes > stats_.peak_allocated_bytes) {
-      stats_.peak_allocated_bytes = stats_.allocated_bytes;
-    }
+    stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
+    high_water_ = std::max(high_water_, stats_.allocated_bytes);
   }
 
   mutable std::mutex mu_;
-  BySize by_size_;                               // cached blocks, for best fit
+  size_t high_water_ = 0;  // the run's peak of live bytes (the cache's bound; never reset)
+  BySize by_size_;         // cached blocks, for best fit
   std::map<uint64_t, BySize::iterator> by_age_;  // the same, least recently freed first
   uint64_t next_age_ = 0;
   std::unordered_map<void*, size_t> oversized_;  // live blocks larger than their request

@@ -23,6 +23,9 @@ class Allocator {
   virtual void deallocate(void* ptr, size_t nbytes) = 0;
   virtual AllocatorStats stats() const = 0;
   virtual void empty_cache() = 0;  // returns cached blocks to the system
+  // Starts peak_allocated_bytes again from the bytes live now (torch.cuda's
+  // reset_peak_memory_stats), so that a measurement sees its own peak, not an earlier one.
+  virtual void reset_peak() = 0;
 };
 
 Allocator& cpu_allocator();

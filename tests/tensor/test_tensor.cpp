@@ -104,6 +104,24 @@ TEST(Allocator, ReusesFreedBlocksInSteadyState) {
   EXPECT_GE(after.cache_hits, before.cache_hits + 10);
 }
 
+// reset_peak restarts the reported peak from the live bytes; the cache keeps its own bound (the
+// run's high water), so a freed block still serves the next request of its size.
+TEST(Allocator, ResetPeakStartsFromTheLiveBytesAndKeepsTheCache) {
+  Allocator& a = cpu_allocator();
+  { Tensor big = ops::empty({4 << 20}); }  // 16 MiB, freed into the cache
+  EXPECT_GE(a.stats().peak_allocated_bytes, size_t{16} << 20);
+  a.reset_peak();
+  const AllocatorStats reset = a.stats();
+  EXPECT_EQ(reset.peak_allocated_bytes, reset.allocated_bytes);
+  { Tensor small = ops::empty({1000}); }  // a free: the cache is trimmed to its bound here
+  const uint64_t system_allocs = a.stats().system_allocs;
+  {
+    Tensor again = ops::empty({4 << 20});
+    EXPECT_EQ(a.stats().system_allocs, system_allocs) << "the cached block was dropped";
+    EXPECT_GE(a.stats().peak_allocated_bytes, reset.allocated_bytes + (size_t{16} << 20));
+  }
+}
+
 TEST(Tensor, FactoriesAndElementAccess) {
   Tensor t = ops::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
   EXPECT_EQ(t.sizes(), (Shape{2, 3}));

@@ -87,6 +87,11 @@ class CachingDeviceAllocator final : public Allocator {
     return stats_;
   }
 
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.peak_allocated_bytes = stats_.allocated_bytes;
+  }
+
   void empty_cache() override {
     std::unordered_map<size_t, std::vector<void*>> blocks;
     {
