@@ -316,6 +316,41 @@ TEST(Matmul, ErrorsNameTheOpAndShapes) {
       {"matmul", "bf16"});
 }
 
+// Long problems run in two parts where oneDNN blocks their M badly (the rows up to a multiple
+// of 256, then the tail), and a large transposed bf16 A with an unaligned leading dimension is
+// copied, 8192 rows at a time, to a buffer with a padded one: the results stay the product's,
+// with and without a bias, in matmul, matmul_into_ and matmul_add_, for a 2-D problem and one
+// folded from [B, T, K]. 12369 rows: a padded chunk of 8192, then one of 4177 (4096 + 81).
+TEST(Matmul, LongProblemsWithUnalignedRowsMatchTheProduct) {
+  const int64_t m = 12369, k = 256, n = 8;
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    for (bool transposed : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + (transposed ? ", A transposed" : ", A plain"));
+      const Tensor a = transposed ? ops::transpose(ops::to_dtype(randn({k, m}, 1), dt), 0, 1)
+                                  : ops::to_dtype(randn({m, k}, 1), dt);
+      const Tensor b = ops::to_dtype(randn({k, n}, 2), dt);
+      const Tensor bias = ops::to_dtype(randn({n}, 3), dt);
+      const double tol = dt == DType::kF32 ? 1e-4 : 1e-3;
+      EXPECT_TRUE(
+          tensor_near(ops::matmul(a, b, bias, DType::kF32), naive_matmul(a, b, bias), tol, tol));
+      Tensor into = ops::full({m, n}, 7.0);
+      ops::matmul_into_(into, a, b);
+      EXPECT_TRUE(tensor_near(into, naive_matmul(a, b), tol, tol));
+      const Tensor base = randn({m, n}, 4);
+      Tensor sum = ops::clone(base);
+      ops::matmul_add_(sum, a, b);
+      std::vector<float> want = naive_matmul(a, b);
+      const std::vector<float> start = base.to_vector();
+      for (size_t i = 0; i < want.size(); ++i) want[i] += start[i];
+      EXPECT_TRUE(tensor_near(sum, want, tol, tol));
+    }
+    const Tensor a3 = ops::to_dtype(randn({3, 1393, k}, 5), dt);  // folded: M = 4179
+    const Tensor b3 = ops::to_dtype(randn({k, n}, 6), dt);
+    EXPECT_TRUE(
+        tensor_near(ops::matmul(a3, b3, Tensor(), DType::kF32), naive_matmul(a3, b3), 1e-3, 1e-3));
+  }
+}
+
 TEST(Matmul, PrimitiveCacheIsBoundedAndStillCorrect) {
   // More distinct problems than the cache holds: it stays bounded (LRU) and results stay right.
   const size_t cap = cpu::matmul_cache_capacity();

@@ -98,6 +98,42 @@ Tensor dense_matrices(const Tensor& t) {
   return ops::transpose(ops::contiguous(ops::transpose(t, -2, -1)), -2, -1);
 }
 
+// oneDNN 2.6's bf16 brgemm reads a column-major (transposed) A [M, K] far below its rate when
+// A's leading dimension is not a multiple of 128 elements: GPT-2's output-layer weight
+// gradient dlogits^T [50257, 256] x x [256, 768], A strided by the vocabulary, ran at 310-370
+// GFLOP/s; with A copied to a leading dimension of 50304, 590-650 (2 threads, AVX-512 bf16, no
+// AMX; a leading dimension of 16448, a multiple of 64, was as slow as 50257). A large such A is
+// copied once into a buffer with the padded leading dimension: one pass over A, which the GEMM
+// reads many times. (f32 kernels show no such loss.)
+constexpr int64_t kLeadingAlign = 128;
+constexpr int64_t kPadMinElements = int64_t{1} << 20;
+// Rows copied at a time: bounds the copy's memory (all of GPT-2's dlogits^T at 4 x 256 tokens
+// would be 103 MB more at the step's peak; a chunk is 16 MB) and keeps each part's M a
+// multiple of the row blocking below.
+constexpr int64_t kPadChunkRows = 8192;
+
+bool padded_copy_pays(const Tensor& a) {
+  if (a.dim() != 2 || a.dtype() != DType::kBF16) return false;
+  const int64_t m = a.size(0), k = a.size(1), ld = a.strides()[1];
+  return a.strides()[0] == 1 && k > 1 && ld % kLeadingAlign != 0 && m * k >= kPadMinElements;
+}
+
+// Runs gemm(a_rows, out_rows) on kPadChunkRows rows of a (column-major) and out at a time, each
+// chunk of a copied into one buffer whose leading dimension is a multiple of kLeadingAlign.
+template <typename Gemm>
+void by_padded_row_chunks(const Tensor& a, Tensor& out, Gemm&& gemm) {
+  const int64_t m = a.size(0), k = a.size(1), chunk = std::min(m, kPadChunkRows);
+  const int64_t ld = (chunk + kLeadingAlign - 1) / kLeadingAlign * kLeadingAlign;
+  Tensor buffer = ops::empty({k, ld}, a.dtype(), a.device());  // chunks of A^T, row-major
+  for (int64_t r = 0; r < m; r += chunk) {
+    const int64_t rows = std::min(chunk, m - r);
+    Tensor rows_t = ops::narrow(buffer, 1, 0, rows);
+    ops::copy_(rows_t, ops::transpose(ops::narrow(a, 0, r, rows), 0, 1));
+    Tensor out_rows = ops::narrow(out, 0, r, rows);
+    gemm(ops::transpose(rows_t, 0, 1), out_rows);
+  }
+}
+
 // The problem handed to oneDNN; all three operands have the same rank.
 struct Problem {
   Operand a, b, out;
@@ -187,6 +223,9 @@ struct Entry {
   dnnl::matmul prim;
   dnnl::memory::desc a_md, b_md, bias_md, out_md, scratch_md;
   bool has_bias = false;
+  // A long 2-D problem run as two (see kRowAlign): the first head_rows rows, then the rest.
+  std::shared_ptr<const Entry> head, tail;
+  int64_t head_rows = 0;
   // Batched problems that oneDNN gives to its gemm path, not brgemm: whether dense copies of
   // the operands get brgemm (kUnknown until the first call tries).
   enum DenseCopies : int { kUnknown, kFaster, kNoBetter };
@@ -226,6 +265,43 @@ std::string make_key(const Problem& p, DType in, DType out, const Tensor& bias, 
   return key;
 }
 
+// oneDNN 2.6's brgemm matmul chooses its blocking from M, and some long M run far below the
+// kernel's rate: [M, 256] x [256, 768] in bf16 ran at 350-410 GFLOP/s with M = 50257 (GPT-2's
+// vocabulary: the tied output layer's weight gradient) and 450-490 with M = 16448, where
+// 50176 and 16384 rows ran at 600-680 (2 threads, AVX-512 bf16, no AMX; f32 gains less). Such
+// a problem runs as two primitives: the rows up to a multiple of kRowAlign, then the short
+// tail (at 50257 rows, 81 of them, ~0.4 ms).
+constexpr int64_t kRowAlign = 256;
+constexpr int64_t kSplitMinRows = 4096;
+
+// p's first `rows` rows, or any `rows` rows at the same strides (2-D problems only).
+Problem row_slice(const Problem& p, int64_t rows) {
+  Problem s = p;
+  s.a.sizes[0] = rows;
+  s.out.sizes[0] = rows;
+  normalise_strides(s.a);
+  normalise_strides(s.out);
+  return s;
+}
+
+std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out, const Tensor& bias,
+                                          bool allow_ref, bool accumulate);
+
+// Gives e a head and tail entry when p is long and misaligned (kRowAlign) and both halves have
+// kernels as good as e's.
+void split_rows(Entry& e, const Problem& p, DType in, DType out, const Tensor& bias, bool allow_ref,
+                bool accumulate) {
+  const int64_t m = p.out.rank() == 2 ? p.out.sizes[0] : 0;
+  if (m < kSplitMinRows || m % kRowAlign == 0) return;
+  const int64_t head_rows = m - m % kRowAlign;
+  auto head = create_entry(row_slice(p, head_rows), in, out, bias, allow_ref, accumulate);
+  auto tail = create_entry(row_slice(p, m - head_rows), in, out, bias, allow_ref, accumulate);
+  if (!head->usable || !tail->usable || head->impl != e.impl) return;
+  e.head = std::move(head);
+  e.tail = std::move(tail);
+  e.head_rows = head_rows;
+}
+
 std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out, const Tensor& bias,
                                           bool allow_ref, bool accumulate) {
   auto e = std::make_shared<Entry>();
@@ -260,6 +336,7 @@ std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out,
     if (e->usable) {
       e->prim = dnnl::matmul(pd);
       e->scratch_md = pd.scratchpad_desc();
+      split_rows(*e, p, in, out, bias, allow_ref, accumulate);
     }
   } catch (const dnnl::error& err) {
     e->usable = false;
@@ -306,13 +383,26 @@ void* thread_scratchpad(size_t bytes) {
   return buf.ptr;
 }
 
-void execute(const Entry& e, const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
+void execute(const Entry& e, void* a, void* b, void* bias, void* out) {
+  if (e.head) {
+    // Row r of a and out starts r row strides in (a is row- or column-major: the stride of
+    // dim 0 either way); b and the bias are shared.
+    execute(*e.head, a, b, bias, out);
+    const auto at_row = [&](void* base, const dnnl::memory::desc& md) {
+      const size_t bytes = dnnl::memory::data_type_size(md.data_type());
+      return static_cast<char*>(base) +
+             e.head_rows * md.data.format_desc.blocking.strides[0] * bytes;
+    };
+    execute(*e.tail, at_row(a, e.a_md), b, bias, at_row(out, e.out_md));
+    t_last_entry = &e;
+    return;
+  }
   dnnl::engine& eng = cpu_engine();
   std::unordered_map<int, dnnl::memory> args;
-  args.emplace(DNNL_ARG_SRC, dnnl::memory(e.a_md, eng, a.raw_data()));
-  args.emplace(DNNL_ARG_WEIGHTS, dnnl::memory(e.b_md, eng, b.raw_data()));
-  args.emplace(DNNL_ARG_DST, dnnl::memory(e.out_md, eng, out.raw_data()));
-  if (e.has_bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e.bias_md, eng, bias.raw_data()));
+  args.emplace(DNNL_ARG_SRC, dnnl::memory(e.a_md, eng, a));
+  args.emplace(DNNL_ARG_WEIGHTS, dnnl::memory(e.b_md, eng, b));
+  args.emplace(DNNL_ARG_DST, dnnl::memory(e.out_md, eng, out));
+  if (e.has_bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e.bias_md, eng, bias));
   if (size_t bytes = e.scratch_md.get_size(); bytes > 0) {
     args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(e.scratch_md, eng, thread_scratchpad(bytes)));
   }
@@ -320,6 +410,11 @@ void execute(const Entry& e, const Tensor& a, const Tensor& b, const Tensor& bia
   e.prim.execute(stream, args);
   stream.wait();
   t_last_entry = &e;
+}
+
+void execute(const Entry& e, const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
+  execute(e, a.raw_data(), b.raw_data(), bias.defined() ? bias.raw_data() : nullptr,
+          out.raw_data());
 }
 
 }  // namespace
@@ -356,23 +451,11 @@ bool native_bf16_matmul() {
 
 }  // namespace
 
-void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
-  HF_PROFILE_SCOPE("matmul");
-  if (out.numel() == 0) return;
-  Tensor ta = shrink_broadcast_dims(a), tb = shrink_broadcast_dims(b), tbias = bias;
-  // oneDNN 2.6 has no f16 matmul on CPUs without AVX512-FP16, and no bf16 one without AVX-512:
-  // compute those in f32 (exact for 16-bit inputs; f32 accumulation as the native kernels, the
-  // result rounded once to out's dtype), so mixed precision runs on any CPU, only slower.
-  Tensor result = out;
-  if (a.dtype() == DType::kF16 || (a.dtype() == DType::kBF16 && !native_bf16_matmul())) {
-    ta = ops::to_dtype(ta, DType::kF32);
-    tb = ops::to_dtype(tb, DType::kF32);
-    if (bias.defined()) tbias = ops::to_dtype(bias, DType::kF32);
-    if (out.dtype() != DType::kF32) result = ops::empty(out.sizes(), DType::kF32, out.device());
-  }
-  if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
-  if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
+namespace {
 
+// matmul's oneDNN call on prepared operands (a, b and out name the caller's in errors).
+void run_matmul(Tensor ta, Tensor tb, const Tensor& tbias, Tensor& result, const Tensor& a,
+                const Tensor& b, const Tensor& out) {
   const DType in_dtype = ta.dtype();
   try {
     auto entry = lookup(build_problem(ta, tb, result), in_dtype, result.dtype(), tbias, false);
@@ -411,6 +494,33 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Te
     HF_THROW("matmul: oneDNN failed on ", a.str(), " x ", b.str(), " -> ", out.str(), ": ",
              err.what(), " (status ", static_cast<int>(err.status), ")");
   }
+}
+
+}  // namespace
+
+void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
+  HF_PROFILE_SCOPE("matmul");
+  if (out.numel() == 0) return;
+  Tensor ta = shrink_broadcast_dims(a), tb = shrink_broadcast_dims(b), tbias = bias;
+  // oneDNN 2.6 has no f16 matmul on CPUs without AVX512-FP16, and no bf16 one without AVX-512:
+  // compute those in f32 (exact for 16-bit inputs; f32 accumulation as the native kernels, the
+  // result rounded once to out's dtype), so mixed precision runs on any CPU, only slower.
+  Tensor result = out;
+  if (a.dtype() == DType::kF16 || (a.dtype() == DType::kBF16 && !native_bf16_matmul())) {
+    ta = ops::to_dtype(ta, DType::kF32);
+    tb = ops::to_dtype(tb, DType::kF32);
+    if (bias.defined()) tbias = ops::to_dtype(bias, DType::kF32);
+    if (out.dtype() != DType::kF32) result = ops::empty(out.sizes(), DType::kF32, out.device());
+  }
+  if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
+  if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
+  if (padded_copy_pays(ta)) {
+    by_padded_row_chunks(ta, result, [&](const Tensor& rows_a, Tensor& rows_out) {
+      run_matmul(rows_a, tb, tbias, rows_out, a, b, out);
+    });
+  } else {
+    run_matmul(ta, tb, tbias, result, a, b, out);
+  }
   if (!result.is_same(out)) copy(result, out);
 }
 
@@ -429,17 +539,24 @@ void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
   Tensor tb = b.dtype() == in ? b : ops::to_dtype(b, DType::kF32);
   if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
   if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
-  try {
-    auto entry = lookup(build_problem(ta, tb, out), in, DType::kF32, Tensor(), false,
-                        /*accumulate=*/true);
-    if (!entry->usable) {  // no optimised kernel takes this layout: product, then add
-      Backend::matmul_add(a, b, out);
-      return;
+  const auto run = [&](const Tensor& x, Tensor& y) {
+    try {
+      auto entry = lookup(build_problem(x, tb, y), in, DType::kF32, Tensor(), false,
+                          /*accumulate=*/true);
+      if (!entry->usable) {  // no optimised kernel takes this layout: product, then add
+        Backend::matmul_add(x, tb, y);
+        return;
+      }
+      execute(*entry, x, tb, Tensor(), y);
+    } catch (const dnnl::error& err) {
+      HF_THROW("matmul_add: oneDNN failed on ", a.str(), " x ", b.str(), " -> ", out.str(), ": ",
+               err.what(), " (status ", static_cast<int>(err.status), ")");
     }
-    execute(*entry, ta, tb, Tensor(), out);
-  } catch (const dnnl::error& err) {
-    HF_THROW("matmul_add: oneDNN failed on ", a.str(), " x ", b.str(), " -> ", out.str(), ": ",
-             err.what(), " (status ", static_cast<int>(err.status), ")");
+  };
+  if (padded_copy_pays(ta)) {
+    by_padded_row_chunks(ta, out, run);
+  } else {
+    run(ta, out);
   }
 }
 
