@@ -40,7 +40,29 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   Device dev = x.device();
   return record("narrow", {x}, ops::narrow(x, dim, start, length),
                 [in, dt, dev, dim, start, length](const Tensor& g) -> Grads {
-                  Tensor gx = ops::zeros(in, dt, dev);
+                  // x's gradient is g inside the slice and zero elsewhere. Where a gradient of
+                  // x is already pending (q, k and v cut from one projection: the first slice's
+                  // backward left it), g is added into its slice there, instead of forming a
+                  // second zero-padded x-sized tensor for the engine to add.
+                  if (g.dtype() == dt) {
+                    Tensor sink = autograd::gradient_sink(0, in, dt, dev, nullptr);
+                    if (sink.defined()) {
+                      Tensor part = ops::narrow(sink, dim, start, length);
+                      ops::add_(part, g);
+                      return {Tensor()};
+                    }
+                  }
+                  Tensor gx = ops::empty(in, dt, dev);
+                  const int64_t end = start + length;
+                  const int64_t size = in[wrap_dim(dim, static_cast<int64_t>(in.size()), "narrow")];
+                  if (start > 0) {
+                    Tensor before = ops::narrow(gx, dim, 0, start);
+                    ops::fill_(before, 0.0);
+                  }
+                  if (end < size) {
+                    Tensor after = ops::narrow(gx, dim, end, size - end);
+                    ops::fill_(after, 0.0);
+                  }
                   Tensor part = ops::narrow(gx, dim, start, length);
                   ops::copy_(part, g);
                   return {gx};

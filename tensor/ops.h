@@ -76,8 +76,10 @@ Tensor to_dtype(const Tensor& x, DType dtype);  // x itself when dtype matches
 // src broadcast to dst's shape and cast to its dtype; src and dst may be on different devices.
 void copy_(Tensor& dst, const Tensor& src);
 void fill_(Tensor& dst, double value);
-void add_(Tensor& dst, const Tensor& src, double alpha = 1.0);  // dst += alpha * src (same shape)
-void scale_(Tensor& dst, double alpha);                         // dst *= alpha
+// dst += alpha * src (same shape and dtype). dst is contiguous, or, when alpha is 1, any view
+// that does not overlap itself (stride 0) or src.
+void add_(Tensor& dst, const Tensor& src, double alpha = 1.0);
+void scale_(Tensor& dst, double alpha);  // dst *= alpha
 
 // ---- elementwise ------------------------------------------------------------------------------
 // Binary ops broadcast (NumPy rules); both floating inputs of different dtypes promote to f32.

@@ -182,13 +182,21 @@ void add_(Tensor& dst, const Tensor& src, double alpha) {
            " += ", src.str(), ": shapes and dtypes must match");
   HF_CHECK(dst.device() == src.device(), "add_: ", dst.str(), " += ", src.str(),
            ": tensors on different devices");
-  HF_CHECK(dst.is_contiguous(), "add_: destination ", dst.str(), " must be contiguous");
-  if (alpha == 1.0 && !src.is_contiguous() && !src.shares_storage_with(dst)) {
-    // A strided source (the gradient of a transposed view) is added in one pass, without
-    // first materialising a contiguous copy.
+  const bool overlapping = [&] {
+    for (int64_t d = 0; d < dst.dim(); ++d) {
+      if (dst.strides()[d] == 0 && dst.sizes()[d] > 1) return true;
+    }
+    return false;
+  }();
+  if (alpha == 1.0 && (!src.is_contiguous() || !dst.is_contiguous()) && !overlapping &&
+      !src.shares_storage_with(dst)) {
+    // A strided source (the gradient of a transposed view) or destination (a slice of a larger
+    // gradient) is added in one pass, without a contiguous copy of either.
     backend_for(dst.device()).binary(BinaryOp::kAdd, dst, src, dst);
     return;
   }
+  HF_CHECK(dst.is_contiguous(), "add_: destination ", dst.str(),
+           " must be contiguous (or, with alpha 1, a non-overlapping view apart from the source)");
   backend_for(dst.device()).axpy(dst, contiguous(src), alpha);
 }
 

@@ -386,6 +386,52 @@ TEST(Autograd, GradientZeroedLazilyIsWrittenOverOrFilledWhenRead) {
       {table, proj}, [&] { return sum(mul_scalar(linear(embedding(table, ids), proj), 2.0)); });
 }
 
+// Slices of one tensor (q, k and v cut from one projection): the first slice's backward leaves
+// a zero-padded gradient pending, the others add into their slices of it. The result is the
+// sum of each slice's gradient placed in its slice: for a leaf and for an intermediate, f32 and
+// bf16, overlapping slices and a gap nothing reads (zero), and a buffer zeroed lazily.
+TEST(Autograd, SlicesOfOneTensorAddIntoOnePendingGradient) {
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const Tensor a = ops::to_dtype(testing::randn({2, 3, 4}, 1), dt);
+    const Tensor b = ops::to_dtype(testing::randn({2, 3, 6}, 2), dt);
+    const Tensor c = ops::to_dtype(testing::randn({2, 3, 3}, 3), dt);
+    // Slices [0, 4), [2, 8) (overlapping the first) and [11, 14) of 15: 8..10 is read by none.
+    const auto loss = [&](const Tensor& x) {
+      return add(add(sum(to_dtype(mul(narrow(x, 2, 0, 4), a), DType::kF32)),
+                     sum(to_dtype(mul(narrow(x, 2, 2, 6), b), DType::kF32))),
+                 sum(to_dtype(mul(narrow(x, -1, 11, 3), c), DType::kF32)));
+    };
+    const std::vector<float> av = a.to_vector(), bv = b.to_vector(), cv = c.to_vector();
+    std::vector<float> want(2 * 3 * 15, 0.0f);
+    for (int64_t r = 0; r < 6; ++r) {
+      for (int64_t j = 0; j < 4; ++j) want[r * 15 + j] += av[r * 4 + j];
+      for (int64_t j = 0; j < 6; ++j) {
+        const float sum_ab = want[r * 15 + 2 + j] + bv[r * 6 + j];
+        // Overlap in bf16: the two bf16 gradients are summed in bf16 (rounded once).
+        want[r * 15 + 2 + j] =
+            dt == DType::kBF16 ? ops::to_dtype(ops::from_vector({sum_ab}, {1}), dt).to_vector()[0]
+                               : sum_ab;
+      }
+      for (int64_t j = 0; j < 3; ++j) want[r * 15 + 11 + j] += cv[r * 3 + j];
+    }
+    Tensor x = ops::to_dtype(testing::randn({2, 3, 15}, 4), dt);
+    x.set_requires_grad(true);
+    autograd::backward(loss(x));
+    EXPECT_EQ(x.grad().to_vector(), want) << "leaf";
+    // Zeroed lazily: its stale values are not added to.
+    x.set_grad(ops::full({2, 3, 15}, 5.0, dt));
+    x.zero_grad_lazily();
+    autograd::backward(loss(x));
+    EXPECT_EQ(x.grad().to_vector(), want) << "leaf zeroed lazily";
+    // An intermediate (the engine's pending gradient is the sink): its producer sees the sum.
+    Tensor w = ops::to_dtype(testing::randn({2, 3, 15}, 5), dt);
+    w.set_requires_grad(true);
+    autograd::backward(loss(mul_scalar(w, 1.0)));
+    EXPECT_EQ(w.grad().to_vector(), want) << "intermediate";
+  }
+}
+
 TEST(Autograd, NonScalarRootNeedsExplicitGradient) {
   Tensor x = leaf({1, 2}, {2});
   Tensor y = mul_scalar(x, 3.0);
