@@ -118,16 +118,19 @@ bool padded_copy_pays(const Tensor& a) {
   return a.strides()[0] == 1 && k > 1 && ld % kLeadingAlign != 0 && m * k >= kPadMinElements;
 }
 
-// Runs gemm(a_rows, out_rows) on kPadChunkRows rows of a (column-major) and out at a time, each
-// chunk of a copied into one buffer whose leading dimension is a multiple of kLeadingAlign.
+// Runs gemm(a_rows, out_rows) on up to kPadChunkRows rows of a (column-major) and out at a
+// time, each chunk of a copied into one buffer as a dense column-major matrix (oneDNN's brgemm
+// takes a transposed A only dense: leading dimension = rows; its gemm path, which runs a
+// strided one, is 4-6x slower here). Chunks are multiples of kLeadingAlign rows, but for a last
+// one shorter than that.
 template <typename Gemm>
 void by_padded_row_chunks(const Tensor& a, Tensor& out, Gemm&& gemm) {
-  const int64_t m = a.size(0), k = a.size(1), chunk = std::min(m, kPadChunkRows);
-  const int64_t ld = (chunk + kLeadingAlign - 1) / kLeadingAlign * kLeadingAlign;
-  Tensor buffer = ops::empty({k, ld}, a.dtype(), a.device());  // chunks of A^T, row-major
-  for (int64_t r = 0; r < m; r += chunk) {
-    const int64_t rows = std::min(chunk, m - r);
-    Tensor rows_t = ops::narrow(buffer, 1, 0, rows);
+  const int64_t m = a.size(0), k = a.size(1);
+  Tensor buffer = ops::empty({k * std::min(m, kPadChunkRows)}, a.dtype(), a.device());
+  for (int64_t r = 0, rows = 0; r < m; r += rows) {
+    rows = std::min(kPadChunkRows, m - r);
+    if (rows > kLeadingAlign) rows -= rows % kLeadingAlign;
+    Tensor rows_t = ops::view(ops::narrow(buffer, 0, 0, k * rows), {k, rows});  // A^T's rows
     ops::copy_(rows_t, ops::transpose(ops::narrow(a, 0, r, rows), 0, 1));
     Tensor out_rows = ops::narrow(out, 0, r, rows);
     gemm(ops::transpose(rows_t, 0, 1), out_rows);
