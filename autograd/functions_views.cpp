@@ -46,7 +46,7 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
                   // second zero-padded x-sized tensor for the engine to add.
                   if (g.dtype() == dt) {
                     Tensor sink = autograd::gradient_sink(0, in, dt, dev, nullptr);
-                    if (sink.defined()) {
+                    if (sink.defined() && !g.shares_storage_with(sink)) {
                       Tensor part = ops::narrow(sink, dim, start, length);
                       ops::add_(part, g);
                       return {Tensor()};
