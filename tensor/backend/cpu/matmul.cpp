@@ -103,13 +103,13 @@ Tensor dense_matrices(const Tensor& t) {
 // gradient dlogits^T [50257, 256] x x [256, 768], A strided by the vocabulary, ran at 310-370
 // GFLOP/s; with A copied to a leading dimension of 50304, 590-650 (2 threads, AVX-512 bf16, no
 // AMX; a leading dimension of 16448, a multiple of 64, was as slow as 50257). A large such A is
-// copied once into a buffer with the padded leading dimension: one pass over A, which the GEMM
-// reads many times. (f32 kernels show no such loss.)
+// copied, in chunks of rows, into a buffer with an aligned leading dimension: one pass over A,
+// which the GEMM reads many times. (f32 kernels show no such loss.)
 constexpr int64_t kLeadingAlign = 128;
 constexpr int64_t kPadMinElements = int64_t{1} << 20;
 // Rows copied at a time: bounds the copy's memory (all of GPT-2's dlogits^T at 4 x 256 tokens
-// would be 103 MB more at the step's peak; a chunk is 16 MB) and keeps each part's M a
-// multiple of the row blocking below.
+// would be 103 MB more at the step's peak; a chunk is 16 MB) and keeps a full chunk's M a
+// multiple of kRowAlign below.
 constexpr int64_t kPadChunkRows = 8192;
 
 bool padded_copy_pays(const Tensor& a) {
