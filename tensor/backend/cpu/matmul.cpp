@@ -118,13 +118,17 @@ bool padded_copy_pays(const Tensor& a) {
   return a.strides()[0] == 1 && k > 1 && ld % kLeadingAlign != 0 && m * k >= kPadMinElements;
 }
 
-// Runs gemm(a_rows, out_rows) on up to kPadChunkRows rows of a (column-major) and out at a
-// time, each chunk of a copied into one buffer as a dense column-major matrix (oneDNN's brgemm
-// takes a transposed A only dense: leading dimension = rows; its gemm path, which runs a
-// strided one, is 4-6x slower here). Chunks are multiples of kLeadingAlign rows, but for a last
-// one shorter than that.
+// Runs gemm(a, out), or, where padded_copy_pays(a), gemm(a_rows, out_rows) on up to
+// kPadChunkRows rows of a (column-major) and out at a time, each chunk of a copied into one
+// buffer as a dense column-major matrix (oneDNN's brgemm takes a transposed A only dense:
+// leading dimension = rows; its gemm path, which runs a strided one, is 4-6x slower here).
+// Chunks are multiples of kLeadingAlign rows, but for a last one shorter than that.
 template <typename Gemm>
 void by_padded_row_chunks(const Tensor& a, Tensor& out, Gemm&& gemm) {
+  if (!padded_copy_pays(a)) {
+    gemm(a, out);
+    return;
+  }
   const int64_t m = a.size(0), k = a.size(1);
   Tensor buffer = ops::empty({k * std::min(m, kPadChunkRows)}, a.dtype(), a.device());
   for (int64_t r = 0, rows = 0; r < m; r += rows) {
@@ -517,13 +521,9 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Te
   }
   if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
   if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
-  if (padded_copy_pays(ta)) {
-    by_padded_row_chunks(ta, result, [&](const Tensor& rows_a, Tensor& rows_out) {
-      run_matmul(rows_a, tb, tbias, rows_out, a, b, out);
-    });
-  } else {
-    run_matmul(ta, tb, tbias, result, a, b, out);
-  }
+  by_padded_row_chunks(ta, result, [&](const Tensor& rows_a, Tensor& rows_out) {
+    run_matmul(rows_a, tb, tbias, rows_out, a, b, out);
+  });
   if (!result.is_same(out)) copy(result, out);
 }
 
@@ -556,11 +556,7 @@ void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
                err.what(), " (status ", static_cast<int>(err.status), ")");
     }
   };
-  if (padded_copy_pays(ta)) {
-    by_padded_row_chunks(ta, out, run);
-  } else {
-    run(ta, out);
-  }
+  by_padded_row_chunks(ta, out, run);
 }
 
 }  // namespace hfrun::cpu
