@@ -351,6 +351,44 @@ TEST(Matmul, LongProblemsWithUnalignedRowsMatchTheProduct) {
   }
 }
 
+// A long f32 reduction over a row-major A (K >= 16384, the output layer's input gradient) runs
+// in 4096-long slices of K accumulated in f32: the results stay the product's with A strided (a
+// column slice of a wider matrix), B transposed, with a bias, in matmul, matmul_into_ and
+// matmul_add_. f16 operands (widened to f32) give the f32 result rounded once; bf16 ones (one
+// primitive) the product. K = 20000: four full slices and a tail of 3616.
+TEST(Matmul, LongReductionsMatchTheProduct) {
+  const int64_t m = 5, k = 20000, n = 7;
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (bool strided : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + (strided ? ", strided operands" : ", dense"));
+      const Tensor a = strided ? ops::narrow(ops::to_dtype(randn({m, k + 37}, 1), dt), 1, 30, k)
+                               : ops::to_dtype(randn({m, k}, 1), dt);
+      const Tensor b = strided ? ops::transpose(ops::to_dtype(randn({n, k}, 2), dt), 0, 1)
+                               : ops::to_dtype(randn({k, n}, 2), dt);
+      const Tensor bias = ops::to_dtype(randn({n}, 3), dt);
+      const std::vector<float> product = naive_matmul(a, b), with_bias = naive_matmul(a, b, bias);
+      const double tol = 1e-3;
+      const Tensor wide = ops::matmul(a, b, bias, DType::kF32);
+      EXPECT_TRUE(tensor_near(wide, with_bias, tol, tol));
+      if (dt == DType::kF16) {
+        const Tensor narrow = ops::matmul(a, b, bias);
+        ASSERT_EQ(narrow.dtype(), DType::kF16);
+        EXPECT_EQ(narrow.to_vector(), ops::to_dtype(wide, DType::kF16).to_vector());
+      }
+      Tensor into = ops::full({m, n}, 7.0);
+      ops::matmul_into_(into, a, b);
+      EXPECT_TRUE(tensor_near(into, product, tol, tol));
+      const Tensor base = randn({m, n}, 4);
+      Tensor sum = ops::clone(base);
+      ops::matmul_add_(sum, a, b);
+      std::vector<float> want = product;
+      const std::vector<float> start = base.to_vector();
+      for (size_t i = 0; i < want.size(); ++i) want[i] += start[i];
+      EXPECT_TRUE(tensor_near(sum, want, tol, tol));
+    }
+  }
+}
+
 TEST(Matmul, PrimitiveCacheIsBoundedAndStillCorrect) {
   // More distinct problems than the cache holds: it stays bounded (LRU) and results stay right.
   const size_t cap = cpu::matmul_cache_capacity();

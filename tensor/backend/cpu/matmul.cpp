@@ -505,6 +505,59 @@ void run_matmul(Tensor ta, Tensor tb, const Tensor& tbias, Tensor& result, const
 
 }  // namespace
 
+namespace {
+
+// out += x @ tb through a cached primitive with a sum post-op (x, tb in dtype `in`, out a
+// contiguous f32 [M, N]); a, b and out name the caller's operands in errors.
+void run_matmul_add(CpuBackend& self, const Tensor& x, const Tensor& tb, Tensor& y, DType in,
+                    const Tensor& a, const Tensor& b, const Tensor& out) {
+  try {
+    auto entry = lookup(build_problem(x, tb, y), in, DType::kF32, Tensor(), false,
+                        /*accumulate=*/true);
+    if (!entry->usable) {  // no optimised kernel takes this layout: product, then add
+      self.Backend::matmul_add(x, tb, y);
+      return;
+    }
+    execute(*entry, x, tb, Tensor(), y);
+  } catch (const dnnl::error& err) {
+    HF_THROW("matmul_add: oneDNN failed on ", a.str(), " x ", b.str(), " -> ", out.str(), ": ",
+             err.what(), " (status ", static_cast<int>(err.status), ")");
+  }
+}
+
+// Long f32 reductions over a row-major A: oneDNN 2.6 runs a 2-D f32 GEMM whose K is in the tens
+// of thousands well below the rate of the same product in shorter pieces. The output layer's
+// input gradient, dlogits [T, V] x W [V, C] with K = V = 50257, ran at 245-290 GFLOP/s (T = 256
+// or 1024, C = 768) against 365-375 in 4096-long slices of K (2 threads, AVX-512, no AMX). Such
+// a GEMM runs slice by slice, each slice after the first accumulating into the f32 result (a
+// sum post-op): the accumulator is f32 throughout, only the points where running sums are
+// stored change. The choice depends on K, A's layout and the dtype alone, so every rank of a
+// data-parallel job makes the same one. Not taken:
+//   - a column-major A (the weight gradients' x^T, K = tokens): 4-5% slower sliced;
+//   - bf16, which loses less (450-600 GFLOP/s against 560-680 in dense slices, as close to
+//     the whole product's rate in `hfrun bench matmul` as the noise shows) and would need the
+//     slices copied dense (brgemm ran strided bf16 slices at 340-430) and a rounded copy of
+//     the f32 result.
+constexpr int64_t kKSplitMin = 16384;
+constexpr int64_t kKChunk = 4096;
+
+bool k_split_pays(const Tensor& a, const Tensor& b) {
+  return a.dim() == 2 && b.dim() == 2 && a.dtype() == DType::kF32 && a.size(1) >= kKSplitMin &&
+         a.strides()[1] == 1;
+}
+
+// Calls gemm(a_slice, b_slice, first) over kKChunk-long slices of the reduction dim, in order.
+template <typename Gemm>
+void by_k_chunks(const Tensor& a, const Tensor& b, Gemm&& gemm) {
+  const int64_t k = a.size(1);
+  for (int64_t k0 = 0; k0 < k; k0 += kKChunk) {
+    const int64_t len = std::min(kKChunk, k - k0);
+    gemm(ops::narrow(a, 1, k0, len), ops::narrow(b, 0, k0, len), k0 == 0);
+  }
+}
+
+}  // namespace
+
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
   HF_PROFILE_SCOPE("matmul");
   if (out.numel() == 0) return;
@@ -521,9 +574,22 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Te
   }
   if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
   if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
-  by_padded_row_chunks(ta, result, [&](const Tensor& rows_a, Tensor& rows_out) {
-    run_matmul(rows_a, tb, tbias, rows_out, a, b, out);
-  });
+  if (k_split_pays(ta, tb)) {
+    // The slices accumulate in f32: a 16-bit result (of widened f16 operands) is rounded once,
+    // at the end.
+    if (result.dtype() != DType::kF32) result = ops::empty(out.sizes(), DType::kF32, out.device());
+    by_k_chunks(ta, tb, [&](const Tensor& a_k, const Tensor& b_k, bool first) {
+      if (first) {
+        run_matmul(a_k, b_k, tbias, result, a, b, out);
+      } else {
+        run_matmul_add(*this, a_k, b_k, result, DType::kF32, a, b, out);
+      }
+    });
+  } else {
+    by_padded_row_chunks(ta, result, [&](const Tensor& rows_a, Tensor& rows_out) {
+      run_matmul(rows_a, tb, tbias, rows_out, a, b, out);
+    });
+  }
   if (!result.is_same(out)) copy(result, out);
 }
 
@@ -542,21 +608,15 @@ void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
   Tensor tb = b.dtype() == in ? b : ops::to_dtype(b, DType::kF32);
   if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
   if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
-  const auto run = [&](const Tensor& x, Tensor& y) {
-    try {
-      auto entry = lookup(build_problem(x, tb, y), in, DType::kF32, Tensor(), false,
-                          /*accumulate=*/true);
-      if (!entry->usable) {  // no optimised kernel takes this layout: product, then add
-        Backend::matmul_add(x, tb, y);
-        return;
-      }
-      execute(*entry, x, tb, Tensor(), y);
-    } catch (const dnnl::error& err) {
-      HF_THROW("matmul_add: oneDNN failed on ", a.str(), " x ", b.str(), " -> ", out.str(), ": ",
-               err.what(), " (status ", static_cast<int>(err.status), ")");
-    }
-  };
-  by_padded_row_chunks(ta, out, run);
+  if (k_split_pays(ta, tb)) {
+    by_k_chunks(ta, tb, [&](const Tensor& a_k, const Tensor& b_k, bool) {
+      run_matmul_add(*this, a_k, b_k, out, in, a, b, out);
+    });
+  } else {
+    by_padded_row_chunks(ta, out, [&](const Tensor& x, Tensor& y) {
+      run_matmul_add(*this, x, tb, y, in, a, b, out);
+    });
+  }
 }
 
 }  // namespace hfrun::cpu
