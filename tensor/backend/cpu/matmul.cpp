@@ -526,13 +526,14 @@ void run_matmul_add(CpuBackend& self, const Tensor& x, const Tensor& tb, Tensor&
 }
 
 // Long f32 reductions over a row-major A: oneDNN 2.6 runs a 2-D f32 GEMM whose K is in the tens
-// of thousands well below the rate of the same product in shorter pieces. The output layer's
-// input gradient, dlogits [T, V] x W [V, C] with K = V = 50257, ran at 245-290 GFLOP/s (T = 256
-// or 1024, C = 768) against 365-375 in 4096-long slices of K (2 threads, AVX-512, no AMX). Such
-// a GEMM runs slice by slice, each slice after the first accumulating into the f32 result (a
-// sum post-op): the accumulator is f32 throughout, only the points where running sums are
-// stored change. The choice depends on K, A's layout and the dtype alone, so every rank of a
-// data-parallel job makes the same one. Not taken:
+// of thousands (on brgemm) well below the rate of the same product in shorter pieces. The
+// output layer's input gradient, dlogits [T, V] x W [V, C] with K = V = 50257, ran at 245-290
+// GFLOP/s (T = 256 or 1024, C = 768) against 365-375 in 4096-long slices of K (2 threads,
+// AVX-512, no AMX). oneDNN runs those slices, strided by V, on its gemm:jit path; copied dense
+// they went back to brgemm and 295-310. Such a GEMM runs slice by slice, each slice after the
+// first accumulating into the f32 result (a sum post-op): the accumulator is f32 throughout,
+// only the points where running sums are stored change. The choice depends on K, A's layout
+// and the dtype alone, so every rank of a data-parallel job makes the same one. Not taken:
 //   - a column-major A (the weight gradients' x^T, K = tokens): 4-5% slower sliced;
 //   - bf16, which loses less (450-600 GFLOP/s against 560-680 in dense slices, as close to
 //     the whole product's rate in `hfrun bench matmul` as the noise shows) and would need the
