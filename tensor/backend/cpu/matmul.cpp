@@ -535,10 +535,9 @@ void run_matmul_add(CpuBackend& self, const Tensor& x, const Tensor& tb, Tensor&
 // only the points where running sums are stored change. The choice depends on K, A's layout
 // and the dtype alone, so every rank of a data-parallel job makes the same one. Not taken:
 //   - a column-major A (the weight gradients' x^T, K = tokens): 4-5% slower sliced;
-//   - bf16, which loses less (450-600 GFLOP/s against 560-680 in dense slices, as close to
-//     the whole product's rate in `hfrun bench matmul` as the noise shows) and would need the
-//     slices copied dense (brgemm ran strided bf16 slices at 340-430) and a rounded copy of
-//     the f32 result.
+//   - bf16: strided slices ran at 340-430 GFLOP/s; slices copied dense at 560-680, against
+//     590-650 for the whole product, a difference inside `hfrun bench matmul`'s noise (2-3 ms
+//     of a training step), not worth the copies and a rounded copy of the f32 result.
 constexpr int64_t kKSplitMin = 16384;
 constexpr int64_t kKChunk = 4096;
 
