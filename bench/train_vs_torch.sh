@@ -59,10 +59,10 @@ YAML
         fi
         if ours="$(OMP_NUM_THREADS=$THREADS "$BUILD_DIR/hfrun" bench train "$TMP/$model.yaml" --steps 4 \
             --warmup 1 --set "train.mixed_precision=\"$( [ "$dtype" = bf16 ] && echo bf16 || echo no)\"" 2>&1)"; then
-          awk -v m="$model" -v s="$seq" -v d="$dtype" -v st="$(field "$ours" step_s)" -v tps="$(field "$ours" tokens_per_s)" \
-            -v mfu="$(field "$ours" mfu)" -v rss="$(field "$ours" peak_rss_mb)" -v t="$(field "$torch" tokens_per_s)" \
-            'BEGIN { printf "%-6s %-6s %-5s %-22s %10s %10s %8s %10s %7.2fx\n", m, s, d, "hfrun", st, tps, mfu, rss, (t > 0 ? tps / t : 0) }'
           ratio="$(awk -v a="$(field "$ours" tokens_per_s)" -v t="$(field "$torch" tokens_per_s)" 'BEGIN { print (t > 0 ? a / t : 0) }')"
+          awk -v m="$model" -v s="$seq" -v d="$dtype" -v st="$(field "$ours" step_s)" -v tps="$(field "$ours" tokens_per_s)" \
+            -v mfu="$(field "$ours" mfu)" -v rss="$(field "$ours" peak_rss_mb)" -v r="$ratio" \
+            'BEGIN { printf "%-6s %-6s %-5s %-22s %10s %10s %8s %10s %7.2fx\n", m, s, d, "hfrun", st, tps, mfu, rss, r }'
           worst="$(awk -v w="$worst" -v r="$ratio" 'BEGIN { print (w == "" || r < w) ? r : w }')"
         else
           printf "%-6s %-6s %-5s %-22s %s\n" "$model" "$seq" "$dtype" "hfrun" "not available: ${ours##*error: }"

@@ -503,10 +503,6 @@ void run_matmul(Tensor ta, Tensor tb, const Tensor& tbias, Tensor& result, const
   }
 }
 
-}  // namespace
-
-namespace {
-
 // out += x @ tb through a cached primitive with a sum post-op (x, tb in dtype `in`, out a
 // contiguous f32 [M, N]); a, b and out name the caller's operands in errors.
 void run_matmul_add(CpuBackend& self, const Tensor& x, const Tensor& tb, Tensor& y, DType in,
