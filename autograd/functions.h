@@ -59,6 +59,11 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor(),
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
               std::optional<DType> compute_dtype = std::nullopt,
               std::optional<DType> out_dtype = std::nullopt);
+// A weight's compute-dtype copy, with the source it was made from (held, so its storage cannot
+// be reused for other values while the copy is known).
+struct WeightCopy {
+  Tensor source, copy;
+};
 // Within a scope on this thread, linear's compute-dtype copies of its weights are made once per
 // weight (its storage, offset, shape and strides) and reused: the micro-steps of one optimizer
 // step read unchanged weights, and each used to cast every weight again. The weights must not be
@@ -67,16 +72,22 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 class WeightCastScope {
  public:
   WeightCastScope();
+  // A scope that starts with copies made earlier and still equal to their sources' cast: the
+  // trainer's across optimizer steps (the optimizer writes the new weights' copies, and frozen
+  // weights never change).
+  explicit WeightCastScope(std::vector<WeightCopy> carried);
   ~WeightCastScope();
   WeightCastScope(const WeightCastScope&) = delete;
   WeightCastScope& operator=(const WeightCastScope&) = delete;
   // Copies made (cache misses) so far in this scope.
-  int64_t casts() const;
+  int64_t casts() const { return casts_; }
+  // The copies carried in or made so far; the scope keeps none and makes no more reuse.
+  std::vector<WeightCopy> release();
 
  private:
   friend Tensor weight_in_dtype(const Tensor& weight, DType dtype);
-  struct Cached;
-  std::unique_ptr<std::vector<Cached>> cache_;
+  std::vector<WeightCopy> cache_;
+  int64_t casts_ = 0;
 };
 // weight in dtype: itself when it has it, else a copy (reused within a WeightCastScope).
 Tensor weight_in_dtype(const Tensor& weight, DType dtype);

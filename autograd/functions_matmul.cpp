@@ -189,24 +189,20 @@ Tensor linear_any(const Tensor& x, const Tensor& weight, const Tensor& bias,
 
 }  // namespace
 
-// A weight's copy, with the source it was made from (held, so its storage cannot be reused for
-// other values while the entry lives).
-struct WeightCastScope::Cached {
-  Tensor source, copy;
-};
+WeightCastScope::WeightCastScope() : WeightCastScope(std::vector<WeightCopy>{}) {}
 
-WeightCastScope::WeightCastScope() {
+WeightCastScope::WeightCastScope(std::vector<WeightCopy> carried) : cache_(std::move(carried)) {
   HF_CHECK(t_cast_scope == nullptr, "WeightCastScope: scopes do not nest");
-  cache_ = std::make_unique<std::vector<Cached>>();
   t_cast_scope = this;
 }
 
 WeightCastScope::~WeightCastScope() {
-  t_cast_scope = nullptr;
+  if (t_cast_scope == this) t_cast_scope = nullptr;
 }
 
-int64_t WeightCastScope::casts() const {
-  return static_cast<int64_t>(cache_->size());
+std::vector<WeightCopy> WeightCastScope::release() {
+  if (t_cast_scope == this) t_cast_scope = nullptr;
+  return std::move(cache_);
 }
 
 Tensor weight_in_dtype(const Tensor& weight, DType dtype) {
@@ -214,7 +210,7 @@ Tensor weight_in_dtype(const Tensor& weight, DType dtype) {
   WeightCastScope* scope = t_cast_scope;
   if (scope == nullptr) return ops::to_dtype(weight, dtype);
   // A model has tens to hundreds of weights: a linear scan finds one faster than it is cast.
-  for (const WeightCastScope::Cached& c : *scope->cache_) {
+  for (const WeightCopy& c : scope->cache_) {
     const Tensor& s = c.source;
     if (s.raw_data() == weight.raw_data() && s.dtype() == weight.dtype() &&
         c.copy.dtype() == dtype && s.sizes() == weight.sizes() && s.strides() == weight.strides() &&
@@ -223,7 +219,8 @@ Tensor weight_in_dtype(const Tensor& weight, DType dtype) {
     }
   }
   Tensor copy = ops::to_dtype(weight.detach(), dtype);
-  scope->cache_->push_back({weight.detach(), copy});
+  scope->cache_.push_back({weight.detach(), copy});
+  ++scope->casts_;
   return copy;
 }
 

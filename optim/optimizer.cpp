@@ -56,11 +56,18 @@ void Optimizer::add_state_kind(const std::string& kind) {
 }
 
 void Optimizer::step(double grad_scale) {
+  step(grad_scale, {});
+}
+
+std::vector<bool> Optimizer::step(double grad_scale, const std::vector<Tensor>& copies) {
   // 0 is a clip coefficient too: a norm past f32's range clips to zero, as torch's f32 one.
   HF_CHECK(std::isfinite(grad_scale) && grad_scale >= 0, kind_, ": step's grad_scale ", grad_scale,
            " must be finite and not negative");
+  HF_CHECK(copies.empty() || copies.size() == params_.size(), kind_, ": step got ", copies.size(),
+           " parameter copies for ", params_.size(), " parameters");
   autograd::NoGradGuard no_grad;
   std::vector<PendingUpdate> updates;
+  std::vector<bool> written(params_.size(), false);
   for (size_t i = 0; i < params_.size(); ++i) {
     const ParamRef& p = params_[i];
     Tensor g = p.param.grad();
@@ -71,10 +78,22 @@ void Optimizer::step(double grad_scale) {
              " but the parameter is ", p.param.str());
     HF_CHECK(g.device() == p.param.device(), kind_, ": gradient of '", p.name,
              "' is on another device than the parameter");
-    updates.push_back({i, g, ++param_steps_[i]});
+    Tensor copy = copies.empty() ? Tensor() : copies[i];
+    if (copy.defined()) {
+      HF_CHECK((copy.dtype() == DType::kBF16 || copy.dtype() == DType::kF16) &&
+                   copy.is_contiguous() && copy.sizes() == p.param.sizes() &&
+                   copy.device() == p.param.device(),
+               kind_, ": the copy of '", p.name, "' is ", copy.str(),
+               "; a contiguous bf16 or f16 tensor of the parameter's shape and device required");
+      written[i] = true;
+    }
+    updates.push_back({i, g, param_steps_[i] + 1, copy});
   }
+  // Counted once every input is checked: a refused step changes nothing.
   update(updates, static_cast<float>(grad_scale));
+  for (const PendingUpdate& u : updates) ++param_steps_[u.index];
   ++step_count_;
+  return written;
 }
 
 void Optimizer::zero_grad(bool set_to_none) {

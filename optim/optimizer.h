@@ -45,6 +45,13 @@ class Optimizer {
   // result as scaling the gradients in place first (torch's clip_grad_norm_ then step()), one
   // pass over them fewer; the gradients themselves are left as they are.
   void step(double grad_scale = 1.0);
+  // step(grad_scale) that also refreshes mixed precision's 16-bit weight copies: `copies` has
+  // one entry per params(), undefined or a contiguous bf16/f16 tensor of that parameter's shape
+  // on its device, and each parameter the step updates gets its new value written into its copy
+  // in the update's own pass, rounded as ops::to_dtype rounds it (the copy a cast after the step
+  // would make, without a pass of its own). Returns, per parameter, whether its copy was written;
+  // a parameter without a gradient is not updated, and its copy is left as it is.
+  std::vector<bool> step(double grad_scale, const std::vector<Tensor>& copies);
   // Zeroes every defined grad in place (the grad tensors stay allocated, so views into a flat
   // gradient buffer stay views), or with set_to_none drops them as torch's set_to_none=True.
   void zero_grad(bool set_to_none = false);
@@ -78,6 +85,7 @@ class Optimizer {
     size_t index;
     Tensor grad;
     int64_t param_step;
+    Tensor copy;  // the parameter's 16-bit copy to write, or undefined
   };
   // Updates every parameter listed (those with a gradient), in one backend call, reading each
   // gradient element times grad_scale (f32).

@@ -35,9 +35,14 @@ struct AdamWScalars {
 };
 // param, grad: f32, same shape, any strides (views into the flat buffers, typically); exp_avg,
 // exp_avg_sq: f32, contiguous, the parameter's shape. All on the backend's device.
+// param_copy: undefined, or a contiguous bf16/f16 tensor of the parameter's shape (mixed
+// precision's compute copy of the weight) that receives the new value rounded as copy() rounds
+// it, element for element in the parameter's index order: the copy a cast after the update would
+// make, without a pass of its own over the parameter.
 struct AdamWUpdate {
   Tensor param, grad, exp_avg, exp_avg_sq;
   AdamWScalars s;
+  Tensor param_copy;
 };
 struct SGDScalars {
   float grad_scale = 1.0f;  // as AdamWScalars'
@@ -53,6 +58,7 @@ struct SGDScalars {
 struct SGDUpdate {
   Tensor param, grad, momentum_buffer;
   SGDScalars s;
+  Tensor param_copy;  // as AdamWUpdate's
 };
 
 class Backend {

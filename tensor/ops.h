@@ -73,6 +73,9 @@ Tensor to_device(const Tensor& x, Device device);
 Tensor contiguous(const Tensor& x);  // x itself when already contiguous
 Tensor clone(const Tensor& x);
 Tensor to_dtype(const Tensor& x, DType dtype);  // x itself when dtype matches
+// x is a permutation of a contiguous tensor (contiguous, or a transposed weight, say): its
+// elements fill numel() consecutive places from raw_data(); to_dtype keeps such a layout.
+bool is_dense(const Tensor& x);
 // src broadcast to dst's shape and cast to its dtype; src and dst may be on different devices.
 void copy_(Tensor& dst, const Tensor& src);
 void fill_(Tensor& dst, double value);

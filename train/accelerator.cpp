@@ -386,6 +386,10 @@ const optim::GradScaler& Accelerator::grad_scaler() const {
 }
 
 void Accelerator::step() {
+  update({});
+}
+
+std::vector<bool> Accelerator::update(const std::vector<Tensor>& param_copies) {
   check_prepared("step");
   HF_CHECK(awaiting_step_,
            "Accelerator::step: the gradients are not synchronised; call step() after the "
@@ -393,8 +397,9 @@ void Accelerator::step() {
   State& s = *s_;
   unscale_gradients();
   step_was_skipped_ = s.scaler.enabled() && found_inf_;
+  std::vector<bool> written(s.optimizer->params().size(), false);
   if (!step_was_skipped_) {
-    s.optimizer->step(clip_in_step_);
+    written = s.optimizer->step(clip_in_step_, param_copies);
     {
       AddTime t(communication_s_);
       if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
@@ -406,6 +411,76 @@ void Accelerator::step() {
   zero_grad();
   AddTime t(communication_s_);
   gather_for_forward();
+  return written;
+}
+
+namespace {
+
+// The bytes [first, last) a view reads (non-negative strides; empty for no elements).
+std::pair<uintptr_t, uintptr_t> byte_span(const Tensor& t) {
+  if (t.numel() == 0) return {0, 0};
+  int64_t reach = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) reach += (t.sizes()[d] - 1) * t.strides()[d];
+  const auto first = reinterpret_cast<uintptr_t>(t.raw_data());
+  return {first, first + static_cast<uintptr_t>((reach + 1) * dtype_size(t.dtype()))};
+}
+
+// The copy of `c` the optimizer writes for `param` (contiguous f32), in the parameter's index
+// order: a view of c.copy's memory, when c.source is exactly the parameter's memory, dense, and
+// the copy has the source's layout (ops::to_dtype keeps a transposed weight's layout). Else
+// undefined.
+Tensor copy_in_param_order(const WeightCopy& c, const Tensor& param) {
+  const Tensor& src = c.source;
+  const Tensor& copy = c.copy;
+  if (!param.is_contiguous() || param.numel() == 0 || src.dtype() != param.dtype() ||
+      src.raw_data() != param.raw_data() || src.numel() != param.numel() ||
+      src.device() != param.device() || copy.sizes() != src.sizes() ||
+      copy.strides() != src.strides() || !ops::is_dense(src)) {
+    return Tensor();
+  }
+  return make_view(copy, param.sizes(), contiguous_strides(param.sizes()), copy.offset());
+}
+
+}  // namespace
+
+std::vector<WeightCopy> Accelerator::step(std::vector<WeightCopy> copies) {
+  check_prepared("step");
+  State& s = *s_;
+  const std::vector<optim::ParamRef>& params = s.optimizer->params();
+  std::vector<Tensor> param_copies(params.size());
+  std::vector<size_t> owner(copies.size(), params.size());  // params.size(): none
+  if (s_->options.zero_stage < 3) {
+    for (size_t j = 0; j < copies.size(); ++j) {
+      for (size_t i = 0; i < params.size(); ++i) {
+        if (param_copies[i].defined()) continue;  // one copy per parameter is written
+        Tensor view = copy_in_param_order(copies[j], params[i].param);
+        if (!view.defined()) continue;
+        param_copies[i] = view;
+        owner[j] = i;
+        break;
+      }
+    }
+  }
+  const std::vector<bool> written = update(param_copies);
+  if (s_->options.zero_stage == 3) return {};
+  if (step_was_skipped_) return copies;  // no parameter changed
+  // What the step may have written: the updated parameters, and (ZeRO) the gathered ones.
+  std::vector<std::pair<uintptr_t, uintptr_t>> written_spans;
+  for (const optim::ParamRef& p : params) written_spans.push_back(byte_span(p.param));
+  for (const Tensor& p : s.model->parameters()) {
+    if (p.requires_grad()) written_spans.push_back(byte_span(p));
+  }
+  std::vector<WeightCopy> kept;
+  for (size_t j = 0; j < copies.size(); ++j) {
+    bool valid = owner[j] < params.size() && written[owner[j]];
+    if (!valid) {
+      const auto [lo, hi] = byte_span(copies[j].source);
+      valid = std::none_of(written_spans.begin(), written_spans.end(),
+                           [&](const auto& w) { return lo < w.second && w.first < hi; });
+    }
+    if (valid) kept.push_back(std::move(copies[j]));
+  }
+  return kept;
 }
 
 void Accelerator::skip_step() {

@@ -43,6 +43,7 @@
 #include <utility>
 #include <vector>
 
+#include "autograd/functions.h"   // WeightCopy
 #include "common/stop_signals.h"  // kExitStopped, for programs that stop on stop_requested()
 #include "data/loader.h"
 #include "distributed/parallel/data_parallel.h"
@@ -188,6 +189,16 @@ class Accelerator {
   // is made (optimizer_step_was_skipped(): the learning-rate schedule does not advance either,
   // as with Accelerate), and the scale is updated. step_count() advances either way.
   void step();
+  // step() for a loop that keeps mixed precision's 16-bit weight copies across steps (its
+  // WeightCastScope's entries, carried into the next window's scope): returns those of `copies`
+  // that still equal their source's cast after the step. The optimizer writes the new value of
+  // each parameter it updates into the copy made from exactly that parameter's memory (the
+  // parameter or a transposed view of it), in the update's own pass, instead of every forward
+  // casting the weights anew. Other copies of memory the step may write (any trainable
+  // parameter: the update, ZeRO's gathers) are dropped; copies of frozen weights are kept. A
+  // step the grad scaler skips writes nothing and keeps them all. Under ZeRO-3 (gathered
+  // parameters reuse their buffers) none are kept.
+  std::vector<WeightCopy> step(std::vector<WeightCopy> copies);
   // Whether the last step() made no update because the gradients overflowed (Accelerate's
   // accelerator.optimizer_step_was_skipped).
   bool optimizer_step_was_skipped() const { return step_was_skipped_; }
@@ -296,6 +307,9 @@ class Accelerator {
   // ZeRO-3 on a model without blocks(): nothing gathers its parameters around forward (no
   // forward hooks run), so they are gathered between steps.
   void gather_for_forward();
+  // step()'s work, the optimizer also writing `param_copies` (one per optimizer parameter, or
+  // none); returns which it wrote (none when the grad scaler skipped the update).
+  std::vector<bool> update(const std::vector<Tensor>& param_copies);
 
   std::unique_ptr<State> s_;
   Generator generator_;

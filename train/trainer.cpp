@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -62,12 +63,22 @@ struct Trainer::State {
   bool lora_fan_in_fan_out = false;
   optim::ScheduleType schedule = optim::ScheduleType::kConstant;
   int64_t attempts = 0;  // step() calls in this process, skipped steps included
+  // Mixed precision's compute-dtype weight copies, carried from one step to the next: the
+  // optimizer writes the updated weights' copies in its pass (Accelerator::step(copies)), and
+  // frozen weights' copies stay valid, so the forward casts no weight it has cast before.
+  std::vector<WeightCopy> weight_copies;
   bool is_rank0() const { return acc->is_main_process(); }
   int64_t world() const { return acc->world(); }
   bool distributed() const { return acc->global_world() > 1; }
 };
 
 namespace {
+
+// Whether steps carry mixed precision's weight copies to the next (HFRUN_WEIGHT_COPIES=0: no).
+bool carry_weight_copies() {
+  const char* e = std::getenv("HFRUN_WEIGHT_COPIES");
+  return e == nullptr || std::string(e) != "0";
+}
 
 // The model: the resolved config.json, built by its family with the task's head.
 std::unique_ptr<nn::Model> build_model(const TrainConfig& cfg, const data::Tokenizer* tok) {
@@ -292,14 +303,18 @@ StepMetrics Trainer::step() {
   const double loss_scale = acc.grad_scaler().enabled() ? acc.loss_scale() : 0.0;
   double loss_sum = 0;
   // The micro-steps of one update read the same weights, so under mixed precision their
-  // compute-dtype copies are made once. Not under ZeRO-3 (gathered parameters reuse buffers),
-  // nor with activation checkpointing (holding the copies from the forward to the recompute
-  // would raise its peak).
+  // compute-dtype copies are made once, and carried to the next step (the optimizer writes the
+  // new weights' copies in its own pass). Not under ZeRO-3 (gathered parameters reuse
+  // buffers), nor with activation checkpointing (holding the copies from the forward to the
+  // recompute would raise its peak). HFRUN_WEIGHT_COPIES=0: cast every step, as before the
+  // copies were carried (for comparisons).
   std::optional<WeightCastScope> casts;
-  if (c.train.grad_accum_steps > 1 && c.train.mixed_precision != "no" &&
+  const bool carry = carry_weight_copies();
+  if ((carry || c.train.grad_accum_steps > 1) && c.train.mixed_precision != "no" &&
       acc.options().zero_stage < 3 && !c.train.activation_checkpointing) {
-    casts.emplace();
+    casts.emplace(std::move(s.weight_copies));
   }
+  s.weight_copies.clear();
   for (int64_t m = 0; m < c.train.grad_accum_steps; ++m) {
     MicroStep micro = s.task->micro_step(*s.model, device);
     if (poisoned) {
@@ -311,7 +326,9 @@ StepMetrics Trainer::step() {
     // ranks while its backward runs.
     acc.backward(micro.loss);
   }
-  casts.reset();  // before the update writes the weights
+  // Before the update writes the weights.
+  std::vector<WeightCopy> copies = casts && carry ? casts->release() : std::vector<WeightCopy>{};
+  casts.reset();
   if (poison == Poison::kGrad) poison_first_gradient(acc);
   const double local_loss = loss_sum;
   loss_sum = acc.sum_across_ranks(loss_sum);
@@ -333,9 +350,11 @@ StepMetrics Trainer::step() {
       std::snprintf(buf, sizeof buf, " at loss scale %g", loss_scale);
       m.skip_reason += buf;
     }
-    acc.skip_step();  // no update; the gradients are dropped
+    acc.skip_step();                      // no update; the gradients are dropped
+    s.weight_copies = std::move(copies);  // the weights did not change
   } else {
-    acc.step();  // the update; ZeRO: every rank gets the updated shards
+    // The update (ZeRO: every rank gets the updated shards), writing the weights' copies.
+    s.weight_copies = acc.step(std::move(copies));
     m.update_skipped = acc.optimizer_step_was_skipped();
   }
   synchronize(device);  // the step's time includes its (asynchronous) GPU work
@@ -364,6 +383,7 @@ RunSummary Trainer::run(const std::function<void(const StepMetrics&)>& on_step) 
   const std::string checkpoints_root = (fs::path(c.output_dir) / "checkpoints").string();
 
   // Resume: parameters, optimizer state, data position, dropout stream and the metrics so far.
+  s.weight_copies.clear();  // casts of the weights a restore replaces
   TrainerState resumed;
   std::optional<TrainerState> restored;
   std::string resumed_from;

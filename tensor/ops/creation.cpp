@@ -116,6 +116,10 @@ std::vector<int64_t> dense_order(const Tensor& x) {
 }
 }  // namespace
 
+bool is_dense(const Tensor& x) {
+  return x.is_contiguous() || !dense_order(x).empty();
+}
+
 Tensor to_dtype(const Tensor& x, DType dtype) {
   if (x.dtype() == dtype) return x.detach();
   if (!x.is_contiguous() && x.numel() > 1) {

@@ -288,6 +288,33 @@ TEST(Autograd, WeightCastScopeCastsEachWeightOnce) {
   EXPECT_EQ(next.casts(), 2);
 }
 
+// A scope started with carried copies returns them, casting nothing; release() hands back the
+// carried and the new ones and ends the reuse (a later weight_in_dtype casts afresh).
+TEST(Autograd, WeightCastScopeStartsWithCarriedCopies) {
+  const Tensor w = testing::randn({6, 5}, 31, /*requires_grad=*/true);
+  const Tensor v = testing::randn({5, 6}, 32, /*requires_grad=*/true);
+  const Tensor wt = ops::to_dtype(transpose(w, 0, 1), DType::kBF16);
+  std::vector<WeightCopy> carried = {{transpose(w, 0, 1), wt}};
+  std::vector<WeightCopy> out;
+  {
+    WeightCastScope scope(std::move(carried));
+    EXPECT_TRUE(weight_in_dtype(transpose(w, 0, 1), DType::kBF16).is_same(wt));
+    EXPECT_EQ(scope.casts(), 0);
+    const Tensor vc = weight_in_dtype(v, DType::kBF16);
+    EXPECT_EQ(scope.casts(), 1);
+    EXPECT_TRUE(weight_in_dtype(v, DType::kBF16).is_same(vc));
+    // w itself is another view (other strides) than the carried transpose: cast anew.
+    EXPECT_FALSE(weight_in_dtype(w, DType::kBF16).is_same(wt));
+    EXPECT_EQ(scope.casts(), 2);
+    out = scope.release();
+    EXPECT_FALSE(weight_in_dtype(v, DType::kBF16).is_same(vc)) << "reused after release()";
+    WeightCastScope next;  // the released scope no longer holds the thread's slot
+  }
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_TRUE(out[0].copy.is_same(wt));
+  EXPECT_EQ(out[1].source.raw_data(), v.raw_data());
+}
+
 TEST(Autograd, LinearWeightGradientIsAddedIntoItsBufferByTheGemm) {
   Tensor w = testing::randn({6, 4}, 4, /*requires_grad=*/true);
   const Tensor x = testing::randn({5, 6}, 5);

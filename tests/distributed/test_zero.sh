@@ -4,7 +4,7 @@
 #   -np 1, -np 2 with zero_stage 0/1/2/3, and -np 4 with zero_stage 1/2/3,
 # per-rank training-state bytes follow the ZeRO paper's formulas, and checkpoints written by 2
 # ranks with ZeRO-2 and ZeRO-3 resume on 1, 2 and 4 ranks with other stages, continuing with the
-# uninterrupted run's losses.
+# uninterrupted run's losses. In bf16, the weights' copies carried across steps change no bit.
 # Usage: test_zero.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
 # shellcheck source=tests/lib/train_job.sh
@@ -60,6 +60,33 @@ run np4_z2 4 1 2
 run np4_z3 4 1 3
 ref="$TMP/np1/metrics.jsonl"
 for r in np2_z0 np2_z1 np2_z2 np2_z3 np4_z1 np4_z2 np4_z3; do same_losses "$r" "$ref" "$TMP/$r/metrics.jsonl" 6; done
+
+# bf16 with the weights' bf16 copies carried across steps (the optimizer writing the copies of
+# the parameters it updates, ZeRO's gathers invalidating the rest) trains bit for bit as casting
+# every weight at every step (HFRUN_WEIGHT_COPIES=0): DDP, ZeRO-1 and ZeRO-2 on 2 ranks, and
+# tensor parallel 2 (sharded local weights).
+for z in 0 1 2 tp; do
+  for carry in 1 0; do
+    name="bf16_${z}_$carry"
+    if [ "$z" = tp ]; then
+      cfg "$TMP/$name" 2 0 2 > "$TMP/$name.yaml"
+      sed -i 's/^distributed: {zero_stage: 0,/distributed: {zero_stage: 0, tensor_parallel: 2,/' "$TMP/$name.yaml"
+    else
+      cfg "$TMP/$name" 1 "$z" 2 > "$TMP/$name.yaml"
+    fi
+    sed -i 's/^train: {/train: {mixed_precision: bf16, /' "$TMP/$name.yaml"
+    if ! HFRUN_WEIGHT_COPIES=$carry "$HFRUN" -np 2 --oversubscribe "$TMP/$name.yaml" > "$TMP/$name.log" 2>&1; then
+      echo "FAIL: $name failed:"; cat "$TMP/$name.log"; fail=1
+    fi
+  done
+  if ! cmp -s "$TMP/bf16_${z}_1/final/model.safetensors" "$TMP/bf16_${z}_0/final/model.safetensors" ||
+     ! cmp -s <(losses "$TMP/bf16_${z}_1/metrics.jsonl") <(losses "$TMP/bf16_${z}_0/metrics.jsonl"); then
+    echo "FAIL: bf16 ($z) with the weight copies carried differs from casting every step:"
+    paste <(losses "$TMP/bf16_${z}_1/metrics.jsonl") <(losses "$TMP/bf16_${z}_0/metrics.jsonl"); fail=1
+  else
+    echo "ok: bf16 ($z): carried weight copies change no bit"
+  fi
+done
 
 # Per-rank training state follows the ZeRO paper (4P = the parameters' bytes): stage 0 16P,
 # stage 1 8P + 8P/N, stage 2 4P + 12P/N, stage 3 16P/N, within 10%.

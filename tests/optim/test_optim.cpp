@@ -226,6 +226,67 @@ TEST(Optimizer, StepGradScaleEqualsScalingTheGradientsFirst) {
   expect_error_naming([&] { opt.step(std::nan("")); }, {"grad_scale"});
 }
 
+// step(grad_scale, copies) writes each updated parameter's bf16/f16 copy in the update's pass:
+// bitwise the cast of the new parameter (to_dtype's rounding), for a flat-buffer view long
+// enough to split across threads, a strided parameter and a small one, with AdamW and SGD; the
+// parameters and state are those of step() without copies. A parameter without a gradient is
+// not updated and its copy is left alone; a copy of the wrong shape or dtype is refused, naming
+// the parameter.
+TEST(Optimizer, StepWritesTheParametersCopiesAsTheirCast) {
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    for (int kind = 0; kind < 2; ++kind) {
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + (kind == 0 ? " adamw" : " sgd"));
+      auto make = [&](std::vector<ParamRef> p) -> std::unique_ptr<Optimizer> {
+        if (kind == 0) {
+          return std::make_unique<AdamW>(std::move(p),
+                                         AdamWOptions{.lr = 0.01, .weight_decay = 0.1});
+        }
+        return std::make_unique<SGD>(std::move(p), SGDOptions{.lr = 0.1, .momentum = 0.9});
+      };
+      const int64_t n = 70001;  // several chunks of the CPU's pass, and a tail
+      auto params = [&] {
+        Tensor flat = testing::randn({n + 64 * 33 + 5}, 1);
+        flat.set_requires_grad(true);
+        return std::vector<Tensor>{
+            make_view(flat, {n}, {1}, 0),
+            ops::transpose(make_view(flat, {64, 33}, {33, 1}, n), 0, 1),  // [33, 64], strided
+            make_view(flat, {5}, {1}, n + 64 * 33),                       // no gradient
+        };
+      };
+      std::vector<Tensor> with = params(), without = params();
+      std::vector<Tensor> copies;
+      for (const Tensor& p : with) copies.push_back(ops::zeros(p.sizes(), dtype));
+      const std::vector<float> untouched = copies[2].to_vector();
+      auto opt = make({{"a", with[0]}, {"b", with[1]}, {"c", with[2]}});
+      auto ref = make({{"a", without[0]}, {"b", without[1]}, {"c", without[2]}});
+      for (int s = 0; s < 3; ++s) {
+        for (int k = 0; k < 2; ++k) {
+          with[k].set_grad(testing::randn(with[k].sizes(), 10 + s + 3 * k));
+          without[k].set_grad(testing::randn(with[k].sizes(), 10 + s + 3 * k));
+        }
+        const double scale = s == 1 ? 0.5 : 1.0;
+        const std::vector<bool> written = opt->step(scale, copies);
+        ref->step(scale);
+        EXPECT_EQ(written, (std::vector<bool>{true, true, false})) << "step " << s;
+        for (int k = 0; k < 2; ++k) {
+          EXPECT_EQ(with[k].to_vector(), without[k].to_vector()) << "step " << s << " param " << k;
+          const Tensor cast = ops::to_dtype(with[k], dtype);
+          const Tensor bits = ops::to_dtype(copies[k], DType::kF32);
+          EXPECT_EQ(bits.to_vector(), ops::to_dtype(cast, DType::kF32).to_vector())
+              << "step " << s << " param " << k;
+        }
+        EXPECT_EQ(copies[2].to_vector(), untouched);
+      }
+      std::vector<Tensor> bad = copies;
+      bad[0] = ops::zeros({n - 1}, dtype);
+      expect_error_naming([&] { opt->step(1.0, bad); }, {"'a'", "copy"});
+      bad[0] = ops::zeros({n}, DType::kF32);
+      expect_error_naming([&] { opt->step(1.0, bad); }, {"'a'", "bf16 or f16"});
+      expect_error_naming([&] { opt->step(1.0, {copies[0]}); }, {"1 parameter copies", "3"});
+    }
+  }
+}
+
 TEST(Optimizer, ZeroGradKeepsGradientViewsOrDropsThem) {
   Tensor flat_grad = ops::ones({6});
   Tensor w = param({1, 2, 3, 4}, {2, 2}), b = param({1, 2}, {2});

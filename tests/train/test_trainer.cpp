@@ -5,12 +5,14 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "data/data_test_util.h"
 #include "data/prepare.h"
 #include "io/checkpoint.h"
 #include "models/gpt2/gpt2.h"
+#include "tensor/profiler.h"
 #include "train/trainer.h"
 
 namespace hfrun::train {
@@ -180,6 +182,112 @@ TEST(Trainer, Fp16BacksTheLossScaleOffUntilTheGradientsFitThenFollowsF32) {
   EXPECT_NE(steps[0].loss, a[0]);  // the GEMMs really ran in f16
   io::SafetensorsCheckpoint ck = io::SafetensorsCheckpoint::open(d.file("fp16/final"));
   EXPECT_EQ(ck.tensor("transformer.wte.weight").dtype(), DType::kF32);
+}
+
+// The bytes of every safetensors file in dir, by file name.
+std::map<std::string, std::string> safetensors_bytes(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() != ".safetensors") continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    std::ostringstream b;
+    b << in.rdbuf();
+    out[e.path().filename().string()] = b.str();
+  }
+  return out;
+}
+
+// Mixed precision's weight copies carried from step to step (the optimizer writing the updated
+// weights' copies in its pass, frozen weights' kept) change no bit of training: the same
+// losses, gradient norms and final weights as casting every weight at every step
+// (HFRUN_WEIGHT_COPIES=0). Through updates, both kinds of skipped step (the non-finite guard's
+// and the loss scaler's), gradient accumulation or none, GPT-2's tied head (a transposed view
+// of the embedding), a Llama (transposed [out, in] weights) and LoRA (a frozen base). With the
+// copies carried, no weight is cast after the first step.
+TEST(Trainer, CarriedWeightCopiesChangeNoBit) {
+  TempDir d;
+  const std::string text = d.write("corpus.txt", corpus());
+  d.write("tokenizer.json", testing::byte_tokenizer_json());
+  struct Case {
+    std::string name, mixed_precision, model, peft, fault;
+    int64_t accum;
+    int64_t weights;  // the weights linear casts in one forward
+  };
+  const std::string llama =
+      "model: {arch: llama, config: {hidden_size: 32, intermediate_size: 48, "
+      "num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, "
+      "max_position_embeddings: 32}}\n";
+  const std::vector<Case> cases = {
+      // 2 x 4 linear weights and the tied head.
+      {"gpt2_bf16", "bf16", "", "", "0:3:1", 1, 9},
+      {"gpt2_bf16_accum", "bf16", "", "", "", 2, 9},
+      {"gpt2_fp16", "fp16", "", "", "0:3:1:grad", 1, 9},  // the scaler skips step 3
+      // 2 x 7 and the head; with LoRA, 2 x 3 x 2 adapter factors more.
+      {"llama_bf16", "bf16", llama, "", "", 1, 15},
+      {"llama_lora", "bf16", llama,
+       "peft: {type: lora, r: 4, alpha: 8, target_modules: [q_proj, v_proj, down_proj]}\n", "", 2,
+       27},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto run = [&](const std::string& dir, bool carry, int64_t* casts) {
+      const std::string y =
+          "output_dir: " + d.file(dir) + "\nseed: 3\ntokenizer: " + d.file("tokenizer.json") +
+          "\n" +
+          (c.model.empty()
+               ? "model: {config: {n_layer: 2, n_head: 2, n_embd: 32, n_positions: 32}}\n"
+               : c.model) +
+          "data: {train: [" + text + "], seq_len: 16, shuffle: false}\n" +
+          "train: {micro_batch_size: 4, grad_accum_steps: " + std::to_string(c.accum) +
+          ", max_steps: 6, log_every: 1, grad_clip: 1.0, mixed_precision: " + c.mixed_precision +
+          ", grad_scaler: {init_scale: 131072}}\n" + "optimizer: {type: adamw, lr: 3.0e-3}\n" +
+          c.peft;
+      TrainConfig cfg = TrainConfig::parse(y, d.file(dir + ".yaml"));
+      if (carry) {
+        ::unsetenv("HFRUN_WEIGHT_COPIES");
+      } else {
+        ::setenv("HFRUN_WEIGHT_COPIES", "0", 1);
+      }
+      if (!c.fault.empty()) ::setenv("HFRUN_FAULT_NONFINITE", c.fault.c_str(), 1);
+      std::vector<StepMetrics> steps;
+      Trainer trainer(cfg);
+      profiler::reset();
+      profiler::set_enabled(true);
+      trainer.run([&](const StepMetrics& m) {
+        if (m.val_loss < 0) steps.push_back(m);
+      });
+      profiler::set_enabled(false);
+      *casts = profiler::snapshot()["op:copy cast"].calls;
+      ::unsetenv("HFRUN_WEIGHT_COPIES");
+      ::unsetenv("HFRUN_FAULT_NONFINITE");
+      return steps;
+    };
+    int64_t carried_casts = 0, plain_casts = 0;
+    const auto carried = run(c.name + "_carried", true, &carried_casts);
+    const auto plain = run(c.name + "_plain", false, &plain_casts);
+    ASSERT_EQ(carried.size(), 6u);
+    ASSERT_EQ(plain.size(), 6u);
+    int64_t updates = 0;
+    for (size_t i = 0; i < plain.size(); ++i) {
+      EXPECT_EQ(carried[i].loss, plain[i].loss) << "step " << i + 1;
+      EXPECT_EQ(carried[i].skipped, plain[i].skipped) << "step " << i + 1;
+      EXPECT_EQ(carried[i].update_skipped, plain[i].update_skipped) << "step " << i + 1;
+      if (std::isfinite(plain[i].grad_norm)) {
+        EXPECT_EQ(carried[i].grad_norm, plain[i].grad_norm) << "step " << i + 1;
+      }
+      updates += plain[i].skipped || plain[i].update_skipped ? 0 : 1;
+    }
+    EXPECT_GE(updates, 2) << "too few updates to see a stale copy";
+    if (c.mixed_precision == "fp16") {
+      EXPECT_TRUE(plain[2].update_skipped);
+    }
+    EXPECT_EQ(safetensors_bytes(d.file(c.name + "_carried/final")),
+              safetensors_bytes(d.file(c.name + "_plain/final")));
+    // Each window's forward (a step the guard skipped included) casts every weight in the plain
+    // run; in the carried one only the first does.
+    const int64_t windows = 6 + (c.fault.empty() || c.mixed_precision == "fp16" ? 0 : 1);
+    EXPECT_EQ(plain_casts - carried_casts, c.weights * (windows - 1));
+  }
 }
 
 // The scale and its clean-step count are part of a checkpoint: a run killed and resumed

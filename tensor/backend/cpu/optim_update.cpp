@@ -28,17 +28,56 @@ inline float madd(float a, float b, float c) {
 #endif
 }
 
+// The parameter's 16-bit copy (AdamWUpdate::param_copy), written from the updated f32 values.
+class CopyWriter {
+ public:
+  CopyWriter(CpuBackend& backend, const Tensor& copy, const Tensor& param, const char* op)
+      : backend_(backend), copy_(copy) {
+    if (!copy.defined()) return;
+    HF_CHECK((copy.dtype() == DType::kBF16 || copy.dtype() == DType::kF16) &&
+                 copy.is_contiguous() && copy.sizes() == param.sizes() &&
+                 copy.device() == param.device(),
+             op, ": the parameter's copy ", copy.str(),
+             " must be a contiguous bf16 or f16 tensor of ", param.str(), "'s shape on its device");
+  }
+  bool defined() const { return copy_.defined(); }
+  // Elements [lo, hi) from a contiguous parameter's updated values, while they are in cache: the
+  // conversions copy() makes, so the copy is bitwise the cast of the new parameter.
+  void write(const float* p, int64_t lo, int64_t hi) const {
+    if (copy_.dtype() == DType::kF16) {
+      f32_to_f16_n(p + lo, copy_.data<Float16>() + lo, hi - lo);
+      return;
+    }
+    BFloat16* c = copy_.data<BFloat16>();
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) store(c, i, p[i]);
+  }
+  // A strided parameter's whole copy, after its update.
+  void write_all(const Tensor& param) const {
+    Tensor dst = copy_;
+    backend_.copy(param, dst);
+  }
+
+ private:
+  CpuBackend& backend_;
+  Tensor copy_;
+};
+
 // Calls elem(ip, ig, is) for every element: ip / ig are element offsets into the parameter's
-// and gradient's data(), is into each state buffer's (contiguous, the parameter's shape).
+// and gradient's data(), is into each state buffer's (contiguous, the parameter's shape). Then
+// the parameter's copy, if any, is written: chunk by chunk as each is updated.
 template <typename Elem>
-void for_each_element(const Tensor& param, const Tensor& grad, Elem&& elem) {
+void for_each_element(const Tensor& param, const Tensor& grad, const CopyWriter& copy,
+                      Elem&& elem) {
   const int64_t n = param.numel();
   if (param.is_contiguous() && grad.is_contiguous()) {
     const int64_t chunks = (n + kChunk - 1) / kChunk;
+    const float* p = param.data<float>();
     parallel_for(chunks, kChunk, [&](int64_t c) {
       const int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
 #pragma omp simd
       for (int64_t i = lo; i < hi; ++i) elem(i, i, i);
+      if (copy.defined()) copy.write(p, lo, hi);
     });
     return;
   }
@@ -50,6 +89,7 @@ void for_each_element(const Tensor& param, const Tensor& grad, Elem&& elem) {
           elem(off[0] + j * st[0], off[1] + j * st[1], off[2] + j * st[2]);
         }
       });
+  if (copy.defined()) copy.write_all(param);
 }
 
 // Sum of squares of a contiguous f32 range: per-chunk double partials summed in chunk order.
@@ -88,7 +128,8 @@ void CpuBackend::adamw_update(const std::vector<AdamWUpdate>& updates) {
     const float* g = u.grad.data<float>();
     float* m = u.exp_avg.data<float>();
     float* v = u.exp_avg_sq.data<float>();
-    for_each_element(u.param, u.grad, [=](int64_t ip, int64_t ig, int64_t is) {
+    const CopyWriter copy(*this, u.param_copy, u.param, "adamw_update");
+    for_each_element(u.param, u.grad, copy, [=](int64_t ip, int64_t ig, int64_t is) {
       const float gi = g[ig] * s.grad_scale;
       const float pi = p[ip] * s.decay;
       const float mi = madd(gi, s.one_minus_beta1, m[is] * s.beta1);
@@ -106,8 +147,9 @@ void CpuBackend::sgd_update(const std::vector<SGDUpdate>& updates) {
     const SGDScalars s = u.s;
     float* p = u.param.data<float>();
     const float* g = u.grad.data<float>();
+    const CopyWriter copy(*this, u.param_copy, u.param, "sgd_update");
     if (!u.momentum_buffer.defined()) {
-      for_each_element(u.param, u.grad, [=](int64_t ip, int64_t ig, int64_t) {
+      for_each_element(u.param, u.grad, copy, [=](int64_t ip, int64_t ig, int64_t) {
         const float gi = g[ig] * s.grad_scale;
         const float d = s.l2 ? madd(p[ip], s.weight_decay, gi) : gi;
         p[ip] = madd(d, s.neg_lr, p[ip]);
@@ -115,7 +157,7 @@ void CpuBackend::sgd_update(const std::vector<SGDUpdate>& updates) {
       continue;
     }
     float* buf = u.momentum_buffer.data<float>();
-    for_each_element(u.param, u.grad, [=](int64_t ip, int64_t ig, int64_t is) {
+    for_each_element(u.param, u.grad, copy, [=](int64_t ip, int64_t ig, int64_t is) {
       const float gi = g[ig] * s.grad_scale;
       const float d = s.l2 ? madd(p[ip], s.weight_decay, gi) : gi;
       const float b = s.first ? d : madd(d, s.one_minus_dampening, buf[is] * s.momentum);

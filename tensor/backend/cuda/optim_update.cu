@@ -227,6 +227,22 @@ Device common_device(const char* op, const std::vector<Tensor>& params) {
   return d;
 }
 
+// The updates' 16-bit parameter copies (AdamWUpdate::param_copy), cast from the updated
+// parameters on the same stream: a pass of their own here, not fused into the update kernel.
+template <typename Update>
+void write_param_copies(CudaBackend& backend, const char* op, const std::vector<Update>& updates) {
+  for (const Update& u : updates) {
+    if (!u.param_copy.defined()) continue;
+    Tensor dst = u.param_copy;
+    HF_CHECK((dst.dtype() == DType::kBF16 || dst.dtype() == DType::kF16) && dst.is_contiguous() &&
+                 dst.sizes() == u.param.sizes() && dst.device() == u.param.device(),
+             op, " (cuda): the parameter's copy ", dst.str(),
+             " must be a contiguous bf16 or f16 tensor of ", u.param.str(),
+             "'s shape on its device");
+    backend.copy(u.param, dst);
+  }
+}
+
 }  // namespace
 
 void CudaBackend::adamw_update(const std::vector<AdamWUpdate>& updates) {
@@ -256,6 +272,7 @@ void CudaBackend::adamw_update(const std::vector<AdamWUpdate>& updates) {
     HF_CUDA_CHECK_LAUNCH("adamw", updates.size(), " parameters, ", t.num_chunks, " chunks");
   }
   ops_.finish();
+  write_param_copies(*this, "adamw", updates);
 }
 
 void CudaBackend::sgd_update(const std::vector<SGDUpdate>& updates) {
@@ -286,6 +303,7 @@ void CudaBackend::sgd_update(const std::vector<SGDUpdate>& updates) {
     HF_CUDA_CHECK_LAUNCH("sgd", updates.size(), " parameters, ", t.num_chunks, " chunks");
   }
   ops_.finish();
+  write_param_copies(*this, "sgd", updates);
 }
 
 double CudaBackend::sum_squares(const std::vector<Tensor>& xs, float inv_scale) {

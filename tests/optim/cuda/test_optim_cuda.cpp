@@ -165,6 +165,37 @@ TEST(CudaOptim, AdamWMatchesCpu) {
       "adamw");
 }
 
+// The parameters' bf16 copies written with the update (step(grad_scale, copies)) are the cast
+// of the updated CUDA parameters, bitwise, and leave the update itself as without them.
+TEST(CudaOptim, StepWritesTheParametersBf16CopiesAsTheirCast) {
+  HF_REQUIRE_CUDA();
+  autograd::NoGradGuard no_grad;
+  ParamSet with = make_params(testing::cuda0()), without = make_params(testing::cuda0());
+  auto make = [](std::vector<ParamRef> p) {
+    return std::make_unique<AdamW>(std::move(p), AdamWOptions{.lr = 1e-2, .weight_decay = 0.1});
+  };
+  auto ow = make(with.refs), oo = make(without.refs);
+  std::vector<Tensor> copies;
+  for (const ParamRef& r : with.refs) {
+    copies.push_back(ops::empty(r.param.sizes(), DType::kBF16, r.param.device()));
+  }
+  for (int step = 1; step <= 3; ++step) {
+    set_grads(with, step);
+    set_grads(without, step);
+    const std::vector<bool> written = ow->step(1.0, copies);
+    oo->step();
+    for (size_t i = 0; i < copies.size(); ++i) {
+      SCOPED_TRACE(with.refs[i].name + " step " + std::to_string(step));
+      EXPECT_TRUE(written[i]);
+      EXPECT_EQ(max_abs_diff(with.refs[i].param, without.refs[i].param), 0.0);
+      const Tensor cast = ops::to_dtype(with.refs[i].param, DType::kBF16);
+      EXPECT_EQ(
+          max_abs_diff(ops::to_dtype(copies[i], DType::kF32), ops::to_dtype(cast, DType::kF32)),
+          0.0);
+    }
+  }
+}
+
 TEST(CudaOptim, AdamWDefaultsMatchCpu) {
   HF_REQUIRE_CUDA();
   run_parity([](std::vector<ParamRef> p) { return std::make_unique<AdamW>(std::move(p)); },
