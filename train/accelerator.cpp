@@ -474,9 +474,10 @@ std::vector<WeightCopy> Accelerator::step(std::vector<WeightCopy> copies) {
   for (size_t j = 0; j < copies.size(); ++j) {
     bool valid = owner[j] < params.size() && written[owner[j]];
     if (!valid) {
-      const auto [lo, hi] = byte_span(copies[j].source);
-      valid = std::none_of(written_spans.begin(), written_spans.end(),
-                           [&](const auto& w) { return lo < w.second && w.first < hi; });
+      const std::pair<uintptr_t, uintptr_t> mine = byte_span(copies[j].source);
+      valid = std::none_of(written_spans.begin(), written_spans.end(), [&](const auto& w) {
+        return mine.first < w.second && w.first < mine.second;
+      });
     }
     if (valid) kept.push_back(std::move(copies[j]));
   }
