@@ -2,22 +2,12 @@
 //   y = x * cos + rotate_half(x) * sin,   rotate_half([x1, x2]) = [-x2, x1]   (halves of D)
 // rotate_half is linear with transpose -rotate_half, so
 //   gx = g * cos - rotate_half(g * sin).
-// One node that keeps only cos and sin; the arithmetic is composed from device ops, so it runs
-// on every backend.
+// One node that keeps only cos and sin; ops::rotary computes either direction (in one pass on
+// the CPU, composed from device ops elsewhere, the same bits).
 #include "autograd/functions.h"
 #include "autograd/node.h"
 
 namespace hfrun {
-
-namespace {
-
-Tensor rotate_half(const Tensor& x) {
-  const int64_t last = x.dim() - 1, D = x.size(last);
-  Tensor x1 = ops::narrow(x, last, 0, D / 2), x2 = ops::narrow(x, last, D / 2, D / 2);
-  return ops::cat({ops::neg(x2), x1}, last);
-}
-
-}  // namespace
 
 Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin) {
   HF_CHECK(x.defined() && cos.defined() && sin.defined(), "rotary_embedding: undefined input");
@@ -28,12 +18,13 @@ Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin) {
            "rotary_embedding: cos ", cos.str(), " and sin ", sin.str(), " must be [T, D] of x ",
            x.str());
   // The tables in x's dtype, as HF casts them (cos.to(x.dtype)).
-  const Tensor c = ops::to_dtype(cos, x.dtype()), s = ops::to_dtype(sin, x.dtype());
-  Tensor y = ops::add(ops::mul(x, c), ops::mul(rotate_half(x), s));
+  const Tensor c = ops::contiguous(ops::to_dtype(cos, x.dtype()));
+  const Tensor s = ops::contiguous(ops::to_dtype(sin, x.dtype()));
+  Tensor y = ops::rotary(x, c, s, /*backward=*/false);
   if (!autograd::needs_grad({&x})) return y;
   return autograd::record("rotary_embedding", {x}, y, [c, s](const Tensor& g) {
     Tensor gc = ops::to_dtype(g, c.dtype());
-    return std::vector<Tensor>{ops::sub(ops::mul(gc, c), rotate_half(ops::mul(gc, s)))};
+    return std::vector<Tensor>{ops::rotary(gc, c, s, /*backward=*/true)};
   });
 }
 

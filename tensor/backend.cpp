@@ -52,6 +52,10 @@ void Backend::embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor
   binary(BinaryOp::kAdd, gweight, dense, gweight);
 }
 
+bool Backend::rotary(const Tensor&, const Tensor&, const Tensor&, bool, Tensor&) {
+  return false;
+}
+
 void Backend::fused_attention(const Tensor&, const Tensor&, const Tensor&, bool, double,
                               const Tensor&, Tensor&, Tensor&) {
   HF_THROW("fused_attention: the ", name(), " backend has no fused attention kernel");

@@ -149,6 +149,15 @@ class Backend {
   // result has the bits of the dense gradient added to gweight. The default computes the dense
   // gradient and adds it; a backend overrides it to touch only the named rows.
   virtual void embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor& gweight);
+  // Rotary position embedding, rotate-half form, in one pass: x [..., T, D] (any strides but a
+  // unit last one), cos and sin contiguous [T, D] of x's dtype, y contiguous of x's shape and
+  // dtype. Forward: y = x * cos + rotate_half(x) * sin; backward (x the output's gradient):
+  // y = x * cos - rotate_half(x * sin); rotate_half([a, b]) = [-b, a] over halves of D. Each
+  // product and sum rounded to the dtype as the composed ops round them, so the result is theirs
+  // bit for bit. Returns false, writing nothing, where the backend has no such kernel or the
+  // operands do not fit it (the caller composes).
+  virtual bool rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward,
+                      Tensor& y);
 
   virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                              Tensor& loss, Tensor& lse) = 0;

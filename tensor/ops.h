@@ -179,6 +179,11 @@ Tensor log_softmax_backward(const Tensor& gy, const Tensor& y, int64_t dim);
 struct LayerNormResult {
   Tensor y, mean, rstd;
 };
+// Rotary position embedding, rotate-half form (HF Llama), with cos and sin [T, D] of x's dtype:
+// x * cos + rotate_half(x) * sin, or with backward (x the output's gradient) x * cos -
+// rotate_half(x * sin), rotate_half([a, b]) = [-b, a]. In one pass where the backend has a
+// kernel (Backend::rotary), else composed; the same bits either way.
+Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward);
 LayerNormResult layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
 struct LayerNormGrads {
   Tensor gx, gweight, gbias;

@@ -194,6 +194,12 @@ void ProfilingBackend::embedding_backward_add(const Tensor& gy, const Tensor& id
   inner_.embedding_backward_add(gy, ids, gweight);
 }
 
+bool ProfilingBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward,
+                              Tensor& y) {
+  Timed t(backward ? "op:rotary_backward" : "op:rotary", inner_, device_);
+  return inner_.rotary(x, cos, sin, backward, y);
+}
+
 void ProfilingBackend::cross_entropy(const Tensor& logits, const Tensor& targets,
                                      int64_t ignore_index, Tensor& loss, Tensor& lse) {
   Timed t("op:cross_entropy", inner_, device_);

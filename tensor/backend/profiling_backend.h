@@ -54,6 +54,8 @@ class ProfilingBackend final : public Backend {
   void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) override;
   void embedding_backward(const Tensor& gy, const Tensor& ids, Tensor& gweight) override;
   void embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor& gweight) override;
+  bool rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward,
+              Tensor& y) override;
   void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                      Tensor& loss, Tensor& lse) override;
   void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,

@@ -103,6 +103,12 @@ void check_dropout_p(double p, const char* op) {
   HF_CHECK(p >= 0.0 && p < 1.0, op, ": p must be in [0, 1), got ", p);
 }
 
+Tensor rotate_half(const Tensor& x) {
+  const int64_t last = x.dim() - 1, D = x.size(last);
+  Tensor x1 = narrow(x, last, 0, D / 2), x2 = narrow(x, last, D / 2, D / 2);
+  return cat({neg(x2), x1}, last);
+}
+
 }  // namespace
 
 // ---- LayerNorm, RMSNorm over the last dim (rows = the product of the leading dims) ----------
@@ -322,6 +328,13 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
     start += x.sizes()[d];
   }
   return out;
+}
+
+Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward) {
+  Tensor y = empty(x.sizes(), x.dtype(), x.device());
+  if (backend_for(x.device()).rotary(x, cos, sin, backward, y)) return y;
+  if (backward) return sub(mul(x, cos), rotate_half(mul(x, sin)));
+  return add(mul(x, cos), mul(rotate_half(x), sin));
 }
 
 }  // namespace hfrun::ops

@@ -47,6 +47,8 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
                               const Tensor& lse, int64_t ignore_index, Tensor& glogits) override;
   void dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) override;
+  bool rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward,
+              Tensor& y) override;
   void adamw_update(const std::vector<AdamWUpdate>& updates) override;
   void sgd_update(const std::vector<SGDUpdate>& updates) override;
   double sum_squares(const std::vector<Tensor>& xs, float inv_scale) override;
