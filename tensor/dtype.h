@@ -32,12 +32,27 @@ inline float bf16_to_f32(uint16_t b) {
   return f;
 }
 
-inline uint16_t f32_to_bf16(float f) {
+// f rounded to bf16 (to nearest even; a NaN stays a NaN, made quiet), as an f32 bit pattern whose
+// low 16 bits are zero. A select rather than a branch, and 32-bit throughout, so that loops using
+// it vectorise.
+inline uint32_t bf16_rounded_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
-  return static_cast<uint16_t>(u >> 16);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  const uint32_t quiet_nan = (u | 0x00400000u) & 0xffff0000u;
+  return (u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
+}
+
+inline uint16_t f32_to_bf16(float f) {
+  return static_cast<uint16_t>(bf16_rounded_bits(f) >> 16);
+}
+
+// f rounded to bf16 and widened back to f32: the value a bf16 store and load give.
+inline float round_to_bf16(float f) {
+  const uint32_t u = bf16_rounded_bits(f);
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
 }
 
 float f16_to_f32(uint16_t h);

@@ -2,7 +2,6 @@
 // form (two multiplies, a negation, a concatenation and an add, each a pass of its own, twice
 // per attention layer and again in the backward) rounded the same way, step by step.
 #include <cstdint>
-#include <cstring>
 
 #include "tensor/backend/cpu/cpu_backend.h"
 #include "tensor/backend/cpu/dispatch.h"
@@ -11,40 +10,17 @@
 namespace hfrun::cpu {
 namespace {
 
-// v rounded to bf16 (round to nearest even, NaN kept quiet: f32_to_bf16's result) and widened
-// back, without a branch, so that the loops around it vectorise.
-inline uint32_t bf16_bits_of(float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  const uint32_t quiet_nan = (u | 0x00400000u) & 0xffff0000u;
-  return (u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
-}
-
 // v rounded to T, as a composed op's stored result is (identity for f32).
 template <typename T>
 inline float round_to(float v) {
   if constexpr (std::is_same_v<T, float>) {
     return v;
   } else if constexpr (std::is_same_v<T, BFloat16>) {
-    const uint32_t u = bf16_bits_of(v);
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
+    return round_to_bf16(v);
   } else {
     T t;
     store(&t, 0, v);
     return load(&t, 0);
-  }
-}
-
-// p[i] = v rounded to T.
-template <typename T>
-inline void put(T* p, int64_t i, float v) {
-  if constexpr (std::is_same_v<T, BFloat16>) {
-    p[i].bits = static_cast<uint16_t>(bf16_bits_of(v) >> 16);
-  } else {
-    store(p, i, v);
   }
 }
 
@@ -93,8 +69,8 @@ bool CpuBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, b
         const float s1 = load(s, i), s2 = load(s, i + half);
         const float p1 = round_to<E>(b * (backward ? s2 : s1));
         const float p2 = round_to<E>(a * (backward ? s1 : s2));
-        put(yr, i, ac + first * p1);
-        put(yr, i + half, bc - first * p2);
+        store(yr, i, ac + first * p1);
+        store(yr, i + half, bc - first * p2);
       }
     });
   });
