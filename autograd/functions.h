@@ -52,13 +52,20 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim = false);  // gradient to 
 // matmul and layers
 Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor(),
               std::optional<DType> out_dtype = std::nullopt);
-// x [..., in] @ weight [in, out] + bias [out]: HF Conv1D layout (GPT-2). With compute_dtype
-// (bf16 for mixed precision) the GEMMs take bf16 copies of x and weight, accumulate in f32 and
-// return out_dtype (default x's dtype), rounded once from the f32 accumulator; gradients reach
-// the f32 x and weight through the casts.
+// How linear's weight is laid out: [in, out] (HF Conv1D, GPT-2) or [out, in] (torch.nn.Linear:
+// Llama, BERT, LoRA's factors, a tied output head over the embedding).
+enum class WeightLayout { kInOut, kOutIn };
+// x [..., in] @ weight [in, out] + bias [out] (kInOut), or x @ weight^T + bias with weight
+// [out, in] (kOutIn). With compute_dtype (bf16 for mixed precision) the GEMMs take bf16 copies of
+// x and weight, accumulate in f32 and return out_dtype (default x's dtype), rounded once from the
+// f32 accumulator; gradients reach the f32 x and weight through the casts. Either way the weight
+// itself is the op's input: its gradient is produced in its own layout (where its gradient buffer
+// is reachable, the GEMM writes into it), and its compute-dtype copy is the cast of its own
+// memory.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
               std::optional<DType> compute_dtype = std::nullopt,
-              std::optional<DType> out_dtype = std::nullopt);
+              std::optional<DType> out_dtype = std::nullopt,
+              WeightLayout layout = WeightLayout::kInOut);
 // A weight's compute-dtype copy, with the source it was made from (held, so its storage cannot
 // be reused for other values while the copy is known).
 struct WeightCopy {
@@ -95,7 +102,8 @@ Tensor weight_in_dtype(const Tensor& weight, DType dtype);
 // (the pre-activation, out_dtype, is kept for the backward), the composition on the CPU.
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
                    std::optional<DType> compute_dtype = std::nullopt,
-                   std::optional<DType> out_dtype = std::nullopt);
+                   std::optional<DType> out_dtype = std::nullopt,
+                   WeightLayout layout = WeightLayout::kInOut);
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor log_softmax(const Tensor& x, int64_t dim);
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);

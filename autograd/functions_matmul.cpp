@@ -79,15 +79,18 @@ struct LinearSaved {
   DType gw_dtype;
   int64_t out;
   bool gx, gw, gbias;
-  // The weight is the transpose of a contiguous [out, in] tensor (a tied lm_head over the
-  // embedding): its gradient is produced in that layout, so the transpose's backward hands a
-  // contiguous gradient to the embedding's, instead of a strided one summed element by element.
-  bool w_transposed;
+  // The weight is [out, in] (WeightLayout::kOutIn), or an [in, out] view transposed from a
+  // contiguous [out, in] tensor: either way its gradient is produced as [out, in], the GEMM's
+  // natural layout for it (a strided gradient would be summed element by element downstream).
+  bool grad_out_in;
+  // Its gradient is the op's input's as produced (kOutIn), not transposed back to [in, out].
+  bool out_in;
 };
 
-// `gemm_weight`: the weight as the GEMMs read it (`weight` itself, or its compute-dtype copy).
+// `weight`: the op's input, in `layout`; `gemm_weight`: the [in, out] matrix the GEMMs read (a
+// view of the weight, or of its compute-dtype copy).
 LinearSaved save_linear(const Tensor& x, const Tensor& x2, const Tensor& weight,
-                        const Tensor& gemm_weight, const Tensor& bias) {
+                        WeightLayout layout, const Tensor& gemm_weight, const Tensor& bias) {
   LinearSaved s;
   s.gx = x.requires_grad();
   s.gw = weight.requires_grad();
@@ -99,9 +102,10 @@ LinearSaved save_linear(const Tensor& x, const Tensor& x2, const Tensor& weight,
   s.w_dtype = weight.dtype();
   s.gw_dtype = gemm_weight.dtype() == DType::kF16 ? DType::kF16 : s.w_dtype;
   s.bias_dtype = bias.defined() ? bias.dtype() : DType::kF32;
-  s.out = weight.size(1);
-  s.w_transposed = weight.size(0) > 1 && weight.size(1) > 1 && weight.stride(0) == 1 &&
-                   weight.stride(1) == weight.size(0);
+  s.out = gemm_weight.size(1);
+  s.out_in = layout == WeightLayout::kOutIn;
+  s.grad_out_in = s.out_in || (weight.size(0) > 1 && weight.size(1) > 1 && weight.stride(0) == 1 &&
+                               weight.stride(1) == weight.size(0));
   return s;
 }
 
@@ -120,19 +124,24 @@ Grads linear_grads(const LinearSaved& s, Tensor g_out) {
     // in f32), or writes it there when the buffer was zeroed lazily, with no product tensor,
     // no cast and no separate add.
     bool overwrite = false;
-    Tensor sink = !s.w_transposed && s.gw_dtype == DType::kF32 && s.x2.dtype() == g2.dtype()
-                      ? autograd::gradient_sink(1, {s.x2.size(1), s.out}, DType::kF32, g2.device(),
-                                                &overwrite)
-                      : Tensor();
+    const int64_t in = s.x2.size(1);
+    const Shape sink_shape = s.out_in ? Shape{s.out, in} : Shape{in, s.out};
+    Tensor sink =
+        s.out_in == s.grad_out_in && s.gw_dtype == DType::kF32 && s.x2.dtype() == g2.dtype()
+            ? autograd::gradient_sink(1, sink_shape, DType::kF32, g2.device(), &overwrite)
+            : Tensor();
+    // [out, in] = g^T x, or [in, out] = x^T g.
+    const Tensor a = s.grad_out_in ? mT(g2) : mT(s.x2);
+    const Tensor b = s.grad_out_in ? s.x2 : g2;
     if (sink.defined()) {
       if (overwrite) {
-        ops::matmul_into_(sink, mT(s.x2), g2);
+        ops::matmul_into_(sink, a, b);
       } else {
-        ops::matmul_add_(sink, mT(s.x2), g2);
+        ops::matmul_add_(sink, a, b);
       }
     } else {
-      grad_w = s.w_transposed ? mT(ops::matmul(mT(g2), s.x2, Tensor(), s.gw_dtype))
-                              : ops::matmul(mT(s.x2), g2, Tensor(), s.gw_dtype);
+      grad_w = ops::matmul(a, b, Tensor(), s.gw_dtype);
+      if (s.grad_out_in && !s.out_in) grad_w = mT(grad_w);
       if (s.gw_dtype != s.w_dtype) grad_w = ops::to_dtype(grad_w, s.w_dtype);
     }
   }
@@ -143,27 +152,32 @@ Grads linear_grads(const LinearSaved& s, Tensor g_out) {
 // `gelu`. With `compute` the GEMMs read the weight's copy in that dtype (mixed precision); the
 // input gradient comes in x's dtype, the weight's in the weight's, straight from the GEMM's f32
 // accumulator; the bias gradient is summed from the out_dtype gradient.
-Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DType out_dtype,
-                   bool gelu, std::optional<DType> compute) {
+Tensor linear_impl(const Tensor& x, const Tensor& weight, WeightLayout layout, const Tensor& bias,
+                   DType out_dtype, bool gelu, std::optional<DType> compute) {
   HF_CHECK(x.defined() && weight.defined(), "linear: undefined input");
-  HF_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(0), "linear: x ", x.str(),
-           " does not match weight ", weight.str(), " ([in, out])");
-  const int64_t in = weight.size(0), out = weight.size(1);
+  const bool out_in = layout == WeightLayout::kOutIn;
+  HF_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(out_in ? 1 : 0),
+           "linear: x ", x.str(), " does not match weight ", weight.str(),
+           out_in ? " ([out, in])" : " ([in, out])");
+  const int64_t in = x.size(-1), out = weight.size(out_in ? 0 : 1);
   Tensor x2 = ops::reshape(x, {-1, in});
   Shape y_shape = x.sizes();
   y_shape.back() = out;
-  const Tensor w = compute ? weight_in_dtype(weight, *compute) : weight;
+  // The [in, out] matrix the GEMMs read: the weight, or its compute-dtype copy, as it is or
+  // transposed (a view).
+  Tensor w = compute ? weight_in_dtype(weight, *compute) : weight;
+  if (out_in) w = mT(w);
   if (!gelu) {
     Tensor y = ops::view(ops::matmul(x2, w, bias, out_dtype), y_shape);
     if (!needs_grad({&x, &weight, &bias})) return y;
-    const LinearSaved saved = save_linear(x, x2, weight, w, bias);
+    const LinearSaved saved = save_linear(x, x2, weight, layout, w, bias);
     return record("linear", {x, weight, bias}, y,
                   [saved](Tensor g_out) -> Grads { return linear_grads(saved, std::move(g_out)); });
   }
   ops::MatmulGeluResult r = ops::matmul_gelu(x2, w, bias, out_dtype);
   Tensor y = ops::view(r.out, y_shape);
   if (!needs_grad({&x, &weight, &bias})) return y;
-  const LinearSaved saved = save_linear(x, x2, weight, w, bias);
+  const LinearSaved saved = save_linear(x, x2, weight, layout, w, bias);
   Tensor pre = r.pre, act = r.out;
   return record("linear_gelu", {x, weight, bias}, y, [saved, pre, act](Tensor g) -> Grads {
     Tensor g2 = ops::reshape(ops::to_dtype(g, pre.dtype()), pre.sizes());
@@ -179,12 +193,13 @@ Tensor linear_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, DT
 // from the f32 accumulator of its GEMM (added into the f32 leaf's gradient buffer where that is
 // the sink), not rounded to bf16 and widened again as autocast's is.
 Tensor linear_any(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                  std::optional<DType> compute_dtype, std::optional<DType> out_dtype, bool gelu) {
+                  std::optional<DType> compute_dtype, std::optional<DType> out_dtype, bool gelu,
+                  WeightLayout layout) {
   const DType out = out_dtype.value_or(x.dtype());
   if (compute_dtype && *compute_dtype != x.dtype()) {
-    return linear_impl(to_dtype(x, *compute_dtype), weight, bias, out, gelu, compute_dtype);
+    return linear_impl(to_dtype(x, *compute_dtype), weight, layout, bias, out, gelu, compute_dtype);
   }
-  return linear_impl(x, weight, bias, out, gelu, compute_dtype);
+  return linear_impl(x, weight, layout, bias, out, gelu, compute_dtype);
 }
 
 }  // namespace
@@ -225,13 +240,15 @@ Tensor weight_in_dtype(const Tensor& weight, DType dtype) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias,
-              std::optional<DType> compute_dtype, std::optional<DType> out_dtype) {
-  return linear_any(x, weight, bias, compute_dtype, out_dtype, false);
+              std::optional<DType> compute_dtype, std::optional<DType> out_dtype,
+              WeightLayout layout) {
+  return linear_any(x, weight, bias, compute_dtype, out_dtype, false, layout);
 }
 
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                   std::optional<DType> compute_dtype, std::optional<DType> out_dtype) {
-  return linear_any(x, weight, bias, compute_dtype, out_dtype, true);
+                   std::optional<DType> compute_dtype, std::optional<DType> out_dtype,
+                   WeightLayout layout) {
+  return linear_any(x, weight, bias, compute_dtype, out_dtype, true, layout);
 }
 
 Tensor softmax(const Tensor& x, int64_t dim) {

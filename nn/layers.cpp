@@ -44,8 +44,8 @@ int64_t Linear::out_features() const {
   return weight_->size(layout_ == WeightLayout::kOutIn ? 0 : 1);
 }
 
-Tensor Linear::weight_in_out() const {
-  return layout_ == WeightLayout::kInOut ? weight_.get() : transpose(weight_.get(), 0, 1);
+Tensor Linear::project(const Tensor& x, const Tensor& weight, const Tensor& bias, DType out) const {
+  return linear(x, weight, bias, compute_dtype(), out, layout_);
 }
 
 Tensor Linear::prepare_input(const Tensor& x) const {
@@ -79,15 +79,17 @@ Tensor Linear::lora_term(const Tensor& x, DType dtype) const {
   if (is_training() && lora_dropout_ > 0 && lora_gen_ != nullptr) {
     in = dropout(x, lora_dropout_, true, *lora_gen_);
   }
-  auto factor = [&](const Linear& l) {  // [out, in] -> the [in, out] linear() takes
+  auto factor = [&](const Linear& l) {  // [out, in]
     Tensor w = l.weight_.get();
     if (l.group_ != nullptr && l.style_ == ParallelStyle::kReplicatedSumGrad) {
       w = copy_to_tensor_parallel(w, *l.group_);
     }
-    return transpose(w, 0, 1);
+    return w;
   };
-  Tensor h = linear(in, factor(*lora_a_), Tensor(), compute_dtype(), dtype);
-  return mul_scalar(linear(h, factor(*lora_b_), Tensor(), compute_dtype(), dtype), lora_scale_);
+  Tensor h = linear(in, factor(*lora_a_), Tensor(), compute_dtype(), dtype, WeightLayout::kOutIn);
+  return mul_scalar(
+      linear(h, factor(*lora_b_), Tensor(), compute_dtype(), dtype, WeightLayout::kOutIn),
+      lora_scale_);
 }
 
 Tensor Linear::forward(const Tensor& x, std::optional<DType> out_dtype) {
@@ -95,31 +97,28 @@ Tensor Linear::forward(const Tensor& x, std::optional<DType> out_dtype) {
   if (lora_a_ != nullptr) {
     if (group_ && style_ == ParallelStyle::kRowwise) {
       // The adapter's partial sum joins the base's before the one reduction.
-      Tensor y = linear(x, weight_in_out(), Tensor(), compute_dtype(), DType::kF32);
+      Tensor y = project(x, weight_.get(), Tensor(), DType::kF32);
       y = reduce_from_tensor_parallel(add(y, lora_term(x, DType::kF32)), *group_);
       if (bias_.defined()) y = add(y, bias_.get());
       return y.dtype() == out ? y : to_dtype(y, out);
     }
     const Tensor in = prepare_input(x);
-    Tensor y =
-        linear(in, weight_in_out(), bias_.defined() ? bias_.get() : Tensor(), compute_dtype(), out);
+    Tensor y = project(in, weight_.get(), bias_.defined() ? bias_.get() : Tensor(), out);
     return add(y, lora_term(in, out));
   }
   if (group_ && style_ == ParallelStyle::kReplicatedSumGrad) {
-    return linear(x, copy_to_tensor_parallel(weight_in_out(), *group_),
-                  bias_.defined() ? copy_to_tensor_parallel(bias_.get(), *group_) : Tensor(),
-                  compute_dtype(), out);
+    return project(x, copy_to_tensor_parallel(weight_.get(), *group_),
+                   bias_.defined() ? copy_to_tensor_parallel(bias_.get(), *group_) : Tensor(), out);
   }
   if (group_ && style_ == ParallelStyle::kRowwise) {
     // Partial sums over this rank's input features, summed in f32 across the group; the
     // replicated bias is added once, after the sum.
-    Tensor y = linear(x, weight_in_out(), Tensor(), compute_dtype(), DType::kF32);
+    Tensor y = project(x, weight_.get(), Tensor(), DType::kF32);
     y = reduce_from_tensor_parallel(y, *group_);
     if (bias_.defined()) y = add(y, bias_.get());
     return y.dtype() == out ? y : to_dtype(y, out);
   }
-  return linear(prepare_input(x), weight_in_out(), bias_.defined() ? bias_.get() : Tensor(),
-                compute_dtype(), out);
+  return project(prepare_input(x), weight_.get(), bias_.defined() ? bias_.get() : Tensor(), out);
 }
 
 Tensor Linear::forward_gelu(const Tensor& x, std::optional<DType> out_dtype) {
@@ -127,8 +126,8 @@ Tensor Linear::forward_gelu(const Tensor& x, std::optional<DType> out_dtype) {
   if (lora_a_ != nullptr) return gelu(forward(x, out_dtype), /*tanh_approx=*/true);
   HF_CHECK(!(group_ && style_ == ParallelStyle::kRowwise),
            "Linear::forward_gelu: a row-parallel layer's output is a partial sum");
-  return linear_gelu(prepare_input(x), weight_in_out(), bias_.defined() ? bias_.get() : Tensor(),
-                     compute_dtype(), out_dtype.value_or(x.dtype()));
+  return linear_gelu(prepare_input(x), weight_.get(), bias_.defined() ? bias_.get() : Tensor(),
+                     compute_dtype(), out_dtype.value_or(x.dtype()), layout_);
 }
 
 TensorParallelSplit Linear::split_for(ParallelStyle style, int groups,
@@ -208,7 +207,7 @@ Tensor Embedding::forward(const Tensor& ids) {
 
 Tensor Embedding::attend(const Tensor& x) {
   const Tensor in = group_ ? copy_to_tensor_parallel(x, *group_) : x;
-  return linear(in, transpose(weight_.get(), 0, 1), Tensor(), compute_dtype(), x.dtype());
+  return linear(in, weight_.get(), Tensor(), compute_dtype(), x.dtype(), WeightLayout::kOutIn);
 }
 
 TensorParallelSplit Embedding::split_for(ParallelStyle style, int groups,

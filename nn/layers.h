@@ -18,12 +18,13 @@
 #include <string>
 #include <vector>
 
+#include "autograd/functions.h"
 #include "nn/module.h"
 #include "tensor/random.h"
 
 namespace hfrun::nn {
 
-enum class WeightLayout { kOutIn, kInOut };
+using WeightLayout = hfrun::WeightLayout;  // autograd/functions.h: what linear() takes
 
 // A layer that tensor parallelism can split: remembers its style and group once parallelised.
 class ParallelLayer : public Module {
@@ -87,10 +88,10 @@ class Linear : public ParallelLayer {
   // The adapter's term s * B(A(dropout(x))) (this rank's share under tensor parallelism).
   Tensor lora_term(const Tensor& x, DType dtype) const;
 
-  // The weight as linear() wants it: [in, out].
-  Tensor weight_in_out() const;
+  // linear() of x with `weight` (this layer's, or a view of it through a tensor-parallel
+  // function) in this layer's layout and its compute dtype.
+  Tensor project(const Tensor& x, const Tensor& weight, const Tensor& bias, DType out) const;
   Tensor prepare_input(const Tensor& x) const;
-  Tensor finish_output(Tensor y, std::optional<DType> out_dtype, DType x_dtype) const;
 
   Parameter weight_, bias_;
   WeightLayout layout_;

@@ -1,10 +1,13 @@
 // Finite-difference gradient checks for matmul, linear, softmax, log_softmax and scaled
 // dot-product attention, on broadcast, transposed and non-contiguous inputs.
 #include <cmath>
+#include <optional>
+#include <string>
 
 #include "autograd/functions.h"
 #include "autograd/gradcheck.h"
 #include "autograd/node.h"
+#include "tensor/profiler.h"
 #include "test_util.h"
 
 namespace hfrun {
@@ -105,6 +108,70 @@ TEST(GradLinear, TransposedWeightGradientInTheTablesLayout) {
     }
   }
   EXPECT_TRUE(tensor_near(table.grad(), want, 1e-5, 1e-5));
+}
+
+// torch.nn.Linear's layout: weight [out, in] is the op's input (no transpose node between).
+// Values and gradients are bitwise those of the [in, out] transposed view, with and without bf16
+// compute and for linear_gelu; the weight's gradient comes back [out, in] and contiguous, and a
+// weight reached by this op only gets it written into its gradient buffer in place (the sink),
+// with no separate copy or add.
+TEST(GradLinear, OutInWeightIsTheTransposedViewsMathWithItsGradientInPlace) {
+  const WeightLayout out_in = WeightLayout::kOutIn;
+  EXPECT_GRADCHECK(
+      [&](const auto& in) {
+        return linear(in[0], in[1], in[2], std::nullopt, std::nullopt, out_in);
+      },
+      randn({2, 3, 4}, 33, true), randn({5, 4}, 34, true), randn({5}, 35, true));
+  for (std::optional<DType> compute :
+       {std::optional<DType>(), std::optional<DType>(DType::kBF16)}) {
+    for (bool gelu : {false, true}) {
+      SCOPED_TRACE(std::string(compute ? "bf16" : "f32") + (gelu ? " gelu" : ""));
+      Tensor x = randn({2, 3, 6}, 36, true), w = randn({4, 6}, 37, true), b = randn({4}, 38, true);
+      Tensor x2 = ops::clone(x.detach()), w2 = ops::clone(w.detach()), b2 = ops::clone(b.detach());
+      for (Tensor* t : {&x2, &w2, &b2}) t->set_requires_grad(true);
+      const Tensor g = randn({2, 3, 4}, 39);
+      const auto apply = [&](const Tensor& in, const Tensor& weight, const Tensor& bias,
+                             WeightLayout layout) {
+        return gelu ? linear_gelu(in, weight, bias, compute, DType::kF32, layout)
+                    : linear(in, weight, bias, compute, DType::kF32, layout);
+      };
+      const Tensor y = apply(x, w, b, out_in);
+      const Tensor y2 = apply(x2, transpose(w2, 0, 1), b2, WeightLayout::kInOut);
+      EXPECT_EQ(y.to_vector(), y2.to_vector());
+      autograd::backward(y, g);
+      autograd::backward(y2, g);
+      EXPECT_EQ(w.grad().sizes(), w.sizes());
+      EXPECT_TRUE(w.grad().is_contiguous());
+      EXPECT_EQ(w.grad().to_vector(), w2.grad().to_vector());
+      EXPECT_EQ(x.grad().to_vector(), x2.grad().to_vector());
+      EXPECT_EQ(b.grad().to_vector(), b2.grad().to_vector());
+
+      // Again, into the buffer zeroed lazily: written over in place, then added to in place.
+      const void* buffer = w.grad().raw_data();
+      const std::vector<float> once = w.grad().to_vector();
+      w.zero_grad_lazily();
+      profiler::reset();
+      profiler::set_enabled(true);
+      autograd::backward(apply(x.detach(), w, b.detach(), out_in), g);
+      profiler::set_enabled(false);
+      const auto ops_run = profiler::snapshot();
+      EXPECT_EQ(ops_run.count("op:copy"), 0u) << "the gradient was copied into its buffer";
+      EXPECT_EQ(ops_run.count("op:add_"), 0u);
+      EXPECT_EQ(w.grad().raw_data(), buffer);
+      EXPECT_EQ(w.grad().to_vector(), once);
+      autograd::backward(apply(x.detach(), w, b.detach(), out_in), g);
+      EXPECT_EQ(w.grad().raw_data(), buffer);
+      std::vector<float> twice = once;
+      for (float& v : twice) v *= 2;
+      EXPECT_TRUE(tensor_near(w.grad(), twice, 1e-6, 1e-6));
+    }
+  }
+  try {
+    linear(randn({2, 5}, 1), randn({4, 6}, 2), Tensor(), std::nullopt, std::nullopt, out_in);
+    ADD_FAILURE() << "a weight of the wrong shape was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("([out, in])"), std::string::npos) << e.what();
+  }
 }
 
 TEST(GradLinear, LinearGeluEqualsGeluOfLinear) {
