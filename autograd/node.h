@@ -107,8 +107,12 @@ void backward(const Tensor& root, const Tensor& grad_root = Tensor());
 // undefined Tensor. The engine offers the gradient already pending for that input (another
 // path's, not yet passed on) when nothing else holds it, or, for a leaf this backward is the
 // last to reach with no gradient pending, the leaf's .grad() buffer; adding into it is the sum
-// the engine or AccumulateGrad would form (its grad-ready hooks still run after). A backward
-// that writes its gradient into the sink returns an undefined gradient for that input.
+// the engine or AccumulateGrad would form (its grad-ready hooks still run after). A leaf that
+// other producers still reach offers its buffer too when it was zeroed lazily and nothing is
+// pending: the buffer then is the pending gradient, and the later producers' gradients are
+// added into it in arrival order, the engine's own order (a tied embedding's head and lookup).
+// A backward that writes its gradient into the sink returns an undefined gradient for that
+// input.
 // `overwrite`: where the sink is a buffer zeroed lazily (Tensor::zero_grad_lazily), the engine
 // sets *overwrite and the backward must write the whole sink instead of adding (its values
 // are stale); else it adds. A backward that cannot overwrite passes null, and such a buffer is

@@ -371,7 +371,8 @@ void expect_lazy_zero_equals_fill(const std::vector<Tensor>& leaves,
   for (int b = 0; b < backwards; ++b) autograd::backward(loss());
   profiler::set_enabled(false);
   if (sink_op != nullptr) {
-    EXPECT_EQ(profiler::snapshot().count(sink_op), 0u) << "a lazily zeroed sink was added into";
+    EXPECT_EQ(profiler::snapshot().count(sink_op), 0u)
+        << sink_op << " ran: a lazily zeroed buffer was added or copied into";
   }
   for (size_t i = 0; i < leaves.size(); ++i) {
     const Tensor g = leaves[i].grad();
@@ -408,6 +409,19 @@ TEST(Autograd, GradientZeroedLazilyIsWrittenOverOrFilledWhenRead) {
       {table}, [&] { return tied_lookup_loss(table, ids); }, 1, "op:matmul_add");
   expect_lazy_zero_equals_fill(
       {table}, [&] { return tied_lookup_loss(table, ids); }, 2);
+  // The same head over the table in nn.Linear's layout (no transpose node): the projection's
+  // GEMM writes the lazily zeroed buffer itself, which then stands for the pending gradient (the
+  // lookup's rows go into it), so the [V, C] gradient is neither a tensor of its own nor copied.
+  const auto tied_out_in = [&] {
+    Tensor h = embedding(table, ids);
+    Tensor logits = linear(mul_scalar(h, 1.5), table, Tensor(), std::nullopt, std::nullopt,
+                           WeightLayout::kOutIn);
+    return sum(mul(logits, logits));
+  };
+  expect_lazy_zero_equals_fill({table}, tied_out_in, 1, "op:copy");
+  EXPECT_EQ(profiler::snapshot().count("op:embedding_backward_add"), 1u);
+  EXPECT_EQ(profiler::snapshot().count("op:embedding_backward"), 0u);
+  expect_lazy_zero_equals_fill({table}, tied_out_in, 3);
   Tensor proj = testing::randn({C, 5}, 8, /*requires_grad=*/true);
   expect_lazy_zero_equals_fill(
       {table, proj}, [&] { return sum(mul_scalar(linear(embedding(table, ids), proj), 2.0)); });
