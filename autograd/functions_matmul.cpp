@@ -61,9 +61,11 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
   });
 }
 
-// y = x @ weight + bias with x [..., in], weight [in, out]. Leading dims are flattened so the
-// forward and both backward GEMMs are single 2-D GEMMs:
-//   gx = g @ weight^T [rows, in], gweight = x^T @ g [in, out], gbias = sum_rows(g).
+// y = x @ W + bias with x [..., in] and W [in, out]: the weight itself (WeightLayout::kInOut) or
+// its transpose (kOutIn, weight [out, in]). Leading dims are flattened so the forward and both
+// backward GEMMs are single 2-D GEMMs:
+//   gx = g @ W^T [rows, in], gbias = sum_rows(g), and the weight's gradient in its own layout:
+//   x^T @ g [in, out] (kInOut) or g^T @ x [out, in] (kOutIn).
 namespace {
 
 thread_local WeightCastScope* t_cast_scope = nullptr;

@@ -73,7 +73,9 @@ struct TinyLM {
     x = add(x, linear(y, proj_w, proj_b));
     Tensor h = gelu(linear(layer_norm(x, ln2_w, ln2_b), fc_w, fc_b), /*tanh_approx=*/true);
     x = add(x, linear(h, fc2_w, fc2_b));
-    Tensor logits = linear(layer_norm(x, lnf_w, lnf_b), transpose(wte, 0, 1));  // tied
+    // Tied head: the table [V, C] in nn.Linear's [out, in] layout.
+    Tensor logits = linear(layer_norm(x, lnf_w, lnf_b), wte, Tensor(), std::nullopt, std::nullopt,
+                           WeightLayout::kOutIn);
     return cross_entropy(logits, targets);
   }
 };
