@@ -128,10 +128,12 @@ Grads linear_grads(const LinearSaved& s, Tensor g_out) {
     bool overwrite = false;
     const int64_t in = s.x2.size(1);
     const Shape sink_shape = s.out_in ? Shape{s.out, in} : Shape{in, s.out};
-    Tensor sink =
-        s.out_in == s.grad_out_in && s.gw_dtype == DType::kF32 && s.x2.dtype() == g2.dtype()
-            ? autograd::gradient_sink(1, sink_shape, DType::kF32, g2.device(), &overwrite)
-            : Tensor();
+    // The GEMM produces the gradient in the layout of the op's weight input (both [out, in], or
+    // both [in, out]); a transposed view's gradient would need a transpose to reach the sink.
+    const bool produced_as_input = s.out_in == s.grad_out_in;
+    Tensor sink = produced_as_input && s.gw_dtype == DType::kF32 && s.x2.dtype() == g2.dtype()
+                      ? autograd::gradient_sink(1, sink_shape, DType::kF32, g2.device(), &overwrite)
+                      : Tensor();
     // [out, in] = g^T x, or [in, out] = x^T g.
     const Tensor a = s.grad_out_in ? mT(g2) : mT(s.x2);
     const Tensor b = s.grad_out_in ? s.x2 : g2;
@@ -266,7 +268,8 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
   });
 }
 
-// Saves q, k, v (views, no copies) and the probabilities; the backward recomputes nothing else.
+// Saves q, k, v (the composed path's dense copies where it made them, else the inputs as they
+// are) and the probabilities, or out and lse (fused); the backward recomputes nothing else.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                                     std::optional<double> scale, const Tensor& key_lengths) {
   HF_CHECK(q.defined() && q.dim() == 4,
@@ -277,10 +280,16 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   ops::AttentionResult r = ops::attention(q, k, v, causal, s, key_lengths);
   if (!needs_grad({&q, &k, &v})) return r.out;
   const bool gq = q.requires_grad(), gk = k.requires_grad(), gv = v.requires_grad();
-  Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
+  // The composed path's dense q, k, v where it made them (the views' storage, such as the qkv
+  // projection, is then not kept for the backward), else the inputs.
+  Tensor qd = (r.q.defined() ? r.q : q).detach(), kd = (r.k.defined() ? r.k : k).detach(),
+         vd = (r.v.defined() ? r.v : v).detach();
   // What the backward needs of the forward: probs (composed) or out and lse (fused).
-  ops::AttentionResult saved{r.lse.defined() ? r.out.detach() : Tensor(), r.probs, r.lse,
-                             r.key_lengths};
+  ops::AttentionResult saved;
+  saved.out = r.lse.defined() ? r.out.detach() : Tensor();
+  saved.probs = r.probs;
+  saved.lse = r.lse;
+  saved.key_lengths = r.key_lengths;
   return record("scaled_dot_product_attention", {q, k, v}, r.out, [=](const Tensor& g) -> Grads {
     ops::AttentionGrads grads = ops::attention_backward(g, qd, kd, vd, saved, causal, s);
     return {gq ? grads.gq : Tensor(), gk ? grads.gk : Tensor(), gv ? grads.gv : Tensor()};

@@ -9,6 +9,7 @@
 #include "bench/bench.h"
 #include "common/error.h"
 #include "models/gpt2/gpt2.h"
+#include "tensor/allocator.h"
 #include "tensor/ops.h"
 #include "tensor/profiler.h"
 #include "tensor/threads.h"
@@ -97,17 +98,19 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   const double peak = peak_of.gflops;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
+  // Live tensor bytes at their peak (the RSS adds the caching allocator's spare blocks).
+  const AllocatorStats alloc = allocator_for(device).stats();
   char buf[1024];
   std::snprintf(buf, sizeof(buf),
                 "{\"bench\":\"train\",\"impl\":\"hfrun\",\"device\":\"%s\",\"dtype\":\"%s\","
                 "\"threads\":%d,"
                 "\"params\":%lld,\"tokens_per_step\":%.0f,\"step_s\":%.4f,\"tokens_per_s\":%.1f,"
                 "\"flops_per_token\":%.4g,\"achieved_gflops\":%.1f,\"peak_gflops\":%.1f,"
-                "\"peak_kind\":\"%s\",\"mfu\":%.3f,\"peak_rss_mb\":%.1f}",
+                "\"peak_kind\":\"%s\",\"mfu\":%.3f,\"peak_rss_mb\":%.1f,\"alloc_peak_mb\":%.1f}",
                 device.str().c_str(), dtype, num_threads(),
                 static_cast<long long>(trainer.num_parameters()), tokens, step_s, tokens / step_s,
                 flops_per_token, achieved, peak, peak_of.kind.c_str(), achieved / peak,
-                ru.ru_maxrss / 1024.0);
+                ru.ru_maxrss / 1024.0, alloc.peak_allocated_bytes / 1048576.0);
   return buf + profile;
 }
 

@@ -103,7 +103,7 @@ Tensor Linear::forward(const Tensor& x, std::optional<DType> out_dtype) {
       return y.dtype() == out ? y : to_dtype(y, out);
     }
     const Tensor in = prepare_input(x);
-    Tensor y = project(in, weight_.get(), bias_.defined() ? bias_.get() : Tensor(), out);
+    Tensor y = project(in, weight_.get(), bias_.get_or_none(), out);
     return add(y, lora_term(in, out));
   }
   if (group_ && style_ == ParallelStyle::kReplicatedSumGrad) {
@@ -118,7 +118,7 @@ Tensor Linear::forward(const Tensor& x, std::optional<DType> out_dtype) {
     if (bias_.defined()) y = add(y, bias_.get());
     return y.dtype() == out ? y : to_dtype(y, out);
   }
-  return project(prepare_input(x), weight_.get(), bias_.defined() ? bias_.get() : Tensor(), out);
+  return project(prepare_input(x), weight_.get(), bias_.get_or_none(), out);
 }
 
 Tensor Linear::forward_gelu(const Tensor& x, std::optional<DType> out_dtype) {
@@ -126,8 +126,8 @@ Tensor Linear::forward_gelu(const Tensor& x, std::optional<DType> out_dtype) {
   if (lora_a_ != nullptr) return gelu(forward(x, out_dtype), /*tanh_approx=*/true);
   HF_CHECK(!(group_ && style_ == ParallelStyle::kRowwise),
            "Linear::forward_gelu: a row-parallel layer's output is a partial sum");
-  return linear_gelu(prepare_input(x), weight_.get(), bias_.defined() ? bias_.get() : Tensor(),
-                     compute_dtype(), out_dtype.value_or(x.dtype()), layout_);
+  return linear_gelu(prepare_input(x), weight_.get(), bias_.get_or_none(), compute_dtype(),
+                     out_dtype.value_or(x.dtype()), layout_);
 }
 
 TensorParallelSplit Linear::split_for(ParallelStyle style, int groups,
@@ -240,7 +240,7 @@ LayerNorm::LayerNorm(int64_t dim, double eps, bool bias) : eps_(eps) {
 }
 
 Tensor LayerNorm::forward(const Tensor& x) const {
-  return layer_norm(x, weight_.get(), bias_.defined() ? bias_.get() : Tensor(), eps_);
+  return layer_norm(x, weight_.get(), bias_.get_or_none(), eps_);
 }
 
 RMSNorm::RMSNorm(int64_t dim, double eps) : eps_(eps) {

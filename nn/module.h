@@ -60,6 +60,8 @@ class Parameter {
   Parameter() = default;
   bool defined() const { return slot_ != nullptr; }
   const Tensor& get() const { return slot_->value; }
+  // The tensor, or an undefined one for an empty handle (an optional bias).
+  Tensor get_or_none() const { return slot_ ? slot_->value : Tensor(); }
   operator const Tensor&() const { return slot_->value; }  // NOLINT: a handle reads as its tensor
   const Tensor* operator->() const { return &slot_->value; }
   const TensorParallelSplit& split() const { return slot_->split; }

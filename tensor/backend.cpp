@@ -52,8 +52,19 @@ void Backend::embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor
   binary(BinaryOp::kAdd, gweight, dense, gweight);
 }
 
-bool Backend::rotary(const Tensor&, const Tensor&, const Tensor&, bool, Tensor&) {
-  return false;
+void Backend::attention_scores_backward(const Tensor& gp, const Tensor& probs, int64_t n,
+                                        double scale, Tensor& gscores) {
+  const int64_t rows = n == 0 ? 0 : probs.numel() / n;
+  Tensor gx = gscores.dtype() == DType::kF32
+                  ? gscores
+                  : ops::empty(probs.sizes(), DType::kF32, probs.device());
+  softmax_backward(gp, probs, rows, n, 1, false, gx);
+  this->scale(gx, scale);
+  if (gx.dtype() != gscores.dtype()) copy(gx, gscores);
+}
+
+Tensor Backend::rotary(const Tensor&, const Tensor&, const Tensor&, bool) {
+  return Tensor();
 }
 
 void Backend::fused_attention(const Tensor&, const Tensor&, const Tensor&, bool, double,

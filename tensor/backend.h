@@ -113,6 +113,12 @@ class Backend {
   // batch b) is defined, positions j >= key_lengths[b]. A row with no visible key is all 0.
   virtual void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
                                      const Tensor& key_lengths, Tensor& probs) = 0;
+  // The composed attention's score gradient, rows of length n over the last dim:
+  // gscores = scale * probs * (gp - sum(gp * probs)), gp and probs contiguous f32 of gscores'
+  // shape, gscores contiguous in any floating dtype. Rounded as softmax_backward, scale and
+  // copy round it one after the other (f32 results, then the cast); the default runs those three.
+  virtual void attention_scores_backward(const Tensor& gp, const Tensor& probs, int64_t n,
+                                         double scale, Tensor& gscores);
 
   // Fused (flash-style) attention, where a backend has it; ops::attention asks first and
   // composes matmul + scaled_masked_softmax otherwise. q [B, H, T, D], k, v [B, H, S, D] are
@@ -150,14 +156,13 @@ class Backend {
   // gradient and adds it; a backend overrides it to touch only the named rows.
   virtual void embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor& gweight);
   // Rotary position embedding, rotate-half form, in one pass: x [..., T, D] (any strides but a
-  // unit last one), cos and sin contiguous [T, D] of x's dtype, y contiguous of x's shape and
-  // dtype. Forward: y = x * cos + rotate_half(x) * sin; backward (x the output's gradient):
-  // y = x * cos - rotate_half(x * sin); rotate_half([a, b]) = [-b, a] over halves of D. Each
-  // product and sum rounded to the dtype as the composed ops round them, so the result is theirs
-  // bit for bit. Returns false, writing nothing, where the backend has no such kernel or the
-  // operands do not fit it (the caller composes).
-  virtual bool rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward,
-                      Tensor& y);
+  // unit last one), cos and sin contiguous [T, D] of x's dtype. Returns y, contiguous of x's
+  // shape and dtype. Forward: y = x * cos + rotate_half(x) * sin; backward (x the output's
+  // gradient): y = x * cos - rotate_half(x * sin); rotate_half([a, b]) = [-b, a] over halves of
+  // D. Each product and sum rounded to the dtype as the composed ops round them, so the result is
+  // theirs bit for bit. Returns an undefined tensor, allocating nothing, where the backend has no
+  // such kernel or the operands do not fit it (the caller composes).
+  virtual Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward);
 
   virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                              Tensor& loss, Tensor& lse) = 0;

@@ -126,6 +126,12 @@ void ProfilingBackend::scaled_masked_softmax(const Tensor& scores, double scale,
   inner_.scaled_masked_softmax(scores, scale, causal, key_lengths, probs);
 }
 
+void ProfilingBackend::attention_scores_backward(const Tensor& gp, const Tensor& probs, int64_t n,
+                                                 double scale, Tensor& gscores) {
+  Timed t("op:attention_scores_backward", inner_, device_);
+  inner_.attention_scores_backward(gp, probs, n, scale, gscores);
+}
+
 void ProfilingBackend::matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias,
                                    Tensor& out, Tensor& pre) {
   Timed t("op:matmul_gelu", inner_, device_);
@@ -194,10 +200,10 @@ void ProfilingBackend::embedding_backward_add(const Tensor& gy, const Tensor& id
   inner_.embedding_backward_add(gy, ids, gweight);
 }
 
-bool ProfilingBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward,
-                              Tensor& y) {
+Tensor ProfilingBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor& sin,
+                                bool backward) {
   Timed t(backward ? "op:rotary_backward" : "op:rotary", inner_, device_);
-  return inner_.rotary(x, cos, sin, backward, y);
+  return inner_.rotary(x, cos, sin, backward);
 }
 
 void ProfilingBackend::cross_entropy(const Tensor& logits, const Tensor& targets,

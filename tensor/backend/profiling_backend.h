@@ -37,6 +37,8 @@ class ProfilingBackend final : public Backend {
                         bool log, Tensor& gx) override;
   void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
                              const Tensor& key_lengths, Tensor& probs) override;
+  void attention_scores_backward(const Tensor& gp, const Tensor& probs, int64_t n, double scale,
+                                 Tensor& gscores) override;
   bool fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v) override;
   void fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
                        const Tensor& key_lengths, Tensor& out, Tensor& lse) override;
@@ -54,8 +56,7 @@ class ProfilingBackend final : public Backend {
   void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) override;
   void embedding_backward(const Tensor& gy, const Tensor& ids, Tensor& gweight) override;
   void embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor& gweight) override;
-  bool rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward,
-              Tensor& y) override;
+  Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward) override;
   void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                      Tensor& loss, Tensor& lse) override;
   void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,

@@ -331,8 +331,8 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward) {
-  Tensor y = empty(x.sizes(), x.dtype(), x.device());
-  if (backend_for(x.device()).rotary(x, cos, sin, backward, y)) return y;
+  Tensor y = backend_for(x.device()).rotary(x, cos, sin, backward);
+  if (y.defined()) return y;
   if (backward) return sub(mul(x, cos), rotate_half(mul(x, sin)));
   return add(mul(x, cos), mul(rotate_half(x), sin));
 }

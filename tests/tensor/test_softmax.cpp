@@ -1,10 +1,12 @@
 // softmax / log_softmax over any dim, their backward formulas, the causal masked softmax and
 // attention forward/backward, against naive double-precision loops.
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 
 #include "tensor/backend.h"
+#include "tensor/profiler.h"
 #include "test_util.h"
 
 namespace hfrun {
@@ -158,6 +160,33 @@ TEST(Softmax, CausalMaskedSoftmax) {
   EXPECT_TRUE(tensor_near(full, naive_softmax(ops::mul_scalar(sq, 2.0), 2, false), 1e-6, 1e-5));
 }
 
+// Same bytes (a -0 against a 0 or two NaNs are told apart as they are stored).
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.sizes() == b.sizes() &&
+         std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
+// The fused score gradient is the default's softmax_backward, scale and copy, bit for bit, in
+// every output dtype; rows with masked (zero) probabilities included.
+TEST(Softmax, AttentionScoresBackwardIsTheComposedPasses) {
+  const int64_t n = 37;
+  Tensor scores = ops::mul_scalar(randn({2, 6, n}, 12), 3.0);
+  Tensor probs = ops::empty({2, 6, n});
+  Backend& be = backend_for(Device::cpu());
+  be.scaled_masked_softmax(scores, 0.5, true, Tensor(), probs);
+  Tensor gp = randn({2, 6, n}, 13);
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+    Tensor fused = ops::empty({2, 6, n}, dt), composed = ops::empty({2, 6, n}, dt);
+    be.attention_scores_backward(gp, probs, n, 0.125, fused);
+    be.Backend::attention_scores_backward(gp, probs, n, 0.125, composed);
+    EXPECT_TRUE(same_bytes(fused, composed)) << dtype_name(dt);
+    // And the formula: scale * P * (dP - rowsum(dP * P)).
+    Tensor dot = ops::sum(ops::mul(gp, probs), {2}, true);
+    Tensor want = ops::mul_scalar(ops::mul(probs, ops::sub(gp, dot)), 0.125);
+    EXPECT_TRUE(tensor_near(ops::to_dtype(fused, DType::kF32), want.to_vector(), 1e-2, 1e-2));
+  }
+}
+
 TEST(Attention, ForwardMatchesNaiveOnSplitViews) {
   const int64_t B = 2, T = 5, H = 3, D = 4, C = H * D;
   Tensor qkv = randn({B, T, 3 * C}, 9);
@@ -205,6 +234,41 @@ TEST(Attention, KeyLengthsMaskPadding) {
   // Lengths outside [0, S] and the wrong shape are refused.
   EXPECT_THROW(ops::attention(q, k, v, false, 0.5, ops::from_ints({1, 6, 2}, {B})), Error);
   EXPECT_THROW(ops::attention(q, k, v, false, 0.5, ops::from_ints({1, 2}, {2})), Error);
+}
+
+// Heads split out of one projection (strided views) are copied dense once, in the forward; the
+// backward given those copies makes none, and its gradients are the views' bit for bit.
+TEST(Attention, StridedHeadsAreCopiedOnceForForwardAndBackward) {
+  const int64_t B = 2, T = 6, H = 3, D = 8, C = H * D;
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tensor qkv = ops::to_dtype(randn({B, T, 3 * C}, 14), dt);
+    auto head = [&](int64_t i) {
+      return ops::transpose(ops::view(ops::narrow(qkv, 2, i * C, C), {B, T, H, D}), 1, 2);
+    };
+    const Tensor q = head(0), k = head(1), v = head(2);
+    const Tensor gout = ops::to_dtype(randn({B, H, T, D}, 15), dt);
+    profiler::reset();
+    profiler::set_enabled(true);
+    const ops::AttentionResult r = ops::attention(q, k, v, true, 0.25);
+    profiler::set_enabled(false);
+    auto counts = profiler::snapshot();
+    EXPECT_EQ(counts["op:copy strided"].calls, 3);
+    for (const Tensor* t : {&r.q, &r.k, &r.v}) ASSERT_TRUE(t->defined() && t->is_contiguous());
+    EXPECT_TRUE(same_bytes(r.q, ops::contiguous(q)));
+    EXPECT_TRUE(same_bytes(r.v, ops::contiguous(v)));
+    profiler::reset();
+    profiler::set_enabled(true);
+    const ops::AttentionGrads dense = ops::attention_backward(gout, r.q, r.k, r.v, r, true, 0.25);
+    profiler::set_enabled(false);
+    counts = profiler::snapshot();
+    EXPECT_EQ(counts.count("op:copy strided"), 0u);
+    EXPECT_EQ(counts.count("op:copy"), 0u);
+    const ops::AttentionGrads views = ops::attention_backward(gout, q, k, v, r, true, 0.25);
+    EXPECT_TRUE(same_bytes(dense.gq, views.gq));
+    EXPECT_TRUE(same_bytes(dense.gk, views.gk));
+    EXPECT_TRUE(same_bytes(dense.gv, views.gv));
+  }
 }
 
 TEST(Attention, BackwardMatchesFiniteDifferences) {

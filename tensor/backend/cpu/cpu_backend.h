@@ -32,6 +32,8 @@ class CpuBackend final : public Backend {
                         bool log, Tensor& gx) override;
   void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
                              const Tensor& key_lengths, Tensor& probs) override;
+  void attention_scores_backward(const Tensor& gp, const Tensor& probs, int64_t n, double scale,
+                                 Tensor& gscores) override;
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
                   Tensor& mean, Tensor& rstd) override;
   void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean,
@@ -47,8 +49,7 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
                               const Tensor& lse, int64_t ignore_index, Tensor& glogits) override;
   void dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) override;
-  bool rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward,
-              Tensor& y) override;
+  Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward) override;
   void adamw_update(const std::vector<AdamWUpdate>& updates) override;
   void sgd_update(const std::vector<SGDUpdate>& updates) override;
   double sum_squares(const std::vector<Tensor>& xs, float inv_scale) override;

@@ -6,37 +6,20 @@
 #include "tensor/backend/cpu/cpu_backend.h"
 #include "tensor/backend/cpu/dispatch.h"
 #include "tensor/backend/cpu/loops.h"
+#include "tensor/ops.h"
 
 namespace hfrun::cpu {
-namespace {
 
-// v rounded to T, as a composed op's stored result is (identity for f32).
-template <typename T>
-inline float round_to(float v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else if constexpr (std::is_same_v<T, BFloat16>) {
-    return round_to_bf16(v);
-  } else {
-    T t;
-    store(&t, 0, v);
-    return load(&t, 0);
-  }
-}
-
-}  // namespace
-
-bool CpuBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward,
-                        Tensor& y) {
+Tensor CpuBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward) {
   const int64_t dims = x.dim();
   if (dims < 2 || x.size(-1) % 2 != 0 || x.stride(-1) != 1 || !cos.is_contiguous() ||
-      !sin.is_contiguous() || !y.is_contiguous() || cos.dtype() != x.dtype() ||
-      sin.dtype() != x.dtype() || y.dtype() != x.dtype() || y.sizes() != x.sizes() ||
+      !sin.is_contiguous() || cos.dtype() != x.dtype() || sin.dtype() != x.dtype() ||
       cos.dim() != 2 || cos.sizes() != sin.sizes() || cos.size(0) != x.size(-2) ||
       cos.size(1) != x.size(-1) ||
       !(x.dtype() == DType::kF32 || x.dtype() == DType::kBF16 || x.dtype() == DType::kF16)) {
-    return false;
+    return Tensor();
   }
+  Tensor y = ops::empty(x.sizes(), x.dtype(), x.device());
   const int64_t D = x.size(-1), half = D / 2, T = x.size(-2);
   const int64_t rows = D == 0 ? 0 : x.numel() / D;
   const Shape& sizes = x.sizes();
@@ -74,7 +57,7 @@ bool CpuBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, b
       }
     });
   });
-  return true;
+  return y;
 }
 
 }  // namespace hfrun::cpu

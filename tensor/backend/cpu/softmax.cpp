@@ -230,4 +230,30 @@ void CpuBackend::scaled_masked_softmax(const Tensor& scores, double scale, bool 
   });
 }
 
+// gscores = scale * softmax_backward(gp, probs) in one pass per row: the dot product, then each
+// element's f32 gradient, its f32 product with the scale, and the store in gscores' dtype, the
+// values softmax_backward_rows, scale() and copy() produce one after the other.
+void CpuBackend::attention_scores_backward(const Tensor& gp, const Tensor& probs, int64_t n,
+                                           double scale, Tensor& gscores) {
+  if (probs.numel() == 0) return;
+  const int64_t rows = probs.numel() / n;
+  const float al = static_cast<float>(scale);
+  const float* g = gp.data<float>();
+  const float* y = probs.data<float>();
+  dispatch_float(gscores.dtype(), "attention_scores_backward", [&](auto tag) {
+    using U = typename decltype(tag)::type;
+    U* out = static_cast<U*>(gscores.raw_data());
+    parallel_for(rows, n * 4, [&](int64_t r) {
+      const float* gr = g + r * n;
+      const float* yr = y + r * n;
+      U* o = out + r * n;
+      const float dot = lane_sum(n, [&](int64_t i) { return gr[i] * yr[i]; });
+      for (int64_t i = 0; i < n; ++i) {
+        const float gx = yr[i] * (gr[i] - dot);
+        store(o, i, gx * al);
+      }
+    });
+  });
+}
+
 }  // namespace hfrun::cpu
