@@ -277,8 +277,9 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
            "got ",
            q.defined() ? q.str() : std::string("undefined"));
   const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3))));
-  ops::AttentionResult r = ops::attention(q, k, v, causal, s, key_lengths);
-  if (!needs_grad({&q, &k, &v})) return r.out;
+  const bool grad = needs_grad({&q, &k, &v});
+  ops::AttentionResult r = ops::attention(q, k, v, causal, s, key_lengths, grad);
+  if (!grad) return r.out;
   const bool gq = q.requires_grad(), gk = k.requires_grad(), gv = v.requires_grad();
   // The composed path's dense q, k, v where it made them (the views' storage, such as the qkv
   // projection, is then not kept for the backward), else the inputs.

@@ -12,6 +12,7 @@
 #include "tensor/allocator.h"
 #include "tensor/ops.h"
 #include "tensor/profiler.h"
+#include "tensor/storage.h"
 #include "tensor/threads.h"
 #include "train/trainer.h"
 
@@ -55,6 +56,9 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   for (int i = 0; i < o.steps; ++i) times.push_back(trainer.step().elapsed_s);
   std::sort(times.begin(), times.end());
   const double step_s = times[times.size() / 2];
+  // Live tensor bytes at their peak over setup and the steps, read before the profiled step and
+  // the reference GEMM add their own (the RSS adds the caching allocator's spare blocks).
+  const AllocatorStats alloc = allocator_for(trainer.device()).stats();
   // HFRUN_PROFILE=1: one more step with every backend call timed (device calls synchronised),
   // printed as a second JSON line: seconds per step by backend method, largest first.
   std::string profile;
@@ -98,8 +102,6 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   const double peak = peak_of.gflops;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  // Live tensor bytes at their peak (the RSS adds the caching allocator's spare blocks).
-  const AllocatorStats alloc = allocator_for(device).stats();
   char buf[1024];
   std::snprintf(buf, sizeof(buf),
                 "{\"bench\":\"train\",\"impl\":\"hfrun\",\"device\":\"%s\",\"dtype\":\"%s\","

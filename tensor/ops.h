@@ -232,17 +232,20 @@ Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const T
 // for the inputs (CUDA: bf16/f16, head size 16, 32, 64 or 128) it runs flash-style and keeps
 // only lse [B, H, T] (f32 row log-sum-exp) for the backward, and out is a [B, H, T, D] view of a
 // [B, T, H, D] buffer (so transposing it back to [B, T, H*D] is free); otherwise it composes
-// matmul and softmax and keeps probs [B, H, T, S] (f32), and q, k, v as its GEMMs read them:
-// dense [B, H, T, D] (a strided view, such as heads split out of one projection, copied once).
-// Pass the whole result to the backward, and those q, k, v (where defined) in place of the
-// inputs: equal values, and the backward's GEMMs need no copies of their own.
+// matmul and softmax and keeps probs [B, H, T, S] (f32). With keep_for_backward (the caller
+// will run attention_backward) the composed path makes q, k, v dense once (a strided view, such
+// as heads split out of one projection, is copied) and returns them as q, k, v: pass the whole
+// result to the backward, and those q, k, v in place of the inputs (equal values; the
+// backward's GEMMs then copy nothing). Without it the GEMMs read the inputs as they take them
+// (a KV cache's narrowed prefix is not copied at every decoding step).
 struct AttentionResult {
   Tensor out, probs, lse;
   Tensor key_lengths;  // i32 [B] as the kernels read it (undefined without padding)
-  Tensor q, k, v;      // composed: the dense operands
+  Tensor q, k, v;      // composed, kept for the backward: the dense operands
 };
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                          double scale, const Tensor& key_lengths = Tensor());
+                          double scale, const Tensor& key_lengths = Tensor(),
+                          bool keep_for_backward = false);
 struct AttentionGrads {
   Tensor gq, gk, gv;
 };

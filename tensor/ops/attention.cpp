@@ -1,6 +1,7 @@
 // Softmax, log-softmax (any dim) and scaled dot-product attention: the backend's fused kernel
 // where it has one for the inputs, else composed from matmul and the backend's masked softmax
 // (keeping the [B, H, T, S] probabilities for the backward).
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -118,23 +119,36 @@ Tensor heads_major(int64_t b, int64_t h, int64_t rows, int64_t d, DType dt, Devi
 // The composed path's operands as dense tensors: inputs that are strided views are copied, all
 // into one buffer (the projection they were typically split from was one block too, and a
 // caching allocator then sees the block sizes it saw before: three separate copies left f32
-// GPT-2 at 4 x 256 holding 108 MB more cached memory, with equal live memory).
+// GPT-2 at 4 x 256 holding 108 MB more cached memory, with equal live memory). Each copy
+// starts 64-byte aligned; an input given twice (q = k) is copied once.
 std::array<Tensor, 3> dense_operands(const Tensor& q, const Tensor& k, const Tensor& v) {
   const std::array<const Tensor*, 3> in = {&q, &k, &v};
+  const int64_t align = std::max<int64_t>(1, 64 / static_cast<int64_t>(q.element_size()));
+  const auto copied = [&](size_t i) { return !in[i]->is_contiguous() && in[i]->numel() > 0; };
+  const auto same_as = [&](size_t i) {  // an earlier input that is this one, or i
+    size_t j = 0;
+    while (j < i && !in[j]->is_same(*in[i])) ++j;
+    return j;
+  };
+  std::array<int64_t, 3> start{};
   int64_t total = 0;
-  for (const Tensor* t : in) total += t->is_contiguous() ? 0 : t->numel();
-  std::array<Tensor, 3> out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (!copied(i) || same_as(i) != i) continue;
+    start[i] = total;
+    total += (in[i]->numel() + align - 1) / align * align;
+  }
   Tensor buffer = total > 0 ? empty({total}, q.dtype(), q.device()) : Tensor();
-  int64_t at = 0;
+  std::array<Tensor, 3> out;
   for (size_t i = 0; i < in.size(); ++i) {
     const Tensor& t = *in[i];
-    if (t.is_contiguous()) {
-      out[i] = t;
-      continue;
+    if (!copied(i)) {
+      out[i] = t;  // dense already, or empty
+    } else if (const size_t j = same_as(i); j != i) {
+      out[i] = out[j];
+    } else {
+      out[i] = view(narrow(buffer, 0, start[i], t.numel()), t.sizes());
+      copy_(out[i], t);
     }
-    out[i] = view(narrow(buffer, 0, at, t.numel()), t.sizes());
-    copy_(out[i], t);
-    at += t.numel();
   }
   return out;
 }
@@ -160,13 +174,14 @@ Tensor log_softmax_backward(const Tensor& gy, const Tensor& y, int64_t dim) {
 
 // Fused: the backend's kernel (out laid out [B, T, H, Dv] underneath, lse [B, H, T]).
 // Composed: scores = q @ k^T [B, H, T, S] (f32 accumulation and result), probs = softmax(scale *
-// scores) with the causal mask, out = probs @ v [B, H, T, Dv] in q's dtype. q, k and v are made
-// dense once (q, k, v split out of a [B, T, 3C] projection are strided views): oneDNN's brgemm
-// kernels take batched operands only dense, and k^T, v^T as transposed views of dense k, v need no
-// transposing copies. The backward reads the same dense tensors, so the six GEMMs of forward and
-// backward copy nothing (they copied q, k, v, k^T and v^T on their own, some twice).
+// scores) with the causal mask, out = probs @ v [B, H, T, Dv] in q's dtype. Kept for the
+// backward, q, k and v are made dense once (q, k, v split out of a [B, T, 3C] projection are
+// strided views): oneDNN's brgemm kernels take batched operands only dense, and k^T, v^T as
+// transposed views of dense k, v need no transposing copies. The backward reads the same dense
+// tensors, so the six GEMMs of forward and backward copy nothing (they copied q, k, v, k^T and
+// v^T on their own, some twice).
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                          double scale, const Tensor& key_lengths) {
+                          double scale, const Tensor& key_lengths, bool keep_for_backward) {
   check_attention_inputs(q, k, v, "attention");
   const int64_t b = q.size(0), h = q.size(1), t = q.size(2), s = k.size(2);
   Backend& be = backend_for(q.device());
@@ -182,7 +197,8 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, boo
   }
   // Scores [B, Hkv, group * T, S] are [B, H, T, S] in memory.
   const int64_t hkv = k.size(1);
-  const auto [qd, kd, vd] = dense_operands(q, k, v);
+  const auto [qd, kd, vd] =
+      keep_for_backward ? dense_operands(q, k, v) : std::array<Tensor, 3>{q, k, v};
   Tensor scores = matmul(by_kv_head(qd, hkv), transpose(kd, 2, 3), Tensor(), DType::kF32);
   Tensor probs = empty({b, h, t, s}, DType::kF32, q.device());
   if (scores.numel() > 0) {
@@ -190,6 +206,8 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, boo
     be.scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, lengths, probs_3d);
   }
   Tensor out = matmul(to_dtype(by_kv_head(probs, hkv), v.dtype()), vd, Tensor(), q.dtype());
+  if (!keep_for_backward)
+    return {view(out, {b, h, t, v.size(3)}), probs, Tensor(), lengths, {}, {}, {}};
   return {view(out, {b, h, t, v.size(3)}), probs, Tensor(), lengths, qd, kd, vd};
 }
 

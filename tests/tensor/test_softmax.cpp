@@ -236,8 +236,9 @@ TEST(Attention, KeyLengthsMaskPadding) {
   EXPECT_THROW(ops::attention(q, k, v, false, 0.5, ops::from_ints({1, 2}, {2})), Error);
 }
 
-// Heads split out of one projection (strided views) are copied dense once, in the forward; the
-// backward given those copies makes none, and its gradients are the views' bit for bit.
+// Kept for the backward, heads split out of one projection (strided views) are copied dense
+// once, in the forward; the backward given those copies makes none, and its gradients are the
+// views' bit for bit. Not kept (inference), nothing is returned and the outputs are equal.
 TEST(Attention, StridedHeadsAreCopiedOnceForForwardAndBackward) {
   const int64_t B = 2, T = 6, H = 3, D = 8, C = H * D;
   for (DType dt : {DType::kF32, DType::kBF16}) {
@@ -250,9 +251,12 @@ TEST(Attention, StridedHeadsAreCopiedOnceForForwardAndBackward) {
     const Tensor gout = ops::to_dtype(randn({B, H, T, D}, 15), dt);
     profiler::reset();
     profiler::set_enabled(true);
-    const ops::AttentionResult r = ops::attention(q, k, v, true, 0.25);
+    const ops::AttentionResult r = ops::attention(q, k, v, true, 0.25, Tensor(), true);
     profiler::set_enabled(false);
     auto counts = profiler::snapshot();
+    const ops::AttentionResult plain = ops::attention(q, k, v, true, 0.25);
+    EXPECT_FALSE(plain.q.defined() || plain.k.defined() || plain.v.defined());
+    EXPECT_TRUE(same_bytes(plain.probs, r.probs));
     EXPECT_EQ(counts["op:copy strided"].calls, 3);
     for (const Tensor* t : {&r.q, &r.k, &r.v}) ASSERT_TRUE(t->defined() && t->is_contiguous());
     EXPECT_TRUE(same_bytes(r.q, ops::contiguous(q)));
@@ -269,6 +273,28 @@ TEST(Attention, StridedHeadsAreCopiedOnceForForwardAndBackward) {
     EXPECT_TRUE(same_bytes(dense.gk, views.gk));
     EXPECT_TRUE(same_bytes(dense.gv, views.gv));
   }
+  // No query or no batch (strided, empty views): nothing to copy, and nothing thrown.
+  for (const Shape& shape : {Shape{2, 0, 72}, Shape{0, 6, 72}}) {
+    Tensor qkv = ops::empty(shape);
+    const int64_t B = shape[0], T = shape[1];
+    auto head = [&](int64_t i) {
+      return ops::transpose(ops::view(ops::narrow(qkv, 2, i * 24, 24), {B, T, 3, 8}), 1, 2);
+    };
+    const ops::AttentionResult r =
+        ops::attention(head(0), head(1), head(2), true, 0.25, Tensor(), true);
+    EXPECT_EQ(r.out.sizes(), (Shape{B, 3, T, 8}));
+    const ops::AttentionGrads g =
+        ops::attention_backward(ops::zeros({B, 3, T, 8}), r.q, r.k, r.v, r, true, 0.25);
+    EXPECT_EQ(g.gk.sizes(), (Shape{B, 3, T, 8}));
+  }
+  // One strided tensor as q, k and v is copied once.
+  Tensor x = ops::transpose(randn({2, 6, 3, 8}, 16), 1, 2);
+  profiler::reset();
+  profiler::set_enabled(true);
+  const ops::AttentionResult r = ops::attention(x, x, x, false, 0.25, Tensor(), true);
+  profiler::set_enabled(false);
+  EXPECT_EQ(profiler::snapshot()["op:copy strided"].calls, 1);
+  EXPECT_TRUE(r.q.is_same(r.k) && r.q.is_same(r.v));
 }
 
 TEST(Attention, BackwardMatchesFiniteDifferences) {
