@@ -206,9 +206,13 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, boo
     be.scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, lengths, probs_3d);
   }
   Tensor out = matmul(to_dtype(by_kv_head(probs, hkv), v.dtype()), vd, Tensor(), q.dtype());
-  if (!keep_for_backward)
-    return {view(out, {b, h, t, v.size(3)}), probs, Tensor(), lengths, {}, {}, {}};
-  return {view(out, {b, h, t, v.size(3)}), probs, Tensor(), lengths, qd, kd, vd};
+  AttentionResult r{view(out, {b, h, t, v.size(3)}), probs, Tensor(), lengths, {}, {}, {}};
+  if (keep_for_backward) {
+    r.q = qd;
+    r.k = kd;
+    r.v = vd;
+  }
+  return r;
 }
 
 // Fused: the backend recomputes the probabilities from q, k and lse. Composed, with P = probs,
