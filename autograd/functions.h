@@ -40,6 +40,9 @@ Tensor sqrt(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor silu(const Tensor& x);
+// silu(gate) * up, SwiGLU's gated product (ops::swiglu: one pass on the CPU). Keeps gate and
+// up for the backward (not silu(gate), which it recomputes); the bits of mul(silu(gate), up).
+Tensor swiglu(const Tensor& gate, const Tensor& up);
 Tensor gelu(const Tensor& x, bool tanh_approx = false);
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);

@@ -129,6 +129,17 @@ Tensor relu(const Tensor& x) {
 Tensor silu(const Tensor& x) {
   return hfrun::unary(ops::UnaryOp::kSilu, x);
 }
+Tensor swiglu(const Tensor& gate, const Tensor& up) {
+  if (gate.sizes() != up.sizes() || gate.dtype() != up.dtype()) return mul(silu(gate), up);
+  if (!needs_grad({&gate, &up})) return ops::swiglu(gate, up);
+  const bool gg = gate.requires_grad(), gu = up.requires_grad();
+  Tensor gd = gate.detach(), ud = up.detach();
+  return record("swiglu", {gate, up}, ops::swiglu(gate, up), [=](const Tensor& g) -> Grads {
+    auto [g_gate, g_up] = ops::swiglu_backward(g, gd, ud);
+    return {gg ? g_gate : Tensor(), gu ? g_up : Tensor()};
+  });
+}
+
 Tensor gelu(const Tensor& x, bool tanh_approx) {
   return hfrun::unary(tanh_approx ? ops::UnaryOp::kGeluTanh : ops::UnaryOp::kGelu, x);
 }

@@ -61,17 +61,26 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   const AllocatorStats alloc = allocator_for(trainer.device()).stats();
   // HFRUN_PROFILE=1: one more step with every backend call timed (device calls synchronised),
   // printed as a second JSON line: seconds per step by backend method, largest first.
+  // HFRUN_PROFILE=shapes: the same, with each GEMM keyed by its operands and its GFLOP/s.
   std::string profile;
-  if (const char* p = std::getenv("HFRUN_PROFILE"); p != nullptr && std::string(p) == "1") {
+  const char* profile_env = std::getenv("HFRUN_PROFILE");
+  const std::string profile_mode = profile_env != nullptr ? profile_env : "";
+  if (profile_mode == "1" || profile_mode == "shapes") {
     profiler::reset();
+    profiler::set_shapes(profile_mode == "shapes");
     profiler::set_enabled(true);
     const double profiled_s = trainer.step().elapsed_s;
     profiler::set_enabled(false);
+    profiler::set_shapes(false);
     std::vector<std::pair<double, std::string>> rows;
     double total = 0;
     for (const auto& [name, st] : profiler::snapshot()) {
-      rows.emplace_back(st.seconds, name + "\":{\"s\":" + std::to_string(st.seconds) +
-                                        ",\"calls\":" + std::to_string(st.calls) + "}");
+      std::string row = name + "\":{\"s\":" + std::to_string(st.seconds) +
+                        ",\"calls\":" + std::to_string(st.calls);
+      if (st.flops > 0 && st.seconds > 0) {
+        row += ",\"gflops\":" + std::to_string(st.flops / st.seconds * 1e-9);
+      }
+      rows.emplace_back(st.seconds, row + "}");
       if (name.starts_with("op:")) total += st.seconds;
     }
     std::sort(rows.rbegin(), rows.rend());

@@ -67,6 +67,14 @@ Tensor Backend::rotary(const Tensor&, const Tensor&, const Tensor&, bool) {
   return Tensor();
 }
 
+Tensor Backend::swiglu(const Tensor&, const Tensor&) {
+  return Tensor();
+}
+
+std::pair<Tensor, Tensor> Backend::swiglu_backward(const Tensor&, const Tensor&, const Tensor&) {
+  return {};
+}
+
 void Backend::fused_attention(const Tensor&, const Tensor&, const Tensor&, bool, double,
                               const Tensor&, Tensor&, Tensor&) {
   HF_THROW("fused_attention: the ", name(), " backend has no fused attention kernel");

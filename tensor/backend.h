@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "tensor/ops.h"
@@ -163,6 +164,17 @@ class Backend {
   // theirs bit for bit. Returns an undefined tensor, allocating nothing, where the backend has no
   // such kernel or the operands do not fit it (the caller composes).
   virtual Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward);
+  // SwiGLU's gated product (Llama's MLP) in one pass: gate and up contiguous, one shape and
+  // dtype; returns silu(gate) * up with silu rounded to the dtype before the product, as the
+  // composed ops (silu, then mul) store it, so the result is theirs bit for bit.
+  // swiglu_backward takes the output's gradient g (contiguous, gate's shape and dtype) and
+  // returns {g_gate, g_up} with the bits of the composed backward: g_up = g * s and g_s = g * up
+  // (s = silu(gate) rounded, recomputed), g_gate = g_s * silu'(gate), each rounded to the dtype.
+  // Both return undefined tensors, allocating nothing, where the backend has no such kernel or
+  // the operands do not fit it (the caller composes).
+  virtual Tensor swiglu(const Tensor& gate, const Tensor& up);
+  virtual std::pair<Tensor, Tensor> swiglu_backward(const Tensor& g, const Tensor& gate,
+                                                    const Tensor& up);
 
   virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                              Tensor& loss, Tensor& lse) = 0;

@@ -184,6 +184,12 @@ struct LayerNormResult {
 // rotate_half(x * sin), rotate_half([a, b]) = [-b, a]. In one pass where the backend has a
 // kernel (Backend::rotary), else composed; the same bits either way.
 Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward);
+// SwiGLU's gated product silu(gate) * up (Llama's MLP; gate and up of one shape and dtype),
+// and its gradients {g_gate, g_up} from the output's gradient g: in one pass where the backend
+// has the kernels (Backend::swiglu), else composed (silu, mul and their backwards); the same
+// bits either way. The backward needs only gate and up (silu(gate) is recomputed).
+Tensor swiglu(const Tensor& gate, const Tensor& up);
+std::pair<Tensor, Tensor> swiglu_backward(const Tensor& g, const Tensor& gate, const Tensor& up);
 LayerNormResult layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
 struct LayerNormGrads {
   Tensor gx, gweight, gbias;

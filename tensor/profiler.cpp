@@ -6,6 +6,7 @@
 namespace hfrun::profiler {
 namespace {
 std::atomic<bool> g_enabled{false};
+std::atomic<bool> g_shapes{false};
 std::mutex g_mu;
 std::map<std::string, OpStats>& table() {
   static auto* t = new std::map<std::string, OpStats>();
@@ -18,6 +19,13 @@ void set_enabled(bool on) {
 }
 bool enabled() {
   return g_enabled.load(std::memory_order_relaxed);
+}
+
+void set_shapes(bool on) {
+  g_shapes = on;
+}
+bool shapes() {
+  return g_shapes.load(std::memory_order_relaxed);
 }
 
 void reset() {
@@ -35,6 +43,14 @@ void add(const char* name, double seconds) {
   auto& s = table()[name];
   s.seconds += seconds;
   ++s.calls;
+}
+
+void add(const std::string& name, double seconds, double flops) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto& s = table()[name];
+  s.seconds += seconds;
+  ++s.calls;
+  s.flops += flops;
 }
 
 }  // namespace hfrun::profiler

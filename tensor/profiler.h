@@ -12,13 +12,20 @@ namespace hfrun::profiler {
 struct OpStats {
   double seconds = 0;
   int64_t calls = 0;
+  double flops = 0;  // where the op counts them (GEMMs keyed by shape)
 };
 
 void set_enabled(bool on);
 bool enabled();
+// With shapes on (HFRUN_PROFILE=shapes), the profiling backend keys each GEMM by its operands'
+// shapes, layouts and dtypes and counts its flops, so a profile shows which products run below
+// the machine's rate.
+void set_shapes(bool on);
+bool shapes();
 void reset();
 std::map<std::string, OpStats> snapshot();
 void add(const char* name, double seconds);
+void add(const std::string& name, double seconds, double flops);
 
 class Scope {
  public:

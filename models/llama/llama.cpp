@@ -144,7 +144,7 @@ class LlamaMlp : public Module {
 
   Tensor forward(const Tensor& x) {
     const std::optional<DType> cd = compute_dtype();
-    Tensor h = mul(silu(gate_proj_->forward(x, cd)), up_proj_->forward(x, cd));
+    Tensor h = swiglu(gate_proj_->forward(x, cd), up_proj_->forward(x, cd));
     return down_proj_->forward(h, x.dtype());
   }
 

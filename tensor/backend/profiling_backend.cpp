@@ -1,5 +1,8 @@
 #include "tensor/backend/profiling_backend.h"
 
+#include <chrono>
+#include <string>
+
 #include "tensor/profiler.h"
 
 namespace hfrun {
@@ -21,6 +24,59 @@ class Timed {
   profiler::Scope scope_;
 };
 
+// "bf16 4x12x256x64^T/98304,64,2304,1": a matrix whose rows are not unit-strided is a
+// transposed view (^T); a tensor that is not contiguous shows its strides.
+std::string operand_key(const Tensor& t) {
+  std::string s = dtype_name(t.dtype());
+  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? "x" : " ") + std::to_string(t.size(d));
+  if (t.dim() >= 2 && t.strides()[t.dim() - 1] != 1 && t.size(-1) > 1) s += "^T";
+  if (!t.is_contiguous()) {
+    for (int64_t d = 0; d < t.dim(); ++d) s += (d ? "," : "/") + std::to_string(t.strides()[d]);
+  }
+  return s;
+}
+
+// Times a call like Timed; with profiler::shapes(), under a key that names its operands
+// (`detail`), with its flops where it counts them.
+class TimedShape {
+ public:
+  template <typename Detail>
+  TimedShape(const char* name, Backend& inner, Device device, Detail&& detail, double flops = 0)
+      : inner_(inner), device_(device), scope_(profiler::shapes() ? nullptr : name) {
+    if (!profiler::enabled() || !profiler::shapes()) return;
+    key_ = std::string(name) + " " + detail();
+    flops_ = flops;
+    start_ = std::chrono::steady_clock::now();
+  }
+  ~TimedShape() {
+    if (!device_.is_cpu()) inner_.synchronize(device_);
+    if (!key_.empty()) {
+      profiler::add(
+          key_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(),
+          flops_);
+    }
+  }
+  TimedShape(const TimedShape&) = delete;
+  TimedShape& operator=(const TimedShape&) = delete;
+
+ private:
+  Backend& inner_;
+  Device device_;
+  profiler::Scope scope_;
+  std::string key_;
+  double flops_ = 0;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// A GEMM's key and flops (2 per multiply-add).
+std::string gemm_key(const Tensor& a, const Tensor& b, bool bias, const Tensor& out) {
+  return operand_key(a) + " @ " + operand_key(b) + (bias ? " +bias" : "") + " -> " +
+         dtype_name(out.dtype());
+}
+double gemm_flops(const Tensor& a, const Tensor& out) {
+  return 2.0 * static_cast<double>(out.numel()) * static_cast<double>(a.size(-1));
+}
+
 }  // namespace
 
 // Copies are split by kind: between devices, dtype casts, and same-dtype layout changes, each
@@ -35,7 +91,7 @@ void ProfilingBackend::copy(const Tensor& src, Tensor& dst) {
   } else if (dense) {
     name = "op:copy";
   }
-  Timed t(name, inner_, device_);
+  TimedShape t(name, inner_, device_, [&] { return operand_key(src) + " -> " + operand_key(dst); });
   inner_.copy(src, dst);
 }
 
@@ -77,7 +133,9 @@ void ProfilingBackend::pow_scalar(const Tensor& x, double p, Tensor& y) {
 }
 
 void ProfilingBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  Timed t("op:binary", inner_, device_);
+  TimedShape t("op:binary", inner_, device_, [&] {
+    return std::to_string(static_cast<int>(op)) + " " + operand_key(a) + ", " + operand_key(b);
+  });
   inner_.binary(op, a, b, out);
 }
 
@@ -99,12 +157,16 @@ void ProfilingBackend::reduce_max(const Tensor& x, int64_t outer, int64_t n, int
 }
 
 void ProfilingBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
-  Timed t("op:matmul", inner_, device_);
+  TimedShape t(
+      "op:matmul", inner_, device_, [&] { return gemm_key(a, b, bias.defined(), out); },
+      gemm_flops(a, out));
   inner_.matmul(a, b, bias, out);
 }
 
 void ProfilingBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
-  Timed t("op:matmul_add", inner_, device_);
+  TimedShape t(
+      "op:matmul_add", inner_, device_, [&] { return gemm_key(a, b, false, out); },
+      gemm_flops(a, out));
   inner_.matmul_add(a, b, out);
 }
 
@@ -134,7 +196,9 @@ void ProfilingBackend::attention_scores_backward(const Tensor& gp, const Tensor&
 
 void ProfilingBackend::matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias,
                                    Tensor& out, Tensor& pre) {
-  Timed t("op:matmul_gelu", inner_, device_);
+  TimedShape t(
+      "op:matmul_gelu", inner_, device_, [&] { return gemm_key(a, b, bias.defined(), out); },
+      gemm_flops(a, out));
   inner_.matmul_gelu(a, b, bias, out, pre);
 }
 
@@ -204,6 +268,17 @@ Tensor ProfilingBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor
                                 bool backward) {
   Timed t(backward ? "op:rotary_backward" : "op:rotary", inner_, device_);
   return inner_.rotary(x, cos, sin, backward);
+}
+
+Tensor ProfilingBackend::swiglu(const Tensor& gate, const Tensor& up) {
+  Timed t("op:swiglu", inner_, device_);
+  return inner_.swiglu(gate, up);
+}
+
+std::pair<Tensor, Tensor> ProfilingBackend::swiglu_backward(const Tensor& g, const Tensor& gate,
+                                                            const Tensor& up) {
+  Timed t("op:swiglu_backward", inner_, device_);
+  return inner_.swiglu_backward(g, gate, up);
 }
 
 void ProfilingBackend::cross_entropy(const Tensor& logits, const Tensor& targets,

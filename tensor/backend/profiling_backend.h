@@ -57,6 +57,9 @@ class ProfilingBackend final : public Backend {
   void embedding_backward(const Tensor& gy, const Tensor& ids, Tensor& gweight) override;
   void embedding_backward_add(const Tensor& gy, const Tensor& ids, Tensor& gweight) override;
   Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward) override;
+  Tensor swiglu(const Tensor& gate, const Tensor& up) override;
+  std::pair<Tensor, Tensor> swiglu_backward(const Tensor& g, const Tensor& gate,
+                                            const Tensor& up) override;
   void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                      Tensor& loss, Tensor& lse) override;
   void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,

@@ -337,4 +337,37 @@ Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backwa
   return add(mul(x, cos), mul(rotate_half(x), sin));
 }
 
+namespace {
+void check_swiglu(const char* what, const Tensor& gate, const Tensor& up) {
+  HF_CHECK(gate.defined() && up.defined(), what, ": undefined input");
+  HF_CHECK(gate.sizes() == up.sizes() && gate.dtype() == up.dtype() &&
+               gate.device() == up.device() && is_floating(gate.dtype()),
+           what, ": gate ", gate.str(), " and up ", up.str(),
+           " must be floating tensors of one shape, dtype and device");
+}
+}  // namespace
+
+Tensor swiglu(const Tensor& gate, const Tensor& up) {
+  check_swiglu("swiglu", gate, up);
+  Tensor y = backend_for(gate.device()).swiglu(gate, up);
+  return y.defined() ? y : mul(silu(gate), up);
+}
+
+std::pair<Tensor, Tensor> swiglu_backward(const Tensor& g, const Tensor& gate, const Tensor& up) {
+  check_swiglu("swiglu_backward", gate, up);
+  HF_CHECK(g.defined() && g.sizes() == gate.sizes() && g.device() == gate.device(),
+           "swiglu_backward: gradient ", g.defined() ? g.str() : std::string("undefined"),
+           " does not match gate ", gate.str());
+  if (g.dtype() == gate.dtype()) {
+    auto grads = backend_for(gate.device()).swiglu_backward(g, gate, up);
+    if (grads.first.defined()) return grads;
+  }
+  // As autograd's mul and silu nodes: the mul's gradients in g's and the operands' promoted
+  // dtype, each cast to its operand's dtype, then silu's backward.
+  const Tensor s = silu(gate);
+  const Tensor g_s = to_dtype(mul(g, up), gate.dtype());
+  Tensor g_up = to_dtype(mul(g, s), up.dtype());
+  return {unary_backward(UnaryOp::kSilu, g_s, gate, s), std::move(g_up)};
+}
+
 }  // namespace hfrun::ops

@@ -52,6 +52,28 @@ TEST(Gradcheck, UnaryActivations) {
   EXPECT_GRADCHECK([](const auto& in) { return sqrt(in[0]); }, pos);
 }
 
+// SwiGLU's node: finite differences, and the composed nodes' gradients bit for bit in bf16 (one
+// operand frozen too, as LoRA leaves a base projection).
+TEST(Gradcheck, SwigluMatchesSiluTimesUp) {
+  Tensor gate = randn({3, 7}, 11, true), up = randn({3, 7}, 12, true);
+  EXPECT_GRADCHECK([](const auto& x) { return swiglu(x[0], x[1]); }, gate, up);
+  const Tensor upstream = ops::to_dtype(randn({3, 7}, 13), DType::kBF16);
+  for (bool freeze_up : {false, true}) {
+    auto grads = [&](bool fused) {
+      Tensor g = ops::to_dtype(gate.detach(), DType::kBF16),
+             u = ops::to_dtype(up.detach(), DType::kBF16);
+      g.set_requires_grad(true);
+      u.set_requires_grad(!freeze_up);
+      Tensor y = fused ? swiglu(g, u) : mul(silu(g), u);
+      autograd::backward(sum(mul(y, upstream)));
+      return std::make_pair(
+          ops::to_dtype(g.grad(), DType::kF32).to_vector(),
+          freeze_up ? std::vector<float>() : ops::to_dtype(u.grad(), DType::kF32).to_vector());
+    };
+    EXPECT_EQ(grads(true), grads(false)) << "freeze_up " << freeze_up;
+  }
+}
+
 TEST(Gradcheck, UnaryOnNonContiguousView) {
   Tensor base = randn({4, 3}, 9, true);
   EXPECT_GRADCHECK([](const auto& in) { return gelu(transpose(in[0], 0, 1), true); }, base);

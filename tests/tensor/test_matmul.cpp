@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "tensor/backend/cpu/onednn.h"
+#include "tensor/profiler.h"
 #include "test_util.h"
 
 namespace hfrun {
@@ -402,6 +403,39 @@ TEST(Matmul, PrimitiveCacheIsBoundedAndStillCorrect) {
     }
   }
   EXPECT_LE(cpu::matmul_cache_size(), cap);
+}
+
+}  // namespace
+}  // namespace hfrun
+
+namespace hfrun {
+namespace {
+
+// HFRUN_PROFILE=shapes: each GEMM under a key naming its operands (a transposed view marked ^T),
+// with its flops, and copies under their shapes; without shapes, the plain op names.
+TEST(Matmul, ProfilerKeysGemmsByShapeWithTheirFlops) {
+  const Tensor a = testing::randn({4, 8}, 1), b = ops::transpose(testing::randn({3, 8}, 2), 0, 1);
+  for (bool shapes : {true, false}) {
+    profiler::reset();
+    profiler::set_shapes(shapes);
+    profiler::set_enabled(true);
+    ops::matmul(a, b);
+    ops::contiguous(b);
+    profiler::set_enabled(false);
+    profiler::set_shapes(false);
+    const auto stats = profiler::snapshot();
+    if (shapes) {
+      ASSERT_EQ(stats.count("op:matmul f32 4x8 @ f32 8x3^T/1,8 -> f32"), 1u);
+      const profiler::OpStats& st = stats.at("op:matmul f32 4x8 @ f32 8x3^T/1,8 -> f32");
+      EXPECT_EQ(st.calls, 1);
+      EXPECT_EQ(st.flops, 2.0 * 4 * 3 * 8);
+      EXPECT_EQ(stats.count("op:copy strided f32 8x3^T/1,8 -> f32 8x3"), 1u);
+      EXPECT_EQ(stats.count("op:matmul"), 0u);
+    } else {
+      EXPECT_EQ(stats.count("op:matmul"), 1u);
+      EXPECT_EQ(stats.count("op:copy strided"), 1u);
+    }
+  }
 }
 
 }  // namespace

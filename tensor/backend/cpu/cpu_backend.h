@@ -50,6 +50,9 @@ class CpuBackend final : public Backend {
                               const Tensor& lse, int64_t ignore_index, Tensor& glogits) override;
   void dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) override;
   Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward) override;
+  Tensor swiglu(const Tensor& gate, const Tensor& up) override;
+  std::pair<Tensor, Tensor> swiglu_backward(const Tensor& g, const Tensor& gate,
+                                            const Tensor& up) override;
   void adamw_update(const std::vector<AdamWUpdate>& updates) override;
   void sgd_update(const std::vector<SGDUpdate>& updates) override;
   double sum_squares(const std::vector<Tensor>& xs, float inv_scale) override;

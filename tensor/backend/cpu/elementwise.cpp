@@ -6,6 +6,7 @@
 #include "tensor/backend/cpu/dispatch.h"
 #include "tensor/backend/cpu/loops.h"
 #include "tensor/backend/cpu/vec_math.h"
+#include "tensor/ops.h"
 
 namespace hfrun::cpu {
 namespace {
@@ -108,7 +109,73 @@ template <UnaryOp kOp, typename T>
   }
 }
 
+// SwiGLU over [begin, end): out = s * up with s = silu(gate) rounded to T, as the unary and
+// binary kernels compute and store them.
+template <typename T>
+[[gnu::noinline]] void swiglu_span(const T* gate, const T* up, T* out, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float s = round_to<T>(unary_f<UnaryOp::kSilu>(load(gate, i)));
+    store(out, i, s * load(up, i));
+  }
+}
+
+// Its backward: the mul's two gradients (g * s, g * up), then silu's backward of the second,
+// each rounded to T as the composed backward stores it.
+template <typename T>
+[[gnu::noinline]] void swiglu_backward_span(const T* g, const T* gate, const T* up, T* g_gate,
+                                            T* g_up, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float x = load(gate, i), gv = load(g, i);
+    const float s = round_to<T>(unary_f<UnaryOp::kSilu>(x));
+    const float g_s = round_to<T>(gv * load(up, i));
+    store(g_up, i, gv * s);
+    store(g_gate, i, g_s * unary_grad_f<UnaryOp::kSilu>(x, s));
+  }
+}
+
+bool swiglu_fits(const Tensor& a, const Tensor& b) {
+  return a.is_contiguous() && b.is_contiguous() && a.sizes() == b.sizes() &&
+         a.dtype() == b.dtype() &&
+         (a.dtype() == DType::kF32 || a.dtype() == DType::kBF16 || a.dtype() == DType::kF16);
+}
+
 }  // namespace
+
+Tensor CpuBackend::swiglu(const Tensor& gate, const Tensor& up) {
+  if (!swiglu_fits(gate, up)) return Tensor();
+  Tensor out = ops::empty(gate.sizes(), gate.dtype(), gate.device());
+  const int64_t n = gate.numel();
+  dispatch_float(gate.dtype(), "swiglu", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* gp = gate.data<T>();
+    const T* up_p = up.data<T>();
+    T* op_ = out.data<T>();
+    parallel_for((n + kChunk - 1) / kChunk, kChunk, [&](int64_t c) {
+      swiglu_span(gp, up_p, op_, c * kChunk, std::min(n, (c + 1) * kChunk));
+    });
+  });
+  return out;
+}
+
+std::pair<Tensor, Tensor> CpuBackend::swiglu_backward(const Tensor& g, const Tensor& gate,
+                                                      const Tensor& up) {
+  if (!swiglu_fits(gate, up) || !swiglu_fits(g, gate)) return {};
+  Tensor g_gate = ops::empty(gate.sizes(), gate.dtype(), gate.device());
+  Tensor g_up = ops::empty(gate.sizes(), gate.dtype(), gate.device());
+  const int64_t n = gate.numel();
+  dispatch_float(gate.dtype(), "swiglu_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* gp = g.data<T>();
+    const T* xp = gate.data<T>();
+    const T* up_p = up.data<T>();
+    T* ggp = g_gate.data<T>();
+    T* gup = g_up.data<T>();
+    parallel_for((n + kChunk - 1) / kChunk, 2 * kChunk, [&](int64_t c) {
+      swiglu_backward_span(gp, xp, up_p, ggp, gup, c * kChunk, std::min(n, (c + 1) * kChunk));
+    });
+  });
+  return {g_gate, g_up};
+}
 
 void CpuBackend::unary(ops::UnaryOp op, const Tensor& x, Tensor& y) {
   dispatch_float(x.dtype(), ops::unary_op_name(op), [&](auto tag) {
@@ -234,33 +301,36 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
       const T* ap = static_cast<const T*>(a.raw_data());
       const T* bp = static_cast<const T*>(b.raw_data());
       T* op_ = static_cast<T*>(out.raw_data());
-      strided_loop<3>(
-          out.sizes(), {out.strides(), a.strides(), b.strides()},
-          [&](std::array<int64_t, 3> off, int64_t n, std::array<int64_t, 3> inc) {
-            T* o = op_ + off[0];
-            const T* x = ap + off[1];
-            const T* y = bp + off[2];
-            if constexpr (std::is_same_v<T, float>) {
-              if (inc[0] == 1 && inc[1] == 1 && inc[2] == 1) {
-                for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(x[i], y[i]);
-              } else if (inc[0] == 1 && inc[1] == 1 && inc[2] == 0) {
-                const float yv = y[0];
-                for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(x[i], yv);
-              } else if (inc[0] == 1 && inc[1] == 0 && inc[2] == 1) {
-                const float xv = x[0];
-                for (int64_t i = 0; i < n; ++i) o[i] = binary_f<kOp>(xv, y[i]);
-              } else {
-                for (int64_t i = 0; i < n; ++i)
-                  o[i * inc[0]] = binary_f<kOp>(x[i * inc[1]], y[i * inc[2]]);
-              }
-            } else if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Float16>) {
-              for (int64_t i = 0; i < n; ++i)
-                store(o, i * inc[0], binary_f<kOp>(load(x, i * inc[1]), load(y, i * inc[2])));
-            } else {
-              for (int64_t i = 0; i < n; ++i)
-                o[i * inc[0]] = binary_int<kOp, T>(x[i * inc[1]], y[i * inc[2]]);
-            }
-          });
+      strided_loop<3>(out.sizes(), {out.strides(), a.strides(), b.strides()},
+                      [&](std::array<int64_t, 3> off, int64_t n, std::array<int64_t, 3> inc) {
+                        T* o = op_ + off[0];
+                        const T* x = ap + off[1];
+                        const T* y = bp + off[2];
+                        if constexpr (std::is_same_v<T, float> || std::is_same_v<T, BFloat16> ||
+                                      std::is_same_v<T, Float16>) {
+                          // f32 arithmetic; 16-bit values widened on load and rounded on store. The
+                          // unit-stride cases are loops of their own so that they vectorise.
+                          if (inc[0] == 1 && inc[1] == 1 && inc[2] == 1) {
+                            for (int64_t i = 0; i < n; ++i)
+                              store(o, i, binary_f<kOp>(load(x, i), load(y, i)));
+                          } else if (inc[0] == 1 && inc[1] == 1 && inc[2] == 0) {
+                            const float yv = load(y, 0);
+                            for (int64_t i = 0; i < n; ++i)
+                              store(o, i, binary_f<kOp>(load(x, i), yv));
+                          } else if (inc[0] == 1 && inc[1] == 0 && inc[2] == 1) {
+                            const float xv = load(x, 0);
+                            for (int64_t i = 0; i < n; ++i)
+                              store(o, i, binary_f<kOp>(xv, load(y, i)));
+                          } else {
+                            for (int64_t i = 0; i < n; ++i)
+                              store(o, i * inc[0],
+                                    binary_f<kOp>(load(x, i * inc[1]), load(y, i * inc[2])));
+                          }
+                        } else {
+                          for (int64_t i = 0; i < n; ++i)
+                            o[i * inc[0]] = binary_int<kOp, T>(x[i * inc[1]], y[i * inc[2]]);
+                        }
+                      });
     });
   });
 }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <type_traits>
 
 #include "tensor/dtype.h"
 #include "tensor/shape.h"
@@ -66,6 +67,21 @@ inline void store<Float16>(Float16* p, int64_t i, float v) {
 #else
   p[i].bits = f32_to_f16(v);
 #endif
+}
+
+// v rounded to T, as a composed op's stored result is (identity for f32): fused kernels that
+// stand for several ops round each intermediate the way those ops store it.
+template <typename T>
+inline float round_to(float v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, BFloat16>) {
+    return round_to_bf16(v);
+  } else {
+    T t;
+    store(&t, 0, v);
+    return load(&t, 0);
+  }
 }
 
 // Contiguous f32 -> f16 and f16 -> f32, 8 at a time with F16C.

@@ -9,23 +9,6 @@
 #include "tensor/ops.h"
 
 namespace hfrun::cpu {
-namespace {
-
-// v rounded to T, as a composed op's stored result is (identity for f32).
-template <typename T>
-inline float round_to(float v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else if constexpr (std::is_same_v<T, BFloat16>) {
-    return round_to_bf16(v);
-  } else {
-    T t;
-    store(&t, 0, v);
-    return load(&t, 0);
-  }
-}
-
-}  // namespace
 
 Tensor CpuBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool backward) {
   const int64_t dims = x.dim();

@@ -75,25 +75,19 @@ inline float lane_sum(int64_t n, Fn&& f) {
   return s;
 }
 
-// max of f(i) for i in [0, n) (-inf when n == 0; NaNs are skipped), with kLanes partial maxima.
+// max of f(i) for i in [0, n) (-inf when n == 0; NaNs are skipped). An OpenMP simd max
+// reduction: GCC leaves `v > m ? v : m` scalar (a compare and a cmov per element) even split
+// into lanes by hand, as a vector select it is one compare and a masked move. Max is exact, so
+// the lanes' order does not matter (but for the sign of a zero maximum, which no caller sees:
+// x - m is the same for either zero).
 template <typename Fn>
 inline float lane_max(int64_t n, Fn&& f) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  float acc[kLanes];
-  for (int64_t l = 0; l < kLanes; ++l) acc[l] = kNegInf;
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) {
-      const float v = f(i + l);
-      acc[l] = v > acc[l] ? v : acc[l];
-    }
-  }
-  float m = kNegInf;
-  for (; i < n; ++i) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t i = 0; i < n; ++i) {
     const float v = f(i);
     m = v > m ? v : m;
   }
-  for (int64_t l = 0; l < kLanes; ++l) m = acc[l] > m ? acc[l] : m;
   return m;
 }
 
