@@ -440,3 +440,56 @@ TEST(Matmul, ProfilerKeysGemmsByShapeWithTheirFlops) {
 
 }  // namespace
 }  // namespace hfrun
+
+namespace hfrun {
+namespace {
+
+// f32 products whose operands the CPU backend copies into padded layouts where oneDNN's f32
+// kernels lose rate to them (matmul.cpp, f32_layout_fixes: a row-major B with a leading
+// dimension of 3072, a column-major A strided by 1100) equal a double-precision reference
+// whether or not the copies are taken; with HFRUN_MATMUL_PAD=1 (ctest's tensor_matmul_padded)
+// they must have been.
+TEST(Matmul, F32PaddedLayoutsGiveTheProduct) {
+  const char* env = std::getenv("HFRUN_MATMUL_PAD");
+  const bool forced = env != nullptr && std::string(env) == "1";
+  struct Case {
+    Tensor a, b;
+    std::string copy_key;
+  };
+  const Tensor wide_b = testing::randn({768, 3072}, 61);
+  const Tensor col_a = ops::transpose(testing::randn({1024, 1100}, 62), 0, 1);  // [1100, 1024]
+  const std::vector<Case> cases = {
+      {testing::randn({64, 768}, 63), wide_b,
+       "op:copy strided f32 768x3072 -> f32 768x3072/3088,1"},
+      {col_a, testing::randn({1024, 48}, 64),
+       "op:copy strided f32 1024x1024/1100,1 -> f32 1024x1024"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.copy_key);
+    profiler::reset();
+    profiler::set_shapes(true);
+    profiler::set_enabled(true);
+    const Tensor got = ops::matmul(c.a, c.b);
+    Tensor acc = ops::clone(got);
+    ops::matmul_add_(acc, c.a, c.b);  // the accumulating path: acc = 2 * product
+    profiler::set_enabled(false);
+    profiler::set_shapes(false);
+    if (forced) {
+      EXPECT_GE(profiler::snapshot().count(c.copy_key), 1u);
+    }
+    const int64_t M = c.a.size(0), K = c.a.size(1), N = c.b.size(1);
+    const std::vector<float> a = ops::contiguous(c.a).to_vector(),
+                             b = ops::contiguous(c.b).to_vector(), y = got.to_vector(),
+                             y2 = acc.to_vector();
+    for (int64_t t = 0; t < 64; ++t) {
+      const int64_t i = (t * 7919) % M, j = (t * 104729) % N;
+      double want = 0;
+      for (int64_t k = 0; k < K; ++k) want += double(a[i * K + k]) * double(b[k * N + j]);
+      EXPECT_NEAR(y[i * N + j], want, 1e-3 * std::sqrt(double(K))) << i << ", " << j;
+      EXPECT_NEAR(y2[i * N + j], 2 * want, 2e-3 * std::sqrt(double(K))) << i << ", " << j;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hfrun

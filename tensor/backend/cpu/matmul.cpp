@@ -17,6 +17,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 #include "tensor/backend/cpu/cpu_backend.h"
@@ -104,16 +105,45 @@ Tensor dense_matrices(const Tensor& t) {
 // GFLOP/s; with A copied to a leading dimension of 50304, 590-650 (2 threads, AVX-512 bf16, no
 // AMX; a leading dimension of 16448, a multiple of 64, was as slow as 50257). A large such A is
 // copied, in chunks of rows, into a buffer with an aligned leading dimension: one pass over A,
-// which the GEMM reads many times. (f32 kernels show no such loss.)
+// which the GEMM reads many times. f32 kernels showed no such loss on that CPU; on a
+// Sapphire-Rapids-class one they do (see f32_layout_fixes()).
 constexpr int64_t kLeadingAlign = 128;
 constexpr int64_t kPadMinElements = int64_t{1} << 20;
-// Rows copied at a time: bounds the copy's memory (all of GPT-2's dlogits^T at 4 x 256 tokens
-// would be 103 MB more at the step's peak; a chunk is 16 MB) and keeps a full chunk's M a
-// multiple of kRowAlign below.
+// bf16 rows copied at a time (f32: half as many): bounds the copy's memory (all of GPT-2's
+// dlogits^T at 4 x 256 tokens would be 103 MB more at the step's peak; a chunk is 16 MB) and
+// keeps a full chunk's M a multiple of kRowAlign below.
 constexpr int64_t kPadChunkRows = 8192;
 
+// oneDNN 2.6's f32 brgemm kernels lose up to half their rate to some leading dimensions on
+// Sapphire-Rapids-class cores (2 threads, `brg:avx512_core`, 2026-12-07), where an AVX-512 AMD
+// core (the same kernels) and AVX2 cores showed no such loss:
+//   - a row-major B whose leading dimension is an odd multiple of 1024 or more elements:
+//     [1024, 768] x [768, N] at 178-191 GFLOP/s for N = 3072 or 5120 (83 on one thread) against
+//     306-347 for N = 2048, 2816 or 4096; given B in a buffer with 16 more elements per row,
+//     oneDNN runs the same product on its gemm:jit kernel at 290-318. That is GPT-2's MLP (c_fc's
+//     forward and its weight gradient, dY [T, 3072] as B: 0.75 s of a 3.4 s f32 4 x 256 step);
+//   - a column-major A strided by GPT-2's vocabulary (the tied output layer's weight gradient,
+//     dlogits^T [50257, 1024] x x [1024, 768]): 214-226 GFLOP/s, 273-276 through the padded
+//     row chunks above.
+// Both copies are taken where oneDNN's best kernel is AMX (the Intel cores where this was
+// measured), or where HFRUN_MATMUL_PAD=1 (=0 turns them off): a property of the machine, so
+// every rank of a job on one kind of node makes the same choice.
+bool f32_layout_fixes() {
+  static const bool on = [] {
+    if (const char* e = std::getenv("HFRUN_MATMUL_PAD"); e != nullptr && *e != '\0') {
+      return std::string(e) != "0";
+    }
+    const auto amx = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
+    return (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & amx) == amx;
+  }();
+  return on;
+}
+
 bool padded_copy_pays(const Tensor& a) {
-  if (a.dim() != 2 || a.dtype() != DType::kBF16) return false;
+  if (a.dim() != 2 ||
+      !(a.dtype() == DType::kBF16 || (a.dtype() == DType::kF32 && f32_layout_fixes()))) {
+    return false;
+  }
   const int64_t m = a.size(0), k = a.size(1), ld = a.strides()[1];
   return a.strides()[0] == 1 && k > 1 && ld % kLeadingAlign != 0 && m * k >= kPadMinElements;
 }
@@ -130,9 +160,10 @@ void by_padded_row_chunks(const Tensor& a, Tensor& out, Gemm&& gemm) {
     return;
   }
   const int64_t m = a.size(0), k = a.size(1);
-  Tensor buffer = ops::empty({k * std::min(m, kPadChunkRows)}, a.dtype(), a.device());
+  const int64_t chunk_rows = kPadChunkRows * 2 / static_cast<int64_t>(a.element_size());
+  Tensor buffer = ops::empty({k * std::min(m, chunk_rows)}, a.dtype(), a.device());
   for (int64_t r = 0, rows = 0; r < m; r += rows) {
-    rows = std::min(kPadChunkRows, m - r);
+    rows = std::min(chunk_rows, m - r);
     if (rows > kLeadingAlign) rows -= rows % kLeadingAlign;
     Tensor rows_t = ops::view(ops::narrow(buffer, 0, 0, k * rows), {k, rows});  // A^T's rows
     ops::copy_(rows_t, ops::transpose(ops::narrow(a, 0, r, rows), 0, 1));
@@ -460,10 +491,30 @@ bool native_bf16_matmul() {
 
 namespace {
 
+// kBPadMinElements: below it the copy is not worth a call (c_fc's weight is 2.4M elements).
+constexpr int64_t kBPadMinElements = int64_t{1} << 20;
+constexpr int64_t kBPadElements = 16;
+
+// b itself, or (f32_layout_fixes(), f32, 2-D, row-major, a leading dimension that is an odd
+// multiple of 1024 elements) a copy of b in a buffer whose rows are kBPadElements longer.
+Tensor padded_b(const Tensor& b) {
+  if (b.dtype() != DType::kF32 || b.dim() != 2 || b.strides()[1] != 1 || b.size(1) < 2 ||
+      b.numel() < kBPadMinElements || !f32_layout_fixes()) {
+    return b;
+  }
+  const int64_t ld = b.strides()[0];
+  if (ld % 1024 != 0 || (ld / 1024) % 2 == 0) return b;
+  const int64_t k = b.size(0), n = b.size(1);
+  Tensor rows = ops::narrow(ops::empty({k, n + kBPadElements}, b.dtype(), b.device()), 1, 0, n);
+  ops::copy_(rows, b);
+  return rows;
+}
+
 // matmul's oneDNN call on prepared operands (a, b and out name the caller's in errors).
 void run_matmul(Tensor ta, Tensor tb, const Tensor& tbias, Tensor& result, const Tensor& a,
                 const Tensor& b, const Tensor& out) {
   const DType in_dtype = ta.dtype();
+  tb = padded_b(tb);
   try {
     auto entry = lookup(build_problem(ta, tb, result), in_dtype, result.dtype(), tbias, false);
     if (!entry->usable) {
@@ -508,13 +559,14 @@ void run_matmul(Tensor ta, Tensor tb, const Tensor& tbias, Tensor& result, const
 void run_matmul_add(CpuBackend& self, const Tensor& x, const Tensor& tb, Tensor& y, DType in,
                     const Tensor& a, const Tensor& b, const Tensor& out) {
   try {
-    auto entry = lookup(build_problem(x, tb, y), in, DType::kF32, Tensor(), false,
+    const Tensor pb = padded_b(tb);
+    auto entry = lookup(build_problem(x, pb, y), in, DType::kF32, Tensor(), false,
                         /*accumulate=*/true);
     if (!entry->usable) {  // no optimised kernel takes this layout: product, then add
       self.Backend::matmul_add(x, tb, y);
       return;
     }
-    execute(*entry, x, tb, Tensor(), y);
+    execute(*entry, x, pb, Tensor(), y);
   } catch (const dnnl::error& err) {
     HF_THROW("matmul_add: oneDNN failed on ", a.str(), " x ", b.str(), " -> ", out.str(), ": ",
              err.what(), " (status ", static_cast<int>(err.status), ")");
