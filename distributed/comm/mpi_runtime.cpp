@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -41,10 +42,26 @@ Runtime& rt() {
   return *r;
 }
 
+// How long MPI_Abort may take to end this process before it ends itself.
+constexpr std::chrono::seconds kAbortExitAfter{5};
+
 [[noreturn]] void abort_job(const std::string& why) {
-  std::fprintf(stderr, "hfrun: rank %d: aborting the job (MPI_Abort, exit status 1): %s\n",
-               rt().rank, why.c_str());
+  const int rank = rt().rank;
+  std::fprintf(stderr, "hfrun: rank %d: aborting the job (MPI_Abort, exit status 1): %s\n", rank,
+               why.c_str());
   std::fflush(stderr);
+  // MPI_Abort normally ends every rank within a second. Open MPI 4.1 was once seen (CI,
+  // 2026-12-07, 1 run in ~30) to leave the job standing after it: mpiexec logged "ORTE_ERROR_LOG:
+  // Data unpack had inadequate space ... show_help.c" and never ended the ranks. Whatever MPI
+  // does, this process ends, non-zero, so the launcher sees a failed rank and ends the job.
+  std::thread([rank] {
+    std::this_thread::sleep_for(kAbortExitAfter);
+    std::fprintf(stderr,
+                 "hfrun: rank %d: MPI_Abort has not ended the process after %llds; exiting\n", rank,
+                 static_cast<long long>(kAbortExitAfter.count()));
+    std::fflush(stderr);
+    std::_Exit(1);
+  }).detach();
   MPI_Abort(MPI_COMM_WORLD, 1);
   std::_Exit(1);  // MPI_Abort does not return; this is for an MPI that does
 }
