@@ -39,10 +39,7 @@ std::map<std::string, OpStats> snapshot() {
 }
 
 void add(const char* name, double seconds) {
-  std::lock_guard<std::mutex> lock(g_mu);
-  auto& s = table()[name];
-  s.seconds += seconds;
-  ++s.calls;
+  add(std::string(name), seconds, 0);
 }
 
 void add(const std::string& name, double seconds, double flops) {

@@ -9,21 +9,6 @@ namespace hfrun {
 
 namespace {
 
-// Times one call; synchronises a device backend first so queued kernels count.
-class Timed {
- public:
-  Timed(const char* name, Backend& inner, Device device)
-      : inner_(inner), device_(device), scope_(name) {}
-  ~Timed() {
-    if (!device_.is_cpu()) inner_.synchronize(device_);
-  }
-
- private:
-  Backend& inner_;
-  Device device_;
-  profiler::Scope scope_;
-};
-
 // "bf16 4x12x256x64^T/98304,64,2304,1": a matrix whose rows are not unit-strided is a
 // transposed view (^T); a tensor that is not contiguous shows its strides.
 std::string operand_key(const Tensor& t) {
@@ -36,19 +21,22 @@ std::string operand_key(const Tensor& t) {
   return s;
 }
 
-// Times a call like Timed; with profiler::shapes(), under a key that names its operands
-// (`detail`), with its flops where it counts them.
-class TimedShape {
+// Times one call; synchronises a device backend first so queued kernels count. Given `detail`
+// (the operands' description) and profiler::shapes() on, the entry is name + " " + detail(),
+// with the call's flops where it counts them.
+class Timed {
  public:
+  Timed(const char* name, Backend& inner, Device device)
+      : inner_(inner), device_(device), scope_(name) {}
   template <typename Detail>
-  TimedShape(const char* name, Backend& inner, Device device, Detail&& detail, double flops = 0)
+  Timed(const char* name, Backend& inner, Device device, Detail&& detail, double flops = 0)
       : inner_(inner), device_(device), scope_(profiler::shapes() ? nullptr : name) {
     if (!profiler::enabled() || !profiler::shapes()) return;
     key_ = std::string(name) + " " + detail();
     flops_ = flops;
     start_ = std::chrono::steady_clock::now();
   }
-  ~TimedShape() {
+  ~Timed() {
     if (!device_.is_cpu()) inner_.synchronize(device_);
     if (!key_.empty()) {
       profiler::add(
@@ -56,8 +44,8 @@ class TimedShape {
           flops_);
     }
   }
-  TimedShape(const TimedShape&) = delete;
-  TimedShape& operator=(const TimedShape&) = delete;
+  Timed(const Timed&) = delete;
+  Timed& operator=(const Timed&) = delete;
 
  private:
   Backend& inner_;
@@ -91,7 +79,7 @@ void ProfilingBackend::copy(const Tensor& src, Tensor& dst) {
   } else if (dense) {
     name = "op:copy";
   }
-  TimedShape t(name, inner_, device_, [&] { return operand_key(src) + " -> " + operand_key(dst); });
+  Timed t(name, inner_, device_, [&] { return operand_key(src) + " -> " + operand_key(dst); });
   inner_.copy(src, dst);
 }
 
@@ -133,7 +121,7 @@ void ProfilingBackend::pow_scalar(const Tensor& x, double p, Tensor& y) {
 }
 
 void ProfilingBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  TimedShape t("op:binary", inner_, device_, [&] {
+  Timed t("op:binary", inner_, device_, [&] {
     return std::to_string(static_cast<int>(op)) + " " + operand_key(a) + ", " + operand_key(b);
   });
   inner_.binary(op, a, b, out);
@@ -157,14 +145,14 @@ void ProfilingBackend::reduce_max(const Tensor& x, int64_t outer, int64_t n, int
 }
 
 void ProfilingBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
-  TimedShape t(
+  Timed t(
       "op:matmul", inner_, device_, [&] { return gemm_key(a, b, bias.defined(), out); },
       gemm_flops(a, out));
   inner_.matmul(a, b, bias, out);
 }
 
 void ProfilingBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
-  TimedShape t(
+  Timed t(
       "op:matmul_add", inner_, device_, [&] { return gemm_key(a, b, false, out); },
       gemm_flops(a, out));
   inner_.matmul_add(a, b, out);
@@ -196,7 +184,7 @@ void ProfilingBackend::attention_scores_backward(const Tensor& gp, const Tensor&
 
 void ProfilingBackend::matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias,
                                    Tensor& out, Tensor& pre) {
-  TimedShape t(
+  Timed t(
       "op:matmul_gelu", inner_, device_, [&] { return gemm_key(a, b, bias.defined(), out); },
       gemm_flops(a, out));
   inner_.matmul_gelu(a, b, bias, out, pre);

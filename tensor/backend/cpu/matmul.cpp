@@ -514,7 +514,6 @@ Tensor padded_b(const Tensor& b) {
 void run_matmul(Tensor ta, Tensor tb, const Tensor& tbias, Tensor& result, const Tensor& a,
                 const Tensor& b, const Tensor& out) {
   const DType in_dtype = ta.dtype();
-  tb = padded_b(tb);
   try {
     auto entry = lookup(build_problem(ta, tb, result), in_dtype, result.dtype(), tbias, false);
     if (!entry->usable) {
@@ -559,14 +558,13 @@ void run_matmul(Tensor ta, Tensor tb, const Tensor& tbias, Tensor& result, const
 void run_matmul_add(CpuBackend& self, const Tensor& x, const Tensor& tb, Tensor& y, DType in,
                     const Tensor& a, const Tensor& b, const Tensor& out) {
   try {
-    const Tensor pb = padded_b(tb);
-    auto entry = lookup(build_problem(x, pb, y), in, DType::kF32, Tensor(), false,
+    auto entry = lookup(build_problem(x, tb, y), in, DType::kF32, Tensor(), false,
                         /*accumulate=*/true);
     if (!entry->usable) {  // no optimised kernel takes this layout: product, then add
       self.Backend::matmul_add(x, tb, y);
       return;
     }
-    execute(*entry, x, pb, Tensor(), y);
+    execute(*entry, x, tb, Tensor(), y);
   } catch (const dnnl::error& err) {
     HF_THROW("matmul_add: oneDNN failed on ", a.str(), " x ", b.str(), " -> ", out.str(), ": ",
              err.what(), " (status ", static_cast<int>(err.status), ")");
@@ -622,6 +620,7 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Te
   }
   if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
   if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
+  tb = padded_b(tb);  // once, not per row chunk of a
   if (k_split_pays(ta, tb)) {
     // The slices accumulate in f32: a 16-bit result (of widened f16 operands) is rounded once,
     // at the end.
@@ -656,6 +655,7 @@ void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
   Tensor tb = b.dtype() == in ? b : ops::to_dtype(b, DType::kF32);
   if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
   if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
+  tb = padded_b(tb);  // once, not per row chunk of a
   if (k_split_pays(ta, tb)) {
     by_k_chunks(ta, tb, [&](const Tensor& a_k, const Tensor& b_k, bool) {
       run_matmul_add(*this, a_k, b_k, out, in, a, b, out);
