@@ -114,6 +114,23 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 // logits [..., V] and targets [...]: mean cross-entropy over non-ignored targets.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
+// cross_entropy(linear(x, weight, bias, compute_dtype, f32, kOutIn), targets, ignore_index)
+// without the logits: x [..., C], weight [V, C] (nn.Linear's layout, or a tied embedding table),
+// bias [V] or undefined, targets [...]. The output layer's GEMMs run a block of rows and of the
+// vocabulary at a time (blocks of about 8 MB of f32 logits unless block_rows / block_columns are
+// given), forward and again in the backward, which needs only x, the weight and each row's
+// log-sum-exp: no [N, V] tensor is ever held. Losses and gradients are the composition's up to
+// the order of their f32 sums. The weight's gradient goes into its buffer where that is the sink
+// (as linear's). Needs the backend's blocked cross-entropy (ops::cross_entropy_blocks).
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                            const Tensor& targets, int64_t ignore_index = -100,
+                            std::optional<DType> compute_dtype = std::nullopt,
+                            int64_t block_rows = 0, int64_t block_columns = 0);
+// Whether a model's token loss takes linear_cross_entropy for a head on `device` whose GEMMs run
+// in gemm_dtype: HFRUN_FUSED_LOSS=1 (or 0) where the backend has the kernels, else the backend's
+// preference (the CPU's: bf16 GEMMs on AMX). Never for f16 GEMMs, whose weight gradient
+// autocast rounds to f16 (the overflow loss scaling must see).
+bool fuses_linear_cross_entropy(Device device, DType gemm_dtype);
 // q, k, v [B, H, T, D]; scale defaults to 1/sqrt(D); key_lengths (integer [B] on q's device, or
 // undefined) masks right padding: batch b's queries see keys [0, key_lengths[b]) only.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -31,6 +31,9 @@ class CausalLM : public Model {
 
   using Model::forward;
   using Model::loss;
+  bool fuses_token_loss() const override {
+    return output_layer() != nullptr && output_layer()->fuses_loss();
+  }
   // ids [B, T] (i32/i64) -> logits [B, T, V] (f32; this rank's vocabulary slice under tensor
   // parallelism). Padding needs no mask here: it is on the right, and causal attention never
   // lets a token see a later one.
@@ -51,6 +54,12 @@ class CausalLM : public Model {
  protected:
   Tensor outputs(const ModelInputs& in) override { return logits(in.ids); }
   virtual Tensor logits(const Tensor& ids) = 0;
+  // The final hidden states [B, T, C] of ids, which the output layer (output_layer()) reads:
+  // the fused loss's input.
+  virtual Tensor hidden(const Tensor& ids) = 0;
+  Tensor token_loss(const ModelInputs& in, const Tensor& targets) override {
+    return output_layer()->fused_loss(hidden(in.ids), targets);
+  }
   // Checks shared by forward_cached implementations; returns the new positions' count.
   int64_t check_cached_input(const Tensor& ids, const KvCache& cache, size_t layers) const;
   // The layers' k and v buffers of a cache [B, heads, capacity, head_dim] each (capacity 0:

@@ -47,12 +47,17 @@ Tensor Model::loss(const ModelInputs& in, const Tensor& targets) {
   }
   HF_CHECK(targets.sizes() == in.ids.sizes(), model_type(), ": targets ", targets.str(),
            " must match ids ", in.ids.str());
+  if (fuses_token_loss()) return hooked([&] { return token_loss(in, targets); });
   Tensor out = forward(in);
   const ParallelLayer* head = output_layer();
   if (head != nullptr && head->is_parallel()) {
     return vocab_parallel_cross_entropy(out, targets, head->vocab_begin(), *head->parallel_group());
   }
   return cross_entropy(out, targets);
+}
+
+Tensor Model::token_loss(const ModelInputs&, const Tensor&) {
+  HF_THROW(model_type(), ": the model does not fuse its token loss");
 }
 
 std::unique_ptr<Linear> normal_linear(int64_t in, int64_t out, bool bias, Generator& gen,

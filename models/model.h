@@ -84,6 +84,11 @@ class Model : public Module {
   //   sequence_classification: targets i64 [B] class ids (mean cross-entropy), or f32 [B] for
   //     regression (num_labels 1: mean squared error, transformers' "regression" problem type)
   Tensor loss(const ModelInputs& in, const Tensor& targets);
+  // Whether loss() of a token task takes its output layer's fused loss (no [B, T, V] logits are
+  // made: ParallelLayer::fuses_loss), as it does where that layer is whole and its device's
+  // backend takes the blocked loss for the GEMMs' dtype (HFRUN_FUSED_LOSS=1 / 0 decides where
+  // set).
+  virtual bool fuses_token_loss() const { return false; }
 
   // Dropout's random stream (saved and restored with checkpoints).
   Generator& dropout_generator() { return dropout_gen_; }
@@ -93,6 +98,10 @@ class Model : public Module {
   // Token tasks: the layer that produces the logits (an output Linear, or the tied input
   // Embedding), for the vocabulary-parallel cross-entropy; null when it is never split.
   virtual const ParallelLayer* output_layer() const { return nullptr; }
+  // The token loss straight from the final hidden states, without the [B, T, V] logits
+  // (token_loss(): the output layer's ParallelLayer::fused_loss), inside the same forward hook
+  // as outputs().
+  virtual Tensor token_loss(const ModelInputs& in, const Tensor& targets);
   // Checks ids (and type_ids, lengths when given) for a forward; returns T.
   int64_t check_inputs(const ModelInputs& in) const;
 

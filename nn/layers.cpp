@@ -24,7 +24,34 @@ void check_divisible(const Tensor& t, int dim, int groups, int size, const std::
 
 }  // namespace
 
+// ---- the fused output-layer loss ---------------------------------------------------------------
+
+Tensor ParallelLayer::fused_loss(const Tensor&, const Tensor&, const Tensor&) const {
+  HF_THROW("fused_loss: this layer does not fuse its loss (fuses_loss() is false)");
+}
+
+namespace {
+
+// A whole [V, C] weight whose GEMMs the device's backend takes blocked.
+bool head_fuses(const Tensor& weight, std::optional<DType> compute) {
+  return fuses_linear_cross_entropy(weight.device(), compute.value_or(weight.dtype()));
+}
+
+}  // namespace
+
 // ---- Linear -------------------------------------------------------------------------------------
+
+bool Linear::fuses_loss() const {
+  return group_ == nullptr && lora_a_ == nullptr && layout_ == WeightLayout::kOutIn &&
+         head_fuses(weight_.get(), compute_dtype());
+}
+
+Tensor Linear::fused_loss(const Tensor& x, const Tensor& targets, const Tensor& bias) const {
+  HF_CHECK(fuses_loss(), "Linear::fused_loss: the layer does not fuse its loss");
+  Tensor b = bias_.get_or_none();
+  if (bias.defined()) b = b.defined() ? add(b, bias) : bias;
+  return linear_cross_entropy(x, weight_.get(), b, targets, -100, compute_dtype());
+}
 
 Linear::Linear(Tensor weight, Tensor bias, WeightLayout layout) : layout_(layout) {
   HF_CHECK(weight.dim() == 2, "Linear: weight must be 2-D, got ", weight.str());
@@ -208,6 +235,15 @@ Tensor Embedding::forward(const Tensor& ids) {
 Tensor Embedding::attend(const Tensor& x) {
   const Tensor in = group_ ? copy_to_tensor_parallel(x, *group_) : x;
   return linear(in, weight_.get(), Tensor(), compute_dtype(), x.dtype(), WeightLayout::kOutIn);
+}
+
+bool Embedding::fuses_loss() const {
+  return group_ == nullptr && head_fuses(weight_.get(), compute_dtype());
+}
+
+Tensor Embedding::fused_loss(const Tensor& x, const Tensor& targets, const Tensor& bias) const {
+  HF_CHECK(fuses_loss(), "Embedding::fused_loss: the layer does not fuse its loss");
+  return linear_cross_entropy(x, weight_.get(), bias, targets, -100, compute_dtype());
 }
 
 TensorParallelSplit Embedding::split_for(ParallelStyle style, int groups,

@@ -43,6 +43,16 @@ class ParallelLayer : public Module {
   // kVocab: the first vocabulary id of this rank's rows (0 when not split).
   int64_t vocab_begin() const { return vocab_begin_; }
 
+  // An output layer's loss without its logits: the mean cross-entropy of the f32 logits it
+  // makes of x [..., in] against targets [...] (-100 not counted), `bias` [V] added to them (a
+  // tied decoder's own bias, BERT's), through autograd::linear_cross_entropy. Only where
+  // fuses_loss(): a whole layer (not tensor-parallel, no adapter, nn.Linear's layout) on a
+  // backend that takes the blocked loss for its GEMMs' dtype (autograd's
+  // fuses_linear_cross_entropy).
+  virtual bool fuses_loss() const { return false; }
+  virtual Tensor fused_loss(const Tensor& x, const Tensor& targets,
+                            const Tensor& bias = Tensor()) const;
+
  protected:
   ParallelStyle style_ = ParallelStyle::kColwise;
   TensorParallelGroup* group_ = nullptr;
@@ -66,6 +76,10 @@ class Linear : public ParallelLayer {
                    const std::string& path) override;
   TensorParallelSplit split_for(ParallelStyle style, int groups,
                                 const std::string& param) const override;
+
+  bool fuses_loss() const override;
+  Tensor fused_loss(const Tensor& x, const Tensor& targets,
+                    const Tensor& bias = Tensor()) const override;
 
   const Parameter& weight() const { return weight_; }
   const Parameter& bias() const { return bias_; }  // undefined without bias
@@ -113,6 +127,10 @@ class Embedding : public ParallelLayer {
                    const std::string& path) override;
   TensorParallelSplit split_for(ParallelStyle style, int groups,
                                 const std::string& param) const override;
+  // attend()'s loss (ParallelLayer::fused_loss).
+  bool fuses_loss() const override;
+  Tensor fused_loss(const Tensor& x, const Tensor& targets,
+                    const Tensor& bias = Tensor()) const override;
   const Parameter& weight() const { return weight_; }
   int64_t num_embeddings() const;  // the whole vocabulary
 

@@ -75,6 +75,20 @@ std::pair<Tensor, Tensor> Backend::swiglu_backward(const Tensor&, const Tensor&,
   return {};
 }
 
+void Backend::cross_entropy_fold(const Tensor&, int64_t, const Tensor&, int64_t, Tensor&) {
+  HF_THROW("cross_entropy_fold: the ", name(), " backend has no blocked cross-entropy kernels");
+}
+
+void Backend::cross_entropy_finish(const Tensor&, const Tensor&, int64_t, Tensor&, Tensor&) {
+  HF_THROW("cross_entropy_finish: the ", name(), " backend has no blocked cross-entropy kernels");
+}
+
+void Backend::cross_entropy_block_backward(const Tensor&, const Tensor&, int64_t, const Tensor&,
+                                           const Tensor&, int64_t, int64_t, Tensor&) {
+  HF_THROW("cross_entropy_block_backward: the ", name(),
+           " backend has no blocked cross-entropy kernels");
+}
+
 void Backend::fused_attention(const Tensor&, const Tensor&, const Tensor&, bool, double,
                               const Tensor&, Tensor&, Tensor&) {
   HF_THROW("fused_attention: the ", name(), " backend has no fused attention kernel");

@@ -182,6 +182,31 @@ class Backend {
                                       const Tensor& targets, const Tensor& lse,
                                       int64_t ignore_index, Tensor& glogits) = 0;
 
+  // Cross-entropy over logits that come a block of columns at a time (the vocabulary's columns
+  // [col0, col0 + n) of an [N, V] whole that is never held: autograd::linear_cross_entropy).
+  // Optional: where cross_entropy_blocks() is false the others are never called (their defaults
+  // throw). The caller has checked targets against V. The row state is f32 [N, 3]: the running
+  // max m, the sum s of exp(logit - m) over the columns folded so far, the target's logit.
+  //   cross_entropy_fold: folds logits f32 [N, n] (contiguous) into state (m = -inf, s = 0 to
+  //     start); a row whose target is ignore_index keeps no target logit.
+  //   cross_entropy_finish: lse[r] = m + log(s) (m where m is infinite) and loss as
+  //     cross_entropy's: the mean over counted rows of lse - the target's logit, NaN when none.
+  //   cross_entropy_block_backward: glogits [N, n] (f32, or the GEMM's bf16/f16; may be logits'
+  //     own storage when f32) = (exp(logit - lse) - [column == target]) * gloss / count, 0 on
+  //     ignored rows: cross_entropy_backward's arithmetic on the block's columns, where count is
+  //     the whole batch's counted rows (the caller's: the block may hold some of the rows).
+  virtual bool cross_entropy_blocks() const { return false; }
+  // Whether a loss whose head GEMMs run in `gemm_dtype` should take the blocks by default: where
+  // recomputing the head's product in the backward costs less than storing its logits.
+  virtual bool prefers_cross_entropy_blocks(DType /*gemm_dtype*/) const { return false; }
+  virtual void cross_entropy_fold(const Tensor& logits, int64_t col0, const Tensor& targets,
+                                  int64_t ignore_index, Tensor& state);
+  virtual void cross_entropy_finish(const Tensor& state, const Tensor& targets,
+                                    int64_t ignore_index, Tensor& loss, Tensor& lse);
+  virtual void cross_entropy_block_backward(const Tensor& gloss, const Tensor& logits, int64_t col0,
+                                            const Tensor& targets, const Tensor& lse,
+                                            int64_t ignore_index, int64_t count, Tensor& glogits);
+
   virtual void dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) = 0;
 
   // One optimizer step over many parameters at once (a CUDA backend: one launch).

@@ -229,6 +229,33 @@ Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const T
                               const Tensor& lse, int64_t ignore_index = -100,
                               bool overwrite_logits = false);
 
+// Cross-entropy over logits that come a block at a time and are never whole (the output layer's
+// GEMM a block of the vocabulary's columns and of the rows at a time, recomputed in the
+// backward: autograd::linear_cross_entropy). The losses are cross_entropy's up to the order of
+// their sums; the gradients cross_entropy_backward's arithmetic.
+struct CrossEntropyBlocks {
+  Tensor state;    // f32 [N, 3] per row (Backend::cross_entropy_fold's)
+  Tensor targets;  // i32/i64 [N], contiguous
+  int64_t vocab = 0, ignore_index = -100;
+  int64_t count = 0;  // rows whose target counts
+};
+// Whether `device`'s backend has the kernels, and whether it takes them by default for a head
+// whose GEMMs run in `gemm_dtype`.
+bool cross_entropy_blocks(Device device);
+bool prefers_cross_entropy_blocks(Device device, DType gemm_dtype);
+// Checks targets [N] against [0, vocab) and ignore_index, as cross_entropy does.
+CrossEntropyBlocks cross_entropy_begin(const Tensor& targets, int64_t vocab,
+                                       int64_t ignore_index = -100);
+// Folds logits f32 [rows, n] (contiguous): rows [row0, row0 + rows), columns [col0, col0 + n).
+void cross_entropy_fold_(CrossEntropyBlocks& s, const Tensor& logits, int64_t row0, int64_t col0);
+// loss and lse [N] once every column of every row is folded.
+CrossEntropyResult cross_entropy_finish(const CrossEntropyBlocks& s);
+// The gradient of the logits block (as fold_'s) into out [rows, n] (contiguous, f32 or 16-bit;
+// logits' own storage when f32), for the loss's gradient gloss and finish's lse.
+void cross_entropy_block_backward_(Tensor& out, const Tensor& gloss, const CrossEntropyBlocks& s,
+                                   const Tensor& lse, const Tensor& logits, int64_t row0,
+                                   int64_t col0);
+
 // Causal (or full) scaled dot-product attention: q [B, H, T, D], k [B, Hkv, S, D], v [B, Hkv, S,
 // Dv] with Hkv dividing H (grouped-query attention: query head h reads KV head h / (H / Hkv);
 // K and V are never repeated); when causal, query i sees keys j <= i + (S - T). key_lengths, when

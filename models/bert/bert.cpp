@@ -272,6 +272,9 @@ class BertPredictions : public Module {
   Tensor forward(const Tensor& x, Embedding& decoder) {
     return add(decoder.attend(transform_->forward(x)), bias_.get());
   }
+  Tensor loss(const Tensor& x, const Embedding& decoder, const Tensor& targets) {
+    return decoder.fused_loss(transform_->forward(x), targets, bias_.get());
+  }
 
  private:
   Parameter bias_;
@@ -367,7 +370,7 @@ TensorParallelPlan Bert::tensor_parallel_plan() const {
           {"bert.encoder.layer.*.output.dense", ParallelStyle::kRowwise, 1}};
 }
 
-Tensor Bert::outputs(const ModelInputs& in) {
+Tensor Bert::encode(const ModelInputs& in) {
   const int64_t T = check_inputs(in);
   check_sequence_length(T, "bert");
   BertBody& b = *body_;
@@ -376,6 +379,20 @@ Tensor Bert::outputs(const ModelInputs& in) {
   args.dropout = &dropout_generator();
   args.key_lengths = in.lengths;
   for (BertLayer* layer : b.encoder->layer->items()) x = (*layer)(x, args);
+  return x;
+}
+
+bool Bert::fuses_token_loss() const {
+  return mlm_ != nullptr && body_->embeddings->word_embeddings->fuses_loss();
+}
+
+Tensor Bert::token_loss(const ModelInputs& in, const Tensor& targets) {
+  return mlm_->predictions->loss(encode(in), *body_->embeddings->word_embeddings, targets);
+}
+
+Tensor Bert::outputs(const ModelInputs& in) {
+  Tensor x = encode(in);
+  BertBody& b = *body_;
   if (mlm_ != nullptr) return mlm_->predictions->forward(x, *b.embeddings->word_embeddings);
   Tensor pooled = b.pooler->forward(x);
   pooled = dropout(pooled, config_.classifier_dropout_prob(), is_training(), dropout_generator());

@@ -51,6 +51,9 @@ class Bert : public Model {
   std::vector<std::string> checkpoint_aliases(const std::string& name) const override;
   // The task head (classifier, cls.predictions) and the pooler.
   bool may_be_newly_initialized(const std::string& name) const override;
+  // Masked LM: the decoder (the tied word embeddings, plus cls.predictions.bias) takes its loss
+  // without the logits where it fuses it.
+  bool fuses_token_loss() const override;
   const LabelConfig* labels() const override {
     return task_ == Task::kSequenceClassification ? &config_.labels : nullptr;
   }
@@ -61,12 +64,15 @@ class Bert : public Model {
 
  protected:
   Tensor outputs(const ModelInputs& in) override;
+  Tensor token_loss(const ModelInputs& in, const Tensor& targets) override;
 
  private:
   BertConfig config_;
   Task task_;
-  BertBody* body_ = nullptr;      // "bert"
-  BertMlmHead* mlm_ = nullptr;    // "cls" (masked LM)
+  BertBody* body_ = nullptr;    // "bert"
+  BertMlmHead* mlm_ = nullptr;  // "cls" (masked LM)
+  // The encoder's last hidden states [B, T, C].
+  Tensor encode(const ModelInputs& in);
   Linear* classifier_ = nullptr;  // "classifier" (sequence classification)
 };
 

@@ -179,6 +179,11 @@ void Gpt2::check_sequence_length(int64_t T, const std::string& source) const {
 }
 
 Tensor Gpt2::logits(const Tensor& ids) {
+  // The tied lm_head (this rank's vocabulary columns under tensor parallelism).
+  return body_->wte->attend(hidden(ids));
+}
+
+Tensor Gpt2::hidden(const Tensor& ids) {
   HF_CHECK(ids.dim() == 2, "gpt2: ids must be [B, T], got ", ids.str());
   const int64_t T = ids.size(1);
   HF_CHECK_INPUT(T <= config_.n_positions, "gpt2: sequence length ", T, " exceeds n_positions ",
@@ -190,8 +195,7 @@ Tensor Gpt2::logits(const Tensor& ids) {
   BlockArgs args;
   args.dropout = &dropout_generator();
   for (Gpt2Block* block : b.h->items()) x = (*block)(x, args);
-  // The tied lm_head (this rank's vocabulary columns under tensor parallelism).
-  return b.wte->attend(b.ln_f->forward(x));
+  return b.ln_f->forward(x);
 }
 
 KvCache Gpt2::make_kv_cache(int64_t batch, int64_t capacity) const {

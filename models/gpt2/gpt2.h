@@ -52,6 +52,7 @@ class Gpt2 : public CausalLM {
 
  protected:
   Tensor logits(const Tensor& ids) override;
+  Tensor hidden(const Tensor& ids) override;
   const ParallelLayer* output_layer() const override;
 
  private:

@@ -249,10 +249,14 @@ const ParallelLayer* Llama::output_layer() const {
 }
 
 Tensor Llama::logits(const Tensor& ids) {
+  Tensor x = hidden(ids);
+  return lm_head_ != nullptr ? lm_head_->forward(x) : body_->embed_tokens->attend(x);
+}
+
+Tensor Llama::hidden(const Tensor& ids) {
   HF_CHECK(ids.dim() == 2, model_type(), ": ids must be [B, T], got ", ids.str());
   check_sequence_length(ids.size(1), model_type());
-  Tensor x = body_->forward(ids, dropout_generator());
-  return lm_head_ != nullptr ? lm_head_->forward(x) : body_->embed_tokens->attend(x);
+  return body_->forward(ids, dropout_generator());
 }
 
 KvCache Llama::make_kv_cache(int64_t batch, int64_t capacity) const {

@@ -60,6 +60,7 @@ class Llama : public CausalLM {
 
  protected:
   Tensor logits(const Tensor& ids) override;
+  Tensor hidden(const Tensor& ids) override;
   const ParallelLayer* output_layer() const override;
 
  private:

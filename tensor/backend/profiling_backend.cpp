@@ -282,6 +282,35 @@ void ProfilingBackend::cross_entropy_backward(const Tensor& gloss, const Tensor&
   inner_.cross_entropy_backward(gloss, logits, targets, lse, ignore_index, glogits);
 }
 
+bool ProfilingBackend::cross_entropy_blocks() const {
+  return inner_.cross_entropy_blocks();
+}
+
+bool ProfilingBackend::prefers_cross_entropy_blocks(DType gemm_dtype) const {
+  return inner_.prefers_cross_entropy_blocks(gemm_dtype);
+}
+
+void ProfilingBackend::cross_entropy_fold(const Tensor& logits, int64_t col0, const Tensor& targets,
+                                          int64_t ignore_index, Tensor& state) {
+  Timed t("op:cross_entropy_fold", inner_, device_);
+  inner_.cross_entropy_fold(logits, col0, targets, ignore_index, state);
+}
+
+void ProfilingBackend::cross_entropy_finish(const Tensor& state, const Tensor& targets,
+                                            int64_t ignore_index, Tensor& loss, Tensor& lse) {
+  Timed t("op:cross_entropy_finish", inner_, device_);
+  inner_.cross_entropy_finish(state, targets, ignore_index, loss, lse);
+}
+
+void ProfilingBackend::cross_entropy_block_backward(const Tensor& gloss, const Tensor& logits,
+                                                    int64_t col0, const Tensor& targets,
+                                                    const Tensor& lse, int64_t ignore_index,
+                                                    int64_t count, Tensor& glogits) {
+  Timed t("op:cross_entropy_block_backward", inner_, device_);
+  inner_.cross_entropy_block_backward(gloss, logits, col0, targets, lse, ignore_index, count,
+                                      glogits);
+}
+
 void ProfilingBackend::dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) {
   Timed t("op:dropout", inner_, device_);
   inner_.dropout(x, p, seed, y);

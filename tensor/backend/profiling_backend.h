@@ -64,6 +64,15 @@ class ProfilingBackend final : public Backend {
                      Tensor& loss, Tensor& lse) override;
   void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
                               const Tensor& lse, int64_t ignore_index, Tensor& glogits) override;
+  bool cross_entropy_blocks() const override;
+  bool prefers_cross_entropy_blocks(DType gemm_dtype) const override;
+  void cross_entropy_fold(const Tensor& logits, int64_t col0, const Tensor& targets,
+                          int64_t ignore_index, Tensor& state) override;
+  void cross_entropy_finish(const Tensor& state, const Tensor& targets, int64_t ignore_index,
+                            Tensor& loss, Tensor& lse) override;
+  void cross_entropy_block_backward(const Tensor& gloss, const Tensor& logits, int64_t col0,
+                                    const Tensor& targets, const Tensor& lse, int64_t ignore_index,
+                                    int64_t count, Tensor& glogits) override;
   void dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) override;
   void adamw_update(const std::vector<AdamWUpdate>& updates) override;
   void sgd_update(const std::vector<SGDUpdate>& updates) override;

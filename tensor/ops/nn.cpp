@@ -5,6 +5,7 @@
 // statistics (mean, rstd, lse, loss) are f32. A norm weight/bias is x's dtype or f32; the
 // backend always receives it as f32 [C] (ones/zeros when absent; a cast of C elements), and its
 // gradient is computed in f32 and returned in the parameter's own dtype.
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -270,6 +271,105 @@ Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const T
   Tensor glogits = overwrite_logits ? lc : empty_like(lc);
   backend_for(lc.device()).cross_entropy_backward(g, lc, tc, lse_c, ignore_index, glogits);
   return glogits;
+}
+
+// ---- blocked cross-entropy -------------------------------------------------------------------
+
+bool cross_entropy_blocks(Device device) {
+  return backend_for(device).cross_entropy_blocks();
+}
+
+bool prefers_cross_entropy_blocks(Device device, DType gemm_dtype) {
+  Backend& b = backend_for(device);
+  return b.cross_entropy_blocks() && b.prefers_cross_entropy_blocks(gemm_dtype);
+}
+
+CrossEntropyBlocks cross_entropy_begin(const Tensor& targets, int64_t vocab, int64_t ignore_index) {
+  const char* op = "cross_entropy";
+  CrossEntropyBlocks s;
+  s.targets = index_input(targets, op, "targets");
+  HF_CHECK(s.targets.dim() == 1, op, ": expected targets [N], got ", targets.str());
+  HF_CHECK(vocab > 0, op, ": no classes");
+  HF_CHECK(backend_for(s.targets.device()).cross_entropy_blocks(), op, ": the ",
+           backend_for(s.targets.device()).name(), " backend has no blocked cross-entropy");
+  check_indices(s.targets, vocab, ignore_index, op, "target", "row",
+                " and is not ignore_index " + std::to_string(ignore_index));
+  const Tensor host = to_device(s.targets, Device::cpu());
+  const int64_t N = host.numel();
+  for (int64_t r = 0; r < N; ++r) {
+    const int64_t t =
+        host.dtype() == DType::kI32 ? host.data<int32_t>()[r] : host.data<int64_t>()[r];
+    s.count += t != ignore_index;
+  }
+  s.vocab = vocab;
+  s.ignore_index = ignore_index;
+  s.state = empty({N, 3}, DType::kF32, s.targets.device());
+  // m = -inf, s = 0, the target's logit 0 (ignored rows keep it).
+  Tensor max = narrow(s.state, 1, 0, 1), rest = narrow(s.state, 1, 1, 2);
+  fill_(max, -std::numeric_limits<double>::infinity());
+  fill_(rest, 0.0);
+  return s;
+}
+
+namespace {
+
+// A block's rows and columns checked against the state: logits f32 [rows, n], contiguous.
+void check_block(const CrossEntropyBlocks& s, const Tensor& logits, int64_t row0, int64_t col0,
+                 const char* op) {
+  HF_CHECK(s.state.defined(), op, ": no cross_entropy_begin state");
+  HF_CHECK(logits.defined() && logits.dim() == 2 && logits.dtype() == DType::kF32 &&
+               logits.is_contiguous(),
+           op, ": logits must be a contiguous f32 [rows, n] block, got ",
+           logits.defined() ? logits.str() : std::string("(undefined)"));
+  HF_CHECK(row0 >= 0 && row0 + logits.size(0) <= s.state.size(0) && col0 >= 0 &&
+               col0 + logits.size(1) <= s.vocab,
+           op, ": block ", logits.str(), " at row ", row0, ", column ", col0, " is outside [",
+           s.state.size(0), ", ", s.vocab, "]");
+  HF_CHECK(logits.device() == s.state.device(), op, ": logits on ", logits.device().str(),
+           ", targets on ", s.state.device().str());
+}
+
+}  // namespace
+
+void cross_entropy_fold_(CrossEntropyBlocks& s, const Tensor& logits, int64_t row0, int64_t col0) {
+  check_block(s, logits, row0, col0, "cross_entropy_fold");
+  const int64_t rows = logits.size(0);
+  Tensor state = narrow(s.state, 0, row0, rows);
+  backend_for(logits.device())
+      .cross_entropy_fold(logits, col0, narrow(s.targets, 0, row0, rows), s.ignore_index, state);
+}
+
+CrossEntropyResult cross_entropy_finish(const CrossEntropyBlocks& s) {
+  HF_CHECK(s.state.defined(), "cross_entropy_finish: no cross_entropy_begin state");
+  const Device d = s.state.device();
+  CrossEntropyResult r{empty({}, DType::kF32, d), empty({s.state.size(0)}, DType::kF32, d)};
+  backend_for(d).cross_entropy_finish(s.state, s.targets, s.ignore_index, r.loss, r.lse);
+  return r;
+}
+
+void cross_entropy_block_backward_(Tensor& out, const Tensor& gloss, const CrossEntropyBlocks& s,
+                                   const Tensor& lse, const Tensor& logits, int64_t row0,
+                                   int64_t col0) {
+  const char* op = "cross_entropy_block_backward";
+  check_block(s, logits, row0, col0, op);
+  HF_CHECK(out.defined() && out.sizes() == logits.sizes() && out.is_contiguous() &&
+               is_floating(out.dtype()) && out.device() == logits.device(),
+           op, ": out must be a contiguous floating ", logits.str(), ", got ",
+           out.defined() ? out.str() : std::string("(undefined)"));
+  HF_CHECK(out.raw_data() == logits.raw_data() || out.storage() != logits.storage(), op,
+           ": out shares the logits' storage without being them");
+  HF_CHECK(out.dtype() == DType::kF32 || out.raw_data() != logits.raw_data(), op, ": a ",
+           dtype_name(out.dtype()), " out cannot be written over f32 logits");
+  HF_CHECK(gloss.defined() && gloss.numel() == 1, op,
+           ": gradient of the loss must have one element, got ",
+           gloss.defined() ? gloss.str() : std::string("(undefined)"));
+  const int64_t rows = logits.size(0);
+  const Tensor lse_rows =
+      narrow(row_stat(lse, s.state.size(0), logits.device(), op, "lse"), 0, row0, rows);
+  const Tensor g = contiguous(to_dtype(to_device(gloss, logits.device()), DType::kF32));
+  backend_for(logits.device())
+      .cross_entropy_block_backward(g, logits, col0, narrow(s.targets, 0, row0, rows), lse_rows,
+                                    s.ignore_index, s.count, out);
 }
 
 // ---- dropout --------------------------------------------------------------------------------

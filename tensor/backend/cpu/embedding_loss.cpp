@@ -35,6 +35,22 @@ int64_t count_targets(const I* t, int64_t n, int64_t ignore_index) {
   return count;
 }
 
+// One row's gradient over its columns [col0, col0 + n): (exp(x - lse) - [column == t]) * scale,
+// 0 where the row is ignored. gr may be xr (the gradient written over the logits): the
+// target's logit is read first.
+template <typename TX, typename TG>
+void row_gradient(const TX* xr, TG* gr, int64_t n, int64_t col0, int64_t t, bool ignored, float lse,
+                  float scale) {
+  if (ignored) {
+    for (int64_t v = 0; v < n; ++v) store(gr, v, 0.0f);
+    return;
+  }
+  const bool here = t >= col0 && t < col0 + n;
+  const float pt = here ? exp_f(load(xr, t - col0) - lse) : 0.0f;
+  for (int64_t v = 0; v < n; ++v) store(gr, v, exp_f(load(xr, v) - lse) * scale);
+  if (here) store(gr, t - col0, (pt - 1.0f) * scale);
+}
+
 }  // namespace
 
 void CpuBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
@@ -155,18 +171,83 @@ void CpuBackend::cross_entropy_backward(const Tensor& gloss, const Tensor& logit
       const T* xp = static_cast<const T*>(logits.raw_data());
       T* gp = static_cast<T*>(glogits.raw_data());
       parallel_for(N, 2 * V, [&](int64_t r) {
-        const T* xr = xp + r * V;
-        T* gr = gp + r * V;
         const int64_t t = tp[r];
-        if (t == ignore_index) {
-          for (int64_t v = 0; v < V; ++v) store(gr, v, 0.0f);
-          return;
-        }
-        // gr may be xr (the gradient written over the logits): the target's logit is read first.
-        const float l = lp[r];
-        const float pt = exp_f(load(xr, t) - l);
-        for (int64_t v = 0; v < V; ++v) store(gr, v, exp_f(load(xr, v) - l) * scale);
-        store(gr, t, (pt - 1.0f) * scale);
+        row_gradient(xp + r * V, gp + r * V, V, 0, t, t == ignore_index, lp[r], scale);
+      });
+    });
+  });
+}
+
+// ---- blocked cross-entropy (logits that come a block of columns at a time) ------------------
+
+void CpuBackend::cross_entropy_fold(const Tensor& logits, int64_t col0, const Tensor& targets,
+                                    int64_t ignore_index, Tensor& state) {
+  const int64_t N = logits.sizes()[0], n = logits.sizes()[1];
+  const float* xp = logits.data<float>();
+  float* sp = state.data<float>();
+  dispatch_index(targets.dtype(), "cross_entropy_fold", [&](auto itag) {
+    using I = typename decltype(itag)::type;
+    const I* tp = static_cast<const I*>(targets.raw_data());
+    parallel_for(N, 2 * n, [&](int64_t r) {
+      const float* xr = xp + r * n;
+      float* st = sp + r * 3;
+      const float m = st[0];
+      const float mn = std::max(m, lane_max(n, [xr](int64_t i) { return xr[i]; }));
+      // The sum so far rescaled to the new max, plus this block's terms. An infinite max (all
+      // -inf so far, or a +inf logit) leaves the sum alone: lse is the max then.
+      if (std::isfinite(mn)) {
+        const float kept =
+            m == -std::numeric_limits<float>::infinity() ? 0.0f : st[1] * exp_f(m - mn);
+        st[1] = kept + lane_sum(n, [xr, mn](int64_t i) { return exp_f(xr[i] - mn); });
+      }
+      st[0] = mn;
+      const int64_t t = tp[r];
+      if (t != ignore_index && t >= col0 && t < col0 + n) st[2] = xr[t - col0];
+    });
+  });
+}
+
+void CpuBackend::cross_entropy_finish(const Tensor& state, const Tensor& targets,
+                                      int64_t ignore_index, Tensor& loss, Tensor& lse) {
+  const int64_t N = state.sizes()[0];
+  const float* sp = state.data<float>();
+  float* lp = lse.data<float>();
+  int64_t count = 0;
+  double total = 0;  // fixed order, as cross_entropy's
+  dispatch_index(targets.dtype(), "cross_entropy_finish", [&](auto itag) {
+    using I = typename decltype(itag)::type;
+    const I* tp = static_cast<const I*>(targets.raw_data());
+    for (int64_t r = 0; r < N; ++r) {
+      const float* st = sp + r * 3;
+      lp[r] = std::isinf(st[0]) ? st[0] : st[0] + std::log(st[1]);
+      const int64_t t = tp[r];
+      if (t == ignore_index) continue;
+      total += lp[r] - st[2];
+      ++count;
+    }
+  });
+  loss.data<float>()[0] = count > 0 ? static_cast<float>(total / static_cast<double>(count))
+                                    : std::numeric_limits<float>::quiet_NaN();
+}
+
+void CpuBackend::cross_entropy_block_backward(const Tensor& gloss, const Tensor& logits,
+                                              int64_t col0, const Tensor& targets,
+                                              const Tensor& lse, int64_t ignore_index,
+                                              int64_t count, Tensor& glogits) {
+  const int64_t N = logits.sizes()[0], n = logits.sizes()[1];
+  const float* lp = lse.data<float>();
+  const float* xp = logits.data<float>();
+  const float g = gloss.data<float>()[0];
+  const float scale = count > 0 ? g / static_cast<float>(count) : 0.0f;
+  dispatch_index(targets.dtype(), "cross_entropy_block_backward", [&](auto itag) {
+    using I = typename decltype(itag)::type;
+    const I* tp = static_cast<const I*>(targets.raw_data());
+    dispatch_float(glogits.dtype(), "cross_entropy_block_backward", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      T* gp = static_cast<T*>(glogits.raw_data());
+      parallel_for(N, 2 * n, [&](int64_t r) {
+        const int64_t t = tp[r];
+        row_gradient(xp + r * n, gp + r * n, n, col0, t, t == ignore_index, lp[r], scale);
       });
     });
   });

@@ -128,13 +128,20 @@ constexpr int64_t kPadChunkRows = 8192;
 // Both copies are taken where oneDNN's best kernel is AMX (the Intel cores where this was
 // measured), or where HFRUN_MATMUL_PAD=1 (=0 turns them off): a property of the machine, so
 // every rank of a job on one kind of node makes the same choice.
+bool amx_gemms() {
+  static const bool amx = [] {
+    const auto isa = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
+    return (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & isa) == isa;
+  }();
+  return amx;
+}
+
 bool f32_layout_fixes() {
   static const bool on = [] {
     if (const char* e = std::getenv("HFRUN_MATMUL_PAD"); e != nullptr && *e != '\0') {
       return std::string(e) != "0";
     }
-    const auto amx = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
-    return (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & amx) == amx;
+    return amx_gemms();
   }();
   return on;
 }
@@ -665,6 +672,15 @@ void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
       run_matmul_add(*this, x, tb, y, in, a, b, out);
     });
   }
+}
+
+// A bf16 output layer over a large vocabulary is bound by writing its f32 logits where the GEMM
+// runs on AMX: [1024, 576] x [576, 50257]^T ran at 856-971 GFLOP/s, the same product a block of
+// 2048 columns at a time at 1777 (2 threads, `brg:avx512_core_amx_bf16`, 2026-12-07), so
+// recomputing the blocks in the backward costs less than the logits' passes it saves. f32
+// GEMMs run at their rate either way (305 / 307): recomputing would add a third to the head.
+bool CpuBackend::prefers_cross_entropy_blocks(DType gemm_dtype) const {
+  return gemm_dtype == DType::kBF16 && amx_gemms();
 }
 
 }  // namespace hfrun::cpu

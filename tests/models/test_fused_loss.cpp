@@ -1,0 +1,140 @@
+// Every family's token loss through its output layer's fused loss (no [B, T, V] logits) against
+// the loss of its logits: GPT-2 (tied head), Llama with and without a tied head, BERT's masked
+// LM (tied decoder plus its own bias), in f32 and under bf16 mixed precision; and the cases
+// that keep the logits (an adapter on the head, HFRUN_FUSED_LOSS=0).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
+
+#include "autograd/node.h"
+#include "models/bert/bert.h"
+#include "models/registry.h"
+#include "tensor/ops.h"
+
+namespace hfrun::nn {
+namespace {
+
+// HFRUN_FUSED_LOSS set for a scope (read at every loss).
+class FusedLossEnv {
+ public:
+  explicit FusedLossEnv(const char* value) { setenv("HFRUN_FUSED_LOSS", value, 1); }
+  ~FusedLossEnv() { unsetenv("HFRUN_FUSED_LOSS"); }
+};
+
+struct LossAndGrads {
+  float loss;
+  std::map<std::string, std::vector<float>> grads;
+};
+
+LossAndGrads loss_and_grads(Model& m, const ModelInputs& in, const Tensor& targets) {
+  for (auto& [name, p] : m.named_parameters()) p.set_grad(Tensor());
+  Tensor loss = m.loss(in, targets);
+  autograd::backward(loss);
+  LossAndGrads r{loss.item(), {}};
+  for (auto& [name, p] : m.named_parameters()) r.grads[name] = p.grad().to_vector();
+  return r;
+}
+
+void expect_fused_equals_logits(Model& m, const ModelInputs& in, const Tensor& targets, bool bf16) {
+  m.set_compute_dtype(bf16 ? std::optional<DType>(DType::kBF16) : std::nullopt);
+  LossAndGrads want, got;
+  {
+    FusedLossEnv off("0");
+    ASSERT_FALSE(m.fuses_token_loss());
+    want = loss_and_grads(m, in, targets);
+  }
+  {
+    FusedLossEnv on("1");
+    ASSERT_TRUE(m.fuses_token_loss());
+    got = loss_and_grads(m, in, targets);
+  }
+  EXPECT_NEAR(got.loss, want.loss, 1e-5 * std::abs(want.loss));
+  // bf16: the GEMMs' f32 sums run in another order before their roundings, which the layers
+  // below the head carry on.
+  const double atol = bf16 ? 3e-3 : 2e-6, rtol = bf16 ? 3e-2 : 1e-4;
+  for (const auto& [name, w] : want.grads) {
+    const std::vector<float>& g = got.grads.at(name);
+    ASSERT_EQ(g.size(), w.size()) << name;
+    int bad = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      if (std::abs(g[i] - w[i]) > atol + rtol * std::abs(w[i]) && ++bad <= 3) {
+        ADD_FAILURE() << name << "[" << i << "]: fused " << g[i] << ", logits " << w[i];
+      }
+    }
+  }
+}
+
+Tensor targets_for(int64_t B, int64_t T, int64_t V) {
+  std::vector<int64_t> t(static_cast<size_t>(B * T));
+  for (int64_t i = 0; i < B * T; ++i) t[static_cast<size_t>(i)] = i % 4 == 1 ? -100 : (i * 13) % V;
+  return ops::from_ints(t, {B, T});
+}
+
+TEST(FusedLoss, DecodersEqualTheirLogitsLoss) {
+  const std::string llama = R"({"model_type": "llama", "vocab_size": 300, "hidden_size": 16,
+      "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "num_key_value_heads": 2, "max_position_embeddings": 16, "tie_word_embeddings": )";
+  const std::map<std::string, std::string> configs = {
+      {"gpt2", R"({"model_type": "gpt2", "vocab_size": 300, "n_positions": 16, "n_embd": 16,
+                   "n_layer": 2, "n_head": 2})"},
+      {"llama", llama + "false}"},
+      {"llama tied", llama + "true}"}};
+  const Tensor ids = ops::from_ints({1, 5, 7, 2, 39, 250, 11, 3, 9, 4, 8, 299}, {2, 6});
+  const Tensor targets = targets_for(2, 6, 300);
+  for (const auto& [what, cfg] : configs) {
+    for (bool bf16 : {false, true}) {
+      SCOPED_TRACE(what + (bf16 ? " bf16" : " f32"));
+      auto m = create_causal_lm(cfg, what == "gpt2" ? "gpt2" : "llama", 11);
+      m->eval();  // no dropout: both losses see the same network
+      expect_fused_equals_logits(*m, ModelInputs(ids), targets, bf16);
+    }
+  }
+}
+
+TEST(FusedLoss, BertMaskedLmEqualsItsLogitsLoss) {
+  BertConfig c;
+  c.vocab_size = 300;
+  c.hidden_size = 16;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 24;
+  c.max_position_embeddings = 20;
+  Bert m(c, Task::kMaskedLM, 12);
+  m.eval();  // no dropout: both losses see the same network
+  // cls.predictions.bias is zero at initialisation: give it values, so its part counts.
+  for (auto& [name, p] : m.named_parameters()) {
+    if (name == "cls.predictions.bias") {
+      Tensor v = p.detach();
+      Generator gen(3);
+      ops::copy_(v, ops::mul_scalar(ops::randn({300}, gen), 0.5));
+    }
+  }
+  const ModelInputs in(ops::from_ints({2, 7, 9, 4, 0, 0, 3, 5, 6, 8, 11, 12}, {2, 6}),
+                       ops::from_ints({0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1}, {2, 6}),
+                       ops::from_ints({4, 6}, {2}));
+  for (bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16" : "f32");
+    expect_fused_equals_logits(m, in, targets_for(2, 6, 300), bf16);
+  }
+}
+
+// An adapter on the head keeps the logits (the adapter's term is added to them).
+TEST(FusedLoss, AnAdapterOnTheHeadKeepsTheLogits) {
+  auto m = create_causal_lm(R"({"model_type": "llama", "vocab_size": 50, "hidden_size": 16,
+      "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 4,
+      "num_key_value_heads": 2, "max_position_embeddings": 16, "tie_word_embeddings": false})",
+                            "llama", 13);
+  FusedLossEnv on("1");
+  EXPECT_TRUE(m->fuses_token_loss());
+  for (auto& [name, module] : m->named_modules()) {
+    if (name != "lm_head") continue;
+    auto* head = dynamic_cast<Linear*>(module);
+    ASSERT_NE(head, nullptr);
+    head->add_lora(ops::zeros({2, 16}), ops::zeros({50, 2}), 1.0, 0.0, nullptr);
+  }
+  EXPECT_FALSE(m->fuses_token_loss());
+}
+
+}  // namespace
+}  // namespace hfrun::nn
