@@ -126,11 +126,12 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
                             const Tensor& targets, int64_t ignore_index = -100,
                             std::optional<DType> compute_dtype = std::nullopt,
                             int64_t block_rows = 0, int64_t block_columns = 0);
-// Whether a model's token loss takes linear_cross_entropy for a head on `device` whose GEMMs run
-// in gemm_dtype: HFRUN_FUSED_LOSS=1 (or 0) where the backend has the kernels, else the backend's
-// preference (the CPU's: bf16 GEMMs on AMX). Never for f16 GEMMs, whose weight gradient
-// autocast rounds to f16 (the overflow loss scaling must see).
-bool fuses_linear_cross_entropy(Device device, DType gemm_dtype);
+// Whether a model's token loss takes linear_cross_entropy for `logits` logits (N x V) of a head
+// on `device` whose GEMMs run in gemm_dtype: HFRUN_FUSED_LOSS=1 (or 0) where the backend has the
+// kernels, else the backend's preference (the CPU's: bf16 GEMMs on AMX, 32M logits or more).
+// Never for f16 GEMMs, whose weight gradient autocast rounds to f16 (the overflow loss scaling
+// must see).
+bool fuses_linear_cross_entropy(Device device, DType gemm_dtype, int64_t logits);
 // q, k, v [B, H, T, D]; scale defaults to 1/sqrt(D); key_lengths (integer [B] on q's device, or
 // undefined) masks right padding: batch b's queries see keys [0, key_lengths[b]) only.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -145,12 +145,12 @@ Grads backward(Saved& s, const Tensor& gloss) {
 
 }  // namespace
 
-bool fuses_linear_cross_entropy(Device device, DType gemm_dtype) {
+bool fuses_linear_cross_entropy(Device device, DType gemm_dtype, int64_t logits) {
   if (gemm_dtype == DType::kF16 || !ops::cross_entropy_blocks(device)) return false;
   if (const char* e = std::getenv("HFRUN_FUSED_LOSS"); e != nullptr && *e != '\0') {
     return std::string(e) != "0";
   }
-  return ops::prefers_cross_entropy_blocks(device, gemm_dtype);
+  return ops::prefers_cross_entropy_blocks(device, gemm_dtype, logits);
 }
 
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& bias,

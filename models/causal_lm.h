@@ -31,8 +31,8 @@ class CausalLM : public Model {
 
   using Model::forward;
   using Model::loss;
-  bool fuses_token_loss() const override {
-    return output_layer() != nullptr && output_layer()->fuses_loss();
+  bool fuses_token_loss(int64_t tokens) const override {
+    return output_layer() != nullptr && output_layer()->fuses_loss(tokens);
   }
   // ids [B, T] (i32/i64) -> logits [B, T, V] (f32; this rank's vocabulary slice under tensor
   // parallelism). Padding needs no mask here: it is on the right, and causal attention never

@@ -47,7 +47,7 @@ Tensor Model::loss(const ModelInputs& in, const Tensor& targets) {
   }
   HF_CHECK(targets.sizes() == in.ids.sizes(), model_type(), ": targets ", targets.str(),
            " must match ids ", in.ids.str());
-  if (fuses_token_loss()) return hooked([&] { return token_loss(in, targets); });
+  if (fuses_token_loss(in.ids.numel())) return hooked([&] { return token_loss(in, targets); });
   Tensor out = forward(in);
   const ParallelLayer* head = output_layer();
   if (head != nullptr && head->is_parallel()) {

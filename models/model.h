@@ -84,11 +84,11 @@ class Model : public Module {
   //   sequence_classification: targets i64 [B] class ids (mean cross-entropy), or f32 [B] for
   //     regression (num_labels 1: mean squared error, transformers' "regression" problem type)
   Tensor loss(const ModelInputs& in, const Tensor& targets);
-  // Whether loss() of a token task takes its output layer's fused loss (no [B, T, V] logits are
-  // made: ParallelLayer::fuses_loss), as it does where that layer is whole and its device's
-  // backend takes the blocked loss for the GEMMs' dtype (HFRUN_FUSED_LOSS=1 / 0 decides where
-  // set).
-  virtual bool fuses_token_loss() const { return false; }
+  // Whether loss() of a token task over `tokens` tokens takes its output layer's fused loss (no
+  // [B, T, V] logits are made: ParallelLayer::fuses_loss), as it does where that layer is whole
+  // and its device's backend takes the blocked loss for the GEMMs' dtype and that many logits
+  // (HFRUN_FUSED_LOSS=1 / 0 decides where set).
+  virtual bool fuses_token_loss(int64_t /*tokens*/) const { return false; }
 
   // Dropout's random stream (saved and restored with checkpoints).
   Generator& dropout_generator() { return dropout_gen_; }

@@ -32,22 +32,24 @@ Tensor ParallelLayer::fused_loss(const Tensor&, const Tensor&, const Tensor&) co
 
 namespace {
 
-// A whole [V, C] weight whose GEMMs the device's backend takes blocked.
-bool head_fuses(const Tensor& weight, std::optional<DType> compute) {
-  return fuses_linear_cross_entropy(weight.device(), compute.value_or(weight.dtype()));
+// A whole [V, C] weight whose GEMMs the device's backend takes blocked for `rows` rows of input.
+bool head_fuses(const Tensor& weight, std::optional<DType> compute, int64_t rows) {
+  return fuses_linear_cross_entropy(weight.device(), compute.value_or(weight.dtype()),
+                                    rows * weight.size(0));
 }
 
 }  // namespace
 
 // ---- Linear -------------------------------------------------------------------------------------
 
-bool Linear::fuses_loss() const {
+bool Linear::fuses_loss(int64_t rows) const {
   return group_ == nullptr && lora_a_ == nullptr && layout_ == WeightLayout::kOutIn &&
-         head_fuses(weight_.get(), compute_dtype());
+         head_fuses(weight_.get(), compute_dtype(), rows);
 }
 
 Tensor Linear::fused_loss(const Tensor& x, const Tensor& targets, const Tensor& bias) const {
-  HF_CHECK(fuses_loss(), "Linear::fused_loss: the layer does not fuse its loss");
+  HF_CHECK(fuses_loss(x.numel() / x.size(-1)),
+           "Linear::fused_loss: the layer does not fuse its loss");
   Tensor b = bias_.get_or_none();
   if (bias.defined()) b = b.defined() ? add(b, bias) : bias;
   return linear_cross_entropy(x, weight_.get(), b, targets, -100, compute_dtype());
@@ -237,12 +239,13 @@ Tensor Embedding::attend(const Tensor& x) {
   return linear(in, weight_.get(), Tensor(), compute_dtype(), x.dtype(), WeightLayout::kOutIn);
 }
 
-bool Embedding::fuses_loss() const {
-  return group_ == nullptr && head_fuses(weight_.get(), compute_dtype());
+bool Embedding::fuses_loss(int64_t rows) const {
+  return group_ == nullptr && head_fuses(weight_.get(), compute_dtype(), rows);
 }
 
 Tensor Embedding::fused_loss(const Tensor& x, const Tensor& targets, const Tensor& bias) const {
-  HF_CHECK(fuses_loss(), "Embedding::fused_loss: the layer does not fuse its loss");
+  HF_CHECK(fuses_loss(x.numel() / x.size(-1)),
+           "Embedding::fused_loss: the layer does not fuse its loss");
   return linear_cross_entropy(x, weight_.get(), bias, targets, -100, compute_dtype());
 }
 

@@ -46,10 +46,10 @@ class ParallelLayer : public Module {
   // An output layer's loss without its logits: the mean cross-entropy of the f32 logits it
   // makes of x [..., in] against targets [...] (-100 not counted), `bias` [V] added to them (a
   // tied decoder's own bias, BERT's), through autograd::linear_cross_entropy. Only where
-  // fuses_loss(): a whole layer (not tensor-parallel, no adapter, nn.Linear's layout) on a
-  // backend that takes the blocked loss for its GEMMs' dtype (autograd's
-  // fuses_linear_cross_entropy).
-  virtual bool fuses_loss() const { return false; }
+  // fuses_loss(rows) for x's rows: a whole layer (not tensor-parallel, no adapter, nn.Linear's
+  // layout) on a backend that takes the blocked loss for its GEMMs' dtype and that many logits
+  // (autograd's fuses_linear_cross_entropy).
+  virtual bool fuses_loss(int64_t /*rows*/) const { return false; }
   virtual Tensor fused_loss(const Tensor& x, const Tensor& targets,
                             const Tensor& bias = Tensor()) const;
 
@@ -77,7 +77,7 @@ class Linear : public ParallelLayer {
   TensorParallelSplit split_for(ParallelStyle style, int groups,
                                 const std::string& param) const override;
 
-  bool fuses_loss() const override;
+  bool fuses_loss(int64_t rows) const override;
   Tensor fused_loss(const Tensor& x, const Tensor& targets,
                     const Tensor& bias = Tensor()) const override;
 
@@ -128,7 +128,7 @@ class Embedding : public ParallelLayer {
   TensorParallelSplit split_for(ParallelStyle style, int groups,
                                 const std::string& param) const override;
   // attend()'s loss (ParallelLayer::fused_loss).
-  bool fuses_loss() const override;
+  bool fuses_loss(int64_t rows) const override;
   Tensor fused_loss(const Tensor& x, const Tensor& targets,
                     const Tensor& bias = Tensor()) const override;
   const Parameter& weight() const { return weight_; }

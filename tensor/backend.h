@@ -196,9 +196,12 @@ class Backend {
   //     ignored rows: cross_entropy_backward's arithmetic on the block's columns, where count is
   //     the whole batch's counted rows (the caller's: the block may hold some of the rows).
   virtual bool cross_entropy_blocks() const { return false; }
-  // Whether a loss whose head GEMMs run in `gemm_dtype` should take the blocks by default: where
-  // recomputing the head's product in the backward costs less than storing its logits.
-  virtual bool prefers_cross_entropy_blocks(DType /*gemm_dtype*/) const { return false; }
+  // Whether a loss over `logits` logits (N x V) whose head GEMMs run in `gemm_dtype` should take
+  // the blocks by default: where recomputing the head's product in the backward costs less than
+  // storing and passing over its logits.
+  virtual bool prefers_cross_entropy_blocks(DType /*gemm_dtype*/, int64_t /*logits*/) const {
+    return false;
+  }
   virtual void cross_entropy_fold(const Tensor& logits, int64_t col0, const Tensor& targets,
                                   int64_t ignore_index, Tensor& state);
   virtual void cross_entropy_finish(const Tensor& state, const Tensor& targets,

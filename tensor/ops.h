@@ -239,10 +239,10 @@ struct CrossEntropyBlocks {
   int64_t vocab = 0, ignore_index = -100;
   int64_t count = 0;  // rows whose target counts
 };
-// Whether `device`'s backend has the kernels, and whether it takes them by default for a head
-// whose GEMMs run in `gemm_dtype`.
+// Whether `device`'s backend has the kernels, and whether it takes them by default for `logits`
+// logits (N x V) of a head whose GEMMs run in `gemm_dtype`.
 bool cross_entropy_blocks(Device device);
-bool prefers_cross_entropy_blocks(Device device, DType gemm_dtype);
+bool prefers_cross_entropy_blocks(Device device, DType gemm_dtype, int64_t logits);
 // Checks targets [N] against [0, vocab) and ignore_index, as cross_entropy does.
 CrossEntropyBlocks cross_entropy_begin(const Tensor& targets, int64_t vocab,
                                        int64_t ignore_index = -100);

@@ -382,8 +382,8 @@ Tensor Bert::encode(const ModelInputs& in) {
   return x;
 }
 
-bool Bert::fuses_token_loss() const {
-  return mlm_ != nullptr && body_->embeddings->word_embeddings->fuses_loss();
+bool Bert::fuses_token_loss(int64_t tokens) const {
+  return mlm_ != nullptr && body_->embeddings->word_embeddings->fuses_loss(tokens);
 }
 
 Tensor Bert::token_loss(const ModelInputs& in, const Tensor& targets) {

@@ -53,7 +53,7 @@ class Bert : public Model {
   bool may_be_newly_initialized(const std::string& name) const override;
   // Masked LM: the decoder (the tied word embeddings, plus cls.predictions.bias) takes its loss
   // without the logits where it fuses it.
-  bool fuses_token_loss() const override;
+  bool fuses_token_loss(int64_t tokens) const override;
   const LabelConfig* labels() const override {
     return task_ == Task::kSequenceClassification ? &config_.labels : nullptr;
   }

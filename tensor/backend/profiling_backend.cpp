@@ -286,8 +286,8 @@ bool ProfilingBackend::cross_entropy_blocks() const {
   return inner_.cross_entropy_blocks();
 }
 
-bool ProfilingBackend::prefers_cross_entropy_blocks(DType gemm_dtype) const {
-  return inner_.prefers_cross_entropy_blocks(gemm_dtype);
+bool ProfilingBackend::prefers_cross_entropy_blocks(DType gemm_dtype, int64_t logits) const {
+  return inner_.prefers_cross_entropy_blocks(gemm_dtype, logits);
 }
 
 void ProfilingBackend::cross_entropy_fold(const Tensor& logits, int64_t col0, const Tensor& targets,

@@ -279,9 +279,9 @@ bool cross_entropy_blocks(Device device) {
   return backend_for(device).cross_entropy_blocks();
 }
 
-bool prefers_cross_entropy_blocks(Device device, DType gemm_dtype) {
+bool prefers_cross_entropy_blocks(Device device, DType gemm_dtype, int64_t logits) {
   Backend& b = backend_for(device);
-  return b.cross_entropy_blocks() && b.prefers_cross_entropy_blocks(gemm_dtype);
+  return b.cross_entropy_blocks() && b.prefers_cross_entropy_blocks(gemm_dtype, logits);
 }
 
 CrossEntropyBlocks cross_entropy_begin(const Tensor& targets, int64_t vocab, int64_t ignore_index) {

@@ -41,12 +41,12 @@ void expect_fused_equals_logits(Model& m, const ModelInputs& in, const Tensor& t
   LossAndGrads want, got;
   {
     FusedLossEnv off("0");
-    ASSERT_FALSE(m.fuses_token_loss());
+    ASSERT_FALSE(m.fuses_token_loss(12));
     want = loss_and_grads(m, in, targets);
   }
   {
     FusedLossEnv on("1");
-    ASSERT_TRUE(m.fuses_token_loss());
+    ASSERT_TRUE(m.fuses_token_loss(12));
     got = loss_and_grads(m, in, targets);
   }
   EXPECT_NEAR(got.loss, want.loss, 1e-5 * std::abs(want.loss));
@@ -126,14 +126,14 @@ TEST(FusedLoss, AnAdapterOnTheHeadKeepsTheLogits) {
       "num_key_value_heads": 2, "max_position_embeddings": 16, "tie_word_embeddings": false})",
                             "llama", 13);
   FusedLossEnv on("1");
-  EXPECT_TRUE(m->fuses_token_loss());
+  EXPECT_TRUE(m->fuses_token_loss(12));
   for (auto& [name, module] : m->named_modules()) {
     if (name != "lm_head") continue;
     auto* head = dynamic_cast<Linear*>(module);
     ASSERT_NE(head, nullptr);
     head->add_lora(ops::zeros({2, 16}), ops::zeros({50, 2}), 1.0, 0.0, nullptr);
   }
-  EXPECT_FALSE(m->fuses_token_loss());
+  EXPECT_FALSE(m->fuses_token_loss(12));
 }
 
 }  // namespace

@@ -49,7 +49,7 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets,
                               const Tensor& lse, int64_t ignore_index, Tensor& glogits) override;
   bool cross_entropy_blocks() const override { return true; }
-  bool prefers_cross_entropy_blocks(DType gemm_dtype) const override;
+  bool prefers_cross_entropy_blocks(DType gemm_dtype, int64_t logits) const override;
   void cross_entropy_fold(const Tensor& logits, int64_t col0, const Tensor& targets,
                           int64_t ignore_index, Tensor& state) override;
   void cross_entropy_finish(const Tensor& state, const Tensor& targets, int64_t ignore_index,
