@@ -137,6 +137,8 @@ Grads backward(Saved& s, const Tensor& gloss) {
       }
     }
   }
+  // No rows: no block wrote the weight's gradient, which is zero.
+  if (s.gw && N == 0 && overwrite) ops::fill_(gw, 0.0);
   Tensor grad_x = s.gx ? ops::view(ops::to_dtype(gx, gemm), s.x_shape) : Tensor();
   h.buffer = Tensor();
   Tensor grad_w = s.gw && !sunk ? ops::to_dtype(gw, s.w_dtype) : Tensor();

@@ -38,6 +38,15 @@ bool head_fuses(const Tensor& weight, std::optional<DType> compute, int64_t rows
                                     rows * weight.size(0));
 }
 
+// Whether the blocked loss can run at all for such a weight (whatever the backend prefers).
+void check_head_can_fuse(bool whole, const Tensor& weight, std::optional<DType> compute,
+                         const char* what) {
+  HF_CHECK(whole && compute.value_or(weight.dtype()) != DType::kF16 &&
+               ops::cross_entropy_blocks(weight.device()),
+           what, ": the fused loss needs a whole layer (not tensor-parallel, no adapter) with ",
+           "bf16 or f32 GEMMs on a backend with the blocked cross-entropy kernels");
+}
+
 }  // namespace
 
 // ---- Linear -------------------------------------------------------------------------------------
@@ -48,8 +57,8 @@ bool Linear::fuses_loss(int64_t rows) const {
 }
 
 Tensor Linear::fused_loss(const Tensor& x, const Tensor& targets, const Tensor& bias) const {
-  HF_CHECK(fuses_loss(x.numel() / x.size(-1)),
-           "Linear::fused_loss: the layer does not fuse its loss");
+  check_head_can_fuse(group_ == nullptr && lora_a_ == nullptr && layout_ == WeightLayout::kOutIn,
+                      weight_.get(), compute_dtype(), "Linear::fused_loss");
   Tensor b = bias_.get_or_none();
   if (bias.defined()) b = b.defined() ? add(b, bias) : bias;
   return linear_cross_entropy(x, weight_.get(), b, targets, -100, compute_dtype());
@@ -244,8 +253,7 @@ bool Embedding::fuses_loss(int64_t rows) const {
 }
 
 Tensor Embedding::fused_loss(const Tensor& x, const Tensor& targets, const Tensor& bias) const {
-  HF_CHECK(fuses_loss(x.numel() / x.size(-1)),
-           "Embedding::fused_loss: the layer does not fuse its loss");
+  check_head_can_fuse(group_ == nullptr, weight_.get(), compute_dtype(), "Embedding::fused_loss");
   return linear_cross_entropy(x, weight_.get(), bias, targets, -100, compute_dtype());
 }
 

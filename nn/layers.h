@@ -45,10 +45,11 @@ class ParallelLayer : public Module {
 
   // An output layer's loss without its logits: the mean cross-entropy of the f32 logits it
   // makes of x [..., in] against targets [...] (-100 not counted), `bias` [V] added to them (a
-  // tied decoder's own bias, BERT's), through autograd::linear_cross_entropy. Only where
-  // fuses_loss(rows) for x's rows: a whole layer (not tensor-parallel, no adapter, nn.Linear's
-  // layout) on a backend that takes the blocked loss for its GEMMs' dtype and that many logits
-  // (autograd's fuses_linear_cross_entropy).
+  // tied decoder's own bias, BERT's), through autograd::linear_cross_entropy: for a whole layer
+  // (not tensor-parallel, no adapter, nn.Linear's layout) whose bf16 or f32 GEMMs run on a
+  // backend with the blocked kernels (else it throws). fuses_loss(rows) says whether a model
+  // should take it for x's rows: where it can and the backend prefers it for its GEMMs' dtype
+  // and that many logits (autograd's fuses_linear_cross_entropy).
   virtual bool fuses_loss(int64_t /*rows*/) const { return false; }
   virtual Tensor fused_loss(const Tensor& x, const Tensor& targets,
                             const Tensor& bias = Tensor()) const;

@@ -95,6 +95,11 @@ TEST(GradLoss, LinearCrossEntropyWithNothingCounted) {
   EXPECT_TRUE(std::isnan(got.loss));
   EXPECT_TRUE(tensors_near(got.gx, ops::zeros({4, 3}), 0, 0));
   EXPECT_TRUE(tensors_near(got.gw, ops::zeros({11, 3}), 0, 0));
+  // No rows at all: the same, and the weight's gradient is written (zeros), not left unset.
+  const Result empty =
+      run(ops::zeros({0, 3}), w, Tensor(), ops::from_ints({}, {0}), std::nullopt, 0, 0);
+  EXPECT_TRUE(std::isnan(empty.loss));
+  EXPECT_TRUE(tensors_near(empty.gw, ops::zeros({11, 3}), 0, 0));
 }
 
 // The weight's gradient goes into its buffer: written over a lazily zeroed one, added to one

@@ -7,7 +7,9 @@
 #include <cstdlib>
 #include <map>
 
+#include "autograd/functions.h"
 #include "autograd/node.h"
+#include "common/error.h"
 #include "models/bert/bert.h"
 #include "models/registry.h"
 #include "tensor/ops.h"
@@ -131,7 +133,18 @@ TEST(FusedLoss, AnAdapterOnTheHeadKeepsTheLogits) {
     if (name != "lm_head") continue;
     auto* head = dynamic_cast<Linear*>(module);
     ASSERT_NE(head, nullptr);
+    Generator gen(4);
+    const Tensor x = ops::randn({1, 3, 16}, gen);
+    const Tensor t = ops::from_ints({4, -100, 49}, {1, 3});
+    {
+      // Whether a model takes it is a preference; the layer's own fused loss runs regardless.
+      FusedLossEnv off("0");
+      EXPECT_FALSE(m->fuses_token_loss(12));
+      autograd::NoGradGuard no_grad;
+      EXPECT_NEAR(head->fused_loss(x, t).item(), cross_entropy(head->forward(x), t).item(), 1e-5);
+    }
     head->add_lora(ops::zeros({2, 16}), ops::zeros({50, 2}), 1.0, 0.0, nullptr);
+    EXPECT_THROW(head->fused_loss(x, t), Error);
   }
   EXPECT_FALSE(m->fuses_token_loss(12));
 }
