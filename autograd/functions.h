@@ -117,7 +117,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 // cross_entropy(linear(x, weight, bias, compute_dtype, f32, kOutIn), targets, ignore_index)
 // without the logits: x [..., C], weight [V, C] (nn.Linear's layout, or a tied embedding table),
 // bias [V] or undefined, targets [...]. The output layer's GEMMs run a block of rows and of the
-// vocabulary at a time (blocks of about 8 MB of f32 logits unless block_rows / block_columns are
+// vocabulary at a time (blocks of about 4 MB of f32 logits unless block_rows / block_columns are
 // given), forward and again in the backward, which needs only x, the weight and each row's
 // log-sum-exp: no [N, V] tensor is ever held. Losses and gradients are the composition's up to
 // the order of their f32 sums. The weight's gradient goes into its buffer where that is the sink

@@ -235,7 +235,7 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
   const double per_logit = (bf16 ? 6.5 : 4.5) + (T > 1 ? 3.0 : 0.0);
   // Where the output layer fuses its loss (nn::Model::fuses_token_loss: a whole head whose
   // device takes the blocked loss, the CPU's bf16 GEMMs on AMX for 32M logits or more), no
-  // logits are held: a block of them (8 MB of f32, with its bf16 gradient) and the head input's
+  // logits are held: a block of them (4 MB of f32, with its bf16 gradient) and the head input's
   // f32 gradient.
   const DType gemm = c.train.mixed_precision == "bf16"   ? DType::kBF16
                      : c.train.mixed_precision == "fp16" ? DType::kF16
@@ -244,7 +244,7 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
       e.device != "cuda" && T == 1 && s.token_outputs &&
       fuses_linear_cross_entropy(Device::cpu(), gemm, static_cast<int64_t>(n) * s.outputs);
   if (fused_loss) {
-    act += 12.0 * kMiB + 4 * n * d;
+    act += 6.0 * kMiB + 4 * n * d;
   } else if (s.token_outputs) {
     act += n * static_cast<double>(s.outputs) * (per_logit / T + 4 * (1 - 1 / T));
   } else {

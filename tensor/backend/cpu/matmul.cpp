@@ -679,10 +679,10 @@ void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
 // 2048 columns at a time at 1777 (2 threads, `brg:avx512_core_amx_bf16`, 2026-12-07), so
 // recomputing the blocks in the backward costs about what the logits' passes cost, and their
 // memory goes. With fewer logits the whole product is not so bound ([256, 768] x [768, 50257]^T
-// at 1085, its blocks at 1154) and the recomputation is a loss: GPT-2 124M at 4 x 64 tokens
-// (12.9M logits) took 0.399 / 0.401 -> 0.417 / 0.412 s per step blocked, at 4 x 256 (51.5M)
-// 1.101 / 1.127 -> 1.100 / 1.068 s. f32 GEMMs run at their rate either way (305 / 307):
-// recomputing would add a third to the head.
+// at 1085, its blocks at 1154) and the recomputation gains nothing: GPT-2 124M at 4 x 64 tokens
+// (12.9M logits) took 0.399 / 0.413 / 0.409 -> 0.402 / 0.408 / 0.428 s per step blocked, at
+// 4 x 256 (51.5M) 1.093 / 1.110 / 1.129 -> 1.073 / 1.041 / 1.057 s. f32 GEMMs run at their rate
+// either way (305 / 307): recomputing would add a third to the head.
 constexpr int64_t kMinBlockedLogits = int64_t{1} << 25;
 
 bool CpuBackend::prefers_cross_entropy_blocks(DType gemm_dtype, int64_t logits) const {
