@@ -128,7 +128,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
                             int64_t block_rows = 0, int64_t block_columns = 0);
 // Whether a model's token loss takes linear_cross_entropy for `logits` logits (N x V) of a head
 // on `device` whose GEMMs run in gemm_dtype: HFRUN_FUSED_LOSS=1 (or 0) where the backend has the
-// kernels, else the backend's preference (the CPU's: bf16 GEMMs on AMX, 32M logits or more).
+// kernels, else the backend's preference (the CPU's: bf16 GEMMs on AMX, 2^25 logits or more).
 // Never for f16 GEMMs, whose weight gradient autocast rounds to f16 (the overflow loss scaling
 // must see).
 bool fuses_linear_cross_entropy(Device device, DType gemm_dtype, int64_t logits);

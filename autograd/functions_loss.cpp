@@ -186,6 +186,10 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   h.w = ops::contiguous(compute_dtype ? weight_in_dtype(weight, *compute_dtype) : weight).detach();
   HF_CHECK(h.w.dtype() == h.x2.dtype(), op, ": x ", x.str(), " and weight ", weight.str(),
            " need one compute dtype");
+  // f16 GEMMs: linear rounds the weight's gradient to f16 (autocast's, where loss scaling sees
+  // an overflow); the blocks accumulate it in f32.
+  HF_CHECK(h.x2.dtype() != DType::kF16, op, ": f16 GEMMs are not supported (compose linear and ",
+           "cross_entropy)");
   h.bias = bias.defined() ? ops::to_dtype(bias, DType::kF32).detach() : Tensor();
   const int64_t N = h.x2.size(0);
   h.block = blocking(N, V, block_rows, block_columns);

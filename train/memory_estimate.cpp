@@ -234,7 +234,7 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
   // gradient beside the logits.
   const double per_logit = (bf16 ? 6.5 : 4.5) + (T > 1 ? 3.0 : 0.0);
   // Where the output layer fuses its loss (nn::Model::fuses_token_loss: a whole head whose
-  // device takes the blocked loss, the CPU's bf16 GEMMs on AMX for 32M logits or more), no
+  // device takes the blocked loss, the CPU's bf16 GEMMs on AMX for 2^25 logits or more), no
   // logits are held: a block of them (4 MB of f32, with its bf16 gradient) and the head input's
   // f32 gradient.
   const DType gemm = c.train.mixed_precision == "bf16"   ? DType::kBF16
@@ -243,8 +243,20 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
   const bool fused_loss =
       e.device != "cuda" && T == 1 && s.token_outputs &&
       fuses_linear_cross_entropy(Device::cpu(), gemm, static_cast<int64_t>(n) * s.outputs);
+  const bool padded = is_sft(c) || s.task != nn::Task::kCausalLM;
   if (fused_loss) {
-    act += 6.0 * kMiB + 4 * n * d;
+    double held = 6.0 * kMiB + 4 * n * d;
+    if (padded) {
+      // A padded batch is as long as its longest record: the longest one that stays below the
+      // backend's threshold keeps its logits (the composed loss).
+      int64_t lo = 0, hi = static_cast<int64_t>(n);  // fuses at hi, not at lo
+      while (hi - lo > 1) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        (fuses_linear_cross_entropy(Device::cpu(), gemm, mid * s.outputs) ? hi : lo) = mid;
+      }
+      held = std::max(held, static_cast<double>(lo) * static_cast<double>(s.outputs) * per_logit);
+    }
+    act += held;
   } else if (s.token_outputs) {
     act += n * static_cast<double>(s.outputs) * (per_logit / T + 4 * (1 - 1 / T));
   } else {
@@ -258,7 +270,6 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
   // step of fixed shapes holds blocks of sizes not live at its peak (15-35% more, and much more
   // when activation checkpointing recomputes a block); padded batches peak on their longest
   // batch, which reuses or evicts what shorter ones left.
-  const bool padded = is_sft(c) || s.task != nn::Task::kCausalLM;
   const double fixed = s.gated_mlp ? 0.2 : 0.35;  // measured: Llama 1.13-1.16x, GPT-2 1.3-1.37x
   const double natural = (padded ? 0.1 : c.train.activation_checkpointing ? 0.9 : fixed) * act;
   r.cache = static_cast<int64_t>(std::min(natural, 0.25 * (state + act)));

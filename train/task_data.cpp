@@ -35,6 +35,18 @@ bool forwards_are_collective(Accelerator& acc) {
   return acc.options().zero_stage == 3 && acc.world() > 1;
 }
 
+// A zero loss of a token batch in which no target counts, reaching every parameter (the
+// backward and its gradient synchronisation still run), through the path a counted batch's loss
+// takes: where the model fuses its token loss, a loss of one counted target times 0 (finite,
+// its gradients zero), so that no [B, T, V] logits are made; else the logits' sum times 0.
+Tensor zero_token_loss(nn::Model& model, const nn::ModelInputs& in) {
+  if (!model.fuses_token_loss(in.ids.numel())) return mul_scalar(sum(model.forward(in)), 0.0);
+  Tensor targets = ops::full(in.ids.sizes(), -100.0, DType::kI64, in.ids.device());
+  Tensor first = ops::narrow(ops::narrow(targets, 0, 0, 1), 1, 0, 1);
+  ops::fill_(first, 0.0);
+  return mul_scalar(model.loss(in, targets), 0.0);
+}
+
 // The training order of the config (the Accelerator adds rank, world and accumulation).
 data::LoaderOptions loader_options(const TrainConfig& c) {
   data::LoaderOptions lo;
@@ -172,8 +184,7 @@ class RecordTaskData : public TaskData {
     if (b.batch.counted == 0) {
       // Nothing counts here, but the backward still runs (its gradient synchronisation is
       // collective): a zero loss that reaches every parameter.
-      Tensor zero = mul_scalar(sum(model.forward(in)), 0.0);
-      return {zero, 0.0};
+      return {zero_token_loss(model, in), 0.0};
     }
     const double weight = static_cast<double>(b.batch.counted) * static_cast<double>(scale_) /
                           static_cast<double>(b.step_counted);
@@ -198,7 +209,7 @@ class RecordTaskData : public TaskData {
       const nn::ModelInputs in = inputs_of(*b, device);
       if (!classify) {
         if (b->batch.counted == 0) {
-          if (forwards_are_collective(acc)) model.forward(in);
+          if (forwards_are_collective(acc)) zero_token_loss(model, in);
           continue;
         }
         const double loss = model.loss(in, ops::to_device(b->batch.targets, device)).item();

@@ -103,40 +103,99 @@ TEST(GradLoss, LinearCrossEntropyWithNothingCounted) {
 }
 
 // The weight's gradient goes into its buffer: written over a lazily zeroed one, added to one
-// that holds a gradient, and shared with the lookup of a tied table (GPT-2's wte).
+// that holds a gradient, over several row blocks; for a head of its own and for a table that is
+// also the lookup (GPT-2's wte, whose head's gradient comes first); f32 GEMMs and bf16 ones
+// into the f32 master's buffer (mixed precision).
 TEST(GradLoss, LinearCrossEntropyWeightGradientIntoItsBuffer) {
   constexpr int64_t N = 8, C = 6, V = 29;
   const Tensor x0 = randn({N, C}, 39), ids = ops::from_ints({3, 1, 4, 1, 5, 9, 2, 6}, {N});
   const Tensor targets = ops::from_ints(some_targets(N, V), {N});
-  auto step = [&](Tensor& table, bool fused) {
-    // x = x0 + the table's rows: the table is both the lookup and the head.
-    Tensor x = add(x0, embedding(table, ids));
-    Tensor loss =
-        fused ? linear_cross_entropy(x, table, Tensor(), targets, -100, std::nullopt, 3, 7)
-              : cross_entropy(
-                    linear(x, table, Tensor(), std::nullopt, DType::kF32, WeightLayout::kOutIn),
-                    targets);
-    autograd::backward(loss);
-  };
-  for (bool lazily : {false, true}) {
-    SCOPED_TRACE(lazily ? "lazily zeroed" : "zeroed");
-    Tensor want = ops::clone(randn({V, C}, 40)).set_requires_grad(true);
-    Tensor got = ops::clone(want.detach()).set_requires_grad(true);
-    for (int s = 0; s < 2; ++s) {  // the second backward adds to the first's gradient
-      step(want, false);
-      step(got, true);
+  for (bool tied : {false, true}) {
+    for (std::optional<DType> compute :
+         {std::optional<DType>(), std::optional<DType>(DType::kBF16)}) {
+      auto step = [&](Tensor& w, bool fused) {
+        // Tied: x = x0 + the table's rows, the table both the lookup and the head.
+        Tensor x = tied ? add(x0, embedding(w, ids)) : x0;
+        Tensor loss =
+            fused
+                ? linear_cross_entropy(x, w, Tensor(), targets, -100, compute, 3, 7)
+                : cross_entropy(linear(x, w, Tensor(), compute, DType::kF32, WeightLayout::kOutIn),
+                                targets);
+        autograd::backward(loss);
+      };
+      const double atol = compute ? 2e-3 : 1e-6, rtol = compute ? 1e-2 : 1e-5;
+      for (bool lazily : {false, true}) {
+        SCOPED_TRACE(std::string(tied ? "tied" : "untied") + (compute ? " bf16" : " f32") +
+                     (lazily ? " lazily zeroed" : " zeroed"));
+        Tensor want = ops::clone(randn({V, C}, 40)).set_requires_grad(true);
+        Tensor got = ops::clone(want.detach()).set_requires_grad(true);
+        for (int s = 0; s < 2; ++s) {  // the second backward adds to the first's gradient
+          step(want, false);
+          step(got, true);
+        }
+        EXPECT_TRUE(tensors_near(got.grad(), want.grad(), atol, rtol));
+        if (lazily) {
+          got.zero_grad_lazily();
+          want.zero_grad_lazily();
+        } else {
+          got.set_grad(ops::zeros({V, C}));
+          want.set_grad(ops::zeros({V, C}));
+        }
+        step(want, false);
+        step(got, true);
+        EXPECT_TRUE(tensors_near(got.grad(), want.grad(), atol, rtol));
+      }
     }
-    EXPECT_TRUE(tensors_near(got.grad(), want.grad(), 1e-6, 1e-5));
-    if (lazily) {
-      got.zero_grad_lazily();
-      want.zero_grad_lazily();
+  }
+}
+
+// The blocks' log-sum-exp and gradient against cross_entropy's on rows with infinite and NaN
+// logits, the NaN in a block whose max is infinite, before a finite block: NaN where
+// cross_entropy gives NaN, the same lse (to rounding) elsewhere.
+TEST(GradLoss, BlockedCrossEntropyFollowsCrossEntropyOnNonFiniteLogits) {
+  constexpr int64_t N = 6, V = 10, kBlock = 4;
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> l = testing::randn({N, V}, 47).to_vector();
+  for (int64_t v = 0; v < V; v += 3) l[1 * V + v] = -inf;    // some -inf
+  for (int64_t v = 0; v < V; ++v) l[2 * V + v] = -inf;       // all -inf
+  l[3 * V + 6] = inf;                                        // +inf in the second block
+  for (int64_t v = 0; v < kBlock; ++v) l[4 * V + v] = -inf;  // first block -inf ...
+  l[4 * V + 2] = nan;                                        // ... and a NaN
+  l[5 * V + 7] = nan;                                        // NaN among finite logits
+  const Tensor logits = ops::from_vector(l, {N, V});
+  const Tensor targets = ops::from_ints({2, 4, -100, 5, 8, 1}, {N});
+  const ops::CrossEntropyResult want = ops::cross_entropy(logits, targets);
+  ops::CrossEntropyBlocks s = ops::cross_entropy_begin(targets, V);
+  for (int64_t c0 = 0; c0 < V; c0 += kBlock) {
+    const int64_t n = std::min(kBlock, V - c0);
+    ops::cross_entropy_fold_(s, ops::contiguous(ops::narrow(logits, 1, c0, n)), 0, c0);
+  }
+  const ops::CrossEntropyResult got = ops::cross_entropy_finish(s);
+  const std::vector<float> wl = want.lse.to_vector(), gl = got.lse.to_vector();
+  for (int64_t r = 0; r < N; ++r) {
+    if (std::isnan(wl[r]) || std::isinf(wl[r])) {
+      EXPECT_EQ(std::isnan(gl[r]), std::isnan(wl[r])) << "row " << r << ": " << gl[r];
+      if (!std::isnan(wl[r])) {
+        EXPECT_EQ(gl[r], wl[r]) << "row " << r;
+      }
     } else {
-      got.set_grad(ops::zeros({V, C}));
-      want.set_grad(ops::zeros({V, C}));
+      EXPECT_NEAR(gl[r], wl[r], 1e-5 * std::abs(wl[r]) + 1e-6) << "row " << r;
     }
-    step(want, false);
-    step(got, true);
-    EXPECT_TRUE(tensors_near(got.grad(), want.grad(), 1e-6, 1e-5));
+  }
+  EXPECT_TRUE(std::isnan(wl[4]) && std::isnan(wl[5])) << "the reference changed";
+  EXPECT_TRUE(std::isnan(got.loss.item()) && std::isnan(want.loss.item()));
+  // The gradient of the finite rows (0 and 1) against cross_entropy_backward's.
+  const Tensor g = ops::full({}, 1.0);
+  const Tensor wg = ops::cross_entropy_backward(g, logits, targets, want.lse);
+  for (int64_t c0 = 0; c0 < V; c0 += kBlock) {
+    const int64_t n = std::min(kBlock, V - c0);
+    const Tensor block = ops::contiguous(ops::narrow(ops::narrow(logits, 0, 0, 2), 1, c0, n));
+    Tensor out = ops::empty({2, n});
+    ops::cross_entropy_block_backward_(out, g, s, got.lse, block, 0, c0);
+    EXPECT_TRUE(tensors_near(out, ops::contiguous(ops::narrow(ops::narrow(wg, 0, 0, 2), 1, c0, n)),
+                             1e-6, 1e-5))
+        << "columns " << c0;
   }
 }
 

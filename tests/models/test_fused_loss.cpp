@@ -6,6 +6,8 @@
 
 #include <cstdlib>
 #include <map>
+#include <optional>
+#include <string>
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
@@ -17,11 +19,23 @@
 namespace hfrun::nn {
 namespace {
 
-// HFRUN_FUSED_LOSS set for a scope (read at every loss).
+// HFRUN_FUSED_LOSS set for a scope (read at every loss), its value before restored after.
 class FusedLossEnv {
  public:
-  explicit FusedLossEnv(const char* value) { setenv("HFRUN_FUSED_LOSS", value, 1); }
-  ~FusedLossEnv() { unsetenv("HFRUN_FUSED_LOSS"); }
+  explicit FusedLossEnv(const char* value) {
+    if (const char* old = std::getenv("HFRUN_FUSED_LOSS")) old_ = old;
+    setenv("HFRUN_FUSED_LOSS", value, 1);
+  }
+  ~FusedLossEnv() {
+    if (old_) {
+      setenv("HFRUN_FUSED_LOSS", old_->c_str(), 1);
+    } else {
+      unsetenv("HFRUN_FUSED_LOSS");
+    }
+  }
+
+ private:
+  std::optional<std::string> old_;
 };
 
 struct LossAndGrads {
@@ -67,6 +81,16 @@ void expect_fused_equals_logits(Model& m, const ModelInputs& in, const Tensor& t
   }
 }
 
+// A tiny Llama's config.json: `vocab` tokens, hidden 16, `layers` layers, a tied head or not.
+std::string llama_config(int64_t vocab, int layers, bool tied) {
+  return R"({"model_type": "llama", "vocab_size": )" + std::to_string(vocab) +
+         R"(, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": )" +
+         std::to_string(layers) +
+         R"(, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 16,
+         "tie_word_embeddings": )" +
+         (tied ? "true}" : "false}");
+}
+
 Tensor targets_for(int64_t B, int64_t T, int64_t V) {
   std::vector<int64_t> t(static_cast<size_t>(B * T));
   for (int64_t i = 0; i < B * T; ++i) t[static_cast<size_t>(i)] = i % 4 == 1 ? -100 : (i * 13) % V;
@@ -74,14 +98,11 @@ Tensor targets_for(int64_t B, int64_t T, int64_t V) {
 }
 
 TEST(FusedLoss, DecodersEqualTheirLogitsLoss) {
-  const std::string llama = R"({"model_type": "llama", "vocab_size": 300, "hidden_size": 16,
-      "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
-      "num_key_value_heads": 2, "max_position_embeddings": 16, "tie_word_embeddings": )";
   const std::map<std::string, std::string> configs = {
       {"gpt2", R"({"model_type": "gpt2", "vocab_size": 300, "n_positions": 16, "n_embd": 16,
                    "n_layer": 2, "n_head": 2})"},
-      {"llama", llama + "false}"},
-      {"llama tied", llama + "true}"}};
+      {"llama", llama_config(300, 2, false)},
+      {"llama tied", llama_config(300, 2, true)}};
   const Tensor ids = ops::from_ints({1, 5, 7, 2, 39, 250, 11, 3, 9, 4, 8, 299}, {2, 6});
   const Tensor targets = targets_for(2, 6, 300);
   for (const auto& [what, cfg] : configs) {
@@ -121,12 +142,26 @@ TEST(FusedLoss, BertMaskedLmEqualsItsLogitsLoss) {
   }
 }
 
+// The trainer's loss for a batch in which nothing counts (train/task_data.cpp zero_token_loss):
+// one counted target times 0 through the fused loss is a finite zero whose gradients are zeros
+// everywhere, as the logits' sum times 0 is.
+TEST(FusedLoss, OneCountedTargetTimesZeroIsAZeroLoss) {
+  auto m = create_causal_lm(llama_config(300, 1, true), "llama", 14);
+  FusedLossEnv on("1");
+  const ModelInputs in(ops::from_ints({1, 5, 7, 2, 39, 250}, {1, 6}));
+  ASSERT_TRUE(m->fuses_token_loss(6));
+  Tensor loss =
+      mul_scalar(m->loss(in, ops::from_ints({0, -100, -100, -100, -100, -100}, {1, 6})), 0.0);
+  EXPECT_EQ(loss.item(), 0.0f);
+  autograd::backward(loss);
+  for (auto& [name, p] : m->named_parameters()) {
+    for (float g : p.grad().to_vector()) ASSERT_EQ(g, 0.0f) << name;
+  }
+}
+
 // An adapter on the head keeps the logits (the adapter's term is added to them).
 TEST(FusedLoss, AnAdapterOnTheHeadKeepsTheLogits) {
-  auto m = create_causal_lm(R"({"model_type": "llama", "vocab_size": 50, "hidden_size": 16,
-      "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 4,
-      "num_key_value_heads": 2, "max_position_embeddings": 16, "tie_word_embeddings": false})",
-                            "llama", 13);
+  auto m = create_causal_lm(llama_config(50, 1, false), "llama", 13);
   FusedLossEnv on("1");
   EXPECT_TRUE(m->fuses_token_loss(12));
   for (auto& [name, module] : m->named_modules()) {

@@ -194,11 +194,20 @@ void CpuBackend::cross_entropy_fold(const Tensor& logits, int64_t col0, const Te
       const float m = st[0];
       const float mn = std::max(m, lane_max(n, [xr](int64_t i) { return xr[i]; }));
       // The sum so far rescaled to the new max, plus this block's terms. An infinite max (all
-      // -inf so far, or a +inf logit) leaves the sum alone: lse is the max then.
+      // -inf so far, or a +inf logit) leaves the sum alone: lse is the max then. A NaN logit
+      // makes the sum NaN, as in row_logsumexp (which returns the max only where that is
+      // infinite), also when it comes in a block whose max is infinite.
       if (std::isfinite(mn)) {
         const float kept =
-            m == -std::numeric_limits<float>::infinity() ? 0.0f : st[1] * exp_f(m - mn);
+            m == -std::numeric_limits<float>::infinity() ? st[1] : st[1] * exp_f(m - mn);
         st[1] = kept + lane_sum(n, [xr, mn](int64_t i) { return exp_f(xr[i] - mn); });
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          if (std::isnan(xr[i])) {
+            st[1] = std::numeric_limits<float>::quiet_NaN();
+            break;
+          }
+        }
       }
       st[0] = mn;
       const int64_t t = tp[r];
