@@ -84,10 +84,12 @@ class Model : public Module {
   //   sequence_classification: targets i64 [B] class ids (mean cross-entropy), or f32 [B] for
   //     regression (num_labels 1: mean squared error, transformers' "regression" problem type)
   Tensor loss(const ModelInputs& in, const Tensor& targets);
-  // Whether loss() of a token task over `tokens` tokens takes its output layer's fused loss (no
-  // [B, T, V] logits are made: ParallelLayer::fuses_loss), as it does where that layer is whole
-  // and its device's backend takes the blocked loss for the GEMMs' dtype and that many logits
-  // (HFRUN_FUSED_LOSS=1 / 0 decides where set).
+  // Whether loss() of a token task over `tokens` tokens takes the model's token_loss() instead
+  // of the logits of every position: a decoder where its output layer fuses the loss (no
+  // [B, T, V] logits are made: ParallelLayer::fuses_loss: a whole layer whose device's backend
+  // takes the blocked loss for the GEMMs' dtype and that many logits; HFRUN_FUSED_LOSS=1 / 0
+  // decides where set), and BERT's masked LM always (its head over the counted positions only,
+  // fused or not by the same rule).
   virtual bool fuses_token_loss(int64_t /*tokens*/) const { return false; }
 
   // Dropout's random stream (saved and restored with checkpoints).
@@ -98,9 +100,9 @@ class Model : public Module {
   // Token tasks: the layer that produces the logits (an output Linear, or the tied input
   // Embedding), for the vocabulary-parallel cross-entropy; null when it is never split.
   virtual const ParallelLayer* output_layer() const { return nullptr; }
-  // The token loss straight from the final hidden states, without the [B, T, V] logits
-  // (token_loss(): the output layer's ParallelLayer::fused_loss), inside the same forward hook
-  // as outputs().
+  // The token loss straight from the final hidden states, without the [B, T, V] logits (the
+  // output layer's ParallelLayer::fused_loss; BERT: the head of the counted positions), inside
+  // the same forward hook as outputs().
   virtual Tensor token_loss(const ModelInputs& in, const Tensor& targets);
   // Checks ids (and type_ids, lengths when given) for a forward; returns T.
   int64_t check_inputs(const ModelInputs& in) const;

@@ -240,16 +240,19 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
   const DType gemm = c.train.mixed_precision == "bf16"   ? DType::kBF16
                      : c.train.mixed_precision == "fp16" ? DType::kF16
                                                          : DType::kF32;
+  // The rows the head multiplies: every position, but BERT's masked LM takes only the counted
+  // ones (about mlm_probability of them) to its head.
+  const double rows = s.task == nn::Task::kMaskedLM ? n * c.data.mlm_probability : n;
   const bool fused_loss =
       e.device != "cuda" && T == 1 && s.token_outputs &&
-      fuses_linear_cross_entropy(Device::cpu(), gemm, static_cast<int64_t>(n) * s.outputs);
+      fuses_linear_cross_entropy(Device::cpu(), gemm, static_cast<int64_t>(rows) * s.outputs);
   const bool padded = is_sft(c) || s.task != nn::Task::kCausalLM;
   if (fused_loss) {
-    double held = 6.0 * kMiB + 4 * n * d;
+    double held = 6.0 * kMiB + 4 * rows * d;
     if (padded) {
       // A padded batch is as long as its longest record: the longest one that stays below the
       // backend's threshold keeps its logits (the composed loss).
-      int64_t lo = 0, hi = static_cast<int64_t>(n);  // fuses at hi, not at lo
+      int64_t lo = 0, hi = static_cast<int64_t>(rows);  // fuses at hi, not at lo
       while (hi - lo > 1) {
         const int64_t mid = lo + (hi - lo) / 2;
         (fuses_linear_cross_entropy(Device::cpu(), gemm, mid * s.outputs) ? hi : lo) = mid;
@@ -258,7 +261,7 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
     }
     act += held;
   } else if (s.token_outputs) {
-    act += n * static_cast<double>(s.outputs) * (per_logit / T + 4 * (1 - 1 / T));
+    act += rows * static_cast<double>(s.outputs) * (per_logit / T + 4 * (1 - 1 / T));
   } else {
     act += n * d * per_logit;
   }

@@ -1,6 +1,7 @@
 #include "models/bert/bert.h"
 
 #include <cmath>
+#include <vector>
 
 #include "autograd/functions.h"
 #include "common/error.h"
@@ -272,7 +273,10 @@ class BertPredictions : public Module {
   Tensor forward(const Tensor& x, Embedding& decoder) {
     return add(decoder.attend(transform_->forward(x)), bias_.get());
   }
-  Tensor loss(const Tensor& x, const Embedding& decoder, const Tensor& targets) {
+  // The loss of rows x [M, C] against targets [M]: the decoder's fused loss where it takes it
+  // for M rows, else the logits' cross-entropy.
+  Tensor loss(const Tensor& x, Embedding& decoder, const Tensor& targets) {
+    if (!decoder.fuses_loss(x.size(0))) return cross_entropy(forward(x, decoder), targets);
     return decoder.fused_loss(transform_->forward(x), targets, bias_.get());
   }
 
@@ -382,12 +386,34 @@ Tensor Bert::encode(const ModelInputs& in) {
   return x;
 }
 
-bool Bert::fuses_token_loss(int64_t tokens) const {
-  return mlm_ != nullptr && body_->embeddings->word_embeddings->fuses_loss(tokens);
+bool Bert::fuses_token_loss(int64_t /*tokens*/) const {
+  return mlm_ != nullptr;
 }
 
+// Only the positions whose target counts (about mlm_probability of them) reach the MLM head,
+// whose rows are independent: the loss and every gradient are those of the whole head (an
+// ignored row adds to neither), at that fraction of its cost. transformers computes every
+// position's logits.
 Tensor Bert::token_loss(const ModelInputs& in, const Tensor& targets) {
-  return mlm_->predictions->loss(encode(in), *body_->embeddings->word_embeddings, targets);
+  Tensor x = encode(in);
+  const int64_t C = x.size(-1);
+  const Tensor host = ops::to_device(ops::contiguous(ops::reshape(targets, {-1})), Device::cpu());
+  std::vector<int64_t> rows, kept;
+  for (int64_t i = 0; i < host.numel(); ++i) {
+    const int64_t t =
+        host.dtype() == DType::kI32 ? host.data<int32_t>()[i] : host.data<int64_t>()[i];
+    if (t == -100) continue;
+    rows.push_back(i);
+    kept.push_back(t);
+  }
+  Embedding& decoder = *body_->embeddings->word_embeddings;
+  // Nothing counts: the whole head's NaN loss, as cross_entropy's mean over no row.
+  if (rows.empty()) return cross_entropy(mlm_->predictions->forward(x, decoder), targets);
+  const int64_t M = static_cast<int64_t>(rows.size());
+  const Tensor at = ops::to_device(ops::from_ints(rows, {M}), x.device());
+  // embedding() of the flattened rows: a gather whose backward adds each row's gradient back.
+  const Tensor h = embedding(reshape(x, {-1, C}), at);
+  return mlm_->predictions->loss(h, decoder, ops::to_device(ops::from_ints(kept, {M}), x.device()));
 }
 
 Tensor Bert::outputs(const ModelInputs& in) {

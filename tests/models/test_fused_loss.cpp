@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -43,28 +44,16 @@ struct LossAndGrads {
   std::map<std::string, std::vector<float>> grads;
 };
 
-LossAndGrads loss_and_grads(Model& m, const ModelInputs& in, const Tensor& targets) {
+LossAndGrads loss_and_grads(Model& m, const std::function<Tensor()>& loss_of) {
   for (auto& [name, p] : m.named_parameters()) p.set_grad(Tensor());
-  Tensor loss = m.loss(in, targets);
+  Tensor loss = loss_of();
   autograd::backward(loss);
   LossAndGrads r{loss.item(), {}};
   for (auto& [name, p] : m.named_parameters()) r.grads[name] = p.grad().to_vector();
   return r;
 }
 
-void expect_fused_equals_logits(Model& m, const ModelInputs& in, const Tensor& targets, bool bf16) {
-  m.set_compute_dtype(bf16 ? std::optional<DType>(DType::kBF16) : std::nullopt);
-  LossAndGrads want, got;
-  {
-    FusedLossEnv off("0");
-    ASSERT_FALSE(m.fuses_token_loss(12));
-    want = loss_and_grads(m, in, targets);
-  }
-  {
-    FusedLossEnv on("1");
-    ASSERT_TRUE(m.fuses_token_loss(12));
-    got = loss_and_grads(m, in, targets);
-  }
+void expect_near(const LossAndGrads& got, const LossAndGrads& want, bool bf16) {
   EXPECT_NEAR(got.loss, want.loss, 1e-5 * std::abs(want.loss));
   // bf16: the GEMMs' f32 sums run in another order before their roundings, which the layers
   // below the head carry on.
@@ -78,6 +67,22 @@ void expect_fused_equals_logits(Model& m, const ModelInputs& in, const Tensor& t
         ADD_FAILURE() << name << "[" << i << "]: fused " << g[i] << ", logits " << w[i];
       }
     }
+  }
+}
+
+// loss() with HFRUN_FUSED_LOSS set to each of `envs` against the cross-entropy of forward()'s
+// logits of every position: decoders take their token loss only where it is fused, BERT's
+// masked LM always (its head over the counted positions).
+void expect_fused_equals_logits(Model& m, const ModelInputs& in, const Tensor& targets, bool bf16,
+                                bool bert = false) {
+  m.set_compute_dtype(bf16 ? std::optional<DType>(DType::kBF16) : std::nullopt);
+  const LossAndGrads want =
+      loss_and_grads(m, [&] { return cross_entropy(m.forward(in), targets); });
+  for (const char* env : {"0", "1"}) {
+    SCOPED_TRACE(std::string("HFRUN_FUSED_LOSS=") + env);
+    FusedLossEnv set(env);
+    ASSERT_EQ(m.fuses_token_loss(12), bert || env[0] == '1');
+    expect_near(loss_and_grads(m, [&] { return m.loss(in, targets); }), want, bf16);
   }
 }
 
@@ -138,7 +143,7 @@ TEST(FusedLoss, BertMaskedLmEqualsItsLogitsLoss) {
                        ops::from_ints({4, 6}, {2}));
   for (bool bf16 : {false, true}) {
     SCOPED_TRACE(bf16 ? "bf16" : "f32");
-    expect_fused_equals_logits(m, in, targets_for(2, 6, 300), bf16);
+    expect_fused_equals_logits(m, in, targets_for(2, 6, 300), bf16, /*bert=*/true);
   }
 }
 
