@@ -75,10 +75,12 @@ struct Saved {
   bool gx, gw, gbias;
 };
 
-Grads backward(Saved& s, const Tensor& gloss) {
+Grads backward(Saved& s, const Tensor& g_out) {
   Head& h = s.head;
   const int64_t N = h.x2.size(0), C = h.x2.size(1), V = h.w.size(0);
   const Device dev = h.x2.device();
+  // The loss's gradient as every block's kernel reads it (f32 on the device), made once.
+  const Tensor gloss = ops::contiguous(ops::to_dtype(ops::to_device(g_out, dev), DType::kF32));
   const DType gemm = h.x2.dtype();
   // The input's gradient accumulates over the vocabulary's blocks in f32 and is rounded once, as
   // one GEMM over the whole vocabulary rounds it.

@@ -397,14 +397,12 @@ bool Bert::fuses_token_loss(int64_t /*tokens*/) const {
 Tensor Bert::token_loss(const ModelInputs& in, const Tensor& targets) {
   Tensor x = encode(in);
   const int64_t C = x.size(-1);
-  const Tensor host = ops::to_device(ops::contiguous(ops::reshape(targets, {-1})), Device::cpu());
+  const std::vector<int64_t> all = targets.to_int_vector();
   std::vector<int64_t> rows, kept;
-  for (int64_t i = 0; i < host.numel(); ++i) {
-    const int64_t t =
-        host.dtype() == DType::kI32 ? host.data<int32_t>()[i] : host.data<int64_t>()[i];
-    if (t == -100) continue;
-    rows.push_back(i);
-    kept.push_back(t);
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (all[i] == -100) continue;
+    rows.push_back(static_cast<int64_t>(i));
+    kept.push_back(all[i]);
   }
   Embedding& decoder = *body_->embeddings->word_embeddings;
   // Nothing counts: the whole head's NaN loss, as cross_entropy's mean over no row.

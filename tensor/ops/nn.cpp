@@ -294,13 +294,8 @@ CrossEntropyBlocks cross_entropy_begin(const Tensor& targets, int64_t vocab, int
            backend_for(s.targets.device()).name(), " backend has no blocked cross-entropy");
   check_indices(s.targets, vocab, ignore_index, op, "target", "row",
                 " and is not ignore_index " + std::to_string(ignore_index));
-  const Tensor host = to_device(s.targets, Device::cpu());
-  const int64_t N = host.numel();
-  for (int64_t r = 0; r < N; ++r) {
-    const int64_t t =
-        host.dtype() == DType::kI32 ? host.data<int32_t>()[r] : host.data<int64_t>()[r];
-    s.count += t != ignore_index;
-  }
+  const int64_t N = s.targets.numel();
+  for (int64_t t : s.targets.to_int_vector()) s.count += t != ignore_index;
   s.vocab = vocab;
   s.ignore_index = ignore_index;
   s.state = empty({N, 3}, DType::kF32, s.targets.device());
