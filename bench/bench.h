@@ -43,13 +43,15 @@ struct MatmulBenchOptions {
 std::string run_matmul_bench(const MatmulBenchOptions& opts);
 // GFLOP/s of a raw oneDNN 1024^3 matmul primitive (f32, or bf16 inputs): the machine's
 // practical GEMM peak, the denominator of `bench train`'s MFU.
-double reference_matmul_gflops(bool bf16, double min_seconds = 0.5);
+// `impl`, where given, receives oneDNN's implementation of it ("brg:avx512_core_amx_bf16").
+double reference_matmul_gflops(bool bf16, double min_seconds = 0.5, std::string* impl = nullptr);
 // The MFU denominator of a CPU run: reference_matmul_gflops in the run's dtype, or, where this
 // CPU's oneDNN has no bf16 matmul (no AVX-512: hfrun's bf16 GEMMs then run in f32), the f32
 // one; `kind` says which ("onednn bf16 1024^3", "onednn f32 1024^3").
 struct CpuMatmulPeak {
   double gflops = 0;
   std::string kind;
+  std::string impl;  // oneDNN's implementation of the reference GEMM
 };
 CpuMatmulPeak cpu_matmul_peak(bool bf16, double min_seconds = 0.5);
 // GFLOP/s of a large bf16 GEMM (n x n x n) on a CUDA device through hfrun's matmul: the GPU's

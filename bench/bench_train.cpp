@@ -53,7 +53,14 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   train::Trainer trainer(cfg);
   for (int i = 0; i < o.warmup; ++i) trainer.step();
   std::vector<double> times;
-  for (int i = 0; i < o.steps; ++i) times.push_back(trainer.step().elapsed_s);
+  // Tokens trained on (padding excluded: padded tasks' batches are as long as their longest
+  // record, not seq_len), over the timed steps.
+  double trained = 0;
+  for (int i = 0; i < o.steps; ++i) {
+    const train::StepMetrics m = trainer.step();
+    times.push_back(m.elapsed_s);
+    trained += static_cast<double>(m.tokens);
+  }
   std::sort(times.begin(), times.end());
   const double step_s = times[times.size() / 2];
   // Live tensor bytes at their peak over setup and the steps, read before the profiled step and
@@ -91,10 +98,12 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   }
 
   // Forward + backward: 3 x 2 flops per multiply-add of the forward's GEMMs (attention's T x T
-  // products included).
-  const double flops_per_token = 6 * trainer.model().matmul_flops_per_token(cfg.data.seq_len);
-  const double tokens = static_cast<double>(cfg.train.micro_batch_size *
-                                            cfg.train.grad_accum_steps * cfg.data.seq_len);
+  // products included, T the mean tokens per sequence: seq_len for token windows).
+  const double tokens = trained / o.steps;
+  const double sequences =
+      static_cast<double>(cfg.train.micro_batch_size * cfg.train.grad_accum_steps);
+  const auto mean_length = static_cast<int64_t>(std::max(1.0, tokens / sequences + 0.5));
+  const double flops_per_token = 6 * trainer.model().matmul_flops_per_token(mean_length);
   const double achieved = flops_per_token * tokens / step_s * 1e-9;
   const bool bf16 = cfg.train.mixed_precision == "bf16";
   // fp16's GEMMs: f16 on a GPU; through f32 on the CPU (oneDNN here has no f16 GEMM).
@@ -102,7 +111,7 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   // The CPU's oneDNN GEMM in the run's dtype; on a GPU its bf16 tensor-core peak (the usual
   // MFU denominator there, also for f32 runs).
   const Device device = trainer.device();
-  CpuMatmulPeak peak_of{0, "cublaslt bf16 8192^3"};
+  CpuMatmulPeak peak_of{0, "cublaslt bf16 8192^3", "cublaslt"};
   if (device.is_cuda()) {
     peak_of.gflops = reference_cuda_matmul_gflops(device);
   } else {
@@ -117,11 +126,13 @@ std::string run_train_bench(const TrainBenchOptions& o) {
                 "\"threads\":%d,"
                 "\"params\":%lld,\"tokens_per_step\":%.0f,\"step_s\":%.4f,\"tokens_per_s\":%.1f,"
                 "\"flops_per_token\":%.4g,\"achieved_gflops\":%.1f,\"peak_gflops\":%.1f,"
-                "\"peak_kind\":\"%s\",\"mfu\":%.3f,\"peak_rss_mb\":%.1f,\"alloc_peak_mb\":%.1f}",
+                "\"peak_kind\":\"%s\",\"mfu\":%.3f,\"peak_rss_mb\":%.1f,\"alloc_peak_mb\":%.1f,"
+                "\"peak_impl\":\"%s\"}",
                 device.str().c_str(), dtype, num_threads(),
                 static_cast<long long>(trainer.num_parameters()), tokens, step_s, tokens / step_s,
                 flops_per_token, achieved, peak, peak_of.kind.c_str(), achieved / peak,
-                ru.ru_maxrss / 1024.0, alloc.peak_allocated_bytes / 1048576.0);
+                ru.ru_maxrss / 1024.0, alloc.peak_allocated_bytes / 1048576.0,
+                peak_of.impl.c_str());
   return buf + profile;
 }
 

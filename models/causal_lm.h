@@ -31,8 +31,9 @@ class CausalLM : public Model {
 
   using Model::forward;
   using Model::loss;
-  bool fuses_token_loss(int64_t tokens) const override {
-    return output_layer() != nullptr && output_layer()->fuses_loss(tokens);
+  bool has_token_loss() const override { return output_layer() != nullptr; }
+  bool fuses_token_loss(int64_t rows) const override {
+    return output_layer() != nullptr && output_layer()->fuses_loss(rows);
   }
   // ids [B, T] (i32/i64) -> logits [B, T, V] (f32; this rank's vocabulary slice under tensor
   // parallelism). Padding needs no mask here: it is on the right, and causal attention never
@@ -52,14 +53,16 @@ class CausalLM : public Model {
   virtual Tensor forward_cached(const Tensor& ids, KvCache& cache) = 0;
 
  protected:
-  Tensor outputs(const ModelInputs& in) override { return logits(in.ids); }
-  virtual Tensor logits(const Tensor& ids) = 0;
-  // The final hidden states [B, T, C] of ids, which the output layer (output_layer()) reads:
-  // the fused loss's input.
+  Tensor outputs(const ModelInputs& in) override { return head(hidden(in.ids)); }
+  // The final hidden states [B, T, C] of ids, which the output layer (output_layer()) reads.
   virtual Tensor hidden(const Tensor& ids) = 0;
-  Tensor token_loss(const ModelInputs& in, const Tensor& targets) override {
-    return output_layer()->fused_loss(hidden(in.ids), targets);
-  }
+  // The logits [..., V] of final hidden states [..., C] (the output layer and whatever adapter
+  // it carries).
+  virtual Tensor head(const Tensor& x) = 0;
+  // The counted positions' hidden states through the output layer: its fused loss where it
+  // takes that many rows, else their logits' cross-entropy (the vocabulary-parallel one under
+  // tensor parallelism, where every rank of the group has the same targets).
+  Tensor token_loss(const ModelInputs& in, const Tensor& targets) override;
   // Checks shared by forward_cached implementations; returns the new positions' count.
   int64_t check_cached_input(const Tensor& ids, const KvCache& cache, size_t layers) const;
   // The layers' k and v buffers of a cache [B, heads, capacity, head_dim] each (capacity 0:

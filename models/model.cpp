@@ -47,7 +47,7 @@ Tensor Model::loss(const ModelInputs& in, const Tensor& targets) {
   }
   HF_CHECK(targets.sizes() == in.ids.sizes(), model_type(), ": targets ", targets.str(),
            " must match ids ", in.ids.str());
-  if (fuses_token_loss(in.ids.numel())) return hooked([&] { return token_loss(in, targets); });
+  if (has_token_loss()) return hooked([&] { return token_loss(in, targets); });
   Tensor out = forward(in);
   const ParallelLayer* head = output_layer();
   if (head != nullptr && head->is_parallel()) {
@@ -70,6 +70,30 @@ Tensor positions(int64_t start, int64_t T, Device device) {
   std::vector<int64_t> pos(static_cast<size_t>(T));
   for (int64_t i = 0; i < T; ++i) pos[static_cast<size_t>(i)] = start + i;
   return ops::to_device(ops::from_ints(pos, {T}), device);
+}
+
+CountedRows counted_rows(const Tensor& x, const Tensor& targets) {
+  const int64_t C = x.size(-1);
+  HF_CHECK(targets.numel() * C == x.numel(), "counted_rows: targets ", targets.str(),
+           " do not match hidden states ", x.str());
+  const std::vector<int64_t> all = targets.to_int_vector();
+  std::vector<int64_t> rows, kept;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (all[i] == -100) continue;
+    rows.push_back(static_cast<int64_t>(i));
+    kept.push_back(all[i]);
+  }
+  const Tensor flat = reshape(x, {-1, C});
+  if (rows.size() == all.size()) return {flat, reshape(targets, {-1})};
+  if (rows.empty()) {
+    rows.push_back(0);
+    kept.push_back(-100);
+  }
+  const int64_t M = static_cast<int64_t>(rows.size());
+  const Device dev = x.device();
+  // embedding() of the flattened rows: a gather whose backward adds each row's gradient back.
+  return {embedding(flat, ops::to_device(ops::from_ints(rows, {M}), dev)),
+          ops::to_device(ops::from_ints(kept, {M}), dev)};
 }
 
 }  // namespace hfrun::nn

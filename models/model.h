@@ -84,13 +84,16 @@ class Model : public Module {
   //   sequence_classification: targets i64 [B] class ids (mean cross-entropy), or f32 [B] for
   //     regression (num_labels 1: mean squared error, transformers' "regression" problem type)
   Tensor loss(const ModelInputs& in, const Tensor& targets);
-  // Whether loss() of a token task over `tokens` tokens takes the model's token_loss() instead
-  // of the logits of every position: a decoder where its output layer fuses the loss (no
-  // [B, T, V] logits are made: ParallelLayer::fuses_loss: a whole layer whose device's backend
+  // Whether loss() of a token task takes the model's token_loss(): the final hidden states of
+  // the positions whose target counts, and only those, through the output layer (a decoder
+  // whose output layer is known, BERT's masked LM), instead of the logits of every position.
+  // Prompts (SFT), padding and masked LM's unmasked positions then cost the head nothing.
+  virtual bool has_token_loss() const { return false; }
+  // Whether that loss over `rows` counted rows is fused in the output layer, so that no
+  // [rows, V] logits are made (ParallelLayer::fuses_loss: a whole layer whose device's backend
   // takes the blocked loss for the GEMMs' dtype and that many logits; HFRUN_FUSED_LOSS=1 / 0
-  // decides where set), and BERT's masked LM always (its head over the counted positions only,
-  // fused or not by the same rule).
-  virtual bool fuses_token_loss(int64_t /*tokens*/) const { return false; }
+  // decides where set).
+  virtual bool fuses_token_loss(int64_t /*rows*/) const { return false; }
 
   // Dropout's random stream (saved and restored with checkpoints).
   Generator& dropout_generator() { return dropout_gen_; }
@@ -100,9 +103,8 @@ class Model : public Module {
   // Token tasks: the layer that produces the logits (an output Linear, or the tied input
   // Embedding), for the vocabulary-parallel cross-entropy; null when it is never split.
   virtual const ParallelLayer* output_layer() const { return nullptr; }
-  // The token loss straight from the final hidden states, without the [B, T, V] logits (the
-  // output layer's ParallelLayer::fused_loss; BERT: the head of the counted positions), inside
-  // the same forward hook as outputs().
+  // The token loss of the counted positions' final hidden states (has_token_loss()), inside the
+  // same forward hook as outputs().
   virtual Tensor token_loss(const ModelInputs& in, const Tensor& targets);
   // Checks ids (and type_ids, lengths when given) for a forward; returns T.
   int64_t check_inputs(const ModelInputs& in) const;
@@ -118,5 +120,15 @@ std::unique_ptr<Linear> normal_linear(int64_t in, int64_t out, bool bias, Genera
 
 // Positions [start, start + T) as an i64 tensor on `device`.
 Tensor positions(int64_t start, int64_t T, Device device);
+
+// The rows of hidden states x [..., C] whose target in targets [...] counts (is not -100), as
+// [M, C] (a gather whose backward adds each row's gradient back; x itself, flattened, when every
+// target counts) with their targets [M]. When none counts, the first row with its ignored
+// target: the loss of that is cross_entropy's of nothing counted, at the cost of one row.
+struct CountedRows {
+  Tensor x;
+  Tensor targets;
+};
+CountedRows counted_rows(const Tensor& x, const Tensor& targets);
 
 }  // namespace hfrun::nn

@@ -240,8 +240,9 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
   const DType gemm = c.train.mixed_precision == "bf16"   ? DType::kBF16
                      : c.train.mixed_precision == "fp16" ? DType::kF16
                                                          : DType::kF32;
-  // The rows the head multiplies: every position, but BERT's masked LM takes only the counted
-  // ones (about mlm_probability of them) to its head.
+  // The rows the head multiplies: the counted positions (nn::Model::has_token_loss). BERT's
+  // masked LM counts about mlm_probability of them; SFT's prompts and padding vary by batch, so
+  // every position is budgeted (a batch of completions only).
   const double rows = s.task == nn::Task::kMaskedLM ? n * c.data.mlm_probability : n;
   const bool fused_loss =
       e.device != "cuda" && T == 1 && s.token_outputs &&

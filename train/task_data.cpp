@@ -37,10 +37,11 @@ bool forwards_are_collective(Accelerator& acc) {
 
 // A zero loss of a token batch in which no target counts, reaching every parameter (the
 // backward and its gradient synchronisation still run), through the path a counted batch's loss
-// takes: where the model fuses its token loss, a loss of one counted target times 0 (finite,
-// its gradients zero), so that no [B, T, V] logits are made; else the logits' sum times 0.
+// takes: where the model has its token loss (the counted rows' head only), the loss of one
+// counted target times 0 (finite, its gradients zero), so that the head sees one row; else the
+// logits' sum times 0.
 Tensor zero_token_loss(nn::Model& model, const nn::ModelInputs& in) {
-  if (!model.fuses_token_loss(in.ids.numel())) return mul_scalar(sum(model.forward(in)), 0.0);
+  if (!model.has_token_loss()) return mul_scalar(sum(model.forward(in)), 0.0);
   Tensor targets = ops::full(in.ids.sizes(), -100.0, DType::kI64, in.ids.device());
   Tensor first = ops::narrow(ops::narrow(targets, 0, 0, 1), 1, 0, 1);
   ops::fill_(first, 0.0);

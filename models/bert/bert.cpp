@@ -386,8 +386,8 @@ Tensor Bert::encode(const ModelInputs& in) {
   return x;
 }
 
-bool Bert::fuses_token_loss(int64_t /*tokens*/) const {
-  return mlm_ != nullptr;
+bool Bert::fuses_token_loss(int64_t rows) const {
+  return mlm_ != nullptr && body_->embeddings->word_embeddings->fuses_loss(rows);
 }
 
 // Only the positions whose target counts (about mlm_probability of them) reach the MLM head,
@@ -395,23 +395,8 @@ bool Bert::fuses_token_loss(int64_t /*tokens*/) const {
 // ignored row adds to neither), at that fraction of its cost. transformers computes every
 // position's logits.
 Tensor Bert::token_loss(const ModelInputs& in, const Tensor& targets) {
-  Tensor x = encode(in);
-  const int64_t C = x.size(-1);
-  const std::vector<int64_t> all = targets.to_int_vector();
-  std::vector<int64_t> rows, kept;
-  for (size_t i = 0; i < all.size(); ++i) {
-    if (all[i] == -100) continue;
-    rows.push_back(static_cast<int64_t>(i));
-    kept.push_back(all[i]);
-  }
-  Embedding& decoder = *body_->embeddings->word_embeddings;
-  // Nothing counts: the whole head's NaN loss, as cross_entropy's mean over no row.
-  if (rows.empty()) return cross_entropy(mlm_->predictions->forward(x, decoder), targets);
-  const int64_t M = static_cast<int64_t>(rows.size());
-  const Tensor at = ops::to_device(ops::from_ints(rows, {M}), x.device());
-  // embedding() of the flattened rows: a gather whose backward adds each row's gradient back.
-  const Tensor h = embedding(reshape(x, {-1, C}), at);
-  return mlm_->predictions->loss(h, decoder, ops::to_device(ops::from_ints(kept, {M}), x.device()));
+  const CountedRows r = counted_rows(encode(in), targets);
+  return mlm_->predictions->loss(r.x, *body_->embeddings->word_embeddings, r.targets);
 }
 
 Tensor Bert::outputs(const ModelInputs& in) {

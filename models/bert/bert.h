@@ -51,9 +51,10 @@ class Bert : public Model {
   std::vector<std::string> checkpoint_aliases(const std::string& name) const override;
   // The task head (classifier, cls.predictions) and the pooler.
   bool may_be_newly_initialized(const std::string& name) const override;
-  // Masked LM: the decoder (the tied word embeddings, plus cls.predictions.bias) takes its loss
-  // without the logits where it fuses it.
-  bool fuses_token_loss(int64_t tokens) const override;
+  // Masked LM: the masked positions only through the head, and the decoder (the tied word
+  // embeddings, plus cls.predictions.bias) takes its loss without the logits where it fuses it.
+  bool has_token_loss() const override { return mlm_ != nullptr; }
+  bool fuses_token_loss(int64_t rows) const override;
   const LabelConfig* labels() const override {
     return task_ == Task::kSequenceClassification ? &config_.labels : nullptr;
   }

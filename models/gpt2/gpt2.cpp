@@ -178,9 +178,9 @@ void Gpt2::check_sequence_length(int64_t T, const std::string& source) const {
                  " exceeds the model's n_positions ", config_.n_positions);
 }
 
-Tensor Gpt2::logits(const Tensor& ids) {
+Tensor Gpt2::head(const Tensor& x) {
   // The tied lm_head (this rank's vocabulary columns under tensor parallelism).
-  return body_->wte->attend(hidden(ids));
+  return body_->wte->attend(x);
 }
 
 Tensor Gpt2::hidden(const Tensor& ids) {

@@ -51,8 +51,8 @@ class Gpt2 : public CausalLM {
   Tensor forward_cached(const Tensor& ids, KvCache& cache) override;
 
  protected:
-  Tensor logits(const Tensor& ids) override;
   Tensor hidden(const Tensor& ids) override;
+  Tensor head(const Tensor& x) override;
   const ParallelLayer* output_layer() const override;
 
  private:

@@ -248,8 +248,7 @@ const ParallelLayer* Llama::output_layer() const {
   return body_->embed_tokens;
 }
 
-Tensor Llama::logits(const Tensor& ids) {
-  Tensor x = hidden(ids);
+Tensor Llama::head(const Tensor& x) {
   return lm_head_ != nullptr ? lm_head_->forward(x) : body_->embed_tokens->attend(x);
 }
 

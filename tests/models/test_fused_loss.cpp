@@ -1,9 +1,11 @@
-// Every family's token loss through its output layer's fused loss (no [B, T, V] logits) against
-// the loss of its logits: GPT-2 (tied head), Llama with and without a tied head, BERT's masked
-// LM (tied decoder plus its own bias), in f32 and under bf16 mixed precision; and the cases
-// that keep the logits (an adapter on the head, HFRUN_FUSED_LOSS=0).
+// Every family's token loss (the counted positions' hidden states through the output layer, its
+// fused loss making no logits) against the loss of its logits: GPT-2 (tied head), Llama with and
+// without a tied head, BERT's masked LM (tied decoder plus its own bias), in f32 and under bf16
+// mixed precision; and the cases that keep the logits (an adapter on the head,
+// HFRUN_FUSED_LOSS=0).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <functional>
 #include <map>
@@ -15,6 +17,7 @@
 #include "common/error.h"
 #include "models/bert/bert.h"
 #include "models/registry.h"
+#include "tensor/allocator.h"
 #include "tensor/ops.h"
 
 namespace hfrun::nn {
@@ -70,18 +73,17 @@ void expect_near(const LossAndGrads& got, const LossAndGrads& want, bool bf16) {
   }
 }
 
-// loss() with HFRUN_FUSED_LOSS set to each of `envs` against the cross-entropy of forward()'s
-// logits of every position: decoders take their token loss only where it is fused, BERT's
-// masked LM always (its head over the counted positions).
-void expect_fused_equals_logits(Model& m, const ModelInputs& in, const Tensor& targets, bool bf16,
-                                bool bert = false) {
+// loss() with HFRUN_FUSED_LOSS=0 and =1 against the cross-entropy of forward()'s logits of
+// every position: the counted positions' head, composed, then fused.
+void expect_fused_equals_logits(Model& m, const ModelInputs& in, const Tensor& targets, bool bf16) {
   m.set_compute_dtype(bf16 ? std::optional<DType>(DType::kBF16) : std::nullopt);
   const LossAndGrads want =
       loss_and_grads(m, [&] { return cross_entropy(m.forward(in), targets); });
   for (const char* env : {"0", "1"}) {
     SCOPED_TRACE(std::string("HFRUN_FUSED_LOSS=") + env);
     FusedLossEnv set(env);
-    ASSERT_EQ(m.fuses_token_loss(12), bert || env[0] == '1');
+    ASSERT_TRUE(m.has_token_loss());
+    ASSERT_EQ(m.fuses_token_loss(12), env[0] == '1');
     expect_near(loss_and_grads(m, [&] { return m.loss(in, targets); }), want, bf16);
   }
 }
@@ -143,24 +145,71 @@ TEST(FusedLoss, BertMaskedLmEqualsItsLogitsLoss) {
                        ops::from_ints({4, 6}, {2}));
   for (bool bf16 : {false, true}) {
     SCOPED_TRACE(bf16 ? "bf16" : "f32");
-    expect_fused_equals_logits(m, in, targets_for(2, 6, 300), bf16, /*bert=*/true);
+    expect_fused_equals_logits(m, in, targets_for(2, 6, 300), bf16);
+  }
+}
+
+// SFT's batches: prompts and padding (targets -100) never reach the head. The composed loss
+// (HFRUN_FUSED_LOSS=0) of 4 counted positions out of 64 makes their logits only: the allocator's
+// peak grows by less than half of every position's logits. Loss and gradients are those of the
+// logits of every position; so are a batch in which every target counts (no gather) and one in
+// which none does (cross_entropy's NaN).
+TEST(FusedLoss, TheHeadSeesOnlyTheCountedPositions) {
+  constexpr int64_t B = 4, T = 16, V = 4000;
+  std::vector<int64_t> ids(B * T), sft(B * T, -100), every(B * T);
+  for (int64_t i = 0; i < B * T; ++i) {
+    ids[static_cast<size_t>(i)] = (i * 37) % V;
+    every[static_cast<size_t>(i)] = (i * 11 + 5) % V;
+  }
+  for (int64_t b = 0; b < B; ++b) sft[static_cast<size_t>(b * T + 9)] = 17 * b + 3;  // 1 per row
+  const ModelInputs in(ops::from_ints(ids, {B, T}));
+  const std::map<std::string, std::string> configs = {
+      {"gpt2", R"({"model_type": "gpt2", "vocab_size": 4000, "n_positions": 16, "n_embd": 16,
+                   "n_layer": 1, "n_head": 2})"},
+      {"llama", llama_config(V, 1, false)}};
+  FusedLossEnv off("0");
+  for (const auto& [what, cfg] : configs) {
+    SCOPED_TRACE(what);
+    auto m = create_causal_lm(cfg, what, 15);
+    m->eval();
+    for (const std::vector<int64_t>* t : {&sft, &every}) {
+      const Tensor targets = ops::from_ints(*t, {B, T});
+      const LossAndGrads want =
+          loss_and_grads(*m, [&] { return cross_entropy(m->forward(in), targets); });
+      cpu_allocator().reset_peak();
+      const size_t start = cpu_allocator().stats().allocated_bytes;
+      const LossAndGrads got = loss_and_grads(*m, [&] { return m->loss(in, targets); });
+      if (t == &sft) {
+        EXPECT_LT(cpu_allocator().stats().peak_allocated_bytes - start,
+                  static_cast<size_t>(B * T * V * 4 / 2));
+      }
+      expect_near(got, want, /*bf16=*/false);
+    }
+    autograd::NoGradGuard no_grad;
+    const Tensor none = ops::full({B, T}, -100.0, DType::kI64);
+    EXPECT_TRUE(std::isnan(m->loss(in, none).item()));
+    EXPECT_TRUE(std::isnan(cross_entropy(m->forward(in), none).item()));
   }
 }
 
 // The trainer's loss for a batch in which nothing counts (train/task_data.cpp zero_token_loss):
-// one counted target times 0 through the fused loss is a finite zero whose gradients are zeros
-// everywhere, as the logits' sum times 0 is.
+// one counted target times 0, through the head of that one row, composed or fused, is a finite
+// zero whose gradients are zeros everywhere, as the logits' sum times 0 is.
 TEST(FusedLoss, OneCountedTargetTimesZeroIsAZeroLoss) {
   auto m = create_causal_lm(llama_config(300, 1, true), "llama", 14);
-  FusedLossEnv on("1");
   const ModelInputs in(ops::from_ints({1, 5, 7, 2, 39, 250}, {1, 6}));
-  ASSERT_TRUE(m->fuses_token_loss(6));
-  Tensor loss =
-      mul_scalar(m->loss(in, ops::from_ints({0, -100, -100, -100, -100, -100}, {1, 6})), 0.0);
-  EXPECT_EQ(loss.item(), 0.0f);
-  autograd::backward(loss);
-  for (auto& [name, p] : m->named_parameters()) {
-    for (float g : p.grad().to_vector()) ASSERT_EQ(g, 0.0f) << name;
+  for (const char* env : {"0", "1"}) {
+    SCOPED_TRACE(std::string("HFRUN_FUSED_LOSS=") + env);
+    FusedLossEnv set(env);
+    ASSERT_EQ(m->fuses_token_loss(1), env[0] == '1');
+    for (auto& [name, p] : m->named_parameters()) p.set_grad(Tensor());
+    Tensor loss =
+        mul_scalar(m->loss(in, ops::from_ints({0, -100, -100, -100, -100, -100}, {1, 6})), 0.0);
+    EXPECT_EQ(loss.item(), 0.0f);
+    autograd::backward(loss);
+    for (auto& [name, p] : m->named_parameters()) {
+      for (float g : p.grad().to_vector()) ASSERT_EQ(g, 0.0f) << name;
+    }
   }
 }
 
