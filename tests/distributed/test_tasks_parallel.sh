@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The fine-tuning tasks end to end through the hfrun executable, 1 process against 2 ranks with
 # the same global batch: BERT sentence-pair classification (DDP), Llama SFT (ZeRO-3, whose
-# ranks must keep their gathers matched when a validation batch is empty) and BERT masked LM
-# (ZeRO-1) log the same per-step losses and the same val_loss / val_accuracy / val_f1; final/
+# ranks must keep their gathers matched when a validation batch is empty; and tensor
+# parallelism) and BERT masked LM (ZeRO-1) log the same per-step losses and the same val_loss / val_accuracy / val_f1; final/
 # holds the task's transformers class. Also: a label that is not in label2id, and a record
 # without its completion field, exit 2 naming the record's file:line.
 # Usage: test_tasks_parallel.sh PATH/TO/hfrun BERT_TOKENIZER_JSON GPT2_TOKENIZER_JSON
@@ -27,7 +27,7 @@ done > "$TMP/records.jsonl"
 head -n 9 "$TMP/records.jsonl" > "$TMP/val.jsonl"
 
 bert_model='{hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 40, hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}'
-task_yaml() {  # task_yaml TASK OUTPUT_DIR MICRO_BATCH ZERO_STAGE
+task_yaml() {  # task_yaml TASK OUTPUT_DIR MICRO_BATCH ZERO_STAGE [TENSOR_PARALLEL]
   case "$1" in
     sequence_classification)
       model="{arch: bert, config: ${bert_model%\}}, id2label: {'0': neg, '1': pos}}}"
@@ -37,17 +37,20 @@ task_yaml() {  # task_yaml TASK OUTPUT_DIR MICRO_BATCH ZERO_STAGE
     sft)
       model="{arch: llama, config: {hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 64}}"
       tok="$GPT2"; fields="prompt_field: prompt" ;;
+    sft_tp)  # two KV heads and an untied head, so that both split over 2 ranks
+      model="{arch: llama, config: {hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 64, tie_word_embeddings: false}}"
+      tok="$GPT2"; fields="prompt_field: prompt" ;;
   esac
   cat <<YAML
 output_dir: $2
 seed: 5
-task: $1
+task: ${1%_tp}
 model: $model
 tokenizer: $tok
 data: {train: [$TMP/records.jsonl], val: [$TMP/val.jsonl], seq_len: 24, shuffle: true, $fields}
 optimizer: {type: adamw, lr: 0.01, weight_decay: 0.1}
 train: {micro_batch_size: $3, max_steps: 5, log_every: 1, grad_clip: 1.0, eval_every: 5}
-distributed: {zero_stage: $4}
+distributed: {zero_stage: $4, tensor_parallel: ${5:-1}}
 YAML
 }
 
@@ -65,11 +68,13 @@ same() {  # same WHAT FILE1 FILE2 EXPECTED_LINES
   fi
 }
 
-for spec in "sequence_classification 0 BertForSequenceClassification" \
-            "sft 3 LlamaForCausalLM" "masked_lm 1 BertForMaskedLM"; do
-  read -r task zero arch <<<"$spec"
+# SFT under tensor parallelism too: both ranks see the whole batch, and the counted positions'
+# hidden states reach the vocabulary-split head and its loss.
+for spec in "sequence_classification 0 1 BertForSequenceClassification" \
+            "sft 3 1 LlamaForCausalLM" "masked_lm 1 1 BertForMaskedLM" "sft_tp 0 2 LlamaForCausalLM"; do
+  read -r task zero tp arch <<<"$spec"
   task_yaml "$task" "$TMP/$task-np1" 4 0 > "$TMP/$task-np1.yaml"
-  task_yaml "$task" "$TMP/$task-np2" 2 "$zero" > "$TMP/$task-np2.yaml"
+  task_yaml "$task" "$TMP/$task-np2" $((4 * tp / 2)) "$zero" "$tp" > "$TMP/$task-np2.yaml"
   if ! "$HFRUN" -np 1 "$TMP/$task-np1.yaml" > "$TMP/$task-np1.log" 2>&1; then
     echo "FAIL: $task -np 1 failed"; cat "$TMP/$task-np1.log"; fail=1; continue
   fi
