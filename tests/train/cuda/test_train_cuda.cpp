@@ -129,6 +129,40 @@ TEST(CudaTrainer, Bf16MixedPrecisionFollowsTheCpuRun) {
   EXPECT_EQ(ck.tensor("transformer.wte.weight").dtype(), DType::kF32);  // f32 master weights
 }
 
+// SFT on a tiny Llama: the prompts' and the padding's positions never reach the head (a row
+// gather of the final hidden states and its scatter-add backward, on the device), so the head
+// and its loss see only the completions; the losses and the validation loss follow the CPU run.
+TrainConfig sft_config(const TempDir& d, const std::string& run, const std::string& device) {
+  const std::string tok = d.write("tokenizer.json", testing::byte_tokenizer_json());
+  std::string records;
+  for (int i = 0; i < 24; ++i) {
+    records += R"({"prompt": "Q: where does boat )" + std::to_string(i % 7) +
+               R"( go?", "completion": " to the market)" + std::string(i % 4, '!') + "\"}\n";
+  }
+  const std::string data = d.write("records.jsonl", records);
+  std::ostringstream y;
+  y << "output_dir: " << d.file(run) << "\nseed: 5\ntask: sft\ntokenizer: " << tok << "\n"
+    << "model: {arch: llama, config: {vocab_size: 257, hidden_size: 32, intermediate_size: 48, "
+    << "num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, "
+    << "max_position_embeddings: 64}}\n"
+    << "data: {train: [" << data << "], val: [" << data << "], seq_len: 48, shuffle: false, "
+    << "prompt_field: prompt, completion_field: completion}\n"
+    << "train: {micro_batch_size: 4, max_steps: 4, log_every: 1, eval_every: 4, grad_clip: 1.0, "
+    << "device: " << device << "}\n"
+    << "optimizer: {type: adamw, lr: 3.0e-3}\ncheckpoint: {every: 0, resume: never}\n";
+  return TrainConfig::parse(y.str(), d.file(run + ".yaml"));
+}
+
+TEST(CudaTrainer, SftFollowsTheCpuRun) {
+  HF_REQUIRE_CUDA();
+  TempDir d;
+  const Logged cpu = run_and_log(sft_config(d, "cpu", "cpu"));
+  const Logged gpu = run_and_log(sft_config(d, "cuda", "cuda"));
+  expect_close(gpu.loss, cpu.loss, 1e-4, "sft loss");
+  expect_close(gpu.grad_norm, cpu.grad_norm, 1e-3, "sft grad_norm");
+  expect_close(gpu.val_loss, cpu.val_loss, 1e-4, "sft val_loss");
+}
+
 // train.device auto trains on the GPU when there is one. (Several ranks on GPUs run under
 // mpirun: scripts/gpu-check.sh's multi-rank runs.)
 TEST(CudaTrainer, AutoPicksTheGpu) {
