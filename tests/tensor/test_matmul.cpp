@@ -491,5 +491,42 @@ TEST(Matmul, F32PaddedLayoutsGiveTheProduct) {
   }
 }
 
+// f32 products of a dense transposed A (a weight gradient's g^T) that the CPU backend hands to
+// oneDNN's inner-product backward-weights primitive (matmul.cpp, transposed_product_pays: on AMX
+// machines, an unaligned M with K >= 1024 or a B whose rows are an odd multiple of 1024 long)
+// equal a double-precision reference, written over an f32 output, and from f16 operands
+// (computed in f32, rounded once to the f16 output); with HFRUN_MATMUL_IP=1 (ctest's
+// tensor_matmul_ip) they must have taken it.
+TEST(Matmul, TransposedF32ProductsOnTheWeightGradientPrimitive) {
+  const char* env = std::getenv("HFRUN_MATMUL_IP");
+  const bool forced = env != nullptr && std::string(env) == "1";
+  const std::vector<std::pair<Tensor, Tensor>> cases = {
+      {ops::transpose(testing::randn({1024, 200}, 71), 0, 1), testing::randn({1024, 48}, 72)},
+      {ops::transpose(testing::randn({16, 24}, 73), 0, 1), testing::randn({16, 1024}, 74)},
+  };
+  for (const auto& [a, b] : cases) {
+    for (DType dtype : {DType::kF32, DType::kF16}) {
+      SCOPED_TRACE(a.str() + " x " + b.str() + " " + dtype_name(dtype));
+      const Tensor ta = ops::to_dtype(a, dtype), tb = ops::to_dtype(b, dtype);
+      Tensor got;
+      if (dtype == DType::kF32) {
+        got = ops::full({a.size(0), b.size(1)}, 7.0, dtype);  // written over
+        ops::matmul_into_(got, ta, tb);
+      } else {
+        got = ops::matmul(ta, tb);  // f16 out: the f32 result rounded once
+      }
+      if (forced) {
+        EXPECT_EQ(cpu::matmul_last_impl().rfind("inner_product_backward_weights", 0), 0u)
+            << cpu::matmul_last_impl();
+      }
+      const std::vector<float> want = naive_matmul(ta, tb), y = got.to_vector();
+      const double tol = (dtype == DType::kF16 ? 2e-3 : 1e-4) * std::sqrt(double(a.size(1)));
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_NEAR(y[i], want[i], tol + 1e-3 * std::abs(want[i])) << i;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace hfrun

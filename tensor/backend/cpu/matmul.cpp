@@ -265,9 +265,12 @@ Problem build_problem(const Tensor& a, const Tensor& b, const Tensor& out) {
 struct Entry {
   bool usable = false;  // false: oneDNN only offers its reference kernel, or none at all
   std::string impl;     // oneDNN's implementation name, or the creation error
-  dnnl::matmul prim;
+  dnnl::primitive prim;
   dnnl::memory::desc a_md, b_md, bias_md, out_md, scratch_md;
   bool has_bias = false;
+  // An inner product's backward-weights primitive (see transposed_product_pays): a_md is its
+  // diff_dst (A^T), b_md its src, out_md its diff_weights.
+  bool weights_gradient = false;
   // A long 2-D problem run as two (see kRowAlign): the first head_rows rows, then the rest.
   std::shared_ptr<const Entry> head, tail;
   int64_t head_rows = 0;
@@ -390,9 +393,43 @@ std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out,
   return e;
 }
 
-std::shared_ptr<const Entry> lookup(const Problem& p, DType in, DType out, const Tensor& bias,
-                                    bool allow_ref, bool accumulate = false) {
-  std::string key = make_key(p, in, out, bias, allow_ref, accumulate);
+// C [M, N] = A^T B for A^T [K, M] and B [K, N] dense row-major f32, C dense f32: oneDNN's
+// inner product backward-weights primitive (diff_dst A^T, src B, diff_weights C in "oi").
+std::shared_ptr<const Entry> create_weights_gradient_entry(int64_t m, int64_t n, int64_t k) {
+  using tag = dnnl::memory::format_tag;
+  constexpr auto f32 = dnnl::memory::data_type::f32;
+  auto e = std::make_shared<Entry>();
+  e->weights_gradient = true;
+  try {
+    e->a_md = dnnl::memory::desc({k, m}, f32, tag::nc);
+    e->b_md = dnnl::memory::desc({k, n}, f32, tag::nc);
+    e->out_md = dnnl::memory::desc({m, n}, f32, tag::oi);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::inner_product_forward::primitive_desc hint(
+        dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_training, e->b_md, e->out_md,
+                                          e->a_md),
+        attr, cpu_engine());
+    const dnnl::inner_product_backward_weights::primitive_desc pd(
+        dnnl::inner_product_backward_weights::desc(e->b_md, e->out_md, e->a_md), attr, cpu_engine(),
+        hint);
+    const std::string impl = pd.impl_info_str();
+    e->impl = "inner_product_backward_weights " + impl;
+    e->usable = impl.rfind("ref", 0) != 0;
+    if (e->usable) {
+      e->prim = dnnl::inner_product_backward_weights(pd);
+      e->scratch_md = pd.scratchpad_desc();
+    }
+  } catch (const dnnl::error& err) {
+    e->usable = false;
+    e->impl = err.what();
+  }
+  return e;
+}
+
+// The cached entry of `key`, made by make() under the cache's lock on a miss.
+template <typename Make>
+std::shared_ptr<const Entry> cached(std::string key, Make&& make) {
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   auto it = g_cache.find(key);
   if (it != g_cache.end()) {
@@ -400,7 +437,7 @@ std::shared_ptr<const Entry> lookup(const Problem& p, DType in, DType out, const
     return it->second.first;
   }
   // Created under the lock: creation is rare and this keeps one primitive per problem.
-  auto e = create_entry(p, in, out, bias, allow_ref, accumulate);
+  std::shared_ptr<const Entry> e = make();
   g_lru.push_front(key);
   g_cache.emplace(std::move(key), std::make_pair(e, g_lru.begin()));
   if (g_cache.size() > kMaxCachedPrimitives) {
@@ -408,6 +445,18 @@ std::shared_ptr<const Entry> lookup(const Problem& p, DType in, DType out, const
     g_lru.pop_back();
   }
   return e;
+}
+
+std::shared_ptr<const Entry> lookup(const Problem& p, DType in, DType out, const Tensor& bias,
+                                    bool allow_ref, bool accumulate = false) {
+  return cached(make_key(p, in, out, bias, allow_ref, accumulate),
+                [&] { return create_entry(p, in, out, bias, allow_ref, accumulate); });
+}
+
+std::shared_ptr<const Entry> lookup_weights_gradient(int64_t m, int64_t n, int64_t k) {
+  std::string key = "inner_product_backward_weights";
+  for (int64_t v : {m, n, k}) append_key(key, v);
+  return cached(std::move(key), [&] { return create_weights_gradient_entry(m, n, k); });
 }
 
 // Grow-only per-thread scratchpad, 64-byte aligned for oneDNN's vector loads.
@@ -444,9 +493,15 @@ void execute(const Entry& e, void* a, void* b, void* bias, void* out) {
   }
   dnnl::engine& eng = cpu_engine();
   std::unordered_map<int, dnnl::memory> args;
-  args.emplace(DNNL_ARG_SRC, dnnl::memory(e.a_md, eng, a));
-  args.emplace(DNNL_ARG_WEIGHTS, dnnl::memory(e.b_md, eng, b));
-  args.emplace(DNNL_ARG_DST, dnnl::memory(e.out_md, eng, out));
+  if (e.weights_gradient) {
+    args.emplace(DNNL_ARG_DIFF_DST, dnnl::memory(e.a_md, eng, a));
+    args.emplace(DNNL_ARG_SRC, dnnl::memory(e.b_md, eng, b));
+    args.emplace(DNNL_ARG_DIFF_WEIGHTS, dnnl::memory(e.out_md, eng, out));
+  } else {
+    args.emplace(DNNL_ARG_SRC, dnnl::memory(e.a_md, eng, a));
+    args.emplace(DNNL_ARG_WEIGHTS, dnnl::memory(e.b_md, eng, b));
+    args.emplace(DNNL_ARG_DST, dnnl::memory(e.out_md, eng, out));
+  }
   if (e.has_bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e.bias_md, eng, bias));
   if (size_t bytes = e.scratch_md.get_size(); bytes > 0) {
     args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(e.scratch_md, eng, thread_scratchpad(bytes)));
@@ -609,6 +664,40 @@ void by_k_chunks(const Tensor& a, const Tensor& b, Gemm&& gemm) {
   }
 }
 
+// An f32 weight gradient's product C [M, N] = A B with A = G^T, G [K, M] and B [K, N] dense
+// (K = tokens), where f32_layout_fixes() holds: oneDNN 2.6's gemm:jit kernel, reached through
+// the inner product's backward-weights primitive, runs the shapes whose brgemm loses rate (an
+// unaligned M, B's rows an odd multiple of 1024 long) without the padded copies above, and
+// large ones faster. A raw oneDNN product, cold caches, 2 threads, `brg:avx512_core` vs
+// `x64:gemm:jit` (GFLOP/s, medians of 21, 2026-12-07): K = 1024, GPT-2's [768, 3072] 173 vs 409
+// (~300 through the padded copy), [50257, 768] 228 vs 371, [768, 2304] 370 vs 410, [3072, 768]
+// 384 vs 405; the Llama's [1536, 576] 353 vs 318 and [576, 1536] 341 vs 341, so smaller ones
+// stay on brgemm. Inside a training step (`HFRUN_PROFILE=shapes`, GPT-2 124M f32): at K = 1024
+// [50257, 768] 330 -> 400, [768, 3072] 315 -> 354 (its padded copy of B gone), [3072, 768]
+// 339 -> 361, [768, 2304] 334 -> 330; at K = 256 gemm:jit lost ([3072, 768] 371 -> 264,
+// [50257, 768] 357 -> 320) but for B's odd rows ([768, 3072] 253 -> 297). (bf16 does not gain:
+// on AMX its gemm:jit ran the Llama's weight gradients at 600-815 in a step against brgemm's
+// 720-1105.) HFRUN_MATMUL_IP=0|1 overrides (1: every dense transposed f32 product). The choice
+// depends on the shapes alone, so every rank of a data-parallel job makes the same one.
+bool transposed_product_pays(const Tensor& a, const Tensor& b, const Tensor& bias,
+                             const Tensor& out) {
+  static const int forced = [] {
+    const char* e = std::getenv("HFRUN_MATMUL_IP");
+    return e == nullptr || *e == '\0' ? -1 : std::string(e) != "0" ? 1 : 0;
+  }();
+  if (forced == 0 || (forced < 0 && !f32_layout_fixes())) return false;
+  if (a.dim() != 2 || b.dim() != 2 || bias.defined() || a.dtype() != DType::kF32 ||
+      b.dtype() != DType::kF32 || out.dtype() != DType::kF32 || !out.is_contiguous() ||
+      !b.is_contiguous()) {
+    return false;
+  }
+  const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  if (m < 2 || k < 2 || n < 2 || a.strides()[0] != 1 || a.strides()[1] != m) return false;
+  const bool odd_rows = n % 1024 == 0 && (n / 1024) % 2 == 1;
+  return forced == 1 || odd_rows ||
+         (k >= 1024 && (m % kLeadingAlign != 0 || std::max(m, n) >= 2048));
+}
+
 }  // namespace
 
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) {
@@ -624,6 +713,19 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Te
     tb = ops::to_dtype(tb, DType::kF32);
     if (bias.defined()) tbias = ops::to_dtype(bias, DType::kF32);
     if (out.dtype() != DType::kF32) result = ops::empty(out.sizes(), DType::kF32, out.device());
+  }
+  if (transposed_product_pays(ta, tb, tbias, result)) {
+    auto entry = lookup_weights_gradient(ta.size(0), tb.size(1), ta.size(1));
+    if (entry->usable) {
+      try {
+        execute(*entry, ta, tb, Tensor(), result);
+      } catch (const dnnl::error& err) {
+        HF_THROW("matmul: oneDNN failed on ", a.str(), " x ", b.str(), " -> ", out.str(), ": ",
+                 err.what(), " (status ", static_cast<int>(err.status), ")");
+      }
+      if (!result.is_same(out)) copy(result, out);
+      return;
+    }
   }
   if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
   if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
