@@ -53,13 +53,13 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   train::Trainer trainer(cfg);
   for (int i = 0; i < o.warmup; ++i) trainer.step();
   std::vector<double> times;
-  // Tokens trained on (padding excluded: padded tasks' batches are as long as their longest
-  // record, not seq_len), over the timed steps.
+  // This rank's tokens trained on (padding excluded: padded tasks' batches are as long as their
+  // longest record, not seq_len), over the timed steps; the metrics count every rank's.
   double trained = 0;
   for (int i = 0; i < o.steps; ++i) {
     const train::StepMetrics m = trainer.step();
     times.push_back(m.elapsed_s);
-    trained += static_cast<double>(m.tokens);
+    trained += static_cast<double>(m.tokens) / trainer.data_parallel_world();
   }
   std::sort(times.begin(), times.end());
   const double step_s = times[times.size() / 2];
@@ -98,7 +98,9 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   }
 
   // Forward + backward: 3 x 2 flops per multiply-add of the forward's GEMMs (attention's T x T
-  // products included, T the mean tokens per sequence: seq_len for token windows).
+  // products included, T the mean tokens per sequence: seq_len for token windows; a padded
+  // batch runs at its longest record's). The output layer counts for every token, though SFT
+  // and masked LM run it on the counted positions only: their achieved figure is an upper one.
   const double tokens = trained / o.steps;
   const double sequences =
       static_cast<double>(cfg.train.micro_batch_size * cfg.train.grad_accum_steps);

@@ -84,13 +84,15 @@ CountedRows counted_rows(const Tensor& x, const Tensor& targets) {
     kept.push_back(all[i]);
   }
   const Tensor flat = reshape(x, {-1, C});
-  if (rows.size() == all.size()) return {flat, reshape(targets, {-1})};
+  const Device dev = x.device();
+  if (rows.size() == all.size()) {
+    return {flat, ops::to_device(ops::to_dtype(ops::reshape(targets, {-1}), DType::kI64), dev)};
+  }
   if (rows.empty()) {
     rows.push_back(0);
     kept.push_back(-100);
   }
   const int64_t M = static_cast<int64_t>(rows.size());
-  const Device dev = x.device();
   // embedding() of the flattened rows: a gather whose backward adds each row's gradient back.
   return {embedding(flat, ops::to_device(ops::from_ints(rows, {M}), dev)),
           ops::to_device(ops::from_ints(kept, {M}), dev)};

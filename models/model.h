@@ -80,7 +80,8 @@ class Model : public Module {
   }
   // The task's loss of one micro batch:
   //   causal_lm, masked_lm: targets i64 [B, T], -100 not counted; the mean cross-entropy of the
-  //     counted targets (the whole vocabulary's under tensor parallelism), 0 when none counts
+  //     counted targets (the whole vocabulary's under tensor parallelism); NaN when none counts,
+  //     as torch's mean over nothing (the trainer takes a zero loss for such a batch)
   //   sequence_classification: targets i64 [B] class ids (mean cross-entropy), or f32 [B] for
   //     regression (num_labels 1: mean squared error, transformers' "regression" problem type)
   Tensor loss(const ModelInputs& in, const Tensor& targets);

@@ -648,6 +648,10 @@ Device Trainer::device() const {
   return s_->acc->device();
 }
 
+int Trainer::data_parallel_world() const {
+  return s_->acc->world();
+}
+
 const nn::Model& Trainer::model() const {
   return *s_->model;
 }

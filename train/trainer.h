@@ -101,6 +101,8 @@ class Trainer {
   int64_t num_parameters() const;
   // Where the model trains (train.device resolved: cpu or cuda:N).
   Device device() const;
+  // Data-parallel ranks (StepMetrics::tokens counts every one's).
+  int data_parallel_world() const;
   // The validation loss (no gradients): mean token cross-entropy over every validation window
   // or counted target, or the mean over the validation records for sequence classification.
   double evaluate();

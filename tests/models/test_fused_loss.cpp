@@ -187,8 +187,16 @@ TEST(FusedLoss, TheHeadSeesOnlyTheCountedPositions) {
     }
     autograd::NoGradGuard no_grad;
     const Tensor none = ops::full({B, T}, -100.0, DType::kI64);
-    EXPECT_TRUE(std::isnan(m->loss(in, none).item()));
     EXPECT_TRUE(std::isnan(cross_entropy(m->forward(in), none).item()));
+    EXPECT_TRUE(std::isnan(m->loss(in, none).item()));
+    FusedLossEnv on("1");
+    EXPECT_TRUE(std::isnan(m->loss(in, none).item())) << "fused";
+    // Targets as i32 and as a transposed view read as the same [B, T] positions.
+    const Tensor sft_t = ops::from_ints(sft, {B, T});
+    const float want = m->loss(in, sft_t).item();
+    EXPECT_EQ(m->loss(in, ops::to_dtype(sft_t, DType::kI32)).item(), want);
+    const Tensor sft_view = ops::transpose(ops::contiguous(ops::transpose(sft_t, 0, 1)), 0, 1);
+    EXPECT_EQ(m->loss(in, sft_view).item(), want);
   }
 }
 
