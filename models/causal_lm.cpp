@@ -2,7 +2,6 @@
 
 #include "autograd/functions.h"
 #include "common/error.h"
-#include "nn/tensor_parallel.h"
 #include "tensor/ops.h"
 
 namespace hfrun::nn {
@@ -11,12 +10,7 @@ Tensor CausalLM::token_loss(const ModelInputs& in, const Tensor& targets) {
   const ParallelLayer& out = *output_layer();
   const CountedRows r = counted_rows(hidden(in.ids), targets);
   if (out.fuses_loss(r.x.size(0))) return out.fused_loss(r.x, r.targets);
-  const Tensor logits = head(r.x);
-  if (out.is_parallel()) {
-    return vocab_parallel_cross_entropy(logits, r.targets, out.vocab_begin(),
-                                        *out.parallel_group());
-  }
-  return cross_entropy(logits, r.targets);
+  return logits_loss(head(r.x), r.targets, &out);
 }
 
 int64_t CausalLM::check_cached_input(const Tensor& ids, const KvCache& cache, size_t layers) const {

@@ -48,12 +48,15 @@ Tensor Model::loss(const ModelInputs& in, const Tensor& targets) {
   HF_CHECK(targets.sizes() == in.ids.sizes(), model_type(), ": targets ", targets.str(),
            " must match ids ", in.ids.str());
   if (has_token_loss()) return hooked([&] { return token_loss(in, targets); });
-  Tensor out = forward(in);
-  const ParallelLayer* head = output_layer();
+  return logits_loss(forward(in), targets, output_layer());
+}
+
+Tensor logits_loss(const Tensor& logits, const Tensor& targets, const ParallelLayer* head) {
   if (head != nullptr && head->is_parallel()) {
-    return vocab_parallel_cross_entropy(out, targets, head->vocab_begin(), *head->parallel_group());
+    return vocab_parallel_cross_entropy(logits, targets, head->vocab_begin(),
+                                        *head->parallel_group());
   }
-  return cross_entropy(out, targets);
+  return cross_entropy(logits, targets);
 }
 
 Tensor Model::token_loss(const ModelInputs&, const Tensor&) {

@@ -122,6 +122,11 @@ std::unique_ptr<Linear> normal_linear(int64_t in, int64_t out, bool bias, Genera
 // Positions [start, start + T) as an i64 tensor on `device`.
 Tensor positions(int64_t start, int64_t T, Device device);
 
+// The mean cross-entropy of token logits [..., V] against targets [...] (-100 not counted):
+// the vocabulary-parallel one where `head` (the layer that made them) is split, so that it
+// covers the whole vocabulary.
+Tensor logits_loss(const Tensor& logits, const Tensor& targets, const ParallelLayer* head);
+
 // The rows of hidden states x [..., C] whose target in targets [...] counts (is not -100), as
 // [M, C] (a gather whose backward adds each row's gradient back; x itself, flattened, when every
 // target counts) with their targets [M]. When none counts, the first row with its ignored
