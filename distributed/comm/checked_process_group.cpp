@@ -92,6 +92,11 @@ class CheckedProcessGroup final : public ProcessGroup {
         check_ == inner_ ? child : check_->split(color, key, o, where);
     return check_collectives(child, child_check);
   }
+  Tensor node_shared_tensor(int64_t numel, DType dtype, const CollectiveOptions& o,
+                            CallSite where) override {
+    agree("node_shared_tensor of " + std::to_string(numel) + " " + dtype_name(dtype), where, o);
+    return inner_->node_shared_tensor(numel, dtype, o, where);
+  }
 
  private:
   // Every rank describes its call; all compare all, so every rank fails together on a mismatch.

@@ -20,6 +20,8 @@
 #include "distributed/comm/reduce_kernels.h"
 #include "distributed/comm/shm_collectives.h"
 #include "distributed/comm/validate.h"
+#include "tensor/ops.h"
+#include "tensor/storage.h"
 
 namespace hfrun::dist {
 namespace {
@@ -180,7 +182,7 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
                                        const CollectiveOptions& o, CallSite) override {
     detail::check_comm_tensor(out, "reduce_scatter", "output", true);
     detail::check_comm_tensor(in, "reduce_scatter", "input", true);
-    detail::check_reduce_scatter(out, in, size_);
+    detail::check_reduce_scatter(out, in, size_, rank_);
     check_reducible(op, out.dtype());
     HF_CHECK(in.dtype() == out.dtype(), "reduce_scatter: input ", dtype_name(in.dtype()),
              " and output ", dtype_name(out.dtype()), " differ");
@@ -191,14 +193,20 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
                           return shm_->reduce_scatter(out, in, op, deadline);
                         });
     }
-    x.start = [this, out, in, op](MPI_Request* r) {
-      HF_MPI_CHECK(MPI_Ireduce_scatter_block(in.raw_data(), out.raw_data(),
-                                             static_cast<int>(out.numel()), mpi_type(out.dtype()),
-                                             mpi_op_for(op, out.dtype()), comm_, r));
+    // MPI's in-place form takes the whole input in the output buffer: an in-place call (out is
+    // this rank's block of in) receives into a buffer of its own and copies.
+    const bool in_place = detail::is_own_block(in, out, rank_);
+    Tensor recv = in_place ? ops::empty(out.sizes(), out.dtype(), Device::cpu()) : out;
+    x.start = [this, recv, in, op](MPI_Request* r) {
+      HF_MPI_CHECK(MPI_Ireduce_scatter_block(in.raw_data(), recv.raw_data(),
+                                             static_cast<int>(recv.numel()), mpi_type(recv.dtype()),
+                                             mpi_op_for(op, recv.dtype()), comm_, r));
     };
-    if (op == ReduceOp::kAvg)
-      x.finish = [this, out]() mutable { detail::divide_in_place(out, size_); };
-    x.keep = {out, in};
+    x.finish = [this, out, recv, op, in_place]() mutable {
+      if (op == ReduceOp::kAvg) detail::divide_in_place(recv, size_);
+      if (in_place) std::memcpy(out.raw_data(), recv.raw_data(), out.nbytes());
+    };
+    x.keep = {out, in, recv};
     return enqueue(std::move(x));
   }
 
@@ -260,6 +268,31 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     };
     enqueue(std::move(x))->wait();
     return *result;
+  }
+
+  // As split: an Ibarrier the deadline covers, then the segment's blocking bootstrap, which
+  // cannot wait on anyone since every member has passed the barrier. Only a group whose sums
+  // already go through shared memory (shm_: one node, HFRUN_SHM_COLLECTIVES not 0) offers it.
+  Tensor node_shared_tensor(int64_t numel, DType dtype, const CollectiveOptions& o,
+                            CallSite) override {
+    HF_CHECK(numel >= 0, "node_shared_tensor: ", numel, " elements");
+    if (!shm_) return Tensor();
+    const size_t bytes = static_cast<size_t>(numel) * dtype_size(dtype);
+    Op x = make("node_shared_tensor", bytes, o);
+    auto segment = std::make_shared<std::shared_ptr<detail::SharedSegment>>();
+    x.exclusive = true;
+    x.start = [this](MPI_Request* r) { HF_MPI_CHECK(MPI_Ibarrier(comm_, r)); };
+    x.finish = [this, bytes, segment] {
+      *segment = detail::SharedSegment::create(shm_bootstrap(), std::max<size_t>(bytes, 1));
+    };
+    enqueue(std::move(x))->wait();
+    if (!*segment) return Tensor();
+    auto impl = std::make_shared<TensorImpl>();
+    impl->storage = std::make_shared<Storage>((*segment)->data(), bytes, Device::cpu(), *segment);
+    impl->sizes = {numel};
+    impl->strides = {1};
+    impl->dtype = dtype;
+    return Tensor(std::move(impl));
   }
 
   void shutdown() override {

@@ -21,6 +21,11 @@ const char* reduce_op_name(ReduceOp op) {
   return "?";
 }
 
+Tensor ProcessGroup::node_shared_tensor(int64_t /*numel*/, DType /*dtype*/,
+                                        const CollectiveOptions& /*opts*/, CallSite /*where*/) {
+  return Tensor();
+}
+
 std::string WorkInfo::describe() const {
   return hfrun::detail::concat("rank ", rank, ": ", op, " #", seq, " (", bytes, " bytes, group ",
                                group, ")");

@@ -119,6 +119,8 @@ class ProcessGroup {
                                                     const CollectiveOptions& opts = {},
                                                     CallSite where = CallSite::current());
   // out (n elements) = block `rank()` of the reduction of every rank's `in` (size() * n).
+  // `out` may be this rank's block of `in` (in place, as NCCL allows and ZeRO-1 reduces its
+  // flat gradient buffer); any other overlap is an error.
   virtual std::shared_ptr<Work> reduce_scatter(Tensor& out, const Tensor& in,
                                                ReduceOp op = ReduceOp::kSum,
                                                const CollectiveOptions& opts = {},
@@ -138,6 +140,14 @@ class ProcessGroup {
   virtual std::shared_ptr<ProcessGroup> split(int color, int key,
                                               const CollectiveOptions& opts = {},
                                               CallSite where = CallSite::current()) = 0;
+
+  // Collective over this group: host memory that every rank maps, a 1-D CPU tensor of `numel`
+  // zeroed elements of `dtype`, the same bytes on every rank (what one rank writes, all read,
+  // once a collective orders the write before the reads). Undefined on every rank where the
+  // group cannot share memory: ranks on several nodes, a transport without it (NCCL, MPI with
+  // HFRUN_SHM_COLLECTIVES=0), or no room in /dev/shm. This default: undefined.
+  virtual Tensor node_shared_tensor(int64_t numel, DType dtype, const CollectiveOptions& opts = {},
+                                    CallSite where = CallSite::current());
 };
 
 }  // namespace hfrun::dist

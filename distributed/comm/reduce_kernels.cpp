@@ -1,5 +1,8 @@
 #include "distributed/comm/reduce_kernels.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "common/error.h"
 #include "tensor/dtype.h"
 
@@ -31,18 +34,26 @@ void bf16_sum_into(const uint16_t* a, uint16_t* b, size_t n) {
   for (size_t i = 0; i < n; ++i) b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
 }
 
-// One pass per source after the first two (each a simple loop the compiler vectorises).
+// In blocks that fit in L1: every source's elements of a block are read before the block of
+// `out` is written, so `out` may be one of the sources (any of them); each block is a few simple
+// loops the compiler vectorises.
 void sum_f32(const void* const* srcs, int p, float* out, size_t n, int divide) {
-  const auto* a = static_cast<const float*>(srcs[0]);
-  const auto* b = static_cast<const float*>(srcs[1]);
-  for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-  for (int q = 2; q < p; ++q) {
-    const auto* c = static_cast<const float*>(srcs[q]);
-    for (size_t i = 0; i < n; ++i) out[i] += c[i];
-  }
-  if (divide > 0) {
-    const float d = static_cast<float>(divide);
-    for (size_t i = 0; i < n; ++i) out[i] /= d;
+  constexpr size_t kBlock = 1024;
+  float acc[kBlock];
+  const float d = static_cast<float>(divide);
+  for (size_t at = 0; at < n; at += kBlock) {
+    const size_t m = std::min(kBlock, n - at);
+    const float* a = static_cast<const float*>(srcs[0]) + at;
+    const float* b = static_cast<const float*>(srcs[1]) + at;
+    for (size_t i = 0; i < m; ++i) acc[i] = a[i] + b[i];
+    for (int q = 2; q < p; ++q) {
+      const float* c = static_cast<const float*>(srcs[q]) + at;
+      for (size_t i = 0; i < m; ++i) acc[i] += c[i];
+    }
+    if (divide > 0) {
+      for (size_t i = 0; i < m; ++i) acc[i] /= d;
+    }
+    std::memcpy(out + at, acc, m * sizeof(float));
   }
 }
 

@@ -104,16 +104,8 @@ int remove_stale_segments(const char* dir, double min_age_s) {
   return removed;
 }
 
-std::unique_ptr<NodeShm> NodeShm::create(const ShmBootstrap& b) {
-  const int rank = b.rank, size = b.size;
-  if (size < 2) return nullptr;
-  if (!b.all_min(shm_wanted() && b.one_node ? 1 : 0)) return nullptr;
-
-  // Rank 0 creates the segment with its pages reserved (posix_fallocate: a full /dev/shm fails
-  // here, not as a SIGBUS in the middle of a collective), the others open it by name, and once
-  // all have mapped it the name is removed: the memory goes when the last rank unmaps it, even
-  // after a crash.
-  const size_t bytes = static_cast<size_t>(size) * kRegionBytes;
+std::shared_ptr<SharedSegment> SharedSegment::create(const ShmBootstrap& b, size_t bytes) {
+  const int rank = b.rank;
   char name[64] = {};
   int created = 0;
   int fd = -1;
@@ -148,15 +140,24 @@ std::unique_ptr<NodeShm> NodeShm::create(const ShmBootstrap& b) {
     if (mapped) munmap(p, bytes);
     return nullptr;
   }
-  return std::unique_ptr<NodeShm>(new NodeShm(rank, size, static_cast<char*>(p), bytes));
+  return std::shared_ptr<SharedSegment>(new SharedSegment(static_cast<char*>(p), bytes));
 }
 
-NodeShm::NodeShm(int rank, int size, char* base, size_t bytes)
-    : rank_(rank), size_(size), base_(base), bytes_(bytes) {}
-
-NodeShm::~NodeShm() {
+SharedSegment::~SharedSegment() {
   munmap(base_, bytes_);
 }
+
+std::unique_ptr<NodeShm> NodeShm::create(const ShmBootstrap& b) {
+  if (b.size < 2) return nullptr;
+  if (!b.all_min(shm_wanted() && b.one_node ? 1 : 0)) return nullptr;
+  std::shared_ptr<SharedSegment> segment =
+      SharedSegment::create(b, static_cast<size_t>(b.size) * kRegionBytes);
+  if (!segment) return nullptr;
+  return std::unique_ptr<NodeShm>(new NodeShm(b.rank, b.size, std::move(segment)));
+}
+
+NodeShm::NodeShm(int rank, int size, std::shared_ptr<SharedSegment> segment)
+    : rank_(rank), size_(size), segment_(std::move(segment)), base_(segment_->data()) {}
 
 bool NodeShm::takes_reduction(DType dtype, ReduceOp op, size_t bytes) {
   if (bytes < kMinBytes) return false;
@@ -250,7 +251,8 @@ bool NodeShm::allreduce_pair(char* data, size_t n, size_t es, DType dtype, Reduc
 
 // Per piece (the same element range of every block of `in`): copy the other ranks' blocks' range
 // into this rank's buffer, one after the other; phase; reduce block `rank`'s range of every
-// buffer (this rank's own straight from `in`, unless `out` overlaps it) into `out`.
+// buffer (this rank's own straight from `in`) into `out`. In place, `out` is exactly that own
+// block: each element is read before it is written.
 bool NodeShm::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op,
                              Clock::time_point deadline) {
   const size_t es = out.element_size();
@@ -258,21 +260,20 @@ bool NodeShm::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op,
   const size_t per_piece = kPieceBytes / es / static_cast<size_t>(size_);
   const char* src = static_cast<const char*>(in.raw_data());
   char* dst = static_cast<char*>(out.raw_data());
-  const bool overlap = dst < src + in.nbytes() && src < dst + out.nbytes();
   std::vector<const void*> srcs(static_cast<size_t>(size_));
   for (size_t off = 0; off < n; off += per_piece, ++piece_) {
     const size_t m = std::min(per_piece, n - off);
     char* mine = buffer(rank_);
     const char* own = src + (static_cast<size_t>(rank_) * n + off) * es;
     for (int blk = 0; blk < size_; ++blk) {
-      if (blk == rank_ && !overlap) continue;
+      if (blk == rank_) continue;
       std::memcpy(mine + static_cast<size_t>(blk) * m * es,
                   src + (static_cast<size_t>(blk) * n + off) * es, m * es);
     }
     if (!step(deadline)) return false;
     for (int q = 0; q < size_; ++q) {
       srcs[static_cast<size_t>(q)] =
-          q == rank_ && !overlap ? own : buffer(q) + static_cast<size_t>(rank_) * m * es;
+          q == rank_ ? own : buffer(q) + static_cast<size_t>(rank_) * m * es;
     }
     reduce(srcs, dst + off * es, m, out.dtype(), op);
   }

@@ -58,6 +58,26 @@ struct ShmBootstrap {
 // removed.
 int remove_stale_segments(const char* dir, double min_age_s);
 
+// Memory every rank of a group maps: `bytes` zeroed bytes in one segment of /dev/shm, created
+// by rank 0 with its pages reserved (a full /dev/shm fails here, not later as a SIGBUS) and
+// opened by name by the others; the name is removed once all have mapped it, so the memory goes
+// when the last rank unmaps it, even after a crash. Collective over the bootstrap (one_node is
+// the caller's business): null on every rank when any rank could not create or map it.
+class SharedSegment {
+ public:
+  static std::shared_ptr<SharedSegment> create(const ShmBootstrap& b, size_t bytes);
+  ~SharedSegment();
+  SharedSegment(const SharedSegment&) = delete;
+  SharedSegment& operator=(const SharedSegment&) = delete;
+  char* data() const { return base_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  SharedSegment(char* base, size_t bytes) : base_(base), bytes_(bytes) {}
+  char* base_;
+  size_t bytes_;
+};
+
 class NodeShm {
  public:
   using Clock = std::chrono::steady_clock;
@@ -70,7 +90,6 @@ class NodeShm {
   // are not all on one node, when HFRUN_SHM_COLLECTIVES=0 on any rank, or when any rank could
   // not create or map the segment (/dev/shm full, say).
   static std::unique_ptr<NodeShm> create(const ShmBootstrap& b);
-  ~NodeShm();
   NodeShm(const NodeShm&) = delete;
   NodeShm& operator=(const NodeShm&) = delete;
 
@@ -85,7 +104,7 @@ class NodeShm {
   bool reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op, Clock::time_point deadline);
 
  private:
-  NodeShm(int rank, int size, char* base, size_t bytes);
+  NodeShm(int rank, int size, std::shared_ptr<SharedSegment> segment);
   char* buffer(int q) const;
   // Posts this rank's next phase and waits until every peer has posted it.
   bool step(Clock::time_point deadline);
@@ -96,8 +115,8 @@ class NodeShm {
               ReduceOp op);
 
   int rank_, size_;
+  std::shared_ptr<SharedSegment> segment_;
   char* base_;
-  size_t bytes_;
   uint32_t phase_ = 0;      // this rank's last posted phase
   uint64_t piece_ = 0;      // pieces done (selects the buffer)
   std::vector<float> acc_;  // f32 accumulator of bf16 sums over more than two ranks

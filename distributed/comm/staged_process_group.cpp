@@ -71,6 +71,10 @@ class StagedProcessGroup final : public ProcessGroup {
     std::shared_ptr<ProcessGroup> g = inner_->split(color, key, opts, where);
     return g ? stage_through_host(std::move(g)) : nullptr;
   }
+  Tensor node_shared_tensor(int64_t numel, DType dtype, const CollectiveOptions& opts,
+                            CallSite where) override {
+    return inner_->node_shared_tensor(numel, dtype, opts, where);  // host memory either way
+  }
 
  private:
   // Waits for the host op (rethrowing its failure) and copies its result into the device tensor.

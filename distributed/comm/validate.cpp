@@ -44,12 +44,17 @@ void check_allgather(const Tensor& out, const Tensor& in, int size, int rank) {
            " overlaps the output ", out.str(), " other than as this rank's block ", rank);
 }
 
-void check_reduce_scatter(const Tensor& out, const Tensor& in, int size) {
+void check_reduce_scatter(const Tensor& out, const Tensor& in, int size, int rank) {
   HF_CHECK(out.dtype() == in.dtype(), "reduce_scatter: output ", out.str(), " and input ", in.str(),
            " have different dtypes");
   HF_CHECK(in.numel() == out.numel() * size, "reduce_scatter: input ", in.str(),
            " must have size * output elements (", size, " x ", out.numel(), " = ",
            out.numel() * size, ", output ", out.str(), ")");
+  const auto* ob = static_cast<const char*>(out.raw_data());
+  const auto* ib = static_cast<const char*>(in.raw_data());
+  const bool overlap = ob < ib + in.nbytes() && ib < ob + out.nbytes();
+  HF_CHECK(!overlap || is_own_block(in, out, rank), "reduce_scatter: output ", out.str(),
+           " overlaps the input ", in.str(), " other than as this rank's block ", rank);
 }
 
 }  // namespace hfrun::dist::detail

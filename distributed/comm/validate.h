@@ -15,7 +15,8 @@ void check_peer(int r, int size, const char* op, const char* what);
 void check_allgather(const Tensor& out, const Tensor& in, int size, int rank);
 // True when `in` is exactly block `rank` of `out` (an in-place allgather).
 bool is_own_block(const Tensor& out, const Tensor& in, int rank);
-// in has size * out.numel() elements and out's dtype.
-void check_reduce_scatter(const Tensor& out, const Tensor& in, int size);
+// in has size * out.numel() elements and out's dtype; in and out are disjoint or `out` is
+// block `rank` of `in` (in place).
+void check_reduce_scatter(const Tensor& out, const Tensor& in, int size, int rank);
 
 }  // namespace hfrun::dist::detail

@@ -26,8 +26,28 @@ namespace hfrun::testing {
 
 class LocalWorld {
  public:
-  explicit LocalWorld(int n) : n_(n), slots_(static_cast<size_t>(n)) {}
+  // shares_memory: node_shared_tensor() gives every rank one tensor (threads share memory, as
+  // MPI ranks on one node do through /dev/shm); false: undefined, as for ranks on several nodes.
+  explicit LocalWorld(int n, bool shares_memory = true)
+      : n_(n), shares_memory_(shares_memory), slots_(static_cast<size_t>(n)) {}
   int size() const { return n_; }
+  bool shares_memory() const { return shares_memory_; }
+
+  // Rank 0's make() on every rank, once all have arrived.
+  Tensor share(int rank, const std::function<Tensor()>& make) {
+    if (rank == 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      shared_ = make();
+    }
+    exchange(rank, ops::zeros({1}, DType::kF32));
+    Tensor t;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      t = shared_;
+    }
+    exchange(rank, ops::zeros({1}, DType::kF32));  // before rank 0 may set the next one
+    return t;
+  }
 
   // Rank `rank` contributes a copy of `in`; returns every rank's contribution, in rank order,
   // once all have arrived.
@@ -60,6 +80,8 @@ class LocalWorld {
 
  private:
   int n_;
+  bool shares_memory_;
+  Tensor shared_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Tensor> slots_;
@@ -115,6 +137,12 @@ class LocalProcessGroup : public dist::ProcessGroup {
   std::shared_ptr<dist::Work> barrier(const dist::CollectiveOptions&, dist::CallSite) override {
     world_.exchange(rank_, ops::zeros({1}, DType::kF32));
     return done("barrier", 0);
+  }
+  Tensor node_shared_tensor(int64_t numel, DType dtype, const dist::CollectiveOptions&,
+                            dist::CallSite) override {
+    if (!world_.shares_memory()) return Tensor();
+    done("node_shared_tensor", numel);
+    return world_.share(rank_, [&] { return ops::zeros({numel}, dtype); });
   }
   std::shared_ptr<dist::Work> send(const Tensor&, int, int, const dist::CollectiveOptions&,
                                    dist::CallSite) override {

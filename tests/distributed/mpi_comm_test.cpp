@@ -305,7 +305,35 @@ void test_shared_memory(ProcessGroup& world) {
       world.reduce_scatter(oa, in, op, kOpts)->wait();
       plain->reduce_scatter(ob, in, op, kOpts)->wait();
       compare(oa, ob, "reduce_scatter " + what, false);
+      // In place (the output is this rank's block of the input), on both paths: the same bits.
+      Tensor ia = ops::clone(in), ib = ops::clone(in);
+      Tensor own_a = ops::narrow(ia, 0, r * block, block);
+      Tensor own_b = ops::narrow(ib, 0, r * block, block);
+      world.reduce_scatter(own_a, ia, op, kOpts)->wait();
+      plain->reduce_scatter(own_b, ib, op, kOpts)->wait();
+      compare(own_a, oa, "in-place reduce_scatter " + what, false);
+      compare(own_b, ob, "in-place reduce_scatter over MPI " + what, false);
     }
+  }
+  // Memory every rank maps: what one rank writes, after a barrier, all read; a group that leaves
+  // its sums to MPI offers none.
+  {
+    Tensor shared = world.node_shared_tensor(3 * piece + 5, DType::kF32, kOpts);
+    expect(shared.defined() && shared.numel() == 3 * piece + 5 && shared.device().is_cpu(),
+           "node_shared_tensor on one node");
+    if (shared.defined()) {
+      const std::vector<float> zeros = shared.to_vector();
+      expect(std::all_of(zeros.begin(), zeros.end(), [](float v) { return v == 0; }),
+             "node_shared_tensor starts zeroed");
+      world.barrier(kOpts)->wait();
+      if (r == n - 1) ops::fill_(shared, 7.0);
+      world.barrier(kOpts)->wait();
+      const std::vector<float> v = shared.to_vector();
+      expect(v.front() == 7 && v.back() == 7, "node_shared_tensor: the last rank's writes seen");
+      world.barrier(kOpts)->wait();  // before the memory goes
+    }
+    expect(!plain->node_shared_tensor(16, DType::kF32, kOpts).defined(),
+           "no node shared memory where the sums go through MPI");
   }
   // At the size threshold (shared memory) and just under it (MPI): exact small-integer sums.
   for (size_t bytes : {dist::detail::NodeShm::kMinBytes, dist::detail::NodeShm::kMinBytes - 4}) {
@@ -374,6 +402,10 @@ void test_errors(ProcessGroup& pg) {
   Tensor rs_out = ops::zeros({2});
   expect_error([&] { pg.reduce_scatter(rs_out, in, ReduceOp::kSum, kOpts); },
                {"reduce_scatter", "f32[3]", "f32[2]"}, "reduce_scatter shape mismatch");
+  Tensor rs_in = ops::zeros({2 * n});
+  Tensor skewed = ops::narrow(rs_in, 0, 1, 2);  // overlaps the input, not as this rank's block
+  expect_error([&] { pg.reduce_scatter(skewed, rs_in, ReduceOp::kSum, kOpts); },
+               {"reduce_scatter", "overlaps the input"}, "reduce_scatter output overlapping");
   Tensor bf = ops::zeros({4}, DType::kBF16);
   expect_error([&] { pg.allreduce(bf, ReduceOp::kAvg, kOpts); }, {"bf16", "sum only"},
                "bf16 average");
