@@ -1,5 +1,7 @@
 #include "nn/module.h"
 
+#include <algorithm>
+
 #include "nn/layers.h"
 
 #include "autograd/node.h"
@@ -269,6 +271,33 @@ void Module::replace_parameters(const std::vector<Tensor>& values, bool same_sha
     refs[i].second->value.set_requires_grad(refs[i].second->trainable);
   }
   flat_.reset();
+}
+
+void Module::move_flat_parameters(const Tensor& buffer) {
+  HF_CHECK(flat_ != nullptr, "move_flat_parameters: the parameters are not flattened");
+  const Tensor& old = flat_->params;
+  HF_CHECK(buffer.dim() == 1 && buffer.is_contiguous() && buffer.dtype() == DType::kF32 &&
+               buffer.numel() == old.numel() && buffer.device() == old.device(),
+           "move_flat_parameters: ", buffer.str(), " does not match the flat buffer ", old.str());
+  std::vector<std::pair<std::string, ParameterSlot*>> all;
+  collect("", all);
+  for (const FlatSlot& s : flat_->slots) {
+    const auto it =
+        std::find_if(all.begin(), all.end(), [&](const auto& r) { return r.first == s.name; });
+    HF_CHECK(it != all.end(), "move_flat_parameters: no parameter ", s.name);
+    Tensor& t = it->second->value;
+    Tensor view = ops::view(ops::narrow(buffer, 0, s.offset, s.numel), t.sizes());
+    if (it->second->trainable) {
+      view.set_requires_grad(true);
+      AutogradMeta* m = t.autograd_meta();
+      if (m != nullptr && m->grad) {
+        view.set_grad(*m->grad);
+        view.autograd_meta()->grad_zero_pending = m->grad_zero_pending;
+      }
+    }
+    t = view;
+  }
+  flat_->params = buffer;
 }
 
 void Module::release_gradient_buffer() {

@@ -144,6 +144,11 @@ class Module {
   // set), and drops the flat buffers: ZeRO-3 gives each block its own gatherable buffer (same
   // shapes), tensor parallelism keeps each rank's part (same_shapes false).
   void replace_parameters(const std::vector<Tensor>& values, bool same_shapes = true);
+  // Makes `buffer` the flat parameter buffer: every parameter becomes a view of it at its slot,
+  // keeping its gradient and requires_grad. `buffer` already holds the values (1-D f32, as many
+  // elements as flat()->params, on the same device): ZeRO-1/2 hand over memory that every
+  // data-parallel rank of a node maps, which one rank filled.
+  void move_flat_parameters(const Tensor& buffer);
   // Drops the flat gradient buffer and every parameter's .grad() (ZeRO stage 2 keeps only a
   // shard of the gradients); backward then allocates gradients as needed.
   void release_gradient_buffer();

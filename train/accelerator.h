@@ -309,7 +309,9 @@ class Accelerator {
   void gather_for_forward();
   // step()'s work, the optimizer also writing `param_copies` (one per optimizer parameter, or
   // none); returns which it wrote (none when the grad scaler skipped the update).
-  std::vector<bool> update(const std::vector<Tensor>& param_copies);
+  // shared_copies: param_copies are DataParallel::shared_weight_copies(), which every rank's
+  // step completes before the ranks meet.
+  std::vector<bool> update(const std::vector<Tensor>& param_copies, bool shared_copies = false);
 
   std::unique_ptr<State> s_;
   Generator generator_;

@@ -88,7 +88,7 @@ void Accelerator::step() {
   update({});
 }
 
-std::vector<bool> Accelerator::update(const std::vector<Tensor>& param_copies) {
+std::vector<bool> Accelerator::update(const std::vector<Tensor>& param_copies, bool shared_copies) {
   check_prepared("step");
   HF_CHECK(awaiting_step_,
            "Accelerator::step: the gradients are not synchronised; call step() after the "
@@ -99,6 +99,7 @@ std::vector<bool> Accelerator::update(const std::vector<Tensor>& param_copies) {
   std::vector<bool> written(s.optimizer->params().size(), false);
   if (!step_was_skipped_) {
     written = s.optimizer->step(clip_in_step_, param_copies);
+    if (shared_copies) s.dp->complete_shared_copies(written);
     {
       AddTime t(communication_s_);
       if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
@@ -148,7 +149,12 @@ std::vector<WeightCopy> Accelerator::step(std::vector<WeightCopy> copies) {
   const std::vector<optim::ParamRef>& params = s.optimizer->params();
   std::vector<Tensor> param_copies(params.size());
   std::vector<size_t> owner(copies.size(), params.size());  // params.size(): none
-  if (s_->options.zero_stage < 3) {
+  // ZeRO-1/2 with parameters the node's ranks share: the copies are shared too, each rank's
+  // step writing its chunks' (DataParallel::shared_weight_copies).
+  const bool shared = s.dp && !copies.empty() && !s.dp->shared_weight_copies().empty();
+  if (shared) {
+    param_copies = s.dp->shared_weight_copies();
+  } else if (s_->options.zero_stage < 3) {
     for (size_t j = 0; j < copies.size(); ++j) {
       for (size_t i = 0; i < params.size(); ++i) {
         if (param_copies[i].defined()) continue;  // one copy per parameter is written
@@ -160,9 +166,18 @@ std::vector<WeightCopy> Accelerator::step(std::vector<WeightCopy> copies) {
       }
     }
   }
-  const std::vector<bool> written = update(param_copies);
+  const std::vector<bool> written = update(param_copies, shared);
   if (s_->options.zero_stage == 3) return {};
   if (step_was_skipped_) return copies;  // no parameter changed
+  // Shared copies: every trainable weight's equals its cast now (this rank's chunks written by
+  // its step, the others' by theirs); a copy of a frozen weight is kept as below.
+  std::vector<bool> now_shared(copies.size(), false);
+  for (size_t j = 0; shared && j < copies.size(); ++j) {
+    Tensor view = s.dp->shared_copy_of(copies[j].source, copies[j].copy);
+    if (!view.defined()) continue;
+    copies[j].copy = view;
+    now_shared[j] = true;
+  }
   // What the step may have written: the updated parameters, and (ZeRO) the gathered ones.
   std::vector<std::pair<uintptr_t, uintptr_t>> written_spans;
   for (const optim::ParamRef& p : params) written_spans.push_back(byte_span(p.param));
@@ -171,7 +186,7 @@ std::vector<WeightCopy> Accelerator::step(std::vector<WeightCopy> copies) {
   }
   std::vector<WeightCopy> kept;
   for (size_t j = 0; j < copies.size(); ++j) {
-    bool valid = owner[j] < params.size() && written[owner[j]];
+    bool valid = now_shared[j] || (owner[j] < params.size() && written[owner[j]]);
     if (!valid) {
       const std::pair<uintptr_t, uintptr_t> mine = byte_span(copies[j].source);
       valid = std::none_of(written_spans.begin(), written_spans.end(), [&](const auto& w) {

@@ -233,10 +233,11 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
     const double mib = 1024.0 * 1024.0;
     std::printf(
         "data parallel: %d ranks over %s, zero_stage %d; training state per rank %.2f MiB "
-        "(parameters %.2f, gradients %.2f, optimizer %.2f MiB) for %.2f MiB of f32 parameters\n",
+        "(parameters %.2f%s, gradients %.2f, optimizer %.2f MiB) for %.2f MiB of f32 "
+        "parameters\n",
         s.acc->world(), s.acc->gradient_transport().c_str(), s.acc->options().zero_stage,
-        m.total() / mib, m.params / mib, m.grads / mib, m.optimizer / mib,
-        static_cast<double>(s.model->num_parameters()) * 4 / mib);
+        m.total() / mib, m.params / mib, m.params_shared ? " in memory the node's ranks share" : "",
+        m.grads / mib, m.optimizer / mib, static_cast<double>(s.model->num_parameters()) * 4 / mib);
     std::fflush(stdout);
   }
 }

@@ -100,6 +100,15 @@ double DataParallel::clip_grad_norm(double max_norm, float inv_scale) {
 void DataParallel::after_optimizer_step() {
   impl_->strategy->after_optimizer_step();
 }
+std::vector<Tensor> DataParallel::shared_weight_copies() const {
+  return impl_->strategy->shared_weight_copies();
+}
+void DataParallel::complete_shared_copies(const std::vector<bool>& written) {
+  impl_->strategy->complete_shared_copies(written);
+}
+Tensor DataParallel::shared_copy_of(const Tensor& source, const Tensor& copy) const {
+  return impl_->strategy->shared_copy_of(source, copy);
+}
 void DataParallel::gather_parameters() {
   impl_->strategy->gather_parameters();
 }

@@ -63,6 +63,9 @@ struct DataParallelOptions {
 // Bytes this rank holds for training state (live tensors, not the allocator's cache).
 struct TrainingMemory {
   int64_t params = 0, grads = 0, optimizer = 0;
+  // The parameters live in memory every data-parallel rank of the node maps (ZeRO-1/2 on one
+  // node): `params` bytes once for the node, not per rank.
+  bool params_shared = false;
   int64_t total() const { return params + grads + optimizer; }
 };
 
@@ -120,8 +123,23 @@ class DataParallel {
   // Loss scaling: inv_scale != 1 unscales this rank's gradients in the norm's pass; the norm is
   // then finite exactly when the gradients it covers (over the groups it sums) are.
   double clip_grad_norm(double max_norm, float inv_scale = 1.0f);
-  // ZeRO: all-gathers every unit's updated parameters; nothing for stage 0.
+  // ZeRO: all-gathers every unit's updated parameters (or, with parameters in memory the node's
+  // ranks share, waits until every rank wrote its chunks); nothing for stage 0.
   void after_optimizer_step();
+  // Mixed precision's 16-bit weight copies in memory the node's ranks share (ZeRO-1/2 with shared
+  // parameters and a model with a 16-bit compute dtype; empty otherwise): per optimizer
+  // parameter (optimizer_params() order), the view of the shared copy buffer its update writes
+  // (optim::Optimizer::step's `copies`). Each rank writes its chunks' copies; after the step every
+  // rank reads all of them, and none casts the weights again.
+  std::vector<Tensor> shared_weight_copies() const;
+  // After an optimizer step that wrote those copies where `written` says (per optimizer
+  // parameter): casts the others from their parameters (not updated, say, for want of a
+  // gradient), so that every shared copy equals its parameter's cast. Before
+  // after_optimizer_step().
+  void complete_shared_copies(const std::vector<bool>& written);
+  // The shared copy of `source` (a view of the parameters), laid out as `copy` (source's cast by
+  // ops::to_dtype); undefined where there is none (no shared copies, or a source outside them).
+  Tensor shared_copy_of(const Tensor& source, const Tensor& copy) const;
   // ZeRO-3: materialises every parameter (for an export) / frees them again; no-ops otherwise.
   void gather_parameters();
   void release_parameters();

@@ -95,6 +95,7 @@ void Strategy::attach(nn::Module& model) {
 }
 
 void Strategy::before_backward(bool last_micro_step) {
+  window_ends_ = last_micro_step;
   if (!last_micro_step && !syncs_every_micro_step()) return;  // accumulation stays local
   for (UnitSync& s : sync_) {
     s.pending = s.params;

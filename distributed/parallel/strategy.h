@@ -83,6 +83,11 @@ class Strategy {
                                                         std::vector<ParamSlice>* slices) const = 0;
   virtual double clip_grad_norm(double max_norm, float inv_scale) = 0;
   virtual void after_optimizer_step() {}
+  virtual std::vector<Tensor> shared_weight_copies() const { return {}; }
+  virtual void complete_shared_copies(const std::vector<bool>& /*written*/) {}
+  virtual Tensor shared_copy_of(const Tensor& /*source*/, const Tensor& /*copy*/) const {
+    return Tensor();
+  }
   virtual void zero_grad(nn::Module& model) { model.zero_grad_lazily(); }
   virtual void gather_parameters() {}
   virtual void release_parameters() {}
@@ -117,6 +122,9 @@ class Strategy {
   virtual void synchronised() {}
   // Whether the backward running now synchronises (before_backward armed it).
   bool synchronising() const { return armed_; }
+  // Whether the last before_backward() was for the window's last micro-step (in synchronised():
+  // whether the optimizer step comes next).
+  bool window_ends() const { return window_ends_; }
   // Whether unit u's collective has been issued in the current synchronisation.
   bool issued(size_t u) const { return sync_[u].issued; }
 
@@ -180,6 +188,7 @@ class Strategy {
   std::vector<UnitSync> sync_;
   std::deque<size_t> in_flight_;  // issued, not yet retired, in issue order
   bool armed_ = false;
+  bool window_ends_ = false;
 
   // An embedding table whose lookups' gradient rows are synchronised apart.
   struct RowTable {

@@ -3,6 +3,7 @@
 // of every unit, as FSDP shards each flat parameter; gradients are reduce-scattered per unit,
 // the optimizer covers this rank's chunks only, and after its step the units are all-gathered.
 #include <algorithm>
+#include <optional>
 
 #include "common/error.h"
 #include "distributed/parallel/zero.h"
@@ -66,8 +67,15 @@ std::shared_ptr<Work> ShardedStrategy::issue(size_t u) {
     ops::copy_(head, flat_range(flat_grads_, unit.begin, unit.end - unit.begin));
     in = staging_[u];
   }
-  recv_[u] = ops::empty({unit.chunk}, ctx_.reduce_dtype, ctx_.device);
   wire_in_[u] = wire_tensor(in, ctx_);  // kept alive until the collective completes
+  if (!staged_ && ctx_.reduce_dtype == DType::kF32 && wire_in_[u].is_same(in) &&
+      unit.begin + padded == unit.end) {
+    // Stage 1 reduces the flat gradient buffer in place: this rank's chunk is its own block of
+    // the unit, where the optimizer reads it.
+    recv_[u] = flat_range(in, ctx_.rank * unit.chunk, unit.chunk);
+  } else {
+    recv_[u] = ops::empty({unit.chunk}, ctx_.reduce_dtype, ctx_.device);
+  }
   auto work = ctx_.data_device->reduce_scatter(recv_[u], wire_in_[u], wire_op(ctx_), ctx_.opts);
   reduce_issued(u);
   return work;
@@ -77,11 +85,13 @@ void ShardedStrategy::complete(size_t u) {
   const int64_t n = chunk_elements(u);
   if (n > 0 && recv_[u].defined()) {  // (not a skipped table unit)
     Tensor dst = reduced_view(u);
-    const Tensor src = ops::to_dtype(flat_range(recv_[u], 0, n), DType::kF32);
-    if (accumulate_) {
-      ops::add_(dst, src);
-    } else {
-      ops::copy_(dst, src);
+    if (recv_[u].raw_data() != dst.raw_data()) {  // (else reduced in place)
+      const Tensor src = ops::to_dtype(flat_range(recv_[u], 0, n), DType::kF32);
+      if (accumulate_) {
+        ops::add_(dst, src);
+      } else {
+        ops::copy_(dst, src);
+      }
     }
   }
   recv_[u] = Tensor();
@@ -153,7 +163,63 @@ void ShardedStrategy::zero_grad(nn::Module& model) {
   accumulate_ = false;  // the next micro-step overwrites the shard
 }
 
+void Zero12::share_parameters(nn::Module& model) {
+  if (!ctx_.device.is_cpu() || ctx_.size < 2) return;
+  const Tensor whole = model.flat()->params;  // the frozen ones (a LoRA base) too
+  Tensor shared = ctx_.data->node_shared_tensor(whole.numel(), DType::kF32, ctx_.opts);
+  if (!shared.defined()) return;
+  if (ctx_.rank == 0) ops::copy_(shared, whole);  // every rank holds rank 0's values
+  ctx_.data->barrier(ctx_.opts)->wait();
+  model.move_flat_parameters(shared);
+  flat_params_ = flat_range(shared, 0, total_);
+  const auto named = model.named_trainable_parameters();
+  for (size_t p = 0; p < leaves_.size(); ++p) leaves_[p] = named[p].second;
+  shared_ = true;
+  const std::optional<DType> compute = model.compute_dtype();
+  if (compute && (*compute == DType::kBF16 || *compute == DType::kF16)) {
+    shared_copies_ = ctx_.data->node_shared_tensor(total_, *compute, ctx_.opts);
+  }
+}
+
+std::vector<Tensor> Zero12::shared_weight_copies() const {
+  std::vector<Tensor> out;
+  if (!shared_copies_.defined()) return out;
+  for (const Piece& piece : pieces_) {
+    out.push_back(flat_range(shared_copies_, piece.lo, piece.hi - piece.lo));
+  }
+  return out;
+}
+
+void Zero12::complete_shared_copies(const std::vector<bool>& written) {
+  if (!shared_copies_.defined()) return;
+  HF_CHECK(written.size() == pieces_.size(), "complete_shared_copies: ", written.size(),
+           " flags for ", pieces_.size(), " optimizer parameters");
+  for (size_t i = 0; i < pieces_.size(); ++i) {
+    if (written[i]) continue;
+    Tensor dst = flat_range(shared_copies_, pieces_[i].lo, pieces_[i].hi - pieces_[i].lo);
+    ops::copy_(dst, pieces_[i].value);
+  }
+}
+
+Tensor Zero12::shared_copy_of(const Tensor& source, const Tensor& copy) const {
+  if (!shared_copies_.defined() || !source.defined() || !copy.defined() ||
+      source.dtype() != DType::kF32 || copy.dtype() != shared_copies_.dtype() ||
+      source.storage() != flat_params_.storage() || source.numel() == 0 ||
+      copy.sizes() != source.sizes() || copy.strides() != source.strides() ||
+      !ops::is_dense(source)) {
+    return Tensor();
+  }
+  // The elements [first, first + span) of the flat buffer the source covers, all trainable.
+  int64_t span = 1;
+  for (int64_t d = 0; d < source.dim(); ++d) span += (source.sizes()[d] - 1) * source.strides()[d];
+  const int64_t first = source.offset() - flat_params_.offset();
+  if (first < 0 || first + span > total_) return Tensor();
+  return make_view(shared_copies_, source.sizes(), source.strides(),
+                   shared_copies_.offset() + first);
+}
+
 void Zero12::lay_out(nn::Module& model) {
+  share_parameters(model);
   // Stage 1 synchronises embedding tables in two parts, as DDP (strategy.h); a table's units
   // hold nothing else. Stage 2 reduces each micro-step's gradients as they are final, the
   // tables' whole.
@@ -182,9 +248,15 @@ void Zero12::synchronised() {
   ShardedStrategy::synchronised();
   // Into the whole table's gradient: only this rank's chunks of it are read.
   add_rows();
+  // Shared parameters: no rank's step writes them while another's backward may still read them.
+  if (shared_ && window_ends()) ctx_.data->barrier(ctx_.opts)->wait();
 }
 
 void Zero12::after_optimizer_step() {
+  if (shared_) {  // every rank wrote its chunks in place; the next forward reads them all
+    ctx_.data->barrier(ctx_.opts)->wait();
+    return;
+  }
   // Every unit's gather as one grouped op (one NCCL launch on GPUs).
   const int rank = ctx_.rank;
   std::vector<Tensor> outs, ins;
@@ -220,6 +292,7 @@ TrainingMemory Zero12::memory(const optim::Optimizer& optimizer) const {
   m.params = static_cast<int64_t>(flat_params_.nbytes());
   m.grads = static_cast<int64_t>(staged_ ? shard_grads_.nbytes() : flat_grads_.nbytes());
   m.optimizer = optimizer.state_bytes();
+  m.params_shared = shared_;
   return m;
 }
 

@@ -92,6 +92,18 @@ std::pair<Tensor, Tensor> batch(int step, int micro, int rows, int first, int n)
           ops::contiguous(ops::narrow(mine, 1, 1, kSeq))};
 }
 
+// Every rank's `at`, in rank order.
+std::vector<uintptr_t> allgather_addresses(dist::ProcessGroup& group, uintptr_t at) {
+  Tensor mine = ops::empty({1}, DType::kI64);
+  *static_cast<int64_t*>(mine.raw_data()) = static_cast<int64_t>(at);
+  Tensor all = ops::empty({group.size()}, DType::kI64);
+  group.allgather(all, mine)->wait();
+  const auto* p = static_cast<const int64_t*>(all.raw_data());
+  std::vector<uintptr_t> out;
+  for (int r = 0; r < group.size(); ++r) out.push_back(static_cast<uintptr_t>(p[r]));
+  return out;
+}
+
 struct TrainingRun {
   std::vector<double> losses, norms;
   std::vector<std::pair<std::string, Tensor>> params;  // after the last step
@@ -132,12 +144,15 @@ TrainingRun reference(int dp, bool lora, bool tied = false) {
 // With loss_scale != 1 backward runs on the scaled loss and the clip unscales the gradients in
 // its norm's pass (what Accelerator::clip_grad_norm does with a grad scaler); a power of two
 // scales exactly, so the run must still equal `want`.
+// ZeRO-1/2 keep one copy of the parameters in memory the ranks share where the data-parallel
+// group offers it (`share`: the in-process groups do, as MPI ranks on one node); every rank's
+// parameters must then be the same memory.
 TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun& want,
                         DType reduce_dtype = DType::kF32, float loss_scale = 1.0f,
-                        bool tied = false) {
+                        bool tied = false, bool share = true) {
   const bool bf16 = reduce_dtype == DType::kBF16;
   std::vector<std::unique_ptr<LocalWorld>> data_worlds, tensor_worlds;
-  for (int t = 0; t < tp; ++t) data_worlds.push_back(std::make_unique<LocalWorld>(dp));
+  for (int t = 0; t < tp; ++t) data_worlds.push_back(std::make_unique<LocalWorld>(dp, share));
   for (int d = 0; d < dp; ++d) tensor_worlds.push_back(std::make_unique<LocalWorld>(tp));
   LocalWorld all(tp * dp);  // failure propagation only
   TrainingRun out;
@@ -220,6 +235,16 @@ TrainingRun distributed(int stage, int tp, int dp, bool lora, const TrainingRun&
       const int64_t whole = model->num_parameters() * 4;
       EXPECT_LT(shard, whole * 3 / (2 * dp) + 4096) << "rank " << g << ": not sharded";
     }
+    const bool shared = (stage == 1 || stage == 2) && dp > 1 && share;
+    EXPECT_EQ(strategy->memory(static_cast<const optim::Optimizer&>(opt)).params_shared, shared)
+        << "rank " << g << ", stage " << stage;
+    if (dp > 1 && stage != 3) {  // (ZeRO-3's are released between steps)
+      const Tensor first = model->named_parameters()[0].second;
+      const auto at = reinterpret_cast<uintptr_t>(first.raw_data());
+      const std::vector<uintptr_t> all = allgather_addresses(*data, at);
+      EXPECT_EQ(std::all_of(all.begin(), all.end(), [&](uintptr_t a) { return a == at; }), shared)
+          << "rank " << g << ", stage " << stage << ": parameters shared or not as expected";
+    }
     strategy->gather_parameters();
     double diff2 = 0, norm2 = 0;
     for (size_t i = 0; i < want.params.size(); ++i) {
@@ -258,6 +283,15 @@ void expect_same_run(const TrainingRun& got, const TrainingRun& want, double tol
     EXPECT_NEAR(got.losses[s], want.losses[s], tol * std::fabs(want.losses[s])) << "step " << s;
     EXPECT_NEAR(got.norms[s], want.norms[s], 10 * tol * want.norms[s]) << "step " << s;
     EXPECT_GT(want.norms[s], kMaxNorm) << "clipping must bite for the test to mean anything";
+  }
+}
+
+// Without memory the ranks share (ranks on several nodes), ZeRO-1/2 gather the parameters after
+// each step, each rank its own copy.
+TEST(Strategies, Zero12WithoutSharedMemoryGatherTheParameters) {
+  for (int stage : {1, 2}) {
+    const TrainingRun want = reference(2, false);
+    expect_same_run(distributed(stage, 1, 2, false, want, DType::kF32, 1.0f, false, false), want);
   }
 }
 
@@ -355,6 +389,7 @@ void expect_embedding_rows_gathered(int stage, bool tied, DType reduce_dtype = D
     ctx.reduce_dtype = reduce_dtype;
     auto strategy = Strategy::create(stage, ctx);
     strategy->attach(*model);
+    group->issued.clear();  // (ZeRO-1 set up its shared parameters)
     const auto [ids, targets] = batch(0, 0, dp * kRowsPerRank, d * kRowsPerRank, kRowsPerRank);
     strategy->before_backward(true);
     autograd::backward(model->loss(ids, targets));

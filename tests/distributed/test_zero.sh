@@ -4,7 +4,8 @@
 #   -np 1, -np 2 with zero_stage 0/1/2/3, and -np 4 with zero_stage 1/2/3,
 # per-rank training-state bytes follow the ZeRO paper's formulas, and checkpoints written by 2
 # ranks with ZeRO-2 and ZeRO-3 resume on 1, 2 and 4 ranks with other stages, continuing with the
-# uninterrupted run's losses. In bf16, the weights' copies carried across steps change no bit.
+# uninterrupted run's losses. In bf16, the weights' copies carried across steps change no bit, nor
+# does keeping the parameters in memory the ranks of the node share.
 # Usage: test_zero.sh PATH/TO/hfrun GPT2_TOKENIZER_JSON
 set -uo pipefail
 # shellcheck source=tests/lib/train_job.sh
@@ -85,6 +86,28 @@ for z in 0 1 2 tp; do
     paste <(losses "$TMP/bf16_${z}_1/metrics.jsonl") <(losses "$TMP/bf16_${z}_0/metrics.jsonl"); fail=1
   else
     echo "ok: bf16 ($z): carried weight copies change no bit"
+  fi
+done
+
+# ZeRO-1/2 on one node keep one copy of the parameters (and under bf16 of their copies) in memory
+# the ranks share, each rank's step writing its chunks: the same bits as each rank holding its
+# own copy and gathering (HFRUN_SHM_COLLECTIVES=0; two ranks sum alike either way).
+for z in 1 2; do
+  grep -q "in memory the node's ranks share" "$TMP/bf16_${z}_1.log" ||
+    { echo "FAIL: bf16 ($z) did not share its parameters:"; grep "data parallel" "$TMP/bf16_${z}_1.log"; fail=1; }
+  name="bf16_${z}_private"
+  cfg "$TMP/$name" 1 "$z" 2 > "$TMP/$name.yaml"
+  sed -i 's/^train: {/train: {mixed_precision: bf16, /' "$TMP/$name.yaml"
+  if ! HFRUN_SHM_COLLECTIVES=0 "$HFRUN" -np 2 --oversubscribe "$TMP/$name.yaml" > "$TMP/$name.log" 2>&1; then
+    echo "FAIL: $name failed:"; cat "$TMP/$name.log"; fail=1
+  fi
+  if grep -q "in memory the node's ranks share" "$TMP/$name.log" ||
+     ! cmp -s "$TMP/bf16_${z}_1/final/model.safetensors" "$TMP/$name/final/model.safetensors" ||
+     ! cmp -s <(losses "$TMP/bf16_${z}_1/metrics.jsonl") <(losses "$TMP/$name/metrics.jsonl"); then
+    echo "FAIL: bf16 ($z) with shared parameters differs from private ones:"
+    paste <(losses "$TMP/bf16_${z}_1/metrics.jsonl") <(losses "$TMP/$name/metrics.jsonl"); fail=1
+  else
+    echo "ok: bf16 ($z): shared parameters and weight copies change no bit"
   fi
 done
 
