@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -282,8 +283,13 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     auto segment = std::make_shared<std::shared_ptr<detail::SharedSegment>>();
     x.exclusive = true;
     x.start = [this](MPI_Request* r) { HF_MPI_CHECK(MPI_Ibarrier(comm_, r)); };
-    x.finish = [this, bytes, segment] {
-      *segment = detail::SharedSegment::create(shm_bootstrap(), std::max<size_t>(bytes, 1));
+    // Test hook: HFRUN_SHM_MAX_BYTES=N refuses larger segments, as a small /dev/shm would
+    // (rank 0's value decides, for every rank alike).
+    const char* cap = std::getenv("HFRUN_SHM_MAX_BYTES");
+    const size_t max_bytes = cap != nullptr ? std::strtoull(cap, nullptr, 10) : SIZE_MAX;
+    x.finish = [this, bytes, segment, max_bytes] {
+      *segment =
+          detail::SharedSegment::create(shm_bootstrap(), std::max<size_t>(bytes, 1), max_bytes);
     };
     enqueue(std::move(x))->wait();
     if (!*segment) return Tensor();

@@ -104,12 +104,13 @@ int remove_stale_segments(const char* dir, double min_age_s) {
   return removed;
 }
 
-std::shared_ptr<SharedSegment> SharedSegment::create(const ShmBootstrap& b, size_t bytes) {
+std::shared_ptr<SharedSegment> SharedSegment::create(const ShmBootstrap& b, size_t bytes,
+                                                     size_t max_bytes) {
   const int rank = b.rank;
   char name[64] = {};
   int created = 0;
   int fd = -1;
-  if (rank == 0) {
+  if (rank == 0 && bytes <= max_bytes) {
     // Names a killed job left behind: with no process mapping them, their memory is held only
     // by the name.
     remove_stale_segments("/dev/shm", 60.0);

@@ -111,6 +111,23 @@ for z in 1 2; do
   fi
 done
 
+# Where /dev/shm has no room for the parameters (HFRUN_SHM_MAX_BYTES stands for a small one), each
+# rank keeps its own copy and gathers: the sums still go through shared memory, and the run is
+# the shared one's bit for bit.
+cfg "$TMP/np2_z1_private" 1 1 2 > "$TMP/np2_z1_private.yaml"
+if ! HFRUN_SHM_MAX_BYTES=65536 "$HFRUN" -np 2 --oversubscribe "$TMP/np2_z1_private.yaml" > "$TMP/np2_z1_private.log" 2>&1; then
+  echo "FAIL: np2_z1_private failed:"; cat "$TMP/np2_z1_private.log"; fail=1
+fi
+if ! grep -q "over node shared memory" "$TMP/np2_z1_private.log" ||
+   grep -q "in memory the node's ranks share" "$TMP/np2_z1_private.log" ||
+   ! grep -q "in memory the node's ranks share" "$TMP/np2_z1.log" ||
+   ! cmp -s <(losses "$TMP/np2_z1/metrics.jsonl") <(losses "$TMP/np2_z1_private/metrics.jsonl"); then
+  echo "FAIL: ZeRO-1 without room for shared parameters:"; grep "data parallel" "$TMP/np2_z1_private.log" "$TMP/np2_z1.log"
+  paste <(losses "$TMP/np2_z1/metrics.jsonl") <(losses "$TMP/np2_z1_private/metrics.jsonl"); fail=1
+else
+  echo "ok: ZeRO-1 without room for shared parameters gathers, with the same losses"
+fi
+
 # Per-rank training state follows the ZeRO paper (4P = the parameters' bytes): stage 0 16P,
 # stage 1 8P + 8P/N, stage 2 4P + 12P/N, stage 3 16P/N, within 10%.
 for r in np2_z0:2:0 np2_z1:2:1 np2_z2:2:2 np2_z3:2:3 np4_z1:4:1 np4_z2:4:2 np4_z3:4:3; do
