@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel scaling and ZeRO memory, GPT-2 124M (f32 AdamW):
 #  1. tokens/s of 1 rank x 2 threads next to 2 ranks x 1 thread, global batch 8 x seq 128, the
-#     latter also with bf16 gradients and with Open MPI doing the sums (HFRUN_SHM_COLLECTIVES=0)
+#     latter also with bf16 gradients, with Open MPI doing the sums (HFRUN_SHM_COLLECTIVES=0) and
+#     with ZeRO-1 (its parameters in node shared memory)
 #     (communication hidden behind backward when the second is >= 0.9x the first);
 #  2. per rank: the training state the run reports (parameters + gradients + optimizer, next to
 #     the ZeRO paper's formula) and the peak resident memory up to the last step (VmHWM,
@@ -47,12 +48,16 @@ cfg "$TMP/r3" 4 0 128 > "$TMP/r3.yaml"
 # The baseline of the shared-memory sums: Open MPI's reductions.
 cfg "$TMP/r4" 4 0 128 > "$TMP/r4.yaml"
 HFRUN_SHM_COLLECTIVES=0 "$HFRUN" -np 2 "$TMP/r4.yaml" > "$TMP/r4.log" 2>&1
+# ZeRO-1: the optimizer step split between the ranks, the parameters in node shared memory.
+cfg "$TMP/r5" 4 1 128 > "$TMP/r5.yaml"
+"$HFRUN" -np 2 "$TMP/r5.yaml" > "$TMP/r5.log" 2>&1
 a=$(tokens_per_s "$TMP/r1"); b=$(tokens_per_s "$TMP/r2"); c=$(tokens_per_s "$TMP/r3")
-d=$(tokens_per_s "$TMP/r4")
-awk -v a="$a" -v b="$b" -v c="$c" -v d="$d" 'BEGIN { f = "%-50s %10.1f tok/s  %.2fx\n"
+d=$(tokens_per_s "$TMP/r4"); e=$(tokens_per_s "$TMP/r5")
+awk -v a="$a" -v b="$b" -v c="$c" -v d="$d" -v e="$e" 'BEGIN { f = "%-50s %10.1f tok/s  %.2fx\n"
   printf f, "1 rank x 2 threads", a, 1.0; printf f, "2 ranks x 1 thread (DDP)", b, b / a
   printf f, "2 ranks x 1 thread (DDP, bf16 gradients)", c, c / a
-  printf f, "2 ranks x 1 thread (DDP, HFRUN_SHM_COLLECTIVES=0)", d, d / a }'
+  printf f, "2 ranks x 1 thread (DDP, HFRUN_SHM_COLLECTIVES=0)", d, d / a
+  printf f, "2 ranks x 1 thread (ZeRO-1, shared parameters)", e, e / a }'
 
 echo "== per-rank memory by ZeRO stage (MiB; state = parameters + gradients + optimizer)"
 printf "%-6s %-6s %12s %12s %16s\n" ranks stage "state" "ZeRO formula" "peak RSS rank 0"

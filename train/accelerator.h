@@ -308,10 +308,13 @@ class Accelerator {
   // forward hooks run), so they are gathered between steps.
   void gather_for_forward();
   // step()'s work, the optimizer also writing `param_copies` (one per optimizer parameter, or
-  // none); returns which it wrote (none when the grad scaler skipped the update).
-  // shared_copies: param_copies are DataParallel::shared_weight_copies(), which every rank's
-  // step completes before the ranks meet.
-  std::vector<bool> update(const std::vector<Tensor>& param_copies, bool shared_copies = false);
+  // none), or the shared copies where there are (shared_weight_copies(), completed by every
+  // rank before the ranks meet); returns which it wrote (none when the grad scaler skipped the
+  // update).
+  std::vector<bool> update(const std::vector<Tensor>& param_copies);
+  // DataParallel::shared_weight_copies() where this Accelerator's optimizer updates exactly
+  // the prepared parameters; empty otherwise.
+  std::vector<Tensor> shared_weight_copies() const;
 
   std::unique_ptr<State> s_;
   Generator generator_;

@@ -129,7 +129,13 @@ TrainerState Accelerator::restore_state(const std::string& checkpoint_dir,
   HF_CHECK_INPUT(fs::is_directory(checkpoint_dir), "Accelerator::load_state: ", checkpoint_dir,
                  ": no such checkpoint directory (a step-NNNNNNNN directory written by "
                  "save_state; latest_state(root) finds the newest)");
-  if (s.dp) s.dp->release_parameters();  // ZeRO-3: each rank restores its pieces, regathered below
+  if (s.dp) {
+    // Parameters the node's ranks share: none is written while another rank may still read them
+    // (a driver's evaluation before the restore), and the first data-parallel rank restores
+    // them alone (the barrier at the end orders its writes before every rank's reads).
+    barrier();
+    s.dp->release_parameters();  // ZeRO-3: each rank restores its pieces, regathered below
+  }
   LoadLayout layout;
   layout.slices = s.slices;
   layout.rank = global_rank();
@@ -137,6 +143,7 @@ TrainerState Accelerator::restore_state(const std::string& checkpoint_dir,
     layout.param_pieces = s.dp->parameter_pieces();
     layout.tp_rank = s.dp->tensor_parallel_rank();
     layout.tp_size = s.dp->tensor_parallel_size();
+    layout.parameters = s.dp->rank() == 0 || !s.dp->memory(*s.optimizer).params_shared;
   }
   // Each rank reads (and verifies) only what it holds; the ranks agree on the outcome, so a
   // checkpoint one rank finds corrupt fails on all of them (nothing changed on any) instead of

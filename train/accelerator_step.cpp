@@ -88,7 +88,15 @@ void Accelerator::step() {
   update({});
 }
 
-std::vector<bool> Accelerator::update(const std::vector<Tensor>& param_copies, bool shared_copies) {
+std::vector<Tensor> Accelerator::shared_weight_copies() const {
+  // Per optimizer parameter only where the optimizer updates exactly the prepared pieces, in
+  // their order (alike on every rank: the strategy and the optimizer decide, not the caller).
+  const State& s = *s_;
+  if (!s.dp || !s.clip_covers_optimizer) return {};
+  return s.dp->shared_weight_copies();
+}
+
+std::vector<bool> Accelerator::update(const std::vector<Tensor>& param_copies) {
   check_prepared("step");
   HF_CHECK(awaiting_step_,
            "Accelerator::step: the gradients are not synchronised; call step() after the "
@@ -98,8 +106,11 @@ std::vector<bool> Accelerator::update(const std::vector<Tensor>& param_copies, b
   step_was_skipped_ = s.scaler.enabled() && found_inf_;
   std::vector<bool> written(s.optimizer->params().size(), false);
   if (!step_was_skipped_) {
-    written = s.optimizer->step(clip_in_step_, param_copies);
-    if (shared_copies) s.dp->complete_shared_copies(written);
+    // Shared 16-bit weight copies are written by every rank's step, whatever copies the caller
+    // carries: any rank may map its copies onto them afterwards (step(copies)).
+    const std::vector<Tensor> shared = shared_weight_copies();
+    written = s.optimizer->step(clip_in_step_, shared.empty() ? param_copies : shared);
+    if (!shared.empty()) s.dp->complete_shared_copies(written);
     {
       AddTime t(communication_s_);
       if (s.dp) s.dp->after_optimizer_step();  // ZeRO: every rank gets the updated shards
@@ -150,11 +161,9 @@ std::vector<WeightCopy> Accelerator::step(std::vector<WeightCopy> copies) {
   std::vector<Tensor> param_copies(params.size());
   std::vector<size_t> owner(copies.size(), params.size());  // params.size(): none
   // ZeRO-1/2 with parameters the node's ranks share: the copies are shared too, each rank's
-  // step writing its chunks' (DataParallel::shared_weight_copies).
-  const bool shared = s.dp && !copies.empty() && !s.dp->shared_weight_copies().empty();
-  if (shared) {
-    param_copies = s.dp->shared_weight_copies();
-  } else if (s_->options.zero_stage < 3) {
+  // step writing its chunks' (update()).
+  const bool shared = !shared_weight_copies().empty();
+  if (!shared && s_->options.zero_stage < 3) {
     for (size_t j = 0; j < copies.size(); ++j) {
       for (size_t i = 0; i < params.size(); ++i) {
         if (param_copies[i].defined()) continue;  // one copy per parameter is written
@@ -166,7 +175,7 @@ std::vector<WeightCopy> Accelerator::step(std::vector<WeightCopy> copies) {
       }
     }
   }
-  const std::vector<bool> written = update(param_copies, shared);
+  const std::vector<bool> written = update(param_copies);
   if (s_->options.zero_stage == 3) return {};
   if (step_was_skipped_) return copies;  // no parameter changed
   // Shared copies: every trainable weight's equals its cast now (this rank's chunks written by

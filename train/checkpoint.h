@@ -167,6 +167,9 @@ struct LoadLayout {
   int tp_rank = 0, tp_size = 1;    // this rank's tensor-parallel part of split parameters
   // ZeRO-3: fill these pieces of the parameters instead of the model's parameters.
   std::vector<std::pair<ParamSlice, Tensor>> param_pieces;
+  // False: another rank restores the parameters (ZeRO-1/2 ranks of one node share one copy);
+  // this rank neither reads nor writes them.
+  bool parameters = true;
 };
 TrainerState load_checkpoint(const std::string& dir, nn::Module& model, optim::Optimizer& optimizer,
                              const LoadLayout& layout, Manifest* manifest = nullptr);

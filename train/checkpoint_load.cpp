@@ -235,17 +235,18 @@ TrainerState load_checked(const std::string& dir, nn::Module& model, optim::Opti
   // How each parameter splits (also at tensor_parallel 1, to read another layout's parts).
   auto split_of = [&](const std::string& param) { return model.tensor_parallel_split(param); };
 
-  // Parameters (whole, or this rank's ZeRO-3 pieces): read completely before any changes.
+  // Parameters (whole, this rank's ZeRO-3 pieces, or none where another rank restores them): read
+  // completely before any changes.
   const PartIndex models(root, manifest, ".model.safetensors");
   const auto named = model.named_parameters();
   std::vector<Tensor> values;
   const bool pieces = !layout.param_pieces.empty();
-  if (pieces) {
+  if (layout.parameters && pieces) {
     for (const auto& [slice, t] : layout.param_pieces) {
       values.push_back(models.read_part(dir, slice.name, split_of(slice.name), tp_rank, tp_size,
                                         shape_numel(slice.full_shape), slice.offset, t.numel()));
     }
-  } else {
+  } else if (layout.parameters) {
     for (const auto& [name, param] : named) {
       // A frozen parameter is not stored (the run rebuilt it as it was); an older checkpoint may
       // hold it all the same.
@@ -339,7 +340,7 @@ TrainerState load_checked(const std::string& dir, nn::Module& model, optim::Opti
       ops::copy_(dst, values[i]);
     }
   } else {
-    for (size_t i = 0; i < named.size(); ++i) {
+    for (size_t i = 0; i < values.size(); ++i) {  // (none when another rank restores them)
       if (values[i].defined()) model.load_parameter(named[i].first, values[i]);
     }
   }

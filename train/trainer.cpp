@@ -238,6 +238,12 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
         s.acc->world(), s.acc->gradient_transport().c_str(), s.acc->options().zero_stage,
         m.total() / mib, m.params / mib, m.params_shared ? " in memory the node's ranks share" : "",
         m.grads / mib, m.optimizer / mib, static_cast<double>(s.model->num_parameters()) * 4 / mib);
+    if (s.acc->options().zero_stage == 0 && s.acc->gradient_transport() == "node shared memory") {
+      std::printf(
+          "data parallel: hint: zero_stage 1 would keep one copy of the parameters for this "
+          "node's ranks and split the optimizer step between them (less memory, shorter "
+          "steps)\n");
+    }
     std::fflush(stdout);
   }
 }

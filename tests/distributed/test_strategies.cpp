@@ -288,11 +288,20 @@ void expect_same_run(const TrainingRun& got, const TrainingRun& want, double tol
 
 // Without memory the ranks share (ranks on several nodes), ZeRO-1/2 gather the parameters after
 // each step, each rank its own copy.
+// Stages 1 and 2, data-parallel 2 and 3, tensor-parallel 2, LoRA, a tied table.
 TEST(Strategies, Zero12WithoutSharedMemoryGatherTheParameters) {
   for (int stage : {1, 2}) {
     const TrainingRun want = reference(2, false);
     expect_same_run(distributed(stage, 1, 2, false, want, DType::kF32, 1.0f, false, false), want);
   }
+  const TrainingRun three = reference(3, false);
+  expect_same_run(distributed(2, 1, 3, false, three, DType::kF32, 1.0f, false, false), three);
+  const TrainingRun tp = reference(2, false);
+  expect_same_run(distributed(1, 2, 2, false, tp, DType::kF32, 1.0f, false, false), tp);
+  const TrainingRun lora = reference(2, true);
+  expect_same_run(distributed(1, 1, 2, true, lora, DType::kF32, 1.0f, false, false), lora);
+  const TrainingRun tied = reference(3, false, true);
+  expect_same_run(distributed(1, 1, 3, false, tied, DType::kF32, 1.0f, true, false), tied);
 }
 
 // (zero_stage, tensor-parallel size, data-parallel size)
