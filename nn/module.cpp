@@ -300,6 +300,31 @@ void Module::move_flat_parameters(const Tensor& buffer) {
   flat_->params = buffer;
 }
 
+void Module::move_flat_gradients(const Tensor& buffer) {
+  HF_CHECK(flat_ != nullptr && flat_->grads.defined(),
+           "move_flat_gradients: the parameters are not flattened with a gradient buffer");
+  const Tensor& old = flat_->grads;
+  HF_CHECK(buffer.dim() == 1 && buffer.is_contiguous() && buffer.dtype() == DType::kF32 &&
+               buffer.numel() == old.numel() && buffer.device() == old.device(),
+           "move_flat_gradients: ", buffer.str(), " does not match the flat buffer ", old.str());
+  Tensor dst = buffer;
+  ops::copy_(dst, old);
+  std::vector<std::pair<std::string, ParameterSlot*>> all;
+  collect("", all);
+  for (const FlatSlot& s : flat_->slots) {
+    const auto it =
+        std::find_if(all.begin(), all.end(), [&](const auto& r) { return r.first == s.name; });
+    HF_CHECK(it != all.end(), "move_flat_gradients: no parameter ", s.name);
+    if (!it->second->trainable) continue;
+    Tensor& t = it->second->value;
+    AutogradMeta* m = t.autograd_meta();
+    const bool pending = m != nullptr && m->grad_zero_pending;
+    t.set_grad(ops::view(ops::narrow(buffer, 0, s.offset, s.numel), t.sizes()));
+    t.autograd_meta()->grad_zero_pending = pending;
+  }
+  flat_->grads = buffer;
+}
+
 void Module::release_gradient_buffer() {
   for (auto& [n, t] : named_parameters()) t.set_grad(Tensor());
   if (flat_) flat_->grads = Tensor();

@@ -149,6 +149,10 @@ class Module {
   // elements as flat()->params, on the same device): ZeRO-1/2 hand over memory that every
   // data-parallel rank of a node maps, which one rank filled.
   void move_flat_parameters(const Tensor& buffer);
+  // The same for the flat gradient buffer: every trainable parameter's gradient becomes a view
+  // of `buffer` (1-D f32 as flat()->grads, which it replaces), holding the values it held
+  // (copied) and whether they are zeroed lazily.
+  void move_flat_gradients(const Tensor& buffer);
   // Drops the flat gradient buffer and every parameter's .grad() (ZeRO stage 2 keeps only a
   // shard of the gradients); backward then allocates gradients as needed.
   void release_gradient_buffer();

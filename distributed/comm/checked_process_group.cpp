@@ -97,6 +97,11 @@ class CheckedProcessGroup final : public ProcessGroup {
     agree("node_shared_tensor of " + std::to_string(numel) + " " + dtype_name(dtype), where, o);
     return inner_->node_shared_tensor(numel, dtype, o, where);
   }
+  Tensor node_shared_slices(int64_t numel, DType dtype, const CollectiveOptions& o,
+                            CallSite where) override {
+    agree("node_shared_slices of " + std::to_string(numel) + " " + dtype_name(dtype), where, o);
+    return inner_->node_shared_slices(numel, dtype, o, where);
+  }
 
  private:
   // Every rank describes its call; all compare all, so every rank fails together on a mismatch.

@@ -189,6 +189,16 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
              " and output ", dtype_name(out.dtype()), " differ");
     Op x = make("reduce_scatter", in.nbytes(), o);
     if (shm_ && detail::NodeShm::takes_reduction(out.dtype(), op, in.nbytes())) {
+      for (const Mapped& m : mapped_) {
+        if (m.storage.lock() != in.storage()) continue;
+        std::shared_ptr<detail::SharedSegment> segment = m.segment.lock();
+        const size_t slice = m.slice_bytes;
+        return run_in_shm(std::move(x), {out, in},
+                          [this, out, in, op, segment, slice](Clock::time_point deadline) mutable {
+                            return shm_->reduce_scatter_mapped(out, in, *segment, slice, op,
+                                                               deadline);
+                          });
+      }
       return run_in_shm(std::move(x), {out, in},
                         [this, out, in, op](Clock::time_point deadline) mutable {
                           return shm_->reduce_scatter(out, in, op, deadline);
@@ -271,34 +281,29 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     return *result;
   }
 
-  // As split: an Ibarrier the deadline covers, then the segment's blocking bootstrap, which
-  // cannot wait on anyone since every member has passed the barrier. Only a group whose sums
-  // already go through shared memory (shm_: one node, HFRUN_SHM_COLLECTIVES not 0) offers it.
   Tensor node_shared_tensor(int64_t numel, DType dtype, const CollectiveOptions& o,
                             CallSite) override {
     HF_CHECK(numel >= 0, "node_shared_tensor: ", numel, " elements");
-    if (!shm_) return Tensor();
     const size_t bytes = static_cast<size_t>(numel) * dtype_size(dtype);
-    Op x = make("node_shared_tensor", bytes, o);
-    auto segment = std::make_shared<std::shared_ptr<detail::SharedSegment>>();
-    x.exclusive = true;
-    x.start = [this](MPI_Request* r) { HF_MPI_CHECK(MPI_Ibarrier(comm_, r)); };
-    // Test hook: HFRUN_SHM_MAX_BYTES=N refuses larger segments, as a small /dev/shm would
-    // (rank 0's value decides, for every rank alike).
-    const char* cap = std::getenv("HFRUN_SHM_MAX_BYTES");
-    const size_t max_bytes = cap != nullptr ? std::strtoull(cap, nullptr, 10) : SIZE_MAX;
-    x.finish = [this, bytes, segment, max_bytes] {
-      *segment =
-          detail::SharedSegment::create(shm_bootstrap(), std::max<size_t>(bytes, 1), max_bytes);
-    };
-    enqueue(std::move(x))->wait();
-    if (!*segment) return Tensor();
-    auto impl = std::make_shared<TensorImpl>();
-    impl->storage = std::make_shared<Storage>((*segment)->data(), bytes, Device::cpu(), *segment);
-    impl->sizes = {numel};
-    impl->strides = {1};
-    impl->dtype = dtype;
-    return Tensor(std::move(impl));
+    std::shared_ptr<detail::SharedSegment> segment = make_segment("node_shared_tensor", bytes, o);
+    return segment ? shared_view(segment, numel, dtype, 0) : Tensor();
+  }
+
+  // One segment of size() slices, each rounded up to whole pages; reduce_scatter recognises
+  // inputs in it by their storage (mapped_).
+  Tensor node_shared_slices(int64_t numel, DType dtype, const CollectiveOptions& o,
+                            CallSite) override {
+    HF_CHECK(numel >= 0, "node_shared_slices: ", numel, " elements");
+    const size_t page = 4096;
+    const size_t slice = (static_cast<size_t>(numel) * dtype_size(dtype) + page - 1) / page * page;
+    std::shared_ptr<detail::SharedSegment> segment =
+        make_segment("node_shared_slices", slice * static_cast<size_t>(size_), o);
+    if (!segment) return Tensor();
+    Tensor mine =
+        shared_view(segment, numel, dtype, static_cast<int64_t>(slice / dtype_size(dtype)) * rank_);
+    std::erase_if(mapped_, [](const Mapped& m) { return m.storage.expired(); });
+    mapped_.push_back(Mapped{mine.storage(), segment, slice});
+    return mine;
   }
 
   void shutdown() override {
@@ -326,6 +331,42 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     x.work = std::make_shared<Work>(WorkInfo{detail::world_rank(), op, seq, bytes, name_});
     x.timeout = o.timeout;
     return x;
+  }
+
+  // A segment every rank maps (null on every rank where the group cannot): an exclusive op, as
+  // split: an Ibarrier the deadline covers, then the segment's blocking bootstrap, which cannot
+  // wait on anyone since every member has passed the barrier. Only a group whose sums already
+  // go through shared memory (shm_: one node, HFRUN_SHM_COLLECTIVES not 0) offers one.
+  std::shared_ptr<detail::SharedSegment> make_segment(const char* op, size_t bytes,
+                                                      const CollectiveOptions& o) {
+    if (!shm_) return nullptr;
+    Op x = make(op, bytes, o);
+    auto segment = std::make_shared<std::shared_ptr<detail::SharedSegment>>();
+    x.exclusive = true;
+    x.start = [this](MPI_Request* r) { HF_MPI_CHECK(MPI_Ibarrier(comm_, r)); };
+    // Test hook: HFRUN_SHM_MAX_BYTES=N refuses larger segments, as a small /dev/shm would
+    // (rank 0's value decides, for every rank alike).
+    const char* cap = std::getenv("HFRUN_SHM_MAX_BYTES");
+    const size_t max_bytes = cap != nullptr ? std::strtoull(cap, nullptr, 10) : SIZE_MAX;
+    x.finish = [this, bytes, segment, max_bytes] {
+      *segment =
+          detail::SharedSegment::create(shm_bootstrap(), std::max<size_t>(bytes, 1), max_bytes);
+    };
+    enqueue(std::move(x))->wait();
+    return *segment;
+  }
+
+  // `numel` elements of `dtype` at element `offset` of the segment, which the tensor keeps.
+  static Tensor shared_view(const std::shared_ptr<detail::SharedSegment>& segment, int64_t numel,
+                            DType dtype, int64_t offset) {
+    auto impl = std::make_shared<TensorImpl>();
+    impl->storage =
+        std::make_shared<Storage>(segment->data(), segment->bytes(), Device::cpu(), segment);
+    impl->sizes = {numel};
+    impl->strides = {1};
+    impl->offset = offset;
+    impl->dtype = dtype;
+    return Tensor(std::move(impl));
   }
 
   // Blocking MPI calls over comm_ for NodeShm::create (every rank makes the group together).
@@ -510,6 +551,14 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
   std::thread worker_;
   // Set when every rank of the group is on this node (shm_collectives.h).
   std::unique_ptr<detail::NodeShm> shm_;
+  // node_shared_slices' segments, by the storage of their tensors (reduce_scatter reads the
+  // other ranks' inputs there).
+  struct Mapped {
+    std::weak_ptr<Storage> storage;
+    std::weak_ptr<detail::SharedSegment> segment;
+    size_t slice_bytes = 0;
+  };
+  std::vector<Mapped> mapped_;
 };
 
 }  // namespace

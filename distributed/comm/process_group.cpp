@@ -26,6 +26,11 @@ Tensor ProcessGroup::node_shared_tensor(int64_t /*numel*/, DType /*dtype*/,
   return Tensor();
 }
 
+Tensor ProcessGroup::node_shared_slices(int64_t /*numel*/, DType /*dtype*/,
+                                        const CollectiveOptions& /*opts*/, CallSite /*where*/) {
+  return Tensor();
+}
+
 std::string WorkInfo::describe() const {
   return hfrun::detail::concat("rank ", rank, ": ", op, " #", seq, " (", bytes, " bytes, group ",
                                group, ")");

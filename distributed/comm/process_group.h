@@ -148,6 +148,14 @@ class ProcessGroup {
   // HFRUN_SHM_COLLECTIVES=0), or no room in /dev/shm. This default: undefined.
   virtual Tensor node_shared_tensor(int64_t numel, DType dtype, const CollectiveOptions& opts = {},
                                     CallSite where = CallSite::current());
+  // Collective: this rank's slice (`numel` elements) of node shared memory holding one slice
+  // per rank. A reduce_scatter whose input every rank takes at the same place of its slice
+  // reads the other ranks' blocks where they lie instead of copying them; its input must then
+  // stay unchanged until a later collective shows every rank's reduce_scatter done (ZeRO-1's
+  // gradient buffer, written again only after the step's barrier). Undefined where
+  // node_shared_tensor is. This default: undefined.
+  virtual Tensor node_shared_slices(int64_t numel, DType dtype, const CollectiveOptions& opts = {},
+                                    CallSite where = CallSite::current());
 };
 
 }  // namespace hfrun::dist

@@ -19,6 +19,7 @@
 #include <ctime>
 #include <string>
 
+#include "common/error.h"
 #include "distributed/comm/reduce_kernels.h"
 
 namespace hfrun::dist::detail {
@@ -33,6 +34,21 @@ constexpr int kSpins = 2000;
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) &&
                   std::atomic<uint32_t>::is_always_lock_free,
               "the phase counters are futex words shared between processes");
+
+// Where a rank's input of reduce_scatter_mapped lies in its slice (bytes from the slice's start,
+// and its length), posted with its phase for the others to check. Two slots, by the parity of
+// the phase that posts them: a rank that went on to its next op writes the other slot, and the
+// one after waits for this rank's next phase.
+struct MappedInput {
+  uint64_t offset, bytes;
+};
+constexpr size_t kMappedInputAt = 64;  // in the header page, apart from the phase word
+
+MappedInput* mapped_input(char* base, int q, uint32_t phase) {
+  return reinterpret_cast<MappedInput*>(base + static_cast<size_t>(q) * kRegionBytes +
+                                        kMappedInputAt) +
+         (phase & 1U);
+}
 
 std::atomic<uint32_t>& phase_word(char* base, int q) {
   return *reinterpret_cast<std::atomic<uint32_t>*>(base + static_cast<size_t>(q) * kRegionBytes);
@@ -278,6 +294,32 @@ bool NodeShm::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op,
     }
     reduce(srcs, dst + off * es, m, out.dtype(), op);
   }
+  return true;
+}
+
+bool NodeShm::reduce_scatter_mapped(Tensor& out, const Tensor& in, const SharedSegment& slices,
+                                    size_t slice_bytes, ReduceOp op, Clock::time_point deadline) {
+  const size_t es = out.element_size();
+  const size_t n = static_cast<size_t>(out.numel());
+  const char* mine = static_cast<const char*>(in.raw_data());
+  const char* first = slices.data() + static_cast<size_t>(rank_) * slice_bytes;
+  HF_CHECK(mine >= first && mine + in.nbytes() <= first + slice_bytes,
+           "reduce_scatter: the input does not lie in this rank's slice of the shared segment");
+  const auto offset = static_cast<uint64_t>(mine - first);
+  *mapped_input(base_, rank_, phase_ + 1) = MappedInput{offset, in.nbytes()};
+  if (!step(deadline)) return false;  // (its release store publishes the input's place)
+  for (int q = 0; q < size_; ++q) {
+    const MappedInput theirs = *mapped_input(base_, q, phase_);
+    HF_CHECK(theirs.offset == offset && theirs.bytes == in.nbytes(), "reduce_scatter: rank ", q,
+             "'s input lies at byte ", theirs.offset, " (", theirs.bytes, " bytes) of its slice, ",
+             "this rank's at ", offset, " (", in.nbytes(), " bytes): the ranks' inputs differ");
+  }
+  std::vector<const void*> srcs(static_cast<size_t>(size_));
+  for (int q = 0; q < size_; ++q) {
+    srcs[static_cast<size_t>(q)] = slices.data() + static_cast<size_t>(q) * slice_bytes + offset +
+                                   static_cast<size_t>(rank_) * n * es;
+  }
+  reduce(srcs, static_cast<char*>(out.raw_data()), n, out.dtype(), op);
   return true;
 }
 

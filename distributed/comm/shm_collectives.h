@@ -104,6 +104,13 @@ class NodeShm {
   // be used again.
   bool allreduce(Tensor& t, ReduceOp op, Clock::time_point deadline);
   bool reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op, Clock::time_point deadline);
+  // reduce_scatter whose every rank's `in` lies at the same offset of its own slice of
+  // `slices` (a segment all ranks map, slice q at q * slice_bytes): each rank reads the others'
+  // blocks where they lie, with one phase and no copy. The offsets are checked across ranks
+  // (an error when they differ). The inputs must not change until every rank's op completed
+  // (the caller's later collective orders that).
+  bool reduce_scatter_mapped(Tensor& out, const Tensor& in, const SharedSegment& slices,
+                             size_t slice_bytes, ReduceOp op, Clock::time_point deadline);
 
  private:
   NodeShm(int rank, int size, std::shared_ptr<SharedSegment> segment);

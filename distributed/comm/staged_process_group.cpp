@@ -75,6 +75,10 @@ class StagedProcessGroup final : public ProcessGroup {
                             CallSite where) override {
     return inner_->node_shared_tensor(numel, dtype, opts, where);  // host memory either way
   }
+  Tensor node_shared_slices(int64_t numel, DType dtype, const CollectiveOptions& opts,
+                            CallSite where) override {
+    return inner_->node_shared_slices(numel, dtype, opts, where);
+  }
 
  private:
   // Waits for the host op (rethrowing its failure) and copies its result into the device tensor.

@@ -175,6 +175,15 @@ void Zero12::share_parameters(nn::Module& model) {
   const auto named = model.named_trainable_parameters();
   for (size_t p = 0; p < leaves_.size(); ++p) leaves_[p] = named[p].second;
   shared_ = true;
+  if (!staged_ && flat_grads_.defined()) {
+    // Stage 1's gradient buffer in a slice of node shared memory: each rank's reduce-scatter
+    // reads the others' blocks where they lie instead of copying them in.
+    Tensor grads = ctx_.data->node_shared_slices(flat_grads_.numel(), DType::kF32, ctx_.opts);
+    if (grads.defined()) {
+      model.move_flat_gradients(grads);
+      flat_grads_ = grads;
+    }
+  }
   const std::optional<DType> compute = model.compute_dtype();
   if (compute && (*compute == DType::kBF16 || *compute == DType::kF16)) {
     shared_copies_ = ctx_.data->node_shared_tensor(total_, *compute, ctx_.opts);
@@ -246,10 +255,12 @@ void Zero12::lay_out(nn::Module& model) {
 
 void Zero12::synchronised() {
   ShardedStrategy::synchronised();
+  // Shared parameters: no rank's step writes them while another's backward may still read
+  // them; and no rank adds rows into its gradient buffer (below) while another's reduce-scatter
+  // may still read that buffer's blocks (stage 1's buffer in node shared memory).
+  if (shared_ && window_ends()) ctx_.data->barrier(ctx_.opts)->wait();
   // Into the whole table's gradient: only this rank's chunks of it are read.
   add_rows();
-  // Shared parameters: no rank's step writes them while another's backward may still read them.
-  if (shared_ && window_ends()) ctx_.data->barrier(ctx_.opts)->wait();
 }
 
 void Zero12::after_optimizer_step() {

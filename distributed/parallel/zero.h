@@ -81,7 +81,11 @@ class ShardedStrategy : public Strategy {
 // parameters for the last time before any rank's step writes them) and after the step (every
 // chunk written before any rank's next forward reads it). On a 2-core node the gather's copy
 // (475 MB for GPT-2 124M) and the comm thread's CPU time were the step's largest cost besides
-// compute; the node also holds the parameters once instead of once per rank. Under mixed
+// compute; the node also holds the parameters once instead of once per rank. Stage 1 also
+// keeps each rank's gradient buffer in a slice of node shared memory
+// (ProcessGroup::node_shared_slices), so that a reduce-scatter reads the other ranks' blocks
+// where they lie; the barrier after backward comes before the embedding rows are added into
+// it. Under mixed
 // precision the weights' 16-bit copies are shared the same way: each rank's step writes its
 // chunks' copies in the update's pass, and no rank casts the weights again.
 class Zero12 final : public ShardedStrategy {

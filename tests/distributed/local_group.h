@@ -144,6 +144,13 @@ class LocalProcessGroup : public dist::ProcessGroup {
     done("node_shared_tensor", numel);
     return world_.share(rank_, [&] { return ops::zeros({numel}, dtype); });
   }
+  Tensor node_shared_slices(int64_t numel, DType dtype, const dist::CollectiveOptions&,
+                            dist::CallSite) override {
+    if (!world_.shares_memory()) return Tensor();
+    done("node_shared_slices", numel);
+    const Tensor all = world_.share(rank_, [&] { return ops::zeros({size() * numel}, dtype); });
+    return ops::narrow(all, 0, rank_ * numel, numel);
+  }
   std::shared_ptr<dist::Work> send(const Tensor&, int, int, const dist::CollectiveOptions&,
                                    dist::CallSite) override {
     HF_CHECK(false, "LocalProcessGroup: send is not supported");

@@ -335,6 +335,27 @@ void test_shared_memory(ProcessGroup& world) {
     expect(!plain->node_shared_tensor(16, DType::kF32, kOpts).defined(),
            "no node shared memory where the sums go through MPI");
   }
+  // A reduce-scatter whose inputs lie at the same place of every rank's slice reads the others'
+  // blocks where they lie: MPI's result, out of place and in place.
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
+    const int64_t block = piece + 333;
+    Tensor slice = world.node_shared_slices(n * block + 8, DType::kF32, kOpts);
+    expect(slice.defined() && slice.numel() == n * block + 8, "node_shared_slices on one node");
+    if (!slice.defined()) break;
+    Tensor in = ops::narrow(slice, 0, 8, n * block);
+    Tensor values = ops::randn({n * block}, gen);
+    ops::copy_(in, values);
+    Tensor want = ops::zeros({block}, DType::kF32);
+    plain->reduce_scatter(want, values, op, kOpts)->wait();
+    Tensor out = ops::zeros({block}, DType::kF32);
+    world.reduce_scatter(out, in, op, kOpts)->wait();
+    compare(out, want, std::string("mapped reduce_scatter ") + reduce_op_name(op), false);
+    world.barrier(kOpts)->wait();  // every rank has read the others' inputs
+    Tensor own = ops::narrow(in, 0, r * block, block);
+    world.reduce_scatter(own, in, op, kOpts)->wait();
+    compare(own, want, std::string("mapped in-place reduce_scatter ") + reduce_op_name(op), false);
+    world.barrier(kOpts)->wait();  // before the memory goes
+  }
   // At the size threshold (shared memory) and just under it (MPI): exact small-integer sums.
   for (size_t bytes : {dist::detail::NodeShm::kMinBytes, dist::detail::NodeShm::kMinBytes - 4}) {
     Tensor t = ops::full({static_cast<int64_t>(bytes / 4)}, r + 1);
