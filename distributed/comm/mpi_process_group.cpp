@@ -297,7 +297,7 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     const size_t page = 4096;
     const size_t slice = (static_cast<size_t>(numel) * dtype_size(dtype) + page - 1) / page * page;
     std::shared_ptr<detail::SharedSegment> segment =
-        make_segment("node_shared_slices", slice * static_cast<size_t>(size_), o);
+        make_segment("node_shared_slices", slice * static_cast<size_t>(size_), o, slice);
     if (!segment) return Tensor();
     Tensor mine =
         shared_view(segment, numel, dtype, static_cast<int64_t>(slice / dtype_size(dtype)) * rank_);
@@ -338,7 +338,8 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
   // wait on anyone since every member has passed the barrier. Only a group whose sums already
   // go through shared memory (shm_: one node, HFRUN_SHM_COLLECTIVES not 0) offers one.
   std::shared_ptr<detail::SharedSegment> make_segment(const char* op, size_t bytes,
-                                                      const CollectiveOptions& o) {
+                                                      const CollectiveOptions& o,
+                                                      size_t slice_bytes = 0) {
     if (!shm_) return nullptr;
     Op x = make(op, bytes, o);
     auto segment = std::make_shared<std::shared_ptr<detail::SharedSegment>>();
@@ -348,9 +349,9 @@ class MpiProcessGroup final : public ProcessGroup, public detail::MpiGroupHandle
     // (rank 0's value decides, for every rank alike).
     const char* cap = std::getenv("HFRUN_SHM_MAX_BYTES");
     const size_t max_bytes = cap != nullptr ? std::strtoull(cap, nullptr, 10) : SIZE_MAX;
-    x.finish = [this, bytes, segment, max_bytes] {
-      *segment =
-          detail::SharedSegment::create(shm_bootstrap(), std::max<size_t>(bytes, 1), max_bytes);
+    x.finish = [this, bytes, segment, max_bytes, slice_bytes] {
+      *segment = detail::SharedSegment::create(shm_bootstrap(), std::max<size_t>(bytes, 1),
+                                               max_bytes, slice_bytes);
     };
     enqueue(std::move(x))->wait();
     return *segment;

@@ -121,7 +121,7 @@ int remove_stale_segments(const char* dir, double min_age_s) {
 }
 
 std::shared_ptr<SharedSegment> SharedSegment::create(const ShmBootstrap& b, size_t bytes,
-                                                     size_t max_bytes) {
+                                                     size_t max_bytes, size_t slice_bytes) {
   const int rank = b.rank;
   char name[64] = {};
   int created = 0;
@@ -133,7 +133,12 @@ std::shared_ptr<SharedSegment> SharedSegment::create(const ShmBootstrap& b, size
     static std::atomic<int> serial{0};
     std::snprintf(name, sizeof(name), "/hfrun-%d-%d", static_cast<int>(getpid()), serial++);
     fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd >= 0 && posix_fallocate(fd, 0, static_cast<off_t>(bytes)) == 0) {
+    const bool reserved =
+        fd >= 0 &&
+        (slice_bytes == 0 ? posix_fallocate(fd, 0, static_cast<off_t>(bytes)) == 0
+                          : ftruncate(fd, static_cast<off_t>(bytes)) == 0 &&
+                                posix_fallocate(fd, 0, static_cast<off_t>(slice_bytes)) == 0);
+    if (reserved) {
       created = 1;
     } else if (fd >= 0) {
       close(fd);
@@ -144,12 +149,20 @@ std::shared_ptr<SharedSegment> SharedSegment::create(const ShmBootstrap& b, size
   b.from_rank0(name, sizeof(name));
   b.from_rank0(&created, sizeof(created));
   if (!created) return nullptr;
-  if (rank != 0) fd = shm_open(name, O_RDWR, 0);
-  void* p = MAP_FAILED;
-  if (fd >= 0) {
-    p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
+  bool reserved = true;
+  if (rank != 0) {
+    fd = shm_open(name, O_RDWR, 0);
+    // Each rank's own slice is reserved by that rank: its pages are charged to it (a memory
+    // cgroup per rank), not all to rank 0.
+    const auto at = static_cast<off_t>(static_cast<size_t>(rank) * slice_bytes);
+    reserved = slice_bytes == 0 ||
+               (fd >= 0 && posix_fallocate(fd, at, static_cast<off_t>(slice_bytes)) == 0);
   }
+  void* p = MAP_FAILED;
+  if (fd >= 0 && reserved) {
+    p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  }
+  if (fd >= 0) close(fd);
   const int mapped = p != MAP_FAILED ? 1 : 0;
   const int all_mapped = b.all_min(mapped);  // after it, every rank has opened the name
   if (rank == 0) shm_unlink(name);

@@ -63,11 +63,13 @@ int remove_stale_segments(const char* dir, double min_age_s);
 // opened by name by the others; the name is removed once all have mapped it, so the memory goes
 // when the last rank unmaps it, even after a crash. Collective over the bootstrap (one_node is
 // the caller's business): null on every rank when any rank could not create or map it, or when
-// `bytes` exceeds rank 0's `max_bytes` (standing for a small /dev/shm in tests).
+// `bytes` exceeds rank 0's `max_bytes` (standing for a small /dev/shm in tests). With
+// `slice_bytes`, `bytes` is one slice per rank and each rank reserves its own (its pages charged
+// to it).
 class SharedSegment {
  public:
   static std::shared_ptr<SharedSegment> create(const ShmBootstrap& b, size_t bytes,
-                                               size_t max_bytes = SIZE_MAX);
+                                               size_t max_bytes = SIZE_MAX, size_t slice_bytes = 0);
   ~SharedSegment();
   SharedSegment(const SharedSegment&) = delete;
   SharedSegment& operator=(const SharedSegment&) = delete;
