@@ -273,21 +273,29 @@ void Module::replace_parameters(const std::vector<Tensor>& values, bool same_sha
   flat_.reset();
 }
 
-void Module::move_flat_parameters(const Tensor& buffer) {
-  HF_CHECK(flat_ != nullptr, "move_flat_parameters: the parameters are not flattened");
-  const Tensor& old = flat_->params;
+std::vector<std::pair<const FlatSlot*, ParameterSlot*>> Module::flat_slots_for(
+    const Tensor& buffer, const Tensor& old, const char* what) const {
   HF_CHECK(buffer.dim() == 1 && buffer.is_contiguous() && buffer.dtype() == DType::kF32 &&
                buffer.numel() == old.numel() && buffer.device() == old.device(),
-           "move_flat_parameters: ", buffer.str(), " does not match the flat buffer ", old.str());
+           what, ": ", buffer.str(), " does not match the flat buffer ", old.str());
   std::vector<std::pair<std::string, ParameterSlot*>> all;
   collect("", all);
+  std::vector<std::pair<const FlatSlot*, ParameterSlot*>> out;
   for (const FlatSlot& s : flat_->slots) {
     const auto it =
         std::find_if(all.begin(), all.end(), [&](const auto& r) { return r.first == s.name; });
-    HF_CHECK(it != all.end(), "move_flat_parameters: no parameter ", s.name);
-    Tensor& t = it->second->value;
-    Tensor view = ops::view(ops::narrow(buffer, 0, s.offset, s.numel), t.sizes());
-    if (it->second->trainable) {
+    HF_CHECK(it != all.end(), what, ": no parameter ", s.name);
+    out.emplace_back(&s, it->second);
+  }
+  return out;
+}
+
+void Module::move_flat_parameters(const Tensor& buffer) {
+  HF_CHECK(flat_ != nullptr, "move_flat_parameters: the parameters are not flattened");
+  for (const auto& [s, slot] : flat_slots_for(buffer, flat_->params, "move_flat_parameters")) {
+    Tensor& t = slot->value;
+    Tensor view = ops::view(ops::narrow(buffer, 0, s->offset, s->numel), t.sizes());
+    if (slot->trainable) {
       view.set_requires_grad(true);
       AutogradMeta* m = t.autograd_meta();
       if (m != nullptr && m->grad) {
@@ -303,23 +311,15 @@ void Module::move_flat_parameters(const Tensor& buffer) {
 void Module::move_flat_gradients(const Tensor& buffer) {
   HF_CHECK(flat_ != nullptr && flat_->grads.defined(),
            "move_flat_gradients: the parameters are not flattened with a gradient buffer");
-  const Tensor& old = flat_->grads;
-  HF_CHECK(buffer.dim() == 1 && buffer.is_contiguous() && buffer.dtype() == DType::kF32 &&
-               buffer.numel() == old.numel() && buffer.device() == old.device(),
-           "move_flat_gradients: ", buffer.str(), " does not match the flat buffer ", old.str());
+  const auto slots = flat_slots_for(buffer, flat_->grads, "move_flat_gradients");
   Tensor dst = buffer;
-  ops::copy_(dst, old);
-  std::vector<std::pair<std::string, ParameterSlot*>> all;
-  collect("", all);
-  for (const FlatSlot& s : flat_->slots) {
-    const auto it =
-        std::find_if(all.begin(), all.end(), [&](const auto& r) { return r.first == s.name; });
-    HF_CHECK(it != all.end(), "move_flat_gradients: no parameter ", s.name);
-    if (!it->second->trainable) continue;
-    Tensor& t = it->second->value;
+  ops::copy_(dst, flat_->grads);
+  for (const auto& [s, slot] : slots) {
+    if (!slot->trainable) continue;
+    Tensor& t = slot->value;
     AutogradMeta* m = t.autograd_meta();
     const bool pending = m != nullptr && m->grad_zero_pending;
-    t.set_grad(ops::view(ops::narrow(buffer, 0, s.offset, s.numel), t.sizes()));
+    t.set_grad(ops::view(ops::narrow(buffer, 0, s->offset, s->numel), t.sizes()));
     t.autograd_meta()->grad_zero_pending = pending;
   }
   flat_->grads = buffer;

@@ -194,6 +194,11 @@ class Module {
   void add_child(const std::string& name, std::unique_ptr<Module> module);
   void collect(const std::string& prefix,
                std::vector<std::pair<std::string, ParameterSlot*>>& out) const;
+  // For move_flat_parameters / move_flat_gradients: checks that `buffer` can replace `old` (1-D
+  // f32, as many elements, same device) and pairs each flat slot with its parameter.
+  std::vector<std::pair<const FlatSlot*, ParameterSlot*>> flat_slots_for(const Tensor& buffer,
+                                                                         const Tensor& old,
+                                                                         const char* what) const;
 
   std::vector<std::pair<std::string, std::shared_ptr<ParameterSlot>>> params_;
   std::vector<std::pair<std::string, std::unique_ptr<Module>>> children_;

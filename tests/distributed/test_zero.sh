@@ -39,6 +39,10 @@ run() {  # run NAME NP MICRO_BATCH ZERO_STAGE [EXTRA]; 4 ranks accumulate 1 micr
     echo "FAIL: $1 (-np $2, zero_stage $4) failed:"; cat "$TMP/$1.log"; fail=1
   fi
 }
+same_bits() {  # same_bits RUN_DIR OTHER_RUN_DIR: the same final model and losses, bit for bit
+  cmp -s "$1/final/model.safetensors" "$2/final/model.safetensors" &&
+    cmp -s <(losses "$1/metrics.jsonl") <(losses "$2/metrics.jsonl")
+}
 same_losses() {  # same_losses WHAT REFERENCE_METRICS OTHER_METRICS EXPECTED_PAIRS
   paste <(losses "$2" | tail -n "$4") <(losses "$3") > "$TMP/pairs"
   if [ "$(wc -l < "$TMP/pairs")" -ne "$4" ] || ! awk '{ d = $1 - $2; if (d < 0) d = -d;
@@ -80,8 +84,7 @@ for z in 0 1 2 tp; do
       echo "FAIL: $name failed:"; cat "$TMP/$name.log"; fail=1
     fi
   done
-  if ! cmp -s "$TMP/bf16_${z}_1/final/model.safetensors" "$TMP/bf16_${z}_0/final/model.safetensors" ||
-     ! cmp -s <(losses "$TMP/bf16_${z}_1/metrics.jsonl") <(losses "$TMP/bf16_${z}_0/metrics.jsonl"); then
+  if ! same_bits "$TMP/bf16_${z}_1" "$TMP/bf16_${z}_0"; then
     echo "FAIL: bf16 ($z) with the weight copies carried differs from casting every step:"
     paste <(losses "$TMP/bf16_${z}_1/metrics.jsonl") <(losses "$TMP/bf16_${z}_0/metrics.jsonl"); fail=1
   else
@@ -102,8 +105,7 @@ for z in 1 2; do
     echo "FAIL: $name failed:"; cat "$TMP/$name.log"; fail=1
   fi
   if grep -q "in memory the node's ranks share" "$TMP/$name.log" ||
-     ! cmp -s "$TMP/bf16_${z}_1/final/model.safetensors" "$TMP/$name/final/model.safetensors" ||
-     ! cmp -s <(losses "$TMP/bf16_${z}_1/metrics.jsonl") <(losses "$TMP/$name/metrics.jsonl"); then
+     ! same_bits "$TMP/bf16_${z}_1" "$TMP/$name"; then
     echo "FAIL: bf16 ($z) with shared parameters differs from private ones:"
     paste <(losses "$TMP/bf16_${z}_1/metrics.jsonl") <(losses "$TMP/$name/metrics.jsonl"); fail=1
   else
