@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Random-kill soak: SIGKILL a training run at many seeded moments and restart it each time.
 
-For each layout (1 process; 2 ranks DDP; 2 ranks ZeRO-3) a tiny GPT-2 first trains uninterrupted
-with HFRUN_FAULT_TRACE, which lists every fault point each rank passes (each optimizer step, each
-chunk of each checkpoint and export file, each file's rename, the checkpoint's manifest, commit
-and pruning; common/fault.h). Then the same run is started again and again in a fresh output_dir,
-each time with HFRUN_FAULT_KILL="RANK:N": the chosen rank SIGKILLs itself at its N-th point,
-picked by a seeded RNG among the points the resumed process will pass (a resumed process passes
-the uninterrupted run's points from its resume step on), about half of them inside checkpoint
-writes. After KILLS kills the run is left to finish. Checked:
+For each layout (1 process; 2 ranks DDP; 2 ranks ZeRO-1, whose ranks share one copy of the
+parameters in node memory and restore it from the first rank alone; 2 ranks ZeRO-3) a tiny GPT-2
+first trains uninterrupted with HFRUN_FAULT_TRACE, which lists every fault point each rank passes
+(each optimizer step, each chunk of each checkpoint and export file, each file's rename, the
+checkpoint's manifest, commit and pruning; common/fault.h). Then the same run is started again and
+again in a fresh output_dir, each time with HFRUN_FAULT_KILL="RANK:N": the chosen rank SIGKILLs
+itself at its N-th point, picked by a seeded RNG among the points the resumed process will pass (a
+resumed process passes the uninterrupted run's points from its resume step on), about half of them
+inside checkpoint writes. After KILLS kills the run is left to finish. Checked:
   - every kill happened (the run or the launcher reports SIGKILL) and no other error occurred;
   - after each kill, every directory that looks committed (checkpoints/step-N) is complete (its
     manifest lists files that exist with their sizes), and the next start resumes from the newest
@@ -31,7 +32,7 @@ HFRUN, GPT2 = sys.argv[1], sys.argv[2]
 KILLS = int(sys.argv[3]) if len(sys.argv) > 3 else 20
 SEED = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 MAX_STEPS, EVERY = 40, 2
-LAYOUTS = [("np1", 1, 0), ("np2_ddp", 2, 0), ("np2_zero3", 2, 3)]
+LAYOUTS = [("np1", 1, 0), ("np2_ddp", 2, 0), ("np2_zero1", 2, 1), ("np2_zero3", 2, 3)]
 failures = []
 
 
