@@ -238,7 +238,20 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
         s.acc->world(), s.acc->gradient_transport().c_str(), s.acc->options().zero_stage,
         m.total() / mib, m.params / mib, m.params_shared ? " in memory the node's ranks share" : "",
         m.grads / mib, m.optimizer / mib, static_cast<double>(s.model->num_parameters()) * 4 / mib);
-    if (s.acc->options().zero_stage == 0 && s.acc->gradient_transport() == "node shared memory") {
+    const int zero = s.acc->options().zero_stage;
+    const bool one_node = s.acc->gradient_transport() == "node shared memory";
+    if ((zero == 1 || zero == 2) && one_node && s.acc->device().is_cpu() && s.acc->world() >= 2 &&
+        !m.params_shared) {
+      // The only way these ranks end up with private parameters: /dev/shm refused the segment
+      // (a container's default /dev/shm is 64 MiB).
+      std::printf(
+          "data parallel: note: /dev/shm has no room for the one copy of the parameters "
+          "(%.2f MiB) this node's ranks would share; each rank keeps its own and gathers them "
+          "after every step (more memory, longer steps). A larger /dev/shm shares them (docker "
+          "run --shm-size, or a bigger tmpfs)\n",
+          m.params / mib);
+    }
+    if (zero == 0 && one_node) {
       std::printf(
           "data parallel: hint: zero_stage 1 would keep one copy of the parameters for this "
           "node's ranks and split the optimizer step between them (less memory, shorter "

@@ -114,14 +114,16 @@ for z in 1 2; do
 done
 
 # Where /dev/shm has no room for the parameters (HFRUN_SHM_MAX_BYTES stands for a small one), each
-# rank keeps its own copy and gathers: the sums still go through shared memory, and the run is
-# the shared one's bit for bit.
+# rank keeps its own copy and gathers, and the run says why (a container's /dev/shm is 64 MiB):
+# the sums still go through shared memory, and the run is the shared one's bit for bit.
 cfg "$TMP/np2_z1_private" 1 1 2 > "$TMP/np2_z1_private.yaml"
 if ! HFRUN_SHM_MAX_BYTES=65536 "$HFRUN" -np 2 --oversubscribe "$TMP/np2_z1_private.yaml" > "$TMP/np2_z1_private.log" 2>&1; then
   echo "FAIL: np2_z1_private failed:"; cat "$TMP/np2_z1_private.log"; fail=1
 fi
 if ! grep -q "over node shared memory" "$TMP/np2_z1_private.log" ||
    grep -q "in memory the node's ranks share" "$TMP/np2_z1_private.log" ||
+   ! grep -q "note: /dev/shm has no room for the one copy of the parameters" "$TMP/np2_z1_private.log" ||
+   grep -q "note: /dev/shm has no room" "$TMP/np2_z1.log" ||
    ! grep -q "in memory the node's ranks share" "$TMP/np2_z1.log" ||
    ! cmp -s <(losses "$TMP/np2_z1/metrics.jsonl") <(losses "$TMP/np2_z1_private/metrics.jsonl"); then
   echo "FAIL: ZeRO-1 without room for shared parameters:"; grep "data parallel" "$TMP/np2_z1_private.log" "$TMP/np2_z1.log"
