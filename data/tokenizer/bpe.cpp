@@ -51,7 +51,7 @@ Bpe::Bpe(StringMap<int32_t> vocab, const std::vector<std::pair<std::string, std:
     : vocab_(std::move(vocab)), options_(std::move(options)), instance_id_(g_next_instance++) {
   for (const auto& [token, id] : vocab_) {
     HF_CHECK_INPUT(id >= 0 && id < max_id, "BPE vocab: token '", token, "' has id ", id,
-                   ", outside [0, ", max_id, ") (ids must not exceed the number of tokens)");
+                   ", outside [0, ", max_id, ")");
   }
   if (options_.unk_token) {
     auto it = vocab_.find(*options_.unk_token);

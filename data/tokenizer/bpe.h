@@ -28,7 +28,7 @@ struct BpeOptions {
 
 class Bpe final : public Model {
  public:
-  // vocab: token -> id (ids unique, < vocab.size() + extra_ids); merges in rank order.
+  // vocab: token -> id (ids unique, below max_id, gaps allowed); merges in rank order.
   // Throws hfrun::Error (invalid input) naming the offending token or merge.
   Bpe(StringMap<int32_t> vocab, const std::vector<std::pair<std::string, std::string>>& merges,
       BpeOptions options, int32_t max_id);

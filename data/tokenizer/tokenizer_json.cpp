@@ -290,22 +290,28 @@ class Loader {
     }
   }
 
-  // model.vocab as {token: id}: ids unique and below max_id.
+  // model.vocab as {token: id}: ids unique and below max_id, not necessarily contiguous.
   StringMap<int32_t> vocab_map(const json& j, int32_t max_id) const {
     const json& vocab = field(j, "model", "vocab");
     if (!vocab.is_object()) fail("model.vocab", "expected an object of token: id");
     if (vocab.size() > kMaxVocab)
       fail("model.vocab", "has " + std::to_string(vocab.size()) + " entries, more than the limit " +
                               std::to_string(kMaxVocab));
-    StringMap<int32_t> v;
-    v.reserve(vocab.size());
-    std::vector<uint8_t> seen(static_cast<size_t>(max_id), 0);
+    int32_t top = -1;
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
       const int32_t i = id(it.value(), "model.vocab[\"" + it.key() + "\"]");
       if (i >= max_id) {
         fail("model.vocab[\"" + it.key() + "\"]",
-             "id " + std::to_string(i) + " is past the vocabulary size " + std::to_string(max_id));
+             "id " + std::to_string(i) + " is past the largest id this tokenizer may have, " +
+                 std::to_string(max_id - 1));
       }
+      top = std::max(top, i);
+    }
+    StringMap<int32_t> v;
+    v.reserve(vocab.size());
+    std::vector<uint8_t> seen(static_cast<size_t>(top + 1), 0);
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      const int32_t i = it.value().get<int32_t>();
       if (seen[i])
         fail("model.vocab[\"" + it.key() + "\"]",
              "id " + std::to_string(i) + " is used by two tokens");
@@ -580,9 +586,10 @@ class Loader {
     const json& vocab = field(model, "model", "vocab");
     if (!vocab.is_object() && !vocab.is_array())
       fail("model.vocab", "expected an object or a list");
-    // Model ids must stay below the number of tokens: this bounds every table sized by an id.
-    const int32_t max_id =
-        static_cast<int32_t>(std::min(vocab.size() + t->added.size(), kMaxVocab));
+    // Ids need not be contiguous (GPT-4o's tokenizer.json leaves 199998 and 200000-200017
+    // unused; HF's models take any id), only below kMaxVocab: every table sized by an id (the id
+    // -> token list, vocab_size() = the largest id + 1) stays bounded.
+    const auto max_id = static_cast<int32_t>(kMaxVocab);
     t->model = model_or_fail(model, max_id);
     assign_added_ids(*t, static_cast<int32_t>(t->model->vocab().size()));
 

@@ -119,6 +119,15 @@ variants.push({ name: 'gemma', json: gemma, add_special: true, extra_texts: sent
     trim_offsets: true, add_prefix_space: false };
   variants.push({ name: 'gpt2_roberta_pairs', json: t, add_special: true, pairs: true });
 }
+{
+  // Ids with gaps, as GPT-4o's tokenizer.json has (199998 and 200000-200017 unused): a common
+  // word moved far past the others (its old id left empty) and the end-of-text token after it.
+  const t = clone(gpt2);
+  t.model.vocab['\u0120the'] = 60000;
+  t.model.vocab['<|endoftext|>'] = 60013;
+  t.added_tokens[0].id = 60013;
+  variants.push({ name: 'gpt2_sparse_ids', json: t, add_special: false });
+}
 
 // WordPiece vocabularies from the Brown corpus: frequent words (as written and lowercased),
 // every character seen (alone and as a "##" continuation) and frequent word endings.
