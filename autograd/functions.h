@@ -133,10 +133,12 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
 // must see).
 bool fuses_linear_cross_entropy(Device device, DType gemm_dtype, int64_t logits);
 // q, k, v [B, H, T, D]; scale defaults to 1/sqrt(D); key_lengths (integer [B] on q's device, or
-// undefined) masks right padding: batch b's queries see keys [0, key_lengths[b]) only.
+// undefined) masks right padding: batch b's queries see keys [0, key_lengths[b]) only. window >
+// 0 (causal): a sliding window of that many keys (ops::attention). The backward needs nothing
+// more: masked positions have probability 0.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     bool causal = true, std::optional<double> scale = std::nullopt,
-                                    const Tensor& key_lengths = Tensor());
+                                    const Tensor& key_lengths = Tensor(), int64_t window = 0);
 // Rotary position embedding, rotate-half form (HF Llama): x [..., T, D] with cos, sin [T, D]
 // (f32; cast to x's dtype): x * cos + rotate_half(x) * sin, rotate_half([x1, x2]) = [-x2, x1].
 Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin);

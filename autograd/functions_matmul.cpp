@@ -271,14 +271,15 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 // Saves q, k, v (the composed path's dense copies where it made them, else the inputs as they
 // are) and the probabilities, or out and lse (fused); the backward recomputes nothing else.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                                    std::optional<double> scale, const Tensor& key_lengths) {
+                                    std::optional<double> scale, const Tensor& key_lengths,
+                                    int64_t window) {
   HF_CHECK(q.defined() && q.dim() == 4,
            "scaled_dot_product_attention: q must be [B, H, T, D], "
            "got ",
            q.defined() ? q.str() : std::string("undefined"));
   const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3))));
   const bool grad = needs_grad({&q, &k, &v});
-  ops::AttentionResult r = ops::attention(q, k, v, causal, s, key_lengths, grad);
+  ops::AttentionResult r = ops::attention(q, k, v, causal, s, key_lengths, grad, window);
   if (!grad) return r.out;
   const bool gq = q.requires_grad(), gk = k.requires_grad(), gv = v.requires_grad();
   // The composed path's dense q, k, v where it made them (the views' storage, such as the qkv

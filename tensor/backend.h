@@ -110,10 +110,12 @@ class Backend {
   virtual void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n,
                                 int64_t inner, bool log, Tensor& gx) = 0;
   // scores [BH, T, S] -> probs = softmax(scale * scores) with positions j > i + (S - T) masked
-  // when causal, and, when key_lengths (i32 [B], B dividing BH: row block b * BH / B .. holds
-  // batch b) is defined, positions j >= key_lengths[b]. A row with no visible key is all 0.
+  // when causal, with a sliding window (window > 0, causal only) also j <= i + (S - T) - window
+  // (each query sees at most `window` keys, itself included: HF's sliding_window), and, when
+  // key_lengths (i32 [B], B dividing BH: row block b * BH / B .. holds batch b) is defined,
+  // positions j >= key_lengths[b]. A row with no visible key is all 0.
   virtual void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
-                                     const Tensor& key_lengths, Tensor& probs) = 0;
+                                     int64_t window, const Tensor& key_lengths, Tensor& probs) = 0;
   // The composed attention's score gradient, rows of length n over the last dim:
   // gscores = scale * probs * (gp - sum(gp * probs)), gp and probs contiguous f32 of gscores'
   // shape, gscores contiguous in any floating dtype. Rounded as softmax_backward, scale and

@@ -270,7 +270,9 @@ void cross_entropy_block_backward_(Tensor& out, const Tensor& gloss, const Cross
 // as heads split out of one projection, is copied) and returns them as q, k, v: pass the whole
 // result to the backward, and those q, k, v in place of the inputs (equal values; the
 // backward's GEMMs then copy nothing). Without it the GEMMs read the inputs as they take them
-// (a KV cache's narrowed prefix is not copied at every decoding step).
+// (a KV cache's narrowed prefix is not copied at every decoding step). window > 0 (causal
+// only): a sliding window, query i sees keys i + (S - T) - window < j <= i + (S - T) (HF's
+// sliding_window: at most `window` keys, itself included); composed where it masks any key.
 struct AttentionResult {
   Tensor out, probs, lse;
   Tensor key_lengths;  // i32 [B] as the kernels read it (undefined without padding)
@@ -278,7 +280,7 @@ struct AttentionResult {
 };
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                           double scale, const Tensor& key_lengths = Tensor(),
-                          bool keep_for_backward = false);
+                          bool keep_for_backward = false, int64_t window = 0);
 struct AttentionGrads {
   Tensor gq, gk, gv;
 };

@@ -69,6 +69,20 @@ void LlamaConfig::validate(const std::string& source) const {
              "rope_scaling.original_max_position_embeddings");
   }
   HF_CHECK_INPUT(sliding_window >= 0, source, ": sliding_window must be positive (or null)");
+  HF_CHECK_INPUT(
+      layer_types.empty() || static_cast<int64_t>(layer_types.size()) == num_hidden_layers, source,
+      ": layer_types has ", layer_types.size(), " entries for ", num_hidden_layers,
+      " layers (num_hidden_layers)");
+}
+
+int64_t LlamaConfig::window_of_layer(int64_t layer) const {
+  if (model_type == "mistral") return sliding_window;
+  if (model_type != "qwen2" && model_type != "qwen3") return 0;
+  if (!use_sliding_window || sliding_window <= 0) return 0;
+  const bool sliding = layer_types.empty()
+                           ? layer >= max_window_layers
+                           : layer_types[static_cast<size_t>(layer)] == "sliding_attention";
+  return sliding ? sliding_window : 0;
 }
 
 namespace {
@@ -150,21 +164,32 @@ LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& s
   r.get("attention_dropout", attention_dropout);
   HF_CHECK_INPUT(attention_dropout == 0, source, ": attention_dropout ", attention_dropout,
                  " is not supported (0 only)");
+  // Sliding windows as each transformers class reads them (LlamaConfig has none; Mistral ignores
+  // layer_types, with a warning).
   if (c.model_type == "mistral") {
-    c.sliding_window = 0;
-    if (r.has("sliding_window")) r.get("sliding_window", c.sliding_window);
-  } else {
-    c.sliding_window = 0;
-    bool use_sliding_window = false;
-    r.get("use_sliding_window", use_sliding_window);
-    HF_CHECK_INPUT(!use_sliding_window, source,
-                   ": use_sliding_window = true is not supported (full attention in every layer)");
+    if (j.contains("sliding_window") && j["sliding_window"].is_null()) c.sliding_window = 0;
+    r.get("sliding_window", c.sliding_window);
+    HF_CHECK_INPUT(
+        !j.contains("sliding_window") || j["sliding_window"].is_null() || c.sliding_window > 0,
+        source, ": sliding_window must be a positive integer or null");
+  } else if (c.model_type == "qwen2" || c.model_type == "qwen3") {
+    c.sliding_window = 4096;
+    r.get("use_sliding_window", c.use_sliding_window);
+    if (j.contains("sliding_window") && j["sliding_window"].is_null()) c.sliding_window = 0;
+    r.get("sliding_window", c.sliding_window);
+    HF_CHECK_INPUT(!c.use_sliding_window || !r.has("sliding_window") || c.sliding_window > 0,
+                   source, ": sliding_window must be a positive integer or null");
+    r.get("max_window_layers", c.max_window_layers);
+    HF_CHECK_INPUT(c.max_window_layers >= 0, source, ": max_window_layers must be >= 0");
   }
-  if (r.has("layer_types")) {
+  if (r.has("layer_types") && c.model_type != "mistral") {
     HF_CHECK_INPUT(j["layer_types"].is_array(), source, ": layer_types must be a list");
+    const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
     for (const json& t : j["layer_types"]) {
-      HF_CHECK_INPUT(t == "full_attention", source, ": layer_types entry ", t.dump(),
-                     " is not supported (full_attention only)");
+      HF_CHECK_INPUT(t == "full_attention" || (qwen && t == "sliding_attention"), source,
+                     ": layer_types entry ", t.dump(), " is not supported (",
+                     qwen ? "full_attention or sliding_attention" : "full_attention only", ")");
+      c.layer_types.push_back(t.get<std::string>());
     }
   }
   for (const char* key : {"num_experts", "num_local_experts", "moe_intermediate_size"}) {
@@ -216,8 +241,12 @@ std::string LlamaConfig::to_json(const std::string& arch, bool with_labels) cons
   if (model_type == "mistral") {
     j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
   } else if (model_type != "llama") {
-    j["use_sliding_window"] = false;
-    j["sliding_window"] = nullptr;
+    j["use_sliding_window"] = use_sliding_window;
+    // As transformers saves it: no window unless use_sliding_window.
+    j["sliding_window"] =
+        use_sliding_window && sliding_window > 0 ? json(sliding_window) : json(nullptr);
+    j["max_window_layers"] = max_window_layers;
+    if (!layer_types.empty()) j["layer_types"] = layer_types;
   }
   j.update(json::parse(passthrough_json));
   if (with_labels) labels.to_json(j);

@@ -36,7 +36,14 @@ struct LlamaConfig {
   bool attention_bias = false;  // q, k, v, o (Llama, Qwen3); Qwen2: q, k, v always, o never
   bool mlp_bias = false;
   double initializer_range = 0.02;
-  int64_t sliding_window = 0;  // > 0: attention sees at most this many keys (Mistral)
+  // Sliding-window attention (HF's sliding_window with its layer_types): in a sliding layer
+  // query i sees keys j with i - sliding_window < j <= i. Mistral: every layer (absent: 4096,
+  // null: none). Qwen2/Qwen3: with use_sliding_window, the layers layer_types marks
+  // "sliding_attention", by default those from max_window_layers on.
+  int64_t sliding_window = 0;            // 0: none
+  bool use_sliding_window = false;       // Qwen2/Qwen3 (config.json's own flag)
+  int64_t max_window_layers = 28;        // Qwen2/Qwen3
+  std::vector<std::string> layer_types;  // as config.json gave them (empty: not given)
   // Sequence classification's labels (read always, written for a classifier).
   LabelConfig labels;
   // Passed through to config.json untouched (token ids, torch_dtype, ...): JSON text.
@@ -51,6 +58,8 @@ struct LlamaConfig {
   bool qkv_bias() const { return model_type == "qwen2" || attention_bias; }
   bool o_bias() const { return model_type != "qwen2" && attention_bias; }
   bool qk_norm() const { return model_type == "qwen3"; }
+  // The keys a query of decoder layer `layer` sees at most (0: every earlier one).
+  int64_t window_of_layer(int64_t layer) const;
   // The transformers classes' prefix ("Llama", "Mistral", "Qwen2", "Qwen3") and the causal LM's
   // class ("LlamaForCausalLM", ...).
   std::string class_prefix() const;

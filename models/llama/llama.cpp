@@ -62,7 +62,9 @@ RopeTables rope_tables(const LlamaConfig& c, int64_t start, int64_t T, Device de
 // self_attn: q_proj, k_proj, v_proj, o_proj (and Qwen3's q_norm, k_norm).
 class LlamaAttention : public Module {
  public:
-  LlamaAttention(const LlamaConfig& c, Generator& gen) : c_(c) {
+  // `layer`: the decoder layer's index (its sliding window, if any).
+  LlamaAttention(const LlamaConfig& c, int64_t layer, Generator& gen)
+      : c_(c), window_(c.window_of_layer(layer)) {
     const int64_t C = c.hidden_size, D = c.dim_per_head();
     const int64_t H = c.num_attention_heads, Hkv = c.kv_heads();
     const double std = c.initializer_range;
@@ -110,12 +112,14 @@ class LlamaAttention : public Module {
       ops::copy_(k_new, k);
       ops::copy_(v_new, v);
       const int64_t S = a.cache_start + T;
-      // Causal with the offset S - T: query i sees keys [0, start + i].
+      // Causal with the offset S - T: query i sees keys [0, start + i] (the last window_ of
+      // them in a sliding layer; the cache keeps every key, as HF's DynamicCache does).
       y = ops::attention(ops::contiguous(q), ops::narrow(*a.cache_k, 2, 0, S),
-                         ops::narrow(*a.cache_v, 2, 0, S), /*causal=*/true, scale)
+                         ops::narrow(*a.cache_v, 2, 0, S), /*causal=*/true, scale, Tensor(),
+                         /*keep_for_backward=*/false, window_)
               .out;
     } else {
-      y = scaled_dot_product_attention(q, k, v, /*causal=*/true, scale);
+      y = scaled_dot_product_attention(q, k, v, /*causal=*/true, scale, Tensor(), window_);
     }
     y = reshape(transpose(y, 1, 2), {B, T, H * D});
     return o_proj_->forward(y, x.dtype());
@@ -123,6 +127,7 @@ class LlamaAttention : public Module {
 
  private:
   const LlamaConfig& c_;
+  int64_t window_;  // 0: full causal attention
   Linear* q_proj_;
   Linear* k_proj_;
   Linear* v_proj_;
@@ -156,8 +161,8 @@ class LlamaMlp : public Module {
 
 class LlamaBlock : public Block {
  public:
-  LlamaBlock(const LlamaConfig& c, Generator& gen) {
-    self_attn_ = &register_module("self_attn", std::make_unique<LlamaAttention>(c, gen));
+  LlamaBlock(const LlamaConfig& c, int64_t layer, Generator& gen) {
+    self_attn_ = &register_module("self_attn", std::make_unique<LlamaAttention>(c, layer, gen));
     mlp_ = &register_module("mlp", std::make_unique<LlamaMlp>(c, gen));
     input_layernorm_ = &register_module("input_layernorm",
                                         std::make_unique<RMSNorm>(c.hidden_size, c.rms_norm_eps));
@@ -187,7 +192,7 @@ class LlamaBody : public Module {
                                                         DType::kF32, 0.0, c.initializer_range)));
     layers = &register_module("layers", std::make_unique<ModuleList<LlamaBlock>>());
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-      layers->append(std::make_unique<LlamaBlock>(c, gen));
+      layers->append(std::make_unique<LlamaBlock>(c, i, gen));
     }
     norm = &register_module("norm", std::make_unique<RMSNorm>(c.hidden_size, c.rms_norm_eps));
   }
@@ -290,11 +295,9 @@ namespace {
 
 // What the causal LM and the sequence classifier share: the decoder's checks, plan and cost.
 
-void check_llama_sequence_length(const LlamaConfig& c, int64_t T, const std::string& source) {
-  HF_CHECK_INPUT(c.sliding_window == 0 || T <= c.sliding_window, source, ": sequence length ", T,
-                 " exceeds the model's sliding_window ", c.sliding_window,
-                 " (sliding-window attention is not implemented)");
-}
+// Rotary positions have no table to outgrow, and sliding windows are applied (any length runs,
+// as in transformers; max_position_embeddings only sizes RoPE's scaling).
+void check_llama_sequence_length(const LlamaConfig&, int64_t, const std::string&) {}
 
 TensorParallelPlan llama_body_plan(const LlamaConfig& config_) {
   TensorParallelPlan plan = {{"model.embed_tokens", ParallelStyle::kVocab, 1},

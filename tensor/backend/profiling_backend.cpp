@@ -171,9 +171,10 @@ void ProfilingBackend::softmax_backward(const Tensor& gy, const Tensor& y, int64
 }
 
 void ProfilingBackend::scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
-                                             const Tensor& key_lengths, Tensor& probs) {
+                                             int64_t window, const Tensor& key_lengths,
+                                             Tensor& probs) {
   Timed t("op:scaled_masked_softmax", inner_, device_);
-  inner_.scaled_masked_softmax(scores, scale, causal, key_lengths, probs);
+  inner_.scaled_masked_softmax(scores, scale, causal, window, key_lengths, probs);
 }
 
 void ProfilingBackend::attention_scores_backward(const Tensor& gp, const Tensor& probs, int64_t n,

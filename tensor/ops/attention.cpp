@@ -181,12 +181,18 @@ Tensor log_softmax_backward(const Tensor& gy, const Tensor& y, int64_t dim) {
 // tensors, so the six GEMMs of forward and backward copy nothing (they copied q, k, v, k^T and
 // v^T on their own, some twice).
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                          double scale, const Tensor& key_lengths, bool keep_for_backward) {
+                          double scale, const Tensor& key_lengths, bool keep_for_backward,
+                          int64_t window) {
   check_attention_inputs(q, k, v, "attention");
+  HF_CHECK(window >= 0 && (window == 0 || causal), "attention: a sliding window (", window,
+           ") needs causal attention and a positive size");
   const int64_t b = q.size(0), h = q.size(1), t = q.size(2), s = k.size(2);
   Backend& be = backend_for(q.device());
   Tensor lengths = key_lengths_for(q, k, key_lengths);
-  if (fused_attention_on().load() && q.numel() > 0 && k.numel() > 0 &&
+  // The earliest query sees keys from (S - T) + 1 - window on, the last from S - window: the
+  // window masks something only when it is shorter than S. The fused kernels take none.
+  if (window >= s) window = 0;
+  if (window == 0 && fused_attention_on().load() && q.numel() > 0 && k.numel() > 0 &&
       be.fused_attention_supported(q, k, v)) {
     AttentionResult r;
     r.out = heads_major(b, h, t, v.size(3), q.dtype(), q.device());
@@ -203,7 +209,7 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, boo
   Tensor probs = empty({b, h, t, s}, DType::kF32, q.device());
   if (scores.numel() > 0) {
     Tensor probs_3d = view(probs, {b * h, t, s});
-    be.scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, lengths, probs_3d);
+    be.scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, window, lengths, probs_3d);
   }
   Tensor out = matmul(to_dtype(by_kv_head(probs, hkv), v.dtype()), vd, Tensor(), q.dtype());
   AttentionResult r{view(out, {b, h, t, v.size(3)}), probs, Tensor(), lengths, {}, {}, {}};

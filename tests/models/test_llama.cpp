@@ -109,20 +109,61 @@ TEST(Llama, ConfigJsonRoundTripsAndRefusesWhatIsNotImplemented) {
   refused(R"("num_key_value_heads": 3)", "num_key_value_heads");
   refused(R"("num_local_experts": 8)", "num_local_experts");
   refused(R"("head_dim": 7)", "head_dim");
+  refused(R"("layer_types": ["sliding_attention"])", "layer_types");  // Llama has no windows
   const std::string msg = message_of([] {
-    LlamaConfig::from_json(R"({"model_type": "qwen3", "use_sliding_window": true})", "q3.json");
+    LlamaConfig::from_json(R"({"model_type": "qwen3", "num_hidden_layers": 2,
+        "layer_types": ["full_attention"]})",
+                           "q3.json");
   });
-  EXPECT_NE(msg.find("use_sliding_window"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("layer_types"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("q3.json"), std::string::npos) << msg;
   EXPECT_NE(
       message_of([] { create_causal_lm(R"({"model_type": "mamba"})", "m.json"); }).find("mamba"),
       std::string::npos);
-  // Mistral's sliding window is refused only for sequences that would need it.
+}
+
+// Sliding windows per layer as transformers reads them: Mistral everywhere (4096 when absent,
+// none when null); Qwen2/Qwen3 only with use_sliding_window, from max_window_layers on unless
+// layer_types says which; config.json round-trips them. Any sequence length runs.
+TEST(Llama, SlidingWindowsPerLayerAsTransformersReadsThem) {
+  auto windows = [](const std::string& json) {
+    const LlamaConfig c = LlamaConfig::from_json(json, "c.json");
+    std::vector<int64_t> w;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) w.push_back(c.window_of_layer(l));
+    const LlamaConfig back = LlamaConfig::from_json(c.to_json(), "back.json");
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      EXPECT_EQ(back.window_of_layer(l), w[static_cast<size_t>(l)]) << json;
+    }
+    return w;
+  };
+  using V = std::vector<int64_t>;
+  EXPECT_EQ(windows(R"({"model_type": "mistral", "num_hidden_layers": 2})"), (V{4096, 4096}));
+  EXPECT_EQ(windows(R"({"model_type": "mistral", "num_hidden_layers": 2, "sliding_window": null})"),
+            (V{0, 0}));
+  EXPECT_EQ(windows(R"({"model_type": "mistral", "num_hidden_layers": 2, "sliding_window": 5})"),
+            (V{5, 5}));
+  EXPECT_EQ(windows(R"({"model_type": "qwen2", "num_hidden_layers": 3, "sliding_window": 5})"),
+            (V{0, 0, 0}));
+  EXPECT_EQ(windows(R"({"model_type": "qwen2", "num_hidden_layers": 3, "sliding_window": 5,
+      "use_sliding_window": true, "max_window_layers": 1})"),
+            (V{0, 5, 5}));
+  EXPECT_EQ(windows(R"({"model_type": "qwen3", "num_hidden_layers": 3, "use_sliding_window": true,
+      "max_window_layers": 0, "sliding_window": 6,
+      "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]})"),
+            (V{6, 0, 6}));
+  EXPECT_EQ(
+      windows(R"({"model_type": "qwen2", "num_hidden_layers": 2, "use_sliding_window": true})"),
+      (V{0, 0}));  // max_window_layers defaults to 28
+  EXPECT_EQ(windows(R"({"model_type": "llama", "num_hidden_layers": 2, "sliding_window": 5})"),
+            (V{0, 0}));  // LlamaConfig has no window: the key is ignored, as transformers does
   auto mistral = create_causal_lm(R"({"model_type": "mistral", "hidden_size": 16,
       "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 1,
       "intermediate_size": 8, "vocab_size": 30, "sliding_window": 8})",
                                   "mistral.json");
-  mistral->check_sequence_length(8, "x");
-  EXPECT_NE(message_of([&] { mistral->check_sequence_length(9, "x.yaml"); }).find("sliding_window"),
+  mistral->check_sequence_length(64, "x");
+  EXPECT_NE(message_of([] {
+              LlamaConfig::from_json(R"({"model_type": "mistral", "sliding_window": 0})", "m.json");
+            }).find("sliding_window"),
             std::string::npos);
 }
 

@@ -134,7 +134,7 @@ TEST(Softmax, CausalMaskedSoftmax) {
   const int64_t BH = 2, T = 4, S = 6;  // queries are the last T of S positions
   Tensor scores = randn({BH, T, S}, 7);
   Tensor probs = ops::empty({BH, T, S});
-  backend_for(Device::cpu()).scaled_masked_softmax(scores, 0.5, true, Tensor(), probs);
+  backend_for(Device::cpu()).scaled_masked_softmax(scores, 0.5, true, 0, Tensor(), probs);
   std::vector<float> sv = scores.to_vector(), pv = probs.to_vector();
   for (int64_t b = 0; b < BH; ++b) {
     for (int64_t i = 0; i < T; ++i) {
@@ -156,8 +156,50 @@ TEST(Softmax, CausalMaskedSoftmax) {
   }
   // Square and not causal: a plain scaled softmax.
   Tensor sq = randn({1, 3, 3}, 8), full = ops::empty({1, 3, 3});
-  backend_for(Device::cpu()).scaled_masked_softmax(sq, 2.0, false, Tensor(), full);
+  backend_for(Device::cpu()).scaled_masked_softmax(sq, 2.0, false, 0, Tensor(), full);
   EXPECT_TRUE(tensor_near(full, naive_softmax(ops::mul_scalar(sq, 2.0), 2, false), 1e-6, 1e-5));
+}
+
+// A sliding window (HF's sliding_window W): query i of the last T of S positions sees keys
+// i + (S - T) - W < j <= i + (S - T), and padding (key lengths) as well; W >= S masks nothing.
+TEST(Softmax, SlidingWindowMaskedSoftmax) {
+  const int64_t B = 2, H = 2, T = 5, S = 7, W = 3;
+  Tensor scores = randn({B * H, T, S}, 17);
+  Tensor lengths = ops::from_ints({7, 5}, {B}, DType::kI32);
+  Backend& be = backend_for(Device::cpu());
+  std::vector<float> sv = scores.to_vector();
+  for (bool padded : {false, true}) {
+    Tensor probs = ops::empty({B * H, T, S});
+    be.scaled_masked_softmax(scores, 0.5, true, W, padded ? lengths : Tensor(), probs);
+    std::vector<float> pv = probs.to_vector();
+    for (int64_t r = 0; r < B * H; ++r) {
+      const int64_t len = padded ? (r / H == 0 ? 7 : 5) : S;
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t pos = i + (S - T);
+        auto seen = [&](int64_t j) { return j <= pos && j > pos - W && j < len; };
+        double m = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < S; ++j) {
+          if (seen(j)) m = std::max(m, 0.5 * sv[(r * T + i) * S + j]);
+        }
+        for (int64_t j = 0; j < S; ++j) {
+          if (seen(j)) sum += std::exp(0.5 * sv[(r * T + i) * S + j] - m);
+        }
+        for (int64_t j = 0; j < S; ++j) {
+          const float got = pv[(r * T + i) * S + j];
+          if (!seen(j)) {
+            EXPECT_EQ(got, 0.0f) << "row " << r << "/" << i << " col " << j;
+          } else {
+            EXPECT_NEAR(got, std::exp(0.5 * sv[(r * T + i) * S + j] - m) / sum, 1e-6);
+          }
+        }
+      }
+    }
+  }
+  // A window as long as the keys changes nothing, bit for bit.
+  Tensor a = ops::empty({B * H, T, S}), b = ops::empty({B * H, T, S});
+  be.scaled_masked_softmax(scores, 0.5, true, 0, Tensor(), a);
+  be.scaled_masked_softmax(scores, 0.5, true, S, Tensor(), b);
+  EXPECT_EQ(a.to_vector(), b.to_vector());
 }
 
 // Same bytes (a -0 against a 0 or two NaNs are told apart as they are stored).
@@ -173,7 +215,7 @@ TEST(Softmax, AttentionScoresBackwardIsTheComposedPasses) {
   Tensor scores = ops::mul_scalar(randn({2, 6, n}, 12), 3.0);
   Tensor probs = ops::empty({2, 6, n});
   Backend& be = backend_for(Device::cpu());
-  be.scaled_masked_softmax(scores, 0.5, true, Tensor(), probs);
+  be.scaled_masked_softmax(scores, 0.5, true, 0, Tensor(), probs);
   Tensor gp = randn({2, 6, n}, 13);
   for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
     Tensor fused = ops::empty({2, 6, n}, dt), composed = ops::empty({2, 6, n}, dt);

@@ -30,7 +30,7 @@ class CpuBackend final : public Backend {
                Tensor& y) override;
   void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
                         bool log, Tensor& gx) override;
-  void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
+  void scaled_masked_softmax(const Tensor& scores, double scale, bool causal, int64_t window,
                              const Tensor& key_lengths, Tensor& probs) override;
   void attention_scores_backward(const Tensor& gp, const Tensor& probs, int64_t n, double scale,
                                  Tensor& gscores) override;

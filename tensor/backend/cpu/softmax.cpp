@@ -200,7 +200,7 @@ void CpuBackend::softmax_backward(const Tensor& gy, const Tensor& y, int64_t out
 // T of S positions) and j < key_lengths[b] with padding; a row that sees nothing gets all-zero
 // probabilities.
 void CpuBackend::scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
-                                       const Tensor& key_lengths, Tensor& probs) {
+                                       int64_t window, const Tensor& key_lengths, Tensor& probs) {
   const int64_t bh = scores.size(0), t = scores.size(1), s = scores.size(2);
   if (scores.numel() == 0) return;
   const float sc = static_cast<float>(scale);
@@ -216,14 +216,19 @@ void CpuBackend::scaled_masked_softmax(const Tensor& scores, double scale, bool 
       if (lengths != nullptr) {
         visible = std::min<int64_t>(visible, std::max<int32_t>(lengths[row / rows_per_batch], 0));
       }
+      // Keys [first, visible): a sliding window drops those `window` or more behind the query.
+      const int64_t first =
+          causal && window > 0 ? std::clamp<int64_t>(i + (s - t) + 1 - window, 0, visible) : 0;
+      const int64_t n = visible - first;
       const T* xr = xp + row * s;
       T* pr = pp + row * s;
       float* buf = row_buffer(s);
-      for (int64_t j = 0; j < visible; ++j) buf[j] = sc * load(xr, j);
-      if (visible > 0) {
-        const float m = row_max(buf, visible);
-        const float inv = 1.0f / exp_and_sum(buf, m, buf, visible);
-        for (int64_t j = 0; j < visible; ++j) store(pr, j, buf[j] * inv);
+      for (int64_t j = 0; j < first; ++j) store(pr, j, 0.0f);
+      for (int64_t j = 0; j < n; ++j) buf[j] = sc * load(xr, first + j);
+      if (n > 0) {
+        const float m = row_max(buf, n);
+        const float inv = 1.0f / exp_and_sum(buf, m, buf, n);
+        for (int64_t j = 0; j < n; ++j) store(pr, first + j, buf[j] * inv);
       }
       for (int64_t j = visible; j < s; ++j) store(pr, j, 0.0f);
     });

@@ -39,7 +39,7 @@ class CudaBackend final : public Backend {
                Tensor& y) override;
   void softmax_backward(const Tensor& gy, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
                         bool log, Tensor& gx) override;
-  void scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
+  void scaled_masked_softmax(const Tensor& scores, double scale, bool causal, int64_t window,
                              const Tensor& key_lengths, Tensor& probs) override;
   bool fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v) override;
   void fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,

@@ -101,14 +101,15 @@ __global__ void softmax_backward_columns_kernel(const T* __restrict__ gy, const 
   }
 }
 
-// Row r of scores [BH, T, S] is query i = r % T; it sees keys j < visible, where visible is
-// i + (S - T) + 1 clamped to [0, S] when causal (the queries are the last T of S positions) and
-// S otherwise, and at most lengths[r / rows_per_batch] with padding. Masked and fully masked
-// positions get probability 0.
+// Row r of scores [BH, T, S] is query i = r % T; it sees keys first <= j < visible, where
+// visible is i + (S - T) + 1 clamped to [0, S] when causal (the queries are the last T of S
+// positions) and S otherwise, and at most lengths[r / rows_per_batch] with padding; first is 0,
+// or with a sliding window (causal, window > 0) i + (S - T) + 1 - window. Masked and fully
+// masked positions get probability 0.
 template <typename T>
 __global__ void scaled_masked_softmax_kernel(const T* __restrict__ scores, T* __restrict__ probs,
                                              int64_t t, int64_t s, float scale, bool causal,
-                                             const int32_t* __restrict__ lengths,
+                                             int64_t window, const int32_t* __restrict__ lengths,
                                              int64_t rows_per_batch) {
   const int64_t row = blockIdx.x;
   const int64_t i = row % t;
@@ -117,18 +118,20 @@ __global__ void scaled_masked_softmax_kernel(const T* __restrict__ scores, T* __
   if (lengths != nullptr) {
     visible = min(visible, static_cast<int64_t>(max(lengths[row / rows_per_batch], 0)));
   }
+  const int64_t first = causal && window > 0 ? max(i + (s - t) + 1 - window, int64_t{0}) : 0;
   const T* xr = scores + row * s;
   T* pr = probs + row * s;
   float m = -INFINITY;
-  for (int64_t j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, scale * to_f32(xr[j]));
+  for (int64_t j = first + threadIdx.x; j < visible; j += blockDim.x)
+    m = fmaxf(m, scale * to_f32(xr[j]));
   m = block_max(m);
   float sum = 0.0f;
-  for (int64_t j = threadIdx.x; j < visible; j += blockDim.x)
+  for (int64_t j = first + threadIdx.x; j < visible; j += blockDim.x)
     sum += expf(scale * to_f32(xr[j]) - m);
   sum = block_sum(sum);
   const float inv = 1.0f / sum;
   for (int64_t j = threadIdx.x; j < s; j += blockDim.x) {
-    pr[j] = from_f32<T>(j < visible ? expf(scale * to_f32(xr[j]) - m) * inv : 0.0f);
+    pr[j] = from_f32<T>(j >= first && j < visible ? expf(scale * to_f32(xr[j]) - m) * inv : 0.0f);
   }
 }
 
@@ -177,7 +180,7 @@ void CudaBackend::softmax_backward(const Tensor& gy, const Tensor& y, int64_t ou
 }
 
 void CudaBackend::scaled_masked_softmax(const Tensor& scores, double scale, bool causal,
-                                        const Tensor& key_lengths, Tensor& probs) {
+                                        int64_t window, const Tensor& key_lengths, Tensor& probs) {
   if (scores.numel() == 0) return;
   const int64_t bh = scores.size(0), t = scores.size(1), s = scores.size(2);
   const auto* lengths =
@@ -188,7 +191,7 @@ void CudaBackend::scaled_masked_softmax(const Tensor& scores, double scale, bool
     using T = typename decltype(tag)::type;
     scaled_masked_softmax_kernel<T><<<grid_rows(bh * t), row_threads(s), 0, current_stream()>>>(
         static_cast<const T*>(scores.raw_data()), static_cast<T*>(probs.raw_data()), t, s,
-        static_cast<float>(scale), causal, lengths, rows_per_batch);
+        static_cast<float>(scale), causal, window, lengths, rows_per_batch);
   });
   HF_CUDA_CHECK_LAUNCH("scaled_masked_softmax", scores.str(), " scale ", scale,
                        causal ? " causal" : "");

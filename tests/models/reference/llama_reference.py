@@ -2,7 +2,8 @@
 float64 with the math of Hugging Face's LlamaForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM
 written out below (transformers is not needed): RMSNorm, rotate-half RoPE with rope_theta and
 rope_scaling (llama3), grouped-query attention (repeat_kv), SwiGLU MLP, Qwen2's q/k/v biases,
-Qwen3's per-head q_norm/k_norm and explicit head_dim, tied or untied lm_head.
+Qwen3's per-head q_norm/k_norm and explicit head_dim, tied or untied lm_head, Mistral's and
+Qwen2's sliding windows (per layer, as masking_utils masks them).
 
 For each case: logits, loss and every parameter gradient of a tiny random model; a few AdamW
 steps (torch.optim.AdamW, decay on ndim >= 2 only, global-norm clipping at 1.0) with per-step
@@ -45,6 +46,21 @@ CASES = [
                      num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=3,
                      max_position_embeddings=32, rms_norm_eps=1e-6, rope_theta=10000.0,
                      tie_word_embeddings=False)),
+    # Mistral: a sliding window of 4 keys in every layer, shorter than the 9 positions trained
+    # and the 10 generated.
+    dict(name="mistral_sliding_window",
+         config=dict(model_type="mistral", vocab_size=61, hidden_size=32, intermediate_size=40,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
+                     sliding_window=4, tie_word_embeddings=False)),
+    # Qwen2 with use_sliding_window: full attention below max_window_layers, a window of 3 from
+    # layer 1 on.
+    dict(name="qwen2_sliding_layers",
+         config=dict(model_type="qwen2", vocab_size=59, hidden_size=24, intermediate_size=36,
+                     num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
+                     max_position_embeddings=32, rms_norm_eps=1e-6, rope_theta=10000.0,
+                     use_sliding_window=True, sliding_window=3, max_window_layers=1,
+                     tie_word_embeddings=True)),
 ]
 B, T = 2, 9
 TRAIN_STEPS = 3
@@ -122,6 +138,17 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
+def layer_window(c, i):
+    """The keys a query of layer i sees at most, as transformers' configs decide (0: all)."""
+    if c["model_type"] == "mistral":
+        return c.get("sliding_window", 4096) or 0
+    if c["model_type"] in ("qwen2", "qwen3") and c.get("use_sliding_window", False):
+        types = c.get("layer_types")
+        sliding = types[i] == "sliding_attention" if types else i >= c.get("max_window_layers", 28)
+        return (c.get("sliding_window", 4096) or 0) if sliding else 0
+    return 0
+
+
 def forward(c, p, ids, hidden=False):
     b, t = ids.shape
     H, Hkv, D = dims(c)
@@ -150,7 +177,11 @@ def forward(c, p, ids, hidden=False):
         k = k.repeat_interleave(H // Hkv, dim=1)  # HF's repeat_kv
         v = v.repeat_interleave(H // Hkv, dim=1)
         w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D)
-        w = torch.softmax(w.masked_fill(~mask, float("-inf")), dim=-1)
+        m = mask
+        if layer_window(c, i):  # masking_utils' sliding_window_overlay: kv > q - window
+            pos = torch.arange(t)
+            m = mask & (pos[None, :] > pos[:, None] - layer_window(c, i))
+        w = torch.softmax(w.masked_fill(~m, float("-inf")), dim=-1)
         y = torch.matmul(w, v).transpose(1, 2).reshape(b, t, H * D)
         x = x + proj("self_attn.o_proj", y)
         h = rms_norm(x, p[q_ + "post_attention_layernorm.weight"], eps)
