@@ -207,16 +207,19 @@ else
   say "hfrun train cpu vs cuda: skipped (hfrun: ${hfrun_bin:-none}, tokenizer: ${tok:-none})"
 fi
 
-# The Llama family on the GPU: a tiny Llama (GQA, untied head, llama3 rope scaling) and a
-# Qwen3 (q/k norms, head_dim 24 != 64 / 4, tied) log the CPU's f32 losses on CUDA (rel 1e-4),
-# and train in bf16; the CUDA export generates.
+# The Llama family on the GPU: a tiny Llama (GQA, untied head, llama3 rope scaling), a Qwen3
+# (q/k norms, head_dim 24 != 64 / 4, tied) and a Mistral with a sliding window of 16 keys over
+# 64 positions (the composed attention's windowed softmax kernel) log the CPU's f32 losses on
+# CUDA (rel 1e-4), and train in bf16; the CUDA export generates.
 if [ "${HFRUN_GPU_CHECK_TRAIN:-1}" = 1 ] && [ -n "$hfrun_bin" ] && [ -n "$tok" ]; then
   ldir="$out/llama-train"
   mkdir -p "$ldir"
   cp "$tok" "$ldir/text.txt"
-  for fam in llama qwen3; do
+  for fam in llama qwen3 mistral; do
     if [ "$fam" = llama ]; then
       mconf='arch: llama, config: {hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128, rope_scaling: {rope_type: llama3, factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 32}}'
+    elif [ "$fam" = mistral ]; then
+      mconf='arch: mistral, config: {hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128, sliding_window: 16}'
     else
       mconf='arch: qwen3, config: {hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 24, tie_word_embeddings: true, max_position_embeddings: 128}'
     fi
