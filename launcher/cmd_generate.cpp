@@ -105,8 +105,9 @@ int cmd_generate(const Args& args) {
     std::cout << out << "]\n";
   } else {
     for (int32_t id : r.ids) {
-      HF_CHECK(id < tok.vocab_size(), "generate: the model produced token ", id,
-               ", outside the tokenizer's vocabulary of ", tok.vocab_size(), "; use --ids");
+      HF_CHECK(tok.id_to_token(id).has_value(), "generate: the model produced token ", id,
+               ", which the tokenizer does not have (its ids run to ", tok.vocab_size() - 1,
+               ", some unused); use --ids");
     }
     std::cout << tok.decode(r.ids) << "\n";
   }

@@ -65,7 +65,7 @@ struct Tokenizer::Impl {
   AddedTokenMatcher normalized_matcher;  // normalized == true: matched after normalization
   std::optional<PostProcessor> post;     // none: sequences are concatenated as they are
   std::unique_ptr<Decoder> decoder;      // none: decoded tokens are joined with spaces
-  std::vector<std::string> id_to_token;  // dense: every id in [0, vocab_size)
+  std::vector<std::string> id_to_token;  // per id in [0, vocab_size); "" for an unused id
   std::vector<uint8_t> is_special;       // per id
   std::optional<int32_t> eot;
   SpecialTokens specials;  // from tokenizer_config.json

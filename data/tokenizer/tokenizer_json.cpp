@@ -53,6 +53,8 @@ using detail::kMaxFileBytes;
 using nlohmann::json;
 
 constexpr size_t kMaxVocab = size_t{1} << 23;  // 8M tokens
+// How far past the number of tokens a vocabulary's ids may reach (gaps: unused ids).
+constexpr size_t kIdSlack = 65536;
 
 class Loader {
  public:
@@ -587,9 +589,13 @@ class Loader {
     if (!vocab.is_object() && !vocab.is_array())
       fail("model.vocab", "expected an object or a list");
     // Ids need not be contiguous (GPT-4o's tokenizer.json leaves 199998 and 200000-200017
-    // unused; HF's models take any id), only below kMaxVocab: every table sized by an id (the id
-    // -> token list, vocab_size() = the largest id + 1) stays bounded.
-    const auto max_id = static_cast<int32_t>(kMaxVocab);
+    // unused; HF's models take any id), but stay within a slack of the number of tokens: every
+    // table sized by an id (the id -> token list; vocab_size() = the largest id + 1, which sizes
+    // a model's embedding by default) stays proportional to the file, so a few bytes cannot ask
+    // for gigabytes.
+    const size_t count = vocab.size() + t->added.size();
+    const auto max_id =
+        static_cast<int32_t>(std::min(count + std::max<size_t>(kIdSlack, count / 8), kMaxVocab));
     t->model = model_or_fail(model, max_id);
     assign_added_ids(*t, static_cast<int32_t>(t->model->vocab().size()));
 

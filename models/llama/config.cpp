@@ -24,8 +24,8 @@ const std::vector<std::string>& LlamaConfig::keys() {
         "tie_word_embeddings", "attention_bias",     "mlp_bias",
         "initializer_range",   "hidden_act",         "attention_dropout",
         "sliding_window",      "use_sliding_window", "max_window_layers",
-        "pretraining_tp",      "bos_token_id",       "eos_token_id",
-        "pad_token_id"};
+        "layer_types",         "pretraining_tp",     "bos_token_id",
+        "eos_token_id",        "pad_token_id"};
     for (const std::string& l : LabelConfig::keys()) v.push_back(l);
     return v;
   }();
@@ -182,13 +182,20 @@ LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& s
     r.get("max_window_layers", c.max_window_layers);
     HF_CHECK_INPUT(c.max_window_layers >= 0, source, ": max_window_layers must be >= 0");
   }
-  if (r.has("layer_types") && c.model_type != "mistral") {
+  // LlamaConfig and MistralConfig take no layer_types (transformers ignores the key there).
+  if (r.has("layer_types") && (c.model_type == "qwen2" || c.model_type == "qwen3")) {
     HF_CHECK_INPUT(j["layer_types"].is_array(), source, ": layer_types must be a list");
-    const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
     for (const json& t : j["layer_types"]) {
-      HF_CHECK_INPUT(t == "full_attention" || (qwen && t == "sliding_attention"), source,
-                     ": layer_types entry ", t.dump(), " is not supported (",
-                     qwen ? "full_attention or sliding_attention" : "full_attention only", ")");
+      HF_CHECK_INPUT(t == "full_attention" || t == "sliding_attention", source,
+                     ": layer_types entry ", t.dump(),
+                     " is not supported (full_attention or sliding_attention)");
+      // transformers cannot build a sliding layer's mask without a window ("Could not find a
+      // `sliding_window` argument"): refused here too, not run as full attention.
+      HF_CHECK_INPUT(
+          t == "full_attention" || (c.use_sliding_window && c.sliding_window > 0), source,
+          ": layer_types marks a sliding_attention layer, but ",
+          c.use_sliding_window ? "sliding_window is null" : "use_sliding_window is false",
+          " (no window for it)");
       c.layer_types.push_back(t.get<std::string>());
     }
   }

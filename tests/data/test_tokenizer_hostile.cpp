@@ -46,6 +46,24 @@ TEST(TokenizerHostile, IdPastTheVocabIsRejectedWithoutAllocatingForIt) {
   expect_rejected(tiny(R"({"a": 0, "b": 1.5, "ab": 2})"), {"model.vocab", "integer"});
 }
 
+// Unused ids (gaps, as GPT-4o's vocabulary has) load, within a slack of the number of tokens:
+// a three-token file cannot size tables (or a model's embedding) by an id in the millions.
+TEST(TokenizerHostile, IdGapsLoadWithinASlackOfTheTokenCount) {
+  auto tok = Tokenizer::from_json(tiny(R"({"a": 0, "b": 1, "ab": 60000})"), "gaps.json");
+  EXPECT_EQ(tok.encode("abba"), (std::vector<int32_t>{60000, 1, 0}));
+  EXPECT_EQ(tok.vocab_size(), 60001);
+  EXPECT_EQ(tok.decode(std::vector<int32_t>{60000, 1}), "ab b");  // no decoder: spaces
+  EXPECT_FALSE(tok.id_to_token(5).has_value());
+  try {
+    tok.decode(std::vector<int32_t>{5});
+    ADD_FAILURE() << "decoded an unused id";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("id 5 is not in the vocabulary"), std::string::npos) << e.message();
+  }
+  expect_rejected(tiny(R"({"a": 0, "b": 1, "ab": 70000})"), {"model.vocab", "70000", "past"});
+  expect_rejected(tiny(R"({"a": 0, "b": 1, "ab": 8388607})"), {"model.vocab", "8388607", "past"});
+}
+
 TEST(TokenizerHostile, DuplicateIdsAreRejected) {
   expect_rejected(tiny(R"({"a": 0, "b": 0, "ab": 2})"), {"model.vocab", "used by two tokens"});
 }

@@ -109,7 +109,6 @@ TEST(Llama, ConfigJsonRoundTripsAndRefusesWhatIsNotImplemented) {
   refused(R"("num_key_value_heads": 3)", "num_key_value_heads");
   refused(R"("num_local_experts": 8)", "num_local_experts");
   refused(R"("head_dim": 7)", "head_dim");
-  refused(R"("layer_types": ["sliding_attention"])", "layer_types");  // Llama has no windows
   const std::string msg = message_of([] {
     LlamaConfig::from_json(R"({"model_type": "qwen3", "num_hidden_layers": 2,
         "layer_types": ["full_attention"]})",
@@ -154,8 +153,19 @@ TEST(Llama, SlidingWindowsPerLayerAsTransformersReadsThem) {
   EXPECT_EQ(
       windows(R"({"model_type": "qwen2", "num_hidden_layers": 2, "use_sliding_window": true})"),
       (V{0, 0}));  // max_window_layers defaults to 28
-  EXPECT_EQ(windows(R"({"model_type": "llama", "num_hidden_layers": 2, "sliding_window": 5})"),
-            (V{0, 0}));  // LlamaConfig has no window: the key is ignored, as transformers does
+  EXPECT_EQ(windows(R"({"model_type": "llama", "num_hidden_layers": 2, "sliding_window": 5,
+      "layer_types": ["sliding_attention"]})"),
+            (V{0, 0}));  // LlamaConfig has no window: the keys are ignored, as transformers does
+  // A sliding layer without a window: transformers cannot build its mask, hfrun refuses it.
+  for (const char* json : {R"({"model_type": "qwen2", "num_hidden_layers": 1,
+                               "layer_types": ["sliding_attention"]})",
+                           R"({"model_type": "qwen3", "num_hidden_layers": 1,
+                               "use_sliding_window": true, "sliding_window": null,
+                               "layer_types": ["sliding_attention"]})"}) {
+    const std::string msg = message_of([&] { LlamaConfig::from_json(json, "sw.json"); });
+    EXPECT_NE(msg.find("sw.json: layer_types marks a sliding_attention layer"), std::string::npos)
+        << msg;
+  }
   auto mistral = create_causal_lm(R"({"model_type": "mistral", "hidden_size": 16,
       "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 1,
       "intermediate_size": 8, "vocab_size": 30, "sliding_window": 8})",
