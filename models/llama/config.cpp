@@ -96,15 +96,26 @@ void read_rope_scaling(const json& r, const std::string& key, const std::string&
   rr.get("type", type);  // older configs
   rr.get("rope_type", type);
   if (r.contains("rope_theta") && !r["rope_theta"].is_null()) rr.get("rope_theta", c.rope_theta);
-  HF_CHECK_INPUT(type == "default" || type == "linear" || type == "llama3", source, ": ", key,
-                 " type '", type,
-                 "' is not supported (default, linear and llama3 are; dynamic, yarn and longrope "
+  HF_CHECK_INPUT(type == "default" || type == "linear" || type == "llama3" || type == "yarn",
+                 source, ": ", key, " type '", type,
+                 "' is not supported (default, linear, llama3 and yarn are; dynamic and longrope "
                  "are not)");
   c.rope_scaling.type = type;
+  if (type == "yarn") c.rope_scaling.original_max_position_embeddings = 0;
   rr.get("factor", c.rope_scaling.factor);
   rr.get("low_freq_factor", c.rope_scaling.low_freq_factor);
   rr.get("high_freq_factor", c.rope_scaling.high_freq_factor);
   rr.get("original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings);
+  if (type == "yarn") {
+    rr.get("beta_fast", c.rope_scaling.beta_fast);
+    rr.get("beta_slow", c.rope_scaling.beta_slow);
+    rr.get("attention_factor", c.rope_scaling.attention_factor);
+    rr.get("mscale", c.rope_scaling.mscale);
+    rr.get("mscale_all_dim", c.rope_scaling.mscale_all_dim);
+    rr.get("truncate", c.rope_scaling.truncate);
+    HF_CHECK_INPUT(c.rope_scaling.original_max_position_embeddings >= 0, source, ": ", key,
+                   ".original_max_position_embeddings must be positive");
+  }
   c.has_rope_scaling = type != "default";
 }
 
@@ -238,6 +249,16 @@ std::string LlamaConfig::to_json(const std::string& arch, bool with_labels) cons
       rs["low_freq_factor"] = rope_scaling.low_freq_factor;
       rs["high_freq_factor"] = rope_scaling.high_freq_factor;
       rs["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+    } else if (rope_scaling.type == "yarn") {
+      if (rope_scaling.original_max_position_embeddings > 0) {
+        rs["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+      }
+      rs["beta_fast"] = rope_scaling.beta_fast;
+      rs["beta_slow"] = rope_scaling.beta_slow;
+      rs["truncate"] = rope_scaling.truncate;
+      if (rope_scaling.attention_factor > 0) rs["attention_factor"] = rope_scaling.attention_factor;
+      if (rope_scaling.mscale > 0) rs["mscale"] = rope_scaling.mscale;
+      if (rope_scaling.mscale_all_dim > 0) rs["mscale_all_dim"] = rope_scaling.mscale_all_dim;
     }
     j["rope_scaling"] = rs;
   } else {

@@ -12,10 +12,16 @@
 namespace hfrun::nn {
 
 struct RopeScaling {
-  std::string type = "default";  // default | linear | llama3
+  std::string type = "default";  // default | linear | llama3 | yarn
   double factor = 1.0;
   double low_freq_factor = 1.0, high_freq_factor = 4.0;  // llama3
-  int64_t original_max_position_embeddings = 8192;       // llama3
+  int64_t original_max_position_embeddings = 8192;       // llama3, yarn (0: not given)
+  // YaRN (transformers' _compute_yarn_parameters): the frequency ramp's rotation bounds, and
+  // the factor cos and sin are scaled by (attention_factor; 0: from factor, or from mscale /
+  // mscale_all_dim as DeepSeek gives them).
+  double beta_fast = 32, beta_slow = 1;
+  double attention_factor = 0, mscale = 0, mscale_all_dim = 0;
+  bool truncate = true;
 };
 
 struct LlamaConfig {

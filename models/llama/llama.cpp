@@ -1,5 +1,6 @@
 #include "models/llama/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -36,18 +37,63 @@ std::vector<double> rope_inverse_frequencies(const LlamaConfig& c) {
         f = (1 - smooth) * f / rs.factor + smooth * f;
       }
     }
+  } else if (rs.type == "yarn") {
+    // YaRN (transformers' _compute_yarn_parameters): frequencies that turn fewer than beta_slow
+    // times over the original context are interpolated (divided by factor), those that turn
+    // more than beta_fast times kept, a linear ramp over the dimensions between.
+    const double base = c.rope_theta, dim = static_cast<double>(D);
+    const double orig = static_cast<double>(rs.original_max_position_embeddings > 0
+                                                ? rs.original_max_position_embeddings
+                                                : c.max_position_embeddings);
+    const auto correction_dim = [&](double rotations) {
+      return dim * std::log(orig / (rotations * 2 * std::numbers::pi)) / (2 * std::log(base));
+    };
+    double low = correction_dim(rs.beta_fast), high = correction_dim(rs.beta_slow);
+    if (rs.truncate) {
+      low = std::floor(low);
+      high = std::ceil(high);
+    }
+    low = std::max(low, 0.0);
+    high = std::min(high, dim - 1);
+    if (low == high) high += 0.001;  // as transformers: no zero-width ramp
+    for (int64_t i = 0; i < D / 2; ++i) {
+      const double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+      const double keep = 1 - ramp;  // the share of the unscaled (extrapolated) frequency
+      double& f = inv[static_cast<size_t>(i)];
+      f = (f / rs.factor) * (1 - keep) + f * keep;
+    }
   }
   return inv;
 }
 
+namespace {
+
+// The factor RoPE's cos and sin are scaled by: YaRN's attention factor (1 otherwise).
+double rope_attention_factor(const LlamaConfig& c) {
+  const RopeScaling& rs = c.rope_scaling;
+  if (rs.type != "yarn") return 1.0;
+  if (rs.attention_factor > 0) return rs.attention_factor;
+  const auto mscale = [](double scale, double m) {
+    return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
+  };
+  if (rs.mscale > 0 && rs.mscale_all_dim > 0) {
+    return mscale(rs.factor, rs.mscale) / mscale(rs.factor, rs.mscale_all_dim);
+  }
+  return mscale(rs.factor, 1.0);
+}
+
+}  // namespace
+
 RopeTables rope_tables(const LlamaConfig& c, int64_t start, int64_t T, Device device) {
   const int64_t D = c.dim_per_head(), half = D / 2;
   const std::vector<double> inv = rope_inverse_frequencies(c);
+  const double scale = rope_attention_factor(c);
   std::vector<float> cos(static_cast<size_t>(T * D)), sin(static_cast<size_t>(T * D));
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t i = 0; i < half; ++i) {
       const double angle = static_cast<double>(start + t) * inv[static_cast<size_t>(i)];
-      const auto c0 = static_cast<float>(std::cos(angle)), s0 = static_cast<float>(std::sin(angle));
+      const auto c0 = static_cast<float>(std::cos(angle) * scale);
+      const auto s0 = static_cast<float>(std::sin(angle) * scale);
       // emb = cat(freqs, freqs): both halves of D use frequency i.
       for (int64_t k : {i, i + half}) {
         cos[static_cast<size_t>(t * D + k)] = c0;

@@ -103,7 +103,24 @@ TEST(Llama, ConfigJsonRoundTripsAndRefusesWhatIsNotImplemented) {
     EXPECT_NE(msg.find("bad.json"), std::string::npos) << msg;
     EXPECT_NE(msg.find(key), std::string::npos) << msg;
   };
-  refused(R"("rope_scaling": {"rope_type": "yarn", "factor": 4.0})", "yarn");
+  refused(R"("rope_scaling": {"rope_type": "dynamic", "factor": 4.0})", "dynamic");
+  refused(R"("rope_scaling": {"rope_type": "longrope", "factor": 4.0})", "longrope");
+  // YaRN's parameters survive config.json: the same frequencies and cos/sin tables after.
+  for (const char* rs : {R"({"rope_type": "yarn", "factor": 4.0,
+                             "original_max_position_embeddings": 8})",
+                         R"({"type": "yarn", "factor": 8.0, "beta_fast": 16, "beta_slow": 2,
+                             "mscale": 0.707, "mscale_all_dim": 0.707, "truncate": false})"}) {
+    const LlamaConfig c = LlamaConfig::from_json(
+        R"({"model_type": "qwen3", "hidden_size": 32, "num_attention_heads": 4, "head_dim": 8,
+            "max_position_embeddings": 64, "rope_scaling": )" +
+            std::string(rs) + "}",
+        "yarn.json");
+    const LlamaConfig back = LlamaConfig::from_json(c.to_json(), "back.json");
+    EXPECT_EQ(rope_inverse_frequencies(back), rope_inverse_frequencies(c)) << rs;
+    EXPECT_EQ(rope_tables(back, 0, 9, Device::cpu()).cos.to_vector(),
+              rope_tables(c, 0, 9, Device::cpu()).cos.to_vector())
+        << rs;
+  }
   refused(R"("hidden_act": "gelu")", "hidden_act");
   refused(R"("attention_dropout": 0.1)", "attention_dropout");
   refused(R"("num_key_value_heads": 3)", "num_key_value_heads");

@@ -121,12 +121,16 @@ TEST_P(LlamaParity, GreedyGenerationMatchesPyTorchTokenForToken) {
 }
 
 std::string case_name(const ::testing::TestParamInfo<int>& info) {
-  static const char* const kNames[] = {"LlamaGqaUntiedLlama3Rope", "Qwen3QkNormHeadDimTied",
-                                       "Qwen2Bias", "MistralSlidingWindow", "Qwen2SlidingLayers"};
+  static const char* const kNames[] = {"LlamaGqaUntiedLlama3Rope",
+                                       "Qwen3QkNormHeadDimTied",
+                                       "Qwen2Bias",
+                                       "MistralSlidingWindow",
+                                       "Qwen3Yarn",
+                                       "Qwen2SlidingLayers"};
   return kNames[info.param];
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, LlamaParity, ::testing::Values(0, 1, 2, 3, 4), case_name);
+INSTANTIATE_TEST_SUITE_P(Cases, LlamaParity, ::testing::Values(0, 1, 2, 3, 4, 5), case_name);
 
 // Qwen2ForSequenceClassification: the score head on each row's last token before its padding.
 TEST(LlamaClassificationParity, ScoreOnTheLastTokenMatchesPyTorch) {

@@ -53,6 +53,16 @@ CASES = [
                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                      max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
                      sliding_window=4, tie_word_embeddings=False)),
+    # YaRN on a Qwen3: head_dim 8 (4 frequencies), the original context 8 positions, factor 4:
+    # the fastest frequency kept, the others interpolated (the ramp), cos and sin scaled by
+    # 0.1 ln 4 + 1.
+    dict(name="qwen3_yarn",
+         config=dict(model_type="qwen3", vocab_size=53, hidden_size=32, intermediate_size=40,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     head_dim=8, max_position_embeddings=32, rms_norm_eps=1e-6,
+                     rope_theta=10000.0, tie_word_embeddings=True,
+                     rope_scaling=dict(rope_type="yarn", factor=4.0,
+                                       original_max_position_embeddings=8))),
     # Qwen2 with use_sliding_window: full attention below max_window_layers, a window of 3 from
     # layer 1 on.
     dict(name="qwen2_sliding_layers",
@@ -126,7 +136,29 @@ def inv_freq(c):
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
         inv = torch.where(medium, smoothed, scaled)
+    elif rs and rs["rope_type"] == "yarn":  # transformers' _compute_yarn_parameters
+        factor, base = rs["factor"], c["rope_theta"]
+        orig = rs.get("original_max_position_embeddings") or c["max_position_embeddings"]
+
+        def correction_dim(rot):
+            return (D * math.log(orig / (rot * 2 * math.pi))) / (2 * math.log(base))
+
+        low = math.floor(correction_dim(rs.get("beta_fast") or 32))
+        high = math.ceil(correction_dim(rs.get("beta_slow") or 1))
+        low, high = max(low, 0), min(high, D - 1)
+        if low == high:
+            high += 0.001
+        ramp = torch.clamp((torch.arange(D // 2, dtype=torch.float64) - low) / (high - low), 0, 1)
+        keep = 1 - ramp
+        inv = (inv / factor) * (1 - keep) + inv * keep
     return inv
+
+
+def rope_attention_factor(c):
+    rs = c.get("rope_scaling")
+    if not rs or rs["rope_type"] != "yarn":
+        return 1.0
+    return 0.1 * math.log(rs["factor"]) + 1.0 if rs["factor"] > 1 else 1.0
 
 
 def rms_norm(x, w, eps):
@@ -155,7 +187,7 @@ def forward(c, p, ids, hidden=False):
     eps = c["rms_norm_eps"]
     freqs = torch.outer(torch.arange(t, dtype=torch.float64), inv_freq(c))
     emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos(), emb.sin()
+    cos, sin = emb.cos() * rope_attention_factor(c), emb.sin() * rope_attention_factor(c)
     mask = torch.tril(torch.ones(t, t, dtype=torch.bool))
     x = F.embedding(ids, p["model.embed_tokens.weight"])
     for i in range(c["num_hidden_layers"]):
