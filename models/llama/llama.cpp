@@ -339,11 +339,7 @@ Tensor Llama::forward_cached(const Tensor& ids, KvCache& cache) {
 
 namespace {
 
-// What the causal LM and the sequence classifier share: the decoder's checks, plan and cost.
-
-// Rotary positions have no table to outgrow, and sliding windows are applied (any length runs,
-// as in transformers; max_position_embeddings only sizes RoPE's scaling).
-void check_llama_sequence_length(const LlamaConfig&, int64_t, const std::string&) {}
+// What the causal LM and the sequence classifier share: the decoder's plan and cost.
 
 TensorParallelPlan llama_body_plan(const LlamaConfig& config_) {
   TensorParallelPlan plan = {{"model.embed_tokens", ParallelStyle::kVocab, 1},
@@ -387,9 +383,9 @@ double llama_body_flops(const LlamaConfig& config_, int64_t T) {
 
 }  // namespace
 
-void Llama::check_sequence_length(int64_t T, const std::string& source) const {
-  check_llama_sequence_length(config_, T, source);
-}
+// Rotary positions have no table to outgrow, and sliding windows are applied: any length runs,
+// as in transformers (max_position_embeddings only sizes RoPE's scaling).
+void Llama::check_sequence_length(int64_t /*T*/, const std::string& /*source*/) const {}
 
 TensorParallelPlan Llama::tensor_parallel_plan() const {
   TensorParallelPlan plan = llama_body_plan(config_);
@@ -431,10 +427,8 @@ std::vector<Module*> LlamaForSequenceClassification::blocks() {
   return {body_->layers->items().begin(), body_->layers->items().end()};
 }
 
-void LlamaForSequenceClassification::check_sequence_length(int64_t T,
-                                                           const std::string& source) const {
-  check_llama_sequence_length(config_, T, source);
-}
+void LlamaForSequenceClassification::check_sequence_length(int64_t /*T*/,
+                                                           const std::string& /*source*/) const {}
 
 void LlamaForSequenceClassification::check_tensor_parallel(int T) const {
   check_llama_tensor_parallel(config_, T);
