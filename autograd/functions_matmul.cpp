@@ -292,6 +292,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   saved.probs = r.probs;
   saved.lse = r.lse;
   saved.key_lengths = r.key_lengths;
+  saved.window = r.window;
   return record("scaled_dot_product_attention", {q, k, v}, r.out, [=](const Tensor& g) -> Grads {
     ops::AttentionGrads grads = ops::attention_backward(g, qd, kd, vd, saved, causal, s);
     return {gq ? grads.gq : Tensor(), gk ? grads.gk : Tensor(), gv ? grads.gv : Tensor()};

@@ -67,6 +67,18 @@ struct BlockBenchOptions {
 };
 std::string run_block_bench(const BlockBenchOptions& opts);
 
+// ops::attention forward + backward on the CPU: the backend's fused kernel next to the composed
+// path (matmul + masked softmax with stored probabilities), alternated, results compared.
+struct AttentionBenchOptions {
+  int64_t batch = 4, heads = 12, kv_heads = 12, seq = 256, head_dim = 64;
+  bool causal = true;
+  int64_t window = 0;          // a sliding window (causal only); 0: none
+  std::string dtype = "bf16";  // f32 | bf16
+  int warmup = 2;
+  double min_seconds = 1.0;
+};
+std::string run_attention_bench(const AttentionBenchOptions& opts);
+
 // The fused AdamW step over a GPT-2 124M-sized flat buffer (optim::AdamW on views, as the
 // trainer runs it) and its memory bandwidth, next to the device's copy bandwidth.
 struct AdamWBenchOptions {

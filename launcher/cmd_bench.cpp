@@ -84,6 +84,43 @@ int bench_block(const Args& args) {
   return 0;
 }
 
+int bench_attention(const Args& args) {
+  bench::AttentionBenchOptions o;
+  bool full = false;
+  po::options_description desc("Options");
+  desc.add_options()("help,h", "show this help")(
+      "batch", po::value(&o.batch)->default_value(o.batch), "sequences")(
+      "heads", po::value(&o.heads)->default_value(o.heads), "query heads")(
+      "kv-heads", po::value(&o.kv_heads)->default_value(o.kv_heads),
+      "key/value heads (dividing --heads: grouped-query attention)")(
+      "seq", po::value(&o.seq)->default_value(o.seq), "tokens per sequence")(
+      "head-dim", po::value(&o.head_dim)->default_value(o.head_dim), "head size")(
+      "window", po::value(&o.window)->default_value(o.window), "sliding window (0: none)")(
+      "full", po::bool_switch(&full), "bidirectional attention (default causal)")(
+      "dtype", po::value(&o.dtype)->default_value(o.dtype), "f32 | bf16")(
+      "min-seconds", po::value(&o.min_seconds)->default_value(o.min_seconds),
+      "time each measurement for at least this long");
+  po::variables_map vm;
+  if (!parse(args, desc, vm,
+             "Usage: hfrun bench attention [--batch B] [--heads H] [--kv-heads G] [--seq T] "
+             "[--head-dim D] [--window W] [--full] [--dtype f32|bf16]\nTimes forward + backward "
+             "of CPU attention, the fused kernel next to the composed path on the same inputs.")) {
+    return 0;
+  }
+  o.causal = !full;
+  HF_CHECK_INPUT(o.batch > 0 && o.heads > 0 && o.kv_heads > 0 && o.seq > 0 && o.head_dim > 0 &&
+                     o.heads % o.kv_heads == 0,
+                 "bench attention: sizes must be positive and --kv-heads must divide --heads");
+  HF_CHECK_INPUT(o.window >= 0 && (o.window == 0 || o.causal),
+                 "bench attention: --window needs causal attention and must be >= 0");
+  HF_CHECK_INPUT(o.dtype == "f32" || o.dtype == "bf16",
+                 "bench attention: --dtype must be f32 or bf16, got '", o.dtype, "'");
+  HF_CHECK_INPUT(o.min_seconds > 0 && o.min_seconds <= 3600,
+                 "bench attention: --min-seconds must be in (0, 3600]");
+  std::cout << bench::run_attention_bench(o) << std::endl;
+  return 0;
+}
+
 int bench_tokenizer(const Args& args) {
   bench::TokenizerBenchOptions o;
   o.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -233,7 +270,8 @@ int bench_checkpoint(const Args& args) {
 
 int cmd_bench(const Args& args) {
   const char* usage =
-      "Usage: hfrun bench matmul|block|tokenizer|train|allreduce|adamw|checkpoint [options]   "
+      "Usage: hfrun bench matmul|attention|block|tokenizer|train|allreduce|adamw|checkpoint "
+      "[options]   "
       "(hfrun bench "
       "WHAT "
       "--help)\n";
@@ -243,6 +281,7 @@ int cmd_bench(const Args& args) {
   }
   Args rest(args.begin() + 1, args.end());
   if (args[0] == "matmul") return bench_matmul(rest);
+  if (args[0] == "attention") return bench_attention(rest);
   if (args[0] == "block") return bench_block(rest);
   if (args[0] == "tokenizer") return bench_tokenizer(rest);
   if (args[0] == "train") return bench_train(rest);
@@ -250,7 +289,8 @@ int cmd_bench(const Args& args) {
   if (args[0] == "adamw") return bench_adamw(rest);
   if (args[0] == "checkpoint") return bench_checkpoint(rest);
   HF_CHECK_INPUT(false, "bench: unknown benchmark '", args[0],
-                 "' (expected matmul, block, tokenizer, train, allreduce, adamw or checkpoint)");
+                 "' (expected matmul, attention, block, tokenizer, train, allreduce, adamw or "
+                 "checkpoint)");
   return 2;
 }
 

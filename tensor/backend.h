@@ -124,23 +124,25 @@ class Backend {
                                          double scale, Tensor& gscores);
 
   // Fused (flash-style) attention, where a backend has it; ops::attention asks first and
-  // composes matmul + scaled_masked_softmax otherwise. q [B, H, T, D], k, v [B, H, S, D] are
-  // views with unit last stride. fused_attention writes out [B, H, T, D] (a view, unit last
-  // stride) = softmax(scale * q k^T, masked as scaled_masked_softmax) @ v without storing the
-  // probabilities, and lse [B, H, T] f32 = each row's log-sum-exp of its scaled visible scores
-  // (+inf for a row that sees no key; its output is 0). The backward recomputes the
-  // probabilities from q, k and lse; gout must pass fused_attention_supported in q's place, gq,
-  // gk, gv are views shaped as q, k, v laid out as out. key_lengths as scaled_masked_softmax's.
+  // composes matmul + scaled_masked_softmax otherwise. q [B, H, T, D], k, v [B, Hkv, S, D]
+  // (Hkv dividing H) are views with unit last stride. fused_attention writes out [B, H, T, D]
+  // (a view, unit last stride) = softmax(scale * q k^T, masked as scaled_masked_softmax) @ v
+  // without storing the probabilities, and lse [B, H, T] f32 = each row's log-sum-exp of its
+  // scaled visible scores (+inf for a row that sees no key; its output is 0). The backward
+  // recomputes the probabilities from q, k and lse; gout must pass fused_attention_supported in
+  // q's place, gq, gk, gv are views shaped as q, k, v laid out as out. key_lengths and window
+  // (> 0: a sliding window, causal only) as scaled_masked_softmax's.
   virtual bool fused_attention_supported(const Tensor& /*q*/, const Tensor& /*k*/,
-                                         const Tensor& /*v*/) {
+                                         const Tensor& /*v*/, int64_t /*window*/) {
     return false;
   }
   virtual void fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                               double scale, const Tensor& key_lengths, Tensor& out, Tensor& lse);
+                               double scale, const Tensor& key_lengths, int64_t window, Tensor& out,
+                               Tensor& lse);
   virtual void fused_attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                         const Tensor& v, const Tensor& out, const Tensor& lse,
                                         bool causal, double scale, const Tensor& key_lengths,
-                                        Tensor& gq, Tensor& gk, Tensor& gv);
+                                        int64_t window, Tensor& gq, Tensor& gk, Tensor& gv);
 
   virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
                           Tensor& mean, Tensor& rstd) = 0;

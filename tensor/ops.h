@@ -262,21 +262,23 @@ void cross_entropy_block_backward_(Tensor& out, const Tensor& gloss, const Cross
 // defined, is an integer [B] tensor on q's device (right padding, HF's attention_mask as
 // lengths): the queries of batch b see only keys j < key_lengths[b] as well. A query that sees
 // no key gets an output of 0 (and no gradient). Where the device's backend has a fused kernel
-// for the inputs (CUDA: bf16/f16, head size 16, 32, 64 or 128) it runs flash-style and keeps
-// only lse [B, H, T] (f32 row log-sum-exp) for the backward, and out is a [B, H, T, D] view of a
-// [B, T, H, D] buffer (so transposing it back to [B, T, H*D] is free); otherwise it composes
-// matmul and softmax and keeps probs [B, H, T, S] (f32). With keep_for_backward (the caller
+// for the inputs (CPU: f32, and bf16 where oneDNN computes it; CUDA: bf16/f16, head size 16, 32,
+// 64 or 128, no sliding window) it runs flash-style and keeps only lse [B, H, T] (f32 row
+// log-sum-exp) for the backward, and out is a [B, H, T, D] view of a [B, T, H, D] buffer (so
+// transposing it back to [B, T, H*D] is free); otherwise it composes matmul and softmax and
+// keeps probs [B, H, T, S] (f32). With keep_for_backward (the caller
 // will run attention_backward) the composed path makes q, k, v dense once (a strided view, such
 // as heads split out of one projection, is copied) and returns them as q, k, v: pass the whole
 // result to the backward, and those q, k, v in place of the inputs (equal values; the
 // backward's GEMMs then copy nothing). Without it the GEMMs read the inputs as they take them
 // (a KV cache's narrowed prefix is not copied at every decoding step). window > 0 (causal
 // only): a sliding window, query i sees keys i + (S - T) - window < j <= i + (S - T) (HF's
-// sliding_window: at most `window` keys, itself included); composed where it masks any key.
+// sliding_window: at most `window` keys, itself included).
 struct AttentionResult {
   Tensor out, probs, lse;
   Tensor key_lengths;  // i32 [B] as the kernels read it (undefined without padding)
   Tensor q, k, v;      // composed, kept for the backward: the dense operands
+  int64_t window = 0;  // the sliding window in effect (0: none, or one that masks no key)
 };
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                           double scale, const Tensor& key_lengths = Tensor(),
@@ -291,6 +293,9 @@ AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Ten
 // Whether attention() may use fused kernels (default on; HFRUN_FUSED_ATTENTION=0 in the
 // environment starts a process with them off). Returns the previous setting.
 bool set_fused_attention(bool on);
+// Whether attention() on the CPU takes the fused kernel (keeping lse, not probs) for heads of
+// this dtype and size without a window: what a memory estimate needs to know.
+bool cpu_attention_fused(DType dtype, int64_t head_dim);
 
 // Inverted dropout with a counter-based mask: element i is kept iff hash(seed, i) >= p, so the
 // mask is reproducible for any thread count and the backward regenerates it from the seed.

@@ -222,9 +222,21 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
     per_token = 4.25 * d + (4.25 * d + 1.7 * I) / T;
   }
   const double heads = std::max(1.0, std::floor(static_cast<double>(s.heads) / T));
-  const double layer = 4 * n * per_token + 6 * B * heads * S * S;  // + scores and probabilities
-  const double L = static_cast<double>(s.layers);
   const bool bf16 = c.train.mixed_precision == "bf16" || c.train.mixed_precision == "fp16";
+  const DType gemm = c.train.mixed_precision == "bf16"   ? DType::kBF16
+                     : c.train.mixed_precision == "fp16" ? DType::kF16
+                                                         : DType::kF32;
+  // Attention keeps its f32 scores and probabilities for the backward where it is composed,
+  // each row's log-sum-exp where a fused kernel runs it (ops::attention): the CPU's takes f32
+  // and bf16 (where oneDNN computes bf16), CUDA's bf16 and f16 heads of 16 to 128.
+  const int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden / std::max<int64_t>(1, s.heads);
+  const bool fused_attention = e.device == "cuda"
+                                   ? gemm != DType::kF32 && (head_dim == 16 || head_dim == 32 ||
+                                                             head_dim == 64 || head_dim == 128)
+                                   : ops::cpu_attention_fused(gemm, head_dim);
+  const double layer =
+      4 * n * per_token + (fused_attention ? 4 * B * heads * S : 6 * B * heads * S * S);
+  const double L = static_cast<double>(s.layers);
   double act = c.train.activation_checkpointing ? 4 * n * d * L + layer : L * layer;
   if (bf16) act *= 0.9;
   // The logits, whose gradient the loss's backward writes over them, and under mixed precision
@@ -237,9 +249,6 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
   // device takes the blocked loss, the CPU's bf16 GEMMs on AMX for 2^25 logits or more), no
   // logits are held: a block of them (4 MB of f32, with its bf16 gradient) and the head input's
   // f32 gradient.
-  const DType gemm = c.train.mixed_precision == "bf16"   ? DType::kBF16
-                     : c.train.mixed_precision == "fp16" ? DType::kF16
-                                                         : DType::kF32;
   // The rows the head multiplies: the counted positions (nn::Model::has_token_loss). BERT's
   // masked LM counts about mlm_probability of them; SFT's prompts and padding vary by batch, so
   // every position is budgeted (a batch of completions only).

@@ -159,6 +159,12 @@ bool set_fused_attention(bool on) {
   return fused_attention_on().exchange(on);
 }
 
+bool cpu_attention_fused(DType dtype, int64_t head_dim) {
+  if (!fused_attention_on().load() || head_dim <= 0) return false;
+  const Tensor x = empty({1, 1, 1, head_dim}, dtype, Device::cpu());
+  return backend_for(Device::cpu()).fused_attention_supported(x, x, x, 0);
+}
+
 Tensor softmax(const Tensor& x, int64_t dim) {
   return softmax_impl(x, dim, false, "softmax");
 }
@@ -190,15 +196,16 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, boo
   Backend& be = backend_for(q.device());
   Tensor lengths = key_lengths_for(q, k, key_lengths);
   // The earliest query sees keys from (S - T) + 1 - window on, the last from S - window: the
-  // window masks something only when it is shorter than S. The fused kernels take none.
+  // window masks something only when it is shorter than S.
   if (window >= s) window = 0;
-  if (window == 0 && fused_attention_on().load() && q.numel() > 0 && k.numel() > 0 &&
-      be.fused_attention_supported(q, k, v)) {
+  if (fused_attention_on().load() && q.numel() > 0 && k.numel() > 0 &&
+      be.fused_attention_supported(q, k, v, window)) {
     AttentionResult r;
     r.out = heads_major(b, h, t, v.size(3), q.dtype(), q.device());
     r.lse = empty({b, h, t}, DType::kF32, q.device());
-    be.fused_attention(q, k, v, causal, scale, lengths, r.out, r.lse);
+    be.fused_attention(q, k, v, causal, scale, lengths, window, r.out, r.lse);
     r.key_lengths = lengths;
+    r.window = window;
     return r;
   }
   // Scores [B, Hkv, group * T, S] are [B, H, T, S] in memory.
@@ -212,7 +219,7 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, boo
     be.scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, window, lengths, probs_3d);
   }
   Tensor out = matmul(to_dtype(by_kv_head(probs, hkv), v.dtype()), vd, Tensor(), q.dtype());
-  AttentionResult r{view(out, {b, h, t, v.size(3)}), probs, Tensor(), lengths, {}, {}, {}};
+  AttentionResult r{view(out, {b, h, t, v.size(3)}), probs, Tensor(), lengths, {}, {}, {}, window};
   if (keep_for_backward) {
     r.q = qd;
     r.k = kd;
@@ -243,8 +250,8 @@ AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Ten
         forward.lse.sizes() == want_lse && forward.out.defined() && forward.out.sizes() == want_out,
         "attention_backward: the fused forward's out/lse do not match", qkv_str(q, k, v));
     Backend& be = backend_for(q.device());
-    if (!be.fused_attention_supported(g, k, v)) g = contiguous(g);
-    HF_CHECK(be.fused_attention_supported(g, k, v),
+    if (!be.fused_attention_supported(g, k, v, forward.window)) g = contiguous(g);
+    HF_CHECK(be.fused_attention_supported(g, k, v, forward.window),
              "attention_backward: the fused kernel no longer accepts these inputs",
              qkv_str(q, k, v));
     const int64_t b = q.size(0), h = q.size(1), hkv = k.size(1);
@@ -252,7 +259,7 @@ AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Ten
     grads.gk = heads_major(b, hkv, k.size(2), k.size(3), dt, q.device());
     grads.gv = heads_major(b, hkv, v.size(2), v.size(3), dt, q.device());
     be.fused_attention_backward(g, q, k, v, forward.out, forward.lse, causal, scale,
-                                forward.key_lengths, grads.gq, grads.gk, grads.gv);
+                                forward.key_lengths, forward.window, grads.gq, grads.gk, grads.gv);
     return grads;
   }
   const Tensor& probs = forward.probs;

@@ -36,6 +36,10 @@ contains "bench matmul bf16" '"dtype": ?"bf16"'
 check "bench matmul bad dtype" 2 "$HFRUN" bench matmul --dtype f64
 contains "bench matmul bad dtype" "f64"
 check "bench matmul bad size" 2 "$HFRUN" bench matmul --m 0
+check "bench attention" 0 "$HFRUN" bench attention --batch 2 --heads 4 --kv-heads 2 --seq 150 --head-dim 16 --window 40 --dtype f32 --min-seconds 0.02
+contains "bench attention" '^\{.*"fused_ms": ?[0-9.]+.*"composed_ms": ?[0-9.]+.*"speedup".*\}$'
+check "bench attention bad heads" 2 "$HFRUN" bench attention --heads 3 --kv-heads 2
+contains "bench attention bad heads" "kv-heads"
 check "bench matmul transposed b" 0 "$HFRUN" bench matmul --m 40 --n 24 --k 32 --layout nt --baseline --min-seconds 0.05
 contains "bench matmul transposed b" '"layout": ?"nt".*"baseline_gflops"'
 check "bench matmul bad layout" 2 "$HFRUN" bench matmul --layout tx

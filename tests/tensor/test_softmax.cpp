@@ -7,6 +7,7 @@
 
 #include "tensor/backend.h"
 #include "tensor/profiler.h"
+#include "tensor/threads.h"
 #include "test_util.h"
 
 namespace hfrun {
@@ -230,6 +231,20 @@ TEST(Softmax, AttentionScoresBackwardIsTheComposedPasses) {
   }
 }
 
+// Sets whether ops::attention may take the backend's fused kernel, for a scope.
+class FusedAttention {
+ public:
+  explicit FusedAttention(bool on) : before_(ops::set_fused_attention(on)) {}
+  ~FusedAttention() { ops::set_fused_attention(before_); }
+  FusedAttention(const FusedAttention&) = delete;
+  FusedAttention& operator=(const FusedAttention&) = delete;
+
+ private:
+  bool before_;
+};
+
+// Both CPU paths: the composed one keeps the probabilities, the fused one (f32 and bf16) only
+// the rows' log-sum-exps.
 TEST(Attention, ForwardMatchesNaiveOnSplitViews) {
   const int64_t B = 2, T = 5, H = 3, D = 4, C = H * D;
   Tensor qkv = randn({B, T, 3 * C}, 9);
@@ -237,14 +252,22 @@ TEST(Attention, ForwardMatchesNaiveOnSplitViews) {
     return ops::transpose(ops::view(ops::narrow(qkv, 2, i * C, C), {B, T, H, D}), 1, 2);
   };
   Tensor q = head(0), k = head(1), v = head(2);
-  for (bool causal : {true, false}) {
-    ops::AttentionResult r = ops::attention(q, k, v, causal, 0.5);
-    EXPECT_EQ(r.out.sizes(), (Shape{B, H, T, D}));
-    EXPECT_EQ(r.probs.sizes(), (Shape{B, H, T, T}));
-    EXPECT_TRUE(tensor_near(r.out, naive_attention(q, k, v, causal, 0.5), 1e-5, 1e-4))
-        << "causal " << causal;
-    if (causal) {
-      EXPECT_EQ(r.probs.to_vector()[1], 0.0f);  // query 0 cannot see key 1
+  for (bool fused : {false, true}) {
+    FusedAttention mode(fused);
+    for (bool causal : {true, false}) {
+      ops::AttentionResult r = ops::attention(q, k, v, causal, 0.5);
+      EXPECT_EQ(r.out.sizes(), (Shape{B, H, T, D}));
+      EXPECT_TRUE(tensor_near(r.out, naive_attention(q, k, v, causal, 0.5), 1e-5, 1e-4))
+          << "causal " << causal << " fused " << fused;
+      if (fused) {
+        EXPECT_FALSE(r.probs.defined());
+        EXPECT_EQ(r.lse.sizes(), (Shape{B, H, T}));
+      } else {
+        EXPECT_EQ(r.probs.sizes(), (Shape{B, H, T, T}));
+        if (causal) {
+          EXPECT_EQ(r.probs.to_vector()[1], 0.0f);  // query 0 cannot see key 1
+        }
+      }
     }
   }
 }
@@ -261,11 +284,17 @@ TEST(Attention, KeyLengthsMaskPadding) {
   for (const std::vector<int>& lengths : {std::vector<int>{5, 3, 1}, std::vector<int>{2, 5, 0}}) {
     for (bool causal : {false, true}) {
       Tensor kl = ops::from_ints(std::vector<int64_t>(lengths.begin(), lengths.end()), {B});
-      ops::AttentionResult r = ops::attention(q, k, v, causal, 0.5, kl);
-      EXPECT_TRUE(tensor_near(r.out, naive_attention(q, repeat(k), repeat(v), causal, 0.5, lengths),
-                              1e-5, 1e-4))
-          << "causal " << causal << " lengths " << lengths[0] << "," << lengths[1];
+      for (bool fused : {true, false}) {
+        FusedAttention mode(fused);
+        ops::AttentionResult r = ops::attention(q, k, v, causal, 0.5, kl);
+        EXPECT_TRUE(tensor_near(
+            r.out, naive_attention(q, repeat(k), repeat(v), causal, 0.5, lengths), 1e-5, 1e-4))
+            << "causal " << causal << " lengths " << lengths[0] << "," << lengths[1] << " fused "
+            << fused;
+      }
       // Masked keys have probability 0 exactly.
+      FusedAttention composed(false);
+      ops::AttentionResult r = ops::attention(q, k, v, causal, 0.5, kl);
       std::vector<float> pv = r.probs.to_vector();
       for (int64_t b = 0; b < B; ++b) {
         for (int64_t j = lengths[static_cast<size_t>(b)]; j < T; ++j) {
@@ -283,6 +312,7 @@ TEST(Attention, KeyLengthsMaskPadding) {
 // once, in the forward; the backward given those copies makes none, and its gradients are the
 // views' bit for bit. Not kept (inference), nothing is returned and the outputs are equal.
 TEST(Attention, StridedHeadsAreCopiedOnceForForwardAndBackward) {
+  FusedAttention composed(false);
   const int64_t B = 2, T = 6, H = 3, D = 8, C = H * D;
   for (DType dt : {DType::kF32, DType::kBF16}) {
     SCOPED_TRACE(dtype_name(dt));
@@ -346,29 +376,127 @@ TEST(Attention, BackwardMatchesFiniteDifferences) {
   Tensor q = randn({B, H, T, D}, 10), k = randn({B, H, T, D}, 11), v = randn({B, H, T, D}, 12);
   Tensor r = randn({B, H, T, D}, 13);
   const double scale = 0.5;
-  ops::AttentionResult fwd = ops::attention(q, k, v, true, scale);
-  ops::AttentionGrads g = ops::attention_backward(r, q, k, v, fwd, true, scale);
-  auto loss = [&] {
-    std::vector<float> o = ops::attention(q, k, v, true, scale).out.to_vector(), rv = r.to_vector();
-    double acc = 0;
-    for (size_t i = 0; i < o.size(); ++i) acc += static_cast<double>(o[i]) * rv[i];
-    return acc;
-  };
-  const Tensor* inputs[] = {&q, &k, &v};
-  const Tensor* grads[] = {&g.gq, &g.gk, &g.gv};
-  for (int which = 0; which < 3; ++which) {
-    std::vector<float> analytic = grads[which]->to_vector();
-    float* data = inputs[which]->data<float>();
-    for (int64_t e : {0, 5, 13, 22}) {
-      const float orig = data[e];
-      data[e] = orig + 1e-2f;
-      const double plus = loss();
-      data[e] = orig - 1e-2f;
-      const double minus = loss();
-      data[e] = orig;
-      EXPECT_NEAR(analytic[e], (plus - minus) / 2e-2, 2e-3) << "input " << which << " elem " << e;
+  for (bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "fused" : "composed");
+    FusedAttention mode(fused);
+    ops::AttentionResult fwd = ops::attention(q, k, v, true, scale);
+    ops::AttentionGrads g = ops::attention_backward(r, q, k, v, fwd, true, scale);
+    auto loss = [&] {
+      std::vector<float> o = ops::attention(q, k, v, true, scale).out.to_vector(),
+                         rv = r.to_vector();
+      double acc = 0;
+      for (size_t i = 0; i < o.size(); ++i) acc += static_cast<double>(o[i]) * rv[i];
+      return acc;
+    };
+    const Tensor* inputs[] = {&q, &k, &v};
+    const Tensor* grads[] = {&g.gq, &g.gk, &g.gv};
+    for (int which = 0; which < 3; ++which) {
+      std::vector<float> analytic = grads[which]->to_vector();
+      float* data = inputs[which]->data<float>();
+      for (int64_t e : {0, 5, 13, 22}) {
+        const float orig = data[e];
+        data[e] = orig + 1e-2f;
+        const double plus = loss();
+        data[e] = orig - 1e-2f;
+        const double minus = loss();
+        data[e] = orig;
+        EXPECT_NEAR(analytic[e], (plus - minus) / 2e-2, 2e-3) << "input " << which << " elem " << e;
+      }
     }
   }
+}
+
+// The CPU's fused kernel against the composed path, forward and backward, where their work
+// differs: query blocks (128 rows) and key ranges (multiples of 32) cut mid-sequence, the last
+// T of S positions (a KV cache), grouped-query heads, padding (a batch that sees no key at all)
+// and sliding windows, on heads split out of one projection (strided) and on dense ones.
+TEST(Attention, CpuFusedKernelMatchesTheComposedPath) {
+  struct Case {
+    int64_t b, h, hkv, t, s, d;
+    bool causal;
+    int64_t window;
+    std::vector<int64_t> lengths;  // empty: no padding
+    bool split;                    // q, k, v strided views of one [B, T, 3, H, D] tensor
+  };
+  const std::vector<Case> cases = {
+      {2, 4, 4, 300, 300, 16, true, 0, {}, true},
+      {2, 4, 2, 300, 300, 16, false, 0, {}, false},
+      {1, 6, 2, 200, 200, 8, true, 0, {}, false},
+      {2, 2, 1, 3, 261, 16, true, 0, {}, false},  // decoding 3 tokens after 258
+      {3, 4, 2, 150, 150, 16, true, 0, {150, 37, 0}, false},
+      {3, 2, 2, 140, 140, 8, false, 0, {1, 140, 65}, true},
+      {2, 4, 2, 290, 290, 16, true, 40, {}, true},  // a window shorter than a block
+      {2, 2, 2, 270, 270, 8, true, 150, {270, 100}, false},
+      {1, 2, 1, 5, 200, 8, true, 33, {}, false},  // decoding with a window
+  };
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(::testing::Message()
+                   << dtype_name(dt) << " B" << c.b << " H" << c.h << "/" << c.hkv << " T" << c.t
+                   << " S" << c.s << " causal " << c.causal << " window " << c.window << " padded "
+                   << !c.lengths.empty() << " split " << c.split);
+      const uint64_t seed = static_cast<uint64_t>(c.t * 7 + c.s + c.h);
+      Tensor q, k, v;
+      if (c.split) {  // self-attention: T = S
+        Tensor qkv = ops::to_dtype(randn({c.b, c.t, c.h + 2 * c.hkv, c.d}, seed), dt);
+        q = ops::transpose(ops::narrow(qkv, 2, 0, c.h), 1, 2);
+        k = ops::transpose(ops::narrow(qkv, 2, c.h, c.hkv), 1, 2);
+        v = ops::transpose(ops::narrow(qkv, 2, c.h + c.hkv, c.hkv), 1, 2);
+      } else {
+        q = ops::to_dtype(randn({c.b, c.h, c.t, c.d}, seed), dt);
+        k = ops::to_dtype(randn({c.b, c.hkv, c.s, c.d}, seed + 1), dt);
+        v = ops::to_dtype(randn({c.b, c.hkv, c.s, c.d}, seed + 2), dt);
+      }
+      const Tensor gout = ops::to_dtype(randn({c.b, c.h, c.t, c.d}, seed + 3), dt);
+      const Tensor kl = c.lengths.empty() ? Tensor() : ops::from_ints(c.lengths, {c.b});
+      const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+      auto run = [&](bool fused) {
+        FusedAttention mode(fused);
+        ops::AttentionResult r = ops::attention(q, k, v, c.causal, scale, kl, true, c.window);
+        EXPECT_EQ(r.lse.defined(), fused);
+        const Tensor& qd = r.q.defined() ? r.q : q;
+        const Tensor& kd = r.k.defined() ? r.k : k;
+        const Tensor& vd = r.v.defined() ? r.v : v;
+        ops::AttentionGrads g = ops::attention_backward(gout, qd, kd, vd, r, c.causal, scale);
+        return std::vector<Tensor>{r.out, g.gq, g.gk, g.gv};
+      };
+      const std::vector<Tensor> fused = run(true), composed = run(false);
+      const double tol = dt == DType::kF32 ? 2e-5 : 2e-2;
+      const char* names[] = {"out", "gq", "gk", "gv"};
+      for (size_t i = 0; i < fused.size(); ++i) {
+        EXPECT_EQ(fused[i].sizes(), composed[i].sizes()) << names[i];
+        EXPECT_TRUE(tensor_near(fused[i], composed[i].to_vector(), tol, tol)) << names[i];
+      }
+      if (!c.lengths.empty() && c.lengths.back() == 0) {
+        // The batch that sees no key: output 0 and no gradient, exactly.
+        const int64_t last = c.b - 1;
+        for (const Tensor& x : {fused[0], fused[1]}) {
+          EXPECT_EQ(ops::narrow(x, 0, last, 1).to_vector(),
+                    std::vector<float>(static_cast<size_t>(x.numel() / c.b), 0.0f));
+        }
+      }
+    }
+  }
+}
+
+// The fused kernel splits its work by heads, never inside a product: one thread and two give
+// the same bytes.
+TEST(Attention, CpuFusedKernelIsTheSameOnAnyThreadCount) {
+  Tensor q = ops::to_dtype(randn({2, 4, 200, 16}, 60), DType::kBF16);
+  Tensor k = ops::to_dtype(randn({2, 2, 200, 16}, 61), DType::kBF16);
+  Tensor v = ops::to_dtype(randn({2, 2, 200, 16}, 62), DType::kBF16);
+  Tensor gout = ops::to_dtype(randn({2, 4, 200, 16}, 63), DType::kBF16);
+  FusedAttention mode(true);
+  auto run = [&](int threads) {
+    const int before = num_threads();
+    set_num_threads(threads);
+    ops::AttentionResult r = ops::attention(q, k, v, true, 0.25, Tensor(), true, 70);
+    ops::AttentionGrads g = ops::attention_backward(gout, q, k, v, r, true, 0.25);
+    set_num_threads(before);
+    return std::vector<Tensor>{r.out, r.lse, g.gq, g.gk, g.gv};
+  };
+  const std::vector<Tensor> one = run(1), two = run(2);
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(same_bytes(one[i], two[i])) << i;
 }
 
 TEST(Attention, ErrorsNameTheShapes) {

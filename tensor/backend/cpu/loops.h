@@ -10,12 +10,34 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <type_traits>
 
 #include "tensor/dtype.h"
 #include "tensor/shape.h"
 
 namespace hfrun::cpu {
+
+// A grow-only buffer of at least `bytes` per thread and Tag (each Tag type has its own), 64-byte
+// aligned for vector loads; kept for the thread's life.
+template <typename Tag>
+void* thread_buffer(size_t bytes) {
+  struct Buffer {
+    void* ptr = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(ptr); }
+  };
+  thread_local Buffer buf;
+  if (bytes > buf.size) {
+    std::free(buf.ptr);
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    buf.ptr = std::aligned_alloc(64, rounded);
+    buf.size = buf.ptr != nullptr ? rounded : 0;
+    if (buf.ptr == nullptr) throw std::bad_alloc();
+  }
+  return buf.ptr;
+}
 
 // Below this many elements, threading costs more than it saves.
 constexpr int64_t kParallelGrain = 1 << 15;

@@ -121,29 +121,6 @@ void by_padded_row_chunks(const Tensor& a, Tensor& out, Gemm&& gemm) {
   }
 }
 
-}  // namespace
-
-namespace {
-
-// Whether this CPU's oneDNN computes bf16 matmuls at all (it needs AVX-512; on an AVX2-only CPU
-// it offers no kernel, not even its reference one). Probed once with a dense 16 x 16 problem.
-bool native_bf16_matmul() {
-  static const bool ok = [] {
-    try {
-      Tensor a = ops::zeros({16, 16}, DType::kBF16), b = ops::zeros({16, 16}, DType::kBF16);
-      Tensor out = ops::empty({16, 16}, DType::kF32);
-      return lookup(a, b, out, DType::kBF16, DType::kF32, Tensor(), true)->usable;
-    } catch (const std::exception&) {
-      return false;
-    }
-  }();
-  return ok;
-}
-
-}  // namespace
-
-namespace {
-
 // kBPadMinElements: below it the copy is not worth a call (c_fc's weight is 2.4M elements).
 constexpr int64_t kBPadMinElements = int64_t{1} << 20;
 constexpr int64_t kBPadElements = 16;

@@ -11,11 +11,13 @@
 #include "tensor/backend/cpu/matmul_primitives.h"
 
 #include <algorithm>
+#include <array>
 #include <list>
 #include <mutex>
 #include <unordered_map>
 
 #include "common/error.h"
+#include "tensor/backend/cpu/loops.h"
 #include "tensor/backend/cpu/onednn.h"
 
 namespace hfrun::cpu {
@@ -329,22 +331,10 @@ std::shared_ptr<const Entry> lookup_problem(const Problem& p, DType in, DType ou
                 [&] { return create_entry(p, in, out, bias, allow_ref, accumulate); });
 }
 
-// Grow-only per-thread scratchpad, 64-byte aligned for oneDNN's vector loads.
+// oneDNN's per-thread scratchpad (loops.h's thread_buffer).
+struct ScratchpadTag;
 void* thread_scratchpad(size_t bytes) {
-  struct Buffer {
-    void* ptr = nullptr;
-    size_t size = 0;
-    ~Buffer() { std::free(ptr); }
-  };
-  thread_local Buffer buf;
-  if (bytes > buf.size) {
-    std::free(buf.ptr);
-    const size_t rounded = (bytes + 63) / 64 * 64;
-    buf.ptr = std::aligned_alloc(64, rounded);
-    HF_CHECK(buf.ptr != nullptr, "matmul: cannot allocate a ", rounded, "-byte scratchpad");
-    buf.size = rounded;
-  }
-  return buf.ptr;
+  return thread_buffer<ScratchpadTag>(bytes);
 }
 
 void execute(const Entry& e, void* a, void* b, void* bias, void* out) {
@@ -398,6 +388,98 @@ void execute(const Entry& e, const Tensor& a, const Tensor& b, const Tensor& bia
   execute(e, a.raw_data(), b.raw_data(), bias.defined() ? bias.raw_data() : nullptr,
           out.raw_data());
 }
+std::shared_ptr<const Entry> lookup_matrices(const Matrix& a, const Matrix& b, const Matrix& out,
+                                             DType in, DType out_dtype, bool accumulate) {
+  const auto operand = [](const Matrix& m) {
+    Operand o{{m.rows, m.cols}, {m.row_stride, m.col_stride}};
+    normalise_strides(o);
+    return o;
+  };
+  const Problem p{operand(a), operand(b), operand(out)};
+  return lookup_problem(p, in, out_dtype, Tensor(), true, accumulate);
+}
+
+void execute(const Entry& e, const void* a, const void* b, void* out) {
+  execute(e, const_cast<void*>(a), const_cast<void*>(b), nullptr, out);
+}
+
+namespace {
+
+// run_matrices' per-thread state of one problem.
+struct Prepared {
+  std::shared_ptr<const Entry> entry;
+  dnnl::memory a, b, out, scratch;
+  std::unordered_map<int, dnnl::memory> args;
+};
+struct MatricesKey {
+  std::array<int64_t, 15> v;
+  bool operator==(const MatricesKey& o) const { return v == o.v; }
+};
+struct MatricesKeyHash {
+  size_t operator()(const MatricesKey& k) const {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over the values
+    for (int64_t x : k.v) h = (h ^ static_cast<uint64_t>(x)) * 1099511628211ull;
+    return static_cast<size_t>(h);
+  }
+};
+// Problems a thread keeps prepared; beyond it the thread's table starts over.
+constexpr size_t kMaxPreparedPerThread = 1024;
+
+}  // namespace
+
+void run_matrices(const Matrix& a, const void* pa, const Matrix& b, const void* pb,
+                  const Matrix& out, void* pout, DType in, DType out_dtype, bool accumulate) {
+  thread_local std::unordered_map<MatricesKey, Prepared, MatricesKeyHash> prepared;
+  const MatricesKey key{{a.rows, a.cols, a.row_stride, a.col_stride, b.rows, b.cols, b.row_stride,
+                         b.col_stride, out.rows, out.cols, out.row_stride, out.col_stride,
+                         static_cast<int64_t>(in), static_cast<int64_t>(out_dtype), accumulate}};
+  auto it = prepared.find(key);
+  if (it == prepared.end()) {
+    if (prepared.size() >= kMaxPreparedPerThread) prepared.clear();
+    Prepared p;
+    p.entry = lookup_matrices(a, b, out, in, out_dtype, accumulate);
+    HF_CHECK(p.entry->usable, "matmul: oneDNN has no kernel for a ", a.rows, "x", a.cols, " @ ",
+             b.rows, "x", b.cols, " product: ", p.entry->impl);
+    if (!p.entry->head) {
+      dnnl::engine& eng = cpu_engine();
+      p.a = dnnl::memory(p.entry->a_md, eng, nullptr);
+      p.b = dnnl::memory(p.entry->b_md, eng, nullptr);
+      p.out = dnnl::memory(p.entry->out_md, eng, nullptr);
+      p.args = {{DNNL_ARG_SRC, p.a}, {DNNL_ARG_WEIGHTS, p.b}, {DNNL_ARG_DST, p.out}};
+      if (p.entry->scratch_md.get_size() > 0) {
+        p.scratch = dnnl::memory(p.entry->scratch_md, eng, nullptr);
+        p.args.emplace(DNNL_ARG_SCRATCHPAD, p.scratch);
+      }
+    }
+    it = prepared.emplace(key, std::move(p)).first;
+  }
+  Prepared& p = it->second;
+  if (p.entry->head) {  // a long problem run as two (split_rows): the general path
+    execute(*p.entry, const_cast<void*>(pa), const_cast<void*>(pb), nullptr, pout);
+    return;
+  }
+  p.a.set_data_handle(const_cast<void*>(pa));
+  p.b.set_data_handle(const_cast<void*>(pb));
+  p.out.set_data_handle(pout);
+  if (p.scratch) p.scratch.set_data_handle(thread_scratchpad(p.entry->scratch_md.get_size()));
+  dnnl::stream& stream = thread_stream();
+  p.entry->prim.execute(stream, p.args);
+  stream.wait();
+  t_last_entry = p.entry.get();
+}
+
+bool native_bf16_matmul() {
+  static const bool ok = [] {
+    try {
+      const Matrix m{16, 16, 16, 1};
+      return lookup_matrices(m, m, m, DType::kBF16, DType::kF32)->usable;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
 size_t matmul_cache_capacity() {
   return kMaxCachedPrimitives;
 }

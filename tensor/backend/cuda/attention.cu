@@ -558,7 +558,9 @@ void dispatch_attention(const Tensor& q, Fn&& fn) {
 
 }  // namespace
 
-bool CudaBackend::fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v) {
+bool CudaBackend::fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v,
+                                            int64_t window) {
+  if (window > 0) return false;  // the kernels have no sliding window; the composed path has
   if (q.dtype() != DType::kBF16 && q.dtype() != DType::kF16) return false;
   if (k.dtype() != q.dtype() || v.dtype() != q.dtype()) return false;
   if (!q.device().is_cuda() || k.device() != q.device() || v.device() != q.device()) return false;
@@ -575,8 +577,9 @@ bool CudaBackend::fused_attention_supported(const Tensor& q, const Tensor& k, co
 }
 
 void CudaBackend::fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                                  double scale, const Tensor& key_lengths, Tensor& out,
-                                  Tensor& lse) {
+                                  double scale, const Tensor& key_lengths, int64_t window,
+                                  Tensor& out, Tensor& lse) {
+  HF_CHECK(window == 0, "fused_attention (cuda): no sliding window kernel");
   DeviceGuard guard(q.device());
   HF_CHECK(kernel_layout(out), "fused_attention (cuda): output layout ", out.str());
   AttnParams p = make_params(q, k, causal, scale, key_lengths);
@@ -598,7 +601,8 @@ void CudaBackend::fused_attention(const Tensor& q, const Tensor& k, const Tensor
 void CudaBackend::fused_attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                            const Tensor& v, const Tensor& out, const Tensor& lse,
                                            bool causal, double scale, const Tensor& key_lengths,
-                                           Tensor& gq, Tensor& gk, Tensor& gv) {
+                                           int64_t window, Tensor& gq, Tensor& gk, Tensor& gv) {
+  HF_CHECK(window == 0, "fused_attention_backward (cuda): no sliding window kernel");
   DeviceGuard guard(q.device());
   for (const Tensor* x :
        std::initializer_list<const Tensor*>{&q, &k, &v, &gout, &out, &gq, &gk, &gv}) {
