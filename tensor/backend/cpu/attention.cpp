@@ -28,7 +28,8 @@
 namespace hfrun::cpu {
 namespace {
 
-// Queries per block: a block's f32 scores are kBlockRows x S (64 KB at S = 256).
+// Queries per block: a block's f32 scores are kBlockRows x S (128 KB at S = 256); 128 rows ran
+// faster than 32, 64 or 256 at S = 256 and 1024 (README "Performance").
 constexpr int64_t kBlockRows = 128;
 // A block's key range starts and ends on multiples of kKeyAlign (or at S), the few extra keys
 // masked: fewer distinct GEMM shapes, so fewer primitives to create and cache.
@@ -41,8 +42,9 @@ void* thread_buffer(size_t bytes) {
   return cpu::thread_buffer<std::integral_constant<int, Slot>>(bytes);
 }
 
-// fn(i) for i in [0, n) on the OpenMP threads, dynamically scheduled (blocks differ in work);
-// the first exception is rethrown here once the loop is done.
+// fn(i) for i in [0, n) on the OpenMP threads, always inside a parallel region (so the GEMMs
+// run on the calling thread), dynamically scheduled (padded batches' heads differ in work); the
+// first exception is rethrown here once the loop is done.
 template <typename Fn>
 void parallel_items(int64_t n, Fn&& fn) {
   std::exception_ptr error;

@@ -388,8 +388,11 @@ void execute(const Entry& e, const Tensor& a, const Tensor& b, const Tensor& bia
   execute(e, a.raw_data(), b.raw_data(), bias.defined() ? bias.raw_data() : nullptr,
           out.raw_data());
 }
+namespace {
+
+// The cached primitive of a 2-D problem given by its operands' layouts (run_matrices).
 std::shared_ptr<const Entry> lookup_matrices(const Matrix& a, const Matrix& b, const Matrix& out,
-                                             DType in, DType out_dtype, bool accumulate) {
+                                             DType in, DType out_dtype, bool accumulate = false) {
   const auto operand = [](const Matrix& m) {
     Operand o{{m.rows, m.cols}, {m.row_stride, m.col_stride}};
     normalise_strides(o);
@@ -398,12 +401,6 @@ std::shared_ptr<const Entry> lookup_matrices(const Matrix& a, const Matrix& b, c
   const Problem p{operand(a), operand(b), operand(out)};
   return lookup_problem(p, in, out_dtype, Tensor(), true, accumulate);
 }
-
-void execute(const Entry& e, const void* a, const void* b, void* out) {
-  execute(e, const_cast<void*>(a), const_cast<void*>(b), nullptr, out);
-}
-
-namespace {
 
 // run_matrices' per-thread state of one problem.
 struct Prepared {

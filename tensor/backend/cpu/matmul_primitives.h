@@ -55,18 +55,13 @@ void execute(const Entry& e, const Tensor& a, const Tensor& b, const Tensor& bia
 struct Matrix {
   int64_t rows, cols, row_stride, col_stride;
 };
-// The cached primitive of out = a @ b (out += a @ b with `accumulate`) for 2-D operands given
-// by their layouts, as lookup()'s; oneDNN's reference kernel where it has no other. For kernels
-// that run many small products on raw buffers: from inside an OpenMP parallel region each runs
-// on the calling thread alone (oneDNN does not nest its threads).
-std::shared_ptr<const Entry> lookup_matrices(const Matrix& a, const Matrix& b, const Matrix& out,
-                                             DType in, DType out_dtype, bool accumulate = false);
-// Runs e (without a bias) on raw pointers laid out as its lookup described.
-void execute(const Entry& e, const void* a, const void* b, void* out);
-// out = a @ b (+= with `accumulate`) on raw pointers, as lookup_matrices + execute, at less cost
-// per call: each thread keeps the primitives it ran with their oneDNN memory objects (a few
+// out = a @ b (+= with `accumulate`) for 2-D operands on raw pointers, laid out as given, through
+// the shared cache's primitive of that problem (oneDNN's reference kernel where it has no
+// other). For kernels that run thousands of small products per op, from inside an OpenMP
+// parallel region, where each runs on the calling thread alone (oneDNN does not nest its
+// threads): each thread keeps the primitives it ran with their oneDNN memory objects (a few
 // microseconds per call otherwise: the cache's key and lock, three memory objects), pointed at
-// the new data on every call. For kernels that run thousands of small products per op.
+// the new data on every call.
 void run_matrices(const Matrix& a, const void* pa, const Matrix& b, const void* pb,
                   const Matrix& out, void* pout, DType in, DType out_dtype,
                   bool accumulate = false);
