@@ -61,7 +61,8 @@ enum class WeightLayout { kInOut, kOutIn };
 // x [..., in] @ weight [in, out] + bias [out] (kInOut), or x @ weight^T + bias with weight
 // [out, in] (kOutIn). With compute_dtype (bf16 for mixed precision) the GEMMs take bf16 copies of
 // x and weight, accumulate in f32 and return out_dtype (default x's dtype), rounded once from the
-// f32 accumulator; gradients reach the f32 x and weight through the casts. Either way the weight
+// f32 accumulator; the gradients of an f32 x and weight come from the f32 accumulators of their
+// GEMMs (f16: x's through its cast, rounded to f16 as autocast's). Either way the weight
 // itself is the op's input: its gradient is produced in its own layout (where its gradient buffer
 // is reachable, the GEMM writes into it), and its compute-dtype copy is the cast of its own
 // memory.
@@ -101,6 +102,25 @@ class WeightCastScope {
 };
 // weight in dtype: itself when it has it, else a copy (reused within a WeightCastScope).
 Tensor weight_in_dtype(const Tensor& weight, DType dtype);
+// Within the scope on this thread, the linears under bf16 mixed precision that read `x` itself
+// (the same tensor, not a copy or view of it) share one bf16 copy of it, made by the first,
+// instead of each casting it and keeping its own for the backward: q, k and v read one normed
+// input, gate and up another. x must not be written while the scope lives. Scopes nest.
+class InputCastScope {
+ public:
+  explicit InputCastScope(const Tensor& x);
+  ~InputCastScope();
+  InputCastScope(const InputCastScope&) = delete;
+  InputCastScope& operator=(const InputCastScope&) = delete;
+
+ private:
+  friend Tensor input_in_dtype(const Tensor& x, DType dtype);
+  Tensor x_, copy_;
+  InputCastScope* outer_;
+};
+// x in dtype, for a GEMM: itself when it has it, else a copy (not differentiable; shared within
+// an InputCastScope for x).
+Tensor input_in_dtype(const Tensor& x, DType dtype);
 // gelu_tanh(linear(x, weight, bias)) as one op: a GEMM with cuBLASLt's GELU epilogue on CUDA
 // (the pre-activation, out_dtype, is kept for the backward), the composition on the CPU.
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),

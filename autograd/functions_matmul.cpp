@@ -69,13 +69,16 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
 namespace {
 
 thread_local WeightCastScope* t_cast_scope = nullptr;
+thread_local InputCastScope* t_input_scope = nullptr;
 
 // What linear's backward keeps: x as [rows, in] (for the weight gradient) and the weight as the
 // GEMMs read it (for the input gradient), each only when that gradient is wanted.
 struct LinearSaved {
   Tensor x2, w;
   Shape x_shape;
-  DType x_dtype, w_dtype, bias_dtype;
+  // x's dtype (its gradient's) and the dtype the GEMMs read (x2's; x's compute-dtype copy
+  // under mixed precision).
+  DType x_dtype, gemm_dtype, w_dtype, bias_dtype;
   // The dtype the weight-gradient GEMM writes: the weight's, except that an f16 GEMM's is
   // rounded to f16 first, as autocast's (an overflow there is what loss scaling must see).
   DType gw_dtype;
@@ -101,6 +104,7 @@ LinearSaved save_linear(const Tensor& x, const Tensor& x2, const Tensor& weight,
   s.w = s.gx ? gemm_weight.detach() : Tensor();
   s.x_shape = x.sizes();
   s.x_dtype = x.dtype();
+  s.gemm_dtype = x2.dtype();
   s.w_dtype = weight.dtype();
   s.gw_dtype = gemm_weight.dtype() == DType::kF16 ? DType::kF16 : s.w_dtype;
   s.bias_dtype = bias.defined() ? bias.dtype() : DType::kF32;
@@ -111,15 +115,38 @@ LinearSaved save_linear(const Tensor& x, const Tensor& x2, const Tensor& weight,
   return s;
 }
 
+// x's gradient g @ W^T in x's dtype. Where x is f32 and the GEMMs read its compute-dtype copy,
+// the product is taken from the GEMM's f32 accumulator (not rounded to bf16 and widened again,
+// as autocast's cast backward would) and, when another consumer of x left its gradient pending
+// (q, k and v read one normed input; so do gate and up), added into it by the GEMM: no cast,
+// no separate add. Returns the gradient, or an undefined tensor when it went into the sink.
+Tensor input_grad(const LinearSaved& s, const Tensor& g2) {
+  const Tensor wt = mT(s.w);
+  if (s.x_dtype == DType::kF32 && s.gemm_dtype != DType::kF32) {
+    bool overwrite = false;
+    Tensor sink = autograd::gradient_sink(0, s.x_shape, DType::kF32, g2.device(), &overwrite);
+    if (sink.defined()) {
+      Tensor sink2 = ops::reshape(sink, {-1, wt.size(1)});
+      if (overwrite) {
+        ops::matmul_into_(sink2, g2, wt);
+      } else {
+        ops::matmul_add_(sink2, g2, wt);
+      }
+      return Tensor();
+    }
+  }
+  return ops::view(ops::matmul(g2, wt, Tensor(), s.x_dtype), s.x_shape);
+}
+
 // Gradients of x, weight, bias from the gradient of the pre-activation output g_out, which is
 // freed once read: under mixed precision the f32 gradient of a large output (lm_head's logits)
 // is not kept beside its compute-dtype copy and the weight's f32 gradient.
 Grads linear_grads(const LinearSaved& s, Tensor g_out) {
   Tensor grad_bias = s.gbias ? bias_grad(ops::reshape(g_out, {-1, s.out}), s.bias_dtype) : Tensor();
-  Tensor g2 = ops::reshape(ops::to_dtype(g_out, s.x_dtype), {-1, s.out});
+  Tensor g2 = ops::reshape(ops::to_dtype(g_out, s.gemm_dtype), {-1, s.out});
   g_out = Tensor();
   Tensor grad_x, grad_w;
-  if (s.gx) grad_x = ops::view(ops::matmul(g2, mT(s.w), Tensor(), s.x_dtype), s.x_shape);
+  if (s.gx) grad_x = input_grad(s, g2);
   if (s.gw) {
     // An f32 weight whose gradient buffer is the sink (its leaf, reached by this layer only):
     // the GEMM adds the gradient into it (from bf16 operands under mixed precision, accumulated
@@ -153,18 +180,19 @@ Grads linear_grads(const LinearSaved& s, Tensor g_out) {
 }
 
 // x [..., in] @ weight [in, out] (+ bias) with the result in out_dtype, then the tanh GELU when
-// `gelu`. With `compute` the GEMMs read the weight's copy in that dtype (mixed precision); the
-// input gradient comes in x's dtype, the weight's in the weight's, straight from the GEMM's f32
-// accumulator; the bias gradient is summed from the out_dtype gradient.
-Tensor linear_impl(const Tensor& x, const Tensor& weight, WeightLayout layout, const Tensor& bias,
-                   DType out_dtype, bool gelu, std::optional<DType> compute) {
+// `gelu`. With `compute` the GEMMs read the weight's copy in that dtype (mixed precision) and
+// x_gemm, x in that dtype (x itself otherwise); the input gradient comes in x's dtype, the
+// weight's in the weight's, straight from the GEMM's f32 accumulator; the bias gradient is
+// summed from the out_dtype gradient.
+Tensor linear_impl(const Tensor& x, const Tensor& x_gemm, const Tensor& weight, WeightLayout layout,
+                   const Tensor& bias, DType out_dtype, bool gelu, std::optional<DType> compute) {
   HF_CHECK(x.defined() && weight.defined(), "linear: undefined input");
   const bool out_in = layout == WeightLayout::kOutIn;
   HF_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(out_in ? 1 : 0),
            "linear: x ", x.str(), " does not match weight ", weight.str(),
            out_in ? " ([out, in])" : " ([in, out])");
   const int64_t in = x.size(-1), out = weight.size(out_in ? 0 : 1);
-  Tensor x2 = ops::reshape(x, {-1, in});
+  Tensor x2 = ops::reshape(x_gemm, {-1, in});
   Shape y_shape = x.sizes();
   y_shape.back() = out;
   // The [in, out] matrix the GEMMs read: the weight, or its compute-dtype copy, as it is or
@@ -193,17 +221,24 @@ Tensor linear_impl(const Tensor& x, const Tensor& weight, WeightLayout layout, c
 }
 
 // Mixed precision: the GEMMs read compute_dtype copies of x and weight, and the products
-// accumulate in f32. x's gradient flows back through its cast; under bf16 the weight's is taken
-// from the f32 accumulator of its GEMM (added into the f32 leaf's gradient buffer where that is
-// the sink), not rounded to bf16 and widened again as autocast's is.
+// accumulate in f32. Under bf16 the gradients of an f32 x and of the weight are taken from the
+// f32 accumulators of their GEMMs (added into a pending gradient or the f32 leaf's buffer where
+// that is the sink), not rounded to bf16 and widened again as autocast's are. Under f16 x's
+// gradient flows back through its cast, rounded to f16 as autocast's (an overflow there is what
+// loss scaling must see).
 Tensor linear_any(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   std::optional<DType> compute_dtype, std::optional<DType> out_dtype, bool gelu,
                   WeightLayout layout) {
   const DType out = out_dtype.value_or(x.dtype());
   if (compute_dtype && *compute_dtype != x.dtype()) {
-    return linear_impl(to_dtype(x, *compute_dtype), weight, layout, bias, out, gelu, compute_dtype);
+    if (x.dtype() == DType::kF32 && *compute_dtype == DType::kBF16) {
+      return linear_impl(x, input_in_dtype(x, *compute_dtype), weight, layout, bias, out, gelu,
+                         compute_dtype);
+    }
+    const Tensor xc = to_dtype(x, *compute_dtype);
+    return linear_impl(xc, xc, weight, layout, bias, out, gelu, compute_dtype);
   }
-  return linear_impl(x, weight, layout, bias, out, gelu, compute_dtype);
+  return linear_impl(x, x, weight, layout, bias, out, gelu, compute_dtype);
 }
 
 }  // namespace
@@ -241,6 +276,24 @@ Tensor weight_in_dtype(const Tensor& weight, DType dtype) {
   scope->cache_.push_back({weight.detach(), copy});
   ++scope->casts_;
   return copy;
+}
+
+InputCastScope::InputCastScope(const Tensor& x) : x_(x), outer_(t_input_scope) {
+  t_input_scope = this;
+}
+
+InputCastScope::~InputCastScope() {
+  t_input_scope = outer_;
+}
+
+Tensor input_in_dtype(const Tensor& x, DType dtype) {
+  if (x.dtype() == dtype) return x;
+  for (InputCastScope* s = t_input_scope; s != nullptr; s = s->outer_) {
+    if (!s->x_.is_same(x)) continue;
+    if (!s->copy_.defined() || s->copy_.dtype() != dtype) s->copy_ = ops::to_dtype(x, dtype);
+    return s->copy_;
+  }
+  return ops::to_dtype(x, dtype);
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias,

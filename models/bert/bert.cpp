@@ -97,6 +97,7 @@ class BertSelfAttention : public Module {
   Tensor forward(const Tensor& x, const BlockArgs& a) {
     const int64_t B = x.size(0), T = x.size(1), D = c_.head_dim();
     const std::optional<DType> cd = compute_dtype();
+    const InputCastScope shared(x);      // query, key, value read one bf16 copy of x
     auto heads = [&](const Tensor& t) {  // [B, T, h*D] -> [B, h, T, D]
       return transpose(reshape(t, {B, T, t.size(2) / D, D}), 1, 2);
     };

@@ -131,6 +131,7 @@ class LlamaAttention : public Module {
     const int64_t B = x.size(0), T = x.size(1), D = c_.dim_per_head();
     const std::optional<DType> cd = compute_dtype();
     const std::optional<DType> qk_dtype = q_norm_ ? std::optional<DType>(x.dtype()) : cd;
+    const InputCastScope shared(x);      // q, k, v read one bf16 copy of x
     auto heads = [&](const Tensor& t) {  // [B, T, h*D] -> [B, T, h, D]
       return reshape(t, {B, T, t.size(2) / D, D});
     };
@@ -195,6 +196,7 @@ class LlamaMlp : public Module {
 
   Tensor forward(const Tensor& x) {
     const std::optional<DType> cd = compute_dtype();
+    const InputCastScope shared(x);  // gate and up read one bf16 copy of x
     Tensor h = swiglu(gate_proj_->forward(x, cd), up_proj_->forward(x, cd));
     return down_proj_->forward(h, x.dtype());
   }

@@ -315,6 +315,51 @@ TEST(Autograd, WeightCastScopeStartsWithCarriedCopies) {
   EXPECT_EQ(out[1].source.raw_data(), v.raw_data());
 }
 
+// Linears reading one input inside its InputCastScope share one bf16 copy of it (the same
+// values and gradients as casting it each time); another tensor, a view of it, or the input
+// outside the scope is cast anew.
+TEST(Autograd, InputCastScopeSharesOneCopyOfItsInput) {
+  Tensor x = testing::randn({4, 6}, 41, /*requires_grad=*/true);
+  Tensor w1 = testing::randn({5, 6}, 42, /*requires_grad=*/true);
+  Tensor w2 = testing::randn({3, 6}, 43, /*requires_grad=*/true);
+  const auto run = [&] {
+    const Tensor h = mul_scalar(x, 2.0);
+    Tensor y = add(sum(linear(h, w1, Tensor(), DType::kBF16, std::nullopt, WeightLayout::kOutIn)),
+                   sum(linear(h, w2, Tensor(), DType::kBF16, std::nullopt, WeightLayout::kOutIn)));
+    autograd::backward(y);
+    return std::vector<std::vector<float>>{y.to_vector(), x.grad().to_vector(),
+                                           w1.grad().to_vector(), w2.grad().to_vector()};
+  };
+  const auto plain = run();
+  for (Tensor* t : {&x, &w1, &w2}) t->set_grad(Tensor());
+  const Tensor h = mul_scalar(x, 2.0);
+  {
+    const InputCastScope scope(h);
+    const Tensor c = input_in_dtype(h, DType::kBF16);
+    EXPECT_EQ(c.dtype(), DType::kBF16);
+    EXPECT_TRUE(input_in_dtype(h, DType::kBF16).is_same(c));
+    EXPECT_TRUE(input_in_dtype(h, DType::kF32).is_same(h));
+    EXPECT_FALSE(input_in_dtype(ops::reshape(h, {4, 6}), DType::kBF16).is_same(c));
+    EXPECT_FALSE(input_in_dtype(x, DType::kBF16).is_same(c));
+    {
+      const InputCastScope inner(x);  // scopes nest: the outer one's input is still shared
+      EXPECT_TRUE(input_in_dtype(h, DType::kBF16).is_same(c));
+    }
+  }
+  EXPECT_FALSE(input_in_dtype(h, DType::kBF16).is_same(input_in_dtype(h, DType::kBF16)));
+  {
+    const Tensor hs = mul_scalar(x, 2.0);
+    const InputCastScope scope(hs);
+    Tensor y = add(sum(linear(hs, w1, Tensor(), DType::kBF16, std::nullopt, WeightLayout::kOutIn)),
+                   sum(linear(hs, w2, Tensor(), DType::kBF16, std::nullopt, WeightLayout::kOutIn)));
+    autograd::backward(y);
+    EXPECT_EQ(y.to_vector(), plain[0]);
+  }
+  EXPECT_EQ(x.grad().to_vector(), plain[1]);
+  EXPECT_EQ(w1.grad().to_vector(), plain[2]);
+  EXPECT_EQ(w2.grad().to_vector(), plain[3]);
+}
+
 TEST(Autograd, LinearWeightGradientIsAddedIntoItsBufferByTheGemm) {
   Tensor w = testing::randn({6, 4}, 4, /*requires_grad=*/true);
   const Tensor x = testing::randn({5, 6}, 5);

@@ -374,5 +374,53 @@ TEST(GradLinear, Bf16WeightGradientKeepsTheF32Accumulator) {
   EXPECT_TRUE(tensor_near(w.grad(), want, 1e-5, 1e-5));
 }
 
+// Mixed precision: an f32 input's gradient is the f32 product of the bf16 operands, taken from
+// the GEMM's accumulator (not rounded to bf16 and widened again), and the linears reading one
+// input (q, k and v; gate and up) sum their products into one f32 gradient.
+TEST(GradLinear, Bf16InputGradientKeepsTheF32AccumulatorAcrossReaders) {
+  Tensor x = randn({12, 16}, 61, true);
+  const std::vector<Tensor> ws = {randn({8, 16}, 62, true), randn({16, 4}, 63, true),
+                                  randn({5, 16}, 64, true)};
+  const std::vector<WeightLayout> layouts = {WeightLayout::kOutIn, WeightLayout::kInOut,
+                                             WeightLayout::kOutIn};
+  const std::vector<Tensor> gs = {randn({12, 8}, 65), randn({12, 4}, 66), randn({12, 5}, 67)};
+  const auto bf16 = [](const Tensor& t) {
+    return to_dtype(to_dtype(t, DType::kBF16), DType::kF32).to_vector();
+  };
+  // d(loss)/dx = 3 * sum_i bf16(g_i) @ bf16(W_i)^T, summed in double.
+  std::vector<double> want(12 * 16, 0.0);
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const bool out_in = layouts[i] == WeightLayout::kOutIn;
+    const int64_t out = gs[i].size(1);
+    const std::vector<float> wv = bf16(ws[i]), gv = bf16(gs[i]);
+    for (int64_t r = 0; r < 12; ++r) {
+      for (int64_t c = 0; c < 16; ++c) {
+        double acc = 0;
+        for (int64_t o = 0; o < out; ++o) {
+          acc += double(gv[r * out + o]) * wv[out_in ? o * 16 + c : c * out + o];
+        }
+        want[r * 16 + c] += 3 * acc;
+      }
+    }
+  }
+  // x's producer is a node, so the second and third readers find the first one's gradient
+  // pending and add into it.
+  const Tensor h = mul_scalar(x, 3.0);
+  Tensor loss;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    Tensor y = linear(h, ws[i], Tensor(), DType::kBF16, std::nullopt, layouts[i]);
+    ASSERT_EQ(y.dtype(), DType::kF32);
+    Tensor term = sum(mul(y, gs[i]));
+    loss = loss.defined() ? add(loss, term) : term;
+  }
+  autograd::backward(loss);
+  ASSERT_EQ(x.grad().dtype(), DType::kF32);
+  std::vector<float> wantf(want.begin(), want.end());
+  EXPECT_TRUE(tensor_near(x.grad(), wantf, 1e-5, 1e-5));
+  int unrounded = 0;
+  for (float v : x.grad().to_vector()) unrounded += v != bf16_to_f32(f32_to_bf16(v));
+  EXPECT_GT(unrounded, 0) << "the input gradient was rounded to bf16";
+}
+
 }  // namespace
 }  // namespace hfrun
