@@ -105,6 +105,26 @@ TEST(Elementwise, VectorisedTanhSigmoidGeluAreAccurateOverAWideRange) {
   }
 }
 
+// The tanh GELU as x sigmoid(2u): relative accuracy in its negative tail too (1 + tanh(u)
+// cancels there), and its gradient against the closed form.
+TEST(Elementwise, GeluTanhTailAndGradientAreAccurate) {
+  std::vector<float> xs;
+  for (int i = -1000; i <= 1000; ++i) xs.push_back(i * 0.01f);
+  Tensor x = ops::from_vector(xs, {static_cast<int64_t>(xs.size())});
+  const auto y = ops::gelu(x, true).to_vector();
+  const auto d =
+      ops::unary_backward(ops::UnaryOp::kGeluTanh, ops::full(x.sizes(), 1.0), x, Tensor())
+          .to_vector();
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double v = xs[i], k = std::sqrt(2 / M_PI);
+    const double u = k * (v + 0.044715 * v * v * v), s = 1 / (1 + std::exp(-2 * u));
+    const double g = v * s;  // = 0.5 v (1 + tanh(u)), without the cancellation
+    ASSERT_NEAR(y[i], g, 1e-12 + 4e-6 * std::fabs(g)) << v;
+    const double dg = s + 2 * v * s * (1 - s) * k * (1 + 3 * 0.044715 * v * v);
+    ASSERT_NEAR(d[i], dg, 3e-7 + 4e-6 * std::fabs(dg)) << v;
+  }
+}
+
 TEST(Elementwise, UnaryOnBF16KeepsDtype) {
   Tensor x = ops::to_dtype(ops::from_vector({-1.0f, 0.5f, 2.0f}, {3}), DType::kBF16);
   Tensor y = ops::exp(x);

@@ -16,6 +16,15 @@ constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kInvSqrt2 = 0.7071067811865476f;
 constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 
+// The tanh GELU's gate: 0.5 (1 + tanh(u)) = sigmoid(2 u) = 1 / (1 + e), e = exp(-2 u),
+// u = sqrt(2 / pi) (x + 0.044715 x^3): one exp and one division (tanh_f takes a polynomial, an
+// exp and a division, and 1 + tanh cancels where u is very negative). *e_out: e.
+[[gnu::always_inline]] inline float gelu_tanh_gate(float x, float* e_out = nullptr) {
+  const float e = exp_f(-2.0f * kSqrt2OverPi * (x + 0.044715f * x * x * x));
+  if (e_out) *e_out = e;
+  return 1.0f / (1.0f + e);
+}
+
 template <UnaryOp kOp>
 [[gnu::always_inline]] inline float unary_f(float x) {
   if constexpr (kOp == UnaryOp::kNeg) return -x;
@@ -28,9 +37,7 @@ template <UnaryOp kOp>
   if constexpr (kOp == UnaryOp::kRelu) return x > 0.0f ? x : 0.0f;
   if constexpr (kOp == UnaryOp::kSilu) return x * sigmoid_f(x);
   if constexpr (kOp == UnaryOp::kGelu) return 0.5f * x * (1.0f + std::erf(x * kInvSqrt2));
-  if constexpr (kOp == UnaryOp::kGeluTanh) {
-    return 0.5f * x * (1.0f + tanh_f(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
-  }
+  if constexpr (kOp == UnaryOp::kGeluTanh) return x * gelu_tanh_gate(x);
   if constexpr (kOp == UnaryOp::kAbs) return std::fabs(x);
   if constexpr (kOp == UnaryOp::kSquare) return x * x;
   return 0.0f;
@@ -55,10 +62,12 @@ template <UnaryOp kOp>
     return 0.5f * (1.0f + std::erf(x * kInvSqrt2)) + x * kInvSqrt2Pi * std::exp(-0.5f * x * x);
   }
   if constexpr (kOp == UnaryOp::kGeluTanh) {
-    float inner = kSqrt2OverPi * (x + 0.044715f * x * x * x);
-    float t = tanh_f(inner);
-    float dinner = kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * x * x);
-    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * dinner;
+    // d/dx x s = s + 2 x s (1 - s) u'(x) with s = sigmoid(2 u(x)), and 1 - s = e s (not
+    // rounded from s, where s is close to 1).
+    float e;
+    const float s = gelu_tanh_gate(x, &e);
+    const float du = kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * x * x);
+    return s * (1.0f + 2.0f * x * (e * s) * du);
   }
   if constexpr (kOp == UnaryOp::kAbs) return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
   if constexpr (kOp == UnaryOp::kSquare) return 2.0f * x;
