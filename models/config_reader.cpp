@@ -22,6 +22,11 @@ void ConfigReader::get(const char* key, int64_t& out) const {
   out = j[key].get<int64_t>();
 }
 
+void ConfigReader::get_or_zero(const char* key, int64_t& out) const {
+  if (j.contains(key) && j[key].is_null()) out = 0;
+  get(key, out);
+}
+
 void ConfigReader::get(const char* key, double& out) const {
   if (!has(key)) return;
   HF_CHECK_INPUT(j[key].is_number(), source, ": ", key, " must be a number, got ", j[key].dump());

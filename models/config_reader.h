@@ -22,6 +22,8 @@ struct ConfigReader {
   void get(const char* key, double& out) const;
   void get(const char* key, bool& out) const;
   void get(const char* key, std::string& out) const;
+  // An integer where null means none: 0 when the key is null, left alone when it is absent.
+  void get_or_zero(const char* key, int64_t& out) const;
 };
 
 }  // namespace hfrun::nn

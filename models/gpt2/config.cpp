@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "models/config_reader.h"
 
 namespace hfrun::nn {
 
@@ -35,45 +36,26 @@ void Gpt2Config::validate(const std::string& source) const {
 }
 
 Gpt2Config Gpt2Config::from_json(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    HF_CHECK_INPUT(false, source, ": not valid JSON: ", e.what());
-  }
-  HF_CHECK_INPUT(j.is_object(), source, ": expected a JSON object");
+  const json j = parse_config_object(text, source);
+  const ConfigReader r{j, source};
   Gpt2Config c;
-  auto get_int = [&](const char* key, int64_t& out) {
-    if (!j.contains(key) || j[key].is_null()) return;
-    HF_CHECK_INPUT(j[key].is_number_integer(), source, ": ", key, " must be an integer");
-    out = j[key].get<int64_t>();
-  };
-  auto get_num = [&](const char* key, double& out) {
-    if (!j.contains(key) || j[key].is_null()) return;
-    HF_CHECK_INPUT(j[key].is_number(), source, ": ", key, " must be a number");
-    out = j[key].get<double>();
-  };
   if (j.contains("model_type")) {
     HF_CHECK_INPUT(j["model_type"] == "gpt2", source, ": model_type is ", j["model_type"].dump(),
                    ", expected \"gpt2\"");
   }
-  get_int("vocab_size", c.vocab_size);
-  get_int("n_ctx", c.n_positions);  // older GPT-2 configs; n_positions wins when both exist
-  get_int("n_positions", c.n_positions);
-  get_int("n_embd", c.n_embd);
-  get_int("n_layer", c.n_layer);
-  get_int("n_head", c.n_head);
-  get_int("n_inner", c.n_inner);
-  get_num("layer_norm_epsilon", c.layer_norm_epsilon);
-  get_num("initializer_range", c.initializer_range);
-  get_num("embd_pdrop", c.embd_pdrop);
-  get_num("resid_pdrop", c.resid_pdrop);
-  get_num("attn_pdrop", c.attn_pdrop);
-  if (j.contains("activation_function")) {
-    HF_CHECK_INPUT(j["activation_function"].is_string(), source,
-                   ": activation_function must be a string");
-    c.activation_function = j["activation_function"].get<std::string>();
-  }
+  r.get("vocab_size", c.vocab_size);
+  r.get("n_ctx", c.n_positions);  // older GPT-2 configs; n_positions wins when both exist
+  r.get("n_positions", c.n_positions);
+  r.get("n_embd", c.n_embd);
+  r.get("n_layer", c.n_layer);
+  r.get("n_head", c.n_head);
+  r.get("n_inner", c.n_inner);
+  r.get("layer_norm_epsilon", c.layer_norm_epsilon);
+  r.get("initializer_range", c.initializer_range);
+  r.get("embd_pdrop", c.embd_pdrop);
+  r.get("resid_pdrop", c.resid_pdrop);
+  r.get("attn_pdrop", c.attn_pdrop);
+  r.get("activation_function", c.activation_function);
   for (const char* key :
        {"scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"}) {
     HF_CHECK_INPUT(!j.contains(key) || j[key] == false, source, ": ", key,

@@ -77,7 +77,7 @@ void LlamaConfig::validate(const std::string& source) const {
 
 int64_t LlamaConfig::window_of_layer(int64_t layer) const {
   if (model_type == "mistral") return sliding_window;
-  if (model_type != "qwen2" && model_type != "qwen3") return 0;
+  if (!qwen()) return 0;
   if (!use_sliding_window || sliding_window <= 0) return 0;
   const bool sliding = layer_types.empty()
                            ? layer >= max_window_layers
@@ -138,7 +138,7 @@ LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& s
     c.num_key_value_heads = 8;
     c.max_position_embeddings = 4096 * 32;
     c.sliding_window = 4096;
-  } else if (c.model_type == "qwen2" || c.model_type == "qwen3") {
+  } else if (c.qwen()) {
     c.vocab_size = 151936;
     c.intermediate_size = 22016;
     c.max_position_embeddings = 32768;
@@ -149,12 +149,8 @@ LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& s
   r.get("intermediate_size", c.intermediate_size);
   r.get("num_hidden_layers", c.num_hidden_layers);
   r.get("num_attention_heads", c.num_attention_heads);
-  if (j.contains("num_key_value_heads") && j["num_key_value_heads"].is_null()) {
-    c.num_key_value_heads = 0;
-  }
-  r.get("num_key_value_heads", c.num_key_value_heads);
-  if (j.contains("head_dim") && j["head_dim"].is_null()) c.head_dim = 0;
-  r.get("head_dim", c.head_dim);
+  r.get_or_zero("num_key_value_heads", c.num_key_value_heads);
+  r.get_or_zero("head_dim", c.head_dim);
   r.get("max_position_embeddings", c.max_position_embeddings);
   r.get("rms_norm_eps", c.rms_norm_eps);
   r.get("rope_theta", c.rope_theta);
@@ -178,23 +174,20 @@ LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& s
   // Sliding windows as each transformers class reads them (LlamaConfig has none; Mistral ignores
   // layer_types, with a warning).
   if (c.model_type == "mistral") {
-    if (j.contains("sliding_window") && j["sliding_window"].is_null()) c.sliding_window = 0;
-    r.get("sliding_window", c.sliding_window);
-    HF_CHECK_INPUT(
-        !j.contains("sliding_window") || j["sliding_window"].is_null() || c.sliding_window > 0,
-        source, ": sliding_window must be a positive integer or null");
-  } else if (c.model_type == "qwen2" || c.model_type == "qwen3") {
+    r.get_or_zero("sliding_window", c.sliding_window);
+    HF_CHECK_INPUT(!r.has("sliding_window") || c.sliding_window > 0, source,
+                   ": sliding_window must be a positive integer or null");
+  } else if (c.qwen()) {
     c.sliding_window = 4096;
     r.get("use_sliding_window", c.use_sliding_window);
-    if (j.contains("sliding_window") && j["sliding_window"].is_null()) c.sliding_window = 0;
-    r.get("sliding_window", c.sliding_window);
+    r.get_or_zero("sliding_window", c.sliding_window);
     HF_CHECK_INPUT(!c.use_sliding_window || !r.has("sliding_window") || c.sliding_window > 0,
                    source, ": sliding_window must be a positive integer or null");
     r.get("max_window_layers", c.max_window_layers);
     HF_CHECK_INPUT(c.max_window_layers >= 0, source, ": max_window_layers must be >= 0");
   }
   // LlamaConfig and MistralConfig take no layer_types (transformers ignores the key there).
-  if (r.has("layer_types") && (c.model_type == "qwen2" || c.model_type == "qwen3")) {
+  if (r.has("layer_types") && c.qwen()) {
     HF_CHECK_INPUT(j["layer_types"].is_array(), source, ": layer_types must be a list");
     for (const json& t : j["layer_types"]) {
       HF_CHECK_INPUT(t == "full_attention" || t == "sliding_attention", source,

@@ -64,6 +64,8 @@ struct LlamaConfig {
   bool qkv_bias() const { return model_type == "qwen2" || attention_bias; }
   bool o_bias() const { return model_type != "qwen2" && attention_bias; }
   bool qk_norm() const { return model_type == "qwen3"; }
+  // Qwen2 and Qwen3: their defaults, use_sliding_window / max_window_layers and layer_types.
+  bool qwen() const { return model_type == "qwen2" || model_type == "qwen3"; }
   // The keys a query of decoder layer `layer` sees at most (0: every earlier one).
   int64_t window_of_layer(int64_t layer) const;
   // The transformers classes' prefix ("Llama", "Mistral", "Qwen2", "Qwen3") and the causal LM's

@@ -265,7 +265,7 @@ TEST(CudaAttention, GroupedQueryHeadsRunFusedAndDeterministic) {
 }
 
 // Right padding (key lengths) in the fused kernels and in the composed CUDA path: both equal the
-// CPU's composed attention on the same inputs, for causal and full attention, with a length that
+// CPU's attention in f32 on the same inputs, for causal and full attention, with a length that
 // ends inside a 64-key tile, one at a tile edge, and 0 (that batch's output and gradients are 0).
 TEST(CudaAttention, KeyLengthsMatchTheCpu) {
   HF_REQUIRE_CUDA();
