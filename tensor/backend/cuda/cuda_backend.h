@@ -33,6 +33,7 @@ class CudaBackend final : public Backend {
   void reduce_max(const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& values,
                   Tensor& indices) override;
   void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out) override;
+  void matmul_add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void matmul_gelu(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out,
                    Tensor& pre) override;
   void softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,

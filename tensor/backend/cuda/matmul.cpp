@@ -299,9 +299,10 @@ std::shared_ptr<Plan> lookup(const Request& q, const void* bias_ptr) {
 }
 
 // Runs one cached plan; false when cuBLASLt has no algorithm for it (the caller falls back).
-// With `aux` (laid out as out): out = gelu_tanh(a @ b + bias), aux = a @ b + bias.
+// With `aux` (laid out as out): out = gelu_tanh(a @ b + bias), aux = a @ b + bias. With
+// `accumulate`: out += a @ b (beta = 1, in place: C and D are one matrix with one layout).
 bool run(const Tensor& a, const Tensor& b, const Tensor& bias, int bias_type, Tensor& out,
-         std::string& why, Tensor* aux = nullptr) {
+         std::string& why, Tensor* aux = nullptr, bool accumulate = false) {
   Request q;
   q.p = build_problem(a, b, out);
   if (!q.p.ok) {
@@ -325,7 +326,7 @@ bool run(const Tensor& a, const Tensor& b, const Tensor& bias, int bias_type, Te
     return false;
   }
   DeviceState& ds = device_state(q.device);
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   std::lock_guard<std::mutex> lock(plan->mu);
   if (bias_ptr) {
     HF_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
@@ -395,6 +396,19 @@ void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, const Tensor& b
   HF_THROW(rank_prefix(), "matmul (cuda): cuBLASLt cannot compute ",
            describe(a_in, b_in, bias_in, out), ": ", why,
            "; with contiguous operands: ", why_dense);
+}
+
+// out += a @ b in one cuBLASLt GEMM with beta = 1 (a weight or input gradient added into its
+// f32 buffer), or the base class's product and add where cuBLASLt has no algorithm for it.
+void CudaBackend::matmul_add(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
+  HF_PROFILE_SCOPE("matmul");
+  if (out.numel() == 0) return;
+  DeviceGuard guard(out.device());
+  Tensor a = matrix_ok(a_in) ? a_in : ops::contiguous(a_in);
+  Tensor b = matrix_ok(b_in) ? b_in : ops::contiguous(b_in);
+  std::string why;
+  if (run(a, b, Tensor(), -1, out, why, nullptr, /*accumulate=*/true)) return;
+  Backend::matmul_add(a, b, out);
 }
 
 namespace {

@@ -328,6 +328,32 @@ TEST(CudaGemmEpilogue, LinearGeluUsesTheGeluEpilogue) {
   }
 }
 
+// matmul_add_ (one cuBLASLt GEMM with beta = 1) adds a @ b into an f32 buffer: bf16 and f32
+// operands, a transposed A (a weight gradient's g^T x) and a transposed B (an input gradient's
+// g W^T for GPT-2's [in, out] weights), equal to the product added on the CPU.
+TEST(CudaMatmul, MatmulAddAccumulatesIntoTheBuffer) {
+  HF_REQUIRE_CUDA();
+  const Device d = cuda0();
+  auto cpu = [](const Tensor& x) {
+    return ops::to_dtype(ops::to_device(x, Device::cpu()), DType::kF32);
+  };
+  for (DType t : {DType::kF32, DType::kBF16}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        Tensor a = ops::to_dtype(make_input(ta ? Shape{96, 80} : Shape{80, 96}, 41, d), t);
+        Tensor b = ops::to_dtype(make_input(tb ? Shape{48, 96} : Shape{96, 48}, 42, d), t);
+        if (ta) a = ops::transpose(a, 0, 1);
+        if (tb) b = ops::transpose(b, 0, 1);
+        Tensor out = make_input({80, 48}, 43, d);
+        const Tensor want = ops::add(cpu(out), ops::matmul(cpu(a), cpu(b)));
+        ops::matmul_add_(out, a, b);
+        EXPECT_LT(testing::rel_l2(cpu(out), want), t == DType::kF32 ? 1e-5 : 1e-3)
+            << dtype_name(t) << (ta ? " a^T" : "") << (tb ? " b^T" : "");
+      }
+    }
+  }
+}
+
 TEST(CudaErrors, BadIdsAndTargetsAreReported) {
   HF_REQUIRE_CUDA();
   Tensor w = make_input({10, 4}, 12, cuda0());
