@@ -71,7 +71,7 @@ struct Saved {
   ops::CrossEntropyBlocks blocks;
   Tensor lse;
   Shape x_shape;
-  DType w_dtype, bias_dtype;
+  DType x_dtype, w_dtype, bias_dtype;
   bool gx, gw, gbias;
 };
 
@@ -143,7 +143,7 @@ Grads backward(Saved& s, const Tensor& g_out) {
   }
   // No rows: no block wrote the weight's gradient, which is zero.
   if (s.gw && N == 0 && overwrite) ops::fill_(gw, 0.0);
-  Tensor grad_x = s.gx ? ops::view(ops::to_dtype(gx, gemm), s.x_shape) : Tensor();
+  Tensor grad_x = s.gx ? ops::view(ops::to_dtype(gx, s.x_dtype), s.x_shape) : Tensor();
   h.buffer = Tensor();
   Tensor grad_w = s.gw && !sunk ? ops::to_dtype(gw, s.w_dtype) : Tensor();
   return {grad_x, grad_w, s.gbias ? ops::to_dtype(gbias, s.bias_dtype) : Tensor()};
@@ -176,15 +176,19 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   const int64_t V = weight.size(0), C = weight.size(1);
   HF_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == V), op, ": bias ",
            bias.defined() ? bias.str() : std::string(), " must be [", V, "]");
-  // The GEMMs' operands: x cast to the compute dtype by a differentiable cast (its gradient goes
-  // back through it, as linear's), the weight's compute-dtype copy.
-  if (compute_dtype && *compute_dtype != x.dtype()) {
+  // The GEMMs' operands: x in the compute dtype, the weight's compute-dtype copy. An f32 x under
+  // bf16 is cast here and gets its gradient in f32 from the blocks' f32 sum, as linear's input
+  // does; other pairs cast x by a differentiable cast.
+  const bool cast_here =
+      compute_dtype && *compute_dtype == DType::kBF16 && x.dtype() == DType::kF32;
+  if (compute_dtype && *compute_dtype != x.dtype() && !cast_here) {
     return linear_cross_entropy(to_dtype(x, *compute_dtype), weight, bias, targets, ignore_index,
                                 compute_dtype, block_rows, block_columns);
   }
   Saved s;
   Head& h = s.head;
-  h.x2 = ops::contiguous(ops::reshape(x, {-1, C})).detach();
+  const Tensor x_gemm = cast_here ? input_in_dtype(x, *compute_dtype) : x;
+  h.x2 = ops::contiguous(ops::reshape(x_gemm, {-1, C})).detach();
   h.w = ops::contiguous(compute_dtype ? weight_in_dtype(weight, *compute_dtype) : weight).detach();
   HF_CHECK(h.w.dtype() == h.x2.dtype(), op, ": x ", x.str(), " and weight ", weight.str(),
            " need one compute dtype");
@@ -208,6 +212,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   if (!needs_grad({&x, &weight, &bias})) return r.loss;
   s.lse = r.lse;
   s.x_shape = x.sizes();
+  s.x_dtype = x.dtype();
   s.w_dtype = weight.dtype();
   s.bias_dtype = bias.defined() ? bias.dtype() : DType::kF32;
   s.gx = x.requires_grad();

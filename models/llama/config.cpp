@@ -95,7 +95,7 @@ void read_rope_scaling(const json& r, const std::string& key, const std::string&
   std::string type = "default";
   rr.get("type", type);  // older configs
   rr.get("rope_type", type);
-  if (r.contains("rope_theta") && !r["rope_theta"].is_null()) rr.get("rope_theta", c.rope_theta);
+  rr.get("rope_theta", c.rope_theta);
   HF_CHECK_INPUT(type == "default" || type == "linear" || type == "llama3" || type == "yarn",
                  source, ": ", key, " type '", type,
                  "' is not supported (default, linear, llama3 and yarn are; dynamic and longrope "
