@@ -59,7 +59,7 @@ constexpr int64_t kPadChunkRows = 8192;
 // oneDNN 2.6's f32 brgemm kernels lose up to half their rate to some leading dimensions on
 // Sapphire-Rapids-class cores (2 threads, `brg:avx512_core`, 2026-12-07), where an AVX-512 AMD
 // core (the same kernels) and AVX2 cores showed no such loss:
-//   - a row-major B whose leading dimension is an odd multiple of 1024 or more elements:
+//   - a row-major B whose leading dimension is an odd multiple of 1024 elements from 3072 up:
 //     [1024, 768] x [768, N] at 178-191 GFLOP/s for N = 3072 or 5120 (83 on one thread) against
 //     306-347 for N = 2048, 2816 or 4096; given B in a buffer with 16 more elements per row,
 //     oneDNN runs the same product on its gemm:jit kernel at 290-318. That is GPT-2's MLP (c_fc's
@@ -121,19 +121,28 @@ void by_padded_row_chunks(const Tensor& a, Tensor& out, Gemm&& gemm) {
   }
 }
 
+// Leading dimensions (elements) at which oneDNN 2.6's f32 brgemm loses rate on these cores: 3,
+// 5, 7, 9... times 1024. Not 1024 itself: [1024, K] x [K, 1024] ran at 336-344 GFLOP/s on
+// brgemm against 275-289 through the padded copy (gemm:jit) for K = 1024 and 4096, and the
+// transposed weight-gradient product [1024, K]^T-shaped at 320-322 against 277-284 through the
+// inner product (2 threads, AMX VM, 2026-12-07); against N = 3072 at 171 / 315, 5120 at
+// 151 / 312, 7168 at 216 / 306, 9216 at 215 / 301 (brgemm / padded, K = 1024).
+bool odd_multiple_of_1024(int64_t ld) {
+  return ld % 1024 == 0 && (ld / 1024) % 2 == 1 && ld > 1024;
+}
+
 // kBPadMinElements: below it the copy is not worth a call (c_fc's weight is 2.4M elements).
 constexpr int64_t kBPadMinElements = int64_t{1} << 20;
 constexpr int64_t kBPadElements = 16;
 
-// b itself, or (f32_layout_fixes(), f32, 2-D, row-major, a leading dimension that is an odd
-// multiple of 1024 elements) a copy of b in a buffer whose rows are kBPadElements longer.
+// b itself, or (f32_layout_fixes(), f32, 2-D, row-major, a leading dimension that
+// odd_multiple_of_1024 names) a copy of b in a buffer whose rows are kBPadElements longer.
 Tensor padded_b(const Tensor& b) {
   if (b.dtype() != DType::kF32 || b.dim() != 2 || b.strides()[1] != 1 || b.size(1) < 2 ||
       b.numel() < kBPadMinElements || !f32_layout_fixes()) {
     return b;
   }
-  const int64_t ld = b.strides()[0];
-  if (ld % 1024 != 0 || (ld / 1024) % 2 == 0) return b;
+  if (!odd_multiple_of_1024(b.strides()[0])) return b;
   const int64_t k = b.size(0), n = b.size(1);
   Tensor rows = ops::narrow(ops::empty({k, n + kBPadElements}, b.dtype(), b.device()), 1, 0, n);
   ops::copy_(rows, b);
@@ -261,8 +270,7 @@ bool transposed_product_pays(const Tensor& a, const Tensor& b, const Tensor& bia
   }
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (m < 2 || k < 2 || n < 2 || a.strides()[0] != 1 || a.strides()[1] != m) return false;
-  const bool odd_rows = n % 1024 == 0 && (n / 1024) % 2 == 1;
-  return forced == 1 || odd_rows ||
+  return forced == 1 || odd_multiple_of_1024(n) ||
          (k >= 1024 && (m % kLeadingAlign != 0 || std::max(m, n) >= 2048));
 }
 
