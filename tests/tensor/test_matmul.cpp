@@ -444,38 +444,55 @@ TEST(Matmul, ProfilerKeysGemmsByShapeWithTheirFlops) {
 namespace hfrun {
 namespace {
 
-// f32 products whose operands the CPU backend copies into padded layouts where oneDNN's f32
-// kernels lose rate to them (matmul.cpp, f32_layout_fixes: a row-major B with a leading
-// dimension of 3072, a column-major A strided by 1100) equal a double-precision reference
-// whether or not the copies are taken; with HFRUN_MATMUL_PAD=1 (ctest's tensor_matmul_padded)
-// they must have been.
-TEST(Matmul, F32PaddedLayoutsGiveTheProduct) {
+// f32 products on the layouts where oneDNN's f32 brgemm loses rate on AMX machines (matmul.cpp,
+// f32_layout_fixes): a row-major B with a leading dimension of 3072 (any K) or 1536 at K = 2048
+// goes to oneDNN's gemm:jit implementation, one of 1024 or 2048 (powers of two) stays on
+// brgemm; a column-major A strided by 1100 is copied into padded row chunks. Each equals a
+// double-precision reference, written and accumulated (matmul_add_), whichever kernel ran; with
+// HFRUN_MATMUL_PAD=1 (ctest's tensor_matmul_padded) each must have taken the path its layout
+// gets there.
+TEST(Matmul, F32SlowLayoutsGiveTheProduct) {
   const char* env = std::getenv("HFRUN_MATMUL_PAD");
   const bool forced = env != nullptr && std::string(env) == "1";
   struct Case {
     Tensor a, b;
-    std::string copy_key;
+    std::string copy_key;  // the padded copy the layout gets, or ""
+    int brgemm;            // -1: any kernel; 0: not brgemm; 1: brgemm
   };
-  const Tensor wide_b = testing::randn({768, 3072}, 61);
+  // Whether oneDNN runs f32 on brgemm on this machine at all (a product no rule touches).
+  (void)ops::matmul(testing::randn({16, 256}, 59), testing::randn({256, 256}, 58));
+  const std::string probe_impl = cpu::matmul_last_impl();
   const Tensor col_a = ops::transpose(testing::randn({1024, 1100}, 62), 0, 1);  // [1100, 1024]
   const std::vector<Case> cases = {
-      {testing::randn({64, 768}, 63), wide_b,
-       "op:copy strided f32 768x3072 -> f32 768x3072/3088,1"},
+      {testing::randn({64, 768}, 63), testing::randn({768, 3072}, 61), "", 0},
+      {testing::randn({16, 2048}, 65), testing::randn({2048, 1536}, 66), "", 0},
+      {testing::randn({16, 1024}, 67), testing::randn({1024, 1024}, 68), "", 1},
+      {testing::randn({16, 2048}, 69), testing::randn({2048, 2048}, 60), "", 1},
       {col_a, testing::randn({1024, 48}, 64),
-       "op:copy strided f32 1024x1024/1100,1 -> f32 1024x1024"},
+       "op:copy strided f32 1024x1024/1100,1 -> f32 1024x1024", -1},
   };
   for (const Case& c : cases) {
-    SCOPED_TRACE(c.copy_key);
+    SCOPED_TRACE(c.a.str() + " x " + c.b.str());
     profiler::reset();
     profiler::set_shapes(true);
     profiler::set_enabled(true);
     const Tensor got = ops::matmul(c.a, c.b);
+    const std::string impl = cpu::matmul_last_impl();
     Tensor acc = ops::clone(got);
     ops::matmul_add_(acc, c.a, c.b);  // the accumulating path: acc = 2 * product
+    const std::string add_impl = cpu::matmul_last_impl();
     profiler::set_enabled(false);
     profiler::set_shapes(false);
-    if (forced) {
+    if (forced && !c.copy_key.empty()) {
       EXPECT_GE(profiler::snapshot().count(c.copy_key), 1u);
+    }
+    if (forced && c.brgemm == 0) {
+      EXPECT_NE(impl.rfind("brg", 0), 0u) << impl;
+      EXPECT_NE(add_impl.rfind("brg", 0), 0u) << add_impl;
+    }
+    if (forced && c.brgemm == 1 && probe_impl.rfind("brg", 0) == 0) {
+      EXPECT_EQ(impl.rfind("brg", 0), 0u) << impl;
+      EXPECT_EQ(add_impl.rfind("brg", 0), 0u) << add_impl;
     }
     const int64_t M = c.a.size(0), K = c.a.size(1), N = c.b.size(1);
     const std::vector<float> a = ops::contiguous(c.a).to_vector(),

@@ -61,13 +61,14 @@ constexpr int64_t kPadChunkRows = 8192;
 // core (the same kernels) and AVX2 cores showed no such loss:
 //   - a row-major B whose leading dimension is an odd multiple of 1024 elements from 3072 up:
 //     [1024, 768] x [768, N] at 178-191 GFLOP/s for N = 3072 or 5120 (83 on one thread) against
-//     306-347 for N = 2048, 2816 or 4096; given B in a buffer with 16 more elements per row,
-//     oneDNN runs the same product on its gemm:jit kernel at 290-318. That is GPT-2's MLP (c_fc's
-//     forward and its weight gradient, dY [T, 3072] as B: 0.75 s of a 3.4 s f32 4 x 256 step);
+//     306-347 for N = 2048, 2816 or 4096, where oneDNN's gemm:jit kernel runs the same product at
+//     290-318. That is GPT-2's MLP (c_fc's forward and its weight gradient, dY [T, 3072] as B:
+//     0.75 s of a 3.4 s f32 4 x 256 step); at larger K, most leading dimensions but powers of
+//     two (brgemm_slow_b below). Those products take the gemm:jit implementation;
 //   - a column-major A strided by GPT-2's vocabulary (the tied output layer's weight gradient,
 //     dlogits^T [50257, 1024] x x [1024, 768]): 214-226 GFLOP/s, 273-276 through the padded
 //     row chunks above.
-// Both copies are taken where oneDNN's best kernel is AMX (the Intel cores where this was
+// Both fixes are taken where oneDNN's best kernel is AMX (the Intel cores where this was
 // measured), or where HFRUN_MATMUL_PAD=1 (=0 turns them off): a property of the machine, so
 // every rank of a job on one kind of node makes the same choice.
 bool amx_gemms() {
@@ -121,40 +122,47 @@ void by_padded_row_chunks(const Tensor& a, Tensor& out, Gemm&& gemm) {
   }
 }
 
-// Leading dimensions (elements) at which oneDNN 2.6's f32 brgemm loses rate on these cores: 3,
-// 5, 7, 9... times 1024. Not 1024 itself: [1024, K] x [K, 1024] ran at 336-344 GFLOP/s on
-// brgemm against 275-289 through the padded copy (gemm:jit) for K = 1024 and 4096, and the
-// transposed weight-gradient product [1024, K]^T-shaped at 320-322 against 277-284 through the
-// inner product (2 threads, AMX VM, 2026-12-07); against N = 3072 at 171 / 315, 5120 at
-// 151 / 312, 7168 at 216 / 306, 9216 at 215 / 301 (brgemm / padded, K = 1024).
+// Where oneDNN 2.6's f32 brgemm runs a row-major B [K, N] (leading dimension ld) far below its
+// gemm:jit kernel on these cores (f32_layout_fixes()): an odd multiple of 1024 from 3072 up at
+// any K (the first rule above), and at larger K most leading dimensions but
+// powers of two. [1024, K] x [K, N], 2 threads, GFLOP/s brgemm / gemm:jit (AMX VM, 2026-12-07):
+//   K = 4096: N = 1536 205 / 320, 1792 310 / 328, 2048 348 / 331, 2176 292 / 328, 2304
+//   212 / 346, 2560 147 / 323, 3072 132 / 322, 4096 332 / 343, 4608 145 / 336, 4864 214 / 339,
+//   5000 236 / 324, 6144 156 / 346, 9728 204 / 339 (M = 256 alike: 2560 144 / 307); below 1536
+//   brgemm holds (896 345 / 349, 1152 324 / 299, 1408 313 / 285);
+//   K = 1536 to 2048: N = 1536 235-258 / 321-326, 8960 (K = 1536) 324 / 356;
+//   K = 1024: N = 1024 336 / 275, 1536 327 / 295, 1792 337 / 321, 2304 301 / 320, 2560
+//   239 / 313, 3072 171 / 315, 3584 236 / 314, 4608 237 / 333, 6144 232 / 316;
+//   K = 768-896: N = 2304 333 / 330, 2816 328 / 351, 3072 ~185 / ~300, 4864 317 / 345.
+// Those products take oneDNN's gemm:jit implementation (Entry's prefer_gemm), on B as it is.
+// Qwen2-1.5B's gate/up input gradient ([T, 8960] x [8960, 1536]) is one: 197 -> 314. The
+// choice depends on the shapes alone, so every rank of a data-parallel job makes the same one.
 bool odd_multiple_of_1024(int64_t ld) {
   return ld % 1024 == 0 && (ld / 1024) % 2 == 1 && ld > 1024;
 }
 
-// kBPadMinElements: below it the copy is not worth a call (c_fc's weight is 2.4M elements).
-constexpr int64_t kBPadMinElements = int64_t{1} << 20;
-constexpr int64_t kBPadElements = 16;
+bool power_of_two(int64_t v) {
+  return v > 0 && (v & (v - 1)) == 0;
+}
 
-// b itself, or (f32_layout_fixes(), f32, 2-D, row-major, a leading dimension that
-// odd_multiple_of_1024 names) a copy of b in a buffer whose rows are kBPadElements longer.
-Tensor padded_b(const Tensor& b) {
+bool brgemm_slow_b(const Tensor& b) {
   if (b.dtype() != DType::kF32 || b.dim() != 2 || b.strides()[1] != 1 || b.size(1) < 2 ||
-      b.numel() < kBPadMinElements || !f32_layout_fixes()) {
-    return b;
+      !f32_layout_fixes()) {
+    return false;
   }
-  if (!odd_multiple_of_1024(b.strides()[0])) return b;
-  const int64_t k = b.size(0), n = b.size(1);
-  Tensor rows = ops::narrow(ops::empty({k, n + kBPadElements}, b.dtype(), b.device()), 1, 0, n);
-  ops::copy_(rows, b);
-  return rows;
+  const int64_t k = b.size(0), ld = b.strides()[0];
+  if (odd_multiple_of_1024(ld) && b.numel() >= (int64_t{1} << 20)) return true;
+  if (power_of_two(ld)) return false;
+  return (k >= 1536 && ld >= 1536) || (k >= 768 && ld > 2048);
 }
 
 // matmul's oneDNN call on prepared operands (a, b and out name the caller's in errors).
 void run_matmul(Tensor ta, Tensor tb, const Tensor& tbias, Tensor& result, const Tensor& a,
                 const Tensor& b, const Tensor& out) {
   const DType in_dtype = ta.dtype();
+  const bool prefer_gemm = brgemm_slow_b(tb);
   try {
-    auto entry = lookup(ta, tb, result, in_dtype, result.dtype(), tbias, false);
+    auto entry = lookup(ta, tb, result, in_dtype, result.dtype(), tbias, false, false, prefer_gemm);
     if (!entry->usable) {
       // Only the reference kernel (or nothing) takes these strides: give oneDNN dense,
       // non-broadcast operands, which its optimised kernels always accept.
@@ -164,7 +172,7 @@ void run_matmul(Tensor ta, Tensor tb, const Tensor& tbias, Tensor& result, const
       b_shape.insert(b_shape.end(), {tb.size(-2), tb.size(-1)});
       ta = ops::contiguous(ops::expand(ta, a_shape));
       tb = ops::contiguous(ops::expand(tb, b_shape));
-      entry = lookup(ta, tb, result, in_dtype, result.dtype(), tbias, true);
+      entry = lookup(ta, tb, result, in_dtype, result.dtype(), tbias, true, false, prefer_gemm);
       HF_CHECK(entry->usable, "matmul: oneDNN cannot compute ", a.str(), " x ", b.str(), " -> ",
                out.str(), ": ", entry->impl);
     }
@@ -198,7 +206,7 @@ void run_matmul_add(CpuBackend& self, const Tensor& x, const Tensor& tb, Tensor&
                     const Tensor& a, const Tensor& b, const Tensor& out) {
   try {
     auto entry = lookup(x, tb, y, in, DType::kF32, Tensor(), false,
-                        /*accumulate=*/true);
+                        /*accumulate=*/true, brgemm_slow_b(tb));
     if (!entry->usable) {  // no optimised kernel takes this layout: product, then add
       self.Backend::matmul_add(x, tb, y);
       return;
@@ -305,7 +313,6 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Te
   }
   if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
   if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
-  tb = padded_b(tb);  // once, not per row chunk of a
   if (k_split_pays(ta, tb)) {
     // The slices accumulate in f32: a 16-bit result (of widened f16 operands) is rounded once,
     // at the end.
@@ -340,7 +347,6 @@ void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
   Tensor tb = b.dtype() == in ? b : ops::to_dtype(b, DType::kF32);
   if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
   if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
-  tb = padded_b(tb);  // once, not per row chunk of a
   if (k_split_pays(ta, tb)) {
     by_k_chunks(ta, tb, [&](const Tensor& a_k, const Tensor& b_k, bool) {
       run_matmul_add(*this, a_k, b_k, out, in, a, b, out);

@@ -175,7 +175,7 @@ void append_key(std::string& key, int64_t v) {
 
 // `accumulate`: out += a @ b (oneDNN's sum post-op, beta = 1 in its GEMM).
 std::string make_key(const Problem& p, DType in, DType out, const Tensor& bias, bool allow_ref,
-                     bool accumulate) {
+                     bool accumulate, bool prefer_gemm) {
   std::string key;
   key.reserve(256);
   append_key(key, p.out.rank());
@@ -188,6 +188,7 @@ std::string make_key(const Problem& p, DType in, DType out, const Tensor& bias, 
   append_key(key, bias.defined() ? static_cast<int64_t>(bias.dtype()) : -1);
   append_key(key, allow_ref);
   append_key(key, accumulate);
+  append_key(key, prefer_gemm);
   return key;
 }
 
@@ -211,17 +212,19 @@ Problem row_slice(const Problem& p, int64_t rows) {
 }
 
 std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out, const Tensor& bias,
-                                          bool allow_ref, bool accumulate);
+                                          bool allow_ref, bool accumulate, bool prefer_gemm);
 
 // Gives e a head and tail entry when p is long and misaligned (kRowAlign) and both halves have
 // kernels as good as e's.
 void split_rows(Entry& e, const Problem& p, DType in, DType out, const Tensor& bias, bool allow_ref,
-                bool accumulate) {
+                bool accumulate, bool prefer_gemm) {
   const int64_t m = p.out.rank() == 2 ? p.out.sizes[0] : 0;
   if (m < kSplitMinRows || m % kRowAlign == 0) return;
   const int64_t head_rows = m - m % kRowAlign;
-  auto head = create_entry(row_slice(p, head_rows), in, out, bias, allow_ref, accumulate);
-  auto tail = create_entry(row_slice(p, m - head_rows), in, out, bias, allow_ref, accumulate);
+  auto head =
+      create_entry(row_slice(p, head_rows), in, out, bias, allow_ref, accumulate, prefer_gemm);
+  auto tail =
+      create_entry(row_slice(p, m - head_rows), in, out, bias, allow_ref, accumulate, prefer_gemm);
   if (!head->usable || !tail->usable || head->impl != e.impl) return;
   e.head = std::move(head);
   e.tail = std::move(tail);
@@ -229,7 +232,7 @@ void split_rows(Entry& e, const Problem& p, DType in, DType out, const Tensor& b
 }
 
 std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out, const Tensor& bias,
-                                          bool allow_ref, bool accumulate) {
+                                          bool allow_ref, bool accumulate, bool prefer_gemm) {
   auto e = std::make_shared<Entry>();
   try {
     e->a_md = dnnl::memory::desc(p.a.sizes, to_dnnl(in), p.a.strides);
@@ -257,12 +260,23 @@ std::shared_ptr<const Entry> create_entry(const Problem& p, DType in, DType out,
       attr.set_post_ops(ops);
     }
     dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
+    if (prefer_gemm && std::string(pd.impl_info_str()).rfind("brg", 0) == 0) {
+      // The next implementation that is not brgemm, where one is not the reference kernel.
+      dnnl::matmul::primitive_desc other = pd;
+      while (other.next_impl()) {
+        const std::string impl = other.impl_info_str();
+        if (impl.rfind("brg", 0) != 0 && impl.rfind("ref", 0) != 0) {
+          pd = other;
+          break;
+        }
+      }
+    }
     e->impl = pd.impl_info_str();
     e->usable = allow_ref || e->impl.rfind("ref", 0) != 0;
     if (e->usable) {
       e->prim = dnnl::matmul(pd);
       e->scratch_md = pd.scratchpad_desc();
-      split_rows(*e, p, in, out, bias, allow_ref, accumulate);
+      split_rows(*e, p, in, out, bias, allow_ref, accumulate, prefer_gemm);
     }
   } catch (const dnnl::error& err) {
     e->usable = false;
@@ -326,9 +340,10 @@ std::shared_ptr<const Entry> cached(std::string key, Make&& make) {
 }
 
 std::shared_ptr<const Entry> lookup_problem(const Problem& p, DType in, DType out,
-                                            const Tensor& bias, bool allow_ref, bool accumulate) {
-  return cached(make_key(p, in, out, bias, allow_ref, accumulate),
-                [&] { return create_entry(p, in, out, bias, allow_ref, accumulate); });
+                                            const Tensor& bias, bool allow_ref, bool accumulate,
+                                            bool prefer_gemm = false) {
+  return cached(make_key(p, in, out, bias, allow_ref, accumulate, prefer_gemm),
+                [&] { return create_entry(p, in, out, bias, allow_ref, accumulate, prefer_gemm); });
 }
 
 // oneDNN's per-thread scratchpad (loops.h's thread_buffer).
@@ -375,8 +390,9 @@ void execute(const Entry& e, void* a, void* b, void* bias, void* out) {
 
 std::shared_ptr<const Entry> lookup(const Tensor& a, const Tensor& b, const Tensor& out, DType in,
                                     DType out_dtype, const Tensor& bias, bool allow_ref,
-                                    bool accumulate) {
-  return lookup_problem(build_problem(a, b, out), in, out_dtype, bias, allow_ref, accumulate);
+                                    bool accumulate, bool prefer_gemm) {
+  return lookup_problem(build_problem(a, b, out), in, out_dtype, bias, allow_ref, accumulate,
+                        prefer_gemm);
 }
 
 std::shared_ptr<const Entry> lookup_weights_gradient(int64_t m, int64_t n, int64_t k) {

@@ -41,10 +41,12 @@ struct Entry {
 // The cached primitive of out = a @ b (+ bias), or out += a @ b with `accumulate` (oneDNN's sum
 // post-op), for operands in dtype `in` and out in `out_dtype`, as their shapes and strides give
 // the problem (a, b and out share their rank; broadcast batch dims have stride 0). Not `usable`
-// where oneDNN offers only its reference kernel, unless allow_ref.
+// where oneDNN offers only its reference kernel, unless allow_ref. `prefer_gemm`: where oneDNN's
+// first choice is a brgemm kernel, its next one that is neither brgemm nor the reference kernel
+// (its gemm path), if it has one; matmul.cpp says where that pays.
 std::shared_ptr<const Entry> lookup(const Tensor& a, const Tensor& b, const Tensor& out, DType in,
                                     DType out_dtype, const Tensor& bias, bool allow_ref,
-                                    bool accumulate = false);
+                                    bool accumulate = false, bool prefer_gemm = false);
 // C [M, N] = A^T B for A^T [K, M] and B [K, N] dense row-major f32, C dense f32: oneDNN's
 // inner-product backward-weights primitive (diff_dst A^T, src B, diff_weights C).
 std::shared_ptr<const Entry> lookup_weights_gradient(int64_t m, int64_t n, int64_t k);
