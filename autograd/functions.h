@@ -121,6 +121,15 @@ class InputCastScope {
 // x in dtype, for a GEMM: itself when it has it, else a copy (not differentiable; shared within
 // an InputCastScope for x).
 Tensor input_in_dtype(const Tensor& x, DType dtype);
+// y + linear(x, weight, no bias, compute_dtype, y's dtype, layout), the product added into y's
+// own memory by one accumulating GEMM (oneDNN's sum post-op, cuBLASLt's beta = 1) where y is
+// contiguous, f32 or bf16 with bf16 GEMMs, and nothing else holds its storage (pass it moved:
+// a view, or a tensor another op saved for its backward, takes the add instead). y's gradient is
+// the output's. LoRA's B(h) added to the base layer's output: no [.., out] product tensor and
+// no pass to add it.
+Tensor linear_add(Tensor y, const Tensor& x, const Tensor& weight,
+                  std::optional<DType> compute_dtype = std::nullopt,
+                  WeightLayout layout = WeightLayout::kInOut);
 // gelu_tanh(linear(x, weight, bias)) as one op: a GEMM with cuBLASLt's GELU epilogue on CUDA
 // (the pre-activation, out_dtype, is kept for the backward), the composition on the CPU.
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),

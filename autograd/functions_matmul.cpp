@@ -120,8 +120,20 @@ LinearSaved save_linear(const Tensor& x, const Tensor& x2, const Tensor& weight,
 // as autocast's cast backward would) and, when another consumer of x left its gradient pending
 // (q, k and v read one normed input; so do gate and up), added into it by the GEMM: no cast,
 // no separate add. Returns the gradient, or an undefined tensor when it went into the sink.
+//
+// A bf16 x read by bf16 GEMMs (a LoRA layer's input, read by its base and by A) likewise has the
+// GEMM add its gradient into one pending from another reader: rounded to bf16 once, from the
+// f32 sum, where the engine would round the product and then the sum.
 Tensor input_grad(const LinearSaved& s, const Tensor& g2) {
   const Tensor wt = mT(s.w);
+  if (s.x_dtype == DType::kBF16 && s.gemm_dtype == DType::kBF16) {
+    Tensor sink = autograd::gradient_sink(0, s.x_shape, DType::kBF16, g2.device(), nullptr);
+    if (sink.defined()) {
+      Tensor sink2 = ops::reshape(sink, {-1, wt.size(1)});
+      ops::matmul_add_(sink2, g2, wt);
+      return Tensor();
+    }
+  }
   if (s.x_dtype == DType::kF32 && s.gemm_dtype != DType::kF32) {
     bool overwrite = false;
     Tensor sink = autograd::gradient_sink(0, s.x_shape, DType::kF32, g2.device(), &overwrite);
@@ -184,8 +196,11 @@ Grads linear_grads(const LinearSaved& s, Tensor g_out) {
 // x_gemm, x in that dtype (x itself otherwise); the input gradient comes in x's dtype, the
 // weight's in the weight's, straight from the GEMM's f32 accumulator; the bias gradient is
 // summed from the out_dtype gradient.
+// With `add_to` (not with gelu or a bias): the product is added into add_to's memory by one
+// accumulating GEMM and the result is add_to + product (linear_add).
 Tensor linear_impl(const Tensor& x, const Tensor& x_gemm, const Tensor& weight, WeightLayout layout,
-                   const Tensor& bias, DType out_dtype, bool gelu, std::optional<DType> compute) {
+                   const Tensor& bias, DType out_dtype, bool gelu, std::optional<DType> compute,
+                   const Tensor& add_to = Tensor()) {
   HF_CHECK(x.defined() && weight.defined(), "linear: undefined input");
   const bool out_in = layout == WeightLayout::kOutIn;
   HF_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(out_in ? 1 : 0),
@@ -199,6 +214,21 @@ Tensor linear_impl(const Tensor& x, const Tensor& x_gemm, const Tensor& weight, 
   // transposed (a view).
   Tensor w = compute ? weight_in_dtype(weight, *compute) : weight;
   if (out_in) w = mT(w);
+  if (add_to.defined()) {
+    Tensor y2 = ops::view(add_to.detach(), {-1, out});
+    ops::matmul_add_(y2, x2, w);
+    Tensor y = ops::view(y2, y_shape);
+    if (!needs_grad({&x, &weight, &add_to})) return y;
+    const LinearSaved saved = save_linear(x, x2, weight, layout, w, Tensor());
+    const bool g_sum = add_to.requires_grad();
+    return record("linear_add", {x, weight, Tensor(), add_to}, y,
+                  [saved, g_sum](Tensor g_out) -> Grads {
+                    Tensor g_sum_in = g_sum ? g_out : Tensor();
+                    Grads g = linear_grads(saved, std::move(g_out));
+                    g.push_back(std::move(g_sum_in));
+                    return g;
+                  });
+  }
   if (!gelu) {
     Tensor y = ops::view(ops::matmul(x2, w, bias, out_dtype), y_shape);
     if (!needs_grad({&x, &weight, &bias})) return y;
@@ -228,17 +258,17 @@ Tensor linear_impl(const Tensor& x, const Tensor& x_gemm, const Tensor& weight, 
 // loss scaling must see).
 Tensor linear_any(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   std::optional<DType> compute_dtype, std::optional<DType> out_dtype, bool gelu,
-                  WeightLayout layout) {
+                  WeightLayout layout, const Tensor& add_to = Tensor()) {
   const DType out = out_dtype.value_or(x.dtype());
   if (compute_dtype && *compute_dtype != x.dtype()) {
     if (x.dtype() == DType::kF32 && *compute_dtype == DType::kBF16) {
       return linear_impl(x, input_in_dtype(x, *compute_dtype), weight, layout, bias, out, gelu,
-                         compute_dtype);
+                         compute_dtype, add_to);
     }
     const Tensor xc = to_dtype(x, *compute_dtype);
-    return linear_impl(xc, xc, weight, layout, bias, out, gelu, compute_dtype);
+    return linear_impl(xc, xc, weight, layout, bias, out, gelu, compute_dtype, add_to);
   }
-  return linear_impl(x, x, weight, layout, bias, out, gelu, compute_dtype);
+  return linear_impl(x, x, weight, layout, bias, out, gelu, compute_dtype, add_to);
 }
 
 }  // namespace
@@ -306,6 +336,25 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias,
                    std::optional<DType> compute_dtype, std::optional<DType> out_dtype,
                    WeightLayout layout) {
   return linear_any(x, weight, bias, compute_dtype, out_dtype, true, layout);
+}
+
+Tensor linear_add(Tensor y, const Tensor& x, const Tensor& weight,
+                  std::optional<DType> compute_dtype, WeightLayout layout) {
+  HF_CHECK(y.defined() && x.defined() && weight.defined(), "linear_add: undefined input");
+  const DType out = y.dtype();
+  const DType gemm = compute_dtype.value_or(x.dtype());
+  // In place only where nothing else can see y's memory change: its storage held by y alone
+  // (no saved tensor of another op, no view), contiguous, and a destination the accumulating
+  // GEMM takes (f32, or the GEMM's own bf16).
+  const bool in_place = y.is_contiguous() && y.storage().use_count() == 1 &&
+                        y.device() == x.device() && y.device() == weight.device() &&
+                        (out == DType::kF32 || (out == DType::kBF16 && gemm == DType::kBF16));
+  if (!in_place) return add(y, linear(x, weight, Tensor(), compute_dtype, out, layout));
+  Shape want = x.sizes();
+  want.back() = weight.size(layout == WeightLayout::kOutIn ? 0 : 1);
+  HF_CHECK(y.sizes() == want, "linear_add: y ", y.str(), " does not match x ", x.str(),
+           " and weight ", weight.str());
+  return linear_any(x, weight, Tensor(), compute_dtype, out, false, layout, y);
 }
 
 Tensor softmax(const Tensor& x, int64_t dim) {

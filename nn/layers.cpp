@@ -107,12 +107,13 @@ void Linear::add_lora(Tensor a, Tensor b, double scale, double dropout, Generato
   lora_gen_ = dropout_gen;
 }
 
-// s * B(A(dropout(x))) in `dtype`. Under tensor parallelism this rank's share of it, as the
+// s * B(A(dropout(x))) in `dtype`, or y + that where y is given (one GEMM adding into y's
+// memory: linear_add). Under tensor parallelism this rank's share of it, as the
 // base layer's: column-parallel, A is whole and B holds this rank's outputs; row-parallel, A
 // holds this rank's input features and the term is a partial sum like the base's. The whole
 // factor's gradient is summed over the group (its ranks each see part of the outputs, or part
 // of the inputs), which copy_to_tensor_parallel does on the way back.
-Tensor Linear::lora_term(const Tensor& x, DType dtype) const {
+Tensor Linear::lora_term(const Tensor& x, DType dtype, Tensor y) const {
   Tensor in = x;
   if (is_training() && lora_dropout_ > 0 && lora_gen_ != nullptr) {
     in = dropout(x, lora_dropout_, true, *lora_gen_);
@@ -124,10 +125,14 @@ Tensor Linear::lora_term(const Tensor& x, DType dtype) const {
     }
     return w;
   };
+  // s scales the r-wide h rather than the out-wide term: the same product, r / out of the pass
+  // (exact where s is a power of two, as alpha / r mostly is; else one rounding moves).
   Tensor h = linear(in, factor(*lora_a_), Tensor(), compute_dtype(), dtype, WeightLayout::kOutIn);
-  return mul_scalar(
-      linear(h, factor(*lora_b_), Tensor(), compute_dtype(), dtype, WeightLayout::kOutIn),
-      lora_scale_);
+  h = mul_scalar(h, lora_scale_);
+  if (y.defined()) {
+    return linear_add(std::move(y), h, factor(*lora_b_), compute_dtype(), WeightLayout::kOutIn);
+  }
+  return linear(h, factor(*lora_b_), Tensor(), compute_dtype(), dtype, WeightLayout::kOutIn);
 }
 
 Tensor Linear::forward(const Tensor& x, std::optional<DType> out_dtype) {
@@ -136,13 +141,12 @@ Tensor Linear::forward(const Tensor& x, std::optional<DType> out_dtype) {
     if (group_ && style_ == ParallelStyle::kRowwise) {
       // The adapter's partial sum joins the base's before the one reduction.
       Tensor y = project(x, weight_.get(), Tensor(), DType::kF32);
-      y = reduce_from_tensor_parallel(add(y, lora_term(x, DType::kF32)), *group_);
+      y = reduce_from_tensor_parallel(lora_term(x, DType::kF32, std::move(y)), *group_);
       if (bias_.defined()) y = add(y, bias_.get());
       return y.dtype() == out ? y : to_dtype(y, out);
     }
     const Tensor in = prepare_input(x);
-    Tensor y = project(in, weight_.get(), bias_.get_or_none(), out);
-    return add(y, lora_term(in, out));
+    return lora_term(in, out, project(in, weight_.get(), bias_.get_or_none(), out));
   }
   if (group_ && style_ == ParallelStyle::kReplicatedSumGrad) {
     return project(x, copy_to_tensor_parallel(weight_.get(), *group_),

@@ -155,7 +155,8 @@ Tensor sum_to(const Tensor& g, const Shape& shape);
 Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor(),
               std::optional<DType> out_dtype = std::nullopt);
 // out += a @ b for 2-D a [M, K], b [K, N] into a contiguous f32 out [M, N] (a weight gradient
-// accumulated into its buffer: one GEMM that adds, where the backend has one).
+// accumulated into its buffer: one GEMM that adds, where the backend has one), or a bf16 one
+// from bf16 operands (rounded once from the f32 sum where the GEMM adds).
 void matmul_add_(Tensor& out, const Tensor& a, const Tensor& b);
 // out = a @ b into an existing contiguous f32 out [M, N] (same operands as matmul_add_): a
 // weight gradient written over a buffer that holds none yet.

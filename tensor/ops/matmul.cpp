@@ -108,17 +108,20 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias,
 
 namespace {
 
-// The operands of matmul_add_ and matmul_into_ (`what` names the call).
-void check_into(const char* what, const Tensor& out, const Tensor& a, const Tensor& b) {
+// The operands of matmul_add_ and matmul_into_ (`what` names the call; `bf16_out`: a bf16 out
+// of bf16 operands is taken too).
+void check_into(const char* what, const Tensor& out, const Tensor& a, const Tensor& b,
+                bool bf16_out = false) {
   HF_CHECK(
       a.defined() && b.defined() && out.defined() && a.dim() == 2 && b.dim() == 2 && out.dim() == 2,
       what, ": a [M, K], b [K, N] and out [M, N] must be defined and 2-D");
   HF_CHECK(a.size(1) == b.size(0) && out.size(0) == a.size(0) && out.size(1) == b.size(1), what,
            ": ", out.str(), " from ", a.str(), " @ ", b.str(), ": shapes do not match");
-  HF_CHECK(out.dtype() == DType::kF32 && out.is_contiguous() && a.dtype() == b.dtype() &&
-               is_floating(a.dtype()),
-           what, ": ", out.str(), " from ", a.str(), " @ ", b.str(),
-           ": a contiguous f32 destination and floating operands of one dtype");
+  const bool out_ok = out.dtype() == DType::kF32 ||
+                      (bf16_out && out.dtype() == DType::kBF16 && a.dtype() == DType::kBF16);
+  HF_CHECK(out_ok && out.is_contiguous() && a.dtype() == b.dtype() && is_floating(a.dtype()), what,
+           ": ", out.str(), " from ", a.str(), " @ ", b.str(), ": a contiguous f32 destination",
+           bf16_out ? " (or bf16, from bf16 operands)" : "", " and floating operands of one dtype");
   HF_CHECK(a.device() == out.device() && b.device() == out.device(), what, ": ", a.str(), ", ",
            b.str(), " and ", out.str(), " must be on one device");
 }
@@ -126,7 +129,7 @@ void check_into(const char* what, const Tensor& out, const Tensor& a, const Tens
 }  // namespace
 
 void matmul_add_(Tensor& out, const Tensor& a, const Tensor& b) {
-  check_into("matmul_add_", out, a, b);
+  check_into("matmul_add_", out, a, b, /*bf16_out=*/true);
   if (out.numel() == 0 || a.size(1) == 0) return;
   backend_for(out.device()).matmul_add(a, b, out);
 }

@@ -422,5 +422,108 @@ TEST(GradLinear, Bf16InputGradientKeepsTheF32AccumulatorAcrossReaders) {
   EXPECT_GT(unrounded, 0) << "the input gradient was rounded to bf16";
 }
 
+// linear_add(y, x, W) = y + linear(x, W) with y's gradient the output's: f32 and bf16 GEMMs,
+// both weight layouts. A y held only by the call is written in place (the output is its memory);
+// a y someone else still holds is left as it was, the sum going to new memory.
+TEST(GradLinear, LinearAddAddsIntoTheBaseOutput) {
+  for (const std::optional<DType> compute : {std::optional<DType>(), std::optional(DType::kBF16)}) {
+    for (const WeightLayout layout : {WeightLayout::kOutIn, WeightLayout::kInOut}) {
+      for (const bool held : {false, true}) {
+        SCOPED_TRACE(std::string(compute ? "bf16" : "f32") + (held ? ", y held" : "") +
+                     (layout == WeightLayout::kOutIn ? ", [out, in]" : ", [in, out]"));
+        Tensor x = randn({2, 5, 16}, 81, true);
+        Tensor w =
+            layout == WeightLayout::kOutIn ? randn({24, 16}, 82, true) : randn({16, 24}, 82, true);
+        Tensor base_w = randn({24, 16}, 83, true);
+        Tensor g = randn({2, 5, 24}, 84);
+        // The composition, for the values and gradients.
+        Tensor y_ref = linear(x, base_w, Tensor(), compute, DType::kF32, WeightLayout::kOutIn);
+        Tensor want = add(y_ref, linear(x, w, Tensor(), compute, DType::kF32, layout));
+        autograd::backward(sum(mul(want, g)));
+        const Tensor want_gx = x.grad(), want_gw = w.grad(), want_gb = base_w.grad();
+        x.set_grad(Tensor());
+        w.set_grad(Tensor());
+        base_w.set_grad(Tensor());
+
+        Tensor y = linear(x, base_w, Tensor(), compute, DType::kF32, WeightLayout::kOutIn);
+        const Tensor keep = held ? y.detach() : Tensor();
+        const std::vector<float> y_before = y.to_vector();
+        const void* y_data = y.raw_data();
+        Tensor got = linear_add(std::move(y), x, w, compute, layout);
+        EXPECT_EQ(got.raw_data() == y_data, !held);
+        if (held) {
+          EXPECT_EQ(keep.to_vector(), y_before);
+        }
+        const double tol = compute ? 2e-2 : 1e-5;
+        EXPECT_TRUE(tensors_near(got, want.detach(), tol, tol));
+        autograd::backward(sum(mul(got, g)));
+        EXPECT_TRUE(tensors_near(x.grad(), want_gx, tol, tol));
+        EXPECT_TRUE(tensors_near(w.grad(), want_gw, tol, tol));
+        EXPECT_TRUE(tensors_near(base_w.grad(), want_gb, tol, tol));
+      }
+    }
+  }
+}
+
+// bf16 output of bf16 GEMMs (LoRA's term into a bf16 projection): the sum y + x W^T, computed
+// here in double from the bf16 inputs, within bf16 rounding.
+TEST(GradLinear, LinearAddIntoBf16GivesTheSum) {
+  const Tensor x = to_dtype(randn({6, 32}, 91), DType::kBF16);
+  const Tensor w = to_dtype(randn({40, 32}, 92), DType::kBF16);
+  const Tensor y0 = to_dtype(randn({6, 40}, 93), DType::kBF16);
+  const std::vector<float> xv = to_dtype(x, DType::kF32).to_vector(),
+                           wv = to_dtype(w, DType::kF32).to_vector(),
+                           yv = to_dtype(y0, DType::kF32).to_vector();
+  Tensor y = ops::clone(y0);
+  Tensor got = linear_add(std::move(y), x, w, DType::kBF16, WeightLayout::kOutIn);
+  ASSERT_EQ(got.dtype(), DType::kBF16);
+  const std::vector<float> gv = to_dtype(got, DType::kF32).to_vector();
+  int off = 0;
+  for (int64_t r = 0; r < 6; ++r) {
+    for (int64_t c = 0; c < 40; ++c) {
+      double acc = yv[r * 40 + c];
+      for (int64_t k = 0; k < 32; ++k) acc += double(xv[r * 32 + k]) * wv[c * 32 + k];
+      const float want = bf16_to_f32(f32_to_bf16(static_cast<float>(acc)));
+      // The f32 accumulation order may move the last bit of the sum before its rounding.
+      off += std::abs(gv[r * 40 + c] - want) > std::abs(want) * 1e-2f + 1e-6f;
+    }
+  }
+  EXPECT_EQ(off, 0);
+}
+
+// A bf16 tensor read by two bf16 linears (a LoRA layer's input: its base and A): the second
+// reader's input-gradient GEMM adds into the first one's pending gradient; the sum is the
+// composition's within bf16 rounding.
+TEST(GradLinear, Bf16InputReadByTwoLinearsSumsItsGradients) {
+  Tensor x = randn({12, 16}, 101, true);
+  Tensor w1 = randn({8, 16}, 102, true), w2 = randn({3, 16}, 103, true);
+  const Tensor g1 = randn({12, 8}, 104), g2 = randn({12, 3}, 105);
+  Tensor xb = to_dtype(mul_scalar(x, 2.0), DType::kBF16);  // a node, so a gradient is pending
+  Tensor y1 = linear(xb, w1, Tensor(), DType::kBF16, DType::kF32, WeightLayout::kOutIn);
+  Tensor y2 = linear(xb, w2, Tensor(), DType::kBF16, DType::kF32, WeightLayout::kOutIn);
+  Tensor loss = add(sum(mul(y1, g1)), sum(mul(y2, g2)));
+  profiler::reset();
+  profiler::set_enabled(true);
+  autograd::backward(loss);
+  profiler::set_enabled(false);
+  const auto ops_run = profiler::snapshot();
+  EXPECT_EQ(ops_run.count("op:axpy"), 0u) << "the engine summed the two gradients";
+  EXPECT_GE(ops_run.count("op:matmul_add"), 1u);
+  const auto bf16 = [](const Tensor& t) {
+    return to_dtype(to_dtype(t, DType::kBF16), DType::kF32).to_vector();
+  };
+  const std::vector<float> w1v = bf16(w1), w2v = bf16(w2), g1v = bf16(g1), g2v = bf16(g2);
+  std::vector<float> want(12 * 16);
+  for (int64_t r = 0; r < 12; ++r) {
+    for (int64_t c = 0; c < 16; ++c) {
+      double acc = 0;
+      for (int64_t o = 0; o < 8; ++o) acc += double(g1v[r * 8 + o]) * w1v[o * 16 + c];
+      for (int64_t o = 0; o < 3; ++o) acc += double(g2v[r * 3 + o]) * w2v[o * 16 + c];
+      want[r * 16 + c] = static_cast<float>(2 * acc);
+    }
+  }
+  EXPECT_TRUE(tensor_near(x.grad(), want, 2e-2, 1e-2));
+}
+
 }  // namespace
 }  // namespace hfrun

@@ -201,11 +201,11 @@ void run_matmul(Tensor ta, Tensor tb, const Tensor& tbias, Tensor& result, const
 }
 
 // out += x @ tb through a cached primitive with a sum post-op (x, tb in dtype `in`, out a
-// contiguous f32 [M, N]); a, b and out name the caller's operands in errors.
+// contiguous f32 or bf16 [M, N]); a, b and out name the caller's operands in errors.
 void run_matmul_add(CpuBackend& self, const Tensor& x, const Tensor& tb, Tensor& y, DType in,
                     const Tensor& a, const Tensor& b, const Tensor& out) {
   try {
-    auto entry = lookup(x, tb, y, in, DType::kF32, Tensor(), false,
+    auto entry = lookup(x, tb, y, in, y.dtype(), Tensor(), false,
                         /*accumulate=*/true, brgemm_slow_b(tb));
     if (!entry->usable) {  // no optimised kernel takes this layout: product, then add
       self.Backend::matmul_add(x, tb, y);
@@ -335,9 +335,10 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& bias, Te
 void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
   HF_PROFILE_SCOPE("matmul");
   if (out.numel() == 0) return;
-  HF_CHECK(a.dim() == 2 && b.dim() == 2 && out.dtype() == DType::kF32 && out.is_contiguous(),
+  HF_CHECK(a.dim() == 2 && b.dim() == 2 && out.is_contiguous() &&
+               (out.dtype() == DType::kF32 || out.dtype() == DType::kBF16),
            "matmul_add: a ", a.str(), " @ b ", b.str(), " into ", out.str(),
-           ": 2-D operands and a contiguous f32 destination");
+           ": 2-D operands and a contiguous f32 or bf16 destination");
   // Two bf16 operands go to oneDNN as they are where it has bf16 kernels (mixed precision's
   // weight gradients, accumulated in f32); anything else is widened to f32 first (exact).
   const DType in = a.dtype() == DType::kBF16 && b.dtype() == DType::kBF16 && native_bf16_matmul()
@@ -347,7 +348,7 @@ void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, Tensor& out) {
   Tensor tb = b.dtype() == in ? b : ops::to_dtype(b, DType::kF32);
   if (!matrix_layout_ok(ta)) ta = ops::contiguous(ta);
   if (!matrix_layout_ok(tb)) tb = ops::contiguous(tb);
-  if (k_split_pays(ta, tb)) {
+  if (out.dtype() == DType::kF32 && k_split_pays(ta, tb)) {  // (a bf16 out: rounded once)
     by_k_chunks(ta, tb, [&](const Tensor& a_k, const Tensor& b_k, bool) {
       run_matmul_add(*this, a_k, b_k, out, in, a, b, out);
     });

@@ -399,10 +399,16 @@ void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, const Tensor& b
 }
 
 // out += a @ b in one cuBLASLt GEMM with beta = 1 (a weight or input gradient added into its
-// f32 buffer), or the base class's product and add where cuBLASLt has no algorithm for it.
+// f32 buffer), or the base class's product and add where cuBLASLt has no algorithm for it. A
+// bf16 out (LoRA's term added to its base layer's output) takes the product and add: beta = 1
+// over a bf16 C has not run on hardware yet.
 void CudaBackend::matmul_add(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
   HF_PROFILE_SCOPE("matmul");
   if (out.numel() == 0) return;
+  if (out.dtype() != DType::kF32) {
+    Backend::matmul_add(a_in, b_in, out);
+    return;
+  }
   DeviceGuard guard(out.device());
   Tensor a = matrix_ok(a_in) ? a_in : ops::contiguous(a_in);
   Tensor b = matrix_ok(b_in) ? b_in : ops::contiguous(b_in);
