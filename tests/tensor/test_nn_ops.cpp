@@ -2,6 +2,8 @@
 #include <cmath>
 #include <string>
 
+#include "tensor/backend/cpu/philox.h"
+#include "tensor/random.h"
 #include "tensor/threads.h"
 #include "test_util.h"
 
@@ -309,6 +311,43 @@ TEST(NnOps, DropoutMaskDependsOnlyOnSeed) {
   std::vector<float> gx = ops::dropout_backward(gy, 0.5, 42).to_vector();
   std::vector<float> av = a.to_vector(), gv = gy.to_vector();
   for (size_t i = 0; i < gx.size(); ++i) EXPECT_EQ(gx[i], av[i] == 0.0f ? 0.0f : gv[i] * 2.0f);
+}
+
+// The mask is the documented function of (seed, i): element i is kept iff word i % 4 of
+// philox4x32(seed, i / 4) maps to a float >= p, whatever batching the kernel draws the words in
+// (an odd length covers the last, partial batch; bf16 the other instantiation).
+TEST(NnOps, DropoutMaskIsPhiloxOfTheElementIndex) {
+  for (const uint64_t seed : {uint64_t{42}, uint64_t{0x9E3779B97F4A7C15ull}}) {
+    for (const DType dtype : {DType::kF32, DType::kBF16}) {
+      const int64_t n = 1000 + 37;
+      const double p = 0.3;
+      const std::vector<float> y =
+          ops::to_dtype(ops::dropout(ops::ones({n}, dtype), p, seed), DType::kF32).to_vector();
+      int wrong = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const uint32_t w = philox4x32(seed, static_cast<uint64_t>(i / 4))[i % 4];
+        const bool keep = uint_to_unit_float(w) >= static_cast<float>(p);
+        wrong += keep != (y[i] != 0.0f);
+      }
+      EXPECT_EQ(wrong, 0) << "seed " << seed << " " << dtype_name(dtype);
+    }
+  }
+}
+
+// The CPU's batched generator gives philox4x32's words for each counter, across a carry into
+// the counter's high word.
+TEST(NnOps, PhiloxBatchEqualsOneCounterAtATime) {
+  for (const uint64_t first : {uint64_t{0}, uint64_t{1000}, (uint64_t{1} << 32) - 5,
+                               uint64_t{(uint64_t{7} << 32) + 0xFFFFFFF9ull}}) {
+    uint32_t words[4 * cpu::kPhiloxBatch];
+    cpu::philox4x32_batch(0xDEADBEEF12345678ull, first, words);
+    for (int l = 0; l < cpu::kPhiloxBatch; ++l) {
+      const auto want = philox4x32(0xDEADBEEF12345678ull, first + static_cast<uint64_t>(l));
+      for (int j = 0; j < 4; ++j) {
+        EXPECT_EQ(words[4 * l + j], want[j]) << "counter " << first + l << " word " << j;
+      }
+    }
+  }
 }
 
 TEST(NnOps, DropoutKeepsAboutOneMinusPScaledByInverse) {

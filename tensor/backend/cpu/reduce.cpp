@@ -1,4 +1,5 @@
 // Sum and max over one axis of x viewed as [outer, n, inner], and dropout.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -6,6 +7,7 @@
 #include "tensor/backend/cpu/cpu_backend.h"
 #include "tensor/backend/cpu/dispatch.h"
 #include "tensor/backend/cpu/loops.h"
+#include "tensor/backend/cpu/philox.h"
 
 namespace hfrun::cpu {
 
@@ -74,6 +76,10 @@ void CpuBackend::reduce_max(const Tensor& x, int64_t outer, int64_t n, int64_t i
   });
 }
 
+// Element i is kept iff the word i % 4 of Philox counter i / 4 maps to a float >= p. The words
+// are drawn kPhiloxBatch counters (64 elements) at a time, vectorised across the counters: the
+// scalar generator, one call per 4 elements, took ~2.4 ns per element on 2 threads (LoRA with
+// dropout 0.05 on a SmolLM-shaped Llama: 0.73 s of a 1.79 s step).
 void CpuBackend::dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) {
   dispatch_float(x.dtype(), "dropout", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -82,12 +88,17 @@ void CpuBackend::dropout(const Tensor& x, double p, uint64_t seed, Tensor& y) {
     const int64_t n = x.numel();
     const float keep_scale = static_cast<float>(1.0 / (1.0 - p));
     const float pf = static_cast<float>(p);
-    parallel_for((n + 3) / 4, 4, [&](int64_t blk) {
-      auto r = philox4x32(seed, static_cast<uint64_t>(blk));
-      for (int j = 0; j < 4 && blk * 4 + j < n; ++j) {
-        const int64_t i = blk * 4 + j;
-        bool keep = uint_to_unit_float(r[j]) >= pf;
-        store(yp, i, keep ? load(xp, i) * keep_scale : 0.0f);
+    constexpr int64_t kBlock = 4 * kPhiloxBatch;
+    parallel_for((n + kBlock - 1) / kBlock, kBlock, [=](int64_t blk) {
+      // Locals, not the captures' references, and no branch: the loop vectorises.
+      uint32_t words[kBlock];
+      philox4x32_batch(seed, static_cast<uint64_t>(blk) * kPhiloxBatch, words);
+      const int64_t i0 = blk * kBlock, m = std::min(kBlock, n - i0);
+      const T* __restrict x_blk = xp + i0;
+      T* __restrict y_blk = yp + i0;
+      for (int64_t e = 0; e < m; ++e) {
+        const float v = load(x_blk, e) * keep_scale;
+        store(y_blk, e, uint_to_unit_float(words[e]) >= pf ? v : 0.0f);
       }
     });
   });
