@@ -8,6 +8,12 @@
 
 namespace hfrun {
 
+// Philox-4x32-10's round multipliers and key increments (Salmon et al.), shared by every
+// implementation of it: philox4x32 below, the CPU's batched one (tensor/backend/cpu/philox.h)
+// and the CUDA kernels'.
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+
 // Four 32-bit outputs for counter `counter` under key `seed`.
 std::array<uint32_t, 4> philox4x32(uint64_t seed, uint64_t counter);
 // Uniform float in [0, 1) from 24 random bits.

@@ -20,18 +20,10 @@ namespace hfrun::cpu {
 // Counters per batch.
 constexpr int kPhiloxBatch = 16;
 
-namespace detail {
-
-constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
-constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
-
-}  // namespace detail
-
 // words[4 * l + j] = philox4x32(seed, first + l)[j] for l < kPhiloxBatch: the element order of a
 // kernel whose element i uses counter i / 4, word i % 4.
 [[gnu::always_inline]] inline void philox4x32_batch(uint64_t seed, uint64_t first,
                                                     uint32_t words[4 * kPhiloxBatch]) {
-  using namespace detail;
 #if defined(__AVX512F__)
   // Lane l holds counter first + l; the high word is first's (+ 1 past a carry).
   const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
