@@ -44,8 +44,7 @@ int cmd_merge(const Args& args) {
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string type = nn::model_type_of(ss.str(), config_path);
-  auto model = nn::create_model(ss.str(), config_path, 0, type, nn::peft_task(adapter, type));
-  nn::load_weights(*model, base);
+  auto model = nn::load_model(ss.str(), config_path, 0, type, nn::peft_task(adapter, type), base);
   model->eval();
   const nn::LoraOptions o = nn::apply_peft_adapter(*model, adapter);
   const std::string tokenizer = (fs::path(base) / "tokenizer.json").string();

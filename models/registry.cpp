@@ -14,6 +14,7 @@
 #include "models/bert/bert.h"
 #include "models/gpt2/gpt2.h"
 #include "models/llama/llama.h"
+#include "tensor/ops.h"
 
 namespace hfrun::nn {
 
@@ -154,6 +155,22 @@ std::vector<std::string> load_weights(Model& model, const std::string& path) {
   return missing;
 }
 
+std::unique_ptr<Model> load_model(const std::string& config_json, const std::string& source,
+                                  uint64_t seed, const std::string& default_type, Task task,
+                                  const std::string& weights, std::vector<std::string>* fresh) {
+  ops::DeferredRandom deferred;
+  std::unique_ptr<Model> model = create_model(config_json, source, seed, default_type, task);
+  deferred.stop();
+  const std::vector<std::string> missing = load_weights(*model, weights);
+  for (auto& [name, param] : model->named_parameters()) {
+    if (std::find(missing.begin(), missing.end(), name) == missing.end()) continue;
+    // A parameter randn/rand did not make (a zero bias) already holds its initial values.
+    deferred.fill(param);
+  }
+  if (fresh != nullptr) *fresh = missing;
+  return model;
+}
+
 std::unique_ptr<CausalLM> load_pretrained(const std::string& dir) {
   const fs::path root(dir);
   HF_CHECK_INPUT(fs::is_directory(root), dir, ": no such model directory");
@@ -169,10 +186,13 @@ std::unique_ptr<CausalLM> load_pretrained(const std::string& dir) {
   HF_CHECK_INPUT(in.good(), config.string(), ": cannot open");
   std::stringstream ss;
   ss << in.rdbuf();
-  auto model = create_causal_lm(ss.str(), config.string());
-  load_weights(*model, dir);
+  const std::string type = model_type_of(ss.str(), config.string());
+  HF_CHECK_INPUT(default_task(type) == Task::kCausalLM, config.string(), ": model_type ", type,
+                 " is not a causal language model");
+  std::unique_ptr<Model> model =
+      load_model(ss.str(), config.string(), 0, "gpt2", Task::kCausalLM, dir);
   model->eval();
-  return model;
+  return std::unique_ptr<CausalLM>(static_cast<CausalLM*>(model.release()));
 }
 
 namespace {

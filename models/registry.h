@@ -59,6 +59,14 @@ std::unique_ptr<CausalLM> create_causal_lm(const std::string& config_json,
 // initialisation (transformers warns of the same ones).
 std::vector<std::string> load_weights(Model& model, const std::string& path);
 
+// create_model + load_weights(weights) without drawing the initial values the checkpoint
+// overwrites (ops::DeferredRandom): only the parameters it lacks are initialised, with the values
+// create_model gives them. Their names are returned in `fresh` when it is given.
+std::unique_ptr<Model> load_model(const std::string& config_json, const std::string& source,
+                                  uint64_t seed, const std::string& default_type, Task task,
+                                  const std::string& weights,
+                                  std::vector<std::string>* fresh = nullptr);
+
 // The model of `dir` (config.json + weights), in eval mode.
 std::unique_ptr<CausalLM> load_pretrained(const std::string& dir);
 

@@ -54,6 +54,31 @@ Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::kF32, doub
 Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::kF32, double lo = 0,
             double hi = 1, Device device = Device::cpu());  // uniform in [lo, hi)
 
+// Random initialisation put off, for a model whose weights a checkpoint is about to overwrite:
+// while a DeferredRandom is open on this thread (and not stopped), randn and rand reserve their
+// counters as usual but return uninitialised tensors, remembering how each would have been
+// filled. fill() draws those values later, the same ones (they depend only on seed, counter and
+// element index), for the tensors the checkpoint did not provide. Nestable; not thread-shared.
+class DeferredRandom {
+ public:
+  DeferredRandom();
+  ~DeferredRandom();
+  DeferredRandom(const DeferredRandom&) = delete;
+  DeferredRandom& operator=(const DeferredRandom&) = delete;
+  // randn and rand fill at once again (fill() still works).
+  void stop();
+  // Gives t the values randn/rand would have given it, when t is a whole tensor one of them
+  // returned while this was open; returns false (t unchanged) for any other tensor.
+  bool fill(Tensor& t) const;
+
+ private:
+  struct Pending;
+  friend struct DeferredRandomAccess;
+  std::vector<Pending> pending_;
+  DeferredRandom* previous_ = nullptr;
+  bool open_ = true;
+};
+
 // ---- views (share storage; no copy) -----------------------------------------------------------
 Tensor view(const Tensor& x, const Shape& shape);     // one -1 allowed; x's strides must allow it
 Tensor reshape(const Tensor& x, const Shape& shape);  // a view when possible, else a copy

@@ -81,9 +81,16 @@ bool carry_weight_copies() {
 }
 
 // The model: the resolved config.json, built by its family with the task's head.
-std::unique_ptr<nn::Model> build_model(const TrainConfig& cfg, const data::Tokenizer* tok) {
+// With `pretrained` (model.from_pretrained's directory), its weights: `fresh` names the
+// parameters it lacked, which start from their initialisation.
+std::unique_ptr<nn::Model> build_model(const TrainConfig& cfg, const data::Tokenizer* tok,
+                                       const std::string& pretrained,
+                                       std::vector<std::string>& fresh) {
   const ModelConfig m = resolve_model_config(cfg, tok);
-  auto model = nn::create_model(m.json, m.source, cfg.seed, m.model_type, m.task);
+  auto model =
+      pretrained.empty()
+          ? nn::create_model(m.json, m.source, cfg.seed, m.model_type, m.task)
+          : nn::load_model(m.json, m.source, cfg.seed, m.model_type, m.task, pretrained, &fresh);
   HF_CHECK_INPUT(tok == nullptr || model->vocab_size() >= tok->vocab_size(), cfg.source,
                  ": model vocab_size ", model->vocab_size(), " is smaller than the tokenizer's ",
                  tok ? tok->vocab_size() : 0, " (", cfg.tokenizer, ")");
@@ -179,20 +186,17 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
     s.tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::from_file(tok));
   }
   trace_memory("start");
-  s.model = build_model(c, s.tokenizer.get());
-  trace_memory("model built");
-  if (!c.model.from_pretrained.empty()) {
-    const std::vector<std::string> fresh = nn::load_weights(*s.model, pretrained);
-    if (!fresh.empty() && s.is_rank0()) {
-      // As transformers warns: a task head over a base model's weights starts new.
-      std::string names;
-      for (const std::string& n : fresh) names += (names.empty() ? "" : ", ") + n;
-      std::printf("%s: newly initialised (not in %s): %s\n", s.model->architecture().c_str(),
-                  c.model.from_pretrained.c_str(), names.c_str());
-      std::fflush(stdout);
-    }
+  std::vector<std::string> fresh;
+  s.model = build_model(c, s.tokenizer.get(), pretrained, fresh);
+  trace_memory("model built");  // with model.from_pretrained's weights
+  if (!fresh.empty() && s.is_rank0()) {
+    // As transformers warns: a task head over a base model's weights starts new.
+    std::string names;
+    for (const std::string& n : fresh) names += (names.empty() ? "" : ", ") + n;
+    std::printf("%s: newly initialised (not in %s): %s\n", s.model->architecture().c_str(),
+                c.model.from_pretrained.c_str(), names.c_str());
+    std::fflush(stdout);
   }
-  if (!c.model.from_pretrained.empty()) trace_memory("weights loaded");
   if (c.peft.type == "lora") add_adapters(s);
   if (c.train.activation_checkpointing) {
     for (nn::Module* block : s.model->blocks()) {

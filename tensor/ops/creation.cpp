@@ -66,13 +66,61 @@ Tensor from_ints(const std::vector<int64_t>& values, const Shape& shape, DType d
   return to_dtype(src, dtype);
 }
 
+struct DeferredRandom::Pending {
+  std::weak_ptr<Storage> storage;
+  int64_t numel;
+  RandomKind kind;
+  uint64_t seed, offset;
+  double a, b;
+};
+
+namespace {
+thread_local DeferredRandom* t_deferring = nullptr;
+}  // namespace
+
+struct DeferredRandomAccess {
+  static void record(DeferredRandom& d, const Tensor& t, RandomKind kind, uint64_t seed,
+                     uint64_t offset, double a, double b) {
+    d.pending_.push_back({t.storage(), t.numel(), kind, seed, offset, a, b});
+  }
+};
+
+DeferredRandom::DeferredRandom() : previous_(t_deferring) {
+  t_deferring = this;
+}
+DeferredRandom::~DeferredRandom() {
+  stop();
+}
+void DeferredRandom::stop() {
+  if (!open_) return;
+  open_ = false;
+  // Scopes close in reverse order of opening (they are objects on one thread's stack).
+  if (t_deferring == this) t_deferring = previous_;
+}
+bool DeferredRandom::fill(Tensor& t) const {
+  for (const Pending& p : pending_) {
+    const std::shared_ptr<Storage> s = p.storage.lock();
+    if (s == nullptr || s != t.storage() || t.numel() != p.numel || !t.is_contiguous() ||
+        t.raw_data() != s->data()) {
+      continue;
+    }
+    backend_for(t.device()).fill_random(t, p.kind, p.seed, p.offset, p.a, p.b);
+    return true;
+  }
+  return false;
+}
+
 namespace {
 Tensor random_tensor(const Shape& shape, Generator& gen, DType dtype, RandomKind kind, double a,
                      double b, Device device, const char* op) {
   HF_CHECK(is_floating(dtype), op, ": dtype must be floating, got ", dtype_name(dtype));
   Tensor t = empty(shape, dtype, device);
   uint64_t offset = gen.advance(static_cast<uint64_t>((t.numel() + 3) / 4));
-  backend_for(t.device()).fill_random(t, kind, gen.seed(), offset, a, b);
+  if (t_deferring != nullptr) {
+    DeferredRandomAccess::record(*t_deferring, t, kind, gen.seed(), offset, a, b);
+  } else {
+    backend_for(t.device()).fill_random(t, kind, gen.seed(), offset, a, b);
+  }
   return t;
 }
 }  // namespace

@@ -277,6 +277,47 @@ TEST(Registry, EveryFamilyRoundTripsThroughItsHfFiles) {
   }
 }
 
+// load_model draws no initial values for what the checkpoint provides: every parameter equals
+// create_model + load_weights', the heads the base checkpoint lacks (their initialisation from
+// the same seed) included, in every family and task.
+TEST(Registry, LoadModelInitialisesOnlyWhatTheCheckpointLacks) {
+  const std::string llama = R"({"model_type": "qwen2", "vocab_size": 40, "hidden_size": 16,
+      "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "num_key_value_heads": 2, "max_position_embeddings": 16, "num_labels": 3})";
+  const std::string gpt2 = R"({"model_type": "gpt2", "vocab_size": 40, "n_positions": 16,
+      "n_embd": 16, "n_layer": 2, "n_head": 2})";
+  const std::string bert = R"({"model_type": "bert", "vocab_size": 40, "hidden_size": 16,
+      "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 24,
+      "max_position_embeddings": 16, "pad_token_id": 0, "num_labels": 2})";
+  struct Case {
+    std::string cfg;
+    Task base, task;
+  };
+  for (const Case& k :
+       {Case{gpt2, Task::kCausalLM, Task::kCausalLM}, Case{llama, Task::kCausalLM, Task::kCausalLM},
+        Case{llama, Task::kCausalLM, Task::kSequenceClassification},
+        Case{bert, Task::kMaskedLM, Task::kMaskedLM},
+        Case{bert, Task::kMaskedLM, Task::kSequenceClassification}}) {
+    testing::IoTempDir dir;
+    auto base = create_model(k.cfg, "c.json", 5, "gpt2", k.base);
+    io::save_sharded_safetensors(dir.str(), base->named_parameters(), 1 << 30);
+    auto eager = create_model(k.cfg, "c.json", 11, "gpt2", k.task);
+    const std::vector<std::string> fresh_eager = load_weights(*eager, dir.str());
+    std::vector<std::string> fresh;
+    auto late = load_model(k.cfg, "c.json", 11, "gpt2", k.task, dir.str(), &fresh);
+    EXPECT_EQ(fresh, fresh_eager) << late->architecture();
+    EXPECT_EQ(fresh.empty(), k.task == k.base) << late->architecture();
+    const auto want = eager->named_parameters();
+    const auto got = late->named_parameters();
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(got[i].first, want[i].first);
+      EXPECT_EQ(got[i].second.to_vector(), want[i].second.to_vector())
+          << late->architecture() << " " << want[i].first;
+    }
+  }
+}
+
 TEST(Registry, HubIdsResolveInTheLocalCacheOnly) {
   testing::IoTempDir dir;
   const fs::path repo = fs::path(dir.str()) / "models--acme--tiny-llama";

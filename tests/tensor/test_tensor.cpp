@@ -261,6 +261,36 @@ TEST(Tensor, OverlappingCopiesAreSafeAndBroadcastDestinationsRejected) {
   EXPECT_THROW(ops::copy_(e, ops::ones({2, 3})), Error);
 }
 
+// Under DeferredRandom, randn and rand reserve their counters but draw nothing; fill() later
+// gives a tensor the values it would have had. Other tensors (views, a tensor made elsewhere)
+// are left alone.
+TEST(Random, DeferredDrawsTheSameValuesLater) {
+  Generator eager(42), late(42);
+  const Tensor a = ops::randn({5, 7}, eager, DType::kF32, 0.5, 2.0);
+  const Tensor b = ops::rand({3, 3}, eager, DType::kBF16, -1.0, 1.0);
+  const Tensor c = ops::randn({9}, eager);
+  Tensor a2, b2, c2;
+  {
+    ops::DeferredRandom deferred;
+    a2 = ops::randn({5, 7}, late, DType::kF32, 0.5, 2.0);
+    b2 = ops::rand({3, 3}, late, DType::kBF16, -1.0, 1.0);
+    deferred.stop();
+    c2 = ops::randn({9}, late);  // drawn at once again
+    EXPECT_EQ(late.offset(), eager.offset());
+    EXPECT_EQ(c2.to_vector(), c.to_vector());
+    Tensor row = ops::narrow(a2, 0, 1, 1);
+    EXPECT_FALSE(deferred.fill(row));
+    EXPECT_FALSE(deferred.fill(c2));
+    ASSERT_TRUE(deferred.fill(b2));
+    ASSERT_TRUE(deferred.fill(a2));
+  }
+  EXPECT_EQ(a2.to_vector(), a.to_vector());
+  EXPECT_EQ(b2.to_vector(), b.to_vector());
+  // Closed: randn fills again.
+  Generator g(3), h(3);
+  EXPECT_EQ(ops::randn({4}, g).to_vector(), ops::randn({4}, h).to_vector());
+}
+
 TEST(Random, SeededAndIndependentOfChunking) {
   Generator g1(42), g2(42), g3(43);
   Tensor a = ops::randn({1000}, g1), b = ops::randn({1000}, g2), c = ops::randn({1000}, g3);
