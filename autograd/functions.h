@@ -164,15 +164,21 @@ bool fuses_linear_cross_entropy(Device device, DType gemm_dtype, int64_t logits)
 // q, k, v [B, H, T, D]; scale defaults to 1/sqrt(D); key_lengths (integer [B] on q's device, or
 // undefined) masks right padding: batch b's queries see keys [0, key_lengths[b]) only. window >
 // 0 (causal): a sliding window of that many keys (ops::attention). The backward needs nothing
-// more: masked positions have probability 0.
+// more: masked positions have probability 0. dropout_p > 0 with a generator (training): the
+// attention probabilities are dropped (HF's attention dropout), the mask drawn from `dropout` as
+// dropout() draws one for a [B, H, T, S] tensor, inside the fused kernel where there is one.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     bool causal = true, std::optional<double> scale = std::nullopt,
-                                    const Tensor& key_lengths = Tensor(), int64_t window = 0);
+                                    const Tensor& key_lengths = Tensor(), int64_t window = 0,
+                                    double dropout_p = 0, Generator* dropout = nullptr);
 // Rotary position embedding, rotate-half form (HF Llama): x [..., T, D] with cos, sin [T, D]
 // (f32; cast to x's dtype): x * cos + rotate_half(x) * sin, rotate_half([x1, x2]) = [-x2, x1].
 Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin);
 // Identity when !training or p == 0.
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+// The mask dropout() draws for a tensor of numel elements: it reserves their Philox counters
+// from gen and keys the mask by (seed, offset).
+DropoutMask draw_dropout_mask(int64_t numel, double p, Generator& gen);
 
 // joining
 Tensor cat(const std::vector<Tensor>& xs, int64_t dim);

@@ -374,14 +374,18 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 // are) and the probabilities, or out and lse (fused); the backward recomputes nothing else.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                                     std::optional<double> scale, const Tensor& key_lengths,
-                                    int64_t window) {
+                                    int64_t window, double dropout_p, Generator* dropout) {
   HF_CHECK(q.defined() && q.dim() == 4,
            "scaled_dot_product_attention: q must be [B, H, T, D], "
            "got ",
            q.defined() ? q.str() : std::string("undefined"));
   const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3))));
   const bool grad = needs_grad({&q, &k, &v});
-  ops::AttentionResult r = ops::attention(q, k, v, causal, s, key_lengths, grad, window);
+  DropoutMask drop;
+  if (dropout_p > 0 && dropout != nullptr && k.defined() && k.dim() == 4) {
+    drop = draw_dropout_mask(q.size(0) * q.size(1) * q.size(2) * k.size(2), dropout_p, *dropout);
+  }
+  ops::AttentionResult r = ops::attention(q, k, v, causal, s, key_lengths, grad, window, drop);
   if (!grad) return r.out;
   const bool gq = q.requires_grad(), gk = k.requires_grad(), gv = v.requires_grad();
   // The composed path's dense q, k, v where it made them (the views' storage, such as the qkv
@@ -395,6 +399,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   saved.lse = r.lse;
   saved.key_lengths = r.key_lengths;
   saved.window = r.window;
+  saved.dropout = r.dropout;
   return record("scaled_dot_product_attention", {q, k, v}, r.out, [=](const Tensor& g) -> Grads {
     ops::AttentionGrads grads = ops::attention_backward(g, qd, kd, vd, saved, causal, s);
     return {gq ? grads.gq : Tensor(), gk ? grads.gk : Tensor(), gv ? grads.gv : Tensor()};

@@ -26,6 +26,15 @@ uint64_t mix64(uint64_t z) {
 
 }  // namespace
 
+DropoutMask draw_dropout_mask(int64_t numel, double p, Generator& gen) {
+  HF_CHECK(p >= 0.0 && p < 1.0, "dropout: p must be in [0, 1), got ", p);
+  // Reserve the counters this mask uses so the generator's offset stays a resumable count, and
+  // key the mask by (seed, offset): successive calls get independent masks, and a generator
+  // restored with set_state(seed, offset) replays them.
+  const uint64_t offset = gen.advance(static_cast<uint64_t>((numel + 3) / 4));
+  return {p, mix64(gen.seed() ^ mix64(offset + 0x9e3779b97f4a7c15ULL))};
+}
+
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   // Contiguous once here, so the ops call and the saved input share one buffer.
   Tensor xc = ops::contiguous(x);
@@ -122,12 +131,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   HF_CHECK(p >= 0.0 && p < 1.0, "dropout: p must be in [0, 1), got ", p);
   if (!training || p == 0.0) return x;
-  // Reserve the counters this mask uses so the generator's offset stays a resumable count, and
-  // key the mask by (seed, offset): successive calls get independent masks, and a generator
-  // restored with set_state(seed, offset) replays them.
-  const uint64_t blocks = static_cast<uint64_t>((x.numel() + 3) / 4);
-  const uint64_t offset = gen.advance(blocks);
-  const uint64_t key = mix64(gen.seed() ^ mix64(offset + 0x9e3779b97f4a7c15ULL));
+  const uint64_t key = draw_dropout_mask(x.numel(), p, gen).key;
   Tensor y = ops::dropout(x, p, key);
   // The backward regenerates the mask from the key: no mask tensor is kept.
   return record("dropout", {x}, y,

@@ -41,6 +41,7 @@ ModelShape gpt2_shape(const Gpt2Config& c) {
   s.layers = c.n_layer;
   s.heads = s.kv_heads = c.n_head;
   s.head_dim = c.n_embd / c.n_head;
+  s.attention_dropout = c.attn_pdrop;
   s.intermediate = c.mlp_width();
   const int64_t C = c.n_embd, I = c.mlp_width();
   const std::string b = "transformer.h.0.";
@@ -65,6 +66,7 @@ ModelShape llama_shape(const LlamaConfig& c, Task task) {
   s.heads = c.num_attention_heads;
   s.kv_heads = c.kv_heads();
   s.head_dim = c.dim_per_head();
+  s.attention_dropout = c.attention_dropout;
   s.intermediate = c.intermediate_size;
   s.gated_mlp = true;
   const int64_t C = c.hidden_size, D = c.dim_per_head(), H = c.num_attention_heads;
@@ -104,6 +106,7 @@ ModelShape bert_shape(const BertConfig& c, Task task) {
   s.layers = c.num_hidden_layers;
   s.heads = s.kv_heads = c.num_attention_heads;
   s.head_dim = c.head_dim();
+  s.attention_dropout = c.attention_probs_dropout_prob;
   s.intermediate = c.intermediate_size;
   const int64_t C = c.hidden_size, I = c.intermediate_size;
   const std::string b = "bert.encoder.layer.0.";

@@ -24,8 +24,9 @@ struct ModelShape {
   std::string model_type;
   Task task = Task::kCausalLM;
   int64_t vocab_size = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
-  int64_t intermediate = 0;  // MLP width
-  bool gated_mlp = false;    // Llama's gate * up (SiLU) rather than one GELU MLP
+  int64_t intermediate = 0;      // MLP width
+  double attention_dropout = 0;  // the attention probabilities' dropout in training
+  bool gated_mlp = false;        // Llama's gate * up (SiLU) rather than one GELU MLP
   // The token logits' width (vocab_size), or num_labels for sequence classification.
   int64_t outputs = 0;
   bool token_outputs = true;     // logits for every token (causal and masked LM)

@@ -90,13 +90,13 @@ void Backend::cross_entropy_block_backward(const Tensor&, const Tensor&, int64_t
 }
 
 void Backend::fused_attention(const Tensor&, const Tensor&, const Tensor&, bool, double,
-                              const Tensor&, int64_t, Tensor&, Tensor&) {
+                              const Tensor&, int64_t, const DropoutMask&, Tensor&, Tensor&) {
   HF_THROW("fused_attention: the ", name(), " backend has no fused attention kernel");
 }
 
 void Backend::fused_attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                        const Tensor&, const Tensor&, bool, double, const Tensor&,
-                                       int64_t, Tensor&, Tensor&, Tensor&) {
+                                       int64_t, const DropoutMask&, Tensor&, Tensor&, Tensor&) {
   HF_THROW("fused_attention_backward: the ", name(), " backend has no fused attention kernel");
 }
 

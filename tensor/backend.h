@@ -132,17 +132,22 @@ class Backend {
   // recomputes the probabilities from q, k and lse; gout must pass fused_attention_supported in
   // q's place, gq, gk, gv are views shaped as q, k, v laid out as out. key_lengths and window
   // (> 0: a sliding window, causal only) as scaled_masked_softmax's.
+  // dropout (p > 0): the probabilities [B, H, T, S] (element index in that order) dropped as
+  // ops::dropout drops them before the product with v; the backward drops their gradient alike
+  // and gv is the dropped probabilities' product with gout.
   virtual bool fused_attention_supported(const Tensor& /*q*/, const Tensor& /*k*/,
-                                         const Tensor& /*v*/, int64_t /*window*/) {
+                                         const Tensor& /*v*/, int64_t /*window*/,
+                                         const DropoutMask& /*dropout*/) {
     return false;
   }
   virtual void fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                               double scale, const Tensor& key_lengths, int64_t window, Tensor& out,
-                               Tensor& lse);
+                               double scale, const Tensor& key_lengths, int64_t window,
+                               const DropoutMask& dropout, Tensor& out, Tensor& lse);
   virtual void fused_attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                         const Tensor& v, const Tensor& out, const Tensor& lse,
                                         bool causal, double scale, const Tensor& key_lengths,
-                                        int64_t window, Tensor& gq, Tensor& gk, Tensor& gv);
+                                        int64_t window, const DropoutMask& dropout, Tensor& gq,
+                                        Tensor& gk, Tensor& gv);
 
   virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
                           Tensor& mean, Tensor& rstd) = 0;

@@ -299,16 +299,21 @@ void cross_entropy_block_backward_(Tensor& out, const Tensor& gloss, const Cross
 // backward's GEMMs then copy nothing). Without it the GEMMs read the inputs as they take them
 // (a KV cache's narrowed prefix is not copied at every decoding step). window > 0 (causal
 // only): a sliding window, query i sees keys i + (S - T) - window < j <= i + (S - T) (HF's
-// sliding_window: at most `window` keys, itself included).
+// sliding_window: at most `window` keys, itself included). dropout (p > 0, training): the
+// probabilities are dropped with ops::dropout's mask over their [B, H, T, S] element index before
+// the product with v (HF's attention dropout); probs keeps them undropped, and the backward
+// regenerates the mask.
 struct AttentionResult {
   Tensor out, probs, lse;
-  Tensor key_lengths;  // i32 [B] as the kernels read it (undefined without padding)
-  Tensor q, k, v;      // composed, kept for the backward: the dense operands
-  int64_t window = 0;  // the sliding window in effect (0: none, or one that masks no key)
+  Tensor key_lengths;   // i32 [B] as the kernels read it (undefined without padding)
+  Tensor q, k, v;       // composed, kept for the backward: the dense operands
+  int64_t window = 0;   // the sliding window in effect (0: none, or one that masks no key)
+  DropoutMask dropout;  // the probabilities' dropout
 };
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                           double scale, const Tensor& key_lengths = Tensor(),
-                          bool keep_for_backward = false, int64_t window = 0);
+                          bool keep_for_backward = false, int64_t window = 0,
+                          const DropoutMask& dropout = {});
 struct AttentionGrads {
   Tensor gq, gk, gv;
 };
@@ -320,7 +325,8 @@ AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Ten
 // environment starts a process with them off). Returns the previous setting.
 bool set_fused_attention(bool on);
 // Whether attention() on the CPU takes the fused kernel (keeping lse, not probs) for heads of
-// this dtype and size without a window: what a memory estimate needs to know.
+// this dtype and size without a window (dropout or not: the CPU kernel drops too): what a memory
+// estimate needs to know.
 bool cpu_attention_fused(DType dtype, int64_t head_dim);
 
 // Inverted dropout with a counter-based mask: element i is kept iff hash(seed, i) >= p, so the

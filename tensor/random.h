@@ -14,6 +14,15 @@ namespace hfrun {
 constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
 constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
 
+// A dropout mask over a tensor's elements in memory order: element i is dropped iff word i % 4
+// of philox4x32(key, i / 4), as uint_to_unit_float gives it, is below p; kept elements are
+// multiplied by 1 / (1 - p). ops::dropout's mask, and that of the kernels that drop inside a
+// fused op (attention's probabilities).
+struct DropoutMask {
+  double p = 0;  // 0: nothing dropped
+  uint64_t key = 0;
+};
+
 // Four 32-bit outputs for counter `counter` under key `seed`.
 std::array<uint32_t, 4> philox4x32(uint64_t seed, uint64_t counter);
 // Uniform float in [0, 1) from 24 random bits.

@@ -228,12 +228,14 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const ModelConfig& model,
                                                          : DType::kF32;
   // Attention keeps its f32 scores and probabilities for the backward where it is composed,
   // each row's log-sum-exp where a fused kernel runs it (ops::attention): the CPU's takes f32
-  // and bf16 (where oneDNN computes bf16), CUDA's bf16 and f16 heads of 16 to 128.
+  // and bf16 (where oneDNN computes bf16), with or without attention dropout, CUDA's bf16 and
+  // f16 heads of 16 to 128 without dropout.
   const int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.hidden / std::max<int64_t>(1, s.heads);
-  const bool fused_attention = e.device == "cuda"
-                                   ? gemm != DType::kF32 && (head_dim == 16 || head_dim == 32 ||
-                                                             head_dim == 64 || head_dim == 128)
-                                   : ops::cpu_attention_fused(gemm, head_dim);
+  const bool fused_attention =
+      e.device == "cuda"
+          ? gemm != DType::kF32 && s.attention_dropout == 0 &&
+                (head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128)
+          : ops::cpu_attention_fused(gemm, head_dim);
   const double layer =
       4 * n * per_token + (fused_attention ? 4 * B * heads * S : 6 * B * heads * S * S);
   const double L = static_cast<double>(s.layers);

@@ -105,23 +105,11 @@ class BertSelfAttention : public Module {
     Tensor k = heads(key_->forward(x, cd));
     Tensor v = heads(value_->forward(x, cd));
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-    Tensor y;
-    if (is_training() && c_.attention_probs_dropout_prob > 0 && a.dropout != nullptr) {
-      // Dropout on the probabilities needs them: the composed form, padding masked as HF's
-      // additive mask does.
-      Tensor scores = mul_scalar(matmul(q, transpose(k, 2, 3), Tensor(), DType::kF32), scale);
-      if (a.key_lengths.defined()) {
-        // Key j of row b is padding iff j + 1 > lengths[b].
-        const Tensor key_end = ops::reshape(positions(1, T, x.device()), {1, T});
-        const Tensor padding = ops::gt(key_end, ops::reshape(a.key_lengths, {B, 1}));
-        scores = masked_fill(scores, ops::reshape(padding, {B, 1, 1, T}), -INFINITY);
-      }
-      Tensor probs =
-          dropout(softmax(scores, -1), c_.attention_probs_dropout_prob, true, *a.dropout);
-      y = matmul(to_dtype(probs, v.dtype()), v);
-    } else {
-      y = scaled_dot_product_attention(q, k, v, /*causal=*/false, scale, a.key_lengths);
-    }
+    // attention_probs_dropout_prob drops the probabilities in training (inside the fused kernel
+    // where it runs).
+    const double p = is_training() ? c_.attention_probs_dropout_prob : 0.0;
+    Tensor y = scaled_dot_product_attention(q, k, v, /*causal=*/false, scale, a.key_lengths, 0, p,
+                                            a.dropout);
     return reshape(transpose(y, 1, 2), {B, T, y.size(1) * D});
   }
 

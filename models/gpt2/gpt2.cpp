@@ -64,16 +64,11 @@ class Gpt2Attention : public Module {
                          ops::narrow(*a.cache_v, 2, 0, S), /*causal=*/true,
                          1.0 / std::sqrt(static_cast<double>(D)))
               .out;
-    } else if (is_training() && c_.attn_pdrop > 0 && a.dropout != nullptr) {
-      Tensor q = heads(0), k = heads(1), v = heads(2);
-      Tensor scores = mul_scalar(matmul(q, transpose(k, 2, 3), Tensor(), DType::kF32),
-                                 1.0 / std::sqrt(static_cast<double>(D)));
-      const Tensor pos = ops::to_device(ops::arange(T), x.device());
-      Tensor future = ops::gt(ops::reshape(pos, {1, T}), ops::reshape(pos, {T, 1}));
-      Tensor probs = softmax(masked_fill(scores, future, -INFINITY), -1);
-      y = matmul(to_dtype(dropout(probs, c_.attn_pdrop, true, *a.dropout), v.dtype()), v);
     } else {
-      y = scaled_dot_product_attention(heads(0), heads(1), heads(2), /*causal=*/true);
+      // attn_pdrop drops the probabilities in training (inside the fused kernel where it runs).
+      const double p = is_training() ? c_.attn_pdrop : 0.0;
+      y = scaled_dot_product_attention(heads(0), heads(1), heads(2), /*causal=*/true, std::nullopt,
+                                       Tensor(), 0, p, a.dropout);
     }
     y = reshape(transpose(y, 1, 2), {B, T, C});
     return c_proj_->forward(y, x.dtype());

@@ -167,10 +167,9 @@ LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& s
   r.get("hidden_act", act);
   HF_CHECK_INPUT(act == "silu", source, ": hidden_act '", act,
                  "' is not supported (the Llama family's SwiGLU MLP uses silu)");
-  double attention_dropout = 0;
-  r.get("attention_dropout", attention_dropout);
-  HF_CHECK_INPUT(attention_dropout == 0, source, ": attention_dropout ", attention_dropout,
-                 " is not supported (0 only)");
+  r.get("attention_dropout", c.attention_dropout);
+  HF_CHECK_INPUT(c.attention_dropout >= 0 && c.attention_dropout < 1, source,
+                 ": attention_dropout must be in [0, 1), got ", c.attention_dropout);
   // Sliding windows as each transformers class reads them (LlamaConfig has none; Mistral ignores
   // layer_types, with a warning).
   if (c.model_type == "mistral") {
@@ -233,7 +232,7 @@ std::string LlamaConfig::to_json(const std::string& arch, bool with_labels) cons
             {"tie_word_embeddings", tie_word_embeddings},
             {"hidden_act", "silu"},
             {"initializer_range", initializer_range},
-            {"attention_dropout", 0.0},
+            {"attention_dropout", attention_dropout},
             {"use_cache", true},
             {"torch_dtype", "float32"}};
   if (has_rope_scaling) {

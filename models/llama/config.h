@@ -42,6 +42,7 @@ struct LlamaConfig {
   bool attention_bias = false;  // q, k, v, o (Llama, Qwen3); Qwen2: q, k, v always, o never
   bool mlp_bias = false;
   double initializer_range = 0.02;
+  double attention_dropout = 0;  // the attention probabilities' dropout in training
   // Sliding-window attention (HF's sliding_window with its layer_types): in a sliding layer
   // query i sees keys j with i - sliding_window < j <= i. Mistral: every layer (absent: 4096,
   // null: none). Qwen2/Qwen3: with use_sliding_window, the layers layer_types marks

@@ -166,7 +166,10 @@ class LlamaAttention : public Module {
                          /*keep_for_backward=*/false, window_)
               .out;
     } else {
-      y = scaled_dot_product_attention(q, k, v, /*causal=*/true, scale, Tensor(), window_);
+      // attention_dropout drops the probabilities in training (HF's attention dropout).
+      const double p = is_training() ? c_.attention_dropout : 0.0;
+      y = scaled_dot_product_attention(q, k, v, /*causal=*/true, scale, Tensor(), window_, p,
+                                       a.dropout);
     }
     y = reshape(transpose(y, 1, 2), {B, T, H * D});
     return o_proj_->forward(y, x.dtype());

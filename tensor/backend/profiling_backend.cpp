@@ -192,25 +192,27 @@ void ProfilingBackend::matmul_gelu(const Tensor& a, const Tensor& b, const Tenso
 }
 
 bool ProfilingBackend::fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v,
-                                                 int64_t window) {
-  return inner_.fused_attention_supported(q, k, v, window);
+                                                 int64_t window, const DropoutMask& dropout) {
+  return inner_.fused_attention_supported(q, k, v, window, dropout);
 }
 
 void ProfilingBackend::fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                        bool causal, double scale, const Tensor& key_lengths,
-                                       int64_t window, Tensor& out, Tensor& lse) {
+                                       int64_t window, const DropoutMask& dropout, Tensor& out,
+                                       Tensor& lse) {
   Timed t("op:fused_attention", inner_, device_);
-  inner_.fused_attention(q, k, v, causal, scale, key_lengths, window, out, lse);
+  inner_.fused_attention(q, k, v, causal, scale, key_lengths, window, dropout, out, lse);
 }
 
 void ProfilingBackend::fused_attention_backward(const Tensor& gout, const Tensor& q,
                                                 const Tensor& k, const Tensor& v, const Tensor& out,
                                                 const Tensor& lse, bool causal, double scale,
                                                 const Tensor& key_lengths, int64_t window,
-                                                Tensor& gq, Tensor& gk, Tensor& gv) {
+                                                const DropoutMask& dropout, Tensor& gq, Tensor& gk,
+                                                Tensor& gv) {
   Timed t("op:fused_attention_backward", inner_, device_);
-  inner_.fused_attention_backward(gout, q, k, v, out, lse, causal, scale, key_lengths, window, gq,
-                                  gk, gv);
+  inner_.fused_attention_backward(gout, q, k, v, out, lse, causal, scale, key_lengths, window,
+                                  dropout, gq, gk, gv);
 }
 
 void ProfilingBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps,

@@ -162,7 +162,7 @@ bool set_fused_attention(bool on) {
 bool cpu_attention_fused(DType dtype, int64_t head_dim) {
   if (!fused_attention_on().load() || head_dim <= 0) return false;
   const Tensor x = empty({1, 1, 1, head_dim}, dtype, Device::cpu());
-  return backend_for(Device::cpu()).fused_attention_supported(x, x, x, 0);
+  return backend_for(Device::cpu()).fused_attention_supported(x, x, x, 0, {});
 }
 
 Tensor softmax(const Tensor& x, int64_t dim) {
@@ -188,10 +188,12 @@ Tensor log_softmax_backward(const Tensor& gy, const Tensor& y, int64_t dim) {
 // v^T on their own, some twice).
 AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                           double scale, const Tensor& key_lengths, bool keep_for_backward,
-                          int64_t window) {
+                          int64_t window, const DropoutMask& dropout) {
   check_attention_inputs(q, k, v, "attention");
   HF_CHECK(window >= 0 && (window == 0 || causal), "attention: a sliding window (", window,
            ") needs causal attention and a positive size");
+  HF_CHECK(dropout.p >= 0 && dropout.p < 1, "attention: dropout p must be in [0, 1), got ",
+           dropout.p);
   const int64_t b = q.size(0), h = q.size(1), t = q.size(2), s = k.size(2);
   Backend& be = backend_for(q.device());
   Tensor lengths = key_lengths_for(q, k, key_lengths);
@@ -199,13 +201,14 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, boo
   // window masks something only when it is shorter than S.
   if (window >= s) window = 0;
   if (fused_attention_on().load() && q.numel() > 0 && k.numel() > 0 &&
-      be.fused_attention_supported(q, k, v, window)) {
+      be.fused_attention_supported(q, k, v, window, dropout)) {
     AttentionResult r;
     r.out = heads_major(b, h, t, v.size(3), q.dtype(), q.device());
     r.lse = empty({b, h, t}, DType::kF32, q.device());
-    be.fused_attention(q, k, v, causal, scale, lengths, window, r.out, r.lse);
+    be.fused_attention(q, k, v, causal, scale, lengths, window, dropout, r.out, r.lse);
     r.key_lengths = lengths;
     r.window = window;
+    r.dropout = dropout;
     return r;
   }
   // Scores [B, Hkv, group * T, S] are [B, H, T, S] in memory.
@@ -218,8 +221,10 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, boo
     Tensor probs_3d = view(probs, {b * h, t, s});
     be.scaled_masked_softmax(view(scores, {b * h, t, s}), scale, causal, window, lengths, probs_3d);
   }
-  Tensor out = matmul(to_dtype(by_kv_head(probs, hkv), v.dtype()), vd, Tensor(), q.dtype());
-  AttentionResult r{view(out, {b, h, t, v.size(3)}), probs, Tensor(), lengths, {}, {}, {}, window};
+  const Tensor kept = dropout.p > 0 ? ops::dropout(probs, dropout.p, dropout.key) : probs;
+  Tensor out = matmul(to_dtype(by_kv_head(kept, hkv), v.dtype()), vd, Tensor(), q.dtype());
+  AttentionResult r{
+      view(out, {b, h, t, v.size(3)}), probs, Tensor(), lengths, {}, {}, {}, window, dropout};
   if (keep_for_backward) {
     r.q = qd;
     r.k = kd;
@@ -250,8 +255,8 @@ AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Ten
         forward.lse.sizes() == want_lse && forward.out.defined() && forward.out.sizes() == want_out,
         "attention_backward: the fused forward's out/lse do not match", qkv_str(q, k, v));
     Backend& be = backend_for(q.device());
-    if (!be.fused_attention_supported(g, k, v, forward.window)) g = contiguous(g);
-    HF_CHECK(be.fused_attention_supported(g, k, v, forward.window),
+    if (!be.fused_attention_supported(g, k, v, forward.window, forward.dropout)) g = contiguous(g);
+    HF_CHECK(be.fused_attention_supported(g, k, v, forward.window, forward.dropout),
              "attention_backward: the fused kernel no longer accepts these inputs",
              qkv_str(q, k, v));
     const int64_t b = q.size(0), h = q.size(1), hkv = k.size(1);
@@ -259,7 +264,8 @@ AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Ten
     grads.gk = heads_major(b, hkv, k.size(2), k.size(3), dt, q.device());
     grads.gv = heads_major(b, hkv, v.size(2), v.size(3), dt, q.device());
     be.fused_attention_backward(g, q, k, v, forward.out, forward.lse, causal, scale,
-                                forward.key_lengths, forward.window, grads.gq, grads.gk, grads.gv);
+                                forward.key_lengths, forward.window, forward.dropout, grads.gq,
+                                grads.gk, grads.gv);
     return grads;
   }
   const Tensor& probs = forward.probs;
@@ -272,10 +278,15 @@ AttentionGrads attention_backward(const Tensor& gout, const Tensor& q, const Ten
   // strided view when the output was transposed back to [B, T, H * Dv]).
   const int64_t hkv = k.size(1);
   const auto [qd, kd, vd] = dense_operands(q, k, v);
-  Tensor p = to_dtype(by_kv_head(probs, hkv), dt);
+  // With dropout, dV reads the dropped probabilities and the softmax's backward the gradient of
+  // the undropped ones: the same mask applied to dP.
+  const DropoutMask& drop = forward.dropout;
+  const Tensor kept = drop.p > 0 ? ops::dropout(probs, drop.p, drop.key) : probs;
+  Tensor p = to_dtype(by_kv_head(kept, hkv), dt);
   Tensor g5 = by_kv_head(contiguous(g), hkv);
   grads.gv = matmul(transpose(p, 2, 3), g5, Tensor(), dt);
   Tensor gp = matmul(g5, transpose(vd, 2, 3), Tensor(), DType::kF32);
+  if (drop.p > 0) gp = ops::dropout_backward(gp, drop.p, drop.key);
   // scale * softmax_backward(gp, probs) in f32 (as probs), rounded to q's dtype, in one pass.
   Tensor gs = empty(gp.sizes(), dt, q.device());
   backend_for(q.device())

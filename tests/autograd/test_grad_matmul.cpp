@@ -303,6 +303,65 @@ TEST(GradAttention, KeyLengths) {
   }
 }
 
+// Attention dropout: the same values and gradients as dropping the composed softmax's
+// probabilities with dropout() from the same generator state (the mask over their [B, H, T, S]
+// element index), on the fused kernel and the composed path; and gradcheck under a fixed mask.
+TEST(GradAttention, DropoutIsDropoutOfTheProbabilities) {
+  const int64_t B = 2, H = 3, T = 37, D = 8;
+  const double p = 0.3, scale = 0.35;
+  for (bool fused : {true, false}) {
+    const bool was = ops::set_fused_attention(fused);
+    for (bool causal : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << "fused " << fused << " causal " << causal);
+      const Tensor lengths = causal ? Tensor() : ops::from_ints({T, 20}, {B});
+      Tensor q = randn({B, H, T, D}, 70, true), k = randn({B, H, T, D}, 71, true);
+      Tensor v = randn({B, H, T, D}, 72, true);
+      Generator g1(5), g2(5);
+      Tensor y = scaled_dot_product_attention(q, k, v, causal, scale, lengths, 0, p, &g1);
+      const Tensor gy = randn({B, H, T, D}, 73);
+      autograd::backward(sum(mul(y, gy)));
+      const std::vector<Tensor> got = {y.detach(), q.grad(), k.grad(), v.grad()};
+
+      Tensor q2 = randn({B, H, T, D}, 70, true), k2 = randn({B, H, T, D}, 71, true);
+      Tensor v2 = randn({B, H, T, D}, 72, true);
+      Tensor scores = mul_scalar(matmul(q2, transpose(k2, 2, 3)), scale);
+      const Tensor pos = ops::arange(T);
+      if (causal) {
+        scores = masked_fill(scores, ops::gt(ops::reshape(pos, {1, T}), ops::reshape(pos, {T, 1})),
+                             -INFINITY);
+      } else {  // batch 1 sees keys [0, 20)
+        std::vector<int64_t> ends;
+        for (int64_t j = 1; j <= T; ++j) ends.push_back(j);
+        const Tensor key_end = ops::from_ints(ends, {1, T});
+        const Tensor pad = ops::gt(key_end, ops::reshape(lengths, {B, 1}));
+        scores = masked_fill(scores, ops::reshape(pad, {B, 1, 1, T}), -INFINITY);
+      }
+      Tensor y2 = matmul(dropout(softmax(scores, -1), p, true, g2), v2);
+      autograd::backward(sum(mul(y2, gy)));
+      const std::vector<Tensor> want = {y2.detach(), q2.grad(), k2.grad(), v2.grad()};
+      EXPECT_EQ(g1.offset(), g2.offset());
+      const char* names[] = {"out", "gq", "gk", "gv"};
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_TRUE(tensor_near(got[i], want[i].to_vector(), 1e-5, 1e-4)) << names[i];
+      }
+      // Some probabilities were dropped, and not all: out differs from attention without dropout.
+      const Tensor plain =
+          scaled_dot_product_attention(q.detach(), k.detach(), v.detach(), causal, scale, lengths);
+      EXPECT_FALSE(tensor_near(got[0], plain.to_vector(), 1e-3, 1e-3));
+    }
+    Tensor q = randn({1, 2, 6, 4}, 80, true), k = randn({1, 2, 6, 4}, 81, true);
+    Tensor v = randn({1, 2, 6, 4}, 82, true);
+    EXPECT_GRADCHECK(
+        [](const auto& in) {
+          Generator g(9);  // the same mask at every evaluation
+          return scaled_dot_product_attention(in[0], in[1], in[2], true, std::nullopt, Tensor(), 0,
+                                              0.4, &g);
+        },
+        q, k, v);
+    ops::set_fused_attention(was);
+  }
+}
+
 TEST(GradAttention, SplitQkvViews) {
   // q, k, v as a GPT-2 block makes them: split a [B, T, 3C] projection, view as heads, transpose.
   const int64_t B = 1, T = 3, H = 2, D = 2, C = H * D;

@@ -122,7 +122,8 @@ TEST(Llama, ConfigJsonRoundTripsAndRefusesWhatIsNotImplemented) {
         << rs;
   }
   refused(R"("hidden_act": "gelu")", "hidden_act");
-  refused(R"("attention_dropout": 0.1)", "attention_dropout");
+  refused(R"("attention_dropout": 1.0)", "attention_dropout");
+  refused(R"("attention_dropout": -0.1)", "attention_dropout");
   refused(R"("num_key_value_heads": 3)", "num_key_value_heads");
   refused(R"("num_local_experts": 8)", "num_local_experts");
   refused(R"("head_dim": 7)", "head_dim");

@@ -434,7 +434,8 @@ TEST(Attention, CpuFusedKernelMatchesTheComposedPath) {
       SCOPED_TRACE(::testing::Message()
                    << dtype_name(dt) << " B" << c.b << " H" << c.h << "/" << c.hkv << " T" << c.t
                    << " S" << c.s << " causal " << c.causal << " window " << c.window << " padded "
-                   << !c.lengths.empty() << " split " << c.split);
+                   << !c.lengths.empty() << " split " << c.split << " dropout "
+                   << ((&c - cases.data()) % 3 != 2));
       const uint64_t seed = static_cast<uint64_t>(c.t * 7 + c.s + c.h);
       Tensor q, k, v;
       if (c.split) {  // self-attention: T = S
@@ -450,9 +451,12 @@ TEST(Attention, CpuFusedKernelMatchesTheComposedPath) {
       const Tensor gout = ops::to_dtype(randn({c.b, c.h, c.t, c.d}, seed + 3), dt);
       const Tensor kl = c.lengths.empty() ? Tensor() : ops::from_ints(c.lengths, {c.b});
       const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+      // Every case with attention dropout too (the fused kernel draws the mask row by row).
+      const bool dropped = (&c - cases.data()) % 3 != 2;
+      const DropoutMask drop{dropped ? 0.25 : 0.0, seed * 31};
       auto run = [&](bool fused) {
         FusedAttention mode(fused);
-        ops::AttentionResult r = ops::attention(q, k, v, c.causal, scale, kl, true, c.window);
+        ops::AttentionResult r = ops::attention(q, k, v, c.causal, scale, kl, true, c.window, drop);
         EXPECT_EQ(r.lse.defined(), fused);
         const Tensor& qd = r.q.defined() ? r.q : q;
         const Tensor& kd = r.k.defined() ? r.k : k;

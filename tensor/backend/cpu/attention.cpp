@@ -8,6 +8,9 @@
 // P from lse and runs the composed backward's products block by block:
 //   dP = dO v^T, dS = scale P (dP - rowsum(dP P)), dQ = dS k, dK += dS^T q, dV += P^T dO,
 // dK and dV summed in f32 per KV head (over its query heads and blocks), rounded once.
+// Attention dropout drops P row by row with ops::dropout's mask over the [B, H, T, S] element
+// index (regenerated in the backward), so the probabilities still never reach memory:
+//   out = (P o M / (1 - p)) v,  dP = (dO v^T) o M / (1 - p),  dV += (P o M / (1 - p))^T dO.
 // Each GEMM is a oneDNN primitive run from inside the parallel loop, so on the calling thread
 // alone: the work is split by heads and blocks, never inside a product, and every result is the
 // same for any thread count.
@@ -23,6 +26,7 @@
 #include "tensor/backend/cpu/dispatch.h"
 #include "tensor/backend/cpu/loops.h"
 #include "tensor/backend/cpu/matmul_primitives.h"
+#include "tensor/backend/cpu/philox.h"
 #include "tensor/backend/cpu/vec_math.h"
 
 namespace hfrun::cpu {
@@ -189,11 +193,34 @@ void zero_rows(T* p, int64_t rows, int64_t cols, int64_t stride) {
   }
 }
 
+// The probabilities' dropout for one row: keep[j] (1 or 0) for elements [first, first + count)
+// of the mask (ops::dropout's: element i kept iff word i % 4 of Philox counter i / 4 >= p).
+struct RowDropout {
+  uint64_t key;
+  float p, keep_scale;
+  void keep(int64_t first, int64_t count, uint8_t* keep) const {
+    uint32_t words[4 * kPhiloxBatch];
+    uint64_t counter = static_cast<uint64_t>(first) / 4;
+    int64_t skip = first % 4, done = 0;
+    while (done < count) {
+      philox4x32_batch(key, counter, words);
+      const int64_t m = std::min<int64_t>(4 * kPhiloxBatch - skip, count - done);
+      for (int64_t w = 0; w < m; ++w) keep[done + w] = uint_to_unit_float(words[skip + w]) >= p;
+      done += m;
+      skip = 0;
+      counter += kPhiloxBatch;
+    }
+  }
+};
+
 // Row r of a block's probabilities p (n keys) from its scores x, visible keys [f, e), as
 // scaled_masked_softmax computes them (the scaled scores, their max, exp and sum, times 1 / sum;
-// the exps are left in x), the rest 0. Returns the row's log-sum-exp (+inf when it sees nothing).
+// the exps are left in x), the rest 0. With `keep` (dropout: its flags for [f, e)), p is the
+// dropped probabilities, ops::dropout's (P * keep_scale or 0). Returns the row's log-sum-exp
+// (+inf when it sees nothing), the undropped softmax's.
 template <typename T>
-float softmax_row(float* x, T* p, int64_t f, int64_t e, int64_t n, float scale) {
+float softmax_row(float* x, T* p, int64_t f, int64_t e, int64_t n, float scale,
+                  const uint8_t* keep = nullptr, float keep_scale = 1.0f) {
   for (int64_t j = 0; j < f; ++j) store(p, j, 0.0f);
   for (int64_t j = std::max(e, f); j < n; ++j) store(p, j, 0.0f);
   if (e <= f) return kInf;
@@ -216,16 +243,23 @@ float softmax_row(float* x, T* p, int64_t f, int64_t e, int64_t n, float scale) 
   }
   for (int64_t l = 0; l < kLanes; ++l) sum += lanes[l];
   const float inv = 1.0f / sum;
-  for (int64_t i = 0; i < cnt; ++i) store(pv, i, xv[i] * inv);
+  if (keep == nullptr) {
+    for (int64_t i = 0; i < cnt; ++i) store(pv, i, xv[i] * inv);
+  } else {
+    for (int64_t i = 0; i < cnt; ++i) store(pv, i, keep[i] ? xv[i] * inv * keep_scale : 0.0f);
+  }
   return mx + std::log(sum);
 }
 
 // Row r of the score gradient ds (n keys) from the scores x and the probabilities' gradient g,
 // visible keys [f, e), lse l: P = exp(scale x - l) (left in x, and in p for a 16-bit T) and
-// ds = scale P (g - rowsum(g P)) as attention_scores_backward rounds it; 0 outside [f, e).
+// ds = scale P (g - rowsum(g P)) as attention_scores_backward rounds it; 0 outside [f, e). With
+// `keep` (dropout: its flags for [f, e)), g is first dropped as dropout_backward drops it (in
+// place) and p (x's memory for f32) gets the dropped probabilities, as the forward's.
 template <typename T>
-void score_gradient_row(float* x, const float* g, T* p, T* ds, int64_t f, int64_t e, int64_t n,
-                        float scale, float l) {
+void score_gradient_row(float* x, float* g, T* p, T* ds, int64_t f, int64_t e, int64_t n,
+                        float scale, float l, const uint8_t* keep = nullptr,
+                        float keep_scale = 1.0f) {
   for (int64_t j = 0; j < f; ++j) {
     store(ds, j, 0.0f);
     store(p, j, 0.0f);
@@ -235,6 +269,9 @@ void score_gradient_row(float* x, const float* g, T* p, T* ds, int64_t f, int64_
     store(p, j, 0.0f);
   }
   if (e <= f) return;
+  if (keep != nullptr) {
+    for (int64_t j = f; j < e; ++j) g[j] = keep[j - f] ? g[j] * keep_scale : 0.0f;
+  }
   float lanes[kLanes] = {};
   int64_t j = f;
   for (; j + kLanes <= e; j += kLanes) {
@@ -249,15 +286,23 @@ void score_gradient_row(float* x, const float* g, T* p, T* ds, int64_t f, int64_
     dot += g[j] * x[j];
   }
   for (int64_t k = 0; k < kLanes; ++k) dot += lanes[k];
+  if (keep == nullptr) {
+    for (int64_t i = f; i < e; ++i) {
+      if constexpr (!std::is_same_v<T, float>) store(p, i, x[i]);
+      store(ds, i, x[i] * (g[i] - dot) * scale);
+    }
+    return;
+  }
   for (int64_t i = f; i < e; ++i) {
-    if constexpr (!std::is_same_v<T, float>) store(p, i, x[i]);
-    store(ds, i, x[i] * (g[i] - dot) * scale);
+    const float pi = x[i];
+    store(ds, i, pi * (g[i] - dot) * scale);
+    store(p, i, keep[i - f] ? pi * keep_scale : 0.0f);  // after ds: p may be x's memory
   }
 }
 
 template <typename T>
 void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Mask& mask, float scale,
-             Tensor& out, Tensor& lse) {
+             const RowDropout* drop, Tensor& out, Tensor& lse) {
   const int64_t bsz = q.size(0), h = q.size(1), d = q.size(3), dv = v.size(3);
   const int64_t group = h / k.size(1), s = mask.s, t = mask.t;
   const int64_t blocks = (t + kBlockRows - 1) / kBlockRows;
@@ -272,6 +317,8 @@ void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Mask& mask
     float* sc = static_cast<float*>(thread_buffer<3>(sizeof(float) * kBlockRows * s));
     T* p = std::is_same_v<T, float> ? reinterpret_cast<T*>(sc)
                                     : static_cast<T*>(thread_buffer<4>(sizeof(T) * kBlockRows * s));
+    uint8_t* keep =
+        drop != nullptr ? static_cast<uint8_t*>(thread_buffer<6>(static_cast<size_t>(s))) : nullptr;
     for (int64_t blk = 0; blk < blocks; ++blk) {
       const Block bl = block_of(mask, b, blk);
       float* lse_rows = lse_p + (b * h + hq) * t + bl.r0;
@@ -284,9 +331,10 @@ void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Mask& mask
       gemm<T>({bl.m, d, d, 1}, qd + bl.r0 * d, {d, n, 1, d}, kd + bl.k0 * d, {bl.m, n, n, 1}, sc,
               DType::kF32);
       for (int64_t r = 0; r < bl.m; ++r) {
-        const int64_t i = bl.r0 + r;
-        lse_rows[r] = softmax_row(sc + r * n, p + r * n, mask.first(b, i) - bl.k0,
-                                  mask.end(b, i) - bl.k0, n, scale);
+        const int64_t i = bl.r0 + r, f = mask.first(b, i), e = mask.end(b, i);
+        if (keep != nullptr && e > f) drop->keep(((b * h + hq) * t + i) * s + f, e - f, keep);
+        lse_rows[r] = softmax_row(sc + r * n, p + r * n, f - bl.k0, e - bl.k0, n, scale, keep,
+                                  drop != nullptr ? drop->keep_scale : 1.0f);
       }
       T* o = head_rows_out<5>(oh, b, hq, bl.r0, bl.m, dv);
       gemm<T>({bl.m, n, n, 1}, p, {n, dv, dv, 1}, vd + bl.k0 * dv, {bl.m, dv, dv, 1}, o,
@@ -298,8 +346,8 @@ void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Mask& mask
 
 template <typename T>
 void backward(const Tensor& gout, const Tensor& q, const Tensor& k, const Tensor& v,
-              const Tensor& lse, const Mask& mask, float scale, Tensor& gq, Tensor& gk,
-              Tensor& gv) {
+              const Tensor& lse, const Mask& mask, float scale, const RowDropout* drop, Tensor& gq,
+              Tensor& gk, Tensor& gv) {
   const int64_t bsz = q.size(0), h = q.size(1), hkv = k.size(1), d = q.size(3), dv = v.size(3);
   const int64_t group = h / hkv, s = mask.s, t = mask.t;
   const int64_t blocks = (t + kBlockRows - 1) / kBlockRows;
@@ -320,6 +368,9 @@ void backward(const Tensor& gout, const Tensor& q, const Tensor& k, const Tensor
                 : static_cast<T*>(thread_buffer<6>(sizeof(T) * kBlockRows * s));
     T* ds = kF32 ? reinterpret_cast<T*>(dp)
                  : static_cast<T*>(thread_buffer<7>(sizeof(T) * kBlockRows * s));
+    uint8_t* keep = drop != nullptr
+                        ? static_cast<uint8_t*>(thread_buffer<11>(static_cast<size_t>(s)))
+                        : nullptr;
     std::memset(acc_k, 0, sizeof(float) * s * d);
     std::memset(acc_v, 0, sizeof(float) * s * dv);
     for (int64_t hq = hk * group; hq < (hk + 1) * group; ++hq) {
@@ -342,8 +393,10 @@ void backward(const Tensor& gout, const Tensor& q, const Tensor& k, const Tensor
         for (int64_t r = 0; r < bl.m; ++r) {
           const int64_t i = bl.r0 + r;
           const int64_t f = mask.first(b, i) - bl.k0, e = mask.end(b, i) - bl.k0;
+          if (keep != nullptr && e > f)
+            drop->keep(((b * h + hq) * t + i) * s + bl.k0 + f, e - f, keep);
           score_gradient_row(pf + r * n, dp + r * n, p + r * n, ds + r * n, f, e, n, scale,
-                             lse_rows[r]);
+                             lse_rows[r], keep, drop != nullptr ? drop->keep_scale : 1.0f);
         }
         // dQ = dS k, dK += dS^T q, dV += P^T dO (f32 sums, rounded once below).
         T* gq_rows = head_rows_out<10>(gqh, b, hq, bl.r0, bl.m, d);
@@ -373,6 +426,11 @@ void dispatch_attention(DType t, Fn&& fn) {
   HF_THROW("fused_attention (cpu): dtype ", dtype_name(t), " is not supported");
 }
 
+// The kernels' view of a dropout mask: ops::dropout's threshold and scale, as it rounds them.
+RowDropout row_dropout(const DropoutMask& d) {
+  return {d.key, static_cast<float>(d.p), static_cast<float>(1.0 / (1.0 - d.p))};
+}
+
 Mask mask_of(const Tensor& q, const Tensor& k, bool causal, int64_t window,
              const Tensor& key_lengths) {
   return {q.size(2), k.size(2), causal, window,
@@ -382,7 +440,7 @@ Mask mask_of(const Tensor& q, const Tensor& k, bool causal, int64_t window,
 }  // namespace
 
 bool CpuBackend::fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v,
-                                           int64_t /*window*/) {
+                                           int64_t /*window*/, const DropoutMask& /*dropout*/) {
   const DType t = q.dtype();
   if (t != DType::kF32 && !(t == DType::kBF16 && native_bf16_matmul())) return false;
   if (k.dtype() != t || v.dtype() != t) return false;
@@ -393,28 +451,32 @@ bool CpuBackend::fused_attention_supported(const Tensor& q, const Tensor& k, con
 
 void CpuBackend::fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                                  double scale, const Tensor& key_lengths, int64_t window,
-                                 Tensor& out, Tensor& lse) {
+                                 const DropoutMask& dropout, Tensor& out, Tensor& lse) {
   HF_CHECK(unit_last_stride(out) && lse.is_contiguous(), "fused_attention (cpu): out ", out.str(),
            " needs a unit last stride, lse ", lse.str(), " to be contiguous");
   const Mask mask = mask_of(q, k, causal, window, key_lengths);
+  const RowDropout drop = row_dropout(dropout);
   dispatch_attention(q.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
-    forward<T>(q, k, v, mask, static_cast<float>(scale), out, lse);
+    forward<T>(q, k, v, mask, static_cast<float>(scale), dropout.p > 0 ? &drop : nullptr, out, lse);
   });
 }
 
 void CpuBackend::fused_attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                           const Tensor& v, const Tensor& /*out*/, const Tensor& lse,
                                           bool causal, double scale, const Tensor& key_lengths,
-                                          int64_t window, Tensor& gq, Tensor& gk, Tensor& gv) {
+                                          int64_t window, const DropoutMask& dropout, Tensor& gq,
+                                          Tensor& gk, Tensor& gv) {
   for (const Tensor* x : std::initializer_list<const Tensor*>{&gout, &gq, &gk, &gv}) {
     HF_CHECK(unit_last_stride(*x), "fused_attention_backward (cpu): ", x->str(),
              " needs a unit last stride");
   }
   const Mask mask = mask_of(q, k, causal, window, key_lengths);
+  const RowDropout drop = row_dropout(dropout);
   dispatch_attention(q.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
-    backward<T>(gout, q, k, v, lse, mask, static_cast<float>(scale), gq, gk, gv);
+    backward<T>(gout, q, k, v, lse, mask, static_cast<float>(scale),
+                dropout.p > 0 ? &drop : nullptr, gq, gk, gv);
   });
 }
 

@@ -34,15 +34,16 @@ class CpuBackend final : public Backend {
                              const Tensor& key_lengths, Tensor& probs) override;
   void attention_scores_backward(const Tensor& gp, const Tensor& probs, int64_t n, double scale,
                                  Tensor& gscores) override;
-  bool fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v,
-                                 int64_t window) override;
+  bool fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v, int64_t window,
+                                 const DropoutMask& dropout) override;
   void fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
-                       const Tensor& key_lengths, int64_t window, Tensor& out,
-                       Tensor& lse) override;
+                       const Tensor& key_lengths, int64_t window, const DropoutMask& dropout,
+                       Tensor& out, Tensor& lse) override;
   void fused_attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                 const Tensor& v, const Tensor& out, const Tensor& lse, bool causal,
-                                double scale, const Tensor& key_lengths, int64_t window, Tensor& gq,
-                                Tensor& gk, Tensor& gv) override;
+                                double scale, const Tensor& key_lengths, int64_t window,
+                                const DropoutMask& dropout, Tensor& gq, Tensor& gk,
+                                Tensor& gv) override;
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
                   Tensor& mean, Tensor& rstd) override;
   void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean,

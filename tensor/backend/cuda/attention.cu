@@ -559,8 +559,9 @@ void dispatch_attention(const Tensor& q, Fn&& fn) {
 }  // namespace
 
 bool CudaBackend::fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v,
-                                            int64_t window) {
-  if (window > 0) return false;  // the kernels have no sliding window; the composed path has
+                                            int64_t window, const DropoutMask& dropout) {
+  // The kernels have no sliding window and no dropout; the composed path has both.
+  if (window > 0 || dropout.p > 0) return false;
   if (q.dtype() != DType::kBF16 && q.dtype() != DType::kF16) return false;
   if (k.dtype() != q.dtype() || v.dtype() != q.dtype()) return false;
   if (!q.device().is_cuda() || k.device() != q.device() || v.device() != q.device()) return false;
@@ -578,8 +579,9 @@ bool CudaBackend::fused_attention_supported(const Tensor& q, const Tensor& k, co
 
 void CudaBackend::fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                                   double scale, const Tensor& key_lengths, int64_t window,
-                                  Tensor& out, Tensor& lse) {
+                                  const DropoutMask& dropout, Tensor& out, Tensor& lse) {
   HF_CHECK(window == 0, "fused_attention (cuda): no sliding window kernel");
+  HF_CHECK(dropout.p == 0, "fused_attention (cuda): no dropout kernel");
   DeviceGuard guard(q.device());
   HF_CHECK(kernel_layout(out), "fused_attention (cuda): output layout ", out.str());
   AttnParams p = make_params(q, k, causal, scale, key_lengths);
@@ -601,8 +603,10 @@ void CudaBackend::fused_attention(const Tensor& q, const Tensor& k, const Tensor
 void CudaBackend::fused_attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                            const Tensor& v, const Tensor& out, const Tensor& lse,
                                            bool causal, double scale, const Tensor& key_lengths,
-                                           int64_t window, Tensor& gq, Tensor& gk, Tensor& gv) {
+                                           int64_t window, const DropoutMask& dropout, Tensor& gq,
+                                           Tensor& gk, Tensor& gv) {
   HF_CHECK(window == 0, "fused_attention_backward (cuda): no sliding window kernel");
+  HF_CHECK(dropout.p == 0, "fused_attention_backward (cuda): no dropout kernel");
   DeviceGuard guard(q.device());
   for (const Tensor* x :
        std::initializer_list<const Tensor*>{&q, &k, &v, &gout, &out, &gq, &gk, &gv}) {

@@ -42,15 +42,16 @@ class CudaBackend final : public Backend {
                         bool log, Tensor& gx) override;
   void scaled_masked_softmax(const Tensor& scores, double scale, bool causal, int64_t window,
                              const Tensor& key_lengths, Tensor& probs) override;
-  bool fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v,
-                                 int64_t window) override;
+  bool fused_attention_supported(const Tensor& q, const Tensor& k, const Tensor& v, int64_t window,
+                                 const DropoutMask& dropout) override;
   void fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
-                       const Tensor& key_lengths, int64_t window, Tensor& out,
-                       Tensor& lse) override;
+                       const Tensor& key_lengths, int64_t window, const DropoutMask& dropout,
+                       Tensor& out, Tensor& lse) override;
   void fused_attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                 const Tensor& v, const Tensor& out, const Tensor& lse, bool causal,
-                                double scale, const Tensor& key_lengths, int64_t window, Tensor& gq,
-                                Tensor& gk, Tensor& gv) override;
+                                double scale, const Tensor& key_lengths, int64_t window,
+                                const DropoutMask& dropout, Tensor& gq, Tensor& gk,
+                                Tensor& gv) override;
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
                   Tensor& mean, Tensor& rstd) override;
   void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean,
