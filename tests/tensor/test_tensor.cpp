@@ -291,6 +291,41 @@ TEST(Random, DeferredDrawsTheSameValuesLater) {
   EXPECT_EQ(ops::randn({4}, g).to_vector(), ops::randn({4}, h).to_vector());
 }
 
+// The fills' values, element by element, from the scalar generator: uniform a + (b - a) u(word
+// i % 4 of counter offset + i / 4), normal Box-Muller over the counter's words (2k, 2k + 1) with
+// cos for the even element and sin for the odd one, computed in double. Pins the initial values
+// of every model (a faster fill that changed them would change every run from scratch).
+TEST(Random, FillsAreThePhiloxWordsElementByElement) {
+  const int64_t n = 300001;  // past several threads' blocks, an odd tail
+  Generator g(77);
+  g.advance(5);
+  const Tensor normal = ops::randn({n}, g, DType::kF32, 0.25, 1.5);
+  const Tensor uniform = ops::rand({n}, g, DType::kF32, -2.0, 3.0);
+  const Tensor normal16 = ops::randn({n}, g, DType::kBF16, 0.0, 0.02);
+  const std::vector<float> nv = normal.to_vector(), uv = uniform.to_vector(),
+                           bv = normal16.to_vector();
+  const uint64_t blocks = (n + 3) / 4;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto r = philox4x32(77, 5 + static_cast<uint64_t>(i / 4));
+    const auto r2 = philox4x32(77, 5 + 2 * blocks + static_cast<uint64_t>(i / 4));
+    const int j = static_cast<int>(i % 4);
+    auto box_muller = [&](const std::array<uint32_t, 4>& w) {
+      const double u1 = (static_cast<double>(w[j & ~1]) + 1.0) / 4294967297.0;
+      const double u2 = static_cast<double>(w[j | 1]) / 4294967296.0;
+      const double rad = std::sqrt(-2.0 * std::log(u1));
+      return (j & 1) ? rad * std::sin(2 * M_PI * u2) : rad * std::cos(2 * M_PI * u2);
+    };
+    const auto r1 = philox4x32(77, 5 + blocks + static_cast<uint64_t>(i / 4));
+    ASSERT_EQ(nv[i], static_cast<float>(0.25 + 1.5 * box_muller(r))) << i;
+    ASSERT_EQ(uv[i], static_cast<float>(-2.0 + 5.0 * uint_to_unit_float(r1[j]))) << i;
+    if (i % 997 == 0) {
+      const Tensor want16 =
+          ops::to_dtype(ops::full({1}, static_cast<float>(0.02 * box_muller(r2))), DType::kBF16);
+      ASSERT_EQ(bv[i], want16.to_vector()[0]) << i;
+    }
+  }
+}
+
 TEST(Random, SeededAndIndependentOfChunking) {
   Generator g1(42), g2(42), g3(43);
   Tensor a = ops::randn({1000}, g1), b = ops::randn({1000}, g2), c = ops::randn({1000}, g3);
