@@ -50,14 +50,24 @@ std::string run_train_bench(const TrainBenchOptions& o) {
   overrides.push_back("checkpoint.resume=never");
   overrides.push_back("train.max_steps=" + std::to_string(o.warmup + o.steps));
   train::TrainConfig cfg = train::TrainConfig::load(o.config, overrides);
+  // Start-up next to the steps: the trainer's setup (model built or loaded, prepared, data
+  // opened) and the first step (first-touch memory, primitive creation), warm-up or timed.
+  const auto setup_start = std::chrono::steady_clock::now();
   train::Trainer trainer(cfg);
-  for (int i = 0; i < o.warmup; ++i) trainer.step();
+  const double setup_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
+  double first_step_s = 0;
+  for (int i = 0; i < o.warmup; ++i) {
+    const double s = trainer.step().elapsed_s;
+    if (i == 0) first_step_s = s;
+  }
   std::vector<double> times;
   // This rank's tokens trained on (padding excluded: padded tasks' batches are as long as their
   // longest record, not seq_len), over the timed steps; the metrics count every rank's.
   double trained = 0;
   for (int i = 0; i < o.steps; ++i) {
     const train::StepMetrics m = trainer.step();
+    if (o.warmup == 0 && i == 0) first_step_s = m.elapsed_s;
     times.push_back(m.elapsed_s);
     trained += static_cast<double>(m.tokens) / trainer.data_parallel_world();
   }
@@ -129,12 +139,12 @@ std::string run_train_bench(const TrainBenchOptions& o) {
                 "\"params\":%lld,\"tokens_per_step\":%.0f,\"step_s\":%.4f,\"tokens_per_s\":%.1f,"
                 "\"flops_per_token\":%.4g,\"achieved_gflops\":%.1f,\"peak_gflops\":%.1f,"
                 "\"peak_kind\":\"%s\",\"mfu\":%.3f,\"peak_rss_mb\":%.1f,\"alloc_peak_mb\":%.1f,"
-                "\"peak_impl\":\"%s\"}",
+                "\"peak_impl\":\"%s\",\"setup_s\":%.3f,\"first_step_s\":%.3f}",
                 device.str().c_str(), dtype, num_threads(),
                 static_cast<long long>(trainer.num_parameters()), tokens, step_s, tokens / step_s,
                 flops_per_token, achieved, peak, peak_of.kind.c_str(), achieved / peak,
-                ru.ru_maxrss / 1024.0, alloc.peak_allocated_bytes / 1048576.0,
-                peak_of.impl.c_str());
+                ru.ru_maxrss / 1024.0, alloc.peak_allocated_bytes / 1048576.0, peak_of.impl.c_str(),
+                setup_s, first_step_s);
   return buf + profile;
 }
 

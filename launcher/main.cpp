@@ -39,7 +39,7 @@ Inspect and use a model
   hfrun env                      versions, CPU ISA, threads, devices
 
 Benchmark (each prints its figure next to its baseline, one JSON line)
-  hfrun bench train CONFIG.yaml [--steps N] [--warmup N]        tokens/s, MFU, peak RSS
+  hfrun bench train CONFIG.yaml [--steps N] [--warmup N]        tokens/s, MFU, peak RSS, setup
       HFRUN_PROFILE=1 hfrun bench train train.yaml --steps 3     (+ time per backend op)
       HFRUN_PROFILE=shapes ...                                   (+ GFLOP/s per GEMM shape)
   hfrun bench matmul | block | adamw | allreduce | tokenizer | checkpoint   (COMMAND --help)

@@ -114,7 +114,8 @@ void read_rope_scaling(const json& r, const std::string& key, const std::string&
     rr.get("mscale_all_dim", c.rope_scaling.mscale_all_dim);
     rr.get("truncate", c.rope_scaling.truncate);
     HF_CHECK_INPUT(c.rope_scaling.original_max_position_embeddings >= 0, source, ": ", key,
-                   ".original_max_position_embeddings must be positive");
+                   ".original_max_position_embeddings must be >= 0 (0 or absent: "
+                   "max_position_embeddings, as transformers reads it)");
   }
   c.has_rope_scaling = type != "default";
 }
