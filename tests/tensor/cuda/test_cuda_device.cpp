@@ -304,6 +304,44 @@ TEST(CudaAttention, KeyLengthsMatchTheCpu) {
   }
 }
 
+// Attention dropout: the CUDA kernels have none, so ops::attention composes on the device and
+// drops the probabilities with ops::dropout's mask; the CPU's fused kernel draws the same mask
+// from the same key, so both sides give the same attention (values and gradients, bf16 on the
+// device against f32 on the CPU), padded and causal.
+TEST(CudaAttention, DropoutMatchesTheCpu) {
+  HF_REQUIRE_CUDA();
+  const Device d = cuda0();
+  const int64_t B = 2, H = 4, Hkv = 2, T = 96, D = 64;
+  Tensor q = make_input({B, H, T, D}, 71, d, DType::kBF16);
+  Tensor k = make_input({B, Hkv, T, D}, 72, d, DType::kBF16);
+  Tensor v = make_input({B, Hkv, T, D}, 73, d, DType::kBF16);
+  Tensor gy = make_input({B, H, T, D}, 74, d, DType::kBF16);
+  const Tensor lengths_cpu = ops::from_ints({96, 41}, {B});
+  auto cpu = [](const Tensor& x) {
+    return ops::to_dtype(ops::to_device(x, Device::cpu()), DType::kF32);
+  };
+  const DropoutMask drop{0.2, 0x5eedull};
+  for (bool causal : {false, true}) {
+    const Tensor kl_cpu = causal ? Tensor() : lengths_cpu;
+    const Tensor kl = causal ? Tensor() : ops::to_device(lengths_cpu, d);
+    ops::AttentionResult want =
+        ops::attention(cpu(q), cpu(k), cpu(v), causal, 0.125, kl_cpu, true, 0, drop);
+    ops::AttentionGrads gwant = ops::attention_backward(
+        cpu(gy), want.q.defined() ? want.q : cpu(q), want.k.defined() ? want.k : cpu(k),
+        want.v.defined() ? want.v : cpu(v), want, causal, 0.125);
+    ops::AttentionResult got = ops::attention(q, k, v, causal, 0.125, kl, true, 0, drop);
+    EXPECT_TRUE(got.probs.defined()) << "CUDA composes under dropout";
+    ops::AttentionGrads g =
+        ops::attention_backward(gy, got.q.defined() ? got.q : q, got.k.defined() ? got.k : k,
+                                got.v.defined() ? got.v : v, got, causal, 0.125);
+    const std::string what = causal ? "causal" : "padded";
+    EXPECT_LT(testing::rel_l2(cpu(got.out), want.out), 1e-2) << what;
+    EXPECT_LT(testing::rel_l2(cpu(g.gq), gwant.gq), 2e-2) << what;
+    EXPECT_LT(testing::rel_l2(cpu(g.gk), gwant.gk), 2e-2) << what;
+    EXPECT_LT(testing::rel_l2(cpu(g.gv), gwant.gv), 2e-2) << what;
+  }
+}
+
 // linear + tanh GELU runs as one cuBLASLt GEMM with the GELU epilogue (f32 and bf16, with and
 // without bias), equal to the composition on the same device: tight in f32, which also tells
 // the tanh GELU from the erf one.
