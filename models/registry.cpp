@@ -157,10 +157,12 @@ std::vector<std::string> load_weights(Model& model, const std::string& path) {
 
 std::unique_ptr<Model> load_model(const std::string& config_json, const std::string& source,
                                   uint64_t seed, const std::string& default_type, Task task,
-                                  const std::string& weights, std::vector<std::string>* fresh) {
+                                  const std::string& weights, std::vector<std::string>* fresh,
+                                  const std::function<void(const Model&)>& check) {
   ops::DeferredRandom deferred;
   std::unique_ptr<Model> model = create_model(config_json, source, seed, default_type, task);
   deferred.stop();
+  if (check) check(*model);
   const std::vector<std::string> missing = load_weights(*model, weights);
   for (auto& [name, param] : model->named_parameters()) {
     if (std::find(missing.begin(), missing.end(), name) == missing.end()) continue;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,11 +62,14 @@ std::vector<std::string> load_weights(Model& model, const std::string& path);
 
 // create_model + load_weights(weights) without drawing the initial values the checkpoint
 // overwrites (ops::DeferredRandom): only the parameters it lacks are initialised, with the values
-// create_model gives them. Their names are returned in `fresh` when it is given.
+// create_model gives them (the families make those, task heads, straight from randn or zeros).
+// Their names are returned in `fresh` when it is given. `check`, when given, runs on the built
+// model before any weight is read (a caller's checks of its config against the model).
 std::unique_ptr<Model> load_model(const std::string& config_json, const std::string& source,
                                   uint64_t seed, const std::string& default_type, Task task,
                                   const std::string& weights,
-                                  std::vector<std::string>* fresh = nullptr);
+                                  std::vector<std::string>* fresh = nullptr,
+                                  const std::function<void(const Model&)>& check = {});
 
 // The model of `dir` (config.json + weights), in eval mode.
 std::unique_ptr<CausalLM> load_pretrained(const std::string& dir);

@@ -56,9 +56,12 @@ Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::kF32, doubl
 
 // Random initialisation put off, for a model whose weights a checkpoint is about to overwrite:
 // while a DeferredRandom is open on this thread (and not stopped), randn and rand reserve their
-// counters as usual but return uninitialised tensors, remembering how each would have been
+// counters as usual but return tensors filled with NaN, remembering how each would have been
 // filled. fill() draws those values later, the same ones (they depend only on seed, counter and
-// element index), for the tensors the checkpoint did not provide. Nestable; not thread-shared.
+// element index), for the tensors the checkpoint did not provide. What was computed from such a
+// tensor before fill() (a scaled copy, a row zeroed in place and then redrawn) is not redone:
+// the NaN shows such a value, where it survives, to the trainer's non-finite guard instead of
+// training on garbage. Nestable, stopped in any order; not thread-shared.
 class DeferredRandom {
  public:
   DeferredRandom();
@@ -289,8 +292,8 @@ void cross_entropy_block_backward_(Tensor& out, const Tensor& gloss, const Cross
 // lengths): the queries of batch b see only keys j < key_lengths[b] as well. A query that sees
 // no key gets an output of 0 (and no gradient). Where the device's backend has a fused kernel
 // for the inputs (CPU: f32, and bf16 where oneDNN computes it; CUDA: bf16/f16, head size 16, 32,
-// 64 or 128, no sliding window) it runs flash-style and keeps only lse [B, H, T] (f32 row
-// log-sum-exp) for the backward, and out is a [B, H, T, D] view of a [B, T, H, D] buffer (so
+// 64 or 128, no sliding window, no dropout) it runs flash-style and keeps only lse [B, H, T] (f32
+// row log-sum-exp) for the backward, and out is a [B, H, T, D] view of a [B, T, H, D] buffer (so
 // transposing it back to [B, T, H*D] is free); otherwise it composes matmul and softmax and
 // keeps probs [B, H, T, S] (f32). With keep_for_backward (the caller
 // will run attention_backward) the composed path makes q, k, v dense once (a strided view, such

@@ -87,14 +87,19 @@ std::unique_ptr<nn::Model> build_model(const TrainConfig& cfg, const data::Token
                                        const std::string& pretrained,
                                        std::vector<std::string>& fresh) {
   const ModelConfig m = resolve_model_config(cfg, tok);
-  auto model =
-      pretrained.empty()
-          ? nn::create_model(m.json, m.source, cfg.seed, m.model_type, m.task)
-          : nn::load_model(m.json, m.source, cfg.seed, m.model_type, m.task, pretrained, &fresh);
-  HF_CHECK_INPUT(tok == nullptr || model->vocab_size() >= tok->vocab_size(), cfg.source,
-                 ": model vocab_size ", model->vocab_size(), " is smaller than the tokenizer's ",
-                 tok ? tok->vocab_size() : 0, " (", cfg.tokenizer, ")");
-  model->check_sequence_length(cfg.data.seq_len, cfg.source + ": data.seq_len");
+  // Before any pretrained weight is read: a bad config fails at once.
+  auto check = [&](const nn::Model& model) {
+    HF_CHECK_INPUT(tok == nullptr || model.vocab_size() >= tok->vocab_size(), cfg.source,
+                   ": model vocab_size ", model.vocab_size(), " is smaller than the tokenizer's ",
+                   tok ? tok->vocab_size() : 0, " (", cfg.tokenizer, ")");
+    model.check_sequence_length(cfg.data.seq_len, cfg.source + ": data.seq_len");
+  };
+  if (!pretrained.empty()) {
+    return nn::load_model(m.json, m.source, cfg.seed, m.model_type, m.task, pretrained, &fresh,
+                          check);
+  }
+  auto model = nn::create_model(m.json, m.source, cfg.seed, m.model_type, m.task);
+  check(*model);
   return model;
 }
 

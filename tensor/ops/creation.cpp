@@ -1,5 +1,6 @@
 // Tensor creation, copies and casts.
 #include <algorithm>
+#include <limits>
 #include "tensor/backend.h"
 #include "tensor/ops.h"
 
@@ -83,19 +84,33 @@ struct DeferredRandomAccess {
                      uint64_t offset, double a, double b) {
     d.pending_.push_back({t.storage(), t.numel(), kind, seed, offset, a, b});
   }
+
+  // The innermost scope still open on this thread, or null.
+  static DeferredRandom* open_scope() {
+    DeferredRandom* d = t_deferring;
+    while (d != nullptr && !d->open_) d = d->previous_;
+    return d;
+  }
 };
 
 DeferredRandom::DeferredRandom() : previous_(t_deferring) {
   t_deferring = this;
 }
 DeferredRandom::~DeferredRandom() {
-  stop();
+  // Unlinked from this thread's chain wherever it is (scopes may end in any order).
+  if (t_deferring == this) {
+    t_deferring = previous_;
+    return;
+  }
+  for (DeferredRandom* d = t_deferring; d != nullptr; d = d->previous_) {
+    if (d->previous_ == this) {
+      d->previous_ = previous_;
+      return;
+    }
+  }
 }
 void DeferredRandom::stop() {
-  if (!open_) return;
   open_ = false;
-  // Scopes close in reverse order of opening (they are objects on one thread's stack).
-  if (t_deferring == this) t_deferring = previous_;
 }
 bool DeferredRandom::fill(Tensor& t) const {
   for (const Pending& p : pending_) {
@@ -116,8 +131,10 @@ Tensor random_tensor(const Shape& shape, Generator& gen, DType dtype, RandomKind
   HF_CHECK(is_floating(dtype), op, ": dtype must be floating, got ", dtype_name(dtype));
   Tensor t = empty(shape, dtype, device);
   uint64_t offset = gen.advance(static_cast<uint64_t>((t.numel() + 3) / 4));
-  if (t_deferring != nullptr) {
-    DeferredRandomAccess::record(*t_deferring, t, kind, gen.seed(), offset, a, b);
+  if (DeferredRandom* d = DeferredRandomAccess::open_scope(); d != nullptr) {
+    // NaN (all bits set), not random: cheap, and loud where a deferred value is used unfilled.
+    backend_for(t.device()).fill(t, std::numeric_limits<double>::quiet_NaN());
+    DeferredRandomAccess::record(*d, t, kind, gen.seed(), offset, a, b);
   } else {
     backend_for(t.device()).fill_random(t, kind, gen.seed(), offset, a, b);
   }

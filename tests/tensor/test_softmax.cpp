@@ -451,7 +451,7 @@ TEST(Attention, CpuFusedKernelMatchesTheComposedPath) {
       const Tensor gout = ops::to_dtype(randn({c.b, c.h, c.t, c.d}, seed + 3), dt);
       const Tensor kl = c.lengths.empty() ? Tensor() : ops::from_ints(c.lengths, {c.b});
       const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
-      // Every case with attention dropout too (the fused kernel draws the mask row by row).
+      // Two cases in three with attention dropout (the fused kernel draws the mask row by row).
       const bool dropped = (&c - cases.data()) % 3 != 2;
       const DropoutMask drop{dropped ? 0.25 : 0.0, seed * 31};
       auto run = [&](bool fused) {

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "tensor/allocator.h"
@@ -274,6 +275,7 @@ TEST(Random, DeferredDrawsTheSameValuesLater) {
     ops::DeferredRandom deferred;
     a2 = ops::randn({5, 7}, late, DType::kF32, 0.5, 2.0);
     b2 = ops::rand({3, 3}, late, DType::kBF16, -1.0, 1.0);
+    for (float x : b2.to_vector()) EXPECT_TRUE(std::isnan(x));  // loud until filled
     deferred.stop();
     c2 = ops::randn({9}, late);  // drawn at once again
     EXPECT_EQ(late.offset(), eager.offset());
@@ -289,6 +291,19 @@ TEST(Random, DeferredDrawsTheSameValuesLater) {
   // Closed: randn fills again.
   Generator g(3), h(3);
   EXPECT_EQ(ops::randn({4}, g).to_vector(), ops::randn({4}, h).to_vector());
+  // Nested scopes stopped and ended in any order: an open one defers, none open fills.
+  auto outer = std::make_unique<ops::DeferredRandom>();
+  auto inner = std::make_unique<ops::DeferredRandom>();
+  outer->stop();
+  EXPECT_TRUE(std::isnan(ops::randn({1}, g).to_vector()[0]));  // inner still open
+  inner->stop();
+  EXPECT_FALSE(std::isnan(ops::randn({1}, g).to_vector()[0]));
+  auto third = std::make_unique<ops::DeferredRandom>();
+  outer.reset();  // ended before the scopes opened after it
+  EXPECT_TRUE(std::isnan(ops::randn({1}, g).to_vector()[0]));
+  third.reset();
+  inner.reset();
+  EXPECT_FALSE(std::isnan(ops::randn({1}, g).to_vector()[0]));
 }
 
 // The fills' values, element by element, from the scalar generator: uniform a + (b - a) u(word
