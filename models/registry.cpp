@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "common/error.h"
 #include "common/progress.h"
@@ -111,15 +112,27 @@ std::unique_ptr<Model> create_model(const std::string& config_json, const std::s
   return nullptr;
 }
 
-std::unique_ptr<CausalLM> create_causal_lm(const std::string& config_json,
-                                           const std::string& source, uint64_t seed,
-                                           const std::string& default_type) {
+namespace {
+
+// Refuses config.json text whose family is not a causal language model.
+void check_causal_lm(const std::string& config_json, const std::string& source,
+                     const std::string& default_type) {
   const std::string type = model_type_of(config_json, source, default_type);
   HF_CHECK_INPUT(default_task(type) == Task::kCausalLM, source, ": model_type ", type,
                  " is not a causal language model");
-  std::unique_ptr<Model> model =
-      create_model(config_json, source, seed, default_type, Task::kCausalLM);
+}
+
+std::unique_ptr<CausalLM> as_causal_lm(std::unique_ptr<Model> model) {
   return std::unique_ptr<CausalLM>(static_cast<CausalLM*>(model.release()));
+}
+
+}  // namespace
+
+std::unique_ptr<CausalLM> create_causal_lm(const std::string& config_json,
+                                           const std::string& source, uint64_t seed,
+                                           const std::string& default_type) {
+  check_causal_lm(config_json, source, default_type);
+  return as_causal_lm(create_model(config_json, source, seed, default_type, Task::kCausalLM));
 }
 
 std::vector<std::string> load_weights(Model& model, const std::string& path) {
@@ -188,13 +201,11 @@ std::unique_ptr<CausalLM> load_pretrained(const std::string& dir) {
   HF_CHECK_INPUT(in.good(), config.string(), ": cannot open");
   std::stringstream ss;
   ss << in.rdbuf();
-  const std::string type = model_type_of(ss.str(), config.string());
-  HF_CHECK_INPUT(default_task(type) == Task::kCausalLM, config.string(), ": model_type ", type,
-                 " is not a causal language model");
+  check_causal_lm(ss.str(), config.string(), "gpt2");
   std::unique_ptr<Model> model =
       load_model(ss.str(), config.string(), 0, "gpt2", Task::kCausalLM, dir);
   model->eval();
-  return std::unique_ptr<CausalLM>(static_cast<CausalLM*>(model.release()));
+  return as_causal_lm(std::move(model));
 }
 
 namespace {

@@ -107,8 +107,8 @@ void Linear::add_lora(Tensor a, Tensor b, double scale, double dropout, Generato
   lora_gen_ = dropout_gen;
 }
 
-// s * B(A(dropout(x))) in `dtype`, or y + that where y is given (one GEMM adding into y's
-// memory: linear_add). Under tensor parallelism this rank's share of it, as the
+// y + s * B(A(dropout(x))), B's product added into y's memory by one GEMM (linear_add), h =
+// s * A(..) in `dtype`. Under tensor parallelism this rank's share of it, as the
 // base layer's: column-parallel, A is whole and B holds this rank's outputs; row-parallel, A
 // holds this rank's input features and the term is a partial sum like the base's. The whole
 // factor's gradient is summed over the group (its ranks each see part of the outputs, or part
@@ -129,10 +129,7 @@ Tensor Linear::lora_term(const Tensor& x, DType dtype, Tensor y) const {
   // (exact where s is a power of two, as alpha / r mostly is; else one rounding moves).
   Tensor h = linear(in, factor(*lora_a_), Tensor(), compute_dtype(), dtype, WeightLayout::kOutIn);
   h = mul_scalar(h, lora_scale_);
-  if (y.defined()) {
-    return linear_add(std::move(y), h, factor(*lora_b_), compute_dtype(), WeightLayout::kOutIn);
-  }
-  return linear(h, factor(*lora_b_), Tensor(), compute_dtype(), dtype, WeightLayout::kOutIn);
+  return linear_add(std::move(y), h, factor(*lora_b_), compute_dtype(), WeightLayout::kOutIn);
 }
 
 Tensor Linear::forward(const Tensor& x, std::optional<DType> out_dtype) {

@@ -100,10 +100,10 @@ class Linear : public ParallelLayer {
   double lora_scale() const { return lora_scale_; }
 
  private:
-  // The adapter's term s * B(A(dropout(x))) (this rank's share under tensor parallelism), or
-  // y + that where y (the base layer's output, in dtype) is given: added into y's memory by
-  // B's GEMM where nothing else holds it (linear_add).
-  Tensor lora_term(const Tensor& x, DType dtype, Tensor y = Tensor()) const;
+  // y (the base layer's output, in dtype) + the adapter's term s * B(A(dropout(x))) (this
+  // rank's share under tensor parallelism), added into y's memory by B's GEMM where nothing
+  // else holds it (linear_add).
+  Tensor lora_term(const Tensor& x, DType dtype, Tensor y) const;
 
   // linear() of x with `weight` (this layer's, or a view of it through a tensor-parallel
   // function) in this layer's layout and its compute dtype.

@@ -132,7 +132,7 @@ Tensor random_tensor(const Shape& shape, Generator& gen, DType dtype, RandomKind
   Tensor t = empty(shape, dtype, device);
   uint64_t offset = gen.advance(static_cast<uint64_t>((t.numel() + 3) / 4));
   if (DeferredRandom* d = DeferredRandomAccess::open_scope(); d != nullptr) {
-    // NaN (all bits set), not random: cheap, and loud where a deferred value is used unfilled.
+    // NaN, not random: cheap, and loud where a deferred value is used unfilled.
     backend_for(t.device()).fill(t, std::numeric_limits<double>::quiet_NaN());
     DeferredRandomAccess::record(*d, t, kind, gen.seed(), offset, a, b);
   } else {
