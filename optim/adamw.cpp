@@ -48,8 +48,7 @@ void AdamW::update(const std::vector<PendingUpdate>& updates, float grad_scale) 
     s.bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
     s.eps = static_cast<float>(options_.eps);
     s.neg_step_size = static_cast<float>(-(lr / bias_correction1));
-    fused.push_back(
-        {params()[u.index].param, u.grad, state(0, u.index), state(1, u.index), s, u.copy});
+    fused.push_back({u.param, u.grad, u.state[0], u.state[1], s, u.copy});
   }
   backend_for(device()).adamw_update(fused);
 }

@@ -8,6 +8,14 @@
 #include "tensor/ops.h"
 
 namespace hfrun::optim {
+namespace {
+
+// Elements [lo, hi) of a contiguous tensor, as a 1-D view.
+Tensor range_of(const Tensor& t, int64_t lo, int64_t hi) {
+  return make_view(t, {hi - lo}, {1}, t.offset() + lo);
+}
+
+}  // namespace
 
 std::vector<ParamRef> param_refs(const std::vector<std::pair<std::string, Tensor>>& named) {
   std::vector<ParamRef> refs;
@@ -67,6 +75,7 @@ std::vector<bool> Optimizer::step(double grad_scale, const std::vector<Tensor>& 
            " parameter copies for ", params_.size(), " parameters");
   autograd::NoGradGuard no_grad;
   std::vector<PendingUpdate> updates;
+  std::vector<size_t> counted;  // every parameter with a gradient, updated here or not
   std::vector<bool> written(params_.size(), false);
   for (size_t i = 0; i < params_.size(); ++i) {
     const ParamRef& p = params_[i];
@@ -87,13 +96,61 @@ std::vector<bool> Optimizer::step(double grad_scale, const std::vector<Tensor>& 
                "; a contiguous bf16 or f16 tensor of the parameter's shape and device required");
       written[i] = true;
     }
-    updates.push_back({i, g, param_steps_[i] + 1, copy});
+    counted.push_back(i);
+    PendingUpdate u{i, p.param, g, {}, param_steps_[i] + 1, copy};
+    for (const auto& kind : state_views_) u.state.push_back(kind[i]);
+    if (!ranges_.empty()) {  // this process's range of each
+      const auto [lo, hi] = ranges_[i];
+      if (hi <= lo) continue;
+      u.param = range_of(u.param, lo, hi);
+      u.grad = ops::narrow(ops::reshape(g, {g.numel()}), 0, lo, hi - lo);
+      for (Tensor& t : u.state) t = range_of(t, lo, hi);
+      if (copy.defined()) u.copy = range_of(copy, lo, hi);
+    }
+    updates.push_back(std::move(u));
   }
   // Counted once every input is checked: a refused step changes nothing.
   update(updates, static_cast<float>(grad_scale));
-  for (const PendingUpdate& u : updates) ++param_steps_[u.index];
+  for (size_t i : counted) ++param_steps_[i];
   ++step_count_;
   return written;
+}
+
+void Optimizer::share_step(const std::vector<std::pair<int64_t, int64_t>>& ranges,
+                           const std::function<Tensor(int64_t)>& state_memory) {
+  HF_CHECK(ranges_.empty() && step_count_ == 0, kind_,
+           ": share_step after the first step, or twice");
+  HF_CHECK(ranges.size() == params_.size(), kind_, ": share_step got ", ranges.size(),
+           " ranges for ", params_.size(), " parameters");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto [lo, hi] = ranges[i];
+    HF_CHECK(
+        params_[i].param.is_contiguous() && 0 <= lo && lo <= hi && hi <= params_[i].param.numel(),
+        kind_, ": share_step's range [", lo, ", ", hi, ") of '", params_[i].name, "' (",
+        params_[i].param.str(), ") is not inside a contiguous parameter");
+  }
+  for (auto& views : state_views_) {
+    int64_t total = 0;
+    for (const Tensor& v : views) total += v.numel();
+    Tensor flat = state_memory(total);
+    HF_CHECK(flat.defined() && flat.dim() == 1 && flat.numel() == total &&
+                 flat.dtype() == DType::kF32 && flat.device() == device_ && flat.is_contiguous(),
+             kind_, ": share_step's state memory is not ", total, " contiguous f32 elements on ",
+             device_.str());
+    int64_t offset = 0;
+    for (size_t i = 0; i < views.size(); ++i) {
+      const Shape sizes = views[i].sizes();
+      Tensor moved = make_view(flat, sizes, contiguous_strides(sizes), flat.offset() + offset);
+      const auto [lo, hi] = ranges[i];
+      if (hi > lo) {
+        Tensor dst = range_of(moved, lo, hi);
+        ops::copy_(dst, range_of(views[i], lo, hi));
+      }
+      offset += views[i].numel();
+      views[i] = moved;
+    }
+  }
+  ranges_ = ranges;
 }
 
 void Optimizer::zero_grad(bool set_to_none) {
@@ -171,8 +228,16 @@ void Optimizer::load_state_tensors(const NamedTensors& state) {
     const std::string& name = params_[i].name;
     param_steps_[i] = read_count(*given.at("step." + name), kind_, "step." + name);
     for (size_t k = 0; k < state_kinds_.size(); ++k) {
-      Tensor& dst = state_views_[k][i];
-      ops::copy_(dst, ops::to_dtype(*given.at(state_kinds_[k] + "." + name), DType::kF32));
+      const Tensor src = ops::to_dtype(*given.at(state_kinds_[k] + "." + name), DType::kF32);
+      if (ranges_.empty()) {
+        Tensor& dst = state_views_[k][i];
+        ops::copy_(dst, src);
+        continue;
+      }
+      const auto [lo, hi] = ranges_[i];  // the sharers load the same state, each its range
+      if (hi <= lo) continue;
+      Tensor dst = range_of(state_views_[k][i], lo, hi);
+      ops::copy_(dst, ops::narrow(ops::reshape(src, {src.numel()}), 0, lo, hi - lo));
     }
   }
 }

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -72,20 +73,37 @@ class Optimizer {
   int64_t state_bytes() const;
   // Restores exactly the set of names state_tensors() produces; an unknown, missing or
   // duplicate name, or a shape that differs from the parameter's, is an error naming it.
+  // After share_step(), only this process's ranges of the state buffers are written.
   void load_state_tensors(const NamedTensors& state);
+
+  // Shares the step with other processes that map the same parameters (the DDP ranks of one
+  // node, keeping one copy in node shared memory): from now on this one updates only elements
+  // [first, second) of each parameter (ranges[i] for params()[i], in its contiguous element
+  // order; empty: none of it). It reads only those gradient elements and writes only those of
+  // the parameter, its state and its weight copy; step counts advance as before. The state
+  // buffers move into memory the sharers map, `state_memory(numel)` (1-D f32, zeroed; this
+  // process's ranges of the current state are copied there), so once every sharer has stepped,
+  // state_tensors() holds every parameter's whole state, as a replicated optimizer's. The
+  // sharers' ranges must not overlap and must cover what is to be updated. Before the first
+  // step; once.
+  void share_step(const std::vector<std::pair<int64_t, int64_t>>& ranges,
+                  const std::function<Tensor(int64_t)>& state_memory);
+  bool step_shared() const { return !ranges_.empty(); }
 
  protected:
   Optimizer(std::vector<ParamRef> params, double lr, const char* kind);
   // Adds a zero-initialised state buffer kind (one flat f32 buffer, a view per parameter).
   void add_state_kind(const std::string& kind);
-  Tensor& state(size_t kind, size_t param) { return state_views_[kind][param]; }
-  // One parameter's update in this step: its index, its (f32, same shape, same device)
-  // gradient and its step count (from 1).
+  // One parameter's update in this step: its index, the elements to update (the parameter, or
+  // after share_step() 1-D views of its range) with the matching views of its (f32, same
+  // device) gradient, its state buffers (by kind, in add_state_kind order) and its 16-bit copy
+  // to write (or undefined), and its step count (from 1).
   struct PendingUpdate {
     size_t index;
-    Tensor grad;
+    Tensor param, grad;
+    std::vector<Tensor> state;
     int64_t param_step;
-    Tensor copy;  // the parameter's 16-bit copy to write, or undefined
+    Tensor copy;
   };
   // Updates every parameter listed (those with a gradient), in one backend call, reading each
   // gradient element times grad_scale (f32).
@@ -96,7 +114,8 @@ class Optimizer {
   std::vector<ParamRef> params_;
   std::vector<int64_t> param_steps_;
   std::vector<std::string> state_kinds_;
-  std::vector<std::vector<Tensor>> state_views_;  // [kind][param]
+  std::vector<std::vector<Tensor>> state_views_;     // [kind][param]
+  std::vector<std::pair<int64_t, int64_t>> ranges_;  // share_step()'s, or empty
   Device device_ = Device::cpu();
   double lr_;
   int64_t step_count_ = 0;

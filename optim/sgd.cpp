@@ -37,8 +37,7 @@ void SGD::update(const std::vector<PendingUpdate>& updates, float grad_scale) {
     s.one_minus_dampening = static_cast<float>(1 - options_.dampening);
     s.first = u.param_step == 1;
     s.nesterov = options_.nesterov;
-    fused.push_back(
-        {params()[u.index].param, u.grad, momentum ? state(0, u.index) : Tensor(), s, u.copy});
+    fused.push_back({u.param, u.grad, momentum ? u.state[0] : Tensor(), s, u.copy});
   }
   backend_for(device()).sgd_update(fused);
 }

@@ -243,7 +243,8 @@ void Accelerator::adopt_optimizer(std::unique_ptr<optim::Optimizer> optimizer) {
   for (size_t i = 0; s.clip_covers_optimizer && i < refs.size(); ++i) {
     s.clip_covers_optimizer = refs[i].param.is_same(s.prepared[i]);
   }
-  s.prepared.clear();  // only needed for this comparison
+  s.prepared.clear();                           // only needed for this comparison
+  if (s.dp) s.dp->adopt_optimizer(*optimizer);  // DDP on one node: the step split (collective)
   s.optimizer = std::move(optimizer);
 }
 

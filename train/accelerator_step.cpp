@@ -109,7 +109,10 @@ std::vector<bool> Accelerator::update(const std::vector<Tensor>& param_copies) {
     // Shared 16-bit weight copies are written by every rank's step, whatever copies the caller
     // carries: any rank may map its copies onto them afterwards (step(copies)).
     const std::vector<Tensor> shared = shared_weight_copies();
-    written = s.optimizer->step(clip_in_step_, shared.empty() ? param_copies : shared);
+    // (DDP ranks sharing parameters whose optimizer could not share its step: rank 0 steps.)
+    if (!s.dp || s.dp->steps_optimizer()) {
+      written = s.optimizer->step(clip_in_step_, shared.empty() ? param_copies : shared);
+    }
     if (!shared.empty()) s.dp->complete_shared_copies(written);
     {
       AddTime t(communication_s_);
@@ -160,8 +163,8 @@ std::vector<WeightCopy> Accelerator::step(std::vector<WeightCopy> copies) {
   const std::vector<optim::ParamRef>& params = s.optimizer->params();
   std::vector<Tensor> param_copies(params.size());
   std::vector<size_t> owner(copies.size(), params.size());  // params.size(): none
-  // ZeRO-1/2 with parameters the node's ranks share: the copies are shared too, each rank's
-  // step writing its chunks' (update()).
+  // DDP and ZeRO-1/2 with parameters the node's ranks share: the copies are shared too, each
+  // rank's step writing its part's (update()).
   const bool shared = !shared_weight_copies().empty();
   if (!shared && s_->options.zero_stage < 3) {
     for (size_t j = 0; j < copies.size(); ++j) {

@@ -240,31 +240,35 @@ Trainer::Trainer(TrainConfig config) : s_(std::make_unique<State>()) {
     // What ZeRO saves, in the paper's accounting (f32 parameters, gradients, optimizer state).
     const dist::TrainingMemory m = s.acc->training_memory();
     const double mib = 1024.0 * 1024.0;
+    const char* node_shares = " in memory the node's ranks share";
     std::printf(
         "data parallel: %d ranks over %s, zero_stage %d; training state per rank %.2f MiB "
-        "(parameters %.2f%s, gradients %.2f, optimizer %.2f MiB) for %.2f MiB of f32 "
+        "(parameters %.2f%s, gradients %.2f, optimizer %.2f MiB%s) for %.2f MiB of f32 "
         "parameters\n",
         s.acc->world(), s.acc->gradient_transport().c_str(), s.acc->options().zero_stage,
-        m.total() / mib, m.params / mib, m.params_shared ? " in memory the node's ranks share" : "",
-        m.grads / mib, m.optimizer / mib, static_cast<double>(s.model->num_parameters()) * 4 / mib);
+        m.total() / mib, m.params / mib, m.params_shared ? node_shares : "", m.grads / mib,
+        m.optimizer / mib, m.optimizer_shared ? node_shares : "",
+        static_cast<double>(s.model->num_parameters()) * 4 / mib);
     const int zero = s.acc->options().zero_stage;
     const bool one_node = s.acc->gradient_transport() == "node shared memory";
-    if ((zero == 1 || zero == 2) && one_node && s.acc->device().is_cpu() && s.acc->world() >= 2 &&
-        !m.params_shared) {
-      // The only way these ranks end up with private parameters: /dev/shm refused the segment
-      // (a container's default /dev/shm is 64 MiB).
-      std::printf(
-          "data parallel: note: /dev/shm has no room for the one copy of the parameters "
-          "(%.2f MiB) this node's ranks would share; each rank keeps its own and gathers them "
-          "after every step (more memory, longer steps). A larger /dev/shm shares them (docker "
-          "run --shm-size, or a bigger tmpfs)\n",
-          m.params / mib);
-    }
-    if (zero == 0 && one_node) {
-      std::printf(
-          "data parallel: hint: zero_stage 1 would keep one copy of the parameters for this "
-          "node's ranks and split the optimizer step between them (less memory, shorter "
-          "steps)\n");
+    if (zero <= 2 && one_node && s.acc->device().is_cpu() && s.acc->world() >= 2) {
+      // The only ways these ranks end up with private parameters, or DDP's optimizer stepping
+      // on rank 0 alone: /dev/shm refused the segment (a container's default is 64 MiB).
+      const char* fix = "A larger /dev/shm shares them (docker run --shm-size, or a bigger tmpfs)";
+      if (!m.params_shared) {
+        std::printf(
+            "data parallel: note: /dev/shm has no room for the one copy of the parameters "
+            "(%.2f MiB) this node's ranks would share; each rank keeps its own and %s (more "
+            "memory, longer steps). %s\n",
+            m.params / mib,
+            zero == 0 ? "runs the whole optimizer step" : "gathers them after every step", fix);
+      } else if (zero == 0 && !m.optimizer_shared) {
+        std::printf(
+            "data parallel: note: /dev/shm has no room for the optimizer state (%.2f MiB) "
+            "this node's ranks would share; rank 0 runs the whole optimizer step alone (longer "
+            "steps). %s\n",
+            m.optimizer / mib, fix);
+      }
     }
     std::fflush(stdout);
   }

@@ -97,6 +97,12 @@ void DataParallel::finish_gradient_sync() {
 double DataParallel::clip_grad_norm(double max_norm, float inv_scale) {
   return impl_->strategy->clip_grad_norm(max_norm, inv_scale);
 }
+void DataParallel::adopt_optimizer(optim::Optimizer& optimizer) {
+  impl_->strategy->adopt_optimizer(optimizer);
+}
+bool DataParallel::steps_optimizer() const {
+  return impl_->strategy->steps_optimizer();
+}
 void DataParallel::after_optimizer_step() {
   impl_->strategy->after_optimizer_step();
 }

@@ -63,9 +63,11 @@ struct DataParallelOptions {
 // Bytes this rank holds for training state (live tensors, not the allocator's cache).
 struct TrainingMemory {
   int64_t params = 0, grads = 0, optimizer = 0;
-  // The parameters live in memory every data-parallel rank of the node maps (ZeRO-1/2 on one
-  // node): `params` bytes once for the node, not per rank.
+  // The parameters live in memory every data-parallel rank of the node maps (DDP and ZeRO-1/2
+  // on one node): `params` bytes once for the node, not per rank.
   bool params_shared = false;
+  // So does the optimizer state, DDP's whole state that the node's ranks update in parts.
+  bool optimizer_shared = false;
   int64_t total() const { return params + grads + optimizer; }
 };
 
@@ -123,11 +125,23 @@ class DataParallel {
   // Loss scaling: inv_scale != 1 unscales this rank's gradients in the norm's pass; the norm is
   // then finite exactly when the gradients it covers (over the groups it sums) are.
   double clip_grad_norm(double max_norm, float inv_scale = 1.0f);
-  // ZeRO: all-gathers every unit's updated parameters (or, with parameters in memory the node's
-  // ranks share, waits until every rank wrote its chunks); nothing for stage 0.
+  // The optimizer prepare() made, once, before its first step. DDP with parameters in memory
+  // the node's ranks share (memory().params_shared) splits its step between them: when it
+  // updates exactly the parameters optimizer_params() gave, each rank updates a contiguous part
+  // of the flat buffer and its state moves into node shared memory too
+  // (optim::Optimizer::share_step: the state stays whole, as DDP's, held once for the node).
+  // Otherwise (another parameter set, or no room for the state) rank 0 alone steps
+  // (steps_optimizer()). Collective.
+  void adopt_optimizer(optim::Optimizer& optimizer);
+  // Whether this rank runs the optimizer step (false only on DDP ranks other than 0 whose
+  // parameters are shared but whose optimizer could not share its step).
+  bool steps_optimizer() const;
+  // ZeRO: all-gathers every unit's updated parameters; with parameters in memory the node's
+  // ranks share (DDP, ZeRO-1/2), waits until every rank wrote its part. Nothing otherwise.
   void after_optimizer_step();
-  // Mixed precision's 16-bit weight copies in memory the node's ranks share (ZeRO-1/2 with shared
-  // parameters and a model with a 16-bit compute dtype; empty otherwise): per optimizer
+  // Mixed precision's 16-bit weight copies in memory the node's ranks share (DDP whose step
+  // the node's ranks share, ZeRO-1/2 with shared parameters; a model with a 16-bit compute
+  // dtype; empty otherwise): per optimizer
   // parameter (optimizer_params() order), the view of the shared copy buffer its update writes
   // (optim::Optimizer::step's `copies`). Each rank writes its chunks' copies; after the step every
   // rank reads all of them, and none casts the weights again.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "autograd/node.h"
 #include "common/error.h"
@@ -255,6 +256,41 @@ void Strategy::add_rows() {
     t.local = false;
     t.untouched = -1;
   }
+}
+
+void Strategy::share_parameters(nn::Module& model) {
+  if (!ctx_.device.is_cpu() || ctx_.size < 2) return;
+  const Tensor whole = model.flat()->params;  // the frozen ones (a LoRA base) too
+  Tensor shared = ctx_.data->node_shared_tensor(whole.numel(), DType::kF32, ctx_.opts);
+  if (!shared.defined()) return;
+  if (ctx_.rank == 0) ops::copy_(shared, whole);  // every rank holds rank 0's values
+  ctx_.data->barrier(ctx_.opts)->wait();
+  model.move_flat_parameters(shared);
+  flat_params_ = flat_range(shared, 0, total_);
+  const auto named = model.named_trainable_parameters();
+  for (size_t p = 0; p < leaves_.size(); ++p) leaves_[p] = named[p].second;
+  shared_ = true;
+  const std::optional<DType> compute = model.compute_dtype();
+  if (compute && (*compute == DType::kBF16 || *compute == DType::kF16)) {
+    shared_copies_ = ctx_.data->node_shared_tensor(total_, *compute, ctx_.opts);
+  }
+}
+
+Tensor Strategy::shared_copy_of(const Tensor& source, const Tensor& copy) const {
+  if (!shared_copies_.defined() || !source.defined() || !copy.defined() ||
+      source.dtype() != DType::kF32 || copy.dtype() != shared_copies_.dtype() ||
+      source.storage() != flat_params_.storage() || source.numel() == 0 ||
+      copy.sizes() != source.sizes() || copy.strides() != source.strides() ||
+      !ops::is_dense(source)) {
+    return Tensor();
+  }
+  // The elements [first, first + span) of the flat buffer the source covers, all trainable.
+  int64_t span = 1;
+  for (int64_t d = 0; d < source.dim(); ++d) span += (source.sizes()[d] - 1) * source.strides()[d];
+  const int64_t first = source.offset() - flat_params_.offset();
+  if (first < 0 || first + span > total_) return Tensor();
+  return make_view(shared_copies_, source.sizes(), source.strides(),
+                   shared_copies_.offset() + first);
 }
 
 double Strategy::clip_over(const std::vector<Tensor>& split, const std::vector<Tensor>& replicated,

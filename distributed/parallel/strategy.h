@@ -83,11 +83,14 @@ class Strategy {
                                                         std::vector<ParamSlice>* slices) const = 0;
   virtual double clip_grad_norm(double max_norm, float inv_scale) = 0;
   virtual void after_optimizer_step() {}
+  // The optimizer prepare() made (DataParallel::adopt_optimizer) / whether this rank runs its
+  // step (DataParallel::steps_optimizer).
+  virtual void adopt_optimizer(optim::Optimizer& /*optimizer*/) {}
+  virtual bool steps_optimizer() const { return true; }
   virtual std::vector<Tensor> shared_weight_copies() const { return {}; }
   virtual void complete_shared_copies(const std::vector<bool>& /*written*/) {}
-  virtual Tensor shared_copy_of(const Tensor& /*source*/, const Tensor& /*copy*/) const {
-    return Tensor();
-  }
+  // The view of shared_copies_ that stands for `copy` (DataParallel::shared_copy_of).
+  Tensor shared_copy_of(const Tensor& source, const Tensor& copy) const;
   virtual void zero_grad(nn::Module& model) { model.zero_grad_lazily(); }
   virtual void gather_parameters() {}
   virtual void release_parameters() {}
@@ -156,6 +159,18 @@ class Strategy {
   // gradients.
   void add_rows();
 
+  // Ranks on one node whose group can share memory (ProcessGroup::node_shared_tensor: MPI with
+  // the shared-memory sums) keep one copy of the parameters in memory they all map (DDP and
+  // ZeRO-1/2, on the CPU): this moves the model's flat parameters (the frozen ones too) there,
+  // filled from rank 0's, sets shared_ and, under a 16-bit compute dtype, allocates
+  // shared_copies_ (mixed precision's weight copies, laid out as flat_params_) alike. Each
+  // rank's optimizer step then writes its part of both in place and nothing is gathered; the
+  // strategy orders the writes with two barriers: after the window's last backward (every rank
+  // has read the parameters for the last time before any rank's step writes them) and after
+  // the step (every part written before any rank's next forward reads it). From lay_out,
+  // before the grad-ready hooks are set (the parameters become new views).
+  void share_parameters(nn::Module& model);
+
   // Clips as torch.nn.utils.clip_grad_norm_ over gradients that are either split across the
   // tensor-parallel group (`split`: their squares are summed over it) or replicated in it; with
   // `sharded` the tensors of the data-parallel ranks are disjoint (squares summed over the
@@ -172,6 +187,8 @@ class Strategy {
   int64_t total_ = 0;  // elements of the flat buffers (ZeRO-3: of its units, padded)
   std::vector<UnitLayout> units_;
   std::vector<std::vector<size_t>> unit_params_;  // per unit: the parameters it overlaps
+  bool shared_ = false;   // the parameters live in node shared memory (share_parameters)
+  Tensor shared_copies_;  // their 16-bit copies there, or undefined
 
  private:
   struct UnitSync {

@@ -3,7 +3,6 @@
 // of every unit, as FSDP shards each flat parameter; gradients are reduce-scattered per unit,
 // the optimizer covers this rank's chunks only, and after its step the units are all-gathered.
 #include <algorithm>
-#include <optional>
 
 #include "common/error.h"
 #include "distributed/parallel/zero.h"
@@ -163,33 +162,6 @@ void ShardedStrategy::zero_grad(nn::Module& model) {
   accumulate_ = false;  // the next micro-step overwrites the shard
 }
 
-void Zero12::share_parameters(nn::Module& model) {
-  if (!ctx_.device.is_cpu() || ctx_.size < 2) return;
-  const Tensor whole = model.flat()->params;  // the frozen ones (a LoRA base) too
-  Tensor shared = ctx_.data->node_shared_tensor(whole.numel(), DType::kF32, ctx_.opts);
-  if (!shared.defined()) return;
-  if (ctx_.rank == 0) ops::copy_(shared, whole);  // every rank holds rank 0's values
-  ctx_.data->barrier(ctx_.opts)->wait();
-  model.move_flat_parameters(shared);
-  flat_params_ = flat_range(shared, 0, total_);
-  const auto named = model.named_trainable_parameters();
-  for (size_t p = 0; p < leaves_.size(); ++p) leaves_[p] = named[p].second;
-  shared_ = true;
-  if (!staged_ && flat_grads_.defined()) {
-    // Stage 1's gradient buffer in a slice of node shared memory: each rank's reduce-scatter
-    // reads the others' blocks where they lie instead of copying them in.
-    Tensor grads = ctx_.data->node_shared_slices(flat_grads_.numel(), DType::kF32, ctx_.opts);
-    if (grads.defined()) {
-      model.move_flat_gradients(grads);
-      flat_grads_ = grads;
-    }
-  }
-  const std::optional<DType> compute = model.compute_dtype();
-  if (compute && (*compute == DType::kBF16 || *compute == DType::kF16)) {
-    shared_copies_ = ctx_.data->node_shared_tensor(total_, *compute, ctx_.opts);
-  }
-}
-
 std::vector<Tensor> Zero12::shared_weight_copies() const {
   std::vector<Tensor> out;
   if (!shared_copies_.defined()) return out;
@@ -210,25 +182,17 @@ void Zero12::complete_shared_copies(const std::vector<bool>& written) {
   }
 }
 
-Tensor Zero12::shared_copy_of(const Tensor& source, const Tensor& copy) const {
-  if (!shared_copies_.defined() || !source.defined() || !copy.defined() ||
-      source.dtype() != DType::kF32 || copy.dtype() != shared_copies_.dtype() ||
-      source.storage() != flat_params_.storage() || source.numel() == 0 ||
-      copy.sizes() != source.sizes() || copy.strides() != source.strides() ||
-      !ops::is_dense(source)) {
-    return Tensor();
-  }
-  // The elements [first, first + span) of the flat buffer the source covers, all trainable.
-  int64_t span = 1;
-  for (int64_t d = 0; d < source.dim(); ++d) span += (source.sizes()[d] - 1) * source.strides()[d];
-  const int64_t first = source.offset() - flat_params_.offset();
-  if (first < 0 || first + span > total_) return Tensor();
-  return make_view(shared_copies_, source.sizes(), source.strides(),
-                   shared_copies_.offset() + first);
-}
-
 void Zero12::lay_out(nn::Module& model) {
   share_parameters(model);
+  if (shared_ && !staged_ && flat_grads_.defined()) {
+    // Stage 1's gradient buffer in a slice of node shared memory: each rank's reduce-scatter
+    // reads the others' blocks where they lie instead of copying them in.
+    Tensor grads = ctx_.data->node_shared_slices(flat_grads_.numel(), DType::kF32, ctx_.opts);
+    if (grads.defined()) {
+      model.move_flat_gradients(grads);
+      flat_grads_ = grads;
+    }
+  }
   // Stage 1 synchronises embedding tables in two parts, as DDP (strategy.h); a table's units
   // hold nothing else. Stage 2 reduces each micro-step's gradients as they are final, the
   // tables' whole.

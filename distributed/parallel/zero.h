@@ -74,20 +74,16 @@ class ShardedStrategy : public Strategy {
 // Stages 1 and 2: units cut from the flat buffers; after the optimizer step every unit's
 // parameters are all-gathered in place.
 //
-// Ranks on one node whose group can share memory (ProcessGroup::node_shared_tensor: MPI with
-// the shared-memory sums) keep one copy of the parameters instead, in memory they all map:
-// each rank's optimizer step writes its chunks there and nothing is gathered. Two barriers
-// order the writes: after the window's last backward (synchronised(): every rank has read the
-// parameters for the last time before any rank's step writes them) and after the step (every
-// chunk written before any rank's next forward reads it). On a 2-core node the gather's copy
-// (475 MB for GPT-2 124M) and the comm thread's CPU time were the step's largest cost besides
-// compute; the node also holds the parameters once instead of once per rank. Stage 1 also
-// keeps each rank's gradient buffer in a slice of node shared memory
-// (ProcessGroup::node_shared_slices), so that a reduce-scatter reads the other ranks' blocks
-// where they lie; the barrier after backward comes before the embedding rows are added into
-// it. Under mixed
-// precision the weights' 16-bit copies are shared the same way: each rank's step writes its
-// chunks' copies in the update's pass, and no rank casts the weights again.
+// Ranks on one node whose group can share memory keep one copy of the parameters instead
+// (Strategy::share_parameters): each rank's optimizer step writes its chunks there and nothing
+// is gathered. On a 2-core node the gather's copy (475 MB for GPT-2 124M) and the comm thread's
+// CPU time were the step's largest cost besides compute; the node also holds the parameters
+// once instead of once per rank. Stage 1 also keeps each rank's gradient buffer in a slice of
+// node shared memory (ProcessGroup::node_shared_slices), so that a reduce-scatter reads the
+// other ranks' blocks where they lie; the barrier after backward comes before the embedding
+// rows are added into it. Under mixed precision the weights' 16-bit copies are shared the same
+// way: each rank's step writes its chunks' copies in the update's pass, and no rank casts the
+// weights again.
 class Zero12 final : public ShardedStrategy {
  public:
   Zero12(const StrategyContext& ctx, int stage) : ShardedStrategy(ctx, stage == 2) {}
@@ -95,18 +91,10 @@ class Zero12 final : public ShardedStrategy {
   TrainingMemory memory(const optim::Optimizer& optimizer) const override;
   std::vector<Tensor> shared_weight_copies() const override;
   void complete_shared_copies(const std::vector<bool>& written) override;
-  Tensor shared_copy_of(const Tensor& source, const Tensor& copy) const override;
 
  private:
   void lay_out(nn::Module& model) override;
   void synchronised() override;
-  // Moves the model's flat parameters into node shared memory when the group offers it.
-  void share_parameters(nn::Module& model);
-
-  bool shared_ = false;  // the parameters live in node shared memory
-  // With shared parameters and a 16-bit compute dtype: mixed precision's weight copies, laid out
-  // as flat_params_ (DataParallel::shared_weight_copies).
-  Tensor shared_copies_;
 };
 
 // Stage 3: each of the model's blocks() is a unit with its own padded buffer, gathered just

@@ -79,6 +79,27 @@ if [ "$(losses "$TMP/np2/metrics.jsonl")" != "$(losses "$TMP/np2mpi/metrics.json
   paste <(losses "$TMP/np2/metrics.jsonl") <(losses "$TMP/np2mpi/metrics.jsonl"); fail=1
 fi
 
+# DDP ranks of one node keep one copy of the parameters and of the optimizer state, each rank
+# updating its part. Where /dev/shm has no room for the state (HFRUN_SHM_MAX_BYTES stands for a
+# small one: here between the parameters' 3.2 MB and the state's 6.5 MB) rank 0 runs the whole
+# step alone; where it has none for the parameters each rank keeps its own and runs the whole
+# step. The same losses every way.
+grep -q "parameters [0-9.]* in memory the node's ranks share, .*optimizer [0-9.]* MiB in memory the node's ranks share" "$TMP/np2.log" ||
+  { echo "FAIL: DDP on one node does not share its parameters and optimizer state:"; grep "data parallel" "$TMP/np2.log"; fail=1; }
+for room in 4000000:"rank 0 runs the whole optimizer step alone" 65536:"each rank keeps its own and runs the whole optimizer step"; do
+  bytes="${room%%:*}"; note="${room#*:}"
+  dp_yaml "$TMP/np2_$bytes" 2 > "$TMP/np2_$bytes.yaml"
+  if ! HFRUN_SHM_MAX_BYTES="$bytes" "$HFRUN" -np 2 --oversubscribe "$TMP/np2_$bytes.yaml" > "$TMP/np2_$bytes.log" 2>&1; then
+    echo "FAIL: -np 2 run with HFRUN_SHM_MAX_BYTES=$bytes failed"; cat "$TMP/np2_$bytes.log"; fail=1
+  fi
+  grep -q "$note" "$TMP/np2_$bytes.log" ||
+    { echo "FAIL: HFRUN_SHM_MAX_BYTES=$bytes does not say '$note':"; grep "data parallel" "$TMP/np2_$bytes.log"; fail=1; }
+  if [ "$(losses "$TMP/np2/metrics.jsonl")" != "$(losses "$TMP/np2_$bytes/metrics.jsonl")" ]; then
+    echo "FAIL: losses differ with HFRUN_SHM_MAX_BYTES=$bytes (shared, not):"
+    paste <(losses "$TMP/np2/metrics.jsonl") <(losses "$TMP/np2_$bytes/metrics.jsonl"); fail=1
+  fi
+done
+
 # Validation is split across ranks and averaged over all targets: the same val_loss.
 vals() { awk 'match($0, /"val_loss": [-0-9.eE+]+/) { print substr($0, RSTART + 12, RLENGTH - 12) }' "$1"; }
 paste <(vals "$TMP/np1/metrics.jsonl") <(vals "$TMP/np2/metrics.jsonl") > "$TMP/vpairs"

@@ -92,12 +92,16 @@ for z in 0 1 2 tp; do
   fi
 done
 
-# ZeRO-1/2 on one node keep one copy of the parameters (and under bf16 of their copies) in memory
-# the ranks share, each rank's step writing its chunks: the same bits as each rank holding its
-# own copy and gathering (HFRUN_SHM_COLLECTIVES=0; two ranks sum alike either way).
-for z in 1 2; do
-  grep -q "in memory the node's ranks share" "$TMP/bf16_${z}_1.log" ||
+# DDP and ZeRO-1/2 on one node keep one copy of the parameters (and under bf16 of their copies)
+# in memory the ranks share, each rank's step writing its part (DDP: of the whole optimizer
+# state, shared too): the same bits as each rank holding its own copy and gathering, or under
+# DDP running the whole step (HFRUN_SHM_COLLECTIVES=0; two ranks sum alike either way).
+for z in 0 1 2; do
+  grep -q "parameters [0-9.]* in memory the node's ranks share" "$TMP/bf16_${z}_1.log" ||
     { echo "FAIL: bf16 ($z) did not share its parameters:"; grep "data parallel" "$TMP/bf16_${z}_1.log"; fail=1; }
+  if [ "$z" = 0 ] && ! grep -q "optimizer [0-9.]* MiB in memory the node's ranks share" "$TMP/bf16_${z}_1.log"; then
+    echo "FAIL: bf16 DDP did not share its optimizer step:"; grep "data parallel" "$TMP/bf16_${z}_1.log"; fail=1
+  fi
   name="bf16_${z}_private"
   cfg "$TMP/$name" 1 "$z" 2 > "$TMP/$name.yaml"
   sed -i 's/^train: {/train: {mixed_precision: bf16, /' "$TMP/$name.yaml"

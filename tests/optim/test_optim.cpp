@@ -1,6 +1,7 @@
 // Optimizers against closed forms: single AdamW / SGD steps computed by hand, weight decay on
 // ndim >= 2 only, skipped parameters, flat-buffer and strided views, zero_grad, state round
 // trips and the errors a user can hit.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -370,6 +371,129 @@ TEST(Optimizer, LoadRejectsMissingUnknownAndMisshapedState) {
   auto bad_step = without("step");
   bad_step.emplace_back("step", ops::zeros({2}));
   expect_error_naming([&] { opt.load_state_tensors(bad_step); }, {"step", "scalar"});
+}
+
+// share_step: two optimizers over the same parameters, each updating its ranges, with their
+// state in one buffer both map (DDP ranks of one node), give the parameters, weight copies and
+// whole state of one optimizer stepping alone, bit for bit; a parameter without a gradient
+// still counts its step. Loading state writes each sharer's ranges only.
+TEST(Optimizer, SharedStepEqualsOneWholeStep) {
+  for (int kind = 0; kind < 2; ++kind) {
+    SCOPED_TRACE(kind == 0 ? "adamw" : "sgd");
+    auto make = [&](std::vector<ParamRef> p) -> std::unique_ptr<Optimizer> {
+      if (kind == 0) {
+        return std::make_unique<AdamW>(std::move(p), AdamWOptions{.lr = 0.01, .weight_decay = 0.1});
+      }
+      return std::make_unique<SGD>(std::move(p), SGDOptions{.lr = 0.1, .momentum = 0.9});
+    };
+    const std::vector<Shape> shapes = {{100, 37}, {50}, {7}};
+    const int64_t total = 100 * 37 + 50 + 7;
+    auto params = [&] {
+      Tensor flat = testing::randn({total}, 1);
+      flat.set_requires_grad(true);
+      std::vector<Tensor> out;
+      int64_t offset = 0;
+      for (const Shape& s : shapes) {
+        out.push_back(make_view(flat, s, contiguous_strides(s), offset));
+        offset += out.back().numel();
+      }
+      return out;
+    };
+    std::vector<Tensor> shared = params(), alone = params();
+    auto refs = [](const std::vector<Tensor>& p) {
+      return std::vector<ParamRef>{{"a", p[0]}, {"b", p[1]}, {"c", p[2]}};
+    };
+    auto first = make(refs(shared)), second = make(refs(shared)), whole = make(refs(alone));
+    // The first takes a's elements below 1600; the second the rest of a, all of b and c.
+    const std::vector<std::pair<int64_t, int64_t>> mine = {{0, 1600}, {0, 0}, {0, 0}};
+    const std::vector<std::pair<int64_t, int64_t>> theirs = {{1600, 3700}, {0, 50}, {0, 7}};
+    const int64_t state_elements = first->state_bytes() / 4;
+    Tensor memory = ops::zeros({std::max<int64_t>(state_elements, 1)});
+    auto hand_out = [&] {
+      return [&memory, next = int64_t{0}](int64_t n) mutable {
+        Tensor t = make_view(memory, {n}, {1}, next);
+        next += n;
+        return t;
+      };
+    };
+    first->share_step(mine, hand_out());
+    second->share_step(theirs, hand_out());
+    EXPECT_TRUE(first->step_shared());
+    std::vector<Tensor> copies;
+    for (const Shape& s : shapes) copies.push_back(ops::zeros(s, DType::kBF16));
+    for (int s = 0; s < 3; ++s) {
+      for (size_t k = 0; k < shapes.size(); ++k) {
+        const bool none = k == 2 && s == 1;  // c has no gradient in step 1
+        shared[k].set_grad(none ? Tensor() : testing::randn(shapes[k], 10 + s + 3 * k));
+        alone[k].set_grad(none ? Tensor() : testing::randn(shapes[k], 10 + s + 3 * k));
+      }
+      const double scale = s == 2 ? 0.5 : 1.0;
+      first->step(scale, copies);
+      second->step(scale, copies);
+      whole->step(scale);
+      for (size_t k = 0; k < shapes.size(); ++k) {
+        EXPECT_EQ(shared[k].to_vector(), alone[k].to_vector()) << "step " << s << " param " << k;
+        EXPECT_EQ(ops::to_dtype(copies[k], DType::kF32).to_vector(),
+                  ops::to_dtype(ops::to_dtype(alone[k], DType::kBF16), DType::kF32).to_vector())
+            << "step " << s << " param " << k;
+      }
+    }
+    const NamedTensors want = whole->state_tensors();
+    for (const auto* opt : {first.get(), second.get()}) {
+      const NamedTensors got = opt->state_tensors();
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t k = 0; k < got.size(); ++k) {
+        EXPECT_EQ(got[k].first, want[k].first);
+        EXPECT_EQ(got[k].second.to_vector(), want[k].second.to_vector()) << got[k].first;
+      }
+    }
+    // A new pair loads the saved state: after the first loads, only its ranges hold it.
+    NamedTensors saved;
+    for (auto& [name, t] : want) saved.emplace_back(name, ops::clone(t));
+    std::vector<Tensor> again = params();
+    auto third = make(refs(again)), fourth = make(refs(again));
+    memory = ops::zeros({std::max<int64_t>(state_elements, 1)});
+    third->share_step(mine, hand_out());
+    fourth->share_step(theirs, hand_out());
+    third->load_state_tensors(saved);
+    EXPECT_EQ(third->step_count(), 3);
+    for (const auto& [name, t] : third->state_tensors()) {
+      if (name.starts_with("step")) continue;
+      const std::vector<float> v = t.to_vector();
+      const auto it =
+          std::find_if(saved.begin(), saved.end(), [&](auto& e) { return e.first == name; });
+      const std::vector<float> w = it->second.to_vector();
+      const int64_t upto = name.ends_with(".a") ? 1600 : 0;
+      for (size_t i = 0; i < v.size(); ++i) {
+        ASSERT_EQ(v[i], static_cast<int64_t>(i) < upto ? w[i] : 0.0f) << name << " " << i;
+      }
+    }
+    fourth->load_state_tensors(saved);
+    for (const auto& [name, t] : third->state_tensors()) {
+      const auto it =
+          std::find_if(saved.begin(), saved.end(), [&](auto& e) { return e.first == name; });
+      EXPECT_EQ(t.to_vector(), it->second.to_vector()) << name;
+    }
+    expect_error_naming([&] { first->share_step(mine, hand_out()); }, {"share_step", "first step"});
+  }
+}
+
+TEST(Optimizer, ShareStepRefusesRangesOutsideContiguousParameters) {
+  Tensor flat = ops::zeros({12});
+  flat.set_requires_grad(true);
+  Tensor w = ops::transpose(make_view(flat, {3, 4}, {4, 1}, 0), 0, 1);  // [4, 3], strided
+  auto memory = [](int64_t n) { return ops::zeros({n}); };
+  AdamW strided({{"w", w}});
+  expect_error_naming([&] { strided.share_step({{0, 6}}, memory); }, {"'w'", "contiguous"});
+  Tensor v = make_view(flat, {12}, {1}, 0);
+  AdamW plain({{"v", v}});
+  expect_error_naming([&] { plain.share_step({{4, 13}}, memory); }, {"'v'", "[4, 13)"});
+  expect_error_naming([&] { plain.share_step({}, memory); }, {"0 ranges", "1 parameters"});
+  expect_error_naming(
+      [&] {
+        plain.share_step({{0, 12}}, [](int64_t) { return ops::zeros({3}); });
+      },
+      {"state memory", "12"});
 }
 
 TEST(Optimizer, ErrorsNameTheParameterOrOption) {
