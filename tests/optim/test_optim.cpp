@@ -460,8 +460,8 @@ TEST(Optimizer, SharedStepEqualsOneWholeStep) {
     for (const auto& [name, t] : third->state_tensors()) {
       if (name.starts_with("step")) continue;
       const std::vector<float> v = t.to_vector();
-      const auto it =
-          std::find_if(saved.begin(), saved.end(), [&](auto& e) { return e.first == name; });
+      const auto it = std::find_if(saved.begin(), saved.end(),
+                                   [&key = name](auto& e) { return e.first == key; });
       const std::vector<float> w = it->second.to_vector();
       const int64_t upto = name.ends_with(".a") ? 1600 : 0;
       for (size_t i = 0; i < v.size(); ++i) {
@@ -470,8 +470,8 @@ TEST(Optimizer, SharedStepEqualsOneWholeStep) {
     }
     fourth->load_state_tensors(saved);
     for (const auto& [name, t] : third->state_tensors()) {
-      const auto it =
-          std::find_if(saved.begin(), saved.end(), [&](auto& e) { return e.first == name; });
+      const auto it = std::find_if(saved.begin(), saved.end(),
+                                   [&key = name](auto& e) { return e.first == key; });
       EXPECT_EQ(t.to_vector(), it->second.to_vector()) << name;
     }
     expect_error_naming([&] { first->share_step(mine, hand_out()); }, {"share_step", "first step"});
